@@ -1,0 +1,3 @@
+//! `rollcage`: the one binary of the project.
+
+fn main() {}

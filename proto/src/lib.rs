@@ -1,0 +1,16 @@
+//! Types shared by every rollcage component.
+//!
+//! This crate is deliberately serde-only (no I/O, no async, no platform code) so that the coordinator, the agent,
+//! the runtime and the hook SDK can all depend on it without pulling each other's dependencies in.
+//!
+//! - [`lifecycle`]: the lifecycle events of a deployment, with CodeDeploy's names and which ones take hooks.
+//! - [`outcome`]: the one outcome type every hook kind (shell, wasm) maps onto, with CodeDeploy-compatible codes.
+//! - [`sandbox`]: the capability grant of a WebAssembly hook (the AppSpec's `sandbox:` map).
+
+pub mod lifecycle;
+pub mod outcome;
+pub mod sandbox;
+
+pub use lifecycle::LifecycleEvent;
+pub use outcome::{HookOutcome, HookStatus};
+pub use sandbox::{DirAccess, DirGrant, SandboxSpec};

@@ -1,0 +1,63 @@
+//! Lifecycle hook runners.
+//!
+//! [`run_hook`] looks at the hook's file and picks the runner: a shell script runs as a child process
+//! ([`shell`]). Every ending maps onto the one [`HookOutcome`] type.
+
+pub mod log;
+pub mod shell;
+
+use crate::appspec::HookSpec;
+use rollcage_proto::{HookOutcome, LifecycleEvent};
+use std::path::Path;
+
+pub use log::{OutputTail, ScriptLog, Stream};
+
+/// The values a hook learns about its deployment, as environment variables.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HookEnv {
+    /// `DEPLOYMENT_ID`.
+    pub deployment_id: String,
+    /// `APPLICATION_NAME`.
+    pub application_name: String,
+    /// `DEPLOYMENT_GROUP_NAME`.
+    pub deployment_group_name: String,
+    /// `DEPLOYMENT_GROUP_ID`.
+    pub deployment_group_id: String,
+    /// Further variables set by the agent (`ROLLCAGE_INSTANCE`, `--var KEY=VALUE`), in order.
+    pub extra: Vec<(String, String)>,
+}
+
+impl HookEnv {
+    /// The lifecycle variables of one event: CodeDeploy's five, then the extras.
+    pub fn vars(&self, event: LifecycleEvent) -> Vec<(String, String)> {
+        let mut vars = vec![
+            ("LIFECYCLE_EVENT".to_owned(), event.name().to_owned()),
+            ("DEPLOYMENT_ID".to_owned(), self.deployment_id.clone()),
+            ("APPLICATION_NAME".to_owned(), self.application_name.clone()),
+            ("DEPLOYMENT_GROUP_NAME".to_owned(), self.deployment_group_name.clone()),
+            ("DEPLOYMENT_GROUP_ID".to_owned(), self.deployment_group_id.clone()),
+        ];
+        vars.extend(self.extra.iter().cloned());
+        vars
+    }
+}
+
+/// Everything one hook run needs.
+#[derive(Debug, Clone, Copy)]
+pub struct HookRun<'a> {
+    /// The event the hook belongs to.
+    pub event: LifecycleEvent,
+    /// The hook entry from the AppSpec.
+    pub hook: &'a HookSpec,
+    /// The unpacked revision the hook comes from (its working directory).
+    pub revision_dir: &'a Path,
+    /// Deployment values for the environment.
+    pub env: &'a HookEnv,
+    /// The deployment's `scripts.log`.
+    pub log: &'a ScriptLog,
+}
+
+/// Run one hook to its end and report how it ended. Never panics on anything from the bundle.
+pub async fn run_hook(run: HookRun<'_>) -> HookOutcome {
+    shell::run(run).await
+}

@@ -1,0 +1,155 @@
+//! Where a deployment's files live under the agent's root directory.
+//!
+//! ```text
+//! ${root}/app-${app}/group-${group}/
+//!     deploy-${deploy}/           one per deployment (the seed's cache dir)
+//!         bundle                  the fetched archive, as downloaded (absent for directory sources)
+//!         revision/               the unpacked revision
+//!         logs/scripts.log        every hook's output, timestamped and tagged
+//!     state/                      per-group state the agent owns
+//!         cleanup.json            what the last Install created (replayed in reverse by the next Install)
+//!         last-installed          id of the deployment whose Install last succeeded here
+//!     staging-*/                  temporary dirs, renamed into place or removed
+//! ```
+//!
+//! App, group and deployment ids come from outside (CLI, coordinator), so they are checked to be single, plain path
+//! components before they are ever joined onto the root.
+
+use std::path::{Path, PathBuf};
+
+/// A name used as a path component is not a plain, short name.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid {what} `{value}`: expected 1–128 characters of letters, digits, `.`, `_` or `-`, not starting with `.`")]
+pub struct InvalidName {
+    /// Which name (application, deployment group, deployment id).
+    pub what: &'static str,
+    /// The offending value.
+    pub value: String,
+}
+
+/// Check that `value` can be used as one path component.
+pub fn check_name(what: &'static str, value: &str) -> Result<(), InvalidName> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && !value.starts_with('.')
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok { Ok(()) } else { Err(InvalidName { what, value: value.to_owned() }) }
+}
+
+/// The directory of one application's deployment group on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLayout {
+    dir: PathBuf,
+}
+
+impl GroupLayout {
+    /// `${root}/app-${app}/group-${group}`, after checking both names.
+    pub fn new(root: &Path, app: &str, group: &str) -> Result<Self, InvalidName> {
+        check_name("application name", app)?;
+        check_name("deployment group", group)?;
+        Ok(Self { dir: root.join(format!("app-{app}")).join(format!("group-{group}")) })
+    }
+
+    /// The group directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Per-group state owned by the agent.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// The cleanup list of the last Install.
+    pub fn cleanup_file(&self) -> PathBuf {
+        self.state_dir().join("cleanup.json")
+    }
+
+    /// File holding the id of the deployment whose Install last succeeded.
+    pub fn last_installed_file(&self) -> PathBuf {
+        self.state_dir().join("last-installed")
+    }
+
+    /// The layout of one deployment of this group.
+    pub fn deployment(&self, deploy: &str) -> Result<DeployLayout, InvalidName> {
+        check_name("deployment id", deploy)?;
+        Ok(DeployLayout { dir: self.dir.join(format!("deploy-{deploy}")) })
+    }
+
+    /// The id of the deployment whose Install last succeeded here, if any.
+    pub fn last_installed(&self) -> std::io::Result<Option<String>> {
+        match std::fs::read_to_string(self.last_installed_file()) {
+            Ok(s) => {
+                let id = s.trim().to_owned();
+                Ok((!id.is_empty() && check_name("deployment id", &id).is_ok()).then_some(id))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Record `deploy` as the deployment whose Install last succeeded (written to a temp file, then renamed).
+    pub fn set_last_installed(&self, deploy: &str) -> std::io::Result<()> {
+        let state = self.state_dir();
+        std::fs::create_dir_all(&state)?;
+        let tmp = tempfile::NamedTempFile::new_in(&state)?;
+        std::fs::write(tmp.path(), format!("{deploy}\n"))?;
+        tmp.persist(self.last_installed_file()).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+/// The cache directory of one deployment: `${group}/deploy-${deploy}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployLayout {
+    dir: PathBuf,
+}
+
+impl DeployLayout {
+    /// The deployment directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The archive as fetched.
+    pub fn bundle_file(&self) -> PathBuf {
+        self.dir.join("bundle")
+    }
+
+    /// The unpacked revision.
+    pub fn revision_dir(&self) -> PathBuf {
+        self.dir.join("revision")
+    }
+
+    /// The logs directory.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    /// Every hook's output.
+    pub fn scripts_log(&self) -> PathBuf {
+        self.logs_dir().join("scripts.log")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_layout() -> Result<(), InvalidName> {
+        let g = GroupLayout::new(Path::new("/r"), "web", "prod")?;
+        let d = g.deployment("d-1")?;
+        assert_eq!(d.dir(), Path::new("/r/app-web/group-prod/deploy-d-1"));
+        assert_eq!(d.scripts_log(), Path::new("/r/app-web/group-prod/deploy-d-1/logs/scripts.log"));
+        Ok(())
+    }
+
+    #[test]
+    fn names_cannot_escape_the_root() {
+        for bad in ["", "..", ".hidden", "a/b", "a\\b", "x y", &"n".repeat(129)] {
+            assert!(GroupLayout::new(Path::new("/r"), bad, "g").is_err(), "{bad:?} accepted");
+        }
+        assert!(GroupLayout::new(Path::new("/r"), "a", "g").and_then(|g| g.deployment("../x")).is_err());
+    }
+}

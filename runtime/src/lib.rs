@@ -1,0 +1,17 @@
+//! Everything a deployment does on one host, without a coordinator.
+//!
+//! - [`appspec`]: parse and validate `appspec.yml` (CodeDeploy's EC2/on-premises semantics, stricter where it
+//!   protects users), reporting every problem at once with field paths and positions.
+//! - [`layout`]: where things live under the agent's root (`${root}/app-${app}/group-${group}/deploy-${deploy}/`).
+//! - [`package`]: get a revision (directory, archive, `file://`, `http(s)://`), verify its sha256 while streaming,
+//!   unpack it safely into the deployment dir; retention of old deployment dirs.
+//! - [`install`]: copy the AppSpec `files` with CodeDeploy's cleanup-list semantics and apply `permissions`.
+//! - [`hooks`]: run lifecycle hooks (shell scripts) and map every ending onto [`rollcage_proto::HookOutcome`].
+//! - [`lifecycle`]: the steps of an in-place deployment on this host, as the agent and `rollcage local` run them.
+
+pub mod appspec;
+pub mod hooks;
+pub mod install;
+pub mod layout;
+pub mod lifecycle;
+pub mod package;

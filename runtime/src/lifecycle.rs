@@ -1,0 +1,1 @@
+//! The steps of an in-place deployment on this host, as the agent and `rollcage local` run them.
