@@ -1,1 +1,388 @@
-//! The steps of an in-place deployment on this host, as the agent and `rollcage local` run them.
+//! The agent-side steps of a deployment on this host, as the agent and `rollcage local` run them.
+//!
+//! A [`HostDeployment`] is one deployment of one application's deployment group on this host. Each
+//! [`HostDeployment::run_step`] call performs one lifecycle event and returns a [`StepReport`]; the caller (the
+//! agent's command loop, or `rollcage local`) decides the order and keeps any journal. Which revision's scripts run
+//! is decided here: ApplicationStop, BeforeBlockTraffic and AfterBlockTraffic stop or drain the application that is
+//! running, so they take the hooks of the revision whose Install last succeeded on this host (nothing on the first
+//! deployment); every other event takes the hooks of the revision being deployed.
+
+use crate::appspec::{self, AppSpec, FileExistsBehavior};
+use crate::hooks::{self, HookEnv, HookRun, ScriptLog, Stream};
+use crate::install::{self, InstallRequest};
+use crate::layout::{DeployLayout, GroupLayout, InvalidName};
+use crate::package::{self, FetchOptions, Source, UnpackLimits};
+use rollcage_proto::{HookOutcome, LifecycleEvent};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Deployment dirs kept per group by default (CodeDeploy's `max_revisions`).
+pub const DEFAULT_MAX_REVISIONS: usize = 5;
+
+/// Settings of this host's agent that every deployment shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// The agent's root directory.
+    pub root: PathBuf,
+    /// Extra variables every hook gets (`ROLLCAGE_INSTANCE`, `--var KEY=VALUE`), in order.
+    pub hook_vars: Vec<(String, String)>,
+    /// Deployment dirs kept per group.
+    pub max_revisions: usize,
+}
+
+impl HostConfig {
+    /// A host rooted at `root` with no extra variables and the default retention.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            hook_vars: Vec::new(),
+            max_revisions: DEFAULT_MAX_REVISIONS,
+        }
+    }
+}
+
+/// What to deploy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentSpec {
+    /// Application name.
+    pub application: String,
+    /// Deployment group name.
+    pub group: String,
+    /// Deployment group id (`DEPLOYMENT_GROUP_ID`); the name when there is no separate id.
+    pub group_id: String,
+    /// Deployment id.
+    pub deployment_id: String,
+    /// Where the revision comes from.
+    pub source: Source,
+    /// Expected sha256 of the archive, lowercase hex.
+    pub expected_sha256: Option<String>,
+    /// `file_exists_behavior` when the AppSpec does not set one.
+    pub file_exists_behavior: FileExistsBehavior,
+    /// Unpack limits.
+    pub limits: UnpackLimits,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepStatus {
+    /// The step did its work.
+    Succeeded,
+    /// Nothing to do (no hooks for the event, or no previous revision for ApplicationStop).
+    Skipped,
+    /// The step failed; the instance fails.
+    Failed,
+}
+
+/// The report of one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepReport {
+    /// The event.
+    pub event: LifecycleEvent,
+    /// How it ended.
+    pub status: StepStatus,
+    /// One line for people: what was done, or what failed.
+    pub message: String,
+    /// Every hook that ran, in order (the last one is the failed one when the step failed on a hook).
+    pub hooks: Vec<HookOutcome>,
+    /// Wall-clock duration in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl StepReport {
+    /// The first failed hook, if the step failed on a hook.
+    pub fn failed_hook(&self) -> Option<&HookOutcome> {
+        self.hooks.iter().find(|h| !h.is_success())
+    }
+}
+
+/// A step could not be set up or performed (hook failures are not errors: they are in the report).
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// An application, group or deployment name cannot be used as a path component.
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
+    /// The revision could not be fetched or unpacked.
+    #[error("DownloadBundle: {0}")]
+    Package(#[from] package::PackageError),
+    /// The revision's AppSpec is missing or invalid.
+    #[error("{0}")]
+    AppSpec(#[from] appspec::AppSpecError),
+    /// Install failed.
+    #[error("Install: {0}")]
+    Install(#[from] install::InstallError),
+    /// The revision of this deployment has not been downloaded on this host.
+    #[error(
+        "the revision of deployment {deployment} is not on this host ({path}); run DownloadBundle first"
+    )]
+    NotDownloaded {
+        /// The deployment.
+        deployment: String,
+        /// Where it was expected.
+        path: PathBuf,
+    },
+    /// Local I/O around the step failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The event is not performed by the agent (BlockTraffic, AllowTraffic, SwitchTraffic).
+    #[error("{0} is performed by the coordinator, not the agent")]
+    NotAnAgentStep(LifecycleEvent),
+}
+
+/// One deployment of one group on this host.
+#[derive(Debug, Clone)]
+pub struct HostDeployment {
+    spec: DeploymentSpec,
+    group: GroupLayout,
+    deploy: DeployLayout,
+    env: HookEnv,
+    max_revisions: usize,
+}
+
+impl HostDeployment {
+    /// Check the names and compute the layout; touches nothing on disk.
+    pub fn new(host: &HostConfig, spec: DeploymentSpec) -> Result<Self, LifecycleError> {
+        let group = GroupLayout::new(&host.root, &spec.application, &spec.group)?;
+        let deploy = group.deployment(&spec.deployment_id)?;
+        let env = HookEnv {
+            deployment_id: spec.deployment_id.clone(),
+            application_name: spec.application.clone(),
+            deployment_group_name: spec.group.clone(),
+            deployment_group_id: spec.group_id.clone(),
+            extra: host.hook_vars.clone(),
+        };
+        Ok(Self {
+            spec,
+            group,
+            deploy,
+            env,
+            max_revisions: host.max_revisions,
+        })
+    }
+
+    /// The deployment's cache directory.
+    pub fn layout(&self) -> &DeployLayout {
+        &self.deploy
+    }
+
+    /// The group's directory on this host.
+    pub fn group_layout(&self) -> &GroupLayout {
+        &self.group
+    }
+
+    /// What is being deployed.
+    pub fn spec(&self) -> &DeploymentSpec {
+        &self.spec
+    }
+
+    /// Perform one agent step and report how it went. Never panics on input from the bundle.
+    pub async fn run_step(&self, event: LifecycleEvent) -> StepReport {
+        let started = Instant::now();
+        let result = match event {
+            LifecycleEvent::DownloadBundle => self.download().await,
+            LifecycleEvent::Install => self.install().await,
+            e if e.is_scriptable() => self.run_hooks(e).await,
+            e => Err(LifecycleError::NotAnAgentStep(e)),
+        };
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let (status, message, hooks) = match result {
+            Ok(done) => done,
+            Err(e) => (StepStatus::Failed, e.to_string(), Vec::new()),
+        };
+        StepReport {
+            event,
+            status,
+            message,
+            hooks,
+            duration_ms,
+        }
+    }
+
+    async fn download(&self) -> Result<(StepStatus, String, Vec<HookOutcome>), LifecycleError> {
+        let revision = self.deploy.revision_dir();
+        let message = if revision.is_dir() {
+            // The revision is renamed into place only once complete, so its presence means a finished download
+            // (a rollback or a re-sent command after an agent restart re-uses it).
+            format!("revision already cached at {}", revision.display())
+        } else {
+            let opts = FetchOptions {
+                expected_sha256: self.spec.expected_sha256.clone(),
+                limits: self.spec.limits,
+            };
+            let fetched = package::fetch(&self.spec.source, &self.deploy, &opts).await?;
+            match &fetched.sha256 {
+                Some(sha) => format!(
+                    "fetched {} bytes (sha256 {sha}), {} entries",
+                    fetched.bytes, fetched.entries
+                ),
+                None => format!("copied directory, {} entries", fetched.entries),
+            }
+        };
+        // Validate now rather than at Install, so a broken AppSpec fails the first step, before anything stops.
+        appspec::load_from_revision(&revision)?;
+        let last = self.last_installed()?;
+        let mut keep = vec![self.spec.deployment_id.as_str()];
+        if let Some(last) = &last {
+            keep.push(last);
+        }
+        match package::prune(&self.group, self.max_revisions, &keep) {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(?removed, "pruned old deployment dirs")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not prune old deployment dirs"),
+        }
+        Ok((StepStatus::Succeeded, message, Vec::new()))
+    }
+
+    async fn install(&self) -> Result<(StepStatus, String, Vec<HookOutcome>), LifecycleError> {
+        let revision = self.revision_dir_checked()?;
+        let spec = appspec::load_from_revision(&revision)?;
+        let group = self.group.clone();
+        let deployment_id = self.spec.deployment_id.clone();
+        let default_behavior = self.spec.file_exists_behavior;
+        let report = tokio::task::spawn_blocking(move || {
+            install::install(&InstallRequest {
+                spec: &spec,
+                revision_dir: &revision,
+                group: &group,
+                deployment_id: &deployment_id,
+                default_behavior,
+            })
+        })
+        .await
+        .map_err(|e| LifecycleError::Io {
+            what: "install task",
+            path: self.deploy.dir().to_owned(),
+            source: std::io::Error::other(e),
+        })??;
+        self.group
+            .set_last_installed(&self.spec.deployment_id)
+            .map_err(|source| LifecycleError::Io {
+                what: "recording the installed deployment in",
+                path: self.group.last_installed_file(),
+                source,
+            })?;
+        let message = format!(
+            "{} copied, {} directories created, {} retained, {} cleaned up from the previous install",
+            report.copied, report.dirs_created, report.retained, report.cleaned
+        );
+        Ok((StepStatus::Succeeded, message, Vec::new()))
+    }
+
+    async fn run_hooks(
+        &self,
+        event: LifecycleEvent,
+    ) -> Result<(StepStatus, String, Vec<HookOutcome>), LifecycleError> {
+        let (revision, which) = if event.uses_previous_revision() {
+            match self.last_installed()? {
+                None => {
+                    return Ok((
+                        StepStatus::Skipped,
+                        "no revision installed on this host yet".to_owned(),
+                        Vec::new(),
+                    ));
+                }
+                Some(id) => {
+                    let dir = self.group.deployment(&id)?.revision_dir();
+                    if !dir.is_dir() {
+                        return Ok((
+                            StepStatus::Skipped,
+                            format!(
+                                "the installed revision (deployment {id}) is no longer cached on this host"
+                            ),
+                            Vec::new(),
+                        ));
+                    }
+                    (dir, format!("deployment {id}"))
+                }
+            }
+        } else {
+            (self.revision_dir_checked()?, "this deployment".to_owned())
+        };
+        let spec: AppSpec = appspec::load_from_revision(&revision)?;
+        let hooks = spec.hooks_for(event);
+        if hooks.is_empty() {
+            return Ok((
+                StepStatus::Skipped,
+                format!("no {event} hooks in the revision of {which}"),
+                Vec::new(),
+            ));
+        }
+        let log_path = self.deploy.scripts_log();
+        let log = ScriptLog::open(&log_path).map_err(|source| LifecycleError::Io {
+            what: "opening",
+            path: log_path.clone(),
+            source,
+        })?;
+        let mut outcomes = Vec::with_capacity(hooks.len());
+        for hook in hooks {
+            let outcome = hooks::run_hook(HookRun {
+                event,
+                hook,
+                revision_dir: &revision,
+                env: &self.env,
+                log: &log,
+            })
+            .await;
+            let ok = outcome.is_success();
+            if !ok {
+                // Best effort: the outcome itself is the report; a log write failure must not hide it.
+                let note = format!("{} {}", outcome.location, outcome.status);
+                let _ = log.line(event, &outcome.location, Stream::Agent, note.as_bytes());
+            }
+            outcomes.push(outcome);
+            if !ok {
+                let failed = outcomes
+                    .last()
+                    .map(|o| format!("{}: {}", o.location, o.status))
+                    .unwrap_or_default();
+                return Ok((StepStatus::Failed, failed, outcomes));
+            }
+        }
+        let message = format!("{} hook(s) of {which} succeeded", outcomes.len());
+        Ok((StepStatus::Succeeded, message, outcomes))
+    }
+
+    fn revision_dir_checked(&self) -> Result<PathBuf, LifecycleError> {
+        let dir = self.deploy.revision_dir();
+        if dir.is_dir() {
+            Ok(dir)
+        } else {
+            Err(LifecycleError::NotDownloaded {
+                deployment: self.spec.deployment_id.clone(),
+                path: dir,
+            })
+        }
+    }
+
+    fn last_installed(&self) -> Result<Option<String>, LifecycleError> {
+        self.group
+            .last_installed()
+            .map_err(|source| LifecycleError::Io {
+                what: "reading",
+                path: self.group.last_installed_file(),
+                source,
+            })
+    }
+}
+
+/// Run `events` in order until one fails; returns every report (the last is the failed one, if any).
+pub async fn run_plan(deployment: &HostDeployment, events: &[LifecycleEvent]) -> Vec<StepReport> {
+    let mut reports = Vec::with_capacity(events.len());
+    for &event in events {
+        let report = deployment.run_step(event).await;
+        let failed = report.status == StepStatus::Failed;
+        reports.push(report);
+        if failed {
+            break;
+        }
+    }
+    reports
+}
