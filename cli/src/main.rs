@@ -1,3 +1,60 @@
-//! `rollcage`: the one binary of the project.
+//! `rollcage`: the one binary of the project. Each subcommand lives in its own module; this file only parses the
+//! command line, sets up logging and dispatches.
 
-fn main() {}
+mod demo;
+mod local;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Deployments for fleets of VMs: rolling and blue/green, shell and sandboxed WebAssembly hooks.
+#[derive(Debug, Parser)]
+#[command(name = "rollcage", version, about)]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `rollcage_runtime=debug`.
+    #[arg(long, global = true, env = "ROLLCAGE_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show rollcage working on this machine: deploys embedded example revisions in a temp dir.
+    Demo,
+    /// Run the in-place lifecycle of a revision on this host, without a coordinator.
+    Local(local::LocalArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rollcage: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Demo => demo::run().await,
+            Command::Local(args) => local::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rollcage: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

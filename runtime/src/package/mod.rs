@@ -17,6 +17,18 @@ pub enum Source {
     Url(url::Url),
 }
 
+impl Source {
+    /// Interpret a CLI argument (temporary stand-in until the package pipeline lands).
+    pub fn parse(s: &str) -> Result<Self, PackageError> {
+        let path = PathBuf::from(s);
+        if path.is_dir() {
+            Ok(Self::Directory(path))
+        } else {
+            Ok(Self::Archive(path))
+        }
+    }
+}
+
 /// Bounds on what an archive may unpack to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnpackLimits {

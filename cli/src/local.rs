@@ -1,0 +1,177 @@
+//! `rollcage local`: the in-place lifecycle on this host without a coordinator, in the seed's order.
+//!
+//! Successive runs with the same root/app/group behave as successive deployments: Install cleans up what the
+//! previous one installed, and ApplicationStop runs the scripts of the revision installed last.
+
+use anyhow::Context as _;
+use clap::Args;
+use rollcage_proto::LifecycleEvent;
+use rollcage_runtime::appspec::FileExistsBehavior;
+use rollcage_runtime::lifecycle::{
+    DeploymentSpec, HostConfig, HostDeployment, StepReport, StepStatus,
+};
+use rollcage_runtime::package::{Source, UnpackLimits};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `rollcage local`.
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// The revision: a directory, an archive (tar, tar.gz, zip), or a file:// or http(s):// URL.
+    #[arg(long)]
+    bundle: String,
+    /// The agent root under which deployments are cached.
+    #[arg(long, default_value = "/var/lib/rollcage")]
+    root: PathBuf,
+    /// Application name.
+    #[arg(long, default_value = "local")]
+    app: String,
+    /// Deployment group name.
+    #[arg(long, default_value = "local")]
+    group: String,
+    /// Deployment id (default: `local-<unix time in ms>`).
+    #[arg(long)]
+    deployment_id: Option<String>,
+    /// Expected sha256 of the archive (lowercase hex).
+    #[arg(long)]
+    sha256: Option<String>,
+    /// What Install does with existing files the previous deployment did not create (when the AppSpec is silent).
+    #[arg(long, value_enum, default_value = "disallow")]
+    file_exists_behavior: Behavior,
+    /// Extra variable for every hook, KEY=VALUE (repeatable).
+    #[arg(long = "var", value_parser = parse_var)]
+    vars: Vec<(String, String)>,
+}
+
+/// `--file-exists-behavior` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Behavior {
+    Disallow,
+    Overwrite,
+    Retain,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))?;
+    let valid = !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "`{k}` is not a valid variable name (letters, digits, `_`, not starting with a digit)"
+        ));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+/// Run the lifecycle; exit 0 on success, 1 when a step failed.
+pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
+    let source =
+        Source::parse(&args.bundle).with_context(|| format!("--bundle {}", args.bundle))?;
+    let deployment_id = match args.deployment_id {
+        Some(id) => id,
+        None => format!(
+            "local-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0)
+        ),
+    };
+    let mut host = HostConfig::new(&args.root);
+    host.hook_vars = args.vars;
+    let spec = DeploymentSpec {
+        application: args.app.clone(),
+        group: args.group.clone(),
+        group_id: args.group.clone(),
+        deployment_id: deployment_id.clone(),
+        source,
+        expected_sha256: args.sha256.map(|s| s.to_ascii_lowercase()),
+        file_exists_behavior: match args.file_exists_behavior {
+            Behavior::Disallow => FileExistsBehavior::Disallow,
+            Behavior::Overwrite => FileExistsBehavior::Overwrite,
+            Behavior::Retain => FileExistsBehavior::Retain,
+        },
+        limits: UnpackLimits::default(),
+    };
+    let deployment = HostDeployment::new(&host, spec)?;
+    println!(
+        "deployment {deployment_id} of {}/{} into {}",
+        args.app,
+        args.group,
+        deployment.layout().dir().display()
+    );
+    match run_in_place(&deployment).await {
+        None => {
+            println!("deployment {deployment_id} succeeded");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(report) => {
+            print_failure(&report, &deployment);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Run the in-place steps in the seed's order, printing each; returns the failed step's report, if any.
+pub async fn run_in_place(deployment: &HostDeployment) -> Option<StepReport> {
+    for event in LifecycleEvent::IN_PLACE {
+        let report = deployment.run_step(event).await;
+        print_step(&report);
+        if report.status == StepStatus::Failed {
+            return Some(report);
+        }
+    }
+    None
+}
+
+fn status_word(status: StepStatus) -> &'static str {
+    match status {
+        StepStatus::Succeeded => "succeeded",
+        StepStatus::Skipped => "skipped",
+        StepStatus::Failed => "FAILED",
+    }
+}
+
+fn print_step(report: &StepReport) {
+    println!(
+        "  {:<18} {:<9} {:>8.2}s  {}",
+        report.event.name(),
+        status_word(report.status),
+        report.duration_ms as f64 / 1000.0,
+        report.message
+    );
+    for hook in &report.hooks {
+        println!(
+            "      {} {} ({} ms)",
+            hook.location, hook.status, hook.duration_ms
+        );
+        for warning in &hook.warnings {
+            println!("      warning: {warning}");
+        }
+    }
+}
+
+pub fn print_failure(report: &StepReport, deployment: &HostDeployment) {
+    eprintln!("deployment failed at {}: {}", report.event, report.message);
+    if let Some(hook) = report.failed_hook() {
+        eprintln!(
+            "  hook {}: {} (code {})",
+            hook.location,
+            hook.status,
+            hook.status.code()
+        );
+        if !hook.log_tail.is_empty() {
+            eprintln!("  last output:");
+            for line in hook.log_tail.lines() {
+                eprintln!("    | {line}");
+            }
+        }
+        eprintln!(
+            "  full log: {}",
+            deployment.layout().scripts_log().display()
+        );
+    }
+}

@@ -1,0 +1,3 @@
+#!/bin/sh
+# The example application: prints its version.
+cat "$(dirname "$0")/VERSION"

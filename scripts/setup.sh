@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Prepare a fresh machine for building and testing rollcage. Idempotent; safe to run on every test run.
+# Needs root for apt-get (CI and the developers' machines run as root).
+set -euo pipefail
+
+# Hook examples and test guests are compiled to WebAssembly from source.
+if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+  rustup target add wasm32-wasip1
+fi
+
+# System tools the tests use: setfacl/getfacl (AppSpec ACLs), tar/gzip (baseline of the unpack benchmark),
+# procps (ps), iproute2 (network namespaces of later end-to-end tests).
+need=()
+command -v setfacl >/dev/null || need+=(acl)
+command -v ps >/dev/null || need+=(procps)
+command -v ip >/dev/null || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}"
+fi
+
+if ! command -v cargo-nextest >/dev/null && ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
