@@ -15,6 +15,9 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+// The brief's floor for the reported tail.
+const _: () = assert!(DEFAULT_TAIL_BYTES >= 4096);
+
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// A revision directory with its `scripts.log`.
@@ -40,7 +43,13 @@ impl Fixture {
             deployment_group_id: "g-42".to_owned(),
             extra: vec![("ROLLCAGE_INSTANCE".to_owned(), "host-1".to_owned())],
         };
-        Ok(Self { _dir: dir, rev, log_path, log, env })
+        Ok(Self {
+            _dir: dir,
+            rev,
+            log_path,
+            log,
+            env,
+        })
     }
 
     fn script(&self, location: &str, body: &str, mode: u32) -> Result<PathBuf, std::io::Error> {
@@ -90,7 +99,9 @@ impl Fixture {
     }
 
     fn read(&self, name: &str) -> Result<String, std::io::Error> {
-        Ok(fs::read_to_string(self.rev.join(name))?.trim_end().to_owned())
+        Ok(fs::read_to_string(self.rev.join(name))?
+            .trim_end()
+            .to_owned())
     }
 
     fn pid(&self, name: &str) -> Result<i32, Box<dyn std::error::Error>> {
@@ -117,7 +128,10 @@ fn alive(pid: i32) -> bool {
 
 /// Kill a process a test left running on purpose.
 fn cleanup(pid: i32) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }
 
 /// Waits briefly for a SIGTERMed/SIGKILLed process to leave the process table view.
@@ -145,7 +159,10 @@ fn environment_is_built_from_nothing() -> TestResult {
 
     let text = fx.read("env.txt")?;
     let vars: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
-    assert!(!text.contains("ROLLCAGE_TEST_AGENT_SECRET"), "agent env leaked: {text}");
+    assert!(
+        !text.contains("ROLLCAGE_TEST_AGENT_SECRET"),
+        "agent env leaked: {text}"
+    );
     assert!(!text.contains("must-not-leak"), "agent env leaked: {text}");
     let home = nix::unistd::User::from_uid(nix::unistd::geteuid())?
         .map(|u| u.dir.display().to_string())
@@ -165,7 +182,11 @@ fn environment_is_built_from_nothing() -> TestResult {
         assert_eq!(vars.get(key), Some(&value), "{key} in {text}");
     }
     // Nothing else but the kill marker and what the shell itself exports (dash: PWD).
-    let allowed: Vec<&str> = expected.iter().map(|(k, _)| *k).chain([MARKER_VAR, "PWD"]).collect();
+    let allowed: Vec<&str> = expected
+        .iter()
+        .map(|(k, _)| *k)
+        .chain([MARKER_VAR, "PWD"])
+        .collect();
     let extra: Vec<&&str> = vars.keys().filter(|k| !allowed.contains(k)).collect();
     assert!(extra.is_empty(), "unexpected variables {extra:?} in {text}");
     Ok(())
@@ -201,7 +222,10 @@ async fn missing_script_is_reported_without_running() -> TestResult {
     assert_eq!(outcome.status.code(), 1);
     // A dangling symlink is missing too.
     symlink("does-not-exist", fx.rev.join("dangling.sh"))?;
-    assert_eq!(fx.run("dangling.sh", 30, None).await.status, HookStatus::ScriptMissing);
+    assert_eq!(
+        fx.run("dangling.sh", 30, None).await.status,
+        HookStatus::ScriptMissing
+    );
     Ok(())
 }
 
@@ -237,7 +261,10 @@ async fn a_binary_that_is_not_elf_is_not_executable() -> TestResult {
     fs::write(&path, b"PK\x03\x04\0\0\0\0not a program")?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
     let outcome = fx.run("blob", 30, None).await;
-    assert!(matches!(outcome.status, HookStatus::NotExecutable { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome.status, HookStatus::NotExecutable { .. }),
+        "{outcome:?}"
+    );
     Ok(())
 }
 
@@ -255,9 +282,15 @@ async fn a_location_escaping_the_revision_is_refused() -> TestResult {
         "{via_link:?}"
     );
     let via_dots = fx.run("../outside.sh", 30, None).await;
-    assert!(matches!(via_dots.status, HookStatus::NotExecutable { .. }), "{via_dots:?}");
+    assert!(
+        matches!(via_dots.status, HookStatus::NotExecutable { .. }),
+        "{via_dots:?}"
+    );
     let absolute = fx.run(&outside.display().to_string(), 30, None).await;
-    assert!(matches!(absolute.status, HookStatus::NotExecutable { .. }), "{absolute:?}");
+    assert!(
+        matches!(absolute.status, HookStatus::NotExecutable { .. }),
+        "{absolute:?}"
+    );
     assert!(!fx.rev.join("ran-outside").exists());
     Ok(())
 }
@@ -306,12 +339,22 @@ async fn timeout_kills_the_script_and_its_grandchild() -> TestResult {
         0o755,
     )?;
     let outcome = fx.run("hooks/hang.sh", 1, None).await;
-    assert_eq!(outcome.status, HookStatus::TimedOut { timeout_secs: 1 }, "{outcome:?}");
+    assert_eq!(
+        outcome.status,
+        HookStatus::TimedOut { timeout_secs: 1 },
+        "{outcome:?}"
+    );
     assert_eq!(outcome.status.code(), 3);
     let (script, grandchild) = (fx.pid("script.pid")?, fx.pid("grandchild.pid")?);
-    let still = [script, grandchild].into_iter().filter(|&p| alive(p)).collect::<Vec<_>>();
+    let still = [script, grandchild]
+        .into_iter()
+        .filter(|&p| alive(p))
+        .collect::<Vec<_>>();
     [script, grandchild].into_iter().for_each(cleanup);
-    assert!(still.is_empty(), "processes survived the timeout: {still:?}");
+    assert!(
+        still.is_empty(),
+        "processes survived the timeout: {still:?}"
+    );
     assert!(fx.log_text()?.contains("timeout after 1 s"));
     Ok(())
 }
@@ -329,12 +372,22 @@ async fn timeout_escalates_to_sigkill_when_sigterm_is_ignored() -> TestResult {
     let started = Instant::now();
     let outcome = fx.run_with("stubborn.sh", 1, None, &options).await;
     let took = started.elapsed();
-    assert_eq!(outcome.status, HookStatus::TimedOut { timeout_secs: 1 }, "{outcome:?}");
+    assert_eq!(
+        outcome.status,
+        HookStatus::TimedOut { timeout_secs: 1 },
+        "{outcome:?}"
+    );
     let grandchild = fx.pid("grandchild.pid")?;
     let survived = alive(grandchild);
     cleanup(grandchild);
-    assert!(!survived, "SIGTERM-ignoring grandchild {grandchild} survived");
-    assert!(took >= Duration::from_secs(1) + options.term_grace, "SIGKILL came before the grace: {took:?}");
+    assert!(
+        !survived,
+        "SIGTERM-ignoring grandchild {grandchild} survived"
+    );
+    assert!(
+        took >= Duration::from_secs(1) + options.term_grace,
+        "SIGKILL came before the grace: {took:?}"
+    );
     assert!(fx.log_text()?.contains("SIGKILL"));
     Ok(())
 }
@@ -348,11 +401,18 @@ async fn timeout_reaches_a_grandchild_that_left_the_process_group() -> TestResul
         0o755,
     )?;
     let outcome = fx.run("escape.sh", 1, None).await;
-    assert_eq!(outcome.status, HookStatus::TimedOut { timeout_secs: 1 }, "{outcome:?}");
+    assert_eq!(
+        outcome.status,
+        HookStatus::TimedOut { timeout_secs: 1 },
+        "{outcome:?}"
+    );
     let escapee = fx.pid("escapee.pid")?;
     let survived = !gone_soon(escapee);
     cleanup(escapee);
-    assert!(!survived, "setsid grandchild {escapee} survived the timeout");
+    assert!(
+        !survived,
+        "setsid grandchild {escapee} survived the timeout"
+    );
     Ok(())
 }
 
@@ -381,14 +441,26 @@ async fn a_daemon_holding_stdout_does_not_hang_the_hook() -> TestResult {
     cleanup(daemon);
 
     assert_eq!(outcome.status, HookStatus::Succeeded, "{outcome:?}");
-    assert!(took >= OUTPUT_GRACE, "returned before the output grace: {took:?}");
-    assert!(took < OUTPUT_GRACE + Duration::from_secs(5), "hung on the daemon's stdout: {took:?}");
+    assert!(
+        took >= OUTPUT_GRACE,
+        "returned before the output grace: {took:?}"
+    );
+    assert!(
+        took < OUTPUT_GRACE + Duration::from_secs(5),
+        "hung on the daemon's stdout: {took:?}"
+    );
     assert!(daemon_alive, "the daemon must survive a normal exit");
     assert_eq!(outcome.warnings.len(), 1, "{outcome:?}");
-    assert!(outcome.warnings[0].contains("kept stdout/stderr open"), "{outcome:?}");
+    assert!(
+        outcome.warnings[0].contains("kept stdout/stderr open"),
+        "{outcome:?}"
+    );
     assert_eq!(outcome.log_tail, "started");
     let log = fx.log_text()?;
-    assert!(log.contains("[agent] ApplicationStart hooks/start.sh: warning: a background process"), "{log}");
+    assert!(
+        log.contains("[agent] ApplicationStart hooks/start.sh: warning: a background process"),
+        "{log}"
+    );
     Ok(())
 }
 
@@ -422,8 +494,15 @@ async fn runas_nobody_runs_with_nobodys_uid_and_home() -> TestResult {
 async fn an_unknown_runas_user_is_refused_without_running() -> TestResult {
     let fx = Fixture::new()?;
     fx.script("hooks/x.sh", "#!/bin/sh\ntouch ran\n", 0o755)?;
-    let outcome = fx.run("hooks/x.sh", 30, Some("no-such-user-rollcage")).await;
-    assert_eq!(outcome.status, HookStatus::UnknownUser { user: "no-such-user-rollcage".to_owned() });
+    let outcome = fx
+        .run("hooks/x.sh", 30, Some("no-such-user-rollcage"))
+        .await;
+    assert_eq!(
+        outcome.status,
+        HookStatus::UnknownUser {
+            user: "no-such-user-rollcage".to_owned()
+        }
+    );
     assert!(!fx.rev.join("ran").exists());
     Ok(())
 }
@@ -431,20 +510,42 @@ async fn an_unknown_runas_user_is_refused_without_running() -> TestResult {
 #[tokio::test]
 async fn lines_are_tagged_by_stream_and_bracketed_by_start_and_end() -> TestResult {
     let fx = Fixture::new()?;
-    fx.script("hooks/talk.sh", "#!/bin/sh\necho to-out\necho to-err >&2\nexit 2\n", 0o755)?;
+    fx.script(
+        "hooks/talk.sh",
+        "#!/bin/sh\necho to-out\necho to-err >&2\nexit 2\n",
+        0o755,
+    )?;
     let outcome = fx.run("hooks/talk.sh", 30, None).await;
     assert_eq!(outcome.status, HookStatus::Failed { exit_code: 2 });
     let log = fx.log_text()?;
-    assert!(log.contains("] [stdout] AfterInstall hooks/talk.sh: to-out\n"), "{log}");
-    assert!(log.contains("] [stderr] AfterInstall hooks/talk.sh: to-err\n"), "{log}");
-    let lines: Vec<&str> = log.lines().collect();
-    assert!(lines.first().is_some_and(|l| l.contains("[agent] AfterInstall hooks/talk.sh: start: ")), "{log}");
     assert!(
-        lines.last().is_some_and(|l| l.contains("end: failed with exit code 2 (code 4) after ")),
+        log.contains("] [stdout] AfterInstall hooks/talk.sh: to-out\n"),
+        "{log}"
+    );
+    assert!(
+        log.contains("] [stderr] AfterInstall hooks/talk.sh: to-err\n"),
+        "{log}"
+    );
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines
+            .first()
+            .is_some_and(|l| l.contains("[agent] AfterInstall hooks/talk.sh: start: ")),
+        "{log}"
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.contains("end: failed with exit code 2 (code 4) after ")),
         "{log}"
     );
     // Every line starts with a timestamp.
-    assert!(lines.iter().all(|l| l.starts_with("[20") && l.as_bytes().get(24) == Some(&b']')), "{log}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("[20") && l.as_bytes().get(24) == Some(&b']')),
+        "{log}"
+    );
     assert!(outcome.log_tail.contains("[stderr] to-err"), "{outcome:?}");
     assert!(outcome.log_tail.contains("to-out"), "{outcome:?}");
     Ok(())
@@ -461,8 +562,11 @@ async fn the_log_tail_is_bounded_and_long_lines_are_split() -> TestResult {
     )?;
     let outcome = fx.run("hooks/loud.sh", 60, None).await;
     assert_eq!(outcome.status, HookStatus::Succeeded, "{outcome:?}");
-    assert!(outcome.log_tail.len() <= DEFAULT_TAIL_BYTES + 1, "tail {} bytes", outcome.log_tail.len());
-    assert!(DEFAULT_TAIL_BYTES >= 4096);
+    assert!(
+        outcome.log_tail.len() <= DEFAULT_TAIL_BYTES + 1,
+        "tail {} bytes",
+        outcome.log_tail.len()
+    );
     assert!(outcome.log_tail.ends_with("last"), "{}", outcome.log_tail);
     let log = fx.log_text()?;
     assert!(log.contains(": line 0 padded"), "the log keeps everything");
@@ -473,6 +577,51 @@ async fn the_log_tail_is_bounded_and_long_lines_are_split() -> TestResult {
         .filter(|t| t.starts_with("xxx"))
         .map(str::len)
         .collect();
-    assert_eq!(pieces, vec![MAX_LINE_BYTES, MAX_LINE_BYTES, 40000 - 2 * MAX_LINE_BYTES], "long line pieces");
+    assert_eq!(
+        pieces,
+        vec![MAX_LINE_BYTES, MAX_LINE_BYTES, 40000 - 2 * MAX_LINE_BYTES],
+        "long line pieces"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn output_beyond_the_log_budget_only_reaches_the_tail() -> TestResult {
+    let fx = Fixture::new()?;
+    fx.script(
+        "hooks/flood.sh",
+        "#!/bin/sh\ni=0\nwhile [ $i -lt 50 ]; do echo \"flood $i\"; i=$((i+1)); done\n",
+        0o755,
+    )?;
+    let options = ShellOptions {
+        max_logged_bytes: 100,
+        ..quick()
+    };
+    let outcome = fx.run_with("hooks/flood.sh", 30, None, &options).await;
+    assert_eq!(outcome.status, HookStatus::Succeeded, "{outcome:?}");
+    assert!(
+        outcome
+            .warnings
+            .iter()
+            .any(|w| w.contains("exceeded 100 bytes")),
+        "{outcome:?}"
+    );
+    assert!(
+        outcome.log_tail.ends_with("flood 49"),
+        "{}",
+        outcome.log_tail
+    );
+    let log = fx.log_text()?;
+    assert!(log.contains(": flood 0\n"), "{log}");
+    assert!(!log.contains(": flood 49\n"), "{log}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_huge_timeout_does_not_overflow() -> TestResult {
+    let fx = Fixture::new()?;
+    fx.script("ok.sh", "#!/bin/sh\nexit 0\n", 0o755)?;
+    let outcome = fx.run("ok.sh", u64::MAX, None).await;
+    assert_eq!(outcome.status, HookStatus::Succeeded, "{outcome:?}");
     Ok(())
 }

@@ -113,7 +113,11 @@ async fn execute(run: HookRun<'_>, options: &ShellOptions, sink: &mut Sink<'_>) 
     let identity = match user::resolve(run.hook.runas.as_deref()) {
         Ok(identity) => identity,
         Err(RunAsError::UnknownUser { user }) => return HookStatus::UnknownUser { user },
-        Err(e) => return HookStatus::Unknown { reason: e.to_string() },
+        Err(e) => {
+            return HookStatus::Unknown {
+                reason: e.to_string(),
+            };
+        }
     };
     let script = match script::resolve(run.revision_dir, &run.hook.location) {
         Ok(script) => script,
@@ -146,7 +150,11 @@ fn new_marker() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn build_command(script: &Script, identity: &Identity, run: HookRun<'_>, marker: &str) -> Command {
@@ -209,25 +217,37 @@ fn spawn_failure(script: &Script, identity: &Identity, e: &io::Error) -> HookSta
     let not_exec = |reason: String| HookStatus::NotExecutable { reason };
     match e.raw_os_error() {
         Some(libc::ENOENT) => match (&script.launch, &script.interpreter) {
-            (Launch::Direct, Some(interp)) => {
-                not_exec(format!("{path}: interpreter `{interp}` of its #! line not found"))
-            }
+            (Launch::Direct, Some(interp)) => not_exec(format!(
+                "{path}: interpreter `{interp}` of its #! line not found"
+            )),
             (Launch::Shell, _) => not_exec(format!("{path}: {FALLBACK_SHELL} not found")),
             _ => not_exec(format!("{path}: {e}")),
         },
-        Some(libc::ENOEXEC) => not_exec(format!("{path}: not in a format this host can execute ({e})")),
+        Some(libc::ENOEXEC) => not_exec(format!(
+            "{path}: not in a format this host can execute ({e})"
+        )),
         Some(libc::EACCES) => not_exec(format!(
             "{path}: permission denied for user `{}` (noexec mount, a directory it cannot enter, or an \
              interpreter it cannot run)",
             identity.name
         )),
-        Some(libc::ETXTBSY | libc::ENOTDIR | libc::ELOOP | libc::EISDIR | libc::ELIBBAD | libc::E2BIG) => {
-            not_exec(format!("{path}: {e}"))
-        }
+        Some(
+            libc::ETXTBSY
+            | libc::ENOTDIR
+            | libc::ELOOP
+            | libc::EISDIR
+            | libc::ELIBBAD
+            | libc::E2BIG,
+        ) => not_exec(format!("{path}: {e}")),
         Some(libc::EPERM) if identity.switch.is_some() => HookStatus::Unknown {
-            reason: format!("cannot switch to user `{}` before running {path}: {e}", identity.name),
+            reason: format!(
+                "cannot switch to user `{}` before running {path}: {e}",
+                identity.name
+            ),
         },
-        _ => HookStatus::Unknown { reason: format!("cannot start {path}: {e}") },
+        _ => HookStatus::Unknown {
+            reason: format!("cannot start {path}: {e}"),
+        },
     }
 }
 
@@ -273,12 +293,18 @@ async fn supervise(
         tokio::spawn(output::pump(stderr, Stream::Stderr, tx.clone()));
     }
     drop(tx);
-    let pgid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
+    let pgid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw);
     let procs = pgid.map(|pgid| HookProcesses::new(pgid, marker));
 
     let started = Instant::now();
-    let timeout_at = started + Duration::from_secs(timeout_secs);
+    // "Never" for timers that are not armed; ~136 years fits any clock, unlike Duration::MAX which overflows.
     let far = started + Duration::from_secs(u64::from(u32::MAX));
+    let timeout_at = started
+        .checked_add(Duration::from_secs(timeout_secs))
+        .map_or(far, |t| t.min(far));
     let mut exit: Option<io::Result<ExitStatus>> = None;
     let mut outputs_open = true;
     let mut output_deadline = far;
@@ -330,13 +356,22 @@ async fn supervise(
     }
     match exit {
         Some(Ok(status)) => status_of(status),
-        Some(Err(e)) => HookStatus::Unknown { reason: format!("waiting for the script failed: {e}") },
-        None => HookStatus::Unknown { reason: "the script's exit was never observed".to_owned() },
+        Some(Err(e)) => HookStatus::Unknown {
+            reason: format!("waiting for the script failed: {e}"),
+        },
+        None => HookStatus::Unknown {
+            reason: "the script's exit was never observed".to_owned(),
+        },
     }
 }
 
 /// The grace after SIGTERM (or SIGKILL) ran out: send SIGKILL, or give up on processes that survive it.
-fn escalate(kill: Kill, procs: Option<&HookProcesses>, term_grace: Duration, sink: &mut Sink<'_>) -> Kill {
+fn escalate(
+    kill: Kill,
+    procs: Option<&HookProcesses>,
+    term_grace: Duration,
+    sink: &mut Sink<'_>,
+) -> Kill {
     match kill {
         Kill::Terminating { .. } => {
             sink.agent(&format!(
@@ -346,12 +381,16 @@ fn escalate(kill: Kill, procs: Option<&HookProcesses>, term_grace: Duration, sin
             if let Some(procs) = procs {
                 procs.signal(Signal::SIGKILL);
             }
-            Kill::Killed { at: Instant::now() + KILL_VERIFY }
+            Kill::Killed {
+                at: Instant::now() + KILL_VERIFY,
+            }
         }
         Kill::Killed { .. } => {
             let left = procs.map(HookProcesses::survivors).unwrap_or_default();
             if !left.is_empty() {
-                sink.warn(format!("processes of the timed-out hook survived SIGKILL: {left:?}"));
+                sink.warn(format!(
+                    "processes of the timed-out hook survived SIGKILL: {left:?}"
+                ));
             }
             Kill::Done
         }
@@ -365,7 +404,9 @@ fn status_of(status: ExitStatus) -> HookStatus {
         (Some(0), _) => HookStatus::Succeeded,
         (Some(exit_code), _) => HookStatus::Failed { exit_code },
         (None, Some(signal)) => HookStatus::KilledBySignal { signal },
-        (None, None) => HookStatus::Unknown { reason: format!("unrecognised exit status {status}") },
+        (None, None) => HookStatus::Unknown {
+            reason: format!("unrecognised exit status {status}"),
+        },
     }
 }
 
@@ -418,7 +459,10 @@ impl<'a> Sink<'a> {
     }
 
     fn log(&mut self, stream: Stream, text: &[u8]) {
-        if let Err(e) = self.run.log.line(self.run.event, &self.run.hook.location, stream, text)
+        if let Err(e) = self
+            .run
+            .log
+            .line(self.run.event, &self.run.hook.location, stream, text)
             && !self.log_error
         {
             // Reported once: a full disk would otherwise add one warning per line.
@@ -431,7 +475,10 @@ impl<'a> Sink<'a> {
 
     fn finish(mut self, status: HookStatus, elapsed: Duration) -> HookOutcome {
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        self.agent(&format!("end: {status} (code {}) after {duration_ms} ms", status.code()));
+        self.agent(&format!(
+            "end: {status} (code {}) after {duration_ms} ms",
+            status.code()
+        ));
         tracing::info!(event = %self.run.event, location = %self.run.hook.location, %status, duration_ms,
             "shell hook finished");
         HookOutcome {

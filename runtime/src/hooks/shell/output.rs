@@ -38,7 +38,11 @@ pub struct LineSplitter {
 impl LineSplitter {
     /// A splitter cutting lines longer than `max` bytes (at least 1).
     pub fn new(max: usize) -> Self {
-        Self { max: max.max(1), pending: Vec::new(), cut: false }
+        Self {
+            max: max.max(1),
+            pending: Vec::new(),
+            cut: false,
+        }
     }
 
     /// Add bytes; return every line completed by them.
@@ -115,7 +119,10 @@ mod tests {
     fn splits_on_newlines_across_pushes() {
         let mut s = LineSplitter::new(100);
         assert_eq!(s.push(b"ab"), Vec::<Vec<u8>>::new());
-        assert_eq!(s.push(b"c\nde\n\nf"), vec![b"abc".to_vec(), b"de".to_vec(), Vec::new()]);
+        assert_eq!(
+            s.push(b"c\nde\n\nf"),
+            vec![b"abc".to_vec(), b"de".to_vec(), Vec::new()]
+        );
         assert_eq!(s.finish(), Some(b"f".to_vec()));
         assert_eq!(s.finish(), None);
     }
@@ -124,7 +131,15 @@ mod tests {
     fn long_lines_are_cut_into_bounded_pieces() {
         let mut s = LineSplitter::new(4);
         let lines = s.push(b"0123456789\nab\n");
-        assert_eq!(lines, vec![b"0123".to_vec(), b"4567".to_vec(), b"89".to_vec(), b"ab".to_vec()]);
+        assert_eq!(
+            lines,
+            vec![
+                b"0123".to_vec(),
+                b"4567".to_vec(),
+                b"89".to_vec(),
+                b"ab".to_vec()
+            ]
+        );
         assert!(lines.iter().all(|l| l.len() <= 4));
     }
 
@@ -142,7 +157,13 @@ mod tests {
         let data: &[u8] = b"one\ntwo\nthree";
         let task = tokio::spawn(pump(data, Stream::Stderr, tx));
         let first = rx.recv().await;
-        assert_eq!(first, Some(Line { stream: Stream::Stderr, text: b"one".to_vec() }));
+        assert_eq!(
+            first,
+            Some(Line {
+                stream: Stream::Stderr,
+                text: b"one".to_vec()
+            })
+        );
         drop(rx);
         // The task must end (drain to EOF) even though nobody listens any more.
         assert!(task.await.is_ok());

@@ -27,7 +27,10 @@ pub struct HookProcesses {
 impl HookProcesses {
     /// The processes in group `pgid` or carrying `MARKER_VAR=marker_value`.
     pub fn new(pgid: Pid, marker_value: &str) -> Self {
-        Self { pgid, marker: format!("{MARKER_VAR}={marker_value}").into_bytes() }
+        Self {
+            pgid,
+            marker: format!("{MARKER_VAR}={marker_value}").into_bytes(),
+        }
     }
 
     /// Live (non-zombie) processes of the hook, found by scanning `/proc`.
@@ -37,7 +40,12 @@ impl HookProcesses {
         };
         let me = std::process::id();
         dir.filter_map(Result::ok)
-            .filter_map(|entry| entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+            .filter_map(|entry| {
+                entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u32>().ok())
+            })
             .filter(|&pid| pid != me && pid > 1)
             .filter(|&pid| self.owns(pid))
             .filter_map(|pid| i32::try_from(pid).ok().map(Pid::from_raw))
@@ -69,7 +77,10 @@ impl HookProcesses {
             return true;
         }
         fs::read(format!("/proc/{pid}/environ"))
-            .map(|env| env.split(|&b| b == 0).any(|var| var == self.marker.as_slice()))
+            .map(|env| {
+                env.split(|&b| b == 0)
+                    .any(|var| var == self.marker.as_slice())
+            })
             .unwrap_or(false)
     }
 }
@@ -93,7 +104,10 @@ mod tests {
 
     #[test]
     fn stat_lines_parse_even_with_odd_command_names() {
-        assert_eq!(parse_stat("42 (sleep) S 1 40 40 0 -1 4194560"), Some(('S', 40)));
+        assert_eq!(
+            parse_stat("42 (sleep) S 1 40 40 0 -1 4194560"),
+            Some(('S', 40))
+        );
         assert_eq!(parse_stat("42 (a) b) (c) Z 1 77 40 0"), Some(('Z', 77)));
         assert_eq!(parse_stat("garbage"), None);
     }

@@ -57,7 +57,9 @@ pub fn classify_header(header: &[u8]) -> Result<Launch, String> {
 pub fn is_confined(location: &str) -> bool {
     let path = Path::new(location);
     !location.is_empty()
-        && path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
 /// Find the script of `location` under `revision_dir`, make it executable and decide how to start it.
@@ -76,10 +78,18 @@ pub fn resolve(revision_dir: &Path, location: &str) -> Result<Script, HookStatus
     let path = match fs::canonicalize(&joined) {
         Ok(path) => path,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(HookStatus::ScriptMissing),
-        Err(e) => return Err(not_exec(format!("cannot resolve {}: {e}", joined.display()))),
+        Err(e) => {
+            return Err(not_exec(format!(
+                "cannot resolve {}: {e}",
+                joined.display()
+            )));
+        }
     };
     let root = fs::canonicalize(revision_dir).map_err(|e| {
-        not_exec(format!("cannot resolve revision directory {}: {e}", revision_dir.display()))
+        not_exec(format!(
+            "cannot resolve revision directory {}: {e}",
+            revision_dir.display()
+        ))
     })?;
     if !path.starts_with(&root) || path == root {
         return Err(not_exec(format!(
@@ -91,14 +101,27 @@ pub fn resolve(revision_dir: &Path, location: &str) -> Result<Script, HookStatus
     let meta = fs::metadata(&path)
         .map_err(|e| not_exec(format!("cannot stat {}: {e}", path.display())))?;
     if !meta.is_file() {
-        return Err(not_exec(format!("{} is not a regular file", path.display())));
+        return Err(not_exec(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
     }
-    make_executable(&path, meta.permissions().mode())
-        .map_err(|e| not_exec(format!("cannot add the execute bit to {}: {e}", path.display())))?;
-    let header = read_header(&path)
-        .map_err(|e| not_exec(format!("cannot read {}: {e}", path.display())))?;
-    let launch = classify_header(&header).map_err(|why| not_exec(format!("{}: {why}", path.display())))?;
-    Ok(Script { path, revision_dir: root, launch, interpreter: interpreter(&header) })
+    make_executable(&path, meta.permissions().mode()).map_err(|e| {
+        not_exec(format!(
+            "cannot add the execute bit to {}: {e}",
+            path.display()
+        ))
+    })?;
+    let header =
+        read_header(&path).map_err(|e| not_exec(format!("cannot read {}: {e}", path.display())))?;
+    let launch =
+        classify_header(&header).map_err(|why| not_exec(format!("{}: {why}", path.display())))?;
+    Ok(Script {
+        path,
+        revision_dir: root,
+        launch,
+        interpreter: interpreter(&header),
+    })
 }
 
 /// The interpreter path of a `#!` line.
@@ -129,7 +152,9 @@ fn make_executable(path: &Path, mode: u32) -> io::Result<()> {
 
 fn read_header(path: &Path) -> io::Result<Vec<u8>> {
     let mut header = Vec::with_capacity(HEADER_BYTES);
-    fs::File::open(path)?.take(HEADER_BYTES as u64).read_to_end(&mut header)?;
+    fs::File::open(path)?
+        .take(HEADER_BYTES as u64)
+        .read_to_end(&mut header)?;
     Ok(header)
 }
 
@@ -139,8 +164,14 @@ mod tests {
 
     #[test]
     fn headers_pick_the_launch() {
-        assert_eq!(classify_header(b"#!/bin/bash\necho hi\n"), Ok(Launch::Direct));
-        assert_eq!(classify_header(b"\x7fELF\x02\x01\x01\0\0"), Ok(Launch::Direct));
+        assert_eq!(
+            classify_header(b"#!/bin/bash\necho hi\n"),
+            Ok(Launch::Direct)
+        );
+        assert_eq!(
+            classify_header(b"\x7fELF\x02\x01\x01\0\0"),
+            Ok(Launch::Direct)
+        );
         assert_eq!(classify_header(b"echo no shebang\n"), Ok(Launch::Shell));
         assert_eq!(classify_header(b""), Ok(Launch::Shell));
         assert!(classify_header(b"PK\x03\x04\0\0garbage").is_err());
@@ -148,7 +179,10 @@ mod tests {
 
     #[test]
     fn interpreter_lines_are_read() {
-        assert_eq!(interpreter(b"#! /usr/bin/env python3\nprint()"), Some("/usr/bin/env".to_owned()));
+        assert_eq!(
+            interpreter(b"#! /usr/bin/env python3\nprint()"),
+            Some("/usr/bin/env".to_owned())
+        );
         assert_eq!(interpreter(b"#!/bin/sh"), Some("/bin/sh".to_owned()));
         assert_eq!(interpreter(b"echo"), None);
     }

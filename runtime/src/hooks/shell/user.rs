@@ -4,7 +4,7 @@
 //! makes the three raw system calls `setgroups`, `setgid`, `setuid` with values resolved here. CodeDeploy runs
 //! `su <user> -c <script>`, a shell string built from data; we never do.
 
-use nix::unistd::{Gid, Uid, User, getgrouplist, geteuid};
+use nix::unistd::{Gid, Uid, User, geteuid, getgrouplist};
 use std::ffi::CString;
 use std::path::PathBuf;
 use thiserror::Error;
@@ -72,32 +72,58 @@ pub fn resolve(runas: Option<&str>) -> Result<Identity, RunAsError> {
     let Some(name) = runas else {
         return Ok(own_identity(euid));
     };
-    let unknown = || RunAsError::UnknownUser { user: name.to_owned() };
+    let unknown = || RunAsError::UnknownUser {
+        user: name.to_owned(),
+    };
     // A name with a NUL cannot be in the user database; nix would fail to build its C string.
     let cname = CString::new(name).map_err(|_| unknown())?;
     let user = User::from_name(name)
-        .map_err(|source| RunAsError::Lookup { user: name.to_owned(), source })?
+        .map_err(|source| RunAsError::Lookup {
+            user: name.to_owned(),
+            source,
+        })?
         .ok_or_else(unknown)?;
     if user.uid == euid {
-        return Ok(Identity { name: user.name, home: user.dir, switch: None });
+        return Ok(Identity {
+            name: user.name,
+            home: user.dir,
+            switch: None,
+        });
     }
     if !euid.is_root() {
-        return Err(RunAsError::NotRoot { user: name.to_owned(), uid: euid.as_raw() });
+        return Err(RunAsError::NotRoot {
+            user: name.to_owned(),
+            uid: euid.as_raw(),
+        });
     }
-    let groups = getgrouplist(&cname, user.gid)
-        .map_err(|source| RunAsError::Groups { user: name.to_owned(), source })?;
+    let groups = getgrouplist(&cname, user.gid).map_err(|source| RunAsError::Groups {
+        user: name.to_owned(),
+        source,
+    })?;
     Ok(Identity {
         name: user.name,
         home: user.dir,
-        switch: Some(Credentials { uid: user.uid, gid: user.gid, groups }),
+        switch: Some(Credentials {
+            uid: user.uid,
+            gid: user.gid,
+            groups,
+        }),
     })
 }
 
 /// The agent's own user; `HOME=/` when it has no passwd entry (e.g. an arbitrary uid in a container).
 fn own_identity(euid: Uid) -> Identity {
     match User::from_uid(euid) {
-        Ok(Some(user)) => Identity { name: user.name, home: user.dir, switch: None },
-        _ => Identity { name: format!("uid {euid}"), home: PathBuf::from("/"), switch: None },
+        Ok(Some(user)) => Identity {
+            name: user.name,
+            home: user.dir,
+            switch: None,
+        },
+        _ => Identity {
+            name: format!("uid {euid}"),
+            home: PathBuf::from("/"),
+            switch: None,
+        },
     }
 }
 
@@ -108,8 +134,13 @@ mod tests {
     #[test]
     fn unknown_users_are_refused() {
         let err = resolve(Some("no-such-user-rollcage-xyz"));
-        assert!(matches!(err, Err(RunAsError::UnknownUser { ref user }) if user == "no-such-user-rollcage-xyz"));
-        assert!(matches!(resolve(Some("a\0b")), Err(RunAsError::UnknownUser { .. })));
+        assert!(
+            matches!(err, Err(RunAsError::UnknownUser { ref user }) if user == "no-such-user-rollcage-xyz")
+        );
+        assert!(matches!(
+            resolve(Some("a\0b")),
+            Err(RunAsError::UnknownUser { .. })
+        ));
     }
 
     #[test]
