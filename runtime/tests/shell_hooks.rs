@@ -625,3 +625,63 @@ async fn a_huge_timeout_does_not_overflow() -> TestResult {
     assert_eq!(outcome.status, HookStatus::Succeeded, "{outcome:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_hook_printing_without_pause_still_times_out() -> TestResult {
+    let fx = Fixture::new()?;
+    fx.script("hooks/yes.sh", "#!/bin/sh\nexec yes flood\n", 0o755)?;
+    let options = ShellOptions {
+        max_logged_bytes: 1024 * 1024,
+        ..quick()
+    };
+    let started = Instant::now();
+    let outcome = fx.run_with("hooks/yes.sh", 1, None, &options).await;
+    let took = started.elapsed();
+    assert_eq!(
+        outcome.status,
+        HookStatus::TimedOut { timeout_secs: 1 },
+        "{outcome:?}"
+    );
+    assert!(
+        took < Duration::from_secs(1) + options.term_grace + Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert!(
+        outcome.log_tail.ends_with("flood"),
+        "tail: {:?}",
+        outcome.log_tail.get(..100)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_daemon_flooding_stdout_is_cut_off_after_the_grace() -> TestResult {
+    let fx = Fixture::new()?;
+    fx.script(
+        "hooks/start.sh",
+        "#!/bin/sh\nyes flood &\necho $! > daemon.pid\nexit 0\n",
+        0o755,
+    )?;
+    let options = ShellOptions {
+        max_logged_bytes: 1024 * 1024,
+        ..quick()
+    };
+    let started = Instant::now();
+    let outcome = fx.run_with("hooks/start.sh", 60, None, &options).await;
+    let took = started.elapsed();
+    let daemon = fx.pid("daemon.pid")?;
+    cleanup(daemon);
+    assert_eq!(outcome.status, HookStatus::Succeeded, "{outcome:?}");
+    assert!(
+        took < options.output_grace + Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert!(
+        outcome
+            .warnings
+            .iter()
+            .any(|w| w.contains("kept stdout/stderr open")),
+        "{outcome:?}"
+    );
+    Ok(())
+}

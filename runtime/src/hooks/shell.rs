@@ -313,11 +313,9 @@ async fn supervise(
 
     while exit.is_none() || outputs_open || kill.in_progress() {
         tokio::select! {
+            // Timers and the exit first, output last: a hook printing without pause always has a line ready, and
+            // must still be timed out (and a daemon flooding a pipe still cut off after the grace).
             biased;
-            line = rx.recv(), if outputs_open => match line {
-                Some(line) => sink.output(&line),
-                None => outputs_open = false,
-            },
             status = child.wait(), if exit.is_none() => {
                 exit = Some(status);
                 output_deadline = Instant::now() + options.output_grace;
@@ -346,6 +344,10 @@ async fn supervise(
                     options.output_grace.as_millis()
                 ));
             }
+            line = rx.recv(), if outputs_open => match line {
+                Some(line) => sink.output(&line),
+                None => outputs_open = false,
+            },
         }
     }
     // Readers still running go on draining (and discarding) until the last writer closes the pipe.
