@@ -76,7 +76,7 @@ impl ScriptLog {
     }
 }
 
-/// Local wall-clock time with milliseconds, for log lines.
+/// UTC wall-clock time with milliseconds, for log lines.
 pub fn timestamp() -> String {
     let now = time::OffsetDateTime::now_utc();
     let fmt = time::macros::format_description!(
