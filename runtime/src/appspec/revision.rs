@@ -59,7 +59,9 @@ impl RevisionView for DirRevision {
         };
         let resolved = match root.join(relative).canonicalize() {
             Ok(p) => p,
-            Err(e) if e.kind() == ErrorKind::NotFound => return RevisionEntry::Missing,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return missing_or_escaping(&root, relative);
+            }
             Err(_) => return RevisionEntry::Other,
         };
         if !resolved.starts_with(&root) {
@@ -81,4 +83,21 @@ impl RevisionView for DirRevision {
             Err(_) => RevisionEntry::Missing,
         }
     }
+}
+
+/// `relative` does not resolve: still say it escapes when the part that does exist already leads outside (a
+/// symlink to `../..` followed by a name that is not there).
+fn missing_or_escaping(root: &Path, relative: &str) -> RevisionEntry {
+    let full = root.join(relative);
+    for ancestor in full.ancestors().skip(1) {
+        if let Ok(resolved) = ancestor.canonicalize() {
+            if !resolved.starts_with(root) {
+                return RevisionEntry::Escapes {
+                    target: resolved.display().to_string(),
+                };
+            }
+            break;
+        }
+    }
+    RevisionEntry::Missing
 }
