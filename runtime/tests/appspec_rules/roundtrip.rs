@@ -20,7 +20,7 @@ fn revision_for_fixture() -> std::io::Result<tempfile::TempDir> {
         ("scripts/install_deps.sh", b"#!/bin/sh\n"),
         ("scripts/migrate.sh", b"#!/bin/sh\n"),
         ("scripts/start.sh", b"#!/bin/sh\n"),
-        ("hooks/validate", WASM_HEADER),
+        ("hooks/validate.wasm", WASM_HEADER),
     ])?;
     std::fs::write(dir.path().join("appspec.yml"), FIXTURE)?;
     Ok(dir)
@@ -56,7 +56,7 @@ fn expected() -> AppSpec {
     hooks.insert(
         LifecycleEvent::ValidateService,
         vec![HookSpec {
-            location: "hooks/validate".to_owned(),
+            location: "hooks/validate.wasm".to_owned(),
             timeout_secs: 30,
             runas: None,
             sudo: false,
