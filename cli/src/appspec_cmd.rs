@@ -38,34 +38,41 @@ pub fn check(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (name, result) = match &input {
-        Input::File { name, text } => (name, appspec::parse_in(text, None)),
+    let (name, checked) = match &input {
+        Input::File { name, text } => (name, appspec::check_in(text, None)),
         Input::Revision { name, text, view } => {
-            (name, appspec::parse_in(text, Some(view.as_ref())))
+            (name, appspec::check_in(text, Some(view.as_ref())))
         }
     };
-    match result {
+    for w in sorted(checked.warnings) {
+        println!("{}", format_problem(name, "warning: ", &w));
+    }
+    match checked.result {
         Ok(spec) => {
             println!("{name}: valid ({})", summary(&spec));
             ExitCode::SUCCESS
         }
-        Err(mut problems) => {
-            // Reading order; problems without a position (whole-document ones) first.
-            problems.sort_by_key(|p| (p.line, p.column));
-            for p in &problems {
-                println!("{}", format_problem(name, p));
+        Err(problems) => {
+            for p in sorted(problems) {
+                println!("{}", format_problem(name, "", &p));
             }
             ExitCode::from(1)
         }
     }
 }
 
-/// `FILE:LINE:COL: path: message`, or `FILE: path: message` without a position.
-fn format_problem(file: &str, p: &Problem) -> String {
+/// Reading order; problems without a position (whole-document ones) first.
+fn sorted(mut problems: Vec<Problem>) -> Vec<Problem> {
+    problems.sort_by_key(|p| (p.line, p.column));
+    problems
+}
+
+/// `FILE:LINE:COL: path: message`, or `FILE: path: message` without a position; `tag` marks warnings.
+fn format_problem(file: &str, tag: &str, p: &Problem) -> String {
     match (p.line, p.column) {
-        (Some(line), Some(column)) => format!("{file}:{line}:{column}: {p}"),
-        (Some(line), None) => format!("{file}:{line}: {p}"),
-        _ => format!("{file}: {p}"),
+        (Some(line), Some(column)) => format!("{file}:{line}:{column}: {tag}{p}"),
+        (Some(line), None) => format!("{file}:{line}: {tag}{p}"),
+        _ => format!("{file}: {tag}{p}"),
     }
 }
 

@@ -282,3 +282,23 @@ fn archive_without_appspec_is_a_problem() -> std::io::Result<()> {
     assert!(out.contains("no appspec.yml"), "{out}");
     Ok(())
 }
+
+#[test]
+fn unknown_top_level_keys_are_warnings_not_failures() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let text = format!("{VALID}hook:\n  AfterInstall: []\n");
+    let file = write(&dir.path().join("appspec.yml"), text.as_bytes())?;
+    let (code, out) = check(&file)?;
+    assert_eq!(code, 0, "{out}");
+    let f = file.display();
+    assert!(
+        out.contains(&format!("{f}:17:1: warning: hook: unknown key `hook`")),
+        "{out}"
+    );
+    assert!(out.contains("did you mean `hooks`?"), "{out}");
+    assert!(
+        out.lines().last().is_some_and(|l| l.contains(": valid (")),
+        "{out}"
+    );
+    Ok(())
+}

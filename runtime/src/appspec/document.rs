@@ -1,13 +1,13 @@
 //! The top level of an AppSpec: `version`, `os`, `file_exists_behavior`, and dispatch to the sections.
 
+use super::Checked;
 use super::fields;
 use super::files::parse_files;
 use super::hooks::parse_hooks;
 use super::model::{AppSpec, FileExistsBehavior};
 use super::permissions::parse_permissions;
-use super::problem::{Problem, ProblemKind, Problems};
+use super::problem::{ProblemKind, Problems};
 use super::revision::RevisionView;
-use super::suggest;
 use super::yaml::{self, Node};
 
 /// Top-level keys CodeDeploy reads; others are ignored with a warning, as CodeDeploy ignores them.
@@ -21,22 +21,35 @@ const KEYS: [&str; 6] = [
 ];
 
 /// Parse and validate `text`, looking into `revision` when given.
-pub(crate) fn validate(
+pub(crate) fn validate(text: &str, revision: Option<&dyn RevisionView>) -> Checked {
+    let mut problems = Problems::default();
+    let spec = validate_into(text, revision, &mut problems);
+    let result = match spec {
+        Some(spec) if problems.errors.is_empty() => Ok(spec),
+        _ => Err(problems.errors),
+    };
+    Checked {
+        result,
+        warnings: problems.warnings,
+    }
+}
+
+fn validate_into(
     text: &str,
     revision: Option<&dyn RevisionView>,
-) -> Result<AppSpec, Vec<Problem>> {
-    let mut problems = Problems::default();
+    problems: &mut Problems,
+) -> Option<AppSpec> {
     let empty_message =
         "the AppSpec file was empty; it must define at least the `version` and `os` properties";
     if text.trim().is_empty() {
         problems.push(ProblemKind::Empty, "", None, empty_message);
-        return Err(problems.0);
+        return None;
     }
     let root = match yaml::load(text) {
         Ok(Some(root)) if !root.is_null() => root,
         Ok(_) => {
             problems.push(ProblemKind::Empty, "", None, empty_message);
-            return Err(problems.0);
+            return None;
         }
         Err(e) => {
             problems.push(
@@ -45,14 +58,10 @@ pub(crate) fn validate(
                 Some(e.pos),
                 format!("YAML syntax error: {}", e.message),
             );
-            return Err(problems.0);
+            return None;
         }
     };
-    let spec = document(&root, revision, &mut problems);
-    match spec {
-        Some(spec) if problems.0.is_empty() => Ok(spec),
-        _ => Err(problems.0),
-    }
+    document(&root, revision, problems)
 }
 
 fn document(
@@ -66,15 +75,7 @@ fn document(
         "a mapping with version, os, files, permissions and hooks",
         problems,
     )?;
-    for (key, pos) in map.unknown(&KEYS) {
-        let hint = suggest::did_you_mean(key, KEYS).unwrap_or_default();
-        tracing::warn!(
-            key,
-            line = pos.line,
-            column = pos.column,
-            "ignoring unknown top-level AppSpec key{hint}"
-        );
-    }
+    map.warn_unknown(&KEYS, "", "the AppSpec", problems);
 
     match map.get("version") {
         Some(n) if is_version_zero(n) => {}

@@ -62,7 +62,21 @@ impl<'a> MapView<'a> {
         }
     }
 
-    /// Keys not in `known`, for callers that only warn about them.
+    /// Warn about every key not in `known` (CodeDeploy ignores them, so they cannot be errors), suggesting the
+    /// closest known one.
+    pub fn warn_unknown(&self, known: &[&str], path: &str, what: &str, problems: &mut Problems) {
+        for (key, pos) in self.unknown(known) {
+            let hint = suggest::did_you_mean(key, known.iter().copied()).unwrap_or_default();
+            problems.warn(
+                ProblemKind::UnknownKey,
+                &join(path, key),
+                Some(pos),
+                format!("unknown key `{key}` in {what} is ignored{hint}"),
+            );
+        }
+    }
+
+    /// Keys not in `known`.
     pub fn unknown<'s>(&'s self, known: &'s [&str]) -> impl Iterator<Item = (&'a str, Pos)> + 's {
         self.entries
             .iter()

@@ -42,14 +42,7 @@ pub(crate) fn parse_files(
         ) else {
             continue;
         };
-        for (key, pos) in map.unknown(&KEYS) {
-            tracing::warn!(
-                path,
-                key,
-                line = pos.line,
-                "ignoring unknown key in a files entry"
-            );
-        }
+        map.warn_unknown(&KEYS, &path, "a files entry", problems);
         let source = map
             .get("source")
             .and_then(|n| fields::string(n, &join(&path, "source"), problems));

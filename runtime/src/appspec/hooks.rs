@@ -159,7 +159,10 @@ fn check_location(
             ProblemKind::NotRelative,
             path,
             Some(node.pos),
-            format!("`{location}` must be relative to the revision root, not absolute"),
+            format!(
+                "`{location}` must be relative to the revision root, not absolute (did you mean `{}`?)",
+                location.trim_start_matches('/')
+            ),
         );
         return None;
     }

@@ -76,6 +76,24 @@ pub fn parse(text: &str, revision_root: Option<&Path>) -> Result<AppSpec, Vec<Pr
 /// list); without one, checks that need the revision's content are left to Install and the hook runners, and a
 /// hook is taken for WebAssembly when its location ends in `.wasm`.
 pub fn parse_in(text: &str, revision: Option<&dyn RevisionView>) -> Result<AppSpec, Vec<Problem>> {
+    let checked = check_in(text, revision);
+    for w in &checked.warnings {
+        tracing::warn!(line = w.line, column = w.column, "appspec: {w}");
+    }
+    checked.result
+}
+
+/// The outcome of checking an AppSpec: the validated spec or every problem, and the warnings either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The validated AppSpec, or every problem found.
+    pub result: Result<AppSpec, Vec<Problem>>,
+    /// Things CodeDeploy accepts and ignores (unknown keys) that are likely mistakes; they never fail a check.
+    pub warnings: Vec<Problem>,
+}
+
+/// Like [`parse_in`], returning the warnings instead of logging them (for `rollcage appspec check`).
+pub fn check_in(text: &str, revision: Option<&dyn RevisionView>) -> Checked {
     document::validate(text, revision)
 }
 

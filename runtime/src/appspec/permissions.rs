@@ -80,14 +80,7 @@ fn parse_permission(
     problems: &mut Problems,
 ) -> Option<Permission> {
     let map = fields::map(node, path, "a permission mapping with `object`", problems)?;
-    for (key, pos) in map.unknown(&KEYS) {
-        tracing::warn!(
-            path,
-            key,
-            line = pos.line,
-            "ignoring unknown key in a permission entry"
-        );
-    }
+    map.warn_unknown(&KEYS, path, "a permission entry", problems);
     let before = problems.len();
     let object = match map.get("object") {
         Some(n) => fields::string(n, &join(path, "object"), problems)

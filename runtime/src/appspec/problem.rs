@@ -115,11 +115,25 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Collects problems while the validators walk the document.
+/// Collects problems (which fail the AppSpec) and warnings (which do not) while the validators walk the document.
 #[derive(Debug, Default)]
-pub(crate) struct Problems(pub Vec<Problem>);
+pub(crate) struct Problems {
+    pub errors: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+}
+
+fn problem(kind: ProblemKind, path: &str, pos: Option<Pos>, message: String) -> Problem {
+    Problem {
+        kind,
+        path: path.to_owned(),
+        message,
+        line: pos.map(|p| p.line),
+        column: pos.map(|p| p.column),
+    }
+}
 
 impl Problems {
+    /// Record a problem.
     pub fn push(
         &mut self,
         kind: ProblemKind,
@@ -127,16 +141,22 @@ impl Problems {
         pos: Option<Pos>,
         message: impl Into<String>,
     ) {
-        self.0.push(Problem {
-            kind,
-            path: path.to_owned(),
-            message: message.into(),
-            line: pos.map(|p| p.line),
-            column: pos.map(|p| p.column),
-        });
+        self.errors.push(problem(kind, path, pos, message.into()));
     }
 
+    /// Record a warning: something CodeDeploy accepts and ignores, worth telling the author about.
+    pub fn warn(
+        &mut self,
+        kind: ProblemKind,
+        path: &str,
+        pos: Option<Pos>,
+        message: impl Into<String>,
+    ) {
+        self.warnings.push(problem(kind, path, pos, message.into()));
+    }
+
+    /// Number of problems so far (to tell whether a section added any).
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.errors.len()
     }
 }

@@ -159,6 +159,45 @@ impl Builder {
     }
 }
 
+/// Apply YAML merge keys (`<<: *defaults`, `<<: [*a, *b]`), which CodeDeploy's Ruby parser honours: the merged
+/// mappings' entries are added unless the mapping sets the key itself (or an earlier merged mapping did). A `<<`
+/// whose value is not a mapping (or list of them) is left in place for the validators to report.
+fn merge_keys(entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
+    let is_merge = |k: &Node| k.scalar().is_some_and(|s| s.plain && s.text == "<<");
+    let mergeable = |v: &Node| match &v.kind {
+        Kind::Map(_) => true,
+        Kind::Seq(items) => items.iter().all(|i| matches!(i.kind, Kind::Map(_))),
+        Kind::Scalar(_) => false,
+    };
+    if !entries.iter().any(|(k, v)| is_merge(k) && mergeable(v)) {
+        return entries;
+    }
+    let key_text = |k: &Node| k.scalar().map(|s| s.text.clone());
+    let (merges, mut own): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|(k, v)| is_merge(k) && mergeable(v));
+    for (_, value) in merges {
+        let sources = match value.kind {
+            Kind::Map(m) => vec![m],
+            Kind::Seq(items) => items
+                .into_iter()
+                .filter_map(|i| match i.kind {
+                    Kind::Map(m) => Some(m),
+                    _ => None,
+                })
+                .collect(),
+            Kind::Scalar(_) => Vec::new(),
+        };
+        for (k, v) in sources.into_iter().flatten() {
+            let name = key_text(&k);
+            if name.is_none() || !own.iter().any(|(ok, _)| key_text(ok) == name) {
+                own.push((k, v));
+            }
+        }
+    }
+    own
+}
+
 fn count_nodes(node: &Node) -> usize {
     1 + match &node.kind {
         Kind::Scalar(_) => 0,
@@ -225,7 +264,7 @@ impl<'input> SpannedEventReceiver<'input> for Builder {
                 }) => self.finish(
                     Node {
                         pos,
-                        kind: Kind::Map(entries),
+                        kind: Kind::Map(merge_keys(entries)),
                     },
                     anchor,
                 ),
@@ -270,6 +309,27 @@ mod tests {
         assert_eq!(b, Some(("0644", false)));
         assert!(entries[2].1.is_null());
         assert_eq!(entries[1].1.pos, Pos { line: 2, column: 4 });
+        Ok(())
+    }
+
+    #[test]
+    fn merge_keys_fill_in_without_overriding() -> Result<(), SyntaxError> {
+        let doc = load("d: &d {a: 1, b: 2}\nm:\n  <<: *d\n  b: 3\n")?;
+        let Some(Node {
+            kind: Kind::Map(top),
+            ..
+        }) = doc
+        else {
+            panic!("not a map")
+        };
+        let Kind::Map(m) = &top[1].1.kind else {
+            panic!("m is not a map")
+        };
+        let pairs: Vec<(&str, &str)> = m
+            .iter()
+            .filter_map(|(k, v)| Some((k.scalar()?.text.as_str(), v.scalar()?.text.as_str())))
+            .collect();
+        assert_eq!(pairs, [("b", "3"), ("a", "1")]);
         Ok(())
     }
 

@@ -183,3 +183,67 @@ fn all_problems_are_reported_at_once() {
         assert!(kinds.contains(&want), "{want:?} missing from {kinds:?}");
     }
 }
+
+#[test]
+fn unknown_keys_are_warnings_with_a_suggestion() {
+    let text = format!(
+        "{HEAD}hook:\n  AfterInstall: []\nfiles:\n  - source: a\n    destination: /a\n    overwrite: true\npermissions:\n  - object: /a\n    onwer: bob\n"
+    );
+    let checked = rollcage_runtime::appspec::check_in(&text, None);
+    assert!(checked.result.is_ok(), "{:?}", checked.result);
+    let got: Vec<(ProblemKind, &str, Option<usize>)> = checked
+        .warnings
+        .iter()
+        .map(|w| (w.kind, w.path.as_str(), w.line))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (ProblemKind::UnknownKey, "hook", Some(3)),
+            (ProblemKind::UnknownKey, "files[0].overwrite", Some(8)),
+            (ProblemKind::UnknownKey, "permissions[0].onwer", Some(11)),
+        ]
+    );
+    assert!(
+        checked.warnings[0]
+            .message
+            .contains("did you mean `hooks`?"),
+        "{}",
+        checked.warnings[0].message
+    );
+    assert!(
+        checked.warnings[2]
+            .message
+            .contains("did you mean `owner`?"),
+        "{}",
+        checked.warnings[2].message
+    );
+}
+
+#[test]
+fn anchors_aliases_and_merge_keys_work_as_in_codedeploy() {
+    let text = format!(
+        "{HEAD}x-defaults: &defaults\n  timeout: 120\n  runas: deploy\nhooks:\n  AfterInstall: &after\n    - location: a.sh\n      <<: *defaults\n  ApplicationStart: *after\n"
+    );
+    let spec = valid(&text);
+    use rollcage_proto::LifecycleEvent::{AfterInstall, ApplicationStart};
+    for event in [AfterInstall, ApplicationStart] {
+        let hooks = spec.hooks_for(event);
+        assert_eq!(hooks.len(), 1);
+        assert_eq!(
+            (hooks[0].timeout_secs, hooks[0].runas.as_deref()),
+            (120, Some("deploy"))
+        );
+    }
+}
+
+#[test]
+fn windows_line_endings_and_bom_are_accepted() {
+    let spec = valid(
+        "\u{feff}version: 0.0\r\nos: linux\r\nhooks:\r\n  AfterInstall:\r\n    - location: a.sh\r\n",
+    );
+    assert_eq!(
+        spec.hooks_for(rollcage_proto::LifecycleEvent::AfterInstall)[0].location,
+        "a.sh"
+    );
+}
