@@ -302,3 +302,33 @@ fn unknown_top_level_keys_are_warnings_not_failures() -> std::io::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn tar_made_with_dot_prefix_names_is_read() -> std::io::Result<()> {
+    // `tar -czf bundle.tgz -C dir .` names every entry `./…` and adds a `./` directory entry.
+    let dir = tempfile::tempdir()?;
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_size(0);
+    header.set_mode(0o755);
+    header.set_cksum();
+    builder.append_data(&mut header, "./", std::io::empty())?;
+    for (name, content) in revision_entries() {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o755);
+        header.set_cksum();
+        builder.append_data(&mut header, format!("./{name}"), content)?;
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&builder.into_inner()?)?;
+    let archive = write(&dir.path().join("bundle.tgz"), &gz.finish()?)?;
+    let (code, out) = check(&archive)?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with(&format!("{}!appspec.yml: valid", archive.display())),
+        "{out}"
+    );
+    Ok(())
+}

@@ -5,7 +5,7 @@
 //! location must stay inside the revision.
 
 use super::fields::{self, index, join};
-use super::model::{DEFAULT_HOOK_TIMEOUT_SECS, HookSpec};
+use super::model::{DEFAULT_HOOK_TIMEOUT_SECS, HookSpec, MAX_HOOK_TIMEOUT_SECS};
 use super::paths::check_revision_path;
 use super::problem::{ProblemKind, Problems};
 use super::revision::{RevisionEntry, RevisionView};
@@ -92,12 +92,14 @@ fn parse_hook(
     map.reject_unknown(&KEYS, path, problems);
     let before = problems.len();
 
-    let location = match map.get("location") {
-        Some(n) => fields::string(n, &join(path, "location"), problems).filter(|s| !s.is_empty()),
-        None => None,
-    };
-    let is_wasm = match (&location, map.get("location")) {
+    let location_node = map.get("location");
+    let location = location_node
+        .and_then(|n| fields::string(n, &join(path, "location"), problems))
+        .filter(|s| !s.is_empty());
+    let is_wasm = match (&location, location_node) {
         (Some(loc), Some(n)) => check_location(loc, &join(path, "location"), n, revision, problems),
+        // Not a string: already reported as a wrong type.
+        (None, Some(n)) if n.scalar().is_none() => None,
         _ => {
             problems.push(
                 ProblemKind::MissingField,
@@ -213,14 +215,14 @@ fn timeout(node: &Node, path: &str, problems: &mut Problems) -> Option<u64> {
             .ok()
             .filter(|_| t.bytes().all(|b| b.is_ascii_digit()))
     }) {
-        Some(secs) if secs > 0 => Some(secs),
+        Some(secs) if (1..=MAX_HOOK_TIMEOUT_SECS).contains(&secs) => Some(secs),
         _ => {
             problems.push(
                 ProblemKind::InvalidTimeout,
                 path,
                 Some(node.pos),
                 format!(
-                    "invalid timeout {}; expected a positive whole number of seconds",
+                    "invalid timeout {}; expected a positive whole number of seconds (at most {MAX_HOOK_TIMEOUT_SECS})",
                     node.describe()
                 ),
             );

@@ -11,7 +11,7 @@ use super::model::{ObjectTypes, Permission, SelinuxContext};
 use super::paths::check_host_path;
 use super::problem::{ProblemKind, Problems};
 use super::selinux::parse_range;
-use super::yaml::Node;
+use super::yaml::{Node, Pos};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -102,7 +102,7 @@ fn parse_permission(
     let pattern = match map.get("pattern") {
         None => "**".to_owned(),
         Some(n) => fields::string(n, &join(path, "pattern"), problems)
-            .filter(|p| glob_ok(p, "pattern", &join(path, "pattern"), n, problems))
+            .filter(|p| glob_ok(p, "pattern", &join(path, "pattern"), n.pos, problems))
             .unwrap_or_else(|| "**".to_owned()),
     };
     let except = match map.get("except") {
@@ -112,7 +112,9 @@ fn parse_permission(
             fields::strings(n, &except_path, "globs", problems)
                 .into_iter()
                 .enumerate()
-                .filter(|(i, (g, _))| glob_ok(g, "except", &index(&except_path, *i), n, problems))
+                .filter(|(i, (g, pos))| {
+                    glob_ok(g, "except", &index(&except_path, *i), *pos, problems)
+                })
                 .map(|(_, (g, _))| g)
                 .collect()
         }
@@ -189,7 +191,7 @@ fn parse_permission(
 
 /// `pattern` and `except` globs match direct children only, so a `/` can never match: refuse it rather than
 /// silently apply nothing.
-fn glob_ok(glob: &str, field: &str, path: &str, node: &Node, problems: &mut Problems) -> bool {
+fn glob_ok(glob: &str, field: &str, path: &str, pos: Pos, problems: &mut Problems) -> bool {
     if glob.is_empty() || glob.contains('/') {
         let kind = if field == "pattern" {
             ProblemKind::InvalidPattern
@@ -199,7 +201,7 @@ fn glob_ok(glob: &str, field: &str, path: &str, node: &Node, problems: &mut Prob
         problems.push(
             kind,
             path,
-            Some(node.pos),
+            Some(pos),
             format!("invalid {field} `{glob}`; expected `**` or a `*`-glob of names directly inside the object (no `/`)"),
         );
         return false;

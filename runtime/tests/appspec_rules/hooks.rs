@@ -117,7 +117,17 @@ fn non_numeric_timeout_is_an_error() {
 
 #[test]
 fn ruby_to_i_leniency_is_not_copied() {
-    for bad in ["\"30s\"", "30s", "30.7", "0", "-1", "''", "[1]"] {
+    for bad in [
+        "\"30s\"",
+        "30s",
+        "30.7",
+        "0",
+        "-1",
+        "''",
+        "[1]",
+        "604801",
+        "99999999999999999999999",
+    ] {
         expect(
             &format!("{HEAD}hooks:\n  AfterInstall:\n    - location: a.sh\n      timeout: {bad}\n"),
             ProblemKind::InvalidTimeout,
