@@ -8,20 +8,24 @@
 //! and duplicate keys reported instead of merged. Nothing is deserialised with serde; the validators build the
 //! [`model`] types directly so that every field can be checked and reported on its own.
 //!
-//! Modules: `yaml` (spanned tree), `fields` (typed field access), `document` (top level), `files`, `hooks`,
-//! `sandbox`, `permissions`, `acl`, `mode`, `selinux`, `paths` (path confinement), `suggest` (did-you-mean),
-//! `revision` (what the validator may ask about the revision), `problem` (the reported problems).
+//! Modules: `yaml` (spanned tree), `fields` (typed field access), `document` (top level), `files`,
+//! `hooks`, `sandbox`, `permissions`, `acl`, `mode`, `selinux`, `paths` (path confinement), `suggest`
+//! (did-you-mean), `revision` (what the validator may ask about the revision), `problem` (the reported
+//! problems), `glob` (which paths a permission applies to) and `render` (ACL entries, SELinux ranges and
+//! modes in the text forms the system tools take).
 
 mod acl;
 mod document;
 mod fields;
 mod files;
+mod glob;
 mod hooks;
 mod mode;
 pub mod model;
 mod paths;
 mod permissions;
 mod problem;
+mod render;
 mod revision;
 mod sandbox;
 mod selinux;
