@@ -2,7 +2,7 @@
 //! users. Every problem is reported at once, each with its field path, the offending value, what was expected and,
 //! where the parser can tell, its line and column.
 //!
-//! The YAML is read with saphyr's event parser into a small tree of our own ([`yaml`](self) module) rather
+//! The YAML is read with saphyr's event parser into a small tree of our own (the `yaml` module) rather
 //! than with `serde_yaml`: validation needs the line and column of every node, each scalar's text exactly as
 //! written (an unquoted `mode: 0644` is octal 0644 here, not the YAML 1.1 integer 420 CodeDeploy ends up with)
 //! and duplicate keys reported instead of merged. Nothing is deserialised with serde; the validators build the

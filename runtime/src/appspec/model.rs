@@ -38,7 +38,8 @@ impl AppSpec {
 /// One `files` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileMapping {
-    /// Path relative to the revision root (`/` or empty means the whole revision); never contains `..`.
+    /// Path relative to the revision root (empty = the whole revision); never contains `..`. A leading `/`
+    /// in the AppSpec is removed, since CodeDeploy joins the source onto the revision either way.
     pub source: String,
     /// Absolute destination directory on the host.
     pub destination: PathBuf,
