@@ -1,10 +1,12 @@
 //! `rollcage`: the one binary of the project. Each subcommand lives in its own module; this file only parses the
 //! command line, sets up logging and dispatches.
 
+mod appspec_cmd;
 mod demo;
 mod local;
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Deployments for fleets of VMs: rolling and blue/green, shell and sandboxed WebAssembly hooks.
@@ -20,10 +22,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Work with AppSpec files.
+    #[command(subcommand)]
+    Appspec(AppspecCommand),
     /// Show rollcage working on this machine: deploys embedded example revisions in a temp dir.
     Demo,
     /// Run the in-place lifecycle of a revision on this host, without a coordinator.
     Local(local::LocalArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AppspecCommand {
+    /// Validate an AppSpec: an appspec file, a revision directory or a bundle archive (tar, tar.gz, zip).
+    Check {
+        /// The file, directory or archive to check.
+        path: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -46,6 +60,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Appspec(AppspecCommand::Check { path }) => Ok(appspec_cmd::check(&path)),
             Command::Demo => demo::run().await,
             Command::Local(args) => local::run(args).await,
         }

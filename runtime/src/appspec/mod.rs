@@ -2,40 +2,46 @@
 //! users. Every problem is reported at once, each with its field path, the offending value, what was expected and,
 //! where the parser can tell, its line and column.
 //!
-//! (Parser owned by the AppSpec work; this file fixes the public API the rest of the runtime codes against.)
+//! The YAML is read with saphyr's event parser into a small tree of our own (the `yaml` module) rather
+//! than with `serde_yaml`: validation needs the line and column of every node, each scalar's text exactly as
+//! written (an unquoted `mode: 0644` is octal 0644 here, not the YAML 1.1 integer 420 CodeDeploy ends up with)
+//! and duplicate keys reported instead of merged. Nothing is deserialised with serde; the validators build the
+//! [`model`] types directly so that every field can be checked and reported on its own.
+//!
+//! Modules: `yaml` (spanned tree), `fields` (typed field access), `document` (top level), `files`,
+//! `hooks`, `sandbox`, `permissions`, `acl`, `mode`, `selinux`, `paths` (path confinement), `suggest`
+//! (did-you-mean), `revision` (what the validator may ask about the revision), `problem` (the reported
+//! problems), `glob` (which paths a permission applies to) and `render` (ACL entries, SELinux ranges and
+//! modes in the text forms the system tools take).
 
+mod acl;
+mod document;
+mod fields;
+mod files;
+mod glob;
+mod hooks;
+mod mode;
 pub mod model;
+mod paths;
+mod permissions;
+mod problem;
+mod render;
+mod revision;
+mod sandbox;
+mod selinux;
+mod suggest;
+mod yaml;
 
 pub use model::*;
+pub use permissions::file_object_problems;
+pub use problem::{Problem, ProblemKind};
+pub use revision::{DirRevision, RevisionEntry, RevisionView, WASM_MAGIC};
+pub use sandbox::MAX_MEMORY_MB;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// File names looked for at the revision root, in order.
 pub const APPSPEC_FILE_NAMES: [&str; 2] = ["appspec.yml", "appspec.yaml"];
-
-/// One problem found in an AppSpec.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Field path, e.g. `hooks.ValidateService[1].timeout` (empty for the whole document).
-    pub path: String,
-    /// What is wrong, with the offending value and what was expected.
-    pub message: String,
-    /// 1-based line, where known.
-    pub line: Option<usize>,
-    /// 1-based column, where known.
-    pub column: Option<usize>,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
 
 /// Loading an AppSpec failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,13 +70,35 @@ pub enum AppSpecError {
 /// Parse and validate AppSpec text. With `revision_root`, hook locations are also checked against the unpacked
 /// revision (they must exist inside it, without a symlink out).
 pub fn parse(text: &str, revision_root: Option<&Path>) -> Result<AppSpec, Vec<Problem>> {
-    let _ = (text, revision_root);
-    Err(vec![Problem {
-        path: String::new(),
-        message: "AppSpec parsing is not implemented yet".to_owned(),
-        line: None,
-        column: None,
-    }])
+    match revision_root {
+        Some(root) => parse_in(text, Some(&DirRevision::new(root))),
+        None => parse_in(text, None),
+    }
+}
+
+/// Parse and validate AppSpec text against any view of the revision (an unpacked directory, an archive's entry
+/// list); without one, checks that need the revision's content are left to Install and the hook runners, and a
+/// hook is taken for WebAssembly when its location ends in `.wasm`.
+pub fn parse_in(text: &str, revision: Option<&dyn RevisionView>) -> Result<AppSpec, Vec<Problem>> {
+    let checked = check_in(text, revision);
+    for w in &checked.warnings {
+        tracing::warn!(line = w.line, column = w.column, "appspec: {w}");
+    }
+    checked.result
+}
+
+/// The outcome of checking an AppSpec: the validated spec or every problem, and the warnings either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The validated AppSpec, or every problem found.
+    pub result: Result<AppSpec, Vec<Problem>>,
+    /// Things CodeDeploy accepts and ignores (unknown keys) that are likely mistakes; they never fail a check.
+    pub warnings: Vec<Problem>,
+}
+
+/// Like [`parse_in`], returning the warnings instead of logging them (for `rollcage appspec check`).
+pub fn check_in(text: &str, revision: Option<&dyn RevisionView>) -> Checked {
+    document::validate(text, revision)
 }
 
 /// The AppSpec file at the root of an unpacked revision (`appspec.yml`, else `appspec.yaml`).

@@ -10,6 +10,11 @@ use std::path::PathBuf;
 /// Default hook timeout in seconds, as CodeDeploy.
 pub const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 3600;
 
+/// Longest hook timeout accepted, in seconds (one week). CodeDeploy's agent has no upper bound (its service fails
+/// an event after 3600 s anyway); a week is far beyond any real hook, and bounding it keeps deadline arithmetic
+/// (`Instant + Duration`) in the runners from ever overflowing on a typo like `timeout: 99999999999999`.
+pub const MAX_HOOK_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+
 /// A parsed, validated `appspec.yml`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AppSpec {
@@ -33,7 +38,8 @@ impl AppSpec {
 /// One `files` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileMapping {
-    /// Path relative to the revision root (`/` or empty means the whole revision); never contains `..`.
+    /// Path relative to the revision root (empty = the whole revision); never contains `..`. A leading `/`
+    /// in the AppSpec is removed, since CodeDeploy joins the source onto the revision either way.
     pub source: String,
     /// Absolute destination directory on the host.
     pub destination: PathBuf,

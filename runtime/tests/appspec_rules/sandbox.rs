@@ -1,0 +1,209 @@
+//! `sandbox:` on hook entries (issue 3): only on wasm hooks, every key and value checked.
+
+use super::support::{HEAD, WASM_HEADER, expect, expect_in, revision, valid, valid_in};
+use rollcage_proto::{DirAccess, DirGrant, LifecycleEvent, SandboxSpec};
+use rollcage_runtime::appspec::ProblemKind;
+
+fn wasm_hook(sandbox: &str) -> String {
+    format!(
+        "{HEAD}hooks:\n  ValidateService:\n    - location: hooks/validate.wasm\n      sandbox:\n{sandbox}"
+    )
+}
+
+const SB: &str = "hooks.ValidateService[0].sandbox";
+
+#[test]
+fn full_sandbox_parses() {
+    let spec = valid(&wasm_hook(
+        "        memory_mb: 64\n        dirs:\n          - host: /var/lib/myapp\n            guest: /data\n            access: read-write\n          - host: /etc/myapp\n        env: [APP_PORT]\n        http: [\"http://127.0.0.1:8080/\"]\n        args: [\"--strict\", 3]\n",
+    ));
+    let want = SandboxSpec {
+        memory_mb: 64,
+        dirs: vec![
+            DirGrant {
+                host: "/var/lib/myapp".to_owned(),
+                guest: Some("/data".to_owned()),
+                access: DirAccess::ReadWrite,
+            },
+            DirGrant {
+                host: "/etc/myapp".to_owned(),
+                guest: None,
+                access: DirAccess::ReadOnly,
+            },
+        ],
+        env: vec!["APP_PORT".to_owned()],
+        http: vec!["http://127.0.0.1:8080/".to_owned()],
+        args: vec!["--strict".to_owned(), "3".to_owned()],
+    };
+    assert_eq!(
+        spec.hooks_for(LifecycleEvent::ValidateService)[0].sandbox,
+        Some(want)
+    );
+}
+
+#[test]
+fn empty_sandbox_map_gives_the_defaults() {
+    let spec = valid(&format!(
+        "{HEAD}hooks:\n  ValidateService:\n    - location: v.wasm\n      sandbox: {{}}\n"
+    ));
+    assert_eq!(
+        spec.hooks_for(LifecycleEvent::ValidateService)[0].sandbox,
+        Some(SandboxSpec::default())
+    );
+}
+
+#[test]
+fn sandbox_on_a_shell_hook_is_an_error_by_name() {
+    let text = format!(
+        "{HEAD}hooks:\n  ValidateService:\n    - location: hooks/validate.sh\n      sandbox:\n        memory_mb: 64\n"
+    );
+    let p = expect(&text, ProblemKind::SandboxOnShellHook, SB);
+    assert_eq!(p.line, Some(6));
+}
+
+#[test]
+fn wasm_is_detected_by_magic_when_the_revision_is_known() -> std::io::Result<()> {
+    // A module without the .wasm suffix is still wasm; a `.wasm` name holding a script is not.
+    let rev = revision(&[
+        ("hooks/validate", WASM_HEADER),
+        ("hooks/fake.wasm", b"#!/bin/sh\nexit 0\n"),
+    ])?;
+    let ok = format!(
+        "{HEAD}hooks:\n  ValidateService:\n    - location: hooks/validate\n      sandbox:\n        memory_mb: 16\n"
+    );
+    valid_in(&ok, Some(rev.path()));
+    let bad = format!(
+        "{HEAD}hooks:\n  ValidateService:\n    - location: hooks/fake.wasm\n      sandbox:\n        memory_mb: 16\n"
+    );
+    expect_in(&bad, Some(rev.path()), ProblemKind::SandboxOnShellHook, SB);
+    Ok(())
+}
+
+#[test]
+fn unknown_sandbox_key_suggests_the_closest() {
+    let p = expect(
+        &wasm_hook("        memory: 64\n"),
+        ProblemKind::UnknownKey,
+        &format!("{SB}.memory"),
+    );
+    assert!(
+        p.message.contains("did you mean `memory_mb`?"),
+        "{}",
+        p.message
+    );
+    expect(
+        &wasm_hook("        dirs:\n          - host: /a\n            mode: rw\n"),
+        ProblemKind::UnknownKey,
+        &format!("{SB}.dirs[0].mode"),
+    );
+}
+
+#[test]
+fn memory_must_be_a_positive_integer_up_to_the_cap() {
+    for bad in ["0", "-1", "5000", "64.5", "\"64\"", "lots"] {
+        expect(
+            &wasm_hook(&format!("        memory_mb: {bad}\n")),
+            ProblemKind::InvalidMemory,
+            &format!("{SB}.memory_mb"),
+        );
+    }
+    valid(&wasm_hook("        memory_mb: 4096\n"));
+}
+
+#[test]
+fn dir_host_must_be_absolute_and_present() {
+    expect(
+        &wasm_hook("        dirs:\n          - host: var/lib\n"),
+        ProblemKind::NotAbsolute,
+        &format!("{SB}.dirs[0].host"),
+    );
+    expect(
+        &wasm_hook("        dirs:\n          - guest: /data\n"),
+        ProblemKind::MissingField,
+        &format!("{SB}.dirs[0]"),
+    );
+}
+
+#[test]
+fn dir_guest_must_be_absolute_without_dotdot() {
+    expect(
+        &wasm_hook("        dirs:\n          - host: /a\n            guest: data\n"),
+        ProblemKind::NotAbsolute,
+        &format!("{SB}.dirs[0].guest"),
+    );
+    expect(
+        &wasm_hook("        dirs:\n          - host: /a\n            guest: /data/../etc\n"),
+        ProblemKind::PathTraversal,
+        &format!("{SB}.dirs[0].guest"),
+    );
+    expect(
+        &wasm_hook("        dirs:\n          - host: /a/../etc\n"),
+        ProblemKind::PathTraversal,
+        &format!("{SB}.dirs[0].host"),
+    );
+}
+
+#[test]
+fn dir_access_is_read_only_or_read_write() {
+    let p = expect(
+        &wasm_hook("        dirs:\n          - host: /a\n            access: rw\n"),
+        ProblemKind::InvalidValue,
+        &format!("{SB}.dirs[0].access"),
+    );
+    assert!(
+        p.message.contains("read-only") && p.message.contains("read-write"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
+fn env_names_must_be_identifiers() {
+    expect(
+        &wasm_hook("        env: [APP_PORT, \"1BAD\", \"A=B\"]\n"),
+        ProblemKind::InvalidEnvName,
+        &format!("{SB}.env[1]"),
+    );
+    expect(
+        &wasm_hook("        env: [APP_PORT, \"A=B\"]\n"),
+        ProblemKind::InvalidEnvName,
+        &format!("{SB}.env[1]"),
+    );
+}
+
+#[test]
+fn http_grants_must_be_http_urls() {
+    expect(
+        &wasm_hook("        http: [\"ftp://example.com/\"]\n"),
+        ProblemKind::InvalidUrl,
+        &format!("{SB}.http[0]"),
+    );
+    expect(
+        &wasm_hook("        http: [\"not a url\"]\n"),
+        ProblemKind::InvalidUrl,
+        &format!("{SB}.http[0]"),
+    );
+    valid(&wasm_hook(
+        "        http: [\"https://example.com/api/\", \"http://[::1]:8080/\"]\n",
+    ));
+}
+
+#[test]
+fn args_must_be_strings() {
+    expect(
+        &wasm_hook("        args: [[1, 2]]\n"),
+        ProblemKind::WrongType,
+        &format!("{SB}.args[0]"),
+    );
+}
+
+#[test]
+fn sandbox_must_be_a_mapping() {
+    expect(
+        &format!(
+            "{HEAD}hooks:\n  ValidateService:\n    - location: v.wasm\n      sandbox: [memory_mb]\n"
+        ),
+        ProblemKind::WrongType,
+        SB,
+    );
+}
