@@ -265,3 +265,17 @@ fn a_source_is_never_reached_through_a_symlink() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn nothing_is_ever_copied_into_the_agent_root() -> TestResult {
+    let f = Fixture::new()?;
+    let rev = f.revision("1", &[("cleanup.json", "{}")])?;
+    let state = f.group.state_dir();
+    let err = f.install(&spec(&[("cleanup.json", &state)]), &rev, "d-1");
+    assert!(
+        matches!(err, Err(InstallError::DestinationInAgentRoot { .. })),
+        "{err:?}"
+    );
+    assert!(!exists(&state), "refused before anything was created");
+    Ok(())
+}

@@ -62,6 +62,19 @@ pub enum CleanupEntry {
     },
 }
 
+impl CleanupEntry {
+    /// The object's path (`None` for the header).
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            Self::Header { .. } => None,
+            Self::Dir { path }
+            | Self::File { path }
+            | Self::Symlink { path }
+            | Self::SelinuxFcontext { path } => Some(path),
+        }
+    }
+}
+
 /// Where a file or symlink is staged before it is renamed onto `path`: a fixed name beside it, so a copy torn by
 /// a crash is found (and removed) by the next cleanup.
 pub fn staging_path(path: &Path) -> PathBuf {
@@ -139,11 +152,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<CleanupEntry>, InstallError>
         if line.trim().is_empty() {
             continue;
         }
-        let entry = serde_json::from_str(line).map_err(|e| InstallError::CorruptCleanupList {
+        let corrupt = |reason: String| InstallError::CorruptCleanupList {
             path: path.to_owned(),
             line: i + 1,
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let entry: CleanupEntry = serde_json::from_str(line).map_err(|e| corrupt(e.to_string()))?;
+        // Only absolute paths are ever written; anything else would be resolved against the agent's cwd.
+        if entry.path().is_some_and(|p| !Path::new(p).is_absolute()) {
+            return Err(corrupt("relative path".to_owned()));
+        }
         entries.push(entry);
     }
     Ok(entries)
@@ -294,6 +312,14 @@ mod tests {
         assert!(matches!(
             err,
             Err(InstallError::CorruptCleanupList { line: 2, .. })
+        ));
+        let err = parse(
+            Path::new("c"),
+            "{\"kind\":\"file\",\"path\":\"etc/passwd\"}\n",
+        );
+        assert!(matches!(
+            err,
+            Err(InstallError::CorruptCleanupList { line: 1, .. })
         ));
     }
 

@@ -112,6 +112,14 @@ pub enum InstallError {
         /// The path (lossy).
         path: PathBuf,
     },
+    /// A copy would land inside the agent's own root directory.
+    #[error("{path} is inside the agent root {root}; expected a destination outside it")]
+    DestinationInAgentRoot {
+        /// The destination path.
+        path: PathBuf,
+        /// The agent root.
+        root: PathBuf,
+    },
     /// Inspecting the destination failed.
     #[error("cannot inspect destination {path}: {source}")]
     InspectDestination {

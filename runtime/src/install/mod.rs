@@ -3,8 +3,9 @@
 //! this deployment created.
 //!
 //! The steps, in order (nothing on the destination changes before step 3):
-//! 1. list every `files` source in the revision ([`source`]), resolve every user/group name of `permissions` and
-//!    find the system tools they need ([`tools`]): an unknown name or a missing tool fails here;
+//! 1. list every `files` source in the revision ([`source`]), refuse copies into the agent's root, resolve every
+//!    user/group name of `permissions` and find the system tools they need ([`tools`]): an unknown name or a
+//!    missing tool fails here;
 //! 2. replay the previous cleanup list in reverse and delete it ([`cleanup`]);
 //! 3. plan the copies against what exists now ([`plan`], pure) and match `permissions` to the objects the plan
 //!    creates ([`perms`], pure): conflicts fail here;
@@ -97,6 +98,14 @@ pub fn install_with(
         .enumerate()
         .map(|(i, mapping)| source::list_mapping(i, mapping, req.revision_dir))
         .collect::<Result<Vec<_>, _>>()?;
+    // `${root}/app-X/group-Y` → `${root}`.
+    let agent_root = req
+        .group
+        .dir()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(req.group.dir());
+    plan::check_protected(&listings, agent_root)?;
     let ids = tools::resolve_names(&spec.permissions)?;
     let tools = tools::find_tools(&spec.permissions, &options.tool_search_path)?;
 

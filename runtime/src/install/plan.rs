@@ -183,6 +183,28 @@ pub fn plan_copies(
     Ok(planner.plan)
 }
 
+/// Refuse any copy into `protected` (the agent's root: its state, cleanup lists and revisions must never be
+/// overwritten by an AppSpec). Compared by path prefix, before anything is changed.
+pub fn check_protected(listings: &[MappingListing], protected: &Path) -> Result<(), InstallError> {
+    for listing in listings {
+        let targets = std::iter::once(listing.destination.clone()).chain(
+            listing
+                .entries
+                .iter()
+                .map(|e| listing.destination.join(&e.rel)),
+        );
+        for target in targets {
+            if target.starts_with(protected) {
+                return Err(InstallError::DestinationInAgentRoot {
+                    path: target,
+                    root: protected.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 struct Planner<'a, L> {
     planned: HashMap<PathBuf, Planned>,
     plan: CopyPlan,
@@ -408,6 +430,16 @@ mod tests {
             [Instruction::Retain { .. }]
         ));
         Ok(())
+    }
+
+    #[test]
+    fn nothing_is_copied_into_the_agent_root() {
+        let files = [listing("/srv", vec![dir("agent"), file("agent/state")])];
+        let err = check_protected(&files, Path::new("/srv/agent"));
+        assert!(
+            matches!(err, Err(InstallError::DestinationInAgentRoot { path, .. }) if path == Path::new("/srv/agent"))
+        );
+        assert!(check_protected(&files, Path::new("/srv/agent2")).is_ok());
     }
 
     #[test]
