@@ -129,6 +129,9 @@ fn execute(instruction: &Instruction, report: &mut InstallReport) -> Result<(), 
     Ok(())
 }
 
+/// Copy through a staging file renamed into place: the target is never seen half-written. The data is not fsynced
+/// per file (neither does CodeDeploy; it would multiply install time on real disks): after a crash the cleanup list
+/// names the file, and the next deployment removes and re-copies it.
 fn copy_file(from: &Path, to: &Path, mode: u32, replace: bool) -> Result<(), InstallError> {
     let read_err = |source| InstallError::ReadSource {
         path: from.to_owned(),

@@ -90,6 +90,8 @@ pub fn staging_path(path: &Path) -> PathBuf {
 pub struct CleanupWriter {
     file: File,
     path: PathBuf,
+    /// Appended lines not yet written.
+    pending: Vec<u8>,
 }
 
 impl CleanupWriter {
@@ -110,6 +112,7 @@ impl CleanupWriter {
         let mut writer = Self {
             file,
             path: path.to_owned(),
+            pending: Vec::new(),
         };
         writer.append(&CleanupEntry::Header {
             format: FORMAT,
@@ -121,15 +124,19 @@ impl CleanupWriter {
         Ok(writer)
     }
 
-    /// Append one entry (durable only after [`Self::sync`]).
+    /// Append one entry. It is buffered: written and durable only after [`Self::sync`], which must run before
+    /// the object is created.
     pub fn append(&mut self, entry: &CleanupEntry) -> Result<(), InstallError> {
-        let mut line = serde_json::to_vec(entry).map_err(|e| self.err(std::io::Error::other(e)))?;
-        line.push(b'\n');
-        self.file.write_all(&line).map_err(|e| self.err(e))
+        serde_json::to_writer(&mut self.pending, entry)
+            .map_err(|e| self.err(std::io::Error::other(e)))?;
+        self.pending.push(b'\n');
+        Ok(())
     }
 
-    /// Make every appended entry durable.
+    /// Write every appended entry (whole lines, in one write) and make them durable.
     pub fn sync(&mut self) -> Result<(), InstallError> {
+        let pending = std::mem::take(&mut self.pending);
+        self.file.write_all(&pending).map_err(|e| self.err(e))?;
         self.file.sync_data().map_err(|e| self.err(e))
     }
 

@@ -152,6 +152,8 @@ pub fn plan_copies(
         lookup: &mut lookup,
     };
     for listing in listings {
+        // The root exists; listed so that a `permissions` object of `/` matches like any directory.
+        planner.plan.dirs.insert(PathBuf::from("/"));
         planner.ensure_destination(&listing.destination)?;
         for entry in &listing.entries {
             let target = listing.destination.join(&entry.rel);
@@ -212,6 +214,20 @@ struct Planner<'a, L> {
 }
 
 impl<L: FnMut(&Path) -> Result<Existing, InstallError>> Planner<'_, L> {
+    /// What exists at `path`; inside a directory this plan creates nothing can, so the file system is not asked
+    /// (one `lstat` saved per copied object).
+    fn existing(&mut self, path: &Path) -> Result<Existing, InstallError> {
+        if let Some(parent) = path.parent()
+            && matches!(
+                self.planned.get(parent),
+                Some(Planned::Dir { created: true })
+            )
+        {
+            return Ok(Existing::Missing);
+        }
+        (self.lookup)(path)
+    }
+
     /// Make sure the destination and each ancestor is (or will be) a directory, creating missing ones.
     fn ensure_destination(&mut self, destination: &Path) -> Result<(), InstallError> {
         let mut prefix = PathBuf::new();
@@ -244,7 +260,7 @@ impl<L: FnMut(&Path) -> Result<Existing, InstallError>> Planner<'_, L> {
             }
             None => {}
         }
-        let created = match (self.lookup)(path)? {
+        let created = match self.existing(path)? {
             Existing::Dir => false,
             Existing::Symlink { to_dir: true } if follow_symlink => false,
             Existing::Missing => {
@@ -304,7 +320,7 @@ impl<L: FnMut(&Path) -> Result<Existing, InstallError>> Planner<'_, L> {
             }
             None => {}
         }
-        let instruction = match (self.lookup)(target)? {
+        let instruction = match self.existing(target)? {
             Existing::Missing => copy(false),
             Existing::Dir => return Err(clash(target, "a file", "an existing directory".into())),
             Existing::File | Existing::Symlink { .. } | Existing::Other => match behavior {
