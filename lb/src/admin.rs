@@ -204,7 +204,9 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ControlError> {
         .collect()
         .await
         .map(|c| c.to_bytes())
-        .map_err(|e| ControlError::BadRequest(format!("cannot read body (max {MAX_BODY} bytes): {e}")))
+        .map_err(|e| {
+            ControlError::BadRequest(format!("cannot read body (max {MAX_BODY} bytes): {e}"))
+        })
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(
@@ -233,8 +235,10 @@ fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Full<B
     });
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 

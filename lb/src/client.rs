@@ -60,7 +60,9 @@ pub enum ClientError {
         message: String,
     },
     /// A wait did not reach its goal in time.
-    #[error("server `{address}` in group `{group}`: not {goal} after {waited_ms} ms (last state: {last})")]
+    #[error(
+        "server `{address}` in group `{group}`: not {goal} after {waited_ms} ms (last state: {last})"
+    )]
     Timeout {
         /// The group.
         group: String,
@@ -127,12 +129,20 @@ impl AdminClient {
 
     /// Registers a server (idempotent; cancels a drain). It gets traffic once healthy.
     pub async fn register(&self, group: &str, address: &str) -> Result<ServerView, ClientError> {
-        self.call(Method::PUT, server_path(group, address), None).await
+        self.call(Method::PUT, server_path(group, address), None)
+            .await
     }
 
     /// The state of a server; `None` when it is not in the group.
-    pub async fn server(&self, group: &str, address: &str) -> Result<Option<ServerView>, ClientError> {
-        match self.call(Method::GET, server_path(group, address), None).await {
+    pub async fn server(
+        &self,
+        group: &str,
+        address: &str,
+    ) -> Result<Option<ServerView>, ClientError> {
+        match self
+            .call(Method::GET, server_path(group, address), None)
+            .await
+        {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.code() == Some("server_not_found") => Ok(None),
             Err(e) => Err(e),
@@ -232,7 +242,8 @@ impl AdminClient {
 
     /// All backend services.
     pub async fn services(&self) -> Result<Vec<ServiceView>, ClientError> {
-        self.call(Method::GET, "/v1/services".to_owned(), None).await
+        self.call(Method::GET, "/v1/services".to_owned(), None)
+            .await
     }
 
     /// One backend service.
@@ -274,7 +285,11 @@ impl AdminClient {
         .await
     }
 
-    async fn put_service(&self, service: &str, put: &PutService) -> Result<ServiceView, ClientError> {
+    async fn put_service(
+        &self,
+        service: &str,
+        put: &PutService,
+    ) -> Result<ServiceView, ClientError> {
         let body = serde_json::to_vec(put).ok();
         self.call(Method::PUT, format!("/v1/services/{}", enc(service)), body)
             .await
@@ -282,7 +297,8 @@ impl AdminClient {
 
     /// Counters of every group and server.
     pub async fn counters(&self) -> Result<CountersReport, ClientError> {
-        self.call(Method::GET, "/v1/counters".to_owned(), None).await
+        self.call(Method::GET, "/v1/counters".to_owned(), None)
+            .await
     }
 
     async fn call<T: DeserializeOwned>(
@@ -307,8 +323,10 @@ impl AdminClient {
             .map_err(|_| transport("the token is not a valid header value".to_owned()))?;
         req.headers_mut().insert(header::AUTHORIZATION, auth);
         if has_body {
-            req.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            req.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
         }
         let resp = self
             .http

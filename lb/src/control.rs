@@ -112,12 +112,13 @@ impl Control {
     /// pass; registering a draining server puts it back into rotation; registering an active one does nothing.
     pub(crate) fn register(&self, group: &str, address: &str) -> Result<ServerView, ControlError> {
         let g = self.find_group(group)?;
-        let authority =
-            policy::parse_server_address(address).map_err(|reason| ControlError::InvalidAddress {
+        let authority = policy::parse_server_address(address).map_err(|reason| {
+            ControlError::InvalidAddress {
                 group: group.to_owned(),
                 address: address.to_owned(),
                 reason,
-            })?;
+            }
+        })?;
         let address = authority.to_string();
         loop {
             let (server, new) = g.insert(Server::new(address.clone(), authority.clone()));
@@ -287,7 +288,9 @@ impl Control {
             .parse()
             .map_err(|e| listen_err(format!("not an IP:port address: {e}")))?;
         let listener = bind(addr).map_err(|e| listen_err(e.to_string()))?;
-        let bound = listener.local_addr().map_err(|e| listen_err(e.to_string()))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| listen_err(e.to_string()))?;
         let svc = Arc::new(Service::new(name.to_owned(), bound, group));
         proxy::spawn_listener(
             &self.tasks,
@@ -303,7 +306,10 @@ impl Control {
 
     /// All services, by name.
     pub(crate) fn services(&self) -> Vec<ServiceView> {
-        lock(&self.services).values().map(|s| service_view(s)).collect()
+        lock(&self.services)
+            .values()
+            .map(|s| service_view(s))
+            .collect()
     }
 
     /// One service.

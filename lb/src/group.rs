@@ -208,7 +208,10 @@ impl Group {
             .filter(|s| s.accepting() && lock(&s.state).health.is_healthy())
             .cloned()
             .collect();
-        let mut slot = self.eligible.write().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self
+            .eligible
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         *slot = Arc::from(list);
     }
 
@@ -223,7 +226,12 @@ impl Group {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
             let avoid_idx = avoid.and_then(|a| snapshot.iter().position(|s| Arc::ptr_eq(s, a)));
-            let ticket = self.ticket.fetch_add(1, Ordering::Relaxed);
+            // A retry goes to the server after the one that failed, without taking a ticket, so the
+            // rotation of other requests is not disturbed.
+            let ticket = match avoid_idx {
+                Some(i) => i,
+                None => self.ticket.fetch_add(1, Ordering::Relaxed),
+            };
             let idx = policy::round_robin(ticket, snapshot.len(), avoid_idx)?;
             let server = snapshot.get(idx)?.clone();
             server.counters.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -277,9 +285,6 @@ impl GroupInFlight {
 
 impl Drop for GroupInFlight {
     fn drop(&mut self) {
-        self.group
-            .counters
-            .in_flight
-            .fetch_sub(1, Ordering::SeqCst);
+        self.group.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -73,7 +73,9 @@ pub(crate) fn spawn(
 /// One check: passes on a 2xx or 3xx answer within `timeout`.
 async fn check(client: &HealthClient, uri: &str, timeout: Duration) -> Result<(), String> {
     let mut req = Request::new(Empty::new());
-    *req.uri_mut() = uri.parse().map_err(|e| format!("bad check URI {uri}: {e}"))?;
+    *req.uri_mut() = uri
+        .parse()
+        .map_err(|e| format!("bad check URI {uri}: {e}"))?;
     req.headers_mut()
         .insert(USER_AGENT, HeaderValue::from_static("rollcage-lb-health"));
     match tokio::time::timeout(timeout, client.request(req)).await {

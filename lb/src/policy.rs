@@ -76,7 +76,12 @@ pub fn may_retry(method: &Method, body_is_empty: bool) -> bool {
     body_is_empty
         && matches!(
             *method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
         )
 }
 
@@ -86,7 +91,10 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Checks a group or service name: 1–64 characters of `A-Z a-z 0-9 . _ -`, not starting with `.`.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
-        return Err(format!("expected 1 to {MAX_NAME_LEN} characters, got {}", name.len()));
+        return Err(format!(
+            "expected 1 to {MAX_NAME_LEN} characters, got {}",
+            name.len()
+        ));
     }
     if name.starts_with('.') {
         return Err("must not start with `.`".to_owned());
@@ -95,7 +103,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        Some(c) => Err(format!("character `{c}` not allowed; expected A-Z a-z 0-9 . _ -")),
+        Some(c) => Err(format!(
+            "character `{c}` not allowed; expected A-Z a-z 0-9 . _ -"
+        )),
         None => Ok(()),
     }
 }

@@ -237,7 +237,12 @@ async fn forward(
         {
             Ok(u) => u,
             Err(e) => {
-                return fail(&group, Some(&slot.server), StatusCode::BAD_GATEWAY, e.to_string());
+                return fail(
+                    &group,
+                    Some(&slot.server),
+                    StatusCode::BAD_GATEWAY,
+                    e.to_string(),
+                );
             }
         };
         let last_try = !retryable || avoid.is_some();
@@ -367,7 +372,9 @@ impl Body for ProxyBody {
             Self::Fixed(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             Self::Upstream { inner, killed, .. } => {
                 if killed.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Some(Err("server removed by force during the response".into())));
+                    return Poll::Ready(Some(Err(
+                        "server removed by force during the response".into()
+                    )));
                 }
                 Pin::new(inner)
                     .poll_frame(cx)

@@ -23,9 +23,12 @@ pub fn load_or_create(path: &Path) -> Result<String, LbError> {
                     "readable or writable by group or others (mode {mode:o}); expected 0600"
                 )));
             }
-            let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
             let token = text.trim().to_owned();
-            if token.len() < MIN_TOKEN_LEN || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if token.len() < MIN_TOKEN_LEN
+                || token.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
                 return Err(err(format!(
                     "expected one token of at least {MIN_TOKEN_LEN} visible characters"
                 )));
@@ -33,7 +36,8 @@ pub fn load_or_create(path: &Path) -> Result<String, LbError> {
             Ok(token)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let token = random_token().map_err(|e| err(format!("cannot read /dev/urandom: {e}")))?;
+            let token =
+                random_token().map_err(|e| err(format!("cannot read /dev/urandom: {e}")))?;
             write_new(path, &token).map_err(|e| err(format!("cannot create: {e}")))?;
             tracing::info!(path = %path.display(), "generated a new admin token");
             Ok(token)
@@ -50,8 +54,14 @@ fn random_token() -> std::io::Result<String> {
 
 /// Writes the token to a temporary 0600 file next to `path`, then renames it into place.
 fn write_new(path: &Path, token: &str) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("token"),
