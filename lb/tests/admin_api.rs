@@ -37,6 +37,16 @@ async fn raw(
     Ok((status, serde_json::from_slice(&bytes)?))
 }
 
+/// method, path, body, expected status, expected code, words the message must contain.
+type Case = (
+    &'static str,
+    &'static str,
+    &'static str,
+    u16,
+    &'static str,
+    &'static [&'static str],
+);
+
 fn error_of(v: &Value) -> (String, String) {
     (
         v["error"]["code"]
@@ -96,7 +106,7 @@ async fn errors_have_one_shape_and_name_what_failed() -> TestResult {
     let a = Some(auth.as_str());
     admin.create_group("blue", None).await?;
 
-    let cases: [(&str, &str, &str, u16, &str, &[&str]); 9] = [
+    let cases: [Case; 9] = [
         (
             "PUT",
             "/v1/groups/nosuch/servers/127.0.0.1:8080",
