@@ -332,7 +332,7 @@ impl AdminClient {
             .http
             .request(req)
             .await
-            .map_err(|e| transport(error_chain(&e)))?;
+            .map_err(|e| transport(crate::error::chain(&e)))?;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -373,15 +373,4 @@ fn server_path(group: &str, address: &str) -> String {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -161,3 +161,15 @@ pub enum LbError {
     #[error("initial configuration: {0}")]
     Setup(#[from] ControlError),
 }
+
+/// An error and its chain of sources on one line (hyper's errors say little without their sources).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -80,7 +80,7 @@ async fn check(client: &HealthClient, uri: &str, timeout: Duration) -> Result<()
         .insert(USER_AGENT, HeaderValue::from_static("rollcage-lb-health"));
     match tokio::time::timeout(timeout, client.request(req)).await {
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-        Ok(Err(e)) => Err(format!("GET {uri}: {e}")),
+        Ok(Err(e)) => Err(format!("GET {uri}: {}", crate::error::chain(&e))),
         Ok(Ok(resp)) if resp.status().is_success() || resp.status().is_redirection() => Ok(()),
         Ok(Ok(resp)) => Err(format!("GET {uri}: status {}", resp.status())),
     }

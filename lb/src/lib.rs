@@ -53,7 +53,7 @@ pub struct LbConfig {
     pub services: Vec<ServiceSeed>,
 }
 
-/// A running load balancer.
+/// A running load balancer. Dropping it stops it without waiting; [`LoadBalancer::shutdown`] waits.
 #[derive(Debug)]
 pub struct LoadBalancer {
     admin_addr: SocketAddr,
@@ -160,5 +160,11 @@ impl LoadBalancer {
         self.control.tasks.close();
         self.control.tasks.wait().await;
         tracing::info!("load balancer stopped");
+    }
+}
+
+impl Drop for LoadBalancer {
+    fn drop(&mut self) {
+        self.control.shutdown.cancel();
     }
 }

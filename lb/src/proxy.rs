@@ -285,8 +285,8 @@ async fn forward(
             }
             Ok(Err(e)) if e.is_connect() => {
                 Counters::bump(&slot.server.counters.connect_failures);
-                tracing::debug!(group = %group.name, server = %slot.server.address, error = %e,
-                    "connect failed");
+                tracing::debug!(group = %group.name, server = %slot.server.address,
+                    error = %crate::error::chain(&e), "connect failed");
                 if last_try {
                     return fail(
                         &group,
@@ -298,8 +298,8 @@ async fn forward(
                 avoid = Some(slot.server.clone());
             }
             Ok(Err(e)) => {
-                tracing::debug!(group = %group.name, server = %slot.server.address, error = %e,
-                    "upstream request failed");
+                tracing::debug!(group = %group.name, server = %slot.server.address,
+                    error = %crate::error::chain(&e), "upstream request failed");
                 return fail(
                     &group,
                     Some(&slot.server),
