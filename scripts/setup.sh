@@ -9,11 +9,13 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
 fi
 
 # System tools the tests use: setfacl/getfacl (AppSpec ACLs), tar/gzip (baseline of the unpack benchmark),
-# procps (ps), iproute2 (network namespaces of later end-to-end tests).
+# procps (ps), iproute2 (network namespaces of later end-to-end tests), haproxy (baseline of the load-balancer
+# benchmark and target of the HAProxy driver's tests).
 need=()
 command -v setfacl >/dev/null || need+=(acl)
 command -v ps >/dev/null || need+=(procps)
 command -v ip >/dev/null || need+=(iproute2)
+command -v haproxy >/dev/null || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

@@ -3,6 +3,7 @@
 
 mod appspec_cmd;
 mod demo;
+mod lb_cmd;
 mod local;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ enum Command {
     Appspec(AppspecCommand),
     /// Show rollcage working on this machine: deploys embedded example revisions in a temp dir.
     Demo,
+    /// Run the built-in HTTP load balancer.
+    Lb(lb_cmd::LbArgs),
     /// Run the in-place lifecycle of a revision on this host, without a coordinator.
     Local(local::LocalArgs),
 }
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Appspec(AppspecCommand::Check { path }) => Ok(appspec_cmd::check(&path)),
             Command::Demo => demo::run().await,
+            Command::Lb(args) => lb_cmd::run(args).await,
             Command::Local(args) => local::run(args).await,
         }
     });

@@ -1,0 +1,200 @@
+//! JSON bodies of the admin API, shared by the server side (`admin`) and the typed client (`client`).
+//!
+//! Routes (all need `Authorization: Bearer <token>`; server addresses in paths are percent-encoded):
+//!
+//! | Method and path | Body | Answer |
+//! |---|---|---|
+//! | `GET /v1/groups` | | `[GroupView]` |
+//! | `PUT /v1/groups/{group}` | `CreateGroup` (optional) | `GroupView` (idempotent) |
+//! | `GET /v1/groups/{group}` | | `GroupView` |
+//! | `PUT /v1/groups/{group}/servers/{addr}` | | `ServerView` (register; idempotent, cancels a drain) |
+//! | `GET /v1/groups/{group}/servers/{addr}` | | `ServerView`, 404 `server_not_found` once removed |
+//! | `DELETE /v1/groups/{group}/servers/{addr}[?drain_timeout_ms=N][&force=true]` | | `DeregisterView` |
+//! | `GET /v1/services` | | `[ServiceView]` |
+//! | `PUT /v1/services/{service}` | `PutService` | `ServiceView` (create, or switch its group) |
+//! | `GET /v1/services/{service}` | | `ServiceView` |
+//! | `GET /v1/counters` | | `CountersReport` |
+//!
+//! Every error is `{"error":{"code":"...","message":"..."}}` with a matching HTTP status.
+
+use serde::{Deserialize, Serialize};
+
+/// How a group's servers are health-checked: an HTTP GET of `path`; 2xx and 3xx pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckSpec {
+    /// Path (and query) requested, starting with `/`.
+    pub path: String,
+    /// Time between the end of one check and the start of the next.
+    pub interval_ms: u64,
+    /// A check that has no response head after this long fails.
+    pub timeout_ms: u64,
+    /// Consecutive passes that make a server healthy (a new server starts unhealthy).
+    pub healthy_threshold: u32,
+    /// Consecutive failures that make a healthy server unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheckSpec {
+    /// One check a second, two in a row to change state: a new server joins about 1 s after it answers, and
+    /// a dead one leaves within about 2 s (the same as HAProxy's `inter 1s rise 2 fall 2` used in the notes).
+    fn default() -> Self {
+        Self {
+            path: "/".to_owned(),
+            interval_ms: 1000,
+            timeout_ms: 1000,
+            healthy_threshold: 2,
+            unhealthy_threshold: 2,
+        }
+    }
+}
+
+/// Body of `PUT /v1/groups/{group}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    /// Health check of the group's servers; the load balancer's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
+}
+
+/// Request counters (of a group or a server).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountersView {
+    /// Requests received (group) or sent to the server (server; a retried request counts on both servers).
+    pub requests: u64,
+    /// Responses with status 500–599, including the proxy's own 502/503/504.
+    pub responses_5xx: u64,
+    /// Requests whose response body has not finished yet.
+    pub in_flight: u64,
+    /// Connections to a server that could not be opened.
+    pub connect_failures: u64,
+    /// Requests sent a second time, to another server, after a connect failure.
+    pub retries: u64,
+}
+
+/// Where a server is in its life in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerPhase {
+    /// Registered: gets traffic whenever healthy.
+    Active,
+    /// Deregistered: no new requests; removed once in-flight reaches 0 or the drain timeout passes.
+    Draining,
+    /// Gone from the group (only in `DeregisterView`; a removed server is otherwise `server_not_found`).
+    Removed,
+}
+
+/// State of one server in one group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerView {
+    /// Group name.
+    pub group: String,
+    /// Server address `host:port`.
+    pub address: String,
+    /// Active or draining.
+    pub phase: ServerPhase,
+    /// Result of the health checks so far (false until the first `healthy_threshold` passes).
+    pub healthy: bool,
+    /// Whether new requests may go to it now (active and healthy).
+    pub eligible: bool,
+    /// Requests in flight on it.
+    pub in_flight: u64,
+    /// Why the last failed check failed, if the last check failed.
+    pub last_check_error: Option<String>,
+    /// Milliseconds left before a draining server is removed by force.
+    pub drain_remaining_ms: Option<u64>,
+    /// Its counters.
+    pub counters: CountersView,
+}
+
+/// A server group with its servers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupView {
+    /// Group name.
+    pub name: String,
+    /// How its servers are checked.
+    pub health_check: HealthCheckSpec,
+    /// Its servers (active and draining), by address.
+    pub servers: Vec<ServerView>,
+    /// Group counters (they survive the removal of servers).
+    pub counters: CountersView,
+}
+
+/// Answer of a deregistration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeregisterView {
+    /// Group name.
+    pub group: String,
+    /// Server address.
+    pub address: String,
+    /// `draining` (requests still in flight) or `removed` (also when it was not in the group: idempotent).
+    pub phase: ServerPhase,
+    /// Requests still in flight on it.
+    pub in_flight: u64,
+}
+
+/// Body of `PUT /v1/services/{service}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutService {
+    /// The server group the service sends its traffic to.
+    pub group: String,
+    /// Listen address, needed to create a service; when given for an existing one it must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+/// A backend service: one listener sending its traffic to one server group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// Service name.
+    pub name: String,
+    /// The address actually bound (port resolved when 0 was asked).
+    pub listen: String,
+    /// The server group it points at.
+    pub group: String,
+}
+
+/// Counters of one server inside `GroupCounters`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerCounters {
+    /// Server address.
+    pub address: String,
+    /// Its counters.
+    pub counters: CountersView,
+}
+
+/// Counters of one group and its current servers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCounters {
+    /// Group name.
+    pub group: String,
+    /// Group counters.
+    pub counters: CountersView,
+    /// Per-server counters of the servers now in the group.
+    pub servers: Vec<ServerCounters>,
+}
+
+/// Answer of `GET /v1/counters`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountersReport {
+    /// One entry per group, by name.
+    pub groups: Vec<GroupCounters>,
+}
+
+/// The one error shape of the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Machine-readable code and human-readable message of an admin API error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable code, e.g. `group_not_found`, `server_not_found`, `unauthorized`.
+    pub code: String,
+    /// What failed, naming the group/server/service.
+    pub message: String,
+}
