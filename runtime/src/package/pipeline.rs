@@ -1,0 +1,208 @@
+//! The blocking half of a fetch: create the deployment dir, stage the bundle and the unpacked tree in a temporary
+//! dir inside it, verify the checksum, then rename both into place. On any error the staging dir is removed, and so
+//! is the deployment dir if this fetch created it.
+
+use super::archive::{unpack_tar, unpack_zip};
+use super::dir_source::copy_dir;
+use super::error::PackageError;
+use super::format::{Format, SNIFF_LEN, detect, head_hex};
+use super::stream::{ChunkSource, Tee};
+use super::unpack::{Unpacked, Unpacker};
+use super::{Fetched, UnpackLimits};
+use crate::layout::DeployLayout;
+use std::path::{Path, PathBuf};
+
+/// Removes the deployment dir on drop unless committed, when this fetch created it.
+struct DeployDirGuard {
+    dir: PathBuf,
+    created: bool,
+    committed: bool,
+}
+
+impl DeployDirGuard {
+    fn create(dir: &Path) -> Result<Self, PackageError> {
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| PackageError::io("create", parent, e))?;
+        }
+        let created = match std::fs::create_dir(dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(PackageError::io("create", dir, e)),
+        };
+        Ok(Self {
+            dir: dir.to_owned(),
+            created,
+            committed: false,
+        })
+    }
+}
+
+impl Drop for DeployDirGuard {
+    fn drop(&mut self) {
+        if self.created && !self.committed {
+            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+                tracing::warn!(path = %self.dir.display(), error = %e, "could not remove failed deployment dir");
+            }
+        }
+    }
+}
+
+fn staging_dir(deploy: &Path) -> Result<tempfile::TempDir, PackageError> {
+    tempfile::Builder::new()
+        .prefix("staging-")
+        .tempdir_in(deploy)
+        .map_err(|e| PackageError::io("create staging dir in", deploy, e))
+}
+
+/// Fetch an archive whose bytes come from `source`.
+pub(crate) fn fetch_archive(
+    source: Box<dyn ChunkSource>,
+    origin: &str,
+    deploy: &DeployLayout,
+    expected: Option<&str>,
+    limits: UnpackLimits,
+) -> Result<Fetched, PackageError> {
+    let mut guard = DeployDirGuard::create(deploy.dir())?;
+    let staging = staging_dir(deploy.dir())?;
+    let bundle_path = staging.path().join("bundle");
+    let bundle = std::fs::File::create_new(&bundle_path)
+        .map_err(|e| PackageError::io("create", &bundle_path, e))?;
+    let root = staging.path().join("root");
+    std::fs::create_dir(&root).map_err(|e| PackageError::io("create", &root, e))?;
+    let download_err = |detail: &str| PackageError::Download {
+        origin: origin.to_owned(),
+        detail: detail.to_owned(),
+    };
+
+    let mut tee = Tee::start(source, bundle)
+        .map_err(|e| PackageError::io("start hashing", &bundle_path, e))?;
+    let head = match tee.peek(SNIFF_LEN) {
+        Ok(head) => head,
+        Err(e) => {
+            return Err(download_err(
+                &tee.source_error()
+                    .map(str::to_owned)
+                    .unwrap_or(e.to_string()),
+            ));
+        }
+    };
+    let format = detect(head).ok_or_else(|| PackageError::UnknownFormat {
+        origin: origin.to_owned(),
+        head: head_hex(head),
+    })?;
+    tracing::debug!(origin, ?format, "detected bundle format");
+
+    let mut unpacker = Unpacker::new(&root, origin, limits)?;
+    let streamed = match format {
+        Format::Tar => unpack_tar(&mut tee, &mut unpacker),
+        // Multi-member, like `gzip -d`; reads straight from the tee's chunks (no extra buffer copy).
+        Format::Gzip => unpack_tar(
+            flate2::bufread::MultiGzDecoder::new(&mut tee),
+            &mut unpacker,
+        ),
+        Format::Zip => Ok(()),
+    };
+    if let Err(e) = streamed {
+        // A failing network read surfaces as a corrupt archive; report the download error instead.
+        return Err(match tee.source_error() {
+            Some(detail) => download_err(detail),
+            None => e,
+        });
+    }
+    let source_error = tee.source_error().map(str::to_owned);
+    let (actual, bytes) = tee.finish().map_err(|e| match &source_error {
+        Some(detail) => download_err(detail),
+        None => download_err(&e.to_string()),
+    })?;
+    if let Some(expected) = expected {
+        if expected != actual {
+            return Err(PackageError::ChecksumMismatch {
+                origin: origin.to_owned(),
+                expected: expected.to_owned(),
+                actual,
+            });
+        }
+    }
+    // Zip needs random access: it is unpacked from the bundle file, after the checksum matched.
+    if format == Format::Zip {
+        unpack_zip(&bundle_path, &mut unpacker)?;
+    }
+    let unpacked = unpacker.finish(true)?;
+    commit(deploy, &unpacked, Some(&bundle_path))?;
+    guard.committed = true;
+    tracing::info!(origin, sha256 = %actual, bytes, entries = unpacked.entries, "bundle fetched and unpacked");
+    Ok(Fetched {
+        sha256: Some(actual),
+        bytes,
+        entries: unpacked.entries,
+    })
+}
+
+/// Copy a local directory as the revision.
+pub(crate) fn fetch_directory(
+    src: &Path,
+    deploy: &DeployLayout,
+    limits: UnpackLimits,
+) -> Result<Fetched, PackageError> {
+    let meta = std::fs::metadata(src).map_err(|e| PackageError::io("stat", src, e))?;
+    if !meta.is_dir() {
+        return Err(PackageError::InvalidSource {
+            input: src.display().to_string(),
+            reason: "not a directory".into(),
+        });
+    }
+    let mut guard = DeployDirGuard::create(deploy.dir())?;
+    let staging = staging_dir(deploy.dir())?;
+    let root = staging.path().join("root");
+    std::fs::create_dir(&root).map_err(|e| PackageError::io("create", &root, e))?;
+    let origin = src.display().to_string();
+    let mut unpacker = Unpacker::new(&root, &origin, limits)?;
+    copy_dir(src, &mut unpacker)?;
+    // A directory is taken as is: CodeDeploy strips wrappers only from archives.
+    let unpacked = unpacker.finish(false)?;
+    commit(deploy, &unpacked, None)?;
+    guard.committed = true;
+    tracing::info!(
+        origin,
+        entries = unpacked.entries,
+        "directory revision copied"
+    );
+    Ok(Fetched {
+        sha256: None,
+        bytes: 0,
+        entries: unpacked.entries,
+    })
+}
+
+/// Move the staged revision (and bundle) into place and create `logs/`. A previous fetch into the same deployment
+/// dir is replaced.
+fn commit(
+    deploy: &DeployLayout,
+    unpacked: &Unpacked,
+    bundle: Option<&Path>,
+) -> Result<(), PackageError> {
+    let revision = deploy.revision_dir();
+    let bundle_dst = deploy.bundle_file();
+    remove_if_present(&revision)?;
+    remove_if_present(&bundle_dst)?;
+    std::fs::rename(&unpacked.revision, &revision)
+        .map_err(|e| PackageError::io("rename into place", &revision, e))?;
+    if let Some(bundle) = bundle {
+        if let Err(e) = std::fs::rename(bundle, &bundle_dst) {
+            let _ = std::fs::remove_dir_all(&revision);
+            return Err(PackageError::io("rename into place", &bundle_dst, e));
+        }
+    }
+    let logs = deploy.logs_dir();
+    std::fs::create_dir_all(&logs).map_err(|e| PackageError::io("create", &logs, e))
+}
+
+fn remove_if_present(path: &Path) -> Result<(), PackageError> {
+    let result = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => Err(e),
+    };
+    result.map_err(|e| PackageError::io("remove", path, e))
+}
