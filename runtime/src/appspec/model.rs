@@ -85,10 +85,7 @@ pub struct ObjectTypes {
 
 impl Default for ObjectTypes {
     fn default() -> Self {
-        Self {
-            file: true,
-            directory: true,
-        }
+        Self { file: true, directory: true }
     }
 }
 

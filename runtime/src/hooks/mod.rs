@@ -34,14 +34,8 @@ impl HookEnv {
             ("LIFECYCLE_EVENT".to_owned(), event.name().to_owned()),
             ("DEPLOYMENT_ID".to_owned(), self.deployment_id.clone()),
             ("APPLICATION_NAME".to_owned(), self.application_name.clone()),
-            (
-                "DEPLOYMENT_GROUP_NAME".to_owned(),
-                self.deployment_group_name.clone(),
-            ),
-            (
-                "DEPLOYMENT_GROUP_ID".to_owned(),
-                self.deployment_group_id.clone(),
-            ),
+            ("DEPLOYMENT_GROUP_NAME".to_owned(), self.deployment_group_name.clone()),
+            ("DEPLOYMENT_GROUP_ID".to_owned(), self.deployment_group_id.clone()),
         ];
         vars.extend(self.extra.iter().cloned());
         vars
