@@ -95,11 +95,18 @@ pub(crate) fn fetch_archive(
     let mut unpacker = Unpacker::new(&root, origin, limits)?;
     let streamed = match format {
         Format::Tar => unpack_tar(&mut tee, &mut unpacker),
-        // Multi-member, like `gzip -d`; reads straight from the tee's chunks (no extra buffer copy).
-        Format::Gzip => unpack_tar(
-            flate2::bufread::MultiGzDecoder::new(&mut tee),
-            &mut unpacker,
-        ),
+        Format::Gzip => {
+            // Multi-member, like `gzip -d`; reads straight from the tee's chunks (no extra buffer copy).
+            let mut gz = flate2::bufread::MultiGzDecoder::new(&mut tee);
+            unpack_tar(&mut gz, &mut unpacker).and_then(|()| {
+                // Decompress the tail after the tar end marker too, so the gzip CRC and length are checked.
+                std::io::copy(&mut gz, &mut std::io::sink()).map(|_| ()).map_err(|e| PackageError::Malformed {
+                    origin: origin.to_owned(),
+                    entry: None,
+                    detail: e.to_string(),
+                })
+            })
+        }
         Format::Zip => Ok(()),
     };
     if let Err(e) = streamed {
