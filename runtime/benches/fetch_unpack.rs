@@ -139,7 +139,7 @@ fn generate(path: &Path) -> (u64, u64) {
             while data.len() < len {
                 text_line(&mut rng, &mut data);
             }
-            let mode = if n % 5 == 0 { 0o755 } else { 0o644 };
+            let mode = if n.is_multiple_of(5) { 0o755 } else { 0o644 };
             add(&mut tar, &format!("{dir}/file{n}.txt"), &data, mode);
         }
     }
@@ -287,7 +287,7 @@ fn main() {
             fetch_times.push(t);
             rss.push(kib);
         };
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             f();
             base_times.push(run_baseline(&archive, &base_dir));
         } else {

@@ -114,7 +114,8 @@ fn zip_bytes(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
         assert_eq!(&bytes[pos..pos + 4], b"PK\x01\x02");
         bytes[pos + 5] = 3; // made by: Unix
         bytes[pos + 38..pos + 42].copy_from_slice(&(mode << 16).to_le_bytes());
-        let len = |at: usize| usize::from(u16::from_le_bytes([bytes[pos + at], bytes[pos + at + 1]]));
+        let len =
+            |at: usize| usize::from(u16::from_le_bytes([bytes[pos + at], bytes[pos + at + 1]]));
         pos += 46 + len(28) + len(30) + len(32);
     }
     bytes

@@ -193,13 +193,13 @@ fn remove_leaf(dir: &OwnedFd, name: &OsStr) -> Result<(), WriteError> {
 
 /// Turn an `openat` failure on `comp` into "is a symlink" / "is not a directory" when that is the cause.
 fn classify(dir: &OwnedFd, comp: &OsStr, so_far: &Path, e: Errno) -> WriteError {
-    if e == Errno::LOOP || e == Errno::NOTDIR {
-        if let Ok(st) = statat(dir, comp, AtFlags::SYMLINK_NOFOLLOW) {
-            return match FileType::from_raw_mode(st.st_mode) {
-                FileType::Symlink => WriteError::ThroughSymlink(so_far.to_owned()),
-                _ => WriteError::NotADirectory(so_far.to_owned()),
-            };
-        }
+    if (e == Errno::LOOP || e == Errno::NOTDIR)
+        && let Ok(st) = statat(dir, comp, AtFlags::SYMLINK_NOFOLLOW)
+    {
+        return match FileType::from_raw_mode(st.st_mode) {
+            FileType::Symlink => WriteError::ThroughSymlink(so_far.to_owned()),
+            _ => WriteError::NotADirectory(so_far.to_owned()),
+        };
     }
     WriteError::Io(e.into())
 }

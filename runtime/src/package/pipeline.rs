@@ -39,10 +39,11 @@ impl DeployDirGuard {
 
 impl Drop for DeployDirGuard {
     fn drop(&mut self) {
-        if self.created && !self.committed {
-            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-                tracing::warn!(path = %self.dir.display(), error = %e, "could not remove failed deployment dir");
-            }
+        if self.created
+            && !self.committed
+            && let Err(e) = std::fs::remove_dir_all(&self.dir)
+        {
+            tracing::warn!(path = %self.dir.display(), error = %e, "could not remove failed deployment dir");
         }
     }
 }
@@ -100,11 +101,13 @@ pub(crate) fn fetch_archive(
             let mut gz = flate2::bufread::MultiGzDecoder::new(&mut tee);
             unpack_tar(&mut gz, &mut unpacker).and_then(|()| {
                 // Decompress the tail after the tar end marker too, so the gzip CRC and length are checked.
-                std::io::copy(&mut gz, &mut std::io::sink()).map(|_| ()).map_err(|e| PackageError::Malformed {
-                    origin: origin.to_owned(),
-                    entry: None,
-                    detail: e.to_string(),
-                })
+                std::io::copy(&mut gz, &mut std::io::sink())
+                    .map(|_| ())
+                    .map_err(|e| PackageError::Malformed {
+                        origin: origin.to_owned(),
+                        entry: None,
+                        detail: e.to_string(),
+                    })
             })
         }
         Format::Zip => Ok(()),
@@ -121,14 +124,14 @@ pub(crate) fn fetch_archive(
         Some(detail) => download_err(detail),
         None => download_err(&e.to_string()),
     })?;
-    if let Some(expected) = expected {
-        if expected != actual {
-            return Err(PackageError::ChecksumMismatch {
-                origin: origin.to_owned(),
-                expected: expected.to_owned(),
-                actual,
-            });
-        }
+    if let Some(expected) = expected
+        && expected != actual
+    {
+        return Err(PackageError::ChecksumMismatch {
+            origin: origin.to_owned(),
+            expected: expected.to_owned(),
+            actual,
+        });
     }
     // Zip needs random access: it is unpacked from the bundle file, after the checksum matched.
     if format == Format::Zip {
@@ -194,11 +197,11 @@ fn commit(
     remove_if_present(&bundle_dst)?;
     std::fs::rename(&unpacked.revision, &revision)
         .map_err(|e| PackageError::io("rename into place", &revision, e))?;
-    if let Some(bundle) = bundle {
-        if let Err(e) = std::fs::rename(bundle, &bundle_dst) {
-            let _ = std::fs::remove_dir_all(&revision);
-            return Err(PackageError::io("rename into place", &bundle_dst, e));
-        }
+    if let Some(bundle) = bundle
+        && let Err(e) = std::fs::rename(bundle, &bundle_dst)
+    {
+        let _ = std::fs::remove_dir_all(&revision);
+        return Err(PackageError::io("rename into place", &bundle_dst, e));
     }
     let logs = deploy.logs_dir();
     std::fs::create_dir_all(&logs).map_err(|e| PackageError::io("create", &logs, e))
