@@ -926,3 +926,44 @@ fn prune_of_a_missing_group_is_a_no_op() -> TestResult {
     let _ = env.root;
     Ok(())
 }
+
+#[tokio::test]
+async fn bundle_larger_than_the_limits_allow_is_refused() {
+    let env = Env::new();
+    let limits = UnpackLimits {
+        max_entries: 4,
+        max_bytes: 1000,
+    };
+    // A tiny tar followed by 2 MiB of trailing bytes: the tar itself is fine, but the bundle could fill the disk.
+    let mut data = tar_bytes(&[E::File("appspec.yml", b"a", 0o644)]);
+    data.extend(std::iter::repeat_n(0xAAu8, 2 << 20));
+    let err = env
+        .fetch_bytes("b", &data, &FetchOptions { limits, ..opts() })
+        .await
+        .expect_err("accepted");
+    assert!(matches!(err, PackageError::BundleTooLarge { .. }), "{err}");
+    env.assert_nothing_left();
+}
+
+#[tokio::test]
+async fn zip_with_too_many_members_is_refused_up_front() {
+    let env = Env::new();
+    let limits = UnpackLimits {
+        max_entries: 2,
+        ..UnpackLimits::default()
+    };
+    let data = zip_bytes(&[
+        ("a", b"1", 0o100_644),
+        ("b", b"2", 0o100_644),
+        ("c", b"3", 0o100_644),
+    ]);
+    let err = env
+        .fetch_bytes("b.zip", &data, &FetchOptions { limits, ..opts() })
+        .await
+        .expect_err("accepted");
+    assert!(
+        matches!(&err, PackageError::TooManyEntries { limit: 2, entry } if entry == "c"),
+        "{err}"
+    );
+    env.assert_nothing_left();
+}

@@ -57,6 +57,15 @@ pub(crate) fn unpack_zip(path: &Path, u: &mut Unpacker) -> Result<(), PackageErr
     let file = std::fs::File::open(path).map_err(|e| PackageError::io("open", path, e))?;
     let mut archive =
         zip::ZipArchive::new(BufReader::new(file)).map_err(|e| malformed(&origin, None, e))?;
+    // The central directory says how many members there are: refuse before writing anything.
+    let max = u.limits().max_entries;
+    if archive.len() as u64 > max {
+        let entry = archive
+            .by_index_raw(usize::try_from(max).unwrap_or(usize::MAX))
+            .map(|m| String::from_utf8_lossy(m.name_raw()).into_owned())
+            .unwrap_or_default();
+        return Err(PackageError::TooManyEntries { limit: max, entry });
+    }
     for i in 0..archive.len() {
         let (name, encrypted, unix_mode, is_dir) = {
             let raw = archive

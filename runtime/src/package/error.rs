@@ -89,6 +89,16 @@ pub enum PackageError {
         /// Why it was not followed.
         reason: String,
     },
+    /// The bundle is larger than any archive within the unpack limits can be.
+    #[error(
+        "bundle {origin} is larger than {limit} bytes: expected at most the unpack limit plus headers"
+    )]
+    BundleTooLarge {
+        /// Where the bytes came from.
+        origin: String,
+        /// The most bytes allowed.
+        limit: u64,
+    },
     /// The bundle's first bytes are not those of a tar, gzip or zip file.
     #[error(
         "{origin} is not a tar, tar.gz or zip archive (detected by content, first bytes {head})"

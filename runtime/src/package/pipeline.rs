@@ -6,7 +6,7 @@ use super::archive::{unpack_tar, unpack_zip};
 use super::dir_source::copy_dir;
 use super::error::PackageError;
 use super::format::{Format, SNIFF_LEN, detect, head_hex};
-use super::stream::{ChunkSource, Tee};
+use super::stream::{ChunkSource, SourceFailure, Tee};
 use super::unpack::{Unpacked, Unpacker};
 use super::{Fetched, UnpackLimits};
 use crate::layout::DeployLayout;
@@ -48,6 +48,16 @@ impl Drop for DeployDirGuard {
     }
 }
 
+/// The most bytes a bundle may have: what it may unpack to, plus room for headers (a few KiB per entry covers tar
+/// headers with long names and zip's local and central records) and padding. Anything larger cannot be a
+/// legitimate archive within the limits, and must not fill the disk.
+fn bundle_limit(limits: &UnpackLimits) -> u64 {
+    limits
+        .max_bytes
+        .saturating_add(limits.max_entries.saturating_mul(4096))
+        .saturating_add(1 << 20)
+}
+
 fn staging_dir(deploy: &Path) -> Result<tempfile::TempDir, PackageError> {
     tempfile::Builder::new()
         .prefix("staging-")
@@ -70,22 +80,24 @@ pub(crate) fn fetch_archive(
         .map_err(|e| PackageError::io("create", &bundle_path, e))?;
     let root = staging.path().join("root");
     std::fs::create_dir(&root).map_err(|e| PackageError::io("create", &root, e))?;
-    let download_err = |detail: &str| PackageError::Download {
-        origin: origin.to_owned(),
-        detail: detail.to_owned(),
+    // A failing source surfaces downstream as a corrupt archive or a read error; report what really happened.
+    let source_err = |tee: &Tee, fallback: PackageError| match tee.failure() {
+        Some(SourceFailure::Read(detail)) => PackageError::Download {
+            origin: origin.to_owned(),
+            detail: detail.clone(),
+        },
+        Some(SourceFailure::TooLarge(limit)) => PackageError::BundleTooLarge {
+            origin: origin.to_owned(),
+            limit: *limit,
+        },
+        None => fallback,
     };
 
-    let mut tee = Tee::start(source, bundle)
+    let mut tee = Tee::start(source, bundle, bundle_limit(&limits))
         .map_err(|e| PackageError::io("start hashing", &bundle_path, e))?;
     let head = match tee.peek(SNIFF_LEN) {
         Ok(head) => head,
-        Err(e) => {
-            return Err(download_err(
-                &tee.source_error()
-                    .map(str::to_owned)
-                    .unwrap_or(e.to_string()),
-            ));
-        }
+        Err(e) => return Err(source_err(&tee, PackageError::io("write", &bundle_path, e))),
     };
     let format = detect(head).ok_or_else(|| PackageError::UnknownFormat {
         origin: origin.to_owned(),
@@ -113,17 +125,13 @@ pub(crate) fn fetch_archive(
         Format::Zip => Ok(()),
     };
     if let Err(e) = streamed {
-        // A failing network read surfaces as a corrupt archive; report the download error instead.
-        return Err(match tee.source_error() {
-            Some(detail) => download_err(detail),
-            None => e,
-        });
+        return Err(source_err(&tee, e));
     }
-    let source_error = tee.source_error().map(str::to_owned);
-    let (actual, bytes) = tee.finish().map_err(|e| match &source_error {
-        Some(detail) => download_err(detail),
-        None => download_err(&e.to_string()),
-    })?;
+    let (actual, bytes) = match tee.finish() {
+        Ok(done) => done,
+        Err(e) => return Err(source_err(&tee, PackageError::io("write", &bundle_path, e))),
+    };
+    drop(tee);
     if let Some(expected) = expected
         && expected != actual
     {

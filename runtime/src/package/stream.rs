@@ -56,6 +56,15 @@ impl ChunkSource for ChannelChunks {
 /// What the hashing thread returns: the sha256 (hex) and the byte count.
 type Digested = io::Result<(String, u64)>;
 
+/// Why the source stopped producing bytes, as opposed to the consumer failing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SourceFailure {
+    /// Reading failed (connection reset, idle timeout, I/O error).
+    Read(String),
+    /// More bytes than the limit: the bundle cannot be a legitimate archive within the unpack limits.
+    TooLarge(u64),
+}
+
 /// Reads a source once, teeing every chunk to the hashing/bundle-writing thread.
 pub(crate) struct Tee {
     source: Box<dyn ChunkSource>,
@@ -63,8 +72,11 @@ pub(crate) struct Tee {
     sender: Option<SyncSender<Bytes>>,
     hasher: Option<JoinHandle<Digested>>,
     eof: bool,
-    /// The source itself failed (as opposed to the consumer): reported as a download error.
-    source_error: Option<String>,
+    /// Bytes pulled so far, and the most allowed.
+    seen: u64,
+    limit: u64,
+    /// The source itself failed (as opposed to the consumer).
+    failure: Option<SourceFailure>,
 }
 
 fn hash_and_write(chunks: Receiver<Bytes>, mut bundle: File) -> Digested {
@@ -80,8 +92,12 @@ fn hash_and_write(chunks: Receiver<Bytes>, mut bundle: File) -> Digested {
 }
 
 impl Tee {
-    /// Start teeing `source` into `bundle`.
-    pub(crate) fn start(source: Box<dyn ChunkSource>, bundle: File) -> io::Result<Self> {
+    /// Start teeing `source` into `bundle`, refusing more than `limit` bytes.
+    pub(crate) fn start(
+        source: Box<dyn ChunkSource>,
+        bundle: File,
+        limit: u64,
+    ) -> io::Result<Self> {
         let (sender, receiver) = sync_channel(HASH_QUEUE);
         let hasher = std::thread::Builder::new()
             .name("rollcage-sha256".into())
@@ -92,7 +108,9 @@ impl Tee {
             sender: Some(sender),
             hasher: Some(hasher),
             eof: false,
-            source_error: None,
+            seen: 0,
+            limit,
+            failure: None,
         })
     }
 
@@ -108,10 +126,18 @@ impl Tee {
                 return Ok(None);
             }
             Err(e) => {
-                self.source_error = Some(e.to_string());
+                self.failure = Some(SourceFailure::Read(e.to_string()));
                 return Err(e);
             }
         };
+        self.seen += chunk.len() as u64;
+        if self.seen > self.limit {
+            self.failure = Some(SourceFailure::TooLarge(self.limit));
+            return Err(io::Error::other(format!(
+                "bundle is larger than {} bytes",
+                self.limit
+            )));
+        }
         let sent = self
             .sender
             .as_ref()
@@ -144,13 +170,13 @@ impl Tee {
     }
 
     /// Why the source failed, if it did.
-    pub(crate) fn source_error(&self) -> Option<&str> {
-        self.source_error.as_deref()
+    pub(crate) fn failure(&self) -> Option<&SourceFailure> {
+        self.failure.as_ref()
     }
 
     /// Read the rest of the source (an archive may have trailing bytes after its end marker; all of them are hashed)
     /// and return the sha256 and size of everything.
-    pub(crate) fn finish(mut self) -> io::Result<(String, u64)> {
+    pub(crate) fn finish(&mut self) -> io::Result<(String, u64)> {
         self.current = Bytes::new();
         while self.pull()?.is_some() {}
         self.join()

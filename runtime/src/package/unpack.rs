@@ -89,6 +89,11 @@ impl Unpacker {
         })
     }
 
+    /// The limits in force.
+    pub(crate) fn limits(&self) -> UnpackLimits {
+        self.limits
+    }
+
     /// The origin used in error messages.
     pub(crate) fn origin(&self) -> &str {
         &self.origin
