@@ -32,7 +32,7 @@ pub(crate) type BodyChunks = tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>
 
 fn http_err(url: &Url, detail: impl std::fmt::Display) -> PackageError {
     PackageError::Http {
-        url: url.to_string(),
+        url: redact(url),
         detail: detail.to_string(),
     }
 }
@@ -62,13 +62,13 @@ pub(crate) async fn get(url: &Url) -> Result<(Url, BodyChunks), PackageError> {
         }
         if !is_redirect(status) {
             return Err(PackageError::HttpStatus {
-                url: current.to_string(),
+                url: redact(&current),
                 status: status.as_u16(),
             });
         }
         hops += 1;
         let redirect_err = |reason: String| PackageError::Redirect {
-            url: current.to_string(),
+            url: redact(&current),
             reason,
         };
         if hops > MAX_REDIRECTS {
@@ -83,14 +83,18 @@ pub(crate) async fn get(url: &Url) -> Result<(Url, BodyChunks), PackageError> {
             .join(location)
             .map_err(|e| redirect_err(format!("invalid Location `{location}`: {e}")))?;
         if !matches!(next.scheme(), "http" | "https") {
-            return Err(redirect_err(format!("Location `{next}` is not http(s)")));
+            return Err(redirect_err(format!(
+                "Location `{}` is not http(s)",
+                redact(&next)
+            )));
         }
         if current.scheme() == "https" && next.scheme() == "http" {
             return Err(redirect_err(format!(
-                "refusing https → http downgrade to `{next}`"
+                "refusing https → http downgrade to `{}`",
+                redact(&next)
             )));
         }
-        tracing::debug!(from = %current, to = %next, "following redirect");
+        tracing::debug!(from = %redact(&current), to = %redact(&next), "following redirect");
         current = next;
     };
 
@@ -118,6 +122,16 @@ pub(crate) async fn get(url: &Url) -> Result<(Url, BodyChunks), PackageError> {
         }
     });
     Ok((current, rx))
+}
+
+/// A URL fit for logs and errors: no password, and no query string (presigned URLs carry their signature there).
+pub(crate) fn redact(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_password(None);
+    if shown.query().is_some() {
+        shown.set_query(Some("…"));
+    }
+    shown.to_string()
 }
 
 fn is_redirect(status: StatusCode) -> bool {
@@ -158,4 +172,21 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_passwords_and_signatures() -> Result<(), url::ParseError> {
+        let url = Url::parse("https://u:secret@host/b.tgz?X-Amz-Signature=abc")?;
+        let shown = redact(&url);
+        assert!(
+            !shown.contains("secret") && !shown.contains("abc"),
+            "{shown}"
+        );
+        assert!(shown.starts_with("https://u@host/b.tgz?"), "{shown}");
+        Ok(())
+    }
 }

@@ -119,7 +119,7 @@ pub async fn fetch(
         }
         Source::Url(url) if matches!(url.scheme(), "http" | "https") => {
             let (final_url, body) = http::get(url).await?;
-            let origin = final_url.to_string();
+            let origin = http::redact(&final_url);
             return blocking(move || {
                 let chunks = Box::new(stream::ChannelChunks(body));
                 pipeline::fetch_archive(chunks, &origin, &deploy, expected.as_deref(), limits)

@@ -50,7 +50,7 @@ impl Source {
     pub(crate) fn describe(&self) -> String {
         match self {
             Self::Directory(p) | Self::Archive(p) => p.display().to_string(),
-            Self::Url(u) => u.to_string(),
+            Self::Url(u) => super::http::redact(u),
         }
     }
 }
