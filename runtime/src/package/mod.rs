@@ -2,8 +2,8 @@
 //! streaming, unpack safely into the deployment dir, and prune old deployment dirs.
 //!
 //! One pass over the bytes: they are read once, hashed and copied to `bundle` on a second thread, and decompressed
-//! and unpacked on the first ([`stream`]). Unpacking writes only below a staging dir, through descriptors, never
-//! following a symlink ([`confined`]), and refuses hostile entries ([`unpack`]). The staging dir is renamed into place
+//! and unpacked on the first (`stream`). Unpacking writes only below a staging dir, through descriptors, never
+//! following a symlink (`confined`), and refuses hostile entries (`unpack`). The staging dir is renamed into place
 //! only once the checksum matched; on any error nothing is left behind.
 
 mod archive;
