@@ -1,0 +1,237 @@
+//! What can go wrong while fetching, verifying or unpacking a revision. Every variant names the input (URL, path or
+//! archive entry) and what was expected instead.
+
+use std::path::PathBuf;
+
+/// Fetching or unpacking failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    /// A `--bundle`-style input is neither an existing path nor a supported URL.
+    #[error(
+        "bundle source `{input}` not found: expected an existing directory or archive file, or a file://, http:// or https:// URL"
+    )]
+    SourceNotFound {
+        /// The input as given.
+        input: String,
+    },
+    /// A source that exists but cannot be used (unsupported URL scheme, not a file or directory, ...).
+    #[error("invalid bundle source `{input}`: {reason}")]
+    InvalidSource {
+        /// The input as given.
+        input: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The expected checksum is not a sha256 in hex.
+    #[error("invalid expected sha256 `{value}`: expected 64 hexadecimal digits")]
+    InvalidChecksum {
+        /// The value as given.
+        value: String,
+    },
+    /// An expected checksum was given for a directory source, which has no archive bytes to hash.
+    #[error(
+        "an expected sha256 was given for directory source {path}, but only archives can be verified"
+    )]
+    ChecksumNotApplicable {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The fetched bytes do not hash to the expected value. Nothing was kept.
+    #[error("sha256 mismatch for {origin}: expected {expected}, got {actual}")]
+    ChecksumMismatch {
+        /// Where the bytes came from.
+        origin: String,
+        /// The expected sha256.
+        expected: String,
+        /// The sha256 of what was fetched.
+        actual: String,
+    },
+    /// A local I/O operation failed.
+    #[error("could not {action} {path}: {source}")]
+    Io {
+        /// What was being done ("create", "read", "rename", ...).
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading the bundle's bytes failed part-way (connection reset, idle timeout, read error).
+    #[error("download of {origin} failed: {detail}")]
+    Download {
+        /// Where the bytes came from.
+        origin: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The HTTP request could not be made or answered (DNS, connect, TLS, timeout before the headers).
+    #[error("HTTP request to {url} failed: {detail}")]
+    Http {
+        /// The URL requested.
+        url: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The server answered with a non-2xx status.
+    #[error("HTTP GET {url} returned {status}: expected a 2xx response")]
+    HttpStatus {
+        /// The URL requested (after redirects).
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// A redirect could not be followed (missing/invalid `Location`, too many hops, https → http downgrade).
+    #[error("cannot follow redirect from {url}: {reason}")]
+    Redirect {
+        /// The URL that answered with the redirect.
+        url: String,
+        /// Why it was not followed.
+        reason: String,
+    },
+    /// The bundle is larger than any archive within the unpack limits can be.
+    #[error(
+        "bundle {origin} is larger than {limit} bytes: expected at most the unpack limit plus headers"
+    )]
+    BundleTooLarge {
+        /// Where the bytes came from.
+        origin: String,
+        /// The most bytes allowed.
+        limit: u64,
+    },
+    /// The bundle's first bytes are not those of a tar, gzip or zip file.
+    #[error(
+        "{origin} is not a tar, tar.gz or zip archive (detected by content, first bytes {head})"
+    )]
+    UnknownFormat {
+        /// Where the bytes came from.
+        origin: String,
+        /// Hex of up to the first 8 bytes.
+        head: String,
+    },
+    /// The archive is malformed (bad header, truncated stream, corrupt compression).
+    #[error("malformed archive {origin}{}: {detail}", at_entry(entry))]
+    Malformed {
+        /// Where the bytes came from.
+        origin: String,
+        /// The entry being read, when known.
+        entry: Option<String>,
+        /// The parser's message.
+        detail: String,
+    },
+    /// An entry name is an absolute path.
+    #[error(
+        "archive entry `{entry}` has an absolute path: expected a path relative to the revision root"
+    )]
+    AbsolutePath {
+        /// The entry name.
+        entry: String,
+    },
+    /// An entry name has a `..` component.
+    #[error(
+        "archive entry `{entry}` contains a `..` component: expected a path inside the revision"
+    )]
+    ParentTraversal {
+        /// The entry name.
+        entry: String,
+    },
+    /// A symlink or hardlink whose target resolves outside the revision.
+    #[error(
+        "{kind} `{entry}` -> `{target}` resolves outside the revision: expected a target inside it"
+    )]
+    LinkEscapes {
+        /// `symlink` or `hardlink`.
+        kind: &'static str,
+        /// The entry name.
+        entry: String,
+        /// The link target as archived.
+        target: String,
+    },
+    /// A hardlink whose target is not a regular file unpacked earlier.
+    #[error(
+        "hardlink `{entry}` -> `{target}`: expected the target to be a regular file earlier in the archive"
+    )]
+    HardlinkTarget {
+        /// The entry name.
+        entry: String,
+        /// The link target as archived.
+        target: String,
+    },
+    /// An entry would be written through a symlink (e.g. `a -> /etc` then `a/passwd`).
+    #[error(
+        "archive entry `{entry}` would be written through symlink `{link}`: expected real directories only"
+    )]
+    ThroughSymlink {
+        /// The entry name.
+        entry: String,
+        /// The symlink on its path, relative to the archive root.
+        link: String,
+    },
+    /// An entry conflicts with an earlier one (a file where a directory is needed, or replacing a directory).
+    #[error("archive entry `{entry}` conflicts with an earlier entry: {detail}")]
+    Conflict {
+        /// The entry name.
+        entry: String,
+        /// What clashes.
+        detail: String,
+    },
+    /// A device, fifo or socket entry.
+    #[error("archive entry `{entry}` is a {kind}: expected only files, directories and links")]
+    SpecialFile {
+        /// The entry name.
+        entry: String,
+        /// `character device`, `block device`, `fifo`, `socket`.
+        kind: &'static str,
+    },
+    /// An entry type we do not unpack (sparse file, encrypted zip member, ...).
+    #[error("archive entry `{entry}` is not supported: {kind}")]
+    UnsupportedEntry {
+        /// The entry name.
+        entry: String,
+        /// What it is.
+        kind: String,
+    },
+    /// More entries than [`UnpackLimits::max_entries`](super::UnpackLimits).
+    #[error("archive has more than {limit} entries (limit reached at `{entry}`)")]
+    TooManyEntries {
+        /// The limit.
+        limit: u64,
+        /// The first entry over the limit.
+        entry: String,
+    },
+    /// More unpacked bytes than [`UnpackLimits::max_bytes`](super::UnpackLimits).
+    #[error("archive unpacks to more than {limit} bytes (limit reached at `{entry}`)")]
+    TooManyBytes {
+        /// The limit.
+        limit: u64,
+        /// The entry being written when the limit was crossed.
+        entry: String,
+    },
+    /// A deployment dir name is not a plain name.
+    #[error(transparent)]
+    Layout(#[from] crate::layout::InvalidName),
+    /// The blocking unpack task panicked or was cancelled.
+    #[error("package pipeline task failed: {0}")]
+    Task(String),
+}
+
+fn at_entry(entry: &Option<String>) -> String {
+    entry
+        .as_ref()
+        .map(|e| format!(" at entry `{e}`"))
+        .unwrap_or_default()
+}
+
+impl PackageError {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Self::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
