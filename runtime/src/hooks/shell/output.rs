@@ -148,7 +148,7 @@ mod tests {
         let mut s = LineSplitter::new(4);
         assert_eq!(s.push(b"abcd\n"), vec![b"abcd".to_vec()]);
         assert_eq!(s.push(b"efgh"), vec![b"efgh".to_vec()]);
-        assert_eq!(s.push(b"\n\n"), vec![Vec::new()]);
+        assert_eq!(s.push(b"\n\n"), vec![Vec::<u8>::new()]);
     }
 
     #[tokio::test]
