@@ -11,13 +11,11 @@ use crate::appspec::{self, AppSpec, FileExistsBehavior};
 use crate::hooks::{self, HookEnv, HookRun, ScriptLog, Stream};
 use crate::install::{self, InstallRequest};
 use crate::layout::{DeployLayout, GroupLayout, InvalidName};
-use crate::package::{self, FetchOptions, Source, UnpackLimits};
+use crate::package::{self, DEFAULT_MAX_REVISIONS, FetchOptions, Source, UnpackLimits};
 use rollcage_proto::{HookOutcome, LifecycleEvent};
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Deployment dirs kept per group by default (CodeDeploy's `max_revisions`).
-pub const DEFAULT_MAX_REVISIONS: usize = 5;
 
 /// Settings of this host's agent that every deployment shares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,15 +260,9 @@ impl HostDeployment {
             path: self.deploy.dir().to_owned(),
             source: std::io::Error::other(e),
         })??;
-        self.group
-            .set_last_installed(&self.spec.deployment_id)
-            .map_err(|source| LifecycleError::Io {
-                what: "recording the installed deployment in",
-                path: self.group.last_installed_file(),
-                source,
-            })?;
+        // `install` itself records this deployment as the last installed one (CodeDeploy does it at Install).
         let message = format!(
-            "{} copied, {} directories created, {} retained, {} cleaned up from the previous install",
+            "{} copied, {} dir(s) created, {} retained, {} cleaned up from the previous install",
             report.copied, report.dirs_created, report.retained, report.cleaned
         );
         Ok((StepStatus::Succeeded, message, Vec::new()))
