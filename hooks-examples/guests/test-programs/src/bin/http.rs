@@ -1,0 +1,13 @@
+//! `http URL`: GET through the SDK; prints `status N body B` and exits 0, or prints the error and exits 1.
+use rollcage_sdk::http;
+
+fn main() {
+    let url = std::env::args().nth(1).unwrap_or_default();
+    match http::get(&url) {
+        Ok(resp) => println!("status {} body {}", resp.status, resp.text()),
+        Err(e) => {
+            println!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}
