@@ -116,7 +116,10 @@ impl LifecycleEvent {
     /// True when the event's hooks come from the revision whose Install last succeeded on the host (they stop or
     /// drain the application that is running), not from the revision being deployed.
     pub fn uses_previous_revision(self) -> bool {
-        matches!(self, Self::ApplicationStop | Self::BeforeBlockTraffic | Self::AfterBlockTraffic)
+        matches!(
+            self,
+            Self::ApplicationStop | Self::BeforeBlockTraffic | Self::AfterBlockTraffic
+        )
     }
 }
 
@@ -164,7 +167,10 @@ mod tests {
 
     #[test]
     fn reserved_events_are_the_built_in_steps() {
-        let reserved: Vec<_> = LifecycleEvent::ALL.into_iter().filter(|e| e.is_reserved()).collect();
+        let reserved: Vec<_> = LifecycleEvent::ALL
+            .into_iter()
+            .filter(|e| e.is_reserved())
+            .collect();
         assert_eq!(
             reserved,
             [

@@ -106,9 +106,15 @@ impl fmt::Display for HookStatus {
             Self::OutputsLeftOpen => f.write_str("outputs left open by a background process"),
             Self::InterruptedByRestart => f.write_str("interrupted by agent restart"),
             Self::KilledBySignal { signal } => write!(f, "killed by signal {signal}"),
-            Self::MemoryLimitExceeded { limit_mib } => write!(f, "memory limit of {limit_mib} MiB exceeded"),
-            Self::Trapped { trap, backtrace } if backtrace.is_empty() => write!(f, "trapped: {trap}"),
-            Self::Trapped { trap, backtrace } => write!(f, "trapped: {trap} (in {})", backtrace.join(" <- ")),
+            Self::MemoryLimitExceeded { limit_mib } => {
+                write!(f, "memory limit of {limit_mib} MiB exceeded")
+            }
+            Self::Trapped { trap, backtrace } if backtrace.is_empty() => {
+                write!(f, "trapped: {trap}")
+            }
+            Self::Trapped { trap, backtrace } => {
+                write!(f, "trapped: {trap} (in {})", backtrace.join(" <- "))
+            }
             Self::UnknownUser { user } => write!(f, "runas user `{user}` does not exist"),
             Self::InvalidModule { reason } => write!(f, "invalid wasm module: {reason}"),
         }
@@ -147,10 +153,22 @@ mod tests {
     fn codedeploy_codes_are_stable() {
         assert_eq!(HookStatus::Succeeded.code(), 0);
         assert_eq!(HookStatus::ScriptMissing.code(), 1);
-        assert_eq!(HookStatus::NotExecutable { reason: String::new() }.code(), 2);
+        assert_eq!(
+            HookStatus::NotExecutable {
+                reason: String::new()
+            }
+            .code(),
+            2
+        );
         assert_eq!(HookStatus::TimedOut { timeout_secs: 1 }.code(), 3);
         assert_eq!(HookStatus::Failed { exit_code: 3 }.code(), 4);
-        assert_eq!(HookStatus::Unknown { reason: String::new() }.code(), 5);
+        assert_eq!(
+            HookStatus::Unknown {
+                reason: String::new()
+            }
+            .code(),
+            5
+        );
         assert_eq!(HookStatus::OutputsLeftOpen.code(), 6);
         assert_eq!(HookStatus::InterruptedByRestart.code(), 7);
     }

@@ -36,7 +36,13 @@ fn default_memory_mb() -> u64 {
 
 impl Default for SandboxSpec {
     fn default() -> Self {
-        Self { memory_mb: DEFAULT_MEMORY_MB, dirs: Vec::new(), env: Vec::new(), http: Vec::new(), args: Vec::new() }
+        Self {
+            memory_mb: DEFAULT_MEMORY_MB,
+            dirs: Vec::new(),
+            env: Vec::new(),
+            http: Vec::new(),
+            args: Vec::new(),
+        }
     }
 }
 

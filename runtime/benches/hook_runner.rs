@@ -43,14 +43,34 @@ fn rss_kib() -> u64 {
 }
 
 fn hook(location: &str, timeout_secs: u64, sandbox: Option<SandboxSpec>) -> HookSpec {
-    HookSpec { location: location.to_owned(), timeout_secs, runas: None, sudo: false, sandbox }
+    HookSpec {
+        location: location.to_owned(),
+        timeout_secs,
+        runas: None,
+        sudo: false,
+        sandbox,
+    }
 }
 
-async fn runs(n: usize, wasm: &WasmHooks, spec: &HookSpec, rev: &Path, env: &HookEnv, log: &ScriptLog) -> (Vec<Duration>, HookStatus) {
+async fn runs(
+    n: usize,
+    wasm: &WasmHooks,
+    spec: &HookSpec,
+    rev: &Path,
+    env: &HookEnv,
+    log: &ScriptLog,
+) -> (Vec<Duration>, HookStatus) {
     let mut times = Vec::with_capacity(n);
     let mut last = HookStatus::Succeeded;
     for _ in 0..n {
-        let run = HookRun { event: LifecycleEvent::ValidateService, hook: spec, revision_dir: rev, env, log, wasm: Some(wasm) };
+        let run = HookRun {
+            event: LifecycleEvent::ValidateService,
+            hook: spec,
+            revision_dir: rev,
+            env,
+            log,
+            wasm: Some(wasm),
+        };
         let t = Instant::now();
         let out = run_hook(run).await;
         times.push(t.elapsed());
@@ -70,8 +90,15 @@ fn report(label: &str, v: &[Duration]) {
 }
 
 fn main() {
-    let n: usize = std::env::var("RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let n: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let dir = tempfile::tempdir().expect("tempdir");
         let rev = dir.path().join("revision");
@@ -164,7 +191,11 @@ async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>)
                 }
             }
         }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
     })
     .await;
     done.into_iter().flatten().collect()

@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 
 /// A name used as a path component is not a plain, short name.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid {what} `{value}`: expected 1–128 characters of letters, digits, `.`, `_` or `-`, not starting with `.`")]
+#[error(
+    "invalid {what} `{value}`: expected 1–128 characters of letters, digits, `.`, `_` or `-`, not starting with `.`"
+)]
 pub struct InvalidName {
     /// Which name (application, deployment group, deployment id).
     pub what: &'static str,
@@ -32,8 +34,17 @@ pub fn check_name(what: &'static str, value: &str) -> Result<(), InvalidName> {
     let ok = !value.is_empty()
         && value.len() <= 128
         && !value.starts_with('.')
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok { Ok(()) } else { Err(InvalidName { what, value: value.to_owned() }) }
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidName {
+            what,
+            value: value.to_owned(),
+        })
+    }
 }
 
 /// The directory of one application's deployment group on this host.
@@ -47,7 +58,11 @@ impl GroupLayout {
     pub fn new(root: &Path, app: &str, group: &str) -> Result<Self, InvalidName> {
         check_name("application name", app)?;
         check_name("deployment group", group)?;
-        Ok(Self { dir: root.join(format!("app-{app}")).join(format!("group-{group}")) })
+        Ok(Self {
+            dir: root
+                .join(format!("app-{app}"))
+                .join(format!("group-{group}")),
+        })
     }
 
     /// The group directory.
@@ -73,7 +88,9 @@ impl GroupLayout {
     /// The layout of one deployment of this group.
     pub fn deployment(&self, deploy: &str) -> Result<DeployLayout, InvalidName> {
         check_name("deployment id", deploy)?;
-        Ok(DeployLayout { dir: self.dir.join(format!("deploy-{deploy}")) })
+        Ok(DeployLayout {
+            dir: self.dir.join(format!("deploy-{deploy}")),
+        })
     }
 
     /// The id of the deployment whose Install last succeeded here, if any.
@@ -94,7 +111,8 @@ impl GroupLayout {
         std::fs::create_dir_all(&state)?;
         let tmp = tempfile::NamedTempFile::new_in(&state)?;
         std::fs::write(tmp.path(), format!("{deploy}\n"))?;
-        tmp.persist(self.last_installed_file()).map_err(|e| e.error)?;
+        tmp.persist(self.last_installed_file())
+            .map_err(|e| e.error)?;
         Ok(())
     }
 }
@@ -141,15 +159,25 @@ mod tests {
         let g = GroupLayout::new(Path::new("/r"), "web", "prod")?;
         let d = g.deployment("d-1")?;
         assert_eq!(d.dir(), Path::new("/r/app-web/group-prod/deploy-d-1"));
-        assert_eq!(d.scripts_log(), Path::new("/r/app-web/group-prod/deploy-d-1/logs/scripts.log"));
+        assert_eq!(
+            d.scripts_log(),
+            Path::new("/r/app-web/group-prod/deploy-d-1/logs/scripts.log")
+        );
         Ok(())
     }
 
     #[test]
     fn names_cannot_escape_the_root() {
         for bad in ["", "..", ".hidden", "a/b", "a\\b", "x y", &"n".repeat(129)] {
-            assert!(GroupLayout::new(Path::new("/r"), bad, "g").is_err(), "{bad:?} accepted");
+            assert!(
+                GroupLayout::new(Path::new("/r"), bad, "g").is_err(),
+                "{bad:?} accepted"
+            );
         }
-        assert!(GroupLayout::new(Path::new("/r"), "a", "g").and_then(|g| g.deployment("../x")).is_err());
+        assert!(
+            GroupLayout::new(Path::new("/r"), "a", "g")
+                .and_then(|g| g.deployment("../x"))
+                .is_err()
+        );
     }
 }

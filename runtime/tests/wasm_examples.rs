@@ -4,7 +4,10 @@
 //! The hooks are read from each bundle's `appspec.yml` with a minimal loader (location, timeout, `sandbox:`) so
 //! the test exercises the committed files, not a copy of them.
 
-#![allow(clippy::unwrap_used, reason = "test setup; a failure is the test failing")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test setup; a failure is the test failing"
+)]
 
 use rollcage_hooks_artifacts::{BundleParams, Flavour, assemble_bundle};
 use rollcage_proto::{HookOutcome, HookStatus, LifecycleEvent, SandboxSpec};
@@ -18,9 +21,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// The hooks of one event from a bundle's appspec.yml.
-fn hooks_of(appspec: &Path, event: LifecycleEvent) -> Result<Vec<HookSpec>, Box<dyn std::error::Error>> {
+fn hooks_of(
+    appspec: &Path,
+    event: LifecycleEvent,
+) -> Result<Vec<HookSpec>, Box<dyn std::error::Error>> {
     let doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(appspec)?)?;
-    let entries = doc["hooks"][event.name()].as_sequence().cloned().unwrap_or_default();
+    let entries = doc["hooks"][event.name()]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default();
     let mut hooks = Vec::new();
     for e in entries {
         let sandbox = match e.get("sandbox") {
@@ -28,7 +37,10 @@ fn hooks_of(appspec: &Path, event: LifecycleEvent) -> Result<Vec<HookSpec>, Box<
             None => None,
         };
         hooks.push(HookSpec {
-            location: e["location"].as_str().ok_or("hook without location")?.to_owned(),
+            location: e["location"]
+                .as_str()
+                .ok_or("hook without location")?
+                .to_owned(),
             timeout_secs: e["timeout"].as_u64().unwrap_or(3600),
             runas: None,
             sudo: false,
@@ -68,7 +80,14 @@ async fn deploy(flavour: Flavour) -> TestResult {
     let config_dir = dir.path().join("config");
     std::fs::create_dir_all(&config_dir)?;
     let revision = dir.path().join("revision");
-    assemble_bundle(flavour, &revision, &BundleParams { health_base: base, config_dir: config_dir.clone() })?;
+    assemble_bundle(
+        flavour,
+        &revision,
+        &BundleParams {
+            health_base: base,
+            config_dir: config_dir.clone(),
+        },
+    )?;
     let log = ScriptLog::open(&dir.path().join("logs/scripts.log"))?;
     let wasm = WasmHooks::new(WasmConfig::new(dir.path().join("cache")))?;
     let env = HookEnv {
@@ -79,23 +98,42 @@ async fn deploy(flavour: Flavour) -> TestResult {
         extra: Vec::new(),
     };
     let mut outcomes: Vec<HookOutcome> = Vec::new();
-    for event in [LifecycleEvent::AfterInstall, LifecycleEvent::ValidateService] {
+    for event in [
+        LifecycleEvent::AfterInstall,
+        LifecycleEvent::ValidateService,
+    ] {
         let hooks = hooks_of(&revision.join("appspec.yml"), event)?;
         assert_eq!(hooks.len(), 1, "{event}");
         for hook in &hooks {
-            let run = HookRun { event, hook, revision_dir: &revision, env: &env, log: &log, wasm: Some(&wasm) };
+            let run = HookRun {
+                event,
+                hook,
+                revision_dir: &revision,
+                env: &env,
+                log: &log,
+                wasm: Some(&wasm),
+            };
             outcomes.push(run_hook(run).await);
         }
     }
     let log_text = std::fs::read_to_string(dir.path().join("logs/scripts.log"))?;
     for o in &outcomes {
-        assert_eq!(o.status, HookStatus::Succeeded, "{}: {}\n{log_text}", o.location, o.log_tail);
+        assert_eq!(
+            o.status,
+            HookStatus::Succeeded,
+            "{}: {}\n{log_text}",
+            o.location,
+            o.log_tail
+        );
     }
     assert_eq!(
         std::fs::read_to_string(config_dir.join("app.conf"))?,
         "# Rendered by the AfterInstall hook.\napplication = shop\ngroup = blue\ndeployment = d-42\n"
     );
-    assert!(hits.load(Ordering::SeqCst) >= 3, "the validator should have polled past two 503s");
+    assert!(
+        hits.load(Ordering::SeqCst) >= 3,
+        "the validator should have polled past two 503s"
+    );
     assert!(log_text.contains("healthy"), "{log_text}");
     Ok(())
 }
@@ -116,14 +154,24 @@ async fn the_validator_fails_with_code_3_when_health_never_comes() -> TestResult
     let dir = tempfile::tempdir()?;
     let (base, _) = health_server(usize::MAX).await?;
     let revision = dir.path().join("revision");
-    let params = BundleParams { health_base: base, config_dir: dir.path().join("config") };
+    let params = BundleParams {
+        health_base: base,
+        config_dir: dir.path().join("config"),
+    };
     assemble_bundle(Flavour::Wasm, &revision, &params)?;
-    let mut hook = hooks_of(&revision.join("appspec.yml"), LifecycleEvent::ValidateService)?.remove(0);
+    let mut hook = hooks_of(
+        &revision.join("appspec.yml"),
+        LifecycleEvent::ValidateService,
+    )?
+    .remove(0);
     if let Some(s) = hook.sandbox.as_mut() {
         s.args[1] = "1".to_owned(); // 1 s deadline
     }
     let log = ScriptLog::open(&dir.path().join("scripts.log"))?;
-    let env = HookEnv { deployment_id: "d-1".to_owned(), ..HookEnv::default() };
+    let env = HookEnv {
+        deployment_id: "d-1".to_owned(),
+        ..HookEnv::default()
+    };
     let run = HookRun {
         event: LifecycleEvent::ValidateService,
         hook: &hook,
@@ -133,7 +181,16 @@ async fn the_validator_fails_with_code_3_when_health_never_comes() -> TestResult
         wasm: None,
     };
     let out = run_hook(run).await;
-    assert_eq!(out.status, HookStatus::Failed { exit_code: 3 }, "{}", out.log_tail);
-    assert!(out.log_tail.contains("not healthy after 1 s") && out.log_tail.contains("status 503"), "{}", out.log_tail);
+    assert_eq!(
+        out.status,
+        HookStatus::Failed { exit_code: 3 },
+        "{}",
+        out.log_tail
+    );
+    assert!(
+        out.log_tail.contains("not healthy after 1 s") && out.log_tail.contains("status 503"),
+        "{}",
+        out.log_tail
+    );
     Ok(())
 }

@@ -1,7 +1,10 @@
 //! The wasm hook runner against real guests (built from `hooks-examples/guests/test-programs` by
 //! `rollcage-hooks-artifacts`): one module per test program, each asserting the outcome and its message.
 
-#![allow(clippy::unwrap_used, reason = "test setup; a failure is the test failing")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test setup; a failure is the test failing"
+)]
 
 use rollcage_hooks_artifacts as artifacts;
 use rollcage_proto::{DirAccess, DirGrant, HookOutcome, HookStatus, LifecycleEvent, SandboxSpec};
@@ -47,23 +50,48 @@ impl Harness {
             deployment_group_id: "g-1".to_owned(),
             extra: Vec::new(),
         };
-        Ok(Self { dir, revision, log, hooks, env })
+        Ok(Self {
+            dir,
+            revision,
+            log,
+            hooks,
+            env,
+        })
     }
 
     /// Copy a built program into the revision as `hooks/<name>.wasm`; returns its location.
     fn install(&self, wasm: &str) -> Result<String, std::io::Error> {
-        let name = Path::new(wasm).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = Path::new(wasm)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         std::fs::copy(wasm, self.revision.join("hooks").join(&name))?;
         Ok(format!("hooks/{name}"))
     }
 
-    async fn run(&self, wasm: &str, timeout_secs: u64, sandbox: SandboxSpec) -> Result<HookOutcome, std::io::Error> {
+    async fn run(
+        &self,
+        wasm: &str,
+        timeout_secs: u64,
+        sandbox: SandboxSpec,
+    ) -> Result<HookOutcome, std::io::Error> {
         let location = self.install(wasm)?;
         Ok(self.run_location(&location, timeout_secs, sandbox).await)
     }
 
-    async fn run_location(&self, location: &str, timeout_secs: u64, sandbox: SandboxSpec) -> HookOutcome {
-        let hook = HookSpec { location: location.to_owned(), timeout_secs, runas: None, sudo: false, sandbox: Some(sandbox) };
+    async fn run_location(
+        &self,
+        location: &str,
+        timeout_secs: u64,
+        sandbox: SandboxSpec,
+    ) -> HookOutcome {
+        let hook = HookSpec {
+            location: location.to_owned(),
+            timeout_secs,
+            runas: None,
+            sudo: false,
+            sandbox: Some(sandbox),
+        };
         let run = HookRun {
             event: LifecycleEvent::ValidateService,
             hook: &hook,
@@ -81,7 +109,10 @@ impl Harness {
 }
 
 fn args(a: &[&str]) -> SandboxSpec {
-    SandboxSpec { args: a.iter().map(|s| (*s).to_owned()).collect(), ..SandboxSpec::default() }
+    SandboxSpec {
+        args: a.iter().map(|s| (*s).to_owned()).collect(),
+        ..SandboxSpec::default()
+    }
 }
 
 /// `(VmRSS, VmHWM)` of this process in bytes.
@@ -111,13 +142,24 @@ mod spin {
     #[tokio::test]
     async fn an_infinite_loop_ends_at_the_timeout() -> TestResult {
         let h = Harness::new()?;
-        h.hooks.precompile_file(&h.revision.join(h.install(artifacts::TEST_SPIN)?)).await?;
+        h.hooks
+            .precompile_file(&h.revision.join(h.install(artifacts::TEST_SPIN)?))
+            .await?;
         let t = Instant::now();
-        let out = h.run(artifacts::TEST_SPIN, 1, SandboxSpec::default()).await?;
+        let out = h
+            .run(artifacts::TEST_SPIN, 1, SandboxSpec::default())
+            .await?;
         let took = t.elapsed();
         assert_eq!(out.status, HookStatus::TimedOut { timeout_secs: 1 });
-        assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(2), "took {took:?}");
-        assert!(h.log_text().contains("wasm hook timed out after 1 s"), "{}", h.log_text());
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(2),
+            "took {took:?}"
+        );
+        assert!(
+            h.log_text().contains("wasm hook timed out after 1 s"),
+            "{}",
+            h.log_text()
+        );
         Ok(())
     }
 }
@@ -128,13 +170,24 @@ mod sleep {
     #[tokio::test]
     async fn a_guest_blocked_in_a_host_call_ends_at_the_timeout() -> TestResult {
         let h = Harness::new()?;
-        h.hooks.precompile_file(&h.revision.join(h.install(artifacts::TEST_SLEEP)?)).await?;
+        h.hooks
+            .precompile_file(&h.revision.join(h.install(artifacts::TEST_SLEEP)?))
+            .await?;
         let t = Instant::now();
-        let out = h.run(artifacts::TEST_SLEEP, 1, SandboxSpec::default()).await?;
+        let out = h
+            .run(artifacts::TEST_SLEEP, 1, SandboxSpec::default())
+            .await?;
         let took = t.elapsed();
         assert_eq!(out.status, HookStatus::TimedOut { timeout_secs: 1 });
-        assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(2), "took {took:?}");
-        assert!(out.log_tail.contains("sleeping") && !out.log_tail.contains("woke up"), "{}", out.log_tail);
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(2),
+            "took {took:?}"
+        );
+        assert!(
+            out.log_tail.contains("sleeping") && !out.log_tail.contains("woke up"),
+            "{}",
+            out.log_tail
+        );
         Ok(())
     }
 }
@@ -143,20 +196,37 @@ mod alloc {
     use super::*;
 
     #[tokio::test]
-    async fn allocation_past_memory_mb_is_the_memory_limit_outcome_and_rss_stays_bounded() -> TestResult {
+    async fn allocation_past_memory_mb_is_the_memory_limit_outcome_and_rss_stays_bounded()
+    -> TestResult {
         let h = Harness::new()?;
-        h.hooks.precompile_file(&h.revision.join(h.install(artifacts::TEST_ALLOC)?)).await?;
+        h.hooks
+            .precompile_file(&h.revision.join(h.install(artifacts::TEST_ALLOC)?))
+            .await?;
         let (before, _) = rss();
         reset_peak_rss()?;
-        let sandbox = SandboxSpec { memory_mb: 32, ..SandboxSpec::default() };
+        let sandbox = SandboxSpec {
+            memory_mb: 32,
+            ..SandboxSpec::default()
+        };
         let out = h.run(artifacts::TEST_ALLOC, 30, sandbox).await?;
         let (_, peak) = rss();
-        assert_eq!(out.status, HookStatus::MemoryLimitExceeded { limit_mib: 32 });
+        assert_eq!(
+            out.status,
+            HookStatus::MemoryLimitExceeded { limit_mib: 32 }
+        );
         assert_eq!(out.status.to_string(), "memory limit of 32 MiB exceeded");
-        assert!(out.log_tail.contains("allocated 16 MiB"), "{}", out.log_tail);
+        assert!(
+            out.log_tail.contains("allocated 16 MiB"),
+            "{}",
+            out.log_tail
+        );
         // The guest may touch at most its 32 MiB; allow 24 MiB for the store, wasi tables and log buffers.
         let grown = peak.saturating_sub(before);
-        assert!(grown < 32 * MIB + 24 * MIB, "RSS grew by {} MiB", grown / MIB);
+        assert!(
+            grown < 32 * MIB + 24 * MIB,
+            "RSS grew by {} MiB",
+            grown / MIB
+        );
         Ok(())
     }
 }
@@ -171,8 +241,17 @@ mod fs {
         std::fs::write(&secret, "top secret")?;
         for path in ["/etc/hostname", secret.to_str().unwrap_or_default()] {
             let out = h.run(artifacts::TEST_FS, 10, args(&["read", path])).await?;
-            assert_eq!(out.status, HookStatus::Failed { exit_code: 1 }, "{path}: {}", out.log_tail);
-            assert!(out.log_tail.contains("denied:") && !out.log_tail.contains("top secret"), "{}", out.log_tail);
+            assert_eq!(
+                out.status,
+                HookStatus::Failed { exit_code: 1 },
+                "{path}: {}",
+                out.log_tail
+            );
+            assert!(
+                out.log_tail.contains("denied:") && !out.log_tail.contains("top secret"),
+                "{}",
+                out.log_tail
+            );
         }
         Ok(())
     }
@@ -183,7 +262,12 @@ mod fs {
         std::fs::write(h.dir.path().join("beside.txt"), "beside the revision")?;
         for path in ["/revision/../beside.txt", "../beside.txt"] {
             let out = h.run(artifacts::TEST_FS, 10, args(&["read", path])).await?;
-            assert_eq!(out.status, HookStatus::Failed { exit_code: 1 }, "{path}: {}", out.log_tail);
+            assert_eq!(
+                out.status,
+                HookStatus::Failed { exit_code: 1 },
+                "{path}: {}",
+                out.log_tail
+            );
             assert!(out.log_tail.contains("denied:"), "{}", out.log_tail);
         }
         Ok(())
@@ -193,21 +277,50 @@ mod fs {
     async fn writing_into_the_revision_is_denied() -> TestResult {
         let h = Harness::new()?;
         for path in ["/revision/new.txt", "/revision/data.txt", "data.txt"] {
-            let out = h.run(artifacts::TEST_FS, 10, args(&["write", path, "overwritten"])).await?;
-            assert_eq!(out.status, HookStatus::Failed { exit_code: 1 }, "{path}: {}", out.log_tail);
+            let out = h
+                .run(
+                    artifacts::TEST_FS,
+                    10,
+                    args(&["write", path, "overwritten"]),
+                )
+                .await?;
+            assert_eq!(
+                out.status,
+                HookStatus::Failed { exit_code: 1 },
+                "{path}: {}",
+                out.log_tail
+            );
         }
         assert!(!h.revision.join("new.txt").exists());
-        assert_eq!(std::fs::read_to_string(h.revision.join("data.txt"))?, "revision data\n");
+        assert_eq!(
+            std::fs::read_to_string(h.revision.join("data.txt"))?,
+            "revision data\n"
+        );
         Ok(())
     }
 
     #[tokio::test]
     async fn the_revision_is_readable_by_absolute_and_relative_path() -> TestResult {
         let h = Harness::new()?;
-        for path in ["/revision/data.txt", "data.txt", "./data.txt", "sub/data.txt", "/revision/sub/data.txt"] {
+        for path in [
+            "/revision/data.txt",
+            "data.txt",
+            "./data.txt",
+            "sub/data.txt",
+            "/revision/sub/data.txt",
+        ] {
             let out = h.run(artifacts::TEST_FS, 10, args(&["read", path])).await?;
-            assert_eq!(out.status, HookStatus::Succeeded, "{path}: {}", out.log_tail);
-            assert!(out.log_tail.contains("ok read 14 bytes: revision data"), "{}", out.log_tail);
+            assert_eq!(
+                out.status,
+                HookStatus::Succeeded,
+                "{path}: {}",
+                out.log_tail
+            );
+            assert!(
+                out.log_tail.contains("ok read 14 bytes: revision data"),
+                "{}",
+                out.log_tail
+            );
         }
         Ok(())
     }
@@ -224,14 +337,37 @@ mod fs {
             access,
         };
         let sandbox = |a: &[&str]| SandboxSpec {
-            dirs: vec![grant(&rw, "/out", DirAccess::ReadWrite), grant(&ro, "/in", DirAccess::ReadOnly)],
+            dirs: vec![
+                grant(&rw, "/out", DirAccess::ReadWrite),
+                grant(&ro, "/in", DirAccess::ReadOnly),
+            ],
             ..args(a)
         };
-        let out = h.run(artifacts::TEST_FS, 10, sandbox(&["write", "/out/result.txt", "written by wasm"])).await?;
+        let out = h
+            .run(
+                artifacts::TEST_FS,
+                10,
+                sandbox(&["write", "/out/result.txt", "written by wasm"]),
+            )
+            .await?;
         assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
-        assert_eq!(std::fs::read_to_string(rw.join("result.txt"))?, "written by wasm");
-        let out = h.run(artifacts::TEST_FS, 10, sandbox(&["write", "/in/result.txt", "nope"])).await?;
-        assert_eq!(out.status, HookStatus::Failed { exit_code: 1 }, "{}", out.log_tail);
+        assert_eq!(
+            std::fs::read_to_string(rw.join("result.txt"))?,
+            "written by wasm"
+        );
+        let out = h
+            .run(
+                artifacts::TEST_FS,
+                10,
+                sandbox(&["write", "/in/result.txt", "nope"]),
+            )
+            .await?;
+        assert_eq!(
+            out.status,
+            HookStatus::Failed { exit_code: 1 },
+            "{}",
+            out.log_tail
+        );
         assert!(!ro.join("result.txt").exists());
         Ok(())
     }
@@ -240,12 +376,21 @@ mod fs {
     async fn a_missing_granted_directory_is_reported_with_its_index() -> TestResult {
         let h = Harness::new()?;
         let sandbox = SandboxSpec {
-            dirs: vec![DirGrant { host: "/nonexistent/rollcage".to_owned(), guest: None, access: DirAccess::ReadOnly }],
+            dirs: vec![DirGrant {
+                host: "/nonexistent/rollcage".to_owned(),
+                guest: None,
+                access: DirAccess::ReadOnly,
+            }],
             ..args(&["read", "/revision/data.txt"])
         };
         let out = h.run(artifacts::TEST_FS, 10, sandbox).await?;
-        let HookStatus::Unknown { reason } = &out.status else { panic!("{:?}", out.status) };
-        assert!(reason.contains("sandbox.dirs[0]") && reason.contains("/nonexistent/rollcage"), "{reason}");
+        let HookStatus::Unknown { reason } = &out.status else {
+            panic!("{:?}", out.status)
+        };
+        assert!(
+            reason.contains("sandbox.dirs[0]") && reason.contains("/nonexistent/rollcage"),
+            "{reason}"
+        );
         Ok(())
     }
 }
@@ -264,7 +409,14 @@ mod env {
         let h = Harness::new()?;
         let sandbox = SandboxSpec {
             env: vec!["ROLLCAGE_TEST_GRANTED".to_owned()],
-            ..args(&["ROLLCAGE_TEST_GRANTED", "ROLLCAGE_TEST_SECRET", "PATH", "HOME", "DEPLOYMENT_ID", "LIFECYCLE_EVENT"])
+            ..args(&[
+                "ROLLCAGE_TEST_GRANTED",
+                "ROLLCAGE_TEST_SECRET",
+                "PATH",
+                "HOME",
+                "DEPLOYMENT_ID",
+                "LIFECYCLE_EVENT",
+            ])
         };
         let out = h.run(artifacts::TEST_ENV, 10, sandbox).await?;
         assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
@@ -278,7 +430,11 @@ mod env {
             // 5 lifecycle variables, PWD, the granted one.
             "visible variables: 7",
         ] {
-            assert!(out.log_tail.lines().any(|l| l == expected), "missing `{expected}` in:\n{}", out.log_tail);
+            assert!(
+                out.log_tail.lines().any(|l| l == expected),
+                "missing `{expected}` in:\n{}",
+                out.log_tail
+            );
         }
         Ok(())
     }
@@ -315,10 +471,17 @@ mod http {
     async fn a_granted_url_is_fetched() -> TestResult {
         let h = Harness::new()?;
         let (base, hits) = serve().await?;
-        let sandbox = SandboxSpec { http: vec![format!("{base}/")], ..args(&[&format!("{base}/health")]) };
+        let sandbox = SandboxSpec {
+            http: vec![format!("{base}/")],
+            ..args(&[&format!("{base}/health")])
+        };
         let out = h.run(artifacts::TEST_HTTP, 10, sandbox).await?;
         assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
-        assert!(out.log_tail.contains("status 200 body healthy"), "{}", out.log_tail);
+        assert!(
+            out.log_tail.contains("status 200 body healthy"),
+            "{}",
+            out.log_tail
+        );
         assert_eq!(hits.load(Ordering::SeqCst), 1);
         Ok(())
     }
@@ -329,22 +492,48 @@ mod http {
         let (base, hits) = serve().await?;
         let (other, other_hits) = serve().await?;
         let grant = format!("{base}/api/");
-        for url in [format!("{other}/api/x"), format!("{base}/admin"), format!("{base}/api/../admin")] {
-            let sandbox = SandboxSpec { http: vec![grant.clone()], ..args(&[&url]) };
+        for url in [
+            format!("{other}/api/x"),
+            format!("{base}/admin"),
+            format!("{base}/api/../admin"),
+        ] {
+            let sandbox = SandboxSpec {
+                http: vec![grant.clone()],
+                ..args(&[&url])
+            };
             let out = h.run(artifacts::TEST_HTTP, 10, sandbox).await?;
-            assert_eq!(out.status, HookStatus::Failed { exit_code: 1 }, "{}", out.log_tail);
+            assert_eq!(
+                out.status,
+                HookStatus::Failed { exit_code: 1 },
+                "{}",
+                out.log_tail
+            );
             assert!(out.log_tail.contains("denied"), "{}", out.log_tail);
         }
         let log = h.log_text();
         assert!(
-            log.contains(&format!("GET {other}/api/x is not under the hook's grant; sandbox.http grants [\"{grant}\"]")),
+            log.contains(&format!(
+                "GET {other}/api/x is not under the hook's grant; sandbox.http grants [\"{grant}\"]"
+            )),
             "{log}"
         );
-        assert_eq!((hits.load(Ordering::SeqCst), other_hits.load(Ordering::SeqCst)), (0, 0));
+        assert_eq!(
+            (
+                hits.load(Ordering::SeqCst),
+                other_hits.load(Ordering::SeqCst)
+            ),
+            (0, 0)
+        );
         // No grant at all: refused, and the message says so.
-        let out = h.run(artifacts::TEST_HTTP, 10, args(&[&format!("{base}/health")])).await?;
+        let out = h
+            .run(artifacts::TEST_HTTP, 10, args(&[&format!("{base}/health")]))
+            .await?;
         assert_eq!(out.status, HookStatus::Failed { exit_code: 1 });
-        assert!(h.log_text().contains("sandbox.http is empty"), "{}", h.log_text());
+        assert!(
+            h.log_text().contains("sandbox.http is empty"),
+            "{}",
+            h.log_text()
+        );
         Ok(())
     }
 }
@@ -355,19 +544,37 @@ mod flood {
     #[tokio::test]
     async fn a_100_mib_stdout_flood_is_capped_and_memory_stays_bounded() -> TestResult {
         let h = Harness::new()?;
-        h.hooks.precompile_file(&h.revision.join(h.install(artifacts::TEST_FLOOD)?)).await?;
+        h.hooks
+            .precompile_file(&h.revision.join(h.install(artifacts::TEST_FLOOD)?))
+            .await?;
         let (before, _) = rss();
         reset_peak_rss()?;
         let out = h.run(artifacts::TEST_FLOOD, 60, args(&["100"])).await?;
         let (_, peak) = rss();
         assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
         let cap = rollcage_runtime::hooks::wasm::DEFAULT_OUTPUT_CAP_BYTES as u64;
-        assert!(out.warnings.iter().any(|w| w.contains(&format!("output truncated after {cap} bytes"))), "{:?}", out.warnings);
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| w.contains(&format!("output truncated after {cap} bytes"))),
+            "{:?}",
+            out.warnings
+        );
         let log_len = std::fs::metadata(h.dir.path().join("logs/scripts.log"))?.len();
         // Each 1 KiB line gains a ~70-byte prefix in scripts.log.
-        assert!(log_len > cap / 2 && log_len < cap + cap / 10 + 64 * 1024, "scripts.log is {log_len} bytes");
-        assert!(!h.log_text().contains("flood done"), "the end of the output should have been dropped");
-        assert!(out.log_tail.contains("output truncated"), "{}", out.log_tail);
+        assert!(
+            log_len > cap / 2 && log_len < cap + cap / 10 + 64 * 1024,
+            "scripts.log is {log_len} bytes"
+        );
+        assert!(
+            !h.log_text().contains("flood done"),
+            "the end of the output should have been dropped"
+        );
+        assert!(
+            out.log_tail.contains("output truncated"),
+            "{}",
+            out.log_tail
+        );
         let grown = peak.saturating_sub(before);
         assert!(grown < cap + 32 * MIB, "RSS grew by {} MiB", grown / MIB);
         Ok(())
@@ -396,12 +603,19 @@ mod trap {
     #[tokio::test]
     async fn a_trap_reports_its_kind_and_the_guest_functions() -> TestResult {
         let h = Harness::new()?;
-        let out = h.run(artifacts::TEST_TRAP, 10, SandboxSpec::default()).await?;
-        let HookStatus::Trapped { trap, backtrace } = &out.status else { panic!("{:?}", out.status) };
+        let out = h
+            .run(artifacts::TEST_TRAP, 10, SandboxSpec::default())
+            .await?;
+        let HookStatus::Trapped { trap, backtrace } = &out.status else {
+            panic!("{:?}", out.status)
+        };
         assert_eq!(trap, "UnreachableCodeReached");
         let pos = |name: &str| backtrace.iter().position(|f| f.contains(name));
         let (inner, outer) = (pos("inner_explode"), pos("outer_caller"));
-        assert!(inner.is_some() && outer.is_some() && inner < outer, "{backtrace:?}");
+        assert!(
+            inner.is_some() && outer.is_some() && inner < outer,
+            "{backtrace:?}"
+        );
         assert!(out.log_tail.contains("about to trap"), "{}", out.log_tail);
         Ok(())
     }
@@ -411,20 +625,62 @@ mod noop {
     use super::*;
 
     #[tokio::test]
-    async fn a_module_is_compiled_once_and_later_runs_and_agents_reuse_the_artifact() -> TestResult {
+    async fn the_hook_future_is_send_so_the_agent_can_spawn_it() -> TestResult {
+        fn assert_send<T: Send>(t: T) -> T {
+            t
+        }
         let h = Harness::new()?;
         let location = h.install(artifacts::TEST_NOOP)?;
-        assert_eq!(h.run_location(&location, 10, SandboxSpec::default()).await.status, HookStatus::Succeeded);
+        let hook = HookSpec {
+            location,
+            timeout_secs: 10,
+            runas: None,
+            sudo: false,
+            sandbox: None,
+        };
+        let run = HookRun {
+            event: LifecycleEvent::AfterInstall,
+            hook: &hook,
+            revision_dir: &h.revision,
+            env: &h.env,
+            log: &h.log,
+            wasm: Some(&h.hooks),
+        };
+        assert_eq!(assert_send(run_hook(run)).await.status, HookStatus::Succeeded);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_module_is_compiled_once_and_later_runs_and_agents_reuse_the_artifact() -> TestResult
+    {
+        let h = Harness::new()?;
+        let location = h.install(artifacts::TEST_NOOP)?;
+        assert_eq!(
+            h.run_location(&location, 10, SandboxSpec::default())
+                .await
+                .status,
+            HookStatus::Succeeded
+        );
         assert_eq!(h.hooks.compile_count(), 1);
         let artifacts_dir = h.dir.path().join("cache");
-        let cached: Vec<_> = std::fs::read_dir(&artifacts_dir)?.filter_map(Result::ok).map(|e| e.path()).collect();
+        let cached: Vec<_> = std::fs::read_dir(&artifacts_dir)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
         assert_eq!(cached.len(), 1, "{cached:?}");
         let mtime = std::fs::metadata(&cached[0])?.modified()?;
-        assert_eq!(h.run_location(&location, 10, SandboxSpec::default()).await.status, HookStatus::Succeeded);
+        assert_eq!(
+            h.run_location(&location, 10, SandboxSpec::default())
+                .await
+                .status,
+            HookStatus::Succeeded
+        );
         assert_eq!(h.hooks.compile_count(), 1);
         // A restarted agent (new runner, same cache dir) loads the artifact instead of compiling.
         let restarted = WasmHooks::new(WasmConfig::new(&artifacts_dir))?;
-        restarted.precompile_file(&h.revision.join(&location)).await?;
+        restarted
+            .precompile_file(&h.revision.join(&location))
+            .await?;
         assert_eq!(restarted.compile_count(), 0);
         assert_eq!(std::fs::metadata(&cached[0])?.modified()?, mtime);
         Ok(())
@@ -443,14 +699,25 @@ mod noop {
             sandbox: None,
         };
         let mut spec = rollcage_runtime::appspec::AppSpec::default();
-        spec.hooks.insert(LifecycleEvent::ApplicationStop, vec![hook("hooks/stop.sh")]);
-        spec.hooks.insert(LifecycleEvent::ValidateService, vec![hook(&wasm)]);
-        spec.hooks.insert(LifecycleEvent::AfterInstall, vec![hook(&wasm)]);
+        spec.hooks
+            .insert(LifecycleEvent::ApplicationStop, vec![hook("hooks/stop.sh")]);
+        spec.hooks
+            .insert(LifecycleEvent::ValidateService, vec![hook(&wasm)]);
+        spec.hooks
+            .insert(LifecycleEvent::AfterInstall, vec![hook(&wasm)]);
         let done = h.hooks.precompile_revision(&spec, &h.revision).await;
         assert_eq!(done.len(), 1, "{done:?}");
-        assert!(done[0].result.is_ok() && done[0].location == wasm, "{done:?}");
+        assert!(
+            done[0].result.is_ok() && done[0].location == wasm,
+            "{done:?}"
+        );
         assert_eq!(h.hooks.compile_count(), 1);
-        assert_eq!(h.run_location(&wasm, 10, SandboxSpec::default()).await.status, HookStatus::Succeeded);
+        assert_eq!(
+            h.run_location(&wasm, 10, SandboxSpec::default())
+                .await
+                .status,
+            HookStatus::Succeeded
+        );
         assert_eq!(h.hooks.compile_count(), 1);
         Ok(())
     }
@@ -461,13 +728,23 @@ mod noop {
         let mut broken = b"\0asm\x01\0\0\0".to_vec();
         broken.extend_from_slice(b"garbage section");
         std::fs::write(h.revision.join("hooks/broken.wasm"), &broken)?;
-        let out = h.run_location("hooks/broken.wasm", 10, SandboxSpec::default()).await;
-        assert!(matches!(out.status, HookStatus::InvalidModule { .. }), "{:?}", out.status);
+        let out = h
+            .run_location("hooks/broken.wasm", 10, SandboxSpec::default())
+            .await;
+        assert!(
+            matches!(out.status, HookStatus::InvalidModule { .. }),
+            "{:?}",
+            out.status
+        );
         // A preview-2 component shares the magic bytes but is refused with a reason.
         let component = b"\0asm\x0d\0\x01\0".to_vec();
         std::fs::write(h.revision.join("hooks/component.wasm"), &component)?;
-        let out = h.run_location("hooks/component.wasm", 10, SandboxSpec::default()).await;
-        let HookStatus::InvalidModule { reason } = &out.status else { panic!("{:?}", out.status) };
+        let out = h
+            .run_location("hooks/component.wasm", 10, SandboxSpec::default())
+            .await;
+        let HookStatus::InvalidModule { reason } = &out.status else {
+            panic!("{:?}", out.status)
+        };
         assert!(reason.contains("component"), "{reason}");
         Ok(())
     }
@@ -478,8 +755,14 @@ mod noop {
         let outside = h.dir.path().join("outside.wasm");
         std::fs::copy(artifacts::TEST_NOOP, &outside)?;
         std::os::unix::fs::symlink(&outside, h.revision.join("hooks/link.wasm"))?;
-        let out = h.run_location("hooks/link.wasm", 10, SandboxSpec::default()).await;
-        assert!(matches!(out.status, HookStatus::NotExecutable { .. }), "{:?}", out.status);
+        let out = h
+            .run_location("hooks/link.wasm", 10, SandboxSpec::default())
+            .await;
+        assert!(
+            matches!(out.status, HookStatus::NotExecutable { .. }),
+            "{:?}",
+            out.status
+        );
         Ok(())
     }
 }

@@ -24,7 +24,13 @@ impl Context {
     /// module was not started by a rollcage agent.
     pub fn from_env() -> Result<Self, HookError> {
         let event = std::env::var(env::LIFECYCLE_EVENT).map_err(|_| {
-            HookError::with_code(2, format!("`{}` is not set: not started by a rollcage agent", env::LIFECYCLE_EVENT))
+            HookError::with_code(
+                2,
+                format!(
+                    "`{}` is not set: not started by a rollcage agent",
+                    env::LIFECYCLE_EVENT
+                ),
+            )
         })?;
         let get = |name: &str| std::env::var(name).unwrap_or_default();
         Ok(Self {

@@ -20,13 +20,19 @@ pub const MAX_EXIT_CODE: u8 = 125;
 impl HookError {
     /// A failure with exit code 1.
     pub fn new(message: impl Into<String>) -> Self {
-        Self { code: 1, message: message.into() }
+        Self {
+            code: 1,
+            message: message.into(),
+        }
     }
 
     /// A failure with a chosen exit code. 0 becomes 1 (an error never reports success) and codes above
     /// [`MAX_EXIT_CODE`] become [`MAX_EXIT_CODE`].
     pub fn with_code(code: u8, message: impl Into<String>) -> Self {
-        Self { code: code.clamp(1, MAX_EXIT_CODE), message: message.into() }
+        Self {
+            code: code.clamp(1, MAX_EXIT_CODE),
+            message: message.into(),
+        }
     }
 
     /// The exit code (1–125).

@@ -62,10 +62,15 @@ pub enum HttpError {
 impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Denied { url } => write!(f, "GET {url}: denied, not under the hook's sandbox.http grant"),
+            Self::Denied { url } => write!(
+                f,
+                "GET {url}: denied, not under the hook's sandbox.http grant"
+            ),
             Self::Io { url } => write!(f, "GET {url}: connection or I/O error"),
             Self::BadUrl { url } => write!(f, "GET {url}: not a valid http:// URL"),
-            Self::TooLarge { url } => write!(f, "GET {url}: body larger than {MAX_BODY_BYTES} bytes"),
+            Self::TooLarge { url } => {
+                write!(f, "GET {url}: body larger than {MAX_BODY_BYTES} bytes")
+            }
             Self::Unsupported { code } => write!(f, "http_get is not available here (code {code})"),
         }
     }
@@ -88,7 +93,10 @@ pub fn get(url: &str) -> Result<Response, HttpError> {
                     continue;
                 }
                 buf.truncate(len.min(buf.len()));
-                return Ok(Response { status: code as u16, body: buf });
+                return Ok(Response {
+                    status: code as u16,
+                    body: buf,
+                });
             }
             hostcall::HTTP_ERR_DENIED => return Err(HttpError::Denied { url: owned() }),
             hostcall::HTTP_ERR_IO => return Err(HttpError::Io { url: owned() }),
@@ -105,6 +113,9 @@ mod tests {
 
     #[test]
     fn off_wasm_get_is_unsupported() {
-        assert!(matches!(get("http://127.0.0.1/"), Err(HttpError::Unsupported { .. })));
+        assert!(matches!(
+            get("http://127.0.0.1/"),
+            Err(HttpError::Unsupported { .. })
+        ));
     }
 }

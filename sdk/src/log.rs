@@ -47,7 +47,10 @@ pub fn line(level: &str, msg: &str, fields: &[Field<'_>]) -> String {
 
 /// Quote a value when it is empty or holds spaces, quotes, `=` or control characters.
 fn push_value(out: &mut String, value: &str) {
-    let plain = !value.is_empty() && !value.chars().any(|c| c == ' ' || c == '"' || c == '=' || c.is_control());
+    let plain = !value.is_empty()
+        && !value
+            .chars()
+            .any(|c| c == ' ' || c == '"' || c == '=' || c.is_control());
     if plain {
         out.push_str(value);
     } else {
@@ -69,7 +72,14 @@ mod tests {
 
     #[test]
     fn logfmt_quotes_only_when_needed() {
-        let l = line("info", "health ok", &[("status", &200), ("url", &"http://x/"), ("note", &"a=b")]);
-        assert_eq!(l, "level=info msg=\"health ok\" status=200 url=http://x/ note=\"a=b\"\n");
+        let l = line(
+            "info",
+            "health ok",
+            &[("status", &200), ("url", &"http://x/"), ("note", &"a=b")],
+        );
+        assert_eq!(
+            l,
+            "level=info msg=\"health ok\" status=200 url=http://x/ note=\"a=b\"\n"
+        );
     }
 }

@@ -32,7 +32,10 @@ const fn str_eq(a: &str, b: &str) -> bool {
     true
 }
 
-const _: () = assert!(str_eq("rollcage:hook/v1", rollcage_proto::hostcall::IMPORT_MODULE));
+const _: () = assert!(str_eq(
+    "rollcage:hook/v1",
+    rollcage_proto::hostcall::IMPORT_MODULE
+));
 const _: () = assert!(str_eq("http_get", rollcage_proto::hostcall::HTTP_GET));
 
 /// Call the host's `http_get`: returns the host's code and the body's full length.
@@ -42,7 +45,13 @@ pub(crate) fn http_get(url: &str, body: &mut [u8]) -> (i32, u32) {
     // SAFETY: every pointer comes from a live Rust borrow with its exact length; the host writes at most
     // `body.len()` bytes into `body` and 4 bytes into `len`, with bounds-checked memory access.
     let code = unsafe {
-        imports::http_get(url.as_ptr(), url.len(), body.as_mut_ptr(), body.len(), &mut len)
+        imports::http_get(
+            url.as_ptr(),
+            url.len(),
+            body.as_mut_ptr(),
+            body.len(),
+            &mut len,
+        )
     };
     (code, len)
 }

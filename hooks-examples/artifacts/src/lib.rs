@@ -52,7 +52,10 @@ pub struct BundleParams {
 
 impl Default for BundleParams {
     fn default() -> Self {
-        Self { health_base: DEFAULT_HEALTH_BASE.to_owned(), config_dir: PathBuf::from(DEFAULT_CONFIG_DIR) }
+        Self {
+            health_base: DEFAULT_HEALTH_BASE.to_owned(),
+            config_dir: PathBuf::from(DEFAULT_CONFIG_DIR),
+        }
     }
 }
 
@@ -63,7 +66,10 @@ pub fn assemble_bundle(flavour: Flavour, dest: &Path, params: &BundleParams) -> 
     copy_tree(&src, dest, params)?;
     if flavour == Flavour::Wasm {
         std::fs::create_dir_all(dest.join("hooks"))?;
-        std::fs::copy(EXAMPLE_VALIDATE_HEALTH, dest.join("hooks/validate_health.wasm"))?;
+        std::fs::copy(
+            EXAMPLE_VALIDATE_HEALTH,
+            dest.join("hooks/validate_health.wasm"),
+        )?;
         std::fs::copy(EXAMPLE_RENDER_CONFIG, dest.join("hooks/render_config.wasm"))?;
     }
     Ok(())

@@ -29,7 +29,11 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
     }
 }
 
@@ -81,6 +85,9 @@ pub fn find_in_revision(revision_dir: &Path) -> Result<PathBuf, AppSpecError> {
 /// Find, read, parse and validate the AppSpec of an unpacked revision.
 pub fn load_from_revision(revision_dir: &Path) -> Result<AppSpec, AppSpecError> {
     let file = find_in_revision(revision_dir)?;
-    let text = std::fs::read_to_string(&file).map_err(|source| AppSpecError::Io { path: file.clone(), source })?;
+    let text = std::fs::read_to_string(&file).map_err(|source| AppSpecError::Io {
+        path: file.clone(),
+        source,
+    })?;
     parse(&text, Some(revision_dir)).map_err(|problems| AppSpecError::Invalid { file, problems })
 }

@@ -85,7 +85,10 @@ pub struct ObjectTypes {
 
 impl Default for ObjectTypes {
     fn default() -> Self {
-        Self { file: true, directory: true }
+        Self {
+            file: true,
+            directory: true,
+        }
     }
 }
 

@@ -48,15 +48,30 @@ impl ScriptLog {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self { file: Mutex::new(file) })
+        Ok(Self {
+            file: Mutex::new(file),
+        })
     }
 
     /// Append one line. Invalid UTF-8 is replaced, trailing newlines are dropped.
-    pub fn line(&self, event: LifecycleEvent, location: &str, stream: Stream, text: &[u8]) -> io::Result<()> {
+    pub fn line(
+        &self,
+        event: LifecycleEvent,
+        location: &str,
+        stream: Stream,
+        text: &[u8],
+    ) -> io::Result<()> {
         let text = String::from_utf8_lossy(text);
         let text = text.trim_end_matches(['\n', '\r']);
-        let line = format!("[{}] [{}] {event} {location}: {text}\n", timestamp(), stream.tag());
-        let mut file = self.file.lock().map_err(|_| io::Error::other("scripts.log lock poisoned"))?;
+        let line = format!(
+            "[{}] [{}] {event} {location}: {text}\n",
+            timestamp(),
+            stream.tag()
+        );
+        let mut file = self
+            .file
+            .lock()
+            .map_err(|_| io::Error::other("scripts.log lock poisoned"))?;
         file.write_all(line.as_bytes())
     }
 }
@@ -64,8 +79,11 @@ impl ScriptLog {
 /// Local wall-clock time with milliseconds, for log lines.
 pub fn timestamp() -> String {
     let now = time::OffsetDateTime::now_utc();
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]");
-    now.format(&fmt).unwrap_or_else(|_| now.unix_timestamp().to_string())
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]"
+    );
+    now.format(&fmt)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string())
 }
 
 /// The last lines of a hook's output, bounded in bytes.
@@ -79,7 +97,11 @@ pub struct OutputTail {
 impl OutputTail {
     /// A tail that keeps at most `budget` bytes of whole lines (a single longer line is cut to its end).
     pub fn new(budget: usize) -> Self {
-        Self { budget, used: 0, lines: VecDeque::new() }
+        Self {
+            budget,
+            used: 0,
+            lines: VecDeque::new(),
+        }
     }
 
     /// Add a line (prefixed by its stream for stderr).
@@ -110,7 +132,11 @@ impl OutputTail {
 
     /// The kept lines joined with newlines.
     pub fn render(&self) -> String {
-        self.lines.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+        self.lines
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -134,9 +160,17 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("logs/scripts.log");
         let log = ScriptLog::open(&path)?;
-        log.line(LifecycleEvent::BeforeInstall, "hooks/a.sh", Stream::Stderr, b"oops\n")?;
+        log.line(
+            LifecycleEvent::BeforeInstall,
+            "hooks/a.sh",
+            Stream::Stderr,
+            b"oops\n",
+        )?;
         let text = std::fs::read_to_string(&path)?;
-        assert!(text.ends_with("[stderr] BeforeInstall hooks/a.sh: oops\n"), "{text}");
+        assert!(
+            text.ends_with("[stderr] BeforeInstall hooks/a.sh: oops\n"),
+            "{text}"
+        );
         Ok(())
     }
 }

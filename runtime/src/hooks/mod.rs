@@ -37,8 +37,14 @@ impl HookEnv {
             ("LIFECYCLE_EVENT".to_owned(), event.name().to_owned()),
             ("DEPLOYMENT_ID".to_owned(), self.deployment_id.clone()),
             ("APPLICATION_NAME".to_owned(), self.application_name.clone()),
-            ("DEPLOYMENT_GROUP_NAME".to_owned(), self.deployment_group_name.clone()),
-            ("DEPLOYMENT_GROUP_ID".to_owned(), self.deployment_group_id.clone()),
+            (
+                "DEPLOYMENT_GROUP_NAME".to_owned(),
+                self.deployment_group_name.clone(),
+            ),
+            (
+                "DEPLOYMENT_GROUP_ID".to_owned(),
+                self.deployment_group_id.clone(),
+            ),
         ];
         vars.extend(self.extra.iter().cloned());
         vars
@@ -75,7 +81,9 @@ pub async fn run_hook(run: HookRun<'_>) -> HookOutcome {
             Err(reason) => {
                 return HookOutcome {
                     location: run.hook.location.clone(),
-                    status: HookStatus::Unknown { reason: format!("wasm runner unavailable: {reason}") },
+                    status: HookStatus::Unknown {
+                        reason: format!("wasm runner unavailable: {reason}"),
+                    },
                     duration_ms: 0,
                     log_tail: String::new(),
                     warnings: Vec::new(),

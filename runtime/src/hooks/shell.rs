@@ -7,7 +7,9 @@ use rollcage_proto::{HookOutcome, HookStatus};
 pub async fn run(run: HookRun<'_>) -> HookOutcome {
     HookOutcome {
         location: run.hook.location.clone(),
-        status: HookStatus::Unknown { reason: "shell hooks are not implemented yet".to_owned() },
+        status: HookStatus::Unknown {
+            reason: "shell hooks are not implemented yet".to_owned(),
+        },
         duration_ms: 0,
         log_tail: String::new(),
         warnings: Vec::new(),

@@ -21,8 +21,8 @@ mod outcome;
 mod output;
 pub mod sandbox;
 
-use super::log::{DEFAULT_TAIL_BYTES, OutputTail};
 use super::HookRun;
+use super::log::{DEFAULT_TAIL_BYTES, OutputTail};
 use crate::appspec::AppSpec;
 use cache::{CacheError, ModuleCache};
 use limiter::MemoryLimiter;
@@ -63,12 +63,18 @@ pub struct WasmConfig {
 impl WasmConfig {
     /// Artifacts cached in `cache_dir`, default output cap.
     pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
-        Self { cache_dir: Some(cache_dir.into()), output_cap_bytes: DEFAULT_OUTPUT_CAP_BYTES }
+        Self {
+            cache_dir: Some(cache_dir.into()),
+            output_cap_bytes: DEFAULT_OUTPUT_CAP_BYTES,
+        }
     }
 
     /// Memory-only cache, default output cap.
     pub fn in_memory() -> Self {
-        Self { cache_dir: None, output_cap_bytes: DEFAULT_OUTPUT_CAP_BYTES }
+        Self {
+            cache_dir: None,
+            output_cap_bytes: DEFAULT_OUTPUT_CAP_BYTES,
+        }
     }
 }
 
@@ -105,7 +111,9 @@ pub struct WasmHooks {
 
 impl std::fmt::Debug for WasmHooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WasmHooks").field("compiles", &self.cache.compiles()).finish_non_exhaustive()
+        f.debug_struct("WasmHooks")
+            .field("compiles", &self.cache.compiles())
+            .finish_non_exhaustive()
     }
 }
 
@@ -145,11 +153,16 @@ impl WasmHooks {
         // Trap backtraces keep wasmtime's default of the 20 innermost frames: enough to name the failing function.
         let engine = Engine::new(&cfg).map_err(engine_err)?;
         let mut linker: Linker<HookState> = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut HookState| &mut s.wasi).map_err(engine_err)?;
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut HookState| &mut s.wasi)
+            .map_err(engine_err)?;
         linker
-            .func_wrap_async(hostcall::IMPORT_MODULE, hostcall::HTTP_GET, |caller, args: (i32, i32, i32, i32, i32)| {
-                Box::new(async move { Ok(http::http_get(caller, args).await) })
-            })
+            .func_wrap_async(
+                hostcall::IMPORT_MODULE,
+                hostcall::HTTP_GET,
+                |caller, args: (i32, i32, i32, i32, i32)| {
+                    Box::new(async move { Ok(http::http_get(caller, args).await) })
+                },
+            )
             .map_err(engine_err)?;
         let cache = ModuleCache::new(&engine, config.cache_dir)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -171,7 +184,10 @@ impl WasmHooks {
             cache,
             client: http::client(),
             output_cap: config.output_cap_bytes,
-            _ticker: Ticker { stop, thread: Some(thread) },
+            _ticker: Ticker {
+                stop,
+                thread: Some(thread),
+            },
         })
     }
 
@@ -182,24 +198,36 @@ impl WasmHooks {
 
     /// Compile (or find in the cache) the module at `path`, so that its first run is warm.
     pub async fn precompile_file(&self, path: &Path) -> Result<(), CacheError> {
-        self.cache.instance_pre(path, &self.linker).await.map(|_| ())
+        self.cache
+            .instance_pre(path, &self.linker)
+            .await
+            .map(|_| ())
     }
 
     /// Compile every wasm hook of `spec` found in `revision_dir`; call it right after the revision is unpacked.
     /// Shell hooks are skipped; each module is compiled once even if several events use it.
-    pub async fn precompile_revision(&self, spec: &AppSpec, revision_dir: &Path) -> Vec<Precompiled> {
+    pub async fn precompile_revision(
+        &self,
+        spec: &AppSpec,
+        revision_dir: &Path,
+    ) -> Vec<Precompiled> {
         let mut seen = std::collections::BTreeSet::new();
         let mut done = Vec::new();
         for hook in spec.hooks.values().flatten() {
             if !seen.insert(hook.location.clone()) {
                 continue;
             }
-            let Some(path) = detect(revision_dir, &hook.location) else { continue };
+            let Some(path) = detect(revision_dir, &hook.location) else {
+                continue;
+            };
             let result = match confine(revision_dir, &path) {
                 Ok(path) => self.precompile_file(&path).await,
                 Err(reason) => Err(CacheError::NotAModule { path, reason }),
             };
-            done.push(Precompiled { location: hook.location.clone(), result });
+            done.push(Precompiled {
+                location: hook.location.clone(),
+                result,
+            });
         }
         done
     }
@@ -209,11 +237,18 @@ impl WasmHooks {
         let started = Instant::now();
         let spec = run.hook.sandbox.clone().unwrap_or_default();
         let location = run.hook.location.as_str();
-        let mut lines = LineWriter::new(run.log, run.event, location, OutputTail::new(DEFAULT_TAIL_BYTES));
+        let mut lines = LineWriter::new(
+            run.log,
+            run.event,
+            location,
+            OutputTail::new(DEFAULT_TAIL_BYTES),
+        );
         let mut warnings = Vec::new();
         let (status, truncated) = self.run_guest(run, module, &spec, &mut lines).await;
         if let Some(cap) = truncated {
-            let msg = format!("output truncated after {cap} bytes (the hook kept running; the rest was dropped)");
+            let msg = format!(
+                "output truncated after {cap} bytes (the hook kept running; the rest was dropped)"
+            );
             lines.note(&msg);
             warnings.push(msg);
         }
@@ -248,11 +283,29 @@ impl WasmHooks {
         let pre = match self.cache.instance_pre(&module, &self.linker).await {
             Ok(pre) => pre,
             Err(e @ CacheError::CacheDir { .. } | e @ CacheError::Io { .. }) => {
-                return (HookStatus::Unknown { reason: e.to_string() }, None);
+                return (
+                    HookStatus::Unknown {
+                        reason: e.to_string(),
+                    },
+                    None,
+                );
             }
-            Err(e) => return (HookStatus::InvalidModule { reason: e.to_string() }, None),
+            Err(e) => {
+                return (
+                    HookStatus::InvalidModule {
+                        reason: e.to_string(),
+                    },
+                    None,
+                );
+            }
         };
-        let OutputChannel { stdout, stderr, notes, mut rx, budget } = OutputChannel::new(self.output_cap);
+        let OutputChannel {
+            stdout,
+            stderr,
+            notes,
+            mut rx,
+            budget,
+        } = OutputChannel::new(self.output_cap);
         let input = sandbox::SandboxInput {
             spec,
             revision_dir: run.revision_dir,
@@ -262,7 +315,14 @@ impl WasmHooks {
         };
         let wasi = match sandbox::build(input, stdout, stderr) {
             Ok(w) => w,
-            Err(e) => return (HookStatus::Unknown { reason: e.to_string() }, None),
+            Err(e) => {
+                return (
+                    HookStatus::Unknown {
+                        reason: e.to_string(),
+                    },
+                    None,
+                );
+            }
         };
         let state = HookState {
             wasi,
@@ -278,12 +338,17 @@ impl WasmHooks {
         let timeout = Duration::from_secs(run.hook.timeout_secs);
         let end = {
             let guest = async {
-                let instance =
-                    pre.instantiate_async(&mut store).await.map_err(|e| RunEnd::Error(Phase::Instantiate, e))?;
+                let instance = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| RunEnd::Error(Phase::Instantiate, e))?;
                 let start = instance
                     .get_typed_func::<(), ()>(&mut store, "_start")
                     .map_err(|e| RunEnd::Error(Phase::Instantiate, e))?;
-                start.call_async(&mut store, ()).await.map_err(|e| RunEnd::Error(Phase::Run, e))
+                start
+                    .call_async(&mut store, ())
+                    .await
+                    .map_err(|e| RunEnd::Error(Phase::Run, e))
             };
             let guest = tokio::time::timeout(timeout, guest);
             tokio::pin!(guest);
@@ -325,18 +390,28 @@ pub fn detect(revision_dir: &Path, location: &str) -> Option<PathBuf> {
 
 /// Resolve `path` and check it stays inside the revision (a symlink may not lead a hook out of its bundle).
 fn confine(revision_dir: &Path, path: &Path) -> Result<PathBuf, String> {
-    let root = revision_dir.canonicalize().map_err(|e| format!("revision `{}`: {e}", revision_dir.display()))?;
-    let real = path.canonicalize().map_err(|e| format!("`{}`: {e}", path.display()))?;
+    let root = revision_dir
+        .canonicalize()
+        .map_err(|e| format!("revision `{}`: {e}", revision_dir.display()))?;
+    let real = path
+        .canonicalize()
+        .map_err(|e| format!("`{}`: {e}", path.display()))?;
     if real.starts_with(&root) && real.is_file() {
         Ok(real)
     } else {
-        Err(format!("`{}` resolves to `{}`, outside the revision or not a file", path.display(), real.display()))
+        Err(format!(
+            "`{}` resolves to `{}`, outside the revision or not a file",
+            path.display(),
+            real.display()
+        ))
     }
 }
 
 /// The runner used when the caller passed none in [`HookRun::wasm`]: memory-only cache, created on first use.
 pub(crate) fn fallback() -> Result<&'static WasmHooks, &'static str> {
     static FALLBACK: std::sync::OnceLock<Result<WasmHooks, String>> = std::sync::OnceLock::new();
-    FALLBACK.get_or_init(|| WasmHooks::new(WasmConfig::in_memory()).map_err(|e| e.to_string())).as_ref().map_err(String::as_str)
+    FALLBACK
+        .get_or_init(|| WasmHooks::new(WasmConfig::in_memory()).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(String::as_str)
 }
-

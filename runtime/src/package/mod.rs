@@ -30,7 +30,10 @@ impl Default for UnpackLimits {
     fn default() -> Self {
         // Generous for real applications (a JVM app with its libs is ~50k entries / a few GiB), small enough that a
         // zip bomb cannot fill the disk.
-        Self { max_entries: 200_000, max_bytes: 8 << 30 }
+        Self {
+            max_entries: 200_000,
+            max_bytes: 8 << 30,
+        }
     }
 }
 
@@ -63,14 +66,22 @@ pub enum PackageError {
 }
 
 /// Fetch `source` into `deploy` (bundle, `revision/`, `logs/`), verifying and unpacking as it streams.
-pub async fn fetch(source: &Source, deploy: &DeployLayout, opts: &FetchOptions) -> Result<Fetched, PackageError> {
+pub async fn fetch(
+    source: &Source,
+    deploy: &DeployLayout,
+    opts: &FetchOptions,
+) -> Result<Fetched, PackageError> {
     let _ = (source, deploy, opts);
     Err(PackageError::NotImplemented)
 }
 
 /// Keep the newest `max_revisions` deployment dirs of the group, never deleting those in `keep`. Returns the ids
 /// removed.
-pub fn prune(group: &GroupLayout, max_revisions: usize, keep: &[&str]) -> Result<Vec<String>, PackageError> {
+pub fn prune(
+    group: &GroupLayout,
+    max_revisions: usize,
+    keep: &[&str],
+) -> Result<Vec<String>, PackageError> {
     let _ = (group, max_revisions, keep);
     Err(PackageError::NotImplemented)
 }

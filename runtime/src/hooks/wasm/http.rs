@@ -15,7 +15,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rollcage_proto::hostcall::{
-    HTTP_ERR_BAD_ARGS, HTTP_ERR_DENIED, HTTP_ERR_IO, HTTP_ERR_TOO_LARGE, HTTP_MAX_BODY_BYTES, HTTP_MAX_URL_BYTES,
+    HTTP_ERR_BAD_ARGS, HTTP_ERR_DENIED, HTTP_ERR_IO, HTTP_ERR_TOO_LARGE, HTTP_MAX_BODY_BYTES,
+    HTTP_MAX_URL_BYTES,
 };
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
@@ -51,8 +52,15 @@ impl HttpGrant {
     /// Parse the `sandbox.http` entries; entries that do not parse as `http://` URLs grant nothing (the AppSpec
     /// validator reports them).
     pub(crate) fn new(prefixes: &[String]) -> Self {
-        let parsed = prefixes.iter().filter_map(|p| Url::parse(p).ok()).filter(|u| u.scheme() == "http").collect();
-        Self { prefixes: parsed, shown: prefixes.to_vec() }
+        let parsed = prefixes
+            .iter()
+            .filter_map(|p| Url::parse(p).ok())
+            .filter(|u| u.scheme() == "http")
+            .collect();
+        Self {
+            prefixes: parsed,
+            shown: prefixes.to_vec(),
+        }
     }
 }
 
@@ -72,12 +80,17 @@ pub(crate) enum Refusal {
 /// segment-wise prefix of the URL's (`/api` covers `/api` and `/api/x`, not `/apix`; `/api/` covers `/api/x`).
 /// Paths are compared after URL normalisation, so `..` cannot climb out of a granted path.
 pub(crate) fn check_grant(grant: &HttpGrant, url: &str) -> Result<Url, Refusal> {
-    let parsed = Url::parse(url).map_err(|e| Refusal::BadUrl(format!("`{url}` is not a URL: {e}")))?;
+    let parsed =
+        Url::parse(url).map_err(|e| Refusal::BadUrl(format!("`{url}` is not a URL: {e}")))?;
     if parsed.scheme() != "http" {
-        return Err(Refusal::BadUrl(format!("`{url}`: only http:// URLs can be fetched")));
+        return Err(Refusal::BadUrl(format!(
+            "`{url}`: only http:// URLs can be fetched"
+        )));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(Refusal::BadUrl(format!("`{url}`: URLs with user info are not allowed")));
+        return Err(Refusal::BadUrl(format!(
+            "`{url}`: URLs with user info are not allowed"
+        )));
     }
     if parsed.host_str().is_none() {
         return Err(Refusal::BadUrl(format!("`{url}` has no host")));
@@ -87,7 +100,11 @@ pub(crate) fn check_grant(grant: &HttpGrant, url: &str) -> Result<Url, Refusal> 
             && p.port_or_known_default() == parsed.port_or_known_default()
             && path_covers(p.path(), parsed.path())
     });
-    if covered { Ok(parsed) } else { Err(Refusal::Denied) }
+    if covered {
+        Ok(parsed)
+    } else {
+        Err(Refusal::Denied)
+    }
 }
 
 fn path_covers(prefix: &str, path: &str) -> bool {
@@ -109,21 +126,31 @@ async fn fetch(client: &HttpClient, url: &Url) -> Fetch {
         Err(e) => return Fetch::Failed(HTTP_ERR_BAD_ARGS, format!("building the request: {e}")),
     };
     let exchange = async {
-        let resp = client.request(request).await.map_err(|e| (HTTP_ERR_IO, format!("{e}")))?;
+        let resp = client
+            .request(request)
+            .await
+            .map_err(|e| (HTTP_ERR_IO, format!("{e}")))?;
         let status = resp.status().as_u16();
         let limited = Limited::new(resp.into_body(), HTTP_MAX_BODY_BYTES as usize);
         match limited.collect().await {
             Ok(body) => Ok((status, body.to_bytes())),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                Err((HTTP_ERR_TOO_LARGE, format!("body larger than {HTTP_MAX_BODY_BYTES} bytes")))
-            }
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err((
+                HTTP_ERR_TOO_LARGE,
+                format!("body larger than {HTTP_MAX_BODY_BYTES} bytes"),
+            )),
             Err(e) => Err((HTTP_ERR_IO, format!("reading the body: {e}"))),
         }
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
         Ok(Ok((status, body))) => Fetch::Response { status, body },
         Ok(Err((code, msg))) => Fetch::Failed(code, msg),
-        Err(_) => Fetch::Failed(HTTP_ERR_IO, format!("no complete response within {} s", REQUEST_TIMEOUT.as_secs())),
+        Err(_) => Fetch::Failed(
+            HTTP_ERR_IO,
+            format!(
+                "no complete response within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        ),
     }
 }
 
@@ -133,14 +160,21 @@ fn note(tx: &UnboundedSender<Chunk>, text: String) {
 
 /// The host side of `http_get(url_ptr, url_len, body_ptr, body_cap, body_len_ptr) -> i32`; see
 /// [`rollcage_proto::hostcall`]. Policy denials and I/O failures are return codes; only a host bug would trap.
-pub(crate) async fn http_get(mut caller: Caller<'_, HookState>, args: (i32, i32, i32, i32, i32)) -> i32 {
+pub(crate) async fn http_get(
+    mut caller: Caller<'_, HookState>,
+    args: (i32, i32, i32, i32, i32),
+) -> i32 {
     let (url_ptr, url_len, body_ptr, body_cap, body_len_ptr) = args;
     let Some(memory) = caller.get_export("memory").and_then(Extern::into_memory) else {
         return HTTP_ERR_BAD_ARGS;
     };
     // Guest pointers are u32 offsets; i32 is only the ABI's spelling.
     let (url_ptr, url_len) = (url_ptr as u32 as usize, url_len as u32 as usize);
-    let (body_ptr, body_cap, body_len_ptr) = (body_ptr as u32 as usize, body_cap as u32 as usize, body_len_ptr as u32 as usize);
+    let (body_ptr, body_cap, body_len_ptr) = (
+        body_ptr as u32 as usize,
+        body_cap as u32 as usize,
+        body_len_ptr as u32 as usize,
+    );
     if url_len > HTTP_MAX_URL_BYTES as usize {
         return HTTP_ERR_BAD_ARGS;
     }
@@ -165,7 +199,10 @@ pub(crate) async fn http_get(mut caller: Caller<'_, HookState>, args: (i32, i32,
             } else {
                 format!("sandbox.http grants {:?}", state.http.shown)
             };
-            note(&notes, format!("http_get refused: GET {url} is not under the hook's grant; {grant}"));
+            note(
+                &notes,
+                format!("http_get refused: GET {url} is not under the hook's grant; {grant}"),
+            );
             return HTTP_ERR_DENIED;
         }
     };
@@ -202,19 +239,46 @@ mod tests {
         assert!(check_grant(&g, "http://127.0.0.1:8080/health").is_ok());
         assert!(check_grant(&g, "http://svc.local/api").is_ok());
         assert!(check_grant(&g, "http://svc.local:80/api/v1").is_ok());
-        assert_eq!(check_grant(&g, "http://svc.local/apix"), Err(Refusal::Denied));
-        assert_eq!(check_grant(&g, "http://svc.local/api/../admin"), Err(Refusal::Denied));
-        assert_eq!(check_grant(&g, "http://127.0.0.1:8081/health"), Err(Refusal::Denied));
-        assert_eq!(check_grant(&g, "http://127.0.0.1/health"), Err(Refusal::Denied));
+        assert_eq!(
+            check_grant(&g, "http://svc.local/apix"),
+            Err(Refusal::Denied)
+        );
+        assert_eq!(
+            check_grant(&g, "http://svc.local/api/../admin"),
+            Err(Refusal::Denied)
+        );
+        assert_eq!(
+            check_grant(&g, "http://127.0.0.1:8081/health"),
+            Err(Refusal::Denied)
+        );
+        assert_eq!(
+            check_grant(&g, "http://127.0.0.1/health"),
+            Err(Refusal::Denied)
+        );
     }
 
     #[test]
     fn user_info_and_other_schemes_are_bad_urls() {
         let g = grant(&["http://127.0.0.1:8080/"]);
-        assert!(matches!(check_grant(&g, "http://a:b@127.0.0.1:8080/"), Err(Refusal::BadUrl(_))));
-        assert!(matches!(check_grant(&g, "http://127.0.0.1:8080@evil.example/"), Err(Refusal::BadUrl(_))));
-        assert!(matches!(check_grant(&g, "file:///etc/passwd"), Err(Refusal::BadUrl(_))));
-        assert!(matches!(check_grant(&g, "not a url"), Err(Refusal::BadUrl(_))));
-        assert_eq!(check_grant(&grant(&[]), "http://127.0.0.1:8080/"), Err(Refusal::Denied));
+        assert!(matches!(
+            check_grant(&g, "http://a:b@127.0.0.1:8080/"),
+            Err(Refusal::BadUrl(_))
+        ));
+        assert!(matches!(
+            check_grant(&g, "http://127.0.0.1:8080@evil.example/"),
+            Err(Refusal::BadUrl(_))
+        ));
+        assert!(matches!(
+            check_grant(&g, "file:///etc/passwd"),
+            Err(Refusal::BadUrl(_))
+        ));
+        assert!(matches!(
+            check_grant(&g, "not a url"),
+            Err(Refusal::BadUrl(_))
+        ));
+        assert_eq!(
+            check_grant(&grant(&[]), "http://127.0.0.1:8080/"),
+            Err(Refusal::Denied)
+        );
     }
 }

@@ -23,7 +23,10 @@ impl MemoryLimiter {
     /// A limiter allowing `cap_mib` MiB per linear memory.
     pub(crate) fn new(cap_mib: u64) -> Self {
         let cap_bytes = usize::try_from(cap_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
-        Self { cap_bytes, refused: None }
+        Self {
+            cap_bytes,
+            refused: None,
+        }
     }
 
     /// The size (bytes) of the first growth that was refused, if any.
@@ -33,7 +36,12 @@ impl MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.cap_bytes {
             self.refused.get_or_insert(desired);
             return Ok(false);
@@ -41,7 +49,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 

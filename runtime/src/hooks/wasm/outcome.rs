@@ -40,22 +40,37 @@ pub(crate) struct Limits {
 pub(crate) fn classify(end: &RunEnd, limits: Limits) -> HookStatus {
     let (phase, err) = match end {
         RunEnd::Returned => return HookStatus::Succeeded,
-        RunEnd::TimedOut => return HookStatus::TimedOut { timeout_secs: limits.timeout_secs },
+        RunEnd::TimedOut => {
+            return HookStatus::TimedOut {
+                timeout_secs: limits.timeout_secs,
+            };
+        }
         RunEnd::Error(phase, err) => (*phase, err),
     };
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
-        return if exit.0 == 0 { HookStatus::Succeeded } else { HookStatus::Failed { exit_code: exit.0 } };
+        return if exit.0 == 0 {
+            HookStatus::Succeeded
+        } else {
+            HookStatus::Failed { exit_code: exit.0 }
+        };
     }
     if limits.memory_refused.is_some() {
-        return HookStatus::MemoryLimitExceeded { limit_mib: limits.memory_mib };
+        return HookStatus::MemoryLimitExceeded {
+            limit_mib: limits.memory_mib,
+        };
     }
     if let Some(trap) = err.downcast_ref::<Trap>() {
-        return HookStatus::Trapped { trap: format!("{trap:?}"), backtrace: backtrace(err) };
+        return HookStatus::Trapped {
+            trap: format!("{trap:?}"),
+            backtrace: backtrace(err),
+        };
     }
     let reason = format!("{err:#}");
     if reason.contains("outside of [0..126)") {
         // WASI p1 reserves 126 and up; wasmtime reports it as a plain error, not an `I32Exit`.
-        return HookStatus::Unknown { reason: "the hook exited with an invalid exit code (126 or more)".to_owned() };
+        return HookStatus::Unknown {
+            reason: "the hook exited with an invalid exit code (126 or more)".to_owned(),
+        };
     }
     match phase {
         Phase::Instantiate => HookStatus::InvalidModule { reason },
@@ -70,7 +85,12 @@ fn backtrace(err: &wasmtime::Error) -> Vec<String> {
     };
     bt.frames()
         .iter()
-        .map(|f| f.func_name().map_or_else(|| format!("<wasm function {}>", f.func_index()), str::to_owned))
+        .map(|f| {
+            f.func_name().map_or_else(
+                || format!("<wasm function {}>", f.func_index()),
+                str::to_owned,
+            )
+        })
         .collect()
 }
 
@@ -78,27 +98,51 @@ fn backtrace(err: &wasmtime::Error) -> Vec<String> {
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits { timeout_secs: 5, memory_mib: 32, memory_refused: None };
+    const LIMITS: Limits = Limits {
+        timeout_secs: 5,
+        memory_mib: 32,
+        memory_refused: None,
+    };
 
     #[test]
     fn exits_map_to_success_or_failed_with_the_code() {
         let end = |n| RunEnd::Error(Phase::Run, wasmtime::Error::new(I32Exit(n)));
         assert_eq!(classify(&end(0), LIMITS), HookStatus::Succeeded);
-        assert_eq!(classify(&end(3), LIMITS), HookStatus::Failed { exit_code: 3 });
-        assert_eq!(classify(&RunEnd::TimedOut, LIMITS), HookStatus::TimedOut { timeout_secs: 5 });
+        assert_eq!(
+            classify(&end(3), LIMITS),
+            HookStatus::Failed { exit_code: 3 }
+        );
+        assert_eq!(
+            classify(&RunEnd::TimedOut, LIMITS),
+            HookStatus::TimedOut { timeout_secs: 5 }
+        );
     }
 
     #[test]
     fn a_refused_growth_turns_the_abort_into_a_memory_outcome() {
-        let end = RunEnd::Error(Phase::Run, wasmtime::Error::new(Trap::UnreachableCodeReached));
-        let refused = Limits { memory_refused: Some(33 << 20), ..LIMITS };
-        assert_eq!(classify(&end, refused), HookStatus::MemoryLimitExceeded { limit_mib: 32 });
-        assert!(matches!(classify(&end, LIMITS), HookStatus::Trapped { ref trap, .. } if trap == "UnreachableCodeReached"));
+        let end = RunEnd::Error(
+            Phase::Run,
+            wasmtime::Error::new(Trap::UnreachableCodeReached),
+        );
+        let refused = Limits {
+            memory_refused: Some(33 << 20),
+            ..LIMITS
+        };
+        assert_eq!(
+            classify(&end, refused),
+            HookStatus::MemoryLimitExceeded { limit_mib: 32 }
+        );
+        assert!(
+            matches!(classify(&end, LIMITS), HookStatus::Trapped { ref trap, .. } if trap == "UnreachableCodeReached")
+        );
     }
 
     #[test]
     fn setup_errors_are_invalid_modules() {
         let end = RunEnd::Error(Phase::Instantiate, wasmtime::Error::msg("unknown import"));
-        assert!(matches!(classify(&end, LIMITS), HookStatus::InvalidModule { .. }));
+        assert!(matches!(
+            classify(&end, LIMITS),
+            HookStatus::InvalidModule { .. }
+        ));
     }
 }

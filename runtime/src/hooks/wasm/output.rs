@@ -38,16 +38,22 @@ pub(crate) struct OutputBudget {
 
 impl OutputBudget {
     fn new(cap: usize) -> Self {
-        Self { cap, remaining: AtomicUsize::new(cap), truncated: AtomicBool::new(false) }
+        Self {
+            cap,
+            remaining: AtomicUsize::new(cap),
+            truncated: AtomicBool::new(false),
+        }
     }
 
     /// Take up to `want` bytes of the budget; returns how many were granted.
     fn take(&self, want: usize) -> usize {
         let mut granted = 0;
-        let _ = self.remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-            granted = want.min(left);
-            Some(left - granted)
-        });
+        let _ = self
+            .remaining
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                granted = want.min(left);
+                Some(left - granted)
+            });
         if granted < want {
             self.truncated.store(true, Ordering::Relaxed);
         }
@@ -87,8 +93,18 @@ impl OutputChannel {
     pub(crate) fn new(cap: usize) -> Self {
         let (tx, rx) = unbounded_channel();
         let budget = Arc::new(OutputBudget::new(cap));
-        let sink = |stream| CappedSink { stream, tx: tx.clone(), budget: budget.clone() };
-        Self { stdout: sink(Stream::Stdout), stderr: sink(Stream::Stderr), notes: tx.clone(), rx, budget }
+        let sink = |stream| CappedSink {
+            stream,
+            tx: tx.clone(),
+            budget: budget.clone(),
+        };
+        Self {
+            stdout: sink(Stream::Stdout),
+            stderr: sink(Stream::Stderr),
+            notes: tx.clone(),
+            rx,
+            budget,
+        }
     }
 }
 
@@ -139,7 +155,11 @@ impl OutputStream for CappedSink {
 }
 
 impl tokio::io::AsyncWrite for CappedSink {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.accept(Bytes::copy_from_slice(buf));
         Poll::Ready(Ok(buf.len()))
     }
@@ -166,8 +186,21 @@ pub(crate) struct LineWriter<'a> {
 
 impl<'a> LineWriter<'a> {
     /// A writer for one hook's output.
-    pub(crate) fn new(log: &'a ScriptLog, event: LifecycleEvent, location: &'a str, tail: OutputTail) -> Self {
-        Self { log, event, location, tail, stdout: Vec::new(), stderr: Vec::new(), log_error: None }
+    pub(crate) fn new(
+        log: &'a ScriptLog,
+        event: LifecycleEvent,
+        location: &'a str,
+        tail: OutputTail,
+    ) -> Self {
+        Self {
+            log,
+            event,
+            location,
+            tail,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            log_error: None,
+        }
     }
 
     /// Add a chunk; complete lines are written at once. Agent notes are whole lines.
@@ -240,7 +273,12 @@ mod tests {
     fn lines_are_assembled_across_chunks() -> std::io::Result<()> {
         let dir = tempfile::tempdir()?;
         let log = ScriptLog::open(&dir.path().join("scripts.log"))?;
-        let mut w = LineWriter::new(&log, LifecycleEvent::ValidateService, "h.wasm", OutputTail::new(1024));
+        let mut w = LineWriter::new(
+            &log,
+            LifecycleEvent::ValidateService,
+            "h.wasm",
+            OutputTail::new(1024),
+        );
         w.feed((Stream::Stdout, Bytes::from_static(b"hel")));
         w.feed((Stream::Stderr, Bytes::from_static(b"err\n")));
         w.feed((Stream::Stdout, Bytes::from_static(b"lo\nworld")));
@@ -248,7 +286,10 @@ mod tests {
         assert!(err.is_none());
         assert_eq!(tail.render(), "[stderr] err\nhello\nworld");
         let text = std::fs::read_to_string(dir.path().join("scripts.log"))?;
-        assert!(text.contains("[stdout] ValidateService h.wasm: hello\n"), "{text}");
+        assert!(
+            text.contains("[stdout] ValidateService h.wasm: hello\n"),
+            "{text}"
+        );
         Ok(())
     }
 }

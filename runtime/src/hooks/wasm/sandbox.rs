@@ -28,7 +28,9 @@ pub enum SandboxError {
         reason: String,
     },
     /// A `sandbox.dirs` entry could not be preopened.
-    #[error("sandbox.dirs[{index}]: cannot open host directory `{host}` (expected an existing absolute directory): {reason}")]
+    #[error(
+        "sandbox.dirs[{index}]: cannot open host directory `{host}` (expected an existing absolute directory): {reason}"
+    )]
     Dir {
         /// Index in `sandbox.dirs`.
         index: usize,
@@ -71,21 +73,32 @@ pub(crate) fn environment(
 }
 
 /// Build the preview-1 context.
-pub(crate) fn build(input: SandboxInput<'_>, stdout: CappedSink, stderr: CappedSink) -> Result<WasiP1Ctx, SandboxError> {
+pub(crate) fn build(
+    input: SandboxInput<'_>,
+    stdout: CappedSink,
+    stderr: CappedSink,
+) -> Result<WasiP1Ctx, SandboxError> {
     let mut b = WasiCtxBuilder::new();
     b.stdout(stdout).stderr(stderr);
     b.arg(input.program);
     b.args(&input.spec.args);
-    let vars = environment(input.lifecycle_vars, &input.spec.env, |k| std::env::var(k).ok());
+    let vars = environment(input.lifecycle_vars, &input.spec.env, |k| {
+        std::env::var(k).ok()
+    });
     b.envs(&vars);
     b.allow_blocking_current_thread(false);
     let revision_err = |e: wasmtime::Error| SandboxError::Revision {
         path: input.revision_dir.display().to_string(),
         reason: format!("{e:#}"),
     };
-    b.preopened_dir(input.revision_dir, REVISION_MOUNT, FsPerms::ReadOnly).map_err(revision_err)?;
+    b.preopened_dir(input.revision_dir, REVISION_MOUNT, FsPerms::ReadOnly)
+        .map_err(revision_err)?;
     for (index, dir) in input.spec.dirs.iter().enumerate() {
-        let dir_err = |reason: String| SandboxError::Dir { index, host: dir.host.clone(), reason };
+        let dir_err = |reason: String| SandboxError::Dir {
+            index,
+            host: dir.host.clone(),
+            reason,
+        };
         if !Path::new(&dir.host).is_absolute() {
             return Err(dir_err("not an absolute path".to_owned()));
         }
@@ -93,10 +106,12 @@ pub(crate) fn build(input: SandboxInput<'_>, stdout: CappedSink, stderr: CappedS
             DirAccess::ReadOnly => FsPerms::ReadOnly,
             DirAccess::ReadWrite => FsPerms::ReadWrite,
         };
-        b.preopened_dir(&dir.host, dir.guest_path(), perms).map_err(|e| dir_err(format!("{e:#}")))?;
+        b.preopened_dir(&dir.host, dir.guest_path(), perms)
+            .map_err(|e| dir_err(format!("{e:#}")))?;
     }
     // Last, so that absolute paths match their own preopens first; `.` serves relative paths.
-    b.preopened_dir(input.revision_dir, ".", FsPerms::ReadOnly).map_err(revision_err)?;
+    b.preopened_dir(input.revision_dir, ".", FsPerms::ReadOnly)
+        .map_err(revision_err)?;
     tracing::debug!(event = %input.event, program = input.program, dirs = input.spec.dirs.len(), "wasm sandbox built");
     Ok(b.build_p1())
 }
@@ -114,13 +129,21 @@ mod tests {
         };
         let vars = environment(
             vec![("DEPLOYMENT_ID".to_owned(), "d-1".to_owned())],
-            &["APP_PORT".to_owned(), "DEPLOYMENT_ID".to_owned(), "UNSET".to_owned()],
+            &[
+                "APP_PORT".to_owned(),
+                "DEPLOYMENT_ID".to_owned(),
+                "UNSET".to_owned(),
+            ],
             host,
         );
         assert_eq!(
             vars,
-            [("DEPLOYMENT_ID", "d-1"), ("PWD", "/revision"), ("APP_PORT", "8080")]
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            [
+                ("DEPLOYMENT_ID", "d-1"),
+                ("PWD", "/revision"),
+                ("APP_PORT", "8080")
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
         );
     }
 }

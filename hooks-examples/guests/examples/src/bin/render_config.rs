@@ -20,8 +20,16 @@ fn render_hook(ctx: &Context) -> HookResult {
     let rendered = render(&text, |name| ctx.lookup(name)).map_err(HookError::new)?;
     let tmp = format!("{output}.tmp");
     std::fs::write(&tmp, &rendered).map_err(|e| HookError::new(format!("writing `{tmp}`: {e}")))?;
-    std::fs::rename(&tmp, output).map_err(|e| HookError::new(format!("renaming `{tmp}` to `{output}`: {e}")))?;
-    log::info("rendered", &[("template", template), ("output", output), ("bytes", &rendered.len())]);
+    std::fs::rename(&tmp, output)
+        .map_err(|e| HookError::new(format!("renaming `{tmp}` to `{output}`: {e}")))?;
+    log::info(
+        "rendered",
+        &[
+            ("template", template),
+            ("output", output),
+            ("bytes", &rendered.len()),
+        ],
+    );
     Ok(())
 }
 
@@ -36,12 +44,16 @@ fn render(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String,
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').ok_or_else(|| format!("unclosed `${{` at byte {pos}"))?;
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unclosed `${{` at byte {pos}"))?;
             let name = &body[..end];
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("bad variable name `{name}`"));
             }
-            out.push_str(&lookup(name).ok_or_else(|| format!("unknown variable `{name}` in template"))?);
+            out.push_str(
+                &lookup(name).ok_or_else(|| format!("unknown variable `{name}` in template"))?,
+            );
             rest = &body[end + 1..];
         } else {
             out.push('$');
@@ -63,7 +75,10 @@ mod tests {
     #[test]
     fn substitutes_and_rejects_unknown_names() {
         let lookup = |n: &str| (n == "DEPLOYMENT_ID").then(|| "d-1".to_owned());
-        assert_eq!(render("id=${DEPLOYMENT_ID} cost=$$5 $x", lookup), Ok("id=d-1 cost=$5 $x".to_owned()));
+        assert_eq!(
+            render("id=${DEPLOYMENT_ID} cost=$$5 $x", lookup),
+            Ok("id=d-1 cost=$5 $x".to_owned())
+        );
         assert!(render("${NOPE}", lookup).is_err());
         assert!(render("${DEPLOYMENT_ID", lookup).is_err());
     }

@@ -13,17 +13,33 @@ const EXIT_UNHEALTHY: u8 = 3;
 
 fn validate(ctx: &Context) -> HookResult {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let url = args.first().ok_or_else(|| HookError::new("usage: validate_health URL [DEADLINE_SECS] [INTERVAL_MS]"))?;
+    let url = args.first().ok_or_else(|| {
+        HookError::new("usage: validate_health URL [DEADLINE_SECS] [INTERVAL_MS]")
+    })?;
     let deadline_secs: u64 = parse_arg(&args, 1, 60)?;
     let interval = Duration::from_millis(parse_arg(&args, 2, 500)?);
     let deadline = Instant::now() + Duration::from_secs(deadline_secs);
-    log::info("waiting for health", &[("event", &ctx.event), ("url", url), ("deadline_secs", &deadline_secs)]);
+    log::info(
+        "waiting for health",
+        &[
+            ("event", &ctx.event),
+            ("url", url),
+            ("deadline_secs", &deadline_secs),
+        ],
+    );
     let mut attempts = 0u32;
     loop {
         attempts += 1;
         let last = match http::get(url) {
             Ok(resp) if resp.status == 200 => {
-                log::info("healthy", &[("url", url), ("attempts", &attempts), ("body", &resp.text().trim())]);
+                log::info(
+                    "healthy",
+                    &[
+                        ("url", url),
+                        ("attempts", &attempts),
+                        ("body", &resp.text().trim()),
+                    ],
+                );
                 return Ok(());
             }
             Ok(resp) => format!("status {}", resp.status),
@@ -34,7 +50,9 @@ fn validate(ctx: &Context) -> HookResult {
         if Instant::now() + interval > deadline {
             return Err(HookError::with_code(
                 EXIT_UNHEALTHY,
-                format!("{url} not healthy after {deadline_secs} s ({attempts} attempts, last: {last})"),
+                format!(
+                    "{url} not healthy after {deadline_secs} s ({attempts} attempts, last: {last})"
+                ),
             ));
         }
         log::info("not healthy yet", &[("url", url), ("last", &last)]);
@@ -45,7 +63,9 @@ fn validate(ctx: &Context) -> HookResult {
 fn parse_arg(args: &[String], i: usize, default: u64) -> Result<u64, HookError> {
     match args.get(i) {
         None => Ok(default),
-        Some(s) => s.parse().map_err(|_| HookError::new(format!("argument {i} `{s}`: expected a whole number"))),
+        Some(s) => s
+            .parse()
+            .map_err(|_| HookError::new(format!("argument {i} `{s}`: expected a whole number"))),
     }
 }
 

@@ -2,7 +2,10 @@
 use std::io::Write;
 
 fn main() {
-    let mib: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(100);
+    let mib: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
     let mut line = vec![b'x'; 1023];
     line.push(b'\n');
     let mut out = std::io::stdout().lock();
