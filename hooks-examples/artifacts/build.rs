@@ -47,6 +47,11 @@ fn run() -> Result<(), String> {
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET")
+        // Under `cargo clippy` the outer build sets clippy as the workspace wrapper; the guests are a product to
+        // build here, not code to lint with the host's flags.
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS")
+        .env_remove("CLIPPY_CONF_DIR")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if env::var_os("CI").is_some() {

@@ -646,7 +646,10 @@ mod noop {
             log: &h.log,
             wasm: Some(&h.hooks),
         };
-        assert_eq!(assert_send(run_hook(run)).await.status, HookStatus::Succeeded);
+        assert_eq!(
+            assert_send(run_hook(run)).await.status,
+            HookStatus::Succeeded
+        );
         Ok(())
     }
 

@@ -57,7 +57,7 @@ pub mod log;
 mod sys;
 
 pub use context::Context;
-pub use error::{HookError, HookResult};
+pub use error::{HookError, HookResult, MAX_EXIT_CODE};
 
 use std::process::ExitCode;
 

@@ -5,14 +5,14 @@
 //! the compile cache and the epoch ticker. A run:
 //! 1. resolves the module inside the revision (symlinks out of it are refused) and gets it linked from the cache
 //!    ([`cache`]: compiled once, artifacts keyed by sha256 + engine compatibility in a private directory);
-//! 2. builds the WASI context ([`sandbox`]) and a store with the memory limiter ([`limiter`]);
+//! 2. builds the WASI context ([`sandbox`]) and a store with the memory limiter (`limiter`);
 //! 3. runs `_start` asynchronously under `tokio::time::timeout`, while writing the guest's output as lines to
-//!    `scripts.log` ([`output`]); the epoch ticker makes pure loops yield every tick, so the timeout also stops
+//!    `scripts.log` (`output`); the epoch ticker makes pure loops yield every tick, so the timeout also stops
 //!    a guest that never calls the host, and dropping the call cancels a guest blocked in a host call;
-//! 4. maps the ending onto [`HookOutcome`] ([`outcome`]).
+//! 4. maps the ending onto [`HookOutcome`] (`outcome`).
 //!
-//! Modules: [`cache`] compile cache, [`sandbox`] WASI context, [`limiter`] memory cap, [`output`] capped sink and
-//! line writer, [`http`] the `http_get` host function, [`outcome`] ending → status.
+//! Modules: [`cache`] compile cache, [`sandbox`] WASI context, `limiter` memory cap, `output` capped sink and
+//! line writer, `http` the `http_get` host function, `outcome` ending → status.
 
 pub mod cache;
 mod http;
@@ -352,7 +352,8 @@ impl WasmHooks {
             };
             let guest = tokio::time::timeout(timeout, guest);
             tokio::pin!(guest);
-            let end = loop {
+            // The block ends the guest future's borrow of the store before the limiter is read below.
+            loop {
                 tokio::select! {
                     r = &mut guest => break match r {
                         Ok(Ok(())) => RunEnd::Returned,
@@ -361,8 +362,7 @@ impl WasmHooks {
                     },
                     Some(chunk) = rx.recv() => lines.feed(chunk),
                 }
-            };
-            end
+            }
         };
         // The guest is gone; what it wrote last is still queued.
         while let Ok(chunk) = rx.try_recv() {

@@ -151,10 +151,15 @@ impl ModuleCache {
         path: &Path,
         linker: &Linker<HookState>,
     ) -> Result<InstancePre<HookState>, CacheError> {
-        let id = FileId::of(path)
-            .map_err(|source| CacheError::Io { what: "reading wasm module", path: path.to_owned(), source })?;
+        let id = FileId::of(path).map_err(|source| CacheError::Io {
+            what: "reading wasm module",
+            path: path.to_owned(),
+            source,
+        })?;
         let known = self.hashes.lock().ok().and_then(|m| m.get(&id).copied());
-        if let Some(pre) = known.and_then(|h| self.ready.lock().ok().and_then(|m| m.get(&h).cloned())) {
+        if let Some(pre) =
+            known.and_then(|h| self.ready.lock().ok().and_then(|m| m.get(&h).cloned()))
+        {
             return Ok(pre);
         }
         let bytes = read_module(path)?;
