@@ -446,7 +446,8 @@ mod http {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A loopback server answering every request `200 healthy`; returns its base URL and a request counter.
+    /// A loopback server answering `200 healthy`, or a body of N bytes for `/bytes/N`; returns its base URL and
+    /// a request counter.
     async fn serve() -> std::io::Result<(String, Arc<AtomicUsize>)> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
@@ -457,14 +458,63 @@ mod http {
                 counter.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
-                    let _ = sock.read(&mut buf).await;
-                    let _ = sock
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\nhealthy")
-                        .await;
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    let request = String::from_utf8_lossy(&buf[..n]);
+                    let path = request.split_whitespace().nth(1).unwrap_or("/");
+                    let body = match path
+                        .strip_prefix("/bytes/")
+                        .and_then(|n| n.parse::<usize>().ok())
+                    {
+                        Some(len) => vec![b'b'; len],
+                        None => b"healthy".to_vec(),
+                    };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(&body).await;
                 });
             }
         });
         Ok((base, hits))
+    }
+
+    #[tokio::test]
+    async fn bodies_larger_than_the_first_buffer_arrive_whole_and_oversized_ones_are_refused()
+    -> TestResult {
+        let h = Harness::new()?;
+        let (base, _) = serve().await?;
+        let grant = || vec![format!("{base}/")];
+        let sandbox = SandboxSpec {
+            http: grant(),
+            ..args(&[&format!("{base}/bytes/100000")])
+        };
+        let out = h.run(artifacts::TEST_HTTP, 10, sandbox).await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        assert!(
+            out.log_tail.contains("status 200 bytes 100000"),
+            "{}",
+            out.log_tail
+        );
+        let too_big = rollcage_proto::hostcall::HTTP_MAX_BODY_BYTES + 1;
+        let sandbox = SandboxSpec {
+            http: grant(),
+            ..args(&[&format!("{base}/bytes/{too_big}")])
+        };
+        let out = h.run(artifacts::TEST_HTTP, 10, sandbox).await?;
+        assert_eq!(
+            out.status,
+            HookStatus::Failed { exit_code: 1 },
+            "{}",
+            out.log_tail
+        );
+        assert!(
+            out.log_tail.contains("body larger than"),
+            "{}",
+            out.log_tail
+        );
+        Ok(())
     }
 
     #[tokio::test]
@@ -593,6 +643,12 @@ mod exit {
         assert!(out.log_tail.contains("exiting with 3"), "{}", out.log_tail);
         let out = h.run(artifacts::TEST_EXIT, 10, args(&["0"])).await?;
         assert_eq!(out.status, HookStatus::Succeeded);
+        // WASI preview 1 reserves 126 and up.
+        let out = h.run(artifacts::TEST_EXIT, 10, args(&["200"])).await?;
+        let HookStatus::Unknown { reason } = &out.status else {
+            panic!("{:?}", out.status)
+        };
+        assert!(reason.contains("invalid exit code"), "{reason}");
         Ok(())
     }
 }
