@@ -99,82 +99,131 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async move {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let rev = dir.path().join("revision");
-        std::fs::create_dir_all(rev.join("hooks")).expect("mkdir");
-        std::fs::copy(rollcage_hooks_artifacts::TEST_NOOP, rev.join("hooks/noop.wasm")).expect("copy");
-        std::fs::copy(rollcage_hooks_artifacts::TEST_SLEEP, rev.join("hooks/sleep.wasm")).expect("copy");
-        let script = rev.join("hooks/noop.sh");
-        std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("write");
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let log = ScriptLog::open(&dir.path().join("logs/scripts.log")).expect("log");
-        let env = HookEnv { deployment_id: "d-1".into(), application_name: "app".into(), ..HookEnv::default() };
-        let cache = dir.path().join("cache");
+    rt.block_on(bench(n));
+}
 
-        // First run: compile + write the artifact; then a restarted agent loading it.
-        let wasm = WasmHooks::new(WasmConfig::new(&cache)).expect("wasm");
-        let t = Instant::now();
-        wasm.precompile_file(&rev.join("hooks/noop.wasm")).await.expect("precompile");
-        let compile = t.elapsed();
-        let restarted = WasmHooks::new(WasmConfig::new(&cache)).expect("wasm");
-        let t = Instant::now();
-        restarted.precompile_file(&rev.join("hooks/noop.wasm")).await.expect("load");
-        let load = t.elapsed();
-        println!("first run: compile noop.wasm ({} bytes) + write artifact: {:.1} ms (compiles: {})",
-            std::fs::metadata(rev.join("hooks/noop.wasm")).map(|m| m.len()).unwrap_or(0),
-            compile.as_secs_f64() * 1e3, wasm.compile_count());
-        println!("restarted agent: load cached artifact: {:.1} us (compiles: {})", us(load), restarted.compile_count());
+const STAND_IN_NOTE: &str = "the shell baseline is a STAND-IN: tokio::process::Command spawn+wait of the same \
+                             script, env cleared, no logging";
 
-        // Warm-up, then the measured runs.
-        let wasm_hook = hook("hooks/noop.wasm", 60, None);
-        let shell_hook = hook("hooks/noop.sh", 60, None);
-        runs(20, &wasm, &wasm_hook, &rev, &env, &log).await;
-        let (wasm_times, wasm_status) = runs(n, &wasm, &wasm_hook, &rev, &env, &log).await;
-        assert_eq!(wasm_status, HookStatus::Succeeded);
-        report("wasm noop via run_hook (cached module)", &wasm_times);
+async fn bench(n: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rev = dir.path().join("revision");
+    std::fs::create_dir_all(rev.join("hooks")).expect("mkdir");
+    let noop = rev.join("hooks/noop.wasm");
+    std::fs::copy(rollcage_hooks_artifacts::TEST_NOOP, &noop).expect("copy");
+    std::fs::copy(
+        rollcage_hooks_artifacts::TEST_SLEEP,
+        rev.join("hooks/sleep.wasm"),
+    )
+    .expect("copy");
+    let script = rev.join("hooks/noop.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("write");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let log = ScriptLog::open(&dir.path().join("logs/scripts.log")).expect("log");
+    let env = HookEnv {
+        deployment_id: "d-1".into(),
+        application_name: "app".into(),
+        ..HookEnv::default()
+    };
+    let cache = dir.path().join("cache");
 
-        let (_, shell_status) = runs(3, &wasm, &shell_hook, &rev, &env, &log).await;
-        let (shell_label, shell_times) = if shell_status == HookStatus::Succeeded {
-            runs(20, &wasm, &shell_hook, &rev, &env, &log).await;
-            let (t, _) = runs(n, &wasm, &shell_hook, &rev, &env, &log).await;
-            ("shell `exit 0` via run_hook", t)
-        } else {
-            println!("NOTE: run_hook's shell runner is not available here ({shell_status}); the shell baseline is a \
-                      STAND-IN: tokio::process::Command spawn+wait of the same script, env cleared, no logging");
-            let mut t = Vec::with_capacity(n);
-            for i in 0..n + 20 {
-                let s = Instant::now();
-                let st = tokio::process::Command::new(&script).current_dir(&rev).env_clear().status().await.expect("spawn");
-                assert!(st.success());
-                if i >= 20 {
-                    t.push(s.elapsed());
-                }
-            }
-            ("STAND-IN shell `exit 0` (tokio::process spawn, no run_hook)", t)
-        };
-        report(shell_label, &shell_times);
-        let ratio = us(median(wasm_times.clone())) / us(median(shell_times.clone()));
-        println!("ratio wasm/shell (medians) = {ratio:.3} (target <= 0.1)");
+    // First run: compile + write the artifact; then a restarted agent loading it.
+    let wasm = WasmHooks::new(WasmConfig::new(&cache)).expect("wasm");
+    let t = Instant::now();
+    wasm.precompile_file(&noop).await.expect("precompile");
+    let compile = t.elapsed();
+    let restarted = WasmHooks::new(WasmConfig::new(&cache)).expect("wasm");
+    let t = Instant::now();
+    restarted.precompile_file(&noop).await.expect("load");
+    let load = t.elapsed();
+    let size = std::fs::metadata(&noop).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "first run: compile noop.wasm ({size} bytes) + write artifact: {:.1} ms (compiles: {})",
+        compile.as_secs_f64() * 1e3,
+        wasm.compile_count()
+    );
+    println!(
+        "restarted agent: load cached artifact: {:.1} us (compiles: {})",
+        us(load),
+        restarted.compile_count()
+    );
 
-        // 16 wasm hooks at once (each sleeping in a host call until its 2 s timeout); RSS sampled mid-way.
-        let sleep_hook = hook("hooks/sleep.wasm", 2, Some(SandboxSpec::default()));
-        runs(1, &wasm, &hook("hooks/sleep.wasm", 1, None), &rev, &env, &log).await; // compile outside the sample
-        let before = rss_kib();
-        let sampler = tokio::spawn(async {
-            tokio::time::sleep(Duration::from_millis(1000)).await;
-            rss_kib()
-        });
-        let all = (0..16).map(|_| {
-            let run = HookRun { event: LifecycleEvent::ValidateService, hook: &sleep_hook, revision_dir: &rev, env: &env, log: &log, wasm: Some(&wasm) };
-            run_hook(run)
-        });
-        let outcomes = futures_join_all(all).await;
-        let during = sampler.await.unwrap_or(0);
-        assert!(outcomes.iter().all(|o| o.status == HookStatus::TimedOut { timeout_secs: 2 }));
-        println!("RSS with 16 wasm hooks running at once: {:.1} MiB (before: {:.1} MiB, +{:.2} MiB per hook)",
-            during as f64 / 1024.0, before as f64 / 1024.0, (during.saturating_sub(before)) as f64 / 1024.0 / 16.0);
+    // Warm-up, then the measured runs.
+    let wasm_hook = hook("hooks/noop.wasm", 60, None);
+    let shell_hook = hook("hooks/noop.sh", 60, None);
+    runs(20, &wasm, &wasm_hook, &rev, &env, &log).await;
+    let (wasm_times, wasm_status) = runs(n, &wasm, &wasm_hook, &rev, &env, &log).await;
+    assert_eq!(wasm_status, HookStatus::Succeeded);
+    report("wasm noop via run_hook (cached module)", &wasm_times);
+
+    let (_, shell_status) = runs(3, &wasm, &shell_hook, &rev, &env, &log).await;
+    let (shell_label, shell_times) = if shell_status == HookStatus::Succeeded {
+        runs(20, &wasm, &shell_hook, &rev, &env, &log).await;
+        let (t, _) = runs(n, &wasm, &shell_hook, &rev, &env, &log).await;
+        ("shell `exit 0` via run_hook", t)
+    } else {
+        println!(
+            "NOTE: run_hook's shell runner is not available here ({shell_status}); {STAND_IN_NOTE}"
+        );
+        (
+            "STAND-IN shell `exit 0` (tokio::process spawn, no run_hook)",
+            spawn_times(n, &script, &rev).await,
+        )
+    };
+    report(shell_label, &shell_times);
+    let ratio = us(median(wasm_times)) / us(median(shell_times));
+    println!("ratio wasm/shell (medians) = {ratio:.3} (target <= 0.1)");
+
+    // 16 wasm hooks at once (each sleeping in a host call until its 2 s timeout); RSS sampled mid-way.
+    let warm = hook("hooks/sleep.wasm", 1, None);
+    runs(1, &wasm, &warm, &rev, &env, &log).await; // compile outside the sample
+    let sleep_hook = hook("hooks/sleep.wasm", 2, Some(SandboxSpec::default()));
+    let before = rss_kib();
+    let sampler = tokio::spawn(async {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        rss_kib()
     });
+    let all = (0..16).map(|_| {
+        run_hook(HookRun {
+            event: LifecycleEvent::ValidateService,
+            hook: &sleep_hook,
+            revision_dir: &rev,
+            env: &env,
+            log: &log,
+            wasm: Some(&wasm),
+        })
+    });
+    let outcomes = futures_join_all(all).await;
+    let during = sampler.await.unwrap_or(0);
+    let timed_out = HookStatus::TimedOut { timeout_secs: 2 };
+    assert!(outcomes.iter().all(|o| o.status == timed_out));
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "RSS with 16 wasm hooks running at once: {:.1} MiB (before: {:.1} MiB, +{:.2} MiB per hook)",
+        mib(during),
+        mib(before),
+        mib(during.saturating_sub(before)) / 16.0
+    );
+}
+
+/// The stand-in shell baseline: spawn and wait for the script, `n` times after 20 warm-up runs.
+async fn spawn_times(n: usize, script: &Path, rev: &Path) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n + 20 {
+        let s = Instant::now();
+        let mut cmd = tokio::process::Command::new(script);
+        let status = cmd
+            .current_dir(rev)
+            .env_clear()
+            .status()
+            .await
+            .expect("spawn");
+        assert!(status.success());
+        if i >= 20 {
+            times.push(s.elapsed());
+        }
+    }
+    times
 }
 
 /// Await every future concurrently on this task (no extra dependency for `join_all`).
