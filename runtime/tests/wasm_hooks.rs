@@ -518,6 +518,37 @@ mod http {
     }
 
     #[tokio::test]
+    async fn a_guest_waiting_on_a_silent_server_ends_at_the_timeout() -> TestResult {
+        let h = Harness::new()?;
+        h.hooks
+            .precompile_file(&h.revision.join(h.install(artifacts::TEST_HTTP)?))
+            .await?;
+        // Accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let held = tokio::spawn(async move {
+            let mut socks = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                socks.push(sock);
+            }
+        });
+        let sandbox = SandboxSpec {
+            http: vec![format!("{base}/")],
+            ..args(&[&format!("{base}/health")])
+        };
+        let t = Instant::now();
+        let out = h.run(artifacts::TEST_HTTP, 1, sandbox).await?;
+        let took = t.elapsed();
+        held.abort();
+        assert_eq!(out.status, HookStatus::TimedOut { timeout_secs: 1 });
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(2),
+            "took {took:?}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn a_granted_url_is_fetched() -> TestResult {
         let h = Harness::new()?;
         let (base, hits) = serve().await?;

@@ -280,9 +280,18 @@ impl WasmHooks {
             Ok(m) => m,
             Err(reason) => return (HookStatus::NotExecutable { reason }, None),
         };
-        let pre = match self.cache.instance_pre(&module, &self.linker).await {
-            Ok(pre) => pre,
-            Err(e @ CacheError::CacheDir { .. } | e @ CacheError::Io { .. }) => {
+        // The hook's wall-clock limit covers everything from here: a cold compile (when nothing precompiled the
+        // module after unpack) counts against it like the run itself.
+        let timeout = Duration::from_secs(run.hook.timeout_secs);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = HookStatus::TimedOut {
+            timeout_secs: run.hook.timeout_secs,
+        };
+        let linked = self.cache.instance_pre(&module, &self.linker);
+        let pre = match tokio::time::timeout_at(deadline, linked).await {
+            Err(_) => return (timed_out, None),
+            Ok(Ok(pre)) => pre,
+            Ok(Err(e @ CacheError::CacheDir { .. } | e @ CacheError::Io { .. })) => {
                 return (
                     HookStatus::Unknown {
                         reason: e.to_string(),
@@ -290,7 +299,7 @@ impl WasmHooks {
                     None,
                 );
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 return (
                     HookStatus::InvalidModule {
                         reason: e.to_string(),
@@ -335,7 +344,6 @@ impl WasmHooks {
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
-        let timeout = Duration::from_secs(run.hook.timeout_secs);
         let end = {
             let guest = async {
                 let instance = pre
@@ -350,7 +358,7 @@ impl WasmHooks {
                     .await
                     .map_err(|e| RunEnd::Error(Phase::Run, e))
             };
-            let guest = tokio::time::timeout(timeout, guest);
+            let guest = tokio::time::timeout_at(deadline, guest);
             tokio::pin!(guest);
             // The block ends the guest future's borrow of the store before the limiter is read below.
             loop {
