@@ -11,6 +11,7 @@
 //! - [`log`]: structured (logfmt) log lines, which land in `scripts.log`;
 //! - [`http::get`]: an HTTP GET through the agent, allowed only under the URL prefixes the hook was granted, with a
 //!   bounded body;
+//! - [`template::render`]: `${NAME}` substitution for config renderers;
 //! - [`run`]: the `main` helper that maps a [`HookResult`] onto the process exit code the agent reports.
 //!
 //! Off `wasm32` (for unit tests of hook logic on the host) everything works except [`http::get`], which returns
@@ -55,6 +56,7 @@ mod error;
 pub mod http;
 pub mod log;
 mod sys;
+pub mod template;
 
 pub use context::Context;
 pub use error::{HookError, HookResult, MAX_EXIT_CODE};
