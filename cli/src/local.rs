@@ -7,12 +7,14 @@ use anyhow::Context as _;
 use clap::Args;
 use rollcage_proto::LifecycleEvent;
 use rollcage_runtime::appspec::FileExistsBehavior;
+use rollcage_runtime::hooks::wasm::{WasmConfig, WasmHooks};
 use rollcage_runtime::lifecycle::{
     DeploymentSpec, HostConfig, HostDeployment, StepReport, StepStatus,
 };
 use rollcage_runtime::package::{Source, UnpackLimits};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Arguments of `rollcage local`.
 #[derive(Debug, Args)]
@@ -82,6 +84,9 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
     };
     let mut host = HostConfig::new(&args.root);
     host.hook_vars = args.vars;
+    let wasm = WasmHooks::new(WasmConfig::new(host.wasm_cache_dir()))
+        .context("setting up the wasm hook runner")?;
+    host.wasm = Some(Arc::new(wasm));
     let spec = DeploymentSpec {
         application: args.app.clone(),
         group: args.group.clone(),

@@ -5,8 +5,10 @@
 //!
 //! - [`lifecycle`]: the lifecycle events of a deployment, with CodeDeploy's names and which ones take hooks.
 //! - [`outcome`]: the one outcome type every hook kind (shell, wasm) maps onto, with CodeDeploy-compatible codes.
+//! - [`hostcall`]: the versioned import namespace and ABI numbers of the host functions wasm hooks call.
 //! - [`sandbox`]: the capability grant of a WebAssembly hook (the AppSpec's `sandbox:` map).
 
+pub mod hostcall;
 pub mod lifecycle;
 pub mod outcome;
 pub mod sandbox;

@@ -8,17 +8,18 @@
 //! deployment); every other event takes the hooks of the revision being deployed.
 
 use crate::appspec::{self, AppSpec, FileExistsBehavior};
+use crate::hooks::wasm::WasmHooks;
 use crate::hooks::{self, HookEnv, HookRun, ScriptLog, Stream};
 use crate::install::{self, InstallRequest};
 use crate::layout::{DeployLayout, GroupLayout, InvalidName};
 use crate::package::{self, DEFAULT_MAX_REVISIONS, FetchOptions, Source, UnpackLimits};
 use rollcage_proto::{HookOutcome, LifecycleEvent};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
-
 /// Settings of this host's agent that every deployment shares.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct HostConfig {
     /// The agent's root directory.
     pub root: PathBuf,
@@ -26,15 +27,24 @@ pub struct HostConfig {
     pub hook_vars: Vec<(String, String)>,
     /// Deployment dirs kept per group.
     pub max_revisions: usize,
+    /// The agent's wasm hook runner (engine + compile cache), shared by every deployment. `None` runs wasm hooks
+    /// with a process-wide runner whose cache lives in memory only.
+    pub wasm: Option<Arc<WasmHooks>>,
 }
 
 impl HostConfig {
-    /// A host rooted at `root` with no extra variables and the default retention.
+    /// Where the agent keeps compiled wasm hooks: `${root}/cache/wasm` (created 0700 by the runner).
+    pub fn wasm_cache_dir(&self) -> PathBuf {
+        self.root.join("cache").join("wasm")
+    }
+
+    /// A host rooted at `root` with no extra variables, the default retention and no wasm runner.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
             hook_vars: Vec::new(),
             max_revisions: DEFAULT_MAX_REVISIONS,
+            wasm: None,
         }
     }
 }
@@ -141,6 +151,7 @@ pub struct HostDeployment {
     deploy: DeployLayout,
     env: HookEnv,
     max_revisions: usize,
+    wasm: Option<Arc<WasmHooks>>,
 }
 
 impl HostDeployment {
@@ -161,6 +172,7 @@ impl HostDeployment {
             deploy,
             env,
             max_revisions: host.max_revisions,
+            wasm: host.wasm.clone(),
         })
     }
 
@@ -223,7 +235,16 @@ impl HostDeployment {
             }
         };
         // Validate now rather than at Install, so a broken AppSpec fails the first step, before anything stops.
-        appspec::load_from_revision(&revision)?;
+        let spec = appspec::load_from_revision(&revision)?;
+        // Compile the revision's wasm hooks now, so their first run is warm. A module that does not compile is
+        // reported when its hook runs (with the hook's outcome), so here it is only logged.
+        if let Some(wasm) = &self.wasm {
+            for done in wasm.precompile_revision(&spec, &revision).await {
+                if let Err(e) = done.result {
+                    tracing::warn!(location = %done.location, error = %e, "wasm hook does not compile");
+                }
+            }
+        }
         let last = self.last_installed()?;
         let mut keep = vec![self.spec.deployment_id.as_str()];
         if let Some(last) = &last {
@@ -321,6 +342,7 @@ impl HostDeployment {
                 revision_dir: &revision,
                 env: &self.env,
                 log: &log,
+                wasm: self.wasm.as_deref(),
             })
             .await;
             let ok = outcome.is_success();

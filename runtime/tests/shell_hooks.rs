@@ -90,6 +90,7 @@ impl Fixture {
             revision_dir: &self.rev,
             env: &self.env,
             log: &self.log,
+            wasm: None,
         };
         shell::run_with(run, options).await
     }
@@ -431,6 +432,7 @@ async fn a_daemon_holding_stdout_does_not_hang_the_hook() -> TestResult {
         revision_dir: &fx.rev,
         env: &fx.env,
         log: &fx.log,
+        wasm: None,
     };
     let started = Instant::now();
     // The public entry point, with the default grace.

@@ -1,16 +1,19 @@
 //! Lifecycle hook runners.
 //!
-//! [`run_hook`] looks at the hook's file and picks the runner: a shell script runs as a child process
-//! ([`shell`]). Every ending maps onto the one [`HookOutcome`] type.
+//! [`run_hook`] looks at the hook's file and picks the runner: a WebAssembly module (magic bytes `\0asm`) runs in
+//! the agent's wasmtime sandbox ([`wasm`]); anything else is a shell script run as a child process ([`shell`]).
+//! Every ending maps onto the one [`HookOutcome`] type.
 
 pub mod log;
 pub mod shell;
+pub mod wasm;
 
 use crate::appspec::HookSpec;
-use rollcage_proto::{HookOutcome, LifecycleEvent};
+use rollcage_proto::{HookOutcome, HookStatus, LifecycleEvent};
 use std::path::Path;
 
 pub use log::{OutputTail, ScriptLog, Stream};
+pub use wasm::{WasmConfig, WasmHooks};
 
 /// The values a hook learns about its deployment, as environment variables.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -61,9 +64,32 @@ pub struct HookRun<'a> {
     pub env: &'a HookEnv,
     /// The deployment's `scripts.log`.
     pub log: &'a ScriptLog,
+    /// The agent's wasm runner (engine + compile cache). `None` uses a process-wide runner with a memory-only
+    /// cache, so wasm hooks still run (but recompile after every agent start).
+    pub wasm: Option<&'a WasmHooks>,
 }
 
 /// Run one hook to its end and report how it ended. Never panics on anything from the bundle.
 pub async fn run_hook(run: HookRun<'_>) -> HookOutcome {
-    shell::run(run).await
+    let Some(module) = wasm::detect(run.revision_dir, &run.hook.location) else {
+        return shell::run(run).await;
+    };
+    let runner = match run.wasm {
+        Some(w) => w,
+        None => match wasm::fallback() {
+            Ok(w) => w,
+            Err(reason) => {
+                return HookOutcome {
+                    location: run.hook.location.clone(),
+                    status: HookStatus::Unknown {
+                        reason: format!("wasm runner unavailable: {reason}"),
+                    },
+                    duration_ms: 0,
+                    log_tail: String::new(),
+                    warnings: Vec::new(),
+                };
+            }
+        },
+    };
+    runner.run(run, &module).await
 }

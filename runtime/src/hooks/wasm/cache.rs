@@ -1,0 +1,365 @@
+//! Compile once: wasm modules are compiled on the agent (a bundle's precompiled artifacts are never accepted —
+//! loading one means running whatever native code it holds) and the artifacts cached on disk, keyed by the
+//! module's sha256 and the engine's compatibility hash, in a directory only the agent can write. An in-memory
+//! map of ready `InstancePre`s sits in front, so a warm run neither reads the disk nor relinks.
+
+use super::HookState;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use wasmtime::{Engine, InstancePre, Linker, Module};
+
+/// Largest module accepted. Hooks are small (a Rust hook with an HTTP client is < 1 MiB); the cap bounds compile
+/// time and memory for a hostile bundle.
+pub const MAX_MODULE_BYTES: u64 = 64 << 20;
+
+/// Most linked modules kept in memory. A deployment has a handful of hooks; when the map is full it is cleared
+/// (the disk cache makes refilling cheap).
+const MAX_IN_MEMORY: usize = 256;
+
+/// The core-module header: magic `\0asm` and version 1. Components share the magic with another version/layer.
+const CORE_MODULE_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+
+/// Getting a runnable module failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The cache directory is unusable or unsafe.
+    #[error("wasm cache directory `{path}`: {reason}")]
+    CacheDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong and what was expected.
+        reason: String,
+    },
+    /// Reading the module or writing the artifact failed.
+    #[error("{what} `{path}`: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a WebAssembly core module (wasmtime precompiled artifacts and components are refused).
+    #[error("`{path}` is not a WebAssembly preview-1 module: {reason}")]
+    NotAModule {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Compiling or linking failed (invalid module, unknown import, …).
+    #[error("`{path}`: {reason}")]
+    Compile {
+        /// The file.
+        path: PathBuf,
+        /// wasmtime's message.
+        reason: String,
+    },
+}
+
+/// Create (0700) or check the cache directory: it must be a real directory owned by the agent's user and not
+/// writable by group or others, because whoever can write it can make the agent run native code.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), CacheError> {
+    let bad = |reason: String| CacheError::CacheDir {
+        path: dir.to_owned(),
+        reason,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| bad(format!("cannot create it: {e}")))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| bad(format!("cannot stat it: {e}")))?;
+    if !meta.file_type().is_dir() {
+        return Err(bad(
+            "is not a directory (a symlink is refused too)".to_owned()
+        ));
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != euid {
+        return Err(bad(format!(
+            "owned by uid {}, expected the agent's uid {euid}",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(bad(format!(
+            "mode {:o} is group- or world-writable, expected 0700",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// A stable key of the engine's settings: artifacts from another wasmtime version or configuration get another
+/// file name instead of failing to load (wasmtime would refuse them safely anyway).
+fn engine_key(engine: &Engine) -> String {
+    // SipHash with fixed keys: stable for a given std. A change only costs a recompile.
+    #[allow(
+        deprecated,
+        reason = "SipHasher is deprecated only as a public algorithm choice; any stable hash works"
+    )]
+    let mut h = std::hash::SipHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// The compile cache of one engine.
+pub(crate) struct ModuleCache {
+    engine: Engine,
+    dir: Option<PathBuf>,
+    engine_key: String,
+    ready: Mutex<HashMap<[u8; 32], InstancePre<HookState>>>,
+    /// The content hash of module files already read, by file identity, so a warm run does not re-read and
+    /// re-hash the module (a Rust hook with std is ~100 KiB–2 MiB; hashing it would dominate a warm run).
+    hashes: Mutex<HashMap<FileId, [u8; 32]>>,
+    compiles: AtomicU64,
+}
+
+impl ModuleCache {
+    /// A cache writing artifacts to `dir` (checked with [`ensure_private_dir`]), or memory-only with `None`.
+    pub(crate) fn new(engine: &Engine, dir: Option<PathBuf>) -> Result<Self, CacheError> {
+        if let Some(dir) = &dir {
+            ensure_private_dir(dir)?;
+        }
+        Ok(Self {
+            engine: engine.clone(),
+            engine_key: engine_key(engine),
+            dir,
+            ready: Mutex::new(HashMap::new()),
+            hashes: Mutex::new(HashMap::new()),
+            compiles: AtomicU64::new(0),
+        })
+    }
+
+    /// How many modules this cache compiled (not loaded) since it was created.
+    pub(crate) fn compiles(&self) -> u64 {
+        self.compiles.load(Ordering::Relaxed)
+    }
+
+    /// Read the module at `path` and return it linked, compiling only if no artifact exists.
+    pub(crate) async fn instance_pre(
+        &self,
+        path: &Path,
+        linker: &Linker<HookState>,
+    ) -> Result<InstancePre<HookState>, CacheError> {
+        let id = FileId::of(path).map_err(|source| CacheError::Io {
+            what: "reading wasm module",
+            path: path.to_owned(),
+            source,
+        })?;
+        let known = self.hashes.lock().ok().and_then(|m| m.get(&id).copied());
+        if let Some(pre) =
+            known.and_then(|h| self.ready.lock().ok().and_then(|m| m.get(&h).cloned()))
+        {
+            return Ok(pre);
+        }
+        let bytes = read_module(path)?;
+        let hash: [u8; 32] = Sha256::digest(&bytes).into();
+        if let Ok(mut m) = self.hashes.lock() {
+            if m.len() >= MAX_IN_MEMORY {
+                m.clear();
+            }
+            m.insert(id, hash);
+        }
+        if let Some(pre) = self.ready.lock().ok().and_then(|m| m.get(&hash).cloned()) {
+            return Ok(pre);
+        }
+        let module = self.module(path, bytes, &hash).await?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| CacheError::Compile {
+                path: path.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        if let Ok(mut map) = self.ready.lock() {
+            if map.len() >= MAX_IN_MEMORY {
+                map.clear();
+            }
+            map.insert(hash, pre.clone());
+        }
+        Ok(pre)
+    }
+
+    async fn module(
+        &self,
+        path: &Path,
+        bytes: Vec<u8>,
+        hash: &[u8; 32],
+    ) -> Result<Module, CacheError> {
+        let compile_err = |e: wasmtime::Error| CacheError::Compile {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        let Some(dir) = &self.dir else {
+            let module = self
+                .compile_blocking(bytes, |engine, b| Module::new(engine, b))
+                .await
+                .map_err(compile_err)?;
+            return Ok(module);
+        };
+        let artifact = dir.join(format!("{}-{}.cwasm", hex::encode(hash), self.engine_key));
+        if artifact.is_file() {
+            // SAFETY: `artifact` is in our private cache dir (checked at start: ours, not group/world-writable), and
+            // only this function writes there, by compiling a module on this host and renaming a complete temp
+            // file into place; existing artifacts are never rewritten in place, so a mapped file stays unchanged.
+            match unsafe { Module::deserialize_file(&self.engine, &artifact) } {
+                Ok(module) => return Ok(module),
+                Err(e) => tracing::warn!(artifact = %artifact.display(), error = %format!("{e:#}"),
+                    "cached wasm artifact unusable; recompiling"),
+            }
+        }
+        let artifact_bytes = self
+            .compile_blocking(bytes, |engine, b| engine.precompile_module(b))
+            .await
+            .map_err(compile_err)?;
+        write_atomically(dir, &artifact, &artifact_bytes)?;
+        tracing::info!(module = %path.display(), artifact = %artifact.display(), "compiled wasm hook");
+        // SAFETY: as above; we just wrote this file from our own compiler's output.
+        unsafe { Module::deserialize_file(&self.engine, &artifact) }.map_err(compile_err)
+    }
+
+    /// Run a compile step off the async workers (it takes tens of milliseconds of CPU) and count it.
+    async fn compile_blocking<T: Send + 'static>(
+        &self,
+        bytes: Vec<u8>,
+        step: fn(&Engine, &[u8]) -> wasmtime::Result<T>,
+    ) -> wasmtime::Result<T> {
+        self.compiles.fetch_add(1, Ordering::Relaxed);
+        let engine = self.engine.clone();
+        match tokio::task::spawn_blocking(move || step(&engine, &bytes)).await {
+            Ok(result) => result,
+            Err(e) => Err(wasmtime::Error::msg(format!("compile task failed: {e}"))),
+        }
+    }
+}
+
+/// The identity of a file's content as the filesystem tells it: device, inode, size, and modification and
+/// change times in nanoseconds. Any write changes the ctime (which no user can set back), so an equal id means
+/// the bytes hashed earlier are still the file's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileId {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        let m = std::fs::metadata(path)?;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Ok(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// Read a module file, refusing anything that is not a core wasm module or is too large.
+fn read_module(path: &Path) -> Result<Vec<u8>, CacheError> {
+    let io = |what, source| CacheError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| io("reading wasm module", e))?;
+    if meta.len() > MAX_MODULE_BYTES {
+        return Err(CacheError::NotAModule {
+            path: path.to_owned(),
+            reason: format!(
+                "{} bytes, more than the {MAX_MODULE_BYTES}-byte limit",
+                meta.len()
+            ),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(|e| io("reading wasm module", e))?;
+    check_header(&bytes).map_err(|reason| CacheError::NotAModule {
+        path: path.to_owned(),
+        reason,
+    })?;
+    Ok(bytes)
+}
+
+/// Accept only a core module (version 1). Pure.
+pub(crate) fn check_header(bytes: &[u8]) -> Result<(), String> {
+    if bytes.starts_with(&CORE_MODULE_HEADER) {
+        Ok(())
+    } else if bytes.starts_with(&CORE_MODULE_HEADER[..4]) {
+        Err(
+            "a WebAssembly component (preview 2); only preview-1 core modules are supported"
+                .to_owned(),
+        )
+    } else if Engine::detect_precompiled(bytes).is_some() {
+        Err(
+            "a precompiled wasmtime artifact; bundles must ship .wasm, the agent compiles it"
+                .to_owned(),
+        )
+    } else {
+        Err("missing the `\\0asm` header".to_owned())
+    }
+}
+
+/// Write `bytes` to a temp file in `dir`, fsync, and rename it to `dest`.
+fn write_atomically(dir: &Path, dest: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    let io = |what, source| CacheError::Io {
+        what,
+        path: dest.to_owned(),
+        source,
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".staging-")
+        .tempfile_in(dir)
+        .map_err(|e| io("creating a temp file for", e))?;
+    tmp.write_all(bytes).map_err(|e| io("writing", e))?;
+    tmp.as_file().sync_all().map_err(|e| io("syncing", e))?;
+    tmp.persist(dest)
+        .map_err(|e| io("renaming into place", e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn header_check_refuses_components_and_artifacts() {
+        assert!(check_header(&CORE_MODULE_HEADER).is_ok());
+        assert!(check_header(&[0, 0x61, 0x73, 0x6d, 0x0d, 0, 1, 0]).is_err());
+        assert!(check_header(b"#!/bin/sh\n").is_err());
+    }
+
+    #[test]
+    fn cache_dir_is_created_private_and_loose_modes_are_refused()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let root = tempfile::tempdir()?;
+        let dir = root.path().join("a/cache");
+        ensure_private_dir(&dir)?;
+        assert_eq!(std::fs::metadata(&dir)?.permissions().mode() & 0o777, 0o700);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+        assert!(matches!(
+            ensure_private_dir(&dir),
+            Err(CacheError::CacheDir { .. })
+        ));
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(root.path(), &link)?;
+        assert!(matches!(
+            ensure_private_dir(&link),
+            Err(CacheError::CacheDir { .. })
+        ));
+        Ok(())
+    }
+}

@@ -1,0 +1,284 @@
+//! The `http_get` host function of `rollcage:hook/v1`: a GET through the agent, allowed only under the URL
+//! prefixes of the hook's `sandbox.http` grant, with a bounded body and timeouts.
+//!
+//! WASI preview 1 cannot open sockets, so this function is a hook's whole network. The grant check parses both
+//! URLs and compares scheme, host, port and path segments — never raw string prefixes, which
+//! `http://127.0.0.1:80@evil/` would defeat. A refusal returns [`HTTP_ERR_DENIED`] to the guest and writes an
+//! agent line naming the URL and the grant to `scripts.log`.
+
+use super::HookState;
+use super::output::Chunk;
+use crate::hooks::log::Stream;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rollcage_proto::hostcall::{
+    HTTP_ERR_BAD_ARGS, HTTP_ERR_DENIED, HTTP_ERR_IO, HTTP_ERR_TOO_LARGE, HTTP_MAX_BODY_BYTES,
+    HTTP_MAX_URL_BYTES,
+};
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+use url::Url;
+use wasmtime::{Caller, Extern};
+
+/// Connect timeout. Health endpoints are local or near; a black-holed address should fail fast so the hook can
+/// retry within its own deadline.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Whole-request timeout (headers and body). The hook's wall-clock timeout still applies on top.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The shared HTTP client of the agent's wasm hooks.
+pub(crate) type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// A client with the connect timeout set (plain `http://`; see [`check_grant`]).
+pub(crate) fn client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// The URL prefixes one hook may GET, parsed once per run.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HttpGrant {
+    prefixes: Vec<Url>,
+    /// The grant as written, for messages.
+    shown: Vec<String>,
+}
+
+impl HttpGrant {
+    /// Parse the `sandbox.http` entries; entries that do not parse as `http://` URLs grant nothing (the AppSpec
+    /// validator reports them).
+    pub(crate) fn new(prefixes: &[String]) -> Self {
+        let parsed = prefixes
+            .iter()
+            .filter_map(|p| Url::parse(p).ok())
+            .filter(|u| u.scheme() == "http")
+            .collect();
+        Self {
+            prefixes: parsed,
+            shown: prefixes.to_vec(),
+        }
+    }
+}
+
+/// Why a URL may not be fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Not a valid absolute `http://` URL without user info.
+    BadUrl(String),
+    /// Valid, but under no granted prefix.
+    Denied,
+}
+
+/// Decide whether `url` is under one of the granted prefixes. Pure.
+///
+/// Only `http://` is served: the agent's hooks talk to local health and config endpoints, and TLS would need a
+/// trust-store policy of its own. A prefix matches when scheme, host and port are equal and its path is a
+/// segment-wise prefix of the URL's (`/api` covers `/api` and `/api/x`, not `/apix`; `/api/` covers `/api/x`).
+/// Paths are compared after URL normalisation, so `..` cannot climb out of a granted path.
+pub(crate) fn check_grant(grant: &HttpGrant, url: &str) -> Result<Url, Refusal> {
+    let parsed =
+        Url::parse(url).map_err(|e| Refusal::BadUrl(format!("`{url}` is not a URL: {e}")))?;
+    if parsed.scheme() != "http" {
+        return Err(Refusal::BadUrl(format!(
+            "`{url}`: only http:// URLs can be fetched"
+        )));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(Refusal::BadUrl(format!(
+            "`{url}`: URLs with user info are not allowed"
+        )));
+    }
+    if parsed.host_str().is_none() {
+        return Err(Refusal::BadUrl(format!("`{url}` has no host")));
+    }
+    let covered = grant.prefixes.iter().any(|p| {
+        p.host_str() == parsed.host_str()
+            && p.port_or_known_default() == parsed.port_or_known_default()
+            && path_covers(p.path(), parsed.path())
+    });
+    if covered {
+        Ok(parsed)
+    } else {
+        Err(Refusal::Denied)
+    }
+}
+
+fn path_covers(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// What a GET produced.
+enum Fetch {
+    Response { status: u16, body: Bytes },
+    Failed(i32, String),
+}
+
+async fn fetch(client: &HttpClient, url: &Url) -> Fetch {
+    let request = match hyper::Request::get(url.as_str()).body(Empty::<Bytes>::new()) {
+        Ok(r) => r,
+        Err(e) => return Fetch::Failed(HTTP_ERR_BAD_ARGS, format!("building the request: {e}")),
+    };
+    let exchange = async {
+        let resp = client
+            .request(request)
+            .await
+            .map_err(|e| (HTTP_ERR_IO, format!("{e}")))?;
+        let status = resp.status().as_u16();
+        let limited = Limited::new(resp.into_body(), HTTP_MAX_BODY_BYTES as usize);
+        match limited.collect().await {
+            Ok(body) => Ok((status, body.to_bytes())),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err((
+                HTTP_ERR_TOO_LARGE,
+                format!("body larger than {HTTP_MAX_BODY_BYTES} bytes"),
+            )),
+            Err(e) => Err((HTTP_ERR_IO, format!("reading the body: {e}"))),
+        }
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        Ok(Ok((status, body))) => Fetch::Response { status, body },
+        Ok(Err((code, msg))) => Fetch::Failed(code, msg),
+        Err(_) => Fetch::Failed(
+            HTTP_ERR_IO,
+            format!(
+                "no complete response within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        ),
+    }
+}
+
+fn note(tx: &UnboundedSender<Chunk>, text: String) {
+    let _ = tx.send((Stream::Agent, Bytes::from(text)));
+}
+
+/// The host side of `http_get(url_ptr, url_len, body_ptr, body_cap, body_len_ptr) -> i32`; see
+/// [`rollcage_proto::hostcall`]. Policy denials and I/O failures are return codes; only a host bug would trap.
+pub(crate) async fn http_get(
+    mut caller: Caller<'_, HookState>,
+    args: (i32, i32, i32, i32, i32),
+) -> i32 {
+    let (url_ptr, url_len, body_ptr, body_cap, body_len_ptr) = args;
+    let Some(memory) = caller.get_export("memory").and_then(Extern::into_memory) else {
+        return HTTP_ERR_BAD_ARGS;
+    };
+    // Guest pointers are u32 offsets; i32 is only the ABI's spelling.
+    let (url_ptr, url_len) = (url_ptr as u32 as usize, url_len as u32 as usize);
+    let (body_ptr, body_cap, body_len_ptr) = (
+        body_ptr as u32 as usize,
+        body_cap as u32 as usize,
+        body_len_ptr as u32 as usize,
+    );
+    if url_len > HTTP_MAX_URL_BYTES as usize {
+        return HTTP_ERR_BAD_ARGS;
+    }
+    let mut raw = vec![0u8; url_len];
+    if memory.read(&caller, url_ptr, &mut raw).is_err() {
+        return HTTP_ERR_BAD_ARGS;
+    }
+    let Ok(url) = String::from_utf8(raw) else {
+        return HTTP_ERR_BAD_ARGS;
+    };
+    let state = caller.data();
+    let notes = state.notes.clone();
+    let parsed = match check_grant(&state.http, &url) {
+        Ok(u) => u,
+        Err(Refusal::BadUrl(why)) => {
+            note(&notes, format!("http_get refused: {why}"));
+            return HTTP_ERR_BAD_ARGS;
+        }
+        Err(Refusal::Denied) => {
+            let grant = if state.http.shown.is_empty() {
+                "sandbox.http is empty (no URL is granted)".to_owned()
+            } else {
+                format!("sandbox.http grants {:?}", state.http.shown)
+            };
+            note(
+                &notes,
+                format!("http_get refused: GET {url} is not under the hook's grant; {grant}"),
+            );
+            return HTTP_ERR_DENIED;
+        }
+    };
+    let client = state.client.clone();
+    match fetch(&client, &parsed).await {
+        Fetch::Response { status, body } => {
+            let keep = body.len().min(body_cap);
+            let len = (body.len() as u32).to_le_bytes();
+            if memory.write(&mut caller, body_ptr, &body[..keep]).is_err()
+                || memory.write(&mut caller, body_len_ptr, &len).is_err()
+            {
+                return HTTP_ERR_BAD_ARGS;
+            }
+            i32::from(status)
+        }
+        Fetch::Failed(code, why) => {
+            note(&notes, format!("http_get GET {url} failed: {why}"));
+            code
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(p: &[&str]) -> HttpGrant {
+        HttpGrant::new(&p.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn prefixes_compare_parsed_parts() {
+        let g = grant(&["http://127.0.0.1:8080/", "http://svc.local/api"]);
+        assert!(check_grant(&g, "http://127.0.0.1:8080/health").is_ok());
+        assert!(check_grant(&g, "http://svc.local/api").is_ok());
+        assert!(check_grant(&g, "http://svc.local:80/api/v1").is_ok());
+        assert_eq!(
+            check_grant(&g, "http://svc.local/apix"),
+            Err(Refusal::Denied)
+        );
+        assert_eq!(
+            check_grant(&g, "http://svc.local/api/../admin"),
+            Err(Refusal::Denied)
+        );
+        assert_eq!(
+            check_grant(&g, "http://127.0.0.1:8081/health"),
+            Err(Refusal::Denied)
+        );
+        assert_eq!(
+            check_grant(&g, "http://127.0.0.1/health"),
+            Err(Refusal::Denied)
+        );
+    }
+
+    #[test]
+    fn user_info_and_other_schemes_are_bad_urls() {
+        let g = grant(&["http://127.0.0.1:8080/"]);
+        assert!(matches!(
+            check_grant(&g, "http://a:b@127.0.0.1:8080/"),
+            Err(Refusal::BadUrl(_))
+        ));
+        assert!(matches!(
+            check_grant(&g, "http://127.0.0.1:8080@evil.example/"),
+            Err(Refusal::BadUrl(_))
+        ));
+        assert!(matches!(
+            check_grant(&g, "file:///etc/passwd"),
+            Err(Refusal::BadUrl(_))
+        ));
+        assert!(matches!(
+            check_grant(&g, "not a url"),
+            Err(Refusal::BadUrl(_))
+        ));
+        assert_eq!(
+            check_grant(&grant(&[]), "http://127.0.0.1:8080/"),
+            Err(Refusal::Denied)
+        );
+    }
+}

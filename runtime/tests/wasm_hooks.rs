@@ -1,0 +1,858 @@
+//! The wasm hook runner against real guests (built from `hooks-examples/guests/test-programs` by
+//! `rollcage-hooks-artifacts`): one module per test program, each asserting the outcome and its message.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test setup; a failure is the test failing"
+)]
+
+use rollcage_hooks_artifacts as artifacts;
+use rollcage_proto::{DirAccess, DirGrant, HookOutcome, HookStatus, LifecycleEvent, SandboxSpec};
+use rollcage_runtime::appspec::HookSpec;
+use rollcage_runtime::hooks::{HookEnv, HookRun, ScriptLog, WasmConfig, WasmHooks, run_hook};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+// Every test program must have a test module of the same name.
+macro_rules! assert_test_exists {
+    ($name:ident) => {
+        #[allow(unused_imports, reason = "only checks that the module exists")]
+        use self::$name as _;
+    };
+}
+artifacts::foreach_test!(assert_test_exists);
+
+/// A revision dir holding the test programs, a scripts.log and a runner with its own cache dir.
+struct Harness {
+    dir: tempfile::TempDir,
+    revision: PathBuf,
+    log: ScriptLog,
+    hooks: WasmHooks,
+    env: HookEnv,
+}
+
+impl Harness {
+    fn new() -> Result<Self, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let revision = dir.path().join("revision");
+        std::fs::create_dir_all(revision.join("hooks"))?;
+        std::fs::write(revision.join("data.txt"), "revision data\n")?;
+        std::fs::create_dir_all(revision.join("sub"))?;
+        std::fs::write(revision.join("sub/data.txt"), "revision data\n")?;
+        let log = ScriptLog::open(&dir.path().join("logs/scripts.log"))?;
+        let hooks = WasmHooks::new(WasmConfig::new(dir.path().join("cache")))?;
+        let env = HookEnv {
+            deployment_id: "d-123".to_owned(),
+            application_name: "web".to_owned(),
+            deployment_group_name: "prod".to_owned(),
+            deployment_group_id: "g-1".to_owned(),
+            extra: Vec::new(),
+        };
+        Ok(Self {
+            dir,
+            revision,
+            log,
+            hooks,
+            env,
+        })
+    }
+
+    /// Copy a built program into the revision as `hooks/<name>.wasm`; returns its location.
+    fn install(&self, wasm: &str) -> Result<String, std::io::Error> {
+        let name = Path::new(wasm)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        std::fs::copy(wasm, self.revision.join("hooks").join(&name))?;
+        Ok(format!("hooks/{name}"))
+    }
+
+    async fn run(
+        &self,
+        wasm: &str,
+        timeout_secs: u64,
+        sandbox: SandboxSpec,
+    ) -> Result<HookOutcome, std::io::Error> {
+        let location = self.install(wasm)?;
+        Ok(self.run_location(&location, timeout_secs, sandbox).await)
+    }
+
+    async fn run_location(
+        &self,
+        location: &str,
+        timeout_secs: u64,
+        sandbox: SandboxSpec,
+    ) -> HookOutcome {
+        let hook = HookSpec {
+            location: location.to_owned(),
+            timeout_secs,
+            runas: None,
+            sudo: false,
+            sandbox: Some(sandbox),
+        };
+        let run = HookRun {
+            event: LifecycleEvent::ValidateService,
+            hook: &hook,
+            revision_dir: &self.revision,
+            env: &self.env,
+            log: &self.log,
+            wasm: Some(&self.hooks),
+        };
+        run_hook(run).await
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("logs/scripts.log")).unwrap_or_default()
+    }
+}
+
+fn args(a: &[&str]) -> SandboxSpec {
+    SandboxSpec {
+        args: a.iter().map(|s| (*s).to_owned()).collect(),
+        ..SandboxSpec::default()
+    }
+}
+
+/// `(VmRSS, VmHWM)` of this process in bytes.
+fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Reset the peak-RSS counter (Linux: writing 5 to clear_refs), so VmHWM measures from now on.
+fn reset_peak_rss() -> std::io::Result<()> {
+    std::fs::write("/proc/self/clear_refs", "5")
+}
+
+const MIB: u64 = 1 << 20;
+
+mod spin {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_infinite_loop_ends_at_the_timeout() -> TestResult {
+        let h = Harness::new()?;
+        h.hooks
+            .precompile_file(&h.revision.join(h.install(artifacts::TEST_SPIN)?))
+            .await?;
+        let t = Instant::now();
+        let out = h
+            .run(artifacts::TEST_SPIN, 1, SandboxSpec::default())
+            .await?;
+        let took = t.elapsed();
+        assert_eq!(out.status, HookStatus::TimedOut { timeout_secs: 1 });
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(2),
+            "took {took:?}"
+        );
+        assert!(
+            h.log_text().contains("wasm hook timed out after 1 s"),
+            "{}",
+            h.log_text()
+        );
+        Ok(())
+    }
+}
+
+mod sleep {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_guest_blocked_in_a_host_call_ends_at_the_timeout() -> TestResult {
+        let h = Harness::new()?;
+        h.hooks
+            .precompile_file(&h.revision.join(h.install(artifacts::TEST_SLEEP)?))
+            .await?;
+        let t = Instant::now();
+        let out = h
+            .run(artifacts::TEST_SLEEP, 1, SandboxSpec::default())
+            .await?;
+        let took = t.elapsed();
+        assert_eq!(out.status, HookStatus::TimedOut { timeout_secs: 1 });
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(2),
+            "took {took:?}"
+        );
+        assert!(
+            out.log_tail.contains("sleeping") && !out.log_tail.contains("woke up"),
+            "{}",
+            out.log_tail
+        );
+        Ok(())
+    }
+}
+
+mod alloc {
+    use super::*;
+
+    #[tokio::test]
+    async fn allocation_past_memory_mb_is_the_memory_limit_outcome_and_rss_stays_bounded()
+    -> TestResult {
+        let h = Harness::new()?;
+        h.hooks
+            .precompile_file(&h.revision.join(h.install(artifacts::TEST_ALLOC)?))
+            .await?;
+        let (before, _) = rss();
+        reset_peak_rss()?;
+        let sandbox = SandboxSpec {
+            memory_mb: 32,
+            ..SandboxSpec::default()
+        };
+        let out = h.run(artifacts::TEST_ALLOC, 30, sandbox).await?;
+        let (_, peak) = rss();
+        assert_eq!(
+            out.status,
+            HookStatus::MemoryLimitExceeded { limit_mib: 32 }
+        );
+        assert_eq!(out.status.to_string(), "memory limit of 32 MiB exceeded");
+        assert!(
+            out.log_tail.contains("allocated 16 MiB"),
+            "{}",
+            out.log_tail
+        );
+        // The guest may touch at most its 32 MiB; allow 24 MiB for the store, wasi tables and log buffers.
+        let grown = peak.saturating_sub(before);
+        assert!(
+            grown < 32 * MIB + 24 * MIB,
+            "RSS grew by {} MiB",
+            grown / MIB
+        );
+        Ok(())
+    }
+}
+
+mod fs {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_host_file_outside_the_preopens_cannot_be_read() -> TestResult {
+        let h = Harness::new()?;
+        let secret = h.dir.path().join("secret.txt");
+        std::fs::write(&secret, "top secret")?;
+        for path in ["/etc/hostname", secret.to_str().unwrap_or_default()] {
+            let out = h.run(artifacts::TEST_FS, 10, args(&["read", path])).await?;
+            assert_eq!(
+                out.status,
+                HookStatus::Failed { exit_code: 1 },
+                "{path}: {}",
+                out.log_tail
+            );
+            assert!(
+                out.log_tail.contains("denied:") && !out.log_tail.contains("top secret"),
+                "{}",
+                out.log_tail
+            );
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn dot_dot_out_of_the_revision_is_denied() -> TestResult {
+        let h = Harness::new()?;
+        std::fs::write(h.dir.path().join("beside.txt"), "beside the revision")?;
+        for path in ["/revision/../beside.txt", "../beside.txt"] {
+            let out = h.run(artifacts::TEST_FS, 10, args(&["read", path])).await?;
+            assert_eq!(
+                out.status,
+                HookStatus::Failed { exit_code: 1 },
+                "{path}: {}",
+                out.log_tail
+            );
+            assert!(out.log_tail.contains("denied:"), "{}", out.log_tail);
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn writing_into_the_revision_is_denied() -> TestResult {
+        let h = Harness::new()?;
+        for path in ["/revision/new.txt", "/revision/data.txt", "data.txt"] {
+            let out = h
+                .run(
+                    artifacts::TEST_FS,
+                    10,
+                    args(&["write", path, "overwritten"]),
+                )
+                .await?;
+            assert_eq!(
+                out.status,
+                HookStatus::Failed { exit_code: 1 },
+                "{path}: {}",
+                out.log_tail
+            );
+        }
+        assert!(!h.revision.join("new.txt").exists());
+        assert_eq!(
+            std::fs::read_to_string(h.revision.join("data.txt"))?,
+            "revision data\n"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_revision_is_readable_by_absolute_and_relative_path() -> TestResult {
+        let h = Harness::new()?;
+        for path in [
+            "/revision/data.txt",
+            "data.txt",
+            "./data.txt",
+            "sub/data.txt",
+            "/revision/sub/data.txt",
+        ] {
+            let out = h.run(artifacts::TEST_FS, 10, args(&["read", path])).await?;
+            assert_eq!(
+                out.status,
+                HookStatus::Succeeded,
+                "{path}: {}",
+                out.log_tail
+            );
+            assert!(
+                out.log_tail.contains("ok read 14 bytes: revision data"),
+                "{}",
+                out.log_tail
+            );
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_read_write_grant_works_and_read_only_grants_stay_read_only() -> TestResult {
+        let h = Harness::new()?;
+        let (rw, ro) = (h.dir.path().join("rw"), h.dir.path().join("ro"));
+        std::fs::create_dir_all(&rw)?;
+        std::fs::create_dir_all(&ro)?;
+        let grant = |host: &Path, guest: &str, access| DirGrant {
+            host: host.display().to_string(),
+            guest: Some(guest.to_owned()),
+            access,
+        };
+        let sandbox = |a: &[&str]| SandboxSpec {
+            dirs: vec![
+                grant(&rw, "/out", DirAccess::ReadWrite),
+                grant(&ro, "/in", DirAccess::ReadOnly),
+            ],
+            ..args(a)
+        };
+        let out = h
+            .run(
+                artifacts::TEST_FS,
+                10,
+                sandbox(&["write", "/out/result.txt", "written by wasm"]),
+            )
+            .await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        assert_eq!(
+            std::fs::read_to_string(rw.join("result.txt"))?,
+            "written by wasm"
+        );
+        let out = h
+            .run(
+                artifacts::TEST_FS,
+                10,
+                sandbox(&["write", "/in/result.txt", "nope"]),
+            )
+            .await?;
+        assert_eq!(
+            out.status,
+            HookStatus::Failed { exit_code: 1 },
+            "{}",
+            out.log_tail
+        );
+        assert!(!ro.join("result.txt").exists());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_missing_granted_directory_is_reported_with_its_index() -> TestResult {
+        let h = Harness::new()?;
+        let sandbox = SandboxSpec {
+            dirs: vec![DirGrant {
+                host: "/nonexistent/rollcage".to_owned(),
+                guest: None,
+                access: DirAccess::ReadOnly,
+            }],
+            ..args(&["read", "/revision/data.txt"])
+        };
+        let out = h.run(artifacts::TEST_FS, 10, sandbox).await?;
+        let HookStatus::Unknown { reason } = &out.status else {
+            panic!("{:?}", out.status)
+        };
+        assert!(
+            reason.contains("sandbox.dirs[0]") && reason.contains("/nonexistent/rollcage"),
+            "{reason}"
+        );
+        Ok(())
+    }
+}
+
+mod env {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_lifecycle_and_granted_variables_are_visible() -> TestResult {
+        // SAFETY: set before any thread of this test reads the environment; nextest runs each test in its own
+        // process.
+        unsafe {
+            std::env::set_var("ROLLCAGE_TEST_GRANTED", "yes");
+            std::env::set_var("ROLLCAGE_TEST_SECRET", "agent-only");
+        }
+        let h = Harness::new()?;
+        let sandbox = SandboxSpec {
+            env: vec!["ROLLCAGE_TEST_GRANTED".to_owned()],
+            ..args(&[
+                "ROLLCAGE_TEST_GRANTED",
+                "ROLLCAGE_TEST_SECRET",
+                "PATH",
+                "HOME",
+                "DEPLOYMENT_ID",
+                "LIFECYCLE_EVENT",
+            ])
+        };
+        let out = h.run(artifacts::TEST_ENV, 10, sandbox).await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        for expected in [
+            "ROLLCAGE_TEST_GRANTED=yes",
+            "ROLLCAGE_TEST_SECRET unset",
+            "PATH unset",
+            "HOME unset",
+            "DEPLOYMENT_ID=d-123",
+            "LIFECYCLE_EVENT=ValidateService",
+            // 5 lifecycle variables, PWD, the granted one.
+            "visible variables: 7",
+        ] {
+            assert!(
+                out.log_tail.lines().any(|l| l == expected),
+                "missing `{expected}` in:\n{}",
+                out.log_tail
+            );
+        }
+        Ok(())
+    }
+}
+
+mod http {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A loopback server answering `200 healthy`, or a body of N bytes for `/bytes/N`; returns its base URL and
+    /// a request counter.
+    async fn serve() -> std::io::Result<(String, Arc<AtomicUsize>)> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    let request = String::from_utf8_lossy(&buf[..n]);
+                    let path = request.split_whitespace().nth(1).unwrap_or("/");
+                    let body = match path
+                        .strip_prefix("/bytes/")
+                        .and_then(|n| n.parse::<usize>().ok())
+                    {
+                        Some(len) => vec![b'b'; len],
+                        None => b"healthy".to_vec(),
+                    };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(&body).await;
+                });
+            }
+        });
+        Ok((base, hits))
+    }
+
+    #[tokio::test]
+    async fn bodies_larger_than_the_first_buffer_arrive_whole_and_oversized_ones_are_refused()
+    -> TestResult {
+        let h = Harness::new()?;
+        let (base, _) = serve().await?;
+        let grant = || vec![format!("{base}/")];
+        let sandbox = SandboxSpec {
+            http: grant(),
+            ..args(&[&format!("{base}/bytes/100000")])
+        };
+        let out = h.run(artifacts::TEST_HTTP, 10, sandbox).await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        assert!(
+            out.log_tail.contains("status 200 bytes 100000"),
+            "{}",
+            out.log_tail
+        );
+        let too_big = rollcage_proto::hostcall::HTTP_MAX_BODY_BYTES + 1;
+        let sandbox = SandboxSpec {
+            http: grant(),
+            ..args(&[&format!("{base}/bytes/{too_big}")])
+        };
+        let out = h.run(artifacts::TEST_HTTP, 10, sandbox).await?;
+        assert_eq!(
+            out.status,
+            HookStatus::Failed { exit_code: 1 },
+            "{}",
+            out.log_tail
+        );
+        assert!(
+            out.log_tail.contains("body larger than"),
+            "{}",
+            out.log_tail
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_guest_waiting_on_a_silent_server_ends_at_the_timeout() -> TestResult {
+        let h = Harness::new()?;
+        h.hooks
+            .precompile_file(&h.revision.join(h.install(artifacts::TEST_HTTP)?))
+            .await?;
+        // Accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let held = tokio::spawn(async move {
+            let mut socks = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                socks.push(sock);
+            }
+        });
+        let sandbox = SandboxSpec {
+            http: vec![format!("{base}/")],
+            ..args(&[&format!("{base}/health")])
+        };
+        let t = Instant::now();
+        let out = h.run(artifacts::TEST_HTTP, 1, sandbox).await?;
+        let took = t.elapsed();
+        held.abort();
+        assert_eq!(out.status, HookStatus::TimedOut { timeout_secs: 1 });
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(2),
+            "took {took:?}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_granted_url_is_fetched() -> TestResult {
+        let h = Harness::new()?;
+        let (base, hits) = serve().await?;
+        let sandbox = SandboxSpec {
+            http: vec![format!("{base}/")],
+            ..args(&[&format!("{base}/health")])
+        };
+        let out = h.run(artifacts::TEST_HTTP, 10, sandbox).await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        assert!(
+            out.log_tail.contains("status 200 body healthy"),
+            "{}",
+            out.log_tail
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn any_other_url_is_refused_naming_the_url_and_the_grant() -> TestResult {
+        let h = Harness::new()?;
+        let (base, hits) = serve().await?;
+        let (other, other_hits) = serve().await?;
+        let grant = format!("{base}/api/");
+        for url in [
+            format!("{other}/api/x"),
+            format!("{base}/admin"),
+            format!("{base}/api/../admin"),
+        ] {
+            let sandbox = SandboxSpec {
+                http: vec![grant.clone()],
+                ..args(&[&url])
+            };
+            let out = h.run(artifacts::TEST_HTTP, 10, sandbox).await?;
+            assert_eq!(
+                out.status,
+                HookStatus::Failed { exit_code: 1 },
+                "{}",
+                out.log_tail
+            );
+            assert!(out.log_tail.contains("denied"), "{}", out.log_tail);
+        }
+        let log = h.log_text();
+        assert!(
+            log.contains(&format!(
+                "GET {other}/api/x is not under the hook's grant; sandbox.http grants [\"{grant}\"]"
+            )),
+            "{log}"
+        );
+        assert_eq!(
+            (
+                hits.load(Ordering::SeqCst),
+                other_hits.load(Ordering::SeqCst)
+            ),
+            (0, 0)
+        );
+        // No grant at all: refused, and the message says so.
+        let out = h
+            .run(artifacts::TEST_HTTP, 10, args(&[&format!("{base}/health")]))
+            .await?;
+        assert_eq!(out.status, HookStatus::Failed { exit_code: 1 });
+        assert!(
+            h.log_text().contains("sandbox.http is empty"),
+            "{}",
+            h.log_text()
+        );
+        Ok(())
+    }
+}
+
+mod flood {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_100_mib_stdout_flood_is_capped_and_memory_stays_bounded() -> TestResult {
+        let h = Harness::new()?;
+        h.hooks
+            .precompile_file(&h.revision.join(h.install(artifacts::TEST_FLOOD)?))
+            .await?;
+        let (before, _) = rss();
+        reset_peak_rss()?;
+        let out = h.run(artifacts::TEST_FLOOD, 60, args(&["100"])).await?;
+        let (_, peak) = rss();
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        let cap = rollcage_runtime::hooks::wasm::DEFAULT_OUTPUT_CAP_BYTES as u64;
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| w.contains(&format!("output truncated after {cap} bytes"))),
+            "{:?}",
+            out.warnings
+        );
+        let log_len = std::fs::metadata(h.dir.path().join("logs/scripts.log"))?.len();
+        // Each 1 KiB line gains a ~70-byte prefix in scripts.log.
+        assert!(
+            log_len > cap / 2 && log_len < cap + cap / 10 + 64 * 1024,
+            "scripts.log is {log_len} bytes"
+        );
+        assert!(
+            !h.log_text().contains("flood done"),
+            "the end of the output should have been dropped"
+        );
+        assert!(
+            out.log_tail.contains("output truncated"),
+            "{}",
+            out.log_tail
+        );
+        let grown = peak.saturating_sub(before);
+        assert!(grown < cap + 32 * MIB, "RSS grew by {} MiB", grown / MIB);
+        Ok(())
+    }
+}
+
+mod exit {
+    use super::*;
+
+    #[tokio::test]
+    async fn proc_exit_3_is_failed_with_code_3() -> TestResult {
+        let h = Harness::new()?;
+        let out = h.run(artifacts::TEST_EXIT, 10, args(&["3"])).await?;
+        assert_eq!(out.status, HookStatus::Failed { exit_code: 3 });
+        assert_eq!(out.status.code(), 4);
+        assert!(out.log_tail.contains("exiting with 3"), "{}", out.log_tail);
+        let out = h.run(artifacts::TEST_EXIT, 10, args(&["0"])).await?;
+        assert_eq!(out.status, HookStatus::Succeeded);
+        // WASI preview 1 reserves 126 and up.
+        let out = h.run(artifacts::TEST_EXIT, 10, args(&["200"])).await?;
+        let HookStatus::Unknown { reason } = &out.status else {
+            panic!("{:?}", out.status)
+        };
+        assert!(reason.contains("invalid exit code"), "{reason}");
+        Ok(())
+    }
+}
+
+mod trap {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_trap_reports_its_kind_and_the_guest_functions() -> TestResult {
+        let h = Harness::new()?;
+        let out = h
+            .run(artifacts::TEST_TRAP, 10, SandboxSpec::default())
+            .await?;
+        let HookStatus::Trapped { trap, backtrace } = &out.status else {
+            panic!("{:?}", out.status)
+        };
+        assert_eq!(trap, "UnreachableCodeReached");
+        let pos = |name: &str| backtrace.iter().position(|f| f.contains(name));
+        let (inner, outer) = (pos("inner_explode"), pos("outer_caller"));
+        assert!(
+            inner.is_some() && outer.is_some() && inner < outer,
+            "{backtrace:?}"
+        );
+        assert!(out.log_tail.contains("about to trap"), "{}", out.log_tail);
+        Ok(())
+    }
+}
+
+mod noop {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_hook_future_is_send_so_the_agent_can_spawn_it() -> TestResult {
+        fn assert_send<T: Send>(t: T) -> T {
+            t
+        }
+        let h = Harness::new()?;
+        let location = h.install(artifacts::TEST_NOOP)?;
+        let hook = HookSpec {
+            location,
+            timeout_secs: 10,
+            runas: None,
+            sudo: false,
+            sandbox: None,
+        };
+        let run = HookRun {
+            event: LifecycleEvent::AfterInstall,
+            hook: &hook,
+            revision_dir: &h.revision,
+            env: &h.env,
+            log: &h.log,
+            wasm: Some(&h.hooks),
+        };
+        assert_eq!(
+            assert_send(run_hook(run)).await.status,
+            HookStatus::Succeeded
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_module_is_compiled_once_and_later_runs_and_agents_reuse_the_artifact() -> TestResult
+    {
+        let h = Harness::new()?;
+        let location = h.install(artifacts::TEST_NOOP)?;
+        assert_eq!(
+            h.run_location(&location, 10, SandboxSpec::default())
+                .await
+                .status,
+            HookStatus::Succeeded
+        );
+        assert_eq!(h.hooks.compile_count(), 1);
+        let artifacts_dir = h.dir.path().join("cache");
+        let cached: Vec<_> = std::fs::read_dir(&artifacts_dir)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(cached.len(), 1, "{cached:?}");
+        let mtime = std::fs::metadata(&cached[0])?.modified()?;
+        assert_eq!(
+            h.run_location(&location, 10, SandboxSpec::default())
+                .await
+                .status,
+            HookStatus::Succeeded
+        );
+        assert_eq!(h.hooks.compile_count(), 1);
+        // A restarted agent (new runner, same cache dir) loads the artifact instead of compiling.
+        let restarted = WasmHooks::new(WasmConfig::new(&artifacts_dir))?;
+        restarted
+            .precompile_file(&h.revision.join(&location))
+            .await?;
+        assert_eq!(restarted.compile_count(), 0);
+        assert_eq!(std::fs::metadata(&cached[0])?.modified()?, mtime);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn precompiling_a_revision_warms_every_wasm_hook_and_skips_scripts() -> TestResult {
+        let h = Harness::new()?;
+        let wasm = h.install(artifacts::TEST_NOOP)?;
+        std::fs::write(h.revision.join("hooks/stop.sh"), "#!/bin/sh\nexit 0\n")?;
+        let hook = |location: &str| HookSpec {
+            location: location.to_owned(),
+            timeout_secs: 10,
+            runas: None,
+            sudo: false,
+            sandbox: None,
+        };
+        let mut spec = rollcage_runtime::appspec::AppSpec::default();
+        spec.hooks
+            .insert(LifecycleEvent::ApplicationStop, vec![hook("hooks/stop.sh")]);
+        spec.hooks
+            .insert(LifecycleEvent::ValidateService, vec![hook(&wasm)]);
+        spec.hooks
+            .insert(LifecycleEvent::AfterInstall, vec![hook(&wasm)]);
+        let done = h.hooks.precompile_revision(&spec, &h.revision).await;
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert!(
+            done[0].result.is_ok() && done[0].location == wasm,
+            "{done:?}"
+        );
+        assert_eq!(h.hooks.compile_count(), 1);
+        assert_eq!(
+            h.run_location(&wasm, 10, SandboxSpec::default())
+                .await
+                .status,
+            HookStatus::Succeeded
+        );
+        assert_eq!(h.hooks.compile_count(), 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_invalid_module_or_a_precompiled_artifact_is_refused() -> TestResult {
+        let h = Harness::new()?;
+        let mut broken = b"\0asm\x01\0\0\0".to_vec();
+        broken.extend_from_slice(b"garbage section");
+        std::fs::write(h.revision.join("hooks/broken.wasm"), &broken)?;
+        let out = h
+            .run_location("hooks/broken.wasm", 10, SandboxSpec::default())
+            .await;
+        assert!(
+            matches!(out.status, HookStatus::InvalidModule { .. }),
+            "{:?}",
+            out.status
+        );
+        // A preview-2 component shares the magic bytes but is refused with a reason.
+        let component = b"\0asm\x0d\0\x01\0".to_vec();
+        std::fs::write(h.revision.join("hooks/component.wasm"), &component)?;
+        let out = h
+            .run_location("hooks/component.wasm", 10, SandboxSpec::default())
+            .await;
+        let HookStatus::InvalidModule { reason } = &out.status else {
+            panic!("{:?}", out.status)
+        };
+        assert!(reason.contains("component"), "{reason}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_symlink_out_of_the_revision_is_not_run() -> TestResult {
+        let h = Harness::new()?;
+        let outside = h.dir.path().join("outside.wasm");
+        std::fs::copy(artifacts::TEST_NOOP, &outside)?;
+        std::os::unix::fs::symlink(&outside, h.revision.join("hooks/link.wasm"))?;
+        let out = h
+            .run_location("hooks/link.wasm", 10, SandboxSpec::default())
+            .await;
+        assert!(
+            matches!(out.status, HookStatus::NotExecutable { .. }),
+            "{:?}",
+            out.status
+        );
+        Ok(())
+    }
+}
