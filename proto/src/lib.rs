@@ -6,10 +6,12 @@
 //! - [`lifecycle`]: the lifecycle events of a deployment, with CodeDeploy's names and which ones take hooks.
 //! - [`outcome`]: the one outcome type every hook kind (shell, wasm) maps onto, with CodeDeploy-compatible codes.
 //! - [`sandbox`]: the capability grant of a WebAssembly hook (the AppSpec's `sandbox:` map).
+//! - [`wire`]: the JSON of the coordinator API and of the agent protocol.
 
 pub mod lifecycle;
 pub mod outcome;
 pub mod sandbox;
+pub mod wire;
 
 pub use lifecycle::LifecycleEvent;
 pub use outcome::{HookOutcome, HookStatus};
