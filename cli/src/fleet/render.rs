@@ -1,0 +1,88 @@
+//! Text output of read commands.
+
+use rollcage_proto::wire::{Deployment, DeploymentKind, InstanceInfo, StepState};
+use std::fmt::Write;
+
+/// A deployment, one line per instance, failed steps with their message and log tail.
+pub fn deployment(d: &Deployment) -> String {
+    let mut s = String::new();
+    let kind = match &d.kind {
+        DeploymentKind::Normal => String::new(),
+        DeploymentKind::Rollback { of, automatic } => {
+            format!(
+                " (rollback of {of}{})",
+                if *automatic { ", automatic" } else { "" }
+            )
+        }
+    };
+    let _ = writeln!(
+        s,
+        "deployment {}{kind}: {}/{} revision {} — {} ({})",
+        d.id,
+        d.application,
+        d.group,
+        d.revision,
+        d.status,
+        d.status.description()
+    );
+    let _ = writeln!(
+        s,
+        "  concurrency {}, failure tolerance {}",
+        d.concurrency, d.failure_tolerance
+    );
+    if !d.message.is_empty() {
+        let _ = writeln!(s, "  {}", d.message);
+    }
+    if let Some(rb) = &d.rollback_deployment {
+        let _ = writeln!(s, "  rollback: {rb}");
+    }
+    for i in &d.instances {
+        let done = i
+            .steps
+            .iter()
+            .filter(|st| matches!(st.state, StepState::Succeeded | StepState::Skipped))
+            .count();
+        let current = i
+            .steps
+            .iter()
+            .find(|st| st.state == StepState::Running)
+            .map(|st| format!(", running {}", st.event))
+            .unwrap_or_default();
+        let status = serde_json::to_value(i.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "  {:<24} {:<12} {done}/{} steps{current}",
+            i.instance,
+            status,
+            i.steps.len()
+        );
+        for st in i
+            .steps
+            .iter()
+            .filter(|st| matches!(st.state, StepState::Failed | StepState::Cancelled))
+        {
+            let _ = writeln!(s, "      {} {:?}: {}", st.event, st.state, st.message);
+            for line in st.log_tail.lines() {
+                let _ = writeln!(s, "        | {line}");
+            }
+        }
+    }
+    s
+}
+
+/// The instance list.
+pub fn instances(list: &[InstanceInfo]) -> String {
+    let mut s = String::new();
+    for i in list {
+        let _ = writeln!(
+            s,
+            "{:<24} {}",
+            i.name,
+            if i.lost { "lost" } else { "online" }
+        );
+    }
+    s
+}
