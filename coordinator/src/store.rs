@@ -98,8 +98,10 @@ CREATE TABLE deployment_instances (
     ord           INTEGER NOT NULL,
     status        TEXT NOT NULL,
     next_step     INTEGER NOT NULL DEFAULT 0,
+    running_step  INTEGER,
     PRIMARY KEY (deployment_id, instance)
 );
+CREATE INDEX deployment_instances_status ON deployment_instances (deployment_id, status, ord);
 CREATE TABLE steps (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     deployment_id TEXT NOT NULL,

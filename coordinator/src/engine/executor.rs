@@ -4,7 +4,7 @@
 //! step marked running, which is the command its agent gets (again, after any restart).
 
 use super::plan;
-use super::strategy::{self, Action, DeploymentView, InstanceView, Mode, Outcome, Phase};
+use super::strategy::{self, Action, DeploymentView, Mode, Outcome, Phase};
 use crate::store::{StoreError, apps, deployments, deployments::DeploymentRow, revisions};
 use rollcage_proto::HookOutcome;
 use rollcage_proto::wire::{
@@ -127,20 +127,6 @@ pub fn create_deployment(
     Ok(id)
 }
 
-fn phase_of(i: &deployments::InstanceRow) -> Phase {
-    match i.status {
-        InstanceStatus::Pending => Phase::Pending,
-        InstanceStatus::InProgress => match i.running_step {
-            Some(step) => Phase::Awaiting { step },
-            None => Phase::Ready { next: i.next_step },
-        },
-        InstanceStatus::Succeeded => Phase::Succeeded,
-        InstanceStatus::Failed => Phase::Failed,
-        InstanceStatus::Skipped => Phase::Skipped,
-        InstanceStatus::Cancelled => Phase::Cancelled,
-    }
-}
-
 /// Apply the strategy's decisions to an active deployment (no-op on an ended one).
 pub fn advance(tx: &Connection, id: &str, now: i64, wake: &mut Wake) -> Result<()> {
     let d = deployments::get(tx, id)?.ok_or_else(|| EngineError::NotFound {
@@ -151,43 +137,65 @@ pub fn advance(tx: &Connection, id: &str, now: i64, wake: &mut Wake) -> Result<(
         return Ok(());
     }
     let steps = plan::plan(d.style, d.rollback_of.is_some())?;
-    let rows = deployments::instances(tx, id)?;
+    let counts = deployments::counts(tx, id)?;
+    let limit = d.concurrency.limit(counts.total);
     let view = DeploymentView {
         concurrency: d.concurrency,
         failure_tolerance: d.failure_tolerance,
         auto_rollback: d.auto_rollback,
         is_rollback: d.rollback_of.is_some(),
-        mode: match d.status {
-            DeploymentStatus::Stopping => Mode::Stopping {
-                force: d.force_stop,
-            },
-            _ => Mode::Running,
-        },
+        mode: mode_of(&d),
         plan_len: steps.len(),
-        instances: rows
-            .iter()
-            .map(|i| InstanceView {
-                name: i.name.clone(),
-                phase: phase_of(i),
-            })
-            .collect(),
+        total: counts.total,
+        awaiting: counts.awaiting,
+        succeeded: counts.succeeded,
+        failed: counts.failed,
+        cancelled: counts.cancelled,
+        pending: counts.pending,
+        ready: if counts.ready > 0 {
+            deployments::ready(tx, id)?
+        } else {
+            Vec::new()
+        },
+        // Only the instances that could start now are needed.
+        pending_head: if counts.pending > 0 {
+            deployments::pending_head(tx, id, limit)?
+        } else {
+            Vec::new()
+        },
     };
-    for action in strategy::decide(&view) {
+    apply(tx, &d, strategy::decide(&view), now, wake)
+}
+
+fn mode_of(d: &DeploymentRow) -> Mode {
+    match d.status {
+        DeploymentStatus::Stopping => Mode::Stopping {
+            force: d.force_stop,
+        },
+        _ => Mode::Running,
+    }
+}
+
+/// Apply the strategy's actions to deployment `d`.
+fn apply(
+    tx: &Connection,
+    d: &DeploymentRow,
+    actions: Vec<Action>,
+    now: i64,
+    wake: &mut Wake,
+) -> Result<()> {
+    let id = d.id.as_str();
+    for action in actions {
         match action {
             Action::Dispatch { instance, step } => {
                 deployments::start_step(tx, id, &instance, step, now)?;
-                deployments::set_instance(tx, id, &instance, InstanceStatus::InProgress, step)?;
                 wake.push(instance);
             }
-            Action::Cancel { instance } => {
-                deployments::cancel_running(tx, id, &instance, now)?;
-                deployments::set_instance(tx, id, &instance, InstanceStatus::Cancelled, 0)?;
-                // Wake it so a poll in flight re-reads (the cancelled command is no longer offered).
-                wake.push(instance);
+            Action::CancelInFlight => {
+                // Wake them so polls in flight re-read (the cancelled commands are no longer offered).
+                wake.extend(deployments::cancel_in_flight(tx, id, now)?);
             }
-            Action::Skip { instance } => {
-                deployments::set_instance(tx, id, &instance, InstanceStatus::Skipped, 0)?;
-            }
+            Action::SkipPending => deployments::skip_pending(tx, id)?,
             Action::Finish { outcome, message } => {
                 let status = match outcome {
                     Outcome::Succeeded => DeploymentStatus::Succeeded,
@@ -308,7 +316,18 @@ fn end_step(
         _ => (InstanceStatus::Failed, step.idx),
     };
     deployments::set_instance(tx, &step.deployment_id, &step.instance, status, next)?;
-    advance(tx, &step.deployment_id, now, wake)?;
+    // Hot path: a step that leaves its instance ready for the next one changes no count, so on a settled
+    // deployment the only action is that next step (`strategy::after_ready`); no need to summarise the deployment.
+    let fast = match status {
+        InstanceStatus::InProgress if !d.status.is_terminal() => {
+            strategy::after_ready(mode_of(&d), &step.instance, next)
+        }
+        _ => None,
+    };
+    match fast {
+        Some(actions) => apply(tx, &d, actions, now, wake)?,
+        None => advance(tx, &step.deployment_id, now, wake)?,
+    }
     Ok(true)
 }
 

@@ -65,17 +65,23 @@ pub struct StepRow {
     pub state: StepState,
 }
 
-/// An instance of a deployment as the engine sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceRow {
-    /// Instance name.
-    pub name: String,
-    /// Status.
-    pub status: InstanceStatus,
-    /// Next step index to send.
-    pub next_step: usize,
-    /// Index of the step in flight, if any.
-    pub running_step: Option<usize>,
+/// Instance counts of a deployment, by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// All instances.
+    pub total: usize,
+    /// Not started.
+    pub pending: usize,
+    /// In flight with a step sent.
+    pub awaiting: usize,
+    /// In flight, next step not sent.
+    pub ready: usize,
+    /// Succeeded.
+    pub succeeded: usize,
+    /// Failed.
+    pub failed: usize,
+    /// Cancelled.
+    pub cancelled: usize,
 }
 
 pub(crate) fn status_str(s: DeploymentStatus) -> &'static str {
@@ -311,41 +317,75 @@ pub fn last_succeeded_revision(
     .map_err(sql)
 }
 
-/// The instances of a deployment, in start order, with the step in flight.
-pub fn instances(c: &Connection, id: &str) -> Result<Vec<InstanceRow>> {
+/// Instance counts of a deployment (one aggregate query).
+pub fn counts(c: &Connection, id: &str) -> Result<Counts> {
     let mut st = c
         .prepare_cached(
-            "SELECT di.instance, di.status, di.next_step, \
-             (SELECT s.idx FROM steps s WHERE s.deployment_id = di.deployment_id AND s.instance = di.instance \
-              AND s.state = 'running') \
-             FROM deployment_instances di WHERE di.deployment_id = ?1 ORDER BY di.ord",
+            "SELECT status, running_step IS NULL, count(*) FROM deployment_instances \
+             WHERE deployment_id = ?1 GROUP BY 1, 2",
         )
         .map_err(sql)?;
     let rows = st
         .query_map([id], |r| {
             Ok((
                 r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                to_usize(r.get::<_, i64>(2)?),
-                r.get::<_, Option<i64>>(3)?.map(to_usize),
+                r.get::<_, bool>(1)?,
+                r.get::<_, i64>(2)?,
             ))
         })
         .map_err(sql)?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(sql)?;
-    rows.into_iter()
-        .map(|(name, status, next_step, running_step)| {
-            Ok(InstanceRow {
-                name,
-                status: parse_instance_status(&status)?,
-                next_step,
-                running_step,
-            })
-        })
-        .collect()
+    let mut out = Counts::default();
+    for (status, idle, n) in rows {
+        let n = to_usize(n);
+        out.total += n;
+        match parse_instance_status(&status)? {
+            InstanceStatus::Pending => out.pending += n,
+            InstanceStatus::InProgress if idle => out.ready += n,
+            InstanceStatus::InProgress => out.awaiting += n,
+            InstanceStatus::Succeeded => out.succeeded += n,
+            InstanceStatus::Failed => out.failed += n,
+            InstanceStatus::Cancelled => out.cancelled += n,
+            InstanceStatus::Skipped => {}
+        }
+    }
+    Ok(out)
 }
 
-/// Set an instance's status and next step.
+/// In-flight instances whose next step was not sent yet: (name, next step).
+pub fn ready(c: &Connection, id: &str) -> Result<Vec<(String, usize)>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT instance, next_step FROM deployment_instances WHERE deployment_id = ?1 \
+             AND status = 'in_progress' AND running_step IS NULL ORDER BY ord",
+        )
+        .map_err(sql)?;
+    let rows = st
+        .query_map([id], |r| {
+            Ok((r.get::<_, String>(0)?, to_usize(r.get::<_, i64>(1)?)))
+        })
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+/// The first `limit` pending instances in start order.
+pub fn pending_head(c: &Connection, id: &str, limit: usize) -> Result<Vec<String>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT instance FROM deployment_instances WHERE deployment_id = ?1 AND status = 'pending' \
+             ORDER BY ord LIMIT ?2",
+        )
+        .map_err(sql)?;
+    let rows = st
+        .query_map(params![id, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            r.get(0)
+        })
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+/// Set an instance's status and next step; it has no step in flight.
 pub fn set_instance(
     c: &Connection,
     id: &str,
@@ -354,21 +394,69 @@ pub fn set_instance(
     next_step: usize,
 ) -> Result<()> {
     c.prepare_cached(
-        "UPDATE deployment_instances SET status = ?3, next_step = ?4 WHERE deployment_id = ?1 AND instance = ?2",
+        "UPDATE deployment_instances SET status = ?3, next_step = ?4, running_step = NULL \
+         WHERE deployment_id = ?1 AND instance = ?2",
     )
     .map_err(sql)?
-    .execute(params![id, instance, instance_status_str(status), next_step as i64])
+    .execute(params![
+        id,
+        instance,
+        instance_status_str(status),
+        next_step as i64
+    ])
     .map_err(sql)?;
     Ok(())
 }
 
-/// Mark step `idx` of an instance as sent.
+/// Mark every never-started instance skipped.
+pub fn skip_pending(c: &Connection, id: &str) -> Result<()> {
+    c.execute(
+        "UPDATE deployment_instances SET status = 'skipped' WHERE deployment_id = ?1 AND status = 'pending'",
+        [id],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// Cancel every in-flight step and instance (forced stop); returns the instances affected.
+pub fn cancel_in_flight(c: &Connection, id: &str, now: i64) -> Result<Vec<String>> {
+    let mut st = c
+        .prepare("SELECT instance FROM deployment_instances WHERE deployment_id = ?1 AND status = 'in_progress'")
+        .map_err(sql)?;
+    let names = st
+        .query_map([id], |r| r.get::<_, String>(0))
+        .map_err(sql)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sql)?;
+    c.execute(
+        "UPDATE steps SET state = 'cancelled', ended_at = ?2, message = 'cancelled by a forced stop' \
+         WHERE deployment_id = ?1 AND state = 'running'",
+        params![id, now],
+    )
+    .map_err(sql)?;
+    c.execute(
+        "UPDATE deployment_instances SET status = 'cancelled', running_step = NULL \
+         WHERE deployment_id = ?1 AND status = 'in_progress'",
+        [id],
+    )
+    .map_err(sql)?;
+    Ok(names)
+}
+
+/// Mark step `idx` of an instance as sent (the instance is in progress with that step in flight).
 pub fn start_step(c: &Connection, id: &str, instance: &str, idx: usize, now: i64) -> Result<()> {
     c.prepare_cached(
         "UPDATE steps SET state = 'running', started_at = ?4 WHERE deployment_id = ?1 AND instance = ?2 AND idx = ?3",
     )
     .map_err(sql)?
     .execute(params![id, instance, idx as i64, now])
+    .map_err(sql)?;
+    c.prepare_cached(
+        "UPDATE deployment_instances SET status = 'in_progress', next_step = ?3, running_step = ?3 \
+         WHERE deployment_id = ?1 AND instance = ?2",
+    )
+    .map_err(sql)?
+    .execute(params![id, instance, idx as i64])
     .map_err(sql)?;
     Ok(())
 }
@@ -393,17 +481,6 @@ pub fn end_step(
         log_tail,
         now
     ])
-    .map_err(sql)?;
-    Ok(())
-}
-
-/// Cancel the running step of an instance.
-pub fn cancel_running(c: &Connection, id: &str, instance: &str, now: i64) -> Result<()> {
-    c.execute(
-        "UPDATE steps SET state = 'cancelled', ended_at = ?3, message = 'cancelled by a forced stop' \
-         WHERE deployment_id = ?1 AND instance = ?2 AND state = 'running'",
-        params![id, instance, now],
-    )
     .map_err(sql)?;
     Ok(())
 }
