@@ -101,7 +101,7 @@ CREATE TABLE deployment_instances (
     running_step  INTEGER,
     PRIMARY KEY (deployment_id, instance)
 );
-CREATE INDEX deployment_instances_status ON deployment_instances (deployment_id, status, ord);
+CREATE INDEX deployment_instances_status ON deployment_instances (deployment_id, status, running_step, ord);
 CREATE TABLE steps (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     deployment_id TEXT NOT NULL,

@@ -80,6 +80,9 @@ pub async fn poll(
         if let Some(cmd) = next_command(&st, &name)? {
             return Ok(Json(PollResponse { command: Some(cmd) }));
         }
+        if wait.is_zero() {
+            return Ok(Json(PollResponse { command: None }));
+        }
         tokio::select! {
             _ = &mut notified => continue,
             _ = tokio::time::sleep_until(deadline) => {
@@ -98,16 +101,19 @@ pub async fn report(
 ) -> Result<Json<ReportResponse>, ApiError> {
     let now = now_ms();
     let mut wake = Vec::new();
-    let recorded = st.store.write(|tx| {
-        executor::record_report(tx, &name, &report, now, &mut wake).map_err(ApiError::from)
+    // The next command is read in the same transaction: one lock hold per report.
+    let (recorded, command) = st.store.write(|tx| {
+        let recorded = executor::record_report(tx, &name, &report, now, &mut wake)?;
+        let command = match deployments::running_step_for(tx, &name)? {
+            Some(step) => Some(executor::command_for(tx, &step)?),
+            None => None,
+        };
+        Ok::<_, ApiError>((recorded, command))
     })?;
     wake.retain(|w| w != &name);
     st.wake(&wake);
     tracing::debug!(instance = %name, command = report.command_id, outcome = ?report.outcome, recorded, "step report");
-    Ok(Json(ReportResponse {
-        recorded,
-        command: next_command(&st, &name)?,
-    }))
+    Ok(Json(ReportResponse { recorded, command }))
 }
 
 /// `GET /v1/agent/commands/{id}`: whether the command was cancelled (doubles as the heartbeat during a step).

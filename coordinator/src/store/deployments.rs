@@ -258,11 +258,9 @@ fn to_dep(v: [rusqlite::types::Value; 17]) -> Result<DeploymentRow> {
 /// One deployment's row.
 pub fn get(c: &Connection, id: &str) -> Result<Option<DeploymentRow>> {
     let row = c
-        .query_row(
-            &format!("SELECT {DEP_COLS} FROM deployments WHERE id = ?1"),
-            [id],
-            dep_row,
-        )
+        .prepare_cached(&format!("SELECT {DEP_COLS} FROM deployments WHERE id = ?1"))
+        .map_err(sql)?
+        .query_row([id], dep_row)
         .optional()
         .map_err(sql)?;
     row.map(to_dep).transpose()
@@ -319,17 +317,18 @@ pub fn last_succeeded_revision(
 
 /// Instance counts of a deployment (one aggregate query).
 pub fn counts(c: &Connection, id: &str) -> Result<Counts> {
+    // Grouping by status alone follows the (deployment_id, status, …) index: no sort.
     let mut st = c
         .prepare_cached(
-            "SELECT status, running_step IS NULL, count(*) FROM deployment_instances \
-             WHERE deployment_id = ?1 GROUP BY 1, 2",
+            "SELECT status, count(*), count(running_step) FROM deployment_instances \
+             WHERE deployment_id = ?1 GROUP BY status",
         )
         .map_err(sql)?;
     let rows = st
         .query_map([id], |r| {
             Ok((
                 r.get::<_, String>(0)?,
-                r.get::<_, bool>(1)?,
+                r.get::<_, i64>(1)?,
                 r.get::<_, i64>(2)?,
             ))
         })
@@ -337,13 +336,15 @@ pub fn counts(c: &Connection, id: &str) -> Result<Counts> {
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(sql)?;
     let mut out = Counts::default();
-    for (status, idle, n) in rows {
-        let n = to_usize(n);
+    for (status, n, running) in rows {
+        let (n, running) = (to_usize(n), to_usize(running));
         out.total += n;
         match parse_instance_status(&status)? {
             InstanceStatus::Pending => out.pending += n,
-            InstanceStatus::InProgress if idle => out.ready += n,
-            InstanceStatus::InProgress => out.awaiting += n,
+            InstanceStatus::InProgress => {
+                out.awaiting += running;
+                out.ready += n - running;
+            }
             InstanceStatus::Succeeded => out.succeeded += n,
             InstanceStatus::Failed => out.failed += n,
             InstanceStatus::Cancelled => out.cancelled += n,
@@ -521,9 +522,9 @@ pub fn step(c: &Connection, step_id: i64) -> Result<Option<StepRow>> {
 pub fn running_step_for(c: &Connection, instance: &str) -> Result<Option<StepRow>> {
     let id: Option<i64> = c
         .prepare_cached(
-            "SELECT s.id FROM steps s JOIN deployments d ON d.id = s.deployment_id \
-             WHERE s.instance = ?1 AND s.state = 'running' AND d.status IN ('in_progress', 'stopping') \
-             ORDER BY s.id LIMIT 1",
+            // Only active deployments have running steps (an ending deployment has none in flight, and a
+            // forced stop cancels them), so no join is needed.
+            "SELECT id FROM steps WHERE instance = ?1 AND state = 'running' LIMIT 1",
         )
         .map_err(sql)?
         .query_row([instance], |r| r.get(0))

@@ -41,26 +41,26 @@ pub fn upsert(
 
 /// One revision.
 pub fn get(c: &Connection, app: &str, id: &str) -> Result<Option<Revision>> {
-    c.query_row(
+    c.prepare_cached(
         "SELECT id, application, sha256, url, size, downloads, created_at FROM revisions \
          WHERE application = ?1 AND id = ?2",
-        [app, id],
-        |r| {
-            let url: Option<String> = r.get(3)?;
-            let size = u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0);
-            Ok(Revision {
-                id: r.get(0)?,
-                application: r.get(1)?,
-                sha256: r.get(2)?,
-                source: match url {
-                    Some(url) => RevisionSource::Url { url },
-                    None => RevisionSource::Uploaded { size },
-                },
-                downloads: u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
-                created_at_ms: r.get(6)?,
-            })
-        },
     )
+    .map_err(sql)?
+    .query_row([app, id], |r| {
+        let url: Option<String> = r.get(3)?;
+        let size = u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0);
+        Ok(Revision {
+            id: r.get(0)?,
+            application: r.get(1)?,
+            sha256: r.get(2)?,
+            source: match url {
+                Some(url) => RevisionSource::Url { url },
+                None => RevisionSource::Uploaded { size },
+            },
+            downloads: u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
+            created_at_ms: r.get(6)?,
+        })
+    })
     .optional()
     .map_err(sql)
 }
