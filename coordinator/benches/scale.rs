@@ -41,8 +41,8 @@ async fn run(n: usize) {
     let t = Instant::now();
     let base_reqs = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for token in tokens.iter().cloned() {
-        let (http, count) = (http.clone(), base_reqs.clone());
+    for token in &tokens {
+        let (http, count, token) = (http.clone(), base_reqs.clone(), token.clone());
         tasks.push(tokio::spawn(async move {
             for _ in 0..7 {
                 let _ = http.poll(&token, 0).await;
@@ -59,8 +59,8 @@ async fn run(n: usize) {
     // All agents wait in a long poll, then the deployment starts.
     let reports = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for token in tokens.iter().cloned() {
-        let (http, reports) = (http.clone(), reports.clone());
+    for token in &tokens {
+        let (http, reports, token) = (http.clone(), reports.clone(), token.clone());
         tasks.push(tokio::spawn(async move {
             let mut cmd = loop {
                 if let Some(c) = http.poll(&token, 20_000).await {
