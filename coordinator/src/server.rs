@@ -229,3 +229,74 @@ pub async fn serve(
     tracing::info!("coordinator shutting down");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test setup on an in-memory database")]
+    use super::*;
+    use crate::engine::executor::NewDeployment;
+    use crate::store::{apps, deployments, revisions};
+    use rollcage_proto::wire::{Concurrency, DeploymentStatus, DeploymentStyle, Group};
+
+    #[test]
+    fn a_silent_agent_s_step_fails_after_the_heartbeat_deadline() {
+        let store = Store::open_in_memory().unwrap();
+        let mut wake = Vec::new();
+        let id = store
+            .write(|tx| {
+                apps::insert_application(tx, "app", 0)?;
+                apps::insert_group(
+                    tx,
+                    &Group {
+                        id: "g".into(),
+                        application: "app".into(),
+                        name: "web".into(),
+                        style: DeploymentStyle::InPlace,
+                        concurrency: Concurrency::All,
+                        failure_tolerance: 0,
+                        auto_rollback: false,
+                        instances: vec!["a".into()],
+                        created_at_ms: 0,
+                    },
+                )?;
+                let rev = revisions::upsert(tx, "app", &"c".repeat(64), None, 1, 0)?;
+                executor::create_deployment(
+                    tx,
+                    &NewDeployment {
+                        application: "app",
+                        group: "web",
+                        revision: &rev.id,
+                        rollback_of: None,
+                        concurrency: None,
+                    },
+                    &[],
+                    1_000,
+                    &mut wake,
+                )
+            })
+            .unwrap();
+        let state = Arc::new(AppState::new(
+            store,
+            Tokens::new("a", "e", []),
+            PathBuf::from("/nonexistent"),
+            Settings {
+                max_poll_wait: Duration::from_millis(10),
+                heartbeat_deadline: Duration::from_secs(10),
+            },
+        ));
+        state.seen("a", 5_000);
+        assert_eq!(sweep_lost(&state, 14_000).unwrap(), 0, "heard from 9 s ago");
+        assert_eq!(sweep_lost(&state, 15_001).unwrap(), 1);
+        let d = state
+            .store
+            .read(|c| deployments::full(c, &id))
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.status, DeploymentStatus::Failed);
+        assert!(
+            d.instances[0].steps[0].message.contains("lost"),
+            "{:?}",
+            d.instances[0].steps[0]
+        );
+    }
+}

@@ -21,6 +21,9 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 struct Fake {
     ran: Arc<Mutex<Vec<(String, LifecycleEvent)>>>,
     fail_on: Option<LifecycleEvent>,
+    /// (event, how long it takes)
+    slow: Option<(LifecycleEvent, Duration)>,
+    completed_slow: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl StepExecutor for Fake {
@@ -30,6 +33,13 @@ impl StepExecutor for Fake {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push((cmd.deployment_id.clone(), cmd.event));
+            if let Some((event, d)) = self.slow
+                && event == cmd.event
+            {
+                tokio::time::sleep(d).await;
+                self.completed_slow
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             let outcome = if Some(cmd.event) == self.fail_on {
                 StepOutcome::Failed
             } else {
@@ -303,4 +313,95 @@ fn backoff_grows_with_jitter_and_is_capped() {
     }
     let samples: std::collections::HashSet<_> = (0..50).map(|_| b.delay(5)).collect();
     assert!(samples.len() > 1, "jittered");
+}
+
+#[tokio::test]
+async fn forced_stop_cancels_the_running_step_on_the_agent() -> TestResult {
+    let env = coordinator().await?;
+    let client = env.agent_client("i1").await?;
+    let id = env.deploy(&["i1"], false).await?;
+    let dir = tempfile::tempdir()?;
+    let fake = Fake {
+        slow: Some((LifecycleEvent::BeforeInstall, Duration::from_secs(20))),
+        ..Fake::default()
+    };
+    let journal = Journal::open(dir.path())?;
+    let agent = AgentLoop::new(client, journal.clone(), fake.clone(), loop_config());
+    let run = tokio::spawn(async move {
+        agent
+            .run(tokio::time::sleep(Duration::from_secs(60)))
+            .await
+            .map_err(|e| e.to_string())
+    });
+    for _ in 0..200 {
+        if fake
+            .ran()
+            .iter()
+            .any(|(_, e)| *e == LifecycleEvent::BeforeInstall)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d: Deployment = env
+        .admin
+        .post(
+            &format!("/v1/deployments/{id}/stop"),
+            &serde_json::json!({"force": true}),
+        )
+        .await?;
+    assert_eq!(d.status, DeploymentStatus::Stopped);
+    // The agent notices within its cancel-check interval and journals the step as cancelled.
+    let mut cancelled = false;
+    for _ in 0..100 {
+        let ran = fake.ran();
+        if let Some((dep, _)) = ran.last() {
+            let mut probe =
+                rollcage_agent::journal::Journal::open(dir.path())?.get(&StepCommand {
+                    deployment_id: dep.clone(),
+                    event: LifecycleEvent::BeforeInstall,
+                    ..probe_command()
+                })?;
+            if let Some(rollcage_agent::journal::Entry {
+                state: EntryState::Finished { report, .. },
+                ..
+            }) = probe.take()
+            {
+                assert!(
+                    report.message.contains("cancelled by a forced stop"),
+                    "{}",
+                    report.message
+                );
+                cancelled = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run.abort();
+    assert!(cancelled, "the agent journaled the cancellation");
+    assert!(
+        !fake
+            .completed_slow
+            .load(std::sync::atomic::Ordering::SeqCst),
+        "the step was abandoned, not waited for"
+    );
+    Ok(())
+}
+
+fn probe_command() -> StepCommand {
+    StepCommand {
+        command_id: 0,
+        deployment_id: String::new(),
+        application: String::new(),
+        group: String::new(),
+        group_id: String::new(),
+        event: LifecycleEvent::DownloadBundle,
+        revision: rollcage_proto::wire::RevisionRef {
+            id: String::new(),
+            sha256: String::new(),
+            location: rollcage_proto::wire::RevisionLocation::Url { url: String::new() },
+        },
+        rollback: false,
+    }
 }
