@@ -69,6 +69,11 @@ fn roll(concurrency: &str, expected_in_flight: usize) -> anyhow::Result<()> {
                 "deployment {d} with {concurrency}"
             );
         }
+        // Every agent is enrolled and alive.
+        let (_, out) = fleet.cli(&["instances", "--output", "json"])?;
+        let list: Vec<rollcage_proto::wire::InstanceInfo> = serde_json::from_str(&out)?;
+        assert_eq!(list.len(), 4);
+        assert!(list.iter().all(|i| !i.lost), "{list:?}");
         // Each host downloaded each revision once.
         assert_eq!(fleet.downloads("shop", &r1)?, 4);
         assert_eq!(fleet.downloads("shop", &r2)?, 4);

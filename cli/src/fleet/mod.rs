@@ -79,13 +79,21 @@ pub enum FleetCommand {
     /// Deployment groups.
     #[command(subcommand)]
     Group(GroupCommand),
-    /// Upload a revision (a directory, packed as tar.gz, or an archive); prints the revision id alone.
+    /// Upload a revision (a directory, packed as tar.gz, or an archive), or register one stored at a URL;
+    /// prints the revision id alone.
     Push {
         /// Application.
         #[arg(long)]
         app: String,
         /// Directory or archive (tar, tar.gz, zip).
-        path: PathBuf,
+        #[arg(required_unless_present = "url", conflicts_with = "url")]
+        path: Option<PathBuf>,
+        /// Register an archive at this http(s):// or file:// URL instead of uploading.
+        #[arg(long, requires = "sha256")]
+        url: Option<String>,
+        /// sha256 of the archive at --url.
+        #[arg(long, requires = "url")]
+        sha256: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -371,12 +379,31 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        FleetCommand::Push { app, path, remote } => {
-            let bytes = pack::archive_bytes(&path)?;
-            let rev: Revision = remote
-                .client()?
-                .post_bytes(&format!("/v1/applications/{app}/revisions"), bytes.into())
-                .await?;
+        FleetCommand::Push {
+            app,
+            path,
+            url,
+            sha256,
+            remote,
+        } => {
+            let client = remote.client()?;
+            let rev: Revision = match (path, url, sha256) {
+                (_, Some(url), Some(sha256)) => {
+                    client
+                        .post(
+                            &format!("/v1/applications/{app}/revisions/url"),
+                            &rollcage_proto::wire::RegisterUrlRevision { url, sha256 },
+                        )
+                        .await?
+                }
+                (Some(path), _, _) => {
+                    let bytes = pack::archive_bytes(&path)?;
+                    client
+                        .post_bytes(&format!("/v1/applications/{app}/revisions"), bytes.into())
+                        .await?
+                }
+                _ => bail!("give a directory or archive to upload, or --url and --sha256"),
+            };
             println!("{}", rev.id);
             Ok(ExitCode::SUCCESS)
         }

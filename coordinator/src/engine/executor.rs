@@ -89,10 +89,12 @@ pub fn create_deployment(
             name: format!("{}/{}", new.application, new.revision),
         });
     }
-    let instances = if group.instances.is_empty() {
-        enrolled.to_vec()
-    } else {
-        group.instances.clone()
+    // A rollback covers exactly the instances of the deployment it rolls back; otherwise the group's list, or
+    // every enrolled instance when the group names none.
+    let instances = match new.rollback_of {
+        Some((of, _)) => deployments::instance_names(tx, of)?,
+        None if group.instances.is_empty() => enrolled.to_vec(),
+        None => group.instances.clone(),
     };
     if instances.is_empty() {
         return Err(EngineError::Invalid(format!(
@@ -620,6 +622,41 @@ mod tests {
             !s.write(|tx| record_report(tx, "a", &report, 3, &mut wake))
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn rollback_covers_the_instances_of_the_rolled_back_deployment() {
+        // The group names no instances: the deployment took the enrolled ones, and so must its rollback.
+        let s = setup(&[], true, Concurrency::All);
+        let mut wake = Vec::new();
+        let enrolled = ["x".to_owned(), "y".to_owned()];
+        let mk = |rev: String, wake: &mut Wake| {
+            s.write(|tx| {
+                create_deployment(
+                    tx,
+                    &NewDeployment {
+                        application: "app",
+                        group: "web",
+                        revision: &rev,
+                        rollback_of: None,
+                        concurrency: None,
+                    },
+                    &enrolled,
+                    1,
+                    wake,
+                )
+            })
+        };
+        mk(format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
+        run_instance(&s, "x", None);
+        run_instance(&s, "y", None);
+        let d2 = mk(format!("r-{}", "b".repeat(16)), &mut wake).unwrap();
+        run_instance(&s, "x", Some("Install"));
+        run_instance(&s, "y", None);
+        let d = s.read(|c| deployments::get(c, &d2)).unwrap().unwrap();
+        let rb = d.rollback_deployment.unwrap();
+        let names = s.read(|c| deployments::instance_names(c, &rb)).unwrap();
+        assert_eq!(names, enrolled);
     }
 
     #[test]

@@ -315,6 +315,17 @@ pub fn last_succeeded_revision(
     .map_err(sql)
 }
 
+/// The instance names of a deployment, in start order.
+pub fn instance_names(c: &Connection, id: &str) -> Result<Vec<String>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT instance FROM deployment_instances WHERE deployment_id = ?1 ORDER BY ord",
+        )
+        .map_err(sql)?;
+    let rows = st.query_map([id], |r| r.get(0)).map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
 /// Instance counts of a deployment (one aggregate query).
 pub fn counts(c: &Connection, id: &str) -> Result<Counts> {
     // Grouping by status alone follows the (deployment_id, status, …) index: no sort.
