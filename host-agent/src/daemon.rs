@@ -205,6 +205,13 @@ impl<E: StepExecutor> AgentLoop<E> {
         let mut attempt = 0u32;
         loop {
             if let Some(cmd) = next.take() {
+                // Between two steps, honour a shutdown asked while the previous one ran; the coordinator offers
+                // this command again after the restart.
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => return Ok(()),
+                    _ = std::future::ready(()) => {}
+                }
                 next = self.process(cmd).await?;
                 continue;
             }

@@ -247,23 +247,40 @@ impl Fleet {
         Ok(())
     }
 
-    /// Run the CLI against the coordinator; returns (exit code, stdout).
+    /// Run the CLI against the coordinator; returns (exit code, stdout). Killed after 3 minutes so a hung
+    /// `--wait` fails the test instead of the CI run.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<(i32, String)> {
-        let out = Command::new(rollcage_bin()?)
+        let out_path = self
+            .dir
+            .path()
+            .join(format!("cli-{}.out", std::process::id()));
+        let err_path = out_path.with_extension("err");
+        let mut child = Command::new(rollcage_bin()?)
             .args(args)
             .env("ROLLCAGE_COORDINATOR", self.coordinator.url())
             .env("ROLLCAGE_TOKEN", &self.coordinator.admin_token)
             .stdin(Stdio::null())
-            .output()
+            .stdout(std::fs::File::create(&out_path)?)
+            .stderr(std::fs::File::create(&err_path)?)
+            .spawn()
             .context("running the CLI")?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let code = out.status.code().unwrap_or(-1);
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait()? {
+                break st;
+            }
+            if start.elapsed() > Duration::from_secs(180) {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("rollcage {args:?} did not finish within 3 minutes");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stdout = std::fs::read_to_string(&out_path)?;
+        let stderr = std::fs::read_to_string(&err_path)?;
+        let code = status.code().unwrap_or(-1);
         if code != 0 && code != 2 && code != 3 {
-            bail!(
-                "rollcage {args:?} exited {code}: {}{}",
-                stdout,
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("rollcage {args:?} exited {code}: {stdout}{stderr}");
         }
         Ok((code, stdout))
     }
