@@ -12,7 +12,7 @@ pub mod revisions;
 
 use rusqlite::{Connection, Transaction};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,17 @@ pub enum StoreError {
         path: PathBuf,
         /// The error.
         source: rusqlite::Error,
+    },
+    /// The batching writer thread is gone (the coordinator is shutting down).
+    #[error("database writer {0} stopped")]
+    WriterStopped(PathBuf),
+    /// A batched transaction failed to commit.
+    #[error("database {path}: commit failed: {message}")]
+    Commit {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's message.
+        message: String,
     },
     /// A stored value could not be decoded (the database was edited by hand, or by a newer coordinator).
     #[error("corrupt stored value in {what}: {detail}")]
@@ -118,11 +129,18 @@ CREATE TABLE steps (
 CREATE INDEX steps_running ON steps (instance, state);
 "#];
 
+/// One batched write: runs inside a savepoint of the batch's transaction, returns what to do once the batch's
+/// commit is known.
+type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+/// Delivers a batched write's result after the commit.
+type Reply = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+
 /// The database, behind one lock (SQLite serialises writers anyway; reads are short).
 #[derive(Debug)]
 pub struct Store {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    batcher: OnceLock<Mutex<mpsc::Sender<Job>>>,
 }
 
 impl Store {
@@ -135,8 +153,9 @@ impl Store {
         let mut conn = Connection::open(path).map_err(err)?;
         Self::setup(&mut conn).map_err(err)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
+            batcher: OnceLock::new(),
         })
     }
 
@@ -150,8 +169,9 @@ impl Store {
         let mut conn = Connection::open_in_memory().map_err(err)?;
         Self::setup(&mut conn).map_err(err)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
             path,
+            batcher: OnceLock::new(),
         })
     }
 
@@ -192,6 +212,105 @@ impl Store {
         let out = f(&tx)?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(out)
+    }
+
+    /// Run `f` as part of a group commit: writes that arrive while the writer thread is busy share one
+    /// transaction (each in its own savepoint, so a failing one rolls back alone), and each caller gets its result
+    /// only after that transaction committed. Used on the step-report path, where thousands of agents report at
+    /// once and one commit per report would dominate.
+    pub async fn write_batched<T, E>(
+        &self,
+        f: impl FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+    ) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<std::result::Result<T, E>>();
+        let path = self.path.clone();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let result = match conn.execute_batch("SAVEPOINT job") {
+                Err(e) => Err(E::from(StoreError::Sqlite {
+                    path: path.clone(),
+                    source: e,
+                })),
+                Ok(()) => {
+                    let r = f(conn);
+                    let end = if r.is_ok() {
+                        conn.execute_batch("RELEASE job")
+                    } else {
+                        conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                    };
+                    match end {
+                        Ok(()) => r,
+                        Err(e) => Err(E::from(StoreError::Sqlite {
+                            path: path.clone(),
+                            source: e,
+                        })),
+                    }
+                }
+            };
+            Box::new(move |commit: std::result::Result<(), String>| {
+                let out = match (result, commit) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Ok(_), Err(message)) => Err(E::from(StoreError::Commit { path, message })),
+                    (Err(e), _) => Err(e),
+                };
+                let _ = tx.send(out);
+            })
+        });
+        let sent = self
+            .batcher
+            .get_or_init(|| Mutex::new(self.spawn_batcher()))
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job);
+        if sent.is_err() {
+            return Err(E::from(StoreError::WriterStopped(self.path.clone())));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(E::from(StoreError::WriterStopped(self.path.clone()))))
+    }
+
+    fn spawn_batcher(&self) -> mpsc::Sender<Job> {
+        // Bounded so one transaction stays short enough not to delay reads noticeably.
+        const MAX_BATCH: usize = 256;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let conn = self.conn.clone();
+        let spawned = std::thread::Builder::new()
+            .name("rollcage-db-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    let guard = conn.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Err(e) = guard.execute_batch("BEGIN IMMEDIATE") {
+                        // Never run outside a transaction: drop the jobs unrun, so each caller gets an error.
+                        tracing::error!(error = %e, jobs = jobs.len(), "could not begin a batched transaction");
+                        drop(guard);
+                        drop(jobs);
+                        continue;
+                    }
+                    let replies: Vec<Reply> = jobs.into_iter().map(|job| job(&guard)).collect();
+                    let commit = guard.execute_batch("COMMIT").map_err(|e| {
+                        let _ = guard.execute_batch("ROLLBACK");
+                        e.to_string()
+                    });
+                    drop(guard);
+                    for reply in replies {
+                        reply(commit.clone());
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "could not start the database writer thread");
+        }
+        tx
     }
 
     /// Run `f` with the connection (reads).
@@ -252,6 +371,47 @@ mod tests {
         })?;
         assert_eq!(version, MIGRATIONS.len() as i64);
         assert_eq!(mode, "wal");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn batched_writes_commit_together_and_a_failing_one_rolls_back_alone() -> Result<()> {
+        let store = std::sync::Arc::new(Store::open_in_memory()?);
+        let mut handles = Vec::new();
+        for i in 0..50 {
+            let store = store.clone();
+            handles.push(tokio::spawn(async move {
+                store
+                    .write_batched(move |c| {
+                        apps::insert_application(c, &format!("app{i}"), 0)?;
+                        if i % 10 == 3 {
+                            // Written, then refused: this job's savepoint must roll back.
+                            return Err(StoreError::Corrupt {
+                                what: "test",
+                                detail: format!("job {i} refuses"),
+                            });
+                        }
+                        Ok(i)
+                    })
+                    .await
+            }));
+        }
+        let mut ok = 0;
+        for h in handles {
+            if h.await
+                .map_err(|e| StoreError::Corrupt {
+                    what: "join",
+                    detail: e.to_string(),
+                })?
+                .is_ok()
+            {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 45);
+        let names = store.read(apps::applications)?;
+        assert_eq!(names.len(), 45);
+        assert!(!names.iter().any(|a| a.name == "app3" || a.name == "app13"));
         Ok(())
     }
 }

@@ -100,19 +100,24 @@ pub async fn report(
     Json(report): Json<StepReport>,
 ) -> Result<Json<ReportResponse>, ApiError> {
     let now = now_ms();
-    let mut wake = Vec::new();
-    // The next command is read in the same transaction: one lock hold per report.
-    let (recorded, command) = st.store.write(|tx| {
-        let recorded = executor::record_report(tx, &name, &report, now, &mut wake)?;
-        let command = match deployments::running_step_for(tx, &name)? {
-            Some(step) => Some(executor::command_for(tx, &step)?),
-            None => None,
-        };
-        Ok::<_, ApiError>((recorded, command))
-    })?;
+    let (command_id, outcome) = (report.command_id, report.outcome);
+    // Group-committed with concurrent reports; the next command is read in the same transaction.
+    let agent = name.clone();
+    let (recorded, command, mut wake) = st
+        .store
+        .write_batched(move |tx| {
+            let mut wake = Vec::new();
+            let recorded = executor::record_report(tx, &agent, &report, now, &mut wake)?;
+            let command = match deployments::running_step_for(tx, &agent)? {
+                Some(step) => Some(executor::command_for(tx, &step)?),
+                None => None,
+            };
+            Ok::<_, ApiError>((recorded, command, wake))
+        })
+        .await?;
     wake.retain(|w| w != &name);
     st.wake(&wake);
-    tracing::debug!(instance = %name, command = report.command_id, outcome = ?report.outcome, recorded, "step report");
+    tracing::debug!(instance = %name, command = command_id, ?outcome, recorded, "step report");
     Ok(Json(ReportResponse { recorded, command }))
 }
 
