@@ -660,6 +660,60 @@ mod tests {
     }
 
     #[test]
+    fn manual_rollback_redeploys_the_previous_good_revision() {
+        let s = setup(&["a"], false, Concurrency::Count(1));
+        let mut wake = Vec::new();
+        let v1 = format!("r-{}", "a".repeat(16));
+        let v2 = format!("r-{}", "b".repeat(16));
+        let d1 = deploy(&s, &v1, &mut wake).unwrap();
+        // Nothing to roll back to yet.
+        run_instance(&s, "a", None);
+        assert!(matches!(
+            s.write(|tx| rollback(tx, &d1, 3, &mut wake)),
+            Err(EngineError::Conflict(_))
+        ));
+        let d2 = deploy(&s, &v2, &mut wake).unwrap();
+        // Refused while the group is busy.
+        assert!(matches!(
+            s.write(|tx| rollback(tx, &d2, 3, &mut wake)),
+            Err(EngineError::Conflict(_))
+        ));
+        run_instance(&s, "a", None);
+        let rb = s.write(|tx| rollback(tx, &d2, 4, &mut wake)).unwrap();
+        let row = s.read(|c| deployments::get(c, &rb)).unwrap().unwrap();
+        assert_eq!(row.revision, v1);
+        assert_eq!(row.rollback_of.as_deref(), Some(d2.as_str()));
+        assert!(!row.automatic);
+        let events = run_instance(&s, "a", None);
+        assert_eq!(events.first().map(String::as_str), Some("ApplicationStop"));
+        let row = s.read(|c| deployments::get(c, &rb)).unwrap().unwrap();
+        assert_eq!(row.status, DeploymentStatus::Succeeded);
+    }
+
+    #[test]
+    fn stop_lets_the_in_flight_instance_finish_and_skips_the_rest() {
+        let s = setup(&["a", "b"], false, Concurrency::Count(1));
+        let mut wake = Vec::new();
+        let id = deploy(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
+        s.write(|tx| stop(tx, &id, false, 2, &mut wake)).unwrap();
+        let d = s.read(|c| deployments::get(c, &id)).unwrap().unwrap();
+        assert_eq!(d.status, DeploymentStatus::Stopping);
+        assert_eq!(
+            run_instance(&s, "a", None).len(),
+            7,
+            "a finishes all its steps"
+        );
+        let full = s.read(|c| deployments::full(c, &id)).unwrap().unwrap();
+        assert_eq!(full.status, DeploymentStatus::Stopped);
+        assert_eq!(full.instances[0].status, InstanceStatus::Succeeded);
+        assert_eq!(full.instances[1].status, InstanceStatus::Skipped);
+        assert!(matches!(
+            s.write(|tx| stop(tx, &id, false, 3, &mut wake)),
+            Err(EngineError::Conflict(_))
+        ));
+    }
+
+    #[test]
     fn forced_stop_cancels_and_ends_stopped() {
         let s = setup(&["a", "b", "c"], true, Concurrency::Count(1));
         let mut wake = Vec::new();
