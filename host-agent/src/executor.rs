@@ -60,6 +60,13 @@ impl BundleCache {
                 Ok((Source::Url(url), true))
             }
             RevisionLocation::Coordinator { path } => {
+                // Appended to the coordinator's base URL: anything but an absolute path (e.g. `@host/…`) could
+                // redirect the agent's token elsewhere.
+                if !path.starts_with('/') || path.contains("://") {
+                    return Err(format!(
+                        "invalid bundle path `{path}` in command: expected an absolute path"
+                    ));
+                }
                 let dest = self.path(&cmd.revision.sha256).ok_or_else(|| {
                     format!("invalid sha256 `{}` in command", cmd.revision.sha256)
                 })?;

@@ -522,3 +522,117 @@ async fn finish(
         _ => ExitCode::from(EXIT_DEPLOYMENT_FAILED),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: FleetCommand,
+    }
+
+    #[test]
+    fn vars_are_key_value_with_plain_names() {
+        assert_eq!(parse_var("PORT=8080"), Ok(("PORT".into(), "8080".into())));
+        assert_eq!(parse_var("A=b=c"), Ok(("A".into(), "b=c".into())));
+        for bad in ["PORT", "=1", "1A=2", "A-B=1", "A B=1"] {
+            assert!(parse_var(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn group_create_parses_style_concurrency_and_instances() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from([
+            "x",
+            "group",
+            "create",
+            "--app",
+            "shop",
+            "web",
+            "--style",
+            "in-place",
+            "--concurrency",
+            "50%",
+            "--auto-rollback",
+            "--instances",
+            "i1,i2,i3",
+        ])?;
+        match cli.cmd {
+            FleetCommand::Group(GroupCommand::Create {
+                style,
+                concurrency,
+                auto_rollback,
+                instances,
+                ..
+            }) => {
+                assert_eq!(style, DeploymentStyle::InPlace);
+                assert_eq!(concurrency, Concurrency::Percent(50));
+                assert!(auto_rollback);
+                assert_eq!(instances, ["i1", "i2", "i3"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from([
+                "x",
+                "group",
+                "create",
+                "--app",
+                "a",
+                "g",
+                "--style",
+                "rolling",
+                "--concurrency",
+                "1"
+            ])
+            .is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "x",
+                "group",
+                "create",
+                "--app",
+                "a",
+                "g",
+                "--style",
+                "in-place",
+                "--concurrency",
+                "0"
+            ])
+            .is_err()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn push_takes_a_path_or_a_url_with_its_sha256() {
+        assert!(Cli::try_parse_from(["x", "push", "--app", "a", "dir"]).is_ok());
+        assert!(
+            Cli::try_parse_from([
+                "x",
+                "push",
+                "--app",
+                "a",
+                "--url",
+                "https://e/b.tgz",
+                "--sha256",
+                "ab"
+            ])
+            .is_ok()
+        );
+        assert!(Cli::try_parse_from(["x", "push", "--app", "a"]).is_err());
+        assert!(
+            Cli::try_parse_from(["x", "push", "--app", "a", "--url", "https://e/b.tgz"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "x", "push", "--app", "a", "dir", "--url", "u", "--sha256", "s"
+            ])
+            .is_err()
+        );
+    }
+}
