@@ -126,7 +126,8 @@ CREATE TABLE steps (
     log_tail      TEXT NOT NULL DEFAULT '',
     UNIQUE (deployment_id, instance, idx)
 );
-CREATE INDEX steps_running ON steps (instance, state);
+-- Partial: only in-flight steps, so the per-report lookup and the lost-agent sweep stay small as history grows.
+CREATE INDEX steps_running ON steps (instance) WHERE state = 'running';
 "#];
 
 /// One batched write: runs inside a savepoint of the batch's transaction, returns what to do once the batch's
@@ -412,6 +413,32 @@ mod tests {
         let names = store.read(apps::applications)?;
         assert_eq!(names.len(), 45);
         assert!(!names.iter().any(|a| a.name == "app3" || a.name == "app13"));
+        Ok(())
+    }
+
+    #[test]
+    fn hot_queries_do_not_scan_the_step_history() -> Result<()> {
+        let store = Store::open_in_memory()?;
+        let plans: Vec<String> = store.read(|c| {
+            let mut out = Vec::new();
+            for q in [
+                "SELECT id FROM steps WHERE instance = 'x' AND state = 'running' LIMIT 1",
+                "SELECT s.id, s.instance FROM steps s JOIN deployments d ON d.id = s.deployment_id \
+                 WHERE s.state = 'running' AND d.status IN ('in_progress', 'stopping')",
+            ] {
+                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {q}")).map_err(sql)?;
+                let rows = st
+                    .query_map([], |r| r.get::<_, String>(3))
+                    .map_err(sql)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(sql)?;
+                out.push(rows.join(" | "));
+            }
+            Ok::<_, StoreError>(out)
+        })?;
+        assert!(plans[0].contains("steps_running"), "{}", plans[0]);
+        // The sweep reads only the steps of active deployments, never the whole history.
+        assert!(!plans[1].contains("SCAN s"), "{}", plans[1]);
         Ok(())
     }
 }
