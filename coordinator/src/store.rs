@@ -297,7 +297,18 @@ impl Store {
                         drop(jobs);
                         continue;
                     }
-                    let replies: Vec<Reply> = jobs.into_iter().map(|job| job(&guard)).collect();
+                    let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
+                    for job in jobs {
+                        // A panicking job must not take the writer down with it: undo its savepoint and drop its
+                        // reply (its caller gets an error), keep the others.
+                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&guard))) {
+                            Ok(reply) => replies.push(reply),
+                            Err(_) => {
+                                tracing::error!("a batched database write panicked; rolled back");
+                                let _ = guard.execute_batch("ROLLBACK TO job; RELEASE job");
+                            }
+                        }
+                    }
                     let commit = guard.execute_batch("COMMIT").map_err(|e| {
                         let _ = guard.execute_batch("ROLLBACK");
                         e.to_string()
