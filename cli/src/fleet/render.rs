@@ -86,3 +86,73 @@ pub fn instances(list: &[InstanceInfo]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rollcage_proto::LifecycleEvent;
+    use rollcage_proto::wire::{
+        Concurrency, DeploymentStatus, DeploymentStyle, InstanceProgress, InstanceStatus,
+        StepProgress,
+    };
+
+    #[test]
+    fn a_failed_step_shows_its_message_and_log_tail() {
+        let step = |event, state, message: &str, log: &str| StepProgress {
+            event,
+            state,
+            started_at_ms: Some(1),
+            ended_at_ms: Some(2),
+            message: message.into(),
+            log_tail: log.into(),
+        };
+        let d = Deployment {
+            id: "d-1".into(),
+            application: "shop".into(),
+            group: "web".into(),
+            revision: "r-1".into(),
+            style: DeploymentStyle::InPlace,
+            concurrency: Concurrency::Percent(50),
+            failure_tolerance: 0,
+            kind: DeploymentKind::Rollback {
+                of: "d-0".into(),
+                automatic: true,
+            },
+            status: DeploymentStatus::Failed,
+            message: "1 of 1 instance(s) failed".into(),
+            created_at_ms: 0,
+            ended_at_ms: Some(3),
+            rollback_deployment: None,
+            instances: vec![InstanceProgress {
+                instance: "i1".into(),
+                status: InstanceStatus::Failed,
+                steps: vec![
+                    step(
+                        LifecycleEvent::BeforeInstall,
+                        StepState::Succeeded,
+                        "ok",
+                        "",
+                    ),
+                    step(
+                        LifecycleEvent::ValidateService,
+                        StepState::Failed,
+                        "scripts/check.sh: failed with exit code 3",
+                        "curl: connection refused\nretrying",
+                    ),
+                ],
+            }],
+        };
+        let text = deployment(&d);
+        assert!(text.contains("rollback of d-0, automatic"), "{text}");
+        assert!(text.contains("concurrency 50%"), "{text}");
+        assert!(
+            text.contains("i1") && text.contains("failed") && text.contains("1/2 steps"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ValidateService Failed: scripts/check.sh: failed with exit code 3"),
+            "{text}"
+        );
+        assert!(text.contains("| curl: connection refused"), "{text}");
+    }
+}
