@@ -3,6 +3,7 @@
 
 mod appspec_cmd;
 mod demo;
+mod fleet;
 mod lb_cmd;
 mod local;
 
@@ -14,9 +15,10 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "rollcage", version, about)]
 struct Cli {
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `rollcage_runtime=debug`.
-    #[arg(long, global = true, env = "ROLLCAGE_LOG", default_value = "warn")]
-    log: String,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `rollcage_runtime=debug`. Default: `info` for the
+    /// daemons (coordinator, agent, lb), `warn` for everything else.
+    #[arg(long, global = true, env = "ROLLCAGE_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,6 +34,19 @@ enum Command {
     Lb(lb_cmd::LbArgs),
     /// Run the in-place lifecycle of a revision on this host, without a coordinator.
     Local(local::LocalArgs),
+    #[command(flatten)]
+    Fleet(fleet::FleetCommand),
+}
+
+impl Command {
+    /// Long-running services log their progress by default; one-shot commands only warnings.
+    fn default_log(&self) -> &'static str {
+        match self {
+            Self::Lb(_) => "info",
+            Self::Fleet(cmd) if cmd.is_daemon() => "info",
+            _ => "warn",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,8 +60,9 @@ enum AppspecCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let default_log = cli.command.default_log();
+    let filter = tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default_log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -67,6 +83,7 @@ fn main() -> ExitCode {
             Command::Demo => demo::run().await,
             Command::Lb(args) => lb_cmd::run(args).await,
             Command::Local(args) => local::run(args).await,
+            Command::Fleet(cmd) => fleet::run(cmd).await,
         }
     });
     match result {

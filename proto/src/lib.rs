@@ -7,11 +7,13 @@
 //! - [`outcome`]: the one outcome type every hook kind (shell, wasm) maps onto, with CodeDeploy-compatible codes.
 //! - [`hostcall`]: the versioned import namespace and ABI numbers of the host functions wasm hooks call.
 //! - [`sandbox`]: the capability grant of a WebAssembly hook (the AppSpec's `sandbox:` map).
+//! - [`wire`]: the JSON of the coordinator API and of the agent protocol.
 
 pub mod hostcall;
 pub mod lifecycle;
 pub mod outcome;
 pub mod sandbox;
+pub mod wire;
 
 pub use lifecycle::LifecycleEvent;
 pub use outcome::{HookOutcome, HookStatus};

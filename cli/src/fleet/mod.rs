@@ -1,0 +1,645 @@
+//! Fleet commands of the `rollcage` binary: run the coordinator or an agent, and operate deployments.
+//!
+//! Remote commands take the coordinator URL and the admin token from `--coordinator`/`--token` or
+//! `ROLLCAGE_COORDINATOR`/`ROLLCAGE_TOKEN`; read commands take `--output json` for scripts.
+//!
+//! Exit codes scripts can rely on:
+//! - `0`: success (for `deploy --wait`/`rollback --wait`: the deployment succeeded);
+//! - `1`: the command could not be carried out (bad arguments, coordinator unreachable, API error);
+//! - `2`: the deployment waited for failed;
+//! - `3`: the deployment waited for was stopped.
+
+mod pack;
+mod render;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use rollcage_agent::client::Client;
+use rollcage_proto::wire::{
+    Application, Concurrency, CreateGroup, Deployment, DeploymentStatus, DeploymentStyle, Group,
+    InstanceInfo, Revision, StopDeployment,
+};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Exit code: the deployment failed.
+pub const EXIT_DEPLOYMENT_FAILED: u8 = 2;
+/// Exit code: the deployment was stopped.
+pub const EXIT_DEPLOYMENT_STOPPED: u8 = 3;
+
+/// Where the coordinator is and who we are.
+#[derive(Debug, Clone, Args)]
+pub struct Remote {
+    /// Coordinator base URL, e.g. http://127.0.0.1:7700.
+    #[arg(long, env = "ROLLCAGE_COORDINATOR")]
+    coordinator: Option<String>,
+    /// Admin token (the content of DATA/admin-token).
+    #[arg(long, env = "ROLLCAGE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Extra CA certificate (PEM) to trust for a TLS coordinator.
+    #[arg(long, env = "ROLLCAGE_CA_FILE")]
+    ca_file: Option<PathBuf>,
+}
+
+impl Remote {
+    fn client(&self) -> anyhow::Result<Client> {
+        let url = self
+            .coordinator
+            .as_deref()
+            .context("no coordinator: pass --coordinator URL or set ROLLCAGE_COORDINATOR")?;
+        let token = self.token.clone().context(
+            "no token: pass --token T or set ROLLCAGE_TOKEN (the coordinator's DATA/admin-token)",
+        )?;
+        Ok(Client::new(url, Some(token), self.ca_file.as_deref())?)
+    }
+}
+
+/// Output format of read commands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON document, for scripts.
+    Json,
+}
+
+/// The fleet subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Run the coordinator (HTTP API, SQLite state, deployment engine).
+    Coordinator(CoordinatorArgs),
+    /// Run the agent of this host.
+    Agent(AgentArgs),
+    /// Applications.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Deployment groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Upload a revision (a directory, packed as tar.gz, or an archive), or register one stored at a URL;
+    /// prints the revision id alone.
+    Push {
+        /// Application.
+        #[arg(long)]
+        app: String,
+        /// Directory or archive (tar, tar.gz, zip).
+        #[arg(required_unless_present = "url", conflicts_with = "url")]
+        path: Option<PathBuf>,
+        /// Register an archive at this http(s):// or file:// URL instead of uploading.
+        #[arg(long, requires = "sha256")]
+        url: Option<String>,
+        /// sha256 of the archive at --url.
+        #[arg(long, requires = "url")]
+        sha256: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Start a deployment.
+    Deploy {
+        /// Application.
+        #[arg(long)]
+        app: String,
+        /// Deployment group.
+        #[arg(long)]
+        group: String,
+        /// Revision id (from `push`).
+        #[arg(long)]
+        revision: String,
+        /// Wait for the end; exit 2 if it failed, 3 if stopped.
+        #[arg(long)]
+        wait: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a deployment.
+    Status {
+        /// Deployment id.
+        id: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Roll a deployment's group back to its last successful revision.
+    Rollback {
+        /// Deployment id.
+        id: String,
+        /// Wait for the rollback to end; exit 2 if it failed, 3 if stopped.
+        #[arg(long)]
+        wait: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Stop a deployment: in-flight instances finish (or are cancelled with --force).
+    Stop {
+        /// Deployment id.
+        id: String,
+        /// Cancel in-flight steps.
+        #[arg(long)]
+        force: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List enrolled instances.
+    Instances {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// `rollcage coordinator`.
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// Data directory (database, bundles, token files).
+    #[arg(long)]
+    data: PathBuf,
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+    /// TLS certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Use this existing admin token file instead of DATA/admin-token.
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// Use this existing enrollment token file instead of DATA/enroll-token.
+    #[arg(long)]
+    enroll_token_file: Option<PathBuf>,
+    /// Seconds of silence after which an agent is lost and its in-flight step fails.
+    #[arg(long, default_value_t = 60)]
+    heartbeat_deadline: u64,
+}
+
+/// `rollcage agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Coordinator base URL.
+    #[arg(long, env = "ROLLCAGE_COORDINATOR")]
+    coordinator: String,
+    /// Root directory of this agent's deployments.
+    #[arg(long)]
+    root: PathBuf,
+    /// Instance name (ROLLCAGE_INSTANCE for hooks).
+    #[arg(long)]
+    name: String,
+    /// Enrollment token (first start; the agent then keeps its own token).
+    #[arg(long, env = "ROLLCAGE_ENROLL_TOKEN", hide_env_values = true)]
+    enroll_token: Option<String>,
+    /// Where the agent's own token is kept (default ROOT/agent/token).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// The address the application serves on (ROLLCAGE_SERVICE_ADDR for hooks).
+    #[arg(long)]
+    service_addr: Option<String>,
+    /// KEY=VALUE given to every hook (repeatable).
+    #[arg(long = "var", value_parser = parse_var)]
+    vars: Vec<(String, String)>,
+    /// Extra CA certificate (PEM) to trust for a TLS coordinator.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("invalid --var `{s}`: expected KEY=VALUE"))?;
+    let ok = !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        return Err(format!(
+            "invalid --var name `{k}`: expected letters, digits and `_`, not starting with a digit"
+        ));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+/// `rollcage app …`.
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Create an application.
+    Create {
+        /// Name.
+        name: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// `rollcage group …`.
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a deployment group.
+    Create {
+        /// Application.
+        #[arg(long)]
+        app: String,
+        /// Group name.
+        name: String,
+        /// in-place | in-place-lb | blue-green.
+        #[arg(long, value_parser = parse_style)]
+        style: DeploymentStyle,
+        /// N, P% or all.
+        #[arg(long, value_parser = parse_concurrency)]
+        concurrency: Concurrency,
+        /// Failed instances tolerated.
+        #[arg(long, default_value_t = 0)]
+        failure_tolerance: u32,
+        /// Roll back automatically when a deployment fails.
+        #[arg(long)]
+        auto_rollback: bool,
+        /// Instance names, comma-separated (default: every enrolled instance at deployment time).
+        #[arg(long, value_delimiter = ',')]
+        instances: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+fn parse_style(s: &str) -> Result<DeploymentStyle, String> {
+    s.parse()
+}
+
+fn parse_concurrency(s: &str) -> Result<Concurrency, String> {
+    s.parse()
+        .map_err(|e: rollcage_proto::wire::InvalidConcurrency| e.to_string())
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+impl FleetCommand {
+    /// True for the long-running services (`coordinator`, `agent`).
+    pub fn is_daemon(&self) -> bool {
+        matches!(self, Self::Coordinator(_) | Self::Agent(_))
+    }
+}
+
+/// Run a fleet command.
+pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        FleetCommand::Coordinator(a) => {
+            let cfg = rollcage_coordinator::ServerConfig {
+                data: a.data,
+                listen: a.listen,
+                tls: a.tls_cert.zip(a.tls_key),
+                admin_token_file: a.admin_token_file,
+                enroll_token_file: a.enroll_token_file,
+                settings: rollcage_coordinator::api::Settings {
+                    heartbeat_deadline: Duration::from_secs(a.heartbeat_deadline),
+                    ..Default::default()
+                },
+            };
+            rollcage_coordinator::serve(cfg, |addr| {
+                // Tests and scripts that listen on port 0 read the bound address from here.
+                eprintln!("rollcage coordinator listening on {addr}");
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Agent(a) => {
+            let cfg = rollcage_agent::AgentConfig {
+                coordinator: a.coordinator,
+                root: a.root,
+                name: a.name,
+                enroll_token: a.enroll_token,
+                token_file: a.token_file,
+                vars: a.vars,
+                service_addr: a.service_addr,
+                ca_file: a.ca_file,
+                loop_config: Default::default(),
+            };
+            rollcage_agent::run(cfg).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::App(AppCommand::Create {
+            name,
+            output,
+            remote,
+        }) => {
+            let app: Application = remote
+                .client()?
+                .post("/v1/applications", &serde_json::json!({ "name": name }))
+                .await?;
+            match output {
+                Output::Json => print_json(&app)?,
+                Output::Text => println!("application {} created", app.name),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Group(GroupCommand::Create {
+            app,
+            name,
+            style,
+            concurrency,
+            failure_tolerance,
+            auto_rollback,
+            instances,
+            output,
+            remote,
+        }) => {
+            let req = CreateGroup {
+                name,
+                style,
+                concurrency,
+                failure_tolerance,
+                auto_rollback,
+                instances,
+            };
+            let g: Group = remote
+                .client()?
+                .post(&format!("/v1/applications/{app}/groups"), &req)
+                .await?;
+            match output {
+                Output::Json => print_json(&g)?,
+                Output::Text => println!(
+                    "group {}/{} created ({}, concurrency {}, auto-rollback {})",
+                    g.application, g.name, g.style, g.concurrency, g.auto_rollback
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Push {
+            app,
+            path,
+            url,
+            sha256,
+            remote,
+        } => {
+            let client = remote.client()?;
+            let rev: Revision = match (path, url, sha256) {
+                (_, Some(url), Some(sha256)) => {
+                    client
+                        .post(
+                            &format!("/v1/applications/{app}/revisions/url"),
+                            &rollcage_proto::wire::RegisterUrlRevision { url, sha256 },
+                        )
+                        .await?
+                }
+                (Some(path), _, _) => {
+                    let bytes = pack::archive_bytes(&path)?;
+                    client
+                        .post_bytes(&format!("/v1/applications/{app}/revisions"), bytes.into())
+                        .await?
+                }
+                _ => bail!("give a directory or archive to upload, or --url and --sha256"),
+            };
+            println!("{}", rev.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Deploy {
+            app,
+            group,
+            revision,
+            wait,
+            output,
+            remote,
+        } => {
+            let client = remote.client()?;
+            let d: Deployment = client
+                .post(
+                    "/v1/deployments",
+                    &serde_json::json!({"application": app, "group": group, "revision": revision}),
+                )
+                .await?;
+            finish(&client, d, wait, output).await
+        }
+        FleetCommand::Status { id, output, remote } => {
+            let d: Deployment = remote
+                .client()?
+                .get(&format!("/v1/deployments/{id}"))
+                .await?;
+            match output {
+                Output::Json => print_json(&d)?,
+                Output::Text => print!("{}", render::deployment(&d)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Rollback {
+            id,
+            wait,
+            output,
+            remote,
+        } => {
+            let client = remote.client()?;
+            let d: Deployment = client
+                .post(
+                    &format!("/v1/deployments/{id}/rollback"),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            finish(&client, d, wait, output).await
+        }
+        FleetCommand::Stop {
+            id,
+            force,
+            output,
+            remote,
+        } => {
+            let d: Deployment = remote
+                .client()?
+                .post(
+                    &format!("/v1/deployments/{id}/stop"),
+                    &StopDeployment { force },
+                )
+                .await?;
+            match output {
+                Output::Json => print_json(&d)?,
+                Output::Text => print!("{}", render::deployment(&d)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Instances { output, remote } => {
+            let list: Vec<InstanceInfo> = remote.client()?.get("/v1/instances").await?;
+            match output {
+                Output::Json => print_json(&list)?,
+                Output::Text => print!("{}", render::instances(&list)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Print a started deployment; with `wait`, follow it to its end and map the outcome to the exit code.
+async fn finish(
+    client: &Client,
+    d: Deployment,
+    wait: bool,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    if !wait {
+        match output {
+            Output::Json => print_json(&d)?,
+            Output::Text => println!("{}", d.id),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let id = d.id.clone();
+    let mut last = d;
+    let mut errors = 0;
+    while !last.status.is_terminal() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        match client
+            .get::<Deployment>(&format!("/v1/deployments/{id}"))
+            .await
+        {
+            Ok(d) => {
+                errors = 0;
+                last = d;
+            }
+            // The coordinator may be restarting; it keeps the deployment's state.
+            Err(e) if e.is_retryable() && errors < 120 => errors += 1,
+            Err(e) => bail!("following deployment {id}: {e}"),
+        }
+    }
+    match output {
+        Output::Json => print_json(&last)?,
+        Output::Text => print!("{}", render::deployment(&last)),
+    }
+    Ok(match last.status {
+        DeploymentStatus::Succeeded => ExitCode::SUCCESS,
+        DeploymentStatus::Stopped => ExitCode::from(EXIT_DEPLOYMENT_STOPPED),
+        _ => ExitCode::from(EXIT_DEPLOYMENT_FAILED),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: FleetCommand,
+    }
+
+    #[test]
+    fn vars_are_key_value_with_plain_names() {
+        assert_eq!(parse_var("PORT=8080"), Ok(("PORT".into(), "8080".into())));
+        assert_eq!(parse_var("A=b=c"), Ok(("A".into(), "b=c".into())));
+        for bad in ["PORT", "=1", "1A=2", "A-B=1", "A B=1"] {
+            assert!(parse_var(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn group_create_parses_style_concurrency_and_instances() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from([
+            "x",
+            "group",
+            "create",
+            "--app",
+            "shop",
+            "web",
+            "--style",
+            "in-place",
+            "--concurrency",
+            "50%",
+            "--auto-rollback",
+            "--instances",
+            "i1,i2,i3",
+        ])?;
+        match cli.cmd {
+            FleetCommand::Group(GroupCommand::Create {
+                style,
+                concurrency,
+                auto_rollback,
+                instances,
+                ..
+            }) => {
+                assert_eq!(style, DeploymentStyle::InPlace);
+                assert_eq!(concurrency, Concurrency::Percent(50));
+                assert!(auto_rollback);
+                assert_eq!(instances, ["i1", "i2", "i3"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from([
+                "x",
+                "group",
+                "create",
+                "--app",
+                "a",
+                "g",
+                "--style",
+                "rolling",
+                "--concurrency",
+                "1"
+            ])
+            .is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "x",
+                "group",
+                "create",
+                "--app",
+                "a",
+                "g",
+                "--style",
+                "in-place",
+                "--concurrency",
+                "0"
+            ])
+            .is_err()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn push_takes_a_path_or_a_url_with_its_sha256() {
+        assert!(Cli::try_parse_from(["x", "push", "--app", "a", "dir"]).is_ok());
+        assert!(
+            Cli::try_parse_from([
+                "x",
+                "push",
+                "--app",
+                "a",
+                "--url",
+                "https://e/b.tgz",
+                "--sha256",
+                "ab"
+            ])
+            .is_ok()
+        );
+        assert!(Cli::try_parse_from(["x", "push", "--app", "a"]).is_err());
+        assert!(
+            Cli::try_parse_from(["x", "push", "--app", "a", "--url", "https://e/b.tgz"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "x", "push", "--app", "a", "dir", "--url", "u", "--sha256", "s"
+            ])
+            .is_err()
+        );
+    }
+}

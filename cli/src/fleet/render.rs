@@ -1,0 +1,158 @@
+//! Text output of read commands.
+
+use rollcage_proto::wire::{Deployment, DeploymentKind, InstanceInfo, StepState};
+use std::fmt::Write;
+
+/// A deployment, one line per instance, failed steps with their message and log tail.
+pub fn deployment(d: &Deployment) -> String {
+    let mut s = String::new();
+    let kind = match &d.kind {
+        DeploymentKind::Normal => String::new(),
+        DeploymentKind::Rollback { of, automatic } => {
+            format!(
+                " (rollback of {of}{})",
+                if *automatic { ", automatic" } else { "" }
+            )
+        }
+    };
+    let _ = writeln!(
+        s,
+        "deployment {}{kind}: {}/{} revision {} — {} ({})",
+        d.id,
+        d.application,
+        d.group,
+        d.revision,
+        d.status,
+        d.status.description()
+    );
+    let _ = writeln!(
+        s,
+        "  concurrency {}, failure tolerance {}",
+        d.concurrency, d.failure_tolerance
+    );
+    if !d.message.is_empty() {
+        let _ = writeln!(s, "  {}", d.message);
+    }
+    if let Some(rb) = &d.rollback_deployment {
+        let _ = writeln!(s, "  rollback: {rb}");
+    }
+    for i in &d.instances {
+        let done = i
+            .steps
+            .iter()
+            .filter(|st| matches!(st.state, StepState::Succeeded | StepState::Skipped))
+            .count();
+        let current = i
+            .steps
+            .iter()
+            .find(|st| st.state == StepState::Running)
+            .map(|st| format!(", running {}", st.event))
+            .unwrap_or_default();
+        let status = serde_json::to_value(i.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "  {:<24} {:<12} {done}/{} steps{current}",
+            i.instance,
+            status,
+            i.steps.len()
+        );
+        for st in i
+            .steps
+            .iter()
+            .filter(|st| matches!(st.state, StepState::Failed | StepState::Cancelled))
+        {
+            let _ = writeln!(s, "      {} {:?}: {}", st.event, st.state, st.message);
+            for line in st.log_tail.lines() {
+                let _ = writeln!(s, "        | {line}");
+            }
+        }
+    }
+    s
+}
+
+/// The instance list.
+pub fn instances(list: &[InstanceInfo]) -> String {
+    let mut s = String::new();
+    for i in list {
+        let _ = writeln!(
+            s,
+            "{:<24} {}",
+            i.name,
+            if i.lost { "lost" } else { "online" }
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rollcage_proto::LifecycleEvent;
+    use rollcage_proto::wire::{
+        Concurrency, DeploymentStatus, DeploymentStyle, InstanceProgress, InstanceStatus,
+        StepProgress,
+    };
+
+    #[test]
+    fn a_failed_step_shows_its_message_and_log_tail() {
+        let step = |event, state, message: &str, log: &str| StepProgress {
+            event,
+            state,
+            started_at_ms: Some(1),
+            ended_at_ms: Some(2),
+            message: message.into(),
+            log_tail: log.into(),
+        };
+        let d = Deployment {
+            id: "d-1".into(),
+            application: "shop".into(),
+            group: "web".into(),
+            revision: "r-1".into(),
+            style: DeploymentStyle::InPlace,
+            concurrency: Concurrency::Percent(50),
+            failure_tolerance: 0,
+            kind: DeploymentKind::Rollback {
+                of: "d-0".into(),
+                automatic: true,
+            },
+            status: DeploymentStatus::Failed,
+            message: "1 of 1 instance(s) failed".into(),
+            created_at_ms: 0,
+            ended_at_ms: Some(3),
+            rollback_deployment: None,
+            instances: vec![InstanceProgress {
+                instance: "i1".into(),
+                status: InstanceStatus::Failed,
+                steps: vec![
+                    step(
+                        LifecycleEvent::BeforeInstall,
+                        StepState::Succeeded,
+                        "ok",
+                        "",
+                    ),
+                    step(
+                        LifecycleEvent::ValidateService,
+                        StepState::Failed,
+                        "scripts/check.sh: failed with exit code 3",
+                        "curl: connection refused\nretrying",
+                    ),
+                ],
+            }],
+        };
+        let text = deployment(&d);
+        assert!(text.contains("rollback of d-0, automatic"), "{text}");
+        assert!(text.contains("concurrency 50%"), "{text}");
+        assert!(
+            text.contains("i1") && text.contains("failed") && text.contains("1/2 steps"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ValidateService Failed: scripts/check.sh: failed with exit code 3"),
+            "{text}"
+        );
+        assert!(text.contains("| curl: connection refused"), "{text}");
+    }
+}

@@ -1,0 +1,374 @@
+//! Operator routes (admin token): applications, groups, revisions, deployments, instances.
+
+use super::{Admin, ApiError, Json, State, now_ms};
+use crate::engine::executor::{self, NewDeployment};
+use crate::engine::plan;
+use crate::store::{apps, deployments, instances, revisions};
+use axum::body::Body;
+use axum::extract::{Path, State as AxState};
+use axum::http::StatusCode;
+use http_body_util::BodyExt;
+use rollcage_proto::wire::{
+    Application, CreateApplication, CreateDeployment, CreateGroup, Deployment, Group, InstanceInfo,
+    RegisterUrlRevision, Revision, StopDeployment,
+};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+/// Names become path components on every host, so they follow the agent's rule.
+fn check_name(what: &str, v: &str) -> Result<(), ApiError> {
+    let ok = !v.is_empty()
+        && v.len() <= 128
+        && !v.starts_with('.')
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(format!(
+            "invalid {what} `{v}`: expected 1–128 characters of letters, digits, `.`, `_` or `-`, not starting with `.`"
+        )))
+    }
+}
+
+fn app_exists(c: &rusqlite::Connection, app: &str) -> Result<(), ApiError> {
+    match apps::application(c, app)? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::NotFound(format!("application `{app}` not found"))),
+    }
+}
+
+/// `POST /v1/applications`.
+pub async fn create_application(
+    _: Admin,
+    AxState(st): AxState<State>,
+    Json(req): Json<CreateApplication>,
+) -> Result<(StatusCode, Json<Application>), ApiError> {
+    check_name("application name", &req.name)?;
+    let now = now_ms();
+    let created = st
+        .store
+        .write(|tx| apps::insert_application(tx, &req.name, now).map_err(ApiError::from))?;
+    if !created {
+        return Err(ApiError::Conflict(format!(
+            "application `{}` already exists",
+            req.name
+        )));
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(Application {
+            name: req.name,
+            created_at_ms: now,
+        }),
+    ))
+}
+
+/// `GET /v1/applications`.
+pub async fn list_applications(
+    _: Admin,
+    AxState(st): AxState<State>,
+) -> Result<Json<Vec<Application>>, ApiError> {
+    Ok(Json(
+        st.store
+            .read(|c| apps::applications(c).map_err(ApiError::from))?,
+    ))
+}
+
+/// `POST /v1/applications/{app}/groups`.
+pub async fn create_group(
+    _: Admin,
+    AxState(st): AxState<State>,
+    Path(app): Path<String>,
+    Json(req): Json<CreateGroup>,
+) -> Result<(StatusCode, Json<Group>), ApiError> {
+    check_name("deployment group", &req.name)?;
+    plan::check_supported(req.style).map_err(|e| ApiError::Unsupported(e.to_string()))?;
+    for i in &req.instances {
+        check_name("instance name", i)?;
+    }
+    let group = Group {
+        id: format!("g-{}", crate::auth::random_hex(6)),
+        application: app.clone(),
+        name: req.name,
+        style: req.style,
+        concurrency: req.concurrency,
+        failure_tolerance: req.failure_tolerance,
+        auto_rollback: req.auto_rollback,
+        instances: req.instances,
+        created_at_ms: now_ms(),
+    };
+    st.store.write(|tx| {
+        app_exists(tx, &app)?;
+        if apps::insert_group(tx, &group)? {
+            Ok(())
+        } else {
+            Err(ApiError::Conflict(format!(
+                "application `{app}` already has a deployment group `{}`",
+                group.name
+            )))
+        }
+    })?;
+    Ok((StatusCode::CREATED, Json(group)))
+}
+
+/// `GET /v1/applications/{app}/groups`.
+pub async fn list_groups(
+    _: Admin,
+    AxState(st): AxState<State>,
+    Path(app): Path<String>,
+) -> Result<Json<Vec<Group>>, ApiError> {
+    st.store.read(|c| {
+        app_exists(c, &app)?;
+        Ok(Json(apps::groups(c, &app)?))
+    })
+}
+
+/// `GET /v1/applications/{app}/groups/{group}`.
+pub async fn get_group(
+    _: Admin,
+    AxState(st): AxState<State>,
+    Path((app, group)): Path<(String, String)>,
+) -> Result<Json<Group>, ApiError> {
+    st.store.read(|c| {
+        apps::group(c, &app, &group)?.map(Json).ok_or_else(|| {
+            ApiError::NotFound(format!("deployment group `{app}/{group}` not found"))
+        })
+    })
+}
+
+/// Largest archive accepted by upload.
+const MAX_BUNDLE_BYTES: u64 = 8 << 30;
+
+/// `POST /v1/applications/{app}/revisions`: the body is the archive; stored by sha256, streamed to disk.
+pub async fn upload_revision(
+    _: Admin,
+    AxState(st): AxState<State>,
+    Path(app): Path<String>,
+    body: Body,
+) -> Result<(StatusCode, Json<Revision>), ApiError> {
+    st.store.read(|c| app_exists(c, &app))?;
+    let io = |what: &str, e: std::io::Error| ApiError::Internal(format!("{what}: {e}"));
+    tokio::fs::create_dir_all(&st.bundles_dir)
+        .await
+        .map_err(|e| io("creating the bundles dir", e))?;
+    let tmp = st
+        .bundles_dir
+        .join(format!("upload-{}.part", crate::auth::random_hex(8)));
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| io("creating upload file", e))?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut body = body;
+    let result: Result<(), ApiError> = async {
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| ApiError::Invalid(format!("reading the upload body: {e}")))?;
+            if let Some(data) = frame.data_ref() {
+                size += data.len() as u64;
+                if size > MAX_BUNDLE_BYTES {
+                    return Err(ApiError::Invalid(format!(
+                        "archive larger than {MAX_BUNDLE_BYTES} bytes"
+                    )));
+                }
+                hasher.update(data);
+                file.write_all(data)
+                    .await
+                    .map_err(|e| io("writing upload file", e))?;
+            }
+        }
+        file.sync_all()
+            .await
+            .map_err(|e| io("syncing upload file", e))?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e);
+    }
+    if size == 0 {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(ApiError::Invalid(
+            "empty upload: the body must be the archive".into(),
+        ));
+    }
+    let sha = hex::encode(hasher.finalize());
+    tokio::fs::rename(&tmp, st.bundles_dir.join(&sha))
+        .await
+        .map_err(|e| io("storing the archive", e))?;
+    let now = now_ms();
+    let rev = st
+        .store
+        .write(|tx| revisions::upsert(tx, &app, &sha, None, size, now).map_err(ApiError::from))?;
+    tracing::info!(application = %app, revision = %rev.id, size, "revision uploaded");
+    Ok((StatusCode::CREATED, Json(rev)))
+}
+
+/// `POST /v1/applications/{app}/revisions/url`.
+pub async fn register_url_revision(
+    _: Admin,
+    AxState(st): AxState<State>,
+    Path(app): Path<String>,
+    Json(req): Json<RegisterUrlRevision>,
+) -> Result<(StatusCode, Json<Revision>), ApiError> {
+    let sha = req.sha256.to_ascii_lowercase();
+    if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(ApiError::Invalid(format!(
+            "invalid sha256 `{}`: expected 64 hex digits",
+            req.sha256
+        )));
+    }
+    if !(req.url.starts_with("http://")
+        || req.url.starts_with("https://")
+        || req.url.starts_with("file://"))
+    {
+        return Err(ApiError::Invalid(format!(
+            "invalid url `{}`: expected http://, https:// or file://",
+            req.url
+        )));
+    }
+    let now = now_ms();
+    let rev = st.store.write(|tx| {
+        app_exists(tx, &app)?;
+        Ok::<_, ApiError>(revisions::upsert(tx, &app, &sha, Some(&req.url), 0, now)?)
+    })?;
+    Ok((StatusCode::CREATED, Json(rev)))
+}
+
+/// `GET /v1/applications/{app}/revisions/{id}`.
+pub async fn get_revision(
+    _: Admin,
+    AxState(st): AxState<State>,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<Revision>, ApiError> {
+    st.store.read(|c| {
+        revisions::get(c, &app, &id)?
+            .map(Json)
+            .ok_or_else(|| ApiError::NotFound(format!("revision `{app}/{id}` not found")))
+    })
+}
+
+fn enrolled(c: &rusqlite::Connection) -> Result<Vec<String>, ApiError> {
+    Ok(instances::all(c)?.into_iter().map(|(n, _, _)| n).collect())
+}
+
+/// `POST /v1/deployments`.
+pub async fn create_deployment(
+    _: Admin,
+    AxState(st): AxState<State>,
+    Json(req): Json<CreateDeployment>,
+) -> Result<(StatusCode, Json<Deployment>), ApiError> {
+    let now = now_ms();
+    let mut wake = Vec::new();
+    let d = st.store.write(|tx| {
+        let all = enrolled(tx)?;
+        let id = executor::create_deployment(
+            tx,
+            &NewDeployment {
+                application: &req.application,
+                group: &req.group,
+                revision: &req.revision,
+                rollback_of: None,
+                concurrency: None,
+            },
+            &all,
+            now,
+            &mut wake,
+        )?;
+        deployments::full(tx, &id)?
+            .ok_or_else(|| ApiError::Internal(format!("deployment {id} vanished")))
+    })?;
+    st.wake(&wake);
+    Ok((StatusCode::CREATED, Json(d)))
+}
+
+/// `GET /v1/deployments`: the 50 newest.
+pub async fn list_deployments(
+    _: Admin,
+    AxState(st): AxState<State>,
+) -> Result<Json<Vec<Deployment>>, ApiError> {
+    st.store.read(|c| {
+        let mut out = Vec::new();
+        for id in deployments::list_ids(c, 50)? {
+            if let Some(d) = deployments::full(c, &id)? {
+                out.push(d);
+            }
+        }
+        Ok(Json(out))
+    })
+}
+
+/// `GET /v1/deployments/{id}`.
+pub async fn get_deployment(
+    _: Admin,
+    AxState(st): AxState<State>,
+    Path(id): Path<String>,
+) -> Result<Json<Deployment>, ApiError> {
+    st.store.read(|c| {
+        deployments::full(c, &id)?
+            .map(Json)
+            .ok_or_else(|| ApiError::NotFound(format!("deployment `{id}` not found")))
+    })
+}
+
+/// `POST /v1/deployments/{id}/stop`.
+pub async fn stop_deployment(
+    _: Admin,
+    AxState(st): AxState<State>,
+    Path(id): Path<String>,
+    Json(req): Json<StopDeployment>,
+) -> Result<Json<Deployment>, ApiError> {
+    let now = now_ms();
+    let mut wake = Vec::new();
+    let d = st.store.write(|tx| {
+        executor::stop(tx, &id, req.force, now, &mut wake)?;
+        deployments::full(tx, &id)?
+            .ok_or_else(|| ApiError::NotFound(format!("deployment `{id}` not found")))
+    })?;
+    st.wake(&wake);
+    Ok(Json(d))
+}
+
+/// `POST /v1/deployments/{id}/rollback`: start a rollback deployment; answers with it.
+pub async fn rollback_deployment(
+    _: Admin,
+    AxState(st): AxState<State>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Deployment>), ApiError> {
+    let now = now_ms();
+    let mut wake = Vec::new();
+    let d = st.store.write(|tx| {
+        let rb = executor::rollback(tx, &id, now, &mut wake)?;
+        deployments::full(tx, &rb)?
+            .ok_or_else(|| ApiError::Internal(format!("deployment {rb} vanished")))
+    })?;
+    st.wake(&wake);
+    Ok((StatusCode::CREATED, Json(d)))
+}
+
+/// `GET /v1/instances`.
+pub async fn list_instances(
+    _: Admin,
+    AxState(st): AxState<State>,
+) -> Result<Json<Vec<InstanceInfo>>, ApiError> {
+    let rows = st
+        .store
+        .read(|c| instances::all(c).map_err(ApiError::from))?;
+    let now = now_ms();
+    let deadline = i64::try_from(st.settings.heartbeat_deadline.as_millis()).unwrap_or(i64::MAX);
+    Ok(Json(
+        rows.into_iter()
+            .map(|(name, _, enrolled_at)| {
+                let seen = st.last_seen(&name);
+                InstanceInfo {
+                    lost: seen.is_none_or(|s| now - s > deadline),
+                    last_seen_ms: seen.unwrap_or(enrolled_at),
+                    name,
+                    enrolled_at_ms: enrolled_at,
+                }
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,187 @@
+//! Agent routes: enroll (enrollment token), then with the agent's own token: long-poll for the next command,
+//! report a step (answered with the next command at once), check whether a command was cancelled, download a
+//! revision's archive. An agent may only see and report its own work (403 otherwise).
+
+use super::{Agent, ApiError, Enroller, Json, State, now_ms};
+use crate::auth;
+use crate::engine::executor;
+use crate::store::{deployments, instances, revisions};
+use axum::body::Body;
+use axum::extract::{Path, State as AxState};
+use axum::http::header;
+use axum::response::Response;
+use rollcage_proto::wire::{
+    CommandState, EnrollRequest, EnrollResponse, PollRequest, PollResponse, ReportResponse,
+    StepCommand, StepReport, StepState,
+};
+use rusqlite::OptionalExtension;
+use std::time::Duration;
+
+/// `POST /v1/agent/enroll`: give the named instance a fresh token (re-enrolling replaces it).
+pub async fn enroll(
+    _: Enroller,
+    AxState(st): AxState<State>,
+    Json(req): Json<EnrollRequest>,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    let name = req.name;
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        return Err(ApiError::Invalid(format!(
+            "invalid instance name `{name}`: expected 1–128 characters of letters, digits, `.`, `_` or `-`"
+        )));
+    }
+    let token =
+        auth::random_bytes_hex(32).map_err(|e| ApiError::Internal(format!("random token: {e}")))?;
+    let hash = auth::hash_token(&token);
+    let now = now_ms();
+    st.store
+        .write(|tx| instances::enroll(tx, &name, &hash, now).map_err(ApiError::from))?;
+    st.tokens.set_agent(&name, hash);
+    st.seen(&name, now);
+    tracing::info!(instance = %name, "agent enrolled");
+    Ok(Json(EnrollResponse {
+        instance: name,
+        token,
+    }))
+}
+
+fn next_command(st: &State, instance: &str) -> Result<Option<StepCommand>, ApiError> {
+    st.store
+        .read(|c| match deployments::running_step_for(c, instance)? {
+            Some(step) => Ok(Some(executor::command_for(c, &step)?)),
+            None => Ok(None),
+        })
+}
+
+/// `POST /v1/agent/poll`: the instance's step in flight, at once if there is one, else as soon as one is
+/// dispatched, else `null` after the wait.
+pub async fn poll(
+    Agent(name): Agent,
+    AxState(st): AxState<State>,
+    Json(req): Json<PollRequest>,
+) -> Result<Json<PollResponse>, ApiError> {
+    let wait = req
+        .wait_ms
+        .map(Duration::from_millis)
+        .unwrap_or(st.settings.max_poll_wait)
+        .min(st.settings.max_poll_wait);
+    let deadline = tokio::time::Instant::now() + wait;
+    let waker = st.waker(&name);
+    loop {
+        // Register interest before reading, so a dispatch committed between the read and the wait still wakes us.
+        let notified = waker.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(cmd) = next_command(&st, &name)? {
+            return Ok(Json(PollResponse { command: Some(cmd) }));
+        }
+        if wait.is_zero() {
+            return Ok(Json(PollResponse { command: None }));
+        }
+        tokio::select! {
+            _ = &mut notified => continue,
+            _ = tokio::time::sleep_until(deadline) => {
+                st.seen(&name, now_ms());
+                return Ok(Json(PollResponse { command: None }));
+            }
+        }
+    }
+}
+
+/// `POST /v1/agent/reports`: record a step's end; answer with the agent's next command.
+pub async fn report(
+    Agent(name): Agent,
+    AxState(st): AxState<State>,
+    Json(report): Json<StepReport>,
+) -> Result<Json<ReportResponse>, ApiError> {
+    let now = now_ms();
+    let (command_id, outcome) = (report.command_id, report.outcome);
+    // Group-committed with concurrent reports; the next command is read in the same transaction.
+    let agent = name.clone();
+    let (recorded, command, mut wake) = st
+        .store
+        .write_batched(move |tx| {
+            let mut wake = Vec::new();
+            let recorded = executor::record_report(tx, &agent, &report, now, &mut wake)?;
+            let command = match deployments::running_step_for(tx, &agent)? {
+                Some(step) => Some(executor::command_for(tx, &step)?),
+                None => None,
+            };
+            Ok::<_, ApiError>((recorded, command, wake))
+        })
+        .await?;
+    wake.retain(|w| w != &name);
+    st.wake(&wake);
+    tracing::debug!(instance = %name, command = command_id, ?outcome, recorded, "step report");
+    Ok(Json(ReportResponse { recorded, command }))
+}
+
+/// `GET /v1/agent/commands/{id}`: whether the command was cancelled (doubles as the heartbeat during a step).
+pub async fn command_state(
+    Agent(name): Agent,
+    AxState(st): AxState<State>,
+    Path(id): Path<i64>,
+) -> Result<Json<CommandState>, ApiError> {
+    let step = st
+        .store
+        .read(|c| deployments::step(c, id).map_err(ApiError::from))?
+        .ok_or_else(|| ApiError::NotFound(format!("command {id} not found")))?;
+    if step.instance != name {
+        return Err(ApiError::Forbidden(format!(
+            "command {id} belongs to another instance"
+        )));
+    }
+    Ok(Json(CommandState {
+        cancelled: step.state == StepState::Cancelled,
+    }))
+}
+
+/// `GET /v1/agent/applications/{app}/revisions/{id}/bundle`: the archive, for an instance that has a
+/// deployment of this revision.
+pub async fn download_bundle(
+    Agent(name): Agent,
+    AxState(st): AxState<State>,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let rev = st.store.write(|tx| {
+        let rev = revisions::get(tx, &app, &id)?
+            .ok_or_else(|| ApiError::NotFound(format!("revision `{app}/{id}` not found")))?;
+        let assigned: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM deployment_instances di JOIN deployments d ON d.id = di.deployment_id \
+                 WHERE di.instance = ?1 AND d.application = ?2 AND d.revision = ?3 \
+                 AND di.status NOT IN ('pending', 'skipped') LIMIT 1",
+                [&name, &app, &id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(crate::store::sql)?;
+        if assigned.is_none() {
+            return Err(ApiError::Forbidden(format!(
+                "instance `{name}` has no deployment of revision `{app}/{id}`"
+            )));
+        }
+        revisions::count_download(tx, &app, &id)?;
+        Ok(rev)
+    })?;
+    let path = st.bundles_dir.join(&rev.sha256);
+    let file = tokio::fs::File::open(&path).await.map_err(|e| {
+        ApiError::NotFound(format!(
+            "revision `{app}/{id}` has no archive on the coordinator ({}): {e}",
+            path.display()
+        ))
+    })?;
+    let len = file.metadata().await.map(|m| m.len()).ok();
+    let stream = tokio_util::io::ReaderStream::new(file);
+    let mut resp = Response::builder().header(header::CONTENT_TYPE, "application/octet-stream");
+    if let Some(len) = len {
+        resp = resp.header(header::CONTENT_LENGTH, len);
+    }
+    resp.body(Body::from_stream(stream))
+        .map_err(|e| ApiError::Internal(format!("building the bundle response: {e}")))
+}

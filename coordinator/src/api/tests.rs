@@ -1,0 +1,494 @@
+//! Router-level tests with `oneshot`: auth on every route, the error shape, and the agent protocol.
+
+use super::*;
+use crate::store::Store;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use rollcage_proto::wire::{
+    EnrollResponse, ErrorBody, PollResponse, ReportResponse, Revision, StepOutcome, StepReport,
+};
+use tower::ServiceExt;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const ADMIN: &str = "admin-secret";
+const ENROLL: &str = "enroll-secret";
+
+fn state() -> Result<State, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?.keep();
+    Ok(Arc::new(AppState::new(
+        Store::open_in_memory()?,
+        Tokens::new(ADMIN, ENROLL, []),
+        dir.join("bundles"),
+        Settings {
+            max_poll_wait: Duration::from_millis(200),
+            heartbeat_deadline: Duration::from_secs(60),
+        },
+    )))
+}
+
+async fn call(
+    st: &State,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    body: Body,
+    json: bool,
+) -> Result<(StatusCode, serde_json::Value), Box<dyn std::error::Error>> {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if json {
+        req = req.header("content-type", "application/json");
+    }
+    let resp = router(st.clone()).oneshot(req.body(body)?).await?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let value = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ))
+    };
+    Ok((status, value))
+}
+
+async fn post_json(
+    st: &State,
+    uri: &str,
+    token: &str,
+    v: serde_json::Value,
+) -> Result<(StatusCode, serde_json::Value), Box<dyn std::error::Error>> {
+    call(
+        st,
+        Method::POST,
+        uri,
+        Some(token),
+        Body::from(v.to_string()),
+        true,
+    )
+    .await
+}
+
+fn assert_error_shape(v: &serde_json::Value, code: &str) -> TestResult {
+    let body: ErrorBody = serde_json::from_value(v.clone())?;
+    assert_eq!(body.error.code, code, "{v}");
+    assert!(!body.error.message.is_empty());
+    Ok(())
+}
+
+/// Every route with a valid-looking path, for the auth checks.
+fn routes() -> Vec<(Method, &'static str)> {
+    vec![
+        (Method::POST, "/v1/applications"),
+        (Method::GET, "/v1/applications"),
+        (Method::POST, "/v1/applications/app/groups"),
+        (Method::GET, "/v1/applications/app/groups"),
+        (Method::GET, "/v1/applications/app/groups/web"),
+        (Method::POST, "/v1/applications/app/revisions"),
+        (Method::POST, "/v1/applications/app/revisions/url"),
+        (Method::GET, "/v1/applications/app/revisions/r-1"),
+        (Method::POST, "/v1/deployments"),
+        (Method::GET, "/v1/deployments"),
+        (Method::GET, "/v1/deployments/d-1"),
+        (Method::POST, "/v1/deployments/d-1/stop"),
+        (Method::POST, "/v1/deployments/d-1/rollback"),
+        (Method::GET, "/v1/instances"),
+        (Method::POST, "/v1/agent/enroll"),
+        (Method::POST, "/v1/agent/poll"),
+        (Method::POST, "/v1/agent/reports"),
+        (Method::GET, "/v1/agent/commands/1"),
+        (
+            Method::GET,
+            "/v1/agent/applications/app/revisions/r-1/bundle",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_route_rejects_a_missing_or_wrong_token_with_401() -> TestResult {
+    let st = state()?;
+    for (m, uri) in routes() {
+        for token in [None, Some("wrong"), Some("")] {
+            let (status, body) = call(&st, m.clone(), uri, token, Body::from("{}"), true).await?;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{m} {uri} with {token:?}");
+            assert_error_shape(&body, "unauthorized")?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn tokens_are_not_interchangeable() -> TestResult {
+    let st = state()?;
+    let (_, v) = post_json(
+        &st,
+        "/v1/agent/enroll",
+        ENROLL,
+        serde_json::json!({"name": "i1"}),
+    )
+    .await?;
+    let agent: EnrollResponse = serde_json::from_value(v)?;
+    // The agent token and the enrollment token are not admin tokens, and the admin token is no agent's.
+    for t in [agent.token.as_str(), ENROLL] {
+        let (s, _) = call(
+            &st,
+            Method::GET,
+            "/v1/instances",
+            Some(t),
+            Body::empty(),
+            false,
+        )
+        .await?;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    let (s, _) = post_json(&st, "/v1/agent/poll", ADMIN, serde_json::json!({})).await?;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = post_json(
+        &st,
+        "/v1/agent/enroll",
+        ADMIN,
+        serde_json::json!({"name": "x"}),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_json_and_unknown_routes_get_the_error_shape() -> TestResult {
+    let st = state()?;
+    let cases = [
+        ("{not json", true),
+        ("{\"name\": 5}", true),
+        ("{\"nam\": \"x\"}", true),
+        ("{\"name\": \"x\"}", false), // no content type
+    ];
+    for (body, json) in cases {
+        let (s, v) = call(
+            &st,
+            Method::POST,
+            "/v1/applications",
+            Some(ADMIN),
+            Body::from(body),
+            json,
+        )
+        .await?;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        assert_error_shape(&v, "invalid_request")?;
+    }
+    let (s, v) = call(
+        &st,
+        Method::GET,
+        "/v1/nope",
+        Some(ADMIN),
+        Body::empty(),
+        false,
+    )
+    .await?;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_error_shape(&v, "not_found")?;
+    let (s, v) = call(
+        &st,
+        Method::DELETE,
+        "/v1/applications",
+        Some(ADMIN),
+        Body::empty(),
+        false,
+    )
+    .await?;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_error_shape(&v, "method_not_allowed")?;
+    let (s, v) = post_json(
+        &st,
+        "/v1/applications",
+        ADMIN,
+        serde_json::json!({"name": "../etc"}),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error_shape(&v, "invalid_request")?;
+    Ok(())
+}
+
+struct Fixture {
+    st: State,
+    agents: Vec<EnrollResponse>,
+    revision: Revision,
+}
+
+async fn fixture(
+    n: usize,
+    concurrency: &str,
+    style: &str,
+) -> Result<Fixture, Box<dyn std::error::Error>> {
+    let st = state()?;
+    let mut agents = Vec::new();
+    for i in 0..n {
+        let (_, v) = post_json(
+            &st,
+            "/v1/agent/enroll",
+            ENROLL,
+            serde_json::json!({"name": format!("i{i}")}),
+        )
+        .await?;
+        agents.push(serde_json::from_value(v)?);
+    }
+    let (s, _) = post_json(
+        &st,
+        "/v1/applications",
+        ADMIN,
+        serde_json::json!({"name": "app"}),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::CREATED);
+    let names: Vec<String> = (0..n).map(|i| format!("i{i}")).collect();
+    let (s, v) = post_json(
+        &st,
+        "/v1/applications/app/groups",
+        ADMIN,
+        serde_json::json!({"name": "web", "style": style, "concurrency": concurrency, "instances": names}),
+    )
+    .await?;
+    if s != StatusCode::CREATED {
+        return Err(format!("group create: {s} {v}").into());
+    }
+    let (s, v) = call(
+        &st,
+        Method::POST,
+        "/v1/applications/app/revisions",
+        Some(ADMIN),
+        Body::from(&b"fake archive bytes"[..]),
+        false,
+    )
+    .await?;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let revision: Revision = serde_json::from_value(v)?;
+    Ok(Fixture {
+        st,
+        agents,
+        revision,
+    })
+}
+
+#[tokio::test]
+async fn unsupported_styles_are_refused_at_group_creation() -> TestResult {
+    let st = state()?;
+    post_json(
+        &st,
+        "/v1/applications",
+        ADMIN,
+        serde_json::json!({"name": "app"}),
+    )
+    .await?;
+    for style in ["blue-green", "in-place-lb"] {
+        let (s, v) = post_json(
+            &st,
+            "/v1/applications/app/groups",
+            ADMIN,
+            serde_json::json!({"name": "g", "style": style, "concurrency": "1"}),
+        )
+        .await?;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_error_shape(&v, "unsupported")?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn agent_protocol_report_is_answered_with_the_next_command() -> TestResult {
+    let f = fixture(2, "1", "in-place").await?;
+    let (s, v) = post_json(
+        &f.st,
+        "/v1/deployments",
+        ADMIN,
+        serde_json::json!({"application": "app", "group": "web", "revision": f.revision.id}),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let dep_id = v["id"].as_str().ok_or("no id")?.to_owned();
+    // Only i0 has work (one at a time).
+    let (_, v) = post_json(
+        &f.st,
+        "/v1/agent/poll",
+        &f.agents[1].token,
+        serde_json::json!({"wait_ms": 50}),
+    )
+    .await?;
+    let p: PollResponse = serde_json::from_value(v)?;
+    assert!(p.command.is_none());
+    let (_, v) = post_json(
+        &f.st,
+        "/v1/agent/poll",
+        &f.agents[0].token,
+        serde_json::json!({}),
+    )
+    .await?;
+    let p: PollResponse = serde_json::from_value(v)?;
+    let mut cmd = p.command.ok_or("i0 has a command")?;
+    assert_eq!(cmd.event.name(), "DownloadBundle");
+    assert_eq!(cmd.deployment_id, dep_id);
+
+    // Another agent touching i0's work: 403 on report, command state and (before it has work) the bundle.
+    let foreign =
+        serde_json::json!({"command_id": cmd.command_id, "outcome": "succeeded", "message": ""});
+    let (s, v) = post_json(&f.st, "/v1/agent/reports", &f.agents[1].token, foreign).await?;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_error_shape(&v, "forbidden")?;
+    let uri = format!("/v1/agent/commands/{}", cmd.command_id);
+    let (s, _) = call(
+        &f.st,
+        Method::GET,
+        &uri,
+        Some(&f.agents[1].token),
+        Body::empty(),
+        false,
+    )
+    .await?;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let bundle = format!(
+        "/v1/agent/applications/app/revisions/{}/bundle",
+        f.revision.id
+    );
+    let (s, _) = call(
+        &f.st,
+        Method::GET,
+        &bundle,
+        Some(&f.agents[1].token),
+        Body::empty(),
+        false,
+    )
+    .await?;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, body) = call(
+        &f.st,
+        Method::GET,
+        &bundle,
+        Some(&f.agents[0].token),
+        Body::empty(),
+        false,
+    )
+    .await?;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body, serde_json::Value::String("fake archive bytes".into()));
+
+    let mut events = vec![cmd.event.name().to_owned()];
+    loop {
+        let report = StepReport {
+            command_id: cmd.command_id,
+            outcome: StepOutcome::Succeeded,
+            message: "ok".into(),
+            hooks: vec![],
+            duration_ms: 1,
+        };
+        let (s, v) = post_json(
+            &f.st,
+            "/v1/agent/reports",
+            &f.agents[0].token,
+            serde_json::to_value(&report)?,
+        )
+        .await?;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let r: ReportResponse = serde_json::from_value(v)?;
+        assert!(r.recorded);
+        // Sending the same report again is acknowledged, not recorded twice.
+        let (_, v) = post_json(
+            &f.st,
+            "/v1/agent/reports",
+            &f.agents[0].token,
+            serde_json::to_value(&report)?,
+        )
+        .await?;
+        let again: ReportResponse = serde_json::from_value(v)?;
+        assert!(!again.recorded);
+        match r.command {
+            Some(next) => {
+                events.push(next.event.name().to_owned());
+                cmd = next;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(
+        events,
+        [
+            "DownloadBundle",
+            "ApplicationStop",
+            "BeforeInstall",
+            "Install",
+            "AfterInstall",
+            "ApplicationStart",
+            "ValidateService"
+        ]
+    );
+    // Now i1 has its first step.
+    let (_, v) = post_json(
+        &f.st,
+        "/v1/agent/poll",
+        &f.agents[1].token,
+        serde_json::json!({"wait_ms": 50}),
+    )
+    .await?;
+    let p: PollResponse = serde_json::from_value(v)?;
+    assert_eq!(p.command.map(|c| c.event.name()), Some("DownloadBundle"));
+    let (_, v) = call(
+        &f.st,
+        Method::GET,
+        &format!("/v1/applications/app/revisions/{}", f.revision.id),
+        Some(ADMIN),
+        Body::empty(),
+        false,
+    )
+    .await?;
+    assert_eq!(v["downloads"], 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_waiting_poll_is_woken_by_a_dispatch() -> TestResult {
+    let f = fixture(1, "all", "in-place").await?;
+    let st = f.st.clone();
+    let token = f.agents[0].token.clone();
+    let poller = tokio::spawn(async move {
+        post_json(
+            &st,
+            "/v1/agent/poll",
+            &token,
+            serde_json::json!({"wait_ms": 5000}),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    post_json(
+        &f.st,
+        "/v1/deployments",
+        ADMIN,
+        serde_json::json!({"application": "app", "group": "web", "revision": f.revision.id}),
+    )
+    .await?;
+    let (_, v) = poller.await??;
+    let p: PollResponse = serde_json::from_value(v)?;
+    assert!(p.command.is_some());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "woken, not timed out"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn second_deployment_is_refused_with_conflict() -> TestResult {
+    let f = fixture(1, "1", "in-place").await?;
+    let req = serde_json::json!({"application": "app", "group": "web", "revision": f.revision.id});
+    let (s, _) = post_json(&f.st, "/v1/deployments", ADMIN, req.clone()).await?;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, v) = post_json(&f.st, "/v1/deployments", ADMIN, req).await?;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_error_shape(&v, "conflict")?;
+    Ok(())
+}

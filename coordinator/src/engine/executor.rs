@@ -1,0 +1,731 @@
+//! The one executor: loads a deployment's state from the database, asks [`strategy::decide`] what to do, and
+//! applies the actions in the caller's transaction. Every entry point (create, report, stop, rollback, lost agent)
+//! ends with [`advance`], so the database always holds a settled state: each in-flight instance has exactly one
+//! step marked running, which is the command its agent gets (again, after any restart).
+
+use super::plan;
+use super::strategy::{self, Action, DeploymentView, Mode, Outcome, Phase};
+use crate::store::{StoreError, apps, deployments, deployments::DeploymentRow, revisions};
+use rollcage_proto::HookOutcome;
+use rollcage_proto::wire::{
+    Concurrency, DeploymentStatus, InstanceStatus, RevisionLocation, RevisionRef, RevisionSource,
+    StepCommand, StepOutcome, StepReport, StepState,
+};
+use rusqlite::Connection;
+
+/// Why an engine operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A named thing does not exist.
+    #[error("{what} `{name}` not found")]
+    NotFound {
+        /// What kind of thing.
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The style is not implemented yet.
+    #[error(transparent)]
+    Unsupported(#[from] plan::Unsupported),
+    /// The request is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// An agent touched work that is not its own.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// Result of engine operations.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Instances that were sent a new command and must be woken (after the transaction commits).
+pub type Wake = Vec<String>;
+
+/// What a new deployment is.
+#[derive(Debug, Clone)]
+pub struct NewDeployment<'a> {
+    /// Application.
+    pub application: &'a str,
+    /// Group.
+    pub group: &'a str,
+    /// Revision id.
+    pub revision: &'a str,
+    /// `Some((deployment rolled back, automatic))` for a rollback.
+    pub rollback_of: Option<(&'a str, bool)>,
+    /// Concurrency to use instead of the group's (a rollback keeps its deployment's).
+    pub concurrency: Option<Concurrency>,
+}
+
+/// Create a deployment and dispatch its first batch. Refused while the group has an active deployment.
+pub fn create_deployment(
+    tx: &Connection,
+    new: &NewDeployment<'_>,
+    enrolled: &[String],
+    now: i64,
+    wake: &mut Wake,
+) -> Result<String> {
+    let group =
+        apps::group(tx, new.application, new.group)?.ok_or_else(|| EngineError::NotFound {
+            what: "deployment group",
+            name: format!("{}/{}", new.application, new.group),
+        })?;
+    let steps = plan::plan(group.style, new.rollback_of.is_some())?;
+    if let Some(active) = deployments::active_for_group(tx, new.application, new.group)? {
+        return Err(EngineError::Conflict(format!(
+            "deployment group `{}` of application `{}` already has an active deployment `{active}`; \
+             wait for it to end or stop it",
+            new.group, new.application
+        )));
+    }
+    if revisions::get(tx, new.application, new.revision)?.is_none() {
+        return Err(EngineError::NotFound {
+            what: "revision",
+            name: format!("{}/{}", new.application, new.revision),
+        });
+    }
+    // A rollback covers exactly the instances of the deployment it rolls back; otherwise the group's list, or
+    // every enrolled instance when the group names none.
+    let instances = match new.rollback_of {
+        Some((of, _)) => deployments::instance_names(tx, of)?,
+        None if group.instances.is_empty() => enrolled.to_vec(),
+        None => group.instances.clone(),
+    };
+    if instances.is_empty() {
+        return Err(EngineError::Invalid(format!(
+            "deployment group `{}` has no instances: list them at group creation or enroll agents first",
+            new.group
+        )));
+    }
+    let id = format!("d-{}", crate::auth::random_hex(6));
+    let row = DeploymentRow {
+        id: id.clone(),
+        application: new.application.to_owned(),
+        group: new.group.to_owned(),
+        group_id: group.id.clone(),
+        revision: new.revision.to_owned(),
+        style: group.style,
+        concurrency: new.concurrency.unwrap_or(group.concurrency),
+        failure_tolerance: group.failure_tolerance,
+        auto_rollback: group.auto_rollback,
+        rollback_of: new.rollback_of.map(|(of, _)| of.to_owned()),
+        automatic: new.rollback_of.is_some_and(|(_, a)| a),
+        status: DeploymentStatus::InProgress,
+        force_stop: false,
+        message: String::new(),
+        created_at: now,
+        ended_at: None,
+        rollback_deployment: None,
+    };
+    deployments::insert(tx, &row, &steps, &instances)?;
+    tracing::info!(deployment = %id, application = new.application, group = new.group,
+        revision = new.revision, instances = instances.len(), rollback_of = ?new.rollback_of, "deployment created");
+    advance(tx, &id, now, wake)?;
+    Ok(id)
+}
+
+/// Apply the strategy's decisions to an active deployment (no-op on an ended one).
+pub fn advance(tx: &Connection, id: &str, now: i64, wake: &mut Wake) -> Result<()> {
+    let d = deployments::get(tx, id)?.ok_or_else(|| EngineError::NotFound {
+        what: "deployment",
+        name: id.to_owned(),
+    })?;
+    if d.status.is_terminal() {
+        return Ok(());
+    }
+    let steps = plan::plan(d.style, d.rollback_of.is_some())?;
+    let counts = deployments::counts(tx, id)?;
+    let limit = d.concurrency.limit(counts.total);
+    let view = DeploymentView {
+        concurrency: d.concurrency,
+        failure_tolerance: d.failure_tolerance,
+        auto_rollback: d.auto_rollback,
+        is_rollback: d.rollback_of.is_some(),
+        mode: mode_of(&d),
+        plan_len: steps.len(),
+        total: counts.total,
+        awaiting: counts.awaiting,
+        succeeded: counts.succeeded,
+        failed: counts.failed,
+        cancelled: counts.cancelled,
+        pending: counts.pending,
+        ready: if counts.ready > 0 {
+            deployments::ready(tx, id)?
+        } else {
+            Vec::new()
+        },
+        // Only the instances that could start now are needed.
+        pending_head: if counts.pending > 0 {
+            deployments::pending_head(tx, id, limit)?
+        } else {
+            Vec::new()
+        },
+    };
+    apply(tx, &d, strategy::decide(&view), now, wake)
+}
+
+fn mode_of(d: &DeploymentRow) -> Mode {
+    match d.status {
+        DeploymentStatus::Stopping => Mode::Stopping {
+            force: d.force_stop,
+        },
+        _ => Mode::Running,
+    }
+}
+
+/// Apply the strategy's actions to deployment `d`.
+fn apply(
+    tx: &Connection,
+    d: &DeploymentRow,
+    actions: Vec<Action>,
+    now: i64,
+    wake: &mut Wake,
+) -> Result<()> {
+    let id = d.id.as_str();
+    for action in actions {
+        match action {
+            Action::Dispatch { instance, step } => {
+                deployments::start_step(tx, id, &instance, step, now)?;
+                wake.push(instance);
+            }
+            Action::CancelInFlight => {
+                // Wake them so polls in flight re-read (the cancelled commands are no longer offered).
+                wake.extend(deployments::cancel_in_flight(tx, id, now)?);
+            }
+            Action::SkipPending => deployments::skip_pending(tx, id)?,
+            Action::Finish { outcome, message } => {
+                let status = match outcome {
+                    Outcome::Succeeded => DeploymentStatus::Succeeded,
+                    Outcome::Failed => DeploymentStatus::Failed,
+                    Outcome::Stopped => DeploymentStatus::Stopped,
+                };
+                tracing::info!(deployment = %id, %status, %message, "deployment ended");
+                deployments::finish(tx, id, status, &message, now)?;
+            }
+            Action::StartRollback => {
+                match deployments::last_succeeded_revision(tx, &d.application, &d.group, id)? {
+                    Some(revision) => {
+                        let rb = create_deployment(
+                            tx,
+                            &NewDeployment {
+                                application: &d.application,
+                                group: &d.group,
+                                revision: &revision,
+                                rollback_of: Some((id, true)),
+                                concurrency: Some(d.concurrency),
+                            },
+                            &[],
+                            now,
+                            wake,
+                        );
+                        match rb {
+                            Ok(rb) => deployments::set_rollback(tx, id, &rb)?,
+                            Err(EngineError::Store(e)) => return Err(e.into()),
+                            Err(e) => deployments::append_message(
+                                tx,
+                                id,
+                                &format!("automatic rollback could not start: {e}"),
+                            )?,
+                        }
+                    }
+                    None => deployments::append_message(
+                        tx,
+                        id,
+                        "no earlier successful revision to roll back to",
+                    )?,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Record an agent's report of one of its steps and advance the deployment. Returns `false` when the command had
+/// already ended (a re-sent report; acknowledged and ignored).
+pub fn record_report(
+    tx: &Connection,
+    instance: &str,
+    report: &StepReport,
+    now: i64,
+    wake: &mut Wake,
+) -> Result<bool> {
+    let step = deployments::step(tx, report.command_id)?.ok_or_else(|| EngineError::NotFound {
+        what: "command",
+        name: report.command_id.to_string(),
+    })?;
+    if step.instance != instance {
+        return Err(EngineError::Forbidden(format!(
+            "command {} belongs to instance `{}`, not `{instance}`",
+            report.command_id, step.instance
+        )));
+    }
+    end_step(
+        tx,
+        &step,
+        report.outcome,
+        &report.message,
+        &log_tail(&report.hooks),
+        now,
+        wake,
+    )
+}
+
+/// Fail a running step whose agent went silent.
+pub fn fail_lost_step(
+    tx: &Connection,
+    step_id: i64,
+    reason: &str,
+    now: i64,
+    wake: &mut Wake,
+) -> Result<bool> {
+    let Some(step) = deployments::step(tx, step_id)? else {
+        return Ok(false);
+    };
+    end_step(tx, &step, StepOutcome::Failed, reason, "", now, wake)
+}
+
+fn end_step(
+    tx: &Connection,
+    step: &deployments::StepRow,
+    outcome: StepOutcome,
+    message: &str,
+    log_tail: &str,
+    now: i64,
+    wake: &mut Wake,
+) -> Result<bool> {
+    if step.state != StepState::Running {
+        return Ok(false);
+    }
+    let d = deployments::get(tx, &step.deployment_id)?.ok_or_else(|| EngineError::NotFound {
+        what: "deployment",
+        name: step.deployment_id.clone(),
+    })?;
+    let state = match outcome {
+        StepOutcome::Succeeded => StepState::Succeeded,
+        StepOutcome::Skipped => StepState::Skipped,
+        StepOutcome::Failed => StepState::Failed,
+    };
+    deployments::end_step(tx, step.id, state, message, log_tail, now)?;
+    let plan_len = plan::plan(d.style, d.rollback_of.is_some())?.len();
+    let (status, next) = match strategy::after_report(step.idx, plan_len, outcome) {
+        Phase::Ready { next } => (InstanceStatus::InProgress, next),
+        Phase::Succeeded => (InstanceStatus::Succeeded, plan_len),
+        _ => (InstanceStatus::Failed, step.idx),
+    };
+    deployments::set_instance(tx, &step.deployment_id, &step.instance, status, next)?;
+    // Hot path: a step that leaves its instance ready for the next one changes no count, so on a settled
+    // deployment the only action is that next step (`strategy::after_ready`); no need to summarise the deployment.
+    let fast = match status {
+        InstanceStatus::InProgress if !d.status.is_terminal() => {
+            strategy::after_ready(mode_of(&d), &step.instance, next)
+        }
+        _ => None,
+    };
+    match fast {
+        Some(actions) => apply(tx, &d, actions, now, wake)?,
+        None => advance(tx, &step.deployment_id, now, wake)?,
+    }
+    Ok(true)
+}
+
+/// The tail shown for a step: the failed hook's output, or the last hook's.
+fn log_tail(hooks: &[HookOutcome]) -> String {
+    let pick = hooks
+        .iter()
+        .find(|h| !h.is_success())
+        .or_else(|| hooks.last());
+    // Bounded like CodeDeploy's console log (~2 KB): a chatty hook must not bloat every status read.
+    const MAX: usize = 2048;
+    match pick {
+        Some(h) if h.log_tail.len() > MAX => {
+            let mut start = h.log_tail.len() - MAX;
+            while !h.log_tail.is_char_boundary(start) {
+                start += 1;
+            }
+            h.log_tail[start..].to_owned()
+        }
+        Some(h) => h.log_tail.clone(),
+        None => String::new(),
+    }
+}
+
+/// Ask an active deployment to stop; `force` cancels in-flight steps.
+pub fn stop(tx: &Connection, id: &str, force: bool, now: i64, wake: &mut Wake) -> Result<()> {
+    let d = deployments::get(tx, id)?.ok_or_else(|| EngineError::NotFound {
+        what: "deployment",
+        name: id.to_owned(),
+    })?;
+    if d.status.is_terminal() {
+        return Err(EngineError::Conflict(format!(
+            "deployment `{id}` already ended ({})",
+            d.status
+        )));
+    }
+    deployments::set_status(tx, id, DeploymentStatus::Stopping, force || d.force_stop)?;
+    advance(tx, id, now, wake)
+}
+
+/// Start a rollback of deployment `id` to the group's last successful revision (manual rollback).
+pub fn rollback(tx: &Connection, id: &str, now: i64, wake: &mut Wake) -> Result<String> {
+    let d = deployments::get(tx, id)?.ok_or_else(|| EngineError::NotFound {
+        what: "deployment",
+        name: id.to_owned(),
+    })?;
+    let revision = deployments::last_succeeded_revision(tx, &d.application, &d.group, id)?
+        .ok_or_else(|| {
+            EngineError::Conflict(format!(
+                "deployment group `{}` has no earlier successful deployment to roll back to",
+                d.group
+            ))
+        })?;
+    let rb = create_deployment(
+        tx,
+        &NewDeployment {
+            application: &d.application,
+            group: &d.group,
+            revision: &revision,
+            rollback_of: Some((id, false)),
+            concurrency: Some(d.concurrency),
+        },
+        &[],
+        now,
+        wake,
+    )?;
+    deployments::set_rollback(tx, id, &rb)?;
+    Ok(rb)
+}
+
+/// The command an agent gets for a running step.
+pub fn command_for(c: &Connection, step: &deployments::StepRow) -> Result<StepCommand> {
+    let d = deployments::get(c, &step.deployment_id)?.ok_or_else(|| EngineError::NotFound {
+        what: "deployment",
+        name: step.deployment_id.clone(),
+    })?;
+    let rev =
+        revisions::get(c, &d.application, &d.revision)?.ok_or_else(|| EngineError::NotFound {
+            what: "revision",
+            name: d.revision.clone(),
+        })?;
+    let location = match rev.source {
+        RevisionSource::Uploaded { .. } => RevisionLocation::Coordinator {
+            path: format!(
+                "/v1/agent/applications/{}/revisions/{}/bundle",
+                d.application, rev.id
+            ),
+        },
+        RevisionSource::Url { url } => RevisionLocation::Url { url },
+    };
+    Ok(StepCommand {
+        command_id: step.id,
+        deployment_id: d.id,
+        application: d.application,
+        group: d.group,
+        group_id: d.group_id,
+        event: step.event,
+        revision: RevisionRef {
+            id: rev.id,
+            sha256: rev.sha256,
+            location,
+        },
+        rollback: d.rollback_of.is_some(),
+    })
+}
+
+/// Re-run the strategy on every active deployment (at start-up: a coordinator killed mid-way resumes here).
+pub fn resume_all(tx: &Connection, now: i64, wake: &mut Wake) -> Result<usize> {
+    let ids = deployments::active_ids(tx)?;
+    for id in &ids {
+        advance(tx, id, now, wake)?;
+    }
+    Ok(ids.len())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test setup on an in-memory database")]
+    use super::*;
+    use crate::store::Store;
+    use rollcage_proto::wire::{DeploymentStyle, Group};
+
+    fn setup(instances: &[&str], auto_rollback: bool, c: Concurrency) -> Store {
+        let s = Store::open_in_memory().unwrap();
+        s.write(|tx| {
+            apps::insert_application(tx, "app", 0)?;
+            apps::insert_group(
+                tx,
+                &Group {
+                    id: "g-1".into(),
+                    application: "app".into(),
+                    name: "web".into(),
+                    style: DeploymentStyle::InPlace,
+                    concurrency: c,
+                    failure_tolerance: 0,
+                    auto_rollback,
+                    instances: instances.iter().map(|s| s.to_string()).collect(),
+                    created_at_ms: 0,
+                },
+            )?;
+            revisions::upsert(tx, "app", &"a".repeat(64), None, 10, 0)?;
+            revisions::upsert(tx, "app", &"b".repeat(64), None, 10, 0)?;
+            Ok::<_, EngineError>(())
+        })
+        .unwrap();
+        s
+    }
+
+    fn deploy(s: &Store, rev: &str, wake: &mut Wake) -> Result<String> {
+        s.write(|tx| {
+            create_deployment(
+                tx,
+                &NewDeployment {
+                    application: "app",
+                    group: "web",
+                    revision: rev,
+                    rollback_of: None,
+                    concurrency: None,
+                },
+                &[],
+                1,
+                wake,
+            )
+        })
+    }
+
+    /// Report every running step of `inst` with `outcome` until it has none; returns the events reported.
+    fn run_instance(s: &Store, inst: &str, fail_at: Option<&str>) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let step = s.read(|c| deployments::running_step_for(c, inst)).unwrap();
+            let Some(step) = step else { return seen };
+            let outcome = if Some(step.event.name()) == fail_at {
+                StepOutcome::Failed
+            } else {
+                StepOutcome::Succeeded
+            };
+            seen.push(step.event.name().to_owned());
+            let mut wake = Vec::new();
+            s.write(|tx| {
+                record_report(
+                    tx,
+                    inst,
+                    &StepReport {
+                        command_id: step.id,
+                        outcome,
+                        message: String::new(),
+                        hooks: vec![],
+                        duration_ms: 1,
+                    },
+                    2,
+                    &mut wake,
+                )
+            })
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn one_at_a_time_runs_each_instance_through_the_seed_order() {
+        let s = setup(&["a", "b"], false, Concurrency::Count(1));
+        let mut wake = Vec::new();
+        let id = deploy(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
+        assert_eq!(wake, ["a"]);
+        assert!(
+            s.read(|c| deployments::running_step_for(c, "b"))
+                .unwrap()
+                .is_none()
+        );
+        let events = run_instance(&s, "a", None);
+        assert_eq!(events.len(), 7);
+        assert_eq!(events[0], "DownloadBundle");
+        assert_eq!(events[6], "ValidateService");
+        run_instance(&s, "b", None);
+        let d = s.read(|c| deployments::get(c, &id)).unwrap().unwrap();
+        assert_eq!(d.status, DeploymentStatus::Succeeded);
+    }
+
+    #[test]
+    fn second_deployment_in_a_group_is_refused_while_one_is_active() {
+        let s = setup(&["a"], false, Concurrency::All);
+        let mut wake = Vec::new();
+        deploy(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
+        let second = deploy(&s, &format!("r-{}", "b".repeat(16)), &mut wake);
+        assert!(matches!(second, Err(EngineError::Conflict(_))));
+    }
+
+    #[test]
+    fn failure_triggers_a_rollback_with_the_same_concurrency_and_no_download() {
+        let s = setup(&["a", "b", "c"], true, Concurrency::Count(2));
+        let mut wake = Vec::new();
+        let v1 = format!("r-{}", "a".repeat(16));
+        let v2 = format!("r-{}", "b".repeat(16));
+        let d1 = deploy(&s, &v1, &mut wake).unwrap();
+        for i in ["a", "b", "c"] {
+            run_instance(&s, i, None);
+        }
+        run_instance(&s, "a", None);
+        let d2 = deploy(&s, &v2, &mut wake).unwrap();
+        assert_ne!(d1, d2);
+        run_instance(&s, "a", Some("ValidateService"));
+        // b is still in flight: no rollback yet, c never starts.
+        let d = s.read(|c| deployments::get(c, &d2)).unwrap().unwrap();
+        assert_eq!(d.status, DeploymentStatus::InProgress);
+        assert!(
+            s.read(|c| deployments::running_step_for(c, "c"))
+                .unwrap()
+                .is_none()
+        );
+        run_instance(&s, "b", None);
+        let d = s.read(|c| deployments::get(c, &d2)).unwrap().unwrap();
+        assert_eq!(d.status, DeploymentStatus::Failed);
+        let rb_id = d.rollback_deployment.unwrap();
+        let rb = s.read(|c| deployments::get(c, &rb_id)).unwrap().unwrap();
+        assert_eq!(rb.revision, v1);
+        assert_eq!(rb.concurrency, Concurrency::Count(2));
+        assert_eq!(rb.rollback_of.as_deref(), Some(d2.as_str()));
+        let events = run_instance(&s, "a", None);
+        assert_eq!(events.first().map(String::as_str), Some("ApplicationStop"));
+        assert!(!events.iter().any(|e| e == "DownloadBundle"));
+        run_instance(&s, "b", None);
+        run_instance(&s, "c", None);
+        let rb = s.read(|c| deployments::get(c, &rb_id)).unwrap().unwrap();
+        assert_eq!(rb.status, DeploymentStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_report_for_another_instance_is_forbidden_and_a_repeat_is_ignored() {
+        let s = setup(&["a", "b"], false, Concurrency::All);
+        let mut wake = Vec::new();
+        deploy(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
+        let step = s
+            .read(|c| deployments::running_step_for(c, "a"))
+            .unwrap()
+            .unwrap();
+        let report = StepReport {
+            command_id: step.id,
+            outcome: StepOutcome::Succeeded,
+            message: String::new(),
+            hooks: vec![],
+            duration_ms: 0,
+        };
+        let r = s.write(|tx| record_report(tx, "b", &report, 3, &mut wake));
+        assert!(matches!(r, Err(EngineError::Forbidden(_))));
+        assert!(
+            s.write(|tx| record_report(tx, "a", &report, 3, &mut wake))
+                .unwrap()
+        );
+        assert!(
+            !s.write(|tx| record_report(tx, "a", &report, 3, &mut wake))
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn rollback_covers_the_instances_of_the_rolled_back_deployment() {
+        // The group names no instances: the deployment took the enrolled ones, and so must its rollback.
+        let s = setup(&[], true, Concurrency::All);
+        let mut wake = Vec::new();
+        let enrolled = ["x".to_owned(), "y".to_owned()];
+        let mk = |rev: String, wake: &mut Wake| {
+            s.write(|tx| {
+                create_deployment(
+                    tx,
+                    &NewDeployment {
+                        application: "app",
+                        group: "web",
+                        revision: &rev,
+                        rollback_of: None,
+                        concurrency: None,
+                    },
+                    &enrolled,
+                    1,
+                    wake,
+                )
+            })
+        };
+        mk(format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
+        run_instance(&s, "x", None);
+        run_instance(&s, "y", None);
+        let d2 = mk(format!("r-{}", "b".repeat(16)), &mut wake).unwrap();
+        run_instance(&s, "x", Some("Install"));
+        run_instance(&s, "y", None);
+        let d = s.read(|c| deployments::get(c, &d2)).unwrap().unwrap();
+        let rb = d.rollback_deployment.unwrap();
+        let names = s.read(|c| deployments::instance_names(c, &rb)).unwrap();
+        assert_eq!(names, enrolled);
+    }
+
+    #[test]
+    fn manual_rollback_redeploys_the_previous_good_revision() {
+        let s = setup(&["a"], false, Concurrency::Count(1));
+        let mut wake = Vec::new();
+        let v1 = format!("r-{}", "a".repeat(16));
+        let v2 = format!("r-{}", "b".repeat(16));
+        let d1 = deploy(&s, &v1, &mut wake).unwrap();
+        // Nothing to roll back to yet.
+        run_instance(&s, "a", None);
+        assert!(matches!(
+            s.write(|tx| rollback(tx, &d1, 3, &mut wake)),
+            Err(EngineError::Conflict(_))
+        ));
+        let d2 = deploy(&s, &v2, &mut wake).unwrap();
+        // Refused while the group is busy.
+        assert!(matches!(
+            s.write(|tx| rollback(tx, &d2, 3, &mut wake)),
+            Err(EngineError::Conflict(_))
+        ));
+        run_instance(&s, "a", None);
+        let rb = s.write(|tx| rollback(tx, &d2, 4, &mut wake)).unwrap();
+        let row = s.read(|c| deployments::get(c, &rb)).unwrap().unwrap();
+        assert_eq!(row.revision, v1);
+        assert_eq!(row.rollback_of.as_deref(), Some(d2.as_str()));
+        assert!(!row.automatic);
+        let events = run_instance(&s, "a", None);
+        assert_eq!(events.first().map(String::as_str), Some("ApplicationStop"));
+        let row = s.read(|c| deployments::get(c, &rb)).unwrap().unwrap();
+        assert_eq!(row.status, DeploymentStatus::Succeeded);
+    }
+
+    #[test]
+    fn stop_lets_the_in_flight_instance_finish_and_skips_the_rest() {
+        let s = setup(&["a", "b"], false, Concurrency::Count(1));
+        let mut wake = Vec::new();
+        let id = deploy(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
+        s.write(|tx| stop(tx, &id, false, 2, &mut wake)).unwrap();
+        let d = s.read(|c| deployments::get(c, &id)).unwrap().unwrap();
+        assert_eq!(d.status, DeploymentStatus::Stopping);
+        assert_eq!(
+            run_instance(&s, "a", None).len(),
+            7,
+            "a finishes all its steps"
+        );
+        let full = s.read(|c| deployments::full(c, &id)).unwrap().unwrap();
+        assert_eq!(full.status, DeploymentStatus::Stopped);
+        assert_eq!(full.instances[0].status, InstanceStatus::Succeeded);
+        assert_eq!(full.instances[1].status, InstanceStatus::Skipped);
+        assert!(matches!(
+            s.write(|tx| stop(tx, &id, false, 3, &mut wake)),
+            Err(EngineError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn forced_stop_cancels_and_ends_stopped() {
+        let s = setup(&["a", "b", "c"], true, Concurrency::Count(1));
+        let mut wake = Vec::new();
+        let id = deploy(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
+        s.write(|tx| stop(tx, &id, true, 5, &mut wake)).unwrap();
+        let d = s.read(|c| deployments::get(c, &id)).unwrap().unwrap();
+        assert_eq!(d.status, DeploymentStatus::Stopped);
+        assert!(d.rollback_deployment.is_none());
+        assert!(
+            s.read(|c| deployments::running_step_for(c, "a"))
+                .unwrap()
+                .is_none()
+        );
+    }
+}

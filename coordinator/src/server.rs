@@ -1,0 +1,302 @@
+//! Starting the coordinator: open the data dir, create or load tokens, resume running deployments, sweep lost
+//! agents, and serve the API over plain HTTP or TLS (rustls) until SIGTERM or Ctrl-C.
+
+use crate::api::{self, AppState, Settings, now_ms};
+use crate::auth::{self, Tokens};
+use crate::engine::executor;
+use crate::store::{Store, instances};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How to run the coordinator.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Data directory (database, bundles, token files).
+    pub data: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// TLS certificate chain and key (PEM); plain HTTP when absent.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Existing admin token file instead of `DATA/admin-token`.
+    pub admin_token_file: Option<PathBuf>,
+    /// Existing enrollment token file instead of `DATA/enroll-token`.
+    pub enroll_token_file: Option<PathBuf>,
+    /// Tunables.
+    pub settings: Settings,
+}
+
+/// The coordinator could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Data dir I/O failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Token files.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Resuming deployments failed.
+    #[error("resuming deployments: {0}")]
+    Engine(#[from] executor::EngineError),
+    /// Binding the listener failed.
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// TLS configuration is invalid.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// Open the data dir and build the shared state (resuming every running deployment).
+pub fn open_state(cfg: &ServerConfig) -> Result<api::State, ServerError> {
+    std::fs::create_dir_all(&cfg.data).map_err(|source| ServerError::Io {
+        what: "creating data dir",
+        path: cfg.data.clone(),
+        source,
+    })?;
+    let admin = auth::load_or_create(&cfg.data, "admin-token", cfg.admin_token_file.as_deref())?;
+    let enroll = auth::load_or_create(&cfg.data, "enroll-token", cfg.enroll_token_file.as_deref())?;
+    let store = Store::open(&cfg.data.join("rollcage.db"))?;
+    let agents = store.read(instances::all)?;
+    let now = now_ms();
+    let tokens = Tokens::new(
+        &admin,
+        &enroll,
+        agents.iter().map(|(n, h, _)| (n.clone(), h.clone())),
+    );
+    let state = Arc::new(AppState::new(
+        store,
+        tokens,
+        cfg.data.join("bundles"),
+        cfg.settings.clone(),
+    ));
+    // Every known agent gets a full heartbeat deadline after a restart before it can be declared lost.
+    for (name, _, _) in &agents {
+        state.seen(name, now);
+    }
+    let mut wake = Vec::new();
+    let resumed = state
+        .store
+        .write(|tx| executor::resume_all(tx, now, &mut wake))?;
+    if resumed > 0 {
+        tracing::info!(resumed, "resumed running deployments");
+    }
+    Ok(state)
+}
+
+/// Fail the in-flight step of every agent not heard from within the heartbeat deadline. Returns the steps failed.
+pub fn sweep_lost(state: &api::State, now: i64) -> Result<usize, executor::EngineError> {
+    let deadline = i64::try_from(state.settings.heartbeat_deadline.as_millis()).unwrap_or(i64::MAX);
+    let running = state.store.read(crate::store::deployments::running_steps)?;
+    let mut failed = 0;
+    for (step, instance, started) in running {
+        let seen = state.last_seen(&instance).unwrap_or(started).max(started);
+        if now - seen > deadline {
+            let reason = format!(
+                "agent `{instance}` lost: not heard from for {} s",
+                (now - seen) / 1000
+            );
+            let mut wake = Vec::new();
+            if state
+                .store
+                .write(|tx| executor::fail_lost_step(tx, step, &reason, now, &mut wake))?
+            {
+                tracing::warn!(%instance, step, "{reason}");
+                failed += 1;
+            }
+            state.wake(&wake);
+        }
+    }
+    Ok(failed)
+}
+
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            ServerError::Tls(format!("reading certificates from {}: {e}", cert.display()))
+        })?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        ServerError::Tls(format!("reading private key from {}: {e}", key.display()))
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Run the coordinator until SIGTERM or Ctrl-C. `on_ready` gets the bound address.
+pub async fn serve(
+    cfg: ServerConfig,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServerError> {
+    let state = open_state(&cfg)?;
+    let tls = match &cfg.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    tracing::info!(%addr, tls = tls.is_some(), data = %cfg.data.display(), "coordinator listening");
+    on_ready(addr);
+
+    let sweeper = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Err(e) = sweep_lost(&state, now_ms()) {
+                    tracing::error!(error = %e, "lost-agent sweep failed");
+                }
+            }
+        })
+    };
+
+    let app = api::router(state);
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| ServerError::Io {
+            what: "installing SIGTERM handler for",
+            path: cfg.data.clone(),
+            source,
+        })?;
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let res = match tls {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(s) => builder.serve_connection(TokioIo::new(s), svc).await,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+                None => builder.serve_connection(TokioIo::new(stream), svc).await,
+            };
+            if let Err(e) = res {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    sweeper.abort();
+    tracing::info!("coordinator shutting down");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test setup on an in-memory database")]
+    use super::*;
+    use crate::engine::executor::NewDeployment;
+    use crate::store::{apps, deployments, revisions};
+    use rollcage_proto::wire::{Concurrency, DeploymentStatus, DeploymentStyle, Group};
+
+    #[test]
+    fn a_silent_agent_s_step_fails_after_the_heartbeat_deadline() {
+        let store = Store::open_in_memory().unwrap();
+        let mut wake = Vec::new();
+        let id = store
+            .write(|tx| {
+                apps::insert_application(tx, "app", 0)?;
+                apps::insert_group(
+                    tx,
+                    &Group {
+                        id: "g".into(),
+                        application: "app".into(),
+                        name: "web".into(),
+                        style: DeploymentStyle::InPlace,
+                        concurrency: Concurrency::All,
+                        failure_tolerance: 0,
+                        auto_rollback: false,
+                        instances: vec!["a".into()],
+                        created_at_ms: 0,
+                    },
+                )?;
+                let rev = revisions::upsert(tx, "app", &"c".repeat(64), None, 1, 0)?;
+                executor::create_deployment(
+                    tx,
+                    &NewDeployment {
+                        application: "app",
+                        group: "web",
+                        revision: &rev.id,
+                        rollback_of: None,
+                        concurrency: None,
+                    },
+                    &[],
+                    1_000,
+                    &mut wake,
+                )
+            })
+            .unwrap();
+        let state = Arc::new(AppState::new(
+            store,
+            Tokens::new("a", "e", []),
+            PathBuf::from("/nonexistent"),
+            Settings {
+                max_poll_wait: Duration::from_millis(10),
+                heartbeat_deadline: Duration::from_secs(10),
+            },
+        ));
+        state.seen("a", 5_000);
+        assert_eq!(sweep_lost(&state, 14_000).unwrap(), 0, "heard from 9 s ago");
+        assert_eq!(sweep_lost(&state, 15_001).unwrap(), 1);
+        let d = state
+            .store
+            .read(|c| deployments::full(c, &id))
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.status, DeploymentStatus::Failed);
+        assert!(
+            d.instances[0].steps[0].message.contains("lost"),
+            "{:?}",
+            d.instances[0].steps[0]
+        );
+    }
+}

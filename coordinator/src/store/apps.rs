@@ -1,0 +1,156 @@
+//! Applications and deployment groups.
+
+use super::{Result, decode, sql};
+use rollcage_proto::wire::{Application, Group};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Insert an application; `false` when one with that name exists.
+pub fn insert_application(c: &Connection, name: &str, now: i64) -> Result<bool> {
+    let n = c
+        .execute(
+            "INSERT OR IGNORE INTO applications (name, created_at) VALUES (?1, ?2)",
+            params![name, now],
+        )
+        .map_err(sql)?;
+    Ok(n == 1)
+}
+
+/// One application.
+pub fn application(c: &Connection, name: &str) -> Result<Option<Application>> {
+    c.query_row(
+        "SELECT name, created_at FROM applications WHERE name = ?1",
+        [name],
+        |r| {
+            Ok(Application {
+                name: r.get(0)?,
+                created_at_ms: r.get(1)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(sql)
+}
+
+/// Every application, by name.
+pub fn applications(c: &Connection) -> Result<Vec<Application>> {
+    let mut st = c
+        .prepare("SELECT name, created_at FROM applications ORDER BY name")
+        .map_err(sql)?;
+    let rows = st
+        .query_map([], |r| {
+            Ok(Application {
+                name: r.get(0)?,
+                created_at_ms: r.get(1)?,
+            })
+        })
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+/// Insert a group; `false` when the application already has one with that name.
+pub fn insert_group(c: &Connection, g: &Group) -> Result<bool> {
+    let instances = serde_json::to_string(&g.instances).unwrap_or_else(|_| "[]".to_owned());
+    let n = c
+        .execute(
+            "INSERT OR IGNORE INTO groups (id, application, name, style, concurrency, failure_tolerance, \
+             auto_rollback, instances, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                g.id,
+                g.application,
+                g.name,
+                g.style.name(),
+                g.concurrency.to_string(),
+                g.failure_tolerance,
+                g.auto_rollback,
+                instances,
+                g.created_at_ms
+            ],
+        )
+        .map_err(sql)?;
+    Ok(n == 1)
+}
+
+const GROUP_COLS: &str = "id, application, name, style, concurrency, failure_tolerance, auto_rollback, instances, \
+                          created_at";
+
+type GroupRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    u32,
+    bool,
+    String,
+    i64,
+);
+
+fn group_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+    ))
+}
+
+fn to_group(row: GroupRow) -> Result<Group> {
+    let (
+        id,
+        application,
+        name,
+        style,
+        concurrency,
+        failure_tolerance,
+        auto_rollback,
+        instances,
+        created,
+    ) = row;
+    Ok(Group {
+        id,
+        application,
+        name,
+        style: decode("groups.style", &style)?,
+        concurrency: decode("groups.concurrency", &concurrency)?,
+        failure_tolerance,
+        auto_rollback,
+        instances: serde_json::from_str(&instances).map_err(|_| super::StoreError::Corrupt {
+            what: "groups.instances",
+            detail: instances.clone(),
+        })?,
+        created_at_ms: created,
+    })
+}
+
+/// One group of an application.
+pub fn group(c: &Connection, app: &str, name: &str) -> Result<Option<Group>> {
+    let row = c
+        .query_row(
+            &format!("SELECT {GROUP_COLS} FROM groups WHERE application = ?1 AND name = ?2"),
+            [app, name],
+            group_row,
+        )
+        .optional()
+        .map_err(sql)?;
+    row.map(to_group).transpose()
+}
+
+/// The groups of an application, by name.
+pub fn groups(c: &Connection, app: &str) -> Result<Vec<Group>> {
+    let mut st = c
+        .prepare(&format!(
+            "SELECT {GROUP_COLS} FROM groups WHERE application = ?1 ORDER BY name"
+        ))
+        .map_err(sql)?;
+    let rows = st
+        .query_map([app], group_row)
+        .map_err(sql)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sql)?;
+    rows.into_iter().map(to_group).collect()
+}

@@ -1,0 +1,680 @@
+//! Deployments, their instances and their steps (one row per step per instance; a step's row id is the
+//! command id the agent reports against).
+
+use super::{Result, StoreError, decode, sql};
+use rollcage_proto::LifecycleEvent;
+use rollcage_proto::wire::{
+    Concurrency, Deployment, DeploymentKind, DeploymentStatus, DeploymentStyle, InstanceProgress,
+    InstanceStatus, StepProgress, StepState,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// A deployment's own row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentRow {
+    /// Id.
+    pub id: String,
+    /// Application.
+    pub application: String,
+    /// Group name.
+    pub group: String,
+    /// Group id.
+    pub group_id: String,
+    /// Revision id.
+    pub revision: String,
+    /// Style.
+    pub style: DeploymentStyle,
+    /// Concurrency.
+    pub concurrency: Concurrency,
+    /// Failures tolerated.
+    pub failure_tolerance: u32,
+    /// Auto-rollback.
+    pub auto_rollback: bool,
+    /// The deployment this one rolls back.
+    pub rollback_of: Option<String>,
+    /// Started automatically.
+    pub automatic: bool,
+    /// Status.
+    pub status: DeploymentStatus,
+    /// Forced stop asked.
+    pub force_stop: bool,
+    /// Final message.
+    pub message: String,
+    /// Created.
+    pub created_at: i64,
+    /// Ended.
+    pub ended_at: Option<i64>,
+    /// Rollback started after it.
+    pub rollback_deployment: Option<String>,
+}
+
+/// A step's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRow {
+    /// Row id = command id.
+    pub id: i64,
+    /// Deployment.
+    pub deployment_id: String,
+    /// Instance.
+    pub instance: String,
+    /// Index in the plan.
+    pub idx: usize,
+    /// Event.
+    pub event: LifecycleEvent,
+    /// State.
+    pub state: StepState,
+}
+
+/// Instance counts of a deployment, by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// All instances.
+    pub total: usize,
+    /// Not started.
+    pub pending: usize,
+    /// In flight with a step sent.
+    pub awaiting: usize,
+    /// In flight, next step not sent.
+    pub ready: usize,
+    /// Succeeded.
+    pub succeeded: usize,
+    /// Failed.
+    pub failed: usize,
+    /// Cancelled.
+    pub cancelled: usize,
+}
+
+pub(crate) fn status_str(s: DeploymentStatus) -> &'static str {
+    s.name()
+}
+
+pub(crate) fn instance_status_str(s: InstanceStatus) -> &'static str {
+    match s {
+        InstanceStatus::Pending => "pending",
+        InstanceStatus::InProgress => "in_progress",
+        InstanceStatus::Succeeded => "succeeded",
+        InstanceStatus::Failed => "failed",
+        InstanceStatus::Skipped => "skipped",
+        InstanceStatus::Cancelled => "cancelled",
+    }
+}
+
+fn parse_instance_status(s: &str) -> Result<InstanceStatus> {
+    Ok(match s {
+        "pending" => InstanceStatus::Pending,
+        "in_progress" => InstanceStatus::InProgress,
+        "succeeded" => InstanceStatus::Succeeded,
+        "failed" => InstanceStatus::Failed,
+        "skipped" => InstanceStatus::Skipped,
+        "cancelled" => InstanceStatus::Cancelled,
+        other => return Err(corrupt("deployment_instances.status", other)),
+    })
+}
+
+pub(crate) fn step_state_str(s: StepState) -> &'static str {
+    match s {
+        StepState::Pending => "pending",
+        StepState::Running => "running",
+        StepState::Succeeded => "succeeded",
+        StepState::Skipped => "skipped",
+        StepState::Failed => "failed",
+        StepState::Cancelled => "cancelled",
+    }
+}
+
+fn parse_step_state(s: &str) -> Result<StepState> {
+    Ok(match s {
+        "pending" => StepState::Pending,
+        "running" => StepState::Running,
+        "succeeded" => StepState::Succeeded,
+        "skipped" => StepState::Skipped,
+        "failed" => StepState::Failed,
+        "cancelled" => StepState::Cancelled,
+        other => return Err(corrupt("steps.state", other)),
+    })
+}
+
+fn parse_status(s: &str) -> Result<DeploymentStatus> {
+    Ok(match s {
+        "in_progress" => DeploymentStatus::InProgress,
+        "stopping" => DeploymentStatus::Stopping,
+        "succeeded" => DeploymentStatus::Succeeded,
+        "failed" => DeploymentStatus::Failed,
+        "stopped" => DeploymentStatus::Stopped,
+        other => return Err(corrupt("deployments.status", other)),
+    })
+}
+
+/// Stored indexes are small and never negative.
+fn to_usize(v: i64) -> usize {
+    usize::try_from(v).unwrap_or(0)
+}
+
+fn corrupt(what: &'static str, v: &str) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        detail: v.to_owned(),
+    }
+}
+
+/// Insert a deployment in progress with its instances (all pending) and every step row (pending).
+pub fn insert(
+    c: &Connection,
+    d: &DeploymentRow,
+    plan: &[LifecycleEvent],
+    instances: &[String],
+) -> Result<()> {
+    c.execute(
+        "INSERT INTO deployments (id, application, group_name, group_id, revision, style, concurrency, \
+         failure_tolerance, auto_rollback, rollback_of, automatic, status, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        params![
+            d.id,
+            d.application,
+            d.group,
+            d.group_id,
+            d.revision,
+            d.style.name(),
+            d.concurrency.to_string(),
+            d.failure_tolerance,
+            d.auto_rollback,
+            d.rollback_of,
+            d.automatic,
+            status_str(d.status),
+            d.created_at
+        ],
+    )
+    .map_err(sql)?;
+    let mut inst = c
+        .prepare_cached(
+            "INSERT INTO deployment_instances (deployment_id, instance, ord, status) VALUES (?1, ?2, ?3, 'pending')",
+        )
+        .map_err(sql)?;
+    let mut step = c
+        .prepare_cached(
+            "INSERT INTO steps (deployment_id, instance, idx, event, state) VALUES (?1, ?2, ?3, ?4, 'pending')",
+        )
+        .map_err(sql)?;
+    for (ord, name) in instances.iter().enumerate() {
+        inst.execute(params![d.id, name, ord as i64]).map_err(sql)?;
+        for (idx, ev) in plan.iter().enumerate() {
+            step.execute(params![d.id, name, idx as i64, ev.name()])
+                .map_err(sql)?;
+        }
+    }
+    Ok(())
+}
+
+const DEP_COLS: &str = "id, application, group_name, group_id, revision, style, concurrency, failure_tolerance, \
+    auto_rollback, rollback_of, automatic, status, force_stop, message, created_at, ended_at, rollback_deployment";
+
+fn dep_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[rusqlite::types::Value; 17]> {
+    let mut out: [rusqlite::types::Value; 17] =
+        std::array::from_fn(|_| rusqlite::types::Value::Null);
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = r.get(i)?;
+    }
+    Ok(out)
+}
+
+fn to_dep(v: [rusqlite::types::Value; 17]) -> Result<DeploymentRow> {
+    use rusqlite::types::Value as V;
+    let text = |i: usize| match &v[i] {
+        V::Text(s) => Ok(s.clone()),
+        other => Err(corrupt("deployments", &format!("column {i}: {other:?}"))),
+    };
+    let opt_text = |i: usize| match &v[i] {
+        V::Text(s) => Some(s.clone()),
+        _ => None,
+    };
+    let int = |i: usize| match &v[i] {
+        V::Integer(n) => Ok(*n),
+        other => Err(corrupt("deployments", &format!("column {i}: {other:?}"))),
+    };
+    Ok(DeploymentRow {
+        id: text(0)?,
+        application: text(1)?,
+        group: text(2)?,
+        group_id: text(3)?,
+        revision: text(4)?,
+        style: decode("deployments.style", &text(5)?)?,
+        concurrency: decode("deployments.concurrency", &text(6)?)?,
+        failure_tolerance: u32::try_from(int(7)?).unwrap_or(0),
+        auto_rollback: int(8)? != 0,
+        rollback_of: opt_text(9),
+        automatic: int(10)? != 0,
+        status: parse_status(&text(11)?)?,
+        force_stop: int(12)? != 0,
+        message: text(13)?,
+        created_at: int(14)?,
+        ended_at: match &v[15] {
+            V::Integer(n) => Some(*n),
+            _ => None,
+        },
+        rollback_deployment: opt_text(16),
+    })
+}
+
+/// One deployment's row.
+pub fn get(c: &Connection, id: &str) -> Result<Option<DeploymentRow>> {
+    let row = c
+        .prepare_cached(&format!("SELECT {DEP_COLS} FROM deployments WHERE id = ?1"))
+        .map_err(sql)?
+        .query_row([id], dep_row)
+        .optional()
+        .map_err(sql)?;
+    row.map(to_dep).transpose()
+}
+
+/// The active (in progress or stopping) deployment of a group.
+pub fn active_for_group(c: &Connection, app: &str, group: &str) -> Result<Option<String>> {
+    c.query_row(
+        "SELECT id FROM deployments WHERE application = ?1 AND group_name = ?2 \
+         AND status IN ('in_progress', 'stopping') LIMIT 1",
+        [app, group],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(sql)
+}
+
+/// Ids of every active deployment.
+pub fn active_ids(c: &Connection) -> Result<Vec<String>> {
+    let mut st = c
+        .prepare(
+            "SELECT id FROM deployments WHERE status IN ('in_progress', 'stopping') ORDER BY seq",
+        )
+        .map_err(sql)?;
+    let rows = st.query_map([], |r| r.get(0)).map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+/// Every deployment's id, newest first.
+pub fn list_ids(c: &Connection, limit: usize) -> Result<Vec<String>> {
+    let mut st = c
+        .prepare("SELECT id FROM deployments ORDER BY seq DESC LIMIT ?1")
+        .map_err(sql)?;
+    let rows = st.query_map([limit as i64], |r| r.get(0)).map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+/// The revision of the group's most recent successful deployment other than `except`.
+pub fn last_succeeded_revision(
+    c: &Connection,
+    app: &str,
+    group: &str,
+    except: &str,
+) -> Result<Option<String>> {
+    c.query_row(
+        "SELECT revision FROM deployments WHERE application = ?1 AND group_name = ?2 AND id != ?3 \
+         AND status = 'succeeded' ORDER BY seq DESC LIMIT 1",
+        [app, group, except],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(sql)
+}
+
+/// The instance names of a deployment, in start order.
+pub fn instance_names(c: &Connection, id: &str) -> Result<Vec<String>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT instance FROM deployment_instances WHERE deployment_id = ?1 ORDER BY ord",
+        )
+        .map_err(sql)?;
+    let rows = st.query_map([id], |r| r.get(0)).map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+/// Instance counts of a deployment (one aggregate query).
+pub fn counts(c: &Connection, id: &str) -> Result<Counts> {
+    // Grouping by status alone follows the (deployment_id, status, …) index: no sort.
+    let mut st = c
+        .prepare_cached(
+            "SELECT status, count(*), count(running_step) FROM deployment_instances \
+             WHERE deployment_id = ?1 GROUP BY status",
+        )
+        .map_err(sql)?;
+    let rows = st
+        .query_map([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(sql)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sql)?;
+    let mut out = Counts::default();
+    for (status, n, running) in rows {
+        let (n, running) = (to_usize(n), to_usize(running));
+        out.total += n;
+        match parse_instance_status(&status)? {
+            InstanceStatus::Pending => out.pending += n,
+            InstanceStatus::InProgress => {
+                out.awaiting += running;
+                out.ready += n - running;
+            }
+            InstanceStatus::Succeeded => out.succeeded += n,
+            InstanceStatus::Failed => out.failed += n,
+            InstanceStatus::Cancelled => out.cancelled += n,
+            InstanceStatus::Skipped => {}
+        }
+    }
+    Ok(out)
+}
+
+/// In-flight instances whose next step was not sent yet: (name, next step).
+pub fn ready(c: &Connection, id: &str) -> Result<Vec<(String, usize)>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT instance, next_step FROM deployment_instances WHERE deployment_id = ?1 \
+             AND status = 'in_progress' AND running_step IS NULL ORDER BY ord",
+        )
+        .map_err(sql)?;
+    let rows = st
+        .query_map([id], |r| {
+            Ok((r.get::<_, String>(0)?, to_usize(r.get::<_, i64>(1)?)))
+        })
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+/// The first `limit` pending instances in start order.
+pub fn pending_head(c: &Connection, id: &str, limit: usize) -> Result<Vec<String>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT instance FROM deployment_instances WHERE deployment_id = ?1 AND status = 'pending' \
+             ORDER BY ord LIMIT ?2",
+        )
+        .map_err(sql)?;
+    let rows = st
+        .query_map(params![id, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            r.get(0)
+        })
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+/// Set an instance's status and next step; it has no step in flight.
+pub fn set_instance(
+    c: &Connection,
+    id: &str,
+    instance: &str,
+    status: InstanceStatus,
+    next_step: usize,
+) -> Result<()> {
+    c.prepare_cached(
+        "UPDATE deployment_instances SET status = ?3, next_step = ?4, running_step = NULL \
+         WHERE deployment_id = ?1 AND instance = ?2",
+    )
+    .map_err(sql)?
+    .execute(params![
+        id,
+        instance,
+        instance_status_str(status),
+        next_step as i64
+    ])
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// Mark every never-started instance skipped.
+pub fn skip_pending(c: &Connection, id: &str) -> Result<()> {
+    c.execute(
+        "UPDATE deployment_instances SET status = 'skipped' WHERE deployment_id = ?1 AND status = 'pending'",
+        [id],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// Cancel every in-flight step and instance (forced stop); returns the instances affected.
+pub fn cancel_in_flight(c: &Connection, id: &str, now: i64) -> Result<Vec<String>> {
+    let mut st = c
+        .prepare("SELECT instance FROM deployment_instances WHERE deployment_id = ?1 AND status = 'in_progress'")
+        .map_err(sql)?;
+    let names = st
+        .query_map([id], |r| r.get::<_, String>(0))
+        .map_err(sql)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sql)?;
+    c.execute(
+        "UPDATE steps SET state = 'cancelled', ended_at = ?2, message = 'cancelled by a forced stop' \
+         WHERE deployment_id = ?1 AND state = 'running'",
+        params![id, now],
+    )
+    .map_err(sql)?;
+    c.execute(
+        "UPDATE deployment_instances SET status = 'cancelled', running_step = NULL \
+         WHERE deployment_id = ?1 AND status = 'in_progress'",
+        [id],
+    )
+    .map_err(sql)?;
+    Ok(names)
+}
+
+/// Mark step `idx` of an instance as sent (the instance is in progress with that step in flight).
+pub fn start_step(c: &Connection, id: &str, instance: &str, idx: usize, now: i64) -> Result<()> {
+    c.prepare_cached(
+        "UPDATE steps SET state = 'running', started_at = ?4 WHERE deployment_id = ?1 AND instance = ?2 AND idx = ?3",
+    )
+    .map_err(sql)?
+    .execute(params![id, instance, idx as i64, now])
+    .map_err(sql)?;
+    c.prepare_cached(
+        "UPDATE deployment_instances SET status = 'in_progress', next_step = ?3, running_step = ?3 \
+         WHERE deployment_id = ?1 AND instance = ?2",
+    )
+    .map_err(sql)?
+    .execute(params![id, instance, idx as i64])
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// Record the end of a step.
+pub fn end_step(
+    c: &Connection,
+    step_id: i64,
+    state: StepState,
+    message: &str,
+    log_tail: &str,
+    now: i64,
+) -> Result<()> {
+    c.prepare_cached(
+        "UPDATE steps SET state = ?2, message = ?3, log_tail = ?4, ended_at = ?5 WHERE id = ?1",
+    )
+    .map_err(sql)?
+    .execute(params![
+        step_id,
+        step_state_str(state),
+        message,
+        log_tail,
+        now
+    ])
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// One step by its id (= command id).
+pub fn step(c: &Connection, step_id: i64) -> Result<Option<StepRow>> {
+    let row = c
+        .prepare_cached(
+            "SELECT id, deployment_id, instance, idx, event, state FROM steps WHERE id = ?1",
+        )
+        .map_err(sql)?
+        .query_row([step_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                to_usize(r.get::<_, i64>(3)?),
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })
+        .optional()
+        .map_err(sql)?;
+    row.map(|(id, deployment_id, instance, idx, event, state)| {
+        Ok(StepRow {
+            id,
+            deployment_id,
+            instance,
+            idx,
+            event: decode("steps.event", &event)?,
+            state: parse_step_state(&state)?,
+        })
+    })
+    .transpose()
+}
+
+/// The step in flight for an instance in any active deployment (the command to (re)send it).
+pub fn running_step_for(c: &Connection, instance: &str) -> Result<Option<StepRow>> {
+    let id: Option<i64> = c
+        .prepare_cached(
+            // Only active deployments have running steps (an ending deployment has none in flight, and a
+            // forced stop cancels them), so no join is needed.
+            "SELECT id FROM steps WHERE instance = ?1 AND state = 'running' LIMIT 1",
+        )
+        .map_err(sql)?
+        .query_row([instance], |r| r.get(0))
+        .optional()
+        .map_err(sql)?;
+    match id {
+        Some(id) => step(c, id),
+        None => Ok(None),
+    }
+}
+
+/// Every running step: (step id, instance, started at).
+pub fn running_steps(c: &Connection) -> Result<Vec<(i64, String, i64)>> {
+    let mut st = c
+        .prepare(
+            "SELECT s.id, s.instance, COALESCE(s.started_at, 0) FROM steps s JOIN deployments d \
+             ON d.id = s.deployment_id WHERE s.state = 'running' AND d.status IN ('in_progress', 'stopping')",
+        )
+        .map_err(sql)?;
+    let rows = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+/// Set a deployment's status (and the forced-stop flag).
+pub fn set_status(c: &Connection, id: &str, status: DeploymentStatus, force: bool) -> Result<()> {
+    c.execute(
+        "UPDATE deployments SET status = ?2, force_stop = ?3 WHERE id = ?1",
+        params![id, status_str(status), force],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// End a deployment.
+pub fn finish(
+    c: &Connection,
+    id: &str,
+    status: DeploymentStatus,
+    message: &str,
+    now: i64,
+) -> Result<()> {
+    c.execute(
+        "UPDATE deployments SET status = ?2, message = ?3, ended_at = ?4 WHERE id = ?1",
+        params![id, status_str(status), message, now],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// Record the rollback started after a deployment (and append to its message).
+pub fn set_rollback(c: &Connection, id: &str, rollback: &str) -> Result<()> {
+    c.execute(
+        "UPDATE deployments SET rollback_deployment = ?2, message = message || '; rolling back in ' || ?2 \
+         WHERE id = ?1",
+        params![id, rollback],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// Append a note to a deployment's message.
+pub fn append_message(c: &Connection, id: &str, note: &str) -> Result<()> {
+    c.execute(
+        "UPDATE deployments SET message = message || '; ' || ?2 WHERE id = ?1",
+        params![id, note],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// The full deployment as the API shows it.
+pub fn full(c: &Connection, id: &str) -> Result<Option<Deployment>> {
+    let Some(d) = get(c, id)? else {
+        return Ok(None);
+    };
+    let mut st = c
+        .prepare_cached(
+            "SELECT di.instance, di.status, s.event, s.state, s.started_at, s.ended_at, s.message, s.log_tail \
+             FROM deployment_instances di JOIN steps s ON s.deployment_id = di.deployment_id \
+             AND s.instance = di.instance WHERE di.deployment_id = ?1 ORDER BY di.ord, s.idx",
+        )
+        .map_err(sql)?;
+    let rows = st
+        .query_map([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, String>(7)?,
+            ))
+        })
+        .map_err(sql)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sql)?;
+    let mut instances: Vec<InstanceProgress> = Vec::new();
+    for (inst, status, event, state, started, ended, message, log_tail) in rows {
+        let step = StepProgress {
+            event: decode("steps.event", &event)?,
+            state: parse_step_state(&state)?,
+            started_at_ms: started,
+            ended_at_ms: ended,
+            message,
+            log_tail,
+        };
+        match instances.last_mut() {
+            Some(last) if last.instance == inst => last.steps.push(step),
+            _ => instances.push(InstanceProgress {
+                instance: inst,
+                status: parse_instance_status(&status)?,
+                steps: vec![step],
+            }),
+        }
+    }
+    Ok(Some(Deployment {
+        id: d.id,
+        application: d.application,
+        group: d.group,
+        revision: d.revision,
+        style: d.style,
+        concurrency: d.concurrency,
+        failure_tolerance: d.failure_tolerance,
+        kind: match d.rollback_of {
+            Some(of) => DeploymentKind::Rollback {
+                of,
+                automatic: d.automatic,
+            },
+            None => DeploymentKind::Normal,
+        },
+        status: d.status,
+        message: d.message,
+        created_at_ms: d.created_at,
+        ended_at_ms: d.ended_at,
+        rollback_deployment: d.rollback_deployment,
+        instances,
+    }))
+}

@@ -1,0 +1,335 @@
+//! The agent's local journal: one small JSON file per step of a deployment, written (atomically, fsynced)
+//! before the step starts and again when it ends, and marked acknowledged once the coordinator has the report.
+//!
+//! This is what makes restarts safe:
+//! - a step found *finished* is never run again; its stored report is (re)sent instead;
+//! - a step found *started* but not finished was interrupted by the restart: [`Journal::recover`] turns it into a
+//!   failed report "interrupted by agent restart" (so Install is never applied twice);
+//! - finished but unacknowledged reports form the outbox, sent before anything else: no report is lost.
+//!
+//! Steps are keyed by deployment id and event, not by command id, so a step re-sent under any command id is
+//! recognised.
+
+use rollcage_proto::wire::{StepCommand, StepOutcome, StepReport};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The reason given for a step interrupted by a restart.
+pub const INTERRUPTED: &str = "interrupted by agent restart";
+
+/// Journal I/O failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// Reading or writing a journal file failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A journal file could not be decoded.
+    #[error("corrupt journal entry {path}: {detail}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's message.
+        detail: String,
+    },
+    /// A deployment id from the coordinator cannot be used as a file name.
+    #[error("invalid deployment id `{0}` in a command: expected letters, digits, `.`, `_` or `-`")]
+    BadId(String),
+}
+
+/// Where a step is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum EntryState {
+    /// Written just before the step started.
+    Started {
+        /// When.
+        at_ms: i64,
+    },
+    /// Written when the step ended.
+    Finished {
+        /// The report to send.
+        report: StepReport,
+        /// The coordinator has it.
+        acked: bool,
+    },
+}
+
+/// One journal entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The command as received.
+    pub command: StepCommand,
+    /// Where the step is.
+    pub state: EntryState,
+}
+
+/// The journal directory.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    dir: PathBuf,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Journal {
+    /// Open (create) the journal in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, JournalError> {
+        std::fs::create_dir_all(dir).map_err(|source| JournalError::Io {
+            what: "creating journal dir",
+            path: dir.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    fn path(&self, cmd: &StepCommand) -> Result<PathBuf, JournalError> {
+        let id = &cmd.deployment_id;
+        let ok = !id.is_empty()
+            && id.len() <= 128
+            && !id.starts_with('.')
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !ok {
+            return Err(JournalError::BadId(id.clone()));
+        }
+        Ok(self.dir.join(format!("{id}.{}.json", cmd.event.name())))
+    }
+
+    fn write(&self, entry: &Entry) -> Result<(), JournalError> {
+        let path = self.path(&entry.command)?;
+        let io = |what, source| JournalError::Io {
+            what,
+            path: path.clone(),
+            source,
+        };
+        let tmp = path.with_extension("tmp");
+        let bytes = serde_json::to_vec(entry).map_err(|e| JournalError::Corrupt {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating", e))?;
+        f.write_all(&bytes).map_err(|e| io("writing", e))?;
+        f.sync_all().map_err(|e| io("syncing", e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io("renaming into", e))?;
+        // The rename is durable only once the directory is synced.
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("syncing dir of", e))
+    }
+
+    fn read(path: &Path) -> Result<Entry, JournalError> {
+        let bytes = std::fs::read(path).map_err(|source| JournalError::Io {
+            what: "reading",
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| JournalError::Corrupt {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// The entry of this command's step, if any.
+    pub fn get(&self, cmd: &StepCommand) -> Result<Option<Entry>, JournalError> {
+        let path = self.path(cmd)?;
+        if !path.exists() {
+            return Ok(None);
+        }
+        Self::read(&path).map(Some)
+    }
+
+    /// Record that the step is about to start.
+    pub fn start(&self, cmd: &StepCommand) -> Result<(), JournalError> {
+        self.write(&Entry {
+            command: cmd.clone(),
+            state: EntryState::Started { at_ms: now_ms() },
+        })
+    }
+
+    /// Record the step's report.
+    pub fn finish(&self, cmd: &StepCommand, report: &StepReport) -> Result<(), JournalError> {
+        self.write(&Entry {
+            command: cmd.clone(),
+            state: EntryState::Finished {
+                report: report.clone(),
+                acked: false,
+            },
+        })
+    }
+
+    /// Record that the coordinator has the report.
+    pub fn ack(&self, cmd: &StepCommand, report: &StepReport) -> Result<(), JournalError> {
+        self.write(&Entry {
+            command: cmd.clone(),
+            state: EntryState::Finished {
+                report: report.clone(),
+                acked: true,
+            },
+        })
+    }
+
+    fn entries(&self) -> Result<Vec<(PathBuf, Entry)>, JournalError> {
+        let rd = std::fs::read_dir(&self.dir).map_err(|source| JournalError::Io {
+            what: "listing",
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                match Self::read(&p) {
+                    Ok(entry) => out.push((p, entry)),
+                    // A torn file cannot exist (writes are renamed into place); anything unreadable is reported
+                    // and left for an operator rather than deleted.
+                    Err(err) => tracing::error!(error = %err, "skipping unreadable journal entry"),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// After a restart: turn every started-but-unfinished step into a failed report ("interrupted by agent
+    /// restart"), and return the outbox (every unacknowledged report), oldest command first.
+    pub fn recover(&self) -> Result<Vec<(StepCommand, StepReport)>, JournalError> {
+        let mut outbox = Vec::new();
+        for (_, entry) in self.entries()? {
+            match entry.state {
+                EntryState::Started { .. } => {
+                    let report = StepReport {
+                        command_id: entry.command.command_id,
+                        outcome: StepOutcome::Failed,
+                        message: format!("{}: {INTERRUPTED}", entry.command.event),
+                        hooks: Vec::new(),
+                        duration_ms: 0,
+                    };
+                    tracing::warn!(deployment = %entry.command.deployment_id, event = %entry.command.event,
+                        "step was interrupted by an agent restart; reporting it failed");
+                    self.finish(&entry.command, &report)?;
+                    outbox.push((entry.command, report));
+                }
+                EntryState::Finished {
+                    report,
+                    acked: false,
+                } => outbox.push((entry.command, report)),
+                EntryState::Finished { acked: true, .. } => {}
+            }
+        }
+        outbox.sort_by_key(|(c, _)| c.command_id);
+        Ok(outbox)
+    }
+
+    /// Remove acknowledged entries older than `max_age_ms` (finished deployments' history).
+    pub fn prune(&self, max_age_ms: i64) -> Result<usize, JournalError> {
+        let now = std::time::SystemTime::now();
+        let mut removed = 0;
+        for (path, entry) in self.entries()? {
+            if !matches!(entry.state, EntryState::Finished { acked: true, .. }) {
+                continue;
+            }
+            let old = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age.as_millis() > u128::try_from(max_age_ms).unwrap_or(0));
+            if old && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rollcage_proto::LifecycleEvent;
+    use rollcage_proto::wire::{RevisionLocation, RevisionRef};
+
+    pub(crate) fn cmd(id: i64, dep: &str, event: LifecycleEvent) -> StepCommand {
+        StepCommand {
+            command_id: id,
+            deployment_id: dep.into(),
+            application: "app".into(),
+            group: "web".into(),
+            group_id: "g-1".into(),
+            event,
+            revision: RevisionRef {
+                id: "r-1".into(),
+                sha256: "0".repeat(64),
+                location: RevisionLocation::Url {
+                    url: "file:///nope".into(),
+                },
+            },
+            rollback: false,
+        }
+    }
+
+    fn ok(id: i64) -> StepReport {
+        StepReport {
+            command_id: id,
+            outcome: StepOutcome::Succeeded,
+            message: "done".into(),
+            hooks: vec![],
+            duration_ms: 1,
+        }
+    }
+
+    #[test]
+    fn started_steps_become_interrupted_failures_and_unacked_reports_are_resent()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let j = Journal::open(dir.path())?;
+        let a = cmd(1, "d-1", LifecycleEvent::DownloadBundle);
+        let b = cmd(2, "d-1", LifecycleEvent::ApplicationStop);
+        let c = cmd(3, "d-1", LifecycleEvent::BeforeInstall);
+        let d = cmd(4, "d-1", LifecycleEvent::Install);
+        j.start(&a)?;
+        j.finish(&a, &ok(1))?;
+        j.ack(&a, &ok(1))?;
+        j.start(&b)?;
+        j.finish(&b, &ok(2))?;
+        j.start(&d)?;
+        drop(c);
+        let j = Journal::open(dir.path())?; // "restart"
+        let outbox = j.recover()?;
+        assert_eq!(outbox.len(), 2);
+        assert_eq!(outbox[0].1, ok(2));
+        assert_eq!(outbox[1].0.event, LifecycleEvent::Install);
+        assert_eq!(outbox[1].1.outcome, StepOutcome::Failed);
+        assert!(outbox[1].1.message.contains(INTERRUPTED));
+        // The interrupted Install is now finished in the journal: it will never run.
+        assert!(matches!(
+            j.get(&d)?.map(|e| e.state),
+            Some(EntryState::Finished { acked: false, .. })
+        ));
+        // Recovering again yields the same outbox, not a second interruption.
+        assert_eq!(j.recover()?, outbox);
+        Ok(())
+    }
+
+    #[test]
+    fn a_hostile_deployment_id_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let j = Journal::open(dir.path())?;
+        let bad = cmd(1, "../../etc", LifecycleEvent::Install);
+        assert!(matches!(j.start(&bad), Err(JournalError::BadId(_))));
+        Ok(())
+    }
+}

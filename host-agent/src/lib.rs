@@ -1,0 +1,98 @@
+//! The rollcage host agent (`rollcage agent`).
+//!
+//! - [`client`]: the JSON HTTP(S) client of the coordinator API (also used by the CLI).
+//! - [`journal`]: the local step journal that makes restarts safe and reports unlosable.
+//! - [`executor`]: the [`executor::StepExecutor`] trait and the real executor over the runtime crate.
+//! - [`daemon`]: enroll, recover, long-poll, run, report; backoff with jitter.
+
+pub mod client;
+pub mod daemon;
+pub mod executor;
+pub mod journal;
+
+use rollcage_runtime::lifecycle::HostConfig;
+use std::path::PathBuf;
+
+/// Everything `rollcage agent` is started with.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Coordinator base URL.
+    pub coordinator: String,
+    /// The agent's root directory.
+    pub root: PathBuf,
+    /// The instance name.
+    pub name: String,
+    /// Enrollment token (first start).
+    pub enroll_token: Option<String>,
+    /// Where the agent's own token is kept (default `ROOT/agent/token`).
+    pub token_file: Option<PathBuf>,
+    /// `--var KEY=VALUE` for every hook.
+    pub vars: Vec<(String, String)>,
+    /// The address the application serves on, for load balancers (`ROLLCAGE_SERVICE_ADDR` for hooks).
+    pub service_addr: Option<String>,
+    /// Extra CA certificate (PEM) to trust for a TLS coordinator.
+    pub ca_file: Option<PathBuf>,
+    /// Loop settings.
+    pub loop_config: daemon::LoopConfig,
+}
+
+impl AgentConfig {
+    /// The variables every hook gets besides CodeDeploy's: `ROLLCAGE_INSTANCE`, `ROLLCAGE_SERVICE_ADDR` and the
+    /// `--var`s, in that order.
+    pub fn hook_vars(&self) -> Vec<(String, String)> {
+        let mut v = vec![("ROLLCAGE_INSTANCE".to_owned(), self.name.clone())];
+        if let Some(addr) = &self.service_addr {
+            v.push(("ROLLCAGE_SERVICE_ADDR".to_owned(), addr.clone()));
+        }
+        v.extend(self.vars.iter().cloned());
+        v
+    }
+}
+
+/// Run the agent until SIGTERM or Ctrl-C.
+pub async fn run(cfg: AgentConfig) -> Result<(), daemon::AgentError> {
+    let agent_dir = cfg.root.join("agent");
+    let token_file = cfg
+        .token_file
+        .clone()
+        .unwrap_or_else(|| agent_dir.join("token"));
+    let base = client::Client::new(&cfg.coordinator, None, cfg.ca_file.as_deref())
+        .map_err(daemon::AgentError::Refused)?;
+    let token = daemon::obtain_token(
+        &base,
+        &cfg.name,
+        &token_file,
+        cfg.enroll_token.as_deref(),
+        cfg.loop_config.backoff,
+    )
+    .await?;
+    let client = base.with_token(Some(token));
+    let mut host = HostConfig::new(&cfg.root);
+    host.hook_vars = cfg.hook_vars();
+    let exec = executor::RuntimeExecutor::new(host, client.clone());
+    let journal = journal::Journal::open(&agent_dir.join("journal"))?;
+    // Acknowledged history older than a week is of no use to restarts.
+    if let Ok(n) = journal.prune(7 * 24 * 3600 * 1000)
+        && n > 0
+    {
+        tracing::info!(removed = n, "pruned old journal entries");
+    }
+    tracing::info!(instance = %cfg.name, coordinator = %cfg.coordinator, root = %cfg.root.display(), "agent running");
+    let agent = daemon::AgentLoop::new(client, journal, exec, cfg.loop_config.clone());
+    agent.run(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

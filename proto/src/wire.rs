@@ -1,0 +1,671 @@
+//! The JSON of the coordinator's HTTP API (`/v1/...`) and of the agent protocol.
+//!
+//! Operators' resources (applications, deployment groups, revisions, deployments, instances) and the agent's
+//! messages (enroll, poll, step command, step report) are plain serde structs here so the coordinator, the agent and
+//! the CLI agree on one shape. Timestamps are Unix milliseconds (UTC). Every failure answers with [`ErrorBody`].
+//!
+//! Compatibility rule: add optional fields (`#[serde(default)]`) and new variants at the end; never rename.
+
+use crate::{HookOutcome, LifecycleEvent};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Path prefix of every API route.
+pub const API_PREFIX: &str = "/v1";
+
+/// How long the coordinator holds a poll open when it has no command (the agent's read timeout must be longer).
+pub const DEFAULT_POLL_WAIT_MS: u64 = 20_000;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Errors
+
+/// The one error shape: `{"error":{"code":"...","message":"..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// A machine-readable code (`unauthorized`, `forbidden`, `not_found`, `conflict`, `invalid_request`,
+/// `unsupported`, `internal`) and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable code, snake_case.
+    pub code: String,
+    /// What went wrong, where, and what was expected.
+    pub message: String,
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Group settings
+
+/// How many instances of a group may be deploying at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Concurrency {
+    /// At most this many (at least 1).
+    Count(u32),
+    /// This percentage of the group's instances, rounded down, at least 1 (1–100).
+    Percent(u8),
+    /// Every instance at once.
+    All,
+}
+
+impl Concurrency {
+    /// The number of instances that may be in flight at once in a group of `total` instances (≥ 1 unless the group
+    /// is empty).
+    pub fn limit(self, total: usize) -> usize {
+        let n = match self {
+            Self::Count(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            Self::Percent(p) => total.saturating_mul(usize::from(p)) / 100,
+            Self::All => total,
+        };
+        n.clamp(1, total.max(1))
+    }
+}
+
+/// A concurrency string is not `N`, `P%` or `all`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidConcurrency(pub String);
+
+impl fmt::Display for InvalidConcurrency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid concurrency `{}`: expected a count ≥ 1 (`2`), a percentage 1–100 (`50%`) or `all`",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for InvalidConcurrency {}
+
+impl FromStr for Concurrency {
+    type Err = InvalidConcurrency;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || InvalidConcurrency(s.to_owned());
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("all") {
+            return Ok(Self::All);
+        }
+        if let Some(p) = t.strip_suffix('%') {
+            let p: u8 = p.trim().parse().map_err(|_| bad())?;
+            return if (1..=100).contains(&p) {
+                Ok(Self::Percent(p))
+            } else {
+                Err(bad())
+            };
+        }
+        let n: u32 = t.parse().map_err(|_| bad())?;
+        if n == 0 {
+            Err(bad())
+        } else {
+            Ok(Self::Count(n))
+        }
+    }
+}
+
+impl fmt::Display for Concurrency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Count(n) => write!(f, "{n}"),
+            Self::Percent(p) => write!(f, "{p}%"),
+            Self::All => f.write_str("all"),
+        }
+    }
+}
+
+impl TryFrom<String> for Concurrency {
+    type Error = InvalidConcurrency;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Concurrency> for String {
+    fn from(c: Concurrency) -> Self {
+        c.to_string()
+    }
+}
+
+/// How a deployment group rolls a revision out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeploymentStyle {
+    /// Rolling, in place, no load balancer.
+    InPlace,
+    /// Rolling, in place, each instance taken out of a load balancer while it is updated.
+    InPlaceLb,
+    /// Blue/green: deploy to the idle server group, then switch traffic.
+    BlueGreen,
+}
+
+impl DeploymentStyle {
+    /// The name used in the API and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::InPlace => "in-place",
+            Self::InPlaceLb => "in-place-lb",
+            Self::BlueGreen => "blue-green",
+        }
+    }
+}
+
+impl fmt::Display for DeploymentStyle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DeploymentStyle {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "in-place" => Ok(Self::InPlace),
+            "in-place-lb" => Ok(Self::InPlaceLb),
+            "blue-green" => Ok(Self::BlueGreen),
+            other => Err(format!(
+                "unknown deployment style `{other}`: expected `in-place`, `in-place-lb` or `blue-green`"
+            )),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Operator resources
+
+/// `POST /v1/applications`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApplication {
+    /// Application name (letters, digits, `.`, `_`, `-`).
+    pub name: String,
+}
+
+/// An application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Application {
+    /// Its name.
+    pub name: String,
+    /// When it was created.
+    pub created_at_ms: i64,
+}
+
+/// `POST /v1/applications/{app}/groups`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    /// Group name.
+    pub name: String,
+    /// Deployment style.
+    pub style: DeploymentStyle,
+    /// Instances in flight at once (also used by its rollbacks).
+    pub concurrency: Concurrency,
+    /// Failed instances tolerated before the deployment stops and fails (default 0).
+    #[serde(default)]
+    pub failure_tolerance: u32,
+    /// Start a rollback to the last successful revision when a deployment fails.
+    #[serde(default)]
+    pub auto_rollback: bool,
+    /// Names of the instances (agents) in the group; empty = every enrolled instance at deployment time.
+    #[serde(default)]
+    pub instances: Vec<String>,
+}
+
+/// A deployment group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// Stable id (`DEPLOYMENT_GROUP_ID` for hooks).
+    pub id: String,
+    /// Application.
+    pub application: String,
+    /// Group name.
+    pub name: String,
+    /// Style.
+    pub style: DeploymentStyle,
+    /// Concurrency.
+    pub concurrency: Concurrency,
+    /// Failures tolerated.
+    pub failure_tolerance: u32,
+    /// Automatic rollback on failure.
+    pub auto_rollback: bool,
+    /// Instance names (empty = all enrolled).
+    pub instances: Vec<String>,
+    /// When it was created.
+    pub created_at_ms: i64,
+}
+
+/// `POST /v1/applications/{app}/revisions/url`: a revision stored elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterUrlRevision {
+    /// `http(s)://` or `file://` URL of the archive.
+    pub url: String,
+    /// Its sha256, lowercase hex.
+    pub sha256: String,
+}
+
+/// Where a revision's archive lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RevisionSource {
+    /// Uploaded to the coordinator and stored by sha256 under its data dir.
+    Uploaded {
+        /// Archive size in bytes.
+        size: u64,
+    },
+    /// An external URL.
+    Url {
+        /// The URL.
+        url: String,
+    },
+}
+
+/// A revision of an application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    /// Revision id (`r-` and the first 16 hex digits of the sha256).
+    pub id: String,
+    /// Application.
+    pub application: String,
+    /// sha256 of the archive.
+    pub sha256: String,
+    /// Where it lives.
+    pub source: RevisionSource,
+    /// Times agents downloaded the archive from the coordinator.
+    pub downloads: u64,
+    /// When it was registered.
+    pub created_at_ms: i64,
+}
+
+/// `POST /v1/deployments`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeployment {
+    /// Application.
+    pub application: String,
+    /// Deployment group.
+    pub group: String,
+    /// Revision id.
+    pub revision: String,
+}
+
+/// `POST /v1/deployments/{id}/stop`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopDeployment {
+    /// Cancel in-flight steps instead of letting them finish.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Why a deployment exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DeploymentKind {
+    /// Asked for by an operator.
+    Normal,
+    /// A rollback of deployment `of` to the group's last successful revision.
+    Rollback {
+        /// The deployment rolled back.
+        of: String,
+        /// True when started automatically after a failure.
+        automatic: bool,
+    },
+}
+
+/// State of a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentStatus {
+    /// Instances are being deployed.
+    InProgress,
+    /// A stop was asked; in-flight instances finish.
+    Stopping,
+    /// Every instance succeeded (or failures stayed within the tolerance).
+    Succeeded,
+    /// Too many instances failed.
+    Failed,
+    /// Stopped by an operator.
+    Stopped,
+}
+
+impl DeploymentStatus {
+    /// One line for people.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::InProgress => "deployment is running",
+            Self::Stopping => "stop requested; in-flight instances are finishing",
+            Self::Succeeded => "deployment completed successfully",
+            Self::Failed => "deployment failed",
+            Self::Stopped => "deployment was stopped by an operator",
+        }
+    }
+
+    /// True once the deployment can change no more.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Stopped)
+    }
+
+    /// The snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::InProgress => "in_progress",
+            Self::Stopping => "stopping",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+impl fmt::Display for DeploymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// State of one instance within a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceStatus {
+    /// Not started yet.
+    Pending,
+    /// Between its first and last step.
+    InProgress,
+    /// Every step succeeded or was skipped.
+    Succeeded,
+    /// A step failed.
+    Failed,
+    /// Never started: the deployment failed or was stopped first.
+    Skipped,
+    /// Its in-flight step was cancelled by a forced stop.
+    Cancelled,
+}
+
+/// State of one step of one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Not sent yet.
+    Pending,
+    /// Sent to the agent, no report yet.
+    Running,
+    /// Done.
+    Succeeded,
+    /// Nothing to do (no hooks).
+    Skipped,
+    /// Failed.
+    Failed,
+    /// Cancelled by a forced stop.
+    Cancelled,
+}
+
+/// One step of one instance, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepProgress {
+    /// The event.
+    pub event: LifecycleEvent,
+    /// Its state.
+    pub state: StepState,
+    /// When it was sent to the agent.
+    pub started_at_ms: Option<i64>,
+    /// When its report arrived.
+    pub ended_at_ms: Option<i64>,
+    /// The report's message.
+    pub message: String,
+    /// The tail of the failed (or last) hook's output.
+    pub log_tail: String,
+}
+
+/// One instance of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceProgress {
+    /// Instance name.
+    pub instance: String,
+    /// Its state.
+    pub status: InstanceStatus,
+    /// Every step of its plan, in order.
+    pub steps: Vec<StepProgress>,
+}
+
+/// A deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// Deployment id.
+    pub id: String,
+    /// Application.
+    pub application: String,
+    /// Group.
+    pub group: String,
+    /// Revision id.
+    pub revision: String,
+    /// Style.
+    pub style: DeploymentStyle,
+    /// Concurrency in force.
+    pub concurrency: Concurrency,
+    /// Failures tolerated.
+    pub failure_tolerance: u32,
+    /// Why it exists.
+    pub kind: DeploymentKind,
+    /// State.
+    pub status: DeploymentStatus,
+    /// Why it ended as it did (empty while running).
+    pub message: String,
+    /// When it was created.
+    pub created_at_ms: i64,
+    /// When it ended.
+    pub ended_at_ms: Option<i64>,
+    /// The rollback deployment started after this one failed.
+    pub rollback_deployment: Option<String>,
+    /// Per-instance progress.
+    pub instances: Vec<InstanceProgress>,
+}
+
+/// An enrolled instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    /// Its name.
+    pub name: String,
+    /// When it enrolled.
+    pub enrolled_at_ms: i64,
+    /// Its last call to the coordinator.
+    pub last_seen_ms: i64,
+    /// True when it has not been heard from within the heartbeat deadline.
+    pub lost: bool,
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Agent protocol
+
+/// `POST /v1/agent/enroll` (with the enrollment token as bearer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The instance name the agent runs as.
+    pub name: String,
+}
+
+/// The agent's own token; the coordinator keeps only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// Instance name.
+    pub instance: String,
+    /// Bearer token for every later call.
+    pub token: String,
+}
+
+/// `POST /v1/agent/poll`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollRequest {
+    /// Longest time to hold the poll open without a command (capped by the coordinator).
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+/// Where the agent gets a revision's archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RevisionLocation {
+    /// From the coordinator, at this path (authenticated with the agent's token).
+    Coordinator {
+        /// Path under the coordinator's base URL, e.g. `/v1/agent/revisions/r-…/bundle`.
+        path: String,
+    },
+    /// From an external URL.
+    Url {
+        /// The URL.
+        url: String,
+    },
+}
+
+/// The revision a command deploys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionRef {
+    /// Revision id.
+    pub id: String,
+    /// sha256 of the archive.
+    pub sha256: String,
+    /// Where to get it.
+    pub location: RevisionLocation,
+}
+
+/// One step for one agent to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepCommand {
+    /// Unique, never reused; the report names it.
+    pub command_id: i64,
+    /// Deployment id.
+    pub deployment_id: String,
+    /// Application.
+    pub application: String,
+    /// Group name.
+    pub group: String,
+    /// Group id.
+    pub group_id: String,
+    /// The event to perform.
+    pub event: LifecycleEvent,
+    /// The revision being deployed.
+    pub revision: RevisionRef,
+    /// True for a rollback deployment: the revision is expected in the host's cache.
+    pub rollback: bool,
+}
+
+/// What the coordinator answers a poll or a report with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollResponse {
+    /// The next step to run, if any.
+    pub command: Option<StepCommand>,
+}
+
+/// How a step ended, as the agent reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// The step did its work.
+    Succeeded,
+    /// Nothing to do.
+    Skipped,
+    /// The step failed; the instance fails.
+    Failed,
+}
+
+/// `POST /v1/agent/reports`: the end of one step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepReport {
+    /// The command this reports on.
+    pub command_id: i64,
+    /// How it ended.
+    pub outcome: StepOutcome,
+    /// One line for people.
+    pub message: String,
+    /// Hooks that ran.
+    #[serde(default)]
+    pub hooks: Vec<HookOutcome>,
+    /// Wall-clock duration.
+    #[serde(default)]
+    pub duration_ms: u64,
+}
+
+/// The answer to a report: whether it was new, and the agent's next command at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportResponse {
+    /// False when this command had already been reported (the report is acknowledged and ignored).
+    pub recorded: bool,
+    /// The next step to run, if any.
+    pub command: Option<StepCommand>,
+}
+
+/// `GET /v1/agent/commands/{id}`: whether a sent command is still wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandState {
+    /// True when a forced stop cancelled it: the agent should stop the step.
+    pub cancelled: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrency_parses_and_prints() {
+        assert_eq!("3".parse::<Concurrency>(), Ok(Concurrency::Count(3)));
+        assert_eq!("50%".parse::<Concurrency>(), Ok(Concurrency::Percent(50)));
+        assert_eq!("ALL".parse::<Concurrency>(), Ok(Concurrency::All));
+        for bad in ["0", "0%", "101%", "-1", "x", ""] {
+            assert!(bad.parse::<Concurrency>().is_err(), "{bad}");
+        }
+        assert_eq!(Concurrency::Percent(25).to_string(), "25%");
+    }
+
+    #[test]
+    fn concurrency_limit_rounds_down_with_a_floor_of_one() {
+        assert_eq!(Concurrency::Percent(50).limit(4), 2);
+        assert_eq!(Concurrency::Percent(50).limit(5), 2);
+        assert_eq!(Concurrency::Percent(10).limit(4), 1);
+        assert_eq!(Concurrency::Count(10).limit(4), 4);
+        assert_eq!(Concurrency::Count(1).limit(4), 1);
+        assert_eq!(Concurrency::All.limit(4), 4);
+        assert_eq!(Concurrency::All.limit(0), 1);
+    }
+
+    #[test]
+    fn concurrency_serializes_as_a_string() -> Result<(), serde_json::Error> {
+        assert_eq!(serde_json::to_string(&Concurrency::Percent(50))?, "\"50%\"");
+        let c: Concurrency = serde_json::from_str("\"all\"")?;
+        assert_eq!(c, Concurrency::All);
+        assert!(serde_json::from_str::<Concurrency>("\"0\"").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn error_body_has_the_documented_shape() -> Result<(), serde_json::Error> {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: "not_found".into(),
+                message: "no deployment `d-1`".into(),
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&body)?,
+            r#"{"error":{"code":"not_found","message":"no deployment `d-1`"}}"#
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn style_names_round_trip() {
+        for s in [
+            DeploymentStyle::InPlace,
+            DeploymentStyle::InPlaceLb,
+            DeploymentStyle::BlueGreen,
+        ] {
+            assert_eq!(s.name().parse::<DeploymentStyle>(), Ok(s));
+        }
+        assert!("rolling".parse::<DeploymentStyle>().is_err());
+    }
+}
