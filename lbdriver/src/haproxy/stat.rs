@@ -177,8 +177,8 @@ fn first_line(text: &str) -> &str {
 mod tests {
     use super::*;
 
-    /// `show stat` of HAProxy 2.6.12 (captured on this machine): frontend `fe`, backend `blue` with `b1` up
-    /// and `b2` in maintenance, backend `green` with `g1` (L4 check).
+    /// `show stat` of HAProxy 2.6.12 (captured on this machine): frontend `fe`, backend `blue` with `b1` up,
+    /// `b2` just out of maintenance with `health down` (`DOWN`), backend `green` with `g1` (L4 check).
     const SAMPLE: &str = include_str!("testdata/show_stat_2.6.csv");
 
     #[test]
