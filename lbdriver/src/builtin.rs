@@ -67,11 +67,11 @@ impl BuiltinDriver {
                 message,
             },
             ClientError::Timeout {
-                goal,
+                goal: "healthy",
                 waited_ms,
                 last,
                 ..
-            } if goal == "healthy" => LbDriverError::NotHealthy {
+            } => LbDriverError::NotHealthy {
                 lb: self.lb(),
                 group: group.to_owned(),
                 instance: instance.to_owned(),
@@ -130,7 +130,7 @@ impl LbDriver for BuiltinDriver {
             }
             Err(e) => return Err(self.api_error(group, instance, e)),
         }
-        tracing::info!(lb = %self.lb(), group, instance, elapsed_ms = start.elapsed().as_millis() as u64,
+        tracing::info!(lb = %self.lb(), group, instance, elapsed_ms = millis(start.elapsed()),
             "instance registered and healthy");
         Ok(())
     }

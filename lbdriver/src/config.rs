@@ -219,7 +219,10 @@ green = ["10.0.0.21:8080"]
         let DriverConfig::Haproxy { backends, .. } = &c.driver else {
             return Err("expected the haproxy driver".into());
         };
-        assert_eq!(backends.get("blue").map(String::as_str), Some("bk_app1_blue"));
+        assert_eq!(
+            backends.get("blue").map(String::as_str),
+            Some("bk_app1_blue")
+        );
         Ok(())
     }
 
@@ -248,7 +251,8 @@ green = ["10.0.0.21:8080"]
     #[test]
     fn validate_names_the_bad_field() -> Result<(), Box<dyn std::error::Error>> {
         let mut c: LbConfig = toml::from_str(HAPROXY)?;
-        c.server_groups.insert("green".into(), vec!["10.0.0.21".into()]);
+        c.server_groups
+            .insert("green".into(), vec!["10.0.0.21".into()]);
         let e = c.validate().err().ok_or("expected an error")?;
         assert!(e.to_string().contains("server_groups.green[0]"), "{e}");
         let mut c: LbConfig = toml::from_str(HAPROXY)?;

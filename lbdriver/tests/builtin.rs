@@ -80,6 +80,9 @@ async fn config_builds_a_working_driver_and_bad_token_is_named() -> TestResult {
         .err()
         .ok_or("a wrong token was accepted")?;
     let msg = err.to_string();
-    assert!(msg.contains(&lb.admin_addr().to_string()) && msg.contains(&f.b2.address()), "{msg}");
+    assert!(
+        msg.contains(&lb.admin_addr().to_string()) && msg.contains(&f.b2.address()),
+        "{msg}"
+    );
     Ok(())
 }

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{TestResult, haproxy_fixture, scenarios};
-use rollcage_lbdriver::haproxy::command::AdminState;
 use rollcage_lbdriver::haproxy::HaproxyDriver;
+use rollcage_lbdriver::haproxy::command::AdminState;
 use rollcage_lbdriver::{LbConfig, LbDriver, LbDriverError};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -59,12 +59,19 @@ async fn set_with_bad_server_name_names_the_server() -> TestResult {
         .ok_or("set on a missing server succeeded")?;
     let msg = err.to_string();
     assert!(matches!(err, LbDriverError::Rejected { .. }), "{msg}");
-    assert!(msg.contains("nosuchserver") && msg.contains("No such server."), "{msg}");
+    assert!(
+        msg.contains("nosuchserver") && msg.contains("No such server."),
+        "{msg}"
+    );
     assert!(msg.contains(&proc.socket.display().to_string()), "{msg}");
 
     // A name that would smuggle a second command never reaches the socket.
     let err = driver
-        .set_server_state("blue", "b1;shutdown sessions server blue/b1", AdminState::Drain)
+        .set_server_state(
+            "blue",
+            "b1;shutdown sessions server blue/b1",
+            AdminState::Drain,
+        )
         .await
         .err()
         .ok_or("an injected command was accepted")?;
@@ -77,8 +84,14 @@ async fn set_with_bad_server_name_names_the_server() -> TestResult {
         .err()
         .ok_or("register of an unknown instance succeeded")?;
     let msg = err.to_string();
-    assert!(matches!(err, LbDriverError::UnknownInstance { .. }), "{msg}");
-    assert!(msg.contains("127.0.0.1:9") && msg.contains("b1 (") && msg.contains("b2 ("), "{msg}");
+    assert!(
+        matches!(err, LbDriverError::UnknownInstance { .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("127.0.0.1:9") && msg.contains("b1 (") && msg.contains("b2 ("),
+        "{msg}"
+    );
 
     // A group whose backend does not exist.
     let err = driver
@@ -116,6 +129,52 @@ async fn config_maps_groups_to_backends() -> TestResult {
     assert_eq!(body, "g1");
     let c = driver.counters("new").await?;
     assert_eq!(c.group, "new");
-    assert!(c.per_server.iter().any(|s| s.instance == f.g1.address() && s.name == "g1"));
+    assert!(
+        c.per_server
+            .iter()
+            .any(|s| s.instance == f.g1.address() && s.name == "g1")
+    );
+    Ok(())
+}
+
+/// The switch is written into the map file, so HAProxy started again from its files keeps it (runtime
+/// `set map` alone would be lost, notes §1.8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_survives_a_restart() -> TestResult {
+    let mut f = haproxy_fixture().await?;
+    f.driver.switch("app", "green").await?;
+    let proc = f.haproxy.as_mut().ok_or("no haproxy")?;
+    proc.restart().await?;
+    assert_eq!(f.driver.active_group("app").await?, "green");
+    let client = common::http_client();
+    for _ in 0..3 {
+        let (status, body) = common::get(&client, f.frontend, "/").await?;
+        assert_eq!((status, body.as_str()), (200, "g1"));
+    }
+    Ok(())
+}
+
+/// A map without the service's key (the frontend uses its fallback): `set map` answers `entry not found.`,
+/// so the driver adds the entry, in memory and in the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_adds_a_missing_map_key() -> TestResult {
+    let f = common::haproxy_fixture_with_map("# empty: the frontend falls back to blue\n").await?;
+    let err = f
+        .driver
+        .active_group("app")
+        .await
+        .err()
+        .ok_or("a missing key was found")?;
+    assert!(matches!(err, LbDriverError::UnknownService { .. }), "{err}");
+    f.driver.switch("app", "green").await?;
+    assert_eq!(f.driver.active_group("app").await?, "green");
+    let client = common::http_client();
+    let (_, body) = common::get(&client, f.frontend, "/").await?;
+    assert_eq!(body, "g1");
+    let map = f.map_file.as_ref().ok_or("no map")?;
+    assert_eq!(
+        std::fs::read_to_string(map)?,
+        "# empty: the frontend falls back to blue\napp green\n"
+    );
     Ok(())
 }

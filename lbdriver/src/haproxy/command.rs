@@ -139,17 +139,32 @@ mod tests {
             ready_after_checks("bk", "s1"),
             "set server bk/s1 state ready; set server bk/s1 health down"
         );
-        assert_eq!(shutdown_sessions("bk", "s1"), "shutdown sessions server bk/s1");
-        assert_eq!(set_map("/m.map", "app1", "green"), "set map /m.map app1 green");
-        assert_eq!(add_map("/m.map", "app1", "green"), "add map /m.map app1 green");
+        assert_eq!(
+            shutdown_sessions("bk", "s1"),
+            "shutdown sessions server bk/s1"
+        );
+        assert_eq!(
+            set_map("/m.map", "app1", "green"),
+            "set map /m.map app1 green"
+        );
+        assert_eq!(
+            add_map("/m.map", "app1", "green"),
+            "add map /m.map app1 green"
+        );
     }
 
     #[test]
     fn any_non_empty_reply_is_an_error() {
         assert_eq!(check_set_reply("\n"), Ok(()));
         assert_eq!(check_set_reply("\n\n"), Ok(()));
-        assert_eq!(check_set_reply("No such server.\n\n"), Err("No such server.".to_owned()));
-        assert!(check_set_reply("'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n").is_err());
+        assert_eq!(
+            check_set_reply("No such server.\n\n"),
+            Err("No such server.".to_owned())
+        );
+        assert!(
+            check_set_reply("'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n")
+                .is_err()
+        );
         assert!(is_entry_not_found("entry not found.\n\n"));
         assert!(!is_entry_not_found("No such server.\n"));
     }

@@ -71,7 +71,10 @@ mod tests {
             with_entry(before, "app1", "bk_green"),
             "# blue/green\napp1 bk_green\napp2 bk_blue\n"
         );
-        assert_eq!(value_of(&with_entry(before, "app1", "bk_green"), "app1"), Some("bk_green"));
+        assert_eq!(
+            value_of(&with_entry(before, "app1", "bk_green"), "app1"),
+            Some("bk_green")
+        );
     }
 
     #[test]
@@ -92,8 +95,15 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))?;
         write_atomic(&path, "app1 green\n")?;
         assert_eq!(std::fs::read_to_string(&path)?, "app1 green\n");
-        assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o640);
-        assert_eq!(std::fs::read_dir(dir.path())?.count(), 1, "no temp file left");
+        assert_eq!(
+            std::fs::metadata(&path)?.permissions().mode() & 0o777,
+            0o640
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path())?.count(),
+            1,
+            "no temp file left"
+        );
         Ok(())
     }
 }

@@ -89,12 +89,15 @@ impl HaproxyDriver {
     }
 
     fn map_path(&self, service: &str) -> Result<String, LbDriverError> {
-        let path = self.map_file.as_ref().ok_or_else(|| LbDriverError::Config {
-            field: "driver.map_file".to_owned(),
-            message: format!(
-                "switching backend service `{service}` needs the frontend's backend map file"
-            ),
-        })?;
+        let path = self
+            .map_file
+            .as_ref()
+            .ok_or_else(|| LbDriverError::Config {
+                field: "driver.map_file".to_owned(),
+                message: format!(
+                    "switching backend service `{service}` needs the frontend's backend map file"
+                ),
+            })?;
         let text = path.to_str().filter(|p| command::valid_map_path(p));
         text.map(str::to_owned)
             .ok_or_else(|| LbDriverError::InvalidName {
@@ -154,7 +157,11 @@ impl HaproxyDriver {
     }
 
     /// The server for `instance` in `group`'s backend; `Ok(None)` when the backend has no such server.
-    async fn find(&self, group: &str, instance: &str) -> Result<Option<(Target, ServerStat)>, LbDriverError> {
+    async fn find(
+        &self,
+        group: &str,
+        instance: &str,
+    ) -> Result<Option<(Target, ServerStat)>, LbDriverError> {
         let backend = self.backend_of(group);
         self.check_name("group", backend)?;
         self.check_name("instance", instance)?;
@@ -173,7 +180,12 @@ impl HaproxyDriver {
         }))
     }
 
-    async fn server_now(&self, t: &Target, group: &str, instance: &str) -> Result<ServerStat, LbDriverError> {
+    async fn server_now(
+        &self,
+        t: &Target,
+        group: &str,
+        instance: &str,
+    ) -> Result<ServerStat, LbDriverError> {
         self.stats()
             .await?
             .servers_of(&t.backend)
@@ -219,7 +231,11 @@ impl LbDriver for HaproxyDriver {
                 lb: self.lb(),
                 group: group.to_owned(),
                 instance: instance.to_owned(),
-                known: if known.is_empty() { "none".to_owned() } else { known.join(", ") },
+                known: if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                },
             });
         };
         if now.is_maint() || now.is_drain() {
@@ -321,14 +337,18 @@ impl LbDriver for HaproxyDriver {
             path: path.clone(),
             message,
         };
-        let before = std::fs::read_to_string(&path).map_err(|e| map_err(format!("cannot read: {e}")))?;
+        let before =
+            std::fs::read_to_string(&path).map_err(|e| map_err(format!("cannot read: {e}")))?;
         let after = mapfile::with_entry(&before, service, &backend);
         // The file first: once it is written the switch survives a reload even if we stop right after.
         if after != before {
-            mapfile::write_atomic(&path, &after).map_err(|e| map_err(format!("cannot write: {e}")))?;
+            mapfile::write_atomic(&path, &after)
+                .map_err(|e| map_err(format!("cannot write: {e}")))?;
         }
         let runtime = async {
-            let reply = self.send(&command::set_map(&map, service, &backend)).await?;
+            let reply = self
+                .send(&command::set_map(&map, service, &backend))
+                .await?;
             let line = if command::is_entry_not_found(&reply) {
                 command::add_map(&map, service, &backend)
             } else {
@@ -344,11 +364,11 @@ impl LbDriver for HaproxyDriver {
         };
         if let Err(e) = runtime.await {
             // Keep file and memory in agreement: the switch did not happen.
-            if after != before {
-                if let Err(restore) = mapfile::write_atomic(&path, &before) {
-                    tracing::error!(lb = %self.lb(), path = %path.display(), error = %restore,
-                        "could not restore the map file after a failed switch");
-                }
+            if after != before
+                && let Err(restore) = mapfile::write_atomic(&path, &before)
+            {
+                tracing::error!(lb = %self.lb(), path = %path.display(), error = %restore,
+                    "could not restore the map file after a failed switch");
             }
             return Err(e);
         }
@@ -365,7 +385,10 @@ impl LbDriver for HaproxyDriver {
             None => Err(LbDriverError::UnknownService {
                 lb: self.lb(),
                 service: service.to_owned(),
-                detail: format!("no key `{service}` in map {map} (reply: `{}`)", reply.trim()),
+                detail: format!(
+                    "no key `{service}` in map {map} (reply: `{}`)",
+                    reply.trim()
+                ),
             }),
         }
     }
@@ -374,7 +397,9 @@ impl LbDriver for HaproxyDriver {
         let backend = self.backend_of(group);
         self.check_name("group", backend)?;
         let stats = self.stats().await?;
-        let b = stats.backend(backend).ok_or_else(|| self.unknown_group(group))?;
+        let b = stats
+            .backend(backend)
+            .ok_or_else(|| self.unknown_group(group))?;
         Ok(GroupCounters {
             group: group.to_owned(),
             requests: b.requests,

@@ -43,7 +43,10 @@ impl RuntimeSocket {
             let mut stream = UnixStream::connect(&self.path).await?;
             stream.write_all(format!("{line}\n").as_bytes()).await?;
             let mut reply = Vec::new();
-            (&mut stream).take(MAX_REPLY).read_to_end(&mut reply).await?;
+            (&mut stream)
+                .take(MAX_REPLY)
+                .read_to_end(&mut reply)
+                .await?;
             Ok::<_, std::io::Error>(String::from_utf8_lossy(&reply).into_owned())
         };
         tokio::time::timeout(COMMAND_TIMEOUT, exchange)

@@ -136,8 +136,9 @@ pub fn parse(text: &str) -> Result<Stats, String> {
             if v.is_empty() {
                 return Ok(0);
             }
-            v.parse()
-                .map_err(|_| format!("line {line_no}, column `{name}`: expected a number, got `{v}`"))
+            v.parse().map_err(|_| {
+                format!("line {line_no}, column `{name}`: expected a number, got `{v}`")
+            })
         };
         let requests = if text_at(req_tot).is_empty() {
             num_at(stot, "stot")?
@@ -205,8 +206,15 @@ mod tests {
     fn address_match_is_per_backend() -> Result<(), String> {
         let s = parse(SAMPLE)?;
         // 127.0.0.1:18081 is b1 in `blue` and g1 in `green`.
-        assert_eq!(s.server("green", "127.0.0.1:18081").map(|x| x.name.as_str()), Some("g1"));
-        assert_eq!(s.server("blue", "127.0.0.1:18081").map(|x| x.name.as_str()), Some("b1"));
+        assert_eq!(
+            s.server("green", "127.0.0.1:18081")
+                .map(|x| x.name.as_str()),
+            Some("g1")
+        );
+        assert_eq!(
+            s.server("blue", "127.0.0.1:18081").map(|x| x.name.as_str()),
+            Some("b1")
+        );
         assert!(s.server("blue", "g1").is_none());
         Ok(())
     }

@@ -290,10 +290,18 @@ pub async fn builtin_fixture() -> Result<Fixture, BoxError> {
         services: Vec::new(),
     })
     .await?;
-    let driver = Arc::new(BuiltinDriver::new(lb.admin_addr(), TOKEN, Some(fast_health())));
+    let driver = Arc::new(BuiltinDriver::new(
+        lb.admin_addr(),
+        TOKEN,
+        Some(fast_health()),
+    ));
     // Groups are created by the driver's first register.
-    driver.register("blue", &b1.address(), Duration::from_secs(5)).await?;
-    driver.register("green", &g1.address(), Duration::from_secs(5)).await?;
+    driver
+        .register("blue", &b1.address(), Duration::from_secs(5))
+        .await?;
+    driver
+        .register("green", &g1.address(), Duration::from_secs(5))
+        .await?;
     let admin = rollcage_lb::client::AdminClient::new(lb.admin_addr(), TOKEN);
     admin.create_service(SERVICE, "127.0.0.1:0", "blue").await?;
     let frontend = lb.service_addr(SERVICE).ok_or("service address missing")?;
@@ -343,7 +351,9 @@ pub fn haproxy_binary() -> Result<PathBuf, BoxError> {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
 }
 
 /// The config: frontend picks its backend from the map (`app` key, `blue` by default); both backends use
@@ -383,25 +393,21 @@ backend green
     )
 }
 
-/// Starts HAProxy for the three backends and waits until its socket answers and b1, g1 are `UP`.
-pub async fn start_haproxy(b1: &Backend, b2: &Backend, g1: &Backend) -> Result<HaproxyProcess, BoxError> {
-    let bin = haproxy_binary()?;
+/// Starts HAProxy for the three backends with `map` as the map file's content, and waits until its
+/// socket answers and b1, g1 are `UP`.
+pub async fn start_haproxy(
+    b1: &Backend,
+    b2: &Backend,
+    g1: &Backend,
+    map: &str,
+) -> Result<HaproxyProcess, BoxError> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let cfg = dir.path().join("haproxy.cfg");
     std::fs::write(&cfg, haproxy_config(dir.path(), port, b1, b2, g1))?;
     let map_file = dir.path().join("bluegreen.map");
-    std::fs::write(&map_file, format!("# blue/green\n{SERVICE} blue\n"))?;
-    let log = std::fs::File::create(dir.path().join("haproxy.log"))?;
-    let child = std::process::Command::new(&bin)
-        .arg("-db")
-        .arg("-f")
-        .arg(&cfg)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    std::fs::write(&map_file, map)?;
+    let child = spawn_haproxy(dir.path())?;
     let mut proc = HaproxyProcess {
         child,
         socket: dir.path().join("admin.sock"),
@@ -409,34 +415,72 @@ pub async fn start_haproxy(b1: &Backend, b2: &Backend, g1: &Backend) -> Result<H
         frontend: SocketAddr::from(([127, 0, 0, 1], port)),
         dir,
     };
-    let driver = HaproxyDriver::new(proc.socket.clone(), None, BTreeMap::new());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = proc.child.try_wait()? {
-            let log = std::fs::read_to_string(proc.dir.path().join("haproxy.log")).unwrap_or_default();
-            return Err(format!("haproxy exited at start ({status}):\n{log}").into());
-        }
-        if let Ok(stats) = driver.stats().await {
-            let up = |b: &str, s: &str| stats.server(b, s).is_some_and(|x| x.is_up());
-            if up("blue", "b1") && up("green", "g1") {
-                return Ok(proc);
+    proc.wait_ready().await?;
+    Ok(proc)
+}
+
+fn spawn_haproxy(dir: &Path) -> Result<std::process::Child, BoxError> {
+    let bin = haproxy_binary()?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("haproxy.log"))?;
+    Ok(std::process::Command::new(&bin)
+        .arg("-db")
+        .arg("-f")
+        .arg(dir.join("haproxy.cfg"))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?)
+}
+
+impl HaproxyProcess {
+    /// Stops HAProxy and starts it again from its files: everything set at run time is forgotten.
+    pub async fn restart(&mut self) -> Result<(), BoxError> {
+        self.child.kill()?;
+        self.child.wait()?;
+        self.child = spawn_haproxy(self.dir.path())?;
+        self.wait_ready().await
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), BoxError> {
+        let driver = HaproxyDriver::new(self.socket.clone(), None, BTreeMap::new());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let log = std::fs::read_to_string(self.dir.path().join("haproxy.log"))
+                    .unwrap_or_default();
+                return Err(format!("haproxy exited at start ({status}):\n{log}").into());
             }
+            if let Ok(stats) = driver.stats().await {
+                let up = |b: &str, s: &str| stats.server(b, s).is_some_and(|x| x.is_up());
+                if up("blue", "b1") && up("green", "g1") {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("haproxy did not get b1 and g1 UP within 10 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if Instant::now() > deadline {
-            return Err("haproxy did not get b1 and g1 UP within 10 s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// HAProxy with the standard groups and its driver.
 pub async fn haproxy_fixture() -> Result<Fixture, BoxError> {
+    haproxy_fixture_with_map(&format!("# blue/green\n{SERVICE} blue\n")).await
+}
+
+/// HAProxy with the standard groups, `map` as the map file's content, and its driver.
+pub async fn haproxy_fixture_with_map(map: &str) -> Result<Fixture, BoxError> {
     let (b1, b2, g1) = (
         Backend::start("b1").await?,
         Backend::start("b2").await?,
         Backend::start("g1").await?,
     );
-    let proc = start_haproxy(&b1, &b2, &g1).await?;
+    let proc = start_haproxy(&b1, &b2, &g1, map).await?;
     let driver = Arc::new(HaproxyDriver::new(
         proc.socket.clone(),
         Some(proc.map_file.clone()),

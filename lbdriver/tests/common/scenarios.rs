@@ -11,7 +11,11 @@ fn in_traffic(state: &str) -> bool {
     state == "UP" || state == "active"
 }
 
-async fn state_of(f: &Fixture, group: &str, instance: &str) -> Result<Option<String>, LbDriverError> {
+async fn state_of(
+    f: &Fixture,
+    group: &str,
+    instance: &str,
+) -> Result<Option<String>, LbDriverError> {
     Ok(f.driver
         .counters(group)
         .await?
@@ -36,13 +40,25 @@ pub async fn register_waits_until_healthy(f: &Fixture) -> TestResult {
         .ok_or("register of an unhealthy instance succeeded")?;
     let msg = err.to_string();
     assert!(matches!(err, LbDriverError::NotHealthy { .. }), "{msg}");
-    assert!(msg.contains(&b2) && msg.contains("blue") && msg.contains(&f.driver.describe()), "{msg}");
-    assert_eq!(f.b2.hits(), 0, "an instance that never passed a check got traffic");
+    assert!(
+        msg.contains(&b2) && msg.contains("blue") && msg.contains(&f.driver.describe()),
+        "{msg}"
+    );
+    assert_eq!(
+        f.b2.hits(),
+        0,
+        "an instance that never passed a check got traffic"
+    );
 
     f.b2.set_healthy(true);
-    f.driver.register("blue", &b2, Duration::from_secs(10)).await?;
+    f.driver
+        .register("blue", &b2, Duration::from_secs(10))
+        .await?;
     let state = state_of(f, "blue", &b2).await?.ok_or("b2 not in blue")?;
-    assert!(in_traffic(&state), "register returned while b2 is `{state}`");
+    assert!(
+        in_traffic(&state),
+        "register returned while b2 is `{state}`"
+    );
     let served = wait_until(Duration::from_secs(3), || async { f.b2.hits() > 0 }).await;
     stop.cancel();
     let samples = load.await?;
@@ -71,7 +87,11 @@ pub async fn deregister_waits_for_in_flight(f: &Fixture) -> TestResult {
     assert!(!outcome.forced && !outcome.already_out, "{outcome:?}");
     let hits_after = f.b1.hits();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(f.b1.hits(), hits_after, "b1 got requests after deregistration returned");
+    assert_eq!(
+        f.b1.hits(),
+        hits_after,
+        "b1 got requests after deregistration returned"
+    );
     if let Some(state) = state_of(f, "blue", &b1).await? {
         assert!(!in_traffic(&state), "b1 still `{state}`");
     }
@@ -80,9 +100,15 @@ pub async fn deregister_waits_for_in_flight(f: &Fixture) -> TestResult {
     let fast = fast.await?;
     // A slow request on b1 was in flight when the drain began and completed (successfully) before it ended.
     let drained = slow.iter().filter(|s| {
-        s.served_by() == Some("b1") && s.started < started && s.finished > started && s.finished <= done
+        s.served_by() == Some("b1")
+            && s.started < started
+            && s.finished > started
+            && s.finished <= done
     });
-    assert!(drained.count() > 0, "no slow request on b1 was in flight during the drain");
+    assert!(
+        drained.count() > 0,
+        "no slow request on b1 was in flight during the drain"
+    );
     assert_eq!(failures(&slow), Vec::<String>::new());
     assert_eq!(failures(&fast), Vec::<String>::new());
     Ok(())
@@ -157,7 +183,10 @@ pub async fn switch_under_load(f: &Fixture) -> TestResult {
     let after = between(to_blue, Instant::now());
     assert!(!after.is_empty());
     assert!(after.iter().all(|s| s.served_by() == Some("b1")));
-    assert!(all.iter().any(|s| s.started < to_green && s.served_by() == Some("b1")));
+    assert!(
+        all.iter()
+            .any(|s| s.started < to_green && s.served_by() == Some("b1"))
+    );
     assert_eq!(f.driver.active_group(SERVICE).await?, "blue");
     if let Some(map) = &f.map_file {
         let text = std::fs::read_to_string(map)?;
@@ -170,29 +199,49 @@ pub async fn switch_under_load(f: &Fixture) -> TestResult {
 pub async fn operations_are_idempotent(f: &Fixture) -> TestResult {
     let (b1, b2) = (f.b1.address(), f.b2.address());
     // b1 is in traffic already: registering again is a no-op that keeps it in traffic.
-    f.driver.register("blue", &b1, Duration::from_secs(5)).await?;
+    f.driver
+        .register("blue", &b1, Duration::from_secs(5))
+        .await?;
     let state = state_of(f, "blue", &b1).await?.ok_or("b1 missing")?;
     assert!(in_traffic(&state), "{state}");
     // b2 was never put into traffic.
-    assert!(f.driver.deregister("blue", &b2, Duration::from_secs(5)).await?.already_out);
+    assert!(
+        f.driver
+            .deregister("blue", &b2, Duration::from_secs(5))
+            .await?
+            .already_out
+    );
     assert!(
         f.driver
             .deregister("blue", "127.0.0.1:1", Duration::from_secs(5))
             .await?
             .already_out
     );
-    f.driver.register("blue", &b2, Duration::from_secs(10)).await?;
-    f.driver.register("blue", &b2, Duration::from_secs(10)).await?;
-    let first = f.driver.deregister("blue", &b2, Duration::from_secs(5)).await?;
+    f.driver
+        .register("blue", &b2, Duration::from_secs(10))
+        .await?;
+    f.driver
+        .register("blue", &b2, Duration::from_secs(10))
+        .await?;
+    let first = f
+        .driver
+        .deregister("blue", &b2, Duration::from_secs(5))
+        .await?;
     assert!(!first.already_out);
-    let second = f.driver.deregister("blue", &b2, Duration::from_secs(5)).await?;
+    let second = f
+        .driver
+        .deregister("blue", &b2, Duration::from_secs(5))
+        .await?;
     assert!(second.already_out && !second.forced);
     f.driver.switch(SERVICE, "green").await?;
     f.driver.switch(SERVICE, "green").await?;
     assert_eq!(f.driver.active_group(SERVICE).await?, "green");
     if let Some(map) = &f.map_file {
         let text = std::fs::read_to_string(map)?;
-        let lines = text.lines().filter(|l| l.starts_with(&format!("{SERVICE} "))).count();
+        let lines = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{SERVICE} ")))
+            .count();
         assert_eq!(lines, 1, "{text}");
     }
     Ok(())
@@ -209,7 +258,10 @@ pub async fn switch_to_unknown_group_names_it(f: &Fixture) -> TestResult {
         .ok_or("switch to a missing group succeeded")?;
     let msg = err.to_string();
     assert!(matches!(err, LbDriverError::UnknownGroup { .. }), "{msg}");
-    assert!(msg.contains("purple") && msg.contains(&f.driver.describe()), "{msg}");
+    assert!(
+        msg.contains("purple") && msg.contains(&f.driver.describe()),
+        "{msg}"
+    );
     assert_eq!(f.driver.active_group(SERVICE).await?, "blue");
     if let Some(map) = &f.map_file {
         let text = std::fs::read_to_string(map)?;
