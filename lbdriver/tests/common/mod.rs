@@ -1,0 +1,499 @@
+//! Test fixtures shared by the driver tests: tiny hyper backends that say who they are, a load generator
+//! that records every request, and the two load balancers under test set up the same way:
+//! groups `blue` (servers b1 in traffic, b2 out) and `green` (g1 in traffic), backend service `app` → `blue`.
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+pub mod scenarios;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rollcage_lb::api::HealthCheckSpec;
+use rollcage_lb::{LbConfig as BuiltinConfig, LoadBalancer, Settings};
+use rollcage_lbdriver::LbDriver;
+use rollcage_lbdriver::builtin::BuiltinDriver;
+use rollcage_lbdriver::haproxy::HaproxyDriver;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+pub const SERVICE: &str = "app";
+
+/// A backend: `/health` answers 200 or 503 as `healthy` says; `/sleep?ms=N` answers after N ms; anything
+/// else at once. Bodies are the backend's name; `hits` counts non-health requests.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub healthy: Arc<AtomicBool>,
+    pub hits: Arc<AtomicU64>,
+    stop: CancellationToken,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let healthy = Arc::new(AtomicBool::new(true));
+        let hits = Arc::new(AtomicU64::new(0));
+        let stop = CancellationToken::new();
+        let (h, c, s, n) = (healthy.clone(), hits.clone(), stop.clone(), name.to_owned());
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+                    () = s.cancelled() => return,
+                };
+                let (h, c, s, n) = (h.clone(), c.clone(), s.clone(), n.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let (h, c, n) = (h.clone(), c.clone(), n.clone());
+                        async move { Ok::<_, Infallible>(answer(req, &h, &c, &n).await) }
+                    });
+                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        () = s.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            name: name.to_owned(),
+            addr,
+            healthy,
+            hits,
+            stop,
+        })
+    }
+
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn set_healthy(&self, v: bool) {
+        self.healthy.store(v, Ordering::SeqCst);
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    healthy: &AtomicBool,
+    hits: &AtomicU64,
+    name: &str,
+) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r
+    };
+    if req.uri().path() == "/health" {
+        return if healthy.load(Ordering::SeqCst) {
+            reply(StatusCode::OK, "ok".to_owned())
+        } else {
+            reply(StatusCode::SERVICE_UNAVAILABLE, "down".to_owned())
+        };
+    }
+    hits.fetch_add(1, Ordering::SeqCst);
+    let wait: u64 = match req.uri().path() {
+        "/sleep" => req
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("ms="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    };
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+    reply(StatusCode::OK, name.to_owned())
+}
+
+/// A pooled keep-alive client.
+pub fn http_client() -> Client<HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// GET `path` on `addr`: status and body.
+pub async fn get(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<(u16, String), String> {
+    let uri: hyper::Uri = format!("http://{addr}{path}")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let resp = client.get(uri).await.map_err(|e| format!("{e:?}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// One request of the load generator.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub started: Instant,
+    pub finished: Instant,
+    pub outcome: Result<(u16, String), String>,
+}
+
+impl Sample {
+    pub fn ok(&self) -> bool {
+        matches!(self.outcome, Ok((200, _)))
+    }
+
+    pub fn served_by(&self) -> Option<&str> {
+        self.outcome.as_ref().ok().map(|(_, b)| b.as_str())
+    }
+}
+
+/// Sends GETs of `path` to `addr` from `concurrency` tasks until `stop`; returns every outcome.
+pub fn spawn_load(
+    addr: SocketAddr,
+    path: &'static str,
+    concurrency: usize,
+    stop: CancellationToken,
+) -> JoinHandle<Vec<Sample>> {
+    tokio::spawn(async move {
+        let client = http_client();
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let client = client.clone();
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut out = Vec::new();
+                while !stop.is_cancelled() {
+                    let started = Instant::now();
+                    let outcome = get(&client, addr, path).await;
+                    out.push(Sample {
+                        started,
+                        finished: Instant::now(),
+                        outcome,
+                    });
+                }
+                out
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            if let Ok(v) = t.await {
+                all.extend(v);
+            }
+        }
+        all
+    })
+}
+
+/// Failed samples, described.
+pub fn failures(samples: &[Sample]) -> Vec<String> {
+    samples
+        .iter()
+        .filter(|s| !s.ok())
+        .map(|s| format!("{:?}", s.outcome))
+        .collect()
+}
+
+/// Polls `f` every 20 ms until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// What every scenario runs against.
+pub struct Fixture {
+    pub driver: Arc<dyn LbDriver>,
+    /// Where clients send requests (HAProxy frontend or built-in service listener).
+    pub frontend: SocketAddr,
+    /// The map file (HAProxy only).
+    pub map_file: Option<PathBuf>,
+    /// In `blue`, in traffic.
+    pub b1: Backend,
+    /// In `blue`'s configuration but out of traffic.
+    pub b2: Backend,
+    /// In `green`, in traffic.
+    pub g1: Backend,
+    pub haproxy: Option<HaproxyProcess>,
+    pub builtin: Option<LoadBalancer>,
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Built-in LB.
+
+/// Health checks every 50 ms, two in a row to change state.
+pub fn fast_health() -> HealthCheckSpec {
+    HealthCheckSpec {
+        path: "/health".to_owned(),
+        interval_ms: 50,
+        timeout_ms: 500,
+        healthy_threshold: 2,
+        unhealthy_threshold: 2,
+    }
+}
+
+/// The built-in LB in-process with the standard groups and service.
+pub async fn builtin_fixture() -> Result<Fixture, BoxError> {
+    let (b1, b2, g1) = (
+        Backend::start("b1").await?,
+        Backend::start("b2").await?,
+        Backend::start("g1").await?,
+    );
+    let lb = rollcage_lb::start(BuiltinConfig {
+        admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin_token: TOKEN.to_owned(),
+        settings: Settings {
+            health_check: fast_health(),
+            shutdown_grace_ms: 1_000,
+            ..Settings::default()
+        },
+        groups: Vec::new(),
+        services: Vec::new(),
+    })
+    .await?;
+    let driver = Arc::new(BuiltinDriver::new(
+        lb.admin_addr(),
+        TOKEN,
+        Some(fast_health()),
+    ));
+    // Groups are created by the driver's first register.
+    driver
+        .register("blue", &b1.address(), Duration::from_secs(5))
+        .await?;
+    driver
+        .register("green", &g1.address(), Duration::from_secs(5))
+        .await?;
+    let admin = rollcage_lb::client::AdminClient::new(lb.admin_addr(), TOKEN);
+    admin.create_service(SERVICE, "127.0.0.1:0", "blue").await?;
+    let frontend = lb.service_addr(SERVICE).ok_or("service address missing")?;
+    Ok(Fixture {
+        driver,
+        frontend,
+        map_file: None,
+        b1,
+        b2,
+        g1,
+        haproxy: None,
+        builtin: Some(lb),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// HAProxy.
+
+/// A `haproxy -db` child process in a temp dir; killed on drop.
+pub struct HaproxyProcess {
+    child: std::process::Child,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub map_file: PathBuf,
+    pub frontend: SocketAddr,
+}
+
+impl Drop for HaproxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `haproxy` binary: on PATH, or Debian's `/usr/sbin` (not on non-root PATHs). Missing is a failure.
+pub fn haproxy_binary() -> Result<PathBuf, BoxError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|d| d.join("haproxy"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            "haproxy is not installed (not on PATH nor in /usr/sbin): these tests need a real HAProxy \
+             2.6+; install it with scripts/setup.sh (apt-get install -y haproxy)"
+                .into()
+        })
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}
+
+/// The config: frontend picks its backend from the map (`app` key, `blue` by default); both backends use
+/// HTTP checks of `/health` every 100 ms, rise 2, fall 2. `b2` starts `disabled` (MAINT).
+fn haproxy_config(dir: &Path, port: u16, b1: &Backend, b2: &Backend, g1: &Backend) -> String {
+    let d = dir.display();
+    format!(
+        "global
+    stats socket {d}/admin.sock mode 600 level admin
+    stats timeout 1m
+defaults
+    mode http
+    option redispatch
+    retries 3
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    default-server inter 100ms fall 2 rise 2
+frontend fe
+    bind 127.0.0.1:{port}
+    use_backend %[str({SERVICE}),map({d}/bluegreen.map,blue)]
+backend blue
+    balance roundrobin
+    option httpchk GET /health
+    http-check expect status 200
+    server b1 {b1} check
+    server b2 {b2} check disabled
+backend green
+    balance roundrobin
+    option httpchk GET /health
+    http-check expect status 200
+    server g1 {g1} check
+",
+        b1 = b1.addr,
+        b2 = b2.addr,
+        g1 = g1.addr,
+    )
+}
+
+/// Starts HAProxy for the three backends with `map` as the map file's content, and waits until its
+/// socket answers and b1, g1 are `UP`.
+pub async fn start_haproxy(
+    b1: &Backend,
+    b2: &Backend,
+    g1: &Backend,
+    map: &str,
+) -> Result<HaproxyProcess, BoxError> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let cfg = dir.path().join("haproxy.cfg");
+    std::fs::write(&cfg, haproxy_config(dir.path(), port, b1, b2, g1))?;
+    let map_file = dir.path().join("bluegreen.map");
+    std::fs::write(&map_file, map)?;
+    let child = spawn_haproxy(dir.path())?;
+    let mut proc = HaproxyProcess {
+        child,
+        socket: dir.path().join("admin.sock"),
+        map_file,
+        frontend: SocketAddr::from(([127, 0, 0, 1], port)),
+        dir,
+    };
+    proc.wait_ready().await?;
+    Ok(proc)
+}
+
+fn spawn_haproxy(dir: &Path) -> Result<std::process::Child, BoxError> {
+    let bin = haproxy_binary()?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("haproxy.log"))?;
+    Ok(std::process::Command::new(&bin)
+        .arg("-db")
+        .arg("-f")
+        .arg(dir.join("haproxy.cfg"))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?)
+}
+
+impl HaproxyProcess {
+    /// Stops HAProxy and starts it again from its files: everything set at run time is forgotten.
+    pub async fn restart(&mut self) -> Result<(), BoxError> {
+        self.child.kill()?;
+        self.child.wait()?;
+        self.child = spawn_haproxy(self.dir.path())?;
+        self.wait_ready().await
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), BoxError> {
+        let driver = HaproxyDriver::new(self.socket.clone(), None, BTreeMap::new());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let log = std::fs::read_to_string(self.dir.path().join("haproxy.log"))
+                    .unwrap_or_default();
+                return Err(format!("haproxy exited at start ({status}):\n{log}").into());
+            }
+            if let Ok(stats) = driver.stats().await {
+                let up = |b: &str, s: &str| stats.server(b, s).is_some_and(|x| x.is_up());
+                if up("blue", "b1") && up("green", "g1") {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("haproxy did not get b1 and g1 UP within 10 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// HAProxy with the standard groups and its driver.
+pub async fn haproxy_fixture() -> Result<Fixture, BoxError> {
+    haproxy_fixture_with_map(&format!("# blue/green\n{SERVICE} blue\n")).await
+}
+
+/// HAProxy with the standard groups, `map` as the map file's content, and its driver.
+pub async fn haproxy_fixture_with_map(map: &str) -> Result<Fixture, BoxError> {
+    let (b1, b2, g1) = (
+        Backend::start("b1").await?,
+        Backend::start("b2").await?,
+        Backend::start("g1").await?,
+    );
+    let proc = start_haproxy(&b1, &b2, &g1, map).await?;
+    let driver = Arc::new(HaproxyDriver::new(
+        proc.socket.clone(),
+        Some(proc.map_file.clone()),
+        BTreeMap::new(),
+    ));
+    Ok(Fixture {
+        driver,
+        frontend: proc.frontend,
+        map_file: Some(proc.map_file.clone()),
+        b1,
+        b2,
+        g1,
+        haproxy: Some(proc),
+        builtin: None,
+    })
+}
