@@ -418,6 +418,36 @@ async fn timeout_reaches_a_grandchild_that_left_the_process_group() -> TestResul
 }
 
 #[tokio::test]
+async fn a_cancelled_run_kills_the_hook_and_its_children() -> TestResult {
+    let fx = Fixture::new()?;
+    fx.script(
+        "long.sh",
+        "#!/bin/sh\nsleep 1000 &\necho $! > child.pid\necho $$ > script.pid\nsleep 1000\n",
+        0o755,
+    )?;
+    // A forced stop drops the step's future; the hook must not keep running unsupervised.
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(500), fx.run("long.sh", 60, None)).await;
+    assert!(
+        cancelled.is_err(),
+        "the hook ended on its own: {cancelled:?}"
+    );
+    let (script, child) = (fx.pid("script.pid")?, fx.pid("child.pid")?);
+    let survivors: Vec<i32> = [script, child]
+        .into_iter()
+        .filter(|&p| !gone_soon(p))
+        .collect();
+    for &pid in &survivors {
+        cleanup(pid);
+    }
+    assert!(
+        survivors.is_empty(),
+        "processes {survivors:?} survived the cancelled run"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_daemon_holding_stdout_does_not_hang_the_hook() -> TestResult {
     let fx = Fixture::new()?;
     fx.script(

@@ -251,6 +251,24 @@ fn spawn_failure(script: &Script, identity: &Identity, e: &io::Error) -> HookSta
     }
 }
 
+/// Kills a hook's processes when dropped while armed: the run was cancelled before the script exited.
+struct KillOnCancel(Option<HookProcesses>);
+
+impl KillOnCancel {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillOnCancel {
+    fn drop(&mut self) {
+        if let Some(procs) = self.0.take() {
+            tracing::warn!("hook run cancelled before the script exited: killing its processes");
+            procs.signal(Signal::SIGKILL);
+        }
+    }
+}
+
 /// Where the timeout kill stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kill {
@@ -298,6 +316,10 @@ async fn supervise(
         .and_then(|id| i32::try_from(id).ok())
         .map(Pid::from_raw);
     let procs = pgid.map(|pgid| HookProcesses::new(pgid, marker));
+    // If the caller drops this future before the script exits (a forced stop cancels the step), the hook must
+    // not keep running unsupervised: the guard kills its processes. Disarmed once the script exited on its own, so
+    // daemons it started survive as they do after any normal exit.
+    let mut cancel_guard = KillOnCancel(procs.clone());
 
     let started = Instant::now();
     // "Never" for timers that are not armed; ~136 years fits any clock, unlike Duration::MAX which overflows.
@@ -317,6 +339,7 @@ async fn supervise(
             // must still be timed out (and a daemon flooding a pipe still cut off after the grace).
             biased;
             status = child.wait(), if exit.is_none() => {
+                cancel_guard.disarm();
                 exit = Some(status);
                 output_deadline = Instant::now() + options.output_grace;
             }
