@@ -7,7 +7,8 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// A plain `.tar.gz` (no appspec.yml) holding `payload.txt` = `version`.
 fn plain_archive(path: &Path, version: &str) -> TestResult {
-    let gz = flate2::write::GzEncoder::new(std::fs::File::create(path)?, flate2::Compression::fast());
+    let gz =
+        flate2::write::GzEncoder::new(std::fs::File::create(path)?, flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     let body = format!("{version}\n");
     let mut header = tar::Header::new_gnu();
@@ -70,7 +71,10 @@ fn local_form_runs_stop_start_check_with_stop_from_the_previous_form() -> TestRe
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(std::fs::read_to_string(dest.join("payload.txt"))?, format!("{v}\n"));
+        assert_eq!(
+            std::fs::read_to_string(dest.join("payload.txt"))?,
+            format!("{v}\n")
+        );
     }
     assert_eq!(
         std::fs::read_to_string(&log)?.lines().collect::<Vec<_>>(),
@@ -97,7 +101,10 @@ fn local_without_appspec_or_form_fails_download_naming_both_fixes() -> TestResul
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("failed at DownloadBundle"), "{err}");
-    assert!(err.contains("add an appspec.yml") && err.contains("--form"), "{err}");
+    assert!(
+        err.contains("add an appspec.yml") && err.contains("--form"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -105,23 +112,36 @@ fn local_without_appspec_or_form_fails_download_naming_both_fixes() -> TestResul
 fn appspec_check_form_reports_field_paths_and_exit_codes() -> TestResult {
     let tmp = tempfile::tempdir()?;
     let good = tmp.path().join("good.toml");
-    std::fs::write(&good, "destination = '/srv/app'\nstart = 'true'\ncheck = 'true'\n")?;
+    std::fs::write(
+        &good,
+        "destination = '/srv/app'\nstart = 'true'\ncheck = 'true'\n",
+    )?;
     let out = rollcage(&["appspec", "check"], &[("--form", &good)])?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("valid form") && stdout.contains("start, check"), "{stdout}");
+    assert!(
+        stdout.contains("valid form") && stdout.contains("start, check"),
+        "{stdout}"
+    );
 
     let bad = tmp.path().join("bad.yaml");
     std::fs::write(&bad, "destination: srv/app\nstop: ''\nchek: 'true'\n")?;
     let out = rollcage(&["appspec", "check"], &[("--form", &bad)])?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    for needle in ["destination: ", "stop: ", "chek: unknown key `chek` (did you mean `check`?)"] {
+    for needle in [
+        "destination: ",
+        "stop: ",
+        "chek: unknown key `chek` (did you mean `check`?)",
+    ] {
         assert!(stdout.contains(needle), "missing `{needle}` in {stdout}");
     }
     assert_eq!(stdout.lines().count(), 3, "{stdout}");
 
-    let out = rollcage(&["appspec", "check"], &[("--form", &tmp.path().join("missing.toml"))])?;
+    let out = rollcage(
+        &["appspec", "check"],
+        &[("--form", &tmp.path().join("missing.toml"))],
+    )?;
     assert_eq!(out.status.code(), Some(2));
     Ok(())
 }

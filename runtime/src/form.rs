@@ -138,12 +138,11 @@ pub fn load(path: &Path) -> Result<Form, FormError> {
 
 /// Parse and validate a form in its canonical JSON (as stored with a deployment and sent to agents).
 pub fn from_json(text: &str, origin: &str) -> Result<Form, FormError> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| FormError::Syntax {
-            origin: origin.to_owned(),
-            format: "JSON",
-            reason: e.to_string(),
-        })?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| FormError::Syntax {
+        origin: origin.to_owned(),
+        format: "JSON",
+        reason: e.to_string(),
+    })?;
     from_value(&value).map_err(|problems| FormError::Invalid {
         origin: origin.to_owned(),
         problems,

@@ -276,7 +276,10 @@ impl HostDeployment {
         // Compile the revision's wasm hooks now, so their first run is warm. A module that does not compile is
         // reported when its hook runs (with the hook's outcome), so here it is only logged.
         if let Some(wasm) = &self.wasm {
-            for done in wasm.precompile_revision(&plan.spec, &plan.script_root).await {
+            for done in wasm
+                .precompile_revision(&plan.spec, &plan.script_root)
+                .await
+            {
                 if let Err(e) = done.result {
                     tracing::warn!(location = %done.location, error = %e, "wasm hook does not compile");
                 }

@@ -73,7 +73,10 @@ check = "curl -f localhost"
     assert_eq!(spec.files.len(), 1);
     assert_eq!(spec.files[0].source, "");
     assert_eq!(spec.files[0].destination, Path::new("/srv/app"));
-    assert_eq!(spec.file_exists_behavior, Some(FileExistsBehavior::Overwrite));
+    assert_eq!(
+        spec.file_exists_behavior,
+        Some(FileExistsBehavior::Overwrite)
+    );
     let events: Vec<LifecycleEvent> = spec.hooks.keys().copied().collect();
     assert_eq!(
         events,
@@ -108,7 +111,12 @@ fn plain_archive(path: &Path, version: &str) -> TestResult {
 
 /// A form whose scripts append `<version> <step> <payload in cwd>` to `log`.
 fn logging_form(dest: &Path, log: &Path, version: &str) -> Result<Form, FormError> {
-    let line = |step: &str| format!("echo \"{version} {step} $(cat payload.txt)\" >> '{}'", log.display());
+    let line = |step: &str| {
+        format!(
+            "echo \"{version} {step} $(cat payload.txt)\" >> '{}'",
+            log.display()
+        )
+    };
     let text = format!(
         "destination = '{}'\nstop = '''{}\n'''\nstart = '''{}\n'''\ncheck = '''#!/bin/sh\n{}\n'''\n",
         dest.display(),
@@ -199,7 +207,12 @@ async fn the_form_wins_over_the_packages_appspec_and_the_report_says_so() -> Tes
     s.source = Source::Directory(rev.clone());
     let dep = HostDeployment::new(&host, s)?;
     let download = dep.run_step(LifecycleEvent::DownloadBundle).await;
-    assert_eq!(download.status, StepStatus::Succeeded, "{}", download.message);
+    assert_eq!(
+        download.status,
+        StepStatus::Succeeded,
+        "{}",
+        download.message
+    );
     assert!(
         download.message.contains("appspec.yml is ignored"),
         "{}",

@@ -12,7 +12,13 @@ use std::time::Duration;
 
 /// A form writing markers labelled `label`; the check also verifies the destination holds `expect`, and fails
 /// when `fail_check`.
-fn write_form(path: &Path, dest: &Path, label: &str, expect: &str, fail_check: bool) -> anyhow::Result<()> {
+fn write_form(
+    path: &Path,
+    dest: &Path,
+    label: &str,
+    expect: &str,
+    fail_check: bool,
+) -> anyhow::Result<()> {
     let m = format!(
         "m() {{ echo \"$ROLLCAGE_INSTANCE $LIFECYCLE_EVENT $1 $(date +%s%N) $DEPLOYMENT_ID {label}\" >> \"$MARKERS\"; }}"
     );
@@ -44,7 +50,8 @@ fn labelled(markers: &[Marker], instance: &str, deployment: &str) -> anyhow::Res
 }
 
 #[test]
-fn plain_archive_with_forms_deploys_in_order_and_rolls_back_with_the_previous_scripts() -> anyhow::Result<()> {
+fn plain_archive_with_forms_deploys_in_order_and_rolls_back_with_the_previous_scripts()
+-> anyhow::Result<()> {
     let fleet = Fleet::start(2)?;
     let result = (|| {
         let dir = fleet.dir.path();
@@ -55,8 +62,20 @@ fn plain_archive_with_forms_deploys_in_order_and_rolls_back_with_the_previous_sc
         fleet.cli(&["app", "create", "shop"])?;
         let group_form = dir.join("group.toml").display().to_string();
         fleet.cli(&[
-            "group", "create", "--app", "shop", "web", "--style", "in-place", "--concurrency", "1",
-            "--instances", "i0,i1", "--auto-rollback", "--form", group_form.as_str(),
+            "group",
+            "create",
+            "--app",
+            "shop",
+            "web",
+            "--style",
+            "in-place",
+            "--concurrency",
+            "1",
+            "--instances",
+            "i0,i1",
+            "--auto-rollback",
+            "--form",
+            group_form.as_str(),
         ])?;
         for (v, name) in [("v1", "b1"), ("v2", "b2")] {
             std::fs::create_dir_all(dir.join(name))?;
@@ -66,7 +85,15 @@ fn plain_archive_with_forms_deploys_in_order_and_rolls_back_with_the_previous_sc
         let r2 = fleet.push("shop", &dir.join("b2"))?;
 
         let deploy = |rev: &str, form: Option<&str>| -> anyhow::Result<(i32, String)> {
-            let mut args = vec!["deploy", "--app", "shop", "--group", "web", "--revision", rev];
+            let mut args = vec![
+                "deploy",
+                "--app",
+                "shop",
+                "--group",
+                "web",
+                "--revision",
+                rev,
+            ];
             let path;
             if let Some(f) = form {
                 path = dir.join(f).display().to_string();
@@ -104,7 +131,11 @@ fn plain_archive_with_forms_deploys_in_order_and_rolls_back_with_the_previous_sc
             // The deployment's form overrides the group's; stop comes from the form v1 was installed with (g).
             assert_eq!(
                 labelled(&markers, n, &db)?,
-                ["ApplicationStop g", "ApplicationStart v1", "ValidateService v1"],
+                [
+                    "ApplicationStop g",
+                    "ApplicationStart v1",
+                    "ValidateService v1"
+                ],
                 "{n}"
             );
             let dc_events = labelled(&markers, n, &dc)?;
@@ -114,7 +145,11 @@ fn plain_archive_with_forms_deploys_in_order_and_rolls_back_with_the_previous_sc
                 ran_dc += 1;
                 assert_eq!(
                     dc_events,
-                    ["ApplicationStop v1", "ApplicationStart v2", "ValidateService v2"],
+                    [
+                        "ApplicationStop v1",
+                        "ApplicationStart v2",
+                        "ValidateService v2"
+                    ],
                     "{n}"
                 );
                 "v2"
@@ -130,7 +165,10 @@ fn plain_archive_with_forms_deploys_in_order_and_rolls_back_with_the_previous_sc
                 "{n}"
             );
         }
-        assert_eq!(ran_dc, 1, "concurrency 1 and no tolerance: one instance ran dC");
+        assert_eq!(
+            ran_dc, 1,
+            "concurrency 1 and no tolerance: one instance ran dC"
+        );
         assert_eq!(std::fs::read_to_string(dest.join("payload.txt"))?, "v1\n");
         Ok(())
     })();

@@ -126,9 +126,13 @@ pub fn create_deployment(
     // A rollback re-runs the form the revision it returns to was installed with; a new deployment starts with the
     // group's default (the API replaces it with the deployment's own form, if given, in the same transaction).
     let form = match new.rollback_of {
-        Some((of, _)) => {
-            crate::store::forms::form_of_last_success(tx, new.application, new.group, new.revision, of)?
-        }
+        Some((of, _)) => crate::store::forms::form_of_last_success(
+            tx,
+            new.application,
+            new.group,
+            new.revision,
+            of,
+        )?,
         None => crate::store::forms::group_form(tx, &group.id)?,
     };
     crate::store::forms::set_deployment_form(tx, &id, form.as_deref())?;

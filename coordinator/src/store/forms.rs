@@ -112,7 +112,10 @@ mod tests {
         assert!(check(r#"{"start":{"script":"true"}}"#).is_err());
         assert!(check("[1]").is_err());
         assert!(check("destination = '/x'").is_err());
-        let big = format!(r#"{{"destination":"/x","start":"{}"}}"#, "a".repeat(MAX_FORM_BYTES));
+        let big = format!(
+            r#"{{"destination":"/x","start":"{}"}}"#,
+            "a".repeat(MAX_FORM_BYTES)
+        );
         assert!(check(&big).is_err());
     }
 }

@@ -53,7 +53,11 @@ pub fn write_form_dir(form: &Form, dir: &Path) -> std::io::Result<()> {
     let staging = tempfile::Builder::new()
         .prefix(".form-staging-")
         .tempdir_in(parent)?;
-    write_file(&staging.path().join(FORM_FILE), form.to_json().as_bytes(), 0o644)?;
+    write_file(
+        &staging.path().join(FORM_FILE),
+        form.to_json().as_bytes(),
+        0o644,
+    )?;
     for field in FormScriptEvent::ALL {
         if let Some(s) = form.script(field.key) {
             let mut body = s.script.clone();

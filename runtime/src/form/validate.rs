@@ -205,7 +205,10 @@ fn script(key: &str, value: &Value, p: &mut Problems) -> Option<FormScript> {
                 Some(other) => {
                     p.add(
                         &body_path,
-                        format!("expected the script body as a string, found {}", type_name(other)),
+                        format!(
+                            "expected the script body as a string, found {}",
+                            type_name(other)
+                        ),
                     );
                     None
                 }
@@ -226,7 +229,10 @@ fn script(key: &str, value: &Value, p: &mut Problems) -> Option<FormScript> {
     let body = body?;
     let mut ok = true;
     if body.trim().is_empty() {
-        p.add(body_path, "the script is empty; give its commands or leave the key out");
+        p.add(
+            body_path,
+            "the script is empty; give its commands or leave the key out",
+        );
         ok = false;
     } else if body.contains('\0') {
         p.add(body_path, "the script contains a NUL byte");
