@@ -4,6 +4,9 @@
 //! by content, not name). An archive is read in place — nothing is written — and its AppSpec is found at the root
 //! or under a single wrapper directory, as CodeDeploy strips one. Exit status: 0 valid (with a one-line summary),
 //! 1 problems found, 2 usage or I/O error.
+//!
+//! `rollcage appspec check --form FILE` validates a deployment form (see `rollcage_runtime::form`) the same way:
+//! every problem as `FILE: field.path: message`, with the same exit statuses.
 
 mod archive;
 
@@ -57,6 +60,45 @@ pub fn check(path: &Path) -> ExitCode {
                 println!("{}", format_problem(name, "", &p));
             }
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Validate a deployment form; exit statuses as for an AppSpec.
+pub fn check_form(path: &Path) -> ExitCode {
+    use rollcage_runtime::form::{self, FormError};
+    let name = path.display();
+    match form::load(path) {
+        Ok(f) => {
+            let scripts: Vec<&str> = form::FormScriptEvent::ALL
+                .iter()
+                .filter(|e| f.script(e.key).is_some())
+                .map(|e| e.key)
+                .collect();
+            println!(
+                "{name}: valid form (destination {}, scripts: {})",
+                f.destination.display(),
+                if scripts.is_empty() {
+                    "none".to_owned()
+                } else {
+                    scripts.join(", ")
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(FormError::Invalid { problems, .. }) => {
+            for p in problems {
+                println!("{name}: {p}");
+            }
+            ExitCode::from(1)
+        }
+        Err(e @ FormError::Syntax { .. }) => {
+            println!("{e}");
+            ExitCode::from(1)
+        }
+        Err(e @ FormError::Io { .. }) => {
+            eprintln!("rollcage: {e}");
+            ExitCode::from(2)
         }
     }
 }

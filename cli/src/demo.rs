@@ -132,6 +132,7 @@ async fn run_in(dir: &Path) -> anyhow::Result<ExitCode> {
             expected_sha256: None,
             file_exists_behavior: FileExistsBehavior::Disallow,
             limits: UnpackLimits::default(),
+            form: None,
         };
         let deployment = HostDeployment::new(&host, spec)?;
         println!(

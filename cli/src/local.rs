@@ -40,6 +40,10 @@ pub struct LocalArgs {
     /// What Install does with existing files the previous deployment did not create (when the AppSpec is silent).
     #[arg(long, value_enum, default_value = "disallow")]
     file_exists_behavior: Behavior,
+    /// A form (TOML or YAML: destination, stop/start/check scripts) describing the deployment instead of the
+    /// package's appspec.yml; it wins when the package has one too.
+    #[arg(long)]
+    form: Option<PathBuf>,
     /// Extra variable for every hook, KEY=VALUE (repeatable).
     #[arg(long = "var", value_parser = parse_var)]
     vars: Vec<(String, String)>,
@@ -82,6 +86,10 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or(0)
         ),
     };
+    let form = match &args.form {
+        Some(path) => Some(rollcage_runtime::form::load(path).context("--form")?),
+        None => None,
+    };
     let mut host = HostConfig::new(&args.root);
     host.hook_vars = args.vars;
     let wasm = WasmHooks::new(WasmConfig::new(host.wasm_cache_dir()))
@@ -100,6 +108,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
             Behavior::Retain => FileExistsBehavior::Retain,
         },
         limits: UnpackLimits::default(),
+        form,
     };
     let deployment = HostDeployment::new(&host, spec)?;
     println!(

@@ -51,10 +51,15 @@ impl Command {
 
 #[derive(Debug, Subcommand)]
 enum AppspecCommand {
-    /// Validate an AppSpec: an appspec file, a revision directory or a bundle archive (tar, tar.gz, zip).
+    /// Validate an AppSpec: an appspec file, a revision directory or a bundle archive (tar, tar.gz, zip); or,
+    /// with `--form FILE`, a deployment form (TOML or YAML).
     Check {
         /// The file, directory or archive to check.
-        path: PathBuf,
+        #[arg(required_unless_present = "form", conflicts_with = "form")]
+        path: Option<PathBuf>,
+        /// A deployment form to validate instead of an AppSpec.
+        #[arg(long)]
+        form: Option<PathBuf>,
     },
 }
 
@@ -79,7 +84,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Appspec(AppspecCommand::Check { path }) => Ok(appspec_cmd::check(&path)),
+            Command::Appspec(AppspecCommand::Check { path, form }) => match (form, path) {
+                (Some(form), _) => Ok(appspec_cmd::check_form(&form)),
+                (None, Some(path)) => Ok(appspec_cmd::check(&path)),
+                // clap requires one of them.
+                (None, None) => Ok(ExitCode::from(2)),
+            },
             Command::Demo => demo::run().await,
             Command::Lb(args) => lb_cmd::run(args).await,
             Command::Local(args) => local::run(args).await,

@@ -7,6 +7,7 @@
 
 pub mod apps;
 pub mod deployments;
+pub mod forms;
 pub mod instances;
 pub mod revisions;
 
@@ -50,7 +51,8 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Schema migrations, applied in order; index + 1 is the `user_version` after it. Append only.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE applications (
     name        TEXT PRIMARY KEY,
     created_at  INTEGER NOT NULL
@@ -128,7 +130,19 @@ CREATE TABLE steps (
 );
 -- Partial: only in-flight steps, so the per-report lookup and the lost-agent sweep stay small as history grows.
 CREATE INDEX steps_running ON steps (instance) WHERE state = 'running';
-"#];
+"#,
+    r#"
+-- Deployment forms (store/forms.rs): a group's default form, and the form each deployment runs with.
+CREATE TABLE group_forms (
+    group_id TEXT PRIMARY KEY,
+    form     TEXT NOT NULL
+);
+CREATE TABLE deployment_forms (
+    deployment_id TEXT PRIMARY KEY,
+    form          TEXT NOT NULL
+);
+"#,
+];
 
 /// One batched write: runs inside a savepoint of the batch's transaction, returns what to do once the batch's
 /// commit is known.

@@ -140,8 +140,17 @@ impl RuntimeExecutor {
         }
     }
 
-    fn spec(&self, cmd: &StepCommand, source: Source) -> DeploymentSpec {
-        DeploymentSpec {
+    fn spec(&self, cmd: &StepCommand, source: Source) -> Result<DeploymentSpec, String> {
+        // The form is only used by DownloadBundle (which saves it into the deployment dir), but a bad one fails
+        // every step: the coordinator only checked its shape.
+        let form = match &cmd.form {
+            Some(text) => Some(
+                rollcage_runtime::form::from_json(text, "the deployment's form")
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        Ok(DeploymentSpec {
             application: cmd.application.clone(),
             group: cmd.group.clone(),
             group_id: cmd.group_id.clone(),
@@ -150,7 +159,8 @@ impl RuntimeExecutor {
             expected_sha256: Some(cmd.revision.sha256.clone()),
             file_exists_behavior: FileExistsBehavior::default(),
             limits: UnpackLimits::default(),
-        }
+            form,
+        })
     }
 
     async fn run_inner(
@@ -163,7 +173,7 @@ impl RuntimeExecutor {
             .path(&cmd.revision.sha256)
             .map(Source::Archive)
             .unwrap_or_else(|| Source::Archive(PathBuf::new()));
-        let dep = HostDeployment::new(&self.host, self.spec(cmd, placeholder))
+        let dep = HostDeployment::new(&self.host, self.spec(cmd, placeholder)?)
             .map_err(|e| e.to_string())?;
         let mut prefix = String::new();
         let needs_revision =
@@ -172,7 +182,7 @@ impl RuntimeExecutor {
             || (needs_revision && !dep.layout().revision_dir().is_dir())
         {
             let (source, downloaded) = self.cache.ensure(&self.client, cmd).await?;
-            let dep = HostDeployment::new(&self.host, self.spec(cmd, source))
+            let dep = HostDeployment::new(&self.host, self.spec(cmd, source)?)
                 .map_err(|e| e.to_string())?;
             let r = dep.run_step(LifecycleEvent::DownloadBundle).await;
             let origin = if downloaded {

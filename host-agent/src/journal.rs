@@ -278,6 +278,7 @@ mod tests {
                 },
             },
             rollback: false,
+            form: None,
         }
     }
 

@@ -403,5 +403,6 @@ fn probe_command() -> StepCommand {
             location: rollcage_proto::wire::RevisionLocation::Url { url: String::new() },
         },
         rollback: false,
+        form: None,
     }
 }

@@ -212,6 +212,10 @@ pub struct CreateGroup {
     /// Names of the instances (agents) in the group; empty = every enrolled instance at deployment time.
     #[serde(default)]
     pub instances: Vec<String>,
+    /// The group's deployment form (canonical JSON of `rollcage_runtime::form::Form`): the default of its
+    /// deployments, used instead of the package's appspec.yml.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form: Option<String>,
 }
 
 /// A deployment group.
@@ -290,6 +294,9 @@ pub struct CreateDeployment {
     pub group: String,
     /// Revision id.
     pub revision: String,
+    /// A deployment form (canonical JSON of `rollcage_runtime::form::Form`) overriding the group's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form: Option<String>,
 }
 
 /// `POST /v1/deployments/{id}/stop`.
@@ -552,6 +559,9 @@ pub struct StepCommand {
     pub revision: RevisionRef,
     /// True for a rollback deployment: the revision is expected in the host's cache.
     pub rollback: bool,
+    /// The deployment's form (canonical JSON of `rollcage_runtime::form::Form`), when it is form-defined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form: Option<String>,
 }
 
 /// What the coordinator answers a poll or a report with.

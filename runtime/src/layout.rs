@@ -5,6 +5,7 @@
 //!     deploy-${deploy}/           one per deployment (the seed's cache dir)
 //!         bundle                  the fetched archive, as downloaded (absent for directory sources)
 //!         revision/               the unpacked revision
+//!         form/                   a form-defined deployment: form.json and its scripts (absent otherwise)
 //!         logs/scripts.log        every hook's output, timestamped and tagged
 //!     state/                      per-group state the agent owns
 //!         cleanup.json            what the last Install created (replayed in reverse by the next Install)
@@ -132,6 +133,11 @@ impl DeployLayout {
     /// The archive as fetched.
     pub fn bundle_file(&self) -> PathBuf {
         self.dir.join("bundle")
+    }
+
+    /// A form-defined deployment's form and scripts (absent for AppSpec deployments).
+    pub fn form_dir(&self) -> PathBuf {
+        self.dir.join("form")
     }
 
     /// The unpacked revision.

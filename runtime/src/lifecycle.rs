@@ -6,8 +6,13 @@
 //! is decided here: ApplicationStop, BeforeBlockTraffic and AfterBlockTraffic stop or drain the application that is
 //! running, so they take the hooks of the revision whose Install last succeeded on this host (nothing on the first
 //! deployment); every other event takes the hooks of the revision being deployed.
+//!
+//! A deployment's plan (files + hooks) comes from its [`Form`] when it has one (saved at DownloadBundle into
+//! `deploy-X/form/`, which wins over an `appspec.yml` in the package), else from the revision's AppSpec; the plan
+//! of the previously installed revision is read back the same way from that deployment's dir.
 
-use crate::appspec::{self, AppSpec, FileExistsBehavior};
+use crate::appspec::{self, AppSpec, AppSpecError, FileExistsBehavior};
+use crate::form::{self, Form, FormError};
 use crate::hooks::wasm::WasmHooks;
 use crate::hooks::{self, HookEnv, HookRun, ScriptLog, Stream};
 use crate::install::{self, InstallRequest};
@@ -68,6 +73,8 @@ pub struct DeploymentSpec {
     pub file_exists_behavior: FileExistsBehavior,
     /// Unpack limits.
     pub limits: UnpackLimits,
+    /// The deployment's form, when it is form-defined (wins over an `appspec.yml` in the package).
+    pub form: Option<Form>,
 }
 
 /// How a step ended.
@@ -115,6 +122,20 @@ pub enum LifecycleError {
     /// The revision's AppSpec is missing or invalid.
     #[error("{0}")]
     AppSpec(#[from] appspec::AppSpecError),
+    /// The package has no AppSpec and the deployment no form.
+    #[error(
+        "DownloadBundle: the package has no appspec.yml (or appspec.yaml) at its root ({}) and the \
+         deployment has no form; either add an appspec.yml to the package, or deploy it with a form \
+         (`--form FILE` giving destination and stop/start/check scripts)",
+        revision.display()
+    )]
+    NoDeploymentSpec {
+        /// The unpacked revision.
+        revision: PathBuf,
+    },
+    /// A saved form could not be read back.
+    #[error("{0}")]
+    Form(#[from] FormError),
     /// Install failed.
     #[error("Install: {0}")]
     Install(#[from] install::InstallError),
@@ -234,12 +255,31 @@ impl HostDeployment {
                 None => format!("copied directory, {} entries", fetched.entries),
             }
         };
+        let mut message = message;
+        if let Some(form) = &self.spec.form {
+            let dir = self.deploy.form_dir();
+            form::write_form_dir(form, &dir).map_err(|source| LifecycleError::Io {
+                what: "writing the form into",
+                path: dir.clone(),
+                source,
+            })?;
+            if appspec::find_in_revision(&revision).is_ok() {
+                message.push_str(
+                    "; the deployment's form is used, the package's appspec.yml is ignored",
+                );
+            } else {
+                message.push_str("; form-defined deployment");
+            }
+        }
         // Validate now rather than at Install, so a broken AppSpec fails the first step, before anything stops.
-        let spec = appspec::load_from_revision(&revision)?;
+        let plan = load_plan(&self.deploy)?;
         // Compile the revision's wasm hooks now, so their first run is warm. A module that does not compile is
         // reported when its hook runs (with the hook's outcome), so here it is only logged.
         if let Some(wasm) = &self.wasm {
-            for done in wasm.precompile_revision(&spec, &revision).await {
+            for done in wasm
+                .precompile_revision(&plan.spec, &plan.script_root)
+                .await
+            {
                 if let Err(e) = done.result {
                     tracing::warn!(location = %done.location, error = %e, "wasm hook does not compile");
                 }
@@ -262,7 +302,7 @@ impl HostDeployment {
 
     async fn install(&self) -> Result<(StepStatus, String, Vec<HookOutcome>), LifecycleError> {
         let revision = self.revision_dir_checked()?;
-        let spec = appspec::load_from_revision(&revision)?;
+        let spec = load_plan(&self.deploy)?.spec;
         let group = self.group.clone();
         let deployment_id = self.spec.deployment_id.clone();
         let default_behavior = self.spec.file_exists_behavior;
@@ -293,7 +333,7 @@ impl HostDeployment {
         &self,
         event: LifecycleEvent,
     ) -> Result<(StepStatus, String, Vec<HookOutcome>), LifecycleError> {
-        let (revision, which) = if event.uses_previous_revision() {
+        let (deploy, which) = if event.uses_previous_revision() {
             match self.last_installed()? {
                 None => {
                     return Ok((
@@ -303,8 +343,8 @@ impl HostDeployment {
                     ));
                 }
                 Some(id) => {
-                    let dir = self.group.deployment(&id)?.revision_dir();
-                    if !dir.is_dir() {
+                    let layout = self.group.deployment(&id)?;
+                    if !layout.revision_dir().is_dir() {
                         return Ok((
                             StepStatus::Skipped,
                             format!(
@@ -313,14 +353,16 @@ impl HostDeployment {
                             Vec::new(),
                         ));
                     }
-                    (dir, format!("deployment {id}"))
+                    (layout, format!("deployment {id}"))
                 }
             }
         } else {
-            (self.revision_dir_checked()?, "this deployment".to_owned())
+            self.revision_dir_checked()?;
+            (self.deploy.clone(), "this deployment".to_owned())
         };
-        let spec: AppSpec = appspec::load_from_revision(&revision)?;
-        let hooks = spec.hooks_for(event);
+        let plan = load_plan(&deploy)?;
+        let revision = deploy.revision_dir();
+        let hooks = plan.spec.hooks_for(event);
         if hooks.is_empty() {
             return Ok((
                 StepStatus::Skipped,
@@ -340,6 +382,7 @@ impl HostDeployment {
                 event,
                 hook,
                 revision_dir: &revision,
+                script_root: Some(&plan.script_root),
                 env: &self.env,
                 log: &log,
                 wasm: self.wasm.as_deref(),
@@ -384,6 +427,44 @@ impl HostDeployment {
                 path: self.group.last_installed_file(),
                 source,
             })
+    }
+}
+
+/// What a deployment does: its AppSpec (given or made from its form) and where its hook locations are found.
+struct Plan {
+    spec: AppSpec,
+    script_root: PathBuf,
+}
+
+/// The plan of the deployment in `deploy`: from its saved form if it has one, else from its revision's AppSpec.
+fn load_plan(deploy: &DeployLayout) -> Result<Plan, LifecycleError> {
+    let form_dir = deploy.form_dir();
+    let form_file = form_dir.join(form::FORM_FILE);
+    match std::fs::read_to_string(&form_file) {
+        Ok(text) => {
+            let form = form::from_json(&text, &form_file.display().to_string())?;
+            return Ok(Plan {
+                spec: form.to_appspec(),
+                script_root: form_dir,
+            });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(LifecycleError::Io {
+                what: "reading",
+                path: form_file,
+                source,
+            });
+        }
+    }
+    let revision = deploy.revision_dir();
+    match appspec::load_from_revision(&revision) {
+        Ok(spec) => Ok(Plan {
+            spec,
+            script_root: revision,
+        }),
+        Err(AppSpecError::NotFound(revision)) => Err(LifecycleError::NoDeploymentSpec { revision }),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -108,6 +108,10 @@ pub enum FleetCommand {
         /// Revision id (from `push`).
         #[arg(long)]
         revision: String,
+        /// A deployment form (TOML or YAML: destination, stop/start/check scripts) overriding the group's and
+        /// the package's appspec.yml.
+        #[arg(long)]
+        form: Option<PathBuf>,
         /// Wait for the end; exit 2 if it failed, 3 if stopped.
         #[arg(long)]
         wait: bool,
@@ -273,12 +277,22 @@ pub enum GroupCommand {
         /// Instance names, comma-separated (default: every enrolled instance at deployment time).
         #[arg(long, value_delimiter = ',')]
         instances: Vec<String>,
+        /// The group's default deployment form (TOML or YAML: destination, stop/start/check scripts), used
+        /// instead of the package's appspec.yml.
+        #[arg(long)]
+        form: Option<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
         #[command(flatten)]
         remote: Remote,
     },
+}
+
+/// Read and validate a form file (every problem reported with its field path), as the canonical JSON sent.
+fn load_form(path: &std::path::Path) -> anyhow::Result<String> {
+    let form = rollcage_runtime::form::load(path).context("--form")?;
+    Ok(form.to_json())
 }
 
 fn parse_style(s: &str) -> Result<DeploymentStyle, String> {
@@ -362,6 +376,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             failure_tolerance,
             auto_rollback,
             instances,
+            form,
             output,
             remote,
         }) => {
@@ -372,6 +387,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                 failure_tolerance,
                 auto_rollback,
                 instances,
+                form: form.as_deref().map(load_form).transpose()?,
             };
             let g: Group = remote
                 .client()?
@@ -418,15 +434,19 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             app,
             group,
             revision,
+            form,
             wait,
             output,
             remote,
         } => {
+            let form = form.as_deref().map(load_form).transpose()?;
             let client = remote.client()?;
             let d: Deployment = client
                 .post(
                     "/v1/deployments",
-                    &serde_json::json!({"application": app, "group": group, "revision": revision}),
+                    &serde_json::json!({
+                        "application": app, "group": group, "revision": revision, "form": form,
+                    }),
                 )
                 .await?;
             finish(&client, d, wait, output).await

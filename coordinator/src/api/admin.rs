@@ -87,6 +87,10 @@ pub async fn create_group(
     for i in &req.instances {
         check_name("instance name", i)?;
     }
+    if let Some(form) = &req.form {
+        crate::store::forms::check(form).map_err(ApiError::Invalid)?;
+    }
+    let form = req.form;
     let group = Group {
         id: format!("g-{}", crate::auth::random_hex(6)),
         application: app.clone(),
@@ -101,6 +105,7 @@ pub async fn create_group(
     st.store.write(|tx| {
         app_exists(tx, &app)?;
         if apps::insert_group(tx, &group)? {
+            crate::store::forms::set_group_form(tx, &group.id, form.as_deref())?;
             Ok(())
         } else {
             Err(ApiError::Conflict(format!(
@@ -261,6 +266,9 @@ pub async fn create_deployment(
     Json(req): Json<CreateDeployment>,
 ) -> Result<(StatusCode, Json<Deployment>), ApiError> {
     let now = now_ms();
+    if let Some(form) = &req.form {
+        crate::store::forms::check(form).map_err(ApiError::Invalid)?;
+    }
     let mut wake = Vec::new();
     let d = st.store.write(|tx| {
         let all = enrolled(tx)?;
@@ -277,6 +285,10 @@ pub async fn create_deployment(
             now,
             &mut wake,
         )?;
+        if let Some(form) = &req.form {
+            // The deployment's own form overrides the group's default set by `create_deployment`.
+            crate::store::forms::set_deployment_form(tx, &id, Some(form.as_str()))?;
+        }
         deployments::full(tx, &id)?
             .ok_or_else(|| ApiError::Internal(format!("deployment {id} vanished")))
     })?;

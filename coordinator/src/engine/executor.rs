@@ -123,6 +123,19 @@ pub fn create_deployment(
         rollback_deployment: None,
     };
     deployments::insert(tx, &row, &steps, &instances)?;
+    // A rollback re-runs the form the revision it returns to was installed with; a new deployment starts with the
+    // group's default (the API replaces it with the deployment's own form, if given, in the same transaction).
+    let form = match new.rollback_of {
+        Some((of, _)) => crate::store::forms::form_of_last_success(
+            tx,
+            new.application,
+            new.group,
+            new.revision,
+            of,
+        )?,
+        None => crate::store::forms::group_form(tx, &group.id)?,
+    };
+    crate::store::forms::set_deployment_form(tx, &id, form.as_deref())?;
     tracing::info!(deployment = %id, application = new.application, group = new.group,
         revision = new.revision, instances = instances.len(), rollback_of = ?new.rollback_of, "deployment created");
     advance(tx, &id, now, wake)?;
@@ -420,6 +433,7 @@ pub fn command_for(c: &Connection, step: &deployments::StepRow) -> Result<StepCo
         },
         RevisionSource::Url { url } => RevisionLocation::Url { url },
     };
+    let form = crate::store::forms::deployment_form(c, &d.id)?;
     Ok(StepCommand {
         command_id: step.id,
         deployment_id: d.id,
@@ -433,6 +447,7 @@ pub fn command_for(c: &Connection, step: &deployments::StepRow) -> Result<StepCo
             location,
         },
         rollback: d.rollback_of.is_some(),
+        form,
     })
 }
 

@@ -60,6 +60,9 @@ pub struct HookRun<'a> {
     pub hook: &'a HookSpec,
     /// The unpacked revision the hook comes from (its working directory).
     pub revision_dir: &'a Path,
+    /// Where the hook's `location` is found and confined, when not in the revision: a form-defined deployment's
+    /// scripts live in its form dir but run in the revision. `None` = `revision_dir`.
+    pub script_root: Option<&'a Path>,
     /// Deployment values for the environment.
     pub env: &'a HookEnv,
     /// The deployment's `scripts.log`.
@@ -69,9 +72,16 @@ pub struct HookRun<'a> {
     pub wasm: Option<&'a WasmHooks>,
 }
 
+impl HookRun<'_> {
+    /// The directory the hook's `location` is relative to and confined in.
+    pub fn script_root(&self) -> &Path {
+        self.script_root.unwrap_or(self.revision_dir)
+    }
+}
+
 /// Run one hook to its end and report how it ended. Never panics on anything from the bundle.
 pub async fn run_hook(run: HookRun<'_>) -> HookOutcome {
-    let Some(module) = wasm::detect(run.revision_dir, &run.hook.location) else {
+    let Some(module) = wasm::detect(run.script_root(), &run.hook.location) else {
         return shell::run(run).await;
     };
     let runner = match run.wasm {

@@ -119,7 +119,7 @@ async fn execute(run: HookRun<'_>, options: &ShellOptions, sink: &mut Sink<'_>) 
             };
         }
     };
-    let script = match script::resolve(run.revision_dir, &run.hook.location) {
+    let script = match script::resolve(run.script_root(), run.revision_dir, &run.hook.location) {
         Ok(script) => script,
         Err(status) => return status,
     };

@@ -276,7 +276,7 @@ impl WasmHooks {
         spec: &SandboxSpec,
         lines: &mut LineWriter<'_>,
     ) -> (HookStatus, Option<usize>) {
-        let module = match confine(run.revision_dir, module) {
+        let module = match confine(run.script_root(), module) {
             Ok(m) => m,
             Err(reason) => return (HookStatus::NotExecutable { reason }, None),
         };

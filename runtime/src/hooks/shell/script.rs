@@ -62,19 +62,24 @@ pub fn is_confined(location: &str) -> bool {
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
-/// Find the script of `location` under `revision_dir`, make it executable and decide how to start it.
+/// Find the script of `location` under `script_root` (the revision, or a form-defined deployment's form dir),
+/// make it executable and decide how to start it; it will run with `revision_dir` as its working directory.
 ///
 /// Errors are the hook's outcome: [`HookStatus::ScriptMissing`] when nothing is there (a dangling symlink counts
 /// as missing), [`HookStatus::NotExecutable`] when it escapes the revision, is not a regular file, cannot be made
 /// executable or is a binary this host cannot run.
-pub fn resolve(revision_dir: &Path, location: &str) -> Result<Script, HookStatus> {
+pub fn resolve(
+    script_root: &Path,
+    revision_dir: &Path,
+    location: &str,
+) -> Result<Script, HookStatus> {
     let not_exec = |reason: String| HookStatus::NotExecutable { reason };
     if !is_confined(location) {
         return Err(not_exec(format!(
             "location `{location}` is not a relative path inside the revision (absolute or with `..`)"
         )));
     }
-    let joined = revision_dir.join(location);
+    let joined = script_root.join(location);
     let path = match fs::canonicalize(&joined) {
         Ok(path) => path,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(HookStatus::ScriptMissing),
@@ -85,7 +90,13 @@ pub fn resolve(revision_dir: &Path, location: &str) -> Result<Script, HookStatus
             )));
         }
     };
-    let root = fs::canonicalize(revision_dir).map_err(|e| {
+    let root = fs::canonicalize(script_root).map_err(|e| {
+        not_exec(format!(
+            "cannot resolve script directory {}: {e}",
+            script_root.display()
+        ))
+    })?;
+    let cwd = fs::canonicalize(revision_dir).map_err(|e| {
         not_exec(format!(
             "cannot resolve revision directory {}: {e}",
             revision_dir.display()
@@ -118,7 +129,7 @@ pub fn resolve(revision_dir: &Path, location: &str) -> Result<Script, HookStatus
         classify_header(&header).map_err(|why| not_exec(format!("{}: {why}", path.display())))?;
     Ok(Script {
         path,
-        revision_dir: root,
+        revision_dir: cwd,
         launch,
         interpreter: interpreter(&header),
     })
