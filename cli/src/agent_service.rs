@@ -77,13 +77,17 @@ impl AgentFile {
             return Ok(None);
         };
         match std::fs::read_to_string(path) {
-            Ok(s) if s.trim().is_empty() => bail!("enrollment token file {} is empty", path.display()),
+            Ok(s) if s.trim().is_empty() => {
+                bail!("enrollment token file {} is empty", path.display())
+            }
             Ok(s) => Ok(Some(s.trim().to_owned())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::info!(path = %path.display(), "no enrollment token file; using the agent's own token");
                 Ok(None)
             }
-            Err(e) => Err(e).with_context(|| format!("reading enrollment token {}", path.display())),
+            Err(e) => {
+                Err(e).with_context(|| format!("reading enrollment token {}", path.display()))
+            }
         }
     }
 }
@@ -105,7 +109,11 @@ pub struct InstallArgs {
     #[arg(long)]
     name: String,
     /// Enrollment token (the coordinator's DATA/enroll-token).
-    #[arg(long, required_unless_present = "token_file", conflicts_with = "token_file")]
+    #[arg(
+        long,
+        required_unless_present = "token_file",
+        conflicts_with = "token_file"
+    )]
     enroll_token: Option<String>,
     /// Read the enrollment token from this file instead (keeps it out of the shell history).
     #[arg(long)]
@@ -143,8 +151,9 @@ fn unit_safe(what: &str, p: &Path) -> anyhow::Result<String> {
         .to_str()
         .with_context(|| format!("{what} {} is not UTF-8", p.display()))?;
     let ok = p.is_absolute()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | '@' | ':'));
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | '@' | ':')
+        });
     if !ok {
         bail!(
             "{what} `{s}` cannot go into a systemd unit: expected an absolute path of letters, digits and `/._-+@:`"
@@ -216,7 +225,9 @@ pub fn install_files(a: &InstallArgs) -> anyhow::Result<Installed> {
     let ok_name = !a.name.is_empty()
         && a.name.len() <= 128
         && !a.name.starts_with('.')
-        && a.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && a.name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if !ok_name {
         bail!(
             "invalid --name `{}`: expected 1–128 letters, digits, `.`, `_` or `-`, not starting with `.`",
@@ -240,8 +251,8 @@ pub fn install_files(a: &InstallArgs) -> anyhow::Result<Installed> {
     };
     let config_dir = std::path::absolute(&a.config_dir)
         .with_context(|| format!("resolving {}", a.config_dir.display()))?;
-    let root = std::path::absolute(&a.root)
-        .with_context(|| format!("resolving {}", a.root.display()))?;
+    let root =
+        std::path::absolute(&a.root).with_context(|| format!("resolving {}", a.root.display()))?;
     let config_path = config_dir.join(CONFIG_NAME);
     let binary_s = unit_safe("binary", &binary)?;
     let config_s = unit_safe("config path", &config_path)?;
@@ -340,7 +351,10 @@ mod tests {
         let done = install_files(&args(dir.path()))?;
         assert_eq!(done.unit, dir.path().join("units").join(UNIT_NAME));
         assert_eq!(mode(&done.enroll_token)?, 0o600);
-        assert_eq!(std::fs::read_to_string(&done.enroll_token)?, "enroll-secret\n");
+        assert_eq!(
+            std::fs::read_to_string(&done.enroll_token)?,
+            "enroll-secret\n"
+        );
         assert_eq!(mode(&done.config)?, 0o644);
         assert!(!std::fs::read_to_string(&done.config)?.contains("enroll-secret"));
 
@@ -354,7 +368,10 @@ mod tests {
             format!("ExecStart=/usr/local/bin/rollcage agent --config {config}"),
             "WantedBy=multi-user.target".to_owned(),
         ] {
-            assert!(unit.lines().any(|l| l == line), "missing `{line}` in\n{unit}");
+            assert!(
+                unit.lines().any(|l| l == line),
+                "missing `{line}` in\n{unit}"
+            );
         }
 
         let file = AgentFile::load(&done.config)?;
@@ -393,8 +410,13 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let mut a = args(dir.path());
         a.binary = Some("/opt/my tools/rollcage".into());
-        let err = install_files(&a).err().ok_or("space in binary path accepted")?;
-        assert!(err.to_string().contains("cannot go into a systemd unit"), "{err}");
+        let err = install_files(&a)
+            .err()
+            .ok_or("space in binary path accepted")?;
+        assert!(
+            err.to_string().contains("cannot go into a systemd unit"),
+            "{err}"
+        );
         let mut a = args(dir.path());
         a.name = "web 1\nExecStart=/bin/evil".into();
         let err = install_files(&a).err().ok_or("bad name accepted")?;
@@ -407,7 +429,10 @@ mod tests {
     fn config_rejects_unknown_keys_and_bad_var_names() -> TestResult {
         let dir = tempfile::tempdir()?;
         let p = dir.path().join("a.toml");
-        std::fs::write(&p, "coordinator = \"http://x\"\nname = \"n\"\nroot = \"/r\"\nrot = 1\n")?;
+        std::fs::write(
+            &p,
+            "coordinator = \"http://x\"\nname = \"n\"\nroot = \"/r\"\nrot = 1\n",
+        )?;
         let err = AgentFile::load(&p).err().ok_or("unknown key accepted")?;
         assert!(format!("{err:#}").contains("rot"), "{err:#}");
         std::fs::write(

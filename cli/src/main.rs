@@ -21,7 +21,13 @@ struct Cli {
     #[arg(long, global = true, env = "ROLLCAGE_LOG")]
     log: Option<String>,
     /// Log line format on stderr: `text` for people, `json` (one object per line) for log collectors.
-    #[arg(long, global = true, value_enum, default_value_t, env = "ROLLCAGE_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "ROLLCAGE_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,

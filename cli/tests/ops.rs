@@ -92,7 +92,12 @@ fn log_format_json_writes_one_json_object_per_stderr_line() -> TestResult {
             .map_err(|e| format!("stderr line is not JSON ({e}): {line}"))?;
         assert!(v["timestamp"].is_string(), "{line}");
         assert!(v["level"].is_string(), "{line}");
-        messages.push(v["fields"]["message"].as_str().unwrap_or_default().to_owned());
+        messages.push(
+            v["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
     }
     assert!(
         messages.iter().any(|m| m == "coordinator listening"),
@@ -112,7 +117,10 @@ fn log_format_text_is_not_json() -> TestResult {
         .iter()
         .find(|l| l.contains("coordinator listening"))
         .ok_or_else(|| format!("{lines:?}"))?;
-    assert!(serde_json::from_str::<serde_json::Value>(line).is_err(), "{line}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(line).is_err(),
+        "{line}"
+    );
     Ok(())
 }
 
@@ -136,7 +144,11 @@ fn installed_config_is_what_the_agent_runs_with() -> TestResult {
         .arg(&etc)
         .args(["--binary", "/usr/local/bin/rollcage", "--var", "TIER=web"])
         .output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let unit = std::fs::read_to_string(units.join("rollcage-agent.service"))?;
     assert!(unit.contains(&format!(
         "ExecStart=/usr/local/bin/rollcage agent --config {}",

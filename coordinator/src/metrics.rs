@@ -244,7 +244,8 @@ impl Metrics {
                 .set(n);
         }
         let now = now_ms();
-        let deadline = i64::try_from(st.settings.heartbeat_deadline.as_millis()).unwrap_or(i64::MAX);
+        let deadline =
+            i64::try_from(st.settings.heartbeat_deadline.as_millis()).unwrap_or(i64::MAX);
         let connected = agents
             .iter()
             .filter(|(name, _, _)| st.last_seen(name).is_some_and(|t| now - t <= deadline))
@@ -256,7 +257,9 @@ impl Metrics {
         if let Some(source) = self.lb_source.get() {
             match tokio::time::timeout(LB_SCRAPE_TIMEOUT, source.lb_counters()).await {
                 Ok(counters) => self.set_lb(&counters),
-                Err(_) => tracing::warn!(source = ?source, "LB counters timed out; left out of this scrape"),
+                Err(_) => {
+                    tracing::warn!(source = ?source, "LB counters timed out; left out of this scrape")
+                }
             }
         }
         let mut out = String::new();

@@ -238,9 +238,8 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<rollcage_agent::AgentConfig> {
         .as_deref()
         .map(crate::agent_service::AgentFile::load)
         .transpose()?;
-    let missing = |flag: &str| {
-        anyhow::anyhow!("no {flag}: pass --{flag} or --config FILE with `{flag} = …`")
-    };
+    let missing =
+        |flag: &str| anyhow::anyhow!("no {flag}: pass --{flag} or --config FILE with `{flag} = …`");
     let enroll_token = match (a.enroll_token, &file) {
         (Some(t), _) => Some(t),
         (None, Some(f)) => f.enroll_token()?,

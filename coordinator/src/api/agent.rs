@@ -100,7 +100,8 @@ pub async fn report(
     Json(report): Json<StepReport>,
 ) -> Result<Json<ReportResponse>, ApiError> {
     let now = now_ms();
-    let (command_id, outcome, duration_ms) = (report.command_id, report.outcome, report.duration_ms);
+    let (command_id, outcome, duration_ms) =
+        (report.command_id, report.outcome, report.duration_ms);
     // Group-committed with concurrent reports; the next command is read in the same transaction.
     let agent = name.clone();
     let (recorded, event, command, mut wake) = st

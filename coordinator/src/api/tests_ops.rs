@@ -57,7 +57,14 @@ async fn post(
     token: &str,
     v: serde_json::Value,
 ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
-    let (s, body) = call(st, Method::POST, uri, Some(token), Body::from(v.to_string())).await?;
+    let (s, body) = call(
+        st,
+        Method::POST,
+        uri,
+        Some(token),
+        Body::from(v.to_string()),
+    )
+    .await?;
     if !s.is_success() {
         return Err(format!("POST {uri}: {s} {body}").into());
     }
@@ -78,7 +85,11 @@ fn buckets(text: &str, event: &str) -> Vec<(f64, f64)> {
         .filter(|l| l.starts_with("rollcage_step_duration_seconds_bucket{") && l.contains(&label))
         .filter_map(|l| {
             let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
             let count = l.rsplit(' ').next()?.parse().ok()?;
             Some((le, count))
         })
@@ -89,11 +100,23 @@ fn buckets(text: &str, event: &str) -> Vec<(f64, f64)> {
 async fn deploy(st: &State) -> TestResult {
     let mut tokens = Vec::new();
     for name in ["i0", "i1"] {
-        let v = post(st, "/v1/agent/enroll", ENROLL, serde_json::json!({ "name": name })).await?;
+        let v = post(
+            st,
+            "/v1/agent/enroll",
+            ENROLL,
+            serde_json::json!({ "name": name }),
+        )
+        .await?;
         let e: EnrollResponse = serde_json::from_value(v)?;
         tokens.push(e.token);
     }
-    post(st, "/v1/applications", ADMIN, serde_json::json!({"name": "app"})).await?;
+    post(
+        st,
+        "/v1/applications",
+        ADMIN,
+        serde_json::json!({"name": "app"}),
+    )
+    .await?;
     post(
         st,
         "/v1/applications/app/groups",
@@ -120,7 +143,13 @@ async fn deploy(st: &State) -> TestResult {
     .await?;
     for (i, token) in tokens.iter().enumerate() {
         let p: PollResponse = serde_json::from_value(
-            post(st, "/v1/agent/poll", token, serde_json::json!({"wait_ms": 50})).await?,
+            post(
+                st,
+                "/v1/agent/poll",
+                token,
+                serde_json::json!({"wait_ms": 50}),
+            )
+            .await?,
         )?;
         let mut next = p.command;
         while let Some(cmd) = next {
@@ -137,11 +166,23 @@ async fn deploy(st: &State) -> TestResult {
                 duration_ms,
             };
             let r: ReportResponse = serde_json::from_value(
-                post(st, "/v1/agent/reports", token, serde_json::to_value(&report)?).await?,
+                post(
+                    st,
+                    "/v1/agent/reports",
+                    token,
+                    serde_json::to_value(&report)?,
+                )
+                .await?,
             )?;
             assert!(r.recorded);
             // A repeat is acknowledged and must not be counted.
-            post(st, "/v1/agent/reports", token, serde_json::to_value(&report)?).await?;
+            post(
+                st,
+                "/v1/agent/reports",
+                token,
+                serde_json::to_value(&report)?,
+            )
+            .await?;
             next = r.command;
         }
     }
@@ -181,12 +222,18 @@ async fn metrics_after_a_deployment_show_its_status_steps_and_agents() -> TestRe
     );
     let validate = r#"{event="ValidateService"}"#;
     assert_eq!(
-        sample(&text, &format!("rollcage_step_duration_seconds_count{validate}")),
+        sample(
+            &text,
+            &format!("rollcage_step_duration_seconds_count{validate}")
+        ),
         Some(2.0),
         "{text}"
     );
-    let sum = sample(&text, &format!("rollcage_step_duration_seconds_sum{validate}"))
-        .ok_or("no ValidateService sum")?;
+    let sum = sample(
+        &text,
+        &format!("rollcage_step_duration_seconds_sum{validate}"),
+    )
+    .ok_or("no ValidateService sum")?;
     assert!((sum - 2.52).abs() < 1e-9, "sum {sum}");
     // Cumulative buckets: the 20 ms report is in every bucket from 0.03 s up, the 2.5 s one only from 2.5 s up.
     let buckets = buckets(&text, "ValidateService");
@@ -236,7 +283,10 @@ impl crate::metrics::LbCounterSource for FakeLb {
 async fn lb_counters_come_from_the_registered_source() -> TestResult {
     let st = state()?;
     let (_, text) = call(&st, Method::GET, "/metrics", Some(ADMIN), Body::empty()).await?;
-    assert_eq!(sample(&text, r#"rollcage_lb_requests_total{group="blue"}"#), None);
+    assert_eq!(
+        sample(&text, r#"rollcage_lb_requests_total{group="blue"}"#),
+        None
+    );
     assert!(st.metrics.set_lb_source(Arc::new(FakeLb)));
     let (_, text) = call(&st, Method::GET, "/metrics", Some(ADMIN), Body::empty()).await?;
     assert_eq!(
