@@ -1,6 +1,7 @@
 //! `rollcage`: the one binary of the project. Each subcommand lives in its own module; this file only parses the
 //! command line, sets up logging and dispatches.
 
+mod agent_service;
 mod appspec_cmd;
 mod demo;
 mod fleet;
@@ -19,8 +20,27 @@ struct Cli {
     /// daemons (coordinator, agent, lb), `warn` for everything else.
     #[arg(long, global = true, env = "ROLLCAGE_LOG")]
     log: Option<String>,
+    /// Log line format on stderr: `text` for people, `json` (one object per line) for log collectors.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "ROLLCAGE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Format of the log lines on stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields, spans).
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,10 +88,13 @@ fn main() -> ExitCode {
     let default_log = cli.command.default_log();
     let filter = tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default_log))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

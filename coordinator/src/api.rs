@@ -12,7 +12,7 @@ use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{StatusCode, request::Parts};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use rollcage_proto::wire::{ErrorBody, ErrorDetail};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -51,6 +51,8 @@ pub struct AppState {
     pub bundles_dir: PathBuf,
     /// Tunables.
     pub settings: Settings,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: crate::metrics::Metrics,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     last_seen: Mutex<HashMap<String, i64>>,
 }
@@ -63,6 +65,7 @@ impl AppState {
             tokens,
             bundles_dir,
             settings,
+            metrics: crate::metrics::Metrics::new(),
             wakers: Mutex::new(HashMap::new()),
             last_seen: Mutex::new(HashMap::new()),
         }
@@ -288,10 +291,59 @@ impl FromRequestParts<State> for Enroller {
     }
 }
 
-/// Every route of the API.
-pub fn router(state: State) -> Router {
+/// The OpenAPI 3.1 document of the API (kept by hand; a test checks it against [`route_paths`]).
+pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
+
+/// A router that remembers the paths it was given, so the route list comes from the one place that builds the
+/// router (the OpenAPI test compares it with the document).
+pub struct RouteTable {
+    router: Router<State>,
+    paths: Vec<&'static str>,
+}
+
+impl RouteTable {
+    fn new() -> Self {
+        Self {
+            router: Router::new(),
+            paths: Vec::new(),
+        }
+    }
+
+    fn route(mut self, path: &'static str, method_router: MethodRouter<State>) -> Self {
+        self.router = self.router.route(path, method_router);
+        self.paths.push(path);
+        self
+    }
+}
+
+/// Routes outside `/v1`.
+fn root_routes() -> RouteTable {
+    RouteTable::new().route("/metrics", get(crate::metrics::scrape))
+}
+
+/// Every path the router serves (full paths, `{param}` syntax), in the order they are built.
+pub fn route_paths() -> Vec<String> {
+    v1_routes()
+        .paths
+        .iter()
+        .map(|p| format!("{}{p}", rollcage_proto::wire::API_PREFIX))
+        .chain(root_routes().paths.iter().map(|p| (*p).to_owned()))
+        .collect()
+}
+
+fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/yaml")],
+        OPENAPI_YAML,
+    )
+        .into_response()
+}
+
+fn v1_routes() -> RouteTable {
     use axum::extract::DefaultBodyLimit;
-    let v1 = Router::new()
+    RouteTable::new()
+        // The API description is public: it holds no data, only the shape of the API.
+        .route("/openapi.yaml", get(|| async { openapi() }))
         .route(
             "/applications",
             post(admin::create_application).get(admin::list_applications),
@@ -332,9 +384,14 @@ pub fn router(state: State) -> Router {
         .route(
             "/agent/applications/{app}/revisions/{id}/bundle",
             get(agent::download_bundle),
-        );
+        )
+}
+
+/// Every route of the API.
+pub fn router(state: State) -> Router {
     Router::new()
-        .nest(rollcage_proto::wire::API_PREFIX, v1)
+        .nest(rollcage_proto::wire::API_PREFIX, v1_routes().router)
+        .merge(root_routes().router)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this route".into())
@@ -344,3 +401,5 @@ pub fn router(state: State) -> Router {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ops;

@@ -4,6 +4,7 @@
 //! - [`engine`]: step plans, the pure rolling strategy, and the executor that applies it.
 //! - [`store`]: the SQLite state, the single source of truth (a restarted coordinator carries on).
 //! - [`auth`]: admin, enrollment and per-agent tokens.
+//! - [`metrics`]: Prometheus metrics at `GET /metrics` (admin or scrape token).
 //! - [`server`]: start-up (data dir, tokens, resume), the lost-agent sweeper, plain or TLS listener.
 //!
 //! This crate depends on `proto` only: it never links the runtime or wasmtime.
@@ -11,6 +12,7 @@
 pub mod api;
 pub mod auth;
 pub mod engine;
+pub mod metrics;
 pub mod server;
 pub mod store;
 

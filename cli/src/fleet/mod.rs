@@ -193,18 +193,24 @@ pub struct CoordinatorArgs {
     heartbeat_deadline: u64,
 }
 
-/// `rollcage agent`.
+/// `rollcage agent`: run the agent (from flags, a `--config` file, or both: flags win), or `agent install`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AgentArgs {
+    #[command(subcommand)]
+    action: Option<AgentAction>,
+    /// Config file (TOML, as `rollcage agent install` writes it); flags given as well override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Coordinator base URL.
     #[arg(long, env = "ROLLCAGE_COORDINATOR")]
-    coordinator: String,
+    coordinator: Option<String>,
     /// Root directory of this agent's deployments.
     #[arg(long)]
-    root: PathBuf,
+    root: Option<PathBuf>,
     /// Instance name (ROLLCAGE_INSTANCE for hooks).
     #[arg(long)]
-    name: String,
+    name: Option<String>,
     /// Enrollment token (first start; the agent then keeps its own token).
     #[arg(long, env = "ROLLCAGE_ENROLL_TOKEN", hide_env_values = true)]
     enroll_token: Option<String>,
@@ -222,7 +228,64 @@ pub struct AgentArgs {
     ca_file: Option<PathBuf>,
 }
 
-fn parse_var(s: &str) -> Result<(String, String), String> {
+/// `rollcage agent …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AgentAction {
+    /// Write a systemd unit and a config file to run this host's agent as a service.
+    Install(crate::agent_service::InstallArgs),
+}
+
+/// Flags over the config file: a flag given wins, hook variables from both (flags last, so they win).
+fn agent_config(a: AgentArgs) -> anyhow::Result<rollcage_agent::AgentConfig> {
+    let file = a
+        .config
+        .as_deref()
+        .map(crate::agent_service::AgentFile::load)
+        .transpose()?;
+    let missing =
+        |flag: &str| anyhow::anyhow!("no {flag}: pass --{flag} or --config FILE with `{flag} = …`");
+    let enroll_token = match (a.enroll_token, &file) {
+        (Some(t), _) => Some(t),
+        (None, Some(f)) => f.enroll_token()?,
+        (None, None) => None,
+    };
+    let mut vars: Vec<(String, String)> = file
+        .as_ref()
+        .map(|f| f.vars.clone().into_iter().collect())
+        .unwrap_or_default();
+    for (k, v) in a.vars {
+        vars.retain(|(fk, _)| *fk != k);
+        vars.push((k, v));
+    }
+    Ok(rollcage_agent::AgentConfig {
+        coordinator: a
+            .coordinator
+            .or_else(|| file.as_ref().map(|f| f.coordinator.clone()))
+            .ok_or_else(|| missing("coordinator"))?,
+        root: a
+            .root
+            .or_else(|| file.as_ref().map(|f| f.root.clone()))
+            .ok_or_else(|| missing("root"))?,
+        name: a
+            .name
+            .or_else(|| file.as_ref().map(|f| f.name.clone()))
+            .ok_or_else(|| missing("name"))?,
+        enroll_token,
+        token_file: a
+            .token_file
+            .or_else(|| file.as_ref().and_then(|f| f.token_file.clone())),
+        vars,
+        service_addr: a
+            .service_addr
+            .or_else(|| file.as_ref().and_then(|f| f.service_addr.clone())),
+        ca_file: a
+            .ca_file
+            .or_else(|| file.as_ref().and_then(|f| f.ca_file.clone())),
+        loop_config: Default::default(),
+    })
+}
+
+pub(crate) fn parse_var(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("invalid --var `{s}`: expected KEY=VALUE"))?;
@@ -312,7 +375,11 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 impl FleetCommand {
     /// True for the long-running services (`coordinator`, `agent`).
     pub fn is_daemon(&self) -> bool {
-        matches!(self, Self::Coordinator(_) | Self::Agent(_))
+        match self {
+            Self::Coordinator(_) => true,
+            Self::Agent(a) => a.action.is_none(),
+            _ => false,
+        }
     }
 }
 
@@ -338,18 +405,12 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             .await?;
             Ok(ExitCode::SUCCESS)
         }
+        FleetCommand::Agent(AgentArgs {
+            action: Some(AgentAction::Install(i)),
+            ..
+        }) => crate::agent_service::install(&i),
         FleetCommand::Agent(a) => {
-            let cfg = rollcage_agent::AgentConfig {
-                coordinator: a.coordinator,
-                root: a.root,
-                name: a.name,
-                enroll_token: a.enroll_token,
-                token_file: a.token_file,
-                vars: a.vars,
-                service_addr: a.service_addr,
-                ca_file: a.ca_file,
-                loop_config: Default::default(),
-            };
+            let cfg = agent_config(a)?;
             rollcage_agent::run(cfg).await?;
             Ok(ExitCode::SUCCESS)
         }

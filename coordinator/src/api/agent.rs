@@ -12,7 +12,7 @@ use axum::http::header;
 use axum::response::Response;
 use rollcage_proto::wire::{
     CommandState, EnrollRequest, EnrollResponse, PollRequest, PollResponse, ReportResponse,
-    StepCommand, StepReport, StepState,
+    StepCommand, StepOutcome, StepReport, StepState,
 };
 use rusqlite::OptionalExtension;
 use std::time::Duration;
@@ -100,23 +100,34 @@ pub async fn report(
     Json(report): Json<StepReport>,
 ) -> Result<Json<ReportResponse>, ApiError> {
     let now = now_ms();
-    let (command_id, outcome) = (report.command_id, report.outcome);
+    let (command_id, outcome, duration_ms) =
+        (report.command_id, report.outcome, report.duration_ms);
     // Group-committed with concurrent reports; the next command is read in the same transaction.
     let agent = name.clone();
-    let (recorded, command, mut wake) = st
+    let (recorded, event, command, mut wake) = st
         .store
         .write_batched(move |tx| {
             let mut wake = Vec::new();
+            let event = deployments::step(tx, report.command_id)?.map(|s| s.event);
             let recorded = executor::record_report(tx, &agent, &report, now, &mut wake)?;
             let command = match deployments::running_step_for(tx, &agent)? {
                 Some(step) => Some(executor::command_for(tx, &step)?),
                 None => None,
             };
-            Ok::<_, ApiError>((recorded, command, wake))
+            Ok::<_, ApiError>((recorded, event, command, wake))
         })
         .await?;
     wake.retain(|w| w != &name);
     st.wake(&wake);
+    if let (true, Some(event)) = (recorded, event) {
+        let outcome_name = match outcome {
+            StepOutcome::Succeeded => "succeeded",
+            StepOutcome::Skipped => "skipped",
+            StepOutcome::Failed => "failed",
+        };
+        st.metrics
+            .step_reported(event.name(), outcome_name, duration_ms);
+    }
     tracing::debug!(instance = %name, command = command_id, ?outcome, recorded, "step report");
     Ok(Json(ReportResponse { recorded, command }))
 }

@@ -1,0 +1,446 @@
+//! Running the agent as a service: the TOML config file that `rollcage agent --config FILE` reads, and
+//! `rollcage agent install`, which writes that file, the enrollment token (0600) and a systemd unit.
+//!
+//! Rendering (unit text, config text) is pure; [`install`] does the I/O: each file is staged in a temp file in its
+//! directory and renamed into place, so a crash never leaves half a unit or config behind. No `systemctl` call
+//! is made unless `--enable`.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Name of the systemd unit `agent install` writes.
+pub const UNIT_NAME: &str = "rollcage-agent.service";
+/// Name of the config file in the config dir.
+pub const CONFIG_NAME: &str = "agent.toml";
+/// Name of the enrollment token file in the config dir.
+pub const ENROLL_TOKEN_NAME: &str = "enroll-token";
+
+/// How long systemd waits after SIGTERM before SIGKILL. The agent finishes the step in progress before it exits
+/// (hooks have their own AppSpec timeouts, up to an hour), so this is generous; a step cut short is offered again
+/// by the coordinator and the agent's journal decides whether it already ran.
+const STOP_TIMEOUT_SECS: u32 = 300;
+
+/// The agent's config file (`rollcage agent --config FILE`). Flags given on the command line override it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    /// Coordinator base URL.
+    pub coordinator: String,
+    /// Instance name.
+    pub name: String,
+    /// Root directory of this agent's deployments.
+    pub root: PathBuf,
+    /// File holding the enrollment token (read at start; only needed until the agent has its own token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enroll_token_file: Option<PathBuf>,
+    /// Where the agent keeps its own token (default ROOT/agent/token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The address the application serves on (ROLLCAGE_SERVICE_ADDR for hooks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_addr: Option<String>,
+    /// Extra CA certificate (PEM) to trust for a TLS coordinator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Variables given to every hook.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
+}
+
+impl AgentFile {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading agent config {}", path.display()))?;
+        let file: Self = toml::from_str(&text)
+            .with_context(|| format!("invalid agent config {}", path.display()))?;
+        for k in file.vars.keys() {
+            if !valid_var_name(k) {
+                bail!(
+                    "invalid agent config {}: vars.{k}: expected letters, digits and `_`, not starting with a digit",
+                    path.display()
+                );
+            }
+        }
+        Ok(file)
+    }
+
+    /// The enrollment token from `enroll_token_file`, if set and present. A missing file is not an error: an
+    /// agent that already enrolled keeps its own token, and operators may delete the enrollment token after.
+    pub fn enroll_token(&self) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.enroll_token_file else {
+            return Ok(None);
+        };
+        match std::fs::read_to_string(path) {
+            Ok(s) if s.trim().is_empty() => {
+                bail!("enrollment token file {} is empty", path.display())
+            }
+            Ok(s) => Ok(Some(s.trim().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(path = %path.display(), "no enrollment token file; using the agent's own token");
+                Ok(None)
+            }
+            Err(e) => {
+                Err(e).with_context(|| format!("reading enrollment token {}", path.display()))
+            }
+        }
+    }
+}
+
+/// Hook variable names: letters, digits and `_`, not starting with a digit.
+pub fn valid_var_name(k: &str) -> bool {
+    !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `rollcage agent install`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Coordinator base URL.
+    #[arg(long)]
+    coordinator: String,
+    /// Instance name.
+    #[arg(long)]
+    name: String,
+    /// Enrollment token (the coordinator's DATA/enroll-token).
+    #[arg(
+        long,
+        required_unless_present = "token_file",
+        conflicts_with = "token_file"
+    )]
+    enroll_token: Option<String>,
+    /// Read the enrollment token from this file instead (keeps it out of the shell history).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Root directory of the agent's deployments.
+    #[arg(long, default_value = "/var/lib/rollcage")]
+    root: PathBuf,
+    /// KEY=VALUE given to every hook (repeatable).
+    #[arg(long = "var", value_parser = crate::fleet::parse_var)]
+    vars: Vec<(String, String)>,
+    /// The address the application serves on (ROLLCAGE_SERVICE_ADDR for hooks).
+    #[arg(long)]
+    service_addr: Option<String>,
+    /// Extra CA certificate (PEM) to trust for a TLS coordinator.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Where the systemd unit goes.
+    #[arg(long, default_value = "/etc/systemd/system")]
+    unit_dir: PathBuf,
+    /// Where the config file and the enrollment token go.
+    #[arg(long, default_value = "/etc/rollcage")]
+    config_dir: PathBuf,
+    /// The `rollcage` binary the unit runs (default: this one).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Then run `systemctl daemon-reload` and `systemctl enable --now` the unit.
+    #[arg(long)]
+    enable: bool,
+}
+
+/// Paths go into the unit's `ExecStart=` line unquoted: refuse anything systemd would split or expand
+/// (whitespace, quotes, `%` specifiers, `$` variables, `\` escapes) rather than escape it.
+fn unit_safe(what: &str, p: &Path) -> anyhow::Result<String> {
+    let s = p
+        .to_str()
+        .with_context(|| format!("{what} {} is not UTF-8", p.display()))?;
+    let ok = p.is_absolute()
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | '@' | ':')
+        });
+    if !ok {
+        bail!(
+            "{what} `{s}` cannot go into a systemd unit: expected an absolute path of letters, digits and `/._-+@:`"
+        );
+    }
+    Ok(s.to_owned())
+}
+
+/// The systemd unit text.
+pub fn render_unit(binary: &str, config: &str, name: &str) -> String {
+    format!(
+        "# Written by `rollcage agent install`.
+[Unit]
+Description=rollcage agent ({name})
+Documentation=https://example.invalid/rollcage
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+ExecStart={binary} agent --config {config}
+Environment=ROLLCAGE_LOG=info
+Restart=on-failure
+RestartSec=5
+# KillMode=process: on stop or restart systemd signals the agent alone. The application daemons that hooks start
+# (ApplicationStart) live in this unit's cgroup; the default KillMode=control-group would kill them with every
+# agent restart or upgrade and take the deployed application down. Stopping them is ApplicationStop's job.
+KillMode=process
+# The agent finishes the step in progress before exiting (SIGTERM); a step cut short is offered again on restart.
+TimeoutStopSec={STOP_TIMEOUT_SECS}
+
+[Install]
+WantedBy=multi-user.target
+"
+    )
+}
+
+/// Write `content` to `dir/name` with `mode`: staged in a temp file in `dir`, then renamed into place.
+fn write_file(dir: &Path, name: &str, content: &str, mode: u32) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    // The temp file is created 0600; set the final mode before any content is written.
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    tmp.write_all(content.as_bytes())
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(&path)
+        .with_context(|| format!("renaming into place {}", path.display()))?;
+    Ok(path)
+}
+
+/// What `install` wrote.
+#[derive(Debug)]
+pub struct Installed {
+    /// The unit file.
+    pub unit: PathBuf,
+    /// The config file.
+    pub config: PathBuf,
+    /// The enrollment token file.
+    pub enroll_token: PathBuf,
+}
+
+/// Write the config, the enrollment token and the unit (no `systemctl`).
+pub fn install_files(a: &InstallArgs) -> anyhow::Result<Installed> {
+    let ok_name = !a.name.is_empty()
+        && a.name.len() <= 128
+        && !a.name.starts_with('.')
+        && a.name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok_name {
+        bail!(
+            "invalid --name `{}`: expected 1–128 letters, digits, `.`, `_` or `-`, not starting with `.`",
+            a.name
+        );
+    }
+    let token = match (&a.enroll_token, &a.token_file) {
+        (Some(t), _) => t.trim().to_owned(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading enrollment token file {}", f.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => bail!("pass --enroll-token T or --token-file F"),
+    };
+    if token.is_empty() {
+        bail!("the enrollment token is empty");
+    }
+    let binary = match &a.binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe().context("locating the rollcage binary")?,
+    };
+    let config_dir = std::path::absolute(&a.config_dir)
+        .with_context(|| format!("resolving {}", a.config_dir.display()))?;
+    let root =
+        std::path::absolute(&a.root).with_context(|| format!("resolving {}", a.root.display()))?;
+    let config_path = config_dir.join(CONFIG_NAME);
+    let binary_s = unit_safe("binary", &binary)?;
+    let config_s = unit_safe("config path", &config_path)?;
+    for dir in [&config_dir, &a.unit_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = AgentFile {
+        coordinator: a.coordinator.clone(),
+        name: a.name.clone(),
+        root,
+        enroll_token_file: Some(config_dir.join(ENROLL_TOKEN_NAME)),
+        token_file: None,
+        service_addr: a.service_addr.clone(),
+        ca_file: a.ca_file.clone(),
+        vars: a.vars.iter().cloned().collect(),
+    };
+    let config_text = format!(
+        "# rollcage agent config, read by `rollcage agent --config {}`.\n{}",
+        config_path.display(),
+        toml::to_string(&file).context("serializing the agent config")?
+    );
+    // The token first: the config and the unit that refer to it only appear once it is in place.
+    let enroll_token = write_file(&config_dir, ENROLL_TOKEN_NAME, &format!("{token}\n"), 0o600)?;
+    let config = write_file(&config_dir, CONFIG_NAME, &config_text, 0o644)?;
+    let unit = write_file(
+        &a.unit_dir,
+        UNIT_NAME,
+        &render_unit(&binary_s, &config_s, &a.name),
+        0o644,
+    )?;
+    Ok(Installed {
+        unit,
+        config,
+        enroll_token,
+    })
+}
+
+fn systemctl(args: &[&str]) -> anyhow::Result<()> {
+    let status = std::process::Command::new("systemctl")
+        .args(args)
+        .status()
+        .with_context(|| format!("running systemctl {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("systemctl {} failed: {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+/// `rollcage agent install`.
+pub fn install(a: &InstallArgs) -> anyhow::Result<ExitCode> {
+    let done = install_files(a)?;
+    println!("wrote {}", done.enroll_token.display());
+    println!("wrote {}", done.config.display());
+    println!("wrote {}", done.unit.display());
+    if a.enable {
+        systemctl(&["daemon-reload"])?;
+        systemctl(&["enable", "--now", UNIT_NAME])?;
+        println!("enabled and started {UNIT_NAME}");
+    } else {
+        println!("start it with: systemctl daemon-reload && systemctl enable --now {UNIT_NAME}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn args(dir: &Path) -> InstallArgs {
+        InstallArgs {
+            coordinator: "https://coord.example:7700".into(),
+            name: "web-1".into(),
+            enroll_token: Some("enroll-secret".into()),
+            token_file: None,
+            root: dir.join("root"),
+            vars: vec![("REGION".into(), "eu-west".into())],
+            service_addr: Some("127.0.0.1:8080".into()),
+            ca_file: None,
+            unit_dir: dir.join("units"),
+            config_dir: dir.join("etc"),
+            binary: Some("/usr/local/bin/rollcage".into()),
+            enable: false,
+        }
+    }
+
+    fn mode(p: &Path) -> std::io::Result<u32> {
+        Ok(std::fs::metadata(p)?.permissions().mode() & 0o777)
+    }
+
+    #[test]
+    fn install_writes_unit_config_and_token_that_load_back() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let done = install_files(&args(dir.path()))?;
+        assert_eq!(done.unit, dir.path().join("units").join(UNIT_NAME));
+        assert_eq!(mode(&done.enroll_token)?, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&done.enroll_token)?,
+            "enroll-secret\n"
+        );
+        assert_eq!(mode(&done.config)?, 0o644);
+        assert!(!std::fs::read_to_string(&done.config)?.contains("enroll-secret"));
+
+        let unit = std::fs::read_to_string(&done.unit)?;
+        let config = done.config.to_str().ok_or("utf-8")?;
+        for line in [
+            "Type=simple".to_owned(),
+            "Restart=on-failure".to_owned(),
+            "KillMode=process".to_owned(),
+            format!("TimeoutStopSec={STOP_TIMEOUT_SECS}"),
+            format!("ExecStart=/usr/local/bin/rollcage agent --config {config}"),
+            "WantedBy=multi-user.target".to_owned(),
+        ] {
+            assert!(
+                unit.lines().any(|l| l == line),
+                "missing `{line}` in\n{unit}"
+            );
+        }
+
+        let file = AgentFile::load(&done.config)?;
+        assert_eq!(file.coordinator, "https://coord.example:7700");
+        assert_eq!(file.name, "web-1");
+        assert_eq!(file.root, dir.path().join("root"));
+        assert_eq!(file.service_addr.as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(file.vars.get("REGION").map(String::as_str), Some("eu-west"));
+        assert_eq!(file.enroll_token()?.as_deref(), Some("enroll-secret"));
+        // Once the token file is gone (agent enrolled), loading still works.
+        std::fs::remove_file(&done.enroll_token)?;
+        assert_eq!(file.enroll_token()?, None);
+        Ok(())
+    }
+
+    #[test]
+    fn install_reads_the_token_from_a_file_and_reinstall_replaces_files() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let tf = dir.path().join("given-token");
+        std::fs::write(&tf, "from-file\n")?;
+        let mut a = args(dir.path());
+        install_files(&a)?;
+        a.enroll_token = None;
+        a.token_file = Some(tf);
+        let done = install_files(&a)?;
+        assert_eq!(std::fs::read_to_string(&done.enroll_token)?, "from-file\n");
+        assert_eq!(mode(&done.enroll_token)?, 0o600);
+        // No temp files left behind.
+        assert_eq!(std::fs::read_dir(dir.path().join("etc"))?.count(), 2);
+        assert_eq!(std::fs::read_dir(dir.path().join("units"))?.count(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn unsafe_paths_and_names_are_refused_before_writing() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let mut a = args(dir.path());
+        a.binary = Some("/opt/my tools/rollcage".into());
+        let err = install_files(&a)
+            .err()
+            .ok_or("space in binary path accepted")?;
+        assert!(
+            err.to_string().contains("cannot go into a systemd unit"),
+            "{err}"
+        );
+        let mut a = args(dir.path());
+        a.name = "web 1\nExecStart=/bin/evil".into();
+        let err = install_files(&a).err().ok_or("bad name accepted")?;
+        assert!(err.to_string().contains("invalid --name"), "{err}");
+        assert!(!dir.path().join("units").exists());
+        Ok(())
+    }
+
+    #[test]
+    fn config_rejects_unknown_keys_and_bad_var_names() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("a.toml");
+        std::fs::write(
+            &p,
+            "coordinator = \"http://x\"\nname = \"n\"\nroot = \"/r\"\nrot = 1\n",
+        )?;
+        let err = AgentFile::load(&p).err().ok_or("unknown key accepted")?;
+        assert!(format!("{err:#}").contains("rot"), "{err:#}");
+        std::fs::write(
+            &p,
+            "coordinator = \"http://x\"\nname = \"n\"\nroot = \"/r\"\n[vars]\n1BAD = \"v\"\n",
+        )?;
+        let err = AgentFile::load(&p).err().ok_or("bad var accepted")?;
+        assert!(err.to_string().contains("vars.1BAD"), "{err}");
+        Ok(())
+    }
+}

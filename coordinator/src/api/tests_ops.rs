@@ -1,0 +1,379 @@
+//! Operability routes: `/metrics` after a real (simulated-agent) deployment, and the OpenAPI document checked
+//! against the router in both directions.
+
+use super::*;
+use crate::store::Store;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use rollcage_proto::wire::{EnrollResponse, PollResponse, ReportResponse, StepOutcome, StepReport};
+use std::collections::BTreeSet;
+use tower::ServiceExt;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const ADMIN: &str = "admin-secret";
+const ENROLL: &str = "enroll-secret";
+const SCRAPE: &str = "scrape-secret";
+
+fn state() -> Result<State, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?.keep();
+    let st = Arc::new(AppState::new(
+        Store::open_in_memory()?,
+        Tokens::new(ADMIN, ENROLL, []),
+        dir.join("bundles"),
+        Settings {
+            max_poll_wait: Duration::from_millis(200),
+            heartbeat_deadline: Duration::from_secs(60),
+        },
+    ));
+    st.metrics.set_scrape_token(SCRAPE);
+    Ok(st)
+}
+
+async fn call(
+    st: &State,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    body: Body,
+) -> Result<(StatusCode, String), Box<dyn std::error::Error>> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = router(st.clone()).oneshot(req.body(body)?).await?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+async fn post(
+    st: &State,
+    uri: &str,
+    token: &str,
+    v: serde_json::Value,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let (s, body) = call(
+        st,
+        Method::POST,
+        uri,
+        Some(token),
+        Body::from(v.to_string()),
+    )
+    .await?;
+    if !s.is_success() {
+        return Err(format!("POST {uri}: {s} {body}").into());
+    }
+    Ok(serde_json::from_str(&body)?)
+}
+
+/// The value of the sample `name` (with its labels, exactly as exposed), if present.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `(le, cumulative count)` of the step-duration histogram of `event`.
+fn buckets(text: &str, event: &str) -> Vec<(f64, f64)> {
+    let label = format!("event=\"{event}\"");
+    text.lines()
+        .filter(|l| l.starts_with("rollcage_step_duration_seconds_bucket{") && l.contains(&label))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le, count))
+        })
+        .collect()
+}
+
+/// Drive a two-instance deployment to success; i1's ValidateService reports 2.5 s.
+async fn deploy(st: &State) -> TestResult {
+    let mut tokens = Vec::new();
+    for name in ["i0", "i1"] {
+        let v = post(
+            st,
+            "/v1/agent/enroll",
+            ENROLL,
+            serde_json::json!({ "name": name }),
+        )
+        .await?;
+        let e: EnrollResponse = serde_json::from_value(v)?;
+        tokens.push(e.token);
+    }
+    post(
+        st,
+        "/v1/applications",
+        ADMIN,
+        serde_json::json!({"name": "app"}),
+    )
+    .await?;
+    post(
+        st,
+        "/v1/applications/app/groups",
+        ADMIN,
+        serde_json::json!({"name": "web", "style": "in-place", "concurrency": "all", "instances": ["i0", "i1"]}),
+    )
+    .await?;
+    let (s, body) = call(
+        st,
+        Method::POST,
+        "/v1/applications/app/revisions",
+        Some(ADMIN),
+        Body::from(&b"archive"[..]),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let rev: serde_json::Value = serde_json::from_str(&body)?;
+    let dep = post(
+        st,
+        "/v1/deployments",
+        ADMIN,
+        serde_json::json!({"application": "app", "group": "web", "revision": rev["id"]}),
+    )
+    .await?;
+    for (i, token) in tokens.iter().enumerate() {
+        let p: PollResponse = serde_json::from_value(
+            post(
+                st,
+                "/v1/agent/poll",
+                token,
+                serde_json::json!({"wait_ms": 50}),
+            )
+            .await?,
+        )?;
+        let mut next = p.command;
+        while let Some(cmd) = next {
+            let duration_ms = if i == 1 && cmd.event.name() == "ValidateService" {
+                2500
+            } else {
+                20
+            };
+            let report = StepReport {
+                command_id: cmd.command_id,
+                outcome: StepOutcome::Succeeded,
+                message: "ok".into(),
+                hooks: vec![],
+                duration_ms,
+            };
+            let r: ReportResponse = serde_json::from_value(
+                post(
+                    st,
+                    "/v1/agent/reports",
+                    token,
+                    serde_json::to_value(&report)?,
+                )
+                .await?,
+            )?;
+            assert!(r.recorded);
+            // A repeat is acknowledged and must not be counted.
+            post(
+                st,
+                "/v1/agent/reports",
+                token,
+                serde_json::to_value(&report)?,
+            )
+            .await?;
+            next = r.command;
+        }
+    }
+    let (_, body) = call(
+        st,
+        Method::GET,
+        &format!("/v1/deployments/{}", dep["id"].as_str().ok_or("no id")?),
+        Some(ADMIN),
+        Body::empty(),
+    )
+    .await?;
+    let d: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(d["status"], "succeeded", "{d}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn metrics_after_a_deployment_show_its_status_steps_and_agents() -> TestResult {
+    let st = state()?;
+    deploy(&st).await?;
+    let (s, text) = call(&st, Method::GET, "/metrics", Some(SCRAPE), Body::empty()).await?;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    assert_eq!(
+        sample(&text, r#"rollcage_deployments{status="succeeded"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"rollcage_deployments{status="in_progress"}"#),
+        Some(0.0)
+    );
+    // 2 instances × 7 steps, repeats not counted.
+    assert_eq!(
+        sample(&text, r#"rollcage_step_reports_total{outcome="succeeded"}"#),
+        Some(14.0),
+        "{text}"
+    );
+    let validate = r#"{event="ValidateService"}"#;
+    assert_eq!(
+        sample(
+            &text,
+            &format!("rollcage_step_duration_seconds_count{validate}")
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    let sum = sample(
+        &text,
+        &format!("rollcage_step_duration_seconds_sum{validate}"),
+    )
+    .ok_or("no ValidateService sum")?;
+    assert!((sum - 2.52).abs() < 1e-9, "sum {sum}");
+    // Cumulative buckets: the 20 ms report is in every bucket from 0.03 s up, the 2.5 s one only from 2.5 s up.
+    let buckets = buckets(&text, "ValidateService");
+    assert!(buckets.len() > 5, "{text}");
+    for (le, count) in buckets {
+        let want = if le < 0.02 {
+            0.0
+        } else if le < 2.5 {
+            1.0
+        } else {
+            2.0
+        };
+        assert_eq!(count, want, "bucket le={le}");
+    }
+    assert_eq!(sample(&text, "rollcage_agents_enrolled"), Some(2.0));
+    assert_eq!(sample(&text, "rollcage_agents_connected"), Some(2.0));
+    Ok(())
+}
+
+#[tokio::test]
+async fn metrics_need_the_admin_or_scrape_token() -> TestResult {
+    let st = state()?;
+    for token in [None, Some("wrong"), Some(ENROLL)] {
+        let (s, body) = call(&st, Method::GET, "/metrics", token, Body::empty()).await?;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{token:?}: {body}");
+    }
+    let (s, _) = call(&st, Method::GET, "/metrics", Some(ADMIN), Body::empty()).await?;
+    assert_eq!(s, StatusCode::OK);
+    Ok(())
+}
+
+#[derive(Debug)]
+struct FakeLb;
+
+#[async_trait::async_trait]
+impl crate::metrics::LbCounterSource for FakeLb {
+    async fn lb_counters(&self) -> Vec<crate::metrics::LbGroupCounters> {
+        vec![crate::metrics::LbGroupCounters {
+            group: "blue".into(),
+            requests: 120,
+            errors: 3,
+        }]
+    }
+}
+
+#[tokio::test]
+async fn lb_counters_come_from_the_registered_source() -> TestResult {
+    let st = state()?;
+    let (_, text) = call(&st, Method::GET, "/metrics", Some(ADMIN), Body::empty()).await?;
+    assert_eq!(
+        sample(&text, r#"rollcage_lb_requests_total{group="blue"}"#),
+        None
+    );
+    assert!(st.metrics.set_lb_source(Arc::new(FakeLb)));
+    let (_, text) = call(&st, Method::GET, "/metrics", Some(ADMIN), Body::empty()).await?;
+    assert_eq!(
+        sample(&text, r#"rollcage_lb_requests_total{group="blue"}"#),
+        Some(120.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"rollcage_lb_errors_total{group="blue"}"#),
+        Some(3.0)
+    );
+    Ok(())
+}
+
+const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+/// (method, path) of every operation in the OpenAPI document.
+fn documented() -> Result<BTreeSet<(String, String)>, Box<dyn std::error::Error>> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(OPENAPI_YAML)?;
+    assert_eq!(doc["openapi"].as_str(), Some("3.1.0"));
+    let paths = doc["paths"].as_mapping().ok_or("no paths")?;
+    let mut out = BTreeSet::new();
+    for (path, item) in paths {
+        let path = path.as_str().ok_or("non-string path")?;
+        let item = item.as_mapping().ok_or("path item is not a mapping")?;
+        for (key, _) in item {
+            let key = key.as_str().ok_or("non-string key")?;
+            if METHODS.contains(&key) {
+                out.insert((key.to_owned(), path.to_owned()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `{param}` segments filled with a value every extractor accepts.
+fn concrete(path: &str) -> String {
+    path.split('/')
+        .map(|seg| if seg.starts_with('{') { "1" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Whether the router serves `method path`: without a token a served route answers 401 (or 200 for the public
+/// ones); an unserved one gets the fallback 404 or 405.
+async fn served(st: &State, method: &str, path: &str) -> Result<bool, Box<dyn std::error::Error>> {
+    let m = Method::from_bytes(method.to_uppercase().as_bytes())?;
+    let (s, body) = call(st, m, &concrete(path), None, Body::from("{}")).await?;
+    Ok(!(s == StatusCode::METHOD_NOT_ALLOWED
+        || (s == StatusCode::NOT_FOUND && body.contains("no such route"))))
+}
+
+#[tokio::test]
+async fn openapi_document_and_router_have_the_same_routes() -> TestResult {
+    let st = state()?;
+    let doc = documented()?;
+    // The router's side: every path it was built with, each probed with every method.
+    let mut routed = BTreeSet::new();
+    for path in route_paths() {
+        for m in METHODS {
+            if served(&st, m, &path).await? {
+                routed.insert((m.to_owned(), path.clone()));
+            }
+        }
+    }
+    let missing_in_doc: Vec<_> = routed.difference(&doc).collect();
+    let missing_in_router: Vec<_> = doc.difference(&routed).collect();
+    assert!(
+        missing_in_doc.is_empty(),
+        "routes not in coordinator/openapi.yaml: {missing_in_doc:?}"
+    );
+    assert!(
+        missing_in_router.is_empty(),
+        "documented routes the router does not serve: {missing_in_router:?}"
+    );
+    // The probe itself can tell a route from a non-route.
+    assert!(!served(&st, "get", "/v1/no-such-thing").await?);
+    assert!(!served(&st, "delete", "/v1/applications").await?);
+    assert!(doc.len() >= 20, "{doc:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn openapi_document_is_served() -> TestResult {
+    let st = state()?;
+    let (s, body) = call(&st, Method::GET, "/v1/openapi.yaml", None, Body::empty()).await?;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body, OPENAPI_YAML);
+    Ok(())
+}

@@ -1,0 +1,295 @@
+//! Prometheus metrics of the coordinator, served at `GET /metrics` (OpenMetrics text, which Prometheus scrapes
+//! natively).
+//!
+//! | metric | type | source |
+//! |---|---|---|
+//! | `rollcage_deployments{status}` | gauge | the database, at scrape time (every status, 0 included) |
+//! | `rollcage_step_duration_seconds{event}` | histogram | each recorded agent step report (`duration_ms`) |
+//! | `rollcage_step_reports_total{outcome}` | counter | each recorded agent step report (repeats excluded) |
+//! | `rollcage_agents_enrolled` / `rollcage_agents_connected` | gauge | enrolled agents / those heard from within the heartbeat deadline |
+//! | `rollcage_lb_requests_total{group}` / `rollcage_lb_errors_total{group}` | counter | the [`LbCounterSource`] hook, when one is set |
+//!
+//! **Auth**: the route takes a bearer token like the rest of the API, so that deployment and fleet figures are not
+//! public. Two tokens work: the admin token, or the read-only scrape token in `DATA/metrics-token` (created on
+//! first start, mode 0600), which is the one to give Prometheus (`authorization: {credentials_file: …}`) since it
+//! can do nothing else.
+
+use crate::api::{ApiError, State, now_ms};
+use crate::auth;
+use axum::extract::State as AxState;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use rollcage_proto::wire::DeploymentStatus;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// The content type of the OpenMetrics text exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A dead load balancer must not hang the scrape: past this its counters are left out of this scrape.
+const LB_SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Request counters of one LB server group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbGroupCounters {
+    /// The server group.
+    pub group: String,
+    /// Requests it received (cumulative).
+    pub requests: u64,
+    /// 5xx responses (cumulative).
+    pub errors: u64,
+}
+
+/// Hook for the load-balancer wiring: whatever drives the LB (e.g. an `LbDriver`'s `counters(group)` for each
+/// configured group) implements this and registers it with [`Metrics::set_lb_source`]; each scrape then asks it
+/// for the current counters.
+#[async_trait::async_trait]
+pub trait LbCounterSource: Send + Sync + std::fmt::Debug {
+    /// Current cumulative counters of every configured group.
+    async fn lb_counters(&self) -> Vec<LbGroupCounters>;
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabel {
+    group: String,
+}
+
+fn step_histogram() -> Histogram {
+    // 10 ms … ~44 min in ×3 steps: hooks range from no-ops to long database migrations.
+    Histogram::new(exponential_buckets(0.01, 3.0, 14))
+}
+
+/// The coordinator's metrics registry and instruments.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    deployments: Family<StatusLabel, Gauge>,
+    step_duration: Family<EventLabel, Histogram, fn() -> Histogram>,
+    step_reports: Family<OutcomeLabel, Counter>,
+    agents_enrolled: Gauge,
+    agents_connected: Gauge,
+    lb_requests: Family<GroupLabel, Counter>,
+    lb_errors: Family<GroupLabel, Counter>,
+    lb_source: OnceLock<Arc<dyn LbCounterSource>>,
+    scrape_token_hash: OnceLock<String>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every instrument registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let deployments = Family::<StatusLabel, Gauge>::default();
+        registry.register(
+            "rollcage_deployments",
+            "Deployments by status",
+            deployments.clone(),
+        );
+        let step_duration =
+            Family::<EventLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                step_histogram as fn() -> Histogram,
+            );
+        registry.register(
+            "rollcage_step_duration_seconds",
+            "Duration of agent steps by lifecycle event, as the agents measured them",
+            step_duration.clone(),
+        );
+        let step_reports = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "rollcage_step_reports",
+            "Step reports recorded from agents, by outcome (repeats not counted)",
+            step_reports.clone(),
+        );
+        let agents_enrolled = Gauge::default();
+        registry.register(
+            "rollcage_agents_enrolled",
+            "Enrolled agents",
+            agents_enrolled.clone(),
+        );
+        let agents_connected = Gauge::default();
+        registry.register(
+            "rollcage_agents_connected",
+            "Agents heard from within the heartbeat deadline",
+            agents_connected.clone(),
+        );
+        let lb_requests = Family::<GroupLabel, Counter>::default();
+        registry.register(
+            "rollcage_lb_requests",
+            "Requests the load balancer received, by server group",
+            lb_requests.clone(),
+        );
+        let lb_errors = Family::<GroupLabel, Counter>::default();
+        registry.register(
+            "rollcage_lb_errors",
+            "5xx responses of the load balancer, by server group",
+            lb_errors.clone(),
+        );
+        Self {
+            registry,
+            deployments,
+            step_duration,
+            step_reports,
+            agents_enrolled,
+            agents_connected,
+            lb_requests,
+            lb_errors,
+            lb_source: OnceLock::new(),
+            scrape_token_hash: OnceLock::new(),
+        }
+    }
+
+    /// Record one agent step report that was new (not a repeat).
+    pub fn step_reported(&self, event: &str, outcome: &str, duration_ms: u64) {
+        self.step_reports
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        #[allow(clippy::cast_precision_loss)] // durations are far below 2^52 ms
+        let secs = duration_ms as f64 / 1000.0;
+        self.step_duration
+            .get_or_create(&EventLabel {
+                event: event.to_owned(),
+            })
+            .observe(secs);
+    }
+
+    /// Set the LB counter source (once; later calls are ignored and return false).
+    pub fn set_lb_source(&self, source: Arc<dyn LbCounterSource>) -> bool {
+        self.lb_source.set(source).is_ok()
+    }
+
+    /// Accept `token` (besides the admin token) for scrapes (once; later calls are ignored).
+    pub fn set_scrape_token(&self, token: &str) {
+        let _ = self.scrape_token_hash.set(auth::hash_token(token));
+    }
+
+    fn is_scrape_token(&self, token: &str) -> bool {
+        self.scrape_token_hash
+            .get()
+            .is_some_and(|h| *h == auth::hash_token(token))
+    }
+
+    /// Counters only go up: take the source's cumulative value where it is ahead (an LB whose counters were
+    /// reset simply stays put until it catches up; Prometheus `rate()` copes with either).
+    fn set_lb(&self, counters: &[LbGroupCounters]) {
+        for c in counters {
+            let label = GroupLabel {
+                group: c.group.clone(),
+            };
+            for (family, value) in [(&self.lb_requests, c.requests), (&self.lb_errors, c.errors)] {
+                let counter = family.get_or_create(&label);
+                let current = counter.get();
+                if value > current {
+                    counter.inc_by(value - current);
+                }
+            }
+        }
+    }
+
+    /// The exposition text (after refreshing the scrape-time gauges from `st`).
+    pub async fn render(&self, st: &State) -> Result<String, ApiError> {
+        let (by_status, agents) = st.store.read(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT status, COUNT(*) FROM deployments GROUP BY status")
+                .map_err(|e| st.store.err(e))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| st.store.err(e))?;
+            let agents = crate::store::instances::all(c)?;
+            Ok::<_, ApiError>((rows, agents))
+        })?;
+        for status in [
+            DeploymentStatus::InProgress,
+            DeploymentStatus::Stopping,
+            DeploymentStatus::Succeeded,
+            DeploymentStatus::Failed,
+            DeploymentStatus::Stopped,
+        ] {
+            let n = by_status
+                .iter()
+                .find(|(s, _)| s == status.name())
+                .map_or(0, |(_, n)| *n);
+            self.deployments
+                .get_or_create(&StatusLabel {
+                    status: status.name().to_owned(),
+                })
+                .set(n);
+        }
+        let now = now_ms();
+        let deadline =
+            i64::try_from(st.settings.heartbeat_deadline.as_millis()).unwrap_or(i64::MAX);
+        let connected = agents
+            .iter()
+            .filter(|(name, _, _)| st.last_seen(name).is_some_and(|t| now - t <= deadline))
+            .count();
+        self.agents_enrolled
+            .set(i64::try_from(agents.len()).unwrap_or(i64::MAX));
+        self.agents_connected
+            .set(i64::try_from(connected).unwrap_or(i64::MAX));
+        if let Some(source) = self.lb_source.get() {
+            match tokio::time::timeout(LB_SCRAPE_TIMEOUT, source.lb_counters()).await {
+                Ok(counters) => self.set_lb(&counters),
+                Err(_) => {
+                    tracing::warn!(source = ?source, "LB counters timed out; left out of this scrape")
+                }
+            }
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
+        Ok(out)
+    }
+}
+
+/// `GET /metrics`: the admin token or the scrape token.
+pub async fn scrape(headers: HeaderMap, AxState(st): AxState<State>) -> Result<Response, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "missing `Authorization: Bearer <token>` header (admin or metrics token)".into(),
+            )
+        })?;
+    if !st.tokens.is_admin(token) && !st.metrics.is_scrape_token(token) {
+        return Err(ApiError::Unauthorized(
+            "invalid token: /metrics takes the admin token or DATA/metrics-token".into(),
+        ));
+    }
+    let body = st.metrics.render(&st).await?;
+    let mut resp = body.into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    Ok(resp)
+}
