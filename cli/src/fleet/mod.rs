@@ -232,7 +232,7 @@ pub struct AgentArgs {
 #[derive(Debug, Subcommand)]
 pub enum AgentAction {
     /// Write a systemd unit and a config file to run this host's agent as a service.
-    Install(crate::agent_service::InstallArgs),
+    Install(Box<crate::agent_service::InstallArgs>),
 }
 
 /// Flags over the config file: a flag given wins, hook variables from both (flags last, so they win).
