@@ -50,7 +50,8 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Schema migrations, applied in order; index + 1 is the `user_version` after it. Append only.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE applications (
     name        TEXT PRIMARY KEY,
     created_at  INTEGER NOT NULL
@@ -128,7 +129,17 @@ CREATE TABLE steps (
 );
 -- Partial: only in-flight steps, so the per-report lookup and the lost-agent sweep stay small as history grows.
 CREATE INDEX steps_running ON steps (instance) WHERE state = 'running';
-"#];
+"#,
+    r#"
+-- Load-balancer settings of `in-place-lb` / `blue-green` groups (JSON, engine::lb::GroupLb), and the blue/green
+-- server group serving now (updated when a SwitchTraffic succeeds).
+ALTER TABLE groups ADD COLUMN lb TEXT;
+ALTER TABLE groups ADD COLUMN active_server_group TEXT;
+-- Blue/green: the server group a deployment switches traffic to, and whether `continue` was given.
+ALTER TABLE deployments ADD COLUMN switch_to TEXT;
+ALTER TABLE deployments ADD COLUMN continued INTEGER NOT NULL DEFAULT 0;
+"#,
+];
 
 /// One batched write: runs inside a savepoint of the batch's transaction, returns what to do once the batch's
 /// commit is known.
@@ -435,7 +446,7 @@ mod tests {
             for q in [
                 "SELECT id FROM steps WHERE instance = 'x' AND state = 'running' LIMIT 1",
                 "SELECT s.id, s.instance FROM steps s JOIN deployments d ON d.id = s.deployment_id \
-                 WHERE s.state = 'running' AND d.status IN ('in_progress', 'stopping')",
+                 WHERE s.state = 'running' AND d.status IN ('in_progress', 'stopping', 'ready')",
             ] {
                 let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {q}")).map_err(sql)?;
                 let rows = st
