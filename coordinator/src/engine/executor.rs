@@ -1055,4 +1055,161 @@ mod tests {
         let d = s.read(|c| deployments::get(c, &id)).unwrap().unwrap();
         assert_eq!(d.status, DeploymentStatus::Failed);
     }
+
+    fn setup_bg(wait_for_continue: bool) -> Store {
+        let s = setup(&[], false, Concurrency::Count(1));
+        let lb = serde_json::json!({
+            "active_group": "blue",
+            "wait_for_continue": wait_for_continue,
+            "targets": { "b1": "127.0.0.1:8081", "b2": "127.0.0.1:8082", "g1": "127.0.0.1:8083" },
+            "lb": {
+                "service": "app1",
+                "driver": { "kind": "builtin", "admin_url": "http://127.0.0.1:9", "token_file": "/nonexistent" },
+                "server_groups": { "blue": ["127.0.0.1:8081", "127.0.0.1:8082"], "green": ["127.0.0.1:8083"] }
+            }
+        });
+        s.write(|tx| {
+            apps::insert_group(
+                tx,
+                &Group {
+                    id: "g-bg".into(),
+                    application: "app".into(),
+                    name: "lbweb".into(),
+                    style: DeploymentStyle::BlueGreen,
+                    concurrency: Concurrency::Count(1),
+                    failure_tolerance: 0,
+                    auto_rollback: true,
+                    instances: vec![],
+                    lb: Some(lb),
+                    created_at_ms: 0,
+                },
+            )?;
+            Ok::<_, EngineError>(())
+        })
+        .unwrap();
+        s
+    }
+
+    /// Finish the running deployment-wide step with `outcome`; returns its event.
+    fn finish_switch(s: &Store, outcome: StepOutcome) -> Option<String> {
+        let step = s
+            .read(deployments::running_coordinator_steps)
+            .unwrap()
+            .into_iter()
+            .find(|st| st.instance == deployments::DEPLOYMENT_WIDE)?;
+        let mut wake = Vec::new();
+        s.write(|tx| end_coordinator_step(tx, step.id, outcome, "switched", 3, &mut wake))
+            .unwrap();
+        Some(step.event.name().to_owned())
+    }
+
+    #[test]
+    fn blue_green_deploys_the_idle_group_switches_waits_for_continue_and_rolls_back_by_switching() {
+        let s = setup_bg(false);
+        let mut wake = Vec::new();
+        let v1 = format!("r-{}", "a".repeat(16));
+        let d1 = deploy_lb(&s, &v1, &mut wake).unwrap();
+        let row = s.read(|c| deployments::get(c, &d1)).unwrap().unwrap();
+        assert_eq!(row.switch_to.as_deref(), Some("green"));
+        assert_eq!(
+            s.read(|c| deployments::instance_names(c, &d1)).unwrap(),
+            ["g1"]
+        );
+        assert_eq!(
+            run_lb_instance(&s, "g1", None),
+            LifecycleEventNames::in_place()
+        );
+        assert_eq!(
+            finish_switch(&s, StepOutcome::Succeeded).as_deref(),
+            Some("SwitchTraffic")
+        );
+        let row = s.read(|c| deployments::get(c, &d1)).unwrap().unwrap();
+        assert_eq!(row.status, DeploymentStatus::Succeeded, "{}", row.message);
+        assert_eq!(
+            s.read(|c| apps::active_server_group(c, "g-bg"))
+                .unwrap()
+                .as_deref(),
+            Some("green")
+        );
+        // The next deployment goes to blue, the idle group now.
+        let d2 = deploy_lb(&s, &format!("r-{}", "b".repeat(16)), &mut wake).unwrap();
+        assert_eq!(
+            s.read(|c| deployments::instance_names(c, &d2)).unwrap(),
+            ["b1", "b2"]
+        );
+        run_lb_instance(&s, "b1", None);
+        run_lb_instance(&s, "b2", None);
+        finish_switch(&s, StepOutcome::Succeeded);
+        // Rolling it back runs no agent step and switches back to green at once.
+        let rb = s.write(|tx| rollback(tx, &d2, 4, &mut wake)).unwrap();
+        assert!(
+            s.read(|c| deployments::running_step_for(c, "b1"))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            finish_switch(&s, StepOutcome::Succeeded).as_deref(),
+            Some("SwitchTraffic")
+        );
+        let rb_row = s.read(|c| deployments::get(c, &rb)).unwrap().unwrap();
+        assert_eq!(
+            rb_row.status,
+            DeploymentStatus::Succeeded,
+            "{}",
+            rb_row.message
+        );
+        assert_eq!(rb_row.switch_to.as_deref(), Some("green"));
+        assert_eq!(
+            s.read(|c| apps::active_server_group(c, "g-bg"))
+                .unwrap()
+                .as_deref(),
+            Some("green")
+        );
+    }
+
+    #[test]
+    fn blue_green_waits_in_ready_until_continue_and_a_failed_switch_fails() {
+        let s = setup_bg(true);
+        let mut wake = Vec::new();
+        let d1 = deploy_lb(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
+        run_lb_instance(&s, "g1", None);
+        let row = s.read(|c| deployments::get(c, &d1)).unwrap().unwrap();
+        assert_eq!(row.status, DeploymentStatus::Ready);
+        assert_eq!(
+            finish_switch(&s, StepOutcome::Succeeded),
+            None,
+            "nothing switches before continue"
+        );
+        s.write(|tx| continue_deployment(tx, &d1, 5, &mut wake))
+            .unwrap();
+        let row = s.read(|c| deployments::get(c, &d1)).unwrap().unwrap();
+        assert_eq!(row.status, DeploymentStatus::InProgress);
+        finish_switch(&s, StepOutcome::Failed);
+        let row = s.read(|c| deployments::get(c, &d1)).unwrap().unwrap();
+        assert_eq!(row.status, DeploymentStatus::Failed);
+        assert!(
+            row.message.contains("switching traffic failed"),
+            "{}",
+            row.message
+        );
+        assert_eq!(
+            s.read(|c| apps::active_server_group(c, "g-bg")).unwrap(),
+            None,
+            "a failed switch changes nothing"
+        );
+        assert!(matches!(
+            s.write(|tx| continue_deployment(tx, &d1, 6, &mut wake)),
+            Err(EngineError::Conflict(_))
+        ));
+    }
+
+    struct LifecycleEventNames;
+    impl LifecycleEventNames {
+        fn in_place() -> Vec<String> {
+            rollcage_proto::LifecycleEvent::IN_PLACE
+                .iter()
+                .map(|e| e.name().to_owned())
+                .collect()
+        }
+    }
 }
