@@ -755,6 +755,13 @@ mod tests {
     use rollcage_proto::LifecycleEvent;
     use rollcage_proto::wire::DeploymentStyle;
 
+    /// Per instance (and `*`) the events run, how it ended, every action decided.
+    type Driven = (
+        Vec<(String, Vec<LifecycleEvent>)>,
+        Option<Outcome>,
+        Vec<Action>,
+    );
+
     /// Drive a whole deployment of `style` (every step succeeds except `fail` = (instance, event)), recording
     /// the events each instance went through and the deployment-wide ones (under `*`).
     fn drive(
@@ -763,11 +770,7 @@ mod tests {
         n: usize,
         fail: Option<(&str, LifecycleEvent)>,
         wait_for_continue: bool,
-    ) -> (
-        Vec<(String, Vec<LifecycleEvent>)>,
-        Option<Outcome>,
-        Vec<Action>,
-    ) {
+    ) -> Driven {
         let plan = style_plan(style, rollback);
         let mut v = view(Concurrency::Count(1), &vec![Phase::Pending; n]);
         v.plan_len = plan.per_instance.len();

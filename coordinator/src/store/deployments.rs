@@ -626,12 +626,11 @@ pub fn running_coordinator_steps(c: &Connection) -> Result<Vec<StepRow>> {
     Ok(out)
 }
 
-/// Every step of an instance in a deployment, in plan order: (event, state, started at, ended at).
-pub fn steps_of(
-    c: &Connection,
-    id: &str,
-    instance: &str,
-) -> Result<Vec<(String, String, Option<i64>, Option<i64>)>> {
+/// One step as listed by [`steps_of`]: (event, state, started at, ended at).
+pub type StepTimes = (String, String, Option<i64>, Option<i64>);
+
+/// Every step of an instance in a deployment, in plan order.
+pub fn steps_of(c: &Connection, id: &str, instance: &str) -> Result<Vec<StepTimes>> {
     let mut st = c
         .prepare_cached(
             "SELECT event, state, started_at, ended_at FROM steps WHERE deployment_id = ?1 AND instance = ?2 \
