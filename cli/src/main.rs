@@ -4,6 +4,7 @@
 mod agent_service;
 mod appspec_cmd;
 mod demo;
+mod demo_app;
 mod fleet;
 mod lb_cmd;
 mod local;
@@ -50,6 +51,9 @@ enum Command {
     Appspec(AppspecCommand),
     /// Show rollcage working on this machine: deploys embedded example revisions in a temp dir.
     Demo,
+    /// The sample HTTP app the load-balancer tests deploy (hidden).
+    #[command(hide = true)]
+    DemoApp(demo_app::DemoAppArgs),
     /// Run the built-in HTTP load balancer.
     Lb(lb_cmd::LbArgs),
     /// Run the in-place lifecycle of a revision on this host, without a coordinator.
@@ -114,6 +118,7 @@ fn main() -> ExitCode {
                 (None, None) => Ok(ExitCode::from(2)),
             },
             Command::Demo => demo::run().await,
+            Command::DemoApp(args) => demo_app::run(args).await,
             Command::Lb(args) => lb_cmd::run(args).await,
             Command::Local(args) => local::run(args).await,
             Command::Fleet(cmd) => fleet::run(cmd).await,

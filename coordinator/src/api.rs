@@ -373,6 +373,10 @@ fn v1_routes() -> RouteTable {
         .route("/deployments/{id}", get(admin::get_deployment))
         .route("/deployments/{id}/stop", post(admin::stop_deployment))
         .route(
+            "/deployments/{id}/continue",
+            post(admin::continue_deployment),
+        )
+        .route(
             "/deployments/{id}/rollback",
             post(admin::rollback_deployment),
         )

@@ -1,6 +1,9 @@
 //! The deployment engine: step plans per style ([`plan`]), the pure rolling strategy ([`strategy`]) and the one
-//! executor that applies its decisions to the database ([`executor`]).
+//! executor that applies its decisions to the database ([`executor`]); load-balancer settings ([`lb`]) and the
+//! coordinator's own traffic steps ([`traffic`]).
 
 pub mod executor;
+pub mod lb;
 pub mod plan;
 pub mod strategy;
+pub mod traffic;

@@ -188,6 +188,9 @@ pub async fn serve(
         })
     };
 
+    // BlockTraffic / AllowTraffic / SwitchTraffic: the coordinator's own steps, re-issued after a restart.
+    let traffic = tokio::spawn(crate::engine::traffic::run(state.clone()));
+
     let app = api::router(state);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| ServerError::Io {
@@ -229,6 +232,7 @@ pub async fn serve(
         });
     }
     sweeper.abort();
+    traffic.abort();
     tracing::info!("coordinator shutting down");
     Ok(())
 }
@@ -259,6 +263,7 @@ mod tests {
                         failure_tolerance: 0,
                         auto_rollback: false,
                         instances: vec!["a".into()],
+                        lb: None,
                         created_at_ms: 0,
                     },
                 )?;

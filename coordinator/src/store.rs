@@ -142,6 +142,16 @@ CREATE TABLE deployment_forms (
     form          TEXT NOT NULL
 );
 "#,
+    // 3: load balancers (issue 5).
+    r#"
+-- Load-balancer settings of `in-place-lb` / `blue-green` groups (JSON, engine::lb::GroupLb), and the blue/green
+-- server group serving now (updated when a SwitchTraffic succeeds).
+ALTER TABLE groups ADD COLUMN lb TEXT;
+ALTER TABLE groups ADD COLUMN active_server_group TEXT;
+-- Blue/green: the server group a deployment switches traffic to, and whether `continue` was given.
+ALTER TABLE deployments ADD COLUMN switch_to TEXT;
+ALTER TABLE deployments ADD COLUMN continued INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// One batched write: runs inside a savepoint of the batch's transaction, returns what to do once the batch's
@@ -449,7 +459,7 @@ mod tests {
             for q in [
                 "SELECT id FROM steps WHERE instance = 'x' AND state = 'running' LIMIT 1",
                 "SELECT s.id, s.instance FROM steps s JOIN deployments d ON d.id = s.deployment_id \
-                 WHERE s.state = 'running' AND d.status IN ('in_progress', 'stopping')",
+                 WHERE s.state = 'running' AND d.status IN ('in_progress', 'stopping', 'ready')",
             ] {
                 let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {q}")).map_err(sql)?;
                 let rows = st

@@ -216,6 +216,11 @@ pub struct CreateGroup {
     /// deployments, used instead of the package's appspec.yml.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub form: Option<String>,
+    /// Load-balancer settings, required by the `in-place-lb` and `blue-green` styles (the coordinator's
+    /// `GroupLb`: `lb` = the driver's `LbConfig`, `targets` = instance → `host:port`, …). Kept as JSON here
+    /// so the wire types do not depend on the drivers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb: Option<serde_json::Value>,
 }
 
 /// A deployment group.
@@ -237,6 +242,9 @@ pub struct Group {
     pub auto_rollback: bool,
     /// Instance names (empty = all enrolled).
     pub instances: Vec<String>,
+    /// Load-balancer settings (see [`CreateGroup::lb`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb: Option<serde_json::Value>,
     /// When it was created.
     pub created_at_ms: i64,
 }
@@ -331,6 +339,8 @@ pub enum DeploymentStatus {
     InProgress,
     /// A stop was asked; in-flight instances finish.
     Stopping,
+    /// Blue/green with `wait_for_continue`: the idle group is validated; waiting for `continue` to switch.
+    Ready,
     /// Every instance succeeded (or failures stayed within the tolerance).
     Succeeded,
     /// Too many instances failed.
@@ -345,6 +355,7 @@ impl DeploymentStatus {
         match self {
             Self::InProgress => "deployment is running",
             Self::Stopping => "stop requested; in-flight instances are finishing",
+            Self::Ready => "new group validated; waiting for `continue` to switch traffic",
             Self::Succeeded => "deployment completed successfully",
             Self::Failed => "deployment failed",
             Self::Stopped => "deployment was stopped by an operator",
@@ -361,6 +372,7 @@ impl DeploymentStatus {
         match self {
             Self::InProgress => "in_progress",
             Self::Stopping => "stopping",
+            Self::Ready => "ready",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Stopped => "stopped",

@@ -41,7 +41,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
+    /// Spawn `cmd` with stdout and stderr appended to `log`; SIGKILLed when dropped.
+    pub fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -195,11 +196,18 @@ pub struct Fleet {
     pub agents: Vec<AgentProc>,
     /// The shared markers file.
     pub markers: PathBuf,
+    /// Extra `--var NAME=VALUE` per agent (by index).
+    pub agent_vars: Vec<Vec<String>>,
 }
 
 impl Fleet {
     /// Start a coordinator and `n` agents named `i0`…
     pub fn start(n: usize) -> anyhow::Result<Self> {
+        Self::start_with_vars(n, |_| Vec::new())
+    }
+
+    /// Start a coordinator and `n` agents named `i0`…, agent `i` getting `vars(i)` as extra `--var NAME=VALUE`.
+    pub fn start_with_vars(n: usize, vars: impl Fn(usize) -> Vec<String>) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("rollcage-e2e-").tempdir()?;
         let coordinator =
             Coordinator::start(&dir.path().join("coordinator"), "127.0.0.1:0".parse()?, &[])?;
@@ -210,18 +218,19 @@ impl Fleet {
             coordinator,
             agents: Vec::new(),
             markers,
+            agent_vars: (0..n).map(vars).collect(),
         };
         for i in 0..n {
             let name = format!("i{i}");
             let root = fleet.dir.path().join(format!("agent-{name}"));
             std::fs::create_dir_all(&root)?;
-            let proc = fleet.spawn_agent(&name, &root)?;
+            let proc = fleet.spawn_agent(i, &name, &root)?;
             fleet.agents.push(AgentProc { name, root, proc });
         }
         Ok(fleet)
     }
 
-    fn spawn_agent(&self, name: &str, root: &Path) -> anyhow::Result<Proc> {
+    fn spawn_agent(&self, i: usize, name: &str, root: &Path) -> anyhow::Result<Proc> {
         let mut cmd = Command::new(rollcage_bin()?);
         cmd.arg("agent")
             .arg("--coordinator")
@@ -235,6 +244,9 @@ impl Fleet {
             .arg("--var")
             .arg(format!("MARKERS={}", self.markers.display()))
             .env("RUST_LOG", "info");
+        for v in self.agent_vars.get(i).into_iter().flatten() {
+            cmd.arg("--var").arg(v);
+        }
         Proc::spawn(cmd, &root.with_extension("log"))
     }
 
@@ -243,7 +255,7 @@ impl Fleet {
         self.agents[i].proc.kill();
         std::thread::sleep(down_for);
         let (name, root) = (self.agents[i].name.clone(), self.agents[i].root.clone());
-        self.agents[i].proc = self.spawn_agent(&name, &root)?;
+        self.agents[i].proc = self.spawn_agent(i, &name, &root)?;
         Ok(())
     }
 

@@ -144,6 +144,19 @@ pub enum FleetCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Let a blue/green deployment waiting in `ready` switch traffic to the new group.
+    Continue {
+        /// Deployment id.
+        id: String,
+        /// Wait for the deployment to end; exit 2 if it failed, 3 if stopped.
+        #[arg(long)]
+        wait: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Stop a deployment: in-flight instances finish (or are cancelled with --force).
     Stop {
         /// Deployment id.
@@ -344,6 +357,11 @@ pub enum GroupCommand {
         /// instead of the package's appspec.yml.
         #[arg(long)]
         form: Option<PathBuf>,
+        /// Load-balancer settings for `in-place-lb` / `blue-green` (a `.toml`, `.yaml`/`.yml` or `.json` file:
+        /// `[lb]` = driver, service, server groups, drain timeout; `[targets]` = instance → host:port;
+        /// `active_group`, `wait_for_continue`; see coordinator/README.md).
+        #[arg(long, value_name = "FILE")]
+        lb: Option<std::path::PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
@@ -356,6 +374,27 @@ pub enum GroupCommand {
 fn load_form(path: &std::path::Path) -> anyhow::Result<String> {
     let form = rollcage_runtime::form::load(path).context("--form")?;
     Ok(form.to_json())
+}
+
+/// Read a group's load-balancer settings from a TOML, YAML or JSON file (by extension; JSON otherwise). The
+/// coordinator validates the content.
+fn read_lb_file(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading load-balancer settings {}", path.display()))?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let value = match ext {
+        "toml" => toml::from_str::<serde_json::Value>(&text).map_err(anyhow::Error::from),
+        "yaml" | "yml" => serde_yaml::from_str(&text).map_err(anyhow::Error::from),
+        _ => serde_json::from_str(&text).map_err(anyhow::Error::from),
+    };
+    value.with_context(|| {
+        format!(
+            "{}: expected load-balancer settings in {} syntax",
+            path.display(),
+            if ext.is_empty() { "json" } else { ext }
+        )
+    })
 }
 
 fn parse_style(s: &str) -> Result<DeploymentStyle, String> {
@@ -438,9 +477,11 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             auto_rollback,
             instances,
             form,
+            lb,
             output,
             remote,
         }) => {
+            let lb = lb.map(|path| read_lb_file(&path)).transpose()?;
             let req = CreateGroup {
                 name,
                 style,
@@ -449,6 +490,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                 auto_rollback,
                 instances,
                 form: form.as_deref().map(load_form).transpose()?,
+                lb,
             };
             let g: Group = remote
                 .client()?
@@ -538,6 +580,21 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                 .await?;
             finish(&client, d, wait, output).await
         }
+        FleetCommand::Continue {
+            id,
+            wait,
+            output,
+            remote,
+        } => {
+            let client = remote.client()?;
+            let d: Deployment = client
+                .post(
+                    &format!("/v1/deployments/{id}/continue"),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            finish(&client, d, wait, output).await
+        }
         FleetCommand::Stop {
             id,
             force,
@@ -585,7 +642,8 @@ async fn finish(
     let id = d.id.clone();
     let mut last = d;
     let mut errors = 0;
-    while !last.status.is_terminal() {
+    // `ready` (blue/green waiting for `continue`) is where waiting stops too: the operator acts next.
+    while !last.status.is_terminal() && last.status != DeploymentStatus::Ready {
         tokio::time::sleep(Duration::from_millis(250)).await;
         match client
             .get::<Deployment>(&format!("/v1/deployments/{id}"))
@@ -605,7 +663,7 @@ async fn finish(
         Output::Text => print!("{}", render::deployment(&last)),
     }
     Ok(match last.status {
-        DeploymentStatus::Succeeded => ExitCode::SUCCESS,
+        DeploymentStatus::Succeeded | DeploymentStatus::Ready => ExitCode::SUCCESS,
         DeploymentStatus::Stopped => ExitCode::from(EXIT_DEPLOYMENT_STOPPED),
         _ => ExitCode::from(EXIT_DEPLOYMENT_FAILED),
     })

@@ -2,6 +2,7 @@
 
 use super::{Admin, ApiError, Json, State, now_ms};
 use crate::engine::executor::{self, NewDeployment};
+use crate::engine::lb::GroupLb;
 use crate::engine::plan;
 use crate::store::{apps, deployments, instances, revisions};
 use axum::body::Body;
@@ -91,6 +92,8 @@ pub async fn create_group(
         crate::store::forms::check(form).map_err(ApiError::Invalid)?;
     }
     let form = req.form;
+    GroupLb::from_group(req.style, &req.instances, req.lb.as_ref())
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
     let group = Group {
         id: format!("g-{}", crate::auth::random_hex(6)),
         application: app.clone(),
@@ -100,6 +103,7 @@ pub async fn create_group(
         failure_tolerance: req.failure_tolerance,
         auto_rollback: req.auto_rollback,
         instances: req.instances,
+        lb: req.lb,
         created_at_ms: now_ms(),
     };
     st.store.write(|tx| {
@@ -336,6 +340,23 @@ pub async fn stop_deployment(
     let mut wake = Vec::new();
     let d = st.store.write(|tx| {
         executor::stop(tx, &id, req.force, now, &mut wake)?;
+        deployments::full(tx, &id)?
+            .ok_or_else(|| ApiError::NotFound(format!("deployment `{id}` not found")))
+    })?;
+    st.wake(&wake);
+    Ok(Json(d))
+}
+
+/// `POST /v1/deployments/{id}/continue`: a blue/green deployment waiting in `ready` switches traffic.
+pub async fn continue_deployment(
+    _: Admin,
+    AxState(st): AxState<State>,
+    Path(id): Path<String>,
+) -> Result<Json<Deployment>, ApiError> {
+    let now = now_ms();
+    let mut wake = Vec::new();
+    let d = st.store.write(|tx| {
+        executor::continue_deployment(tx, &id, now, &mut wake)?;
         deployments::full(tx, &id)?
             .ok_or_else(|| ApiError::NotFound(format!("deployment `{id}` not found")))
     })?;

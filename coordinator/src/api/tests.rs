@@ -275,7 +275,7 @@ async fn fixture(
 }
 
 #[tokio::test]
-async fn unsupported_styles_are_refused_at_group_creation() -> TestResult {
+async fn load_balancer_styles_need_valid_lb_settings_at_group_creation() -> TestResult {
     let st = state()?;
     post_json(
         &st,
@@ -293,8 +293,37 @@ async fn unsupported_styles_are_refused_at_group_creation() -> TestResult {
         )
         .await?;
         assert_eq!(s, StatusCode::BAD_REQUEST);
-        assert_error_shape(&v, "unsupported")?;
+        assert_error_shape(&v, "invalid_request")?;
+        assert!(v.to_string().contains("`lb`"), "{v}");
     }
+    let lb = serde_json::json!({
+        "targets": { "a": "127.0.0.1:8081" },
+        "lb": {
+            "service": "app1",
+            "driver": { "kind": "haproxy", "socket": "/run/haproxy.sock" },
+            "server_groups": { "web": ["127.0.0.1:8081"] }
+        }
+    });
+    let mut bad = lb.clone();
+    bad["targets"]["b"] = "127.0.0.1:9".into();
+    let (s, v) = post_json(
+        &st,
+        "/v1/applications/app/groups",
+        ADMIN,
+        serde_json::json!({"name": "g", "style": "in-place-lb", "concurrency": "1", "lb": bad}),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v.to_string().contains("lb.targets.b"), "{v}");
+    let (s, v) = post_json(
+        &st,
+        "/v1/applications/app/groups",
+        ADMIN,
+        serde_json::json!({"name": "g", "style": "in-place-lb", "concurrency": "1", "instances": ["a"], "lb": lb}),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["lb"], lb);
     Ok(())
 }
 

@@ -3,8 +3,9 @@
 //! ends with [`advance`], so the database always holds a settled state: each in-flight instance has exactly one
 //! step marked running, which is the command its agent gets (again, after any restart).
 
+use super::lb::GroupLb;
 use super::plan;
-use super::strategy::{self, Action, DeploymentView, Mode, Outcome, Phase};
+use super::strategy::{self, Action, DeploymentView, Final, FinalPhase, Mode, Outcome, Phase};
 use crate::store::{StoreError, apps, deployments, deployments::DeploymentRow, revisions};
 use rollcage_proto::HookOutcome;
 use rollcage_proto::wire::{
@@ -91,10 +92,34 @@ pub fn create_deployment(
     }
     // A rollback covers exactly the instances of the deployment it rolls back; otherwise the group's list, or
     // every enrolled instance when the group names none.
-    let instances = match new.rollback_of {
-        Some((of, _)) => deployments::instance_names(tx, of)?,
-        None if group.instances.is_empty() => enrolled.to_vec(),
-        None => group.instances.clone(),
+    let settings = GroupLb::from_group(group.style, &group.instances, group.lb.as_ref())
+        .map_err(|e| EngineError::Invalid(e.to_string()))?;
+    // Blue/green: the new revision goes to the idle server group's instances, then traffic switches to it; a
+    // rollback switches back to the group the rolled-back deployment switched away from.
+    let switch_to = match (&settings, group.style) {
+        (Some(s), plan::BLUE_GREEN) => Some(match new.rollback_of {
+            Some((of, _)) => {
+                let of_row = deployments::get(tx, of)?.ok_or_else(|| EngineError::NotFound {
+                    what: "deployment",
+                    name: of.to_owned(),
+                })?;
+                let target = of_row.switch_to.unwrap_or_default();
+                s.other_group(&target).unwrap_or_default().to_owned()
+            }
+            None => {
+                let active = apps::active_server_group(tx, &group.id)?
+                    .or_else(|| s.active_group.clone())
+                    .unwrap_or_default();
+                s.other_group(&active).unwrap_or_default().to_owned()
+            }
+        }),
+        _ => None,
+    };
+    let instances = match (new.rollback_of, &settings, &switch_to) {
+        (Some((of, _)), ..) => deployments::instance_names(tx, of)?,
+        (None, Some(s), Some(idle)) => s.instances_of(idle),
+        (None, ..) if group.instances.is_empty() => enrolled.to_vec(),
+        (None, ..) => group.instances.clone(),
     };
     if instances.is_empty() {
         return Err(EngineError::Invalid(format!(
@@ -121,6 +146,8 @@ pub fn create_deployment(
         created_at: now,
         ended_at: None,
         rollback_deployment: None,
+        switch_to,
+        continued: false,
     };
     deployments::insert(tx, &row, &steps, &instances)?;
     // A rollback re-runs the form the revision it returns to was installed with; a new deployment starts with the
@@ -136,6 +163,11 @@ pub fn create_deployment(
         None => crate::store::forms::group_form(tx, &group.id)?,
     };
     crate::store::forms::set_deployment_form(tx, &id, form.as_deref())?;
+    deployments::insert_final_steps(
+        tx,
+        &id,
+        &plan::style_plan(group.style, new.rollback_of.is_some()).finally,
+    )?;
     tracing::info!(deployment = %id, application = new.application, group = new.group,
         revision = new.revision, instances = instances.len(), rollback_of = ?new.rollback_of, "deployment created");
     advance(tx, &id, now, wake)?;
@@ -178,8 +210,36 @@ pub fn advance(tx: &Connection, id: &str, now: i64, wake: &mut Wake) -> Result<(
         } else {
             Vec::new()
         },
+        finally: final_of(tx, &d)?,
     };
     apply(tx, &d, strategy::decide(&view), now, wake)
+}
+
+/// The deployment-wide final step's state (blue/green's SwitchTraffic), if the deployment has one.
+fn final_of(tx: &Connection, d: &DeploymentRow) -> Result<Option<Final>> {
+    let Some(step) = deployments::final_step(tx, &d.id)? else {
+        return Ok(None);
+    };
+    let phase = match step.state {
+        StepState::Pending => FinalPhase::Pending,
+        StepState::Running => FinalPhase::Running,
+        StepState::Succeeded | StepState::Skipped => FinalPhase::Succeeded,
+        StepState::Failed | StepState::Cancelled => FinalPhase::Failed,
+    };
+    // A rollback switches back at once; only a forward deployment waits for `continue`.
+    let wait_for_continue = d.rollback_of.is_none()
+        && apps::group(tx, &d.application, &d.group)?
+            .and_then(|g| {
+                GroupLb::from_group(g.style, &g.instances, g.lb.as_ref())
+                    .ok()
+                    .flatten()
+            })
+            .is_some_and(|s| s.wait_for_continue);
+    Ok(Some(Final {
+        phase,
+        wait_for_continue,
+        continued: d.continued,
+    }))
 }
 
 fn mode_of(d: &DeploymentRow) -> Mode {
@@ -211,6 +271,16 @@ fn apply(
                 wake.extend(deployments::cancel_in_flight(tx, id, now)?);
             }
             Action::SkipPending => deployments::skip_pending(tx, id)?,
+            Action::StartFinal => {
+                tracing::info!(deployment = %id, switch_to = ?d.switch_to, "switching traffic");
+                deployments::start_step(tx, id, deployments::DEPLOYMENT_WIDE, 0, now)?;
+            }
+            Action::AwaitContinue => {
+                if d.status != DeploymentStatus::Ready {
+                    tracing::info!(deployment = %id, "new group validated; waiting for `continue`");
+                    deployments::set_status(tx, id, DeploymentStatus::Ready, d.force_stop)?;
+                }
+            }
             Action::Finish { outcome, message } => {
                 let status = match outcome {
                     Outcome::Succeeded => DeploymentStatus::Succeeded,
@@ -277,6 +347,12 @@ pub fn record_report(
             report.command_id, step.instance
         )));
     }
+    if plan::runner(step.event) == plan::Runner::Coordinator {
+        return Err(EngineError::Forbidden(format!(
+            "command {} is the coordinator's own {} step; agents cannot report it",
+            report.command_id, step.event
+        )));
+    }
     end_step(
         tx,
         &step,
@@ -286,6 +362,73 @@ pub fn record_report(
         now,
         wake,
     )
+}
+
+/// Record the end of one of the coordinator's own steps (a load-balancer call) and advance the deployment.
+/// `false` when the step is not running any more (e.g. cancelled by a forced stop while the call ran).
+pub fn end_coordinator_step(
+    tx: &Connection,
+    step_id: i64,
+    outcome: StepOutcome,
+    message: &str,
+    now: i64,
+    wake: &mut Wake,
+) -> Result<bool> {
+    let step = deployments::step(tx, step_id)?.ok_or_else(|| EngineError::NotFound {
+        what: "command",
+        name: step_id.to_string(),
+    })?;
+    if plan::runner(step.event) != plan::Runner::Coordinator {
+        return Err(EngineError::Invalid(format!(
+            "step {step_id} ({}) is an agent step",
+            step.event
+        )));
+    }
+    if step.instance != deployments::DEPLOYMENT_WIDE {
+        return end_step(tx, &step, outcome, message, "", now, wake);
+    }
+    // The deployment-wide SwitchTraffic.
+    if step.state != StepState::Running {
+        return Ok(false);
+    }
+    let d = deployments::get(tx, &step.deployment_id)?.ok_or_else(|| EngineError::NotFound {
+        what: "deployment",
+        name: step.deployment_id.clone(),
+    })?;
+    let state = match outcome {
+        StepOutcome::Succeeded => StepState::Succeeded,
+        StepOutcome::Skipped => StepState::Skipped,
+        StepOutcome::Failed => StepState::Failed,
+    };
+    deployments::end_step(tx, step.id, state, message, "", now)?;
+    if outcome == StepOutcome::Succeeded
+        && let Some(to) = &d.switch_to
+    {
+        apps::set_active_server_group(tx, &d.group_id, to)?;
+    }
+    advance(tx, &d.id, now, wake)?;
+    Ok(true)
+}
+
+/// An operator's go-ahead for a blue/green deployment waiting in `ready` (or about to): switch traffic.
+pub fn continue_deployment(tx: &Connection, id: &str, now: i64, wake: &mut Wake) -> Result<()> {
+    let d = deployments::get(tx, id)?.ok_or_else(|| EngineError::NotFound {
+        what: "deployment",
+        name: id.to_owned(),
+    })?;
+    if d.status.is_terminal() || d.status == DeploymentStatus::Stopping {
+        return Err(EngineError::Conflict(format!(
+            "deployment `{id}` is {}; only a running blue/green deployment can continue",
+            d.status
+        )));
+    }
+    if d.style != plan::BLUE_GREEN || d.rollback_of.is_some() {
+        return Err(EngineError::Conflict(format!(
+            "deployment `{id}` does not wait for `continue` (only blue/green deployments do)"
+        )));
+    }
+    deployments::set_continued(tx, id)?;
+    advance(tx, id, now, wake)
 }
 
 /// Fail a running step whose agent went silent.
@@ -482,6 +625,7 @@ mod tests {
                     failure_tolerance: 0,
                     auto_rollback,
                     instances: instances.iter().map(|s| s.to_string()).collect(),
+                    lb: None,
                     created_at_ms: 0,
                 },
             )?;
@@ -742,5 +886,345 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    fn setup_lb(instances: &[&str], auto_rollback: bool, c: Concurrency) -> Store {
+        let s = setup(&[], false, c);
+        let targets: serde_json::Map<String, serde_json::Value> = instances
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_string(), format!("127.0.0.1:{}", 8081 + i).into()))
+            .collect();
+        let addrs: Vec<serde_json::Value> = targets.values().cloned().collect();
+        let lb = serde_json::json!({
+            "targets": targets,
+            "lb": {
+                "service": "app1",
+                "driver": { "kind": "builtin", "admin_url": "http://127.0.0.1:9", "token_file": "/nonexistent" },
+                "server_groups": { "blue": addrs }
+            }
+        });
+        s.write(|tx| {
+            apps::insert_group(
+                tx,
+                &Group {
+                    id: "g-2".into(),
+                    application: "app".into(),
+                    name: "lbweb".into(),
+                    style: DeploymentStyle::InPlaceLb,
+                    concurrency: c,
+                    failure_tolerance: 0,
+                    auto_rollback,
+                    instances: instances.iter().map(|s| s.to_string()).collect(),
+                    lb: Some(lb),
+                    created_at_ms: 0,
+                },
+            )?;
+            Ok::<_, EngineError>(())
+        })
+        .unwrap();
+        s
+    }
+
+    fn deploy_lb(s: &Store, rev: &str, wake: &mut Wake) -> Result<String> {
+        s.write(|tx| {
+            create_deployment(
+                tx,
+                &NewDeployment {
+                    application: "app",
+                    group: "lbweb",
+                    revision: rev,
+                    rollback_of: None,
+                    concurrency: None,
+                },
+                &[],
+                1,
+                wake,
+            )
+        })
+    }
+
+    /// Run `inst` to its end in its current deployment: agent steps reported like an agent would, coordinator
+    /// steps finished like the traffic runner would (`fail_at` fails that event). Returns the events in order.
+    fn run_lb_instance(s: &Store, inst: &str, fail_at: Option<&str>) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut deployment: Option<String> = None;
+        loop {
+            let agent = s.read(|c| deployments::running_step_for(c, inst)).unwrap();
+            let coord = s
+                .read(deployments::running_coordinator_steps)
+                .unwrap()
+                .into_iter()
+                .find(|st| st.instance == inst);
+            assert!(
+                agent.is_none() || coord.is_none(),
+                "one step in flight at a time"
+            );
+            let Some(step) = agent.clone().or(coord) else {
+                return seen;
+            };
+            if deployment.get_or_insert_with(|| step.deployment_id.clone()) != &step.deployment_id {
+                return seen;
+            }
+            seen.push(step.event.name().to_owned());
+            let outcome = if Some(step.event.name()) == fail_at {
+                StepOutcome::Failed
+            } else {
+                StepOutcome::Succeeded
+            };
+            let report = StepReport {
+                command_id: step.id,
+                outcome,
+                message: String::new(),
+                hooks: vec![],
+                duration_ms: 0,
+            };
+            let mut wake = Vec::new();
+            if agent.is_some() {
+                assert!(
+                    s.write(|tx| record_report(tx, inst, &report, 2, &mut wake))
+                        .unwrap()
+                );
+            } else {
+                // An agent never gets (nor may report) a coordinator step.
+                assert!(matches!(
+                    s.write(|tx| record_report(tx, inst, &report, 2, &mut wake)),
+                    Err(EngineError::Forbidden(_))
+                ));
+                assert!(
+                    s.write(|tx| end_coordinator_step(tx, step.id, outcome, "lb", 2, &mut wake))
+                        .unwrap()
+                );
+            }
+        }
+    }
+
+    const LB_ORDER: [&str; 13] = [
+        "DownloadBundle",
+        "BeforeBlockTraffic",
+        "BlockTraffic",
+        "AfterBlockTraffic",
+        "ApplicationStop",
+        "BeforeInstall",
+        "Install",
+        "AfterInstall",
+        "ApplicationStart",
+        "ValidateService",
+        "BeforeAllowTraffic",
+        "AllowTraffic",
+        "AfterAllowTraffic",
+    ];
+
+    #[test]
+    fn rolling_with_lb_runs_the_seed_s_13_steps_with_coordinator_traffic_steps() {
+        let s = setup_lb(&["a", "b"], false, Concurrency::Count(1));
+        let mut wake = Vec::new();
+        let id = deploy_lb(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
+        assert_eq!(run_lb_instance(&s, "a", None), LB_ORDER);
+        assert_eq!(run_lb_instance(&s, "b", None), LB_ORDER);
+        let d = s.read(|c| deployments::get(c, &id)).unwrap().unwrap();
+        assert_eq!(d.status, DeploymentStatus::Succeeded);
+        let steps = s.read(|c| deployments::steps_of(c, &id, "a")).unwrap();
+        assert!(
+            steps
+                .iter()
+                .all(|(_, st, _, end)| st == "succeeded" && end.is_some())
+        );
+    }
+
+    #[test]
+    fn validate_failure_with_lb_keeps_the_instance_out_and_rolls_back_without_download() {
+        let s = setup_lb(&["a", "b"], true, Concurrency::Count(1));
+        let mut wake = Vec::new();
+        let v1 = format!("r-{}", "a".repeat(16));
+        deploy_lb(&s, &v1, &mut wake).unwrap();
+        run_lb_instance(&s, "a", None);
+        run_lb_instance(&s, "b", None);
+        let d2 = deploy_lb(&s, &format!("r-{}", "b".repeat(16)), &mut wake).unwrap();
+        let events = run_lb_instance(&s, "a", Some("ValidateService"));
+        assert_eq!(events, LB_ORDER[..10]);
+        let steps = s.read(|c| deployments::steps_of(c, &d2, "a")).unwrap();
+        let allow = steps.iter().find(|(e, ..)| e == "AllowTraffic").unwrap();
+        assert_eq!(allow.1, "pending", "the failed instance is never put back");
+        let d = s.read(|c| deployments::get(c, &d2)).unwrap().unwrap();
+        assert_eq!(d.status, DeploymentStatus::Failed);
+        let rb = d.rollback_deployment.unwrap();
+        let rb_row = s.read(|c| deployments::get(c, &rb)).unwrap().unwrap();
+        assert_eq!(rb_row.revision, v1);
+        assert_eq!(rb_row.concurrency, Concurrency::Count(1));
+        assert_eq!(run_lb_instance(&s, "a", None), LB_ORDER[1..]);
+        assert_eq!(run_lb_instance(&s, "b", None), LB_ORDER[1..]);
+        let rb_row = s.read(|c| deployments::get(c, &rb)).unwrap().unwrap();
+        assert_eq!(rb_row.status, DeploymentStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_failed_traffic_step_fails_the_instance() {
+        let s = setup_lb(&["a"], false, Concurrency::All);
+        let mut wake = Vec::new();
+        let id = deploy_lb(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
+        assert_eq!(
+            run_lb_instance(&s, "a", Some("BlockTraffic")),
+            LB_ORDER[..3]
+        );
+        let d = s.read(|c| deployments::get(c, &id)).unwrap().unwrap();
+        assert_eq!(d.status, DeploymentStatus::Failed);
+    }
+
+    fn setup_bg(wait_for_continue: bool) -> Store {
+        let s = setup(&[], false, Concurrency::Count(1));
+        let lb = serde_json::json!({
+            "active_group": "blue",
+            "wait_for_continue": wait_for_continue,
+            "targets": { "b1": "127.0.0.1:8081", "b2": "127.0.0.1:8082", "g1": "127.0.0.1:8083" },
+            "lb": {
+                "service": "app1",
+                "driver": { "kind": "builtin", "admin_url": "http://127.0.0.1:9", "token_file": "/nonexistent" },
+                "server_groups": { "blue": ["127.0.0.1:8081", "127.0.0.1:8082"], "green": ["127.0.0.1:8083"] }
+            }
+        });
+        s.write(|tx| {
+            apps::insert_group(
+                tx,
+                &Group {
+                    id: "g-bg".into(),
+                    application: "app".into(),
+                    name: "lbweb".into(),
+                    style: DeploymentStyle::BlueGreen,
+                    concurrency: Concurrency::Count(1),
+                    failure_tolerance: 0,
+                    auto_rollback: true,
+                    instances: vec![],
+                    lb: Some(lb),
+                    created_at_ms: 0,
+                },
+            )?;
+            Ok::<_, EngineError>(())
+        })
+        .unwrap();
+        s
+    }
+
+    /// Finish the running deployment-wide step with `outcome`; returns its event.
+    fn finish_switch(s: &Store, outcome: StepOutcome) -> Option<String> {
+        let step = s
+            .read(deployments::running_coordinator_steps)
+            .unwrap()
+            .into_iter()
+            .find(|st| st.instance == deployments::DEPLOYMENT_WIDE)?;
+        let mut wake = Vec::new();
+        s.write(|tx| end_coordinator_step(tx, step.id, outcome, "switched", 3, &mut wake))
+            .unwrap();
+        Some(step.event.name().to_owned())
+    }
+
+    #[test]
+    fn blue_green_deploys_the_idle_group_switches_waits_for_continue_and_rolls_back_by_switching() {
+        let s = setup_bg(false);
+        let mut wake = Vec::new();
+        let v1 = format!("r-{}", "a".repeat(16));
+        let d1 = deploy_lb(&s, &v1, &mut wake).unwrap();
+        let row = s.read(|c| deployments::get(c, &d1)).unwrap().unwrap();
+        assert_eq!(row.switch_to.as_deref(), Some("green"));
+        assert_eq!(
+            s.read(|c| deployments::instance_names(c, &d1)).unwrap(),
+            ["g1"]
+        );
+        assert_eq!(
+            run_lb_instance(&s, "g1", None),
+            LifecycleEventNames::in_place()
+        );
+        assert_eq!(
+            finish_switch(&s, StepOutcome::Succeeded).as_deref(),
+            Some("SwitchTraffic")
+        );
+        let row = s.read(|c| deployments::get(c, &d1)).unwrap().unwrap();
+        assert_eq!(row.status, DeploymentStatus::Succeeded, "{}", row.message);
+        assert_eq!(
+            s.read(|c| apps::active_server_group(c, "g-bg"))
+                .unwrap()
+                .as_deref(),
+            Some("green")
+        );
+        // The next deployment goes to blue, the idle group now.
+        let d2 = deploy_lb(&s, &format!("r-{}", "b".repeat(16)), &mut wake).unwrap();
+        assert_eq!(
+            s.read(|c| deployments::instance_names(c, &d2)).unwrap(),
+            ["b1", "b2"]
+        );
+        run_lb_instance(&s, "b1", None);
+        run_lb_instance(&s, "b2", None);
+        finish_switch(&s, StepOutcome::Succeeded);
+        // Rolling it back runs no agent step and switches back to green at once.
+        let rb = s.write(|tx| rollback(tx, &d2, 4, &mut wake)).unwrap();
+        assert!(
+            s.read(|c| deployments::running_step_for(c, "b1"))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            finish_switch(&s, StepOutcome::Succeeded).as_deref(),
+            Some("SwitchTraffic")
+        );
+        let rb_row = s.read(|c| deployments::get(c, &rb)).unwrap().unwrap();
+        assert_eq!(
+            rb_row.status,
+            DeploymentStatus::Succeeded,
+            "{}",
+            rb_row.message
+        );
+        assert_eq!(rb_row.switch_to.as_deref(), Some("green"));
+        assert_eq!(
+            s.read(|c| apps::active_server_group(c, "g-bg"))
+                .unwrap()
+                .as_deref(),
+            Some("green")
+        );
+    }
+
+    #[test]
+    fn blue_green_waits_in_ready_until_continue_and_a_failed_switch_fails() {
+        let s = setup_bg(true);
+        let mut wake = Vec::new();
+        let d1 = deploy_lb(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
+        run_lb_instance(&s, "g1", None);
+        let row = s.read(|c| deployments::get(c, &d1)).unwrap().unwrap();
+        assert_eq!(row.status, DeploymentStatus::Ready);
+        assert_eq!(
+            finish_switch(&s, StepOutcome::Succeeded),
+            None,
+            "nothing switches before continue"
+        );
+        s.write(|tx| continue_deployment(tx, &d1, 5, &mut wake))
+            .unwrap();
+        let row = s.read(|c| deployments::get(c, &d1)).unwrap().unwrap();
+        assert_eq!(row.status, DeploymentStatus::InProgress);
+        finish_switch(&s, StepOutcome::Failed);
+        let row = s.read(|c| deployments::get(c, &d1)).unwrap().unwrap();
+        assert_eq!(row.status, DeploymentStatus::Failed);
+        assert!(
+            row.message.contains("switching traffic failed"),
+            "{}",
+            row.message
+        );
+        assert_eq!(
+            s.read(|c| apps::active_server_group(c, "g-bg")).unwrap(),
+            None,
+            "a failed switch changes nothing"
+        );
+        assert!(matches!(
+            s.write(|tx| continue_deployment(tx, &d1, 6, &mut wake)),
+            Err(EngineError::Conflict(_))
+        ));
+    }
+
+    struct LifecycleEventNames;
+    impl LifecycleEventNames {
+        fn in_place() -> Vec<String> {
+            rollcage_proto::LifecycleEvent::IN_PLACE
+                .iter()
+                .map(|e| e.name().to_owned())
+                .collect()
+        }
     }
 }

@@ -1,11 +1,14 @@
 //! The per-instance step plan of each deployment style, with where each step runs.
 //!
-//! Only `in-place` is executed today. The load-balancer styles are described here already so that adding them
+//! Every style is executed. The load-balancer styles are described here already so that adding them
 //! (issue 5) is a matter of a traffic driver for the coordinator steps, not of a new engine: their plans mark
 //! BlockTraffic, AllowTraffic and SwitchTraffic as [`Runner::Coordinator`].
 
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::DeploymentStyle;
+
+/// The blue/green style (a shorthand for matches).
+pub const BLUE_GREEN: DeploymentStyle = DeploymentStyle::BlueGreen;
 
 /// Who performs a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,14 +31,15 @@ pub fn runner(event: LifecycleEvent) -> Runner {
 
 /// The style cannot run yet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("deployment style `{0}` is not supported yet; only `in-place` runs")]
+#[error("deployment style `{0}` is not supported")]
 pub struct Unsupported(pub DeploymentStyle);
 
 /// Check that a style can run.
 pub fn check_supported(style: DeploymentStyle) -> Result<(), Unsupported> {
     match style {
-        DeploymentStyle::InPlace => Ok(()),
-        other => Err(Unsupported(other)),
+        DeploymentStyle::InPlace | DeploymentStyle::InPlaceLb | DeploymentStyle::BlueGreen => {
+            Ok(())
+        }
     }
 }
 
@@ -145,16 +149,14 @@ mod tests {
     }
 
     #[test]
-    fn load_balancer_styles_are_refused_clearly() {
+    fn every_style_runs_and_blue_green_traffic_is_the_coordinator_s() -> Result<(), Unsupported> {
         assert_eq!(
-            plan(DeploymentStyle::BlueGreen, false),
-            Err(Unsupported(DeploymentStyle::BlueGreen))
+            plan(DeploymentStyle::BlueGreen, false)?,
+            LifecycleEvent::IN_PLACE
         );
-        assert!(
-            Unsupported(DeploymentStyle::InPlaceLb)
-                .to_string()
-                .contains("not supported yet")
-        );
+        assert!(plan(DeploymentStyle::BlueGreen, true)?.is_empty());
+        assert_eq!(plan(DeploymentStyle::InPlaceLb, true)?.len(), 12);
         assert_eq!(runner(LifecycleEvent::SwitchTraffic), Runner::Coordinator);
+        Ok(())
     }
 }

@@ -8,7 +8,10 @@
 //! - an instance fails when one of its steps fails; once more instances failed than the group tolerates, no new
 //!   instance starts, the ones in flight finish, and the deployment fails when the last of them ends — which is
 //!   also when an automatic rollback starts;
-//! - a stop lets in-flight instances finish; a forced stop cancels them at once.
+//! - a stop lets in-flight instances finish; a forced stop cancels them at once;
+//! - a deployment-wide final step (blue/green's SwitchTraffic) runs once every instance is done and the
+//!   deployment would succeed, after an operator's `continue` when the group asks for one; the deployment ends
+//!   with that step's outcome. A blue/green rollback has no instance steps: it is only that final step.
 
 use rollcage_proto::wire::{Concurrency, StepOutcome};
 
@@ -88,6 +91,32 @@ pub struct DeploymentView {
     pub ready: Vec<(String, usize)>,
     /// The first pending instances in start order (at least as many as could start now).
     pub pending_head: Vec<String>,
+    /// The deployment-wide final step, for styles that have one (blue/green).
+    pub finally: Option<Final>,
+}
+
+/// The deployment-wide final step's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Final {
+    /// Where it is.
+    pub phase: FinalPhase,
+    /// Wait for an operator's `continue` before starting it.
+    pub wait_for_continue: bool,
+    /// `continue` was given.
+    pub continued: bool,
+}
+
+/// Where the final step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalPhase {
+    /// Not started.
+    Pending,
+    /// Running (the coordinator performs it).
+    Running,
+    /// Done.
+    Succeeded,
+    /// Failed or cancelled.
+    Failed,
 }
 
 /// How a finished deployment ended.
@@ -124,6 +153,10 @@ pub enum Action {
     },
     /// Start a rollback deployment of the group's last successful revision, with the same concurrency.
     StartRollback,
+    /// Start the deployment-wide final step.
+    StartFinal,
+    /// Pause in `ready` until an operator's `continue`.
+    AwaitContinue,
 }
 
 /// The instance's phase after a report of step `step` out of `plan_len`.
@@ -200,12 +233,7 @@ pub fn decide(view: &DeploymentView) -> Vec<Action> {
         actions.push(Action::SkipPending);
     }
     let (succeeded, failed) = (view.succeeded, view.failed);
-    if view.plan_len == 0 && !stopping {
-        actions.push(Action::Finish {
-            outcome: Outcome::Succeeded,
-            message: "nothing to do: the step plan is empty".to_owned(),
-        });
-    } else if stopping {
+    if stopping {
         actions.push(Action::Finish {
             outcome: Outcome::Stopped,
             message: format!(
@@ -213,7 +241,11 @@ pub fn decide(view: &DeploymentView) -> Vec<Action> {
                 if force { " (forced)" } else { "" },
             ),
         });
-    } else if too_many_failures || (succeeded == 0 && total > 0) {
+        return actions;
+    }
+    let instances_failed =
+        view.plan_len > 0 && (too_many_failures || (succeeded == 0 && total > 0));
+    if instances_failed {
         actions.push(Action::Finish {
             outcome: Outcome::Failed,
             message: format!(
@@ -224,11 +256,42 @@ pub fn decide(view: &DeploymentView) -> Vec<Action> {
         if view.auto_rollback && !view.is_rollback {
             actions.push(Action::StartRollback);
         }
+        return actions;
+    }
+    let done = if view.plan_len == 0 {
+        "no instance steps".to_owned()
     } else {
-        actions.push(Action::Finish {
+        format!("{succeeded} of {total} instance(s) succeeded, {failed} failed")
+    };
+    match view.finally {
+        None if view.plan_len == 0 => actions.push(Action::Finish {
             outcome: Outcome::Succeeded,
-            message: format!("{succeeded} of {total} instance(s) succeeded, {failed} failed"),
-        });
+            message: "nothing to do: the step plan is empty".to_owned(),
+        }),
+        None => actions.push(Action::Finish {
+            outcome: Outcome::Succeeded,
+            message: done,
+        }),
+        Some(f) => match f.phase {
+            FinalPhase::Pending if f.wait_for_continue && !f.continued => {
+                actions.push(Action::AwaitContinue);
+            }
+            FinalPhase::Pending => actions.push(Action::StartFinal),
+            FinalPhase::Running => {}
+            FinalPhase::Succeeded => actions.push(Action::Finish {
+                outcome: Outcome::Succeeded,
+                message: format!("{done}; traffic switched"),
+            }),
+            FinalPhase::Failed => {
+                actions.push(Action::Finish {
+                    outcome: Outcome::Failed,
+                    message: format!("{done}; switching traffic failed"),
+                });
+                if view.auto_rollback && !view.is_rollback {
+                    actions.push(Action::StartRollback);
+                }
+            }
+        },
     }
     actions
 }
@@ -247,6 +310,7 @@ mod tests {
         mode: Mode,
         plan_len: usize,
         instances: Vec<(String, Phase)>,
+        finally: Option<Final>,
     }
 
     impl Model {
@@ -280,6 +344,7 @@ mod tests {
                     .filter(|(_, p)| *p == Phase::Pending)
                     .map(|(n, _)| n.clone())
                     .collect(),
+                finally: self.finally,
             }
         }
 
@@ -318,7 +383,13 @@ mod tests {
                         }
                     }
                     Action::Finish { outcome, .. } => end = Some(*outcome),
-                    Action::StartRollback => {}
+                    Action::StartFinal => {
+                        if let Some(f) = &mut self.finally {
+                            assert_eq!(f.phase, FinalPhase::Pending, "final step started twice");
+                            f.phase = FinalPhase::Running;
+                        }
+                    }
+                    Action::StartRollback | Action::AwaitContinue => {}
                 }
             }
             end
@@ -338,6 +409,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, &phase)| (format!("i{i}"), phase))
                 .collect(),
+            finally: None,
         }
     }
 
@@ -677,5 +749,205 @@ mod tests {
                 "round {round}: every instance settled"
             );
         }
+    }
+
+    use super::super::plan::{Runner, runner, style_plan};
+    use rollcage_proto::LifecycleEvent;
+    use rollcage_proto::wire::DeploymentStyle;
+
+    /// Per instance (and `*`) the events run, how it ended, every action decided.
+    type Driven = (
+        Vec<(String, Vec<LifecycleEvent>)>,
+        Option<Outcome>,
+        Vec<Action>,
+    );
+
+    /// Drive a whole deployment of `style` (every step succeeds except `fail` = (instance, event)), recording
+    /// the events each instance went through and the deployment-wide ones (under `*`).
+    fn drive(
+        style: DeploymentStyle,
+        rollback: bool,
+        n: usize,
+        fail: Option<(&str, LifecycleEvent)>,
+        wait_for_continue: bool,
+    ) -> Driven {
+        let plan = style_plan(style, rollback);
+        let mut v = view(Concurrency::Count(1), &vec![Phase::Pending; n]);
+        v.plan_len = plan.per_instance.len();
+        v.auto_rollback = true;
+        v.is_rollback = rollback;
+        v.finally = (!plan.finally.is_empty()).then_some(Final {
+            phase: FinalPhase::Pending,
+            wait_for_continue,
+            continued: false,
+        });
+        let mut log: Vec<(String, Vec<LifecycleEvent>)> =
+            (0..n).map(|i| (format!("i{i}"), Vec::new())).collect();
+        log.push(("*".to_owned(), Vec::new()));
+        let mut all = Vec::new();
+        for _ in 0..1000 {
+            let actions = decide(&v.view());
+            all.extend(actions.iter().cloned());
+            if let Some(end) = v.apply(&actions) {
+                return (log, Some(end), all);
+            }
+            if actions.contains(&Action::AwaitContinue) {
+                return (log, None, all);
+            }
+            if let Some(f) = &mut v.finally
+                && f.phase == FinalPhase::Running
+            {
+                log[n].1.extend(plan.finally.iter().copied());
+                f.phase = FinalPhase::Succeeded;
+                continue;
+            }
+            let Some(k) = (0..n).find(|&i| matches!(v.instances[i].1, Phase::Awaiting { .. }))
+            else {
+                continue;
+            };
+            let Phase::Awaiting { step } = v.instances[k].1 else {
+                continue;
+            };
+            let event = plan.per_instance[step];
+            log[k].1.push(event);
+            let failed = fail == Some((v.instances[k].0.as_str(), event));
+            let outcome = if failed {
+                StepOutcome::Failed
+            } else {
+                StepOutcome::Succeeded
+            };
+            v.set(k, after_report(step, v.plan_len, outcome));
+        }
+        (log, None, all)
+    }
+
+    #[test]
+    fn rolling_with_lb_runs_every_instance_through_the_seed_s_13_steps() {
+        use LifecycleEvent as E;
+        let (log, end, _) = drive(DeploymentStyle::InPlaceLb, false, 4, None, false);
+        assert_eq!(end, Some(Outcome::Succeeded));
+        let want = [
+            E::DownloadBundle,
+            E::BeforeBlockTraffic,
+            E::BlockTraffic,
+            E::AfterBlockTraffic,
+            E::ApplicationStop,
+            E::BeforeInstall,
+            E::Install,
+            E::AfterInstall,
+            E::ApplicationStart,
+            E::ValidateService,
+            E::BeforeAllowTraffic,
+            E::AllowTraffic,
+            E::AfterAllowTraffic,
+        ];
+        for (inst, events) in &log[..4] {
+            assert_eq!(events, &want, "{inst}");
+        }
+        assert!(log[4].1.is_empty(), "no deployment-wide step");
+        // The rollback: the same without the download.
+        let (log, end, _) = drive(DeploymentStyle::InPlaceLb, true, 4, None, false);
+        assert_eq!(end, Some(Outcome::Succeeded));
+        for (inst, events) in &log[..4] {
+            assert_eq!(events, &want[1..], "{inst}");
+        }
+    }
+
+    #[test]
+    fn a_validate_failure_with_lb_never_allows_traffic_back_and_rolls_back() {
+        let (log, end, all) = drive(
+            DeploymentStyle::InPlaceLb,
+            false,
+            3,
+            Some(("i1", LifecycleEvent::ValidateService)),
+            false,
+        );
+        assert_eq!(end, Some(Outcome::Failed));
+        assert_eq!(log[1].1.last(), Some(&LifecycleEvent::ValidateService));
+        assert!(!log[1].1.contains(&LifecycleEvent::AllowTraffic));
+        assert!(
+            log[2].1.is_empty(),
+            "no new instance starts after the failure"
+        );
+        assert_eq!(all.last(), Some(&Action::StartRollback));
+    }
+
+    #[test]
+    fn blue_green_deploys_the_idle_group_without_traffic_hooks_then_switches_once() {
+        let (log, end, all) = drive(DeploymentStyle::BlueGreen, false, 2, None, false);
+        assert_eq!(end, Some(Outcome::Succeeded));
+        for (inst, events) in &log[..2] {
+            assert_eq!(events, &LifecycleEvent::IN_PLACE, "{inst}");
+            assert!(events.iter().all(|e| runner(*e) == Runner::Agent));
+        }
+        assert_eq!(log[2].1, [LifecycleEvent::SwitchTraffic]);
+        // The switch starts only after the last instance ended.
+        let start = all.iter().position(|a| *a == Action::StartFinal);
+        let last_dispatch = all
+            .iter()
+            .rposition(|a| matches!(a, Action::Dispatch { .. }));
+        assert!(start > last_dispatch);
+    }
+
+    #[test]
+    fn blue_green_rollback_only_switches_back() {
+        let (log, end, all) = drive(DeploymentStyle::BlueGreen, true, 2, None, false);
+        assert_eq!(end, Some(Outcome::Succeeded));
+        assert!(log[..2].iter().all(|(_, e)| e.is_empty()), "no agent steps");
+        assert_eq!(log[2].1, [LifecycleEvent::SwitchTraffic]);
+        assert!(!all.iter().any(|a| matches!(a, Action::Dispatch { .. })));
+    }
+
+    #[test]
+    fn blue_green_failure_in_the_idle_group_never_switches() {
+        let (log, end, all) = drive(
+            DeploymentStyle::BlueGreen,
+            false,
+            2,
+            Some(("i0", LifecycleEvent::ValidateService)),
+            false,
+        );
+        assert_eq!(end, Some(Outcome::Failed));
+        assert!(log[2].1.is_empty());
+        assert!(!all.contains(&Action::StartFinal));
+        assert!(all.contains(&Action::StartRollback));
+    }
+
+    #[test]
+    fn blue_green_waits_for_continue_and_a_failed_switch_rolls_back() {
+        let (log, end, all) = drive(DeploymentStyle::BlueGreen, false, 2, None, true);
+        assert_eq!(end, None, "paused");
+        assert_eq!(all.last(), Some(&Action::AwaitContinue));
+        assert!(log[2].1.is_empty());
+        let mut v = view(Concurrency::All, &[Phase::Succeeded]);
+        v.auto_rollback = true;
+        v.finally = Some(Final {
+            phase: FinalPhase::Pending,
+            wait_for_continue: true,
+            continued: true,
+        });
+        assert_eq!(decide(&v.view()), [Action::StartFinal]);
+        v.finally = v.finally.map(|f| Final {
+            phase: FinalPhase::Running,
+            ..f
+        });
+        assert!(decide(&v.view()).is_empty(), "settled while switching");
+        v.finally = v.finally.map(|f| Final {
+            phase: FinalPhase::Failed,
+            ..f
+        });
+        let a = decide(&v.view());
+        assert_eq!(finish(&a), Some(Outcome::Failed));
+        assert_eq!(a.last(), Some(&Action::StartRollback));
+        // A stop while waiting ends the deployment without switching.
+        v.mode = Mode::Stopping { force: false };
+        v.finally = v.finally.map(|f| Final {
+            phase: FinalPhase::Pending,
+            continued: false,
+            ..f
+        });
+        let a = decide(&v.view());
+        assert_eq!(finish(&a), Some(Outcome::Stopped));
+        assert!(!a.contains(&Action::StartFinal));
     }
 }

@@ -50,10 +50,11 @@ pub fn applications(c: &Connection) -> Result<Vec<Application>> {
 /// Insert a group; `false` when the application already has one with that name.
 pub fn insert_group(c: &Connection, g: &Group) -> Result<bool> {
     let instances = serde_json::to_string(&g.instances).unwrap_or_else(|_| "[]".to_owned());
+    let lb = g.lb.as_ref().map(serde_json::Value::to_string);
     let n = c
         .execute(
             "INSERT OR IGNORE INTO groups (id, application, name, style, concurrency, failure_tolerance, \
-             auto_rollback, instances, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             auto_rollback, instances, created_at, lb) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 g.id,
                 g.application,
@@ -63,7 +64,8 @@ pub fn insert_group(c: &Connection, g: &Group) -> Result<bool> {
                 g.failure_tolerance,
                 g.auto_rollback,
                 instances,
-                g.created_at_ms
+                g.created_at_ms,
+                lb
             ],
         )
         .map_err(sql)?;
@@ -71,7 +73,7 @@ pub fn insert_group(c: &Connection, g: &Group) -> Result<bool> {
 }
 
 const GROUP_COLS: &str = "id, application, name, style, concurrency, failure_tolerance, auto_rollback, instances, \
-                          created_at";
+                          created_at, lb";
 
 type GroupRow = (
     String,
@@ -83,6 +85,7 @@ type GroupRow = (
     bool,
     String,
     i64,
+    Option<String>,
 );
 
 fn group_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupRow> {
@@ -96,6 +99,7 @@ fn group_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupRow> {
         r.get(6)?,
         r.get(7)?,
         r.get(8)?,
+        r.get(9)?,
     ))
 }
 
@@ -110,6 +114,7 @@ fn to_group(row: GroupRow) -> Result<Group> {
         auto_rollback,
         instances,
         created,
+        lb,
     ) = row;
     Ok(Group {
         id,
@@ -123,6 +128,14 @@ fn to_group(row: GroupRow) -> Result<Group> {
             what: "groups.instances",
             detail: instances.clone(),
         })?,
+        lb: lb
+            .map(|lb| {
+                serde_json::from_str(&lb).map_err(|_| super::StoreError::Corrupt {
+                    what: "groups.lb",
+                    detail: lb.clone(),
+                })
+            })
+            .transpose()?,
         created_at_ms: created,
     })
 }
@@ -153,4 +166,26 @@ pub fn groups(c: &Connection, app: &str) -> Result<Vec<Group>> {
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(sql)?;
     rows.into_iter().map(to_group).collect()
+}
+
+/// Blue/green: the server group serving now, if a switch (or the group's settings) set one.
+pub fn active_server_group(c: &Connection, group_id: &str) -> Result<Option<String>> {
+    c.query_row(
+        "SELECT active_server_group FROM groups WHERE id = ?1",
+        [group_id],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(sql)
+    .map(Option::flatten)
+}
+
+/// Blue/green: record the server group serving now (after a successful switch).
+pub fn set_active_server_group(c: &Connection, group_id: &str, server_group: &str) -> Result<()> {
+    c.execute(
+        "UPDATE groups SET active_server_group = ?2 WHERE id = ?1",
+        params![group_id, server_group],
+    )
+    .map_err(sql)?;
+    Ok(())
 }

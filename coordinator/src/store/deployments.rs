@@ -46,6 +46,10 @@ pub struct DeploymentRow {
     pub ended_at: Option<i64>,
     /// Rollback started after it.
     pub rollback_deployment: Option<String>,
+    /// Blue/green: the server group its SwitchTraffic points the service at.
+    pub switch_to: Option<String>,
+    /// Blue/green with `wait_for_continue`: `continue` was given.
+    pub continued: bool,
 }
 
 /// A step's row.
@@ -138,6 +142,7 @@ fn parse_status(s: &str) -> Result<DeploymentStatus> {
     Ok(match s {
         "in_progress" => DeploymentStatus::InProgress,
         "stopping" => DeploymentStatus::Stopping,
+        "ready" => DeploymentStatus::Ready,
         "succeeded" => DeploymentStatus::Succeeded,
         "failed" => DeploymentStatus::Failed,
         "stopped" => DeploymentStatus::Stopped,
@@ -166,8 +171,8 @@ pub fn insert(
 ) -> Result<()> {
     c.execute(
         "INSERT INTO deployments (id, application, group_name, group_id, revision, style, concurrency, \
-         failure_tolerance, auto_rollback, rollback_of, automatic, status, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+         failure_tolerance, auto_rollback, rollback_of, automatic, status, created_at, switch_to) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             d.id,
             d.application,
@@ -181,7 +186,8 @@ pub fn insert(
             d.rollback_of,
             d.automatic,
             status_str(d.status),
-            d.created_at
+            d.created_at,
+            d.switch_to
         ],
     )
     .map_err(sql)?;
@@ -206,10 +212,11 @@ pub fn insert(
 }
 
 const DEP_COLS: &str = "id, application, group_name, group_id, revision, style, concurrency, failure_tolerance, \
-    auto_rollback, rollback_of, automatic, status, force_stop, message, created_at, ended_at, rollback_deployment";
+    auto_rollback, rollback_of, automatic, status, force_stop, message, created_at, ended_at, rollback_deployment, \
+    switch_to, continued";
 
-fn dep_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[rusqlite::types::Value; 17]> {
-    let mut out: [rusqlite::types::Value; 17] =
+fn dep_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[rusqlite::types::Value; 19]> {
+    let mut out: [rusqlite::types::Value; 19] =
         std::array::from_fn(|_| rusqlite::types::Value::Null);
     for (i, slot) in out.iter_mut().enumerate() {
         *slot = r.get(i)?;
@@ -217,7 +224,7 @@ fn dep_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[rusqlite::types::Value; 1
     Ok(out)
 }
 
-fn to_dep(v: [rusqlite::types::Value; 17]) -> Result<DeploymentRow> {
+fn to_dep(v: [rusqlite::types::Value; 19]) -> Result<DeploymentRow> {
     use rusqlite::types::Value as V;
     let text = |i: usize| match &v[i] {
         V::Text(s) => Ok(s.clone()),
@@ -252,6 +259,8 @@ fn to_dep(v: [rusqlite::types::Value; 17]) -> Result<DeploymentRow> {
             _ => None,
         },
         rollback_deployment: opt_text(16),
+        switch_to: opt_text(17),
+        continued: int(18)? != 0,
     })
 }
 
@@ -270,7 +279,7 @@ pub fn get(c: &Connection, id: &str) -> Result<Option<DeploymentRow>> {
 pub fn active_for_group(c: &Connection, app: &str, group: &str) -> Result<Option<String>> {
     c.query_row(
         "SELECT id FROM deployments WHERE application = ?1 AND group_name = ?2 \
-         AND status IN ('in_progress', 'stopping') LIMIT 1",
+         AND status IN ('in_progress', 'stopping', 'ready') LIMIT 1",
         [app, group],
         |r| r.get(0),
     )
@@ -282,7 +291,7 @@ pub fn active_for_group(c: &Connection, app: &str, group: &str) -> Result<Option
 pub fn active_ids(c: &Connection) -> Result<Vec<String>> {
     let mut st = c
         .prepare(
-            "SELECT id FROM deployments WHERE status IN ('in_progress', 'stopping') ORDER BY seq",
+            "SELECT id FROM deployments WHERE status IN ('in_progress', 'stopping', 'ready') ORDER BY seq",
         )
         .map_err(sql)?;
     let rows = st.query_map([], |r| r.get(0)).map_err(sql)?;
@@ -535,7 +544,9 @@ pub fn running_step_for(c: &Connection, instance: &str) -> Result<Option<StepRow
         .prepare_cached(
             // Only active deployments have running steps (an ending deployment has none in flight, and a
             // forced stop cancels them), so no join is needed.
-            "SELECT id FROM steps WHERE instance = ?1 AND state = 'running' LIMIT 1",
+            // Coordinator steps (load-balancer calls) are never an agent's command.
+            "SELECT id FROM steps WHERE instance = ?1 AND state = 'running' \
+             AND event NOT IN ('BlockTraffic', 'AllowTraffic', 'SwitchTraffic') LIMIT 1",
         )
         .map_err(sql)?
         .query_row([instance], |r| r.get(0))
@@ -547,12 +558,100 @@ pub fn running_step_for(c: &Connection, instance: &str) -> Result<Option<StepRow
     }
 }
 
+/// The instance name of deployment-wide steps (blue/green's SwitchTraffic): no agent can have it, since
+/// instance names are never empty.
+pub const DEPLOYMENT_WIDE: &str = "";
+
+/// Add the deployment-wide steps that run once every instance is done (state `pending`).
+pub fn insert_final_steps(c: &Connection, id: &str, events: &[LifecycleEvent]) -> Result<()> {
+    for (idx, ev) in events.iter().enumerate() {
+        c.execute(
+            "INSERT INTO steps (deployment_id, instance, idx, event, state) VALUES (?1, ?2, ?3, ?4, 'pending')",
+            params![id, DEPLOYMENT_WIDE, idx as i64, ev.name()],
+        )
+        .map_err(sql)?;
+    }
+    Ok(())
+}
+
+/// The deployment-wide step, if the deployment has one.
+pub fn final_step(c: &Connection, id: &str) -> Result<Option<StepRow>> {
+    let sid: Option<i64> = c
+        .query_row(
+            "SELECT id FROM steps WHERE deployment_id = ?1 AND instance = ?2 ORDER BY idx LIMIT 1",
+            params![id, DEPLOYMENT_WIDE],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql)?;
+    match sid {
+        Some(sid) => step(c, sid),
+        None => Ok(None),
+    }
+}
+
+/// Mark `continue` given (and the deployment running again).
+pub fn set_continued(c: &Connection, id: &str) -> Result<()> {
+    c.execute(
+        "UPDATE deployments SET continued = 1, \
+         status = CASE status WHEN 'ready' THEN 'in_progress' ELSE status END WHERE id = ?1",
+        [id],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// Every running coordinator step (load-balancer calls) of an active deployment: the ones the coordinator must
+/// perform (again, after a restart: the drivers are idempotent).
+pub fn running_coordinator_steps(c: &Connection) -> Result<Vec<StepRow>> {
+    let ids: Vec<i64> = {
+        let mut st = c
+            .prepare_cached(
+                "SELECT s.id FROM steps s JOIN deployments d ON d.id = s.deployment_id \
+                 WHERE s.state = 'running' AND d.status IN ('in_progress', 'stopping', 'ready') \
+                 AND s.event IN ('BlockTraffic', 'AllowTraffic', 'SwitchTraffic') ORDER BY s.id",
+            )
+            .map_err(sql)?;
+        st.query_map([], |r| r.get(0))
+            .map_err(sql)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(sql)?
+    };
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(row) = step(c, id)? {
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
+
+/// One step as listed by [`steps_of`]: (event, state, started at, ended at).
+pub type StepTimes = (String, String, Option<i64>, Option<i64>);
+
+/// Every step of an instance in a deployment, in plan order.
+pub fn steps_of(c: &Connection, id: &str, instance: &str) -> Result<Vec<StepTimes>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT event, state, started_at, ended_at FROM steps WHERE deployment_id = ?1 AND instance = ?2 \
+             ORDER BY idx",
+        )
+        .map_err(sql)?;
+    let rows = st
+        .query_map([id, instance], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
 /// Every running step: (step id, instance, started at).
 pub fn running_steps(c: &Connection) -> Result<Vec<(i64, String, i64)>> {
     let mut st = c
         .prepare(
             "SELECT s.id, s.instance, COALESCE(s.started_at, 0) FROM steps s JOIN deployments d \
-             ON d.id = s.deployment_id WHERE s.state = 'running' AND d.status IN ('in_progress', 'stopping')",
+             ON d.id = s.deployment_id WHERE s.state = 'running' AND d.status IN ('in_progress', 'stopping', 'ready') \
+             AND s.event NOT IN ('BlockTraffic', 'AllowTraffic', 'SwitchTraffic')",
         )
         .map_err(sql)?;
     let rows = st
