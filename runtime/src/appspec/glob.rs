@@ -33,7 +33,7 @@ impl ObjectTypes {
 
 /// `*` matches any run of characters (none included); every other character matches itself. Iterative with
 /// one backtrack point, so the cost is O(name × pattern) whatever the input (no exponential blow-up).
-pub(crate) fn simple_glob(pattern: &str, name: &str) -> bool {
+pub fn simple_glob(pattern: &str, name: &str) -> bool {
     let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
     let (mut pi, mut ni) = (0, 0);
     let mut backtrack: Option<(usize, usize)> = None;

@@ -19,6 +19,7 @@ mod document;
 mod fields;
 mod files;
 mod glob;
+pub use glob::simple_glob as glob_match;
 mod hooks;
 mod mode;
 pub mod model;

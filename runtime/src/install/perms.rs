@@ -166,30 +166,8 @@ fn claim<'a>(
     }
 }
 
-/// A `*`-glob over one file name: `*` matches any run of characters, everything else matches itself. Linear-time
-/// two-pointer matching (backtracks only to the last `*`), so a hostile pattern cannot blow up (CodeDeploy v2
-/// replaced a regex-based matcher for that reason, CWE-1333).
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    let (mut pi, mut ni) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ni));
-            pi += 1;
-        } else if pi < p.len() && p[pi] == n[ni] {
-            pi += 1;
-            ni += 1;
-        } else if let Some((sp, sn)) = star {
-            pi = sp + 1;
-            ni = sn + 1;
-            star = Some((sp, sn + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
+/// The AppSpec's `*`-glob over one file name (linear-time; CodeDeploy v2 replaced a regex matcher, CWE-1333).
+pub use crate::appspec::glob_match;
 
 #[cfg(test)]
 mod tests {
