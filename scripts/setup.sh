@@ -10,12 +10,15 @@ fi
 
 # System tools the tests use: setfacl/getfacl (AppSpec ACLs), tar/gzip (baseline of the unpack benchmark),
 # procps (ps), iproute2 (network namespaces of later end-to-end tests), haproxy (baseline of the load-balancer
-# benchmark and target of the HAProxy driver's tests).
+# benchmark and target of the HAProxy driver's tests), chromium + chromium-driver (the dashboard's headless-browser
+# test drives Debian's Chromium over WebDriver).
 need=()
 command -v setfacl >/dev/null || need+=(acl)
 command -v ps >/dev/null || need+=(procps)
 command -v ip >/dev/null || need+=(iproute2)
 command -v haproxy >/dev/null || need+=(haproxy)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

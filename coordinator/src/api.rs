@@ -316,9 +316,13 @@ impl RouteTable {
     }
 }
 
-/// Routes outside `/v1`.
+/// Routes outside `/v1`: the metrics and the web dashboard's page and assets (listed in
+/// [`crate::dashboard::PAGE_PATHS`]: not API routes, so not in the OpenAPI document).
 fn root_routes() -> RouteTable {
-    RouteTable::new().route("/metrics", get(crate::metrics::scrape))
+    RouteTable::new()
+        .route("/metrics", get(crate::metrics::scrape))
+        .route("/", get(crate::dashboard::index))
+        .route("/dashboard/{file}", get(crate::dashboard::asset))
 }
 
 /// Every path the router serves (full paths, `{param}` syntax), in the order they are built.

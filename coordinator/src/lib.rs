@@ -4,6 +4,7 @@
 //! - [`engine`]: step plans, the pure rolling strategy, and the executor that applies it.
 //! - [`store`]: the SQLite state, the single source of truth (a restarted coordinator carries on).
 //! - [`auth`]: admin, enrollment and per-agent tokens.
+//! - [`dashboard`]: the web dashboard at `GET /` (static files; the page calls the API with the admin token).
 //! - [`metrics`]: Prometheus metrics at `GET /metrics` (admin or scrape token).
 //! - [`server`]: start-up (data dir, tokens, resume), the lost-agent sweeper, plain or TLS listener.
 //!
@@ -11,6 +12,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod engine;
 pub mod metrics;
 pub mod server;

@@ -1,0 +1,374 @@
+//! The web dashboard in a real browser: Debian's headless Chromium, driven over WebDriver (`chromedriver`),
+//! against a real coordinator and two real agents. The page is opened with the admin token in the URL fragment,
+//! navigates to a running deployment, sees a cell of the instances × events grid turn `running` and later
+//! `succeeded`, and shows that cell's log (text the hook printed) when clicked. A screenshot taken while the
+//! deployment runs is written to `<target dir>/dashboard-screenshot.png` for people to look at.
+//!
+//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and `chromium-driver`, installed by
+//! `scripts/setup.sh`); without them the test fails, it does not skip.
+
+use anyhow::{Context, bail};
+use fantoccini::{Client, ClientBuilder, Locator};
+use rollcage_e2e::{Fleet, Proc, write_bundle};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// How long the page may take to show a change the coordinator already has (the page polls every second, or
+/// streams; the generous margin is for a loaded CI machine).
+const SEE_WITHIN: Duration = Duration::from_secs(60);
+
+/// A chromedriver process and a browser session on it; the session is closed (and Chromium quit) by
+/// [`Browser::close`], the driver killed when dropped.
+struct Browser {
+    client: Client,
+    _driver: Proc,
+}
+
+impl Browser {
+    async fn start(dir: &Path) -> anyhow::Result<Self> {
+        for bin in [CHROMIUM, CHROMEDRIVER] {
+            if !Path::new(bin).is_file() {
+                bail!(
+                    "{bin} not found: the dashboard test needs Debian's `chromium` and `chromium-driver` packages \
+                     (scripts/setup.sh installs them)"
+                );
+            }
+        }
+        // chromedriver cannot report a port it picked itself: take a free one from the kernel.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut cmd = Command::new(CHROMEDRIVER);
+        cmd.arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1");
+        let driver = Proc::spawn(cmd, &dir.join("chromedriver.log"))?;
+        let url = format!("http://127.0.0.1:{port}");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if start.elapsed() > Duration::from_secs(20) {
+                bail!(
+                    "chromedriver did not listen on {port} within 20 s; see {}",
+                    driver.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), "chrome".into());
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--disable-background-networking",
+                    "--no-first-run",
+                    "--window-size=1400,1050",
+                ],
+            }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&url)
+            .await
+            .with_context(|| {
+                format!(
+                    "starting a Chromium session through chromedriver (log: {})",
+                    driver.log.display()
+                )
+            })?;
+        Ok(Self {
+            client,
+            _driver: driver,
+        })
+    }
+
+    async fn close(self) {
+        let _ = self.client.close().await;
+    }
+
+    /// An attribute of the first element matching `css`, or None if there is no such element (yet).
+    async fn attr(&self, css: &str, name: &str) -> anyhow::Result<Option<String>> {
+        // One script, so that a grid rebuilt between a find and a read cannot leave a stale element.
+        let v = self
+            .client
+            .execute(
+                "const e = document.querySelector(arguments[0]); return e ? e.getAttribute(arguments[1]) : null;",
+                vec![css.into(), name.into()],
+            )
+            .await?;
+        Ok(v.as_str().map(str::to_owned))
+    }
+
+    /// The text content of the first element matching `css` (hidden or not), or "" if there is none.
+    async fn text(&self, css: &str) -> anyhow::Result<String> {
+        let v = self
+            .client
+            .execute(
+                "const e = document.querySelector(arguments[0]); return e ? e.textContent : '';",
+                vec![css.into()],
+            )
+            .await?;
+        Ok(v.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Wait until `css`'s attribute `name` is `want`; fails with the last value seen.
+    async fn wait_attr(&self, css: &str, name: &str, want: &str) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let mut last = None;
+        while start.elapsed() < SEE_WITHIN {
+            last = self.attr(css, name).await?;
+            if last.as_deref() == Some(want) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!(
+            "`{css}` {name}: wanted `{want}` within {SEE_WITHIN:?}, last saw {last:?}; page error: `{}`",
+            self.text("#error").await.unwrap_or_default()
+        )
+    }
+
+    /// Wait until the text of `css` contains `needle`; fails with the last text seen.
+    async fn wait_text(&self, css: &str, needle: &str) -> anyhow::Result<String> {
+        let start = Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < SEE_WITHIN {
+            last = self.text(css).await?;
+            if last.contains(needle) {
+                return Ok(last);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("`{css}` never contained `{needle}` within {SEE_WITHIN:?}; last text: `{last}`")
+    }
+}
+
+/// `CARGO_TARGET_DIR` if set, else the workspace's `target/`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+fn cell(instance: &str, event: &str) -> String {
+    format!("button.cell[data-instance=\"{instance}\"][data-event=\"{event}\"]")
+}
+
+async fn drive(fleet: &Fleet, browser: &Browser) -> anyhow::Result<()> {
+    let c = &browser.client;
+    let base = fleet.coordinator.url();
+    let token = &fleet.coordinator.admin_token;
+
+    // Concurrency 1: i1 waits while i0 deploys. AfterInstall holds until the test opens a gate (at most 60 s), so
+    // the page is sure to see it running however slow the browser is to start.
+    fleet.setup("shop", "web", "1", false)?;
+    let gate = PathBuf::from(format!("{}.gate", fleet.markers.display()));
+    let bundle = fleet.dir.path().join("v1");
+    write_bundle(
+        &bundle,
+        "v1",
+        "0.05",
+        "echo \"dashboard-log $ROLLCAGE_INSTANCE $LIFECYCLE_EVENT <b>not html</b>\"\n\
+         if [ \"$LIFECYCLE_EVENT\" = AfterInstall ]; then\n\
+           n=0; while [ ! -e \"$MARKERS.gate\" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done\n\
+         fi",
+    )?;
+    let rev = fleet.push("shop", &bundle)?;
+
+    // Sign in through the URL fragment; the page must take the token out of the address bar.
+    c.goto(&format!("{base}/#token={token}")).await?;
+    browser
+        .wait_text("#view", "shop")
+        .await
+        .context("the home page lists the application")?;
+    let url = c.current_url().await?;
+    assert!(
+        !url.as_str().contains(token.as_str()),
+        "the token stayed in the address bar: {url}"
+    );
+
+    let id = fleet.deploy("shop", "web", &rev)?;
+    // Reload the home page (the token is in session storage now) and follow the link to the deployment.
+    c.goto(&format!("{base}/")).await?;
+    let link = format!("a[href=\"#deployment={id}\"]");
+    let start = Instant::now();
+    let link = loop {
+        match c.find(Locator::Css(&link)).await {
+            Ok(e) => break e,
+            Err(e) if e.is_no_such_element() && start.elapsed() < SEE_WITHIN => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::from(e).context(format!(
+                    "no link to {id} on the home page: `{}`",
+                    browser.text("#view").await.unwrap_or_default()
+                )));
+            }
+        }
+    };
+    link.click().await?;
+
+    // A cell turns running, live; the screenshot shows the deployment in flight.
+    let target = cell("i0", "AfterInstall");
+    let later = cell("i1", "AfterInstall");
+    browser.wait_attr(&target, "data-state", "running").await?;
+    assert_eq!(
+        browser.attr(&later, "data-state").await?.as_deref(),
+        Some("pending"),
+        "concurrency 1: i1 waits for i0"
+    );
+    assert_eq!(
+        browser
+            .attr("#deployment-status .badge", "data-status")
+            .await?
+            .as_deref(),
+        Some("in_progress")
+    );
+    let png = c.screenshot().await?;
+    let dir = target_dir();
+    std::fs::create_dir_all(&dir)?;
+    let shot = dir.join("dashboard-screenshot.png");
+    std::fs::write(&shot, &png).with_context(|| format!("writing {}", shot.display()))?;
+    let written = std::fs::read(&shot)?;
+    assert!(
+        written.len() > 1000 && written.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG ({} bytes)",
+        shot.display(),
+        written.len()
+    );
+    // The deployment's facts, as text.
+    assert_eq!(browser.text("dd[data-fact=\"revision\"]").await?, rev);
+    assert_eq!(browser.text("dd[data-fact=\"group\"]").await?, "web");
+    // The legend names every state, so colour is not the only cue.
+    let legend = browser.text("ul.legend").await?;
+    for state in [
+        "pending",
+        "running",
+        "succeeded",
+        "skipped",
+        "failed",
+        "cancelled",
+    ] {
+        assert!(legend.contains(state), "legend `{legend}` lacks {state}");
+    }
+    // Only the buttons that apply to a running deployment are offered.
+    let displayed = |css: &'static str| async move {
+        anyhow::Ok(c.find(Locator::Css(css)).await?.is_displayed().await?)
+    };
+    assert!(displayed("#action-stop").await?);
+    assert!(!displayed("#action-rollback").await?);
+
+    // Open the gate: the same cell then succeeds, i1's follows, and the deployment ends.
+    std::fs::write(&gate, "")?;
+    browser
+        .wait_attr(&target, "data-state", "succeeded")
+        .await?;
+    browser.wait_attr(&later, "data-state", "succeeded").await?;
+    browser
+        .wait_attr("#deployment-status .badge", "data-status", "succeeded")
+        .await?;
+
+    // Its log, on click: the line the hook printed, as text (the markup in it is not parsed).
+    c.find(Locator::Css(&target)).await?.click().await?;
+    browser
+        .wait_attr("#log-panel", "data-instance", "i0")
+        .await?;
+    assert_eq!(
+        browser.attr("#log-panel", "data-event").await?.as_deref(),
+        Some("AfterInstall")
+    );
+    let log = browser
+        .wait_text("#log-text", "dashboard-log i0 AfterInstall <b>not html</b>")
+        .await?;
+    assert!(
+        !log.contains("dashboard-log i1") && !log.contains("BeforeInstall"),
+        "another cell's log: {log}"
+    );
+    let injected = c.find_all(Locator::Css("#log-panel b")).await?;
+    assert!(injected.is_empty(), "log text was parsed as HTML");
+    assert_eq!(browser.text("#error").await?, "");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_a_live_deployment_and_its_logs_in_chromium() -> anyhow::Result<()> {
+    let fleet = Fleet::start(2)?;
+    let browser = Browser::start(fleet.dir.path()).await?;
+    let result = drive(&fleet, &browser).await;
+    browser.close().await;
+    if result.is_err() {
+        eprintln!("fleet kept at {}", fleet.keep().display());
+    }
+    result
+}
+
+/// The page's pure logic (grid columns, the events-stream parser, the URL fragment), run by the browser itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_model_functions_in_chromium() -> anyhow::Result<()> {
+    let fleet = Fleet::start(0)?;
+    let browser = Browser::start(fleet.dir.path()).await?;
+    let result = async {
+        let c = &browser.client;
+        c.goto(&format!("{}/", fleet.coordinator.url())).await?;
+        // Without a token the sign-in form shows and no data is asked for.
+        browser.wait_text("#login", "Admin token").await?;
+        let out = c
+            .execute_async(
+                r##"const done = arguments[arguments.length - 1];
+                import("/dashboard/model.js").then((m) => {
+                  const d = { instances: [
+                    { instance: "a", steps: [{ event: "A", state: "succeeded" }, { event: "B", state: "running" }] },
+                    { instance: "b", steps: [{ event: "S", state: "pending" }, { event: "A", state: "pending" },
+                                             { event: "B", state: "pending" }] } ] };
+                  const p = new m.SseParser();
+                  const msgs = [...p.feed("event: deployment\ndata: {\"x\""), ...p.feed(":1}\r"),
+                                ...p.feed("\n\r\n: comment\ndata: a\ndata: b\n\n")];
+                  done({
+                    columns: m.gridColumns(d),
+                    cells: m.gridRows(d)[0].cells.map((c) => c.state),
+                    msgs,
+                    token: m.takeToken("#token=t0k&deployment=d-1"),
+                    actions: m.actionsFor({ status: "failed", rollback_deployment: null }),
+                    log: m.logText([{ text: "a\n", truncated_bytes: 0 }, { text: "b", truncated_bytes: 7 }]),
+                  });
+                }, (e) => done({ error: String(e) }));"##,
+                vec![],
+            )
+            .await?;
+        assert_eq!(out["error"], serde_json::Value::Null, "{out}");
+        assert_eq!(out["columns"], serde_json::json!(["S", "A", "B"]));
+        assert_eq!(
+            out["cells"],
+            serde_json::json!(["none", "succeeded", "running"])
+        );
+        assert_eq!(
+            out["msgs"],
+            serde_json::json!([
+                {"event": "deployment", "data": "{\"x\":1}", "id": ""},
+                {"event": "message", "data": "a\nb", "id": ""}
+            ])
+        );
+        assert_eq!(
+            out["token"],
+            serde_json::json!({"token": "t0k", "rest": "#deployment=d-1"})
+        );
+        assert_eq!(
+            out["actions"],
+            serde_json::json!({"stop": false, "forceStop": false, "rollback": true})
+        );
+        let log = out["log"].as_str().unwrap_or_default();
+        assert!(log.starts_with("a\nb") && log.contains("7 bytes"), "{log}");
+        anyhow::Ok(())
+    }
+    .await;
+    browser.close().await;
+    result
+}
