@@ -232,6 +232,14 @@ async fn drive(fleet: &Fleet, browser: &Browser) -> anyhow::Result<()> {
             .as_deref(),
         Some("in_progress")
     );
+    // Another cell's log while the deployment runs (so the screenshot shows the panel too).
+    c.find(Locator::Css(&cell("i0", "BeforeInstall")))
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait_text("#log-text", "dashboard-log i0 BeforeInstall")
+        .await?;
     let png = c.screenshot().await?;
     let dir = target_dir();
     std::fs::create_dir_all(&dir)?;
@@ -366,6 +374,28 @@ async fn dashboard_model_functions_in_chromium() -> anyhow::Result<()> {
         );
         let log = out["log"].as_str().unwrap_or_default();
         assert!(log.starts_with("a\nb") && log.contains("7 bytes"), "{log}");
+
+        // Signing in through the form: a wrong token is refused with the API's message, the right one works.
+        let sign_in = |t: String| async move {
+            let input = c.find(Locator::Id("token-input")).await?;
+            input.clear().await?;
+            input.send_keys(&t).await?;
+            c.find(Locator::Css("#login-form button[type=submit]"))
+                .await?
+                .click()
+                .await?;
+            anyhow::Ok(())
+        };
+        sign_in("not-the-token".into()).await?;
+        browser
+            .wait_text("#login-error", "invalid admin token")
+            .await?;
+        sign_in(fleet.coordinator.admin_token.clone()).await?;
+        browser.wait_text("#view", "No applications yet").await?;
+        assert!(
+            !c.find(Locator::Id("login")).await?.is_displayed().await?,
+            "the sign-in form stays after a good token"
+        );
         anyhow::Ok(())
     }
     .await;
