@@ -27,6 +27,8 @@ import {
 
 // While a deployment runs without the events stream, it is read this often.
 const POLL_MS = 1000;
+// At most this many pages of one cell's log are read (each page is the server's page size).
+const MAX_LOG_PAGES = 100;
 
 const $ = (id) => document.getElementById(id);
 
@@ -511,10 +513,9 @@ class DeploymentPage {
     let shown;
     let source;
     try {
-      const q = `instance=${enc(instance)}&event=${enc(event)}`;
-      const r = await api.get(`/deployments/${enc(d.id)}/logs?${q}`, { signal: this.signal });
-      shown = logText(r.entries);
-      source = r.deployment_ended ? "Full log." : "Full log so far; it grows while the step runs.";
+      const r = await this.fullLog(d.id, instance, event);
+      shown = r.text;
+      source = r.ended ? "Full log." : "Full log so far; it grows while the step runs.";
       if (!shown && step?.log_tail) shown = step.log_tail;
     } catch (e) {
       if (this.signal.aborted || request !== this.logRequest) return;
@@ -528,6 +529,24 @@ class DeploymentPage {
     if (request !== this.logRequest) return;
     text.textContent = shown || (state === "pending" ? "(not started yet)" : "(no output)");
     if (!note.textContent) note.textContent = source;
+  }
+
+  /** Every page of one cell's full log (the logs route pages by a `next` cursor). */
+  async fullLog(id, instance, event) {
+    const q = `instance=${enc(instance)}&event=${enc(event)}`;
+    let text = "";
+    let after = 0;
+    let ended = false;
+    // Bounded so that a misbehaving server cannot keep the page looping.
+    for (let page = 0; page < MAX_LOG_PAGES; page++) {
+      const cursor = after ? `&after=${after}` : "";
+      const r = await api.get(`/deployments/${enc(id)}/logs?${q}${cursor}`, { signal: this.signal });
+      text += logText(r.entries);
+      ended = Boolean(r.deployment_ended);
+      if (!r.entries?.length || typeof r.next !== "number" || r.next <= after) break;
+      after = r.next;
+    }
+    return { text, ended };
   }
 
   /** Run an operator action after confirmation; show the API's error if it fails. */

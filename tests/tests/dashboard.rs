@@ -402,3 +402,91 @@ async fn dashboard_model_functions_in_chromium() -> anyhow::Result<()> {
     browser.close().await;
     result
 }
+
+/// A failed deployment: the failed cell, its output (what a failed step shows even without full logs), and the link
+/// to the automatic rollback, which the page follows. Opened through a deep link (`#deployment=…`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_a_failed_step_and_follows_the_automatic_rollback() -> anyhow::Result<()> {
+    let fleet = Fleet::start(2)?;
+    let browser = Browser::start(fleet.dir.path()).await?;
+    let result = async {
+        let c = &browser.client;
+        fleet.setup("shop", "web", "1", true)?;
+        let (good, bad) = (fleet.dir.path().join("v1"), fleet.dir.path().join("v2"));
+        write_bundle(&good, "v1", "0", "")?;
+        write_bundle(
+            &bad,
+            "v2",
+            "0",
+            "if [ \"$LIFECYCLE_EVENT\" = ValidateService ]; then echo \"boom-line $ROLLCAGE_INSTANCE\"; exit 1; fi",
+        )?;
+        let (r1, r2) = (fleet.push("shop", &good)?, fleet.push("shop", &bad)?);
+        let (code, _) = fleet.deploy_wait("shop", "web", &r1)?;
+        assert_eq!(code, 0);
+        let id = fleet.deploy("shop", "web", &r2)?;
+        let failed = fleet.wait_end(&id, Duration::from_secs(120))?;
+        let rollback = failed
+            .rollback_deployment
+            .context("no automatic rollback started")?;
+
+        c.goto(&format!(
+            "{}/#token={}&deployment={id}",
+            fleet.coordinator.url(),
+            fleet.coordinator.admin_token
+        ))
+        .await?;
+        browser
+            .wait_attr("#deployment-status .badge", "data-status", "failed")
+            .await?;
+        let url = c.current_url().await?;
+        assert_eq!(url.fragment(), Some(format!("deployment={id}").as_str()));
+        browser
+            .wait_attr(&cell("i0", "ValidateService"), "data-state", "failed")
+            .await?;
+        assert_eq!(
+            browser
+                .attr(&cell("i1", "ValidateService"), "data-state")
+                .await?
+                .as_deref(),
+            Some("pending"),
+            "i1 never started"
+        );
+        // A deployment with a rollback already has no Rollback button; a finished one no Stop.
+        let shown = |css: &'static str| async move {
+            anyhow::Ok(c.find(Locator::Css(css)).await?.is_displayed().await?)
+        };
+        assert!(!shown("#action-rollback").await?);
+        assert!(!shown("#action-stop").await?);
+
+        c.find(Locator::Css(&cell("i0", "ValidateService")))
+            .await?
+            .click()
+            .await?;
+        browser.wait_text("#log-text", "boom-line i0").await?;
+        // The step's report message is shown above the output.
+        let message = browser.text("#log-message").await?;
+        let step = failed.instances[0]
+            .steps
+            .iter()
+            .find(|s| s.event.name() == "ValidateService")
+            .context("no ValidateService step")?;
+        assert!(!message.is_empty(), "no step message shown");
+        assert_eq!(message, step.message);
+
+        let link = c.find(Locator::Id("rollback-link")).await?;
+        assert_eq!(link.text().await?, rollback);
+        link.click().await?;
+        browser
+            .wait_attr("#deployment-status .badge", "data-status", "succeeded")
+            .await?;
+        let kind = browser.text("dd[data-fact=\"kind\"]").await?;
+        assert_eq!(kind, format!("automatic rollback of {id}"));
+        anyhow::Ok(())
+    }
+    .await;
+    browser.close().await;
+    if result.is_err() {
+        eprintln!("fleet kept at {}", fleet.keep().display());
+    }
+    result
+}
