@@ -252,6 +252,24 @@ async fn drive(fleet: &Fleet, browser: &Browser) -> anyhow::Result<()> {
         shot.display(),
         written.len()
     );
+    // Cells are coloured by state (which also shows the stylesheet loaded under the content-security-policy).
+    let colour = |css: String| async move {
+        anyhow::Ok(
+            c.find(Locator::Css(&css))
+                .await?
+                .css_value("background-color")
+                .await?,
+        )
+    };
+    let (running, pending, succeeded) = (
+        colour(target.clone()).await?,
+        colour(later.clone()).await?,
+        colour(cell("i0", "BeforeInstall")).await?,
+    );
+    assert!(
+        running != pending && running != succeeded && pending != succeeded,
+        "running {running}, pending {pending}, succeeded {succeeded}"
+    );
     // The deployment's facts, as text.
     assert_eq!(browser.text("dd[data-fact=\"revision\"]").await?, rev);
     assert_eq!(browser.text("dd[data-fact=\"group\"]").await?, "web");
