@@ -232,6 +232,12 @@ async fn drive(fleet: &Fleet, browser: &Browser) -> anyhow::Result<()> {
             .as_deref(),
         Some("in_progress")
     );
+    // How the page follows the deployment: the events stream, or reads every second on coordinators without it.
+    let live = browser.text("#live").await?;
+    assert!(
+        live == "Live (events stream)." || live == "Live (reading every 1 s).",
+        "{live}"
+    );
     // Another cell's log while the deployment runs (so the screenshot shows the panel too).
     c.find(Locator::Css(&cell("i0", "BeforeInstall")))
         .await?
@@ -317,6 +323,12 @@ async fn drive(fleet: &Fleet, browser: &Browser) -> anyhow::Result<()> {
     assert!(
         !log.contains("dashboard-log i1") && !log.contains("BeforeInstall"),
         "another cell's log: {log}"
+    );
+    // The full log when the coordinator keeps it, else the tail reported with the step: the line is in both.
+    let note = browser.text("#log-note").await?;
+    assert!(
+        note == "Full log." || note == "Tail of the hook's output, as reported with the step.",
+        "{note}"
     );
     let injected = c.find_all(Locator::Css("#log-panel b")).await?;
     assert!(injected.is_empty(), "log text was parsed as HTML");
