@@ -82,15 +82,17 @@ fn rolling_with_lb_across_network_namespaces_serves_every_request() -> anyhow::R
         deploy("v1")?;
 
         // Each app listens on its own host's address, in its own namespace, and nowhere else.
-        for i in 0..n {
+        for (i, pid_file) in pid_files.iter().enumerate() {
             let listening = hosts.listening(i)?;
             let want = format!("{}:{APP_PORT}", hosts.addrs[i]);
             if !listening.contains(&want) {
                 bail!("host {i} does not listen on {want}: {listening:?}");
             }
-            if !hosts.pids(i)?.iter().any(|p| {
-                std::fs::read_to_string(&pid_files[i]).is_ok_and(|f| f.trim() == p.to_string())
-            }) {
+            if !hosts
+                .pids(i)?
+                .iter()
+                .any(|p| std::fs::read_to_string(pid_file).is_ok_and(|f| f.trim() == p.to_string()))
+            {
                 bail!("the app of host {i} does not run in its namespace");
             }
         }
