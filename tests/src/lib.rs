@@ -424,26 +424,43 @@ impl Fleet {
         }
     }
 
-    /// Downloads of a revision from the coordinator (an admin GET over plain HTTP/1.0).
-    pub fn downloads(&self, app: &str, revision: &str) -> anyhow::Result<u64> {
+    /// An admin GET over plain HTTP/1.0; returns the body of a 200.
+    pub fn admin_get(&self, path: &str) -> anyhow::Result<String> {
         use std::io::Write;
         let mut conn = std::net::TcpStream::connect(self.coordinator.addr)?;
         write!(
             conn,
-            "GET /v1/applications/{app}/revisions/{revision} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+            "GET {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
             self.coordinator.addr, self.coordinator.admin_token
         )?;
         let mut resp = String::new();
         conn.read_to_string(&mut resp)?;
-        let body = resp
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .context("no HTTP body")?;
+        let (head, body) = resp.split_once("\r\n\r\n").context("no HTTP body")?;
+        if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+            bail!("GET {path}: {}", head.lines().next().unwrap_or(""));
+        }
+        Ok(body.to_owned())
+    }
+
+    /// Downloads of a revision from the coordinator.
+    pub fn downloads(&self, app: &str, revision: &str) -> anyhow::Result<u64> {
+        let body = self.admin_get(&format!("/v1/applications/{app}/revisions/{revision}"))?;
         let v: serde_json::Value =
-            serde_json::from_str(body).with_context(|| format!("revision JSON `{body}`"))?;
+            serde_json::from_str(&body).with_context(|| format!("revision JSON `{body}`"))?;
         v["downloads"]
             .as_u64()
             .with_context(|| format!("no downloads field in {v}"))
+    }
+
+    /// The value of one sample (`name{labels}` exactly as exposed) in the coordinator's `/metrics`.
+    pub fn metric(&self, sample: &str) -> anyhow::Result<Option<f64>> {
+        let text = self.admin_get("/metrics")?;
+        Ok(text.lines().find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        }))
     }
 
     /// Every marker written so far.

@@ -249,6 +249,18 @@ fn rolling(kind: Kind) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(500));
         let samples = load.finish();
         assert_no_failures(&samples, "v2 rollout")?;
+        // The coordinator's /metrics reads the LB's counters through the driver: at least every request the
+        // load generator saw answered went through the group.
+        let lb_requests = s
+            .fleet
+            .metric(r#"rollcage_lb_requests_total{group="shop/web/web"}"#)?
+            .context("no LB request counter for shop/web/web in /metrics")?;
+        #[allow(clippy::cast_precision_loss)] // a few thousand requests
+        let answered = samples.len() as f64;
+        assert!(
+            lb_requests >= answered,
+            "/metrics counts {lb_requests} LB requests, the load generator sent {answered}"
+        );
         assert_only_registered(&samples, &out_windows(&d2, None))?;
         for i in 0..4 {
             assert_eq!(events(&d2, &format!("i{i}")), LB_ORDER, "v2 i{i}");
