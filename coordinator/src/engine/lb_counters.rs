@@ -138,9 +138,13 @@ mod tests {
                 "shop",
                 "web",
                 DeploymentStyle::BlueGreen,
-                Some(settings(serde_json::json!({
-                    "blue": ["127.0.0.1:1"], "green": ["127.0.0.1:2"]
-                }))),
+                Some({
+                    let mut s = settings(serde_json::json!({
+                        "blue": ["127.0.0.1:1"], "green": ["127.0.0.1:2"]
+                    }));
+                    s["active_group"] = "blue".into();
+                    s
+                }),
             ),
             group(
                 "blog",
