@@ -7,6 +7,7 @@ use rollcage_e2e::{Fleet, write_bundle};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 const EVENTS: [&str; 7] = [
     "DownloadBundle",
@@ -290,6 +291,95 @@ fn watch_of_a_failing_validate_service_exits_2_names_the_failure_and_follows_the
             relay.count("GET /v1/deployments/"),
             2,
             "only the two streams"
+        );
+        Ok(())
+    })();
+    if result.is_err() {
+        eprintln!("kept for inspection: {}", fleet.keep().display());
+    }
+    result
+}
+
+#[test]
+fn watch_carries_on_across_a_coordinator_restart() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start(2)?;
+    let result = (|| {
+        fleet.setup("shop", "web", "1", false)?;
+        let b1 = fleet.dir.path().join("v1");
+        write_bundle(&b1, "v1", "0.3", "")?;
+        let r1 = fleet.push("shop", &b1)?;
+        let id = fleet.deploy("shop", "web", &r1)?;
+        let out_path = fleet.dir.path().join("watch.out");
+        let mut child = std::process::Command::new(rollcage_e2e::rollcage_bin()?)
+            .args(["watch", &id])
+            .env("ROLLCAGE_COORDINATOR", fleet.coordinator.url())
+            .env("ROLLCAGE_TOKEN", &fleet.coordinator.admin_token)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out_path)?)
+            .stderr(std::fs::File::create(out_path.with_extension("err"))?)
+            .spawn()?;
+        let started = Instant::now();
+        let code = (|| {
+            // Restart the coordinator once the watch has shown i0's first hook running.
+            while !std::fs::read_to_string(&out_path)?.contains("i0 BeforeInstall running") {
+                anyhow::ensure!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "watch showed nothing"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            fleet
+                .coordinator
+                .kill_and_restart(Duration::from_millis(500))?;
+            loop {
+                if let Some(status) = child.try_wait()? {
+                    return Ok(status.code());
+                }
+                anyhow::ensure!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "watch did not end"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })();
+        if code.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let code = code?;
+        let out = std::fs::read_to_string(&out_path)?;
+        assert_eq!(code, Some(0), "{out}");
+        let lines = progress_lines(&out);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("lost the progress stream of {id}"))),
+            "{out}"
+        );
+        assert!(
+            lines.contains(&format!("reconnected; following deployment {id}").as_str()),
+            "{out}"
+        );
+        for instance in ["i0", "i1"] {
+            for event in EVENTS {
+                let ended = lines
+                    .iter()
+                    .filter(|l| {
+                        is_step_line(l, instance, event, "succeeded")
+                            || is_step_line(l, instance, event, "skipped")
+                    })
+                    .count();
+                assert_eq!(
+                    ended, 1,
+                    "`{instance} {event}` ended once, across the restart:\n{out}"
+                );
+            }
+        }
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("deployment {id} succeeded"))),
+            "{out}"
         );
         Ok(())
     })();

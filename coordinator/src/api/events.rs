@@ -395,6 +395,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_step_failed_by_the_lost_agent_sweeper_sends_a_snapshot() -> TestResult {
+        let (st, _, id) = deployment().await?;
+        let mut stream = open(&st, &id).await?;
+        assert_eq!(running(&stream.snapshot().await?), ["DownloadBundle"]);
+        let sweep = async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            // Far past the heartbeat deadline: the agent is lost.
+            crate::server::sweep_lost(&st, crate::api::now_ms() + 3_600_000)
+        };
+        let (d, swept) = tokio::join!(stream.snapshot(), sweep);
+        assert_eq!(swept?, 1);
+        let d = d?;
+        assert_eq!(d.instances[0].steps[0].state, StepState::Failed);
+        assert!(
+            d.instances[0].steps[0].message.contains("lost"),
+            "{:?}",
+            d.instances[0].steps[0]
+        );
+        assert_eq!(d.status, DeploymentStatus::Failed);
+        assert!(stream.next().await?.is_none());
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn unknown_deployment_is_404_and_the_admin_token_is_required() -> TestResult {
         let (st, agent, id) = deployment().await?;
         let resp = send(
