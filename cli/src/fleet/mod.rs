@@ -1,10 +1,12 @@
 //! Fleet commands of the `rollcage` binary: run the coordinator or an agent, and operate deployments.
 //!
 //! Remote commands take the coordinator URL and the admin token from `--coordinator`/`--token` or
-//! `ROLLCAGE_COORDINATOR`/`ROLLCAGE_TOKEN`; read commands take `--output json` for scripts.
+//! `ROLLCAGE_COORDINATOR`/`ROLLCAGE_TOKEN`; read commands take `--output json` for scripts. Waiting commands
+//! follow the deployment live over the coordinator's event stream ([`watch`]).
 //!
 //! Exit codes scripts can rely on:
-//! - `0`: success (for `deploy --wait`/`rollback --wait`: the deployment succeeded);
+//! - `0`: success (for `deploy --wait`/`rollback --wait`/`continue --wait`/`watch`: the deployment succeeded,
+//!   or waits in `ready` for `continue`);
 //! - `1`: the command could not be carried out (bad arguments, coordinator unreachable, API error);
 //! - `2`: the deployment waited for failed;
 //! - `3`: the deployment waited for was stopped.
