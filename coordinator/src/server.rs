@@ -103,6 +103,7 @@ pub fn open_state(cfg: &ServerConfig) -> Result<api::State, ServerError> {
     let resumed = state
         .store
         .write(|tx| executor::resume_all(tx, now, &mut wake))?;
+    state.changes.bump_all();
     if resumed > 0 {
         tracing::info!(resumed, "resumed running deployments");
     }
@@ -128,6 +129,8 @@ pub fn sweep_lost(state: &api::State, now: i64) -> Result<usize, executor::Engin
             {
                 tracing::warn!(%instance, step, "{reason}");
                 failed += 1;
+                // Rare (an agent lost): every follower re-reads rather than looking up the step's deployment.
+                state.changes.bump_all();
             }
             state.wake(&wake);
         }
