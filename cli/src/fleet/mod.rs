@@ -9,7 +9,7 @@
 //! - `2`: the deployment waited for failed;
 //! - `3`: the deployment waited for was stopped.
 
-mod pack;
+pub(crate) mod pack;
 mod render;
 
 use anyhow::{Context, bail};

@@ -1,0 +1,277 @@
+//! Process supervision of the demo: every process it starts (coordinator, LB, agents) is a `rollcage`
+//! subcommand in its own process group, logging to a file in the demo's temp dir. [`Supervisor::shutdown`]
+//! (also run on drop, so on errors and panics) stops them all, then every process whose command line mentions
+//! the temp dir (the demo apps the hooks started in the background, with their pid files there, and any hook
+//! still running), and removes the temp dir unless asked to keep it.
+
+use anyhow::{Context as _, bail};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use std::ffi::OsStr;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long processes get to exit after SIGTERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+/// Lines of a log shown when its process fails.
+pub const TAIL_LINES: usize = 15;
+
+struct Supervised {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// The demo's processes and temp dir.
+pub struct Supervisor {
+    dir: PathBuf,
+    tmp: Mutex<Option<tempfile::TempDir>>,
+    children: Mutex<Vec<Supervised>>,
+    keep: bool,
+}
+
+impl Supervisor {
+    /// A fresh temp dir (`rollcage-demo-*` in the system temp dir); `keep` leaves it in place at the end.
+    pub fn new(keep: bool) -> anyhow::Result<Self> {
+        let tmp = tempfile::Builder::new()
+            .prefix("rollcage-demo-")
+            .tempdir()
+            .context("creating the demo's temp dir")?;
+        Ok(Self {
+            dir: tmp.path().to_owned(),
+            tmp: Mutex::new(Some(tmp)),
+            children: Mutex::new(Vec::new()),
+            keep,
+        })
+    }
+
+    /// The temp dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Start `exe args…` as `name` in its own process group (so a Ctrl-C in the terminal reaches only the demo,
+    /// which stops everything in order), stdout and stderr appended to `log`.
+    pub fn spawn(&self, name: &str, exe: &Path, args: &[&OsStr], log: &Path) -> anyhow::Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening log {}", log.display()))?;
+        let err = file.try_clone().context("duplicating a log file handle")?;
+        let child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {name} ({})", exe.display()))?;
+        tracing::debug!(name, pid = child.id(), "demo process started");
+        self.lock().push(Supervised {
+            name: name.to_owned(),
+            child,
+            log: log.to_owned(),
+        });
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Supervised>> {
+        // A poisoned lock only means a panic elsewhere; the list itself is intact.
+        self.children.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An error naming the first process that exited, with the end of its log.
+    pub fn check_alive(&self) -> anyhow::Result<()> {
+        let mut children = self.lock();
+        for c in children.iter_mut() {
+            if let Ok(Some(status)) = c.child.try_wait() {
+                bail!(
+                    "{} exited unexpectedly ({status}); last lines of {}:\n{}",
+                    c.name,
+                    c.log.display(),
+                    log_tail(&c.log, TAIL_LINES)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The log file of process `name`.
+    pub fn log_of(&self, name: &str) -> Option<PathBuf> {
+        self.lock()
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.log.clone())
+    }
+
+    /// Stop every process (SIGTERM to each group, SIGKILL after a grace time), then whatever still mentions the
+    /// temp dir, and remove the temp dir (or keep it: its path is returned). Idempotent.
+    pub fn shutdown(&self) -> Option<PathBuf> {
+        let mut children = std::mem::take(&mut *self.lock());
+        for c in &children {
+            if let Some(pid) = pid_of(c.child.id()) {
+                let _ = killpg(pid, Signal::SIGTERM);
+            }
+        }
+        let begin = Instant::now();
+        while begin.elapsed() < TERM_GRACE
+            && children
+                .iter_mut()
+                .any(|c| matches!(c.child.try_wait(), Ok(None)))
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for c in &mut children {
+            if matches!(c.child.try_wait(), Ok(None))
+                && let Some(pid) = pid_of(c.child.id())
+            {
+                let _ = killpg(pid, Signal::SIGKILL);
+            }
+            let _ = c.child.wait();
+        }
+        // The demo apps and hooks live in process groups of their own (the agent's hook runner makes one per
+        // hook): find them by the temp dir in their command line.
+        sweep(&self.dir, Signal::SIGTERM);
+        let begin = Instant::now();
+        while begin.elapsed() < TERM_GRACE && !processes_mentioning(&self.dir).is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sweep(&self.dir, Signal::SIGKILL);
+        let tmp = self.tmp.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        if self.keep {
+            return Some(tmp.keep());
+        }
+        let path = tmp.path().to_owned();
+        if let Err(e) = tmp.close() {
+            eprintln!("demo: could not remove {}: {e}", path.display());
+        }
+        None
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if let Some(kept) = self.shutdown() {
+            eprintln!("demo: kept {}", kept.display());
+        }
+    }
+}
+
+fn pid_of(id: u32) -> Option<Pid> {
+    i32::try_from(id).ok().map(Pid::from_raw)
+}
+
+/// Processes (other than this one) whose command line contains `dir`.
+pub fn processes_mentioning(dir: &Path) -> Vec<i32> {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle))
+        })
+        .filter_map(|pid| i32::try_from(pid).ok())
+        .collect()
+}
+
+fn sweep(dir: &Path, signal: Signal) {
+    for pid in processes_mentioning(dir) {
+        tracing::debug!(pid, ?signal, "stopping a demo process left behind");
+        let _ = kill(Pid::from_raw(pid), signal);
+    }
+}
+
+/// The last `n` lines of a log file (or why it cannot be read).
+pub fn log_tail(path: &Path, n: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(n);
+            lines[from..].iter().map(|l| format!("  | {l}\n")).collect()
+        }
+        Err(e) => format!("  (cannot read {}: {e})\n", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tails_keep_the_last_lines() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("x.log");
+        std::fs::write(&p, "a\nb\nc\n")?;
+        assert_eq!(log_tail(&p, 2), "  | b\n  | c\n");
+        assert!(log_tail(&dir.path().join("none"), 2).contains("cannot read"));
+        Ok(())
+    }
+
+    #[test]
+    fn shutdown_stops_processes_and_their_strays_and_removes_the_dir() -> anyhow::Result<()> {
+        let sup = Supervisor::new(false)?;
+        let dir = sup.dir().to_owned();
+        // A supervised process, and a stray started in the background in another process group that only
+        // mentions the temp dir on its command line (as the demo apps do).
+        let script = dir.join("stray.sh");
+        std::fs::write(&script, "#!/bin/sh\nsleep 300\n")?;
+        let log = dir.join("sh.log");
+        let stray = format!(
+            "setsid /bin/sh {} >/dev/null 2>&1 & sleep 300",
+            script.display()
+        );
+        sup.spawn(
+            "shell",
+            Path::new("/bin/sh"),
+            &[OsStr::new("-c"), OsStr::new(&stray)],
+            &log,
+        )?;
+        let begin = Instant::now();
+        while processes_mentioning(&dir).is_empty() && begin.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!processes_mentioning(&dir).is_empty(), "the stray runs");
+        sup.check_alive()?;
+        assert_eq!(sup.shutdown(), None);
+        assert!(processes_mentioning(&dir).is_empty());
+        assert!(!dir.exists());
+        // Twice is harmless.
+        assert_eq!(sup.shutdown(), None);
+        Ok(())
+    }
+
+    #[test]
+    fn a_dead_process_is_reported_with_its_log() -> anyhow::Result<()> {
+        let sup = Supervisor::new(false)?;
+        let log = sup.dir().join("x.log");
+        sup.spawn(
+            "quitter",
+            Path::new("/bin/sh"),
+            &[OsStr::new("-c"), OsStr::new("echo going away; exit 3")],
+            &log,
+        )?;
+        let begin = Instant::now();
+        let err = loop {
+            if let Err(e) = sup.check_alive() {
+                break e;
+            }
+            assert!(begin.elapsed() < Duration::from_secs(10), "never exited");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let msg = err.to_string();
+        assert!(msg.contains("quitter exited"), "{msg}");
+        assert!(msg.contains("going away"), "{msg}");
+        Ok(())
+    }
+}
