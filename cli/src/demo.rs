@@ -60,9 +60,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(code))
         }
     };
-    if let Err(e) = &result {
-        eprintln!("demo: {e:#}");
-    }
     if let Some(kept) = sup.shutdown() {
         println!("demo: kept {}", kept.display());
     }
