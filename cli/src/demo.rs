@@ -25,7 +25,7 @@ use plan::{Expect, Stage};
 use procs::Supervisor;
 use report::Row;
 use rollcage_agent::client::Client;
-use rollcage_proto::wire::{Deployment, Revision};
+use rollcage_proto::wire::{Deployment, Revision, StepState};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -128,11 +128,12 @@ async fn scenario(sup: &Supervisor, exe: &Path) -> anyhow::Result<ExitCode> {
         let f = follow(sup, client, stage.version, &d.id, load.as_ref()).await?;
         let label = stage.version.to_owned();
         let ok = settle(
+            sup,
             &label,
             &stage.expect,
             &f,
             &cluster,
-            &mut load,
+            load.as_ref(),
             &mut problems,
         )
         .await;
@@ -141,7 +142,16 @@ async fn scenario(sup: &Supervisor, exe: &Path) -> anyhow::Result<ExitCode> {
             let rb_id = rollback_of(sup, client, &f.d).await?;
             let label = format!("{} rollback", stage.version);
             let rb = follow(sup, client, &label, &rb_id, load.as_ref()).await?;
-            let ok = settle(&label, rb_expect, &rb, &cluster, &mut load, &mut problems).await;
+            let ok = settle(
+                sup,
+                &label,
+                rb_expect,
+                &rb,
+                &cluster,
+                load.as_ref(),
+                &mut problems,
+            )
+            .await;
             rows.push(row(&label, rb_expect, &rb, ok));
         }
         if load.is_none() && stage_starts_traffic(&stage) {
@@ -192,11 +202,12 @@ fn stage_starts_traffic(stage: &Stage) -> bool {
 
 /// Check a finished deployment and the version served after it; prints its traffic line. True if all held.
 async fn settle(
+    sup: &Supervisor,
     label: &str,
     want: &Expect,
     f: &Followed,
     cluster: &cluster::Cluster,
-    load: &mut Option<Traffic>,
+    load: Option<&Traffic>,
     problems: &mut Vec<String>,
 ) -> bool {
     let mut mine = plan::check(label, want, &f.d);
@@ -206,33 +217,60 @@ async fn settle(
         // Before any traffic (v1): the LB needs a few health checks to see the app; wait for it.
         wait_served(cluster.service).await
     };
+    let mut logs = Vec::new();
+    let serving = match &served {
+        Ok(versions) => {
+            let mut seen: Vec<&str> = versions.iter().map(String::as_str).collect();
+            seen.dedup();
+            seen.join("+")
+        }
+        Err(_) => "nothing".to_owned(),
+    };
     match served {
         Ok(versions) if versions.iter().all(|v| v == want.served_after) => {}
         Ok(versions) => mine.push(format!(
             "{label}: the LB served {versions:?} after it, expected {}",
             want.served_after
         )),
-        Err(e) => mine.push(format!("{label}: probing the LB after it: {e}")),
+        Err(e) => {
+            mine.push(format!("{label}: probing the LB after it: {e}"));
+            logs.push("lb".to_owned());
+        }
     }
-    let so_far = load.as_ref().map(Traffic::snapshot);
+    if !mine.is_empty() {
+        // The agents of instances with a failed step, where the hook output and the agent's view are.
+        logs.extend(
+            f.d.instances
+                .iter()
+                .filter(|i| i.steps.iter().any(|s| s.state == StepState::Failed))
+                .map(|i| format!("{}{}", procs::AGENT_PREFIX, i.instance)),
+        );
+        logs.push("coordinator".to_owned());
+    }
+    let so_far = load.map(Traffic::snapshot);
     println!(
         "{label} {} in {:.1}s; {}",
         f.d.status,
         seconds(&f.d),
         match so_far {
             Some(total) => format!(
-                "traffic: {} requests during it ({} failed), {} so far ({} failed); serving {}",
-                f.traffic.requests,
-                f.traffic.failed,
-                total.requests,
-                total.failed,
-                want.served_after
+                "traffic: {} requests during it ({} failed), {} so far ({} failed); the LB serves {serving}",
+                f.traffic.requests, f.traffic.failed, total.requests, total.failed
             ),
-            None => format!("serving {}; no traffic yet", want.served_after),
+            None => format!("the LB serves {serving}; no traffic yet"),
         }
     );
     if !f.d.message.is_empty() {
         println!("{label}: {}", f.d.message);
+    }
+    for name in logs {
+        if let Some(path) = sup.log_of(&name) {
+            println!(
+                "last lines of {} ({name}):\n{}",
+                path.display(),
+                procs::log_tail(&path, procs::TAIL_LINES)
+            );
+        }
     }
     let ok = mine.is_empty();
     problems.extend(mine);

@@ -5,7 +5,7 @@
 //! token is on any command line.
 
 use super::plan::{self, APP, BLUE, GREEN, INSTANCES, SERVICE};
-use super::procs::{Supervisor, TAIL_LINES, log_tail};
+use super::procs::{AGENT_PREFIX, Supervisor, TAIL_LINES, log_tail};
 use crate::agent_service::AgentFile;
 use anyhow::{Context as _, bail};
 use rollcage_agent::client::Client;
@@ -168,7 +168,7 @@ pub async fn start(sup: &Supervisor, exe: &Path) -> anyhow::Result<Cluster> {
         std::fs::write(&cfg, toml::to_string(&file)?)
             .with_context(|| format!("writing {}", cfg.display()))?;
         sup.spawn(
-            &format!("agent {name}"),
+            &format!("{AGENT_PREFIX}{name}"),
             exe,
             &[os("agent"), os("--config"), cfg.as_os_str()],
             &agents_dir.join(format!("{name}.log")),

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 /// How long processes get to exit after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(3);
+/// Names of agent processes start with this (they are stopped first).
+pub const AGENT_PREFIX: &str = "agent ";
 /// Lines of a log shown when its process fails.
 pub const TAIL_LINES: usize = 15;
 
@@ -111,28 +113,14 @@ impl Supervisor {
     /// Stop every process (SIGTERM to each group, SIGKILL after a grace time), then whatever still mentions the
     /// temp dir, and remove the temp dir (or keep it: its path is returned). Idempotent.
     pub fn shutdown(&self) -> Option<PathBuf> {
-        let mut children = std::mem::take(&mut *self.lock());
-        for c in &children {
-            if let Some(pid) = pid_of(c.child.id()) {
-                let _ = killpg(pid, Signal::SIGTERM);
-            }
-        }
-        let begin = Instant::now();
-        while begin.elapsed() < TERM_GRACE
-            && children
-                .iter_mut()
-                .any(|c| matches!(c.child.try_wait(), Ok(None)))
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        for c in &mut children {
-            if matches!(c.child.try_wait(), Ok(None))
-                && let Some(pid) = pid_of(c.child.id())
-            {
-                let _ = killpg(pid, Signal::SIGKILL);
-            }
-            let _ = c.child.wait();
-        }
+        let children = std::mem::take(&mut *self.lock());
+        // Processes started last go first: agents report their last step to a coordinator still up, then the
+        // LB and the coordinator have nobody left to wait for.
+        let (mut late, mut early): (Vec<_>, Vec<_>) = children
+            .into_iter()
+            .partition(|c| c.name.starts_with(AGENT_PREFIX));
+        stop(&mut late);
+        stop(&mut early);
         // The demo apps and hooks live in process groups of their own (the agent's hook runner makes one per
         // hook): find them by the temp dir in their command line.
         sweep(&self.dir, Signal::SIGTERM);
@@ -161,14 +149,41 @@ impl Drop for Supervisor {
     }
 }
 
+/// SIGTERM to each process group, SIGKILL to those still running after [`TERM_GRACE`]; reaps them all.
+fn stop(children: &mut [Supervised]) {
+    for c in children.iter() {
+        if let Some(pid) = pid_of(c.child.id()) {
+            let _ = killpg(pid, Signal::SIGTERM);
+        }
+    }
+    let begin = Instant::now();
+    while begin.elapsed() < TERM_GRACE
+        && children
+            .iter_mut()
+            .any(|c| matches!(c.child.try_wait(), Ok(None)))
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for c in children.iter_mut() {
+        if matches!(c.child.try_wait(), Ok(None))
+            && let Some(pid) = pid_of(c.child.id())
+        {
+            tracing::debug!(name = %c.name, "still running after SIGTERM: SIGKILL");
+            let _ = killpg(pid, Signal::SIGKILL);
+        }
+        let _ = c.child.wait();
+    }
+}
+
 fn pid_of(id: u32) -> Option<Pid> {
     i32::try_from(id).ok().map(Pid::from_raw)
 }
 
-/// Processes (other than this one) whose command line contains `dir`.
+/// Processes (other than this one) left behind by the demo in `dir`: see [`is_leftover`].
 pub fn processes_mentioning(dir: &Path) -> Vec<i32> {
-    let needle = dir.as_os_str().as_encoded_bytes();
+    let dir = dir.as_os_str().as_encoded_bytes();
     let me = std::process::id();
+    let exe = std::env::current_exe().ok();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -177,13 +192,36 @@ pub fn processes_mentioning(dir: &Path) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| *pid != me)
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle))
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            // A binary replaced while running shows as `PATH (deleted)`: compare the start.
+            let ours = std::fs::read_link(format!("/proc/{pid}/exe"))
+                .ok()
+                .zip(exe.as_ref())
+                .is_some_and(|(p, e)| {
+                    p.as_os_str()
+                        .as_encoded_bytes()
+                        .starts_with(e.as_os_str().as_encoded_bytes())
+                });
+            is_leftover(&argv, ours, dir)
         })
         .filter_map(|pid| i32::try_from(pid).ok())
         .collect()
 }
 
+/// A process the demo left behind: its command line mentions the temp dir `dir`, and it is this binary (a demo
+/// app, whose pid file is in `dir`) or a shell script under `dir` (a hook still running). Anything else that
+/// merely mentions the dir, such as someone's `tail -f` of a log there, is left alone.
+pub fn is_leftover(argv: &[&[u8]], ours: bool, dir: &[u8]) -> bool {
+    let mentions = argv.iter().any(|a| a.windows(dir.len()).any(|w| w == dir));
+    let script = argv
+        .iter()
+        .take(2)
+        .any(|a| a.starts_with(dir) && a.ends_with(b".sh"));
+    mentions && (ours || script)
+}
 fn sweep(dir: &Path, signal: Signal) {
     for pid in processes_mentioning(dir) {
         tracing::debug!(pid, ?signal, "stopping a demo process left behind");
@@ -198,10 +236,32 @@ pub fn log_tail(path: &Path, n: usize) -> String {
             let text = String::from_utf8_lossy(&bytes);
             let lines: Vec<&str> = text.lines().collect();
             let from = lines.len().saturating_sub(n);
-            lines[from..].iter().map(|l| format!("  | {l}\n")).collect()
+            lines[from..]
+                .iter()
+                .map(|l| format!("  | {}\n", strip_ansi(l)))
+                .collect()
         }
         Err(e) => format!("  (cannot read {}: {e})\n", path.display()),
     }
+}
+
+/// `line` without terminal colour sequences (`ESC [ … letter`), which the daemons' logs contain.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip `[`, parameters, and the final letter.
+            for n in chars.by_ref() {
+                if n.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -209,11 +269,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn leftovers_are_this_binary_or_scripts_under_the_dir() {
+        let dir = b"/tmp/rollcage-demo-x";
+        let app: [&[u8]; 3] = [
+            b"/bin/rollcage",
+            b"--pid-file",
+            b"/tmp/rollcage-demo-x/apps/i1.pid",
+        ];
+        assert!(is_leftover(&app, true, dir));
+        assert!(!is_leftover(&app, false, dir), "another binary");
+        let hook: [&[u8]; 2] = [
+            b"/bin/sh",
+            b"/tmp/rollcage-demo-x/agents/i1/r/scripts/start.sh",
+        ];
+        assert!(is_leftover(&hook, false, dir));
+        let tail: [&[u8]; 3] = [b"tail", b"-f", b"/tmp/rollcage-demo-x/lb.log"];
+        assert!(!is_leftover(&tail, false, dir));
+        let elsewhere: [&[u8]; 2] = [b"/bin/rollcage", b"agent"];
+        assert!(!is_leftover(&elsewhere, true, dir));
+    }
+
+    #[test]
     fn tails_keep_the_last_lines() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let p = dir.path().join("x.log");
-        std::fs::write(&p, "a\nb\nc\n")?;
-        assert_eq!(log_tail(&p, 2), "  | b\n  | c\n");
+        std::fs::write(&p, "a\nb\n\u{1b}[32m INFO\u{1b}[0m c\n")?;
+        assert_eq!(log_tail(&p, 2), "  | b\n  |  INFO c\n");
         assert!(log_tail(&dir.path().join("none"), 2).contains("cannot read"));
         Ok(())
     }
@@ -225,7 +306,7 @@ mod tests {
         // A supervised process, and a stray started in the background in another process group that only
         // mentions the temp dir on its command line (as the demo apps do).
         let script = dir.join("stray.sh");
-        std::fs::write(&script, "#!/bin/sh\nsleep 300\n")?;
+        std::fs::write(&script, "#!/bin/sh\nwhile :; do sleep 0.1; done\n")?;
         let log = dir.join("sh.log");
         let stray = format!(
             "setsid /bin/sh {} >/dev/null 2>&1 & sleep 300",
