@@ -34,6 +34,9 @@ fn processes_mentioning(dir: &Path) -> Vec<String> {
 fn start_demo() -> anyhow::Result<(Child, mpsc::Receiver<String>)> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rollcage"))
         .arg("demo")
+        // An operator's own settings must not leak into the demo's processes (the agents read these).
+        .env("ROLLCAGE_COORDINATOR", "http://127.0.0.1:1")
+        .env("ROLLCAGE_ENROLL_TOKEN", "not-the-demo-s")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -64,7 +64,13 @@ impl Supervisor {
             .open(log)
             .with_context(|| format!("opening log {}", log.display()))?;
         let err = file.try_clone().context("duplicating a log file handle")?;
-        let child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        // The operator's own settings (ROLLCAGE_COORDINATOR, ROLLCAGE_ENROLL_TOKEN, ROLLCAGE_LOG, …) would
+        // override the demo's config files: its processes must talk to each other only.
+        for key in rollcage_vars(std::env::vars_os().map(|(k, _)| k)) {
+            cmd.env_remove(key);
+        }
+        let child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(file)
@@ -173,6 +179,12 @@ fn stop(children: &mut [Supervised]) {
         }
         let _ = c.child.wait();
     }
+}
+
+/// The `ROLLCAGE_*` names among environment variable names.
+fn rollcage_vars(keys: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    keys.filter(|k| k.as_encoded_bytes().starts_with(b"ROLLCAGE_"))
+        .collect()
 }
 
 fn pid_of(id: u32) -> Option<Pid> {
@@ -287,6 +299,21 @@ mod tests {
         assert!(!is_leftover(&tail, false, dir));
         let elsewhere: [&[u8]; 2] = [b"/bin/rollcage", b"agent"];
         assert!(!is_leftover(&elsewhere, true, dir));
+    }
+
+    #[test]
+    fn the_operators_rollcage_settings_are_not_inherited() {
+        let keys = [
+            "PATH",
+            "ROLLCAGE_COORDINATOR",
+            "ROLLCAGE_ENROLL_TOKEN",
+            "MY_ROLLCAGE_X",
+        ]
+        .map(std::ffi::OsString::from);
+        assert_eq!(
+            rollcage_vars(keys.into_iter()),
+            ["ROLLCAGE_COORDINATOR", "ROLLCAGE_ENROLL_TOKEN"].map(std::ffi::OsString::from)
+        );
     }
 
     #[test]
