@@ -360,6 +360,37 @@ mod tests {
     }
 
     #[test]
+    fn a_panic_still_stops_everything_and_removes_the_dir() -> anyhow::Result<()> {
+        let seen = std::sync::Mutex::new(None);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let sup = Supervisor::new(false)?;
+            let script = sup.dir().join("app.sh");
+            std::fs::write(&script, "while :; do sleep 0.1; done\n")?;
+            sup.spawn(
+                "app",
+                Path::new("/bin/sh"),
+                &[script.as_os_str()],
+                &sup.dir().join("app.log"),
+            )?;
+            if let Ok(mut s) = seen.lock() {
+                *s = Some(sup.dir().to_owned());
+            }
+            panic!("a bug in the demo");
+            #[allow(unreachable_code, reason = "the closure's type")]
+            Ok::<(), anyhow::Error>(())
+        }));
+        assert!(result.is_err(), "it panicked");
+        let dir = seen
+            .lock()
+            .ok()
+            .and_then(|s| s.clone())
+            .context("the temp dir")?;
+        assert!(!dir.exists(), "{} removed", dir.display());
+        assert!(processes_mentioning(&dir).is_empty());
+        Ok(())
+    }
+
+    #[test]
     fn a_dead_process_is_reported_with_its_log() -> anyhow::Result<()> {
         let sup = Supervisor::new(false)?;
         let log = sup.dir().join("x.log");
