@@ -21,7 +21,7 @@ mod report;
 mod traffic;
 
 use anyhow::{Context as _, bail};
-use plan::{Expect, Stage};
+use plan::Expect;
 use procs::Supervisor;
 use report::Row;
 use rollcage_agent::client::Client;
@@ -154,20 +154,21 @@ async fn scenario(sup: &Supervisor, exe: &Path) -> anyhow::Result<ExitCode> {
             .await;
             rows.push(row(&label, rb_expect, &rb, ok));
         }
-        if load.is_none() && stage_starts_traffic(&stage) {
+        if load.is_none() && stage.starts_traffic {
             load = Some(start_traffic(&cluster));
         }
     }
     let total = load.as_ref().map(Traffic::stop).unwrap_or_default();
-    if let Some(first) = load.as_ref().and_then(Traffic::first_failure) {
-        problems.push(format!("first failed request: {first}"));
-    }
     if total.requests == 0 {
         problems.push("no request went through the load balancer".to_owned());
     }
     if total.failed > 0 {
+        let first = load
+            .as_ref()
+            .and_then(Traffic::first_failure)
+            .unwrap_or_default();
         problems.push(format!(
-            "{} of {} requests failed",
+            "{} of {} requests failed; the first: {first}",
             total.failed, total.requests
         ));
     }
@@ -193,11 +194,6 @@ async fn scenario(sup: &Supervisor, exe: &Path) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// Traffic starts once the first deployment brought the app up.
-fn stage_starts_traffic(stage: &Stage) -> bool {
-    stage.version == "v1"
 }
 
 /// Check a finished deployment and the version served after it; prints its traffic line. True if all held.

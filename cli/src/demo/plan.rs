@@ -104,6 +104,8 @@ pub struct Stage {
     pub expect: Expect,
     /// Expectations of the automatic rollback it must trigger, if any.
     pub rollback: Option<Expect>,
+    /// Live traffic through the LB starts once this deployment ended (the one that brings the app up).
+    pub starts_traffic: bool,
 }
 
 /// What one deployment must look like at its end.
@@ -147,6 +149,7 @@ pub fn scenario() -> Vec<Stage> {
             fail_on: None,
             expect: ok("rolling (no LB)", each(&INSTANCES, &IN_PLACE_ORDER), "v1"),
             rollback: None,
+            starts_traffic: true,
         },
         Stage {
             version: "v2",
@@ -158,6 +161,7 @@ pub fn scenario() -> Vec<Stage> {
                 "v2",
             ),
             rollback: None,
+            starts_traffic: false,
         },
         Stage {
             version: "v3",
@@ -165,6 +169,7 @@ pub fn scenario() -> Vec<Stage> {
             fail_on: None,
             expect: ok("blue/green", each(&GREEN.1, &IN_PLACE_ORDER), "v3"),
             rollback: None,
+            starts_traffic: false,
         },
         Stage {
             version: "v4",
@@ -189,6 +194,7 @@ pub fn scenario() -> Vec<Stage> {
                 automatic_rollback: true,
                 served_after: "v3",
             }),
+            starts_traffic: false,
         },
     ]
 }
@@ -459,6 +465,13 @@ mod tests {
         assert!(rb.automatic_rollback);
         assert_eq!(rb.served_after, "v3");
         assert!(s[..3].iter().all(|st| st.rollback.is_none()));
+        // Traffic starts after v1, the deployment that brings the app up, and runs through all the others.
+        let starts: Vec<&str> = s
+            .iter()
+            .filter(|st| st.starts_traffic)
+            .map(|st| st.version)
+            .collect();
+        assert_eq!(starts, ["v1"]);
     }
 
     #[test]
