@@ -217,6 +217,7 @@ async fn settle(
     let serving = match &served {
         Ok(versions) => {
             let mut seen: Vec<&str> = versions.iter().map(String::as_str).collect();
+            seen.sort_unstable();
             seen.dedup();
             seen.join("+")
         }
