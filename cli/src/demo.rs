@@ -210,9 +210,16 @@ async fn settle(
     let served = if load.is_some() {
         traffic::probe(cluster.service, 4).await
     } else {
-        // Before any traffic (v1): the LB needs a few health checks to see the app; wait for it.
-        wait_served(cluster.service).await
-    };
+        // Before any traffic (v1): the LB needs a few health checks to see the app; wait until every serving
+        // instance answers, or the next deployment's first drain could leave it none.
+        wait_served(cluster.service, &plan::BLUE.1).await
+    }
+    .map(|bodies| {
+        bodies
+            .iter()
+            .map(|b| traffic::version_of(b).to_owned())
+            .collect::<Vec<_>>()
+    });
     let mut logs = Vec::new();
     let serving = match &served {
         Ok(versions) => {
@@ -274,15 +281,27 @@ async fn settle(
     ok
 }
 
-/// Probe until the LB answers, for at most 15 s; then the versions of 4 answers.
-async fn wait_served(addr: SocketAddr) -> Result<Vec<String>, String> {
+/// Probe until every one of `instances` answered through the LB (at most 15 s); the answers of the last probe.
+async fn wait_served(addr: SocketAddr, instances: &[&str]) -> Result<Vec<String>, String> {
     let begin = Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
     loop {
-        match traffic::probe(addr, 4).await {
-            Ok(v) => return Ok(v),
-            Err(e) if begin.elapsed() > Duration::from_secs(15) => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        let result = traffic::probe(addr, 4).await;
+        if let Ok(bodies) = &result {
+            seen.extend(bodies.iter().map(|b| traffic::instance_of(b).to_owned()));
+            if instances.iter().all(|i| seen.contains(*i)) {
+                return result;
+            }
         }
+        if begin.elapsed() > Duration::from_secs(15) {
+            return match result {
+                Ok(_) => Err(format!(
+                    "only {seen:?} of {instances:?} answered through the LB within 15 s"
+                )),
+                Err(e) => Err(e),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -143,15 +143,16 @@ pub fn version_of(body: &str) -> &str {
     body.split_whitespace().next().unwrap_or("")
 }
 
-/// Send `n` requests one after the other; the versions answered, or the first failure.
+/// The instance in an answer body (`v2 i3` → `i3`).
+pub fn instance_of(body: &str) -> &str {
+    body.split_whitespace().nth(1).unwrap_or("")
+}
+
+/// Send `n` requests one after the other; the bodies answered, or the first failure.
 pub async fn probe(addr: SocketAddr, n: usize) -> Result<Vec<String>, String> {
-    tokio::task::spawn_blocking(move || {
-        (0..n)
-            .map(|_| get(addr).map(|b| version_of(&b).to_owned()))
-            .collect()
-    })
-    .await
-    .map_err(|e| format!("probe task: {e}"))?
+    tokio::task::spawn_blocking(move || (0..n).map(|_| get(addr)).collect())
+        .await
+        .map_err(|e| format!("probe task: {e}"))?
 }
 
 #[cfg(test)]
@@ -169,6 +170,7 @@ mod tests {
         assert!(parse_answer("").is_err());
         assert_eq!(version_of("v3 i4"), "v3");
         assert_eq!(version_of(""), "");
+        assert_eq!(instance_of("v3 i4"), "i4");
     }
 
     #[test]
