@@ -11,7 +11,7 @@
 //! - `2`: the deployment waited for failed;
 //! - `3`: the deployment waited for was stopped.
 
-mod pack;
+pub(crate) mod pack;
 mod progress;
 mod render;
 mod watch;
