@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod events;
 
 use crate::auth::Tokens;
 use crate::engine::executor::EngineError;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub settings: Settings,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// Per-deployment change notification for the progress stream; bump after every write to a deployment.
+    pub changes: crate::notify::Changes,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     last_seen: Mutex<HashMap<String, i64>>,
 }
@@ -66,6 +69,7 @@ impl AppState {
             bundles_dir,
             settings,
             metrics: crate::metrics::Metrics::new(),
+            changes: crate::notify::Changes::new(),
             wakers: Mutex::new(HashMap::new()),
             last_seen: Mutex::new(HashMap::new()),
         }
@@ -375,6 +379,7 @@ fn v1_routes() -> RouteTable {
             post(admin::create_deployment).get(admin::list_deployments),
         )
         .route("/deployments/{id}", get(admin::get_deployment))
+        .route("/deployments/{id}/events", get(events::deployment_events))
         .route("/deployments/{id}/stop", post(admin::stop_deployment))
         .route(
             "/deployments/{id}/continue",

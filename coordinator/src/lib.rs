@@ -5,6 +5,7 @@
 //! - [`store`]: the SQLite state, the single source of truth (a restarted coordinator carries on).
 //! - [`auth`]: admin, enrollment and per-agent tokens.
 //! - [`dashboard`]: the web dashboard at `GET /` (static files; the page calls the API with the admin token).
+//! - [`notify`]: per-deployment change notification behind the live progress stream.
 //! - [`metrics`]: Prometheus metrics at `GET /metrics` (admin or scrape token).
 //! - [`server`]: start-up (data dir, tokens, resume), the lost-agent sweeper, plain or TLS listener.
 //!
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod engine;
 pub mod metrics;
+pub mod notify;
 pub mod server;
 pub mod store;
 

@@ -104,21 +104,26 @@ pub async fn report(
         (report.command_id, report.outcome, report.duration_ms);
     // Group-committed with concurrent reports; the next command is read in the same transaction.
     let agent = name.clone();
-    let (recorded, event, command, mut wake) = st
+    let (recorded, step, command, mut wake) = st
         .store
         .write_batched(move |tx| {
             let mut wake = Vec::new();
-            let event = deployments::step(tx, report.command_id)?.map(|s| s.event);
+            let step =
+                deployments::step(tx, report.command_id)?.map(|s| (s.event, s.deployment_id));
             let recorded = executor::record_report(tx, &agent, &report, now, &mut wake)?;
             let command = match deployments::running_step_for(tx, &agent)? {
                 Some(step) => Some(executor::command_for(tx, &step)?),
                 None => None,
             };
-            Ok::<_, ApiError>((recorded, event, command, wake))
+            Ok::<_, ApiError>((recorded, step, command, wake))
         })
         .await?;
     wake.retain(|w| w != &name);
     st.wake(&wake);
+    let (event, deployment) = step.unzip();
+    if recorded && let Some(d) = &deployment {
+        st.changes.bump(d);
+    }
     if let (true, Some(event)) = (recorded, event) {
         let outcome_name = match outcome {
             StepOutcome::Succeeded => "succeeded",
