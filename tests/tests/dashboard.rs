@@ -518,3 +518,72 @@ async fn dashboard_shows_a_failed_step_and_follows_the_automatic_rollback() -> a
     }
     result
 }
+
+/// The operator buttons: Stop, then Force stop (each confirmed in a dialog) cancel a hung step; Roll back then
+/// appears and, with no earlier successful deployment to go back to, shows the API's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_buttons_stop_force_stop_and_report_a_refused_rollback() -> anyhow::Result<()> {
+    let fleet = Fleet::start(1)?;
+    let browser = Browser::start(fleet.dir.path()).await?;
+    let result = async {
+        let c = &browser.client;
+        fleet.setup("shop", "web", "1", false)?;
+        let bundle = fleet.dir.path().join("hang");
+        // AfterInstall waits for a gate that never opens (at most 60 s).
+        write_bundle(
+            &bundle,
+            "hang",
+            "0",
+            "if [ \"$LIFECYCLE_EVENT\" = AfterInstall ]; then\n\
+               n=0; while [ ! -e \"$MARKERS.never\" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done\n\
+             fi",
+        )?;
+        let rev = fleet.push("shop", &bundle)?;
+        let id = fleet.deploy("shop", "web", &rev)?;
+        c.goto(&format!(
+            "{}/#deployment={id}&token={}",
+            fleet.coordinator.url(),
+            fleet.coordinator.admin_token
+        ))
+        .await?;
+        let hung = cell("i0", "AfterInstall");
+        browser.wait_attr(&hung, "data-state", "running").await?;
+
+        // Stop: asks first; dismissing the dialog does nothing.
+        c.find(Locator::Id("action-stop")).await?.click().await?;
+        assert!(c.get_alert_text().await?.contains("Stop this deployment"));
+        c.dismiss_alert().await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(fleet.status(&id)?.status.name(), "in_progress");
+        c.find(Locator::Id("action-stop")).await?.click().await?;
+        c.accept_alert().await?;
+        browser
+            .wait_attr("#deployment-status .badge", "data-status", "stopping")
+            .await?;
+        assert_eq!(browser.text("#action-error").await?, "");
+
+        // Force stop cancels the hung step.
+        c.find(Locator::Id("action-force-stop")).await?.click().await?;
+        c.accept_alert().await?;
+        browser
+            .wait_attr("#deployment-status .badge", "data-status", "stopped")
+            .await?;
+        browser.wait_attr(&hung, "data-state", "cancelled").await?;
+
+        // Roll back is offered now, and the API's refusal is shown as it said it.
+        let rollback = c.find(Locator::Id("action-rollback")).await?;
+        assert!(rollback.is_displayed().await?);
+        rollback.click().await?;
+        c.accept_alert().await?;
+        browser
+            .wait_text("#action-error", "no earlier successful deployment")
+            .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    browser.close().await;
+    if result.is_err() {
+        eprintln!("fleet kept at {}", fleet.keep().display());
+    }
+    result
+}
