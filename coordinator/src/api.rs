@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod logs;
 
 use crate::auth::Tokens;
 use crate::engine::executor::EngineError;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub settings: Settings,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// Rung when step logs arrive (long polls of `GET /deployments/{id}/logs`).
+    pub log_watch: logs::LogWatch,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     last_seen: Mutex<HashMap<String, i64>>,
 }
@@ -66,6 +69,7 @@ impl AppState {
             bundles_dir,
             settings,
             metrics: crate::metrics::Metrics::new(),
+            log_watch: logs::LogWatch::default(),
             wakers: Mutex::new(HashMap::new()),
             last_seen: Mutex::new(HashMap::new()),
         }
@@ -372,6 +376,7 @@ fn v1_routes() -> RouteTable {
         )
         .route("/deployments/{id}", get(admin::get_deployment))
         .route("/deployments/{id}/stop", post(admin::stop_deployment))
+        .route("/deployments/{id}/logs", get(logs::deployment_logs))
         .route(
             "/deployments/{id}/continue",
             post(admin::continue_deployment),

@@ -51,6 +51,7 @@ impl StepExecutor for Fake {
                 message: "fake".into(),
                 hooks: vec![],
                 duration_ms: 0,
+                log: None,
             }
         })
     }
@@ -165,6 +166,7 @@ fn loop_config() -> LoopConfig {
             base: Duration::from_millis(10),
             max: Duration::from_millis(100),
         },
+        max_log_bytes: rollcage_agent::steplog::DEFAULT_MAX_LOG_BYTES,
     }
 }
 
@@ -219,6 +221,7 @@ async fn restart_reports_interrupted_step_failed_and_never_reruns_it() -> TestRe
         message: "ran before the kill".into(),
         hooks: vec![],
         duration_ms: 3,
+        log: None,
     };
     journal.start(&stop_cmd)?;
     journal.finish(&stop_cmd, &stop_report)?;

@@ -5,7 +5,7 @@
 use super::{Agent, ApiError, Enroller, Json, State, now_ms};
 use crate::auth;
 use crate::engine::executor;
-use crate::store::{deployments, instances, revisions};
+use crate::store::{deployments, instances, logs, revisions};
 use axum::body::Body;
 use axum::extract::{Path, State as AxState};
 use axum::http::header;
@@ -104,21 +104,31 @@ pub async fn report(
         (report.command_id, report.outcome, report.duration_ms);
     // Group-committed with concurrent reports; the next command is read in the same transaction.
     let agent = name.clone();
-    let (recorded, event, command, mut wake) = st
+    let (recorded, event, logged, command, mut wake) = st
         .store
         .write_batched(move |tx| {
             let mut wake = Vec::new();
-            let event = deployments::step(tx, report.command_id)?.map(|s| s.event);
+            let step = deployments::step(tx, report.command_id)?;
+            let event = step.as_ref().map(|s| s.event);
             let recorded = executor::record_report(tx, &agent, &report, now, &mut wake)?;
+            // Checked by record_report: the step exists and is this agent's. Stored even for a step that already
+            // ended (cancelled by a forced stop): its output is still worth reading; a re-sent one is ignored.
+            let logged = match (&step, &report.log) {
+                (Some(step), Some(log)) => logs::insert(tx, step, log, now)?,
+                _ => false,
+            };
             let command = match deployments::running_step_for(tx, &agent)? {
                 Some(step) => Some(executor::command_for(tx, &step)?),
                 None => None,
             };
-            Ok::<_, ApiError>((recorded, event, command, wake))
+            Ok::<_, ApiError>((recorded, event, logged, command, wake))
         })
         .await?;
     wake.retain(|w| w != &name);
     st.wake(&wake);
+    if logged || recorded {
+        st.log_watch.ring();
+    }
     if let (true, Some(event)) = (recorded, event) {
         let outcome_name = match outcome {
             StepOutcome::Succeeded => "succeeded",
