@@ -661,8 +661,15 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                 event,
                 follow,
             };
-            logs::run(&remote.client()?, &req).await?;
-            Ok(ExitCode::SUCCESS)
+            // Exit 1 as documented above (main maps other errors to 2): an unknown id or an unreachable
+            // coordinator is a command that could not be carried out.
+            match async { logs::run(&remote.client()?, &req).await }.await {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("rollcage: {e:#}");
+                    Ok(ExitCode::from(1))
+                }
+            }
         }
         FleetCommand::Instances { output, remote } => {
             let list: Vec<InstanceInfo> = remote.client()?.get("/v1/instances").await?;
