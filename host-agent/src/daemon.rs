@@ -277,6 +277,7 @@ impl<E: StepExecutor> AgentLoop<E> {
                 let mut report = self.run_cancellable(&cmd).await;
                 // Also for a cancelled step: what its hooks wrote until then.
                 report.log = mark.and_then(|m| steplog::capture(&m, self.cfg.max_log_bytes));
+                steplog::fit(&mut report, steplog::MAX_REPORT_BYTES);
                 tracing::info!(deployment = %cmd.deployment_id, event = %cmd.event, outcome = ?report.outcome,
                     message = %report.message, "step ended");
                 report

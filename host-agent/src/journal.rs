@@ -237,7 +237,7 @@ impl Journal {
             match entry.state {
                 EntryState::Started { log_mark, .. } => {
                     // What the hooks wrote before the restart is the best clue to why it happened.
-                    let report = StepReport {
+                    let mut report = StepReport {
                         command_id: entry.command.command_id,
                         outcome: StepOutcome::Failed,
                         message: format!("{}: {INTERRUPTED}", entry.command.event),
@@ -245,6 +245,7 @@ impl Journal {
                         duration_ms: 0,
                         log: log_mark.and_then(|m| steplog::capture(&m, self.max_log_bytes)),
                     };
+                    steplog::fit(&mut report, steplog::MAX_REPORT_BYTES);
                     tracing::warn!(deployment = %entry.command.deployment_id, event = %entry.command.event,
                         "step was interrupted by an agent restart; reporting it failed");
                     self.finish(&entry.command, &report)?;

@@ -9,7 +9,7 @@
 //! The report carries at most `max` bytes (the newest; see [`rollcage_proto::wire::StepLog::keep_newest`]):
 //! reports are sent as one JSON body and kept in the journal until acknowledged.
 
-use rollcage_proto::wire::StepLog;
+use rollcage_proto::wire::{StepLog, StepReport};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -21,6 +21,37 @@ pub const DEFAULT_MAX_LOG_BYTES: usize = 256 * 1024;
 /// The largest bound accepted for `--max-log-bytes`: the coordinator keeps no more per step (and refuses report
 /// bodies over 2 MB), so a larger value would only make reports fail.
 pub const MAX_LOG_BYTES_LIMIT: usize = 1024 * 1024;
+
+/// Largest JSON body of a report the agent sends. The coordinator refuses bodies over 2 MB, and output full of
+/// control characters grows up to six times when JSON-escaped, so the byte bound alone does not guarantee a fit;
+/// a refused report would be re-sent forever.
+pub const MAX_REPORT_BYTES: usize = 1536 * 1024;
+
+/// Below this many bytes a log that still does not fit is dropped rather than halved again.
+const MIN_LOG_BYTES: usize = 1024;
+
+/// Shrink `report.log` (newest bytes kept, the cut counted) until the JSON report fits in `max_body` bytes; drop
+/// the log if even a small one does not fit.
+pub fn fit(report: &mut StepReport, max_body: usize) {
+    loop {
+        let size = serde_json::to_vec(&*report).map_or(usize::MAX, |v| v.len());
+        if size <= max_body {
+            return;
+        }
+        let Some(log) = report.log.take() else {
+            return;
+        };
+        let half = log.text.len() / 2;
+        if half < MIN_LOG_BYTES {
+            tracing::warn!(
+                command = report.command_id,
+                "the step's output does not fit in its report; sending the report without it"
+            );
+            return;
+        }
+        report.log = Some(log.keep_newest(half));
+    }
+}
 
 /// Where a step's output starts in its deployment's `scripts.log`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +207,43 @@ mod tests {
         assert_eq!(capture(&third, DEFAULT_MAX_LOG_BYTES), None);
         let missing = LogMark::at_end_of(&dir.path().join("none/scripts.log"));
         assert_eq!(capture(&missing, DEFAULT_MAX_LOG_BYTES), None);
+        Ok(())
+    }
+
+    #[test]
+    fn a_report_whose_escaped_log_is_too_big_is_shrunk_to_fit() -> Result<(), serde_json::Error> {
+        // Control characters: 1 byte each in the log, 6 (`\u0001`) in the JSON body.
+        let text = ("\u{1}".repeat(99) + "\n").repeat(10_000) + "last line\n";
+        let mut report = StepReport {
+            command_id: 1,
+            outcome: rollcage_proto::wire::StepOutcome::Succeeded,
+            message: "ok".into(),
+            hooks: vec![],
+            duration_ms: 1,
+            log: Some(bound(text.as_bytes(), 0, MAX_LOG_BYTES_LIMIT)),
+        };
+        assert!(serde_json::to_vec(&report)?.len() > MAX_REPORT_BYTES);
+        fit(&mut report, MAX_REPORT_BYTES);
+        assert!(serde_json::to_vec(&report)?.len() <= MAX_REPORT_BYTES);
+        let log = report
+            .log
+            .as_ref()
+            .map(|l| (l.text.len(), l.truncated_bytes));
+        let (kept, cut) = log.unwrap_or_default();
+        assert!(kept > 0, "the newest output is still sent");
+        assert_eq!(kept as u64 + cut, text.len() as u64);
+        assert!(report.log.is_some_and(|l| l.text.ends_with("last line\n")));
+        // A report that fits is left alone.
+        let mut small = StepReport {
+            command_id: 2,
+            outcome: rollcage_proto::wire::StepOutcome::Failed,
+            message: String::new(),
+            hooks: vec![],
+            duration_ms: 0,
+            log: Some(bound(b"one line\n", 0, 100)),
+        };
+        fit(&mut small, MAX_REPORT_BYTES);
+        assert_eq!(small.log.map(|l| l.text), Some("one line\n".to_owned()));
         Ok(())
     }
 

@@ -157,4 +157,62 @@ mod tests {
         };
         assert_eq!(page_path(&plain, 0, 0), "/v1/deployments/d-1/logs?after=0");
     }
+
+    /// The agent side of this feature: `--max-log-bytes` and the config file's `max_log_bytes` (flag wins), bounded.
+    #[test]
+    fn agent_max_log_bytes_comes_from_flag_or_config_and_is_bounded() -> anyhow::Result<()> {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            cmd: super::super::FleetCommand,
+        }
+        let config = |args: &[&str]| -> anyhow::Result<rollcage_agent::AgentConfig> {
+            let base = [
+                "x",
+                "agent",
+                "--coordinator",
+                "http://c",
+                "--root",
+                "/r",
+                "--name",
+                "n",
+            ];
+            let cli = Cli::try_parse_from(base.iter().chain(args))?;
+            match cli.cmd {
+                super::super::FleetCommand::Agent(a) => super::super::agent_config(a),
+                other => anyhow::bail!("parsed as {other:?}"),
+            }
+        };
+        let default = config(&[])?;
+        assert_eq!(
+            default.loop_config.max_log_bytes,
+            rollcage_agent::steplog::DEFAULT_MAX_LOG_BYTES
+        );
+        assert_eq!(
+            config(&["--max-log-bytes", "4096"])?
+                .loop_config
+                .max_log_bytes,
+            4096
+        );
+        assert!(config(&["--max-log-bytes", "2000000"]).is_err());
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("agent.toml");
+        std::fs::write(
+            &file,
+            "coordinator = \"http://c\"\nname = \"n\"\nroot = \"/r\"\nmax_log_bytes = 1000\n",
+        )?;
+        let path = file.display().to_string();
+        assert_eq!(
+            config(&["--config", &path])?.loop_config.max_log_bytes,
+            1000
+        );
+        assert_eq!(
+            config(&["--config", &path, "--max-log-bytes", "2000"])?
+                .loop_config
+                .max_log_bytes,
+            2000
+        );
+        Ok(())
+    }
 }

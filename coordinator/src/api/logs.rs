@@ -371,4 +371,43 @@ mod tests {
         );
         Ok(())
     }
+
+    #[tokio::test]
+    async fn an_ended_deployment_is_reported_and_not_waited_on() -> TestResult {
+        let (st, agent, id, cmd) = deployment().await?;
+        report(
+            &st,
+            &agent,
+            &cmd,
+            "[t] [stdout] DownloadBundle x: before the stop\n",
+        )
+        .await?;
+        let (s, v) = call(
+            &st,
+            Method::POST,
+            &format!("/v1/deployments/{id}/stop"),
+            Some(ADMIN),
+            Some(serde_json::json!({"force": true})),
+        )
+        .await?;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["status"], "stopped", "{v}");
+        // The stored entry is still served, with the end flagged; a long poll past it returns at once (the
+        // timeout below is far shorter than the 20 s asked for).
+        let uri = format!("/v1/deployments/{id}/logs");
+        let (_, v) = call(&st, Method::GET, &uri, Some(ADMIN), None).await?;
+        let page: StepLogPage = serde_json::from_value(v)?;
+        assert_eq!(page.entries.len(), 1);
+        assert!(page.deployment_ended);
+        let follow = format!("{uri}?after={}&wait_ms=20000", page.next);
+        let (_, v) = tokio::time::timeout(
+            Duration::from_secs(10),
+            call(&st, Method::GET, &follow, Some(ADMIN), None),
+        )
+        .await??;
+        let page: StepLogPage = serde_json::from_value(v)?;
+        assert!(page.entries.is_empty());
+        assert!(page.deployment_ended);
+        Ok(())
+    }
 }
