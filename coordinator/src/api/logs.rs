@@ -36,9 +36,8 @@ impl LogWatch {
     }
 }
 
-/// The query string of the route.
+/// The query string of the route. Unknown parameters are ignored (a browser client may add a cache buster).
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LogQuery {
     /// Only this instance's entries.
     pub instance: Option<String>,
