@@ -1,195 +1,398 @@
-//! `rollcage demo`: show rollcage working on this machine with nothing but the binary.
+//! `rollcage demo`: the whole system working on this machine with nothing but the binary.
 //!
-//! Today the demo covers what is built: the single-host lifecycle. In a temporary directory it writes two revisions
-//! of the embedded `hello` example (the same files as `hooks-examples/hello`), deploys v1 then v2 with the
-//! in-place lifecycle, then a v3 whose ValidateService fails, and checks every expectation: the seed's event order,
-//! ApplicationStop taken from the installed revision, the failure reported with its hook and output. It prints a
-//! summary table and exits 0 only if every expectation held. The temporary directory is removed at the end (also
-//! when an expectation fails). The fleet demo (coordinator, agents, load balancer) replaces it as those land.
+//! In a temporary directory it starts a coordinator (SQLite), the built-in load balancer and 4 agents as separate
+//! processes (each with its own root), then deploys the example bundle `hooks-examples/demo-web` — a small web
+//! app the hooks start and stop — four times (see [`plan`] for how the deployments map onto groups):
+//! v1 rolling without LB (it brings the app up; traffic starts once it serves), v2 rolling with LB, v3
+//! blue/green with the switch, v4 blue/green whose ValidateService fails on one instance → automatic rollback.
+//! Live traffic goes through the LB from v1's end to the last deployment's. It prints one line per step as
+//! each instance reports it, a traffic line per deployment, a summary table and
+//! `demo: N deployments, M requests, F failed` (N counts the automatic rollback, a deployment of its own; M and F
+//! every request through the LB). It exits 0 only if every expectation held: each deployment's outcome, the
+//! seed's per-instance event order of its style, the version served after it, and F = 0. Every process it
+//! started (and the apps the hooks started) is stopped and the temp dir removed at the end, also on failure,
+//! panic, Ctrl-C or SIGTERM (exit 130 or 143); `--keep` keeps the temp dir (logs, agent roots) and prints its path.
 
-use crate::local::{print_failure, run_in_place};
+mod bundles;
+mod cluster;
+mod plan;
+mod procs;
+mod report;
+mod traffic;
+
 use anyhow::{Context as _, bail};
-use rollcage_runtime::appspec::FileExistsBehavior;
-use rollcage_runtime::lifecycle::{DeploymentSpec, HostConfig, HostDeployment};
-use rollcage_runtime::package::{Source, UnpackLimits};
-use std::os::unix::fs::PermissionsExt as _;
+use plan::Expect;
+use procs::Supervisor;
+use report::Row;
+use rollcage_agent::client::Client;
+use rollcage_proto::wire::{Deployment, Revision, StepState};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use traffic::{Snapshot, Traffic};
 
-/// The example revision, embedded so the demo needs no checkout. (path, contents, executable)
-const HELLO: [(&str, &str, bool); 7] = [
-    (
-        "appspec.yml",
-        include_str!("../../hooks-examples/hello/appspec.yml"),
-        false,
-    ),
-    (
-        "VERSION",
-        include_str!("../../hooks-examples/hello/VERSION"),
-        false,
-    ),
-    (
-        "app/hello.sh",
-        include_str!("../../hooks-examples/hello/app/hello.sh"),
-        true,
-    ),
-    (
-        "hooks/record.sh",
-        include_str!("../../hooks-examples/hello/hooks/record.sh"),
-        true,
-    ),
-    (
-        "hooks/stop.sh",
-        include_str!("../../hooks-examples/hello/hooks/stop.sh"),
-        true,
-    ),
-    (
-        "hooks/start.sh",
-        include_str!("../../hooks-examples/hello/hooks/start.sh"),
-        true,
-    ),
-    (
-        "hooks/validate.sh",
-        include_str!("../../hooks-examples/hello/hooks/validate.sh"),
-        true,
-    ),
-];
-
-/// The absolute directory the example installs into, rewritten to a temp dir by the demo.
-const EXAMPLE_BASE: &str = "/opt/rollcage-examples/hello";
-
-fn write_revision(
-    dir: &Path,
-    base: &Path,
-    version: &str,
-    broken_validate: bool,
-) -> anyhow::Result<()> {
-    for (rel, text, exec) in HELLO {
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        let mut text = text.replace(EXAMPLE_BASE, &base.to_string_lossy());
-        if rel == "VERSION" {
-            text = format!("{version}\n");
-        }
-        if rel == "hooks/validate.sh" && broken_validate {
-            text = "#!/bin/sh\necho \"$LIFECYCLE_EVENT $(cat VERSION)\" >> BASE/events.log\necho 'health check failed: 503' >&2\nexit 1\n"
-                .replace("BASE", &base.to_string_lossy());
-        }
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        let mode = if exec { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-    }
-    Ok(())
+/// Arguments of `rollcage demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Keep the temp dir (logs, coordinator data, agent roots) and print its path.
+    #[arg(long)]
+    keep: bool,
 }
 
-struct Row {
-    name: String,
-    expected_success: bool,
-    succeeded: bool,
-    seconds: f64,
-}
+/// Threads sending requests through the LB. Each mostly waits for the app's delayed answer, so four load the
+/// fleet steadily without starving it of CPU.
+const LOAD_WORKERS: usize = 4;
+/// A deployment that takes longer than this failed the demo.
+const DEPLOYMENT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often the demo reads the deployment it follows.
+const POLL: Duration = Duration::from_millis(100);
 
 /// Run the demo.
-pub async fn run() -> anyhow::Result<ExitCode> {
-    let tmp = tempfile::Builder::new()
-        .prefix("rollcage-demo-")
-        .tempdir()
-        .context("creating a temp dir")?;
-    // Ctrl-C ends the demo early but still removes the temp dir.
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("locating the rollcage binary")?;
+    let sup = Supervisor::new(args.keep)?;
+    println!("rollcage demo in {}", sup.dir().display());
     let result = tokio::select! {
-        r = run_in(tmp.path()) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        r = scenario(&sup, &exe) => r,
+        (sig, code) = interrupted() => {
+            println!("\ndemo: {sig}: stopping every process and removing the temp dir");
+            Ok(ExitCode::from(code))
+        }
     };
-    let path = tmp.path().to_owned();
-    tmp.close()
-        .with_context(|| format!("removing {}", path.display()))?;
+    if let Some(kept) = sup.shutdown() {
+        println!("demo: kept {}", kept.display());
+    }
     result
 }
 
-async fn run_in(dir: &Path) -> anyhow::Result<ExitCode> {
-    let base = dir.join("srv/hello");
-    let host = HostConfig::new(dir.join("agent-root"));
-    println!("rollcage demo: single-host lifecycle in {}", dir.display());
-    let plan = [
-        ("v1", false, true),
-        ("v2", false, true),
-        ("v3", true, false),
-    ];
-    let mut rows = Vec::new();
-    for (n, (version, broken, expected_success)) in plan.into_iter().enumerate() {
-        let rev = dir.join(format!("bundles/{version}"));
-        write_revision(&rev, &base, version, broken)?;
-        let spec = DeploymentSpec {
-            application: "hello".into(),
-            group: "demo".into(),
-            group_id: "demo".into(),
-            deployment_id: format!("d{}-{version}", n + 1),
-            source: Source::Directory(rev),
-            expected_sha256: None,
-            file_exists_behavior: FileExistsBehavior::Disallow,
-            limits: UnpackLimits::default(),
-            form: None,
-        };
-        let deployment = HostDeployment::new(&host, spec)?;
-        println!(
-            "\n== deploy {version}{}",
-            if broken {
-                " (its ValidateService fails)"
-            } else {
-                ""
-            }
-        );
-        let started = Instant::now();
-        let failed = run_in_place(&deployment).await;
-        if let Some(report) = &failed {
-            print_failure(report, &deployment);
-        }
-        rows.push(Row {
-            name: format!("{version} in-place"),
-            expected_success,
-            succeeded: failed.is_none(),
-            seconds: started.elapsed().as_secs_f64(),
-        });
+/// Resolves on SIGINT or SIGTERM, with the signal's name and the exit code shells report for it (128 + number).
+async fn interrupted() -> (&'static str, u8) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => ("interrupted (SIGINT)", 130),
+            _ = term.recv() => ("terminated (SIGTERM)", 143),
+        },
+        // Without signal handlers the demo still runs; the supervisor's drop cleans up on the way out.
+        _ => std::future::pending().await,
     }
-    let events =
-        std::fs::read_to_string(base.join("events.log")).context("reading the events log")?;
-    let expected_events = "BeforeInstall v1\nAfterInstall v1\nApplicationStart v1\nValidateService v1\n\
-        ApplicationStop v1\nBeforeInstall v2\nAfterInstall v2\nApplicationStart v2\nValidateService v2\n\
-        ApplicationStop v2\nBeforeInstall v3\nAfterInstall v3\nApplicationStart v3\nValidateService v3\n";
+}
 
-    println!(
-        "\n{:<14} {:<10} {:<10} {:>8}",
-        "deployment", "expected", "outcome", "seconds"
-    );
-    for r in &rows {
+/// A deployment followed to its end, with what the LB served meanwhile.
+struct Followed {
+    d: Deployment,
+    traffic: Snapshot,
+}
+
+async fn scenario(sup: &Supervisor, exe: &Path) -> anyhow::Result<ExitCode> {
+    let demo_start = Instant::now();
+    let cluster = cluster::start(sup, exe).await?;
+    let client = &cluster.client;
+    let mut load: Option<Traffic> = None;
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    for stage in plan::scenario() {
+        let rev_dir = sup.dir().join("revisions").join(stage.version);
+        bundles::write_revision(&rev_dir, stage.version, stage.fail_on)?;
+        let bytes = crate::fleet::pack::archive_bytes(&rev_dir)?;
+        let rev: Revision = client
+            .post_bytes(
+                &format!("/v1/applications/{}/revisions", plan::APP),
+                bytes.into(),
+            )
+            .await
+            .with_context(|| format!("uploading revision {}", stage.version))?;
         println!(
-            "{:<14} {:<10} {:<10} {:>8.2}",
-            r.name,
-            if r.expected_success {
-                "succeed"
-            } else {
-                "fail"
-            },
-            if r.succeeded { "succeeded" } else { "failed" },
-            r.seconds
+            "\n== {} to group `{}`: {}{}",
+            stage.version,
+            stage.group,
+            stage.expect.mode,
+            stage
+                .fail_on
+                .map(|i| format!(" (its ValidateService fails on {i})"))
+                .unwrap_or_default()
         );
+        let d: Deployment = client
+            .post(
+                "/v1/deployments",
+                &serde_json::json!({
+                    "application": plan::APP, "group": stage.group, "revision": rev.id,
+                }),
+            )
+            .await
+            .with_context(|| format!("starting deployment {}", stage.version))?;
+        let f = follow(sup, client, stage.version, &d.id, load.as_ref()).await?;
+        let label = stage.version.to_owned();
+        let ok = settle(
+            sup,
+            &label,
+            &stage.expect,
+            &f,
+            &cluster,
+            load.as_ref(),
+            &mut problems,
+        )
+        .await;
+        rows.push(row(&label, &stage.expect, &f, ok));
+        if let Some(rb_expect) = &stage.rollback {
+            let rb_id = rollback_of(sup, client, &f.d).await?;
+            let label = format!("{} rollback", stage.version);
+            let rb = follow(sup, client, &label, &rb_id, load.as_ref()).await?;
+            let ok = settle(
+                sup,
+                &label,
+                rb_expect,
+                &rb,
+                &cluster,
+                load.as_ref(),
+                &mut problems,
+            )
+            .await;
+            rows.push(row(&label, rb_expect, &rb, ok));
+        }
+        if load.is_none() && stage.starts_traffic {
+            load = Some(start_traffic(&cluster));
+        }
     }
-    let outcomes_ok = rows.iter().all(|r| r.succeeded == r.expected_success);
-    let order_ok = events == expected_events;
-    if !order_ok {
-        println!("\nevent order differs from the seed's:\n{events}");
+    let total = load.as_ref().map(Traffic::stop).unwrap_or_default();
+    if total.requests == 0 {
+        problems.push("no request went through the load balancer".to_owned());
+    }
+    if total.failed > 0 {
+        let first = load
+            .as_ref()
+            .and_then(Traffic::first_failure)
+            .unwrap_or_default();
+        problems.push(format!(
+            "{} of {} requests failed; the first: {first}",
+            total.failed, total.requests
+        ));
+    }
+    println!("\n{}", report::table(&rows));
+    for p in &problems {
+        println!("expectation failed: {p}");
     }
     println!(
-        "\ndemo: {} deployments, event order {}",
-        rows.len(),
-        if order_ok { "as expected" } else { "WRONG" }
+        "took {:.1}s; {}",
+        demo_start.elapsed().as_secs_f64(),
+        if problems.is_empty() {
+            "every expectation held"
+        } else {
+            "SOME EXPECTATIONS FAILED"
+        }
     );
-    if !(outcomes_ok && order_ok) {
-        bail!("the demo's expectations did not hold");
+    println!(
+        "{}",
+        report::summary_line(rows.len(), total.requests, total.failed)
+    );
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Check a finished deployment and the version served after it; prints its traffic line. True if all held.
+async fn settle(
+    sup: &Supervisor,
+    label: &str,
+    want: &Expect,
+    f: &Followed,
+    cluster: &cluster::Cluster,
+    load: Option<&Traffic>,
+    problems: &mut Vec<String>,
+) -> bool {
+    let mut mine = plan::check(label, want, &f.d);
+    let served = if load.is_some() {
+        traffic::probe(cluster.service, 4).await
+    } else {
+        // Before any traffic (v1): the LB needs a few health checks to see the app; wait until every serving
+        // instance answers, or the next deployment's first drain could leave it none.
+        wait_served(cluster.service, &plan::BLUE.1).await
     }
-    Ok(ExitCode::SUCCESS)
+    .map(|bodies| {
+        bodies
+            .iter()
+            .map(|b| traffic::version_of(b).to_owned())
+            .collect::<Vec<_>>()
+    });
+    let mut logs = Vec::new();
+    let serving = match &served {
+        Ok(versions) => {
+            let mut seen: Vec<&str> = versions.iter().map(String::as_str).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            seen.join("+")
+        }
+        Err(_) => "nothing".to_owned(),
+    };
+    match served {
+        Ok(versions) if versions.iter().all(|v| v == want.served_after) => {}
+        Ok(versions) => mine.push(format!(
+            "{label}: the LB served {versions:?} after it, expected {}",
+            want.served_after
+        )),
+        Err(e) => {
+            mine.push(format!("{label}: probing the LB after it: {e}"));
+            logs.push("lb".to_owned());
+        }
+    }
+    if !mine.is_empty() {
+        // The agents of instances with a failed step, where the hook output and the agent's view are.
+        logs.extend(
+            f.d.instances
+                .iter()
+                .filter(|i| i.steps.iter().any(|s| s.state == StepState::Failed))
+                .map(|i| format!("{}{}", procs::AGENT_PREFIX, i.instance)),
+        );
+        logs.push("coordinator".to_owned());
+    }
+    let so_far = load.map(Traffic::snapshot);
+    println!(
+        "{label} {} in {:.1}s; {}",
+        f.d.status,
+        seconds(&f.d),
+        match so_far {
+            Some(total) => format!(
+                "traffic: {} requests during it ({} failed), {} so far ({} failed); the LB serves {serving}",
+                f.traffic.requests, f.traffic.failed, total.requests, total.failed
+            ),
+            None => format!("the LB serves {serving}; no traffic yet"),
+        }
+    );
+    if !f.d.message.is_empty() {
+        println!("{label}: {}", f.d.message);
+    }
+    for name in logs {
+        if let Some(path) = sup.log_of(&name) {
+            println!(
+                "last lines of {} ({name}):\n{}",
+                path.display(),
+                procs::log_tail(&path, procs::TAIL_LINES)
+            );
+        }
+    }
+    let ok = mine.is_empty();
+    problems.extend(mine);
+    ok
+}
+
+/// Probe until every one of `instances` answered through the LB (at most 15 s); the answers of the last probe.
+async fn wait_served(addr: SocketAddr, instances: &[&str]) -> Result<Vec<String>, String> {
+    let begin = Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let result = traffic::probe(addr, 4).await;
+        if let Ok(bodies) = &result {
+            seen.extend(bodies.iter().map(|b| traffic::instance_of(b).to_owned()));
+            if instances.iter().all(|i| seen.contains(*i)) {
+                return result;
+            }
+        }
+        if begin.elapsed() > Duration::from_secs(15) {
+            return match result {
+                Ok(_) => Err(format!(
+                    "only {seen:?} of {instances:?} answered through the LB within 15 s"
+                )),
+                Err(e) => Err(e),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn start_traffic(cluster: &cluster::Cluster) -> Traffic {
+    println!(
+        "\ntraffic: {LOAD_WORKERS} workers sending GET / through the LB ({}) from now on; it starts only now \
+         because before v1 nothing served, and a rolling deployment without a load balancer would restart \
+         instances under their users' feet",
+        cluster.service
+    );
+    Traffic::start(cluster.service, LOAD_WORKERS)
+}
+
+/// The automatic rollback a failed deployment started (it may take a moment to be recorded).
+async fn rollback_of(sup: &Supervisor, client: &Client, d: &Deployment) -> anyhow::Result<String> {
+    let begin = Instant::now();
+    let mut last = d.clone();
+    loop {
+        if let Some(id) = &last.rollback_deployment {
+            return Ok(id.clone());
+        }
+        if begin.elapsed() > Duration::from_secs(10) {
+            bail!(
+                "deployment {} ended {} without starting an automatic rollback ({})",
+                d.id,
+                d.status,
+                d.message
+            );
+        }
+        sup.check_alive()?;
+        tokio::time::sleep(POLL).await;
+        last = client.get(&format!("/v1/deployments/{}", d.id)).await?;
+    }
+}
+
+/// Follow deployment `id` to its end, printing each step as it ends.
+async fn follow(
+    sup: &Supervisor,
+    client: &Client,
+    label: &str,
+    id: &str,
+    load: Option<&Traffic>,
+) -> anyhow::Result<Followed> {
+    let before = load.map(Traffic::snapshot).unwrap_or_default();
+    let begin = Instant::now();
+    let mut last: Option<Deployment> = None;
+    loop {
+        let d: Deployment = client
+            .get(&format!("/v1/deployments/{id}"))
+            .await
+            .with_context(|| format!("reading deployment {id}"))?;
+        for change in plan::step_changes(last.as_ref(), &d) {
+            println!("{}", plan::progress_line(label, &change));
+        }
+        if d.status.is_terminal() {
+            let after = load.map(Traffic::snapshot).unwrap_or_default();
+            return Ok(Followed {
+                d,
+                traffic: after.since(before),
+            });
+        }
+        last = Some(d);
+        if begin.elapsed() > DEPLOYMENT_TIMEOUT {
+            let log = sup
+                .log_of("coordinator")
+                .map(|p| procs::log_tail(&p, procs::TAIL_LINES))
+                .unwrap_or_default();
+            bail!(
+                "{label} ({id}) did not end within {DEPLOYMENT_TIMEOUT:?}; last lines of the coordinator's log:\n{log}"
+            );
+        }
+        sup.check_alive()?;
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn seconds(d: &Deployment) -> f64 {
+    d.ended_at_ms
+        .map(|e| (e - d.created_at_ms).max(0) as f64 / 1000.0)
+        .unwrap_or(0.0)
+}
+
+fn row(label: &str, want: &Expect, f: &Followed, as_expected: bool) -> Row {
+    Row {
+        label: label.to_owned(),
+        mode: want.mode.to_owned(),
+        outcome: f.d.status.to_string(),
+        seconds: seconds(&f.d),
+        instances: f.d.instances.len(),
+        requests: f.traffic.requests,
+        failed: f.traffic.failed,
+        as_expected,
+    }
 }

@@ -49,8 +49,9 @@ enum Command {
     /// Work with AppSpec files.
     #[command(subcommand)]
     Appspec(AppspecCommand),
-    /// Show rollcage working on this machine: deploys embedded example revisions in a temp dir.
-    Demo,
+    /// Show rollcage working on this machine: a coordinator, the built-in LB and 4 agents in a temp dir, four
+    /// deployments (rolling, rolling with LB, blue/green, a failing one rolled back) under live traffic.
+    Demo(demo::DemoArgs),
     /// The sample HTTP app the load-balancer tests deploy (hidden).
     #[command(hide = true)]
     DemoApp(demo_app::DemoAppArgs),
@@ -117,7 +118,7 @@ fn main() -> ExitCode {
                 // clap requires one of them.
                 (None, None) => Ok(ExitCode::from(2)),
             },
-            Command::Demo => demo::run().await,
+            Command::Demo(args) => demo::run(args).await,
             Command::DemoApp(args) => demo_app::run(args).await,
             Command::Lb(args) => lb_cmd::run(args).await,
             Command::Local(args) => local::run(args).await,

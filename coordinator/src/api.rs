@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod events;
 pub mod logs;
 
 use crate::auth::Tokens;
@@ -54,8 +55,8 @@ pub struct AppState {
     pub settings: Settings,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
-    /// Rung when step logs arrive (long polls of `GET /deployments/{id}/logs`).
-    pub log_watch: logs::LogWatch,
+    /// Per-deployment change notification for the progress stream; bump after every write to a deployment.
+    pub changes: crate::notify::Changes,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     last_seen: Mutex<HashMap<String, i64>>,
 }
@@ -69,7 +70,7 @@ impl AppState {
             bundles_dir,
             settings,
             metrics: crate::metrics::Metrics::new(),
-            log_watch: logs::LogWatch::default(),
+            changes: crate::notify::Changes::new(),
             wakers: Mutex::new(HashMap::new()),
             last_seen: Mutex::new(HashMap::new()),
         }
@@ -375,6 +376,7 @@ fn v1_routes() -> RouteTable {
             post(admin::create_deployment).get(admin::list_deployments),
         )
         .route("/deployments/{id}", get(admin::get_deployment))
+        .route("/deployments/{id}/events", get(events::deployment_events))
         .route("/deployments/{id}/stop", post(admin::stop_deployment))
         .route("/deployments/{id}/logs", get(logs::deployment_logs))
         .route(

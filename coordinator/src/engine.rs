@@ -4,6 +4,7 @@
 
 pub mod executor;
 pub mod lb;
+pub mod lb_counters;
 pub mod plan;
 pub mod strategy;
 pub mod traffic;

@@ -4,6 +4,7 @@
 //! - [`engine`]: step plans, the pure rolling strategy, and the executor that applies it.
 //! - [`store`]: the SQLite state, the single source of truth (a restarted coordinator carries on).
 //! - [`auth`]: admin, enrollment and per-agent tokens.
+//! - [`notify`]: per-deployment change notification behind the live progress stream.
 //! - [`metrics`]: Prometheus metrics at `GET /metrics` (admin or scrape token).
 //! - [`server`]: start-up (data dir, tokens, resume), the lost-agent sweeper, plain or TLS listener.
 //!
@@ -13,6 +14,7 @@ pub mod api;
 pub mod auth;
 pub mod engine;
 pub mod metrics;
+pub mod notify;
 pub mod server;
 pub mod store;
 

@@ -90,6 +90,11 @@ pub fn open_state(cfg: &ServerConfig) -> Result<api::State, ServerError> {
     // The read-only scrape token for Prometheus (`GET /metrics`), so scrapers never hold the admin token.
     let metrics_token = auth::load_or_create(&cfg.data, "metrics-token", None)?;
     state.metrics.set_scrape_token(&metrics_token);
+    state
+        .metrics
+        .set_lb_source(Arc::new(crate::engine::lb_counters::GroupLbCounters::new(
+            Arc::downgrade(&state),
+        )));
     // Every known agent gets a full heartbeat deadline after a restart before it can be declared lost.
     for (name, _, _) in &agents {
         state.seen(name, now);
@@ -98,6 +103,7 @@ pub fn open_state(cfg: &ServerConfig) -> Result<api::State, ServerError> {
     let resumed = state
         .store
         .write(|tx| executor::resume_all(tx, now, &mut wake))?;
+    state.changes.bump_all();
     if resumed > 0 {
         tracing::info!(resumed, "resumed running deployments");
     }
@@ -123,6 +129,8 @@ pub fn sweep_lost(state: &api::State, now: i64) -> Result<usize, executor::Engin
             {
                 tracing::warn!(%instance, step, "{reason}");
                 failed += 1;
+                // Rare (an agent lost): every follower re-reads rather than looking up the step's deployment.
+                state.changes.bump_all();
             }
             state.wake(&wake);
         }

@@ -285,6 +285,53 @@ impl Client {
         self.decode(path, &body)
     }
 
+    /// GET a streaming answer (server-sent events): the body, once the status is a success. Only the wait for the
+    /// response head has a deadline; the caller bounds the idle time between frames.
+    pub async fn get_stream(
+        &self,
+        path: &str,
+        accept: &str,
+    ) -> Result<hyper::body::Incoming, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.request(Method::GET, path, Bytes::new(), "application/json")?;
+        if let Ok(v) = hyper::header::HeaderValue::from_str(accept) {
+            req.headers_mut().insert(hyper::header::ACCEPT, v);
+        }
+        let transport = |detail: String| ClientError::Transport {
+            method: Method::GET,
+            url: url.clone(),
+            detail,
+        };
+        let resp = tokio::time::timeout(self.timeout, self.http.request(req))
+            .await
+            .map_err(|_| transport(format!("no answer within {} s", self.timeout.as_secs())))?
+            .map_err(|e| transport(error_chain(&e)))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp.into_body());
+        }
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(e) => (e.error.code, e.error.message),
+            Err(_) => (
+                "http_error".to_owned(),
+                String::from_utf8_lossy(&body).into_owned(),
+            ),
+        };
+        Err(ClientError::Status {
+            method: Method::GET,
+            url,
+            status,
+            code,
+            message,
+        })
+    }
+
     /// POST raw bytes (an archive upload), decode a JSON answer.
     pub async fn post_bytes<R: DeserializeOwned>(
         &self,

@@ -4,19 +4,9 @@
 mod common;
 
 use common::{Backend, Sample, TestResult, group_with, spawn_load, start_lb};
+use rollcage_lb_testkit::failures;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-fn failures(samples: &[Sample]) -> Vec<String> {
-    samples
-        .iter()
-        .filter_map(|s| match &s.outcome {
-            Ok((200, _)) => None,
-            Ok((status, body)) => Some(format!("status {status}: {body}")),
-            Err(e) => Some(e.clone()),
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_switch_under_load_has_no_failed_requests() -> TestResult {

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod lb;
+pub mod netns;
+
 /// The `rollcage` binary next to this test executable.
 pub fn rollcage_bin() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the test executable")?;
@@ -198,6 +201,8 @@ pub struct Fleet {
     pub markers: PathBuf,
     /// Extra `--var NAME=VALUE` per agent (by index).
     pub agent_vars: Vec<Vec<String>>,
+    /// A command each agent runs under (by index), e.g. `ip netns exec NS`; empty = run directly.
+    pub agent_prefix: Vec<Vec<String>>,
 }
 
 impl Fleet {
@@ -208,9 +213,19 @@ impl Fleet {
 
     /// Start a coordinator and `n` agents named `i0`…, agent `i` getting `vars(i)` as extra `--var NAME=VALUE`.
     pub fn start_with_vars(n: usize, vars: impl Fn(usize) -> Vec<String>) -> anyhow::Result<Self> {
+        Self::start_in(n, "127.0.0.1:0".parse()?, vars, |_| Vec::new())
+    }
+
+    /// Start a coordinator listening on `listen` and `n` agents named `i0`…, agent `i` getting `vars(i)` as
+    /// extra `--var NAME=VALUE` and running under the command `prefix(i)` (e.g. `ip netns exec NS`).
+    pub fn start_in(
+        n: usize,
+        listen: SocketAddr,
+        vars: impl Fn(usize) -> Vec<String>,
+        prefix: impl Fn(usize) -> Vec<String>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("rollcage-e2e-").tempdir()?;
-        let coordinator =
-            Coordinator::start(&dir.path().join("coordinator"), "127.0.0.1:0".parse()?, &[])?;
+        let coordinator = Coordinator::start(&dir.path().join("coordinator"), listen, &[])?;
         let markers = dir.path().join("markers.txt");
         std::fs::write(&markers, "")?;
         let mut fleet = Self {
@@ -219,6 +234,7 @@ impl Fleet {
             agents: Vec::new(),
             markers,
             agent_vars: (0..n).map(vars).collect(),
+            agent_prefix: (0..n).map(prefix).collect(),
         };
         for i in 0..n {
             let name = format!("i{i}");
@@ -231,7 +247,15 @@ impl Fleet {
     }
 
     fn spawn_agent(&self, i: usize, name: &str, root: &Path) -> anyhow::Result<Proc> {
-        let mut cmd = Command::new(rollcage_bin()?);
+        let bin = rollcage_bin()?;
+        let mut cmd = match self.agent_prefix.get(i).map(Vec::as_slice) {
+            Some([program, args @ ..]) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            _ => Command::new(bin),
+        };
         cmd.arg("agent")
             .arg("--coordinator")
             .arg(self.coordinator.url())
@@ -400,26 +424,43 @@ impl Fleet {
         }
     }
 
-    /// Downloads of a revision from the coordinator (an admin GET over plain HTTP/1.0).
-    pub fn downloads(&self, app: &str, revision: &str) -> anyhow::Result<u64> {
+    /// An admin GET over plain HTTP/1.0; returns the body of a 200.
+    pub fn admin_get(&self, path: &str) -> anyhow::Result<String> {
         use std::io::Write;
         let mut conn = std::net::TcpStream::connect(self.coordinator.addr)?;
         write!(
             conn,
-            "GET /v1/applications/{app}/revisions/{revision} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+            "GET {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
             self.coordinator.addr, self.coordinator.admin_token
         )?;
         let mut resp = String::new();
         conn.read_to_string(&mut resp)?;
-        let body = resp
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .context("no HTTP body")?;
+        let (head, body) = resp.split_once("\r\n\r\n").context("no HTTP body")?;
+        if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+            bail!("GET {path}: {}", head.lines().next().unwrap_or(""));
+        }
+        Ok(body.to_owned())
+    }
+
+    /// Downloads of a revision from the coordinator.
+    pub fn downloads(&self, app: &str, revision: &str) -> anyhow::Result<u64> {
+        let body = self.admin_get(&format!("/v1/applications/{app}/revisions/{revision}"))?;
         let v: serde_json::Value =
-            serde_json::from_str(body).with_context(|| format!("revision JSON `{body}`"))?;
+            serde_json::from_str(&body).with_context(|| format!("revision JSON `{body}`"))?;
         v["downloads"]
             .as_u64()
             .with_context(|| format!("no downloads field in {v}"))
+    }
+
+    /// The value of one sample (`name{labels}` exactly as exposed) in the coordinator's `/metrics`.
+    pub fn metric(&self, sample: &str) -> anyhow::Result<Option<f64>> {
+        let text = self.admin_get("/metrics")?;
+        Ok(text.lines().find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        }))
     }
 
     /// Every marker written so far.

@@ -1,24 +1,28 @@
 //! Fleet commands of the `rollcage` binary: run the coordinator or an agent, and operate deployments.
 //!
 //! Remote commands take the coordinator URL and the admin token from `--coordinator`/`--token` or
-//! `ROLLCAGE_COORDINATOR`/`ROLLCAGE_TOKEN`; read commands take `--output json` for scripts.
+//! `ROLLCAGE_COORDINATOR`/`ROLLCAGE_TOKEN`; read commands take `--output json` for scripts. Waiting commands
+//! follow the deployment live over the coordinator's event stream ([`watch`]).
 //!
 //! Exit codes scripts can rely on:
-//! - `0`: success (for `deploy --wait`/`rollback --wait`: the deployment succeeded);
+//! - `0`: success (for `deploy --wait`/`rollback --wait`/`continue --wait`/`watch`: the deployment succeeded,
+//!   or waits in `ready` for `continue`);
 //! - `1`: the command could not be carried out (bad arguments, coordinator unreachable, API error);
 //! - `2`: the deployment waited for failed;
 //! - `3`: the deployment waited for was stopped.
 
 mod logs;
-mod pack;
+pub(crate) mod pack;
+mod progress;
 mod render;
+mod watch;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use rollcage_agent::client::Client;
 use rollcage_proto::wire::{
-    Application, Concurrency, CreateGroup, Deployment, DeploymentStatus, DeploymentStyle, Group,
-    InstanceInfo, Revision, StopDeployment,
+    Application, Concurrency, CreateGroup, Deployment, DeploymentStyle, Group, InstanceInfo,
+    Revision, StopDeployment,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -117,6 +121,17 @@ pub enum FleetCommand {
         #[arg(long)]
         wait: bool,
         /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Follow a deployment live (one row per instance on a terminal, timestamped lines otherwise) to its end;
+    /// exit 2 if it failed, 3 if stopped.
+    Watch {
+        /// Deployment id.
+        id: String,
+        /// Output format (`json`: only the final deployment).
         #[arg(long, value_enum, default_value_t)]
         output: Output,
         #[command(flatten)]
@@ -588,6 +603,9 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                 .await?;
             finish(&client, d, wait, output).await
         }
+        FleetCommand::Watch { id, output, remote } => {
+            watch::watch(&remote.client()?, &id, output).await
+        }
         FleetCommand::Status { id, output, remote } => {
             let d: Deployment = remote
                 .client()?
@@ -682,7 +700,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Print a started deployment; with `wait`, follow it to its end and map the outcome to the exit code.
+/// Print a started deployment; with `wait`, follow it live to its end and map the outcome to the exit code.
 async fn finish(
     client: &Client,
     d: Deployment,
@@ -696,34 +714,9 @@ async fn finish(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let id = d.id.clone();
-    let mut last = d;
-    let mut errors = 0;
-    // `ready` (blue/green waiting for `continue`) is where waiting stops too: the operator acts next.
-    while !last.status.is_terminal() && last.status != DeploymentStatus::Ready {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        match client
-            .get::<Deployment>(&format!("/v1/deployments/{id}"))
-            .await
-        {
-            Ok(d) => {
-                errors = 0;
-                last = d;
-            }
-            // The coordinator may be restarting; it keeps the deployment's state.
-            Err(e) if e.is_retryable() && errors < 120 => errors += 1,
-            Err(e) => bail!("following deployment {id}: {e}"),
-        }
-    }
-    match output {
-        Output::Json => print_json(&last)?,
-        Output::Text => print!("{}", render::deployment(&last)),
-    }
-    Ok(match last.status {
-        DeploymentStatus::Succeeded | DeploymentStatus::Ready => ExitCode::SUCCESS,
-        DeploymentStatus::Stopped => ExitCode::from(EXIT_DEPLOYMENT_STOPPED),
-        _ => ExitCode::from(EXIT_DEPLOYMENT_FAILED),
-    })
+    // Followed over the coordinator's event stream (no polling); `ready` (blue/green waiting for `continue`)
+    // is where waiting stops too: the operator acts next.
+    watch::watch(client, &d.id, output).await
 }
 
 #[cfg(test)]

@@ -344,6 +344,7 @@ pub async fn stop_deployment(
             .ok_or_else(|| ApiError::NotFound(format!("deployment `{id}` not found")))
     })?;
     st.wake(&wake);
+    st.changes.bump(&id);
     Ok(Json(d))
 }
 
@@ -361,6 +362,7 @@ pub async fn continue_deployment(
             .ok_or_else(|| ApiError::NotFound(format!("deployment `{id}` not found")))
     })?;
     st.wake(&wake);
+    st.changes.bump(&id);
     Ok(Json(d))
 }
 
@@ -378,6 +380,7 @@ pub async fn rollback_deployment(
             .ok_or_else(|| ApiError::Internal(format!("deployment {rb} vanished")))
     })?;
     st.wake(&wake);
+    st.changes.bump_many(&[&id, &d.id]);
     Ok((StatusCode::CREATED, Json(d)))
 }
 

@@ -104,30 +104,34 @@ pub async fn report(
         (report.command_id, report.outcome, report.duration_ms);
     // Group-committed with concurrent reports; the next command is read in the same transaction.
     let agent = name.clone();
-    let (recorded, event, logged, command, mut wake) = st
+    let (recorded, step, logged, command, mut wake) = st
         .store
         .write_batched(move |tx| {
             let mut wake = Vec::new();
-            let step = deployments::step(tx, report.command_id)?;
-            let event = step.as_ref().map(|s| s.event);
+            let row = deployments::step(tx, report.command_id)?;
             let recorded = executor::record_report(tx, &agent, &report, now, &mut wake)?;
             // Checked by record_report: the step exists and is this agent's. Stored even for a step that already
             // ended (cancelled by a forced stop): its output is still worth reading; a re-sent one is ignored.
-            let logged = match (&step, &report.log) {
-                (Some(step), Some(log)) => logs::insert(tx, step, log, now)?,
+            let logged = match (&row, &report.log) {
+                (Some(row), Some(log)) => logs::insert(tx, row, log, now)?,
                 _ => false,
             };
+            let step = row.map(|s| (s.event, s.deployment_id));
             let command = match deployments::running_step_for(tx, &agent)? {
                 Some(step) => Some(executor::command_for(tx, &step)?),
                 None => None,
             };
-            Ok::<_, ApiError>((recorded, event, logged, command, wake))
+            Ok::<_, ApiError>((recorded, step, logged, command, wake))
         })
         .await?;
     wake.retain(|w| w != &name);
     st.wake(&wake);
-    if logged || recorded {
-        st.log_watch.ring();
+    let (event, deployment) = step.unzip();
+    // A stored log wakes the deployment's followers too (`GET /deployments/{id}/logs` long polls).
+    if (recorded || logged)
+        && let Some(d) = &deployment
+    {
+        st.changes.bump(d);
     }
     if let (true, Some(event)) = (recorded, event) {
         let outcome_name = match outcome {

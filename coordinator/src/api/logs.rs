@@ -1,9 +1,9 @@
 //! `GET /v1/deployments/{id}/logs` (admin): the full hook output of a deployment's steps, paged by a cursor, with
 //! an optional long poll for followers (`rollcage logs --follow`, the dashboard).
 //!
-//! Reports store their logs (in the report's own transaction, `api/agent.rs`) and then ring [`LogWatch`]; a
-//! waiting request re-reads on every ring, and at least every [`RECHECK`] so it also notices a deployment that
-//! ended without a report (a forced stop, a load-balancer step).
+//! Reports store their logs (in the report's own transaction, `api/agent.rs`) and then bump the deployment in
+//! [`crate::notify::Changes`], as every change of a deployment does; a waiting request re-reads on every bump, and
+//! at least every [`RECHECK`] as a safety net.
 
 use super::{Admin, ApiError, Json, State};
 use crate::store::{deployments, logs};
@@ -13,28 +13,14 @@ use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::StepLogPage;
 use serde::Deserialize;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// Longest a request may wait for new entries: below the clients' 60 s request timeout, long enough that a
 /// follower costs little.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
-/// How often a waiting request re-reads even without a ring (to see the deployment end).
-const RECHECK: Duration = Duration::from_secs(1);
-
-/// Rung whenever a report stored a log or changed a deployment: waiting log requests re-read. One notifier for
-/// every deployment: followers are few, and a re-read is one indexed query.
-#[derive(Debug, Default)]
-pub struct LogWatch {
-    notify: Notify,
-}
-
-impl LogWatch {
-    /// Wake every waiting request (call after the transaction committed).
-    pub fn ring(&self) {
-        self.notify.notify_waiters();
-    }
-}
+/// How often a waiting request re-reads even without a bump: a path that forgot to bump costs a follower at most
+/// this much delay, not the whole wait.
+const RECHECK: Duration = Duration::from_secs(2);
 
 /// The query string of the route. Unknown parameters are ignored (a browser client may add a cache buster).
 #[derive(Debug, Default, Deserialize)]
@@ -76,11 +62,9 @@ pub async fn deployment_logs(
     let after = q.after.unwrap_or(0).max(0);
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
+    // Subscribe before reading, so an entry committed between the read and the wait still wakes us.
+    let mut changes = st.changes.subscribe(&id);
     loop {
-        // Register before reading, so an entry committed between the read and the wait still wakes us.
-        let notified = st.log_watch.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
         let (entries, ended) = st.store.read(|c| {
             let d = deployments::get(c, &id)?
                 .ok_or_else(|| ApiError::NotFound(format!("deployment `{id}` not found")))?;
@@ -98,7 +82,12 @@ pub async fn deployment_logs(
             }));
         }
         tokio::select! {
-            _ = &mut notified => {}
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    // The channel is gone (cannot happen while we hold a receiver); fall back to re-reading.
+                    tokio::time::sleep_until(deadline.min(now + RECHECK)).await;
+                }
+            }
             _ = tokio::time::sleep_until(deadline.min(now + RECHECK)) => {}
         }
     }

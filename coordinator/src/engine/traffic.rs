@@ -207,7 +207,10 @@ async fn run_step(state: State, step: StepRow) {
         .store
         .write(|tx| finish_step(tx, step.id, outcome, &message, now, &mut wake))
     {
-        Ok(_) => state.wake(&wake),
+        Ok(_) => {
+            state.wake(&wake);
+            state.changes.bump(&step.deployment_id);
+        }
         Err(e) => {
             tracing::error!(step = step.id, error = %e, "recording a load-balancer step failed")
         }

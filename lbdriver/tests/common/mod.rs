@@ -1,244 +1,25 @@
-//! Test fixtures shared by the driver tests: tiny hyper backends that say who they are, a load generator
-//! that records every request, and the two load balancers under test set up the same way:
+//! Test fixtures shared by the driver tests (backends, client and load generator come from
+//! `rollcage-lb-testkit`): the two load balancers under test, set up the same way:
 //! groups `blue` (servers b1 in traffic, b2 out) and `green` (g1 in traffic), backend service `app` → `blue`.
-#![allow(dead_code)] // Each test binary uses a different subset.
+#![allow(dead_code, unused_imports)] // Each test binary uses a different subset.
 
 pub mod scenarios;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty, Full};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rollcage_lb::api::HealthCheckSpec;
 use rollcage_lb::{LbConfig as BuiltinConfig, LoadBalancer, Settings};
+pub use rollcage_lb_testkit::{
+    Backend, BoxError, Sample, TOKEN, TestResult, failures, fast_health, get, http_client,
+    spawn_load, wait_until,
+};
 use rollcage_lbdriver::LbDriver;
 use rollcage_lbdriver::builtin::BuiltinDriver;
 use rollcage_lbdriver::haproxy::HaproxyDriver;
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub const TOKEN: &str = "test-token-0123456789abcdef";
 pub const SERVICE: &str = "app";
-
-/// A backend: `/health` answers 200 or 503 as `healthy` says; `/sleep?ms=N` answers after N ms; anything
-/// else at once. Bodies are the backend's name; `hits` counts non-health requests.
-pub struct Backend {
-    pub name: String,
-    pub addr: SocketAddr,
-    pub healthy: Arc<AtomicBool>,
-    pub hits: Arc<AtomicU64>,
-    stop: CancellationToken,
-}
-
-impl Backend {
-    pub async fn start(name: &str) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
-        let healthy = Arc::new(AtomicBool::new(true));
-        let hits = Arc::new(AtomicU64::new(0));
-        let stop = CancellationToken::new();
-        let (h, c, s, n) = (healthy.clone(), hits.clone(), stop.clone(), name.to_owned());
-        tokio::spawn(async move {
-            loop {
-                let stream = tokio::select! {
-                    r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
-                    () = s.cancelled() => return,
-                };
-                let (h, c, s, n) = (h.clone(), c.clone(), s.clone(), n.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let (h, c, n) = (h.clone(), c.clone(), n.clone());
-                        async move { Ok::<_, Infallible>(answer(req, &h, &c, &n).await) }
-                    });
-                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
-                    tokio::select! {
-                        _ = conn => {}
-                        () = s.cancelled() => {}
-                    }
-                });
-            }
-        });
-        Ok(Self {
-            name: name.to_owned(),
-            addr,
-            healthy,
-            hits,
-            stop,
-        })
-    }
-
-    pub fn address(&self) -> String {
-        self.addr.to_string()
-    }
-
-    pub fn set_healthy(&self, v: bool) {
-        self.healthy.store(v, Ordering::SeqCst);
-    }
-
-    pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn answer(
-    req: Request<Incoming>,
-    healthy: &AtomicBool,
-    hits: &AtomicU64,
-    name: &str,
-) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, body: String| {
-        let mut r = Response::new(Full::new(Bytes::from(body)));
-        *r.status_mut() = status;
-        r
-    };
-    if req.uri().path() == "/health" {
-        return if healthy.load(Ordering::SeqCst) {
-            reply(StatusCode::OK, "ok".to_owned())
-        } else {
-            reply(StatusCode::SERVICE_UNAVAILABLE, "down".to_owned())
-        };
-    }
-    hits.fetch_add(1, Ordering::SeqCst);
-    let wait: u64 = match req.uri().path() {
-        "/sleep" => req
-            .uri()
-            .query()
-            .and_then(|q| q.strip_prefix("ms="))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
-        _ => 0,
-    };
-    if wait > 0 {
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-    }
-    reply(StatusCode::OK, name.to_owned())
-}
-
-/// A pooled keep-alive client.
-pub fn http_client() -> Client<HttpConnector, Empty<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-/// GET `path` on `addr`: status and body.
-pub async fn get(
-    client: &Client<HttpConnector, Empty<Bytes>>,
-    addr: SocketAddr,
-    path: &str,
-) -> Result<(u16, String), String> {
-    let uri: hyper::Uri = format!("http://{addr}{path}")
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    let resp = client.get(uri).await.map_err(|e| format!("{e:?}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-/// One request of the load generator.
-#[derive(Debug, Clone)]
-pub struct Sample {
-    pub started: Instant,
-    pub finished: Instant,
-    pub outcome: Result<(u16, String), String>,
-}
-
-impl Sample {
-    pub fn ok(&self) -> bool {
-        matches!(self.outcome, Ok((200, _)))
-    }
-
-    pub fn served_by(&self) -> Option<&str> {
-        self.outcome.as_ref().ok().map(|(_, b)| b.as_str())
-    }
-}
-
-/// Sends GETs of `path` to `addr` from `concurrency` tasks until `stop`; returns every outcome.
-pub fn spawn_load(
-    addr: SocketAddr,
-    path: &'static str,
-    concurrency: usize,
-    stop: CancellationToken,
-) -> JoinHandle<Vec<Sample>> {
-    tokio::spawn(async move {
-        let client = http_client();
-        let mut tasks = Vec::new();
-        for _ in 0..concurrency {
-            let client = client.clone();
-            let stop = stop.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut out = Vec::new();
-                while !stop.is_cancelled() {
-                    let started = Instant::now();
-                    let outcome = get(&client, addr, path).await;
-                    out.push(Sample {
-                        started,
-                        finished: Instant::now(),
-                        outcome,
-                    });
-                }
-                out
-            }));
-        }
-        let mut all = Vec::new();
-        for t in tasks {
-            if let Ok(v) = t.await {
-                all.extend(v);
-            }
-        }
-        all
-    })
-}
-
-/// Failed samples, described.
-pub fn failures(samples: &[Sample]) -> Vec<String> {
-    samples
-        .iter()
-        .filter(|s| !s.ok())
-        .map(|s| format!("{:?}", s.outcome))
-        .collect()
-}
-
-/// Polls `f` every 20 ms until it returns true or `timeout` passes.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
 
 /// What every scenario runs against.
 pub struct Fixture {
@@ -259,17 +40,6 @@ pub struct Fixture {
 
 // ---------------------------------------------------------------------------------------------------------
 // Built-in LB.
-
-/// Health checks every 50 ms, two in a row to change state.
-pub fn fast_health() -> HealthCheckSpec {
-    HealthCheckSpec {
-        path: "/health".to_owned(),
-        interval_ms: 50,
-        timeout_ms: 500,
-        healthy_threshold: 2,
-        unhealthy_threshold: 2,
-    }
-}
 
 /// The built-in LB in-process with the standard groups and service.
 pub async fn builtin_fixture() -> Result<Fixture, BoxError> {

@@ -1,0 +1,174 @@
+//! The load-balancer counters behind `/metrics`: for every deployment group with load-balancer settings, each of
+//! its server groups' cumulative request and 5xx counters, read through the group's driver at scrape time and
+//! labelled `app/group/server-group` (two deployment groups may use the same server-group names on different
+//! LBs, so the bare name would mix their counters).
+
+use crate::api::AppState;
+use crate::engine::lb::GroupLb;
+use crate::metrics::{LbCounterSource, LbGroupCounters};
+use crate::store::apps;
+use rollcage_lbdriver::LbConfig;
+use std::sync::Weak;
+
+/// Reads the counters of every configured server group through its driver.
+#[derive(Debug)]
+pub struct GroupLbCounters {
+    /// Weak: the metrics registry this source is registered with lives inside the state.
+    state: Weak<AppState>,
+}
+
+impl GroupLbCounters {
+    /// A source reading the groups of `state`.
+    pub fn new(state: Weak<AppState>) -> Self {
+        Self { state }
+    }
+}
+
+/// One server group to read: its metrics label, and the LB it lives on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterTarget {
+    /// `app/group/server-group`.
+    pub label: String,
+    /// The server group's name on the LB.
+    pub server_group: String,
+    /// The LB.
+    pub lb: LbConfig,
+}
+
+/// Every server group of every load-balanced deployment group, in a stable order. Groups whose settings no
+/// longer parse are left out (their deployments report that error; a scrape is not the place).
+pub fn targets(groups: &[rollcage_proto::wire::Group]) -> Vec<CounterTarget> {
+    let mut out = Vec::new();
+    for g in groups {
+        let Ok(Some(settings)) = GroupLb::from_group(g.style, &g.instances, g.lb.as_ref()) else {
+            continue;
+        };
+        for server_group in settings.lb.server_groups.keys() {
+            out.push(CounterTarget {
+                label: format!("{}/{}/{server_group}", g.application, g.name),
+                server_group: server_group.clone(),
+                lb: settings.lb.clone(),
+            });
+        }
+    }
+    out
+}
+
+#[async_trait::async_trait]
+impl LbCounterSource for GroupLbCounters {
+    async fn lb_counters(&self) -> Vec<LbGroupCounters> {
+        let Some(state) = self.state.upgrade() else {
+            return Vec::new();
+        };
+        let groups = state.store.read(|c| {
+            let mut all = Vec::new();
+            for app in apps::applications(c)? {
+                all.extend(apps::groups(c, &app.name)?);
+            }
+            Ok::<_, crate::store::StoreError>(all)
+        });
+        let groups = match groups {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: reading the load-balanced groups");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for t in targets(&groups) {
+            let counters = match t.lb.connect() {
+                Ok(driver) => driver.counters(&t.server_group).await,
+                Err(e) => Err(e),
+            };
+            match counters {
+                Ok(c) => out.push(LbGroupCounters {
+                    group: t.label,
+                    requests: c.requests,
+                    errors: c.errors_5xx,
+                }),
+                // An LB that is down or does not know the group yet has no counters to give this scrape.
+                Err(e) => tracing::debug!(group = %t.label, error = %e, "metrics: LB counters"),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rollcage_proto::wire::{Concurrency, DeploymentStyle, Group};
+
+    fn group(
+        app: &str,
+        name: &str,
+        style: DeploymentStyle,
+        lb: Option<serde_json::Value>,
+    ) -> Group {
+        Group {
+            id: format!("g-{name}"),
+            application: app.into(),
+            name: name.into(),
+            style,
+            concurrency: Concurrency::Count(1),
+            failure_tolerance: 0,
+            auto_rollback: false,
+            instances: vec!["i0".into(), "i1".into()],
+            lb,
+            created_at_ms: 0,
+        }
+    }
+
+    fn settings(groups: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "targets": { "i0": "127.0.0.1:1", "i1": "127.0.0.1:2" },
+            "lb": {
+                "service": "app1",
+                "driver": { "kind": "builtin", "admin_url": "http://127.0.0.1:9", "token_file": "/t" },
+                "server_groups": groups,
+            }
+        })
+    }
+
+    #[test]
+    fn every_server_group_of_every_lb_group_is_read_under_a_qualified_label() {
+        let groups = [
+            group("shop", "plain", DeploymentStyle::InPlace, None),
+            group(
+                "shop",
+                "web",
+                DeploymentStyle::BlueGreen,
+                Some({
+                    let mut s = settings(serde_json::json!({
+                        "blue": ["127.0.0.1:1"], "green": ["127.0.0.1:2"]
+                    }));
+                    s["active_group"] = "blue".into();
+                    s
+                }),
+            ),
+            group(
+                "blog",
+                "web",
+                DeploymentStyle::InPlaceLb,
+                Some(settings(
+                    serde_json::json!({ "blue": ["127.0.0.1:1", "127.0.0.1:2"] }),
+                )),
+            ),
+        ];
+        let t = targets(&groups);
+        let labels: Vec<&str> = t.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(labels, ["shop/web/blue", "shop/web/green", "blog/web/blue"]);
+        assert_eq!(t[1].server_group, "green");
+    }
+
+    #[test]
+    fn groups_whose_settings_do_not_parse_are_left_out() {
+        let broken = group(
+            "shop",
+            "web",
+            DeploymentStyle::InPlaceLb,
+            Some(serde_json::json!({ "lb": "nonsense" })),
+        );
+        assert!(targets(&[broken]).is_empty());
+    }
+}

@@ -1,0 +1,412 @@
+//! Pieces of the load-balancer end-to-end tests: the sample-app bundle (`rollcage demo-app` started and stopped
+//! by hooks), a load generator that records every request, the checks on what it saw (no failures, no answer
+//! from an instance while it was out of traffic), and the built-in LB in its own process.
+
+use crate::{Fleet, Proc, rollcage_bin};
+use anyhow::bail;
+use rollcage_proto::wire::{Deployment, StepState};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long the demo app holds each answer: long enough that requests are in flight during every drain.
+pub const APP_DELAY_MS: u64 = 150;
+
+/// A free TCP port on loopback.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Kills the demo apps the hooks started in the background (they outlive the agents) when the test ends.
+pub struct DemoApps(pub Vec<PathBuf>);
+
+impl Drop for DemoApps {
+    fn drop(&mut self) {
+        for pid_file in &self.0 {
+            if let Ok(pid) = std::fs::read_to_string(pid_file)
+                && let Ok(pid) = pid.trim().parse::<i32>()
+            {
+                let _ = std::process::Command::new("kill")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        }
+    }
+}
+
+/// A bundle whose hooks run the demo app at version `label` on `$APP_HOST:$PORT` (agent vars; the host defaults
+/// to 127.0.0.1); `validate` is the ValidateService body.
+pub fn write_app_bundle(dir: &Path, label: &str, validate: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir.join("scripts"))?;
+    let hooks = [
+        ("ApplicationStop", "stop.sh"),
+        ("ApplicationStart", "start.sh"),
+        ("ValidateService", "validate.sh"),
+    ];
+    let mut spec = String::from("version: 0.0\nos: linux\nhooks:\n");
+    for (event, script) in hooks {
+        spec.push_str(&format!(
+            "  {event}:\n    - location: scripts/{script}\n      timeout: 60\n"
+        ));
+    }
+    std::fs::write(dir.join("appspec.yml"), spec)?;
+    let stop = "#!/bin/sh\n\
+        [ -f \"$DEMO_PID\" ] || exit 0\n\
+        pid=$(cat \"$DEMO_PID\")\n\
+        kill \"$pid\" 2>/dev/null || true\n\
+        while kill -0 \"$pid\" 2>/dev/null; do sleep 0.05; done\n\
+        rm -f \"$DEMO_PID\"\n";
+    let start = format!(
+        "#!/bin/sh\n\
+         rm -f \"$DEMO_PID\"\n\
+         nohup \"$ROLLCAGE_BIN\" demo-app --listen ${{APP_HOST:-127.0.0.1}}:$PORT --version {label} --instance \"$ROLLCAGE_INSTANCE\" \
+         --delay-ms {APP_DELAY_MS} --pid-file \"$DEMO_PID\" >/dev/null 2>&1 &\n\
+         n=0; while [ ! -s \"$DEMO_PID\" ] && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\n\
+         [ -s \"$DEMO_PID\" ]\n"
+    );
+    let validate = format!("#!/bin/sh\nkill -0 \"$(cat \"$DEMO_PID\")\" || exit 1\n{validate}\n");
+    for (name, body) in [
+        ("stop.sh", stop.to_owned()),
+        ("start.sh", start),
+        ("validate.sh", validate),
+    ] {
+        let p = dir.join("scripts").join(name);
+        std::fs::write(&p, body)?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
+/// One request's result.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// When it was sent (ms since the epoch).
+    pub start_ms: i64,
+    /// When its answer ended.
+    pub end_ms: i64,
+    /// `Ok(body)` for a 200, `Err(what)` otherwise.
+    pub result: Result<String, String>,
+}
+
+/// One HTTP/1.0 GET (no keep-alive: every request opens a connection, the harder case for draining).
+pub fn get(addr: SocketAddr) -> Result<String, String> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: lb\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    let (head, body) = resp.split_once("\r\n\r\n").ok_or("no HTTP head")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(format!("status: {}", head.lines().next().unwrap_or("")));
+    }
+    Ok(body.trim().to_owned())
+}
+
+/// A load generator: `workers` threads sending requests back to back until stopped (bounded by `max_time`
+/// and `max_count` per worker so a hung test cannot run forever).
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    handles: Vec<std::thread::JoinHandle<Vec<Sample>>>,
+}
+
+impl Load {
+    /// Start `workers` threads sending GETs to `addr` back to back.
+    pub fn start(addr: SocketAddr, workers: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = (0..workers)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let begin = Instant::now();
+                    let mut out = Vec::new();
+                    while !stop.load(Ordering::Relaxed)
+                        && begin.elapsed() < Duration::from_secs(240)
+                        && out.len() < 20_000
+                    {
+                        let start_ms = now_ms();
+                        let result = get(addr);
+                        out.push(Sample {
+                            start_ms,
+                            end_ms: now_ms(),
+                            result,
+                        });
+                    }
+                    out
+                })
+            })
+            .collect();
+        Self { stop, handles }
+    }
+
+    /// Stop the workers and return every request they made.
+    pub fn finish(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    }
+}
+
+/// Per instance, the windows when it was out of traffic for sure: from the end of its BlockTraffic (drained)
+/// to the start of its AllowTraffic. An instance that never came back in `d` (its ValidateService failed) stays
+/// out until the start of its AllowTraffic in `then` (the automatic rollback), or for good.
+pub fn out_windows(d: &Deployment, then: Option<&Deployment>) -> Vec<(String, i64, i64)> {
+    let allow_start = |d: &Deployment, instance: &str| {
+        d.instances
+            .iter()
+            .find(|i| i.instance == instance)
+            .and_then(|i| i.steps.iter().find(|s| s.event.name() == "AllowTraffic"))
+            .and_then(|s| s.started_at_ms)
+    };
+    let mut out = Vec::new();
+    for inst in &d.instances {
+        if let Some(block) = inst.steps.iter().find(|s| s.event.name() == "BlockTraffic")
+            && block.state == StepState::Succeeded
+            && let Some(from) = block.ended_at_ms
+        {
+            let to = allow_start(d, &inst.instance)
+                .or_else(|| then.and_then(|t| allow_start(t, &inst.instance)))
+                .unwrap_or(i64::MAX);
+            out.push((inst.instance.clone(), from, to));
+        }
+    }
+    out
+}
+
+/// No response came from an instance during one of its out-of-traffic windows.
+pub fn assert_only_registered(
+    samples: &[Sample],
+    windows: &[(String, i64, i64)],
+) -> anyhow::Result<()> {
+    for s in samples {
+        let Ok(body) = &s.result else { continue };
+        let served_by = body.split_whitespace().nth(1).unwrap_or("");
+        for (inst, from, to) in windows {
+            if inst == served_by && s.start_ms > *from && s.end_ms < *to {
+                bail!(
+                    "{body:?} answered a request sent at {} while `{inst}` was out of traffic ({from}..{to})",
+                    s.start_ms
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every request succeeded, and there were enough of them to mean something.
+pub fn assert_no_failures(samples: &[Sample], what: &str) -> anyhow::Result<()> {
+    let failed: Vec<_> = samples.iter().filter(|s| s.result.is_err()).collect();
+    if !failed.is_empty() {
+        bail!(
+            "{what}: {} of {} requests failed, first: {:?}",
+            failed.len(),
+            samples.len(),
+            failed[0]
+        );
+    }
+    if samples.len() < 20 {
+        bail!("{what}: only {} requests were sent", samples.len());
+    }
+    Ok(())
+}
+
+/// The version (first word of the body) of every successful answer, in sample order.
+pub fn versions(samples: &[Sample]) -> Vec<String> {
+    samples
+        .iter()
+        .filter_map(|s| s.result.as_ref().ok())
+        .filter_map(|b| b.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// The built-in LB in its own process.
+pub struct BuiltinLb {
+    _proc: Proc,
+    /// Admin API address.
+    pub admin: SocketAddr,
+    /// Admin token file.
+    pub token_file: PathBuf,
+    /// The service's listen address (the `app1` backend service).
+    pub service: SocketAddr,
+}
+
+impl BuiltinLb {
+    /// Start `rollcage lb` with the server `groups` (health-checked on `/health`) and one backend service
+    /// `app1` on a free loopback port pointing at `service_group`.
+    pub fn start(dir: &Path, groups: &[&str], service_group: &str) -> anyhow::Result<Self> {
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let service: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let token_file = dir.join("lb.token");
+        let mut cfg = String::new();
+        for g in groups {
+            cfg.push_str(&format!(
+                "[[groups]]\nname = \"{g}\"\nhealth_check = {{ path = \"/health\", interval_ms = 100, timeout_ms = 500, \
+                 healthy_threshold = 2, unhealthy_threshold = 2 }}\n"
+            ));
+        }
+        cfg.push_str(&format!(
+            "[[services]]\nname = \"app1\"\nlisten = \"{service}\"\ngroup = \"{service_group}\"\n"
+        ));
+        let cfg_path = dir.join("lb.toml");
+        std::fs::write(&cfg_path, cfg)?;
+        let mut cmd = Command::new(rollcage_bin()?);
+        cmd.arg("lb")
+            .arg("--admin")
+            .arg(admin.to_string())
+            .arg("--admin-token-file")
+            .arg(&token_file)
+            .arg("--config")
+            .arg(&cfg_path);
+        let proc = Proc::spawn(cmd, &dir.join("lb.log"))?;
+        let begin = Instant::now();
+        while TcpStream::connect(admin).is_err() || !token_file.is_file() {
+            if begin.elapsed() > Duration::from_secs(20) {
+                bail!(
+                    "the built-in LB did not start; see {}",
+                    dir.join("lb.log").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self {
+            _proc: proc,
+            admin,
+            token_file,
+            service,
+        })
+    }
+
+    /// The coordinator's driver settings for this LB.
+    pub fn driver(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kind": "builtin",
+            "admin_url": format!("http://{}", self.admin),
+            "token_file": self.token_file,
+        })
+    }
+}
+
+/// A load-balanced group `web` of application `shop` over every agent of a fleet.
+#[derive(Debug)]
+pub struct LbGroup<'a> {
+    /// `in-place-lb` or `blue-green`.
+    pub style: &'a str,
+    /// `host:port` of agent `i`'s app, by index.
+    pub targets: Vec<String>,
+    /// The coordinator's driver settings (e.g. [`BuiltinLb::driver`]).
+    pub driver: serde_json::Value,
+    /// Server group name → `host:port` list.
+    pub server_groups: serde_json::Value,
+    /// The blue/green group serving at the start.
+    pub active: Option<&'a str>,
+    /// Blue/green: wait for `rollcage continue` before switching.
+    pub wait_for_continue: bool,
+}
+
+/// Create application `shop` and its group `web` (concurrency 1, automatic rollback) as `g` says.
+pub fn create_lb_group(fleet: &Fleet, g: &LbGroup<'_>) -> anyhow::Result<()> {
+    let (style, server_groups, active, wait_for_continue) = (
+        g.style,
+        g.server_groups.clone(),
+        g.active,
+        g.wait_for_continue,
+    );
+    let targets: serde_json::Map<String, serde_json::Value> = g
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("i{i}"), t.as_str().into()))
+        .collect();
+    let mut settings = serde_json::json!({
+        "targets": targets,
+        "wait_for_continue": wait_for_continue,
+        "lb": {
+            "service": "app1",
+            "driver": g.driver,
+            "server_groups": server_groups,
+            "drain_timeout_secs": 20,
+            "register_timeout_secs": 20,
+        }
+    });
+    if let Some(a) = active {
+        settings["active_group"] = a.into();
+    }
+    let file = fleet.dir.path().join("group-lb.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&settings)?)?;
+    fleet.cli(&["app", "create", "shop"])?;
+    let names: Vec<String> = (0..g.targets.len()).map(|i| format!("i{i}")).collect();
+    let (code, out) = fleet.cli(&[
+        "group",
+        "create",
+        "--app",
+        "shop",
+        "web",
+        "--style",
+        style,
+        "--concurrency",
+        "1",
+        "--auto-rollback",
+        "--instances",
+        &names.join(","),
+        "--lb",
+        &file.display().to_string(),
+    ])?;
+    if code != 0 {
+        bail!("group create exited {code}: {out}");
+    }
+    Ok(())
+}
+
+/// The events of `instance` that ran (succeeded, failed or skipped), in plan order.
+pub fn events(d: &Deployment, instance: &str) -> Vec<String> {
+    d.instances
+        .iter()
+        .find(|i| i.instance == instance)
+        .map(|i| {
+            i.steps
+                .iter()
+                .filter(|s| {
+                    matches!(
+                        s.state,
+                        StepState::Succeeded | StepState::Failed | StepState::Skipped
+                    )
+                })
+                .map(|s| s.event.name().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The seed's rolling-with-LB order for one instance.
+pub const LB_ORDER: [&str; 13] = [
+    "DownloadBundle",
+    "BeforeBlockTraffic",
+    "BlockTraffic",
+    "AfterBlockTraffic",
+    "ApplicationStop",
+    "BeforeInstall",
+    "Install",
+    "AfterInstall",
+    "ApplicationStart",
+    "ValidateService",
+    "BeforeAllowTraffic",
+    "AllowTraffic",
+    "AfterAllowTraffic",
+];
