@@ -211,6 +211,31 @@ mod tests {
     }
 
     #[test]
+    fn deployments_of_two_groups_on_one_host_keep_their_outputs_apart() -> std::io::Result<()> {
+        // Each deployment has its own scripts.log; steps of the two interleave on the host.
+        let dir = tempfile::tempdir()?;
+        let (a, b) = (
+            dir.path().join("group-a/deploy-1/logs/scripts.log"),
+            dir.path().join("group-b/deploy-2/logs/scripts.log"),
+        );
+        for p in [&a, &b] {
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+        }
+        append(&a, "a: earlier step\n")?;
+        let mark_a = LogMark::at_end_of(&a);
+        append(&b, "b: install\n")?;
+        let mark_b = LogMark::at_end_of(&b);
+        append(&a, "a: install\n")?;
+        append(&b, "b: validate\n")?;
+        let text = |m: &LogMark| capture(m, DEFAULT_MAX_LOG_BYTES).map(|l| l.text);
+        assert_eq!(text(&mark_a), Some("a: install\n".to_owned()));
+        assert_eq!(text(&mark_b), Some("b: validate\n".to_owned()));
+        Ok(())
+    }
+
+    #[test]
     fn a_report_whose_escaped_log_is_too_big_is_shrunk_to_fit() -> Result<(), serde_json::Error> {
         // Control characters: 1 byte each in the log, 6 (`\u0001`) in the JSON body.
         let text = ("\u{1}".repeat(99) + "\n").repeat(10_000) + "last line\n";
