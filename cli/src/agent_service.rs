@@ -50,6 +50,9 @@ pub struct AgentFile {
     /// Variables given to every hook.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
+    /// Most bytes of one step's hook output sent to the coordinator (default 256 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_log_bytes: Option<usize>,
 }
 
 impl AgentFile {
@@ -268,6 +271,7 @@ pub fn install_files(a: &InstallArgs) -> anyhow::Result<Installed> {
         service_addr: a.service_addr.clone(),
         ca_file: a.ca_file.clone(),
         vars: a.vars.iter().cloned().collect(),
+        max_log_bytes: None,
     };
     let config_text = format!(
         "# rollcage agent config, read by `rollcage agent --config {}`.\n{}",

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod agent;
 pub mod events;
+pub mod logs;
 
 use crate::auth::Tokens;
 use crate::engine::executor::EngineError;
@@ -381,6 +382,7 @@ fn v1_routes() -> RouteTable {
         .route("/deployments/{id}", get(admin::get_deployment))
         .route("/deployments/{id}/events", get(events::deployment_events))
         .route("/deployments/{id}/stop", post(admin::stop_deployment))
+        .route("/deployments/{id}/logs", get(logs::deployment_logs))
         .route(
             "/deployments/{id}/continue",
             post(admin::continue_deployment),

@@ -3,12 +3,13 @@
 //! One database file (`DATA/rollcage.db`) in WAL mode; schema changes are numbered migrations recorded in
 //! `PRAGMA user_version`. Every state change runs in one transaction ([`Store::write`]), so a coordinator killed at
 //! any point restarts with a consistent state and carries on every running deployment. Each resource has its own
-//! file: [`apps`] (applications and groups), [`revisions`], [`instances`], [`deployments`].
+//! file: [`apps`] (applications and groups), [`revisions`], [`instances`], [`deployments`], [`logs`] (step output).
 
 pub mod apps;
 pub mod deployments;
 pub mod forms;
 pub mod instances;
+pub mod logs;
 pub mod revisions;
 
 use rusqlite::{Connection, Transaction};
@@ -151,6 +152,22 @@ ALTER TABLE groups ADD COLUMN active_server_group TEXT;
 -- Blue/green: the server group a deployment switches traffic to, and whether `continue` was given.
 ALTER TABLE deployments ADD COLUMN switch_to TEXT;
 ALTER TABLE deployments ADD COLUMN continued INTEGER NOT NULL DEFAULT 0;
+"#,
+    // 4: full step logs (issue 6, store/logs.rs).
+    r#"
+-- One row per step that wrote output, keyed by the step (= command id) so a re-sent report is stored once; `seq` is
+-- the cursor `GET /deployments/{id}/logs?after=` pages on.
+CREATE TABLE step_logs (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    step_id         INTEGER NOT NULL UNIQUE,
+    deployment_id   TEXT NOT NULL,
+    instance        TEXT NOT NULL,
+    event           TEXT NOT NULL,
+    text            TEXT NOT NULL,
+    truncated_bytes INTEGER NOT NULL,
+    recorded_at     INTEGER NOT NULL
+);
+CREATE INDEX step_logs_deployment ON step_logs (deployment_id, seq);
 "#,
 ];
 

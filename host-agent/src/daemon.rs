@@ -7,6 +7,7 @@
 use crate::client::{Client, ClientError};
 use crate::executor::StepExecutor;
 use crate::journal::{EntryState, Journal, JournalError};
+use crate::steplog::{self, LogMark};
 use rollcage_proto::wire::{
     CommandState, EnrollRequest, EnrollResponse, PollRequest, PollResponse, ReportResponse,
     StepCommand, StepOutcome, StepReport,
@@ -79,6 +80,8 @@ pub struct LoopConfig {
     pub cancel_check: Duration,
     /// Retry delays.
     pub backoff: Backoff,
+    /// Bound of the hook output a report carries (the newest bytes are kept).
+    pub max_log_bytes: usize,
 }
 
 impl Default for LoopConfig {
@@ -87,6 +90,7 @@ impl Default for LoopConfig {
             poll_wait: Duration::from_secs(20),
             cancel_check: Duration::from_secs(2),
             backoff: Backoff::default(),
+            max_log_bytes: crate::steplog::DEFAULT_MAX_LOG_BYTES,
         }
     }
 }
@@ -263,12 +267,17 @@ impl<E: StepExecutor> AgentLoop<E> {
                     message: format!("{}: {}", cmd.event, crate::journal::INTERRUPTED),
                     hooks: Vec::new(),
                     duration_ms: 0,
+                    log: None,
                 },
             },
             None => {
-                self.journal.start(&cmd)?;
+                let mark = self.exec.log_file(&cmd).map(|p| LogMark::at_end_of(&p));
+                self.journal.start_marked(&cmd, mark.clone())?;
                 tracing::info!(deployment = %cmd.deployment_id, event = %cmd.event, command = cmd.command_id, "step starting");
-                let report = self.run_cancellable(&cmd).await;
+                let mut report = self.run_cancellable(&cmd).await;
+                // Also for a cancelled step: what its hooks wrote until then.
+                report.log = mark.and_then(|m| steplog::capture(&m, self.cfg.max_log_bytes));
+                steplog::fit(&mut report, steplog::MAX_REPORT_BYTES);
                 tracing::info!(deployment = %cmd.deployment_id, event = %cmd.event, outcome = ?report.outcome,
                     message = %report.message, "step ended");
                 report
@@ -296,6 +305,7 @@ impl<E: StepExecutor> AgentLoop<E> {
                             message: format!("{}: cancelled by a forced stop", cmd.event),
                             hooks: Vec::new(),
                             duration_ms: 0,
+                            log: None,
                         };
                     }
                 }

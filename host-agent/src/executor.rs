@@ -9,6 +9,7 @@ use crate::client::Client;
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{RevisionLocation, StepCommand, StepOutcome, StepReport};
 use rollcage_runtime::appspec::FileExistsBehavior;
+use rollcage_runtime::layout::GroupLayout;
 use rollcage_runtime::lifecycle::{DeploymentSpec, HostConfig, HostDeployment, StepStatus};
 use rollcage_runtime::package::{Source, UnpackLimits};
 use std::future::Future;
@@ -24,6 +25,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait StepExecutor: Send + Sync {
     /// Perform `cmd` on this host.
     fn run<'a>(&'a self, cmd: &'a StepCommand) -> BoxFuture<'a, StepReport>;
+
+    /// The file `cmd`'s hooks append their output to (read by the loop for the report's log), if any.
+    fn log_file(&self, _cmd: &StepCommand) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// Archives cached on this host by sha256.
@@ -230,7 +236,15 @@ impl StepExecutor for RuntimeExecutor {
                 message,
                 hooks,
                 duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                // Filled in by the loop, which knows where the output started.
+                log: None,
             }
         })
+    }
+
+    fn log_file(&self, cmd: &StepCommand) -> Option<PathBuf> {
+        // Names from the coordinator are checked by the layout; a bad one fails the step anyway.
+        let group = GroupLayout::new(&self.host.root, &cmd.application, &cmd.group).ok()?;
+        Some(group.deployment(&cmd.deployment_id).ok()?.scripts_log())
     }
 }

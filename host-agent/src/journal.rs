@@ -10,6 +10,7 @@
 //! Steps are keyed by deployment id and event, not by command id, so a step re-sent under any command id is
 //! recognised.
 
+use crate::steplog::{self, LogMark};
 use rollcage_proto::wire::{StepCommand, StepOutcome, StepReport};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -52,6 +53,9 @@ pub enum EntryState {
     Started {
         /// When.
         at_ms: i64,
+        /// Where the step's output starts in its deployment's `scripts.log` (absent in entries from older agents).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log_mark: Option<LogMark>,
     },
     /// Written when the step ended.
     Finished {
@@ -75,6 +79,7 @@ pub struct Entry {
 #[derive(Debug, Clone)]
 pub struct Journal {
     dir: PathBuf,
+    max_log_bytes: usize,
 }
 
 fn now_ms() -> i64 {
@@ -94,7 +99,14 @@ impl Journal {
         })?;
         Ok(Self {
             dir: dir.to_owned(),
+            max_log_bytes: steplog::DEFAULT_MAX_LOG_BYTES,
         })
+    }
+
+    /// Bound the output [`Journal::recover`] attaches to an interrupted step's report.
+    pub fn with_max_log_bytes(mut self, max: usize) -> Self {
+        self.max_log_bytes = max;
+        self
     }
 
     fn path(&self, cmd: &StepCommand) -> Result<PathBuf, JournalError> {
@@ -156,9 +168,21 @@ impl Journal {
 
     /// Record that the step is about to start.
     pub fn start(&self, cmd: &StepCommand) -> Result<(), JournalError> {
+        self.start_marked(cmd, None)
+    }
+
+    /// Record that the step is about to start, and where its output will begin.
+    pub fn start_marked(
+        &self,
+        cmd: &StepCommand,
+        log_mark: Option<LogMark>,
+    ) -> Result<(), JournalError> {
         self.write(&Entry {
             command: cmd.clone(),
-            state: EntryState::Started { at_ms: now_ms() },
+            state: EntryState::Started {
+                at_ms: now_ms(),
+                log_mark,
+            },
         })
     }
 
@@ -211,14 +235,17 @@ impl Journal {
         let mut outbox = Vec::new();
         for (_, entry) in self.entries()? {
             match entry.state {
-                EntryState::Started { .. } => {
-                    let report = StepReport {
+                EntryState::Started { log_mark, .. } => {
+                    // What the hooks wrote before the restart is the best clue to why it happened.
+                    let mut report = StepReport {
                         command_id: entry.command.command_id,
                         outcome: StepOutcome::Failed,
                         message: format!("{}: {INTERRUPTED}", entry.command.event),
                         hooks: Vec::new(),
                         duration_ms: 0,
+                        log: log_mark.and_then(|m| steplog::capture(&m, self.max_log_bytes)),
                     };
+                    steplog::fit(&mut report, steplog::MAX_REPORT_BYTES);
                     tracing::warn!(deployment = %entry.command.deployment_id, event = %entry.command.event,
                         "step was interrupted by an agent restart; reporting it failed");
                     self.finish(&entry.command, &report)?;
@@ -289,6 +316,7 @@ mod tests {
             message: "done".into(),
             hooks: vec![],
             duration_ms: 1,
+            log: None,
         }
     }
 
@@ -322,6 +350,27 @@ mod tests {
         ));
         // Recovering again yields the same outbox, not a second interruption.
         assert_eq!(j.recover()?, outbox);
+        Ok(())
+    }
+
+    #[test]
+    fn an_interrupted_step_reports_the_output_it_wrote_before_the_restart()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("scripts.log");
+        std::fs::write(&log, "[t] [stdout] BeforeInstall a.sh: earlier step\n")?;
+        let j = Journal::open(&dir.path().join("journal"))?;
+        let c = cmd(3, "d-1", LifecycleEvent::Install);
+        j.start_marked(&c, Some(LogMark::at_end_of(&log)))?;
+        std::fs::write(
+            &log,
+            "[t] [stdout] BeforeInstall a.sh: earlier step\n[t] [stdout] Install b.sh: half done\n",
+        )?;
+        let j = Journal::open(&dir.path().join("journal"))?.with_max_log_bytes(1024); // "restart"
+        let outbox = j.recover()?;
+        assert_eq!(outbox.len(), 1);
+        let text = outbox[0].1.log.as_ref().map(|l| l.text.as_str());
+        assert_eq!(text, Some("[t] [stdout] Install b.sh: half done\n"));
         Ok(())
     }
 

@@ -4,11 +4,13 @@
 //! - [`journal`]: the local step journal that makes restarts safe and reports unlosable.
 //! - [`executor`]: the [`executor::StepExecutor`] trait and the real executor over the runtime crate.
 //! - [`daemon`]: enroll, recover, long-poll, run, report; backoff with jitter.
+//! - [`steplog`]: each step's hook output, bounded, for its report.
 
 pub mod client;
 pub mod daemon;
 pub mod executor;
 pub mod journal;
+pub mod steplog;
 
 use rollcage_runtime::lifecycle::HostConfig;
 use std::path::PathBuf;
@@ -70,7 +72,8 @@ pub async fn run(cfg: AgentConfig) -> Result<(), daemon::AgentError> {
     let mut host = HostConfig::new(&cfg.root);
     host.hook_vars = cfg.hook_vars();
     let exec = executor::RuntimeExecutor::new(host, client.clone());
-    let journal = journal::Journal::open(&agent_dir.join("journal"))?;
+    let journal = journal::Journal::open(&agent_dir.join("journal"))?
+        .with_max_log_bytes(cfg.loop_config.max_log_bytes);
     // Acknowledged history older than a week is of no use to restarts.
     if let Ok(n) = journal.prune(7 * 24 * 3600 * 1000)
         && n > 0

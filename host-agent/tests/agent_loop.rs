@@ -51,6 +51,7 @@ impl StepExecutor for Fake {
                 message: "fake".into(),
                 hooks: vec![],
                 duration_ms: 0,
+                log: None,
             }
         })
     }
@@ -165,6 +166,7 @@ fn loop_config() -> LoopConfig {
             base: Duration::from_millis(10),
             max: Duration::from_millis(100),
         },
+        max_log_bytes: rollcage_agent::steplog::DEFAULT_MAX_LOG_BYTES,
     }
 }
 
@@ -219,6 +221,7 @@ async fn restart_reports_interrupted_step_failed_and_never_reruns_it() -> TestRe
         message: "ran before the kill".into(),
         hooks: vec![],
         duration_ms: 3,
+        log: None,
     };
     journal.start(&stop_cmd)?;
     journal.finish(&stop_cmd, &stop_report)?;
@@ -405,4 +408,77 @@ fn probe_command() -> StepCommand {
         rollback: false,
         form: None,
     }
+}
+
+/// Appends one known line per step to a deployment-wide log file, except for `quiet` (no hooks, no output).
+#[derive(Clone)]
+struct LogWriting {
+    log: std::path::PathBuf,
+    quiet: LifecycleEvent,
+}
+
+impl StepExecutor for LogWriting {
+    fn run<'a>(&'a self, cmd: &'a StepCommand) -> BoxFuture<'a, StepReport> {
+        Box::pin(async move {
+            if cmd.event != self.quiet {
+                use std::io::Write;
+                let written = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .and_then(|mut f| writeln!(f, "output of {}", cmd.event));
+                assert!(written.is_ok(), "{written:?}");
+            }
+            StepReport {
+                command_id: cmd.command_id,
+                outcome: StepOutcome::Succeeded,
+                message: "fake".into(),
+                hooks: vec![],
+                duration_ms: 0,
+                log: None,
+            }
+        })
+    }
+
+    fn log_file(&self, _cmd: &StepCommand) -> Option<std::path::PathBuf> {
+        Some(self.log.clone())
+    }
+}
+
+#[tokio::test]
+async fn each_report_carries_its_own_steps_output_and_the_coordinator_serves_it() -> TestResult {
+    let env = coordinator().await?;
+    let client = env.agent_client("i1").await?;
+    let id = env.deploy(&["i1"], false).await?;
+    let dir = tempfile::tempdir()?;
+    let exec = LogWriting {
+        log: dir.path().join("scripts.log"),
+        quiet: LifecycleEvent::Install,
+    };
+    let agent = AgentLoop::new(
+        client,
+        Journal::open(&dir.path().join("journal"))?,
+        exec,
+        loop_config(),
+    );
+    let stop = tokio::time::sleep(Duration::from_secs(30));
+    let run = tokio::spawn(async move { agent.run(stop).await.map_err(|e| e.to_string()) });
+    let d = env.wait_end(&id).await?;
+    run.abort();
+    assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
+    let page: rollcage_proto::wire::StepLogPage =
+        env.admin.get(&format!("/v1/deployments/{id}/logs")).await?;
+    assert!(page.deployment_ended);
+    let got: Vec<(LifecycleEvent, String)> = page
+        .entries
+        .iter()
+        .map(|e| (e.event, e.text.clone()))
+        .collect();
+    let want: Vec<(LifecycleEvent, String)> = LifecycleEvent::IN_PLACE
+        .iter()
+        .filter(|e| **e != LifecycleEvent::Install)
+        .map(|e| (*e, format!("output of {e}\n")))
+        .collect();
+    assert_eq!(got, want);
+    Ok(())
 }

@@ -611,6 +611,79 @@ pub struct StepReport {
     /// Wall-clock duration.
     #[serde(default)]
     pub duration_ms: u64,
+    /// The step's full hook output (absent when no hook wrote anything, e.g. a step without hooks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<StepLog>,
+}
+
+/// Everything one step's hooks wrote, as the agent's `logs/scripts.log` holds it for that step (one
+/// `[time] [stream] EVENT location: text` line each). Bounded: when over the bound the newest bytes are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepLog {
+    /// The kept output (the newest bytes).
+    pub text: String,
+    /// How many older bytes were cut to stay within the bound.
+    #[serde(default)]
+    pub truncated_bytes: u64,
+}
+
+impl StepLog {
+    /// Keep at most `max` bytes: the newest ones, starting at a line start when the cut falls inside a line that
+    /// is not the last (else at a character boundary); every byte cut is added to `truncated_bytes`.
+    pub fn keep_newest(self, max: usize) -> Self {
+        let Self {
+            text,
+            truncated_bytes,
+        } = self;
+        if text.len() <= max {
+            return Self {
+                text,
+                truncated_bytes,
+            };
+        }
+        let mut start = text.len() - max;
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        if text.as_bytes()[start - 1] != b'\n'
+            && let Some(nl) = text[start..].find('\n')
+            && start + nl + 1 < text.len()
+        {
+            start += nl + 1;
+        }
+        Self {
+            text: text[start..].to_owned(),
+            truncated_bytes: truncated_bytes.saturating_add(start as u64),
+        }
+    }
+}
+
+/// One step's log as the coordinator stores it (`GET /v1/deployments/{id}/logs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepLogEntry {
+    /// Position in the coordinator's log stream (increasing; use the last one seen as `after`).
+    pub seq: i64,
+    /// The instance the step ran on.
+    pub instance: String,
+    /// The step's event.
+    pub event: LifecycleEvent,
+    /// The output (newest bytes kept).
+    pub text: String,
+    /// Bytes cut from the start of the output, by the agent and the coordinator together.
+    pub truncated_bytes: u64,
+    /// When the coordinator stored it.
+    pub recorded_at_ms: i64,
+}
+
+/// A page of a deployment's step logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepLogPage {
+    /// Entries with `seq > after`, oldest first.
+    pub entries: Vec<StepLogEntry>,
+    /// The cursor for the next call: the highest `seq` returned (or the `after` given).
+    pub next: i64,
+    /// The deployment is in a terminal status: no more entries are expected once this page is drained.
+    pub deployment_ended: bool,
 }
 
 /// The answer to a report: whether it was new, and the agent's next command at once.
@@ -689,5 +762,31 @@ mod tests {
             assert_eq!(s.name().parse::<DeploymentStyle>(), Ok(s));
         }
         assert!("rolling".parse::<DeploymentStyle>().is_err());
+    }
+
+    fn log(text: &str, cut: u64) -> StepLog {
+        StepLog {
+            text: text.to_owned(),
+            truncated_bytes: cut,
+        }
+    }
+
+    #[test]
+    fn step_log_keeps_the_newest_whole_lines_and_counts_the_cut() {
+        // Within the bound: unchanged.
+        assert_eq!(log("a\nb\n", 3).keep_newest(4), log("a\nb\n", 3));
+        // The cut falls inside "second": the partial line goes too.
+        let kept = log("first\nsecond\nthird\n", 1).keep_newest(9);
+        assert_eq!(kept, log("third\n", 1 + 13));
+        // The cut falls exactly on a line start.
+        assert_eq!(log("aa\nbb\n", 0).keep_newest(3), log("bb\n", 3));
+        // One long line: its end, at a character boundary.
+        let kept = log("ééééé", 0).keep_newest(5);
+        assert_eq!(kept, log("éé", 6));
+        assert!(kept.text.len() <= 5);
+        // The total is preserved: kept + cut = original + earlier cut.
+        let text = "x".repeat(1000) + "\n" + &"y".repeat(10);
+        let kept = log(&text, 7).keep_newest(100);
+        assert_eq!(kept.text.len() as u64 + kept.truncated_bytes, 1011 + 7);
     }
 }

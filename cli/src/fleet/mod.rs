@@ -11,6 +11,7 @@
 //! - `2`: the deployment waited for failed;
 //! - `3`: the deployment waited for was stopped.
 
+mod logs;
 pub(crate) mod pack;
 mod progress;
 mod render;
@@ -185,6 +186,22 @@ pub enum FleetCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Print the full hook output of a deployment's steps, each line prefixed with `[instance Event]`.
+    Logs {
+        /// Deployment id.
+        id: String,
+        /// Only this instance's steps.
+        #[arg(long)]
+        instance: Option<String>,
+        /// Only this lifecycle event's steps (e.g. AfterInstall).
+        #[arg(long)]
+        event: Option<String>,
+        /// Keep printing new output until the deployment ends.
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// List enrolled instances.
     Instances {
         /// Output format.
@@ -254,6 +271,10 @@ pub struct AgentArgs {
     /// Extra CA certificate (PEM) to trust for a TLS coordinator.
     #[arg(long)]
     ca_file: Option<PathBuf>,
+    /// Most bytes of one step's hook output sent to the coordinator (the newest are kept; default 256 KiB, at
+    /// most 1 MiB).
+    #[arg(long)]
+    max_log_bytes: Option<usize>,
 }
 
 /// `rollcage agent …` subcommands.
@@ -285,6 +306,16 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<rollcage_agent::AgentConfig> {
         vars.retain(|(fk, _)| *fk != k);
         vars.push((k, v));
     }
+    let max_log_bytes = a
+        .max_log_bytes
+        .or_else(|| file.as_ref().and_then(|f| f.max_log_bytes))
+        .unwrap_or(rollcage_agent::steplog::DEFAULT_MAX_LOG_BYTES);
+    if max_log_bytes > rollcage_agent::steplog::MAX_LOG_BYTES_LIMIT {
+        bail!(
+            "max-log-bytes {max_log_bytes} is too large: the coordinator keeps at most {} bytes per step",
+            rollcage_agent::steplog::MAX_LOG_BYTES_LIMIT
+        );
+    }
     Ok(rollcage_agent::AgentConfig {
         coordinator: a
             .coordinator
@@ -309,7 +340,10 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<rollcage_agent::AgentConfig> {
         ca_file: a
             .ca_file
             .or_else(|| file.as_ref().and_then(|f| f.ca_file.clone())),
-        loop_config: Default::default(),
+        loop_config: rollcage_agent::daemon::LoopConfig {
+            max_log_bytes,
+            ..Default::default()
+        },
     })
 }
 
@@ -631,6 +665,29 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                 Output::Text => print!("{}", render::deployment(&d)),
             }
             Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Logs {
+            id,
+            instance,
+            event,
+            follow,
+            remote,
+        } => {
+            let req = logs::LogsRequest {
+                id,
+                instance,
+                event,
+                follow,
+            };
+            // Exit 1 as documented above (main maps other errors to 2): an unknown id or an unreachable
+            // coordinator is a command that could not be carried out.
+            match async { logs::run(&remote.client()?, &req).await }.await {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("rollcage: {e:#}");
+                    Ok(ExitCode::from(1))
+                }
+            }
         }
         FleetCommand::Instances { output, remote } => {
             let list: Vec<InstanceInfo> = remote.client()?.get("/v1/instances").await?;

@@ -211,6 +211,7 @@ impl Http {
                     message: String::new(),
                     hooks: vec![],
                     duration_ms: 0,
+                    log: None,
                 },
             )
             .await;

@@ -5,7 +5,7 @@
 use super::{Agent, ApiError, Enroller, Json, State, now_ms};
 use crate::auth;
 use crate::engine::executor;
-use crate::store::{deployments, instances, revisions};
+use crate::store::{deployments, instances, logs, revisions};
 use axum::body::Body;
 use axum::extract::{Path, State as AxState};
 use axum::http::header;
@@ -104,24 +104,33 @@ pub async fn report(
         (report.command_id, report.outcome, report.duration_ms);
     // Group-committed with concurrent reports; the next command is read in the same transaction.
     let agent = name.clone();
-    let (recorded, step, command, mut wake) = st
+    let (recorded, step, logged, command, mut wake) = st
         .store
         .write_batched(move |tx| {
             let mut wake = Vec::new();
-            let step =
-                deployments::step(tx, report.command_id)?.map(|s| (s.event, s.deployment_id));
+            let row = deployments::step(tx, report.command_id)?;
             let recorded = executor::record_report(tx, &agent, &report, now, &mut wake)?;
+            // Checked by record_report: the step exists and is this agent's. Stored even for a step that already
+            // ended (cancelled by a forced stop): its output is still worth reading; a re-sent one is ignored.
+            let logged = match (&row, &report.log) {
+                (Some(row), Some(log)) => logs::insert(tx, row, log, now)?,
+                _ => false,
+            };
+            let step = row.map(|s| (s.event, s.deployment_id));
             let command = match deployments::running_step_for(tx, &agent)? {
                 Some(step) => Some(executor::command_for(tx, &step)?),
                 None => None,
             };
-            Ok::<_, ApiError>((recorded, step, command, wake))
+            Ok::<_, ApiError>((recorded, step, logged, command, wake))
         })
         .await?;
     wake.retain(|w| w != &name);
     st.wake(&wake);
     let (event, deployment) = step.unzip();
-    if recorded && let Some(d) = &deployment {
+    // A stored log wakes the deployment's followers too (`GET /deployments/{id}/logs` long polls).
+    if (recorded || logged)
+        && let Some(d) = &deployment
+    {
         st.changes.bump(d);
     }
     if let (true, Some(event)) = (recorded, event) {

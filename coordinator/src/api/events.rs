@@ -331,6 +331,7 @@ mod tests {
                 message: "ok".into(),
                 hooks: vec![],
                 duration_ms: 1,
+                log: None,
             };
             // The stream is already waiting for a change when the report lands (so only a bump can wake it).
             let body = serde_json::to_value(&report)?;

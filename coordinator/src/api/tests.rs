@@ -412,6 +412,7 @@ async fn agent_protocol_report_is_answered_with_the_next_command() -> TestResult
             message: "ok".into(),
             hooks: vec![],
             duration_ms: 1,
+            log: None,
         };
         let (s, v) = post_json(
             &f.st,

@@ -164,6 +164,7 @@ async fn deploy(st: &State) -> TestResult {
                 message: "ok".into(),
                 hooks: vec![],
                 duration_ms,
+                log: None,
             };
             let r: ReportResponse = serde_json::from_value(
                 post(

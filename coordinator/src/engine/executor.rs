@@ -678,6 +678,7 @@ mod tests {
                         message: String::new(),
                         hooks: vec![],
                         duration_ms: 1,
+                        log: None,
                     },
                     2,
                     &mut wake,
@@ -770,6 +771,7 @@ mod tests {
             message: String::new(),
             hooks: vec![],
             duration_ms: 0,
+            log: None,
         };
         let r = s.write(|tx| record_report(tx, "b", &report, 3, &mut wake));
         assert!(matches!(r, Err(EngineError::Forbidden(_))));
@@ -978,6 +980,7 @@ mod tests {
                 message: String::new(),
                 hooks: vec![],
                 duration_ms: 0,
+                log: None,
             };
             let mut wake = Vec::new();
             if agent.is_some() {

@@ -1,0 +1,401 @@
+//! `GET /v1/deployments/{id}/logs` (admin): the full hook output of a deployment's steps, paged by a cursor, with
+//! an optional long poll for followers (`rollcage logs --follow`, the dashboard).
+//!
+//! Reports store their logs (in the report's own transaction, `api/agent.rs`) and then bump the deployment in
+//! [`crate::notify::Changes`], as every change of a deployment does; a waiting request re-reads on every bump, and
+//! at least every [`RECHECK`] as a safety net.
+
+use super::{Admin, ApiError, Json, State};
+use crate::store::{deployments, logs};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State as AxState};
+use rollcage_proto::LifecycleEvent;
+use rollcage_proto::wire::StepLogPage;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Longest a request may wait for new entries: below the clients' 60 s request timeout, long enough that a
+/// follower costs little.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// How often a waiting request re-reads even without a bump: a path that forgot to bump costs a follower at most
+/// this much delay, not the whole wait.
+const RECHECK: Duration = Duration::from_secs(2);
+
+/// The query string of the route. Unknown parameters are ignored (a browser client may add a cache buster).
+#[derive(Debug, Default, Deserialize)]
+pub struct LogQuery {
+    /// Only this instance's entries.
+    pub instance: Option<String>,
+    /// Only this event's entries (its name, e.g. `AfterInstall`).
+    pub event: Option<String>,
+    /// Only entries with a higher `seq` (the `next` of the previous page).
+    pub after: Option<i64>,
+    /// Wait up to this long (capped at [`MAX_WAIT`]) for an entry when there is none yet.
+    pub wait_ms: Option<u64>,
+}
+
+/// `GET /v1/deployments/{id}/logs`.
+pub async fn deployment_logs(
+    _: Admin,
+    AxState(st): AxState<State>,
+    Path(id): Path<String>,
+    query: Result<Query<LogQuery>, QueryRejection>,
+) -> Result<Json<StepLogPage>, ApiError> {
+    let Query(q) =
+        query.map_err(|e| ApiError::Invalid(format!("invalid query: {}", e.body_text())))?;
+    let event = q
+        .event
+        .as_deref()
+        .map(|e| {
+            e.parse::<LifecycleEvent>().map_err(|_| {
+                ApiError::Invalid(format!(
+                    "unknown event `{e}`: expected a lifecycle event name such as `BeforeInstall`"
+                ))
+            })
+        })
+        .transpose()?;
+    let filter = logs::Filter {
+        instance: q.instance.as_deref(),
+        event,
+    };
+    let after = q.after.unwrap_or(0).max(0);
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
+    let deadline = tokio::time::Instant::now() + wait;
+    // Subscribe before reading, so an entry committed between the read and the wait still wakes us.
+    let mut changes = st.changes.subscribe(&id);
+    loop {
+        let (entries, ended) = st.store.read(|c| {
+            let d = deployments::get(c, &id)?
+                .ok_or_else(|| ApiError::NotFound(format!("deployment `{id}` not found")))?;
+            // One read under the store's lock: status and entries are of the same moment.
+            let ended = d.status.is_terminal();
+            Ok::<_, ApiError>((logs::page(c, &id, filter, after)?, ended))
+        })?;
+        let now = tokio::time::Instant::now();
+        if !entries.is_empty() || ended || now >= deadline {
+            let next = entries.last().map_or(after, |e| e.seq);
+            return Ok(Json(StepLogPage {
+                entries,
+                next,
+                deployment_ended: ended,
+            }));
+        }
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    // The channel is gone (cannot happen while we hold a receiver); fall back to re-reading.
+                    tokio::time::sleep_until(deadline.min(now + RECHECK)).await;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.min(now + RECHECK)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{AppState, Settings, router};
+    use super::*;
+    use crate::auth::Tokens;
+    use crate::store::Store;
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use http_body_util::BodyExt;
+    use rollcage_proto::wire::{
+        EnrollResponse, ErrorBody, PollResponse, Revision, StepCommand, StepLog, StepOutcome,
+        StepReport,
+    };
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+    const ADMIN: &str = "admin-secret";
+    const ENROLL: &str = "enroll-secret";
+
+    async fn call(
+        st: &State,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> TestResult<(StatusCode, serde_json::Value)> {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        let resp = router(st.clone()).oneshot(req.body(body)?).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        let value = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes)?
+        };
+        Ok((status, value))
+    }
+
+    /// One instance `i0` in group `app/web` with a deployment started; returns the state, the agent's token, the
+    /// deployment id and the agent's first command.
+    async fn deployment() -> TestResult<(State, String, String, StepCommand)> {
+        let dir = tempfile::tempdir()?.keep();
+        let st: State = Arc::new(AppState::new(
+            Store::open_in_memory()?,
+            Tokens::new(ADMIN, ENROLL, []),
+            dir.join("bundles"),
+            Settings {
+                max_poll_wait: Duration::from_millis(200),
+                heartbeat_deadline: Duration::from_secs(60),
+            },
+        ));
+        let post = |uri: &'static str, token: &'static str, v| {
+            let st = st.clone();
+            async move { call(&st, Method::POST, uri, Some(token), Some(v)).await }
+        };
+        let (_, v) = post(
+            "/v1/agent/enroll",
+            ENROLL,
+            serde_json::json!({"name": "i0"}),
+        )
+        .await?;
+        let agent: EnrollResponse = serde_json::from_value(v)?;
+        post(
+            "/v1/applications",
+            ADMIN,
+            serde_json::json!({"name": "app"}),
+        )
+        .await?;
+        let (s, v) = post(
+            "/v1/applications/app/groups",
+            ADMIN,
+            serde_json::json!({"name": "web", "style": "in-place", "concurrency": "1", "instances": ["i0"]}),
+        )
+        .await?;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/applications/app/revisions")
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .body(Body::from(&b"fake archive bytes"[..]))?;
+        let resp = router(st.clone()).oneshot(req).await?;
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        let revision: Revision = serde_json::from_slice(&bytes)?;
+        let (s, v) = post(
+            "/v1/deployments",
+            ADMIN,
+            serde_json::json!({"application": "app", "group": "web", "revision": revision.id}),
+        )
+        .await?;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v["id"].as_str().ok_or("no deployment id")?.to_owned();
+        let (_, v) = call(
+            &st,
+            Method::POST,
+            "/v1/agent/poll",
+            Some(&agent.token),
+            Some(serde_json::json!({})),
+        )
+        .await?;
+        let p: PollResponse = serde_json::from_value(v)?;
+        let cmd = p.command.ok_or("i0 has a command")?;
+        Ok((st, agent.token, id, cmd))
+    }
+
+    async fn report(st: &State, token: &str, cmd: &StepCommand, text: &str) -> TestResult {
+        let r = StepReport {
+            command_id: cmd.command_id,
+            outcome: StepOutcome::Succeeded,
+            message: "ok".into(),
+            hooks: vec![],
+            duration_ms: 1,
+            log: Some(StepLog {
+                text: text.into(),
+                truncated_bytes: 5,
+            }),
+        };
+        let (s, v) = call(
+            st,
+            Method::POST,
+            "/v1/agent/reports",
+            Some(token),
+            Some(serde_json::to_value(&r)?),
+        )
+        .await?;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        Ok(())
+    }
+
+    fn error_code(v: &serde_json::Value) -> TestResult<String> {
+        Ok(serde_json::from_value::<ErrorBody>(v.clone())?.error.code)
+    }
+
+    #[tokio::test]
+    async fn admin_token_required_unknown_deployment_404_unknown_event_400() -> TestResult {
+        let (st, agent, id, _) = deployment().await?;
+        let uri = format!("/v1/deployments/{id}/logs");
+        for token in [None, Some("wrong"), Some(agent.as_str())] {
+            let (s, v) = call(&st, Method::GET, &uri, token, None).await?;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{token:?}");
+            assert_eq!(error_code(&v)?, "unauthorized");
+        }
+        let (s, v) = call(
+            &st,
+            Method::GET,
+            "/v1/deployments/d-nope/logs",
+            Some(ADMIN),
+            None,
+        )
+        .await?;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(error_code(&v)?, "not_found");
+        let (s, v) = call(
+            &st,
+            Method::GET,
+            &format!("{uri}?event=Nope"),
+            Some(ADMIN),
+            None,
+        )
+        .await?;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(error_code(&v)?, "invalid_request");
+        let (s, v) = call(
+            &st,
+            Method::GET,
+            &format!("{uri}?after=x"),
+            Some(ADMIN),
+            None,
+        )
+        .await?;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(error_code(&v)?, "invalid_request");
+        let (s, v) = call(&st, Method::GET, &uri, Some(ADMIN), None).await?;
+        assert_eq!(s, StatusCode::OK);
+        let page: StepLogPage = serde_json::from_value(v)?;
+        assert!(page.entries.is_empty());
+        assert_eq!(page.next, 0);
+        assert!(!page.deployment_ended);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_reported_log_is_served_once_and_filtered() -> TestResult {
+        let (st, agent, id, cmd) = deployment().await?;
+        report(&st, &agent, &cmd, "[t] [stdout] DownloadBundle x: hello\n").await?;
+        // The agent re-sends the same report (it lost the answer): stored once.
+        report(&st, &agent, &cmd, "[t] [stdout] DownloadBundle x: hello\n").await?;
+        let uri = format!("/v1/deployments/{id}/logs");
+        let (_, v) = call(&st, Method::GET, &uri, Some(ADMIN), None).await?;
+        let page: StepLogPage = serde_json::from_value(v)?;
+        assert_eq!(page.entries.len(), 1, "{page:?}");
+        let e = &page.entries[0];
+        assert_eq!(
+            (
+                e.instance.as_str(),
+                e.event,
+                e.text.as_str(),
+                e.truncated_bytes
+            ),
+            ("i0", cmd.event, "[t] [stdout] DownloadBundle x: hello\n", 5)
+        );
+        assert_eq!(page.next, e.seq);
+        for (query, n) in [
+            ("instance=i0", 1),
+            ("instance=i1", 0),
+            ("event=DownloadBundle", 1),
+            ("event=AfterInstall", 0),
+        ] {
+            let (_, v) = call(
+                &st,
+                Method::GET,
+                &format!("{uri}?{query}"),
+                Some(ADMIN),
+                None,
+            )
+            .await?;
+            let p: StepLogPage = serde_json::from_value(v)?;
+            assert_eq!(p.entries.len(), n, "{query}");
+        }
+        let (_, v) = call(
+            &st,
+            Method::GET,
+            &format!("{uri}?after={}", e.seq),
+            Some(ADMIN),
+            None,
+        )
+        .await?;
+        let p: StepLogPage = serde_json::from_value(v)?;
+        assert!(p.entries.is_empty());
+        assert_eq!(p.next, e.seq);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_long_poll_returns_when_an_entry_arrives() -> TestResult {
+        let (st, agent, id, cmd) = deployment().await?;
+        let waiting = {
+            let st = st.clone();
+            let uri = format!("/v1/deployments/{id}/logs?wait_ms=20000");
+            tokio::spawn(async move { call(&st, Method::GET, &uri, Some(ADMIN), None).await })
+        };
+        // Let the request start waiting, then report.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "the request did not wait");
+        report(&st, &agent, &cmd, "[t] [stdout] DownloadBundle x: late\n").await?;
+        let (s, v) = tokio::time::timeout(Duration::from_secs(10), waiting).await???;
+        assert_eq!(s, StatusCode::OK);
+        let page: StepLogPage = serde_json::from_value(v)?;
+        assert_eq!(page.entries.len(), 1, "{page:?}");
+        assert_eq!(
+            page.entries[0].text,
+            "[t] [stdout] DownloadBundle x: late\n"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_ended_deployment_is_reported_and_not_waited_on() -> TestResult {
+        let (st, agent, id, cmd) = deployment().await?;
+        report(
+            &st,
+            &agent,
+            &cmd,
+            "[t] [stdout] DownloadBundle x: before the stop\n",
+        )
+        .await?;
+        let (s, v) = call(
+            &st,
+            Method::POST,
+            &format!("/v1/deployments/{id}/stop"),
+            Some(ADMIN),
+            Some(serde_json::json!({"force": true})),
+        )
+        .await?;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["status"], "stopped", "{v}");
+        // The stored entry is still served, with the end flagged; a long poll past it returns at once (the
+        // timeout below is far shorter than the 20 s asked for).
+        let uri = format!("/v1/deployments/{id}/logs");
+        let (_, v) = call(&st, Method::GET, &uri, Some(ADMIN), None).await?;
+        let page: StepLogPage = serde_json::from_value(v)?;
+        assert_eq!(page.entries.len(), 1);
+        assert!(page.deployment_ended);
+        let follow = format!("{uri}?after={}&wait_ms=20000", page.next);
+        let (_, v) = tokio::time::timeout(
+            Duration::from_secs(10),
+            call(&st, Method::GET, &follow, Some(ADMIN), None),
+        )
+        .await??;
+        let page: StepLogPage = serde_json::from_value(v)?;
+        assert!(page.entries.is_empty());
+        assert!(page.deployment_ended);
+        Ok(())
+    }
+}
