@@ -515,7 +515,9 @@ class DeploymentPage {
     try {
       const r = await this.fullLog(d.id, instance, event);
       shown = r.text;
-      source = r.ended ? "Full log." : "Full log so far; it grows while the step runs.";
+      // Agents send a step's output with its report, so an unfinished step has none yet.
+      const unfinished = !r.ended && (state === "running" || state === "pending");
+      source = unfinished ? "The step's output arrives with its report, when it ends." : "Full log.";
       if (!shown && step?.log_tail) shown = step.log_tail;
     } catch (e) {
       if (this.signal.aborted || request !== this.logRequest) return;
