@@ -122,7 +122,12 @@ fn main() -> ExitCode {
             Command::DemoApp(args) => demo_app::run(args).await,
             Command::Lb(args) => lb_cmd::run(args).await,
             Command::Local(args) => local::run(args).await,
-            Command::Fleet(cmd) => fleet::run(cmd).await,
+            // The fleet commands promise 1 for "could not be carried out": 2 and 3 mean the deployment waited
+            // for failed or was stopped, so an error must not look like either.
+            Command::Fleet(cmd) => fleet::run(cmd).await.or_else(|e| {
+                eprintln!("rollcage: {e:#}");
+                Ok(ExitCode::FAILURE)
+            }),
         }
     });
     match result {

@@ -189,3 +189,38 @@ fn installed_config_is_what_the_agent_runs_with() -> TestResult {
     }
     Ok(())
 }
+
+/// A fleet command that cannot be carried out exits 1, never 2 or 3 (those say how a waited-for deployment ended).
+#[test]
+fn a_fleet_command_that_cannot_be_carried_out_exits_1() -> TestResult {
+    let unreachable = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    // Nothing listens there once the listener is dropped.
+    let out = rollcage()
+        .args(["status", "d-0000", "--coordinator"])
+        .arg(format!("http://{unreachable}"))
+        .args(["--token", "t"])
+        .output()?;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = rollcage()
+        .args([
+            "deploy",
+            "--app",
+            "a",
+            "--group",
+            "g",
+            "--revision",
+            "r-1",
+            "--wait",
+        ])
+        .args([
+            "--coordinator",
+            &format!("http://{unreachable}"),
+            "--token",
+            "t",
+        ])
+        .output()?;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("rollcage: "), "{stderr}");
+    Ok(())
+}
