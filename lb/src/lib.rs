@@ -19,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod policy;
+pub mod port;
 pub mod token;
 
 mod admin;

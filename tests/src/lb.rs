@@ -6,7 +6,7 @@ use crate::{Fleet, Proc, rollcage_bin};
 use anyhow::bail;
 use rollcage_proto::wire::{Deployment, StepState};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -16,9 +16,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// How long the demo app holds each answer: long enough that requests are in flight during every drain.
 pub const APP_DELAY_MS: u64 = 150;
 
-/// A free TCP port on loopback.
+/// A free TCP port on loopback, below the ephemeral range so the load generator's client sockets cannot take it
+/// before the app binds it (see `rollcage_lb::port`).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(rollcage_lb::port::free_listen_port(
+        std::net::Ipv4Addr::LOCALHOST.into(),
+    )?)
 }
 
 /// Milliseconds since the epoch.

@@ -17,6 +17,19 @@ use std::time::{Duration, Instant};
 pub mod lb;
 pub mod netns;
 
+/// Run a test body, turning a panic (a failed `assert!`) into an error, so the caller can keep the temp dir with
+/// the processes' logs before reporting it.
+pub fn caught(body: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        Err(anyhow::anyhow!("panicked: {what}"))
+    })
+}
+
 /// The `rollcage` binary next to this test executable.
 pub fn rollcage_bin() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the test executable")?;

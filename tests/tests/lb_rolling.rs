@@ -223,7 +223,7 @@ fn blue_green_with_haproxy_switches_then_rolls_back_without_failed_requests() ->
 
 fn rolling(kind: Kind) -> anyhow::Result<()> {
     let s = setup(kind, 4, false)?;
-    let result = (|| -> anyhow::Result<()> {
+    let result = rollcage_e2e::caught(|| -> anyhow::Result<()> {
         let servers: Vec<String> = s.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         create_group(
             &s,
@@ -301,7 +301,7 @@ fn rolling(kind: Kind) -> anyhow::Result<()> {
         assert!(!versions(&samples).iter().any(|v| v == "v3"));
         assert_eq!(versions(&samples).last().map(String::as_str), Some("v2"));
         Ok(())
-    })();
+    });
     if result.is_err() {
         eprintln!("kept {}", s.fleet.dir.path().display());
         let Setup { fleet, .. } = s;
@@ -321,7 +321,7 @@ fn colour(body: &str) -> &'static str {
 
 fn blue_green(kind: Kind) -> anyhow::Result<()> {
     let s = setup(kind, 4, true)?;
-    let result = (|| -> anyhow::Result<()> {
+    let result = rollcage_e2e::caught(|| -> anyhow::Result<()> {
         let addr = |i: usize| format!("127.0.0.1:{}", s.ports[i]);
         create_group(
             &s,
@@ -337,7 +337,7 @@ fn blue_green(kind: Kind) -> anyhow::Result<()> {
         // `blue` is declared active but empty: the first deployment goes to green, waits, then switches.
         let rev1 = s.fleet.push("shop", &root.join("bundle-v1"))?;
         let (code, d1) = s.fleet.deploy_wait("shop", "web", &rev1)?;
-        assert_eq!(code, 0);
+        assert_eq!(code, 0, "{} {}: {}", d1.id, d1.status, d1.message);
         assert_eq!(
             d1.status,
             DeploymentStatus::Ready,
@@ -423,7 +423,7 @@ fn blue_green(kind: Kind) -> anyhow::Result<()> {
         );
         assert_eq!(v.last().map(String::as_str), Some("v1"));
         Ok(())
-    })();
+    });
     if result.is_err() {
         eprintln!("kept {}", s.fleet.dir.path().display());
         let Setup { fleet, .. } = s;

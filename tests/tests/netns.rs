@@ -44,7 +44,7 @@ fn rolling_with_lb_across_network_namespaces_serves_every_request() -> anyhow::R
         },
         |i| hosts.exec_prefix(i),
     )?;
-    let result = (|| -> anyhow::Result<()> {
+    let result = rollcage_e2e::caught(|| -> anyhow::Result<()> {
         let targets: Vec<String> = hosts
             .addrs
             .iter()
@@ -127,7 +127,7 @@ fn rolling_with_lb_across_network_namespaces_serves_every_request() -> anyhow::R
             }
         }
         Ok(())
-    })();
+    });
     if result.is_err() {
         let kept = fleet.keep();
         eprintln!("kept {}", kept.display());

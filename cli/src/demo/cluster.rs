@@ -12,7 +12,7 @@ use rollcage_agent::client::Client;
 use rollcage_proto::wire::{Application, Concurrency, CreateGroup, Group, InstanceInfo};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -27,12 +27,11 @@ pub struct Cluster {
     pub service: SocketAddr,
 }
 
-/// A loopback port the OS says is free now.
+/// A loopback port free now, below the ephemeral range so that the demo's own traffic (client sockets) cannot
+/// take it before the app that is told it binds it (see `rollcage_lb::port`).
 fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")
-        .context("asking the OS for a free port")?
-        .local_addr()?
-        .port())
+    rollcage_lb::port::free_listen_port(std::net::Ipv4Addr::LOCALHOST.into())
+        .context("looking for a free loopback port")
 }
 
 fn os(s: &str) -> &OsStr {

@@ -29,6 +29,10 @@ pub struct Backend {
     pub healthy: Arc<AtomicBool>,
     /// Requests other than health checks.
     pub hits: Arc<AtomicU64>,
+    /// Requests other than health checks being answered now (counted until the answer is handed to hyper).
+    pub in_flight: Arc<AtomicU64>,
+    /// Requests in their wait now (`/slow`, `/sleep`, or a `delay_ms`): what a drain has to wait for.
+    pub waiting: Arc<AtomicU64>,
     /// How long plain requests wait before the answer.
     pub delay_ms: Arc<AtomicU64>,
     stop: CancellationToken,
@@ -39,6 +43,8 @@ pub struct Backend {
 struct Shared {
     healthy: Arc<AtomicBool>,
     hits: Arc<AtomicU64>,
+    in_flight: Arc<AtomicU64>,
+    waiting: Arc<AtomicU64>,
     delay_ms: Arc<AtomicU64>,
     name: Arc<str>,
 }
@@ -56,6 +62,8 @@ impl Backend {
         let shared = Shared {
             healthy: Arc::new(AtomicBool::new(true)),
             hits: Arc::new(AtomicU64::new(0)),
+            in_flight: Arc::new(AtomicU64::new(0)),
+            waiting: Arc::new(AtomicU64::new(0)),
             delay_ms: Arc::new(AtomicU64::new(0)),
             name: name.into(),
         };
@@ -86,6 +94,8 @@ impl Backend {
             addr,
             healthy: shared.healthy,
             hits: shared.hits,
+            in_flight: shared.in_flight,
+            waiting: shared.waiting,
             delay_ms: shared.delay_ms,
             stop,
             task: Some(task),
@@ -105,6 +115,16 @@ impl Backend {
     /// Requests other than health checks so far.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests other than health checks being answered now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Requests in their wait now.
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::SeqCst)
     }
 
     /// Close the listener and every connection, and wait until the listener is gone.
@@ -137,7 +157,23 @@ async fn answer(req: Request<Incoming>, sh: &Shared) -> Response<Full<Bytes>> {
         };
     }
     sh.hits.fetch_add(1, Ordering::SeqCst);
-    let wait = match path.as_str() {
+    sh.in_flight.fetch_add(1, Ordering::SeqCst);
+    let answer = answer_after_wait(req, &path, sh).await;
+    sh.in_flight.fetch_sub(1, Ordering::SeqCst);
+    answer
+}
+
+async fn answer_after_wait(
+    req: Request<Incoming>,
+    path: &str,
+    sh: &Shared,
+) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r
+    };
+    let wait = match path {
         "/slow" => 500,
         "/sleep" => req
             .uri()
@@ -148,7 +184,9 @@ async fn answer(req: Request<Incoming>, sh: &Shared) -> Response<Full<Bytes>> {
         _ => sh.delay_ms.load(Ordering::SeqCst),
     };
     if wait > 0 {
+        sh.waiting.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(wait)).await;
+        sh.waiting.fetch_sub(1, Ordering::SeqCst);
     }
     if path == "/fail" {
         return reply(StatusCode::INTERNAL_SERVER_ERROR, sh.name.to_string());

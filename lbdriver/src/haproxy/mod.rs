@@ -3,8 +3,9 @@
 //!
 //! - **deregister**: `set server B/S state drain` → poll `show stat` until the server's `scur + qcur` is 0 or
 //!   the drain timeout passes → on timeout `shutdown sessions server B/S` → `set server B/S state maint`.
-//! - **register**: `set server B/S state ready; set server B/S health down` (one line, so HAProxy re-checks
-//!   before sending traffic) → poll until `status` is exactly `UP`.
+//! - **register**: `set server B/S state drain; set server B/S health down; set server B/S state ready` (one
+//!   line: out of maintenance without traffic, marked down, then ready, so HAProxy re-checks before sending
+//!   traffic) → poll until `status` is exactly `UP`.
 //! - **switch**: rewrite the map file atomically (so a reload keeps the switch), then `set map FILE KEY
 //!   BACKEND` (or `add map` when the key is new) on the frontend's backend map.
 //!
