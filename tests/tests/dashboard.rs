@@ -38,10 +38,9 @@ impl Browser {
                 );
             }
         }
-        // chromedriver cannot report a port it picked itself: take a free one from the kernel.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        // chromedriver cannot report a port it picked itself: pick a free one below the ephemeral range, where
+        // the tests' client sockets cannot take it before chromedriver binds it.
+        let port = rollcage_lb::port::free_listen_port(std::net::Ipv4Addr::LOCALHOST.into())?;
         let mut cmd = Command::new(CHROMEDRIVER);
         cmd.arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1");

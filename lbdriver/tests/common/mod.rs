@@ -120,10 +120,9 @@ pub fn haproxy_binary() -> Result<PathBuf, BoxError> {
         })
 }
 
+/// A port for HAProxy's frontend, below the ephemeral range so no client socket takes it first.
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
-        .local_addr()?
-        .port())
+    rollcage_lb::port::free_listen_port(std::net::Ipv4Addr::LOCALHOST.into())
 }
 
 /// The config: frontend picks its backend from the map (`app` key, `blue` by default); both backends use
