@@ -94,6 +94,9 @@ function crumbs(parts) {
   }
 }
 
+/** How often the list views re-read the API (the deployment view follows its event stream instead). */
+const LIST_REFRESH_MS = 3000;
+
 async function render() {
   if (current) current.abort();
   current = new AbortController();
@@ -109,10 +112,22 @@ async function render() {
   const view = $("view");
   view.replaceChildren(el("p", { class: "muted" }, "Loading…"));
   try {
-    if (route.view === "deployment") await deploymentView(view, route.id, signal);
-    else if (route.view === "group") await groupView(view, route.app, route.group, signal);
-    else if (route.view === "application") await applicationView(view, route.app, signal);
-    else await homeView(view, signal);
+    if (route.view === "deployment") {
+      await deploymentView(view, route.id, signal);
+    } else {
+      const list =
+        route.view === "group"
+          ? () => groupView(view, route.app, route.group, signal)
+          : route.view === "application"
+            ? () => applicationView(view, route.app, signal)
+            : () => homeView(view, signal);
+      await list();
+      // Lists have no event stream: re-read them so new deployments and status changes show up without a reload.
+      while (!signal.aborted) {
+        await sleep(LIST_REFRESH_MS, signal);
+        if (!signal.aborted) await list();
+      }
+    }
   } catch (e) {
     if (signal.aborted) return;
     if (e instanceof api.ApiError && e.status === 401) {

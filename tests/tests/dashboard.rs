@@ -196,8 +196,8 @@ async fn drive(fleet: &Fleet, browser: &Browser) -> anyhow::Result<()> {
     );
 
     let id = fleet.deploy("shop", "web", &rev)?;
-    // Reload the home page (the token is in session storage now) and follow the link to the deployment.
-    c.goto(&format!("{base}/")).await?;
+    // The home page, loaded before the deployment existed, re-reads its lists: the new deployment shows up
+    // without a reload; follow its link.
     let link = format!("a[href=\"#deployment={id}\"]");
     let start = Instant::now();
     let link = loop {
