@@ -230,20 +230,7 @@ impl Client {
         if status.is_success() {
             return Ok((status, body));
         }
-        let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(e) => (e.error.code, e.error.message),
-            Err(_) => (
-                "http_error".to_owned(),
-                String::from_utf8_lossy(&body).into_owned(),
-            ),
-        };
-        Err(ClientError::Status {
-            method,
-            url,
-            status,
-            code,
-            message,
-        })
+        Err(status_error(method, url, status, &body))
     }
 
     fn decode<R: DeserializeOwned>(&self, path: &str, body: &[u8]) -> Result<R, ClientError> {
@@ -316,20 +303,7 @@ impl Client {
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(e) => (e.error.code, e.error.message),
-            Err(_) => (
-                "http_error".to_owned(),
-                String::from_utf8_lossy(&body).into_owned(),
-            ),
-        };
-        Err(ClientError::Status {
-            method: Method::GET,
-            url,
-            status,
-            code,
-            message,
-        })
+        Err(status_error(Method::GET, url, status, &body))
     }
 
     /// POST raw bytes (an archive upload), decode a JSON answer.
@@ -370,20 +344,7 @@ impl Client {
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
-                Ok(e) => (e.error.code, e.error.message),
-                Err(_) => (
-                    "http_error".to_owned(),
-                    String::from_utf8_lossy(&body).into_owned(),
-                ),
-            };
-            return Err(ClientError::Status {
-                method: Method::GET,
-                url,
-                status,
-                code,
-                message,
-            });
+            return Err(status_error(Method::GET, url, status, &body));
         }
         let part = dest.with_extension("part");
         let io = |what, source| ClientError::Io {
@@ -441,4 +402,23 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s
+}
+
+/// A non-2xx answer as an error: the API's `{"error":{"code","message"}}` when the body is one, else the body as
+/// text under the code `http_error` (a proxy's error page, say).
+fn status_error(method: Method, url: String, status: StatusCode, body: &[u8]) -> ClientError {
+    let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => (e.error.code, e.error.message),
+        Err(_) => (
+            "http_error".to_owned(),
+            String::from_utf8_lossy(body).into_owned(),
+        ),
+    };
+    ClientError::Status {
+        method,
+        url,
+        status,
+        code,
+        message,
+    }
 }
