@@ -611,10 +611,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                 .client()?
                 .get(&format!("/v1/deployments/{id}"))
                 .await?;
-            match output {
-                Output::Json => print_json(&d)?,
-                Output::Text => print!("{}", render::deployment(&d)),
-            }
+            print_deployment(&d, output)?;
             Ok(ExitCode::SUCCESS)
         }
         FleetCommand::Rollback {
@@ -622,31 +619,13 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             wait,
             output,
             remote,
-        } => {
-            let client = remote.client()?;
-            let d: Deployment = client
-                .post(
-                    &format!("/v1/deployments/{id}/rollback"),
-                    &serde_json::json!({}),
-                )
-                .await?;
-            finish(&client, d, wait, output).await
-        }
+        } => act_on_deployment(&remote, &id, "rollback", wait, output).await,
         FleetCommand::Continue {
             id,
             wait,
             output,
             remote,
-        } => {
-            let client = remote.client()?;
-            let d: Deployment = client
-                .post(
-                    &format!("/v1/deployments/{id}/continue"),
-                    &serde_json::json!({}),
-                )
-                .await?;
-            finish(&client, d, wait, output).await
-        }
+        } => act_on_deployment(&remote, &id, "continue", wait, output).await,
         FleetCommand::Stop {
             id,
             force,
@@ -660,10 +639,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                     &StopDeployment { force },
                 )
                 .await?;
-            match output {
-                Output::Json => print_json(&d)?,
-                Output::Text => print!("{}", render::deployment(&d)),
-            }
+            print_deployment(&d, output)?;
             Ok(ExitCode::SUCCESS)
         }
         FleetCommand::Logs {
@@ -701,6 +677,34 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Print a started deployment; with `wait`, follow it live to its end and map the outcome to the exit code.
+/// `POST /v1/deployments/{id}/{action}` (an action without parameters: rollback, continue), then as `deploy`:
+/// print it, or follow it with `wait`.
+async fn act_on_deployment(
+    remote: &Remote,
+    id: &str,
+    action: &str,
+    wait: bool,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let client = remote.client()?;
+    let d: Deployment = client
+        .post(
+            &format!("/v1/deployments/{id}/{action}"),
+            &serde_json::json!({}),
+        )
+        .await?;
+    finish(&client, d, wait, output).await
+}
+
+/// One deployment on stdout: the table for people, or its JSON.
+fn print_deployment(d: &Deployment, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => print_json(d)?,
+        Output::Text => print!("{}", render::deployment(d)),
+    }
+    Ok(())
+}
+
 async fn finish(
     client: &Client,
     d: Deployment,
