@@ -29,6 +29,8 @@ pub struct Settings {
     pub max_poll_wait: Duration,
     /// An agent silent for this long is lost, and its in-flight step fails.
     pub heartbeat_deadline: Duration,
+    /// Step logs of deployments that ended longer ago than this are deleted; `None` keeps them for ever.
+    pub log_retention: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -38,6 +40,9 @@ impl Default for Settings {
             // Agents call at least every few seconds while a step runs (cancel checks) and re-poll at once after
             // a poll ends, so 60 s of silence means the agent or its host is gone, not busy.
             heartbeat_deadline: Duration::from_secs(60),
+            // A month of full hook output: long enough to debug last week's deployment, and the database does
+            // not grow without bound (each step's log is capped at 1 MiB).
+            log_retention: Some(Duration::from_secs(30 * 24 * 3600)),
         }
     }
 }

@@ -110,6 +110,20 @@ pub fn open_state(cfg: &ServerConfig) -> Result<api::State, ServerError> {
     Ok(state)
 }
 
+/// Delete the step logs of deployments that ended longer ago than the retention (nothing when it is `None`).
+/// Returns the entries deleted.
+pub fn prune_logs(state: &api::State, now: i64) -> Result<usize, crate::store::StoreError> {
+    let Some(keep) = state.settings.log_retention else {
+        return Ok(0);
+    };
+    let cut = now.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+    let deleted = state.store.write(|tx| crate::store::logs::prune(tx, cut))?;
+    if deleted > 0 {
+        tracing::info!(deleted, "pruned step logs past their retention");
+    }
+    Ok(deleted)
+}
+
 /// Fail the in-flight step of every agent not heard from within the heartbeat deadline. Returns the steps failed.
 pub fn sweep_lost(state: &api::State, now: i64) -> Result<usize, executor::EngineError> {
     let deadline = i64::try_from(state.settings.heartbeat_deadline.as_millis()).unwrap_or(i64::MAX);
@@ -187,11 +201,19 @@ pub async fn serve(
         let state = state.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            // Log retention is coarse (days): prune at start, then hourly.
+            let mut ticks: u64 = 0;
             loop {
                 tick.tick().await;
                 if let Err(e) = sweep_lost(&state, now_ms()) {
                     tracing::error!(error = %e, "lost-agent sweep failed");
                 }
+                if ticks.is_multiple_of(3600)
+                    && let Err(e) = prune_logs(&state, now_ms())
+                {
+                    tracing::error!(error = %e, "step log pruning failed");
+                }
+                ticks = ticks.wrapping_add(1);
             }
         })
     };
@@ -254,6 +276,48 @@ mod tests {
     use rollcage_proto::wire::{Concurrency, DeploymentStatus, DeploymentStyle, Group};
 
     #[test]
+    fn step_logs_are_pruned_once_their_deployment_ended_longer_ago_than_the_retention() {
+        let state_with = |retention: Option<Duration>| {
+            let store = Store::open_in_memory().unwrap();
+            store
+                .write(|tx| {
+                    tx.execute_batch(
+                        "INSERT INTO deployments (id, application, group_name, group_id, revision, style, \
+                         concurrency, failure_tolerance, auto_rollback, status, created_at, ended_at) \
+                         VALUES ('d-1', 'a', 'g', 'g', 'r', 'in-place', 'all', 0, 0, 'succeeded', 0, 1000); \
+                         INSERT INTO step_logs (step_id, deployment_id, instance, event, text, truncated_bytes, \
+                         recorded_at) VALUES (1, 'd-1', 'i', 'Install', 'x', 0, 1000);",
+                    )
+                    .map_err(crate::store::sql)
+                })
+                .unwrap();
+            Arc::new(AppState::new(
+                store,
+                Tokens::new("a", "e", []),
+                PathBuf::from("/nonexistent"),
+                Settings {
+                    max_poll_wait: Duration::from_millis(10),
+                    heartbeat_deadline: Duration::from_secs(10),
+                    log_retention: retention,
+                },
+            ))
+        };
+        let never = state_with(None);
+        assert_eq!(prune_logs(&never, i64::MAX).unwrap(), 0, "kept for ever");
+        let ten_s = state_with(Some(Duration::from_secs(10)));
+        assert_eq!(
+            prune_logs(&ten_s, 11_000).unwrap(),
+            0,
+            "ended 10 s ago: kept"
+        );
+        assert_eq!(
+            prune_logs(&ten_s, 11_001).unwrap(),
+            1,
+            "ended over 10 s ago"
+        );
+    }
+
+    #[test]
     fn a_silent_agent_s_step_fails_after_the_heartbeat_deadline() {
         let store = Store::open_in_memory().unwrap();
         let mut wake = Vec::new();
@@ -298,6 +362,7 @@ mod tests {
             Settings {
                 max_poll_wait: Duration::from_millis(10),
                 heartbeat_deadline: Duration::from_secs(10),
+                log_retention: None,
             },
         ));
         state.seen("a", 5_000);

@@ -236,6 +236,9 @@ pub struct CoordinatorArgs {
     /// Seconds of silence after which an agent is lost and its in-flight step fails.
     #[arg(long, default_value_t = 60)]
     heartbeat_deadline: u64,
+    /// Days the full hook output of an ended deployment is kept (`rollcage logs`); 0 keeps it for ever.
+    #[arg(long, default_value_t = 30)]
+    log_retention_days: u64,
 }
 
 /// `rollcage agent`: run the agent (from flags, a `--config` file, or both: flags win), or `agent install`.
@@ -483,6 +486,9 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                 enroll_token_file: a.enroll_token_file,
                 settings: rollcage_coordinator::api::Settings {
                     heartbeat_deadline: Duration::from_secs(a.heartbeat_deadline),
+                    log_retention: (a.log_retention_days > 0).then(|| {
+                        Duration::from_secs(a.log_retention_days.saturating_mul(24 * 3600))
+                    }),
                     ..Default::default()
                 },
             };

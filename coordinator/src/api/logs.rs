@@ -154,6 +154,7 @@ mod tests {
             Settings {
                 max_poll_wait: Duration::from_millis(200),
                 heartbeat_deadline: Duration::from_secs(60),
+                log_retention: None,
             },
         ));
         let post = |uri: &'static str, token: &'static str, v| {

@@ -24,6 +24,7 @@ fn state() -> Result<State, Box<dyn std::error::Error>> {
         Settings {
             max_poll_wait: Duration::from_millis(200),
             heartbeat_deadline: Duration::from_secs(60),
+            log_retention: None,
         },
     )))
 }

@@ -51,6 +51,18 @@ pub fn insert(c: &Connection, step: &StepRow, log: &StepLog, now: i64) -> Result
     Ok(n > 0)
 }
 
+/// Delete the logs of every deployment that ended before `ended_before` (ms since the epoch); deployments still
+/// running, or ended since, keep theirs. Returns the entries deleted.
+pub fn prune(c: &Connection, ended_before: i64) -> Result<usize> {
+    c.prepare_cached(
+        "DELETE FROM step_logs WHERE deployment_id IN \
+         (SELECT id FROM deployments WHERE ended_at IS NOT NULL AND ended_at < ?1)",
+    )
+    .map_err(sql)?
+    .execute(params![ended_before])
+    .map_err(sql)
+}
+
 /// The deployment's entries with `seq > after` that pass `filter`, oldest first, at most [`PAGE_ENTRIES`] and
 /// about [`PAGE_BYTES`].
 pub fn page(
@@ -129,6 +141,49 @@ mod tests {
             text: text.into(),
             truncated_bytes: 0,
         }
+    }
+
+    /// A deployment row with only what the schema requires.
+    fn deployment(c: &Connection, id: &str, ended_at: Option<i64>) -> Result<()> {
+        c.execute(
+            "INSERT INTO deployments (id, application, group_name, group_id, revision, style, concurrency, \
+             failure_tolerance, auto_rollback, status, created_at, ended_at) \
+             VALUES (?1, 'a', 'g', 'g', 'r', 'in-place', 'all', 0, 0, ?2, 0, ?3)",
+            params![id, if ended_at.is_some() { "succeeded" } else { "in_progress" }, ended_at],
+        )
+        .map_err(sql)?;
+        Ok(())
+    }
+
+    #[test]
+    fn pruning_deletes_only_the_logs_of_deployments_that_ended_before_the_cut() -> Result<()> {
+        let s = Store::open_in_memory()?;
+        s.write(|tx| {
+            deployment(tx, "d-old", Some(1_000))?;
+            deployment(tx, "d-recent", Some(5_000))?;
+            deployment(tx, "d-running", None)?;
+            for (id, dep) in [
+                (1, "d-old"),
+                (2, "d-old"),
+                (3, "d-recent"),
+                (4, "d-running"),
+            ] {
+                insert(
+                    tx,
+                    &step(id, dep, "i-1", LifecycleEvent::Install),
+                    &log("x\n"),
+                    0,
+                )?;
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        assert_eq!(s.write(|tx| prune(tx, 2_000))?, 2);
+        let left = |dep: &str| s.read(|c| page(c, dep, Filter::default(), 0).map(|p| p.len()));
+        assert_eq!(left("d-old")?, 0);
+        assert_eq!(left("d-recent")?, 1);
+        assert_eq!(left("d-running")?, 1);
+        assert_eq!(s.write(|tx| prune(tx, 2_000))?, 0, "nothing left to prune");
+        Ok(())
     }
 
     #[test]
