@@ -331,11 +331,15 @@ async fn drive(fleet: &Fleet, browser: &Browser) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_shows_a_live_deployment_and_its_logs_in_chromium() -> anyhow::Result<()> {
-    let fleet = Fleet::start(2)?;
+/// Run `body` against a fleet of `agents` agents and a browser session; the browser is closed whatever happens,
+/// and the fleet's temp dir (logs, database) is kept when the body fails.
+async fn in_browser(
+    agents: usize,
+    body: impl AsyncFnOnce(&Fleet, &Browser) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let fleet = Fleet::start(agents)?;
     let browser = Browser::start(fleet.dir.path()).await?;
-    let result = drive(&fleet, &browser).await;
+    let result = body(&fleet, &browser).await;
     browser.close().await;
     if result.is_err() {
         eprintln!("fleet kept at {}", fleet.keep().display());
@@ -343,12 +347,15 @@ async fn dashboard_shows_a_live_deployment_and_its_logs_in_chromium() -> anyhow:
     result
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_a_live_deployment_and_its_logs_in_chromium() -> anyhow::Result<()> {
+    in_browser(2, async |fleet, browser| drive(fleet, browser).await).await
+}
+
 /// The page's pure logic (grid columns, the events-stream parser, the URL fragment), run by the browser itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_model_functions_in_chromium() -> anyhow::Result<()> {
-    let fleet = Fleet::start(0)?;
-    let browser = Browser::start(fleet.dir.path()).await?;
-    let result = async {
+    in_browser(0, async |fleet, browser| {
         let c = &browser.client;
         c.goto(&format!("{}/", fleet.coordinator.url())).await?;
         // Without a token the sign-in form shows and no data is asked for.
@@ -422,19 +429,15 @@ async fn dashboard_model_functions_in_chromium() -> anyhow::Result<()> {
             "the sign-in form stays after a good token"
         );
         anyhow::Ok(())
-    }
-    .await;
-    browser.close().await;
-    result
+    })
+    .await
 }
 
 /// A failed deployment: the failed cell, its output (what a failed step shows even without full logs), and the link
 /// to the automatic rollback, which the page follows. Opened through a deep link (`#deployment=…`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_a_failed_step_and_follows_the_automatic_rollback() -> anyhow::Result<()> {
-    let fleet = Fleet::start(2)?;
-    let browser = Browser::start(fleet.dir.path()).await?;
-    let result = async {
+    in_browser(2, async |fleet, browser| {
         let c = &browser.client;
         fleet.setup("shop", "web", "1", true)?;
         let (good, bad) = (fleet.dir.path().join("v1"), fleet.dir.path().join("v2"));
@@ -508,22 +511,15 @@ async fn dashboard_shows_a_failed_step_and_follows_the_automatic_rollback() -> a
         let kind = browser.text("dd[data-fact=\"kind\"]").await?;
         assert_eq!(kind, format!("automatic rollback of {id}"));
         anyhow::Ok(())
-    }
-    .await;
-    browser.close().await;
-    if result.is_err() {
-        eprintln!("fleet kept at {}", fleet.keep().display());
-    }
-    result
+    })
+    .await
 }
 
 /// The operator buttons: Stop, then Force stop (each confirmed in a dialog) cancel a hung step; Roll back then
 /// appears and, with no earlier successful deployment to go back to, shows the API's error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_buttons_stop_force_stop_and_report_a_refused_rollback() -> anyhow::Result<()> {
-    let fleet = Fleet::start(1)?;
-    let browser = Browser::start(fleet.dir.path()).await?;
-    let result = async {
+    in_browser(1, async |fleet, browser| {
         let c = &browser.client;
         fleet.setup("shop", "web", "1", false)?;
         let bundle = fleet.dir.path().join("hang");
@@ -577,11 +573,6 @@ async fn dashboard_buttons_stop_force_stop_and_report_a_refused_rollback() -> an
             .wait_text("#action-error", "no earlier successful deployment")
             .await?;
         anyhow::Ok(())
-    }
-    .await;
-    browser.close().await;
-    if result.is_err() {
-        eprintln!("fleet kept at {}", fleet.keep().display());
-    }
-    result
+    })
+    .await
 }
