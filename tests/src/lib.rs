@@ -503,6 +503,27 @@ impl Fleet {
     }
 }
 
+/// Two revisions of `shop` pushed to the fleet: `v1`, and `v2` whose ValidateService fails (exit 3, "health check
+/// failed" on stderr) on `failing` only; every hook sleeps `sleep` seconds. Returns their revision ids.
+pub fn push_v1_and_failing_v2(
+    fleet: &Fleet,
+    failing: &str,
+    sleep: &str,
+) -> anyhow::Result<(String, String)> {
+    let b1 = fleet.dir.path().join("v1");
+    let b2 = fleet.dir.path().join("v2");
+    write_bundle(&b1, "v1", sleep, "")?;
+    write_bundle(
+        &b2,
+        "v2",
+        sleep,
+        &format!(
+            r#"if [ "$LIFECYCLE_EVENT" = ValidateService ] && [ "$ROLLCAGE_INSTANCE" = {failing} ]; then echo "health check failed" >&2; exit 3; fi"#
+        ),
+    )?;
+    Ok((fleet.push("shop", &b1)?, fleet.push("shop", &b2)?))
+}
+
 /// Write a bundle dir whose every scriptable hook appends `INSTANCE EVENT start|end NS DEPLOYMENT LABEL` to
 /// `$MARKERS`, sleeping `sleep` between; `extra` is shell code run between the two markers (may `exit 1`).
 pub fn write_bundle(dir: &Path, label: &str, sleep: &str, extra: &str) -> anyhow::Result<()> {

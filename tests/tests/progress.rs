@@ -3,7 +3,7 @@
 //! The CLI talks to the coordinator through a recording TCP relay, so the test sees which requests it sent.
 
 use anyhow::Context;
-use rollcage_e2e::{Fleet, write_bundle};
+use rollcage_e2e::{Fleet, push_v1_and_failing_v2, write_bundle};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -225,17 +225,7 @@ fn watch_of_a_failing_validate_service_exits_2_names_the_failure_and_follows_the
     let fleet = Fleet::start(2)?;
     let result = (|| {
         fleet.setup("shop", "web", "1", true)?;
-        let b1 = fleet.dir.path().join("v1");
-        let b2 = fleet.dir.path().join("v2");
-        write_bundle(&b1, "v1", "0.05", "")?;
-        write_bundle(
-            &b2,
-            "v2",
-            "0.05",
-            r#"if [ "$LIFECYCLE_EVENT" = ValidateService ] && [ "$ROLLCAGE_INSTANCE" = i1 ]; then echo "health check failed" >&2; exit 3; fi"#,
-        )?;
-        let r1 = fleet.push("shop", &b1)?;
-        let r2 = fleet.push("shop", &b2)?;
+        let (r1, r2) = push_v1_and_failing_v2(&fleet, "i1", "0.05")?;
         let (code, _) = fleet.deploy_wait("shop", "web", &r1)?;
         assert_eq!(code, 0);
         let id = fleet.deploy("shop", "web", &r2)?;

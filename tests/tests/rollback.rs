@@ -1,7 +1,7 @@
 //! A ValidateService failure on one instance fails the deployment; the automatic rollback restores v1 on every
 //! instance with the same concurrency, from each host's cache (the coordinator serves no new download).
 
-use rollcage_e2e::{Fleet, events_of, max_in_flight, write_bundle};
+use rollcage_e2e::{Fleet, events_of, max_in_flight, push_v1_and_failing_v2};
 use rollcage_proto::wire::{DeploymentKind, DeploymentStatus, InstanceStatus};
 
 #[test]
@@ -9,17 +9,7 @@ fn validate_failure_rolls_back_to_v1_without_downloading() -> anyhow::Result<()>
     let fleet = Fleet::start(4)?;
     let result = (|| {
         fleet.setup("shop", "web", "2", true)?;
-        let b1 = fleet.dir.path().join("v1");
-        let b2 = fleet.dir.path().join("v2");
-        write_bundle(&b1, "v1", "0.1", "")?;
-        write_bundle(
-            &b2,
-            "v2",
-            "0.1",
-            r#"if [ "$LIFECYCLE_EVENT" = ValidateService ] && [ "$ROLLCAGE_INSTANCE" = i2 ]; then echo "health check failed" >&2; exit 3; fi"#,
-        )?;
-        let r1 = fleet.push("shop", &b1)?;
-        let r2 = fleet.push("shop", &b2)?;
+        let (r1, r2) = push_v1_and_failing_v2(&fleet, "i2", "0.1")?;
         let (code, _) = fleet.deploy_wait("shop", "web", &r1)?;
         assert_eq!(code, 0);
         assert_eq!(fleet.downloads("shop", &r1)?, 4);
