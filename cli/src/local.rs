@@ -5,7 +5,7 @@
 
 use anyhow::Context as _;
 use clap::Args;
-use rollcage_proto::LifecycleEvent;
+use rollcage_proto::wire::DeploymentStyle;
 use rollcage_runtime::appspec::FileExistsBehavior;
 use rollcage_runtime::hooks::wasm::{WasmConfig, WasmHooks};
 use rollcage_runtime::lifecycle::{
@@ -117,7 +117,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
         args.group,
         deployment.layout().dir().display()
     );
-    match run_in_place(&deployment).await {
+    let seed = rollcage_proto::plan(DeploymentStyle::InPlace, false);
+    match rollcage_runtime::lifecycle::run_plan(&deployment, seed, print_step).await {
         None => {
             println!("deployment {deployment_id} succeeded");
             Ok(ExitCode::SUCCESS)
@@ -127,18 +128,6 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
-}
-
-/// Run the in-place steps in the seed's order, printing each; returns the failed step's report, if any.
-pub async fn run_in_place(deployment: &HostDeployment) -> Option<StepReport> {
-    for event in LifecycleEvent::IN_PLACE {
-        let report = deployment.run_step(event).await;
-        print_step(&report);
-        if report.status == StepStatus::Failed {
-            return Some(report);
-        }
-    }
-    None
 }
 
 fn status_word(status: StepStatus) -> &'static str {

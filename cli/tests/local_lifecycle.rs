@@ -78,15 +78,18 @@ fn two_revisions_run_in_the_seed_order_with_stop_from_the_installed_one() -> Tes
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    for event in [
-        "DownloadBundle",
-        "ApplicationStop",
-        "BeforeInstall",
-        "Install",
-        "AfterInstall",
-    ] {
-        assert!(printed.contains(&event), "{event} not printed:\n{out}");
-    }
+    // `rollcage local` runs the agent's steps of the one rolling plan, in its order.
+    let plan: Vec<&str> =
+        rollcage_proto::plan(rollcage_proto::wire::DeploymentStyle::InPlace, false)
+            .agent_steps()
+            .map(|e| e.name())
+            .collect();
+    let steps: Vec<&str> = printed
+        .iter()
+        .copied()
+        .filter(|w| w.parse::<rollcage_proto::LifecycleEvent>().is_ok())
+        .collect();
+    assert_eq!(steps, plan, "printed steps:\n{out}");
     assert!(
         out.contains("ApplicationStop    skipped"),
         "first ApplicationStop must be a no-op:\n{out}"

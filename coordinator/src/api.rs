@@ -197,7 +197,6 @@ impl From<EngineError> for ApiError {
             EngineError::Store(e) => e.into(),
             EngineError::NotFound { .. } => Self::NotFound(e.to_string()),
             EngineError::Conflict(m) => Self::Conflict(m),
-            EngineError::Unsupported(u) => Self::Unsupported(u.to_string()),
             EngineError::Invalid(m) => Self::Invalid(m),
             EngineError::Forbidden(m) => Self::Forbidden(m),
         }

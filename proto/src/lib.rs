@@ -4,6 +4,7 @@
 //! the runtime and the hook SDK can all depend on it without pulling each other's dependencies in.
 //!
 //! - [`lifecycle`]: the lifecycle events of a deployment, with CodeDeploy's names and which ones take hooks.
+//! - [`plan`]: the seed's step plan of each deployment style (per instance and deployment-wide).
 //! - [`outcome`]: the one outcome type every hook kind (shell, wasm) maps onto, with CodeDeploy-compatible codes.
 //! - [`hostcall`]: the versioned import namespace and ABI numbers of the host functions wasm hooks call.
 //! - [`sandbox`]: the capability grant of a WebAssembly hook (the AppSpec's `sandbox:` map).
@@ -12,9 +13,11 @@
 pub mod hostcall;
 pub mod lifecycle;
 pub mod outcome;
+pub mod plan;
 pub mod sandbox;
 pub mod wire;
 
-pub use lifecycle::LifecycleEvent;
+pub use lifecycle::{LifecycleEvent, Performer};
+pub use plan::{StylePlan, plan};
 pub use outcome::{HookOutcome, HookStatus};
 pub use sandbox::{DirAccess, DirGrant, SandboxSpec};

@@ -1,7 +1,8 @@
 //! Lifecycle events: the steps of a deployment on one instance, named as AWS CodeDeploy names them.
 //!
 //! Some events are *scriptable* (an AppSpec may attach hooks to them); others are *reserved*: the agent or the
-//! coordinator performs them itself (DownloadBundle, Install, BlockTraffic, AllowTraffic, SwitchTraffic).
+//! coordinator performs them itself (DownloadBundle, Install, BlockTraffic, AllowTraffic, SwitchTraffic). Which
+//! events a deployment runs, in which order, is the [`crate::plan`]'s business.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -72,17 +73,6 @@ impl LifecycleEvent {
         Self::AfterAllowTraffic,
     ];
 
-    /// The in-place order without a load balancer (the seed's first mode).
-    pub const IN_PLACE: [LifecycleEvent; 7] = [
-        Self::DownloadBundle,
-        Self::ApplicationStop,
-        Self::BeforeInstall,
-        Self::Install,
-        Self::AfterInstall,
-        Self::ApplicationStart,
-        Self::ValidateService,
-    ];
-
     /// CodeDeploy's name of the event, as written in an AppSpec.
     pub fn name(self) -> &'static str {
         match self {
@@ -113,6 +103,15 @@ impl LifecycleEvent {
         !self.is_scriptable()
     }
 
+    /// Who performs the event: the coordinator for the load-balancer calls, the agent for everything else
+    /// (hooks, DownloadBundle, Install).
+    pub fn performer(self) -> Performer {
+        match self {
+            Self::BlockTraffic | Self::AllowTraffic | Self::SwitchTraffic => Performer::Coordinator,
+            _ => Performer::Agent,
+        }
+    }
+
     /// True when the event's hooks come from the revision whose Install last succeeded on the host (they stop or
     /// drain the application that is running), not from the revision being deployed.
     pub fn uses_previous_revision(self) -> bool {
@@ -121,6 +120,15 @@ impl LifecycleEvent {
             Self::ApplicationStop | Self::BeforeBlockTraffic | Self::AfterBlockTraffic
         )
     }
+}
+
+/// Who performs a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Performer {
+    /// The agent on the instance (a hook, DownloadBundle or Install).
+    Agent,
+    /// The coordinator itself (load-balancer calls).
+    Coordinator,
 }
 
 impl fmt::Display for LifecycleEvent {

@@ -18,7 +18,7 @@ use crate::hooks::{self, HookEnv, HookRun, ScriptLog, Stream};
 use crate::install::{self, InstallRequest};
 use crate::layout::{DeployLayout, GroupLayout, InvalidName};
 use crate::package::{self, DEFAULT_MAX_REVISIONS, FetchOptions, Source, UnpackLimits};
-use rollcage_proto::{HookOutcome, LifecycleEvent};
+use rollcage_proto::{HookOutcome, LifecycleEvent, Performer, StylePlan};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -218,8 +218,8 @@ impl HostDeployment {
         let result = match event {
             LifecycleEvent::DownloadBundle => self.download().await,
             LifecycleEvent::Install => self.install().await,
-            e if e.is_scriptable() => self.run_hooks(e).await,
-            e => Err(LifecycleError::NotAnAgentStep(e)),
+            e if e.performer() == Performer::Coordinator => Err(LifecycleError::NotAnAgentStep(e)),
+            e => self.run_hooks(e).await,
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let (status, message, hooks) = match result {
@@ -468,16 +468,20 @@ fn load_plan(deploy: &DeployLayout) -> Result<Plan, LifecycleError> {
     }
 }
 
-/// Run `events` in order until one fails; returns every report (the last is the failed one, if any).
-pub async fn run_plan(deployment: &HostDeployment, events: &[LifecycleEvent]) -> Vec<StepReport> {
-    let mut reports = Vec::with_capacity(events.len());
-    for &event in events {
+/// Run the agent's steps of `plan` in order until one fails, handing each report to `on_step` as it ends; returns
+/// the failed step's report, if any. Steps the coordinator performs (load-balancer calls) are not run here: one
+/// host with no coordinator has no load balancer to call.
+pub async fn run_plan(
+    deployment: &HostDeployment,
+    plan: StylePlan,
+    mut on_step: impl FnMut(&StepReport),
+) -> Option<StepReport> {
+    for event in plan.agent_steps() {
         let report = deployment.run_step(event).await;
-        let failed = report.status == StepStatus::Failed;
-        reports.push(report);
-        if failed {
-            break;
+        on_step(&report);
+        if report.status == StepStatus::Failed {
+            return Some(report);
         }
     }
-    reports
+    None
 }

@@ -397,19 +397,11 @@ pub fn events(d: &Deployment, instance: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The seed's rolling-with-LB order for one instance.
-pub const LB_ORDER: [&str; 13] = [
-    "DownloadBundle",
-    "BeforeBlockTraffic",
-    "BlockTraffic",
-    "AfterBlockTraffic",
-    "ApplicationStop",
-    "BeforeInstall",
-    "Install",
-    "AfterInstall",
-    "ApplicationStart",
-    "ValidateService",
-    "BeforeAllowTraffic",
-    "AllowTraffic",
-    "AfterAllowTraffic",
-];
+/// The rolling-with-LB order for one instance, by name, from the one plan (`rollcage_proto::plan`).
+pub fn lb_order() -> Vec<&'static str> {
+    rollcage_proto::plan(rollcage_proto::wire::DeploymentStyle::InPlaceLb, false)
+        .per_instance
+        .iter()
+        .map(|e| e.name())
+        .collect()
+}

@@ -6,7 +6,7 @@
 
 use anyhow::{Context, bail};
 use rollcage_e2e::lb::{
-    BuiltinLb, DemoApps, LB_ORDER, LbGroup, Load, assert_no_failures, assert_only_registered,
+    BuiltinLb, DemoApps, LbGroup, lb_order, Load, assert_no_failures, assert_only_registered,
     create_lb_group, events, free_port, now_ms, out_windows, versions, write_app_bundle,
 };
 use rollcage_e2e::{Fleet, Proc, rollcage_bin};
@@ -239,7 +239,7 @@ fn rolling(kind: Kind) -> anyhow::Result<()> {
         // v1 brings every instance into traffic (nothing to drain yet).
         let d1 = deploy_ok(&s, &root.join("bundle-v1"))?;
         for i in 0..4 {
-            assert_eq!(events(&d1, &format!("i{i}")), LB_ORDER, "v1 i{i}");
+            assert_eq!(events(&d1, &format!("i{i}")), lb_order(), "v1 i{i}");
         }
 
         // v2 rolls through the LB under load.
@@ -263,7 +263,7 @@ fn rolling(kind: Kind) -> anyhow::Result<()> {
         );
         assert_only_registered(&samples, &out_windows(&d2, None))?;
         for i in 0..4 {
-            assert_eq!(events(&d2, &format!("i{i}")), LB_ORDER, "v2 i{i}");
+            assert_eq!(events(&d2, &format!("i{i}")), lb_order(), "v2 i{i}");
         }
         let v = versions(&samples);
         assert_eq!(v.first().map(String::as_str), Some("v1"));
@@ -277,7 +277,7 @@ fn rolling(kind: Kind) -> anyhow::Result<()> {
         assert_eq!(d3.status, DeploymentStatus::Failed, "{}", d3.message);
         assert_eq!(
             events(&d3, "i0"),
-            LB_ORDER[..10],
+            lb_order()[..10],
             "stops at ValidateService"
         );
         let rb_id = d3
@@ -290,7 +290,7 @@ fn rolling(kind: Kind) -> anyhow::Result<()> {
         assert_eq!(rb.status, DeploymentStatus::Succeeded, "{}", rb.message);
         assert_eq!(
             events(&rb, "i0"),
-            LB_ORDER[1..],
+            lb_order()[1..],
             "rollback without download"
         );
         assert_no_failures(&samples, "v3 + rollback")?;

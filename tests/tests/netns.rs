@@ -6,7 +6,7 @@
 
 use anyhow::{Context, bail};
 use rollcage_e2e::lb::{
-    BuiltinLb, DemoApps, LB_ORDER, LbGroup, Load, assert_no_failures, assert_only_registered,
+    BuiltinLb, DemoApps, LbGroup, lb_order, Load, assert_no_failures, assert_only_registered,
     create_lb_group, events, out_windows, versions, write_app_bundle,
 };
 use rollcage_e2e::netns::Hosts;
@@ -110,7 +110,7 @@ fn rolling_with_lb_across_network_namespaces_serves_every_request() -> anyhow::R
         assert_no_failures(&samples, "v2 across namespaces")?;
         assert_only_registered(&samples, &out_windows(&d2, None))?;
         for i in 0..n {
-            assert_eq!(events(&d2, &format!("i{i}")), LB_ORDER, "v2 i{i}");
+            assert_eq!(events(&d2, &format!("i{i}")), lb_order(), "v2 i{i}");
         }
         let v = versions(&samples);
         assert_eq!(v.first().map(String::as_str), Some("v1"));

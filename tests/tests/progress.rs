@@ -9,15 +9,13 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const EVENTS: [&str; 7] = [
-    "DownloadBundle",
-    "ApplicationStop",
-    "BeforeInstall",
-    "Install",
-    "AfterInstall",
-    "ApplicationStart",
-    "ValidateService",
-];
+/// A rolling deployment's events, by name, from the one plan.
+fn events() -> impl Iterator<Item = &'static str> {
+    rollcage_proto::plan(rollcage_proto::wire::DeploymentStyle::InPlace, false)
+        .per_instance
+        .iter()
+        .map(|e| e.name())
+}
 
 /// A TCP relay to `target` that keeps every byte the clients sent.
 struct Relay {
@@ -144,7 +142,7 @@ fn deploy_wait_prints_a_line_per_step_change_and_the_final_table_from_one_stream
         );
         for instance in ["i0", "i1"] {
             let mut ended = Vec::new();
-            for event in EVENTS {
+            for event in events() {
                 // ApplicationStop has nothing to stop on a first deployment: skipped.
                 let done: Vec<&&str> = lines
                     .iter()
@@ -351,7 +349,7 @@ fn watch_carries_on_across_a_coordinator_restart() -> anyhow::Result<()> {
             "{out}"
         );
         for instance in ["i0", "i1"] {
-            for event in EVENTS {
+            for event in events() {
                 let ended = lines
                     .iter()
                     .filter(|l| {

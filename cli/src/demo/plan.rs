@@ -30,33 +30,14 @@ pub const SERVICE: &str = "web";
 /// The instance whose ValidateService fails in v4.
 pub const FAILING_INSTANCE: &str = "i2";
 
-/// The seed's in-place order (also each instance's part of a blue/green deployment).
-pub const IN_PLACE_ORDER: [&str; 7] = [
-    "DownloadBundle",
-    "ApplicationStop",
-    "BeforeInstall",
-    "Install",
-    "AfterInstall",
-    "ApplicationStart",
-    "ValidateService",
-];
-
-/// The seed's rolling-with-LB order.
-pub const IN_PLACE_LB_ORDER: [&str; 13] = [
-    "DownloadBundle",
-    "BeforeBlockTraffic",
-    "BlockTraffic",
-    "AfterBlockTraffic",
-    "ApplicationStop",
-    "BeforeInstall",
-    "Install",
-    "AfterInstall",
-    "ApplicationStart",
-    "ValidateService",
-    "BeforeAllowTraffic",
-    "AllowTraffic",
-    "AfterAllowTraffic",
-];
+/// The events each instance of a `style` deployment goes through, by name: the seed's order, from the one plan.
+pub fn order(style: DeploymentStyle) -> Vec<&'static str> {
+    rollcage_proto::plan(style, false)
+        .per_instance
+        .iter()
+        .map(|e| e.name())
+        .collect()
+}
 
 /// A deployment group of the demo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,9 +108,9 @@ pub struct Expect {
 
 fn each(
     instances: &[&'static str],
-    order: &[&'static str],
+    style: DeploymentStyle,
 ) -> Vec<(&'static str, Vec<&'static str>)> {
-    instances.iter().map(|i| (*i, order.to_vec())).collect()
+    instances.iter().map(|i| (*i, order(style))).collect()
 }
 
 /// The scenario: v1 rolling, v2 rolling with LB, v3 blue/green, v4 blue/green failing → automatic rollback.
@@ -147,7 +128,7 @@ pub fn scenario() -> Vec<Stage> {
             version: "v1",
             group: "rolling",
             fail_on: None,
-            expect: ok("rolling (no LB)", each(&INSTANCES, &IN_PLACE_ORDER), "v1"),
+            expect: ok("rolling (no LB)", each(&INSTANCES, DeploymentStyle::InPlace), "v1"),
             rollback: None,
             starts_traffic: true,
         },
@@ -157,7 +138,7 @@ pub fn scenario() -> Vec<Stage> {
             fail_on: None,
             expect: ok(
                 "rolling with LB",
-                each(&INSTANCES, &IN_PLACE_LB_ORDER),
+                each(&INSTANCES, DeploymentStyle::InPlaceLb),
                 "v2",
             ),
             rollback: None,
@@ -167,7 +148,7 @@ pub fn scenario() -> Vec<Stage> {
             version: "v3",
             group: "blue-green",
             fail_on: None,
-            expect: ok("blue/green", each(&GREEN.1, &IN_PLACE_ORDER), "v3"),
+            expect: ok("blue/green", each(&GREEN.1, DeploymentStyle::BlueGreen), "v3"),
             rollback: None,
             starts_traffic: false,
         },
@@ -179,7 +160,7 @@ pub fn scenario() -> Vec<Stage> {
                 mode: "blue/green",
                 status: DeploymentStatus::Failed,
                 // Both blue instances run in parallel; `i2` fails its ValidateService, `i1` completes.
-                instances: each(&BLUE.1, &IN_PLACE_ORDER),
+                instances: each(&BLUE.1, DeploymentStyle::BlueGreen),
                 failed_instance: Some(FAILING_INSTANCE),
                 automatic_rollback: false,
                 // It failed before switching: green (v3) never stopped serving.
@@ -481,15 +462,15 @@ mod tests {
             DeploymentStatus::Succeeded,
             INSTANCES
                 .iter()
-                .map(|i| instance(i, &IN_PLACE_LB_ORDER, false))
+                .map(|i| instance(i, &order(DeploymentStyle::InPlaceLb), false))
                 .collect(),
         );
         assert_eq!(check("v2", &s[1].expect, &d), Vec::<String>::new());
         let v4 = deployment(
             DeploymentStatus::Failed,
             vec![
-                instance("i1", &IN_PLACE_ORDER, false),
-                instance("i2", &IN_PLACE_ORDER, true),
+                instance("i1", &order(DeploymentStyle::BlueGreen), false),
+                instance("i2", &order(DeploymentStyle::BlueGreen), true),
             ],
         );
         assert_eq!(check("v4", &s[3].expect, &v4), Vec::<String>::new());
@@ -505,14 +486,15 @@ mod tests {
     #[test]
     fn wrong_order_outcome_instances_or_kind_are_each_reported() {
         let s = scenario();
-        let mut swapped = IN_PLACE_LB_ORDER;
+        let lb = order(DeploymentStyle::InPlaceLb);
+        let mut swapped = lb.clone();
         swapped.swap(1, 2);
         let d = deployment(
             DeploymentStatus::Succeeded,
             vec![
-                instance("i1", &IN_PLACE_LB_ORDER, false),
+                instance("i1", &lb, false),
                 instance("i2", &swapped, false),
-                instance("i3", &IN_PLACE_LB_ORDER, false),
+                instance("i3", &lb, false),
             ],
         );
         let p = check("v2", &s[1].expect, &d);
@@ -524,8 +506,8 @@ mod tests {
         let v4 = deployment(
             DeploymentStatus::Succeeded,
             vec![
-                instance("i1", &IN_PLACE_ORDER, false),
-                instance("i2", &IN_PLACE_ORDER, false),
+                instance("i1", &order(DeploymentStyle::BlueGreen), false),
+                instance("i2", &order(DeploymentStyle::BlueGreen), false),
             ],
         );
         let p = check("v4", &s[3].expect, &v4);
@@ -547,7 +529,7 @@ mod tests {
     fn progress_shows_each_newly_ended_step_once() {
         let mut first = deployment(
             DeploymentStatus::InProgress,
-            vec![instance("i2", &IN_PLACE_ORDER[..2], false)],
+            vec![instance("i2", &order(DeploymentStyle::InPlace)[..2], false)],
         );
         first.instances[0]
             .steps

@@ -3,7 +3,6 @@
 use super::{Admin, ApiError, Json, State, now_ms};
 use crate::engine::executor::{self, NewDeployment};
 use crate::engine::lb::GroupLb;
-use crate::engine::plan;
 use crate::store::{apps, deployments, instances, revisions};
 use axum::body::Body;
 use axum::extract::{Path, State as AxState};
@@ -84,7 +83,6 @@ pub async fn create_group(
     Json(req): Json<CreateGroup>,
 ) -> Result<(StatusCode, Json<Group>), ApiError> {
     check_name("deployment group", &req.name)?;
-    plan::check_supported(req.style).map_err(|e| ApiError::Unsupported(e.to_string()))?;
     for i in &req.instances {
         check_name("instance name", i)?;
     }

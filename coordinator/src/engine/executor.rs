@@ -4,12 +4,11 @@
 //! step marked running, which is the command its agent gets (again, after any restart).
 
 use super::lb::GroupLb;
-use super::plan;
 use super::strategy::{self, Action, DeploymentView, Final, FinalPhase, Mode, Outcome, Phase};
 use crate::store::{StoreError, apps, deployments, deployments::DeploymentRow, revisions};
-use rollcage_proto::HookOutcome;
+use rollcage_proto::{HookOutcome, Performer, plan};
 use rollcage_proto::wire::{
-    Concurrency, DeploymentStatus, InstanceStatus, RevisionLocation, RevisionRef, RevisionSource,
+    Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, RevisionLocation, RevisionRef, RevisionSource,
     StepCommand, StepOutcome, StepReport, StepState,
 };
 use rusqlite::Connection;
@@ -31,9 +30,6 @@ pub enum EngineError {
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
-    /// The style is not implemented yet.
-    #[error(transparent)]
-    Unsupported(#[from] plan::Unsupported),
     /// The request is invalid.
     #[error("{0}")]
     Invalid(String),
@@ -76,7 +72,7 @@ pub fn create_deployment(
             what: "deployment group",
             name: format!("{}/{}", new.application, new.group),
         })?;
-    let steps = plan::plan(group.style, new.rollback_of.is_some())?;
+    let style_plan = plan(group.style, new.rollback_of.is_some());
     if let Some(active) = deployments::active_for_group(tx, new.application, new.group)? {
         return Err(EngineError::Conflict(format!(
             "deployment group `{}` of application `{}` already has an active deployment `{active}`; \
@@ -97,7 +93,7 @@ pub fn create_deployment(
     // Blue/green: the new revision goes to the idle server group's instances, then traffic switches to it; a
     // rollback switches back to the group the rolled-back deployment switched away from.
     let switch_to = match (&settings, group.style) {
-        (Some(s), plan::BLUE_GREEN) => Some(match new.rollback_of {
+        (Some(s), DeploymentStyle::BlueGreen) => Some(match new.rollback_of {
             Some((of, _)) => {
                 let of_row = deployments::get(tx, of)?.ok_or_else(|| EngineError::NotFound {
                     what: "deployment",
@@ -149,7 +145,7 @@ pub fn create_deployment(
         switch_to,
         continued: false,
     };
-    deployments::insert(tx, &row, &steps, &instances)?;
+    deployments::insert(tx, &row, style_plan.per_instance, &instances)?;
     // A rollback re-runs the form the revision it returns to was installed with; a new deployment starts with the
     // group's default (the API replaces it with the deployment's own form, if given, in the same transaction).
     let form = match new.rollback_of {
@@ -163,11 +159,7 @@ pub fn create_deployment(
         None => crate::store::forms::group_form(tx, &group.id)?,
     };
     crate::store::forms::set_deployment_form(tx, &id, form.as_deref())?;
-    deployments::insert_final_steps(
-        tx,
-        &id,
-        &plan::style_plan(group.style, new.rollback_of.is_some()).finally,
-    )?;
+    deployments::insert_final_steps(tx, &id, style_plan.deployment_wide)?;
     tracing::info!(deployment = %id, application = new.application, group = new.group,
         revision = new.revision, instances = instances.len(), rollback_of = ?new.rollback_of, "deployment created");
     advance(tx, &id, now, wake)?;
@@ -183,7 +175,7 @@ pub fn advance(tx: &Connection, id: &str, now: i64, wake: &mut Wake) -> Result<(
     if d.status.is_terminal() {
         return Ok(());
     }
-    let steps = plan::plan(d.style, d.rollback_of.is_some())?;
+    let steps = plan(d.style, d.rollback_of.is_some()).per_instance;
     let counts = deployments::counts(tx, id)?;
     let limit = d.concurrency.limit(counts.total);
     let view = DeploymentView {
@@ -347,7 +339,7 @@ pub fn record_report(
             report.command_id, step.instance
         )));
     }
-    if plan::runner(step.event) == plan::Runner::Coordinator {
+    if step.event.performer() == Performer::Coordinator {
         return Err(EngineError::Forbidden(format!(
             "command {} is the coordinator's own {} step; agents cannot report it",
             report.command_id, step.event
@@ -378,7 +370,7 @@ pub fn end_coordinator_step(
         what: "command",
         name: step_id.to_string(),
     })?;
-    if plan::runner(step.event) != plan::Runner::Coordinator {
+    if step.event.performer() != Performer::Coordinator {
         return Err(EngineError::Invalid(format!(
             "step {step_id} ({}) is an agent step",
             step.event
@@ -422,7 +414,7 @@ pub fn continue_deployment(tx: &Connection, id: &str, now: i64, wake: &mut Wake)
             d.status
         )));
     }
-    if d.style != plan::BLUE_GREEN || d.rollback_of.is_some() {
+    if d.style != DeploymentStyle::BlueGreen || d.rollback_of.is_some() {
         return Err(EngineError::Conflict(format!(
             "deployment `{id}` does not wait for `continue` (only blue/green deployments do)"
         )));
@@ -467,7 +459,7 @@ fn end_step(
         StepOutcome::Failed => StepState::Failed,
     };
     deployments::end_step(tx, step.id, state, message, log_tail, now)?;
-    let plan_len = plan::plan(d.style, d.rollback_of.is_some())?.len();
+    let plan_len = plan(d.style, d.rollback_of.is_some()).per_instance.len();
     let (status, next) = match strategy::after_report(step.idx, plan_len, outcome) {
         Phase::Ready { next } => (InstanceStatus::InProgress, next),
         Phase::Succeeded => (InstanceStatus::Succeeded, plan_len),
@@ -1002,29 +994,22 @@ mod tests {
         }
     }
 
-    const LB_ORDER: [&str; 13] = [
-        "DownloadBundle",
-        "BeforeBlockTraffic",
-        "BlockTraffic",
-        "AfterBlockTraffic",
-        "ApplicationStop",
-        "BeforeInstall",
-        "Install",
-        "AfterInstall",
-        "ApplicationStart",
-        "ValidateService",
-        "BeforeAllowTraffic",
-        "AllowTraffic",
-        "AfterAllowTraffic",
-    ];
+    /// The rolling-with-LB plan's event names, from the one plan.
+    fn lb_order() -> Vec<&'static str> {
+        plan(DeploymentStyle::InPlaceLb, false)
+            .per_instance
+            .iter()
+            .map(|e| e.name())
+            .collect()
+    }
 
     #[test]
     fn rolling_with_lb_runs_the_seed_s_13_steps_with_coordinator_traffic_steps() {
         let s = setup_lb(&["a", "b"], false, Concurrency::Count(1));
         let mut wake = Vec::new();
         let id = deploy_lb(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
-        assert_eq!(run_lb_instance(&s, "a", None), LB_ORDER);
-        assert_eq!(run_lb_instance(&s, "b", None), LB_ORDER);
+        assert_eq!(run_lb_instance(&s, "a", None), lb_order());
+        assert_eq!(run_lb_instance(&s, "b", None), lb_order());
         let d = s.read(|c| deployments::get(c, &id)).unwrap().unwrap();
         assert_eq!(d.status, DeploymentStatus::Succeeded);
         let steps = s.read(|c| deployments::steps_of(c, &id, "a")).unwrap();
@@ -1045,7 +1030,7 @@ mod tests {
         run_lb_instance(&s, "b", None);
         let d2 = deploy_lb(&s, &format!("r-{}", "b".repeat(16)), &mut wake).unwrap();
         let events = run_lb_instance(&s, "a", Some("ValidateService"));
-        assert_eq!(events, LB_ORDER[..10]);
+        assert_eq!(events, lb_order()[..10]);
         let steps = s.read(|c| deployments::steps_of(c, &d2, "a")).unwrap();
         let allow = steps.iter().find(|(e, ..)| e == "AllowTraffic").unwrap();
         assert_eq!(allow.1, "pending", "the failed instance is never put back");
@@ -1055,8 +1040,8 @@ mod tests {
         let rb_row = s.read(|c| deployments::get(c, &rb)).unwrap().unwrap();
         assert_eq!(rb_row.revision, v1);
         assert_eq!(rb_row.concurrency, Concurrency::Count(1));
-        assert_eq!(run_lb_instance(&s, "a", None), LB_ORDER[1..]);
-        assert_eq!(run_lb_instance(&s, "b", None), LB_ORDER[1..]);
+        assert_eq!(run_lb_instance(&s, "a", None), lb_order()[1..]);
+        assert_eq!(run_lb_instance(&s, "b", None), lb_order()[1..]);
         let rb_row = s.read(|c| deployments::get(c, &rb)).unwrap().unwrap();
         assert_eq!(rb_row.status, DeploymentStatus::Succeeded);
     }
@@ -1068,7 +1053,7 @@ mod tests {
         let id = deploy_lb(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
         assert_eq!(
             run_lb_instance(&s, "a", Some("BlockTraffic")),
-            LB_ORDER[..3]
+            lb_order()[..3]
         );
         let d = s.read(|c| deployments::get(c, &id)).unwrap().unwrap();
         assert_eq!(d.status, DeploymentStatus::Failed);
@@ -1224,7 +1209,8 @@ mod tests {
     struct LifecycleEventNames;
     impl LifecycleEventNames {
         fn in_place() -> Vec<String> {
-            rollcage_proto::LifecycleEvent::IN_PLACE
+            plan(DeploymentStyle::InPlace, false)
+                .per_instance
                 .iter()
                 .map(|e| e.name().to_owned())
                 .collect()

@@ -751,7 +751,7 @@ mod tests {
         }
     }
 
-    use super::super::plan::{Runner, runner, style_plan};
+    use rollcage_proto::{Performer, plan as style_plan};
     use rollcage_proto::LifecycleEvent;
     use rollcage_proto::wire::DeploymentStyle;
 
@@ -776,7 +776,7 @@ mod tests {
         v.plan_len = plan.per_instance.len();
         v.auto_rollback = true;
         v.is_rollback = rollback;
-        v.finally = (!plan.finally.is_empty()).then_some(Final {
+        v.finally = (!plan.deployment_wide.is_empty()).then_some(Final {
             phase: FinalPhase::Pending,
             wait_for_continue,
             continued: false,
@@ -797,7 +797,7 @@ mod tests {
             if let Some(f) = &mut v.finally
                 && f.phase == FinalPhase::Running
             {
-                log[n].1.extend(plan.finally.iter().copied());
+                log[n].1.extend(plan.deployment_wide.iter().copied());
                 f.phase = FinalPhase::Succeeded;
                 continue;
             }
@@ -823,26 +823,12 @@ mod tests {
 
     #[test]
     fn rolling_with_lb_runs_every_instance_through_the_seed_s_13_steps() {
-        use LifecycleEvent as E;
         let (log, end, _) = drive(DeploymentStyle::InPlaceLb, false, 4, None, false);
         assert_eq!(end, Some(Outcome::Succeeded));
-        let want = [
-            E::DownloadBundle,
-            E::BeforeBlockTraffic,
-            E::BlockTraffic,
-            E::AfterBlockTraffic,
-            E::ApplicationStop,
-            E::BeforeInstall,
-            E::Install,
-            E::AfterInstall,
-            E::ApplicationStart,
-            E::ValidateService,
-            E::BeforeAllowTraffic,
-            E::AllowTraffic,
-            E::AfterAllowTraffic,
-        ];
+        let want = style_plan(DeploymentStyle::InPlaceLb, false).per_instance;
+        assert_eq!(want.len(), 13);
         for (inst, events) in &log[..4] {
-            assert_eq!(events, &want, "{inst}");
+            assert_eq!(events, want, "{inst}");
         }
         assert!(log[4].1.is_empty(), "no deployment-wide step");
         // The rollback: the same without the download.
@@ -877,8 +863,12 @@ mod tests {
         let (log, end, all) = drive(DeploymentStyle::BlueGreen, false, 2, None, false);
         assert_eq!(end, Some(Outcome::Succeeded));
         for (inst, events) in &log[..2] {
-            assert_eq!(events, &LifecycleEvent::IN_PLACE, "{inst}");
-            assert!(events.iter().all(|e| runner(*e) == Runner::Agent));
+            assert_eq!(
+                events,
+                style_plan(DeploymentStyle::InPlace, false).per_instance,
+                "{inst}"
+            );
+            assert!(events.iter().all(|e| e.performer() == Performer::Agent));
         }
         assert_eq!(log[2].1, [LifecycleEvent::SwitchTraffic]);
         // The switch starts only after the last instance ended.

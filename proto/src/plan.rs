@@ -1,0 +1,219 @@
+//! The seed's step plans: which lifecycle events each deployment style runs, in which order, per instance and
+//! once per deployment. This is the one home of those orders (`shared/notes/lifecycle.md` restates the seed);
+//! the coordinator's engine, the agent, `rollcage local` and the demo's expectations all read them from here.
+//!
+//! Who performs each step is a rule of the event, not of the plan: [`LifecycleEvent::performer`].
+
+use crate::lifecycle::{LifecycleEvent, Performer};
+use crate::wire::DeploymentStyle;
+
+use LifecycleEvent as E;
+
+/// Rolling without a load balancer, and blue/green's per-instance steps on the idle server group.
+const ROLLING: [LifecycleEvent; 7] = [
+    E::DownloadBundle,
+    E::ApplicationStop,
+    E::BeforeInstall,
+    E::Install,
+    E::AfterInstall,
+    E::ApplicationStart,
+    E::ValidateService,
+];
+
+/// Rolling with a load balancer: download first (so the instance is out of traffic as briefly as possible), then
+/// block traffic, update, validate, and allow traffic again.
+const ROLLING_LB: [LifecycleEvent; 13] = [
+    E::DownloadBundle,
+    E::BeforeBlockTraffic,
+    E::BlockTraffic,
+    E::AfterBlockTraffic,
+    E::ApplicationStop,
+    E::BeforeInstall,
+    E::Install,
+    E::AfterInstall,
+    E::ApplicationStart,
+    E::ValidateService,
+    E::BeforeAllowTraffic,
+    E::AllowTraffic,
+    E::AfterAllowTraffic,
+];
+
+/// Blue/green's one deployment-wide step, after every instance of the idle group validated.
+const SWITCH: [LifecycleEvent; 1] = [E::SwitchTraffic];
+
+/// A style's whole plan: the steps each instance goes through, then the deployment-wide steps that run once
+/// every instance is done (blue/green's SwitchTraffic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StylePlan {
+    /// Per instance, in order.
+    pub per_instance: &'static [LifecycleEvent],
+    /// Once, after every instance, in order.
+    pub deployment_wide: &'static [LifecycleEvent],
+}
+
+impl StylePlan {
+    /// The per-instance steps the agent performs, in order (what `rollcage local` runs on one host).
+    pub fn agent_steps(&self) -> impl Iterator<Item = LifecycleEvent> + '_ {
+        self.per_instance
+            .iter()
+            .copied()
+            .filter(|e| e.performer() == Performer::Agent)
+    }
+}
+
+/// The plan of `style`; `rollback` for a rollback deployment. A rollback starts from the host's cached revision
+/// (no DownloadBundle: the agent downloads again only if its cache lost the archive); a blue/green rollback only
+/// switches traffic back to the group that still runs the previous revision.
+pub fn plan(style: DeploymentStyle, rollback: bool) -> StylePlan {
+    // Every plan starts with DownloadBundle, so a rollback's is the same list without its first step.
+    let per_instance: &'static [LifecycleEvent] = match (style, rollback) {
+        (DeploymentStyle::InPlace, false) | (DeploymentStyle::BlueGreen, false) => &ROLLING,
+        (DeploymentStyle::InPlace, true) => &ROLLING[1..],
+        (DeploymentStyle::InPlaceLb, false) => &ROLLING_LB,
+        (DeploymentStyle::InPlaceLb, true) => &ROLLING_LB[1..],
+        (DeploymentStyle::BlueGreen, true) => &[],
+    };
+    let deployment_wide: &'static [LifecycleEvent] = match style {
+        DeploymentStyle::BlueGreen => &SWITCH,
+        DeploymentStyle::InPlace | DeploymentStyle::InPlaceLb => &[],
+    };
+    StylePlan {
+        per_instance,
+        deployment_wide,
+    }
+}
+
+/// Every style, for tests and documentation that walk all plans.
+pub const STYLES: [DeploymentStyle; 3] = [
+    DeploymentStyle::InPlace,
+    DeploymentStyle::InPlaceLb,
+    DeploymentStyle::BlueGreen,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one independent oracle of the seed's orders (`shared/notes/lifecycle.md`), written out literally.
+    /// Every other test reads the plans from [`plan`]; this one checks [`plan`] against the seed.
+    const SEED: &[(&str, bool, &[&str], &[&str])] = &[
+        (
+            "in-place",
+            false,
+            &[
+                "DownloadBundle",
+                "ApplicationStop",
+                "BeforeInstall",
+                "Install",
+                "AfterInstall",
+                "ApplicationStart",
+                "ValidateService",
+            ],
+            &[],
+        ),
+        (
+            "in-place",
+            true,
+            &[
+                "ApplicationStop",
+                "BeforeInstall",
+                "Install",
+                "AfterInstall",
+                "ApplicationStart",
+                "ValidateService",
+            ],
+            &[],
+        ),
+        (
+            "in-place-lb",
+            false,
+            &[
+                "DownloadBundle",
+                "BeforeBlockTraffic",
+                "BlockTraffic",
+                "AfterBlockTraffic",
+                "ApplicationStop",
+                "BeforeInstall",
+                "Install",
+                "AfterInstall",
+                "ApplicationStart",
+                "ValidateService",
+                "BeforeAllowTraffic",
+                "AllowTraffic",
+                "AfterAllowTraffic",
+            ],
+            &[],
+        ),
+        (
+            "in-place-lb",
+            true,
+            &[
+                "BeforeBlockTraffic",
+                "BlockTraffic",
+                "AfterBlockTraffic",
+                "ApplicationStop",
+                "BeforeInstall",
+                "Install",
+                "AfterInstall",
+                "ApplicationStart",
+                "ValidateService",
+                "BeforeAllowTraffic",
+                "AllowTraffic",
+                "AfterAllowTraffic",
+            ],
+            &[],
+        ),
+        (
+            "blue-green",
+            false,
+            &[
+                "DownloadBundle",
+                "ApplicationStop",
+                "BeforeInstall",
+                "Install",
+                "AfterInstall",
+                "ApplicationStart",
+                "ValidateService",
+            ],
+            &["SwitchTraffic"],
+        ),
+        ("blue-green", true, &[], &["SwitchTraffic"]),
+    ];
+
+    fn names(events: &[LifecycleEvent]) -> Vec<&'static str> {
+        events.iter().map(|e| e.name()).collect()
+    }
+
+    #[test]
+    fn every_plan_is_the_seed_s() {
+        assert_eq!(SEED.len(), STYLES.len() * 2, "the oracle covers every style");
+        for (style, rollback, per_instance, deployment_wide) in SEED {
+            let Ok(s) = style.parse::<DeploymentStyle>() else {
+                panic!("unknown style {style}");
+            };
+            let p = plan(s, *rollback);
+            assert_eq!(names(p.per_instance), *per_instance, "{style} rollback={rollback}");
+            assert_eq!(
+                names(p.deployment_wide),
+                *deployment_wide,
+                "{style} rollback={rollback}"
+            );
+        }
+    }
+
+    #[test]
+    fn traffic_steps_are_the_coordinator_s_and_the_rest_the_agent_s() {
+        let lb = plan(DeploymentStyle::InPlaceLb, false);
+        let coordinator: Vec<_> = lb
+            .per_instance
+            .iter()
+            .filter(|e| e.performer() == Performer::Coordinator)
+            .map(|e| e.name())
+            .collect();
+        assert_eq!(coordinator, ["BlockTraffic", "AllowTraffic"]);
+        assert_eq!(lb.agent_steps().count(), 11);
+        let bg = plan(DeploymentStyle::BlueGreen, false);
+        assert!(bg.deployment_wide.iter().all(|e| e.performer() == Performer::Coordinator));
+        assert!(bg.agent_steps().eq(bg.per_instance.iter().copied()));
+    }
+}
