@@ -143,7 +143,8 @@ impl RuntimeExecutor {
     }
 
     fn layout(&self, cmd: &StepCommand) -> Result<DeployLayout, InvalidName> {
-        GroupLayout::new(&self.host.root, &cmd.application, &cmd.group)?.deployment(&cmd.deployment_id)
+        GroupLayout::new(&self.host.root, &cmd.application, &cmd.group)?
+            .deployment(&cmd.deployment_id)
     }
 
     async fn run_inner(

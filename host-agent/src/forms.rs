@@ -37,8 +37,7 @@ impl FormCache {
         {
             return Ok(Some(parsed.clone()));
         }
-        let parsed =
-            form::from_json(text, "the deployment's form").map_err(|e| e.to_string())?;
+        let parsed = form::from_json(text, "the deployment's form").map_err(|e| e.to_string())?;
         if recent.len() == KEPT {
             recent.pop_front();
         }
@@ -78,7 +77,10 @@ mod tests {
     fn a_deployments_form_is_parsed_once() -> Result<(), String> {
         let cache = FormCache::default();
         let first = cache.get(&cmd("d1", Some(FORM)))?.ok_or("no form")?;
-        assert_eq!(first, form::from_json(FORM, "t").map_err(|e| e.to_string())?);
+        assert_eq!(
+            first,
+            form::from_json(FORM, "t").map_err(|e| e.to_string())?
+        );
         // Swap what is held for d1: a later step of d1 must get it back, proving the text is not parsed again.
         let other = form::from_json(OTHER, "t").map_err(|e| e.to_string())?;
         {

@@ -168,7 +168,11 @@ async fn a_deployment_leaves_exactly_one_copy_of_the_archive() -> TestResult {
         .run(&env.command("d1", LifecycleEvent::DownloadBundle, false))
         .await;
     assert!(succeeded(&r), "{}", r.message);
-    assert!(r.message.starts_with("revision downloaded;"), "{}", r.message);
+    assert!(
+        r.message.starts_with("revision downloaded;"),
+        "{}",
+        r.message
+    );
     assert_eq!(env.downloads(), 1);
     assert_eq!(copies_of(&env.root, &env.data)?, vec![env.stored()?]);
     let dir = env.deploy_dir("d1")?;
@@ -200,7 +204,8 @@ async fn a_rollback_takes_the_store_copy_or_downloads_again_without_it() -> Test
         .await;
     assert_eq!(r.outcome, StepOutcome::Skipped, "{}", r.message);
     assert!(
-        r.message.starts_with("revision taken from the host cache and unpacked;"),
+        r.message
+            .starts_with("revision taken from the host cache and unpacked;"),
         "{}",
         r.message
     );

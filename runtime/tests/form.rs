@@ -2,9 +2,9 @@
 //! archive with no appspec.yml deployed with a form (order, stop from the previous revision's form, cwd).
 
 use rollcage_proto::LifecycleEvent;
+use rollcage_proto::wire::StepOutcome;
 use rollcage_runtime::appspec::FileExistsBehavior;
 use rollcage_runtime::form::{self, Form, FormError, FormSyntax};
-use rollcage_proto::wire::StepOutcome;
 use rollcage_runtime::lifecycle::{DeploymentSpec, HostConfig, HostDeployment};
 use rollcage_runtime::package::{Source, UnpackLimits};
 use std::path::Path;

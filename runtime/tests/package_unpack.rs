@@ -299,7 +299,10 @@ async fn tar_gz_is_detected_by_content_and_laid_out() -> TestResult {
 async fn without_a_store_no_copy_of_the_archive_is_kept() -> TestResult {
     let env = Env::new();
     for (name, data) in [
-        ("b.tgz", gzip(&tar_bytes(&[E::File("appspec.yml", b"a", 0o644)]))),
+        (
+            "b.tgz",
+            gzip(&tar_bytes(&[E::File("appspec.yml", b"a", 0o644)])),
+        ),
         ("b.zip", zip_bytes(&[("appspec.yml", b"a", 0o100_644)])),
     ] {
         env.fetch_bytes(name, &data, &opts()).await?;
@@ -376,7 +379,10 @@ async fn a_reused_stored_archive_is_verified_and_dropped_when_altered() -> TestR
 async fn a_mismatch_leaves_nothing_in_the_store() -> TestResult {
     let env = Env::new();
     for (name, data) in [
-        ("b.tgz", gzip(&tar_bytes(&[E::File("appspec.yml", b"a", 0o644)]))),
+        (
+            "b.tgz",
+            gzip(&tar_bytes(&[E::File("appspec.yml", b"a", 0o644)])),
+        ),
         ("b.zip", zip_bytes(&[("appspec.yml", b"a", 0o100_644)])),
     ] {
         let err = env

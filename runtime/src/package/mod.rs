@@ -204,10 +204,13 @@ fn stored(
     verified: bool,
     expected: Option<&str>,
 ) -> Result<(PathBuf, pipeline::Keep), PackageError> {
-    let store = opts.store.as_ref().ok_or_else(|| PackageError::InvalidSource {
-        input: sha256.to_owned(),
-        reason: "a stored bundle was named, but this host has no bundle store".into(),
-    })?;
+    let store = opts
+        .store
+        .as_ref()
+        .ok_or_else(|| PackageError::InvalidSource {
+            input: sha256.to_owned(),
+            reason: "a stored bundle was named, but this host has no bundle store".into(),
+        })?;
     let path = store
         .path(sha256)
         .ok_or_else(|| PackageError::InvalidChecksum {

@@ -139,7 +139,12 @@ pub(crate) fn fetch_archive(
         .map_err(|e| PackageError::io("start hashing", &archive_path, e))?;
     let head = match tee.peek(SNIFF_LEN) {
         Ok(head) => head,
-        Err(e) => return Err(source_err(&tee, PackageError::io("write", &archive_path, e))),
+        Err(e) => {
+            return Err(source_err(
+                &tee,
+                PackageError::io("write", &archive_path, e),
+            ));
+        }
     };
     let format = detect(head).ok_or_else(|| PackageError::UnknownFormat {
         origin: origin.to_owned(),
@@ -171,7 +176,12 @@ pub(crate) fn fetch_archive(
     }
     let (hashed, bytes) = match tee.finish() {
         Ok(done) => done,
-        Err(e) => return Err(source_err(&tee, PackageError::io("write", &archive_path, e))),
+        Err(e) => {
+            return Err(source_err(
+                &tee,
+                PackageError::io("write", &archive_path, e),
+            ));
+        }
     };
     drop(tee);
     let actual = match (hashed, &keep) {

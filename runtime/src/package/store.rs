@@ -116,7 +116,10 @@ mod tests {
         let sha = "AB".repeat(32);
         assert_eq!(
             store.path(&sha),
-            Some(PathBuf::from(format!("/r/agent/bundles/{}", "ab".repeat(32))))
+            Some(PathBuf::from(format!(
+                "/r/agent/bundles/{}",
+                "ab".repeat(32)
+            )))
         );
         for bad in ["", "../x", &"g".repeat(64), &"a".repeat(63)] {
             assert_eq!(store.path(bad), None, "{bad:?} accepted");
