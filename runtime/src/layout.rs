@@ -17,8 +17,8 @@
 //! One copy of each archive per host: a deployment dir refers to its archive in the store rather than holding a copy,
 //! and a rollback or redeploy of the same revision reuses the stored file (see [`crate::package::BundleStore`]; the
 //! store keeps the newest `max_revisions` archives and never the current or an installed one). `rollcage local` has
-//! no store and keeps no copy at all: the archive it was given is the copy (a zip is staged during the fetch only,
-//! for random access), so its deployment dirs have no `bundle.sha256`, and a rerun reads `--bundle` again. A
+//! no store and keeps no copy at all: the archive it was given is the copy (it is staged during the fetch only, since
+//! zip needs random access, and removed with the staging dir), so its deployment dirs have no `bundle.sha256`, and a rerun reads `--bundle` again. A
 //! directory revision has no archive, so no `bundle.sha256` either.
 //!
 //! App, group and deployment ids come from outside (CLI, coordinator), so they are checked to be single, plain path

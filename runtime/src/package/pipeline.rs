@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 pub(crate) enum Keep {
     /// Written to the host's bundle store under their sha256 once verified; the deployment dir refers to them.
     Store(BundleStore),
-    /// Not kept (`rollcage local`, which has no store): staged only because zip needs random access, and removed
-    /// with the staging dir.
+    /// Not kept (`rollcage local`, which has no store): staged in the staging dir during the fetch (the format is
+    /// known only once bytes flowed, and zip needs random access), and removed with it.
     Nowhere,
     /// The archive already is the store's file `path`, named `sha256`: read in place, never copied. When the caller
     /// hashed it while writing it for this fetch (`verified`), it is not hashed again.
