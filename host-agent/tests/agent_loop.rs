@@ -217,7 +217,8 @@ async fn restart_reports_interrupted_step_failed_and_never_reruns_it() -> TestRe
         .await?;
     let dl = p.command.ok_or("first command")?;
     let stop_cmd = agent.process(dl).await?.ok_or("second command")?;
-    assert_eq!(stop_cmd.event, LifecycleEvent::ApplicationStop);
+    let seed = rollcage_proto::plan(rollcage_proto::wire::DeploymentStyle::InPlace, false);
+    assert_eq!(stop_cmd.event, seed.per_instance[1]);
     let stop_report = StepReport {
         command_id: stop_cmd.command_id,
         outcome: StepOutcome::Succeeded,
@@ -231,7 +232,7 @@ async fn restart_reports_interrupted_step_failed_and_never_reruns_it() -> TestRe
     // The coordinator still waits for ApplicationStop; pretend BeforeInstall was started too (as if its command had
     // been the one in flight): the journal says started, never finished.
     let mut before = stop_cmd.clone();
-    before.event = LifecycleEvent::BeforeInstall;
+    before.event = seed.per_instance[2];
     before.command_id = stop_cmd.command_id + 1;
     journal.start(&before)?;
     drop(agent);

@@ -555,7 +555,11 @@ mod tests {
     fn progress_shows_each_newly_ended_step_once() {
         let mut first = deployment(
             DeploymentStatus::InProgress,
-            vec![instance("i2", &order(DeploymentStyle::InPlace)[..2], false)],
+            vec![instance(
+                "i2",
+                &["DownloadBundle", "ApplicationStop"],
+                false,
+            )],
         );
         first.instances[0]
             .steps

@@ -740,7 +740,11 @@ mod tests {
         assert_eq!(rb.concurrency, Concurrency::Count(2));
         assert_eq!(rb.rollback_of.as_deref(), Some(d2.as_str()));
         let events = run_instance(&s, "a", None);
-        assert_eq!(events.first().map(String::as_str), Some("ApplicationStop"));
+        let first = plan(DeploymentStyle::InPlace, true)
+            .per_instance
+            .first()
+            .map(|e| e.name());
+        assert_eq!(events.first().map(String::as_str), first);
         assert!(!events.iter().any(|e| e == "DownloadBundle"));
         run_instance(&s, "b", None);
         run_instance(&s, "c", None);
@@ -838,7 +842,11 @@ mod tests {
         assert_eq!(row.rollback_of.as_deref(), Some(d2.as_str()));
         assert!(!row.automatic);
         let events = run_instance(&s, "a", None);
-        assert_eq!(events.first().map(String::as_str), Some("ApplicationStop"));
+        let first = plan(DeploymentStyle::InPlace, true)
+            .per_instance
+            .first()
+            .map(|e| e.name());
+        assert_eq!(events.first().map(String::as_str), first);
         let row = s.read(|c| deployments::get(c, &rb)).unwrap().unwrap();
         assert_eq!(row.status, DeploymentStatus::Succeeded);
     }
