@@ -1,7 +1,7 @@
 //! The agent loop against a real coordinator (in-process, on loopback) with a fake step executor: protocol,
 //! journal recovery after a simulated SIGKILL, and the outbox.
 
-use rollcage_agent::client::Client;
+use rollcage_client::Client;
 use rollcage_agent::daemon::{AgentLoop, Backoff, LoopConfig};
 use rollcage_agent::executor::{BoxFuture, StepExecutor};
 use rollcage_agent::journal::{EntryState, Journal};
@@ -9,8 +9,8 @@ use rollcage_coordinator::api::Settings;
 use rollcage_coordinator::server::{ServerConfig, serve};
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{
-    Deployment, DeploymentStatus, EnrollResponse, PollRequest, PollResponse, Revision, StepCommand,
-    StepOutcome, StepReport,
+    Concurrency, CreateApplication, CreateDeployment, CreateGroup, Deployment, DeploymentStatus,
+    DeploymentStyle, EnrollRequest, LogQuery, PollRequest, StepCommand, StepOutcome, StepReport, StopDeployment,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -106,8 +106,10 @@ async fn coordinator() -> Result<Env, Box<dyn std::error::Error>> {
 impl Env {
     async fn agent_client(&self, name: &str) -> Result<Client, Box<dyn std::error::Error>> {
         let c = Client::new(&self.base, Some(self.enroll_token.clone()), None)?;
-        let r: EnrollResponse = c
-            .post("/v1/agent/enroll", &serde_json::json!({"name": name}))
+        let r = c
+            .enroll(&EnrollRequest {
+                name: name.to_owned(),
+            })
             .await?;
         Ok(c.with_token(Some(r.token)))
     }
@@ -117,38 +119,43 @@ impl Env {
         instances: &[&str],
         auto_rollback: bool,
     ) -> Result<String, Box<dyn std::error::Error>> {
-        let _: serde_json::Value = self
-            .admin
-            .post("/v1/applications", &serde_json::json!({"name": "app"}))
+        self.admin
+            .create_application(&CreateApplication { name: "app".into() })
             .await?;
-        let _: serde_json::Value = self
-            .admin
-            .post(
-                "/v1/applications/app/groups",
-                &serde_json::json!({"name": "web", "style": "in-place", "concurrency": "1",
-                    "auto_rollback": auto_rollback, "instances": instances}),
+        self.admin
+            .create_group(
+                "app",
+                &CreateGroup {
+                    name: "web".into(),
+                    style: DeploymentStyle::InPlace,
+                    concurrency: Concurrency::Count(1),
+                    failure_tolerance: 0,
+                    auto_rollback,
+                    instances: instances.iter().map(|i| (*i).to_owned()).collect(),
+                    form: None,
+                    lb: None,
+                },
             )
             .await?;
-        let rev: Revision = self
+        let rev = self
             .admin
-            .post_bytes(
-                "/v1/applications/app/revisions",
-                bytes::Bytes::from_static(b"archive"),
-            )
+            .upload_revision("app", &b"archive"[..])
             .await?;
-        let d: Deployment = self
+        let d = self
             .admin
-            .post(
-                "/v1/deployments",
-                &serde_json::json!({"application": "app", "group": "web", "revision": rev.id}),
-            )
+            .create_deployment(&CreateDeployment {
+                application: "app".into(),
+                group: "web".into(),
+                revision: rev.id,
+                form: None,
+            })
             .await?;
         Ok(d.id)
     }
 
     async fn wait_end(&self, id: &str) -> Result<Deployment, Box<dyn std::error::Error>> {
         for _ in 0..200 {
-            let d: Deployment = self.admin.get(&format!("/v1/deployments/{id}")).await?;
+            let d = self.admin.get_deployment(id).await?;
             if d.status.is_terminal() {
                 return Ok(d);
             }
@@ -209,9 +216,7 @@ async fn restart_reports_interrupted_step_failed_and_never_reruns_it() -> TestRe
         first.clone(),
         loop_config(),
     );
-    let p: PollResponse = client
-        .post("/v1/agent/poll", &PollRequest { wait_ms: Some(100) })
-        .await?;
+    let p = client.poll(&PollRequest { wait_ms: Some(100) }).await?;
     let dl = p.command.ok_or("first command")?;
     let stop_cmd = agent.process(dl).await?.ok_or("second command")?;
     assert_eq!(stop_cmd.event, LifecycleEvent::ApplicationStop);
@@ -346,12 +351,9 @@ async fn forced_stop_cancels_the_running_step_on_the_agent() -> TestResult {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let d: Deployment = env
+    let d = env
         .admin
-        .post(
-            &format!("/v1/deployments/{id}/stop"),
-            &serde_json::json!({"force": true}),
-        )
+        .stop_deployment(&id, &StopDeployment { force: true })
         .await?;
     assert_eq!(d.status, DeploymentStatus::Stopped);
     // The agent notices within its cancel-check interval and journals the step as cancelled.
@@ -466,8 +468,10 @@ async fn each_report_carries_its_own_steps_output_and_the_coordinator_serves_it(
     let d = env.wait_end(&id).await?;
     run.abort();
     assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
-    let page: rollcage_proto::wire::StepLogPage =
-        env.admin.get(&format!("/v1/deployments/{id}/logs")).await?;
+    let page = env
+        .admin
+        .deployment_logs(&id, &LogQuery::default())
+        .await?;
     assert!(page.deployment_ended);
     let got: Vec<(LifecycleEvent, String)> = page
         .entries
