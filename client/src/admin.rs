@@ -91,23 +91,28 @@ impl Client {
 
     /// `POST /v1/deployments/{id}/continue`: a blue/green deployment waiting in `ready` switches traffic.
     pub async fn continue_deployment(&self, id: &str) -> Result<Deployment, ClientError> {
-        self.post_json(&routes::deployment_sub(id, Sub::Continue), &NoParams {}, None)
-            .await
+        self.post_json(
+            &routes::deployment_sub(id, Sub::Continue),
+            &NoParams {},
+            None,
+        )
+        .await
     }
 
     /// `POST /v1/deployments/{id}/rollback`: start a rollback deployment; answers with it.
     pub async fn rollback_deployment(&self, id: &str) -> Result<Deployment, ClientError> {
-        self.post_json(&routes::deployment_sub(id, Sub::Rollback), &NoParams {}, None)
-            .await
+        self.post_json(
+            &routes::deployment_sub(id, Sub::Rollback),
+            &NoParams {},
+            None,
+        )
+        .await
     }
 
     /// `GET /v1/deployments/{id}/events`: the deployment's server-sent events (`text/event-stream`), as a body
     /// to read frame by frame. Only the response head has a deadline; the caller bounds the idle time between
     /// frames (the coordinator sends a keep-alive comment every 15 s).
-    pub async fn deployment_events(
-        &self,
-        id: &str,
-    ) -> Result<hyper::body::Incoming, ClientError> {
+    pub async fn deployment_events(&self, id: &str) -> Result<hyper::body::Incoming, ClientError> {
         self.get_stream(
             &routes::deployment_sub(id, Sub::Events),
             "text/event-stream",

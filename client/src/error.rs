@@ -159,12 +159,7 @@ mod tests {
         assert_eq!(e.code(), Some("http_error"));
         assert!(e.to_string().contains("<html>bad gateway</html>"), "{e}");
         assert!(e.is_retryable());
-        let busy = status_error(
-            Method::POST,
-            "u".into(),
-            StatusCode::TOO_MANY_REQUESTS,
-            b"",
-        );
+        let busy = status_error(Method::POST, "u".into(), StatusCode::TOO_MANY_REQUESTS, b"");
         assert!(busy.is_retryable());
     }
 }

@@ -140,12 +140,18 @@ mod tests {
             group("a/b", "c d?e#f"),
             "/v1/applications/a%2Fb/groups/c%20d%3Fe%23f"
         );
-        assert_eq!(revision("my.app_1-x~", "r-1"), "/v1/applications/my.app_1-x~/revisions/r-1");
+        assert_eq!(
+            revision("my.app_1-x~", "r-1"),
+            "/v1/applications/my.app_1-x~/revisions/r-1"
+        );
         assert_eq!(
             bundle("..", "."),
             "/v1/agent/applications/%2E%2E/revisions/%2E/bundle"
         );
-        assert_eq!(deployment_sub("d%1", Sub::Stop), "/v1/deployments/d%251/stop");
+        assert_eq!(
+            deployment_sub("d%1", Sub::Stop),
+            "/v1/deployments/d%251/stop"
+        );
         assert_eq!(
             revision("é", "@evil.example"),
             "/v1/applications/%C3%A9/revisions/%40evil.example"

@@ -117,7 +117,10 @@ async fn revisions_round_trip() -> TestResult {
             name: "shop".into(),
         })
         .await?;
-    let up = c.admin.upload_revision("shop", &b"archive bytes"[..]).await?;
+    let up = c
+        .admin
+        .upload_revision("shop", &b"archive bytes"[..])
+        .await?;
     assert_eq!(up.application, "shop");
     assert_eq!(up.source, RevisionSource::Uploaded { size: 13 });
     assert_eq!(c.admin.get_revision("shop", &up.id).await?, up);
@@ -161,7 +164,10 @@ async fn deployments_agents_logs_events_and_bundles_round_trip() -> TestResult {
     let agent = enroller.with_token(Some(enrolled.token));
     let instances = c.admin.list_instances().await?;
     assert_eq!(
-        instances.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        instances
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>(),
         ["i1"]
     );
 
@@ -200,7 +206,12 @@ async fn deployments_agents_logs_events_and_bundles_round_trip() -> TestResult {
     let dir = tempfile::tempdir()?;
     let dest = dir.path().join("bundle");
     let size = agent
-        .download_bundle(&cmd.application, &cmd.revision.id, &dest, &cmd.revision.sha256)
+        .download_bundle(
+            &cmd.application,
+            &cmd.revision.id,
+            &dest,
+            &cmd.revision.sha256,
+        )
         .await?;
     assert_eq!(size, archive.len() as u64);
     assert_eq!(std::fs::read(&dest)?, archive);
@@ -276,7 +287,10 @@ async fn errors_carry_the_api_code_and_message_and_odd_names_arrive_whole() -> T
         .await?;
 
     let (status, code, message) = status_of(c.admin.get_deployment("d-nope").await);
-    assert_eq!((status, code.as_str()), (StatusCode::NOT_FOUND, "not_found"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
     assert!(message.contains("d-nope"), "{message}");
 
     let stranger = Client::new(&c.base, Some("not-a-token".into()), None)?;
@@ -289,9 +303,7 @@ async fn errors_carry_the_api_code_and_message_and_odd_names_arrive_whole() -> T
 
     let invalid = c
         .admin
-        .create_application(&CreateApplication {
-            name: "a b".into(),
-        })
+        .create_application(&CreateApplication { name: "a b".into() })
         .await;
     let (status, code, message) = status_of(invalid);
     assert_eq!(
@@ -302,7 +314,10 @@ async fn errors_carry_the_api_code_and_message_and_odd_names_arrive_whole() -> T
 
     // Slashes, dots, `?` and `#` in a segment reach the handler as one decoded segment: the route does not change.
     let (status, code, message) = status_of(c.admin.get_group("shop", "we b/../x?y#z").await);
-    assert_eq!((status, code.as_str()), (StatusCode::NOT_FOUND, "not_found"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
     assert!(message.contains("`shop/we b/../x?y#z`"), "{message}");
     let (_, _, message) = status_of(c.admin.get_revision("shop", "..").await);
     assert!(message.contains("`shop/..`"), "{message}");
@@ -381,6 +396,11 @@ async fn paths_on_the_wire_are_encoded_segment_by_segment() -> TestResult {
         (StatusCode::BAD_GATEWAY, "http_error", "bad gateway")
     );
     assert!(retryable);
-    assert!(!client.list_instances().await.is_err_and(|e| e.is_retryable()));
+    assert!(
+        !client
+            .list_instances()
+            .await
+            .is_err_and(|e| e.is_retryable())
+    );
     Ok(())
 }

@@ -4,10 +4,10 @@
 //! On errors the loop checks for shutdown first, then backs off exponentially with full jitter (so a fleet that
 //! lost its coordinator does not reconnect in lock-step). Reports are retried until the coordinator has them.
 
-use rollcage_client::{Client, ClientError};
 use crate::executor::StepExecutor;
 use crate::journal::{EntryState, Journal, JournalError};
 use crate::steplog::{self, LogMark};
+use rollcage_client::{Client, ClientError};
 use rollcage_proto::wire::{
     CommandState, EnrollRequest, EnrollResponse, PollRequest, StepCommand, StepOutcome, StepReport,
 };

@@ -1,16 +1,17 @@
 //! The agent loop against a real coordinator (in-process, on loopback) with a fake step executor: protocol,
 //! journal recovery after a simulated SIGKILL, and the outbox.
 
-use rollcage_client::Client;
 use rollcage_agent::daemon::{AgentLoop, Backoff, LoopConfig};
 use rollcage_agent::executor::{BoxFuture, StepExecutor};
 use rollcage_agent::journal::{EntryState, Journal};
+use rollcage_client::Client;
 use rollcage_coordinator::api::Settings;
 use rollcage_coordinator::server::{ServerConfig, serve};
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{
     Concurrency, CreateApplication, CreateDeployment, CreateGroup, Deployment, DeploymentStatus,
-    DeploymentStyle, EnrollRequest, LogQuery, PollRequest, StepCommand, StepOutcome, StepReport, StopDeployment,
+    DeploymentStyle, EnrollRequest, LogQuery, PollRequest, StepCommand, StepOutcome, StepReport,
+    StopDeployment,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -137,10 +138,7 @@ impl Env {
                 },
             )
             .await?;
-        let rev = self
-            .admin
-            .upload_revision("app", &b"archive"[..])
-            .await?;
+        let rev = self.admin.upload_revision("app", &b"archive"[..]).await?;
         let d = self
             .admin
             .create_deployment(&CreateDeployment {
@@ -196,7 +194,10 @@ async fn agent_runs_every_step_once_in_the_seed_order() -> TestResult {
     run.abort();
     assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
     let events: Vec<_> = fake.ran().into_iter().map(|(_, e)| e).collect();
-    assert_eq!(events, rollcage_proto::plan(DeploymentStyle::InPlace, false).per_instance);
+    assert_eq!(
+        events,
+        rollcage_proto::plan(DeploymentStyle::InPlace, false).per_instance
+    );
     Ok(())
 }
 
@@ -468,10 +469,7 @@ async fn each_report_carries_its_own_steps_output_and_the_coordinator_serves_it(
     let d = env.wait_end(&id).await?;
     run.abort();
     assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
-    let page = env
-        .admin
-        .deployment_logs(&id, &LogQuery::default())
-        .await?;
+    let page = env.admin.deployment_logs(&id, &LogQuery::default()).await?;
     assert!(page.deployment_ended);
     let got: Vec<(LifecycleEvent, String)> = page
         .entries

@@ -262,7 +262,9 @@ async fn follow(client: &Client, id: &str, display: &mut Display) -> anyhow::Res
                             continue;
                         }
                         let d: Deployment = serde_json::from_str(&ev.data).with_context(|| {
-                            format!("events of deployment {id}: expected a deployment in the event data")
+                            format!(
+                                "events of deployment {id}: expected a deployment in the event data"
+                            )
                         })?;
                         backoff.reset();
                         let lines = tracker.update(&d, now_ms());
