@@ -875,7 +875,7 @@ mod tests {
         assert_eq!(json, serde_json::json!({"kind": "coordinator"}));
         // A command journaled by an older agent (with the path the coordinator used to send) still reads.
         let old: RevisionLocation =
-            serde_json::from_str(r#"{"kind":"coordinator","path":"/v1/agent/x"}"#)?;
+            serde_json::from_str(r#"{"kind":"coordinator","path":"/old/bundle/path"}"#)?;
         assert_eq!(old, RevisionLocation::Coordinator);
         Ok(())
     }
