@@ -128,7 +128,11 @@ pub fn scenario() -> Vec<Stage> {
             version: "v1",
             group: "rolling",
             fail_on: None,
-            expect: ok("rolling (no LB)", each(&INSTANCES, DeploymentStyle::InPlace), "v1"),
+            expect: ok(
+                "rolling (no LB)",
+                each(&INSTANCES, DeploymentStyle::InPlace),
+                "v1",
+            ),
             rollback: None,
             starts_traffic: true,
         },
@@ -148,7 +152,11 @@ pub fn scenario() -> Vec<Stage> {
             version: "v3",
             group: "blue-green",
             fail_on: None,
-            expect: ok("blue/green", each(&GREEN.1, DeploymentStyle::BlueGreen), "v3"),
+            expect: ok(
+                "blue/green",
+                each(&GREEN.1, DeploymentStyle::BlueGreen),
+                "v3",
+            ),
             rollback: None,
             starts_traffic: false,
         },
@@ -450,6 +458,24 @@ mod tests {
             .map(|st| st.version)
             .collect();
         assert_eq!(starts, ["v1"]);
+    }
+
+    #[test]
+    fn every_stage_expects_the_one_plan_of_its_group_s_style() {
+        for stage in scenario() {
+            let Some(group) = GROUPS.iter().find(|g| g.name == stage.group) else {
+                panic!("stage {} names an unknown group", stage.version);
+            };
+            let want: Vec<&str> = rollcage_proto::plan(group.style, false)
+                .per_instance
+                .iter()
+                .map(|e| e.name())
+                .collect();
+            assert!(!stage.expect.instances.is_empty(), "{}", stage.version);
+            for (instance, order) in &stage.expect.instances {
+                assert_eq!(order, &want, "{} {instance}", stage.version);
+            }
+        }
     }
 
     #[test]
