@@ -12,7 +12,7 @@ use axum::http::header;
 use axum::response::Response;
 use rollcage_proto::wire::{
     CommandState, EnrollRequest, EnrollResponse, PollRequest, PollResponse, ReportResponse,
-    StepCommand, StepOutcome, StepReport, StepState,
+    StepCommand, StepReport, StepState,
 };
 use rusqlite::OptionalExtension;
 use std::time::Duration;
@@ -134,13 +134,8 @@ pub async fn report(
         st.changes.bump(d);
     }
     if let (true, Some(event)) = (recorded, event) {
-        let outcome_name = match outcome {
-            StepOutcome::Succeeded => "succeeded",
-            StepOutcome::Skipped => "skipped",
-            StepOutcome::Failed => "failed",
-        };
         st.metrics
-            .step_reported(event.name(), outcome_name, duration_ms);
+            .step_reported(event.name(), outcome.name(), duration_ms);
     }
     tracing::debug!(instance = %name, command = command_id, ?outcome, recorded, "step report");
     Ok(Json(ReportResponse { recorded, command }))

@@ -10,8 +10,7 @@ use crate::store::{deployments, logs};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State as AxState};
 use rollcage_proto::LifecycleEvent;
-use rollcage_proto::wire::StepLogPage;
-use serde::Deserialize;
+use rollcage_proto::wire::{LogQuery, StepLogPage};
 use std::time::Duration;
 
 /// Longest a request may wait for new entries: below the clients' 60 s request timeout, long enough that a
@@ -21,19 +20,6 @@ pub const MAX_WAIT: Duration = Duration::from_secs(30);
 /// How often a waiting request re-reads even without a bump: a path that forgot to bump costs a follower at most
 /// this much delay, not the whole wait.
 const RECHECK: Duration = Duration::from_secs(2);
-
-/// The query string of the route. Unknown parameters are ignored (a browser client may add a cache buster).
-#[derive(Debug, Default, Deserialize)]
-pub struct LogQuery {
-    /// Only this instance's entries.
-    pub instance: Option<String>,
-    /// Only this event's entries (its name, e.g. `AfterInstall`).
-    pub event: Option<String>,
-    /// Only entries with a higher `seq` (the `next` of the previous page).
-    pub after: Option<i64>,
-    /// Wait up to this long (capped at [`MAX_WAIT`]) for an entry when there is none yet.
-    pub wait_ms: Option<u64>,
-}
 
 /// `GET /v1/deployments/{id}/logs`.
 pub async fn deployment_logs(

@@ -560,12 +560,7 @@ pub fn command_for(c: &Connection, step: &deployments::StepRow) -> Result<StepCo
             name: d.revision.clone(),
         })?;
     let location = match rev.source {
-        RevisionSource::Uploaded { .. } => RevisionLocation::Coordinator {
-            path: format!(
-                "/v1/agent/applications/{}/revisions/{}/bundle",
-                d.application, rev.id
-            ),
-        },
+        RevisionSource::Uploaded { .. } => RevisionLocation::Coordinator,
         RevisionSource::Url { url } => RevisionLocation::Url { url },
     };
     let form = crate::store::forms::deployment_form(c, &d.id)?;

@@ -92,62 +92,25 @@ pub(crate) fn status_str(s: DeploymentStatus) -> &'static str {
     s.name()
 }
 
+// The stored names are the wire names (proto's one table of each enum).
 pub(crate) fn instance_status_str(s: InstanceStatus) -> &'static str {
-    match s {
-        InstanceStatus::Pending => "pending",
-        InstanceStatus::InProgress => "in_progress",
-        InstanceStatus::Succeeded => "succeeded",
-        InstanceStatus::Failed => "failed",
-        InstanceStatus::Skipped => "skipped",
-        InstanceStatus::Cancelled => "cancelled",
-    }
+    s.name()
 }
 
 fn parse_instance_status(s: &str) -> Result<InstanceStatus> {
-    Ok(match s {
-        "pending" => InstanceStatus::Pending,
-        "in_progress" => InstanceStatus::InProgress,
-        "succeeded" => InstanceStatus::Succeeded,
-        "failed" => InstanceStatus::Failed,
-        "skipped" => InstanceStatus::Skipped,
-        "cancelled" => InstanceStatus::Cancelled,
-        other => return Err(corrupt("deployment_instances.status", other)),
-    })
+    decode("deployment_instances.status", s)
 }
 
 pub(crate) fn step_state_str(s: StepState) -> &'static str {
-    match s {
-        StepState::Pending => "pending",
-        StepState::Running => "running",
-        StepState::Succeeded => "succeeded",
-        StepState::Skipped => "skipped",
-        StepState::Failed => "failed",
-        StepState::Cancelled => "cancelled",
-    }
+    s.name()
 }
 
 fn parse_step_state(s: &str) -> Result<StepState> {
-    Ok(match s {
-        "pending" => StepState::Pending,
-        "running" => StepState::Running,
-        "succeeded" => StepState::Succeeded,
-        "skipped" => StepState::Skipped,
-        "failed" => StepState::Failed,
-        "cancelled" => StepState::Cancelled,
-        other => return Err(corrupt("steps.state", other)),
-    })
+    decode("steps.state", s)
 }
 
 fn parse_status(s: &str) -> Result<DeploymentStatus> {
-    Ok(match s {
-        "in_progress" => DeploymentStatus::InProgress,
-        "stopping" => DeploymentStatus::Stopping,
-        "ready" => DeploymentStatus::Ready,
-        "succeeded" => DeploymentStatus::Succeeded,
-        "failed" => DeploymentStatus::Failed,
-        "stopped" => DeploymentStatus::Stopped,
-        other => return Err(corrupt("deployments.status", other)),
-    })
+    decode("deployments.status", s)
 }
 
 /// Stored indexes are small and never negative.
