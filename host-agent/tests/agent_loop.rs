@@ -5,7 +5,7 @@ use rollcage_agent::client::Client;
 use rollcage_agent::daemon::{AgentLoop, Backoff, LoopConfig};
 use rollcage_agent::executor::{BoxFuture, StepExecutor};
 use rollcage_agent::journal::{EntryState, Journal};
-use rollcage_coordinator::api::Settings;
+use rollcage_coordinator::Settings;
 use rollcage_coordinator::server::{ServerConfig, serve};
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{
@@ -189,7 +189,10 @@ async fn agent_runs_every_step_once_in_the_seed_order() -> TestResult {
     run.abort();
     assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
     let events: Vec<_> = fake.ran().into_iter().map(|(_, e)| e).collect();
-    assert_eq!(events, rollcage_proto::plan(DeploymentStyle::InPlace, false).per_instance);
+    assert_eq!(
+        events,
+        rollcage_proto::plan(DeploymentStyle::InPlace, false).per_instance
+    );
     Ok(())
 }
 

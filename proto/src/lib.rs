@@ -18,6 +18,6 @@ pub mod sandbox;
 pub mod wire;
 
 pub use lifecycle::{LifecycleEvent, Performer};
-pub use plan::{StylePlan, plan};
 pub use outcome::{HookOutcome, HookStatus};
+pub use plan::{StylePlan, plan};
 pub use sandbox::{DirAccess, DirGrant, SandboxSpec};
