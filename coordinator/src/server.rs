@@ -101,12 +101,17 @@ pub fn open_state(cfg: &ServerConfig) -> Result<State, ServerError> {
     for (name, _, _) in &agents {
         state.seen(name, now);
     }
-    // Whatever resuming dispatches wakes its waiters after the commit, like any other write.
-    let resumed = state.store.write(|tx| executor::resume_all(tx, now))?;
+    let resumed = resume(&state, now)?;
     if resumed > 0 {
         tracing::info!(resumed, "resumed running deployments");
     }
     Ok(state)
+}
+
+/// Re-run the strategy on every active deployment (at start-up: a coordinator killed mid-way carries on). Whatever
+/// it dispatches wakes its waiters after the commit, like any other write. Returns the deployments resumed.
+pub fn resume(state: &State, now: i64) -> Result<usize, executor::EngineError> {
+    state.store.write(|tx| executor::resume_all(tx, now))
 }
 
 /// Delete the step logs of deployments that ended longer ago than the retention (nothing when it is `None`).

@@ -105,3 +105,6 @@ impl AppState {
 
 /// Shared state handle.
 pub type State = Arc<AppState>;
+
+#[cfg(test)]
+mod tests;
