@@ -140,3 +140,90 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
         axum::Json(self.0).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use http_body_util::BodyExt;
+    use std::sync::{Arc, Mutex};
+    use tower::ServiceExt;
+
+    type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    /// The log lines written while it is the default subscriber.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_is_logged_by_the_layer_not_by_into_response() -> TestResult {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+
+        // Into a response: a generic text for the client, the real message in the extension, nothing logged.
+        let resp = ApiError::Internal("disk on fire".into()).into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            resp.extensions().get::<InternalError>(),
+            Some(&InternalError("disk on fire".into()))
+        );
+        let body = resp.into_body().collect().await?.to_bytes();
+        let body: ErrorBody = serde_json::from_slice(&body)?;
+        assert_eq!(body.error.code, "internal");
+        assert_eq!(body.error.message, INTERNAL_MESSAGE);
+        assert!(!log.text().contains("disk on fire"), "{}", log.text());
+
+        // Through the layer: logged once with the request, and the message never leaves the process.
+        let app = Router::new()
+            .route(
+                "/boom",
+                get(|| async { ApiError::Internal("database locked".into()) }),
+            )
+            .route("/nope", get(|| async { ApiError::NotFound("no".into()) }))
+            .layer(axum::middleware::from_fn(log_internal_errors));
+        let resp = app
+            .clone()
+            .oneshot(axum::http::Request::get("/boom").body(Body::empty())?)
+            .await?;
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(resp.extensions().get::<InternalError>().is_none());
+        let body = resp.into_body().collect().await?.to_bytes();
+        assert!(!String::from_utf8_lossy(&body).contains("database locked"));
+        let text = log.text();
+        assert_eq!(text.matches("database locked").count(), 1, "{text}");
+        assert!(text.contains("/boom") && text.contains("ERROR"), "{text}");
+        // Client errors are not the coordinator's faults: not logged.
+        let resp = app
+            .oneshot(axum::http::Request::get("/nope").body(Body::empty())?)
+            .await?;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert!(!log.text().contains("/nope"), "{}", log.text());
+        Ok(())
+    }
+}
