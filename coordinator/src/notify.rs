@@ -168,7 +168,7 @@ mod tests {
         assert!(changed_now(&mut a).await);
         assert!(changed_now(&mut a2).await);
         assert!(!changed_now(&mut b).await);
-        c.bump_many(&["d-2"]);
+        c.bump_many(["d-2"]);
         assert!(changed_now(&mut b).await);
         c.bump_all();
         assert!(changed_now(&mut a).await && changed_now(&mut b).await);

@@ -83,7 +83,20 @@ pub async fn send(
     Ok(router(st.clone()).oneshot(req.body(body)?).await?)
 }
 
-/// [`send`], answering the status and the body as text.
+/// [`send`], answering the status and the whole body.
+async fn fetch(
+    st: &State,
+    (method, uri): (Method, &str),
+    token: Option<&str>,
+    body: Body,
+    json: bool,
+) -> TestResult<(StatusCode, bytes::Bytes)> {
+    let resp = send(st, method, uri, token, body, json).await?;
+    let status = resp.status();
+    Ok((status, resp.into_body().collect().await?.to_bytes()))
+}
+
+/// [`send`] (as JSON), answering the status and the body as text.
 pub async fn call_text(
     st: &State,
     method: Method,
@@ -91,9 +104,7 @@ pub async fn call_text(
     token: Option<&str>,
     body: Body,
 ) -> TestResult<(StatusCode, String)> {
-    let resp = send(st, method, uri, token, body, true).await?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await?.to_bytes();
+    let (status, bytes) = fetch(st, (method, uri), token, body, true).await?;
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
@@ -106,9 +117,7 @@ pub async fn call(
     body: Body,
     json: bool,
 ) -> TestResult<(StatusCode, serde_json::Value)> {
-    let resp = send(st, method, uri, token, body, json).await?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await?.to_bytes();
+    let (status, bytes) = fetch(st, (method, uri), token, body, json).await?;
     let value = if bytes.is_empty() {
         serde_json::Value::Null
     } else {
