@@ -2,9 +2,9 @@
 //!
 //! Layers, each depending only on the ones below it:
 //!
+//! - [`server`]: start-up (data dir, tokens, resume), the lost-agent sweeper, plain or TLS listener.
 //! - [`api`]: the HTTP layer: the router (JSON API under `/v1`, `GET /metrics`, the web dashboard at `GET /`), one
 //!   error shape, token-auth extractors, and the middleware that logs internal errors.
-//! - [`server`]: start-up (data dir, tokens, resume), the lost-agent sweeper, plain or TLS listener.
 //! - [`engine`]: the pure rolling strategy, the executor that applies it in a transaction, load-balancer settings
 //!   and the traffic runner (the coordinator's own load-balancer steps).
 //! - [`state`]: the shared state (store, tokens, settings, metrics, waiters, agents' last contact).
