@@ -5,7 +5,7 @@ use rollcage_agent::daemon::{AgentLoop, Backoff, LoopConfig};
 use rollcage_agent::executor::{BoxFuture, StepExecutor};
 use rollcage_agent::journal::{EntryState, Journal};
 use rollcage_client::Client;
-use rollcage_coordinator::api::Settings;
+use rollcage_coordinator::Settings;
 use rollcage_coordinator::server::{ServerConfig, serve};
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{

@@ -1,7 +1,7 @@
 //! The coordinator serves TLS (rustls) when given a certificate, and the client trusts it through `--ca-file`.
 
 use rollcage_client::Client;
-use rollcage_coordinator::api::Settings;
+use rollcage_coordinator::Settings;
 use rollcage_coordinator::server::{ServerConfig, serve};
 use rollcage_proto::wire::{EnrollRequest, PollRequest};
 

@@ -17,6 +17,15 @@ pub const API_PREFIX: &str = "/v1";
 /// How long the coordinator holds a poll open when it has no command (the agent's read timeout must be longer).
 pub const DEFAULT_POLL_WAIT_MS: u64 = 20_000;
 
+/// Now, in the wire's timestamp unit: milliseconds since the Unix epoch (UTC). A clock before 1970 reads 0; one
+/// past the year 292 million reads `i64::MAX`.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Names of wire enums
 

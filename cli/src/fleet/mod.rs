@@ -485,7 +485,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                 tls: a.tls_cert.zip(a.tls_key),
                 admin_token_file: a.admin_token_file,
                 enroll_token_file: a.enroll_token_file,
-                settings: rollcage_coordinator::api::Settings {
+                settings: rollcage_coordinator::Settings {
                     heartbeat_deadline: Duration::from_secs(a.heartbeat_deadline),
                     log_retention: (a.log_retention_days > 0).then(|| {
                         Duration::from_secs(a.log_retention_days.saturating_mul(24 * 3600))
