@@ -3,7 +3,7 @@
 //! every route group round-trips its `proto` types.
 
 use rollcage_client::{Client, ClientError, StatusCode};
-use rollcage_coordinator::api::Settings;
+use rollcage_coordinator::Settings;
 use rollcage_coordinator::server::{ServerConfig, serve};
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{
