@@ -63,7 +63,7 @@ mod tests {
             revision: RevisionRef {
                 id: "r-1".into(),
                 sha256: "0".repeat(64),
-                location: RevisionLocation::Coordinator { path: "/b".into() },
+                location: RevisionLocation::Coordinator,
             },
             rollback: false,
             form: form.map(str::to_owned),

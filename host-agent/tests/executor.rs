@@ -2,8 +2,8 @@
 //! archive is on the host once (in the bundle store, which the deployment dir refers to), a rollback takes it from
 //! there or downloads it again when the store lost it, and an archive altered in the store is refused and dropped.
 
-use rollcage_agent::client::Client;
 use rollcage_agent::executor::{RuntimeExecutor, StepExecutor};
+use rollcage_client::Client;
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{RevisionLocation, RevisionRef, StepCommand, StepOutcome, StepReport};
 use rollcage_runtime::layout::GroupLayout;
@@ -108,9 +108,7 @@ impl Env {
             revision: RevisionRef {
                 id: "r-1".into(),
                 sha256: self.sha.clone(),
-                location: RevisionLocation::Coordinator {
-                    path: "/v1/agent/revisions/r-1/bundle".into(),
-                },
+                location: RevisionLocation::Coordinator,
             },
             rollback,
             form: None,

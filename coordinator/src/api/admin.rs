@@ -1,13 +1,15 @@
 //! Operator routes (admin token): applications, groups, revisions, deployments, instances.
 
-use super::{Admin, ApiError, Json, State, now_ms};
+use super::{Admin, ApiError, Json};
 use crate::engine::executor::{self, NewDeployment};
 use crate::engine::lb::GroupLb;
+use crate::state::State;
 use crate::store::{apps, deployments, instances, revisions};
 use axum::body::Body;
 use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use http_body_util::BodyExt;
+use rollcage_proto::wire::now_ms;
 use rollcage_proto::wire::{
     Application, CreateApplication, CreateDeployment, CreateGroup, Deployment, Group, InstanceInfo,
     RegisterUrlRevision, Revision, StopDeployment,
@@ -271,7 +273,6 @@ pub async fn create_deployment(
     if let Some(form) = &req.form {
         crate::store::forms::check(form).map_err(ApiError::Invalid)?;
     }
-    let mut wake = Vec::new();
     let d = st.store.write(|tx| {
         let all = enrolled(tx)?;
         let id = executor::create_deployment(
@@ -285,7 +286,6 @@ pub async fn create_deployment(
             },
             &all,
             now,
-            &mut wake,
         )?;
         if let Some(form) = &req.form {
             // The deployment's own form overrides the group's default set by `create_deployment`.
@@ -294,7 +294,6 @@ pub async fn create_deployment(
         deployments::full(tx, &id)?
             .ok_or_else(|| ApiError::Internal(format!("deployment {id} vanished")))
     })?;
-    st.wake(&wake);
     Ok((StatusCode::CREATED, Json(d)))
 }
 
@@ -335,14 +334,11 @@ pub async fn stop_deployment(
     Json(req): Json<StopDeployment>,
 ) -> Result<Json<Deployment>, ApiError> {
     let now = now_ms();
-    let mut wake = Vec::new();
     let d = st.store.write(|tx| {
-        executor::stop(tx, &id, req.force, now, &mut wake)?;
+        executor::stop(tx, &id, req.force, now)?;
         deployments::full(tx, &id)?
             .ok_or_else(|| ApiError::NotFound(format!("deployment `{id}` not found")))
     })?;
-    st.wake(&wake);
-    st.changes.bump(&id);
     Ok(Json(d))
 }
 
@@ -353,14 +349,11 @@ pub async fn continue_deployment(
     Path(id): Path<String>,
 ) -> Result<Json<Deployment>, ApiError> {
     let now = now_ms();
-    let mut wake = Vec::new();
     let d = st.store.write(|tx| {
-        executor::continue_deployment(tx, &id, now, &mut wake)?;
+        executor::continue_deployment(tx, &id, now)?;
         deployments::full(tx, &id)?
             .ok_or_else(|| ApiError::NotFound(format!("deployment `{id}` not found")))
     })?;
-    st.wake(&wake);
-    st.changes.bump(&id);
     Ok(Json(d))
 }
 
@@ -371,14 +364,11 @@ pub async fn rollback_deployment(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Deployment>), ApiError> {
     let now = now_ms();
-    let mut wake = Vec::new();
     let d = st.store.write(|tx| {
-        let rb = executor::rollback(tx, &id, now, &mut wake)?;
+        let rb = executor::rollback(tx, &id, now)?;
         deployments::full(tx, &rb)?
             .ok_or_else(|| ApiError::Internal(format!("deployment {rb} vanished")))
     })?;
-    st.wake(&wake);
-    st.changes.bump_many(&[&id, &d.id]);
     Ok((StatusCode::CREATED, Json(d)))
 }
 

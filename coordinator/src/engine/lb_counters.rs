@@ -3,9 +3,9 @@
 //! labelled `app/group/server-group` (two deployment groups may use the same server-group names on different
 //! LBs, so the bare name would mix their counters).
 
-use crate::api::AppState;
 use crate::engine::lb::GroupLb;
 use crate::metrics::{LbCounterSource, LbGroupCounters};
+use crate::state::AppState;
 use crate::store::apps;
 use rollcage_lbdriver::LbConfig;
 use std::sync::Weak;
