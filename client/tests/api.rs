@@ -3,8 +3,7 @@
 //! every route group round-trips its `proto` types.
 
 use rollcage_client::{Client, ClientError, StatusCode};
-use rollcage_coordinator::Settings;
-use rollcage_coordinator::server::{ServerConfig, serve};
+use rollcage_coordinator::server::{ServerConfig, spawn};
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{
     Concurrency, CreateApplication, CreateDeployment, CreateGroup, DeploymentStatus,
@@ -23,22 +22,10 @@ struct Coordinator {
 
 async fn coordinator() -> Result<Coordinator, Box<dyn std::error::Error>> {
     let data = tempfile::tempdir()?;
-    let cfg = ServerConfig {
-        data: data.path().to_owned(),
-        listen: "127.0.0.1:0".parse()?,
-        tls: None,
-        admin_token_file: None,
-        enroll_token_file: None,
-        settings: Settings::default(),
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let _ = serve(cfg, move |addr| {
-            let _ = tx.send(addr);
-        })
-        .await;
-    });
-    let base = format!("http://{}", rx.await?);
+    let base = format!(
+        "http://{}",
+        spawn(ServerConfig::loopback(data.path().to_owned())).await?
+    );
     let read = |f: &str| std::fs::read_to_string(data.path().join(f)).map(|t| t.trim().to_owned());
     Ok(Coordinator {
         admin: Client::new(&base, Some(read("admin-token")?), None)?,

@@ -64,6 +64,9 @@ pub enum ServerError {
     /// TLS configuration is invalid.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The server task ended before it was listening (it panicked or was cancelled).
+    #[error("the coordinator stopped before it was listening")]
+    Stopped,
 }
 
 /// Open the data dir and build the shared state (resuming every running deployment).
@@ -172,6 +175,37 @@ fn tls_acceptor(
         .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
         .map_err(|e| ServerError::Tls(e.to_string()))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+impl ServerConfig {
+    /// A coordinator on a free loopback port, with its data (database, bundles, token files) in `data`, plain HTTP
+    /// and default settings: what tests and embedders start with.
+    pub fn loopback(data: PathBuf) -> Self {
+        Self {
+            data,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
+            admin_token_file: None,
+            enroll_token_file: None,
+            settings: Settings::default(),
+        }
+    }
+}
+
+/// [`serve`] on a background task; returns the address it listens on once it is bound, or why it could not start.
+pub async fn spawn(cfg: ServerConfig) -> Result<SocketAddr, ServerError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(serve(cfg, move |addr| {
+        let _ = tx.send(addr);
+    }));
+    match rx.await {
+        Ok(addr) => Ok(addr),
+        // The sender is dropped unsent only when `serve` returned (or died) before binding.
+        Err(_) => match task.await {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) | Err(_) => Err(ServerError::Stopped),
+        },
+    }
 }
 
 /// Run the coordinator until SIGTERM or Ctrl-C. `on_ready` gets the bound address.

@@ -5,8 +5,7 @@ use rollcage_agent::daemon::{AgentLoop, Backoff, LoopConfig};
 use rollcage_agent::executor::{BoxFuture, StepExecutor};
 use rollcage_agent::journal::{EntryState, Journal};
 use rollcage_client::Client;
-use rollcage_coordinator::Settings;
-use rollcage_coordinator::server::{ServerConfig, serve};
+use rollcage_coordinator::server::{ServerConfig, spawn};
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{
     Concurrency, CreateApplication, CreateDeployment, CreateGroup, Deployment, DeploymentStatus,
@@ -73,22 +72,7 @@ struct Env {
 
 async fn coordinator() -> Result<Env, Box<dyn std::error::Error>> {
     let data = tempfile::tempdir()?;
-    let cfg = ServerConfig {
-        data: data.path().to_owned(),
-        listen: "127.0.0.1:0".parse()?,
-        tls: None,
-        admin_token_file: None,
-        enroll_token_file: None,
-        settings: Settings::default(),
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let _ = serve(cfg, move |addr| {
-            let _ = tx.send(addr);
-        })
-        .await;
-    });
-    let addr = rx.await?;
+    let addr = spawn(ServerConfig::loopback(data.path().to_owned())).await?;
     let base = format!("http://{addr}");
     let admin_token = std::fs::read_to_string(data.path().join("admin-token"))?
         .trim()

@@ -1,8 +1,7 @@
 //! The coordinator serves TLS (rustls) when given a certificate, and the client trusts it through `--ca-file`.
 
 use rollcage_client::Client;
-use rollcage_coordinator::Settings;
-use rollcage_coordinator::server::{ServerConfig, serve};
+use rollcage_coordinator::server::{ServerConfig, spawn};
 use rollcage_proto::wire::{EnrollRequest, PollRequest};
 
 #[tokio::test]
@@ -13,21 +12,10 @@ async fn agent_enrolls_and_polls_over_tls() -> Result<(), Box<dyn std::error::Er
     std::fs::write(&cert_path, cert.cert.pem())?;
     std::fs::write(&key_path, cert.signing_key.serialize_pem())?;
     let cfg = ServerConfig {
-        data: dir.path().join("data"),
-        listen: "127.0.0.1:0".parse()?,
         tls: Some((cert_path.clone(), key_path)),
-        admin_token_file: None,
-        enroll_token_file: None,
-        settings: Settings::default(),
+        ..ServerConfig::loopback(dir.path().join("data"))
     };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let _ = serve(cfg, move |addr| {
-            let _ = tx.send(addr);
-        })
-        .await;
-    });
-    let addr = rx.await?;
+    let addr = spawn(cfg).await?;
     let enroll = std::fs::read_to_string(dir.path().join("data/enroll-token"))?
         .trim()
         .to_owned();
