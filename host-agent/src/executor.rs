@@ -147,15 +147,9 @@ impl RuntimeExecutor {
     }
 
     fn spec(&self, cmd: &StepCommand, source: Source) -> Result<DeploymentSpec, String> {
-        // The form is only used by DownloadBundle (which saves it into the deployment dir), but a bad one fails
-        // every step: the coordinator only checked its shape.
-        let form = match &cmd.form {
-            Some(text) => Some(
-                rollcage_runtime::form::from_json(text, "the deployment's form")
-                    .map_err(|e| e.to_string())?,
-            ),
-            None => None,
-        };
+        // The form arrives typed and validated (decoding the command ran its rules); only DownloadBundle uses it
+        // (it saves it into the deployment dir).
+        let form = cmd.form.clone();
         Ok(DeploymentSpec {
             application: cmd.application.clone(),
             group: cmd.group.clone(),

@@ -3,7 +3,7 @@
 
 use rollcage_proto::LifecycleEvent;
 use rollcage_runtime::appspec::FileExistsBehavior;
-use rollcage_runtime::form::{self, Form, FormError, FormSyntax};
+use rollcage_runtime::form::{self, Form, FormError, FormSyntax, ToAppSpec as _};
 use rollcage_runtime::lifecycle::{DeploymentSpec, HostConfig, HostDeployment, StepStatus};
 use rollcage_runtime::package::{Source, UnpackLimits};
 use std::path::Path;

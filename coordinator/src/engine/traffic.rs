@@ -7,10 +7,11 @@
 //! re-issues whatever was in flight when it died; the drivers are idempotent, so re-issuing is safe.
 
 use super::executor::{self, EngineError, Wake};
-use super::lb::GroupLb;
 use crate::api::State;
 use crate::store::{apps, deployments, deployments::StepRow};
+use rollcage_lbdriver::Connect as _;
 use rollcage_proto::LifecycleEvent;
+use rollcage_proto::lb::GroupLb;
 use rollcage_proto::wire::StepOutcome;
 use rusqlite::Connection;
 use std::collections::HashSet;
@@ -88,9 +89,7 @@ fn resolve(c: &Connection, step: &StepRow) -> Result<(GroupLb, TrafficCall), Str
     let group = apps::group(c, &d.application, &d.group)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("deployment group `{}/{}` not found", d.application, d.group))?;
-    let settings = GroupLb::from_group(group.style, &group.instances, group.lb.as_ref())
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| {
+    let settings = group.lb.ok_or_else(|| {
             format!(
                 "deployment group `{}` has no load-balancer settings",
                 d.group
@@ -278,9 +277,9 @@ mod tests {
                 "server_groups": { "blue": ["127.0.0.1:8081"], "green": ["127.0.0.1:8082"] }
             }
         });
-        let s = GroupLb::from_group(DeploymentStyle::BlueGreen, &[], Some(&v))
-            .map_err(|e| e.to_string())?
-            .ok_or("no settings")?;
+        let s: GroupLb = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        s.validate(DeploymentStyle::BlueGreen, &[])
+            .map_err(|e| e.to_string())?;
         assert_eq!(
             call_for(&s, &step("a", LifecycleEvent::BlockTraffic), None)?,
             TrafficCall::Deregister {

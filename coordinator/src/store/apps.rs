@@ -1,4 +1,5 @@
-//! Applications and deployment groups.
+//! Applications and deployment groups. A group's load-balancer settings are stored as JSON and decoded into
+//! [`rollcage_proto::lb::GroupLb`] by the row reader (validated when the group was created).
 
 use super::{Result, decode, sql};
 use rollcage_proto::wire::{Application, Group};
@@ -50,7 +51,16 @@ pub fn applications(c: &Connection) -> Result<Vec<Application>> {
 /// Insert a group; `false` when the application already has one with that name.
 pub fn insert_group(c: &Connection, g: &Group) -> Result<bool> {
     let instances = serde_json::to_string(&g.instances).unwrap_or_else(|_| "[]".to_owned());
-    let lb = g.lb.as_ref().map(serde_json::Value::to_string);
+    // Typed settings serialise to a JSON object; the column holds that text.
+    let lb = g
+        .lb
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| super::StoreError::Corrupt {
+            what: "groups.lb",
+            detail: e.to_string(),
+        })?;
     let n = c
         .execute(
             "INSERT OR IGNORE INTO groups (id, application, name, style, concurrency, failure_tolerance, \
@@ -130,9 +140,9 @@ fn to_group(row: GroupRow) -> Result<Group> {
         })?,
         lb: lb
             .map(|lb| {
-                serde_json::from_str(&lb).map_err(|_| super::StoreError::Corrupt {
+                serde_json::from_str(&lb).map_err(|e| super::StoreError::Corrupt {
                     what: "groups.lb",
-                    detail: lb.clone(),
+                    detail: format!("{e}: {lb}"),
                 })
             })
             .transpose()?,
