@@ -189,7 +189,10 @@ async fn agent_runs_every_step_once_in_the_seed_order() -> TestResult {
     run.abort();
     assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
     let events: Vec<_> = fake.ran().into_iter().map(|(_, e)| e).collect();
-    assert_eq!(events, rollcage_proto::plan(DeploymentStyle::InPlace, false).per_instance);
+    assert_eq!(
+        events,
+        rollcage_proto::plan(DeploymentStyle::InPlace, false).per_instance
+    );
     Ok(())
 }
 

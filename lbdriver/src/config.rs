@@ -142,7 +142,8 @@ green = ["10.0.0.21:8080"]
     }
 
     #[test]
-    fn connect_refuses_an_invalid_config_naming_the_field() -> Result<(), Box<dyn std::error::Error>> {
+    fn connect_refuses_an_invalid_config_naming_the_field() -> Result<(), Box<dyn std::error::Error>>
+    {
         let mut c: LbConfig = toml::from_str(HAPROXY)?;
         c.register_timeout_secs = 0;
         match c.connect() {

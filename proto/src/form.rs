@@ -468,7 +468,8 @@ mod tests {
     }
 
     #[test]
-    fn a_valid_form_round_trips_through_its_canonical_json() -> Result<(), Box<dyn std::error::Error>> {
+    fn a_valid_form_round_trips_through_its_canonical_json()
+    -> Result<(), Box<dyn std::error::Error>> {
         let doc = json!({
             "destination": "/srv/app",
             "file_exists_behavior": "OVERWRITE",
@@ -477,10 +478,16 @@ mod tests {
         });
         let f = Form::from_value(&doc).map_err(|p| format!("{p:?}"))?;
         assert_eq!(f.file_exists_behavior, Some(FileExistsBehavior::Overwrite));
-        assert_eq!(f.stop.as_ref().map(|s| s.script.as_str()), Some("./stop.sh"));
+        assert_eq!(
+            f.stop.as_ref().map(|s| s.script.as_str()),
+            Some("./stop.sh")
+        );
         assert_eq!(f.start.as_ref().and_then(|s| s.timeout), Some(30));
         let text = f.to_json();
-        assert!(text.contains(r#""file_exists_behavior":"OVERWRITE""#), "{text}");
+        assert!(
+            text.contains(r#""file_exists_behavior":"OVERWRITE""#),
+            "{text}"
+        );
         let back: Form = serde_json::from_str(&text)?;
         assert_eq!(back, f);
         Ok(())
@@ -493,7 +500,10 @@ mod tests {
         assert_eq!(paths(json!({})), ["destination"]);
         assert_eq!(paths(json!({"destination": "opt/app"})), ["destination"]);
         assert_eq!(paths(json!({"destination": 3})), ["destination"]);
-        assert_eq!(paths(json!({"destination": "/srv/../etc"})), ["destination"]);
+        assert_eq!(
+            paths(json!({"destination": "/srv/../etc"})),
+            ["destination"]
+        );
         assert_eq!(paths(json!({"destination": "/"})), ["destination"]);
         assert_eq!(paths(json!({"destination": "/a\u{0}b"})), ["destination"]);
         assert_eq!(paths(json!({"destination": d(), "strat": "x"})), ["strat"]);
@@ -519,7 +529,12 @@ mod tests {
             paths(json!({"destination": d(), "check": {"script": "a\u{0}"}})),
             ["check.script"]
         );
-        for bad in [json!(0), json!(-1), json!(1.5), json!(MAX_HOOK_TIMEOUT_SECS + 1)] {
+        for bad in [
+            json!(0),
+            json!(-1),
+            json!(1.5),
+            json!(MAX_HOOK_TIMEOUT_SECS + 1),
+        ] {
             assert_eq!(
                 paths(json!({"destination": d(), "check": {"script": "x", "timeout": bad}})),
                 ["check.timeout"]
@@ -559,7 +574,9 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let p = paths(json!({"destination": "rel", "stop": "", "check": {"script": "x", "timeout": 0}}));
+        let p = paths(
+            json!({"destination": "rel", "stop": "", "check": {"script": "x", "timeout": 0}}),
+        );
         assert_eq!(p, ["destination", "stop", "check.timeout"]);
     }
 
@@ -570,18 +587,23 @@ mod tests {
     }
 
     #[test]
-    fn on_the_wire_a_form_is_its_json_text_and_is_validated_on_the_way_in() -> Result<(), Box<dyn std::error::Error>> {
+    fn on_the_wire_a_form_is_its_json_text_and_is_validated_on_the_way_in()
+    -> Result<(), Box<dyn std::error::Error>> {
         let form = Form::from_value(&json!({"destination": "/srv/app", "start": "run"}))
             .map_err(|p| format!("{p:?}"))?;
-        let wire = serde_json::to_value(Carrier { form: Some(form.clone()) })?;
+        let wire = serde_json::to_value(Carrier {
+            form: Some(form.clone()),
+        })?;
         assert_eq!(wire, json!({"form": form.to_json()}));
         let back: Carrier = serde_json::from_value(wire)?;
         assert_eq!(back.form, Some(form));
         assert!(serde_json::from_value::<Carrier>(json!({}))?.form.is_none());
-        let bad = serde_json::from_value::<Carrier>(json!({"form": r#"{"destination":"/a","check":{"script":"x","timeout":0}}"#}))
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let bad = serde_json::from_value::<Carrier>(
+            json!({"form": r#"{"destination":"/a","check":{"script":"x","timeout":0}}"#}),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
         assert!(bad.contains("check.timeout"), "{bad}");
         let not_json = serde_json::from_value::<Carrier>(json!({"form": "destination = '/x'"}))
             .err()

@@ -82,7 +82,10 @@ pub struct LbConfig {
     #[serde(default = "default_drain", skip_serializing_if = "is_default_drain")]
     pub drain_timeout_secs: u64,
     /// How long a registration waits for the instance to become healthy.
-    #[serde(default = "default_register", skip_serializing_if = "is_default_register")]
+    #[serde(
+        default = "default_register",
+        skip_serializing_if = "is_default_register"
+    )]
     pub register_timeout_secs: u64,
 }
 
@@ -474,7 +477,10 @@ mod tests {
         assert_eq!(paths(BlueGreen, &[], Some(v)), ["lb.lb.server_groups"]);
         let mut v = settings();
         v["wait_for_continue"] = true.into();
-        assert_eq!(paths(InPlaceLb, &[], Some(v.clone())), ["lb.wait_for_continue"]);
+        assert_eq!(
+            paths(InPlaceLb, &[], Some(v.clone())),
+            ["lb.wait_for_continue"]
+        );
         assert_eq!(paths(BlueGreen, &[], Some(v)), ["ok"]);
     }
 

@@ -25,7 +25,7 @@ pub mod wire;
 
 pub use form::{FileExistsBehavior, Form};
 pub use lifecycle::{LifecycleEvent, Performer};
-pub use plan::{StylePlan, plan};
 pub use outcome::{HookOutcome, HookStatus};
+pub use plan::{StylePlan, plan};
 pub use problem::{FieldProblem, FieldProblems};
 pub use sandbox::{DirAccess, DirGrant, SandboxSpec};

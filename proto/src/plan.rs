@@ -186,13 +186,21 @@ mod tests {
 
     #[test]
     fn every_plan_is_the_seed_s() {
-        assert_eq!(SEED.len(), STYLES.len() * 2, "the oracle covers every style");
+        assert_eq!(
+            SEED.len(),
+            STYLES.len() * 2,
+            "the oracle covers every style"
+        );
         for (style, rollback, per_instance, deployment_wide) in SEED {
             let Ok(s) = style.parse::<DeploymentStyle>() else {
                 panic!("unknown style {style}");
             };
             let p = plan(s, *rollback);
-            assert_eq!(names(p.per_instance), *per_instance, "{style} rollback={rollback}");
+            assert_eq!(
+                names(p.per_instance),
+                *per_instance,
+                "{style} rollback={rollback}"
+            );
             assert_eq!(
                 names(p.deployment_wide),
                 *deployment_wide,
@@ -213,7 +221,11 @@ mod tests {
         assert_eq!(coordinator, ["BlockTraffic", "AllowTraffic"]);
         assert_eq!(lb.agent_steps().count(), 11);
         let bg = plan(DeploymentStyle::BlueGreen, false);
-        assert!(bg.deployment_wide.iter().all(|e| e.performer() == Performer::Coordinator));
+        assert!(
+            bg.deployment_wide
+                .iter()
+                .all(|e| e.performer() == Performer::Coordinator)
+        );
         assert!(bg.agent_steps().eq(bg.per_instance.iter().copied()));
     }
 }

@@ -151,7 +151,9 @@ async fn a_plain_archive_deploys_with_a_form_in_the_seed_order() -> TestResult {
         plain_archive(&bundle, version)?;
         let form = logging_form(&dest, &log, version)?;
         let dep = HostDeployment::new(&host, spec(id, &bundle, Some(form)))?;
-        for event in rollcage_proto::plan(rollcage_proto::wire::DeploymentStyle::InPlace, false).agent_steps() {
+        for event in rollcage_proto::plan(rollcage_proto::wire::DeploymentStyle::InPlace, false)
+            .agent_steps()
+        {
             let r = dep.run_step(event).await;
             assert_ne!(r.status, StepStatus::Failed, "{event}: {}", r.message);
         }

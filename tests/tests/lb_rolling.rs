@@ -6,8 +6,8 @@
 
 use anyhow::{Context, bail};
 use rollcage_e2e::lb::{
-    BuiltinLb, DemoApps, LbGroup, lb_order, Load, assert_no_failures, assert_only_registered,
-    create_lb_group, events, free_port, now_ms, out_windows, versions, write_app_bundle,
+    BuiltinLb, DemoApps, LbGroup, Load, assert_no_failures, assert_only_registered,
+    create_lb_group, events, free_port, lb_order, now_ms, out_windows, versions, write_app_bundle,
 };
 use rollcage_e2e::{Fleet, Proc, rollcage_bin};
 use rollcage_proto::wire::{Deployment, DeploymentStatus, StepState};

@@ -14,7 +14,7 @@ use rollcage_proto::wire::{Application, Concurrency, CreateGroup, Group, Instanc
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long each process gets to come up.
@@ -268,7 +268,10 @@ fn group_lb(
     let members =
         |m: [&str; 2]| -> Vec<String> { m.iter().filter_map(|i| apps.get(i)).cloned().collect() };
     GroupLb {
-        targets: apps.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+        targets: apps
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
         lb: LbConfig {
             service: SERVICE.to_owned(),
             driver: DriverConfig::Builtin {
@@ -317,13 +320,13 @@ mod tests {
     fn group_settings_are_accepted_by_the_coordinator_rules() -> anyhow::Result<()> {
         use rollcage_proto::wire::DeploymentStyle;
         let names: Vec<String> = INSTANCES.iter().map(|s| (*s).to_owned()).collect();
-        let token = PathBuf::from("/tmp/t");
+        let token = Path::new("/tmp/t");
         let admin: SocketAddr = "127.0.0.1:9000".parse()?;
         for (style, bg) in [
             (DeploymentStyle::InPlaceLb, false),
             (DeploymentStyle::BlueGreen, true),
         ] {
-            let s = group_lb(&apps(), admin, &token, bg);
+            let s = group_lb(&apps(), admin, token, bg);
             GroupLb::check(style, &names, Some(&s))?;
             assert_eq!(s.instances_of("green"), ["i3", "i4"]);
         }

@@ -426,7 +426,7 @@ pub enum GroupCommand {
 
 /// Read and validate a form file (every problem reported with its field path).
 fn load_form(path: &std::path::Path) -> anyhow::Result<Form> {
-    Ok(rollcage_runtime::form::load(path).context("--form")?)
+    rollcage_runtime::form::load(path).context("--form")
 }
 
 /// Read a group's load-balancer settings from a TOML, YAML or JSON file (by extension; JSON otherwise) into the

@@ -92,15 +92,14 @@ pub async fn create_group(
         crate::store::forms::check_size(form).map_err(ApiError::Invalid)?;
     }
     let form = req.form;
-    GroupLb::check(req.style, &req.instances, req.lb.as_ref())
-        .map_err(|problems| {
-            let each: Vec<String> = problems
-                .0
-                .iter()
-                .map(|p| format!("deployment group field `{}`: {}", p.path, p.message))
-                .collect();
-            ApiError::Invalid(each.join("; "))
-        })?;
+    GroupLb::check(req.style, &req.instances, req.lb.as_ref()).map_err(|problems| {
+        let each: Vec<String> = problems
+            .0
+            .iter()
+            .map(|p| format!("deployment group field `{}`: {}", p.path, p.message))
+            .collect();
+        ApiError::Invalid(each.join("; "))
+    })?;
     let group = Group {
         id: format!("g-{}", crate::auth::random_hex(6)),
         application: app.clone(),

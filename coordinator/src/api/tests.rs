@@ -360,9 +360,7 @@ async fn bad_lb_settings_and_bad_forms_answer_400_naming_the_field() -> TestResu
             "server_groups": { "blue": ["127.0.0.1:8081"], "green": ["127.0.0.1:8082"] }
         }
     });
-    let group = |lb: serde_json::Value| {
-        serde_json::json!({"name": "g", "style": "blue-green", "concurrency": "1", "lb": lb})
-    };
+    let group = |lb: serde_json::Value| serde_json::json!({"name": "g", "style": "blue-green", "concurrency": "1", "lb": lb});
     let groups = "/v1/applications/app/groups";
     // A value the settings' rules refuse: every problem, each with its path from the group.
     let mut bad = lb.clone();
@@ -401,7 +399,15 @@ async fn bad_lb_settings_and_bad_forms_answer_400_naming_the_field() -> TestResu
     let (s, v) = post_json(&st, groups, ADMIN, body).await?;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["lb"], lb, "{v}");
-    let (s, v) = call(&st, Method::GET, "/v1/applications/app/groups/g", Some(ADMIN), Body::empty(), false).await?;
+    let (s, v) = call(
+        &st,
+        Method::GET,
+        "/v1/applications/app/groups/g",
+        Some(ADMIN),
+        Body::empty(),
+        false,
+    )
+    .await?;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["lb"]["active_group"], "blue", "{v}");
     Ok(())

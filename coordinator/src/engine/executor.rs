@@ -5,11 +5,11 @@
 
 use super::strategy::{self, Action, DeploymentView, Final, FinalPhase, Mode, Outcome, Phase};
 use crate::store::{StoreError, apps, deployments, deployments::DeploymentRow, revisions};
-use rollcage_proto::{HookOutcome, Performer, plan};
 use rollcage_proto::wire::{
-    Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, RevisionLocation, RevisionRef, RevisionSource,
-    StepCommand, StepOutcome, StepReport, StepState,
+    Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, RevisionLocation, RevisionRef,
+    RevisionSource, StepCommand, StepOutcome, StepReport, StepState,
 };
+use rollcage_proto::{HookOutcome, Performer, plan};
 use rusqlite::Connection;
 
 /// Why an engine operation was refused or failed.

@@ -751,9 +751,9 @@ mod tests {
         }
     }
 
-    use rollcage_proto::{Performer, plan as style_plan};
     use rollcage_proto::LifecycleEvent;
     use rollcage_proto::wire::DeploymentStyle;
+    use rollcage_proto::{Performer, plan as style_plan};
 
     /// Per instance (and `*`) the events run, how it ended, every action decided.
     type Driven = (

@@ -90,11 +90,11 @@ fn resolve(c: &Connection, step: &StepRow) -> Result<(GroupLb, TrafficCall), Str
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("deployment group `{}/{}` not found", d.application, d.group))?;
     let settings = group.lb.ok_or_else(|| {
-            format!(
-                "deployment group `{}` has no load-balancer settings",
-                d.group
-            )
-        })?;
+        format!(
+            "deployment group `{}` has no load-balancer settings",
+            d.group
+        )
+    })?;
     let call = call_for(&settings, step, d.switch_to.as_deref())?;
     Ok((settings, call))
 }

@@ -52,15 +52,14 @@ pub fn applications(c: &Connection) -> Result<Vec<Application>> {
 pub fn insert_group(c: &Connection, g: &Group) -> Result<bool> {
     let instances = serde_json::to_string(&g.instances).unwrap_or_else(|_| "[]".to_owned());
     // Typed settings serialise to a JSON object; the column holds that text.
-    let lb = g
-        .lb
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|e| super::StoreError::Corrupt {
-            what: "groups.lb",
-            detail: e.to_string(),
-        })?;
+    let lb =
+        g.lb.as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| super::StoreError::Corrupt {
+                what: "groups.lb",
+                detail: e.to_string(),
+            })?;
     let n = c
         .execute(
             "INSERT OR IGNORE INTO groups (id, application, name, style, concurrency, failure_tolerance, \

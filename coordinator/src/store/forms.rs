@@ -62,11 +62,7 @@ pub fn group_form(c: &Connection, group_id: &str) -> Result<Option<Form>> {
 }
 
 /// Set (or clear) the form a deployment runs with.
-pub fn set_deployment_form(
-    c: &Connection,
-    deployment_id: &str,
-    form: Option<&Form>,
-) -> Result<()> {
+pub fn set_deployment_form(c: &Connection, deployment_id: &str, form: Option<&Form>) -> Result<()> {
     match form {
         Some(f) => c.execute(
             "INSERT INTO deployment_forms (deployment_id, form) VALUES (?1, ?2) \
@@ -131,7 +127,9 @@ mod tests {
     #[test]
     fn check_size_refuses_a_form_over_the_bound() {
         assert!(check_size(&form("true")).is_ok());
-        let big = check_size(&form(&"a".repeat(MAX_FORM_BYTES))).err().unwrap_or_default();
+        let big = check_size(&form(&"a".repeat(MAX_FORM_BYTES)))
+            .err()
+            .unwrap_or_default();
         assert!(big.contains("more than the 65536 accepted"), "{big}");
     }
 
@@ -157,7 +155,10 @@ mod tests {
         .map_err(sql)?;
         assert!(matches!(
             deployment_form(&c, "d-2"),
-            Err(StoreError::Corrupt { what: "deployment_forms.form", .. })
+            Err(StoreError::Corrupt {
+                what: "deployment_forms.form",
+                ..
+            })
         ));
         Ok(())
     }

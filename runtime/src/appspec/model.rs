@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 // The hook timeouts and `file_exists_behavior` are shared with deployment forms: their one home is proto.
-pub use rollcage_proto::form::{DEFAULT_HOOK_TIMEOUT_SECS, FileExistsBehavior, MAX_HOOK_TIMEOUT_SECS};
+pub use rollcage_proto::form::{
+    DEFAULT_HOOK_TIMEOUT_SECS, FileExistsBehavior, MAX_HOOK_TIMEOUT_SECS,
+};
 
 /// A parsed, validated `appspec.yml`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
