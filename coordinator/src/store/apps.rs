@@ -198,3 +198,59 @@ pub fn set_active_server_group(c: &Connection, group_id: &str, server_group: &st
     .map_err(sql)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, StoreError};
+    use rollcage_proto::lb::GroupLb;
+    use rollcage_proto::wire::{Concurrency, DeploymentStyle};
+
+    fn lb_group(lb: Option<GroupLb>) -> Group {
+        Group {
+            id: "g-1".into(),
+            application: "app".into(),
+            name: "web".into(),
+            style: DeploymentStyle::InPlaceLb,
+            concurrency: Concurrency::Count(1),
+            failure_tolerance: 0,
+            auto_rollback: false,
+            instances: vec!["a".into()],
+            lb,
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn lb_settings_are_read_back_typed_and_a_row_that_does_not_decode_is_corrupt()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let settings: GroupLb = serde_json::from_value(serde_json::json!({
+            "targets": { "a": "127.0.0.1:8081" },
+            "lb": {
+                "service": "app1",
+                "driver": { "kind": "haproxy", "socket": "/run/haproxy.sock" },
+                "server_groups": { "web": ["127.0.0.1:8081"] }
+            }
+        }))?;
+        let s = Store::open_in_memory()?;
+        s.write(|tx| {
+            insert_application(tx, "app", 0)?;
+            insert_group(tx, &lb_group(Some(settings.clone())))
+        })?;
+        let g = s.read(|c| group(c, "app", "web"))?;
+        assert_eq!(g.and_then(|g| g.lb), Some(settings));
+        s.write(|tx| {
+            tx.execute(
+                "UPDATE groups SET lb = '{\"lb\":\"nonsense\"}' WHERE id = 'g-1'",
+                [],
+            )
+            .map_err(sql)
+        })?;
+        let read = s.read(|c| group(c, "app", "web"));
+        assert!(
+            matches!(read, Err(StoreError::Corrupt { what: "groups.lb", .. })),
+            "{read:?}"
+        );
+        Ok(())
+    }
+}
