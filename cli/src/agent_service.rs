@@ -9,7 +9,6 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -194,21 +193,10 @@ WantedBy=multi-user.target
     )
 }
 
-/// Write `content` to `dir/name` with `mode`: staged in a temp file in `dir`, then renamed into place.
+/// Write `dir/name` with `mode`, atomically (the mode is set before any content is written).
 fn write_file(dir: &Path, name: &str, content: &str, mode: u32) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    // The temp file is created 0600; set the final mode before any content is written.
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("setting the mode of {}", path.display()))?;
-    tmp.write_all(content.as_bytes())
-        .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(&path)
-        .with_context(|| format!("renaming into place {}", path.display()))?;
+    rollcage_secretfile::write_atomic(&path, content.as_bytes(), mode)?;
     Ok(path)
 }
 

@@ -45,7 +45,7 @@ pub struct LocalArgs {
     #[arg(long)]
     form: Option<PathBuf>,
     /// Extra variable for every hook, KEY=VALUE (repeatable).
-    #[arg(long = "var", value_parser = parse_var)]
+    #[arg(long = "var", value_parser = crate::fleet::parse_var)]
     vars: Vec<(String, String)>,
 }
 
@@ -55,21 +55,6 @@ enum Behavior {
     Disallow,
     Overwrite,
     Retain,
-}
-
-fn parse_var(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))?;
-    let valid = !k.is_empty()
-        && !k.starts_with(|c: char| c.is_ascii_digit())
-        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
-        return Err(format!(
-            "`{k}` is not a valid variable name (letters, digits, `_`, not starting with a digit)"
-        ));
-    }
-    Ok((k.to_owned(), v.to_owned()))
 }
 
 /// Run the lifecycle; exit 0 on success, 1 when a step failed.

@@ -6,7 +6,7 @@
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -23,6 +23,9 @@ pub enum AuthError {
         /// The error.
         source: std::io::Error,
     },
+    /// Writing a token file failed.
+    #[error(transparent)]
+    Write(#[from] rollcage_secretfile::WriteError),
     /// A token file is empty.
     #[error("token file {0} is empty")]
     Empty(PathBuf),
@@ -67,29 +70,6 @@ pub fn read_token(path: &Path) -> Result<String, AuthError> {
     Ok(t)
 }
 
-/// Write a secret file with mode 0600, atomically (temp file + rename).
-pub fn write_secret(path: &Path, content: &str) -> Result<(), AuthError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |what, source| AuthError::Io {
-        what,
-        path: path.to_owned(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| err("creating", e))?;
-    f.write_all(content.as_bytes())
-        .and_then(|_| f.write_all(b"\n"))
-        .and_then(|_| f.sync_all())
-        .map_err(|e| err("writing", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err("renaming into", e))
-}
-
 /// Use the token in `given` if named, else `DATA/<default_name>`, creating it on first start.
 pub fn load_or_create(
     data: &Path,
@@ -108,7 +88,7 @@ pub fn load_or_create(
         path: path.clone(),
         source,
     })?;
-    write_secret(&path, &token)?;
+    rollcage_secretfile::write_secret(&path, format!("{token}\n").as_bytes())?;
     tracing::info!(path = %path.display(), "created token file");
     Ok(token)
 }

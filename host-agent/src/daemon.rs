@@ -24,6 +24,9 @@ pub enum AgentError {
     /// The coordinator refused our token or the enrollment.
     #[error("coordinator refused the agent: {0}")]
     Refused(ClientError),
+    /// The token file could not be written.
+    #[error(transparent)]
+    TokenWrite(#[from] rollcage_secretfile::WriteError),
     /// Token file I/O.
     #[error("{what} {path}: {source}")]
     Io {
@@ -138,34 +141,9 @@ pub async fn obtain_token(
             Err(e) => return Err(AgentError::Refused(e)),
         }
     };
-    write_secret(token_file, &resp.token)?;
+    rollcage_secretfile::write_secret(token_file, resp.token.as_bytes())?;
     tracing::info!(instance = %resp.instance, "enrolled");
     Ok(resp.token)
-}
-
-fn write_secret(path: &Path, content: &str) -> Result<(), AgentError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |what, source| AgentError::Io {
-        what,
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| io("creating dir of", e))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io("creating", e))?;
-    f.write_all(content.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io("writing", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io("renaming into", e))
 }
 
 /// The agent loop over one executor.

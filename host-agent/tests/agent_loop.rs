@@ -191,7 +191,7 @@ async fn agent_runs_every_step_once_in_the_seed_order() -> TestResult {
     let events: Vec<_> = fake.ran().into_iter().map(|(_, e)| e).collect();
     assert_eq!(
         events,
-        rollcage_proto::plan(DeploymentStyle::InPlace, false).per_instance
+        rollcage_proto::plan(rollcage_proto::wire::DeploymentStyle::InPlace, false).per_instance
     );
     Ok(())
 }
@@ -477,12 +477,13 @@ async fn each_report_carries_its_own_steps_output_and_the_coordinator_serves_it(
         .iter()
         .map(|e| (e.event, e.text.clone()))
         .collect();
-    let want: Vec<(LifecycleEvent, String)> = rollcage_proto::plan(DeploymentStyle::InPlace, false)
-        .per_instance
-        .iter()
-        .filter(|e| **e != LifecycleEvent::Install)
-        .map(|e| (*e, format!("output of {e}\n")))
-        .collect();
+    let want: Vec<(LifecycleEvent, String)> =
+        rollcage_proto::plan(rollcage_proto::wire::DeploymentStyle::InPlace, false)
+            .per_instance
+            .iter()
+            .filter(|e| **e != LifecycleEvent::Install)
+            .map(|e| (*e, format!("output of {e}\n")))
+            .collect();
     assert_eq!(got, want);
     Ok(())
 }

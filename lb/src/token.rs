@@ -2,8 +2,8 @@
 //! 0600 file when the file does not exist.
 
 use crate::error::LbError;
-use std::io::{Read as _, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::io::Read as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 /// Shortest token accepted from a file: 16 characters leaves no room for guessing over the network.
@@ -38,7 +38,8 @@ pub fn load_or_create(path: &Path) -> Result<String, LbError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let token =
                 random_token().map_err(|e| err(format!("cannot read /dev/urandom: {e}")))?;
-            write_new(path, &token).map_err(|e| err(format!("cannot create: {e}")))?;
+            rollcage_secretfile::write_secret(path, format!("{token}\n").as_bytes())
+                .map_err(|e| err(format!("cannot create: {e}")))?;
             tracing::info!(path = %path.display(), "generated a new admin token");
             Ok(token)
         }
@@ -50,36 +51,6 @@ fn random_token() -> std::io::Result<String> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Writes the token to a temporary 0600 file next to `path`, then renames it into place.
-fn write_new(path: &Path, token: &str) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("token"),
-        std::process::id()
-    ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    let written = f
-        .write_all(format!("{token}\n").as_bytes())
-        .and_then(|()| f.sync_all());
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

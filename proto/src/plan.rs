@@ -96,87 +96,45 @@ mod tests {
 
     /// The one independent oracle of the seed's orders (`shared/notes/lifecycle.md`), written out literally.
     /// Every other test reads the plans from [`plan`]; this one checks [`plan`] against the seed.
-    const SEED: &[(&str, bool, &[&str], &[&str])] = &[
-        (
-            "in-place",
-            false,
-            &[
-                "DownloadBundle",
-                "ApplicationStop",
-                "BeforeInstall",
-                "Install",
-                "AfterInstall",
-                "ApplicationStart",
-                "ValidateService",
-            ],
-            &[],
-        ),
-        (
-            "in-place",
-            true,
-            &[
-                "ApplicationStop",
-                "BeforeInstall",
-                "Install",
-                "AfterInstall",
-                "ApplicationStart",
-                "ValidateService",
-            ],
-            &[],
-        ),
-        (
-            "in-place-lb",
-            false,
-            &[
-                "DownloadBundle",
-                "BeforeBlockTraffic",
-                "BlockTraffic",
-                "AfterBlockTraffic",
-                "ApplicationStop",
-                "BeforeInstall",
-                "Install",
-                "AfterInstall",
-                "ApplicationStart",
-                "ValidateService",
-                "BeforeAllowTraffic",
-                "AllowTraffic",
-                "AfterAllowTraffic",
-            ],
-            &[],
-        ),
-        (
-            "in-place-lb",
-            true,
-            &[
-                "BeforeBlockTraffic",
-                "BlockTraffic",
-                "AfterBlockTraffic",
-                "ApplicationStop",
-                "BeforeInstall",
-                "Install",
-                "AfterInstall",
-                "ApplicationStart",
-                "ValidateService",
-                "BeforeAllowTraffic",
-                "AllowTraffic",
-                "AfterAllowTraffic",
-            ],
-            &[],
-        ),
-        (
-            "blue-green",
-            false,
-            &[
-                "DownloadBundle",
-                "ApplicationStop",
-                "BeforeInstall",
-                "Install",
-                "AfterInstall",
-                "ApplicationStart",
-                "ValidateService",
-            ],
-            &["SwitchTraffic"],
-        ),
+    const SEED_ROLLING: [&str; 7] = [
+        "DownloadBundle",
+        "ApplicationStop",
+        "BeforeInstall",
+        "Install",
+        "AfterInstall",
+        "ApplicationStart",
+        "ValidateService",
+    ];
+    const SEED_ROLLING_LB: [&str; 13] = [
+        "DownloadBundle",
+        "BeforeBlockTraffic",
+        "BlockTraffic",
+        "AfterBlockTraffic",
+        "ApplicationStop",
+        "BeforeInstall",
+        "Install",
+        "AfterInstall",
+        "ApplicationStart",
+        "ValidateService",
+        "BeforeAllowTraffic",
+        "AllowTraffic",
+        "AfterAllowTraffic",
+    ];
+    const fn without_first(steps: &'static [&'static str]) -> &'static [&'static str] {
+        match steps {
+            [_, rest @ ..] => rest,
+            [] => &[],
+        }
+    }
+    /// (style, rollback, per instance, deployment-wide). The seed: a rolling rollback runs steps 2.. with the
+    /// previous revision (no download); blue/green runs steps 1–7 on the idle group, then switches; its rollback
+    /// only switches back.
+    const SEED: [(&str, bool, &[&str], &[&str]); 6] = [
+        ("in-place", false, &SEED_ROLLING, &[]),
+        ("in-place", true, without_first(&SEED_ROLLING), &[]),
+        ("in-place-lb", false, &SEED_ROLLING_LB, &[]),
+        ("in-place-lb", true, without_first(&SEED_ROLLING_LB), &[]),
+        ("blue-green", false, &SEED_ROLLING, &["SwitchTraffic"]),
         ("blue-green", true, &[], &["SwitchTraffic"]),
     ];
 
@@ -195,7 +153,7 @@ mod tests {
             let Ok(s) = style.parse::<DeploymentStyle>() else {
                 panic!("unknown style {style}");
             };
-            let p = plan(s, *rollback);
+            let p = plan(s, rollback);
             assert_eq!(
                 names(p.per_instance),
                 *per_instance,

@@ -464,6 +464,24 @@ mod tests {
     }
 
     #[test]
+    fn every_stage_expects_the_one_plan_of_its_group_s_style() {
+        for stage in scenario() {
+            let Some(group) = GROUPS.iter().find(|g| g.name == stage.group) else {
+                panic!("stage {} names an unknown group", stage.version);
+            };
+            let want: Vec<&str> = rollcage_proto::plan(group.style, false)
+                .per_instance
+                .iter()
+                .map(|e| e.name())
+                .collect();
+            assert!(!stage.expect.instances.is_empty(), "{}", stage.version);
+            for (instance, order) in &stage.expect.instances {
+                assert_eq!(order, &want, "{} {instance}", stage.version);
+            }
+        }
+    }
+
+    #[test]
     fn a_deployment_as_the_seed_says_passes() {
         let s = scenario();
         let d = deployment(
