@@ -248,7 +248,13 @@ mod tests {
         })?;
         let read = s.read(|c| group(c, "app", "web"));
         assert!(
-            matches!(read, Err(StoreError::Corrupt { what: "groups.lb", .. })),
+            matches!(
+                read,
+                Err(StoreError::Corrupt {
+                    what: "groups.lb",
+                    ..
+                })
+            ),
             "{read:?}"
         );
         Ok(())
