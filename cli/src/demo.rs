@@ -24,8 +24,8 @@ use anyhow::{Context as _, bail};
 use plan::Expect;
 use procs::Supervisor;
 use report::Row;
-use rollcage_agent::client::Client;
-use rollcage_proto::wire::{Deployment, Revision, StepState};
+use rollcage_client::Client;
+use rollcage_proto::wire::{CreateDeployment, Deployment, StepState};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -99,11 +99,8 @@ async fn scenario(sup: &Supervisor, exe: &Path) -> anyhow::Result<ExitCode> {
         let rev_dir = sup.dir().join("revisions").join(stage.version);
         bundles::write_revision(&rev_dir, stage.version, stage.fail_on)?;
         let bytes = crate::fleet::pack::archive_bytes(&rev_dir)?;
-        let rev: Revision = client
-            .post_bytes(
-                &format!("/v1/applications/{}/revisions", plan::APP),
-                bytes.into(),
-            )
+        let rev = client
+            .upload_revision(plan::APP, bytes)
             .await
             .with_context(|| format!("uploading revision {}", stage.version))?;
         println!(
@@ -116,13 +113,13 @@ async fn scenario(sup: &Supervisor, exe: &Path) -> anyhow::Result<ExitCode> {
                 .map(|i| format!(" (its ValidateService fails on {i})"))
                 .unwrap_or_default()
         );
-        let d: Deployment = client
-            .post(
-                "/v1/deployments",
-                &serde_json::json!({
-                    "application": plan::APP, "group": stage.group, "revision": rev.id,
-                }),
-            )
+        let d = client
+            .create_deployment(&CreateDeployment {
+                application: plan::APP.to_owned(),
+                group: stage.group.to_owned(),
+                revision: rev.id.clone(),
+                form: None,
+            })
             .await
             .with_context(|| format!("starting deployment {}", stage.version))?;
         let f = follow(sup, client, stage.version, &d.id, load.as_ref()).await?;
@@ -333,7 +330,7 @@ async fn rollback_of(sup: &Supervisor, client: &Client, d: &Deployment) -> anyho
         }
         sup.check_alive()?;
         tokio::time::sleep(POLL).await;
-        last = client.get(&format!("/v1/deployments/{}", d.id)).await?;
+        last = client.get_deployment(&d.id).await?;
     }
 }
 
@@ -349,8 +346,8 @@ async fn follow(
     let begin = Instant::now();
     let mut last: Option<Deployment> = None;
     loop {
-        let d: Deployment = client
-            .get(&format!("/v1/deployments/{id}"))
+        let d = client
+            .get_deployment(id)
             .await
             .with_context(|| format!("reading deployment {id}"))?;
         for change in plan::step_changes(last.as_ref(), &d) {

@@ -102,21 +102,18 @@ fn two_revisions_run_in_the_seed_order_with_stop_from_the_installed_one() -> Tes
         String::from_utf8_lossy(&second.stderr)
     );
 
-    assert_eq!(
-        events(&base)?,
-        [
-            "BeforeInstall v1",
-            "AfterInstall v1",
-            "ApplicationStart v1",
-            "ValidateService v1",
-            // The second deployment stops the app with the scripts of the revision that was installed.
-            "ApplicationStop v1",
-            "BeforeInstall v2",
-            "AfterInstall v2",
-            "ApplicationStart v2",
-            "ValidateService v2",
-        ]
-    );
+    // Each deployment runs the plan's hooks in its order; the steps that stop or drain the running app take the
+    // scripts of the revision that was installed (none on the first deployment), the others the new revision's.
+    let hooks = |installed: Option<&str>, new: &str| -> Vec<String> {
+        rollcage_proto::plan(rollcage_proto::wire::DeploymentStyle::InPlace, false)
+            .hooks(installed, new)
+            .map(|(e, v)| format!("{e} {v}"))
+            .collect()
+    };
+    let want = [hooks(None, "v1"), hooks(Some("v1"), "v2")].concat();
+    assert_eq!(want.len(), 9, "{want:?}");
+    assert!(want.contains(&"ApplicationStop v1".to_owned()));
+    assert_eq!(events(&base)?, want);
     assert_eq!(std::fs::read_to_string(base.join("app/VERSION"))?, "v2\n");
     assert_eq!(std::fs::read_to_string(base.join("running"))?, "v2\n");
     // The seed's cache layout.

@@ -7,6 +7,7 @@
 mod common;
 
 use common::{Coordinator, Http, ms, quantile};
+use rollcage_proto::wire::DeploymentStatus;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -95,10 +96,8 @@ async fn run() {
             done_rx.recv().await;
         }
         totals.push(t.elapsed());
-        let v: serde_json::Value = http
-            .get(&format!("/v1/deployments/{id}"), &coord.admin)
-            .await;
-        assert_eq!(v["status"], "succeeded", "{v}");
+        let d = http.deployment(&coord.admin, &id).await;
+        assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in tasks {

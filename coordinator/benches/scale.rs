@@ -7,6 +7,7 @@
 mod common;
 
 use common::{Coordinator, Http};
+use rollcage_proto::wire::DeploymentStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -85,10 +86,8 @@ async fn run(n: usize) {
     }
     let secs = t.elapsed().as_secs_f64();
     let total = reports.load(Ordering::Relaxed);
-    let v: serde_json::Value = http
-        .get(&format!("/v1/deployments/{id}"), &coord.admin)
-        .await;
-    assert_eq!(v["status"], "succeeded");
+    let d = http.deployment(&coord.admin, &id).await;
+    assert_eq!(d.status, DeploymentStatus::Succeeded);
     let rate = total as f64 / secs;
     println!("scale: {n} simulated agents, all-at-once deployment, 7 no-op steps each");
     println!("  baseline `empty polls`: {:.0} requests/s", base_rate);

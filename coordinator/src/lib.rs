@@ -1,24 +1,33 @@
 //! The rollcage coordinator: one process, one SQLite database, no cloud account.
 //!
-//! - [`api`]: the JSON HTTP API under `/v1` (operators and agents), one error shape, token auth.
-//! - [`engine`]: step plans, the pure rolling strategy, and the executor that applies it.
-//! - [`store`]: the SQLite state, the single source of truth (a restarted coordinator carries on).
-//! - [`auth`]: admin, enrollment and per-agent tokens.
-//! - [`dashboard`]: the web dashboard at `GET /` (static files; the page calls the API with the admin token).
-//! - [`notify`]: per-deployment change notification behind the live progress stream.
-//! - [`metrics`]: Prometheus metrics at `GET /metrics` (admin or scrape token).
+//! Layers, each depending only on the ones below it:
+//!
 //! - [`server`]: start-up (data dir, tokens, resume), the lost-agent sweeper, plain or TLS listener.
+//! - [`api`]: the HTTP layer: the router (JSON API under `/v1`, `GET /metrics`, the web dashboard at `GET /`), one
+//!   error shape, token-auth extractors, and the middleware that logs internal errors.
+//! - [`engine`]: the pure rolling strategy, the executor that applies it in a transaction, the traffic runner (the
+//!   coordinator's own load-balancer steps) and the LB counters; a group's LB settings are proto's typed `GroupLb`.
+//! - [`state`]: the shared state (store, tokens, settings, metrics, waiters, agents' last contact).
+//! - [`notify`]: who waits for what (agent long polls, deployment followers, the traffic runner), woken after each
+//!   commit with what the store says it touched.
+//! - [`metrics`]: the Prometheus registry and its instruments.
+//! - [`store`]: the SQLite state, the single source of truth (a restarted coordinator carries on); its writes
+//!   record what they touched and tell the commit hook.
+//! - [`auth`]: admin, enrollment and per-agent tokens.
 //!
 //! This crate depends on `proto` only: it never links the runtime or wasmtime.
 
 pub mod api;
 pub mod auth;
-pub mod dashboard;
 pub mod engine;
 pub mod metrics;
 pub mod notify;
 pub mod server;
+pub mod state;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 pub use api::router;
 pub use server::{ServerConfig, serve};
+pub use state::Settings;

@@ -1,5 +1,6 @@
-//! Prometheus metrics of the coordinator, served at `GET /metrics` (OpenMetrics text, which Prometheus scrapes
-//! natively).
+//! Prometheus metrics of the coordinator: the registry and its instruments, rendered as OpenMetrics text (which
+//! Prometheus scrapes natively). The route `GET /metrics` lives in `api::metrics`; the recorders (step reports)
+//! and the LB counter source only need this module.
 //!
 //! | metric | type | source |
 //! |---|---|---|
@@ -9,16 +10,11 @@
 //! | `rollcage_agents_enrolled` / `rollcage_agents_connected` | gauge | enrolled agents / those heard from within the heartbeat deadline |
 //! | `rollcage_lb_requests_total{group}` / `rollcage_lb_errors_total{group}` | counter | the [`LbCounterSource`] hook, when one is set |
 //!
-//! **Auth**: the route takes a bearer token like the rest of the API, so that deployment and fleet figures are not
-//! public. Two tokens work: the admin token, or the read-only scrape token in `DATA/metrics-token` (created on
-//! first start, mode 0600), which is the one to give Prometheus (`authorization: {credentials_file: …}`) since it
-//! can do nothing else.
+//! The scrape token (`DATA/metrics-token`) is checked here ([`Metrics::is_scrape_token`]); why there is one is told
+//! in `api::metrics`.
 
-use crate::api::{ApiError, State, now_ms};
 use crate::auth;
-use axum::extract::State as AxState;
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use crate::store::{Store, StoreError};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -34,6 +30,17 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// A dead load balancer must not hang the scrape: past this its counters are left out of this scrape.
 const LB_SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Rendering the metrics failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// Reading the scrape-time figures failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The exposition could not be written.
+    #[error("encoding metrics: {0}")]
+    Encode(#[from] std::fmt::Error),
+}
 
 /// Request counters of one LB server group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,7 +197,8 @@ impl Metrics {
         let _ = self.scrape_token_hash.set(auth::hash_token(token));
     }
 
-    fn is_scrape_token(&self, token: &str) -> bool {
+    /// Whether `token` is the scrape token.
+    pub fn is_scrape_token(&self, token: &str) -> bool {
         self.scrape_token_hash
             .get()
             .is_some_and(|h| *h == auth::hash_token(token))
@@ -213,18 +221,23 @@ impl Metrics {
         }
     }
 
-    /// The exposition text (after refreshing the scrape-time gauges from `st`).
-    pub async fn render(&self, st: &State) -> Result<String, ApiError> {
-        let (by_status, agents) = st.store.read(|c| {
+    /// The exposition text, after refreshing the scrape-time gauges from `store` (`connected` tells whether an
+    /// enrolled agent was heard from within the heartbeat deadline).
+    pub async fn render(
+        &self,
+        store: &Store,
+        connected: impl Fn(&str) -> bool,
+    ) -> Result<String, MetricsError> {
+        let (by_status, agents) = store.read(|c| {
             let mut stmt = c
                 .prepare_cached("SELECT status, COUNT(*) FROM deployments GROUP BY status")
-                .map_err(|e| st.store.err(e))?;
+                .map_err(|e| store.err(e))?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| st.store.err(e))?;
+                .map_err(|e| store.err(e))?;
             let agents = crate::store::instances::all(c)?;
-            Ok::<_, ApiError>((rows, agents))
+            Ok::<_, StoreError>((rows, agents))
         })?;
         for status in [
             DeploymentStatus::InProgress,
@@ -243,13 +256,7 @@ impl Metrics {
                 })
                 .set(n);
         }
-        let now = now_ms();
-        let deadline =
-            i64::try_from(st.settings.heartbeat_deadline.as_millis()).unwrap_or(i64::MAX);
-        let connected = agents
-            .iter()
-            .filter(|(name, _, _)| st.last_seen(name).is_some_and(|t| now - t <= deadline))
-            .count();
+        let connected = agents.iter().filter(|(name, _, _)| connected(name)).count();
         self.agents_enrolled
             .set(i64::try_from(agents.len()).unwrap_or(i64::MAX));
         self.agents_connected
@@ -263,33 +270,7 @@ impl Metrics {
             }
         }
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
     }
-}
-
-/// `GET /metrics`: the admin token or the scrape token.
-pub async fn scrape(headers: HeaderMap, AxState(st): AxState<State>) -> Result<Response, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::Unauthorized(
-                "missing `Authorization: Bearer <token>` header (admin or metrics token)".into(),
-            )
-        })?;
-    if !st.tokens.is_admin(token) && !st.metrics.is_scrape_token(token) {
-        return Err(ApiError::Unauthorized(
-            "invalid token: /metrics takes the admin token or DATA/metrics-token".into(),
-        ));
-    }
-    let body = st.metrics.render(&st).await?;
-    let mut resp = body.into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    Ok(resp)
 }

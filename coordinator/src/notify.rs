@@ -1,13 +1,72 @@
-//! Change notification per deployment, for the live progress stream (`GET /v1/deployments/{id}/events`).
+//! Who waits for what, and waking them after a commit.
 //!
-//! Every path that changes a deployment in the store calls [`Changes::bump`] with its id after the transaction
-//! committed; a stream [`Changes::subscribe`]s before it reads the first snapshot. Each deployment has one
-//! `tokio::sync::watch` channel holding a generation counter, so a slow reader coalesces: however many bumps it
-//! missed, it wakes once and reads the latest state, never a backlog.
+//! Three kinds of waiters: an agent's long poll (`POST /v1/agent/poll`) sleeps on its instance's [`Wakers`] entry;
+//! the live progress stream and the `logs` long poll (`GET /v1/deployments/{id}/events`, `…/logs`) follow a
+//! deployment through [`Changes`]; the traffic runner (`engine::traffic::run`) sleeps on one `Notify`. Nobody calls
+//! them by hand: the store records what each transaction touched ([`crate::store::Touched`]) and, once it
+//! committed, [`Notifiers::committed`] (installed by the shared state as the store's commit hook) wakes exactly
+//! those.
+//!
+//! [`Changes`] keeps one `tokio::sync::watch` channel per followed deployment holding a generation counter, so a
+//! slow reader coalesces: however many bumps it missed, it wakes once and reads the latest state, never a backlog.
+//! A stream [`Changes::subscribe`]s before it reads the first snapshot, so a change committed in between still wakes.
 
+use crate::store::Touched;
 use std::collections::HashMap;
-use std::sync::Mutex;
-use tokio::sync::watch;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, watch};
+
+/// Every waiter the coordinator wakes after a commit.
+#[derive(Debug, Default)]
+pub struct Notifiers {
+    /// Agent long polls, by instance.
+    pub wakers: Wakers,
+    /// Deployment followers (progress stream, logs long poll).
+    pub changes: Changes,
+    /// The traffic runner: a dispatched coordinator step. `notify_one` keeps a permit when the runner is busy, so
+    /// a dispatch during its scan is not lost.
+    pub traffic: Notify,
+}
+
+impl Notifiers {
+    /// Nobody waits yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A transaction that touched `t` committed: wake whoever waits on it.
+    pub fn committed(&self, t: &Touched) {
+        self.wakers.wake(&t.instances);
+        self.changes.bump_many(&t.deployments);
+        if t.coordinator_steps {
+            self.traffic.notify_one();
+        }
+    }
+}
+
+/// The notifier each agent's long poll sleeps on.
+#[derive(Debug, Default)]
+pub struct Wakers {
+    map: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Wakers {
+    /// The notifier a waiting poll of `instance` sleeps on.
+    pub fn waker(&self, instance: &str) -> Arc<Notify> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(instance.to_owned()).or_default().clone()
+    }
+
+    /// Wake the waiting polls of these instances.
+    pub fn wake<S: AsRef<str>>(&self, instances: impl IntoIterator<Item = S>) {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        for i in instances {
+            if let Some(n) = map.get(i.as_ref()) {
+                n.notify_waiters();
+            }
+        }
+    }
+}
 
 /// A subscription to one deployment's changes: [`watch::Receiver::changed`] resolves after the next bump.
 pub type Subscription = watch::Receiver<u64>;
@@ -39,7 +98,7 @@ impl Changes {
         }
     }
 
-    /// Deployment `id` changed (call after the transaction committed).
+    /// Deployment `id` changed (called after the transaction committed).
     pub fn bump(&self, id: &str) {
         let map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = map.get(id) {
@@ -48,13 +107,13 @@ impl Changes {
     }
 
     /// Deployments `ids` changed.
-    pub fn bump_many<S: AsRef<str>>(&self, ids: &[S]) {
+    pub fn bump_many<S: AsRef<str>>(&self, ids: impl IntoIterator<Item = S>) {
         for id in ids {
             self.bump(id.as_ref());
         }
     }
 
-    /// Any followed deployment may have changed (start-up resume, the lost-agent sweeper): every follower re-reads.
+    /// Any followed deployment may have changed (a notification without detail): every follower re-reads.
     pub fn bump_all(&self) {
         let map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         for tx in map.values() {
@@ -109,7 +168,7 @@ mod tests {
         assert!(changed_now(&mut a).await);
         assert!(changed_now(&mut a2).await);
         assert!(!changed_now(&mut b).await);
-        c.bump_many(&["d-2"]);
+        c.bump_many(["d-2"]);
         assert!(changed_now(&mut b).await);
         c.bump_all();
         assert!(changed_now(&mut a).await && changed_now(&mut b).await);

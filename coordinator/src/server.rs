@@ -1,12 +1,14 @@
 //! Starting the coordinator: open the data dir, create or load tokens, resume running deployments, sweep lost
 //! agents, and serve the API over plain HTTP or TLS (rustls) until SIGTERM or Ctrl-C.
 
-use crate::api::{self, AppState, Settings, now_ms};
+use crate::api;
 use crate::auth::{self, Tokens};
 use crate::engine::executor;
+use crate::state::{AppState, Settings, State};
 use crate::store::{Store, instances};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use rollcage_proto::wire::now_ms;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,7 +67,7 @@ pub enum ServerError {
 }
 
 /// Open the data dir and build the shared state (resuming every running deployment).
-pub fn open_state(cfg: &ServerConfig) -> Result<api::State, ServerError> {
+pub fn open_state(cfg: &ServerConfig) -> Result<State, ServerError> {
     std::fs::create_dir_all(&cfg.data).map_err(|source| ServerError::Io {
         what: "creating data dir",
         path: cfg.data.clone(),
@@ -99,20 +101,22 @@ pub fn open_state(cfg: &ServerConfig) -> Result<api::State, ServerError> {
     for (name, _, _) in &agents {
         state.seen(name, now);
     }
-    let mut wake = Vec::new();
-    let resumed = state
-        .store
-        .write(|tx| executor::resume_all(tx, now, &mut wake))?;
-    state.changes.bump_all();
+    let resumed = resume(&state, now)?;
     if resumed > 0 {
         tracing::info!(resumed, "resumed running deployments");
     }
     Ok(state)
 }
 
+/// Re-run the strategy on every active deployment (at start-up: a coordinator killed mid-way carries on). Whatever
+/// it dispatches wakes its waiters after the commit, like any other write. Returns the deployments resumed.
+pub fn resume(state: &State, now: i64) -> Result<usize, executor::EngineError> {
+    state.store.write(|tx| executor::resume_all(tx, now))
+}
+
 /// Delete the step logs of deployments that ended longer ago than the retention (nothing when it is `None`).
 /// Returns the entries deleted.
-pub fn prune_logs(state: &api::State, now: i64) -> Result<usize, crate::store::StoreError> {
+pub fn prune_logs(state: &State, now: i64) -> Result<usize, crate::store::StoreError> {
     let Some(keep) = state.settings.log_retention else {
         return Ok(0);
     };
@@ -125,7 +129,7 @@ pub fn prune_logs(state: &api::State, now: i64) -> Result<usize, crate::store::S
 }
 
 /// Fail the in-flight step of every agent not heard from within the heartbeat deadline. Returns the steps failed.
-pub fn sweep_lost(state: &api::State, now: i64) -> Result<usize, executor::EngineError> {
+pub fn sweep_lost(state: &State, now: i64) -> Result<usize, executor::EngineError> {
     let deadline = i64::try_from(state.settings.heartbeat_deadline.as_millis()).unwrap_or(i64::MAX);
     let running = state.store.read(crate::store::deployments::running_steps)?;
     let mut failed = 0;
@@ -136,17 +140,13 @@ pub fn sweep_lost(state: &api::State, now: i64) -> Result<usize, executor::Engin
                 "agent `{instance}` lost: not heard from for {} s",
                 (now - seen) / 1000
             );
-            let mut wake = Vec::new();
             if state
                 .store
-                .write(|tx| executor::fail_lost_step(tx, step, &reason, now, &mut wake))?
+                .write(|tx| executor::fail_lost_step(tx, step, &reason, now))?
             {
                 tracing::warn!(%instance, step, "{reason}");
                 failed += 1;
-                // Rare (an agent lost): every follower re-reads rather than looking up the step's deployment.
-                state.changes.bump_all();
             }
-            state.wake(&wake);
         }
     }
     Ok(failed)
@@ -291,16 +291,11 @@ mod tests {
                     .map_err(crate::store::sql)
                 })
                 .unwrap();
-            Arc::new(AppState::new(
-                store,
-                Tokens::new("a", "e", []),
-                PathBuf::from("/nonexistent"),
-                Settings {
-                    max_poll_wait: Duration::from_millis(10),
-                    heartbeat_deadline: Duration::from_secs(10),
-                    log_retention: retention,
-                },
-            ))
+            let settings = Settings {
+                log_retention: retention,
+                ..crate::testkit::settings()
+            };
+            crate::testkit::state_over(store, settings).unwrap()
         };
         let never = state_with(None);
         assert_eq!(prune_logs(&never, i64::MAX).unwrap(), 0, "kept for ever");
@@ -320,7 +315,6 @@ mod tests {
     #[test]
     fn a_silent_agent_s_step_fails_after_the_heartbeat_deadline() {
         let store = Store::open_in_memory().unwrap();
-        let mut wake = Vec::new();
         let id = store
             .write(|tx| {
                 apps::insert_application(tx, "app", 0)?;
@@ -351,20 +345,14 @@ mod tests {
                     },
                     &[],
                     1_000,
-                    &mut wake,
                 )
             })
             .unwrap();
-        let state = Arc::new(AppState::new(
-            store,
-            Tokens::new("a", "e", []),
-            PathBuf::from("/nonexistent"),
-            Settings {
-                max_poll_wait: Duration::from_millis(10),
-                heartbeat_deadline: Duration::from_secs(10),
-                log_retention: None,
-            },
-        ));
+        let settings = Settings {
+            heartbeat_deadline: Duration::from_secs(10),
+            ..crate::testkit::settings()
+        };
+        let state = crate::testkit::state_over(store, settings).unwrap();
         state.seen("a", 5_000);
         assert_eq!(sweep_lost(&state, 14_000).unwrap(), 0, "heard from 9 s ago");
         assert_eq!(sweep_lost(&state, 15_001).unwrap(), 1);

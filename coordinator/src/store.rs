@@ -4,6 +4,12 @@
 //! `PRAGMA user_version`. Every state change runs in one transaction ([`Store::write`]), so a coordinator killed at
 //! any point restarts with a consistent state and carries on every running deployment. Each resource has its own
 //! file: [`apps`] (applications and groups), [`revisions`], [`instances`], [`deployments`], [`logs`] (step output).
+//!
+//! **Notify after commit.** A write runs on a [`Tx`], which derefs to the connection and collects a [`Touched`]
+//! set: the store functions that change a deployment, dispatch or end a step record the deployment and the agents
+//! they touched. Once the transaction committed (and only then), the store hands the set to the hook installed
+//! with [`Store::on_commit`] (the shared state's: it wakes agent long polls, progress streams and the traffic
+//! runner). No handler wakes anything by hand, so none can forget to.
 
 pub mod apps;
 pub mod deployments;
@@ -12,7 +18,9 @@ pub mod instances;
 pub mod logs;
 pub mod revisions;
 
-use rusqlite::{Connection, Transaction};
+use rusqlite::Connection;
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc};
 
@@ -171,18 +179,114 @@ CREATE INDEX step_logs_deployment ON step_logs (deployment_id, seq);
 "#,
 ];
 
-/// One batched write: runs inside a savepoint of the batch's transaction, returns what to do once the batch's
-/// commit is known.
-type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+/// What one committed transaction changed, for whoever waits on it. Plain data, so the same set can later be sent
+/// to other coordinators (PostgreSQL `LISTEN`/`NOTIFY`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Touched {
+    /// Deployments whose rows, instances, steps or logs changed (their progress followers re-read).
+    pub deployments: BTreeSet<String>,
+    /// Agents (instance names) that were sent a step or had one cancelled (their long polls re-read).
+    pub instances: BTreeSet<String>,
+    /// A coordinator step (load-balancer call) was dispatched (the traffic runner picks it up).
+    pub coordinator_steps: bool,
+}
+
+impl Touched {
+    /// Nothing was touched.
+    pub fn is_empty(&self) -> bool {
+        self.deployments.is_empty() && self.instances.is_empty() && !self.coordinator_steps
+    }
+
+    /// Add everything `other` touched.
+    pub fn merge(&mut self, other: Touched) {
+        self.deployments.extend(other.deployments);
+        self.instances.extend(other.instances);
+        self.coordinator_steps |= other.coordinator_steps;
+    }
+}
+
+/// A write in progress: the transaction's connection (through `Deref`), and what it touched so far. Every store
+/// function that writes deployment state takes a `&Tx` and records into it.
+#[derive(Debug)]
+pub struct Tx<'c> {
+    conn: &'c Connection,
+    touched: RefCell<Touched>,
+}
+
+impl<'c> Tx<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Self {
+            conn,
+            touched: RefCell::default(),
+        }
+    }
+
+    /// Deployment `id` changed.
+    pub fn touch_deployment(&self, id: &str) {
+        let mut t = self.touched.borrow_mut();
+        if !t.deployments.contains(id) {
+            t.deployments.insert(id.to_owned());
+        }
+    }
+
+    /// Agent `instance` has new work (a step sent, or its step cancelled).
+    pub fn touch_instance(&self, instance: &str) {
+        let mut t = self.touched.borrow_mut();
+        if !t.instances.contains(instance) {
+            t.instances.insert(instance.to_owned());
+        }
+    }
+
+    /// A coordinator step was dispatched.
+    pub fn touch_coordinator_step(&self) {
+        self.touched.borrow_mut().coordinator_steps = true;
+    }
+
+    /// What this write touched so far.
+    pub fn touched(&self) -> Touched {
+        self.touched.borrow().clone()
+    }
+
+    fn into_touched(self) -> Touched {
+        self.touched.into_inner()
+    }
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+/// Called with what a transaction touched, after it committed.
+pub type CommitHook = Arc<dyn Fn(&Touched) + Send + Sync>;
+
+/// One batched write: runs inside a savepoint of the batch's transaction, returns what it touched (empty when it
+/// rolled back) and what to do once the batch's commit is known.
+type Job = Box<dyn FnOnce(&Connection) -> (Touched, Reply) + Send>;
 /// Delivers a batched write's result after the commit.
 type Reply = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
 
 /// The database, behind one lock (SQLite serialises writers anyway; reads are short).
-#[derive(Debug)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
     batcher: OnceLock<Mutex<mpsc::Sender<Job>>>,
+    on_commit: Arc<Mutex<Vec<CommitHook>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field(
+                "on_commit",
+                &self.on_commit.lock().map(|h| h.len()).unwrap_or(0),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -198,6 +302,7 @@ impl Store {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
             batcher: OnceLock::new(),
+            on_commit: Arc::default(),
         })
     }
 
@@ -214,6 +319,7 @@ impl Store {
             conn: Arc::new(Mutex::new(conn)),
             path,
             batcher: OnceLock::new(),
+            on_commit: Arc::default(),
         })
     }
 
@@ -244,25 +350,53 @@ impl Store {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Run `f` in one transaction; commit when it returns `Ok`.
+    /// Add a hook that hears what every committed write touched (the shared state's wakes the waiters; a test may
+    /// add its own). Called after the commit, outside the database lock; it must not block.
+    pub fn on_commit(&self, hook: CommitHook) {
+        self.on_commit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
+    }
+
+    fn committed(hooks: &Mutex<Vec<CommitHook>>, touched: &Touched) {
+        if touched.is_empty() {
+            return;
+        }
+        // Cloned out of the lock: a hook may take its time without blocking the next commit's.
+        let hooks = hooks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for hook in hooks {
+            hook(touched);
+        }
+    }
+
+    /// Run `f` in one transaction; commit when it returns `Ok`, then tell the [`Store::on_commit`] hook what it
+    /// touched.
     pub fn write<T, E: From<StoreError>>(
         &self,
-        f: impl FnOnce(&Transaction<'_>) -> std::result::Result<T, E>,
+        f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
-        let out = f(&tx)?;
-        tx.commit().map_err(|e| self.err(e))?;
-        Ok(out)
+        let touched = {
+            let mut conn = self.lock();
+            let tx = conn.transaction().map_err(|e| self.err(e))?;
+            let w = Tx::new(&tx);
+            let out = f(&w)?;
+            let touched = w.into_touched();
+            tx.commit().map_err(|e| self.err(e))?;
+            (out, touched)
+        };
+        Self::committed(&self.on_commit, &touched.1);
+        Ok(touched.0)
     }
 
     /// Run `f` as part of a group commit: writes that arrive while the writer thread is busy share one
     /// transaction (each in its own savepoint, so a failing one rolls back alone), and each caller gets its result
-    /// only after that transaction committed. Used on the step-report path, where thousands of agents report at
-    /// once and one commit per report would dominate.
+    /// only after that transaction committed (and after the [`Store::on_commit`] hook heard what the whole batch
+    /// touched). Used on the step-report path, where thousands of agents report at once and one commit per report
+    /// would dominate.
     pub async fn write_batched<T, E>(
         &self,
-        f: impl FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+        f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E> + Send + 'static,
     ) -> std::result::Result<T, E>
     where
         T: Send + 'static,
@@ -271,35 +405,45 @@ impl Store {
         let (tx, rx) = tokio::sync::oneshot::channel::<std::result::Result<T, E>>();
         let path = self.path.clone();
         let job: Job = Box::new(move |conn: &Connection| {
-            let result = match conn.execute_batch("SAVEPOINT job") {
-                Err(e) => Err(E::from(StoreError::Sqlite {
-                    path: path.clone(),
-                    source: e,
-                })),
+            let (result, touched) = match conn.execute_batch("SAVEPOINT job") {
+                Err(e) => (
+                    Err(E::from(StoreError::Sqlite {
+                        path: path.clone(),
+                        source: e,
+                    })),
+                    Touched::default(),
+                ),
                 Ok(()) => {
-                    let r = f(conn);
+                    let w = Tx::new(conn);
+                    let r = f(&w);
                     let end = if r.is_ok() {
                         conn.execute_batch("RELEASE job")
                     } else {
                         conn.execute_batch("ROLLBACK TO job; RELEASE job")
                     };
-                    match end {
-                        Ok(()) => r,
-                        Err(e) => Err(E::from(StoreError::Sqlite {
-                            path: path.clone(),
-                            source: e,
-                        })),
+                    match (end, r) {
+                        (Ok(()), Ok(v)) => (Ok(v), w.into_touched()),
+                        // Rolled back: it touched nothing.
+                        (Ok(()), Err(e)) => (Err(e), Touched::default()),
+                        (Err(e), _) => (
+                            Err(E::from(StoreError::Sqlite {
+                                path: path.clone(),
+                                source: e,
+                            })),
+                            Touched::default(),
+                        ),
                     }
                 }
             };
-            Box::new(move |commit: std::result::Result<(), String>| {
+            let reply: Reply = Box::new(move |commit: std::result::Result<(), String>| {
                 let out = match (result, commit) {
                     (Ok(v), Ok(())) => Ok(v),
                     (Ok(_), Err(message)) => Err(E::from(StoreError::Commit { path, message })),
                     (Err(e), _) => Err(e),
                 };
                 let _ = tx.send(out);
-            })
+            });
+            (touched, reply)
         });
         let sent = self
             .batcher
@@ -319,6 +463,7 @@ impl Store {
         const MAX_BATCH: usize = 256;
         let (tx, rx) = mpsc::channel::<Job>();
         let conn = self.conn.clone();
+        let hook = self.on_commit.clone();
         let spawned = std::thread::Builder::new()
             .name("rollcage-db-writer".into())
             .spawn(move || {
@@ -339,11 +484,15 @@ impl Store {
                         continue;
                     }
                     let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
+                    let mut touched = Touched::default();
                     for job in jobs {
                         // A panicking job must not take the writer down with it: undo its savepoint and drop its
                         // reply (its caller gets an error), keep the others.
                         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&guard))) {
-                            Ok(reply) => replies.push(reply),
+                            Ok((t, reply)) => {
+                                touched.merge(t);
+                                replies.push(reply);
+                            }
                             Err(_) => {
                                 tracing::error!("a batched database write panicked; rolled back");
                                 let _ = guard.execute_batch("ROLLBACK TO job; RELEASE job");
@@ -355,6 +504,9 @@ impl Store {
                         e.to_string()
                     });
                     drop(guard);
+                    if commit.is_ok() {
+                        Self::committed(&hook, &touched);
+                    }
                     for reply in replies {
                         reply(commit.clone());
                     }

@@ -4,13 +4,12 @@
 //! On errors the loop checks for shutdown first, then backs off exponentially with full jitter (so a fleet that
 //! lost its coordinator does not reconnect in lock-step). Reports are retried until the coordinator has them.
 
-use crate::client::{Client, ClientError};
 use crate::executor::StepExecutor;
 use crate::journal::{EntryState, Journal, JournalError};
 use crate::steplog::{self, LogMark};
+use rollcage_client::{Client, ClientError};
 use rollcage_proto::wire::{
-    CommandState, EnrollRequest, EnrollResponse, PollRequest, PollResponse, ReportResponse,
-    StepCommand, StepOutcome, StepReport,
+    CommandState, EnrollRequest, EnrollResponse, PollRequest, StepCommand, StepOutcome, StepReport,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -124,12 +123,9 @@ pub async fn obtain_token(
     let mut attempt = 0;
     let resp: EnrollResponse = loop {
         match enroller
-            .post(
-                "/v1/agent/enroll",
-                &EnrollRequest {
-                    name: name.to_owned(),
-                },
-            )
+            .enroll(&EnrollRequest {
+                name: name.to_owned(),
+            })
             .await
         {
             Ok(r) => break r,
@@ -200,11 +196,7 @@ impl<E: StepExecutor> AgentLoop<E> {
             let req = PollRequest {
                 wait_ms: Some(u64::try_from(self.cfg.poll_wait.as_millis()).unwrap_or(u64::MAX)),
             };
-            let poll = self.client.post_long::<_, PollResponse>(
-                "/v1/agent/poll",
-                &req,
-                self.cfg.poll_wait + Duration::from_secs(30),
-            );
+            let poll = self.client.poll(&req);
             let result = tokio::select! {
                 r = poll => r,
                 _ = &mut shutdown => return Ok(()),
@@ -268,14 +260,13 @@ impl<E: StepExecutor> AgentLoop<E> {
     async fn run_cancellable(&self, cmd: &StepCommand) -> StepReport {
         let step = self.exec.run(cmd);
         tokio::pin!(step);
-        let path = format!("/v1/agent/commands/{}", cmd.command_id);
         let mut tick = tokio::time::interval(self.cfg.cancel_check);
         tick.tick().await;
         loop {
             tokio::select! {
                 r = &mut step => return r,
                 _ = tick.tick() => {
-                    if let Ok(CommandState { cancelled: true }) = self.client.get::<CommandState>(&path).await {
+                    if let Ok(CommandState { cancelled: true }) = self.client.command_state(cmd.command_id).await {
                         tracing::warn!(deployment = %cmd.deployment_id, event = %cmd.event, "step cancelled by a forced stop");
                         return StepReport {
                             command_id: cmd.command_id,
@@ -299,11 +290,7 @@ impl<E: StepExecutor> AgentLoop<E> {
     ) -> Result<Option<StepCommand>, AgentError> {
         let mut attempt = 0u32;
         loop {
-            match self
-                .client
-                .post::<_, ReportResponse>("/v1/agent/reports", report)
-                .await
-            {
+            match self.client.report(report).await {
                 Ok(resp) => {
                     self.journal.ack(cmd, report)?;
                     return Ok(resp.command);
@@ -314,7 +301,7 @@ impl<E: StepExecutor> AgentLoop<E> {
                     attempt += 1;
                     tokio::time::sleep(d).await;
                 }
-                Err(e) if e.status() == Some(hyper::StatusCode::UNAUTHORIZED) => {
+                Err(e) if e.status() == Some(rollcage_client::StatusCode::UNAUTHORIZED) => {
                     return Err(AgentError::Refused(e));
                 }
                 Err(e) => {

@@ -5,7 +5,7 @@
 //! rollback, which has no DownloadBundle step, takes its revision from the cache: the archive is downloaded again
 //! only if the cache lost it.
 
-use crate::client::Client;
+use rollcage_client::Client;
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{RevisionLocation, StepCommand, StepOutcome, StepReport};
 use rollcage_runtime::appspec::FileExistsBehavior;
@@ -65,14 +65,10 @@ impl BundleCache {
                     .map_err(|e| format!("invalid revision URL `{url}`: {e}"))?;
                 Ok((Source::Url(url), true))
             }
-            RevisionLocation::Coordinator { path } => {
-                // Appended to the coordinator's base URL: anything but an absolute path (e.g. `@host/…`) could
-                // redirect the agent's token elsewhere.
-                if !path.starts_with('/') || path.contains("://") {
-                    return Err(format!(
-                        "invalid bundle path `{path}` in command: expected an absolute path"
-                    ));
-                }
+            RevisionLocation::Coordinator => {
+                // The command carries no path: the client builds the bundle route from the application and the
+                // revision id, each percent-encoded, under the configured base URL. So a command can no longer
+                // point the agent's token at another host (what the old absolute-path check guarded against).
                 let dest = self.path(&cmd.revision.sha256).ok_or_else(|| {
                     format!("invalid sha256 `{}` in command", cmd.revision.sha256)
                 })?;
@@ -85,7 +81,13 @@ impl BundleCache {
                 let mut last = String::new();
                 // A few quick retries for a flaky link; the coordinator re-sends the step anyway if we fail.
                 for attempt in 0..3u32 {
-                    match client.download(path, &dest, &cmd.revision.sha256).await {
+                    let download = client.download_bundle(
+                        &cmd.application,
+                        &cmd.revision.id,
+                        &dest,
+                        &cmd.revision.sha256,
+                    );
+                    match download.await {
                         Ok(bytes) => {
                             tracing::info!(revision = %cmd.revision.id, bytes, "revision downloaded");
                             self.prune(&dest);

@@ -1,12 +1,10 @@
-//! The rollcage host agent (`rollcage agent`).
+//! The rollcage host agent (`rollcage agent`). It talks to the coordinator through `rollcage_client`.
 //!
-//! - [`client`]: the JSON HTTP(S) client of the coordinator API (also used by the CLI).
 //! - [`journal`]: the local step journal that makes restarts safe and reports unlosable.
 //! - [`executor`]: the [`executor::StepExecutor`] trait and the real executor over the runtime crate.
 //! - [`daemon`]: enroll, recover, long-poll, run, report; backoff with jitter.
 //! - [`steplog`]: each step's hook output, bounded, for its report.
 
-pub mod client;
 pub mod daemon;
 pub mod executor;
 pub mod journal;
@@ -58,7 +56,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), daemon::AgentError> {
         .token_file
         .clone()
         .unwrap_or_else(|| agent_dir.join("token"));
-    let base = client::Client::new(&cfg.coordinator, None, cfg.ca_file.as_deref())
+    let base = rollcage_client::Client::new(&cfg.coordinator, None, cfg.ca_file.as_deref())
         .map_err(daemon::AgentError::Refused)?;
     let token = daemon::obtain_token(
         &base,

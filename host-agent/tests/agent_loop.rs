@@ -1,16 +1,17 @@
 //! The agent loop against a real coordinator (in-process, on loopback) with a fake step executor: protocol,
 //! journal recovery after a simulated SIGKILL, and the outbox.
 
-use rollcage_agent::client::Client;
 use rollcage_agent::daemon::{AgentLoop, Backoff, LoopConfig};
 use rollcage_agent::executor::{BoxFuture, StepExecutor};
 use rollcage_agent::journal::{EntryState, Journal};
-use rollcage_coordinator::api::Settings;
+use rollcage_client::Client;
+use rollcage_coordinator::Settings;
 use rollcage_coordinator::server::{ServerConfig, serve};
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{
-    Deployment, DeploymentStatus, EnrollResponse, PollRequest, PollResponse, Revision, StepCommand,
-    StepOutcome, StepReport,
+    Concurrency, CreateApplication, CreateDeployment, CreateGroup, Deployment, DeploymentStatus,
+    DeploymentStyle, EnrollRequest, LogQuery, PollRequest, StepCommand, StepOutcome, StepReport,
+    StopDeployment,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -106,8 +107,10 @@ async fn coordinator() -> Result<Env, Box<dyn std::error::Error>> {
 impl Env {
     async fn agent_client(&self, name: &str) -> Result<Client, Box<dyn std::error::Error>> {
         let c = Client::new(&self.base, Some(self.enroll_token.clone()), None)?;
-        let r: EnrollResponse = c
-            .post("/v1/agent/enroll", &serde_json::json!({"name": name}))
+        let r = c
+            .enroll(&EnrollRequest {
+                name: name.to_owned(),
+            })
             .await?;
         Ok(c.with_token(Some(r.token)))
     }
@@ -117,38 +120,40 @@ impl Env {
         instances: &[&str],
         auto_rollback: bool,
     ) -> Result<String, Box<dyn std::error::Error>> {
-        let _: serde_json::Value = self
-            .admin
-            .post("/v1/applications", &serde_json::json!({"name": "app"}))
+        self.admin
+            .create_application(&CreateApplication { name: "app".into() })
             .await?;
-        let _: serde_json::Value = self
-            .admin
-            .post(
-                "/v1/applications/app/groups",
-                &serde_json::json!({"name": "web", "style": "in-place", "concurrency": "1",
-                    "auto_rollback": auto_rollback, "instances": instances}),
+        self.admin
+            .create_group(
+                "app",
+                &CreateGroup {
+                    name: "web".into(),
+                    style: DeploymentStyle::InPlace,
+                    concurrency: Concurrency::Count(1),
+                    failure_tolerance: 0,
+                    auto_rollback,
+                    instances: instances.iter().map(|i| (*i).to_owned()).collect(),
+                    form: None,
+                    lb: None,
+                },
             )
             .await?;
-        let rev: Revision = self
+        let rev = self.admin.upload_revision("app", &b"archive"[..]).await?;
+        let d = self
             .admin
-            .post_bytes(
-                "/v1/applications/app/revisions",
-                bytes::Bytes::from_static(b"archive"),
-            )
-            .await?;
-        let d: Deployment = self
-            .admin
-            .post(
-                "/v1/deployments",
-                &serde_json::json!({"application": "app", "group": "web", "revision": rev.id}),
-            )
+            .create_deployment(&CreateDeployment {
+                application: "app".into(),
+                group: "web".into(),
+                revision: rev.id,
+                form: None,
+            })
             .await?;
         Ok(d.id)
     }
 
     async fn wait_end(&self, id: &str) -> Result<Deployment, Box<dyn std::error::Error>> {
         for _ in 0..200 {
-            let d: Deployment = self.admin.get(&format!("/v1/deployments/{id}")).await?;
+            let d = self.admin.get_deployment(id).await?;
             if d.status.is_terminal() {
                 return Ok(d);
             }
@@ -191,7 +196,7 @@ async fn agent_runs_every_step_once_in_the_seed_order() -> TestResult {
     let events: Vec<_> = fake.ran().into_iter().map(|(_, e)| e).collect();
     assert_eq!(
         events,
-        rollcage_proto::plan(rollcage_proto::wire::DeploymentStyle::InPlace, false).per_instance
+        rollcage_proto::plan(DeploymentStyle::InPlace, false).per_instance
     );
     Ok(())
 }
@@ -212,12 +217,11 @@ async fn restart_reports_interrupted_step_failed_and_never_reruns_it() -> TestRe
         first.clone(),
         loop_config(),
     );
-    let p: PollResponse = client
-        .post("/v1/agent/poll", &PollRequest { wait_ms: Some(100) })
-        .await?;
+    let p = client.poll(&PollRequest { wait_ms: Some(100) }).await?;
     let dl = p.command.ok_or("first command")?;
     let stop_cmd = agent.process(dl).await?.ok_or("second command")?;
-    assert_eq!(stop_cmd.event, LifecycleEvent::ApplicationStop);
+    let seed = rollcage_proto::plan(rollcage_proto::wire::DeploymentStyle::InPlace, false);
+    assert_eq!(stop_cmd.event, seed.per_instance[1]);
     let stop_report = StepReport {
         command_id: stop_cmd.command_id,
         outcome: StepOutcome::Succeeded,
@@ -231,7 +235,7 @@ async fn restart_reports_interrupted_step_failed_and_never_reruns_it() -> TestRe
     // The coordinator still waits for ApplicationStop; pretend BeforeInstall was started too (as if its command had
     // been the one in flight): the journal says started, never finished.
     let mut before = stop_cmd.clone();
-    before.event = LifecycleEvent::BeforeInstall;
+    before.event = seed.per_instance[2];
     before.command_id = stop_cmd.command_id + 1;
     journal.start(&before)?;
     drop(agent);
@@ -349,12 +353,9 @@ async fn forced_stop_cancels_the_running_step_on_the_agent() -> TestResult {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let d: Deployment = env
+    let d = env
         .admin
-        .post(
-            &format!("/v1/deployments/{id}/stop"),
-            &serde_json::json!({"force": true}),
-        )
+        .stop_deployment(&id, &StopDeployment { force: true })
         .await?;
     assert_eq!(d.status, DeploymentStatus::Stopped);
     // The agent notices within its cancel-check interval and journals the step as cancelled.
@@ -469,21 +470,19 @@ async fn each_report_carries_its_own_steps_output_and_the_coordinator_serves_it(
     let d = env.wait_end(&id).await?;
     run.abort();
     assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
-    let page: rollcage_proto::wire::StepLogPage =
-        env.admin.get(&format!("/v1/deployments/{id}/logs")).await?;
+    let page = env.admin.deployment_logs(&id, &LogQuery::default()).await?;
     assert!(page.deployment_ended);
     let got: Vec<(LifecycleEvent, String)> = page
         .entries
         .iter()
         .map(|e| (e.event, e.text.clone()))
         .collect();
-    let want: Vec<(LifecycleEvent, String)> =
-        rollcage_proto::plan(rollcage_proto::wire::DeploymentStyle::InPlace, false)
-            .per_instance
-            .iter()
-            .filter(|e| **e != LifecycleEvent::Install)
-            .map(|e| (*e, format!("output of {e}\n")))
-            .collect();
+    let want: Vec<(LifecycleEvent, String)> = rollcage_proto::plan(DeploymentStyle::InPlace, false)
+        .per_instance
+        .iter()
+        .filter(|e| **e != LifecycleEvent::Install)
+        .map(|e| (*e, format!("output of {e}\n")))
+        .collect();
     assert_eq!(got, want);
     Ok(())
 }

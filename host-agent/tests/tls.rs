@@ -1,9 +1,9 @@
 //! The coordinator serves TLS (rustls) when given a certificate, and the client trusts it through `--ca-file`.
 
-use rollcage_agent::client::Client;
-use rollcage_coordinator::api::Settings;
+use rollcage_client::Client;
+use rollcage_coordinator::Settings;
 use rollcage_coordinator::server::{ServerConfig, serve};
-use rollcage_proto::wire::{EnrollResponse, PollResponse};
+use rollcage_proto::wire::{EnrollRequest, PollRequest};
 
 #[tokio::test]
 async fn agent_enrolls_and_polls_over_tls() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,27 +35,17 @@ async fn agent_enrolls_and_polls_over_tls() -> Result<(), Box<dyn std::error::Er
 
     // Without the CA the handshake fails: the connection is really TLS and really verified.
     let untrusting = Client::new(&url, Some(enroll.clone()), None)?;
-    let err = untrusting
-        .post::<_, EnrollResponse>("/v1/agent/enroll", &serde_json::json!({"name": "i1"}))
-        .await;
+    let enroll_i1 = EnrollRequest { name: "i1".into() };
+    let err = untrusting.enroll(&enroll_i1).await;
     assert!(err.is_err());
 
     let client = Client::new(&url, Some(enroll), Some(&cert_path))?;
-    let r: EnrollResponse = client
-        .post("/v1/agent/enroll", &serde_json::json!({"name": "i1"}))
-        .await?;
+    let r = client.enroll(&enroll_i1).await?;
     let agent = client.with_token(Some(r.token));
-    let p: PollResponse = agent
-        .post("/v1/agent/poll", &serde_json::json!({"wait_ms": 0}))
-        .await?;
+    let p = agent.poll(&PollRequest { wait_ms: Some(0) }).await?;
     assert!(p.command.is_none());
     // Plain HTTP to the TLS port is refused.
     let plain = Client::new(&format!("http://127.0.0.1:{}", addr.port()), None, None)?;
-    assert!(
-        plain
-            .get::<serde_json::Value>("/v1/instances")
-            .await
-            .is_err()
-    );
+    assert!(plain.list_instances().await.is_err());
     Ok(())
 }

@@ -59,6 +59,26 @@ impl StylePlan {
             .copied()
             .filter(|e| e.performer() == Performer::Agent)
     }
+
+    /// The events whose hooks run on a host, in order, each with the revision whose scripts it runs: the steps
+    /// that stop or drain the running application take the revision installed on the host (and are skipped when
+    /// nothing is installed yet, on a host's first deployment), every other step the revision being deployed.
+    pub fn hooks<R: Copy>(
+        &self,
+        installed: Option<R>,
+        deployed: R,
+    ) -> impl Iterator<Item = (LifecycleEvent, R)> + use<R> {
+        let steps: &'static [LifecycleEvent] = self.per_instance;
+        steps
+            .iter()
+            .copied()
+            .filter(|e| e.is_scriptable())
+            .filter_map(move |e| match (e.uses_previous_revision(), installed) {
+                (true, Some(r)) => Some((e, r)),
+                (true, None) => None,
+                (false, _) => Some((e, deployed)),
+            })
+    }
 }
 
 /// The plan of `style`; `rollback` for a rollback deployment. A rollback starts from the host's cached revision
@@ -165,6 +185,47 @@ mod tests {
                 "{style} rollback={rollback}"
             );
         }
+    }
+
+    #[test]
+    fn hooks_stop_the_installed_revision_and_run_the_rest_from_the_deployed_one() {
+        let rolling = plan(DeploymentStyle::InPlace, false);
+        let run = |installed: Option<&'static str>| -> Vec<(&str, &str)> {
+            rolling
+                .hooks(installed, "new")
+                .map(|(e, r)| (e.name(), r))
+                .collect()
+        };
+        // The seed's hooks: every step but the agent's built-in DownloadBundle and Install.
+        let hooks: Vec<&str> = SEED_ROLLING
+            .into_iter()
+            .filter(|e| !matches!(*e, "DownloadBundle" | "Install"))
+            .collect();
+        let expect = |first: Option<&'static str>| -> Vec<(&str, &str)> {
+            hooks
+                .iter()
+                .filter_map(|e| match (*e, first) {
+                    ("ApplicationStop", Some(old)) => Some((*e, old)),
+                    ("ApplicationStop", None) => None,
+                    _ => Some((*e, "new")),
+                })
+                .collect()
+        };
+        assert_eq!(
+            run(None),
+            expect(None),
+            "nothing installed: no ApplicationStop"
+        );
+        assert_eq!(run(Some("old")), expect(Some("old")));
+        let lb: Vec<_> = plan(DeploymentStyle::InPlaceLb, false)
+            .hooks(Some("old"), "new")
+            .filter(|(_, r)| *r == "old")
+            .map(|(e, _)| e.name())
+            .collect();
+        assert_eq!(
+            lb,
+            ["BeforeBlockTraffic", "AfterBlockTraffic", "ApplicationStop"]
+        );
     }
 
     #[test]

@@ -18,6 +18,89 @@ pub const API_PREFIX: &str = "/v1";
 /// How long the coordinator holds a poll open when it has no command (the agent's read timeout must be longer).
 pub const DEFAULT_POLL_WAIT_MS: u64 = 20_000;
 
+/// Now, in the wire's timestamp unit: milliseconds since the Unix epoch (UTC). A clock before 1970 reads 0; one
+/// past the year 292 million reads `i64::MAX`.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Names of wire enums
+
+/// A string is none of an enum's wire names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownName {
+    /// What was being named (`deployment status`, …).
+    pub what: &'static str,
+    /// The string given.
+    pub name: String,
+    /// Every valid name.
+    pub expected: &'static [&'static str],
+}
+
+impl fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown {} `{}`: expected ", self.what, self.name)?;
+        let last = self.expected.len().saturating_sub(1);
+        for (i, n) in self.expected.iter().enumerate() {
+            let sep = match i {
+                0 => "",
+                i if i == last => " or ",
+                _ => ", ",
+            };
+            write!(f, "{sep}`{n}`")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for UnknownName {}
+
+/// The one table of a unit-only wire enum's names: `name()`, `ALL`, `Display` and `FromStr` from one list. The
+/// names are the serde names (`rename_all`); a test checks the two agree for every variant.
+macro_rules! wire_names {
+    ($ty:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            const NAMES: &'static [&'static str] = &[$($name),+];
+
+            /// The name in the API, the CLI and the coordinator's store (the serde name).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name),+
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                // `pad`, so that widths (`{:<12}`) apply.
+                f.pad(self.name())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = UnknownName;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($name => Ok(Self::$variant),)+
+                    other => Err(UnknownName {
+                        what: $what,
+                        name: other.to_owned(),
+                        expected: Self::NAMES,
+                    }),
+                }
+            }
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Errors
 
@@ -143,36 +226,11 @@ pub enum DeploymentStyle {
     BlueGreen,
 }
 
-impl DeploymentStyle {
-    /// The name used in the API and the CLI.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::InPlace => "in-place",
-            Self::InPlaceLb => "in-place-lb",
-            Self::BlueGreen => "blue-green",
-        }
-    }
-}
-
-impl fmt::Display for DeploymentStyle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for DeploymentStyle {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "in-place" => Ok(Self::InPlace),
-            "in-place-lb" => Ok(Self::InPlaceLb),
-            "blue-green" => Ok(Self::BlueGreen),
-            other => Err(format!(
-                "unknown deployment style `{other}`: expected `in-place`, `in-place-lb` or `blue-green`"
-            )),
-        }
-    }
-}
+wire_names!(DeploymentStyle, "deployment style", {
+    InPlace => "in-place",
+    InPlaceLb => "in-place-lb",
+    BlueGreen => "blue-green",
+});
 
 // ---------------------------------------------------------------------------------------------------------------
 // Operator resources
@@ -375,25 +433,16 @@ impl DeploymentStatus {
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Stopped)
     }
-
-    /// The snake_case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::InProgress => "in_progress",
-            Self::Stopping => "stopping",
-            Self::Ready => "ready",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Stopped => "stopped",
-        }
-    }
 }
 
-impl fmt::Display for DeploymentStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+wire_names!(DeploymentStatus, "deployment status", {
+    InProgress => "in_progress",
+    Stopping => "stopping",
+    Ready => "ready",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Stopped => "stopped",
+});
 
 /// State of one instance within a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -413,6 +462,25 @@ pub enum InstanceStatus {
     Cancelled,
 }
 
+impl InstanceStatus {
+    /// True once the instance can change no more in this deployment.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Skipped | Self::Cancelled
+        )
+    }
+}
+
+wire_names!(InstanceStatus, "instance status", {
+    Pending => "pending",
+    InProgress => "in_progress",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Skipped => "skipped",
+    Cancelled => "cancelled",
+});
+
 /// State of one step of one instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -430,6 +498,15 @@ pub enum StepState {
     /// Cancelled by a forced stop.
     Cancelled,
 }
+
+wire_names!(StepState, "step state", {
+    Pending => "pending",
+    Running => "running",
+    Succeeded => "succeeded",
+    Skipped => "skipped",
+    Failed => "failed",
+    Cancelled => "cancelled",
+});
 
 /// One step of one instance, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -538,11 +615,10 @@ pub struct PollRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RevisionLocation {
-    /// From the coordinator, at this path (authenticated with the agent's token).
-    Coordinator {
-        /// Path under the coordinator's base URL, e.g. `/v1/agent/revisions/r-…/bundle`.
-        path: String,
-    },
+    /// From the coordinator (`GET /v1/agent/applications/{app}/revisions/{id}/bundle` with the agent's token; the
+    /// agent's client builds that path from the command's application and revision id). Carries no path, so a
+    /// command cannot send the agent's token to another route or host.
+    Coordinator,
     /// From an external URL.
     Url {
         /// The URL.
@@ -607,6 +683,12 @@ pub enum StepOutcome {
     /// The step failed; the instance fails.
     Failed,
 }
+
+wire_names!(StepOutcome, "step outcome", {
+    Succeeded => "succeeded",
+    Skipped => "skipped",
+    Failed => "failed",
+});
 
 /// `POST /v1/agent/reports`: the end of one step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -686,6 +768,24 @@ pub struct StepLogEntry {
     pub truncated_bytes: u64,
     /// When the coordinator stored it.
     pub recorded_at_ms: i64,
+}
+
+/// The query of `GET /v1/deployments/{id}/logs`. Unknown parameters are ignored (a browser client may add a cache
+/// buster).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogQuery {
+    /// Only this instance's entries.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// Only this event's entries (its name, e.g. `AfterInstall`).
+    #[serde(default)]
+    pub event: Option<String>,
+    /// Only entries with a higher `seq` (the `next` of the previous page).
+    #[serde(default)]
+    pub after: Option<i64>,
+    /// Wait up to this long (capped by the coordinator) for an entry when there is none yet.
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
 }
 
 /// A page of a deployment's step logs.
@@ -775,6 +875,47 @@ mod tests {
             assert_eq!(s.name().parse::<DeploymentStyle>(), Ok(s));
         }
         assert!("rolling".parse::<DeploymentStyle>().is_err());
+    }
+
+    /// Every name of the one table is the variant's serde name, parses back, and an unknown name lists them.
+    fn names_match_serde<T>(all: &[T]) -> Result<(), serde_json::Error>
+    where
+        T: Copy + fmt::Display + FromStr<Err = UnknownName> + Serialize + PartialEq + fmt::Debug,
+    {
+        for v in all {
+            assert_eq!(serde_json::to_value(v)?, serde_json::json!(v.to_string()));
+            assert_eq!(v.to_string().parse::<T>().as_ref(), Ok(v));
+        }
+        let err = "nope".parse::<T>().err();
+        assert_eq!(err.map(|e| e.expected.len()), Some(all.len()));
+        Ok(())
+    }
+
+    #[test]
+    fn a_coordinator_location_carries_no_path() -> Result<(), serde_json::Error> {
+        let json = serde_json::to_value(RevisionLocation::Coordinator)?;
+        assert_eq!(json, serde_json::json!({"kind": "coordinator"}));
+        // A command journaled by an older agent (with the path the coordinator used to send) still reads.
+        let old: RevisionLocation =
+            serde_json::from_str(r#"{"kind":"coordinator","path":"/old/bundle/path"}"#)?;
+        assert_eq!(old, RevisionLocation::Coordinator);
+        Ok(())
+    }
+
+    #[test]
+    fn wire_enum_names_are_their_serde_names() -> Result<(), serde_json::Error> {
+        names_match_serde(DeploymentStyle::ALL)?;
+        names_match_serde(DeploymentStatus::ALL)?;
+        names_match_serde(InstanceStatus::ALL)?;
+        names_match_serde(StepState::ALL)?;
+        names_match_serde(StepOutcome::ALL)?;
+        assert_eq!(
+            "rolling".parse::<DeploymentStyle>().map_err(|e| e.to_string()),
+            Err("unknown deployment style `rolling`: expected `in-place`, `in-place-lb` or `blue-green`".into())
+        );
+        assert_eq!(InstanceStatus::InProgress.name(), "in_progress");
+        assert_eq!(StepState::Running.to_string(), "running");
+        Ok(())
     }
 
     fn log(text: &str, cut: u64) -> StepLog {

@@ -457,12 +457,18 @@ impl Fleet {
 
     /// Downloads of a revision from the coordinator.
     pub fn downloads(&self, app: &str, revision: &str) -> anyhow::Result<u64> {
-        let body = self.admin_get(&format!("/v1/applications/{app}/revisions/{revision}"))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&body).with_context(|| format!("revision JSON `{body}`"))?;
-        v["downloads"]
-            .as_u64()
-            .with_context(|| format!("no downloads field in {v}"))
+        let base = format!("http://{}", self.coordinator.addr);
+        let token = self.coordinator.admin_token.clone();
+        // The tests are synchronous: one small runtime for this one call.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let rev = rt.block_on(async {
+            rollcage_client::Client::new(&base, Some(token), None)?
+                .get_revision(app, revision)
+                .await
+        })?;
+        Ok(rev.downloads)
     }
 
     /// The value of one sample (`name{labels}` exactly as exposed) in the coordinator's `/metrics`.

@@ -8,9 +8,9 @@ use super::plan::{self, APP, BLUE, GREEN, INSTANCES, SERVICE};
 use super::procs::{AGENT_PREFIX, Supervisor, TAIL_LINES, log_tail};
 use crate::agent_service::AgentFile;
 use anyhow::{Context as _, bail};
-use rollcage_agent::client::Client;
+use rollcage_client::Client;
 use rollcage_proto::lb::{DriverConfig, GroupLb, LbConfig};
-use rollcage_proto::wire::{Application, Concurrency, CreateGroup, Group, InstanceInfo};
+use rollcage_proto::wire::{Concurrency, CreateApplication, CreateGroup};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpStream};
@@ -178,7 +178,7 @@ pub async fn start(sup: &Supervisor, exe: &Path) -> anyhow::Result<Cluster> {
     let begin = Instant::now();
     loop {
         sup.check_alive()?;
-        let enrolled: Vec<InstanceInfo> = client.get("/v1/instances").await.unwrap_or_default();
+        let enrolled = client.list_instances().await.unwrap_or_default();
         if INSTANCES
             .iter()
             .all(|n| enrolled.iter().any(|e| e.name == *n))
@@ -200,8 +200,10 @@ pub async fn start(sup: &Supervisor, exe: &Path) -> anyhow::Result<Cluster> {
         agents_dir.display()
     );
 
-    let _: Application = client
-        .post("/v1/applications", &serde_json::json!({ "name": APP }))
+    client
+        .create_application(&CreateApplication {
+            name: APP.to_owned(),
+        })
         .await
         .context("creating the application")?;
     for g in plan::GROUPS {
@@ -223,8 +225,8 @@ pub async fn start(sup: &Supervisor, exe: &Path) -> anyhow::Result<Cluster> {
             form: None,
             lb,
         };
-        let group: Group = client
-            .post(&format!("/v1/applications/{APP}/groups"), &req)
+        let group = client
+            .create_group(APP, &req)
             .await
             .with_context(|| format!("creating deployment group `{}`", g.name))?;
         println!(

@@ -338,13 +338,10 @@ pub fn step_changes(before: Option<&Deployment>, now: &Deployment) -> Vec<StepCh
 
 /// A progress line: `v2 i3 BlockTraffic succeeded 0.2s`.
 pub fn progress_line(label: &str, c: &StepChange) -> String {
+    // A failure is shouted so it stands out in the demo's scrolling output.
     let state = match c.state {
-        StepState::Succeeded => "succeeded",
         StepState::Failed => "FAILED",
-        StepState::Skipped => "skipped",
-        StepState::Cancelled => "cancelled",
-        StepState::Pending => "pending",
-        StepState::Running => "running",
+        other => other.name(),
     };
     let mut line = format!("{label} {} {} {state}", c.instance, c.event);
     if let Some(s) = c.seconds {
@@ -555,7 +552,11 @@ mod tests {
     fn progress_shows_each_newly_ended_step_once() {
         let mut first = deployment(
             DeploymentStatus::InProgress,
-            vec![instance("i2", &order(DeploymentStyle::InPlace)[..2], false)],
+            vec![instance(
+                "i2",
+                &["DownloadBundle", "ApplicationStop"],
+                false,
+            )],
         );
         first.instances[0]
             .steps

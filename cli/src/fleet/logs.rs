@@ -5,8 +5,8 @@
 //! long-polls with `after=next` until the deployment has ended and a page brings nothing new.
 
 use anyhow::bail;
-use rollcage_agent::client::Client;
-use rollcage_proto::wire::{StepLogEntry, StepLogPage};
+use rollcage_client::Client;
+use rollcage_proto::wire::{LogQuery, StepLogEntry};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -29,32 +29,14 @@ pub struct LogsRequest {
     pub follow: bool,
 }
 
-/// Percent-encode a query value (everything but RFC 3986 unreserved characters).
-fn encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
+/// The query of one page.
+fn page_query(req: &LogsRequest, after: i64, wait_ms: u64) -> LogQuery {
+    LogQuery {
+        instance: req.instance.clone(),
+        event: req.event.clone(),
+        after: Some(after),
+        wait_ms: Some(wait_ms),
     }
-    out
-}
-
-/// The request path of one page.
-pub fn page_path(req: &LogsRequest, after: i64, wait_ms: u64) -> String {
-    let mut path = format!("/v1/deployments/{}/logs?after={after}", encode(&req.id));
-    if let Some(i) = &req.instance {
-        let _ = write!(path, "&instance={}", encode(i));
-    }
-    if let Some(e) = &req.event {
-        let _ = write!(path, "&event={}", encode(e));
-    }
-    if wait_ms > 0 {
-        let _ = write!(path, "&wait_ms={wait_ms}");
-    }
-    path
 }
 
 /// One entry as printed: a note when older bytes were cut, then every line prefixed with `[instance Event]`.
@@ -80,7 +62,10 @@ pub async fn run(client: &Client, req: &LogsRequest) -> anyhow::Result<()> {
     let mut errors = 0;
     loop {
         let wait = if req.follow { FOLLOW_WAIT_MS } else { 0 };
-        let page: StepLogPage = match client.get(&page_path(req, after, wait)).await {
+        let page = match client
+            .deployment_logs(&req.id, &page_query(req, after, wait))
+            .await
+        {
             Ok(p) => {
                 errors = 0;
                 p
@@ -140,22 +125,23 @@ mod tests {
     }
 
     #[test]
-    fn the_path_carries_filters_cursor_and_wait_encoded() {
+    fn a_page_asks_for_the_filters_the_cursor_and_the_wait() {
         let req = LogsRequest {
             id: "d-1".into(),
             instance: Some("a b&c".into()),
             event: Some("Install".into()),
             follow: true,
         };
+        // Encoding the query into the path is the client's (`rollcage-client`'s routes tests).
         assert_eq!(
-            page_path(&req, 7, 20_000),
-            "/v1/deployments/d-1/logs?after=7&instance=a%20b%26c&event=Install&wait_ms=20000"
+            page_query(&req, 7, 20_000),
+            LogQuery {
+                instance: Some("a b&c".into()),
+                event: Some("Install".into()),
+                after: Some(7),
+                wait_ms: Some(20_000),
+            }
         );
-        let plain = LogsRequest {
-            id: "d-1".into(),
-            ..Default::default()
-        };
-        assert_eq!(page_path(&plain, 0, 0), "/v1/deployments/d-1/logs?after=0");
     }
 
     /// The agent side of this feature: `--max-log-bytes` and the config file's `max_log_bytes` (flag wins), bounded.

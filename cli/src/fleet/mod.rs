@@ -19,12 +19,12 @@ mod watch;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use rollcage_agent::client::Client;
+use rollcage_client::Client;
 use rollcage_proto::Form;
 use rollcage_proto::lb::GroupLb;
 use rollcage_proto::wire::{
-    Application, Concurrency, CreateDeployment, CreateGroup, Deployment, DeploymentStyle, Group,
-    InstanceInfo, Revision, StopDeployment,
+    Concurrency, CreateApplication, CreateDeployment, CreateGroup, Deployment, DeploymentStyle,
+    RegisterUrlRevision, StopDeployment,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -453,6 +453,7 @@ fn read_lb_file(path: &std::path::Path) -> anyhow::Result<GroupLb> {
 
 fn parse_style(s: &str) -> Result<DeploymentStyle, String> {
     s.parse()
+        .map_err(|e: rollcage_proto::wire::UnknownName| e.to_string())
 }
 
 fn parse_concurrency(s: &str) -> Result<Concurrency, String> {
@@ -486,7 +487,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                 tls: a.tls_cert.zip(a.tls_key),
                 admin_token_file: a.admin_token_file,
                 enroll_token_file: a.enroll_token_file,
-                settings: rollcage_coordinator::api::Settings {
+                settings: rollcage_coordinator::Settings {
                     heartbeat_deadline: Duration::from_secs(a.heartbeat_deadline),
                     log_retention: (a.log_retention_days > 0).then(|| {
                         Duration::from_secs(a.log_retention_days.saturating_mul(24 * 3600))
@@ -515,9 +516,9 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             output,
             remote,
         }) => {
-            let app: Application = remote
+            let app = remote
                 .client()?
-                .post("/v1/applications", &serde_json::json!({ "name": name }))
+                .create_application(&CreateApplication { name })
                 .await?;
             match output {
                 Output::Json => print_json(&app)?,
@@ -549,10 +550,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                 form: form.as_deref().map(load_form).transpose()?,
                 lb,
             };
-            let g: Group = remote
-                .client()?
-                .post(&format!("/v1/applications/{app}/groups"), &req)
-                .await?;
+            let g = remote.client()?.create_group(&app, &req).await?;
             match output {
                 Output::Json => print_json(&g)?,
                 Output::Text => println!(
@@ -570,20 +568,15 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             remote,
         } => {
             let client = remote.client()?;
-            let rev: Revision = match (path, url, sha256) {
+            let rev = match (path, url, sha256) {
                 (_, Some(url), Some(sha256)) => {
                     client
-                        .post(
-                            &format!("/v1/applications/{app}/revisions/url"),
-                            &rollcage_proto::wire::RegisterUrlRevision { url, sha256 },
-                        )
+                        .register_url_revision(&app, &RegisterUrlRevision { url, sha256 })
                         .await?
                 }
                 (Some(path), _, _) => {
                     let bytes = pack::archive_bytes(&path)?;
-                    client
-                        .post_bytes(&format!("/v1/applications/{app}/revisions"), bytes.into())
-                        .await?
+                    client.upload_revision(&app, bytes).await?
                 }
                 _ => bail!("give a directory or archive to upload, or --url and --sha256"),
             };
@@ -601,16 +594,13 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
         } => {
             let form = form.as_deref().map(load_form).transpose()?;
             let client = remote.client()?;
-            let d: Deployment = client
-                .post(
-                    "/v1/deployments",
-                    &CreateDeployment {
-                        application: app,
-                        group,
-                        revision,
-                        form,
-                    },
-                )
+            let d = client
+                .create_deployment(&CreateDeployment {
+                    application: app,
+                    group,
+                    revision,
+                    form,
+                })
                 .await?;
             finish(&client, d, wait, output).await
         }
@@ -618,10 +608,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             watch::watch(&remote.client()?, &id, output).await
         }
         FleetCommand::Status { id, output, remote } => {
-            let d: Deployment = remote
-                .client()?
-                .get(&format!("/v1/deployments/{id}"))
-                .await?;
+            let d = remote.client()?.get_deployment(&id).await?;
             print_deployment(&d, output)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -630,25 +617,22 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             wait,
             output,
             remote,
-        } => act_on_deployment(&remote, &id, "rollback", wait, output).await,
+        } => act_on_deployment(&remote, &id, Action::Rollback, wait, output).await,
         FleetCommand::Continue {
             id,
             wait,
             output,
             remote,
-        } => act_on_deployment(&remote, &id, "continue", wait, output).await,
+        } => act_on_deployment(&remote, &id, Action::Continue, wait, output).await,
         FleetCommand::Stop {
             id,
             force,
             output,
             remote,
         } => {
-            let d: Deployment = remote
+            let d = remote
                 .client()?
-                .post(
-                    &format!("/v1/deployments/{id}/stop"),
-                    &StopDeployment { force },
-                )
+                .stop_deployment(&id, &StopDeployment { force })
                 .await?;
             print_deployment(&d, output)?;
             Ok(ExitCode::SUCCESS)
@@ -677,7 +661,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             }
         }
         FleetCommand::Instances { output, remote } => {
-            let list: Vec<InstanceInfo> = remote.client()?.get("/v1/instances").await?;
+            let list = remote.client()?.list_instances().await?;
             match output {
                 Output::Json => print_json(&list)?,
                 Output::Text => print!("{}", render::instances(&list)),
@@ -687,23 +671,26 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Print a started deployment; with `wait`, follow it live to its end and map the outcome to the exit code.
-/// `POST /v1/deployments/{id}/{action}` (an action without parameters: rollback, continue), then as `deploy`:
-/// print it, or follow it with `wait`.
+/// An action on a deployment without parameters.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Rollback,
+    Continue,
+}
+
+/// Run `action` on deployment `id`, then as `deploy`: print the answer, or follow it with `wait`.
 async fn act_on_deployment(
     remote: &Remote,
     id: &str,
-    action: &str,
+    action: Action,
     wait: bool,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
     let client = remote.client()?;
-    let d: Deployment = client
-        .post(
-            &format!("/v1/deployments/{id}/{action}"),
-            &serde_json::json!({}),
-        )
-        .await?;
+    let d = match action {
+        Action::Rollback => client.rollback_deployment(id).await?,
+        Action::Continue => client.continue_deployment(id).await?,
+    };
     finish(&client, d, wait, output).await
 }
 
@@ -716,6 +703,7 @@ fn print_deployment(d: &Deployment, output: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Print a started deployment; with `wait`, follow it live to its end and map the outcome to the exit code.
 async fn finish(
     client: &Client,
     d: Deployment,

@@ -31,6 +31,8 @@ pub struct Row {
     pub elapsed_ms: i64,
     /// `running`, `pending`, or the instance's end (`succeeded`, `failed`, `skipped`, `cancelled`).
     pub status: String,
+    /// The instance has ended (its row is final).
+    pub ended: bool,
 }
 
 impl Row {
@@ -60,25 +62,12 @@ fn instance_name(name: &str) -> &str {
     }
 }
 
-fn step_state_name(s: StepState) -> &'static str {
+/// An instance's status in its row: `running` while in progress (the state of its current step, which reads
+/// better in a column than the wire's `in_progress`), else the wire name.
+fn instance_status_word(s: InstanceStatus) -> &'static str {
     match s {
-        StepState::Pending => "pending",
-        StepState::Running => "running",
-        StepState::Succeeded => "succeeded",
-        StepState::Skipped => "skipped",
-        StepState::Failed => "failed",
-        StepState::Cancelled => "cancelled",
-    }
-}
-
-fn instance_status_name(s: InstanceStatus) -> &'static str {
-    match s {
-        InstanceStatus::Pending => "pending",
-        InstanceStatus::InProgress => "running",
-        InstanceStatus::Succeeded => "succeeded",
-        InstanceStatus::Failed => "failed",
-        InstanceStatus::Skipped => "skipped",
-        InstanceStatus::Cancelled => "cancelled",
+        InstanceStatus::InProgress => StepState::Running.name(),
+        other => other.name(),
     }
 }
 
@@ -108,7 +97,8 @@ pub fn rows(d: &Deployment, now_ms: i64) -> Vec<Row> {
                 instance: instance_name(&i.instance).to_owned(),
                 event,
                 elapsed_ms,
-                status: instance_status_name(i.status).to_owned(),
+                status: instance_status_word(i.status).to_owned(),
+                ended: i.status.is_terminal(),
             }
         })
         .collect()
@@ -190,7 +180,7 @@ impl Tracker {
                     continue;
                 }
                 self.steps.insert(key, s.state);
-                let state = step_state_name(s.state);
+                let state = s.state;
                 let (at_ms, text) = match (s.state, s.started_at_ms, s.ended_at_ms) {
                     (StepState::Running, start, _) => (
                         start.unwrap_or(now_ms),

@@ -48,15 +48,11 @@ pub fn deployment(d: &Deployment) -> String {
             .find(|st| st.state == StepState::Running)
             .map(|st| format!(", running {}", st.event))
             .unwrap_or_default();
-        let status = serde_json::to_value(i.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
         let _ = writeln!(
             s,
             "  {:<24} {:<12} {done}/{} steps{current}",
             i.instance,
-            status,
+            i.status,
             i.steps.len()
         );
         for st in i

@@ -12,7 +12,7 @@ use super::{EXIT_DEPLOYMENT_FAILED, EXIT_DEPLOYMENT_STOPPED, Output, print_json,
 use anyhow::{Context, bail};
 use http_body_util::BodyExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rollcage_agent::client::Client;
+use rollcage_client::Client;
 use rollcage_proto::wire::{Deployment, DeploymentStatus};
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -174,11 +174,7 @@ impl Display {
                 bar
             });
             bar.set_message(row.text(width));
-            if matches!(
-                row.status.as_str(),
-                "succeeded" | "failed" | "skipped" | "cancelled"
-            ) && !bar.is_finished()
-            {
+            if row.ended && !bar.is_finished() {
                 bar.finish();
             }
         }
@@ -230,12 +226,11 @@ impl Backoff {
 
 /// Follow deployment `id` until it is [`progress::settled`]; returns its last snapshot.
 async fn follow(client: &Client, id: &str, display: &mut Display) -> anyhow::Result<Deployment> {
-    let path = format!("/v1/deployments/{id}/events");
     let mut tracker = Tracker::new();
     let mut backoff = Backoff::new();
     let mut broken = false;
     loop {
-        let why = match client.get_stream(&path, "text/event-stream").await {
+        let why = match client.deployment_events(id).await {
             Ok(mut body) => {
                 if broken {
                     display.note(&format!("reconnected; following deployment {id}"));
@@ -267,7 +262,9 @@ async fn follow(client: &Client, id: &str, display: &mut Display) -> anyhow::Res
                             continue;
                         }
                         let d: Deployment = serde_json::from_str(&ev.data).with_context(|| {
-                            format!("{path}: expected a deployment in the event data")
+                            format!(
+                                "events of deployment {id}: expected a deployment in the event data"
+                            )
                         })?;
                         backoff.reset();
                         let lines = tracker.update(&d, now_ms());

@@ -7,17 +7,11 @@
     reason = "bench harness: a failure aborts the run loudly"
 )]
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use rollcage_client::Client;
 use rollcage_proto::wire::{
-    EnrollResponse, PollResponse, ReportResponse, StepCommand, StepOutcome, StepReport,
+    CreateApplication, CreateDeployment, CreateGroup, Deployment, DeploymentStyle, EnrollRequest,
+    PollRequest, StepCommand, StepOutcome, StepReport,
 };
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -101,121 +95,49 @@ impl Drop for Coordinator {
     }
 }
 
-/// A tiny JSON client over one shared connection pool.
+/// The simulated agents' and the operator's calls, through the typed client over one shared connection pool.
 #[derive(Clone)]
 pub struct Http {
-    client: Client<HttpConnector, Full<Bytes>>,
-    base: String,
+    client: Client,
 }
 
 impl Http {
     pub fn new(addr: SocketAddr) -> Self {
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(usize::MAX)
-            .pool_idle_timeout(Duration::from_secs(120))
-            .build(conn);
         Self {
-            client,
-            base: format!("http://{addr}"),
+            client: Client::new(&format!("http://{addr}"), None, None).unwrap(),
         }
     }
 
-    pub async fn raw(
-        &self,
-        method: &str,
-        path: &str,
-        token: &str,
-        body: Bytes,
-        ct: &str,
-    ) -> (u16, Bytes) {
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", ct)
-            .body(Full::new(body))
-            .unwrap();
-        let resp = self.client.request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.into_body().collect().await.unwrap().to_bytes())
-    }
-
-    pub async fn post<T: Serialize, R: DeserializeOwned>(
-        &self,
-        path: &str,
-        token: &str,
-        body: &T,
-    ) -> R {
-        let (status, bytes) = self
-            .raw(
-                "POST",
-                path,
-                token,
-                Bytes::from(serde_json::to_vec(body).unwrap()),
-                "application/json",
-            )
-            .await;
-        assert!(
-            status < 300,
-            "POST {path}: {status} {}",
-            String::from_utf8_lossy(&bytes)
-        );
-        serde_json::from_slice(&bytes).unwrap()
-    }
-
-    pub async fn get<R: DeserializeOwned>(&self, path: &str, token: &str) -> R {
-        let (status, bytes) = self
-            .raw("GET", path, token, Bytes::new(), "application/json")
-            .await;
-        assert!(
-            status < 300,
-            "GET {path}: {status} {}",
-            String::from_utf8_lossy(&bytes)
-        );
-        serde_json::from_slice(&bytes).unwrap()
+    /// The shared pool, calling with `token`.
+    fn as_(&self, token: &str) -> Client {
+        self.client.with_token(Some(token.to_owned()))
     }
 
     pub async fn enroll(&self, enroll_token: &str, name: &str) -> String {
-        let r: EnrollResponse = self
-            .post(
-                "/v1/agent/enroll",
-                enroll_token,
-                &serde_json::json!({ "name": name }),
-            )
-            .await;
-        r.token
+        let req = EnrollRequest {
+            name: name.to_owned(),
+        };
+        self.as_(enroll_token).enroll(&req).await.unwrap().token
     }
 
     pub async fn poll(&self, token: &str, wait_ms: u64) -> Option<StepCommand> {
-        let r: PollResponse = self
-            .post(
-                "/v1/agent/poll",
-                token,
-                &serde_json::json!({ "wait_ms": wait_ms }),
-            )
-            .await;
-        r.command
+        let req = PollRequest {
+            wait_ms: Some(wait_ms),
+        };
+        self.as_(token).poll(&req).await.unwrap().command
     }
 
     /// Report a no-op success; returns the next command.
     pub async fn report_ok(&self, token: &str, cmd: &StepCommand) -> Option<StepCommand> {
-        let r: ReportResponse = self
-            .post(
-                "/v1/agent/reports",
-                token,
-                &StepReport {
-                    command_id: cmd.command_id,
-                    outcome: StepOutcome::Succeeded,
-                    message: String::new(),
-                    hooks: vec![],
-                    duration_ms: 0,
-                    log: None,
-                },
-            )
-            .await;
-        r.command
+        let report = StepReport {
+            command_id: cmd.command_id,
+            outcome: StepOutcome::Succeeded,
+            message: String::new(),
+            hooks: vec![],
+            duration_ms: 0,
+            log: None,
+        };
+        self.as_(token).report(&report).await.unwrap().command
     }
 
     /// Create app `app`, a group of `instances` with `concurrency`, and upload `revisions` distinct bundles.
@@ -226,47 +148,45 @@ impl Http {
         concurrency: &str,
         revisions: usize,
     ) -> Vec<String> {
-        let _: serde_json::Value = self
-            .post(
-                "/v1/applications",
-                admin,
-                &serde_json::json!({"name": "app"}),
-            )
-            .await;
-        let _: serde_json::Value = self
-            .post(
-                "/v1/applications/app/groups",
-                admin,
-                &serde_json::json!({"name": "web", "style": "in-place", "concurrency": concurrency, "instances": instances}),
-            )
-            .await;
+        let admin = self.as_(admin);
+        admin
+            .create_application(&CreateApplication { name: "app".into() })
+            .await
+            .unwrap();
+        let group = CreateGroup {
+            name: "web".into(),
+            style: DeploymentStyle::InPlace,
+            concurrency: concurrency.parse().unwrap(),
+            failure_tolerance: 0,
+            auto_rollback: false,
+            instances: instances.to_vec(),
+            form: None,
+            lb: None,
+        };
+        admin.create_group("app", &group).await.unwrap();
         let mut ids = Vec::new();
         for i in 0..revisions {
-            let (status, bytes) = self
-                .raw(
-                    "POST",
-                    "/v1/applications/app/revisions",
-                    admin,
-                    Bytes::from(format!("bundle {i}")),
-                    "application/octet-stream",
-                )
-                .await;
-            assert_eq!(status, 201);
-            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-            ids.push(v["id"].as_str().unwrap().to_owned());
+            let rev = admin
+                .upload_revision("app", format!("bundle {i}").into_bytes())
+                .await
+                .unwrap();
+            ids.push(rev.id);
         }
         ids
     }
 
     pub async fn deploy(&self, admin: &str, revision: &str) -> String {
-        let v: serde_json::Value = self
-            .post(
-                "/v1/deployments",
-                admin,
-                &serde_json::json!({"application": "app", "group": "web", "revision": revision}),
-            )
-            .await;
-        v["id"].as_str().unwrap().to_owned()
+        let req = CreateDeployment {
+            application: "app".into(),
+            group: "web".into(),
+            revision: revision.to_owned(),
+            form: None,
+        };
+        self.as_(admin).create_deployment(&req).await.unwrap().id
+    }
+
+    pub async fn deployment(&self, admin: &str, id: &str) -> Deployment {
+        self.as_(admin).get_deployment(id).await.unwrap()
     }
 }
 

@@ -1,13 +1,15 @@
 //! Operator routes (admin token): applications, groups, revisions, deployments, instances.
 
-use super::{Admin, ApiError, Json, State, now_ms};
+use super::{Admin, ApiError, Json};
 use crate::engine::executor::{self, NewDeployment};
+use crate::state::State;
 use crate::store::{apps, deployments, instances, revisions};
 use axum::body::Body;
 use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use http_body_util::BodyExt;
 use rollcage_proto::lb::GroupLb;
+use rollcage_proto::wire::now_ms;
 use rollcage_proto::wire::{
     Application, CreateApplication, CreateDeployment, CreateGroup, Deployment, Group, InstanceInfo,
     RegisterUrlRevision, Revision, StopDeployment,
@@ -279,7 +281,6 @@ pub async fn create_deployment(
     if let Some(form) = &req.form {
         crate::store::forms::check_size(form).map_err(ApiError::Invalid)?;
     }
-    let mut wake = Vec::new();
     let d = st.store.write(|tx| {
         let all = enrolled(tx)?;
         let id = executor::create_deployment(
@@ -293,7 +294,6 @@ pub async fn create_deployment(
             },
             &all,
             now,
-            &mut wake,
         )?;
         if let Some(form) = &req.form {
             // The deployment's own form overrides the group's default set by `create_deployment`.
@@ -302,7 +302,6 @@ pub async fn create_deployment(
         deployments::full(tx, &id)?
             .ok_or_else(|| ApiError::Internal(format!("deployment {id} vanished")))
     })?;
-    st.wake(&wake);
     Ok((StatusCode::CREATED, Json(d)))
 }
 
@@ -343,14 +342,11 @@ pub async fn stop_deployment(
     Json(req): Json<StopDeployment>,
 ) -> Result<Json<Deployment>, ApiError> {
     let now = now_ms();
-    let mut wake = Vec::new();
     let d = st.store.write(|tx| {
-        executor::stop(tx, &id, req.force, now, &mut wake)?;
+        executor::stop(tx, &id, req.force, now)?;
         deployments::full(tx, &id)?
             .ok_or_else(|| ApiError::NotFound(format!("deployment `{id}` not found")))
     })?;
-    st.wake(&wake);
-    st.changes.bump(&id);
     Ok(Json(d))
 }
 
@@ -361,14 +357,11 @@ pub async fn continue_deployment(
     Path(id): Path<String>,
 ) -> Result<Json<Deployment>, ApiError> {
     let now = now_ms();
-    let mut wake = Vec::new();
     let d = st.store.write(|tx| {
-        executor::continue_deployment(tx, &id, now, &mut wake)?;
+        executor::continue_deployment(tx, &id, now)?;
         deployments::full(tx, &id)?
             .ok_or_else(|| ApiError::NotFound(format!("deployment `{id}` not found")))
     })?;
-    st.wake(&wake);
-    st.changes.bump(&id);
     Ok(Json(d))
 }
 
@@ -379,14 +372,11 @@ pub async fn rollback_deployment(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Deployment>), ApiError> {
     let now = now_ms();
-    let mut wake = Vec::new();
     let d = st.store.write(|tx| {
-        let rb = executor::rollback(tx, &id, now, &mut wake)?;
+        let rb = executor::rollback(tx, &id, now)?;
         deployments::full(tx, &rb)?
             .ok_or_else(|| ApiError::Internal(format!("deployment {rb} vanished")))
     })?;
-    st.wake(&wake);
-    st.changes.bump_many(&[&id, &d.id]);
     Ok((StatusCode::CREATED, Json(d)))
 }
 

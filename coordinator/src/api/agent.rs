@@ -2,17 +2,19 @@
 //! report a step (answered with the next command at once), check whether a command was cancelled, download a
 //! revision's archive. An agent may only see and report its own work (403 otherwise).
 
-use super::{Agent, ApiError, Enroller, Json, State, now_ms};
+use super::{Agent, ApiError, Enroller, Json};
 use crate::auth;
 use crate::engine::executor;
+use crate::state::State;
 use crate::store::{deployments, instances, logs, revisions};
 use axum::body::Body;
 use axum::extract::{Path, State as AxState};
 use axum::http::header;
 use axum::response::Response;
+use rollcage_proto::wire::now_ms;
 use rollcage_proto::wire::{
     CommandState, EnrollRequest, EnrollResponse, PollRequest, PollResponse, ReportResponse,
-    StepCommand, StepOutcome, StepReport, StepState,
+    StepCommand, StepReport, StepState,
 };
 use rusqlite::OptionalExtension;
 use std::time::Duration;
@@ -104,43 +106,28 @@ pub async fn report(
         (report.command_id, report.outcome, report.duration_ms);
     // Group-committed with concurrent reports; the next command is read in the same transaction.
     let agent = name.clone();
-    let (recorded, step, logged, command, mut wake) = st
+    let (recorded, step, command) = st
         .store
         .write_batched(move |tx| {
-            let mut wake = Vec::new();
             let row = deployments::step(tx, report.command_id)?;
-            let recorded = executor::record_report(tx, &agent, &report, now, &mut wake)?;
+            let recorded = executor::record_report(tx, &agent, &report, now)?;
             // Checked by record_report: the step exists and is this agent's. Stored even for a step that already
-            // ended (cancelled by a forced stop): its output is still worth reading; a re-sent one is ignored.
-            let logged = match (&row, &report.log) {
-                (Some(row), Some(log)) => logs::insert(tx, row, log, now)?,
-                _ => false,
-            };
-            let step = row.map(|s| (s.event, s.deployment_id));
+            // ended (cancelled by a forced stop): its output is still worth reading; a re-sent one is ignored. A
+            // stored log wakes the deployment's followers too (`GET /deployments/{id}/logs` long polls).
+            if let (Some(row), Some(log)) = (&row, &report.log) {
+                logs::insert(tx, row, log, now)?;
+            }
+            let event = row.map(|s| s.event);
             let command = match deployments::running_step_for(tx, &agent)? {
                 Some(step) => Some(executor::command_for(tx, &step)?),
                 None => None,
             };
-            Ok::<_, ApiError>((recorded, step, logged, command, wake))
+            Ok::<_, ApiError>((recorded, event, command))
         })
         .await?;
-    wake.retain(|w| w != &name);
-    st.wake(&wake);
-    let (event, deployment) = step.unzip();
-    // A stored log wakes the deployment's followers too (`GET /deployments/{id}/logs` long polls).
-    if (recorded || logged)
-        && let Some(d) = &deployment
-    {
-        st.changes.bump(d);
-    }
-    if let (true, Some(event)) = (recorded, event) {
-        let outcome_name = match outcome {
-            StepOutcome::Succeeded => "succeeded",
-            StepOutcome::Skipped => "skipped",
-            StepOutcome::Failed => "failed",
-        };
+    if let (true, Some(event)) = (recorded, step) {
         st.metrics
-            .step_reported(event.name(), outcome_name, duration_ms);
+            .step_reported(event.name(), outcome.name(), duration_ms);
     }
     tracing::debug!(instance = %name, command = command_id, ?outcome, recorded, "step report");
     Ok(Json(ReportResponse { recorded, command }))

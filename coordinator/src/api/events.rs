@@ -1,12 +1,13 @@
 //! `GET /v1/deployments/{id}/events`: a deployment's live progress as server-sent events.
 //!
 //! Each message is `event: deployment` with the same JSON as `GET /v1/deployments/{id}` on one `data:` line. The
-//! first comes at once; then one after every change (the store's write paths bump [`crate::notify::Changes`]);
+//! first comes at once; then one after every change (the store bumps [`crate::notify::Changes`] after each commit);
 //! a change that leaves the JSON identical sends nothing. Once the deployment is terminal its last snapshot is
 //! sent and the stream ends. A slow client coalesces: it gets the latest snapshot, never a backlog.
 
-use super::{Admin, ApiError, State};
+use super::{Admin, ApiError};
 use crate::notify::Subscription;
+use crate::state::State;
 use crate::store::deployments;
 use axum::extract::{Path, State as AxState};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -87,7 +88,7 @@ pub async fn deployment_events(
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     // Subscribe before the first read: a change committed in between still wakes the stream.
-    let changes = st.changes.subscribe(&id);
+    let changes = st.changes().subscribe(&id);
     let exists = st.store.read(|c| deployments::get(c, &id))?.is_some();
     if !exists {
         return Err(ApiError::NotFound(format!("deployment `{id}` not found")));
@@ -106,120 +107,15 @@ pub async fn deployment_events(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{AppState, Settings, router};
-    use crate::auth::Tokens;
-    use crate::store::Store;
+    use crate::testkit::{ADMIN, TestResult, deployment, post_ok as post, send};
     use axum::body::Body;
-    use axum::http::{Method, Request, StatusCode};
+    use axum::http::{Method, StatusCode};
     use http_body_util::BodyExt;
     use rollcage_proto::wire::{
-        Deployment, DeploymentStatus, EnrollResponse, ErrorBody, PollResponse, ReportResponse,
-        StepCommand, StepOutcome, StepReport, StepState,
+        Deployment, DeploymentStatus, ErrorBody, PollResponse, ReportResponse, StepCommand,
+        StepOutcome, StepReport, StepState,
     };
-    use std::sync::Arc;
     use std::time::Duration;
-    use tower::ServiceExt;
-
-    type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
-
-    const ADMIN: &str = "admin-secret";
-    const ENROLL: &str = "enroll-secret";
-
-    async fn send(
-        st: &super::State,
-        method: Method,
-        uri: &str,
-        token: Option<&str>,
-        body: Body,
-    ) -> TestResult<axum::response::Response> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("content-type", "application/json");
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        Ok(router(st.clone()).oneshot(req.body(body)?).await?)
-    }
-
-    async fn post(
-        st: &super::State,
-        uri: &str,
-        token: &str,
-        v: serde_json::Value,
-    ) -> TestResult<serde_json::Value> {
-        let resp = send(
-            st,
-            Method::POST,
-            uri,
-            Some(token),
-            Body::from(v.to_string()),
-        )
-        .await?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
-            return Err(format!("POST {uri}: {status} {}", String::from_utf8_lossy(&bytes)).into());
-        }
-        Ok(serde_json::from_slice(&bytes)?)
-    }
-
-    /// One instance `i0` in group `web` of `app` (one at a time), a deployment started: (state, agent token, id).
-    async fn deployment() -> TestResult<(super::State, String, String)> {
-        let dir = tempfile::tempdir()?.keep();
-        let st = Arc::new(AppState::new(
-            Store::open_in_memory()?,
-            Tokens::new(ADMIN, ENROLL, []),
-            dir.join("bundles"),
-            Settings {
-                max_poll_wait: Duration::from_millis(200),
-                heartbeat_deadline: Duration::from_secs(60),
-                log_retention: None,
-            },
-        ));
-        let agent: EnrollResponse = serde_json::from_value(
-            post(
-                &st,
-                "/v1/agent/enroll",
-                ENROLL,
-                serde_json::json!({"name": "i0"}),
-            )
-            .await?,
-        )?;
-        post(
-            &st,
-            "/v1/applications",
-            ADMIN,
-            serde_json::json!({"name": "app"}),
-        )
-        .await?;
-        post(
-            &st,
-            "/v1/applications/app/groups",
-            ADMIN,
-            serde_json::json!({"name": "web", "style": "in-place", "concurrency": "1", "instances": ["i0"]}),
-        )
-        .await?;
-        let resp = send(
-            &st,
-            Method::POST,
-            "/v1/applications/app/revisions",
-            Some(ADMIN),
-            Body::from(&b"archive"[..]),
-        )
-        .await?;
-        let rev: serde_json::Value =
-            serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?;
-        let d = post(
-            &st,
-            "/v1/deployments",
-            ADMIN,
-            serde_json::json!({"application": "app", "group": "web", "revision": rev["id"]}),
-        )
-        .await?;
-        let id = d["id"].as_str().ok_or("no deployment id")?.to_owned();
-        Ok((st, agent.token, id))
-    }
 
     /// Reads whole SSE messages off a response body.
     struct Reader {
@@ -275,6 +171,7 @@ mod tests {
             &format!("/v1/deployments/{id}/events"),
             Some(ADMIN),
             Body::empty(),
+            true,
         )
         .await?;
         assert_eq!(resp.status(), StatusCode::OK);
@@ -314,6 +211,7 @@ mod tests {
             &format!("/v1/deployments/{id}"),
             Some(ADMIN),
             Body::empty(),
+            true,
         )
         .await?;
         let got: Deployment =
@@ -404,7 +302,7 @@ mod tests {
         let sweep = async {
             tokio::time::sleep(Duration::from_millis(30)).await;
             // Far past the heartbeat deadline: the agent is lost.
-            crate::server::sweep_lost(&st, crate::api::now_ms() + 3_600_000)
+            crate::server::sweep_lost(&st, rollcage_proto::wire::now_ms() + 3_600_000)
         };
         let (d, swept) = tokio::join!(stream.snapshot(), sweep);
         assert_eq!(swept?, 1);
@@ -429,6 +327,7 @@ mod tests {
             "/v1/deployments/nope/events",
             Some(ADMIN),
             Body::empty(),
+            true,
         )
         .await?;
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
@@ -447,6 +346,7 @@ mod tests {
                 &format!("/v1/deployments/{id}/events"),
                 token,
                 Body::empty(),
+                true,
             )
             .await?;
             assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{token:?}");
@@ -455,7 +355,7 @@ mod tests {
             assert_eq!(body.error.code, "unauthorized");
         }
         assert_eq!(
-            st.changes.followed(),
+            st.changes().followed(),
             0,
             "refused requests leave no follower behind"
         );

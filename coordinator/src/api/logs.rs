@@ -1,39 +1,24 @@
 //! `GET /v1/deployments/{id}/logs` (admin): the full hook output of a deployment's steps, paged by a cursor, with
 //! an optional long poll for followers (`rollcage logs --follow`, the dashboard).
 //!
-//! Reports store their logs (in the report's own transaction, `api/agent.rs`) and then bump the deployment in
-//! [`crate::notify::Changes`], as every change of a deployment does; a waiting request re-reads on every bump, and
-//! at least every [`RECHECK`] as a safety net.
+//! Reports store their logs in the report's own transaction (`api/agent.rs`); the store records the deployment as
+//! touched and, after the commit, bumps it in [`crate::notify::Changes`], as every change of a deployment does. A
+//! waiting request re-reads on every bump (no timer: the notification cannot be forgotten, a test checks every
+//! write path).
 
-use super::{Admin, ApiError, Json, State};
+use super::{Admin, ApiError, Json};
+use crate::state::State;
 use crate::store::{deployments, logs};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State as AxState};
 use rollcage_proto::LifecycleEvent;
-use rollcage_proto::wire::StepLogPage;
-use serde::Deserialize;
+use rollcage_proto::wire::{LogQuery, StepLogPage};
 use std::time::Duration;
 
 /// Longest a request may wait for new entries: below the clients' 60 s request timeout, long enough that a
 /// follower costs little.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
-/// How often a waiting request re-reads even without a bump: a path that forgot to bump costs a follower at most
-/// this much delay, not the whole wait.
-const RECHECK: Duration = Duration::from_secs(2);
-
-/// The query string of the route. Unknown parameters are ignored (a browser client may add a cache buster).
-#[derive(Debug, Default, Deserialize)]
-pub struct LogQuery {
-    /// Only this instance's entries.
-    pub instance: Option<String>,
-    /// Only this event's entries (its name, e.g. `AfterInstall`).
-    pub event: Option<String>,
-    /// Only entries with a higher `seq` (the `next` of the previous page).
-    pub after: Option<i64>,
-    /// Wait up to this long (capped at [`MAX_WAIT`]) for an entry when there is none yet.
-    pub wait_ms: Option<u64>,
-}
 
 /// `GET /v1/deployments/{id}/logs`.
 pub async fn deployment_logs(
@@ -63,7 +48,7 @@ pub async fn deployment_logs(
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
     // Subscribe before reading, so an entry committed between the read and the wait still wakes us.
-    let mut changes = st.changes.subscribe(&id);
+    let mut changes = st.changes().subscribe(&id);
     loop {
         let (entries, ended) = st.store.read(|c| {
             let d = deployments::get(c, &id)?
@@ -84,36 +69,43 @@ pub async fn deployment_logs(
         tokio::select! {
             changed = changes.changed() => {
                 if changed.is_err() {
-                    // The channel is gone (cannot happen while we hold a receiver); fall back to re-reading.
-                    tokio::time::sleep_until(deadline.min(now + RECHECK)).await;
+                    // The channel is gone (cannot happen while we hold a receiver): answer at the deadline.
+                    tokio::time::sleep_until(deadline).await;
                 }
             }
-            _ = tokio::time::sleep_until(deadline.min(now + RECHECK)) => {}
+            _ = tokio::time::sleep_until(deadline) => {}
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{AppState, Settings, router};
     use super::*;
-    use crate::auth::Tokens;
-    use crate::store::Store;
+    use crate::testkit::{ADMIN, TestResult};
     use axum::body::Body;
-    use axum::http::{Method, Request, StatusCode};
-    use http_body_util::BodyExt;
+    use axum::http::{Method, StatusCode};
     use rollcage_proto::wire::{
-        EnrollResponse, ErrorBody, PollResponse, Revision, StepCommand, StepLog, StepOutcome,
-        StepReport,
+        ErrorBody, PollResponse, StepCommand, StepLog, StepOutcome, StepReport,
     };
-    use std::sync::Arc;
-    use tower::ServiceExt;
 
-    type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+    /// One instance `i0` in group `app/web` with a deployment started; returns the state, the agent's token, the
+    /// deployment id and the agent's first command.
+    async fn deployment() -> TestResult<(State, String, String, StepCommand)> {
+        let (st, token, id) = crate::testkit::deployment().await?;
+        let (_, v) = call(
+            &st,
+            Method::POST,
+            "/v1/agent/poll",
+            Some(&token),
+            Some(serde_json::json!({})),
+        )
+        .await?;
+        let p: PollResponse = serde_json::from_value(v)?;
+        let cmd = p.command.ok_or("i0 has a command")?;
+        Ok((st, token, id, cmd))
+    }
 
-    const ADMIN: &str = "admin-secret";
-    const ENROLL: &str = "enroll-secret";
-
+    /// A request with an optional JSON body: the status and the JSON answer.
     async fn call(
         st: &State,
         method: Method,
@@ -121,93 +113,9 @@ mod tests {
         token: Option<&str>,
         body: Option<serde_json::Value>,
     ) -> TestResult<(StatusCode, serde_json::Value)> {
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let body = match body {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        let resp = router(st.clone()).oneshot(req.body(body)?).await?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        let value = if bytes.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_slice(&bytes)?
-        };
-        Ok((status, value))
-    }
-
-    /// One instance `i0` in group `app/web` with a deployment started; returns the state, the agent's token, the
-    /// deployment id and the agent's first command.
-    async fn deployment() -> TestResult<(State, String, String, StepCommand)> {
-        let dir = tempfile::tempdir()?.keep();
-        let st: State = Arc::new(AppState::new(
-            Store::open_in_memory()?,
-            Tokens::new(ADMIN, ENROLL, []),
-            dir.join("bundles"),
-            Settings {
-                max_poll_wait: Duration::from_millis(200),
-                heartbeat_deadline: Duration::from_secs(60),
-                log_retention: None,
-            },
-        ));
-        let post = |uri: &'static str, token: &'static str, v| {
-            let st = st.clone();
-            async move { call(&st, Method::POST, uri, Some(token), Some(v)).await }
-        };
-        let (_, v) = post(
-            "/v1/agent/enroll",
-            ENROLL,
-            serde_json::json!({"name": "i0"}),
-        )
-        .await?;
-        let agent: EnrollResponse = serde_json::from_value(v)?;
-        post(
-            "/v1/applications",
-            ADMIN,
-            serde_json::json!({"name": "app"}),
-        )
-        .await?;
-        let (s, v) = post(
-            "/v1/applications/app/groups",
-            ADMIN,
-            serde_json::json!({"name": "web", "style": "in-place", "concurrency": "1", "instances": ["i0"]}),
-        )
-        .await?;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri("/v1/applications/app/revisions")
-            .header("authorization", format!("Bearer {ADMIN}"))
-            .body(Body::from(&b"fake archive bytes"[..]))?;
-        let resp = router(st.clone()).oneshot(req).await?;
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        let revision: Revision = serde_json::from_slice(&bytes)?;
-        let (s, v) = post(
-            "/v1/deployments",
-            ADMIN,
-            serde_json::json!({"application": "app", "group": "web", "revision": revision.id}),
-        )
-        .await?;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        let id = v["id"].as_str().ok_or("no deployment id")?.to_owned();
-        let (_, v) = call(
-            &st,
-            Method::POST,
-            "/v1/agent/poll",
-            Some(&agent.token),
-            Some(serde_json::json!({})),
-        )
-        .await?;
-        let p: PollResponse = serde_json::from_value(v)?;
-        let cmd = p.command.ok_or("i0 has a command")?;
-        Ok((st, agent.token, id, cmd))
+        let json = body.is_some();
+        let body = body.map_or_else(Body::empty, |v| Body::from(v.to_string()));
+        crate::testkit::call(st, method, uri, token, body, json).await
     }
 
     async fn report(st: &State, token: &str, cmd: &StepCommand, text: &str) -> TestResult {

@@ -1,78 +1,12 @@
 //! Router-level tests with `oneshot`: auth on every route, the error shape, and the agent protocol.
 
-use super::*;
-use crate::store::Store;
+use crate::testkit::{ADMIN, ENROLL, TestResult, call, fleet, post_json, state};
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::{Method, StatusCode};
 use rollcage_proto::wire::{
-    EnrollResponse, ErrorBody, PollResponse, ReportResponse, Revision, StepOutcome, StepReport,
+    EnrollResponse, ErrorBody, PollResponse, ReportResponse, StepOutcome, StepReport,
 };
-use tower::ServiceExt;
-
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-const ADMIN: &str = "admin-secret";
-const ENROLL: &str = "enroll-secret";
-
-fn state() -> Result<State, Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?.keep();
-    Ok(Arc::new(AppState::new(
-        Store::open_in_memory()?,
-        Tokens::new(ADMIN, ENROLL, []),
-        dir.join("bundles"),
-        Settings {
-            max_poll_wait: Duration::from_millis(200),
-            heartbeat_deadline: Duration::from_secs(60),
-            log_retention: None,
-        },
-    )))
-}
-
-async fn call(
-    st: &State,
-    method: Method,
-    uri: &str,
-    token: Option<&str>,
-    body: Body,
-    json: bool,
-) -> Result<(StatusCode, serde_json::Value), Box<dyn std::error::Error>> {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    if json {
-        req = req.header("content-type", "application/json");
-    }
-    let resp = router(st.clone()).oneshot(req.body(body)?).await?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await?.to_bytes();
-    let value = if bytes.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(
-            String::from_utf8_lossy(&bytes).into_owned(),
-        ))
-    };
-    Ok((status, value))
-}
-
-async fn post_json(
-    st: &State,
-    uri: &str,
-    token: &str,
-    v: serde_json::Value,
-) -> Result<(StatusCode, serde_json::Value), Box<dyn std::error::Error>> {
-    call(
-        st,
-        Method::POST,
-        uri,
-        Some(token),
-        Body::from(v.to_string()),
-        true,
-    )
-    .await
-}
+use std::time::Duration;
 
 fn assert_error_shape(v: &serde_json::Value, code: &str) -> TestResult {
     let body: ErrorBody = serde_json::from_value(v.clone())?;
@@ -215,66 +149,6 @@ async fn malformed_json_and_unknown_routes_get_the_error_shape() -> TestResult {
     Ok(())
 }
 
-struct Fixture {
-    st: State,
-    agents: Vec<EnrollResponse>,
-    revision: Revision,
-}
-
-async fn fixture(
-    n: usize,
-    concurrency: &str,
-    style: &str,
-) -> Result<Fixture, Box<dyn std::error::Error>> {
-    let st = state()?;
-    let mut agents = Vec::new();
-    for i in 0..n {
-        let (_, v) = post_json(
-            &st,
-            "/v1/agent/enroll",
-            ENROLL,
-            serde_json::json!({"name": format!("i{i}")}),
-        )
-        .await?;
-        agents.push(serde_json::from_value(v)?);
-    }
-    let (s, _) = post_json(
-        &st,
-        "/v1/applications",
-        ADMIN,
-        serde_json::json!({"name": "app"}),
-    )
-    .await?;
-    assert_eq!(s, StatusCode::CREATED);
-    let names: Vec<String> = (0..n).map(|i| format!("i{i}")).collect();
-    let (s, v) = post_json(
-        &st,
-        "/v1/applications/app/groups",
-        ADMIN,
-        serde_json::json!({"name": "web", "style": style, "concurrency": concurrency, "instances": names}),
-    )
-    .await?;
-    if s != StatusCode::CREATED {
-        return Err(format!("group create: {s} {v}").into());
-    }
-    let (s, v) = call(
-        &st,
-        Method::POST,
-        "/v1/applications/app/revisions",
-        Some(ADMIN),
-        Body::from(&b"fake archive bytes"[..]),
-        false,
-    )
-    .await?;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let revision: Revision = serde_json::from_value(v)?;
-    Ok(Fixture {
-        st,
-        agents,
-        revision,
-    })
-}
-
 #[tokio::test]
 async fn load_balancer_styles_need_valid_lb_settings_at_group_creation() -> TestResult {
     let st = state()?;
@@ -330,10 +204,10 @@ async fn load_balancer_styles_need_valid_lb_settings_at_group_creation() -> Test
 
 /// The error message of a 400 answer to `body` posted at `uri`.
 async fn invalid_request_message(
-    st: &State,
+    st: &crate::state::State,
     uri: &str,
     body: serde_json::Value,
-) -> Result<String, Box<dyn std::error::Error>> {
+) -> TestResult<String> {
     let (s, v) = post_json(st, uri, ADMIN, body).await?;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert_error_shape(&v, "invalid_request")?;
@@ -415,7 +289,7 @@ async fn bad_lb_settings_and_bad_forms_answer_400_naming_the_field() -> TestResu
 
 #[tokio::test]
 async fn agent_protocol_report_is_answered_with_the_next_command() -> TestResult {
-    let f = fixture(2, "1", "in-place").await?;
+    let f = fleet(2, "1", "in-place").await?;
     let (s, v) = post_json(
         &f.st,
         "/v1/deployments",
@@ -560,7 +434,7 @@ async fn agent_protocol_report_is_answered_with_the_next_command() -> TestResult
 
 #[tokio::test]
 async fn a_waiting_poll_is_woken_by_a_dispatch() -> TestResult {
-    let f = fixture(1, "all", "in-place").await?;
+    let f = fleet(1, "all", "in-place").await?;
     let st = f.st.clone();
     let token = f.agents[0].token.clone();
     let poller = tokio::spawn(async move {
@@ -594,7 +468,7 @@ async fn a_waiting_poll_is_woken_by_a_dispatch() -> TestResult {
 
 #[tokio::test]
 async fn second_deployment_is_refused_with_conflict() -> TestResult {
-    let f = fixture(1, "1", "in-place").await?;
+    let f = fleet(1, "1", "in-place").await?;
     let req = serde_json::json!({"application": "app", "group": "web", "revision": f.revision.id});
     let (s, _) = post_json(&f.st, "/v1/deployments", ADMIN, req.clone()).await?;
     assert_eq!(s, StatusCode::CREATED);

@@ -2,74 +2,20 @@
 //! against the router in both directions (the dashboard's non-API page routes excepted).
 
 use super::*;
-use crate::store::Store;
+use crate::testkit::{ADMIN, ENROLL, TestResult, call_text as call, fleet_on, post_ok as post};
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
-use rollcage_proto::wire::{EnrollResponse, PollResponse, ReportResponse, StepOutcome, StepReport};
+use axum::http::{Method, StatusCode};
+use rollcage_proto::wire::{PollResponse, ReportResponse, StepOutcome, StepReport};
 use std::collections::BTreeSet;
-use tower::ServiceExt;
+use std::sync::Arc;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-const ADMIN: &str = "admin-secret";
-const ENROLL: &str = "enroll-secret";
 const SCRAPE: &str = "scrape-secret";
 
-fn state() -> Result<State, Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?.keep();
-    let st = Arc::new(AppState::new(
-        Store::open_in_memory()?,
-        Tokens::new(ADMIN, ENROLL, []),
-        dir.join("bundles"),
-        Settings {
-            max_poll_wait: Duration::from_millis(200),
-            heartbeat_deadline: Duration::from_secs(60),
-            log_retention: None,
-        },
-    ));
+/// The shared test state, with a scrape token.
+fn state() -> TestResult<State> {
+    let st = crate::testkit::state()?;
     st.metrics.set_scrape_token(SCRAPE);
     Ok(st)
-}
-
-async fn call(
-    st: &State,
-    method: Method,
-    uri: &str,
-    token: Option<&str>,
-    body: Body,
-) -> Result<(StatusCode, String), Box<dyn std::error::Error>> {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json");
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = router(st.clone()).oneshot(req.body(body)?).await?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
-}
-
-async fn post(
-    st: &State,
-    uri: &str,
-    token: &str,
-    v: serde_json::Value,
-) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
-    let (s, body) = call(
-        st,
-        Method::POST,
-        uri,
-        Some(token),
-        Body::from(v.to_string()),
-    )
-    .await?;
-    if !s.is_success() {
-        return Err(format!("POST {uri}: {s} {body}").into());
-    }
-    Ok(serde_json::from_str(&body)?)
 }
 
 /// The value of the sample `name` (with its labels, exactly as exposed), if present.
@@ -99,47 +45,13 @@ fn buckets(text: &str, event: &str) -> Vec<(f64, f64)> {
 
 /// Drive a two-instance deployment to success; i1's ValidateService reports 2.5 s.
 async fn deploy(st: &State) -> TestResult {
-    let mut tokens = Vec::new();
-    for name in ["i0", "i1"] {
-        let v = post(
-            st,
-            "/v1/agent/enroll",
-            ENROLL,
-            serde_json::json!({ "name": name }),
-        )
-        .await?;
-        let e: EnrollResponse = serde_json::from_value(v)?;
-        tokens.push(e.token);
-    }
-    post(
-        st,
-        "/v1/applications",
-        ADMIN,
-        serde_json::json!({"name": "app"}),
-    )
-    .await?;
-    post(
-        st,
-        "/v1/applications/app/groups",
-        ADMIN,
-        serde_json::json!({"name": "web", "style": "in-place", "concurrency": "all", "instances": ["i0", "i1"]}),
-    )
-    .await?;
-    let (s, body) = call(
-        st,
-        Method::POST,
-        "/v1/applications/app/revisions",
-        Some(ADMIN),
-        Body::from(&b"archive"[..]),
-    )
-    .await?;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    let rev: serde_json::Value = serde_json::from_str(&body)?;
+    let f = fleet_on(st.clone(), 2, "all", "in-place").await?;
+    let tokens: Vec<String> = f.agents.into_iter().map(|a| a.token).collect();
     let dep = post(
         st,
         "/v1/deployments",
         ADMIN,
-        serde_json::json!({"application": "app", "group": "web", "revision": rev["id"]}),
+        serde_json::json!({"application": "app", "group": "web", "revision": f.revision.id}),
     )
     .await?;
     for (i, token) in tokens.iter().enumerate() {
@@ -306,7 +218,7 @@ async fn lb_counters_come_from_the_registered_source() -> TestResult {
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
 /// (method, path) of every operation in the OpenAPI document.
-fn documented() -> Result<BTreeSet<(String, String)>, Box<dyn std::error::Error>> {
+fn documented() -> Result<BTreeSet<(String, String)>, Box<dyn std::error::Error + Send + Sync>> {
     let doc: serde_yaml::Value = serde_yaml::from_str(OPENAPI_YAML)?;
     assert_eq!(doc["openapi"].as_str(), Some("3.1.0"));
     let paths = doc["paths"].as_mapping().ok_or("no paths")?;
@@ -334,7 +246,11 @@ fn concrete(path: &str) -> String {
 
 /// Whether the router serves `method path`: without a token a served route answers 401 (or 200 for the public
 /// ones); an unserved one gets the fallback 404 or 405.
-async fn served(st: &State, method: &str, path: &str) -> Result<bool, Box<dyn std::error::Error>> {
+async fn served(
+    st: &State,
+    method: &str,
+    path: &str,
+) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     let m = Method::from_bytes(method.to_uppercase().as_bytes())?;
     let (s, body) = call(st, m, &concrete(path), None, Body::from("{}")).await?;
     Ok(!(s == StatusCode::METHOD_NOT_ALLOWED
@@ -350,7 +266,7 @@ async fn openapi_document_and_router_have_the_same_routes() -> TestResult {
     for path in route_paths() {
         // The web dashboard's page and assets are served by the same router but are not API routes: the document
         // leaves them out on purpose, so the comparison skips exactly these (after checking they are served).
-        if crate::dashboard::PAGE_PATHS.contains(&path.as_str()) {
+        if dashboard::PAGE_PATHS.contains(&path.as_str()) {
             assert!(served(&st, "get", &path).await?, "dashboard route {path}");
             continue;
         }

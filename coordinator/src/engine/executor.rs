@@ -4,7 +4,7 @@
 //! step marked running, which is the command its agent gets (again, after any restart).
 
 use super::strategy::{self, Action, DeploymentView, Final, FinalPhase, Mode, Outcome, Phase};
-use crate::store::{StoreError, apps, deployments, deployments::DeploymentRow, revisions};
+use crate::store::{StoreError, Tx, apps, deployments, deployments::DeploymentRow, revisions};
 use rollcage_proto::wire::{
     Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, RevisionLocation, RevisionRef,
     RevisionSource, StepCommand, StepOutcome, StepReport, StepState,
@@ -40,9 +40,6 @@ pub enum EngineError {
 /// Result of engine operations.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
-/// Instances that were sent a new command and must be woken (after the transaction commits).
-pub type Wake = Vec<String>;
-
 /// What a new deployment is.
 #[derive(Debug, Clone)]
 pub struct NewDeployment<'a> {
@@ -60,11 +57,10 @@ pub struct NewDeployment<'a> {
 
 /// Create a deployment and dispatch its first batch. Refused while the group has an active deployment.
 pub fn create_deployment(
-    tx: &Connection,
+    tx: &Tx<'_>,
     new: &NewDeployment<'_>,
     enrolled: &[String],
     now: i64,
-    wake: &mut Wake,
 ) -> Result<String> {
     let group =
         apps::group(tx, new.application, new.group)?.ok_or_else(|| EngineError::NotFound {
@@ -160,12 +156,12 @@ pub fn create_deployment(
     deployments::insert_final_steps(tx, &id, style_plan.deployment_wide)?;
     tracing::info!(deployment = %id, application = new.application, group = new.group,
         revision = new.revision, instances = instances.len(), rollback_of = ?new.rollback_of, "deployment created");
-    advance(tx, &id, now, wake)?;
+    advance(tx, &id, now)?;
     Ok(id)
 }
 
 /// Apply the strategy's decisions to an active deployment (no-op on an ended one).
-pub fn advance(tx: &Connection, id: &str, now: i64, wake: &mut Wake) -> Result<()> {
+pub fn advance(tx: &Tx<'_>, id: &str, now: i64) -> Result<()> {
     let d = deployments::get(tx, id)?.ok_or_else(|| EngineError::NotFound {
         what: "deployment",
         name: id.to_owned(),
@@ -202,7 +198,7 @@ pub fn advance(tx: &Connection, id: &str, now: i64, wake: &mut Wake) -> Result<(
         },
         finally: final_of(tx, &d)?,
     };
-    apply(tx, &d, strategy::decide(&view), now, wake)
+    apply(tx, &d, strategy::decide(&view), now)
 }
 
 /// The deployment-wide final step's state (blue/green's SwitchTraffic), if the deployment has one.
@@ -238,23 +234,16 @@ fn mode_of(d: &DeploymentRow) -> Mode {
 }
 
 /// Apply the strategy's actions to deployment `d`.
-fn apply(
-    tx: &Connection,
-    d: &DeploymentRow,
-    actions: Vec<Action>,
-    now: i64,
-    wake: &mut Wake,
-) -> Result<()> {
+fn apply(tx: &Tx<'_>, d: &DeploymentRow, actions: Vec<Action>, now: i64) -> Result<()> {
     let id = d.id.as_str();
     for action in actions {
         match action {
+            // Both record the agents they touch: their polls wake once the transaction committed.
             Action::Dispatch { instance, step } => {
                 deployments::start_step(tx, id, &instance, step, now)?;
-                wake.push(instance);
             }
             Action::CancelInFlight => {
-                // Wake them so polls in flight re-read (the cancelled commands are no longer offered).
-                wake.extend(deployments::cancel_in_flight(tx, id, now)?);
+                deployments::cancel_in_flight(tx, id, now)?;
             }
             Action::SkipPending => deployments::skip_pending(tx, id)?,
             Action::StartFinal => {
@@ -290,7 +279,6 @@ fn apply(
                             },
                             &[],
                             now,
-                            wake,
                         );
                         match rb {
                             Ok(rb) => deployments::set_rollback(tx, id, &rb)?,
@@ -316,13 +304,7 @@ fn apply(
 
 /// Record an agent's report of one of its steps and advance the deployment. Returns `false` when the command had
 /// already ended (a re-sent report; acknowledged and ignored).
-pub fn record_report(
-    tx: &Connection,
-    instance: &str,
-    report: &StepReport,
-    now: i64,
-    wake: &mut Wake,
-) -> Result<bool> {
+pub fn record_report(tx: &Tx<'_>, instance: &str, report: &StepReport, now: i64) -> Result<bool> {
     let step = deployments::step(tx, report.command_id)?.ok_or_else(|| EngineError::NotFound {
         what: "command",
         name: report.command_id.to_string(),
@@ -346,19 +328,17 @@ pub fn record_report(
         &report.message,
         &log_tail(&report.hooks),
         now,
-        wake,
     )
 }
 
 /// Record the end of one of the coordinator's own steps (a load-balancer call) and advance the deployment.
 /// `false` when the step is not running any more (e.g. cancelled by a forced stop while the call ran).
 pub fn end_coordinator_step(
-    tx: &Connection,
+    tx: &Tx<'_>,
     step_id: i64,
     outcome: StepOutcome,
     message: &str,
     now: i64,
-    wake: &mut Wake,
 ) -> Result<bool> {
     let step = deployments::step(tx, step_id)?.ok_or_else(|| EngineError::NotFound {
         what: "command",
@@ -371,7 +351,7 @@ pub fn end_coordinator_step(
         )));
     }
     if step.instance != deployments::DEPLOYMENT_WIDE {
-        return end_step(tx, &step, outcome, message, "", now, wake);
+        return end_step(tx, &step, outcome, message, "", now);
     }
     // The deployment-wide SwitchTraffic.
     if step.state != StepState::Running {
@@ -392,12 +372,12 @@ pub fn end_coordinator_step(
     {
         apps::set_active_server_group(tx, &d.group_id, to)?;
     }
-    advance(tx, &d.id, now, wake)?;
+    advance(tx, &d.id, now)?;
     Ok(true)
 }
 
 /// An operator's go-ahead for a blue/green deployment waiting in `ready` (or about to): switch traffic.
-pub fn continue_deployment(tx: &Connection, id: &str, now: i64, wake: &mut Wake) -> Result<()> {
+pub fn continue_deployment(tx: &Tx<'_>, id: &str, now: i64) -> Result<()> {
     let d = deployments::get(tx, id)?.ok_or_else(|| EngineError::NotFound {
         what: "deployment",
         name: id.to_owned(),
@@ -414,31 +394,24 @@ pub fn continue_deployment(tx: &Connection, id: &str, now: i64, wake: &mut Wake)
         )));
     }
     deployments::set_continued(tx, id)?;
-    advance(tx, id, now, wake)
+    advance(tx, id, now)
 }
 
 /// Fail a running step whose agent went silent.
-pub fn fail_lost_step(
-    tx: &Connection,
-    step_id: i64,
-    reason: &str,
-    now: i64,
-    wake: &mut Wake,
-) -> Result<bool> {
+pub fn fail_lost_step(tx: &Tx<'_>, step_id: i64, reason: &str, now: i64) -> Result<bool> {
     let Some(step) = deployments::step(tx, step_id)? else {
         return Ok(false);
     };
-    end_step(tx, &step, StepOutcome::Failed, reason, "", now, wake)
+    end_step(tx, &step, StepOutcome::Failed, reason, "", now)
 }
 
 fn end_step(
-    tx: &Connection,
+    tx: &Tx<'_>,
     step: &deployments::StepRow,
     outcome: StepOutcome,
     message: &str,
     log_tail: &str,
     now: i64,
-    wake: &mut Wake,
 ) -> Result<bool> {
     if step.state != StepState::Running {
         return Ok(false);
@@ -469,8 +442,8 @@ fn end_step(
         _ => None,
     };
     match fast {
-        Some(actions) => apply(tx, &d, actions, now, wake)?,
-        None => advance(tx, &step.deployment_id, now, wake)?,
+        Some(actions) => apply(tx, &d, actions, now)?,
+        None => advance(tx, &step.deployment_id, now)?,
     }
     Ok(true)
 }
@@ -497,7 +470,7 @@ fn log_tail(hooks: &[HookOutcome]) -> String {
 }
 
 /// Ask an active deployment to stop; `force` cancels in-flight steps.
-pub fn stop(tx: &Connection, id: &str, force: bool, now: i64, wake: &mut Wake) -> Result<()> {
+pub fn stop(tx: &Tx<'_>, id: &str, force: bool, now: i64) -> Result<()> {
     let d = deployments::get(tx, id)?.ok_or_else(|| EngineError::NotFound {
         what: "deployment",
         name: id.to_owned(),
@@ -509,11 +482,11 @@ pub fn stop(tx: &Connection, id: &str, force: bool, now: i64, wake: &mut Wake) -
         )));
     }
     deployments::set_status(tx, id, DeploymentStatus::Stopping, force || d.force_stop)?;
-    advance(tx, id, now, wake)
+    advance(tx, id, now)
 }
 
 /// Start a rollback of deployment `id` to the group's last successful revision (manual rollback).
-pub fn rollback(tx: &Connection, id: &str, now: i64, wake: &mut Wake) -> Result<String> {
+pub fn rollback(tx: &Tx<'_>, id: &str, now: i64) -> Result<String> {
     let d = deployments::get(tx, id)?.ok_or_else(|| EngineError::NotFound {
         what: "deployment",
         name: id.to_owned(),
@@ -536,7 +509,6 @@ pub fn rollback(tx: &Connection, id: &str, now: i64, wake: &mut Wake) -> Result<
         },
         &[],
         now,
-        wake,
     )?;
     deployments::set_rollback(tx, id, &rb)?;
     Ok(rb)
@@ -554,12 +526,7 @@ pub fn command_for(c: &Connection, step: &deployments::StepRow) -> Result<StepCo
             name: d.revision.clone(),
         })?;
     let location = match rev.source {
-        RevisionSource::Uploaded { .. } => RevisionLocation::Coordinator {
-            path: format!(
-                "/v1/agent/applications/{}/revisions/{}/bundle",
-                d.application, rev.id
-            ),
-        },
+        RevisionSource::Uploaded { .. } => RevisionLocation::Coordinator,
         RevisionSource::Url { url } => RevisionLocation::Url { url },
     };
     let form = crate::store::forms::deployment_form(c, &d.id)?;
@@ -581,10 +548,10 @@ pub fn command_for(c: &Connection, step: &deployments::StepRow) -> Result<StepCo
 }
 
 /// Re-run the strategy on every active deployment (at start-up: a coordinator killed mid-way resumes here).
-pub fn resume_all(tx: &Connection, now: i64, wake: &mut Wake) -> Result<usize> {
+pub fn resume_all(tx: &Tx<'_>, now: i64) -> Result<usize> {
     let ids = deployments::active_ids(tx)?;
     for id in &ids {
-        advance(tx, id, now, wake)?;
+        advance(tx, id, now)?;
     }
     Ok(ids.len())
 }
@@ -594,92 +561,37 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "test setup on an in-memory database")]
     use super::*;
     use crate::store::Store;
-    use rollcage_proto::wire::{DeploymentStyle, Group};
+    use crate::testkit::{
+        add_group, bg_settings, deploy, finish_switch, group, lb_settings, run_instance, seed,
+    };
+    use rollcage_proto::wire::DeploymentStyle;
 
+    /// Application `app` with revisions `r-aaaa…` and `r-bbbb…` and the in-place group `web`.
     fn setup(instances: &[&str], auto_rollback: bool, c: Concurrency) -> Store {
         let s = Store::open_in_memory().unwrap();
-        s.write(|tx| {
-            apps::insert_application(tx, "app", 0)?;
-            apps::insert_group(
-                tx,
-                &Group {
-                    id: "g-1".into(),
-                    application: "app".into(),
-                    name: "web".into(),
-                    style: DeploymentStyle::InPlace,
-                    concurrency: c,
-                    failure_tolerance: 0,
-                    auto_rollback,
-                    instances: instances.iter().map(|s| s.to_string()).collect(),
-                    lb: None,
-                    created_at_ms: 0,
-                },
-            )?;
-            revisions::upsert(tx, "app", &"a".repeat(64), None, 10, 0)?;
-            revisions::upsert(tx, "app", &"b".repeat(64), None, 10, 0)?;
-            Ok::<_, EngineError>(())
-        })
-        .unwrap();
+        seed(&s);
+        let web = group(
+            ("g-1", "web", DeploymentStyle::InPlace),
+            c,
+            auto_rollback,
+            instances,
+            None,
+        );
+        add_group(&s, &web);
         s
-    }
-
-    fn deploy(s: &Store, rev: &str, wake: &mut Wake) -> Result<String> {
-        s.write(|tx| {
-            create_deployment(
-                tx,
-                &NewDeployment {
-                    application: "app",
-                    group: "web",
-                    revision: rev,
-                    rollback_of: None,
-                    concurrency: None,
-                },
-                &[],
-                1,
-                wake,
-            )
-        })
-    }
-
-    /// Report every running step of `inst` with `outcome` until it has none; returns the events reported.
-    fn run_instance(s: &Store, inst: &str, fail_at: Option<&str>) -> Vec<String> {
-        let mut seen = Vec::new();
-        loop {
-            let step = s.read(|c| deployments::running_step_for(c, inst)).unwrap();
-            let Some(step) = step else { return seen };
-            let outcome = if Some(step.event.name()) == fail_at {
-                StepOutcome::Failed
-            } else {
-                StepOutcome::Succeeded
-            };
-            seen.push(step.event.name().to_owned());
-            let mut wake = Vec::new();
-            s.write(|tx| {
-                record_report(
-                    tx,
-                    inst,
-                    &StepReport {
-                        command_id: step.id,
-                        outcome,
-                        message: String::new(),
-                        hooks: vec![],
-                        duration_ms: 1,
-                        log: None,
-                    },
-                    2,
-                    &mut wake,
-                )
-            })
-            .unwrap();
-        }
     }
 
     #[test]
     fn one_at_a_time_runs_each_instance_through_the_seed_order() {
         let s = setup(&["a", "b"], false, Concurrency::Count(1));
-        let mut wake = Vec::new();
-        let id = deploy(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
-        assert_eq!(wake, ["a"]);
+        let commits = crate::testkit::commits(&s);
+        let id = deploy(&s, "web", &format!("r-{}", "a".repeat(16))).unwrap();
+        let touched = commits.lock().unwrap().pop().unwrap();
+        assert_eq!(
+            Vec::from_iter(touched.instances),
+            ["a"],
+            "only the first instance is sent a step"
+        );
         assert!(
             s.read(|c| deployments::running_step_for(c, "b"))
                 .unwrap()
@@ -697,24 +609,22 @@ mod tests {
     #[test]
     fn second_deployment_in_a_group_is_refused_while_one_is_active() {
         let s = setup(&["a"], false, Concurrency::All);
-        let mut wake = Vec::new();
-        deploy(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
-        let second = deploy(&s, &format!("r-{}", "b".repeat(16)), &mut wake);
+        deploy(&s, "web", &format!("r-{}", "a".repeat(16))).unwrap();
+        let second = deploy(&s, "web", &format!("r-{}", "b".repeat(16)));
         assert!(matches!(second, Err(EngineError::Conflict(_))));
     }
 
     #[test]
     fn failure_triggers_a_rollback_with_the_same_concurrency_and_no_download() {
         let s = setup(&["a", "b", "c"], true, Concurrency::Count(2));
-        let mut wake = Vec::new();
         let v1 = format!("r-{}", "a".repeat(16));
         let v2 = format!("r-{}", "b".repeat(16));
-        let d1 = deploy(&s, &v1, &mut wake).unwrap();
+        let d1 = deploy(&s, "web", &v1).unwrap();
         for i in ["a", "b", "c"] {
             run_instance(&s, i, None);
         }
         run_instance(&s, "a", None);
-        let d2 = deploy(&s, &v2, &mut wake).unwrap();
+        let d2 = deploy(&s, "web", &v2).unwrap();
         assert_ne!(d1, d2);
         run_instance(&s, "a", Some("ValidateService"));
         // b is still in flight: no rollback yet, c never starts.
@@ -734,7 +644,11 @@ mod tests {
         assert_eq!(rb.concurrency, Concurrency::Count(2));
         assert_eq!(rb.rollback_of.as_deref(), Some(d2.as_str()));
         let events = run_instance(&s, "a", None);
-        assert_eq!(events.first().map(String::as_str), Some("ApplicationStop"));
+        let first = plan(DeploymentStyle::InPlace, true)
+            .per_instance
+            .first()
+            .map(|e| e.name());
+        assert_eq!(events.first().map(String::as_str), first);
         assert!(!events.iter().any(|e| e == "DownloadBundle"));
         run_instance(&s, "b", None);
         run_instance(&s, "c", None);
@@ -745,8 +659,7 @@ mod tests {
     #[test]
     fn a_report_for_another_instance_is_forbidden_and_a_repeat_is_ignored() {
         let s = setup(&["a", "b"], false, Concurrency::All);
-        let mut wake = Vec::new();
-        deploy(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
+        deploy(&s, "web", &format!("r-{}", "a".repeat(16))).unwrap();
         let step = s
             .read(|c| deployments::running_step_for(c, "a"))
             .unwrap()
@@ -759,25 +672,18 @@ mod tests {
             duration_ms: 0,
             log: None,
         };
-        let r = s.write(|tx| record_report(tx, "b", &report, 3, &mut wake));
+        let r = s.write(|tx| record_report(tx, "b", &report, 3));
         assert!(matches!(r, Err(EngineError::Forbidden(_))));
-        assert!(
-            s.write(|tx| record_report(tx, "a", &report, 3, &mut wake))
-                .unwrap()
-        );
-        assert!(
-            !s.write(|tx| record_report(tx, "a", &report, 3, &mut wake))
-                .unwrap()
-        );
+        assert!(s.write(|tx| record_report(tx, "a", &report, 3)).unwrap());
+        assert!(!s.write(|tx| record_report(tx, "a", &report, 3)).unwrap());
     }
 
     #[test]
     fn rollback_covers_the_instances_of_the_rolled_back_deployment() {
         // The group names no instances: the deployment took the enrolled ones, and so must its rollback.
         let s = setup(&[], true, Concurrency::All);
-        let mut wake = Vec::new();
         let enrolled = ["x".to_owned(), "y".to_owned()];
-        let mk = |rev: String, wake: &mut Wake| {
+        let mk = |rev: String| {
             s.write(|tx| {
                 create_deployment(
                     tx,
@@ -790,14 +696,13 @@ mod tests {
                     },
                     &enrolled,
                     1,
-                    wake,
                 )
             })
         };
-        mk(format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
+        mk(format!("r-{}", "a".repeat(16))).unwrap();
         run_instance(&s, "x", None);
         run_instance(&s, "y", None);
-        let d2 = mk(format!("r-{}", "b".repeat(16)), &mut wake).unwrap();
+        let d2 = mk(format!("r-{}", "b".repeat(16))).unwrap();
         run_instance(&s, "x", Some("Install"));
         run_instance(&s, "y", None);
         let d = s.read(|c| deployments::get(c, &d2)).unwrap().unwrap();
@@ -809,30 +714,33 @@ mod tests {
     #[test]
     fn manual_rollback_redeploys_the_previous_good_revision() {
         let s = setup(&["a"], false, Concurrency::Count(1));
-        let mut wake = Vec::new();
         let v1 = format!("r-{}", "a".repeat(16));
         let v2 = format!("r-{}", "b".repeat(16));
-        let d1 = deploy(&s, &v1, &mut wake).unwrap();
+        let d1 = deploy(&s, "web", &v1).unwrap();
         // Nothing to roll back to yet.
         run_instance(&s, "a", None);
         assert!(matches!(
-            s.write(|tx| rollback(tx, &d1, 3, &mut wake)),
+            s.write(|tx| rollback(tx, &d1, 3)),
             Err(EngineError::Conflict(_))
         ));
-        let d2 = deploy(&s, &v2, &mut wake).unwrap();
+        let d2 = deploy(&s, "web", &v2).unwrap();
         // Refused while the group is busy.
         assert!(matches!(
-            s.write(|tx| rollback(tx, &d2, 3, &mut wake)),
+            s.write(|tx| rollback(tx, &d2, 3)),
             Err(EngineError::Conflict(_))
         ));
         run_instance(&s, "a", None);
-        let rb = s.write(|tx| rollback(tx, &d2, 4, &mut wake)).unwrap();
+        let rb = s.write(|tx| rollback(tx, &d2, 4)).unwrap();
         let row = s.read(|c| deployments::get(c, &rb)).unwrap().unwrap();
         assert_eq!(row.revision, v1);
         assert_eq!(row.rollback_of.as_deref(), Some(d2.as_str()));
         assert!(!row.automatic);
         let events = run_instance(&s, "a", None);
-        assert_eq!(events.first().map(String::as_str), Some("ApplicationStop"));
+        let first = plan(DeploymentStyle::InPlace, true)
+            .per_instance
+            .first()
+            .map(|e| e.name());
+        assert_eq!(events.first().map(String::as_str), first);
         let row = s.read(|c| deployments::get(c, &rb)).unwrap().unwrap();
         assert_eq!(row.status, DeploymentStatus::Succeeded);
     }
@@ -840,9 +748,8 @@ mod tests {
     #[test]
     fn stop_lets_the_in_flight_instance_finish_and_skips_the_rest() {
         let s = setup(&["a", "b"], false, Concurrency::Count(1));
-        let mut wake = Vec::new();
-        let id = deploy(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
-        s.write(|tx| stop(tx, &id, false, 2, &mut wake)).unwrap();
+        let id = deploy(&s, "web", &format!("r-{}", "a".repeat(16))).unwrap();
+        s.write(|tx| stop(tx, &id, false, 2)).unwrap();
         let d = s.read(|c| deployments::get(c, &id)).unwrap().unwrap();
         assert_eq!(d.status, DeploymentStatus::Stopping);
         assert_eq!(
@@ -855,7 +762,7 @@ mod tests {
         assert_eq!(full.instances[0].status, InstanceStatus::Succeeded);
         assert_eq!(full.instances[1].status, InstanceStatus::Skipped);
         assert!(matches!(
-            s.write(|tx| stop(tx, &id, false, 3, &mut wake)),
+            s.write(|tx| stop(tx, &id, false, 3)),
             Err(EngineError::Conflict(_))
         ));
     }
@@ -863,9 +770,8 @@ mod tests {
     #[test]
     fn forced_stop_cancels_and_ends_stopped() {
         let s = setup(&["a", "b", "c"], true, Concurrency::Count(1));
-        let mut wake = Vec::new();
-        let id = deploy(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
-        s.write(|tx| stop(tx, &id, true, 5, &mut wake)).unwrap();
+        let id = deploy(&s, "web", &format!("r-{}", "a".repeat(16))).unwrap();
+        s.write(|tx| stop(tx, &id, true, 5)).unwrap();
         let d = s.read(|c| deployments::get(c, &id)).unwrap().unwrap();
         assert_eq!(d.status, DeploymentStatus::Stopped);
         assert!(d.rollback_deployment.is_none());
@@ -878,114 +784,12 @@ mod tests {
 
     fn setup_lb(instances: &[&str], auto_rollback: bool, c: Concurrency) -> Store {
         let s = setup(&[], false, c);
-        let targets: serde_json::Map<String, serde_json::Value> = instances
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.to_string(), format!("127.0.0.1:{}", 8081 + i).into()))
-            .collect();
-        let addrs: Vec<serde_json::Value> = targets.values().cloned().collect();
-        let lb = serde_json::json!({
-            "targets": targets,
-            "lb": {
-                "service": "app1",
-                "driver": { "kind": "builtin", "admin_url": "http://127.0.0.1:9", "token_file": "/nonexistent" },
-                "server_groups": { "blue": addrs }
-            }
-        });
-        s.write(|tx| {
-            apps::insert_group(
-                tx,
-                &Group {
-                    id: "g-2".into(),
-                    application: "app".into(),
-                    name: "lbweb".into(),
-                    style: DeploymentStyle::InPlaceLb,
-                    concurrency: c,
-                    failure_tolerance: 0,
-                    auto_rollback,
-                    instances: instances.iter().map(|s| s.to_string()).collect(),
-                    lb: Some(serde_json::from_value(lb).unwrap()),
-                    created_at_ms: 0,
-                },
-            )?;
-            Ok::<_, EngineError>(())
-        })
-        .unwrap();
+        let g = ("g-2", "lbweb", DeploymentStyle::InPlaceLb);
+        add_group(
+            &s,
+            &group(g, c, auto_rollback, instances, Some(lb_settings(instances))),
+        );
         s
-    }
-
-    fn deploy_lb(s: &Store, rev: &str, wake: &mut Wake) -> Result<String> {
-        s.write(|tx| {
-            create_deployment(
-                tx,
-                &NewDeployment {
-                    application: "app",
-                    group: "lbweb",
-                    revision: rev,
-                    rollback_of: None,
-                    concurrency: None,
-                },
-                &[],
-                1,
-                wake,
-            )
-        })
-    }
-
-    /// Run `inst` to its end in its current deployment: agent steps reported like an agent would, coordinator
-    /// steps finished like the traffic runner would (`fail_at` fails that event). Returns the events in order.
-    fn run_lb_instance(s: &Store, inst: &str, fail_at: Option<&str>) -> Vec<String> {
-        let mut seen = Vec::new();
-        let mut deployment: Option<String> = None;
-        loop {
-            let agent = s.read(|c| deployments::running_step_for(c, inst)).unwrap();
-            let coord = s
-                .read(deployments::running_coordinator_steps)
-                .unwrap()
-                .into_iter()
-                .find(|st| st.instance == inst);
-            assert!(
-                agent.is_none() || coord.is_none(),
-                "one step in flight at a time"
-            );
-            let Some(step) = agent.clone().or(coord) else {
-                return seen;
-            };
-            if deployment.get_or_insert_with(|| step.deployment_id.clone()) != &step.deployment_id {
-                return seen;
-            }
-            seen.push(step.event.name().to_owned());
-            let outcome = if Some(step.event.name()) == fail_at {
-                StepOutcome::Failed
-            } else {
-                StepOutcome::Succeeded
-            };
-            let report = StepReport {
-                command_id: step.id,
-                outcome,
-                message: String::new(),
-                hooks: vec![],
-                duration_ms: 0,
-                log: None,
-            };
-            let mut wake = Vec::new();
-            if agent.is_some() {
-                assert!(
-                    s.write(|tx| record_report(tx, inst, &report, 2, &mut wake))
-                        .unwrap()
-                );
-            } else {
-                // An agent never gets (nor may report) a coordinator step.
-                assert!(matches!(
-                    s.write(|tx| record_report(tx, inst, &report, 2, &mut wake)),
-                    Err(EngineError::Forbidden(_))
-                ));
-                assert!(
-                    s.write(|tx| end_coordinator_step(tx, step.id, outcome, "lb", 2, &mut wake))
-                        .unwrap()
-                );
-            }
-        }
     }
 
     /// The rolling-with-LB plan's event names, from the one plan.
@@ -1000,10 +804,9 @@ mod tests {
     #[test]
     fn rolling_with_lb_runs_the_seed_s_13_steps_with_coordinator_traffic_steps() {
         let s = setup_lb(&["a", "b"], false, Concurrency::Count(1));
-        let mut wake = Vec::new();
-        let id = deploy_lb(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
-        assert_eq!(run_lb_instance(&s, "a", None), lb_order());
-        assert_eq!(run_lb_instance(&s, "b", None), lb_order());
+        let id = deploy(&s, "lbweb", &format!("r-{}", "a".repeat(16))).unwrap();
+        assert_eq!(run_instance(&s, "a", None), lb_order());
+        assert_eq!(run_instance(&s, "b", None), lb_order());
         let d = s.read(|c| deployments::get(c, &id)).unwrap().unwrap();
         assert_eq!(d.status, DeploymentStatus::Succeeded);
         let steps = s.read(|c| deployments::steps_of(c, &id, "a")).unwrap();
@@ -1017,13 +820,12 @@ mod tests {
     #[test]
     fn validate_failure_with_lb_keeps_the_instance_out_and_rolls_back_without_download() {
         let s = setup_lb(&["a", "b"], true, Concurrency::Count(1));
-        let mut wake = Vec::new();
         let v1 = format!("r-{}", "a".repeat(16));
-        deploy_lb(&s, &v1, &mut wake).unwrap();
-        run_lb_instance(&s, "a", None);
-        run_lb_instance(&s, "b", None);
-        let d2 = deploy_lb(&s, &format!("r-{}", "b".repeat(16)), &mut wake).unwrap();
-        let events = run_lb_instance(&s, "a", Some("ValidateService"));
+        deploy(&s, "lbweb", &v1).unwrap();
+        run_instance(&s, "a", None);
+        run_instance(&s, "b", None);
+        let d2 = deploy(&s, "lbweb", &format!("r-{}", "b".repeat(16))).unwrap();
+        let events = run_instance(&s, "a", Some("ValidateService"));
         assert_eq!(events, lb_order()[..10]);
         let steps = s.read(|c| deployments::steps_of(c, &d2, "a")).unwrap();
         let allow = steps.iter().find(|(e, ..)| e == "AllowTraffic").unwrap();
@@ -1034,8 +836,8 @@ mod tests {
         let rb_row = s.read(|c| deployments::get(c, &rb)).unwrap().unwrap();
         assert_eq!(rb_row.revision, v1);
         assert_eq!(rb_row.concurrency, Concurrency::Count(1));
-        assert_eq!(run_lb_instance(&s, "a", None), lb_order()[1..]);
-        assert_eq!(run_lb_instance(&s, "b", None), lb_order()[1..]);
+        assert_eq!(run_instance(&s, "a", None), lb_order()[1..]);
+        assert_eq!(run_instance(&s, "b", None), lb_order()[1..]);
         let rb_row = s.read(|c| deployments::get(c, &rb)).unwrap().unwrap();
         assert_eq!(rb_row.status, DeploymentStatus::Succeeded);
     }
@@ -1043,69 +845,25 @@ mod tests {
     #[test]
     fn a_failed_traffic_step_fails_the_instance() {
         let s = setup_lb(&["a"], false, Concurrency::All);
-        let mut wake = Vec::new();
-        let id = deploy_lb(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
-        assert_eq!(
-            run_lb_instance(&s, "a", Some("BlockTraffic")),
-            lb_order()[..3]
-        );
+        let id = deploy(&s, "lbweb", &format!("r-{}", "a".repeat(16))).unwrap();
+        assert_eq!(run_instance(&s, "a", Some("BlockTraffic")), lb_order()[..3]);
         let d = s.read(|c| deployments::get(c, &id)).unwrap().unwrap();
         assert_eq!(d.status, DeploymentStatus::Failed);
     }
 
     fn setup_bg(wait_for_continue: bool) -> Store {
         let s = setup(&[], false, Concurrency::Count(1));
-        let lb = serde_json::json!({
-            "active_group": "blue",
-            "wait_for_continue": wait_for_continue,
-            "targets": { "b1": "127.0.0.1:8081", "b2": "127.0.0.1:8082", "g1": "127.0.0.1:8083" },
-            "lb": {
-                "service": "app1",
-                "driver": { "kind": "builtin", "admin_url": "http://127.0.0.1:9", "token_file": "/nonexistent" },
-                "server_groups": { "blue": ["127.0.0.1:8081", "127.0.0.1:8082"], "green": ["127.0.0.1:8083"] }
-            }
-        });
-        s.write(|tx| {
-            apps::insert_group(
-                tx,
-                &Group {
-                    id: "g-bg".into(),
-                    application: "app".into(),
-                    name: "lbweb".into(),
-                    style: DeploymentStyle::BlueGreen,
-                    concurrency: Concurrency::Count(1),
-                    failure_tolerance: 0,
-                    auto_rollback: true,
-                    instances: vec![],
-                    lb: Some(serde_json::from_value(lb).unwrap()),
-                    created_at_ms: 0,
-                },
-            )?;
-            Ok::<_, EngineError>(())
-        })
-        .unwrap();
+        let g = ("g-bg", "lbweb", DeploymentStyle::BlueGreen);
+        let lb = bg_settings(wait_for_continue);
+        add_group(&s, &group(g, Concurrency::Count(1), true, &[], Some(lb)));
         s
-    }
-
-    /// Finish the running deployment-wide step with `outcome`; returns its event.
-    fn finish_switch(s: &Store, outcome: StepOutcome) -> Option<String> {
-        let step = s
-            .read(deployments::running_coordinator_steps)
-            .unwrap()
-            .into_iter()
-            .find(|st| st.instance == deployments::DEPLOYMENT_WIDE)?;
-        let mut wake = Vec::new();
-        s.write(|tx| end_coordinator_step(tx, step.id, outcome, "switched", 3, &mut wake))
-            .unwrap();
-        Some(step.event.name().to_owned())
     }
 
     #[test]
     fn blue_green_deploys_the_idle_group_switches_waits_for_continue_and_rolls_back_by_switching() {
         let s = setup_bg(false);
-        let mut wake = Vec::new();
         let v1 = format!("r-{}", "a".repeat(16));
-        let d1 = deploy_lb(&s, &v1, &mut wake).unwrap();
+        let d1 = deploy(&s, "lbweb", &v1).unwrap();
         let row = s.read(|c| deployments::get(c, &d1)).unwrap().unwrap();
         assert_eq!(row.switch_to.as_deref(), Some("green"));
         assert_eq!(
@@ -1113,7 +871,7 @@ mod tests {
             ["g1"]
         );
         assert_eq!(
-            run_lb_instance(&s, "g1", None),
+            run_instance(&s, "g1", None),
             LifecycleEventNames::in_place()
         );
         assert_eq!(
@@ -1129,16 +887,16 @@ mod tests {
             Some("green")
         );
         // The next deployment goes to blue, the idle group now.
-        let d2 = deploy_lb(&s, &format!("r-{}", "b".repeat(16)), &mut wake).unwrap();
+        let d2 = deploy(&s, "lbweb", &format!("r-{}", "b".repeat(16))).unwrap();
         assert_eq!(
             s.read(|c| deployments::instance_names(c, &d2)).unwrap(),
             ["b1", "b2"]
         );
-        run_lb_instance(&s, "b1", None);
-        run_lb_instance(&s, "b2", None);
+        run_instance(&s, "b1", None);
+        run_instance(&s, "b2", None);
         finish_switch(&s, StepOutcome::Succeeded);
         // Rolling it back runs no agent step and switches back to green at once.
-        let rb = s.write(|tx| rollback(tx, &d2, 4, &mut wake)).unwrap();
+        let rb = s.write(|tx| rollback(tx, &d2, 4)).unwrap();
         assert!(
             s.read(|c| deployments::running_step_for(c, "b1"))
                 .unwrap()
@@ -1167,9 +925,8 @@ mod tests {
     #[test]
     fn blue_green_waits_in_ready_until_continue_and_a_failed_switch_fails() {
         let s = setup_bg(true);
-        let mut wake = Vec::new();
-        let d1 = deploy_lb(&s, &format!("r-{}", "a".repeat(16)), &mut wake).unwrap();
-        run_lb_instance(&s, "g1", None);
+        let d1 = deploy(&s, "lbweb", &format!("r-{}", "a".repeat(16))).unwrap();
+        run_instance(&s, "g1", None);
         let row = s.read(|c| deployments::get(c, &d1)).unwrap().unwrap();
         assert_eq!(row.status, DeploymentStatus::Ready);
         assert_eq!(
@@ -1177,8 +934,7 @@ mod tests {
             None,
             "nothing switches before continue"
         );
-        s.write(|tx| continue_deployment(tx, &d1, 5, &mut wake))
-            .unwrap();
+        s.write(|tx| continue_deployment(tx, &d1, 5)).unwrap();
         let row = s.read(|c| deployments::get(c, &d1)).unwrap().unwrap();
         assert_eq!(row.status, DeploymentStatus::InProgress);
         finish_switch(&s, StepOutcome::Failed);
@@ -1195,7 +951,7 @@ mod tests {
             "a failed switch changes nothing"
         );
         assert!(matches!(
-            s.write(|tx| continue_deployment(tx, &d1, 6, &mut wake)),
+            s.write(|tx| continue_deployment(tx, &d1, 6)),
             Err(EngineError::Conflict(_))
         ));
     }

@@ -3,8 +3,8 @@
 //! labelled `app/group/server-group` (two deployment groups may use the same server-group names on different
 //! LBs, so the bare name would mix their counters).
 
-use crate::api::AppState;
 use crate::metrics::{LbCounterSource, LbGroupCounters};
+use crate::state::AppState;
 use crate::store::apps;
 use rollcage_lbdriver::{Connect as _, LbConfig};
 use std::sync::Weak;

@@ -2,25 +2,28 @@
 //! until healthy) and SwitchTraffic (`switch`), run as async tasks through the group's load-balancer driver.
 //!
 //! Persistence: the executor marks such a step `running` in the same transaction that decides it (state before),
-//! and [`finish_step`] records its outcome in another (state after). [`run`] re-reads the running coordinator
-//! steps every [`SCAN_INTERVAL`] and starts a task for each one not already in flight, so a restarted coordinator
-//! re-issues whatever was in flight when it died; the drivers are idempotent, so re-issuing is safe.
+//! and [`finish_step`] records its outcome in another (state after). [`run`] reads the running coordinator steps
+//! and starts a task for each one not already in flight, at start (so a restarted coordinator re-issues whatever
+//! was in flight when it died; the drivers are idempotent, so re-issuing is safe) and then whenever a commit
+//! dispatched a coordinator step (the store records it, the state wakes the runner), with a slow re-scan as a
+//! safety net ([`RESCAN_INTERVAL`]).
 
-use super::executor::{self, EngineError, Wake};
-use crate::api::State;
-use crate::store::{apps, deployments, deployments::StepRow};
+use super::executor::{self, EngineError};
+use crate::state::State;
+use crate::store::{Tx, apps, deployments, deployments::StepRow};
 use rollcage_lbdriver::Connect as _;
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::lb::GroupLb;
-use rollcage_proto::wire::StepOutcome;
+use rollcage_proto::wire::{StepOutcome, now_ms};
 use rusqlite::Connection;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How often the runner looks for new coordinator steps. Short, because a rolling-with-LB instance waits on
-/// them twice; a read of the partial `steps_running` index costs microseconds.
-pub const SCAN_INTERVAL: Duration = Duration::from_millis(50);
+/// How often the runner re-reads the running coordinator steps without being woken. Only a safety net: every
+/// dispatch of a coordinator step wakes the runner after its commit, so this bounds the delay of a step whose
+/// wake was somehow lost (a rolling-with-LB instance waits on two such steps) without costing a busy loop.
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What one coordinator step must do, resolved from the database (pure data; no I/O yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,14 +171,13 @@ pub async fn perform(settings: &GroupLb, call: &TrafficCall) -> Result<String, S
 /// Record the outcome of coordinator step `step_id` and advance its deployment. `false` when the step is no
 /// longer running (cancelled by a forced stop meanwhile, or recorded already).
 pub fn finish_step(
-    tx: &Connection,
+    tx: &Tx<'_>,
     step_id: i64,
     outcome: StepOutcome,
     message: &str,
     now: i64,
-    wake: &mut Wake,
 ) -> Result<bool, EngineError> {
-    executor::end_coordinator_step(tx, step_id, outcome, message, now, wake)
+    executor::end_coordinator_step(tx, step_id, outcome, message, now)
 }
 
 /// Run one coordinator step to its end (resolve, call the LB, record).
@@ -200,29 +202,28 @@ async fn run_step(state: State, step: StepRow) {
             (StepOutcome::Failed, m)
         }
     };
-    let mut wake = Vec::new();
-    let now = crate::api::now_ms();
-    match state
+    let now = now_ms();
+    if let Err(e) = state
         .store
-        .write(|tx| finish_step(tx, step.id, outcome, &message, now, &mut wake))
+        .write(|tx| finish_step(tx, step.id, outcome, &message, now))
     {
-        Ok(_) => {
-            state.wake(&wake);
-            state.changes.bump(&step.deployment_id);
-        }
-        Err(e) => {
-            tracing::error!(step = step.id, error = %e, "recording a load-balancer step failed")
-        }
+        tracing::error!(step = step.id, error = %e, "recording a load-balancer step failed")
     }
 }
 
 /// Run every coordinator step as it becomes due, forever (spawned by the server).
 pub async fn run(state: State) {
     let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
-    let mut tick = tokio::time::interval(SCAN_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
     loop {
-        tick.tick().await;
+        if !first {
+            // A dispatch committed while the last scan ran left a permit: no wake is lost.
+            tokio::select! {
+                _ = state.traffic().notified() => {}
+                _ = tokio::time::sleep(RESCAN_INTERVAL) => {}
+            }
+        }
+        first = false;
         let steps = match state.store.read(deployments::running_coordinator_steps) {
             Ok(s) => s,
             Err(e) => {

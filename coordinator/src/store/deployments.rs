@@ -1,12 +1,12 @@
 //! Deployments, their instances and their steps (one row per step per instance; a step's row id is the
 //! command id the agent reports against).
 
-use super::{Result, StoreError, decode, sql};
-use rollcage_proto::LifecycleEvent;
+use super::{Result, StoreError, Tx, decode, sql};
 use rollcage_proto::wire::{
     Concurrency, Deployment, DeploymentKind, DeploymentStatus, DeploymentStyle, InstanceProgress,
     InstanceStatus, StepProgress, StepState,
 };
+use rollcage_proto::{LifecycleEvent, Performer};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// A deployment's own row.
@@ -92,62 +92,25 @@ pub(crate) fn status_str(s: DeploymentStatus) -> &'static str {
     s.name()
 }
 
+// The stored names are the wire names (proto's one table of each enum).
 pub(crate) fn instance_status_str(s: InstanceStatus) -> &'static str {
-    match s {
-        InstanceStatus::Pending => "pending",
-        InstanceStatus::InProgress => "in_progress",
-        InstanceStatus::Succeeded => "succeeded",
-        InstanceStatus::Failed => "failed",
-        InstanceStatus::Skipped => "skipped",
-        InstanceStatus::Cancelled => "cancelled",
-    }
+    s.name()
 }
 
 fn parse_instance_status(s: &str) -> Result<InstanceStatus> {
-    Ok(match s {
-        "pending" => InstanceStatus::Pending,
-        "in_progress" => InstanceStatus::InProgress,
-        "succeeded" => InstanceStatus::Succeeded,
-        "failed" => InstanceStatus::Failed,
-        "skipped" => InstanceStatus::Skipped,
-        "cancelled" => InstanceStatus::Cancelled,
-        other => return Err(corrupt("deployment_instances.status", other)),
-    })
+    decode("deployment_instances.status", s)
 }
 
 pub(crate) fn step_state_str(s: StepState) -> &'static str {
-    match s {
-        StepState::Pending => "pending",
-        StepState::Running => "running",
-        StepState::Succeeded => "succeeded",
-        StepState::Skipped => "skipped",
-        StepState::Failed => "failed",
-        StepState::Cancelled => "cancelled",
-    }
+    s.name()
 }
 
 fn parse_step_state(s: &str) -> Result<StepState> {
-    Ok(match s {
-        "pending" => StepState::Pending,
-        "running" => StepState::Running,
-        "succeeded" => StepState::Succeeded,
-        "skipped" => StepState::Skipped,
-        "failed" => StepState::Failed,
-        "cancelled" => StepState::Cancelled,
-        other => return Err(corrupt("steps.state", other)),
-    })
+    decode("steps.state", s)
 }
 
 fn parse_status(s: &str) -> Result<DeploymentStatus> {
-    Ok(match s {
-        "in_progress" => DeploymentStatus::InProgress,
-        "stopping" => DeploymentStatus::Stopping,
-        "ready" => DeploymentStatus::Ready,
-        "succeeded" => DeploymentStatus::Succeeded,
-        "failed" => DeploymentStatus::Failed,
-        "stopped" => DeploymentStatus::Stopped,
-        other => return Err(corrupt("deployments.status", other)),
-    })
+    decode("deployments.status", s)
 }
 
 /// Stored indexes are small and never negative.
@@ -164,11 +127,12 @@ fn corrupt(what: &'static str, v: &str) -> StoreError {
 
 /// Insert a deployment in progress with its instances (all pending) and every step row (pending).
 pub fn insert(
-    c: &Connection,
+    c: &Tx<'_>,
     d: &DeploymentRow,
     plan: &[LifecycleEvent],
     instances: &[String],
 ) -> Result<()> {
+    c.touch_deployment(&d.id);
     c.execute(
         "INSERT INTO deployments (id, application, group_name, group_id, revision, style, concurrency, \
          failure_tolerance, auto_rollback, rollback_of, automatic, status, created_at, switch_to) \
@@ -408,12 +372,13 @@ pub fn pending_head(c: &Connection, id: &str, limit: usize) -> Result<Vec<String
 
 /// Set an instance's status and next step; it has no step in flight.
 pub fn set_instance(
-    c: &Connection,
+    c: &Tx<'_>,
     id: &str,
     instance: &str,
     status: InstanceStatus,
     next_step: usize,
 ) -> Result<()> {
+    c.touch_deployment(id);
     c.prepare_cached(
         "UPDATE deployment_instances SET status = ?3, next_step = ?4, running_step = NULL \
          WHERE deployment_id = ?1 AND instance = ?2",
@@ -430,7 +395,8 @@ pub fn set_instance(
 }
 
 /// Mark every never-started instance skipped.
-pub fn skip_pending(c: &Connection, id: &str) -> Result<()> {
+pub fn skip_pending(c: &Tx<'_>, id: &str) -> Result<()> {
+    c.touch_deployment(id);
     c.execute(
         "UPDATE deployment_instances SET status = 'skipped' WHERE deployment_id = ?1 AND status = 'pending'",
         [id],
@@ -439,8 +405,10 @@ pub fn skip_pending(c: &Connection, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Cancel every in-flight step and instance (forced stop); returns the instances affected.
-pub fn cancel_in_flight(c: &Connection, id: &str, now: i64) -> Result<Vec<String>> {
+/// Cancel every in-flight step and instance (forced stop); returns the instances affected (recorded as touched:
+/// their polls re-read, and the cancelled command is no longer offered).
+pub fn cancel_in_flight(c: &Tx<'_>, id: &str, now: i64) -> Result<Vec<String>> {
+    c.touch_deployment(id);
     let mut st = c
         .prepare("SELECT instance FROM deployment_instances WHERE deployment_id = ?1 AND status = 'in_progress'")
         .map_err(sql)?;
@@ -461,17 +429,33 @@ pub fn cancel_in_flight(c: &Connection, id: &str, now: i64) -> Result<Vec<String
         [id],
     )
     .map_err(sql)?;
+    for n in &names {
+        c.touch_instance(n);
+    }
     Ok(names)
 }
 
-/// Mark step `idx` of an instance as sent (the instance is in progress with that step in flight).
-pub fn start_step(c: &Connection, id: &str, instance: &str, idx: usize, now: i64) -> Result<()> {
-    c.prepare_cached(
-        "UPDATE steps SET state = 'running', started_at = ?4 WHERE deployment_id = ?1 AND instance = ?2 AND idx = ?3",
-    )
-    .map_err(sql)?
-    .execute(params![id, instance, idx as i64, now])
-    .map_err(sql)?;
+/// Mark step `idx` of an instance as sent (the instance is in progress with that step in flight). Records the
+/// deployment, the agent (a real instance) and, for a load-balancer step, the traffic runner as touched.
+pub fn start_step(c: &Tx<'_>, id: &str, instance: &str, idx: usize, now: i64) -> Result<()> {
+    let event: Option<String> = c
+        .prepare_cached(
+            "UPDATE steps SET state = 'running', started_at = ?4 WHERE deployment_id = ?1 AND instance = ?2 \
+             AND idx = ?3 RETURNING event",
+        )
+        .map_err(sql)?
+        .query_row(params![id, instance, idx as i64, now], |r| r.get(0))
+        .optional()
+        .map_err(sql)?;
+    c.touch_deployment(id);
+    if instance != DEPLOYMENT_WIDE {
+        c.touch_instance(instance);
+    }
+    if let Some(event) = event
+        && decode::<LifecycleEvent>("steps.event", &event)?.performer() == Performer::Coordinator
+    {
+        c.touch_coordinator_step();
+    }
     c.prepare_cached(
         "UPDATE deployment_instances SET status = 'in_progress', next_step = ?3, running_step = ?3 \
          WHERE deployment_id = ?1 AND instance = ?2",
@@ -484,25 +468,28 @@ pub fn start_step(c: &Connection, id: &str, instance: &str, idx: usize, now: i64
 
 /// Record the end of a step.
 pub fn end_step(
-    c: &Connection,
+    c: &Tx<'_>,
     step_id: i64,
     state: StepState,
     message: &str,
     log_tail: &str,
     now: i64,
 ) -> Result<()> {
-    c.prepare_cached(
-        "UPDATE steps SET state = ?2, message = ?3, log_tail = ?4, ended_at = ?5 WHERE id = ?1",
-    )
-    .map_err(sql)?
-    .execute(params![
-        step_id,
-        step_state_str(state),
-        message,
-        log_tail,
-        now
-    ])
-    .map_err(sql)?;
+    let deployment: Option<String> = c
+        .prepare_cached(
+            "UPDATE steps SET state = ?2, message = ?3, log_tail = ?4, ended_at = ?5 WHERE id = ?1 \
+             RETURNING deployment_id",
+        )
+        .map_err(sql)?
+        .query_row(
+            params![step_id, step_state_str(state), message, log_tail, now],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql)?;
+    if let Some(d) = deployment {
+        c.touch_deployment(&d);
+    }
     Ok(())
 }
 
@@ -563,7 +550,8 @@ pub fn running_step_for(c: &Connection, instance: &str) -> Result<Option<StepRow
 pub const DEPLOYMENT_WIDE: &str = "";
 
 /// Add the deployment-wide steps that run once every instance is done (state `pending`).
-pub fn insert_final_steps(c: &Connection, id: &str, events: &[LifecycleEvent]) -> Result<()> {
+pub fn insert_final_steps(c: &Tx<'_>, id: &str, events: &[LifecycleEvent]) -> Result<()> {
+    c.touch_deployment(id);
     for (idx, ev) in events.iter().enumerate() {
         c.execute(
             "INSERT INTO steps (deployment_id, instance, idx, event, state) VALUES (?1, ?2, ?3, ?4, 'pending')",
@@ -591,7 +579,8 @@ pub fn final_step(c: &Connection, id: &str) -> Result<Option<StepRow>> {
 }
 
 /// Mark `continue` given (and the deployment running again).
-pub fn set_continued(c: &Connection, id: &str) -> Result<()> {
+pub fn set_continued(c: &Tx<'_>, id: &str) -> Result<()> {
+    c.touch_deployment(id);
     c.execute(
         "UPDATE deployments SET continued = 1, \
          status = CASE status WHEN 'ready' THEN 'in_progress' ELSE status END WHERE id = ?1",
@@ -661,7 +650,8 @@ pub fn running_steps(c: &Connection) -> Result<Vec<(i64, String, i64)>> {
 }
 
 /// Set a deployment's status (and the forced-stop flag).
-pub fn set_status(c: &Connection, id: &str, status: DeploymentStatus, force: bool) -> Result<()> {
+pub fn set_status(c: &Tx<'_>, id: &str, status: DeploymentStatus, force: bool) -> Result<()> {
+    c.touch_deployment(id);
     c.execute(
         "UPDATE deployments SET status = ?2, force_stop = ?3 WHERE id = ?1",
         params![id, status_str(status), force],
@@ -672,12 +662,13 @@ pub fn set_status(c: &Connection, id: &str, status: DeploymentStatus, force: boo
 
 /// End a deployment.
 pub fn finish(
-    c: &Connection,
+    c: &Tx<'_>,
     id: &str,
     status: DeploymentStatus,
     message: &str,
     now: i64,
 ) -> Result<()> {
+    c.touch_deployment(id);
     c.execute(
         "UPDATE deployments SET status = ?2, message = ?3, ended_at = ?4 WHERE id = ?1",
         params![id, status_str(status), message, now],
@@ -687,7 +678,8 @@ pub fn finish(
 }
 
 /// Record the rollback started after a deployment (and append to its message).
-pub fn set_rollback(c: &Connection, id: &str, rollback: &str) -> Result<()> {
+pub fn set_rollback(c: &Tx<'_>, id: &str, rollback: &str) -> Result<()> {
+    c.touch_deployment(id);
     c.execute(
         "UPDATE deployments SET rollback_deployment = ?2, message = message || '; rolling back in ' || ?2 \
          WHERE id = ?1",
@@ -698,7 +690,8 @@ pub fn set_rollback(c: &Connection, id: &str, rollback: &str) -> Result<()> {
 }
 
 /// Append a note to a deployment's message.
-pub fn append_message(c: &Connection, id: &str, note: &str) -> Result<()> {
+pub fn append_message(c: &Tx<'_>, id: &str, note: &str) -> Result<()> {
+    c.touch_deployment(id);
     c.execute(
         "UPDATE deployments SET message = message || '; ' || ?2 WHERE id = ?1",
         params![id, note],

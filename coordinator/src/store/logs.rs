@@ -2,7 +2,7 @@
 //! command id, so a re-sent report is not stored twice), read back as a cursor-paged stream per deployment.
 
 use super::deployments::StepRow;
-use super::{Result, decode, sql};
+use super::{Result, Tx, decode, sql};
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{StepLog, StepLogEntry};
 use rusqlite::{Connection, params};
@@ -28,8 +28,8 @@ pub struct Filter<'a> {
 }
 
 /// Store `log` as the output of `step` (cut to [`MAX_ENTRY_BYTES`], newest bytes kept). Returns `false` when the
-/// step already has a log (a re-sent report).
-pub fn insert(c: &Connection, step: &StepRow, log: &StepLog, now: i64) -> Result<bool> {
+/// step already has a log (a re-sent report). A stored log touches its deployment (`logs` long polls re-read).
+pub fn insert(c: &Tx<'_>, step: &StepRow, log: &StepLog, now: i64) -> Result<bool> {
     let kept = log.clone().keep_newest(MAX_ENTRY_BYTES);
     let n = c
         .prepare_cached(
@@ -48,6 +48,9 @@ pub fn insert(c: &Connection, step: &StepRow, log: &StepLog, now: i64) -> Result
             now,
         ])
         .map_err(sql)?;
+    if n > 0 {
+        c.touch_deployment(&step.deployment_id);
+    }
     Ok(n > 0)
 }
 

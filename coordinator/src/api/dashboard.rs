@@ -7,7 +7,7 @@
 //! content-security-policy (same origin only, no inline script or style) keeps hostile text from deployment logs
 //! from running as code, on top of the script putting text into the page with `textContent` only.
 
-use crate::api::ApiError;
+use super::ApiError;
 use axum::extract::Path;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -19,34 +19,34 @@ pub const PAGE_PATHS: [&str; 2] = ["/", "/dashboard/{file}"];
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-const INDEX_HTML: &str = include_str!("../dashboard/index.html");
+const INDEX_HTML: &str = include_str!("../../dashboard/index.html");
 
 /// The assets under `/dashboard/`: (file name, content type, body).
 const ASSETS: [(&str, &str, &str); 5] = [
     (
         "style.css",
         "text/css; charset=utf-8",
-        include_str!("../dashboard/style.css"),
+        include_str!("../../dashboard/style.css"),
     ),
     (
         "app.js",
         "text/javascript; charset=utf-8",
-        include_str!("../dashboard/app.js"),
+        include_str!("../../dashboard/app.js"),
     ),
     (
         "model.js",
         "text/javascript; charset=utf-8",
-        include_str!("../dashboard/model.js"),
+        include_str!("../../dashboard/model.js"),
     ),
     (
         "api.js",
         "text/javascript; charset=utf-8",
-        include_str!("../dashboard/api.js"),
+        include_str!("../../dashboard/api.js"),
     ),
     (
         "favicon.svg",
         "image/svg+xml",
-        include_str!("../dashboard/favicon.svg"),
+        include_str!("../../dashboard/favicon.svg"),
     ),
 ];
 
@@ -145,28 +145,14 @@ mod tests {
 
 #[cfg(test)]
 mod route_tests {
-    use crate::api::{AppState, Settings, router};
-    use crate::auth::Tokens;
-    use crate::store::Store;
+    use crate::testkit::{TestResult, send, state};
     use axum::body::Body;
-    use axum::http::{Request, StatusCode, header};
+    use axum::http::{Method, StatusCode, header};
     use http_body_util::BodyExt;
-    use std::sync::Arc;
-    use tower::ServiceExt;
 
-    type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-    async fn get(uri: &str) -> Result<axum::response::Response, Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let st = Arc::new(AppState::new(
-            Store::open_in_memory()?,
-            Tokens::new("admin", "enroll", []),
-            dir.path().join("bundles"),
-            Settings::default(),
-        ));
-        Ok(router(st)
-            .oneshot(Request::get(uri).body(Body::empty())?)
-            .await?)
+    /// `GET uri` without a token.
+    async fn get(uri: &str) -> TestResult<axum::response::Response> {
+        send(&state()?, Method::GET, uri, None, Body::empty(), false).await
     }
 
     #[tokio::test]

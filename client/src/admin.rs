@@ -1,0 +1,141 @@
+//! The operators' routes (admin token): applications, groups, revisions, deployments, instances.
+
+use crate::routes::{self, Sub};
+use crate::{Client, ClientError};
+use bytes::Bytes;
+use rollcage_proto::wire::{
+    Application, CreateApplication, CreateDeployment, CreateGroup, Deployment, Group, InstanceInfo,
+    LogQuery, RegisterUrlRevision, Revision, StepLogPage, StopDeployment,
+};
+
+impl Client {
+    /// `POST /v1/applications`.
+    pub async fn create_application(
+        &self,
+        req: &CreateApplication,
+    ) -> Result<Application, ClientError> {
+        self.post_json(&routes::applications(), req, None).await
+    }
+
+    /// `GET /v1/applications`.
+    pub async fn list_applications(&self) -> Result<Vec<Application>, ClientError> {
+        self.get_json(&routes::applications()).await
+    }
+
+    /// `POST /v1/applications/{app}/groups`.
+    pub async fn create_group(&self, app: &str, req: &CreateGroup) -> Result<Group, ClientError> {
+        self.post_json(&routes::groups(app), req, None).await
+    }
+
+    /// `GET /v1/applications/{app}/groups`.
+    pub async fn list_groups(&self, app: &str) -> Result<Vec<Group>, ClientError> {
+        self.get_json(&routes::groups(app)).await
+    }
+
+    /// `GET /v1/applications/{app}/groups/{group}`.
+    pub async fn get_group(&self, app: &str, group: &str) -> Result<Group, ClientError> {
+        self.get_json(&routes::group(app, group)).await
+    }
+
+    /// `POST /v1/applications/{app}/revisions`: upload an archive (`.tar.gz`, `.tar` or `.zip` bytes).
+    pub async fn upload_revision(
+        &self,
+        app: &str,
+        archive: impl Into<Bytes>,
+    ) -> Result<Revision, ClientError> {
+        self.post_bytes(&routes::revisions(app), archive.into())
+            .await
+    }
+
+    /// `POST /v1/applications/{app}/revisions/url`: register an archive stored elsewhere.
+    pub async fn register_url_revision(
+        &self,
+        app: &str,
+        req: &RegisterUrlRevision,
+    ) -> Result<Revision, ClientError> {
+        self.post_json(&routes::url_revisions(app), req, None).await
+    }
+
+    /// `GET /v1/applications/{app}/revisions/{id}`.
+    pub async fn get_revision(&self, app: &str, id: &str) -> Result<Revision, ClientError> {
+        self.get_json(&routes::revision(app, id)).await
+    }
+
+    /// `POST /v1/deployments`.
+    pub async fn create_deployment(
+        &self,
+        req: &CreateDeployment,
+    ) -> Result<Deployment, ClientError> {
+        self.post_json(&routes::deployments(), req, None).await
+    }
+
+    /// `GET /v1/deployments`: the newest ones.
+    pub async fn list_deployments(&self) -> Result<Vec<Deployment>, ClientError> {
+        self.get_json(&routes::deployments()).await
+    }
+
+    /// `GET /v1/deployments/{id}`.
+    pub async fn get_deployment(&self, id: &str) -> Result<Deployment, ClientError> {
+        self.get_json(&routes::deployment(id)).await
+    }
+
+    /// `POST /v1/deployments/{id}/stop`.
+    pub async fn stop_deployment(
+        &self,
+        id: &str,
+        req: &StopDeployment,
+    ) -> Result<Deployment, ClientError> {
+        self.post_json(&routes::deployment_sub(id, Sub::Stop), req, None)
+            .await
+    }
+
+    /// `POST /v1/deployments/{id}/continue`: a blue/green deployment waiting in `ready` switches traffic.
+    pub async fn continue_deployment(&self, id: &str) -> Result<Deployment, ClientError> {
+        self.post_json(
+            &routes::deployment_sub(id, Sub::Continue),
+            &NoParams {},
+            None,
+        )
+        .await
+    }
+
+    /// `POST /v1/deployments/{id}/rollback`: start a rollback deployment; answers with it.
+    pub async fn rollback_deployment(&self, id: &str) -> Result<Deployment, ClientError> {
+        self.post_json(
+            &routes::deployment_sub(id, Sub::Rollback),
+            &NoParams {},
+            None,
+        )
+        .await
+    }
+
+    /// `GET /v1/deployments/{id}/events`: the deployment's server-sent events (`text/event-stream`), as a body
+    /// to read frame by frame. Only the response head has a deadline; the caller bounds the idle time between
+    /// frames (the coordinator sends a keep-alive comment every 15 s).
+    pub async fn deployment_events(&self, id: &str) -> Result<hyper::body::Incoming, ClientError> {
+        self.get_stream(
+            &routes::deployment_sub(id, Sub::Events),
+            "text/event-stream",
+        )
+        .await
+    }
+
+    /// `GET /v1/deployments/{id}/logs`: one page of the deployment's step logs (a long poll when
+    /// `query.wait_ms` is set).
+    pub async fn deployment_logs(
+        &self,
+        id: &str,
+        query: &LogQuery,
+    ) -> Result<StepLogPage, ClientError> {
+        self.get_json(&routes::deployment_logs(id, query)).await
+    }
+
+    /// `GET /v1/instances`: every enrolled instance.
+    pub async fn list_instances(&self) -> Result<Vec<InstanceInfo>, ClientError> {
+        self.get_json(&routes::instances()).await
+    }
+}
+
+/// The body of an action without parameters: `{}`.
+#[derive(serde::Serialize)]
+struct NoParams {}

@@ -1,0 +1,53 @@
+//! The agents' routes: enroll (enrollment token), then poll, report, check a command and download a bundle (the
+//! agent's own token).
+
+use crate::routes;
+use crate::{Client, ClientError};
+use rollcage_proto::wire::{
+    CommandState, DEFAULT_POLL_WAIT_MS, EnrollRequest, EnrollResponse, PollRequest, PollResponse,
+    ReportResponse, StepReport,
+};
+use std::path::Path;
+use std::time::Duration;
+
+/// How much longer than the poll's own wait the client waits for its answer: a slow network or a busy
+/// coordinator must not turn every idle poll into a timeout.
+const POLL_MARGIN: Duration = Duration::from_secs(30);
+
+impl Client {
+    /// `POST /v1/agent/enroll`, with the enrollment token as this client's token: the agent's own token.
+    pub async fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse, ClientError> {
+        self.post_json(&routes::enroll(), req, None).await
+    }
+
+    /// `POST /v1/agent/poll`: the next command, waiting up to `req.wait_ms` (the coordinator's default when
+    /// absent) for one. The answer is awaited that long plus a margin.
+    pub async fn poll(&self, req: &PollRequest) -> Result<PollResponse, ClientError> {
+        let wait = Duration::from_millis(req.wait_ms.unwrap_or(DEFAULT_POLL_WAIT_MS));
+        self.post_json(&routes::poll(), req, Some(wait + POLL_MARGIN))
+            .await
+    }
+
+    /// `POST /v1/agent/reports`: the end of one step; answers with the next command.
+    pub async fn report(&self, report: &StepReport) -> Result<ReportResponse, ClientError> {
+        self.post_json(&routes::reports(), report, None).await
+    }
+
+    /// `GET /v1/agent/commands/{id}`: whether a sent command is still wanted.
+    pub async fn command_state(&self, command_id: i64) -> Result<CommandState, ClientError> {
+        self.get_json(&routes::command(command_id)).await
+    }
+
+    /// `GET /v1/agent/applications/{app}/revisions/{revision}/bundle` into `dest`, checked against `sha256`
+    /// while streaming (written to `dest.part`, renamed once verified); returns its size in bytes.
+    pub async fn download_bundle(
+        &self,
+        app: &str,
+        revision: &str,
+        dest: &Path,
+        sha256: &str,
+    ) -> Result<u64, ClientError> {
+        self.download(&routes::bundle(app, revision), dest, sha256)
+            .await
+    }
+}

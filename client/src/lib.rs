@@ -1,0 +1,23 @@
+//! The typed client of the rollcage coordinator's HTTP API, used by the agent, the CLI, the benches and the tests.
+//!
+//! One method per route, with the request and response types of [`rollcage_proto::wire`]; nobody outside this
+//! crate (and the coordinator's router) writes a `/v1` path.
+//!
+//! - [`Client`] ([`transport`]): the connection pool (rustls with webpki roots plus an optional CA file), the
+//!   bearer token, deadlines, streaming downloads checked against their sha256.
+//! - [`ClientError`] ([`error`]): the one mapping of a non-2xx answer (the API's `{"error":{"code","message"}}`)
+//!   and whether retrying can help.
+//! - `admin`: the operators' routes (applications, groups, revisions, deployments, logs, events, instances).
+//! - `agent`: the agents' routes (enroll, poll, report, command state, bundle download).
+//! - `routes`: every path, each segment percent-encoded (private: callers name routes by method).
+
+mod admin;
+mod agent;
+pub mod error;
+mod routes;
+pub mod transport;
+
+pub use error::ClientError;
+/// The HTTP status type of [`ClientError::status`].
+pub use hyper::StatusCode;
+pub use transport::Client;
