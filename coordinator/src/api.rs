@@ -151,6 +151,8 @@ pub fn router(state: State) -> Router {
 }
 
 #[cfg(test)]
+pub(crate) mod testkit;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_ops;

@@ -1,6 +1,6 @@
-//! Test fixtures shared by the coordinator's test modules: a shared state over an in-memory store, requests through
-//! the real router, a fleet of enrolled agents with a group and a revision, and a record of what each commit
-//! touched.
+//! Test fixtures shared by the coordinator's test modules: a shared state over an in-memory store, a record of what
+//! each commit touched, and the engine's fixtures (groups, deployments, instances simulated through the executor).
+//! Requests through the real router are the router's own fixtures: `api::testkit`.
 
 #![allow(clippy::unwrap_used, reason = "test fixtures")]
 
@@ -8,20 +8,12 @@ use crate::auth::Tokens;
 use crate::engine::executor::{
     EngineError, NewDeployment, create_deployment, end_coordinator_step, record_report,
 };
-use crate::router;
 use crate::state::{AppState, Settings, State};
 use crate::store::{Store, Touched, apps, deployments, revisions};
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
-use axum::response::Response;
-use http_body_util::BodyExt;
 use rollcage_proto::lb::GroupLb;
-use rollcage_proto::wire::{
-    Concurrency, DeploymentStyle, EnrollResponse, Group, Revision, StepOutcome, StepReport,
-};
+use rollcage_proto::wire::{Concurrency, DeploymentStyle, Group, StepOutcome, StepReport};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tower::ServiceExt;
 
 /// Result of a test or fixture.
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -63,187 +55,6 @@ pub fn commits(store: &Store) -> Arc<Mutex<Vec<Touched>>> {
     let sink = seen.clone();
     store.on_commit(Arc::new(move |t| sink.lock().unwrap().push(t.clone())));
     seen
-}
-
-/// Send one request through the router (`json`: with `content-type: application/json`).
-pub async fn send(
-    st: &State,
-    method: Method,
-    uri: &str,
-    token: Option<&str>,
-    body: Body,
-    json: bool,
-) -> TestResult<Response> {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    if json {
-        req = req.header("content-type", "application/json");
-    }
-    Ok(router(st.clone()).oneshot(req.body(body)?).await?)
-}
-
-/// [`send`], answering the status and the whole body.
-async fn fetch(
-    st: &State,
-    (method, uri): (Method, &str),
-    token: Option<&str>,
-    body: Body,
-    json: bool,
-) -> TestResult<(StatusCode, bytes::Bytes)> {
-    let resp = send(st, method, uri, token, body, json).await?;
-    let status = resp.status();
-    Ok((status, resp.into_body().collect().await?.to_bytes()))
-}
-
-/// [`send`] (as JSON), answering the status and the body as text.
-pub async fn call_text(
-    st: &State,
-    method: Method,
-    uri: &str,
-    token: Option<&str>,
-    body: Body,
-) -> TestResult<(StatusCode, String)> {
-    let (status, bytes) = fetch(st, (method, uri), token, body, true).await?;
-    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
-}
-
-/// [`send`], answering the status and the body as JSON (`null` when empty, a string when not JSON).
-pub async fn call(
-    st: &State,
-    method: Method,
-    uri: &str,
-    token: Option<&str>,
-    body: Body,
-    json: bool,
-) -> TestResult<(StatusCode, serde_json::Value)> {
-    let (status, bytes) = fetch(st, (method, uri), token, body, json).await?;
-    let value = if bytes.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(
-            String::from_utf8_lossy(&bytes).into_owned(),
-        ))
-    };
-    Ok((status, value))
-}
-
-/// `POST` a JSON body: the status and the answer.
-pub async fn post_json(
-    st: &State,
-    uri: &str,
-    token: &str,
-    v: serde_json::Value,
-) -> TestResult<(StatusCode, serde_json::Value)> {
-    call(
-        st,
-        Method::POST,
-        uri,
-        Some(token),
-        Body::from(v.to_string()),
-        true,
-    )
-    .await
-}
-
-/// `POST` a JSON body that must succeed: the answer.
-pub async fn post_ok(
-    st: &State,
-    uri: &str,
-    token: &str,
-    v: serde_json::Value,
-) -> TestResult<serde_json::Value> {
-    let (s, v) = post_json(st, uri, token, v).await?;
-    if !s.is_success() {
-        return Err(format!("POST {uri}: {s} {v}").into());
-    }
-    Ok(v)
-}
-
-/// Agents `i0`… enrolled, application `app` with group `web` over them, and one uploaded revision.
-pub struct Fleet {
-    /// The state.
-    pub st: State,
-    /// The agents' enrollments (names and tokens), in order.
-    pub agents: Vec<EnrollResponse>,
-    /// The uploaded revision.
-    pub revision: Revision,
-}
-
-/// A [`Fleet`] of `n` agents on a fresh [`state`]; group `web` has this `concurrency` and `style`.
-pub async fn fleet(n: usize, concurrency: &str, style: &str) -> TestResult<Fleet> {
-    fleet_on(state()?, n, concurrency, style).await
-}
-
-/// A [`Fleet`] of `n` agents on `st`.
-pub async fn fleet_on(st: State, n: usize, concurrency: &str, style: &str) -> TestResult<Fleet> {
-    let mut agents = Vec::new();
-    for i in 0..n {
-        let v = post_ok(
-            &st,
-            "/v1/agent/enroll",
-            ENROLL,
-            serde_json::json!({"name": format!("i{i}")}),
-        )
-        .await?;
-        agents.push(serde_json::from_value(v)?);
-    }
-    let (s, _) = post_json(
-        &st,
-        "/v1/applications",
-        ADMIN,
-        serde_json::json!({"name": "app"}),
-    )
-    .await?;
-    assert_eq!(s, StatusCode::CREATED);
-    let names: Vec<String> = (0..n).map(|i| format!("i{i}")).collect();
-    let (s, v) = post_json(
-        &st,
-        "/v1/applications/app/groups",
-        ADMIN,
-        serde_json::json!({"name": "web", "style": style, "concurrency": concurrency, "instances": names}),
-    )
-    .await?;
-    if s != StatusCode::CREATED {
-        return Err(format!("group create: {s} {v}").into());
-    }
-    let (s, v) = call(
-        &st,
-        Method::POST,
-        "/v1/applications/app/revisions",
-        Some(ADMIN),
-        Body::from(&b"fake archive bytes"[..]),
-        false,
-    )
-    .await?;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let revision: Revision = serde_json::from_value(v)?;
-    Ok(Fleet {
-        st,
-        agents,
-        revision,
-    })
-}
-
-/// One agent `i0` in group `app/web` (in place, one at a time) with a deployment of the revision started:
-/// (state, the agent's token, the deployment id).
-pub async fn deployment() -> TestResult<(State, String, String)> {
-    let Fleet {
-        st,
-        mut agents,
-        revision,
-    } = fleet(1, "1", "in-place").await?;
-    let d = post_ok(
-        &st,
-        "/v1/deployments",
-        ADMIN,
-        serde_json::json!({"application": "app", "group": "web", "revision": revision.id}),
-    )
-    .await?;
-    let id = d["id"].as_str().ok_or("no deployment id")?.to_owned();
-    let agent = agents.pop().ok_or("no agent")?;
-    Ok((st, agent.token, id))
 }
 
 // Engine fixtures, on a bare store: application `app` with two revisions, groups, and agents simulated through the

@@ -145,7 +145,7 @@ mod tests {
 
 #[cfg(test)]
 mod route_tests {
-    use crate::testkit::{TestResult, send, state};
+    use crate::api::testkit::{TestResult, send, state};
     use axum::body::Body;
     use axum::http::{Method, StatusCode, header};
     use http_body_util::BodyExt;

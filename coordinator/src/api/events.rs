@@ -107,7 +107,7 @@ pub async fn deployment_events(
 
 #[cfg(test)]
 mod tests {
-    use crate::testkit::{ADMIN, TestResult, deployment, post_ok as post, send};
+    use crate::api::testkit::{ADMIN, TestResult, deployment, post_ok as post, send};
     use axum::body::Body;
     use axum::http::{Method, StatusCode};
     use http_body_util::BodyExt;

@@ -19,7 +19,6 @@ use std::time::Duration;
 /// follower costs little.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
-
 /// `GET /v1/deployments/{id}/logs`.
 pub async fn deployment_logs(
     _: Admin,
@@ -81,7 +80,7 @@ pub async fn deployment_logs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::{ADMIN, TestResult};
+    use crate::api::testkit::{ADMIN, TestResult};
     use axum::body::Body;
     use axum::http::{Method, StatusCode};
     use rollcage_proto::wire::{
@@ -91,7 +90,7 @@ mod tests {
     /// One instance `i0` in group `app/web` with a deployment started; returns the state, the agent's token, the
     /// deployment id and the agent's first command.
     async fn deployment() -> TestResult<(State, String, String, StepCommand)> {
-        let (st, token, id) = crate::testkit::deployment().await?;
+        let (st, token, id) = crate::api::testkit::deployment().await?;
         let (_, v) = call(
             &st,
             Method::POST,
@@ -115,7 +114,7 @@ mod tests {
     ) -> TestResult<(StatusCode, serde_json::Value)> {
         let json = body.is_some();
         let body = body.map_or_else(Body::empty, |v| Body::from(v.to_string()));
-        crate::testkit::call(st, method, uri, token, body, json).await
+        crate::api::testkit::call(st, method, uri, token, body, json).await
     }
 
     async fn report(st: &State, token: &str, cmd: &StepCommand, text: &str) -> TestResult {

@@ -1,6 +1,6 @@
 //! Router-level tests with `oneshot`: auth on every route, the error shape, and the agent protocol.
 
-use crate::testkit::{ADMIN, ENROLL, TestResult, call, fleet, post_json, state};
+use crate::api::testkit::{ADMIN, ENROLL, TestResult, call, fleet, post_json, state};
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use rollcage_proto::wire::{

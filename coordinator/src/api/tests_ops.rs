@@ -2,7 +2,9 @@
 //! against the router in both directions (the dashboard's non-API page routes excepted).
 
 use super::*;
-use crate::testkit::{ADMIN, ENROLL, TestResult, call_text as call, fleet_on, post_ok as post};
+use crate::api::testkit::{
+    ADMIN, ENROLL, TestResult, call_text as call, fleet_on, post_ok as post,
+};
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use rollcage_proto::wire::{PollResponse, ReportResponse, StepOutcome, StepReport};
@@ -13,7 +15,7 @@ const SCRAPE: &str = "scrape-secret";
 
 /// The shared test state, with a scrape token.
 fn state() -> TestResult<State> {
-    let st = crate::testkit::state()?;
+    let st = crate::api::testkit::state()?;
     st.metrics.set_scrape_token(SCRAPE);
     Ok(st)
 }

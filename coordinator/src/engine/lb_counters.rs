@@ -95,15 +95,12 @@ impl LbCounterSource for GroupLbCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rollcage_proto::lb::{
+        DEFAULT_DRAIN_TIMEOUT_SECS, DEFAULT_REGISTER_TIMEOUT_SECS, DriverConfig, GroupLb,
+    };
     use rollcage_proto::wire::{Concurrency, DeploymentStyle, Group};
 
-    fn group(
-        app: &str,
-        name: &str,
-        style: DeploymentStyle,
-        lb: Option<serde_json::Value>,
-    ) -> Group {
-        let lb = lb.map(|v| serde_json::from_value(v).unwrap_or_else(|e| panic!("settings: {e}")));
+    fn group(app: &str, name: &str, style: DeploymentStyle, lb: Option<GroupLb>) -> Group {
         Group {
             id: format!("g-{name}"),
             application: app.into(),
@@ -118,15 +115,31 @@ mod tests {
         }
     }
 
-    fn settings(groups: serde_json::Value) -> serde_json::Value {
-        serde_json::json!({
-            "targets": { "i0": "127.0.0.1:1", "i1": "127.0.0.1:2" },
-            "lb": {
-                "service": "app1",
-                "driver": { "kind": "builtin", "admin_url": "http://127.0.0.1:9", "token_file": "/t" },
-                "server_groups": groups,
-            }
-        })
+    /// Settings for `i0` at `127.0.0.1:1` and `i1` at `127.0.0.1:2`, with these server groups.
+    fn settings(groups: &[(&str, &[&str])]) -> GroupLb {
+        let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        GroupLb {
+            lb: LbConfig {
+                driver: DriverConfig::Builtin {
+                    admin_url: "http://127.0.0.1:9".into(),
+                    token_file: "/t".into(),
+                    health_check: None,
+                },
+                service: "app1".into(),
+                server_groups: groups
+                    .iter()
+                    .map(|(g, m)| ((*g).to_owned(), owned(m)))
+                    .collect(),
+                drain_timeout_secs: DEFAULT_DRAIN_TIMEOUT_SECS,
+                register_timeout_secs: DEFAULT_REGISTER_TIMEOUT_SECS,
+            },
+            targets: [("i0", "127.0.0.1:1"), ("i1", "127.0.0.1:2")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into(),
+            active_group: None,
+            wait_for_continue: false,
+            keep_old_group: true,
+        }
     }
 
     #[test]
@@ -137,21 +150,16 @@ mod tests {
                 "shop",
                 "web",
                 DeploymentStyle::BlueGreen,
-                Some({
-                    let mut s = settings(serde_json::json!({
-                        "blue": ["127.0.0.1:1"], "green": ["127.0.0.1:2"]
-                    }));
-                    s["active_group"] = "blue".into();
-                    s
+                Some(GroupLb {
+                    active_group: Some("blue".into()),
+                    ..settings(&[("blue", &["127.0.0.1:1"]), ("green", &["127.0.0.1:2"])])
                 }),
             ),
             group(
                 "blog",
                 "web",
                 DeploymentStyle::InPlaceLb,
-                Some(settings(
-                    serde_json::json!({ "blue": ["127.0.0.1:1", "127.0.0.1:2"] }),
-                )),
+                Some(settings(&[("blue", &["127.0.0.1:1", "127.0.0.1:2"])])),
             ),
         ];
         let t = targets(&groups);
