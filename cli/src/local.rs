@@ -5,12 +5,10 @@
 
 use anyhow::Context as _;
 use clap::Args;
-use rollcage_proto::wire::DeploymentStyle;
+use rollcage_proto::wire::{DeploymentStyle, StepOutcome};
 use rollcage_runtime::appspec::FileExistsBehavior;
 use rollcage_runtime::hooks::wasm::{WasmConfig, WasmHooks};
-use rollcage_runtime::lifecycle::{
-    DeploymentSpec, HostConfig, HostDeployment, StepReport, StepStatus,
-};
+use rollcage_runtime::lifecycle::{DeploymentSpec, HostConfig, HostDeployment, StepReport};
 use rollcage_runtime::package::{Source, UnpackLimits};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -115,11 +113,11 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn status_word(status: StepStatus) -> &'static str {
+fn status_word(status: StepOutcome) -> &'static str {
     match status {
-        StepStatus::Succeeded => "succeeded",
-        StepStatus::Skipped => "skipped",
-        StepStatus::Failed => "FAILED",
+        StepOutcome::Succeeded => "succeeded",
+        StepOutcome::Skipped => "skipped",
+        StepOutcome::Failed => "FAILED",
     }
 }
 

@@ -1,17 +1,19 @@
 //! Running one step: the [`StepExecutor`] trait the agent loop calls, and [`RuntimeExecutor`], the real one,
 //! which runs the step with `rollcage_runtime::lifecycle::HostDeployment`.
 //!
-//! Revisions uploaded to the coordinator are kept in the host's bundle cache (`ROOT/agent/bundles/<sha256>`), so a
-//! rollback, which has no DownloadBundle step, takes its revision from the cache: the archive is downloaded again
-//! only if the cache lost it.
+//! Every revision's archive is kept once on the host, in the runtime's bundle store (`ROOT/agent/bundles/<sha256>`,
+//! see `rollcage_runtime::layout`); the deployment dir only refers to it. A rollback, which has no DownloadBundle
+//! step, takes its revision from the store: the archive is downloaded again only if the store lost it. An archive
+//! is hashed once, while it is downloaded; one taken from the store for a new deployment is hashed again while it
+//! is unpacked (see `Source::Stored`).
 
 use rollcage_client::Client;
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{RevisionLocation, StepCommand, StepOutcome, StepReport};
 use rollcage_runtime::appspec::FileExistsBehavior;
-use rollcage_runtime::layout::GroupLayout;
-use rollcage_runtime::lifecycle::{DeploymentSpec, HostConfig, HostDeployment, StepStatus};
-use rollcage_runtime::package::{Source, UnpackLimits};
+use rollcage_runtime::layout::{DeployLayout, GroupLayout, InvalidName};
+use rollcage_runtime::lifecycle::{DeploymentSpec, HostConfig, HostDeployment};
+use rollcage_runtime::package::{BundleStore, Source, UnpackLimits};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -32,34 +34,34 @@ pub trait StepExecutor: Send + Sync {
     }
 }
 
-/// Archives cached on this host by sha256.
+/// Gets a command's revision into the host's bundle store (retention is the runtime's, after each fetch).
 #[derive(Debug, Clone)]
 pub struct BundleCache {
-    dir: PathBuf,
-    keep: usize,
+    store: BundleStore,
 }
 
 impl BundleCache {
-    /// The cache in `dir`, keeping the newest `keep` archives.
-    pub fn new(dir: PathBuf, keep: usize) -> Self {
-        Self { dir, keep }
+    /// Downloads into `store`.
+    pub fn new(store: BundleStore) -> Self {
+        Self { store }
     }
 
-    /// Where the archive with this sha256 lives.
+    /// Where the archive with this sha256 lives (`None` unless the sha from the coordinator is a hex digest).
     pub fn path(&self, sha256: &str) -> Option<PathBuf> {
-        // The sha comes from the coordinator: accept only a hex digest as a file name.
-        (sha256.len() == 64 && sha256.chars().all(|c| c.is_ascii_hexdigit()))
-            .then(|| self.dir.join(sha256.to_ascii_lowercase()))
+        self.store.path(sha256)
     }
 
-    /// Make sure the command's revision is available locally. Returns the source to unpack from and whether it
-    /// had to be downloaded.
+    /// Make sure the command's revision can be fetched. Returns the source to unpack from and whether it had to be
+    /// downloaded (a URL revision not in the store is downloaded by the runtime as it unpacks it, into the store).
     pub async fn ensure(
         &self,
         client: &Client,
         cmd: &StepCommand,
     ) -> Result<(Source, bool), String> {
         match &cmd.revision.location {
+            RevisionLocation::Url { .. } if self.store.contains(&cmd.revision.sha256) => {
+                Ok((stored(cmd, false), false))
+            }
             RevisionLocation::Url { url } => {
                 let url = url::Url::parse(url)
                     .map_err(|e| format!("invalid revision URL `{url}`: {e}"))?;
@@ -73,11 +75,12 @@ impl BundleCache {
                     format!("invalid sha256 `{}` in command", cmd.revision.sha256)
                 })?;
                 if dest.is_file() {
-                    return Ok((Source::Archive(dest), false));
+                    return Ok((stored(cmd, false), false));
                 }
-                tokio::fs::create_dir_all(&self.dir)
+                let dir = self.store.dir();
+                tokio::fs::create_dir_all(dir)
                     .await
-                    .map_err(|e| format!("creating bundle cache {}: {e}", self.dir.display()))?;
+                    .map_err(|e| format!("creating bundle cache {}: {e}", dir.display()))?;
                 let mut last = String::new();
                 // A few quick retries for a flaky link; the coordinator re-sends the step anyway if we fail.
                 for attempt in 0..3u32 {
@@ -90,8 +93,8 @@ impl BundleCache {
                     match download.await {
                         Ok(bytes) => {
                             tracing::info!(revision = %cmd.revision.id, bytes, "revision downloaded");
-                            self.prune(&dest);
-                            return Ok((Source::Archive(dest), true));
+                            // Hashed while it was written: the runtime does not hash it again.
+                            return Ok((stored(cmd, true), true));
                         }
                         Err(e) if e.is_retryable() => {
                             last = e.to_string();
@@ -105,24 +108,13 @@ impl BundleCache {
             }
         }
     }
+}
 
-    fn prune(&self, keep_path: &std::path::Path) {
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
-            return;
-        };
-        let mut files: Vec<(std::time::SystemTime, PathBuf)> = rd
-            .flatten()
-            .filter_map(|e| {
-                let p = e.path();
-                let m = e.metadata().ok()?.modified().ok()?;
-                (p.extension().is_none() && p != keep_path).then_some((m, p))
-            })
-            .collect();
-        files.sort();
-        let excess = (files.len() + 1).saturating_sub(self.keep);
-        for (_, p) in files.into_iter().take(excess) {
-            let _ = std::fs::remove_file(p);
-        }
+/// The command's revision in the store; `verified` when it was hashed while being written for this step.
+fn stored(cmd: &StepCommand, verified: bool) -> Source {
+    Source::Stored {
+        sha256: cmd.revision.sha256.clone(),
+        verified,
     }
 }
 
@@ -135,24 +127,51 @@ pub struct RuntimeExecutor {
 }
 
 impl RuntimeExecutor {
-    /// An executor for this host, downloading revisions with `client`.
-    pub fn new(host: HostConfig, client: Client) -> Self {
-        let cache = BundleCache::new(
-            host.root.join("agent").join("bundles"),
-            host.max_revisions.max(2),
-        );
+    /// An executor for this host, downloading revisions with `client` into the host's bundle store (the agent's,
+    /// under `host.root`, unless `host` names another).
+    pub fn new(mut host: HostConfig, client: Client) -> Self {
+        let store = host
+            .bundles
+            .get_or_insert_with(|| BundleStore::at_root(&host.root))
+            .clone();
         Self {
             host,
             client,
-            cache,
+            cache: BundleCache::new(store),
         }
     }
 
-    fn spec(&self, cmd: &StepCommand, source: Source) -> Result<DeploymentSpec, String> {
-        // The form arrives typed and validated (decoding the command ran its rules); only DownloadBundle uses it
-        // (it saves it into the deployment dir).
+    fn layout(&self, cmd: &StepCommand) -> Result<DeployLayout, InvalidName> {
+        GroupLayout::new(&self.host.root, &cmd.application, &cmd.group)?
+            .deployment(&cmd.deployment_id)
+    }
+
+    async fn run_inner(
+        &self,
+        cmd: &StepCommand,
+    ) -> Result<(StepOutcome, String, Vec<rollcage_proto::HookOutcome>), String> {
+        // The form arrives typed and validated: decoding the command ran its rules, once.
         let form = cmd.form.clone();
-        Ok(DeploymentSpec {
+        // A step that runs the revision needs it unpacked in its deployment dir: a rollback has no DownloadBundle
+        // step, so its first such step fetches it.
+        let layout = self.layout(cmd).map_err(|e| e.to_string())?;
+        let needs_revision =
+            cmd.event != LifecycleEvent::DownloadBundle && !cmd.event.uses_previous_revision();
+        let fetch = cmd.event == LifecycleEvent::DownloadBundle
+            || (needs_revision && !layout.revision_dir().is_dir());
+        let (source, origin) = if fetch {
+            let (source, downloaded) = self.cache.ensure(&self.client, cmd).await?;
+            let origin = if downloaded {
+                "downloaded"
+            } else {
+                "taken from the host cache"
+            };
+            (source, Some(origin))
+        } else {
+            // Not read: the revision is already unpacked (or the step runs the previous one's scripts).
+            (stored(cmd, false), None)
+        };
+        let spec = DeploymentSpec {
             application: cmd.application.clone(),
             group: cmd.group.clone(),
             group_id: cmd.group_id.clone(),
@@ -162,59 +181,23 @@ impl RuntimeExecutor {
             file_exists_behavior: FileExistsBehavior::default(),
             limits: UnpackLimits::default(),
             form,
-        })
-    }
-
-    async fn run_inner(
-        &self,
-        cmd: &StepCommand,
-    ) -> Result<(StepOutcome, String, Vec<rollcage_proto::HookOutcome>), String> {
-        // The source is only read by DownloadBundle; other steps run from the unpacked revision.
-        let placeholder = self
-            .cache
-            .path(&cmd.revision.sha256)
-            .map(Source::Archive)
-            .unwrap_or_else(|| Source::Archive(PathBuf::new()));
-        let dep = HostDeployment::new(&self.host, self.spec(cmd, placeholder)?)
-            .map_err(|e| e.to_string())?;
+        };
+        let dep = HostDeployment::new(&self.host, spec).map_err(|e| e.to_string())?;
         let mut prefix = String::new();
-        let needs_revision =
-            cmd.event != LifecycleEvent::DownloadBundle && !cmd.event.uses_previous_revision();
-        if cmd.event == LifecycleEvent::DownloadBundle
-            || (needs_revision && !dep.layout().revision_dir().is_dir())
-        {
-            let (source, downloaded) = self.cache.ensure(&self.client, cmd).await?;
-            let dep = HostDeployment::new(&self.host, self.spec(cmd, source)?)
-                .map_err(|e| e.to_string())?;
+        if let Some(origin) = origin {
             let r = dep.run_step(LifecycleEvent::DownloadBundle).await;
-            let origin = if downloaded {
-                "downloaded"
-            } else {
-                "taken from the host cache"
-            };
-            if r.status == StepStatus::Failed {
-                return Ok((
-                    StepOutcome::Failed,
-                    format!("revision {origin}: {}", r.message),
-                    r.hooks,
-                ));
+            if r.status == StepOutcome::Failed {
+                let message = format!("revision {origin}: {}", r.message);
+                return Ok((r.status, message, r.hooks));
             }
             if cmd.event == LifecycleEvent::DownloadBundle {
-                return Ok((
-                    StepOutcome::Succeeded,
-                    format!("revision {origin}; {}", r.message),
-                    r.hooks,
-                ));
+                let message = format!("revision {origin}; {}", r.message);
+                return Ok((r.status, message, r.hooks));
             }
             prefix = format!("revision {origin} and unpacked; ");
         }
         let r = dep.run_step(cmd.event).await;
-        let outcome = match r.status {
-            StepStatus::Succeeded => StepOutcome::Succeeded,
-            StepStatus::Skipped => StepOutcome::Skipped,
-            StepStatus::Failed => StepOutcome::Failed,
-        };
-        Ok((outcome, format!("{prefix}{}", r.message), r.hooks))
+        Ok((r.status, format!("{prefix}{}", r.message), r.hooks))
     }
 }
 
@@ -240,7 +223,6 @@ impl StepExecutor for RuntimeExecutor {
 
     fn log_file(&self, cmd: &StepCommand) -> Option<PathBuf> {
         // Names from the coordinator are checked by the layout; a bad one fails the step anyway.
-        let group = GroupLayout::new(&self.host.root, &cmd.application, &cmd.group).ok()?;
-        Some(group.deployment(&cmd.deployment_id).ok()?.scripts_log())
+        Some(self.layout(cmd).ok()?.scripts_log())
     }
 }

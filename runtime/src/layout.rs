@@ -1,9 +1,10 @@
 //! Where a deployment's files live under the agent's root directory.
 //!
 //! ```text
+//! ${root}/agent/bundles/${sha256} the host's bundle store: each archive the agent fetched, once, named by its sha256
 //! ${root}/app-${app}/group-${group}/
 //!     deploy-${deploy}/           one per deployment (the seed's cache dir)
-//!         bundle                  the fetched archive, as downloaded (absent for directory sources)
+//!         bundle.sha256           the sha256 of its archive in the bundle store (absent without a store)
 //!         revision/               the unpacked revision
 //!         form/                   a form-defined deployment: form.json and its scripts (absent otherwise)
 //!         logs/scripts.log        every hook's output, timestamped and tagged
@@ -12,6 +13,13 @@
 //!         last-installed          id of the deployment whose Install last succeeded here
 //!     staging-*/                  temporary dirs, renamed into place or removed
 //! ```
+//!
+//! One copy of each archive per host: a deployment dir refers to its archive in the store rather than holding a copy,
+//! and a rollback or redeploy of the same revision reuses the stored file (see [`crate::package::BundleStore`]; the
+//! store keeps the newest `max_revisions` archives and never the current or an installed one). `rollcage local` has
+//! no store and keeps no copy at all: the archive it was given is the copy (it is staged during the fetch only, since
+//! zip needs random access, and removed with the staging dir), so its deployment dirs have no `bundle.sha256`, and a rerun reads `--bundle` again. A
+//! directory revision has no archive, so no `bundle.sha256` either.
 //!
 //! App, group and deployment ids come from outside (CLI, coordinator), so they are checked to be single, plain path
 //! components before they are ever joined onto the root.
@@ -48,6 +56,11 @@ pub fn check_name(what: &'static str, value: &str) -> Result<(), InvalidName> {
     }
 }
 
+/// The host's bundle store: `${root}/agent/bundles` (under the agent's own dir, next to its token and journal).
+pub fn bundle_store_dir(root: &Path) -> PathBuf {
+    root.join("agent").join("bundles")
+}
+
 /// The directory of one application's deployment group on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupLayout {
@@ -64,6 +77,28 @@ impl GroupLayout {
                 .join(format!("app-{app}"))
                 .join(format!("group-{group}")),
         })
+    }
+
+    /// Every group with a directory under `root` (entries whose names are not valid are skipped).
+    pub fn all(root: &Path) -> std::io::Result<Vec<Self>> {
+        let mut groups = Vec::new();
+        for app in read_dir_or_empty(root)? {
+            let app = app?;
+            let name = app.file_name();
+            let Some(app_name) = name.to_str().and_then(|n| n.strip_prefix("app-")) else {
+                continue;
+            };
+            for group in read_dir_or_empty(&app.path())? {
+                let name = group?.file_name();
+                if let Some(group_name) = name.to_str().and_then(|n| n.strip_prefix("group-"))
+                    && let Ok(layout) = Self::new(root, app_name, group_name)
+                    && layout.dir.is_dir()
+                {
+                    groups.push(layout);
+                }
+            }
+        }
+        Ok(groups)
     }
 
     /// The group directory.
@@ -118,6 +153,14 @@ impl GroupLayout {
     }
 }
 
+fn read_dir_or_empty(dir: &Path) -> std::io::Result<Vec<std::io::Result<std::fs::DirEntry>>> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => Ok(rd.collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// The cache directory of one deployment: `${group}/deploy-${deploy}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeployLayout {
@@ -130,9 +173,21 @@ impl DeployLayout {
         &self.dir
     }
 
-    /// The archive as fetched.
-    pub fn bundle_file(&self) -> PathBuf {
-        self.dir.join("bundle")
+    /// The sha256 of the deployment's archive in the host's bundle store.
+    pub fn bundle_ref_file(&self) -> PathBuf {
+        self.dir.join("bundle.sha256")
+    }
+
+    /// The sha256 of the deployment's archive in the host's bundle store, if it recorded one.
+    pub fn stored_bundle(&self) -> std::io::Result<Option<String>> {
+        match std::fs::read_to_string(self.bundle_ref_file()) {
+            Ok(s) => {
+                let sha = s.trim();
+                Ok(crate::package::is_sha256(sha).then(|| sha.to_ascii_lowercase()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// A form-defined deployment's form and scripts (absent for AppSpec deployments).

@@ -17,7 +17,10 @@ use crate::hooks::wasm::WasmHooks;
 use crate::hooks::{self, HookEnv, HookRun, ScriptLog, Stream};
 use crate::install::{self, InstallRequest};
 use crate::layout::{DeployLayout, GroupLayout, InvalidName};
-use crate::package::{self, DEFAULT_MAX_REVISIONS, FetchOptions, Source, UnpackLimits};
+use crate::package::{
+    self, BundleStore, DEFAULT_MAX_REVISIONS, FetchOptions, Source, UnpackLimits,
+};
+use rollcage_proto::wire::StepOutcome;
 use rollcage_proto::{HookOutcome, LifecycleEvent, Performer, StylePlan};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,8 +33,11 @@ pub struct HostConfig {
     pub root: PathBuf,
     /// Extra variables every hook gets (`ROLLCAGE_INSTANCE`, `--var KEY=VALUE`), in order.
     pub hook_vars: Vec<(String, String)>,
-    /// Deployment dirs kept per group.
+    /// Deployment dirs kept per group, and archives kept in the bundle store.
     pub max_revisions: usize,
+    /// The host's bundle store (the agent's): fetched archives are kept there once, by sha256. `None` (`rollcage
+    /// local`) keeps no copy of the archive.
+    pub bundles: Option<BundleStore>,
     /// The agent's wasm hook runner (engine + compile cache), shared by every deployment. `None` runs wasm hooks
     /// with a process-wide runner whose cache lives in memory only.
     pub wasm: Option<Arc<WasmHooks>>,
@@ -43,14 +49,21 @@ impl HostConfig {
         self.root.join("cache").join("wasm")
     }
 
-    /// A host rooted at `root` with no extra variables, the default retention and no wasm runner.
+    /// A host rooted at `root` with no extra variables, the default retention, no bundle store and no wasm runner.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
             hook_vars: Vec::new(),
             max_revisions: DEFAULT_MAX_REVISIONS,
+            bundles: None,
             wasm: None,
         }
+    }
+
+    /// The same host with its bundle store at the agent's place ([`crate::layout::bundle_store_dir`]).
+    pub fn with_bundle_store(mut self) -> Self {
+        self.bundles = Some(BundleStore::at_root(&self.root));
+        self
     }
 }
 
@@ -77,24 +90,13 @@ pub struct DeploymentSpec {
     pub form: Option<Form>,
 }
 
-/// How a step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepStatus {
-    /// The step did its work.
-    Succeeded,
-    /// Nothing to do (no hooks for the event, or no previous revision for ApplicationStop).
-    Skipped,
-    /// The step failed; the instance fails.
-    Failed,
-}
-
 /// The report of one step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepReport {
     /// The event.
     pub event: LifecycleEvent,
     /// How it ended.
-    pub status: StepStatus,
+    pub status: StepOutcome,
     /// One line for people: what was done, or what failed.
     pub message: String,
     /// Every hook that ran, in order (the last one is the failed one when the step failed on a hook).
@@ -171,7 +173,9 @@ pub struct HostDeployment {
     group: GroupLayout,
     deploy: DeployLayout,
     env: HookEnv,
+    root: PathBuf,
     max_revisions: usize,
+    bundles: Option<BundleStore>,
     wasm: Option<Arc<WasmHooks>>,
 }
 
@@ -192,7 +196,9 @@ impl HostDeployment {
             group,
             deploy,
             env,
+            root: host.root.clone(),
             max_revisions: host.max_revisions,
+            bundles: host.bundles.clone(),
             wasm: host.wasm.clone(),
         })
     }
@@ -224,7 +230,7 @@ impl HostDeployment {
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let (status, message, hooks) = match result {
             Ok(done) => done,
-            Err(e) => (StepStatus::Failed, e.to_string(), Vec::new()),
+            Err(e) => (StepOutcome::Failed, e.to_string(), Vec::new()),
         };
         StepReport {
             event,
@@ -235,7 +241,7 @@ impl HostDeployment {
         }
     }
 
-    async fn download(&self) -> Result<(StepStatus, String, Vec<HookOutcome>), LifecycleError> {
+    async fn download(&self) -> Result<(StepOutcome, String, Vec<HookOutcome>), LifecycleError> {
         let revision = self.deploy.revision_dir();
         let message = if revision.is_dir() {
             // The revision is renamed into place only once complete, so its presence means a finished download
@@ -245,8 +251,12 @@ impl HostDeployment {
             let opts = FetchOptions {
                 expected_sha256: self.spec.expected_sha256.clone(),
                 limits: self.spec.limits,
+                store: self.bundles.clone(),
             };
-            let fetched = package::fetch(&self.spec.source, &self.deploy, &opts).await?;
+            let fetched = package::fetch(&self.spec.source, &self.deploy, &opts).await;
+            // Pruned whether or not the fetch worked: a revision that fails to unpack must not grow the store.
+            self.prune_store();
+            let fetched = fetched?;
             match &fetched.sha256 {
                 Some(sha) => format!(
                     "fetched {} bytes (sha256 {sha}), {} entries",
@@ -297,10 +307,43 @@ impl HostDeployment {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not prune old deployment dirs"),
         }
-        Ok((StepStatus::Succeeded, message, Vec::new()))
+        Ok((StepOutcome::Succeeded, message, Vec::new()))
     }
 
-    async fn install(&self) -> Result<(StepStatus, String, Vec<HookOutcome>), LifecycleError> {
+    /// Keep the newest `max_revisions` archives in the bundle store, never this deployment's nor the one installed
+    /// last in any group on this host (a rollback or the next ApplicationStop may need it; the store is shared by
+    /// every group). Best effort: a failure is logged, the step goes on.
+    fn prune_store(&self) {
+        let Some(store) = &self.bundles else { return };
+        let mut keep: Vec<String> = self.spec.expected_sha256.iter().cloned().collect();
+        match &self.spec.source {
+            Source::Stored { sha256, .. } => keep.push(sha256.clone()),
+            _ => keep.extend(self.deploy.stored_bundle().ok().flatten()),
+        }
+        match GroupLayout::all(&self.root) {
+            Ok(groups) => {
+                for group in groups {
+                    let installed = group.last_installed().ok().flatten();
+                    let layout = installed.and_then(|id| group.deployment(&id).ok());
+                    keep.extend(layout.and_then(|l| l.stored_bundle().ok().flatten()));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the groups: the bundle store is not pruned");
+                return;
+            }
+        }
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        match store.prune(self.max_revisions, &keep) {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(?removed, "pruned old bundles from the store")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not prune the bundle store"),
+        }
+    }
+
+    async fn install(&self) -> Result<(StepOutcome, String, Vec<HookOutcome>), LifecycleError> {
         let revision = self.revision_dir_checked()?;
         let spec = load_plan(&self.deploy)?.spec;
         let group = self.group.clone();
@@ -326,18 +369,18 @@ impl HostDeployment {
             "{} copied, {} dir(s) created, {} retained, {} cleaned up from the previous install",
             report.copied, report.dirs_created, report.retained, report.cleaned
         );
-        Ok((StepStatus::Succeeded, message, Vec::new()))
+        Ok((StepOutcome::Succeeded, message, Vec::new()))
     }
 
     async fn run_hooks(
         &self,
         event: LifecycleEvent,
-    ) -> Result<(StepStatus, String, Vec<HookOutcome>), LifecycleError> {
+    ) -> Result<(StepOutcome, String, Vec<HookOutcome>), LifecycleError> {
         let (deploy, which) = if event.uses_previous_revision() {
             match self.last_installed()? {
                 None => {
                     return Ok((
-                        StepStatus::Skipped,
+                        StepOutcome::Skipped,
                         "no revision installed on this host yet".to_owned(),
                         Vec::new(),
                     ));
@@ -346,7 +389,7 @@ impl HostDeployment {
                     let layout = self.group.deployment(&id)?;
                     if !layout.revision_dir().is_dir() {
                         return Ok((
-                            StepStatus::Skipped,
+                            StepOutcome::Skipped,
                             format!(
                                 "the installed revision (deployment {id}) is no longer cached on this host"
                             ),
@@ -365,7 +408,7 @@ impl HostDeployment {
         let hooks = plan.spec.hooks_for(event);
         if hooks.is_empty() {
             return Ok((
-                StepStatus::Skipped,
+                StepOutcome::Skipped,
                 format!("no {event} hooks in the revision of {which}"),
                 Vec::new(),
             ));
@@ -400,11 +443,11 @@ impl HostDeployment {
                     .last()
                     .map(|o| format!("{}: {}", o.location, o.status))
                     .unwrap_or_default();
-                return Ok((StepStatus::Failed, failed, outcomes));
+                return Ok((StepOutcome::Failed, failed, outcomes));
             }
         }
         let message = format!("{} hook(s) of {which} succeeded", outcomes.len());
-        Ok((StepStatus::Succeeded, message, outcomes))
+        Ok((StepOutcome::Succeeded, message, outcomes))
     }
 
     fn revision_dir_checked(&self) -> Result<PathBuf, LifecycleError> {
@@ -479,7 +522,7 @@ pub async fn run_plan(
     for event in plan.agent_steps() {
         let report = deployment.run_step(event).await;
         on_step(&report);
-        if report.status == StepStatus::Failed {
+        if report.status == StepOutcome::Failed {
             return Some(report);
         }
     }

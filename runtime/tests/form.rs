@@ -2,9 +2,10 @@
 //! archive with no appspec.yml deployed with a form (order, stop from the previous revision's form, cwd).
 
 use rollcage_proto::LifecycleEvent;
+use rollcage_proto::wire::StepOutcome;
 use rollcage_runtime::appspec::FileExistsBehavior;
 use rollcage_runtime::form::{self, Form, FormError, FormSyntax, ToAppSpec as _};
-use rollcage_runtime::lifecycle::{DeploymentSpec, HostConfig, HostDeployment, StepStatus};
+use rollcage_runtime::lifecycle::{DeploymentSpec, HostConfig, HostDeployment};
 use rollcage_runtime::package::{Source, UnpackLimits};
 use std::path::Path;
 
@@ -155,7 +156,7 @@ async fn a_plain_archive_deploys_with_a_form_in_the_seed_order() -> TestResult {
             .agent_steps()
         {
             let r = dep.run_step(event).await;
-            assert_ne!(r.status, StepStatus::Failed, "{event}: {}", r.message);
+            assert_ne!(r.status, StepOutcome::Failed, "{event}: {}", r.message);
         }
         assert_eq!(
             std::fs::read_to_string(dest.join("payload.txt"))?,
@@ -185,7 +186,7 @@ async fn a_package_with_neither_appspec_nor_form_fails_download_naming_both_fixe
     let host = HostConfig::new(tmp.path().join("root"));
     let dep = HostDeployment::new(&host, spec("d1", &bundle, None))?;
     let r = dep.run_step(LifecycleEvent::DownloadBundle).await;
-    assert_eq!(r.status, StepStatus::Failed, "{}", r.message);
+    assert_eq!(r.status, StepOutcome::Failed, "{}", r.message);
     assert!(r.message.starts_with("DownloadBundle:"), "{}", r.message);
     assert!(r.message.contains("add an appspec.yml"), "{}", r.message);
     assert!(r.message.contains("--form"), "{}", r.message);
@@ -211,7 +212,7 @@ async fn the_form_wins_over_the_packages_appspec_and_the_report_says_so() -> Tes
     let download = dep.run_step(LifecycleEvent::DownloadBundle).await;
     assert_eq!(
         download.status,
-        StepStatus::Succeeded,
+        StepOutcome::Succeeded,
         "{}",
         download.message
     );
@@ -222,7 +223,7 @@ async fn the_form_wins_over_the_packages_appspec_and_the_report_says_so() -> Tes
     );
     for event in [LifecycleEvent::Install, LifecycleEvent::ApplicationStart] {
         let r = dep.run_step(event).await;
-        assert_eq!(r.status, StepStatus::Succeeded, "{event}: {}", r.message);
+        assert_eq!(r.status, StepOutcome::Succeeded, "{event}: {}", r.message);
     }
     assert_eq!(std::fs::read_to_string(&log)?, "f start dir\n");
     Ok(())

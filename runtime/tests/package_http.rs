@@ -9,7 +9,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rollcage_runtime::layout::{DeployLayout, GroupLayout};
-use rollcage_runtime::package::{FetchOptions, PackageError, Source, fetch};
+use rollcage_runtime::package::{BundleStore, FetchOptions, PackageError, Source, fetch};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -145,18 +145,23 @@ async fn http_200_is_fetched_and_verified() -> TestResult {
     let addr = serve(Arc::new(data.clone())).await;
     let env = env();
     let sha = hex::encode(Sha256::digest(&data));
+    let store = BundleStore::at_root(&env.root);
     let opts = FetchOptions {
         expected_sha256: Some(sha.clone()),
+        store: Some(store.clone()),
         ..FetchOptions::default()
     };
     let fetched = fetch(&url(addr, "/bundle.tgz"), &env.deploy, &opts).await?;
-    assert_eq!(fetched.sha256, Some(sha));
+    assert_eq!(fetched.sha256, Some(sha.clone()));
     assert_eq!(fetched.bytes, data.len() as u64);
     assert_eq!(
         std::fs::read(env.deploy.revision_dir().join("appspec.yml"))?,
         b"version: 0.0\nos: linux\n"
     );
-    assert_eq!(std::fs::read(env.deploy.bundle_file())?, data);
+    // Downloaded once, into the store; the deployment dir refers to it.
+    assert_eq!(std::fs::read(store.path(&sha).ok_or("bad sha")?)?, data);
+    assert_eq!(env.deploy.stored_bundle()?, Some(sha));
+    assert!(!env.deploy.dir().join("bundle").exists());
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 
 use rollcage_runtime::layout::{DeployLayout, GroupLayout};
 use rollcage_runtime::package::{
-    FetchOptions, Fetched, PackageError, Source, UnpackLimits, fetch, prune,
+    BundleStore, FetchOptions, Fetched, PackageError, Source, UnpackLimits, fetch, prune,
 };
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -198,10 +198,42 @@ impl Env {
     fn revision(&self, rel: &str) -> PathBuf {
         self.deploy.revision_dir().join(rel)
     }
+
+    /// The agent's bundle store under this root.
+    fn store(&self) -> BundleStore {
+        BundleStore::at_root(&self.root)
+    }
+
+    /// Options that keep the archive in the store, as the agent's do.
+    fn stored_opts(&self, expected_sha256: Option<String>) -> FetchOptions {
+        FetchOptions {
+            expected_sha256,
+            store: Some(self.store()),
+            ..opts()
+        }
+    }
 }
 
 fn opts() -> FetchOptions {
     FetchOptions::default()
+}
+
+/// Every file under `dir` whose content is `data`.
+fn copies_of(dir: &Path, data: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() && std::fs::read(&path).unwrap() == data {
+                found.push(path);
+            }
+        }
+    }
+    found
 }
 
 async fn hostile_tar(env: &Env, entries: &[E<'_>]) -> PackageError {
@@ -230,14 +262,7 @@ async fn tar_gz_is_detected_by_content_and_laid_out() -> TestResult {
     ]));
     // Named like a zip: the name must not matter.
     let fetched = env
-        .fetch_bytes(
-            "bundle.zip",
-            &data,
-            &FetchOptions {
-                expected_sha256: Some(sha256(&data)),
-                ..opts()
-            },
-        )
+        .fetch_bytes("bundle.zip", &data, &env.stored_opts(Some(sha256(&data))))
         .await?;
     assert_eq!(fetched.sha256.as_deref(), Some(sha256(&data).as_str()));
     assert_eq!(fetched.bytes, data.len() as u64);
@@ -253,7 +278,11 @@ async fn tar_gz_is_detected_by_content_and_laid_out() -> TestResult {
             & 0o7777,
         0o755
     );
-    assert_eq!(std::fs::read(env.deploy.bundle_file())?, data);
+    // The archive is kept once, in the store, and the deployment dir refers to it.
+    let stored = env.store().path(&sha256(&data)).ok_or("bad sha")?;
+    assert_eq!(std::fs::read(&stored)?, data);
+    assert_eq!(env.deploy.stored_bundle()?, Some(sha256(&data)));
+    assert_eq!(copies_of(&env.root, &data), vec![stored]);
     assert!(env.deploy.logs_dir().is_dir());
     let names: Vec<_> = std::fs::read_dir(env.deploy.dir())?
         .map(|e| e.map(|e| e.file_name()))
@@ -261,8 +290,111 @@ async fn tar_gz_is_detected_by_content_and_laid_out() -> TestResult {
     assert_eq!(
         names.len(),
         3,
-        "only bundle, revision and logs expected: {names:?}"
+        "only bundle.sha256, revision and logs expected: {names:?}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_a_store_no_copy_of_the_archive_is_kept() -> TestResult {
+    let env = Env::new();
+    for (name, data) in [
+        (
+            "b.tgz",
+            gzip(&tar_bytes(&[E::File("appspec.yml", b"a", 0o644)])),
+        ),
+        ("b.zip", zip_bytes(&[("appspec.yml", b"a", 0o100_644)])),
+    ] {
+        env.fetch_bytes(name, &data, &opts()).await?;
+        assert!(env.revision("appspec.yml").is_file());
+        assert!(copies_of(&env.root, &data).is_empty(), "{name} copied");
+        assert_eq!(env.deploy.stored_bundle()?, None);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stored_archive_verified_by_its_caller_is_not_hashed_again() -> TestResult {
+    let env = Env::new();
+    let data = gzip(&tar_bytes(&[E::File("appspec.yml", b"a", 0o644)]));
+    // Stored under a name that is not its sha256: only an archive that is not hashed can pass.
+    let name = "ab".repeat(32);
+    let store = env.store();
+    store.create()?;
+    std::fs::write(store.path(&name).ok_or("bad sha")?, &data)?;
+    let source = Source::Stored {
+        sha256: name.clone(),
+        verified: true,
+    };
+    let fetched = fetch(&source, &env.deploy, &env.stored_opts(Some(name.clone()))).await?;
+    assert_eq!(fetched.sha256.as_deref(), Some(name.as_str()));
+    assert_eq!(fetched.bytes, data.len() as u64);
+    assert!(env.revision("appspec.yml").is_file());
+    assert_eq!(env.deploy.stored_bundle()?, Some(name.clone()));
+    // Read in place: still one copy.
+    assert_eq!(copies_of(&env.root, &data).len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_reused_stored_archive_is_verified_and_dropped_when_altered() -> TestResult {
+    let env = Env::new();
+    let data = zip_bytes(&[("appspec.yml", b"a", 0o100_644)]);
+    let sha = sha256(&data);
+    let store = env.store();
+    store.create()?;
+    let path = store.path(&sha).ok_or("bad sha")?;
+    let reused = Source::Stored {
+        sha256: sha.clone(),
+        verified: false,
+    };
+    // Intact: unpacked from the store (a zip, read back from the stored file).
+    std::fs::write(&path, &data)?;
+    fetch(&reused, &env.deploy, &env.stored_opts(Some(sha.clone()))).await?;
+    assert!(env.revision("appspec.yml").is_file());
+    assert_eq!(copies_of(&env.root, &data), vec![path.clone()]);
+
+    // Altered on disk since it was stored: refused, and removed so that the next fetch downloads it again.
+    let other = env.group.deployment("d-2")?;
+    let tampered = zip_bytes(&[("appspec.yml", b"evil", 0o100_644)]);
+    std::fs::write(&path, &tampered)?;
+    let err = fetch(&reused, &other, &env.stored_opts(Some(sha.clone())))
+        .await
+        .expect_err("altered stored bundle accepted");
+    match &err {
+        PackageError::StoredMismatch {
+            expected, actual, ..
+        } => {
+            assert_eq!(expected, &sha);
+            assert_eq!(actual, &sha256(&tampered));
+        }
+        other => panic!("expected StoredMismatch, got {other}"),
+    }
+    assert!(!path.exists(), "altered bundle kept in the store");
+    assert!(!other.dir().exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_mismatch_leaves_nothing_in_the_store() -> TestResult {
+    let env = Env::new();
+    for (name, data) in [
+        (
+            "b.tgz",
+            gzip(&tar_bytes(&[E::File("appspec.yml", b"a", 0o644)])),
+        ),
+        ("b.zip", zip_bytes(&[("appspec.yml", b"a", 0o100_644)])),
+    ] {
+        let err = env
+            .fetch_bytes(name, &data, &env.stored_opts(Some("0".repeat(64))))
+            .await
+            .expect_err("mismatch accepted");
+        assert!(
+            matches!(err, PackageError::ChecksumMismatch { .. }),
+            "{err}"
+        );
+        env.assert_nothing_left();
+    }
     Ok(())
 }
 
@@ -802,7 +934,7 @@ async fn directory_source_is_copied() -> TestResult {
         std::fs::Permissions::from_mode(0o4750),
     )?;
     std::os::unix::fs::symlink("scripts/run.sh", dir.join("run"))?;
-    let fetched = fetch(&Source::Directory(dir), &env.deploy, &opts()).await?;
+    let fetched = fetch(&Source::Directory(dir), &env.deploy, &env.stored_opts(None)).await?;
     assert_eq!(fetched.sha256, None);
     assert_eq!(fetched.entries, 4);
     assert_eq!(
@@ -820,7 +952,9 @@ async fn directory_source_is_copied() -> TestResult {
         std::fs::read_link(env.revision("run"))?,
         Path::new("scripts/run.sh")
     );
-    assert!(!env.deploy.bundle_file().exists());
+    // No archive: nothing in the store, nothing referred to.
+    assert!(!env.deploy.bundle_ref_file().exists());
+    assert!(!env.store().dir().exists());
     assert!(env.deploy.logs_dir().is_dir());
     Ok(())
 }

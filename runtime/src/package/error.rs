@@ -46,6 +46,19 @@ pub enum PackageError {
         /// The sha256 of what was fetched.
         actual: String,
     },
+    /// An archive in the host's bundle store no longer hashes to its name. It was removed from the store.
+    #[error(
+        "the stored bundle {path} no longer has the sha256 it was stored under (expected {expected}, got {actual}); \
+         it was removed from the bundle store, so the next attempt downloads the revision again"
+    )]
+    StoredMismatch {
+        /// The stored file.
+        path: PathBuf,
+        /// Its name: the sha256 it had when stored.
+        expected: String,
+        /// What it hashes to now.
+        actual: String,
+    },
     /// A local I/O operation failed.
     #[error("could not {action} {path}: {source}")]
     Io {

@@ -1,10 +1,13 @@
-//! Getting a revision onto the host: fetch (directory, archive, `file://`, `http(s)://`), verify its sha256 while
-//! streaming, unpack safely into the deployment dir, and prune old deployment dirs.
+//! Getting a revision onto the host: fetch (directory, archive, `file://`, `http(s)://`, or the host's bundle
+//! store), verify its sha256 while streaming, unpack safely into the deployment dir, and prune old deployment dirs
+//! and stored archives.
 //!
-//! One pass over the bytes: they are read once, hashed and copied to `bundle` on a second thread, and decompressed
-//! and unpacked on the first (`stream`). Unpacking writes only below a staging dir, through descriptors, never
-//! following a symlink (`confined`), and refuses hostile entries (`unpack`). The staging dir is renamed into place
-//! only once the checksum matched; on any error nothing is left behind.
+//! One pass over the bytes: they are read once, hashed and (when the host has a [`BundleStore`]) written to the
+//! store on a second thread, and decompressed and unpacked on the first (`stream`). Each archive is hashed once per
+//! fetch, and not at all when the caller already verified it while writing it ([`Source::Stored`]). Unpacking
+//! writes only below a staging dir, through descriptors, never following a symlink (`confined`), and refuses
+//! hostile entries (`unpack`). The staging dir is renamed into place only once the checksum matched; on any error
+//! nothing is left behind.
 
 mod archive;
 mod confined;
@@ -16,11 +19,14 @@ mod http;
 mod pipeline;
 mod prune;
 mod source;
+mod store;
 mod stream;
 mod unpack;
 
 pub use error::PackageError;
 pub use prune::{DEFAULT_MAX_REVISIONS, prune};
+pub use store::BundleStore;
+pub(crate) use store::is_sha256;
 
 use crate::layout::DeployLayout;
 use std::path::PathBuf;
@@ -34,6 +40,18 @@ pub enum Source {
     Archive(PathBuf),
     /// A `file://`, `http://` or `https://` URL of an archive.
     Url(url::Url),
+    /// An archive in the host's bundle store ([`FetchOptions::store`]), by sha256: unpacked from there, never
+    /// copied.
+    Stored {
+        /// Its sha256 (hex), the name it is stored under.
+        sha256: String,
+        /// The caller hashed it while writing it into the store for this fetch (the agent's download), so it is not
+        /// hashed again. Otherwise it is hashed while it is unpacked: a file reused for another deployment may have
+        /// sat on disk for weeks, and one pass over the bytes that the unpack reads anyway is the cheapest place to
+        /// catch a corrupt or altered copy (it is then removed from the store, see
+        /// [`PackageError::StoredMismatch`]).
+        verified: bool,
+    },
 }
 
 /// Bounds on what an archive may unpack to.
@@ -63,6 +81,9 @@ pub struct FetchOptions {
     pub expected_sha256: Option<String>,
     /// Unpack limits.
     pub limits: UnpackLimits,
+    /// The host's bundle store: archives fetched from a file or URL are kept there once, by sha256, and the
+    /// deployment dir refers to them (`bundle.sha256`). `None` (`rollcage local`) keeps no copy of the archive.
+    pub store: Option<BundleStore>,
 }
 
 /// What a fetch produced.
@@ -80,17 +101,16 @@ pub struct Fetched {
 fn expected_sha256(opts: &FetchOptions) -> Result<Option<String>, PackageError> {
     match &opts.expected_sha256 {
         None => Ok(None),
-        Some(v) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            Ok(Some(v.to_ascii_lowercase()))
-        }
+        Some(v) if is_sha256(v) => Ok(Some(v.to_ascii_lowercase())),
         Some(v) => Err(PackageError::InvalidChecksum { value: v.clone() }),
     }
 }
 
-/// Fetch `source` into `deploy` (bundle, `revision/`, `logs/`), verifying and unpacking as it streams.
+/// Fetch `source` into `deploy` (`revision/`, `logs/`), verifying and unpacking as it streams.
 ///
-/// On success `deploy` holds `bundle` (absent for a directory source), `revision/` and `logs/`. On error nothing
-/// of this fetch is left: no staging dir, and no deployment dir if this call created it.
+/// On success `deploy` holds `revision/` and `logs/`, and `bundle.sha256` when the archive is in `opts.store` (for
+/// an archive or URL source when there is a store, and for a stored source). On error nothing of this fetch is left:
+/// no staging dir, no half-written store file, and no deployment dir if this call created it.
 pub async fn fetch(
     source: &Source,
     deploy: &DeployLayout,
@@ -101,6 +121,10 @@ pub async fn fetch(
     let deploy = deploy.clone();
     let origin = source.describe();
     tracing::info!(source = %origin, deploy = %deploy.dir().display(), "fetching revision");
+    let keep = || match &opts.store {
+        Some(store) => pipeline::Keep::Store(store.clone()),
+        None => pipeline::Keep::Nowhere,
+    };
     let local_archive = match source {
         Source::Directory(dir) => {
             if expected.is_some() {
@@ -108,6 +132,25 @@ pub async fn fetch(
             }
             let dir = dir.clone();
             return blocking(move || pipeline::fetch_directory(&dir, &deploy, limits)).await;
+        }
+        Source::Stored { sha256, verified } => {
+            let (path, keep) = stored(opts, sha256, *verified, expected.as_deref())?;
+            return blocking(move || {
+                let file = match std::fs::File::open(&path) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(PackageError::InvalidSource {
+                            input: path.display().to_string(),
+                            reason: "not in the host's bundle store".into(),
+                        });
+                    }
+                    Err(e) => return Err(PackageError::io("open", &path, e)),
+                };
+                let origin = path.display().to_string();
+                let chunks = Box::new(stream::FileChunks(file));
+                pipeline::fetch_archive(chunks, &origin, &deploy, expected.as_deref(), limits, keep)
+            })
+            .await;
         }
         Source::Archive(path) => path.clone(),
         Source::Url(url) if url.scheme() == "file" => {
@@ -120,9 +163,10 @@ pub async fn fetch(
         Source::Url(url) if matches!(url.scheme(), "http" | "https") => {
             let (final_url, body) = http::get(url).await?;
             let origin = http::redact(&final_url);
+            let keep = keep();
             return blocking(move || {
                 let chunks = Box::new(stream::ChannelChunks(body));
-                pipeline::fetch_archive(chunks, &origin, &deploy, expected.as_deref(), limits)
+                pipeline::fetch_archive(chunks, &origin, &deploy, expected.as_deref(), limits, keep)
             })
             .await;
         }
@@ -136,6 +180,7 @@ pub async fn fetch(
             });
         }
     };
+    let keep = keep();
     blocking(move || {
         let file = std::fs::File::open(&local_archive)
             .map_err(|e| PackageError::io("open", &local_archive, e))?;
@@ -146,9 +191,46 @@ pub async fn fetch(
             &deploy,
             expected.as_deref(),
             limits,
+            keep,
         )
     })
     .await
+}
+
+/// How to read the stored archive `sha256`: it must be in `opts.store` under that name, and be what is expected.
+fn stored(
+    opts: &FetchOptions,
+    sha256: &str,
+    verified: bool,
+    expected: Option<&str>,
+) -> Result<(PathBuf, pipeline::Keep), PackageError> {
+    let store = opts
+        .store
+        .as_ref()
+        .ok_or_else(|| PackageError::InvalidSource {
+            input: sha256.to_owned(),
+            reason: "a stored bundle was named, but this host has no bundle store".into(),
+        })?;
+    let path = store
+        .path(sha256)
+        .ok_or_else(|| PackageError::InvalidChecksum {
+            value: sha256.to_owned(),
+        })?;
+    let sha256 = sha256.to_ascii_lowercase();
+    if let Some(expected) = expected
+        && expected != sha256
+    {
+        return Err(PackageError::InvalidSource {
+            input: sha256,
+            reason: format!("the stored bundle named is not the expected one ({expected})"),
+        });
+    }
+    let keep = pipeline::Keep::Stored {
+        path: path.clone(),
+        sha256,
+        verified,
+    };
+    Ok((path, keep))
 }
 
 async fn blocking<T: Send + 'static>(

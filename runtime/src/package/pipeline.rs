@@ -1,16 +1,37 @@
-//! The blocking half of a fetch: create the deployment dir, stage the bundle and the unpacked tree in a temporary
-//! dir inside it, verify the checksum, then rename both into place. On any error the staging dir is removed, and so
-//! is the deployment dir if this fetch created it.
+//! The blocking half of a fetch: create the deployment dir, unpack into a temporary dir inside it while the archive
+//! is hashed and kept as [`Keep`] says, verify the checksum, then rename the revision into place (and the archive
+//! into the host's bundle store). On any error the staging dir and a half-written store file are removed, and so is
+//! the deployment dir if this fetch created it.
 
 use super::archive::{unpack_tar, unpack_zip};
 use super::dir_source::copy_dir;
 use super::error::PackageError;
 use super::format::{Format, SNIFF_LEN, detect, head_hex};
-use super::stream::{ChunkSource, SourceFailure, Tee};
+use super::store::BundleStore;
+use super::stream::{ChunkSource, Sink, SourceFailure, Tee};
 use super::unpack::{Unpacked, Unpacker};
 use super::{Fetched, UnpackLimits};
 use crate::layout::DeployLayout;
 use std::path::{Path, PathBuf};
+
+/// What becomes of an archive's bytes.
+pub(crate) enum Keep {
+    /// Written to the host's bundle store under their sha256 once verified; the deployment dir refers to them.
+    Store(BundleStore),
+    /// Not kept (`rollcage local`, which has no store): staged in the staging dir during the fetch (the format is
+    /// known only once bytes flowed, and zip needs random access), and removed with it.
+    Nowhere,
+    /// The archive already is the store's file `path`, named `sha256`: read in place, never copied. When the caller
+    /// hashed it while writing it for this fetch (`verified`), it is not hashed again.
+    Stored {
+        /// The file.
+        path: PathBuf,
+        /// Its name: the sha256 it was verified to have.
+        sha256: String,
+        /// The caller verified it while writing it, just now.
+        verified: bool,
+    },
+}
 
 /// Removes the deployment dir on drop unless committed, when this fetch created it.
 struct DeployDirGuard {
@@ -65,19 +86,40 @@ fn staging_dir(deploy: &Path) -> Result<tempfile::TempDir, PackageError> {
         .map_err(|e| PackageError::io("create staging dir in", deploy, e))
 }
 
-/// Fetch an archive whose bytes come from `source`.
+/// Fetch an archive whose bytes come from `source`, keeping them as `keep` says.
 pub(crate) fn fetch_archive(
     source: Box<dyn ChunkSource>,
     origin: &str,
     deploy: &DeployLayout,
     expected: Option<&str>,
     limits: UnpackLimits,
+    keep: Keep,
 ) -> Result<Fetched, PackageError> {
     let mut guard = DeployDirGuard::create(deploy.dir())?;
     let staging = staging_dir(deploy.dir())?;
-    let bundle_path = staging.path().join("bundle");
-    let bundle = std::fs::File::create_new(&bundle_path)
-        .map_err(|e| PackageError::io("create", &bundle_path, e))?;
+    // The file being written (if any), and the file zip reads back once the checksum matched.
+    let (incoming, copy, archive_path) = match &keep {
+        Keep::Store(store) => {
+            let tmp = store.incoming()?;
+            let file = tmp
+                .as_file()
+                .try_clone()
+                .map_err(|e| PackageError::io("open", tmp.path(), e))?;
+            let path = tmp.path().to_owned();
+            (Some(tmp), Some(file), path)
+        }
+        Keep::Nowhere => {
+            let path = staging.path().join("bundle");
+            let file = std::fs::File::create_new(&path)
+                .map_err(|e| PackageError::io("create", &path, e))?;
+            (None, Some(file), path)
+        }
+        Keep::Stored { path, .. } => (None, None, path.clone()),
+    };
+    let sink = Sink {
+        hash: !matches!(keep, Keep::Stored { verified: true, .. }),
+        copy,
+    };
     let root = staging.path().join("root");
     std::fs::create_dir(&root).map_err(|e| PackageError::io("create", &root, e))?;
     // A failing source surfaces downstream as a corrupt archive or a read error; report what really happened.
@@ -93,11 +135,16 @@ pub(crate) fn fetch_archive(
         None => fallback,
     };
 
-    let mut tee = Tee::start(source, bundle, bundle_limit(&limits))
-        .map_err(|e| PackageError::io("start hashing", &bundle_path, e))?;
+    let mut tee = Tee::start(source, sink, bundle_limit(&limits))
+        .map_err(|e| PackageError::io("start hashing", &archive_path, e))?;
     let head = match tee.peek(SNIFF_LEN) {
         Ok(head) => head,
-        Err(e) => return Err(source_err(&tee, PackageError::io("write", &bundle_path, e))),
+        Err(e) => {
+            return Err(source_err(
+                &tee,
+                PackageError::io("write", &archive_path, e),
+            ));
+        }
     };
     let format = detect(head).ok_or_else(|| PackageError::UnknownFormat {
         origin: origin.to_owned(),
@@ -127,11 +174,36 @@ pub(crate) fn fetch_archive(
     if let Err(e) = streamed {
         return Err(source_err(&tee, e));
     }
-    let (actual, bytes) = match tee.finish() {
+    let (hashed, bytes) = match tee.finish() {
         Ok(done) => done,
-        Err(e) => return Err(source_err(&tee, PackageError::io("write", &bundle_path, e))),
+        Err(e) => {
+            return Err(source_err(
+                &tee,
+                PackageError::io("write", &archive_path, e),
+            ));
+        }
     };
     drop(tee);
+    let actual = match (hashed, &keep) {
+        (Some(actual), _) => actual,
+        // Not hashed: a stored archive its caller verified while writing it, named by its sha256.
+        (None, Keep::Stored { sha256, .. }) => sha256.clone(),
+        (None, _) => return Err(PackageError::Task("the archive was not hashed".into())),
+    };
+    if let Keep::Stored { path, sha256, .. } = &keep
+        && *sha256 != actual
+    {
+        // The file changed since it was verified (disk error, tampering): drop it, so that the next fetch of this
+        // revision downloads it again instead of failing on it forever.
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a corrupt stored bundle");
+        }
+        return Err(PackageError::StoredMismatch {
+            path: path.clone(),
+            expected: sha256.clone(),
+            actual,
+        });
+    }
     if let Some(expected) = expected
         && expected != actual
     {
@@ -141,12 +213,23 @@ pub(crate) fn fetch_archive(
             actual,
         });
     }
-    // Zip needs random access: it is unpacked from the bundle file, after the checksum matched.
+    // Zip needs random access: it is unpacked from the archive file, after the checksum matched.
     if format == Format::Zip {
-        unpack_zip(&bundle_path, &mut unpacker)?;
+        unpack_zip(&archive_path, &mut unpacker)?;
     }
     let unpacked = unpacker.finish(true)?;
-    commit(deploy, &unpacked, Some(&bundle_path))?;
+    let reference = match (&keep, incoming) {
+        (Keep::Store(store), Some(tmp)) => {
+            // Named by the sha256 just computed over exactly these bytes; a file already there has the same bytes.
+            let dest = store.dir().join(&actual);
+            tmp.persist(&dest)
+                .map_err(|e| PackageError::io("rename into place", &dest, e.error))?;
+            Some(actual.as_str())
+        }
+        (Keep::Stored { .. }, _) => Some(actual.as_str()),
+        _ => None,
+    };
+    commit(deploy, &unpacked, reference)?;
     guard.committed = true;
     tracing::info!(origin, sha256 = %actual, bytes, entries = unpacked.entries, "bundle fetched and unpacked");
     Ok(Fetched {
@@ -192,24 +275,24 @@ pub(crate) fn fetch_directory(
     })
 }
 
-/// Move the staged revision (and bundle) into place and create `logs/`. A previous fetch into the same deployment
-/// dir is replaced.
+/// Move the staged revision into place, record which stored archive it came from (`bundle.sha256`, when the archive
+/// is in the host's store) and create `logs/`. A previous fetch into the same deployment dir is replaced.
 fn commit(
     deploy: &DeployLayout,
     unpacked: &Unpacked,
-    bundle: Option<&Path>,
+    stored_sha256: Option<&str>,
 ) -> Result<(), PackageError> {
     let revision = deploy.revision_dir();
-    let bundle_dst = deploy.bundle_file();
+    let reference = deploy.bundle_ref_file();
     remove_if_present(&revision)?;
-    remove_if_present(&bundle_dst)?;
+    remove_if_present(&reference)?;
     std::fs::rename(&unpacked.revision, &revision)
         .map_err(|e| PackageError::io("rename into place", &revision, e))?;
-    if let Some(bundle) = bundle
-        && let Err(e) = std::fs::rename(bundle, &bundle_dst)
+    if let Some(sha) = stored_sha256
+        && let Err(e) = std::fs::write(&reference, format!("{sha}\n"))
     {
         let _ = std::fs::remove_dir_all(&revision);
-        return Err(PackageError::io("rename into place", &bundle_dst, e));
+        return Err(PackageError::io("write", &reference, e));
     }
     let logs = deploy.logs_dir();
     std::fs::create_dir_all(&logs).map_err(|e| PackageError::io("create", &logs, e))

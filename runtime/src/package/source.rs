@@ -51,6 +51,7 @@ impl Source {
         match self {
             Self::Directory(p) | Self::Archive(p) => p.display().to_string(),
             Self::Url(u) => super::http::redact(u),
+            Self::Stored { sha256, .. } => format!("stored bundle {sha256}"),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The single pass over a bundle's bytes: chunks come from a source (a local file, or an HTTP body through a
-//! channel), are handed to a hashing thread that also writes them to the `bundle` file, and are read by the
+//! channel), are handed to a worker thread that hashes them and/or writes them to a copy, and are read by the
 //! decompressor/unpacker on the calling thread. Hashing and writing the copy overlap with decompression, so the
-//! whole fetch costs about as much as the decompression alone.
+//! whole fetch costs about as much as the decompression alone. An archive the caller already verified while writing
+//! it (see [`super::Source::Stored`]) is neither hashed nor copied: no worker is started.
 
 use bytes::{Buf, Bytes};
 use sha2::{Digest, Sha256};
@@ -53,8 +54,8 @@ impl ChunkSource for ChannelChunks {
     }
 }
 
-/// What the hashing thread returns: the sha256 (hex) and the byte count.
-type Digested = io::Result<(String, u64)>;
+/// What the worker thread returns: the sha256 (hex), when it hashed.
+type Digested = io::Result<Option<String>>;
 
 /// Why the source stopped producing bytes, as opposed to the consumer failing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,10 +66,20 @@ pub(crate) enum SourceFailure {
     TooLarge(u64),
 }
 
-/// Reads a source once, teeing every chunk to the hashing/bundle-writing thread.
+/// What the worker does with every chunk.
+pub(crate) struct Sink {
+    /// Compute the sha256 of the bytes.
+    pub(crate) hash: bool,
+    /// Write the bytes to this file.
+    pub(crate) copy: Option<File>,
+}
+
+/// Reads a source once, teeing every chunk to the hashing/copying worker (if there is one).
 pub(crate) struct Tee {
     source: Box<dyn ChunkSource>,
     current: Bytes,
+    /// True when a worker was started: every chunk must reach it.
+    teed: bool,
     sender: Option<SyncSender<Bytes>>,
     hasher: Option<JoinHandle<Digested>>,
     eof: bool,
@@ -79,34 +90,42 @@ pub(crate) struct Tee {
     failure: Option<SourceFailure>,
 }
 
-fn hash_and_write(chunks: Receiver<Bytes>, mut bundle: File) -> Digested {
-    let mut hasher = Sha256::new();
-    let mut total = 0u64;
+fn hash_and_write(chunks: Receiver<Bytes>, sink: Sink) -> Digested {
+    let Sink { hash, mut copy } = sink;
+    let mut hasher = hash.then(Sha256::new);
     for chunk in chunks {
-        hasher.update(&chunk);
-        bundle.write_all(&chunk)?;
-        total += chunk.len() as u64;
+        if let Some(h) = hasher.as_mut() {
+            h.update(&chunk);
+        }
+        if let Some(f) = copy.as_mut() {
+            f.write_all(&chunk)?;
+        }
     }
-    bundle.flush()?;
-    Ok((hex::encode(hasher.finalize()), total))
+    if let Some(f) = copy.as_mut() {
+        f.flush()?;
+    }
+    Ok(hasher.map(|h| hex::encode(h.finalize())))
 }
 
 impl Tee {
-    /// Start teeing `source` into `bundle`, refusing more than `limit` bytes.
-    pub(crate) fn start(
-        source: Box<dyn ChunkSource>,
-        bundle: File,
-        limit: u64,
-    ) -> io::Result<Self> {
-        let (sender, receiver) = sync_channel(HASH_QUEUE);
-        let hasher = std::thread::Builder::new()
-            .name("rollcage-sha256".into())
-            .spawn(move || hash_and_write(receiver, bundle))?;
+    /// Start teeing `source` into `sink`, refusing more than `limit` bytes.
+    pub(crate) fn start(source: Box<dyn ChunkSource>, sink: Sink, limit: u64) -> io::Result<Self> {
+        let teed = sink.hash || sink.copy.is_some();
+        let (sender, hasher) = if teed {
+            let (sender, receiver) = sync_channel(HASH_QUEUE);
+            let hasher = std::thread::Builder::new()
+                .name("rollcage-sha256".into())
+                .spawn(move || hash_and_write(receiver, sink))?;
+            (Some(sender), Some(hasher))
+        } else {
+            (None, None)
+        };
         Ok(Self {
             source,
             current: Bytes::new(),
-            sender: Some(sender),
-            hasher: Some(hasher),
+            teed,
+            sender,
+            hasher,
             eof: false,
             seen: 0,
             limit,
@@ -137,6 +156,9 @@ impl Tee {
                 "bundle is larger than {} bytes",
                 self.limit
             )));
+        }
+        if !self.teed {
+            return Ok(Some(chunk));
         }
         let sent = self
             .sender
@@ -175,14 +197,17 @@ impl Tee {
     }
 
     /// Read the rest of the source (an archive may have trailing bytes after its end marker; all of them are hashed)
-    /// and return the sha256 and size of everything.
-    pub(crate) fn finish(&mut self) -> io::Result<(String, u64)> {
+    /// and return the sha256 (when hashing) and size of everything.
+    pub(crate) fn finish(&mut self) -> io::Result<(Option<String>, u64)> {
         self.current = Bytes::new();
         while self.pull()?.is_some() {}
-        self.join()
+        Ok((self.join()?, self.seen))
     }
 
     fn join(&mut self) -> Digested {
+        if !self.teed {
+            return Ok(None);
+        }
         self.sender = None;
         match self.hasher.take() {
             Some(handle) => handle
