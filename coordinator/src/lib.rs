@@ -5,8 +5,8 @@
 //! - [`server`]: start-up (data dir, tokens, resume), the lost-agent sweeper, plain or TLS listener.
 //! - [`api`]: the HTTP layer: the router (JSON API under `/v1`, `GET /metrics`, the web dashboard at `GET /`), one
 //!   error shape, token-auth extractors, and the middleware that logs internal errors.
-//! - [`engine`]: the pure rolling strategy, the executor that applies it in a transaction, load-balancer settings
-//!   and the traffic runner (the coordinator's own load-balancer steps).
+//! - [`engine`]: the pure rolling strategy, the executor that applies it in a transaction, the traffic runner (the
+//!   coordinator's own load-balancer steps) and the LB counters; a group's LB settings are proto's typed `GroupLb`.
 //! - [`state`]: the shared state (store, tokens, settings, metrics, waiters, agents' last contact).
 //! - [`notify`]: who waits for what (agent long polls, deployment followers, the traffic runner), woken after each
 //!   commit with what the store says it touched.

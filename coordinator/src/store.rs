@@ -153,7 +153,7 @@ CREATE TABLE deployment_forms (
 "#,
     // 3: load balancers (issue 5).
     r#"
--- Load-balancer settings of `in-place-lb` / `blue-green` groups (JSON, engine::lb::GroupLb), and the blue/green
+-- Load-balancer settings of `in-place-lb` / `blue-green` groups (JSON, rollcage_proto::lb::GroupLb), and the blue/green
 -- server group serving now (updated when a SwitchTraffic succeeds).
 ALTER TABLE groups ADD COLUMN lb TEXT;
 ALTER TABLE groups ADD COLUMN active_server_group TEXT;

@@ -10,6 +10,7 @@ use crate::engine::executor::{
 };
 use crate::state::{AppState, Settings, State};
 use crate::store::{Store, Touched, apps, deployments, revisions};
+use rollcage_proto::lb::GroupLb;
 use rollcage_proto::wire::{Concurrency, DeploymentStyle, Group, StepOutcome, StepReport};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -76,7 +77,7 @@ pub fn group(
     c: Concurrency,
     auto_rollback: bool,
     instances: &[&str],
-    lb: Option<serde_json::Value>,
+    lb: Option<GroupLb>,
 ) -> Group {
     Group {
         id: id.into(),
@@ -97,26 +98,31 @@ pub fn add_group(s: &Store, g: &Group) {
 }
 
 /// Rolling-with-LB settings: `instances` at `127.0.0.1:8081`… in server group `blue`.
-pub fn lb_settings(instances: &[&str]) -> serde_json::Value {
+pub fn lb_settings(instances: &[&str]) -> GroupLb {
     let targets: serde_json::Map<String, serde_json::Value> = instances
         .iter()
         .enumerate()
         .map(|(i, n)| (n.to_string(), format!("127.0.0.1:{}", 8081 + i).into()))
         .collect();
     let addrs: Vec<serde_json::Value> = targets.values().cloned().collect();
-    serde_json::json!({
+    typed(serde_json::json!({
         "targets": targets,
         "lb": {
             "service": "app1",
             "driver": { "kind": "builtin", "admin_url": "http://127.0.0.1:9", "token_file": "/nonexistent" },
             "server_groups": { "blue": addrs }
         }
-    })
+    }))
+}
+
+/// Settings written as the JSON an operator sends, typed.
+fn typed(v: serde_json::Value) -> GroupLb {
+    serde_json::from_value(v).unwrap()
 }
 
 /// Blue/green settings: `b1`, `b2` in `blue` (serving), `g1` in `green`.
-pub fn bg_settings(wait_for_continue: bool) -> serde_json::Value {
-    serde_json::json!({
+pub fn bg_settings(wait_for_continue: bool) -> GroupLb {
+    typed(serde_json::json!({
         "active_group": "blue",
         "wait_for_continue": wait_for_continue,
         "targets": { "b1": "127.0.0.1:8081", "b2": "127.0.0.1:8082", "g1": "127.0.0.1:8083" },
@@ -125,7 +131,7 @@ pub fn bg_settings(wait_for_continue: bool) -> serde_json::Value {
             "driver": { "kind": "builtin", "admin_url": "http://127.0.0.1:9", "token_file": "/nonexistent" },
             "server_groups": { "blue": ["127.0.0.1:8081", "127.0.0.1:8082"], "green": ["127.0.0.1:8083"] }
         }
-    })
+    }))
 }
 
 /// Deploy revision `rev` to group `group` of `app` (no enrolled instances).

@@ -7,7 +7,6 @@
 //! is hashed once, while it is downloaded; one taken from the store for a new deployment is hashed again while it
 //! is unpacked (see `Source::Stored`).
 
-use crate::forms::FormCache;
 use rollcage_client::Client;
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{RevisionLocation, StepCommand, StepOutcome, StepReport};
@@ -125,7 +124,6 @@ pub struct RuntimeExecutor {
     host: HostConfig,
     client: Client,
     cache: BundleCache,
-    forms: FormCache,
 }
 
 impl RuntimeExecutor {
@@ -140,7 +138,6 @@ impl RuntimeExecutor {
             host,
             client,
             cache: BundleCache::new(store),
-            forms: FormCache::default(),
         }
     }
 
@@ -153,8 +150,8 @@ impl RuntimeExecutor {
         &self,
         cmd: &StepCommand,
     ) -> Result<(StepOutcome, String, Vec<rollcage_proto::HookOutcome>), String> {
-        // First, so that a bad form fails the step before anything is downloaded.
-        let form = self.forms.get(cmd)?;
+        // The form arrives typed and validated: decoding the command ran its rules, once.
+        let form = cmd.form.clone();
         // A step that runs the revision needs it unpacked in its deployment dir: a rollback has no DownloadBundle
         // step, so its first such step fetches it.
         let layout = self.layout(cmd).map_err(|e| e.to_string())?;

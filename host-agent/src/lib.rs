@@ -2,13 +2,11 @@
 //!
 //! - [`journal`]: the local step journal that makes restarts safe and reports unlosable.
 //! - [`executor`]: the [`executor::StepExecutor`] trait and the real executor over the runtime crate.
-//! - [`forms`]: each deployment's form, parsed once.
 //! - [`daemon`]: enroll, recover, long-poll, run, report; backoff with jitter.
 //! - [`steplog`]: each step's hook output, bounded, for its report.
 
 pub mod daemon;
 pub mod executor;
-pub mod forms;
 pub mod journal;
 pub mod steplog;
 

@@ -19,35 +19,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How a group's servers are health-checked: an HTTP GET of `path`; 2xx and 3xx pass.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HealthCheckSpec {
-    /// Path (and query) requested, starting with `/`.
-    pub path: String,
-    /// Time between the end of one check and the start of the next.
-    pub interval_ms: u64,
-    /// A check that has no response head after this long fails.
-    pub timeout_ms: u64,
-    /// Consecutive passes that make a server healthy (a new server starts unhealthy).
-    pub healthy_threshold: u32,
-    /// Consecutive failures that make a healthy server unhealthy.
-    pub unhealthy_threshold: u32,
-}
-
-impl Default for HealthCheckSpec {
-    /// One check a second, two in a row to change state: a new server joins about 1 s after it answers, and
-    /// a dead one leaves within about 2 s (the same as HAProxy's `inter 1s rise 2 fall 2` used in the notes).
-    fn default() -> Self {
-        Self {
-            path: "/".to_owned(),
-            interval_ms: 1000,
-            timeout_ms: 1000,
-            healthy_threshold: 2,
-            unhealthy_threshold: 2,
-        }
-    }
-}
+/// How a group's servers are health-checked. One home with deployment groups' LB settings, which may give one for
+/// the built-in driver: [`rollcage_proto::lb::HealthCheckSpec`].
+pub use rollcage_proto::lb::HealthCheckSpec;
 
 /// Body of `PUT /v1/groups/{group}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
-//! The serde configuration naming a deployment group's load balancer: which driver and where it is, the
-//! backend service, the server groups with their instances, and the timeouts. The coordinator stores one per
-//! deployment group and calls [`LbConfig::connect`] to get a driver.
+//! From a deployment group's load-balancer configuration to a driver. The configuration itself
+//! ([`LbConfig`]: which driver and where it is, the backend service, the server groups, the timeouts) is a
+//! serde contract owned by [`rollcage_proto::lb`], re-exported here; the coordinator stores one per deployment
+//! group and calls [`Connect::connect`] to get a driver.
 //!
 //! ```toml
 //! service = "app1"
@@ -18,127 +19,28 @@ use crate::LbDriver;
 use crate::builtin::BuiltinDriver;
 use crate::error::LbDriverError;
 use crate::haproxy::HaproxyDriver;
-use rollcage_lb::api::HealthCheckSpec;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-/// Default drain timeout: 300 s, the same as AWS's `deregistration_delay` and JD Cloud's connection draining.
-pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 300;
-/// Default time a registered instance has to become healthy: 300 s, like the AWS `target-in-service`
-/// waiter's 10 min halved — long enough for slow health-check settings, short enough to fail a stuck deploy.
-pub const DEFAULT_REGISTER_TIMEOUT_SECS: u64 = 300;
+pub use rollcage_proto::lb::{
+    DEFAULT_DRAIN_TIMEOUT_SECS, DEFAULT_REGISTER_TIMEOUT_SECS, DriverConfig, LbConfig,
+};
 
-/// A deployment group's load balancer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LbConfig {
-    /// Which load balancer and how to reach it.
-    pub driver: DriverConfig,
-    /// The backend service that blue/green switches (HAProxy: the key in the backend map).
-    pub service: String,
-    /// Server groups by name, each with its instances' `host:port`.
-    pub server_groups: BTreeMap<String, Vec<String>>,
-    /// How long a deregistration waits for in-flight requests before cutting them.
-    #[serde(default = "default_drain")]
-    pub drain_timeout_secs: u64,
-    /// How long a registration waits for the instance to become healthy.
-    #[serde(default = "default_register")]
-    pub register_timeout_secs: u64,
-}
-
-/// The driver and its address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum DriverConfig {
-    /// The built-in LB (`rollcage lb`), over its admin API.
-    Builtin {
-        /// Admin API base URL, `http://HOST:PORT`.
-        admin_url: String,
-        /// File holding the admin API's bearer token (must be readable by its owner only).
-        token_file: PathBuf,
-        /// Health check used when a register creates a group that does not exist yet; the LB's default
-        /// when absent.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        health_check: Option<HealthCheckSpec>,
-    },
-    /// HAProxy over its runtime API (stats socket at `level admin`).
-    Haproxy {
-        /// The stats socket path.
-        socket: PathBuf,
-        /// The map file the frontend's `use_backend %[...,map(FILE,...)]` reads; needed for `switch`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        map_file: Option<PathBuf>,
-        /// HAProxy backend name of each server group; a group not listed uses its own name.
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        backends: BTreeMap<String, String>,
-    },
-}
-
-fn default_drain() -> u64 {
-    DEFAULT_DRAIN_TIMEOUT_SECS
-}
-
-fn default_register() -> u64 {
-    DEFAULT_REGISTER_TIMEOUT_SECS
-}
-
-impl LbConfig {
-    /// Checks what can be checked without the LB: names, addresses, timeouts.
-    pub fn validate(&self) -> Result<(), LbDriverError> {
-        let err = |field: String, message: String| LbDriverError::Config { field, message };
-        if self.service.trim().is_empty() {
-            return Err(err("service".into(), "expected a non-empty name".into()));
-        }
-        if self.server_groups.is_empty() {
-            return Err(err(
-                "server_groups".into(),
-                "expected at least one group".into(),
-            ));
-        }
-        for (group, instances) in &self.server_groups {
-            if group.trim().is_empty() {
-                return Err(err("server_groups".into(), "empty group name".into()));
-            }
-            for (i, inst) in instances.iter().enumerate() {
-                if !looks_like_host_port(inst) {
-                    return Err(err(
-                        format!("server_groups.{group}[{i}]"),
-                        format!("`{inst}`: expected `host:port`"),
-                    ));
-                }
-            }
-        }
-        if self.drain_timeout_secs == 0 {
-            return Err(err(
-                "drain_timeout_secs".into(),
-                "expected at least 1 second".into(),
-            ));
-        }
-        if self.register_timeout_secs == 0 {
-            return Err(err(
-                "register_timeout_secs".into(),
-                "expected at least 1 second".into(),
-            ));
-        }
-        if let DriverConfig::Haproxy { backends, .. } = &self.driver {
-            for group in backends.keys() {
-                if !self.server_groups.contains_key(group) {
-                    return Err(err(
-                        format!("driver.backends.{group}"),
-                        "names a group that is not in `server_groups`".into(),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
+/// Build the driver an [`LbConfig`] names.
+pub trait Connect {
     /// Validates the configuration and builds its driver (no network I/O yet, except reading the token).
-    pub fn connect(&self) -> Result<Arc<dyn LbDriver>, LbDriverError> {
-        self.validate()?;
+    fn connect(&self) -> Result<Arc<dyn LbDriver>, LbDriverError>;
+}
+
+impl Connect for LbConfig {
+    fn connect(&self) -> Result<Arc<dyn LbDriver>, LbDriverError> {
+        self.validate().map_err(|problems| {
+            // Settings are validated when a group is created; here the first problem is enough to refuse.
+            let first = problems.0.into_iter().next();
+            LbDriverError::Config {
+                field: first.as_ref().map(|p| p.path.clone()).unwrap_or_default(),
+                message: first.map(|p| p.message).unwrap_or_default(),
+            }
+        })?;
         Ok(match &self.driver {
             DriverConfig::Builtin {
                 admin_url,
@@ -160,41 +62,12 @@ impl LbConfig {
             )),
         })
     }
-
-    /// The drain timeout.
-    pub fn drain_timeout(&self) -> Duration {
-        Duration::from_secs(self.drain_timeout_secs)
-    }
-
-    /// The register timeout.
-    pub fn register_timeout(&self) -> Duration {
-        Duration::from_secs(self.register_timeout_secs)
-    }
-
-    /// The group an instance belongs to.
-    pub fn group_of(&self, instance: &str) -> Option<&str> {
-        self.server_groups
-            .iter()
-            .find(|(_, v)| v.iter().any(|i| i == instance))
-            .map(|(g, _)| g.as_str())
-    }
-}
-
-/// `host:port` with a non-empty host and a port number (IPv6 hosts in brackets).
-fn looks_like_host_port(s: &str) -> bool {
-    match s.rsplit_once(':') {
-        Some((host, port)) => {
-            !host.is_empty()
-                && !host.chars().any(|c| c.is_whitespace() || c == '/')
-                && port.parse::<u16>().is_ok_and(|p| p != 0)
-        }
-        None => false,
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const HAPROXY: &str = r#"
 service = "app1"
@@ -265,6 +138,19 @@ green = ["10.0.0.21:8080"]
         }
         let e = c.validate().err().ok_or("expected an error")?;
         assert!(e.to_string().contains("driver.backends.red"), "{e}");
+        Ok(())
+    }
+
+    #[test]
+    fn connect_refuses_an_invalid_config_naming_the_field() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let mut c: LbConfig = toml::from_str(HAPROXY)?;
+        c.register_timeout_secs = 0;
+        match c.connect() {
+            Err(LbDriverError::Config { field, .. }) => assert_eq!(field, "register_timeout_secs"),
+            Err(other) => return Err(format!("expected a config error, got {other}").into()),
+            Ok(_) => return Err("expected a config error".into()),
+        }
         Ok(())
     }
 }

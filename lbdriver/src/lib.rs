@@ -8,8 +8,8 @@
 //! - **counters** and **active_group**: what the LB sees.
 //!
 //! Drivers: [`builtin::BuiltinDriver`] (the embedded `rollcage-lb`, over its admin API) and
-//! [`haproxy::HaproxyDriver`] (HAProxy's runtime API socket). [`LbConfig`] names one of them plus the
-//! backend service and server groups; [`LbConfig::connect`] builds the driver.
+//! [`haproxy::HaproxyDriver`] (HAProxy's runtime API socket). [`LbConfig`] (a `rollcage_proto::lb` type) names
+//! one of them plus the backend service and server groups; [`Connect::connect`] builds the driver.
 //!
 //! Every operation is idempotent: registering a registered instance or deregistering an absent one succeeds.
 
@@ -18,7 +18,7 @@ pub mod config;
 pub mod error;
 pub mod haproxy;
 
-pub use config::{DriverConfig, LbConfig};
+pub use config::{Connect, DriverConfig, LbConfig};
 pub use error::LbDriverError;
 
 use serde::{Deserialize, Serialize};

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{TOKEN, TestResult, builtin_fixture, scenarios};
-use rollcage_lbdriver::{LbConfig, LbDriverError};
+use rollcage_lbdriver::{Connect as _, LbConfig, LbDriverError};
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::Duration;
 

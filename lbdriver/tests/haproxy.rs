@@ -7,7 +7,7 @@ mod common;
 use common::{TestResult, haproxy_fixture, scenarios};
 use rollcage_lbdriver::haproxy::HaproxyDriver;
 use rollcage_lbdriver::haproxy::command::AdminState;
-use rollcage_lbdriver::{LbConfig, LbDriver, LbDriverError};
+use rollcage_lbdriver::{Connect as _, LbConfig, LbDriver, LbDriverError};
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -8,16 +8,24 @@
 //! - [`outcome`]: the one outcome type every hook kind (shell, wasm) maps onto, with CodeDeploy-compatible codes.
 //! - [`hostcall`]: the versioned import namespace and ABI numbers of the host functions wasm hooks call.
 //! - [`sandbox`]: the capability grant of a WebAssembly hook (the AppSpec's `sandbox:` map).
+//! - [`form`]: the deployment form (destination, scripts) and its validation with field paths.
+//! - [`lb`]: a deployment group's load-balancer settings and their validation with field paths.
+//! - [`problem`]: the field-path problem type both validations report.
 //! - [`wire`]: the JSON of the coordinator API and of the agent protocol.
 
+pub mod form;
 pub mod hostcall;
+pub mod lb;
 pub mod lifecycle;
 pub mod outcome;
 pub mod plan;
+pub mod problem;
 pub mod sandbox;
 pub mod wire;
 
+pub use form::{FileExistsBehavior, Form};
 pub use lifecycle::{LifecycleEvent, Performer};
 pub use outcome::{HookOutcome, HookStatus};
 pub use plan::{StylePlan, plan};
+pub use problem::{FieldProblem, FieldProblems};
 pub use sandbox::{DirAccess, DirGrant, SandboxSpec};

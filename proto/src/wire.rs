@@ -6,7 +6,8 @@
 //!
 //! Compatibility rule: add optional fields (`#[serde(default)]`) and new variants at the end; never rename.
 
-use crate::{HookOutcome, LifecycleEvent};
+use crate::lb::GroupLb;
+use crate::{Form, HookOutcome, LifecycleEvent};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -270,15 +271,19 @@ pub struct CreateGroup {
     /// Names of the instances (agents) in the group; empty = every enrolled instance at deployment time.
     #[serde(default)]
     pub instances: Vec<String>,
-    /// The group's deployment form (canonical JSON of `rollcage_runtime::form::Form`): the default of its
-    /// deployments, used instead of the package's appspec.yml.
+    /// The group's deployment form: the default of its deployments, used instead of the package's appspec.yml.
+    /// On the wire: the form's canonical JSON as a string ([`crate::form::json_text`]); validated on the way in.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::form::json_text"
+    )]
+    pub form: Option<Form>,
+    /// Load-balancer settings, required by the `in-place-lb` and `blue-green` styles (`lb` = the driver's
+    /// [`crate::lb::LbConfig`], `targets` = instance → `host:port`, …); checked against the style and the
+    /// instances by [`GroupLb::check`] when the group is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub form: Option<String>,
-    /// Load-balancer settings, required by the `in-place-lb` and `blue-green` styles (the coordinator's
-    /// `GroupLb`: `lb` = the driver's `LbConfig`, `targets` = instance → `host:port`, …). Kept as JSON here
-    /// so the wire types do not depend on the drivers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lb: Option<serde_json::Value>,
+    pub lb: Option<GroupLb>,
 }
 
 /// A deployment group.
@@ -302,7 +307,7 @@ pub struct Group {
     pub instances: Vec<String>,
     /// Load-balancer settings (see [`CreateGroup::lb`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lb: Option<serde_json::Value>,
+    pub lb: Option<GroupLb>,
     /// When it was created.
     pub created_at_ms: i64,
 }
@@ -360,9 +365,13 @@ pub struct CreateDeployment {
     pub group: String,
     /// Revision id.
     pub revision: String,
-    /// A deployment form (canonical JSON of `rollcage_runtime::form::Form`) overriding the group's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub form: Option<String>,
+    /// A deployment form overriding the group's (on the wire: its JSON text, see [`CreateGroup::form`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::form::json_text"
+    )]
+    pub form: Option<Form>,
 }
 
 /// `POST /v1/deployments/{id}/stop`.
@@ -647,9 +656,13 @@ pub struct StepCommand {
     pub revision: RevisionRef,
     /// True for a rollback deployment: the revision is expected in the host's cache.
     pub rollback: bool,
-    /// The deployment's form (canonical JSON of `rollcage_runtime::form::Form`), when it is form-defined.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub form: Option<String>,
+    /// The deployment's form, when it is form-defined (on the wire: its JSON text, see [`CreateGroup::form`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::form::json_text"
+    )]
+    pub form: Option<Form>,
 }
 
 /// What the coordinator answers a poll or a report with.

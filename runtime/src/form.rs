@@ -29,16 +29,20 @@
 //! Every script is optional, but one given must not be empty. A script without a `#!` line runs with `/bin/sh`.
 //! Validation reports every problem at once, each with its field path (`check.timeout`), like the AppSpec's.
 //!
-//! Modules: `model` (the type and its canonical JSON), `validate` (from a parsed document to a [`Form`]),
-//! `plan` (the [`AppSpec`](crate::appspec::AppSpec) and the script files).
+//! The type, its canonical JSON and its validation rules are the contract [`rollcage_proto::form`] owns (the
+//! coordinator validates and stores the same type); this module adds what needs the runtime: reading TOML and YAML
+//! files into a [`Form`], and `plan` (the [`AppSpec`](crate::appspec::AppSpec) a form stands for and the script
+//! files written into the deployment dir).
 
-mod model;
 mod plan;
-mod validate;
 
-pub use model::{Form, FormScript, FormScriptEvent};
-pub use plan::{FORM_FILE, write_form_dir};
-pub use validate::{FormProblem, from_value};
+pub use plan::{FORM_FILE, ToAppSpec, write_form_dir};
+pub use rollcage_proto::form::{Form, FormProblem, FormScript, FormScriptEvent};
+
+/// Validate a parsed document (TOML, YAML or JSON as a JSON value); every problem is returned at once.
+pub fn from_value(doc: &serde_json::Value) -> Result<Form, Vec<FormProblem>> {
+    Form::from_value(doc)
+}
 
 use std::path::{Path, PathBuf};
 

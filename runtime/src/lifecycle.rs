@@ -12,7 +12,7 @@
 //! of the previously installed revision is read back the same way from that deployment's dir.
 
 use crate::appspec::{self, AppSpec, AppSpecError, FileExistsBehavior};
-use crate::form::{self, Form, FormError};
+use crate::form::{self, Form, FormError, ToAppSpec as _};
 use crate::hooks::wasm::WasmHooks;
 use crate::hooks::{self, HookEnv, HookRun, ScriptLog, Stream};
 use crate::install::{self, InstallRequest};

@@ -4,7 +4,7 @@
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::StepOutcome;
 use rollcage_runtime::appspec::FileExistsBehavior;
-use rollcage_runtime::form::{self, Form, FormError, FormSyntax};
+use rollcage_runtime::form::{self, Form, FormError, FormSyntax, ToAppSpec as _};
 use rollcage_runtime::lifecycle::{DeploymentSpec, HostConfig, HostDeployment};
 use rollcage_runtime::package::{Source, UnpackLimits};
 use std::path::Path;

@@ -9,11 +9,12 @@ use super::procs::{AGENT_PREFIX, Supervisor, TAIL_LINES, log_tail};
 use crate::agent_service::AgentFile;
 use anyhow::{Context as _, bail};
 use rollcage_client::Client;
+use rollcage_proto::lb::{DriverConfig, GroupLb, LbConfig};
 use rollcage_proto::wire::{Concurrency, CreateApplication, CreateGroup};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long each process gets to come up.
@@ -263,29 +264,35 @@ fn lb_config(apps: &BTreeMap<&'static str, String>, service: SocketAddr) -> Stri
 fn group_lb(
     apps: &BTreeMap<&'static str, String>,
     admin: SocketAddr,
-    token_file: &PathBuf,
+    token_file: &Path,
     blue_green: bool,
-) -> serde_json::Value {
+) -> GroupLb {
     let members =
         |m: [&str; 2]| -> Vec<String> { m.iter().filter_map(|i| apps.get(i)).cloned().collect() };
-    let mut v = serde_json::json!({
-        "targets": apps,
-        "lb": {
-            "service": SERVICE,
-            "driver": {
-                "kind": "builtin",
-                "admin_url": format!("http://{admin}"),
-                "token_file": token_file,
+    GroupLb {
+        targets: apps
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+        lb: LbConfig {
+            service: SERVICE.to_owned(),
+            driver: DriverConfig::Builtin {
+                admin_url: format!("http://{admin}"),
+                token_file: token_file.to_owned(),
+                health_check: None,
             },
-            "server_groups": { BLUE.0: members(BLUE.1), GREEN.0: members(GREEN.1) },
-            "drain_timeout_secs": 20,
-            "register_timeout_secs": 20,
+            server_groups: [
+                (BLUE.0.to_owned(), members(BLUE.1)),
+                (GREEN.0.to_owned(), members(GREEN.1)),
+            ]
+            .into(),
+            drain_timeout_secs: 20,
+            register_timeout_secs: 20,
         },
-    });
-    if blue_green {
-        v["active_group"] = BLUE.0.into();
+        active_group: blue_green.then(|| BLUE.0.to_owned()),
+        wait_for_continue: false,
+        keep_old_group: true,
     }
-    v
 }
 
 #[cfg(test)]
@@ -313,17 +320,16 @@ mod tests {
 
     #[test]
     fn group_settings_are_accepted_by_the_coordinator_rules() -> anyhow::Result<()> {
-        use rollcage_coordinator::engine::lb::GroupLb;
         use rollcage_proto::wire::DeploymentStyle;
         let names: Vec<String> = INSTANCES.iter().map(|s| (*s).to_owned()).collect();
-        let token = PathBuf::from("/tmp/t");
+        let token = Path::new("/tmp/t");
         let admin: SocketAddr = "127.0.0.1:9000".parse()?;
         for (style, bg) in [
             (DeploymentStyle::InPlaceLb, false),
             (DeploymentStyle::BlueGreen, true),
         ] {
-            let v = group_lb(&apps(), admin, &token, bg);
-            let s = GroupLb::from_group(style, &names, Some(&v))?.context("settings")?;
+            let s = group_lb(&apps(), admin, token, bg);
+            GroupLb::check(style, &names, Some(&s))?;
             assert_eq!(s.instances_of("green"), ["i3", "i4"]);
         }
         Ok(())

@@ -20,6 +20,8 @@ mod watch;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use rollcage_client::Client;
+use rollcage_proto::Form;
+use rollcage_proto::lb::GroupLb;
 use rollcage_proto::wire::{
     Concurrency, CreateApplication, CreateDeployment, CreateGroup, Deployment, DeploymentStyle,
     RegisterUrlRevision, StopDeployment,
@@ -422,21 +424,21 @@ pub enum GroupCommand {
     },
 }
 
-/// Read and validate a form file (every problem reported with its field path), as the canonical JSON sent.
-fn load_form(path: &std::path::Path) -> anyhow::Result<String> {
-    let form = rollcage_runtime::form::load(path).context("--form")?;
-    Ok(form.to_json())
+/// Read and validate a form file (every problem reported with its field path).
+fn load_form(path: &std::path::Path) -> anyhow::Result<Form> {
+    rollcage_runtime::form::load(path).context("--form")
 }
 
-/// Read a group's load-balancer settings from a TOML, YAML or JSON file (by extension; JSON otherwise). The
-/// coordinator validates the content.
-fn read_lb_file(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+/// Read a group's load-balancer settings from a TOML, YAML or JSON file (by extension; JSON otherwise) into the
+/// typed settings (a field of the wrong shape is named here); the coordinator checks them against the group's
+/// style and instances.
+fn read_lb_file(path: &std::path::Path) -> anyhow::Result<GroupLb> {
     use anyhow::Context as _;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading load-balancer settings {}", path.display()))?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let value = match ext {
-        "toml" => toml::from_str::<serde_json::Value>(&text).map_err(anyhow::Error::from),
+        "toml" => toml::from_str::<GroupLb>(&text).map_err(anyhow::Error::from),
         "yaml" | "yml" => serde_yaml::from_str(&text).map_err(anyhow::Error::from),
         _ => serde_json::from_str(&text).map_err(anyhow::Error::from),
     };

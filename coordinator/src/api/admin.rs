@@ -2,13 +2,13 @@
 
 use super::{Admin, ApiError, Json};
 use crate::engine::executor::{self, NewDeployment};
-use crate::engine::lb::GroupLb;
 use crate::state::State;
 use crate::store::{apps, deployments, instances, revisions};
 use axum::body::Body;
 use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use http_body_util::BodyExt;
+use rollcage_proto::lb::GroupLb;
 use rollcage_proto::wire::now_ms;
 use rollcage_proto::wire::{
     Application, CreateApplication, CreateDeployment, CreateGroup, Deployment, Group, InstanceInfo,
@@ -88,12 +88,20 @@ pub async fn create_group(
     for i in &req.instances {
         check_name("instance name", i)?;
     }
+    // The form's own rules ran when the body was decoded (a bad one is a 400 naming its field there); the LB
+    // settings depend on the style and the instances, so they are checked here, once: the store keeps them typed.
     if let Some(form) = &req.form {
-        crate::store::forms::check(form).map_err(ApiError::Invalid)?;
+        crate::store::forms::check_size(form).map_err(ApiError::Invalid)?;
     }
     let form = req.form;
-    GroupLb::from_group(req.style, &req.instances, req.lb.as_ref())
-        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    GroupLb::check(req.style, &req.instances, req.lb.as_ref()).map_err(|problems| {
+        let each: Vec<String> = problems
+            .0
+            .iter()
+            .map(|p| format!("deployment group field `{}`: {}", p.path, p.message))
+            .collect();
+        ApiError::Invalid(each.join("; "))
+    })?;
     let group = Group {
         id: format!("g-{}", crate::auth::random_hex(6)),
         application: app.clone(),
@@ -109,7 +117,7 @@ pub async fn create_group(
     st.store.write(|tx| {
         app_exists(tx, &app)?;
         if apps::insert_group(tx, &group)? {
-            crate::store::forms::set_group_form(tx, &group.id, form.as_deref())?;
+            crate::store::forms::set_group_form(tx, &group.id, form.as_ref())?;
             Ok(())
         } else {
             Err(ApiError::Conflict(format!(
@@ -271,7 +279,7 @@ pub async fn create_deployment(
 ) -> Result<(StatusCode, Json<Deployment>), ApiError> {
     let now = now_ms();
     if let Some(form) = &req.form {
-        crate::store::forms::check(form).map_err(ApiError::Invalid)?;
+        crate::store::forms::check_size(form).map_err(ApiError::Invalid)?;
     }
     let d = st.store.write(|tx| {
         let all = enrolled(tx)?;
@@ -289,7 +297,7 @@ pub async fn create_deployment(
         )?;
         if let Some(form) = &req.form {
             // The deployment's own form overrides the group's default set by `create_deployment`.
-            crate::store::forms::set_deployment_form(tx, &id, Some(form.as_str()))?;
+            crate::store::forms::set_deployment_form(tx, &id, Some(form))?;
         }
         deployments::full(tx, &id)?
             .ok_or_else(|| ApiError::Internal(format!("deployment {id} vanished")))

@@ -202,6 +202,91 @@ async fn load_balancer_styles_need_valid_lb_settings_at_group_creation() -> Test
     Ok(())
 }
 
+/// The error message of a 400 answer to `body` posted at `uri`.
+async fn invalid_request_message(
+    st: &crate::state::State,
+    uri: &str,
+    body: serde_json::Value,
+) -> TestResult<String> {
+    let (s, v) = post_json(st, uri, ADMIN, body).await?;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_error_shape(&v, "invalid_request")?;
+    let body: ErrorBody = serde_json::from_value(v)?;
+    Ok(body.error.message)
+}
+
+#[tokio::test]
+async fn bad_lb_settings_and_bad_forms_answer_400_naming_the_field() -> TestResult {
+    let st = state()?;
+    post_json(
+        &st,
+        "/v1/applications",
+        ADMIN,
+        serde_json::json!({"name": "app"}),
+    )
+    .await?;
+    let lb = serde_json::json!({
+        "active_group": "blue",
+        "targets": { "a": "127.0.0.1:8081", "b": "127.0.0.1:8082" },
+        "lb": {
+            "service": "app1",
+            "driver": { "kind": "builtin", "admin_url": "http://127.0.0.1:9", "token_file": "/t" },
+            "server_groups": { "blue": ["127.0.0.1:8081"], "green": ["127.0.0.1:8082"] }
+        }
+    });
+    let group = |lb: serde_json::Value| serde_json::json!({"name": "g", "style": "blue-green", "concurrency": "1", "lb": lb});
+    let groups = "/v1/applications/app/groups";
+    // A value the settings' rules refuse: every problem, each with its path from the group.
+    let mut bad = lb.clone();
+    bad["lb"]["drain_timeout_secs"] = 0.into();
+    bad["active_group"] = "red".into();
+    let m = invalid_request_message(&st, groups, group(bad)).await?;
+    assert!(m.contains("`lb.lb.drain_timeout_secs`"), "{m}");
+    assert!(m.contains("`lb.active_group`"), "{m}");
+    // A settings file of the wrong shape: the decoder names the field.
+    let mut bad = lb.clone();
+    bad["lb"]["driver"]["kind"] = "nginx".into();
+    let m = invalid_request_message(&st, groups, group(bad)).await?;
+    assert!(m.contains("lb.lb.driver"), "{m}");
+    let mut bad = lb.clone();
+    bad["lb"]["server_groups"]["blue"] = "127.0.0.1:8081".into();
+    let m = invalid_request_message(&st, groups, group(bad)).await?;
+    assert!(m.contains("lb.lb.server_groups.blue"), "{m}");
+    // A form the form's rules refuse, at group and at deployment creation.
+    let bad_form = r#"{"destination":"opt/app","check":{"script":"x","timeout":0}}"#;
+    let mut body = group(lb.clone());
+    body["form"] = bad_form.into();
+    let m = invalid_request_message(&st, groups, body).await?;
+    assert!(m.contains("form"), "{m}");
+    assert!(m.contains("check.timeout"), "{m}");
+    assert!(m.contains("destination"), "{m}");
+    let m = invalid_request_message(
+        &st,
+        "/v1/deployments",
+        serde_json::json!({"application": "app", "group": "g", "revision": "r-1", "form": bad_form}),
+    )
+    .await?;
+    assert!(m.contains("check.timeout"), "{m}");
+    // Nothing was created by the refusals; the good settings and form are stored and answered typed.
+    let mut body = group(lb.clone());
+    body["form"] = r#"{"destination":"/opt/app","start":"./run"}"#.into();
+    let (s, v) = post_json(&st, groups, ADMIN, body).await?;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["lb"], lb, "{v}");
+    let (s, v) = call(
+        &st,
+        Method::GET,
+        "/v1/applications/app/groups/g",
+        Some(ADMIN),
+        Body::empty(),
+        false,
+    )
+    .await?;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["lb"]["active_group"], "blue", "{v}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn agent_protocol_report_is_answered_with_the_next_command() -> TestResult {
     let f = fleet(2, "1", "in-place").await?;

@@ -3,7 +3,6 @@
 //! ends with [`advance`], so the database always holds a settled state: each in-flight instance has exactly one
 //! step marked running, which is the command its agent gets (again, after any restart).
 
-use super::lb::GroupLb;
 use super::strategy::{self, Action, DeploymentView, Final, FinalPhase, Mode, Outcome, Phase};
 use crate::store::{StoreError, Tx, apps, deployments, deployments::DeploymentRow, revisions};
 use rollcage_proto::wire::{
@@ -84,11 +83,10 @@ pub fn create_deployment(
     }
     // A rollback covers exactly the instances of the deployment it rolls back; otherwise the group's list, or
     // every enrolled instance when the group names none.
-    let settings = GroupLb::from_group(group.style, &group.instances, group.lb.as_ref())
-        .map_err(|e| EngineError::Invalid(e.to_string()))?;
+    let settings = group.lb.as_ref();
     // Blue/green: the new revision goes to the idle server group's instances, then traffic switches to it; a
     // rollback switches back to the group the rolled-back deployment switched away from.
-    let switch_to = match (&settings, group.style) {
+    let switch_to = match (settings, group.style) {
         (Some(s), DeploymentStyle::BlueGreen) => Some(match new.rollback_of {
             Some((of, _)) => {
                 let of_row = deployments::get(tx, of)?.ok_or_else(|| EngineError::NotFound {
@@ -154,7 +152,7 @@ pub fn create_deployment(
         )?,
         None => crate::store::forms::group_form(tx, &group.id)?,
     };
-    crate::store::forms::set_deployment_form(tx, &id, form.as_deref())?;
+    crate::store::forms::set_deployment_form(tx, &id, form.as_ref())?;
     deployments::insert_final_steps(tx, &id, style_plan.deployment_wide)?;
     tracing::info!(deployment = %id, application = new.application, group = new.group,
         revision = new.revision, instances = instances.len(), rollback_of = ?new.rollback_of, "deployment created");
@@ -217,11 +215,7 @@ fn final_of(tx: &Connection, d: &DeploymentRow) -> Result<Option<Final>> {
     // A rollback switches back at once; only a forward deployment waits for `continue`.
     let wait_for_continue = d.rollback_of.is_none()
         && apps::group(tx, &d.application, &d.group)?
-            .and_then(|g| {
-                GroupLb::from_group(g.style, &g.instances, g.lb.as_ref())
-                    .ok()
-                    .flatten()
-            })
+            .and_then(|g| g.lb)
             .is_some_and(|s| s.wait_for_continue);
     Ok(Some(Final {
         phase,

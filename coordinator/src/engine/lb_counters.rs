@@ -3,11 +3,10 @@
 //! labelled `app/group/server-group` (two deployment groups may use the same server-group names on different
 //! LBs, so the bare name would mix their counters).
 
-use crate::engine::lb::GroupLb;
 use crate::metrics::{LbCounterSource, LbGroupCounters};
 use crate::state::AppState;
 use crate::store::apps;
-use rollcage_lbdriver::LbConfig;
+use rollcage_lbdriver::{Connect as _, LbConfig};
 use std::sync::Weak;
 
 /// Reads the counters of every configured server group through its driver.
@@ -35,12 +34,11 @@ pub struct CounterTarget {
     pub lb: LbConfig,
 }
 
-/// Every server group of every load-balanced deployment group, in a stable order. Groups whose settings no
-/// longer parse are left out (their deployments report that error; a scrape is not the place).
+/// Every server group of every load-balanced deployment group, in a stable order.
 pub fn targets(groups: &[rollcage_proto::wire::Group]) -> Vec<CounterTarget> {
     let mut out = Vec::new();
     for g in groups {
-        let Ok(Some(settings)) = GroupLb::from_group(g.style, &g.instances, g.lb.as_ref()) else {
+        let Some(settings) = &g.lb else {
             continue;
         };
         for server_group in settings.lb.server_groups.keys() {
@@ -97,14 +95,12 @@ impl LbCounterSource for GroupLbCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rollcage_proto::lb::{
+        DEFAULT_DRAIN_TIMEOUT_SECS, DEFAULT_REGISTER_TIMEOUT_SECS, DriverConfig, GroupLb,
+    };
     use rollcage_proto::wire::{Concurrency, DeploymentStyle, Group};
 
-    fn group(
-        app: &str,
-        name: &str,
-        style: DeploymentStyle,
-        lb: Option<serde_json::Value>,
-    ) -> Group {
+    fn group(app: &str, name: &str, style: DeploymentStyle, lb: Option<GroupLb>) -> Group {
         Group {
             id: format!("g-{name}"),
             application: app.into(),
@@ -119,15 +115,31 @@ mod tests {
         }
     }
 
-    fn settings(groups: serde_json::Value) -> serde_json::Value {
-        serde_json::json!({
-            "targets": { "i0": "127.0.0.1:1", "i1": "127.0.0.1:2" },
-            "lb": {
-                "service": "app1",
-                "driver": { "kind": "builtin", "admin_url": "http://127.0.0.1:9", "token_file": "/t" },
-                "server_groups": groups,
-            }
-        })
+    /// Settings for `i0` at `127.0.0.1:1` and `i1` at `127.0.0.1:2`, with these server groups.
+    fn settings(groups: &[(&str, &[&str])]) -> GroupLb {
+        let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        GroupLb {
+            lb: LbConfig {
+                driver: DriverConfig::Builtin {
+                    admin_url: "http://127.0.0.1:9".into(),
+                    token_file: "/t".into(),
+                    health_check: None,
+                },
+                service: "app1".into(),
+                server_groups: groups
+                    .iter()
+                    .map(|(g, m)| ((*g).to_owned(), owned(m)))
+                    .collect(),
+                drain_timeout_secs: DEFAULT_DRAIN_TIMEOUT_SECS,
+                register_timeout_secs: DEFAULT_REGISTER_TIMEOUT_SECS,
+            },
+            targets: [("i0", "127.0.0.1:1"), ("i1", "127.0.0.1:2")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into(),
+            active_group: None,
+            wait_for_continue: false,
+            keep_old_group: true,
+        }
     }
 
     #[test]
@@ -138,37 +150,21 @@ mod tests {
                 "shop",
                 "web",
                 DeploymentStyle::BlueGreen,
-                Some({
-                    let mut s = settings(serde_json::json!({
-                        "blue": ["127.0.0.1:1"], "green": ["127.0.0.1:2"]
-                    }));
-                    s["active_group"] = "blue".into();
-                    s
+                Some(GroupLb {
+                    active_group: Some("blue".into()),
+                    ..settings(&[("blue", &["127.0.0.1:1"]), ("green", &["127.0.0.1:2"])])
                 }),
             ),
             group(
                 "blog",
                 "web",
                 DeploymentStyle::InPlaceLb,
-                Some(settings(
-                    serde_json::json!({ "blue": ["127.0.0.1:1", "127.0.0.1:2"] }),
-                )),
+                Some(settings(&[("blue", &["127.0.0.1:1", "127.0.0.1:2"])])),
             ),
         ];
         let t = targets(&groups);
         let labels: Vec<&str> = t.iter().map(|t| t.label.as_str()).collect();
         assert_eq!(labels, ["shop/web/blue", "shop/web/green", "blog/web/blue"]);
         assert_eq!(t[1].server_group, "green");
-    }
-
-    #[test]
-    fn groups_whose_settings_do_not_parse_are_left_out() {
-        let broken = group(
-            "shop",
-            "web",
-            DeploymentStyle::InPlaceLb,
-            Some(serde_json::json!({ "lb": "nonsense" })),
-        );
-        assert!(targets(&[broken]).is_empty());
     }
 }

@@ -9,10 +9,11 @@
 //! safety net ([`RESCAN_INTERVAL`]).
 
 use super::executor::{self, EngineError};
-use super::lb::GroupLb;
 use crate::state::State;
 use crate::store::{Tx, apps, deployments, deployments::StepRow};
+use rollcage_lbdriver::Connect as _;
 use rollcage_proto::LifecycleEvent;
+use rollcage_proto::lb::GroupLb;
 use rollcage_proto::wire::{StepOutcome, now_ms};
 use rusqlite::Connection;
 use std::collections::HashSet;
@@ -91,14 +92,12 @@ fn resolve(c: &Connection, step: &StepRow) -> Result<(GroupLb, TrafficCall), Str
     let group = apps::group(c, &d.application, &d.group)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("deployment group `{}/{}` not found", d.application, d.group))?;
-    let settings = GroupLb::from_group(group.style, &group.instances, group.lb.as_ref())
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| {
-            format!(
-                "deployment group `{}` has no load-balancer settings",
-                d.group
-            )
-        })?;
+    let settings = group.lb.ok_or_else(|| {
+        format!(
+            "deployment group `{}` has no load-balancer settings",
+            d.group
+        )
+    })?;
     let call = call_for(&settings, step, d.switch_to.as_deref())?;
     Ok((settings, call))
 }
@@ -279,9 +278,9 @@ mod tests {
                 "server_groups": { "blue": ["127.0.0.1:8081"], "green": ["127.0.0.1:8082"] }
             }
         });
-        let s = GroupLb::from_group(DeploymentStyle::BlueGreen, &[], Some(&v))
-            .map_err(|e| e.to_string())?
-            .ok_or("no settings")?;
+        let s: GroupLb = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        s.validate(DeploymentStyle::BlueGreen, &[])
+            .map_err(|e| e.to_string())?;
         assert_eq!(
             call_for(&s, &step("a", LifecycleEvent::BlockTraffic), None)?,
             TrafficCall::Deregister {

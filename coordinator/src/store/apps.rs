@@ -1,4 +1,5 @@
-//! Applications and deployment groups.
+//! Applications and deployment groups. A group's load-balancer settings are stored as JSON and decoded into
+//! [`rollcage_proto::lb::GroupLb`] by the row reader (validated when the group was created).
 
 use super::{Result, decode, sql};
 use rollcage_proto::wire::{Application, Group};
@@ -50,7 +51,15 @@ pub fn applications(c: &Connection) -> Result<Vec<Application>> {
 /// Insert a group; `false` when the application already has one with that name.
 pub fn insert_group(c: &Connection, g: &Group) -> Result<bool> {
     let instances = serde_json::to_string(&g.instances).unwrap_or_else(|_| "[]".to_owned());
-    let lb = g.lb.as_ref().map(serde_json::Value::to_string);
+    // Typed settings serialise to a JSON object; the column holds that text.
+    let lb =
+        g.lb.as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| super::StoreError::Corrupt {
+                what: "groups.lb",
+                detail: e.to_string(),
+            })?;
     let n = c
         .execute(
             "INSERT OR IGNORE INTO groups (id, application, name, style, concurrency, failure_tolerance, \
@@ -130,9 +139,9 @@ fn to_group(row: GroupRow) -> Result<Group> {
         })?,
         lb: lb
             .map(|lb| {
-                serde_json::from_str(&lb).map_err(|_| super::StoreError::Corrupt {
+                serde_json::from_str(&lb).map_err(|e| super::StoreError::Corrupt {
                     what: "groups.lb",
-                    detail: lb.clone(),
+                    detail: format!("{e}: {lb}"),
                 })
             })
             .transpose()?,
@@ -188,4 +197,66 @@ pub fn set_active_server_group(c: &Connection, group_id: &str, server_group: &st
     )
     .map_err(sql)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, StoreError};
+    use rollcage_proto::lb::GroupLb;
+    use rollcage_proto::wire::{Concurrency, DeploymentStyle};
+
+    fn lb_group(lb: Option<GroupLb>) -> Group {
+        Group {
+            id: "g-1".into(),
+            application: "app".into(),
+            name: "web".into(),
+            style: DeploymentStyle::InPlaceLb,
+            concurrency: Concurrency::Count(1),
+            failure_tolerance: 0,
+            auto_rollback: false,
+            instances: vec!["a".into()],
+            lb,
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn lb_settings_are_read_back_typed_and_a_row_that_does_not_decode_is_corrupt()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let settings: GroupLb = serde_json::from_value(serde_json::json!({
+            "targets": { "a": "127.0.0.1:8081" },
+            "lb": {
+                "service": "app1",
+                "driver": { "kind": "haproxy", "socket": "/run/haproxy.sock" },
+                "server_groups": { "web": ["127.0.0.1:8081"] }
+            }
+        }))?;
+        let s = Store::open_in_memory()?;
+        s.write(|tx| {
+            insert_application(tx, "app", 0)?;
+            insert_group(tx, &lb_group(Some(settings.clone())))
+        })?;
+        let g = s.read(|c| group(c, "app", "web"))?;
+        assert_eq!(g.and_then(|g| g.lb), Some(settings));
+        s.write(|tx| {
+            tx.execute(
+                "UPDATE groups SET lb = '{\"lb\":\"nonsense\"}' WHERE id = 'g-1'",
+                [],
+            )
+            .map_err(sql)
+        })?;
+        let read = s.read(|c| group(c, "app", "web"));
+        assert!(
+            matches!(
+                read,
+                Err(StoreError::Corrupt {
+                    what: "groups.lb",
+                    ..
+                })
+            ),
+            "{read:?}"
+        );
+        Ok(())
+    }
 }

@@ -110,12 +110,9 @@ fn document(
         }
     }
     let file_exists_behavior = map.get("file_exists_behavior").and_then(|n| {
-        let value = match n.scalar().map(|s| s.text.as_str()) {
-            Some("DISALLOW") => Some(FileExistsBehavior::Disallow),
-            Some("OVERWRITE") => Some(FileExistsBehavior::Overwrite),
-            Some("RETAIN") => Some(FileExistsBehavior::Retain),
-            _ => None,
-        };
+        let value = n
+            .scalar()
+            .and_then(|s| FileExistsBehavior::from_name(&s.text));
         if value.is_none() {
             problems.push(
                 ProblemKind::InvalidFileExistsBehavior,

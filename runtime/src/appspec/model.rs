@@ -7,13 +7,10 @@ use rollcage_proto::{LifecycleEvent, SandboxSpec};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-/// Default hook timeout in seconds, as CodeDeploy.
-pub const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 3600;
-
-/// Longest hook timeout accepted, in seconds (one week). CodeDeploy's agent has no upper bound (its service fails
-/// an event after 3600 s anyway); a week is far beyond any real hook, and bounding it keeps deadline arithmetic
-/// (`Instant + Duration`) in the runners from ever overflowing on a typo like `timeout: 99999999999999`.
-pub const MAX_HOOK_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+// The hook timeouts and `file_exists_behavior` are shared with deployment forms: their one home is proto.
+pub use rollcage_proto::form::{
+    DEFAULT_HOOK_TIMEOUT_SECS, FileExistsBehavior, MAX_HOOK_TIMEOUT_SECS,
+};
 
 /// A parsed, validated `appspec.yml`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -43,18 +40,6 @@ pub struct FileMapping {
     pub source: String,
     /// Absolute destination directory on the host.
     pub destination: PathBuf,
-}
-
-/// What Install does when a destination file exists that the previous deployment did not create.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FileExistsBehavior {
-    /// Fail the deployment (CodeDeploy's default).
-    #[default]
-    Disallow,
-    /// Replace the file.
-    Overwrite,
-    /// Keep the existing file, do not copy.
-    Retain,
 }
 
 /// One `permissions` entry.

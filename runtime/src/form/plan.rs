@@ -1,6 +1,6 @@
 //! A form as the internal plan: the [`AppSpec`] it stands for, and its scripts written into the deployment dir.
 
-use super::model::{Form, FormScriptEvent};
+use super::{Form, FormScriptEvent};
 use crate::appspec::{AppSpec, DEFAULT_HOOK_TIMEOUT_SECS, FileMapping, HookSpec};
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
@@ -9,10 +9,15 @@ use std::path::Path;
 /// The form's canonical JSON inside its form dir.
 pub const FORM_FILE: &str = "form.json";
 
-impl Form {
+/// A form as the AppSpec it stands for (the form type lives in `rollcage_proto`, the AppSpec here).
+pub trait ToAppSpec {
     /// The AppSpec this form stands for: the whole revision copied to `destination`, and one shell hook per
     /// script whose location is `<Event>.sh`, relative to the form dir [`write_form_dir`] fills.
-    pub fn to_appspec(&self) -> AppSpec {
+    fn to_appspec(&self) -> AppSpec;
+}
+
+impl ToAppSpec for Form {
+    fn to_appspec(&self) -> AppSpec {
         let mut spec = AppSpec {
             files: vec![FileMapping {
                 source: String::new(),
