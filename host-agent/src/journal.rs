@@ -11,6 +11,7 @@
 //! recognised.
 
 use crate::steplog::{self, LogMark};
+use rollcage_proto::wire::now_ms;
 use rollcage_proto::wire::{StepCommand, StepOutcome, StepReport};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -80,13 +81,6 @@ pub struct Entry {
 pub struct Journal {
     dir: PathBuf,
     max_log_bytes: usize,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 impl Journal {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How long the demo app holds each answer: long enough that requests are in flight during every drain.
 pub const APP_DELAY_MS: u64 = 150;
@@ -24,13 +24,8 @@ pub fn free_port() -> anyhow::Result<u16> {
     )?)
 }
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+/// Milliseconds since the epoch (the wire's timestamp unit).
+pub use rollcage_proto::wire::now_ms;
 
 /// Kills the demo apps the hooks started in the background (they outlive the agents) when the test ends.
 pub struct DemoApps(pub Vec<PathBuf>);

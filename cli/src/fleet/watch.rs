@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use http_body_util::BodyExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rollcage_client::Client;
+use rollcage_proto::wire::now_ms;
 use rollcage_proto::wire::{Deployment, DeploymentStatus};
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -91,13 +92,6 @@ impl SseParser {
         }
         out
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Where progress goes.
