@@ -12,7 +12,9 @@
 //! - [`lb`]: a deployment group's load-balancer settings and their validation with field paths.
 //! - [`problem`]: the field-path problem type both validations report.
 //! - [`wire`]: the JSON of the coordinator API and of the agent protocol.
+//! - [`clip`]: the wire's bounds on a step report and the one way text is cut to fit them.
 
+pub mod clip;
 pub mod form;
 pub mod hostcall;
 pub mod lb;
