@@ -189,9 +189,9 @@ mod tests {
     }
 
     #[test]
-    fn a_bounded_report_fits_the_json_bound_whatever_it_held() {
+    fn a_bounded_report_fits_the_json_bound_whatever_it_held() -> Result<(), String> {
         let b = hostile().bounded();
-        let json = serde_json::to_vec(&b).unwrap();
+        let json = serde_json::to_vec(&b).map_err(|e| e.to_string())?;
         assert!(
             json.len() <= MAX_REPORT_JSON_BYTES,
             "{} > {MAX_REPORT_JSON_BYTES}",
@@ -201,15 +201,17 @@ mod tests {
         assert!(b.message.ends_with("bytes in all]"), "{}", b.message);
         assert_eq!(b.clone().bounded(), b, "idempotent");
         assert_eq!(b.outcome, StepOutcome::Failed);
+        Ok(())
     }
 
     #[test]
-    fn a_reduced_report_keeps_the_outcome_and_is_small() {
+    fn a_reduced_report_keeps_the_outcome_and_is_small() -> Result<(), String> {
         let r = hostile().reduced();
         assert_eq!(r.outcome, StepOutcome::Failed);
         assert_eq!(r.command_id, 1);
         assert!(r.log.is_none());
         assert!(r.message.len() <= REDUCED_MESSAGE_BYTES);
-        assert!(serde_json::to_vec(&r).unwrap().len() < 64 * 1024);
+        assert!(serde_json::to_vec(&r).map_err(|e| e.to_string())?.len() < 64 * 1024);
+        Ok(())
     }
 }
