@@ -6,13 +6,15 @@ use crate::auth::{self, Tokens};
 use crate::engine::executor;
 use crate::state::{AppState, Settings, State};
 use crate::store::{Store, instances};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rollcage_proto::wire::now_ms;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub mod conn;
+pub use conn::ConnLimits;
 
 /// How to run the coordinator.
 #[derive(Debug, Clone)]
@@ -29,6 +31,8 @@ pub struct ServerConfig {
     pub enroll_token_file: Option<PathBuf>,
     /// Tunables.
     pub settings: Settings,
+    /// What each client connection may take (timeouts, the connection cap).
+    pub limits: ConnLimits,
 }
 
 /// The coordinator could not start or serve.
@@ -100,9 +104,13 @@ pub fn open_state(cfg: &ServerConfig) -> Result<State, ServerError> {
         .set_lb_source(Arc::new(crate::engine::lb_counters::GroupLbCounters::new(
             Arc::downgrade(&state),
         )));
-    // Every known agent gets a full heartbeat deadline after a restart before it can be declared lost.
+    // Every known agent, and every step in flight, gets a full heartbeat deadline after a restart before it can be
+    // declared lost.
     for (name, _, _) in &agents {
         state.seen(name, now);
+    }
+    for (step, _, _) in state.store.read(crate::store::deployments::running_steps)? {
+        state.step_heard(step, now);
     }
     let resumed = resume(&state, now)?;
     if resumed > 0 {
@@ -131,25 +139,37 @@ pub fn prune_logs(state: &State, now: i64) -> Result<usize, crate::store::StoreE
     Ok(deleted)
 }
 
-/// Fail the in-flight step of every agent not heard from within the heartbeat deadline. Returns the steps failed.
+/// Fail every in-flight step whose agent gave no word of it within the heartbeat deadline: either the agent is
+/// silent (lost), or it still polls but neither heartbeats the step nor delivers its report (e.g. every report it
+/// sends is refused), so no deployment waits for ever. Returns the steps failed.
 pub fn sweep_lost(state: &State, now: i64) -> Result<usize, executor::EngineError> {
     let deadline = i64::try_from(state.settings.heartbeat_deadline.as_millis()).unwrap_or(i64::MAX);
     let running = state.store.read(crate::store::deployments::running_steps)?;
+    state.retain_heard(&running.iter().map(|(step, _, _)| *step).collect());
     let mut failed = 0;
     for (step, instance, started) in running {
         let seen = state.last_seen(&instance).unwrap_or(started).max(started);
-        if now - seen > deadline {
-            let reason = format!(
+        let heard = state.last_heard(step).unwrap_or(started).max(started);
+        let reason = if now - seen > deadline {
+            format!(
                 "agent `{instance}` lost: not heard from for {} s",
                 (now - seen) / 1000
-            );
-            if state
-                .store
-                .write(|tx| executor::fail_lost_step(tx, step, &reason, now))?
-            {
-                tracing::warn!(%instance, step, "{reason}");
-                failed += 1;
-            }
+            )
+        } else if now - heard > deadline {
+            format!(
+                "agent `{instance}` gave no word of this step for {} s: it calls, but neither checks on the step \
+                 nor delivers its report",
+                (now - heard) / 1000
+            )
+        } else {
+            continue;
+        };
+        if state
+            .store
+            .write(|tx| executor::fail_lost_step(tx, step, &reason, now))?
+        {
+            tracing::warn!(%instance, step, "{reason}");
+            failed += 1;
         }
     }
     Ok(failed)
@@ -188,6 +208,7 @@ impl ServerConfig {
             admin_token_file: None,
             enroll_token_file: None,
             settings: Settings::default(),
+            limits: ConnLimits::default(),
         }
     }
 }
@@ -256,6 +277,32 @@ pub async fn serve(
     let traffic = tokio::spawn(crate::engine::traffic::run(state.clone()));
 
     let app = api::router(state);
+    // The request-body idle deadline wraps the whole router, so every route's body is covered.
+    let app = tower::Layer::layer(
+        &tower_http::timeout::RequestBodyTimeoutLayer::new(cfg.limits.body_idle_timeout),
+        app,
+    );
+    // HTTP/1.1 only (our client, agents and browsers without ALPN speak it): its header deadline is armed from the
+    // moment a connection waits for a request, so it also ends silent and idle keep-alive connections. (Sniffing
+    // for HTTP/2 would wait for a preface with no deadline at all.)
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.limits.header_read_timeout);
+    let builder = Arc::new(builder);
+    let fd_limit = conn::raise_fd_limit();
+    let cap = conn::cap_for_fd_limit(cfg.limits.max_connections, fd_limit);
+    if cap < cfg.limits.max_connections {
+        tracing::warn!(
+            configured = cfg.limits.max_connections,
+            cap,
+            fd_limit,
+            "connection cap lowered to fit the open-file limit"
+        );
+    }
+    let gate = conn::Gate::new(cap);
+    let handshake_timeout = cfg.limits.tls_handshake_timeout;
+    let mut accept_errors = conn::AcceptErrors::default();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| ServerError::Io {
             what: "installing SIGTERM handler for",
@@ -263,11 +310,17 @@ pub async fn serve(
             source,
         })?;
     loop {
+        // A slot first: at the cap, connections wait in the kernel's backlog rather than costing a descriptor.
+        let permit = tokio::select! {
+            p = gate.admit() => p,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    accept_errors.failed(&e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -278,16 +331,23 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let svc = hyper_util::service::TowerToHyperService::new(app.clone());
         let tls = tls.clone();
+        let builder = builder.clone();
         tokio::spawn(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let _permit = permit;
             let res = match tls {
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(s) => builder.serve_connection(TokioIo::new(s), svc).await,
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => builder.serve_connection(TokioIo::new(s), svc).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
                     }
-                },
+                }
                 None => builder.serve_connection(TokioIo::new(stream), svc).await,
             };
             if let Err(e) = res {
@@ -346,8 +406,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_silent_agent_s_step_fails_after_the_heartbeat_deadline() {
+    /// A state with one in-place deployment whose one step (instance `a`) was dispatched at 1 s, a 10 s heartbeat
+    /// deadline; returns it, the deployment id and the step id.
+    fn one_step_in_flight() -> (State, String, i64) {
         let store = Store::open_in_memory().unwrap();
         let id = store
             .write(|tx| {
@@ -387,19 +448,51 @@ mod tests {
             ..crate::testkit::settings()
         };
         let state = crate::testkit::state_over(store, settings).unwrap();
-        state.seen("a", 5_000);
-        assert_eq!(sweep_lost(&state, 14_000).unwrap(), 0, "heard from 9 s ago");
-        assert_eq!(sweep_lost(&state, 15_001).unwrap(), 1);
+        let step = state.store.read(deployments::running_steps).unwrap()[0].0;
+        (state, id, step)
+    }
+
+    fn first_step_message(state: &State, id: &str) -> (DeploymentStatus, String) {
         let d = state
             .store
-            .read(|c| deployments::full(c, &id))
+            .read(|c| deployments::full(c, id))
             .unwrap()
             .unwrap();
-        assert_eq!(d.status, DeploymentStatus::Failed);
-        assert!(
-            d.instances[0].steps[0].message.contains("lost"),
-            "{:?}",
-            d.instances[0].steps[0]
-        );
+        (d.status, d.instances[0].steps[0].message.clone())
+    }
+
+    #[test]
+    fn a_silent_agent_s_step_fails_after_the_heartbeat_deadline() {
+        let (state, id, step) = one_step_in_flight();
+        state.seen("a", 5_000);
+        state.step_heard(step, 5_000);
+        assert_eq!(sweep_lost(&state, 14_000).unwrap(), 0, "heard from 9 s ago");
+        assert_eq!(sweep_lost(&state, 15_001).unwrap(), 1);
+        let (status, message) = first_step_message(&state, &id);
+        assert_eq!(status, DeploymentStatus::Failed);
+        assert!(message.contains("lost"), "{message}");
+    }
+
+    #[test]
+    fn a_step_whose_report_never_arrives_fails_at_the_deadline_though_its_agent_still_calls() {
+        // The agent polls on (its report is refused, or it dropped it): it is seen, but the step is not heard of.
+        let (state, id, step) = one_step_in_flight();
+        state.step_heard(step, 2_000);
+        for now in (3_000..=12_000).step_by(1_000) {
+            state.seen("a", now);
+            assert_eq!(
+                sweep_lost(&state, now).unwrap(),
+                0,
+                "within the deadline at {now}"
+            );
+        }
+        state.seen("a", 12_001);
+        assert_eq!(sweep_lost(&state, 12_001).unwrap(), 1);
+        let (status, message) = first_step_message(&state, &id);
+        assert_eq!(status, DeploymentStatus::Failed);
+        assert!(message.contains("gave no word of this step"), "{message}");
+        assert_eq!(state.last_heard(step), Some(2_000));
+        assert_eq!(sweep_lost(&state, 20_000).unwrap(), 0, "failed once");
+        assert_eq!(state.last_heard(step), None, "an ended step is forgotten");
     }
 }

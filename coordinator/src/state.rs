@@ -56,6 +56,9 @@ pub struct AppState {
     /// Waiters woken after each commit (shared with the store's commit hook).
     notifiers: Arc<Notifiers>,
     last_seen: Mutex<HashMap<String, i64>>,
+    /// When each in-flight step was last heard of from its agent (its cancel checks, which double as the step's
+    /// heartbeat). An agent that polls but cannot deliver a step's report keeps `last_seen` fresh, not this.
+    step_heard: Mutex<HashMap<i64, i64>>,
 }
 
 impl AppState {
@@ -72,6 +75,7 @@ impl AppState {
             metrics: Metrics::new(),
             notifiers,
             last_seen: Mutex::new(HashMap::new()),
+            step_heard: Mutex::new(HashMap::new()),
         }
     }
 
@@ -100,6 +104,24 @@ impl AppState {
     pub fn last_seen(&self, instance: &str) -> Option<i64> {
         let map = self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
         map.get(instance).copied()
+    }
+
+    /// Record that the agent running step `step` gave word of it at `now`.
+    pub fn step_heard(&self, step: i64, now: i64) {
+        let mut map = self.step_heard.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(step, now);
+    }
+
+    /// When the agent running `step` last gave word of it, if since this process started.
+    pub fn last_heard(&self, step: i64) -> Option<i64> {
+        let map = self.step_heard.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&step).copied()
+    }
+
+    /// Forget the steps not in `running` (they ended), so the map stays as small as the steps in flight.
+    pub fn retain_heard(&self, running: &std::collections::HashSet<i64>) {
+        let mut map = self.step_heard.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|step, _| running.contains(step));
     }
 }
 

@@ -494,6 +494,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                     }),
                     ..Default::default()
                 },
+                limits: rollcage_coordinator::server::ConnLimits::default(),
             };
             rollcage_coordinator::serve(cfg, |addr| {
                 // Tests and scripts that listen on port 0 read the bound address from here.

@@ -24,14 +24,7 @@ pub fn maybe_serve() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let cfg = rollcage_coordinator::ServerConfig {
-            data: data.into(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            tls: None,
-            admin_token_file: None,
-            enroll_token_file: None,
-            settings: Default::default(),
-        };
+        let cfg = rollcage_coordinator::ServerConfig::loopback(data.into());
         rollcage_coordinator::serve(cfg, |addr| println!("ADDR {addr}"))
             .await
             .unwrap();

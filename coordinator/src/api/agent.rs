@@ -148,6 +148,8 @@ pub async fn command_state(
             "command {id} belongs to another instance"
         )));
     }
+    // The agent checks on a step while it runs: that is the step's heartbeat (see `server::sweep_lost`).
+    st.step_heard(id, now_ms());
     Ok(Json(CommandState {
         cancelled: step.state == StepState::Cancelled,
     }))
