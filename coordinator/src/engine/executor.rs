@@ -782,6 +782,103 @@ mod tests {
         );
     }
 
+    /// `stop --force` ends a deployment whatever it is doing, and the group's next deployment can start.
+    #[test]
+    fn a_forced_stop_ends_a_deployment_in_every_state_and_frees_its_group() {
+        let rev = |c: char| format!("r-{}", c.to_string().repeat(16));
+        // (what it is doing, the store, its group, the deployment)
+        let mut cases: Vec<(&str, Store, &str, String)> = Vec::new();
+
+        let s = setup(&["a", "b"], false, Concurrency::Count(1));
+        let id = deploy(&s, "web", &rev('a')).unwrap();
+        cases.push(("an agent step in flight", s, "web", id));
+
+        let s = setup(&["a", "b"], false, Concurrency::Count(1));
+        let id = deploy(&s, "web", &rev('a')).unwrap();
+        s.write(|tx| stop(tx, &id, false, 2)).unwrap();
+        cases.push(("stopping, waiting for an in-flight step", s, "web", id));
+
+        let s = setup_lb(&["a"], false, Concurrency::All);
+        let id = deploy(&s, "lbweb", &rev('a')).unwrap();
+        // Run `a` up to its BlockTraffic (a coordinator step) and leave that in flight.
+        loop {
+            let agent = s.read(|c| deployments::running_step_for(c, "a")).unwrap();
+            let Some(step) = agent else { break };
+            let report = StepReport {
+                command_id: step.id,
+                outcome: StepOutcome::Succeeded,
+                message: String::new(),
+                hooks: vec![],
+                duration_ms: 1,
+                log: None,
+            };
+            s.write(|tx| record_report(tx, "a", &report, 2)).unwrap();
+        }
+        assert_eq!(
+            s.read(deployments::running_coordinator_steps)
+                .unwrap()
+                .len(),
+            1,
+            "a traffic step in flight"
+        );
+        cases.push(("a traffic step in flight", s, "lbweb", id));
+
+        let s = setup_bg(true);
+        let id = deploy(&s, "lbweb", &rev('a')).unwrap();
+        run_instance(&s, "g1", None);
+        cases.push(("ready, waiting for continue", s, "lbweb", id));
+
+        let s = setup(&["a"], false, Concurrency::All);
+        deploy(&s, "web", &rev('a')).unwrap();
+        run_instance(&s, "a", None);
+        let failed = deploy(&s, "web", &rev('b')).unwrap();
+        run_instance(&s, "a", Some("Install"));
+        let id = s.write(|tx| rollback(tx, &failed, 3)).unwrap();
+        cases.push(("a rollback in flight", s, "web", id));
+
+        for (doing, s, group, id) in cases {
+            s.write(|tx| stop(tx, &id, true, 10)).unwrap();
+            let d = s.read(|c| deployments::get(c, &id)).unwrap().unwrap();
+            assert_eq!(
+                d.status,
+                DeploymentStatus::Stopped,
+                "{doing}: {}",
+                d.message
+            );
+            if let Err(e) = deploy(&s, group, &rev('a')) {
+                panic!("{doing}: the group's next deployment cannot start: {e}");
+            }
+        }
+
+        // A traffic switch in flight is let finish (one LB call with a deadline), so the group's record of its
+        // live side stays true; then the stop ends the deployment.
+        let s = setup_bg(false);
+        let id = deploy(&s, "lbweb", &rev('a')).unwrap();
+        run_instance(&s, "g1", None);
+        s.write(|tx| stop(tx, &id, true, 10)).unwrap();
+        let d = s.read(|c| deployments::get(c, &id)).unwrap().unwrap();
+        assert_eq!(d.status, DeploymentStatus::Stopping, "{}", d.message);
+        assert_eq!(
+            finish_switch(&s, StepOutcome::Succeeded).as_deref(),
+            Some("SwitchTraffic")
+        );
+        let d = s.read(|c| deployments::get(c, &id)).unwrap().unwrap();
+        assert_eq!(d.status, DeploymentStatus::Stopped, "{}", d.message);
+        assert_eq!(
+            s.read(|c| apps::active_server_group(c, "g-bg"))
+                .unwrap()
+                .as_deref(),
+            Some("green"),
+            "the switch that happened is recorded"
+        );
+        let next = deploy(&s, "lbweb", &rev('b')).unwrap();
+        assert_eq!(
+            s.read(|c| deployments::instance_names(c, &next)).unwrap(),
+            ["b1", "b2"],
+            "the next deployment targets the side that is idle now"
+        );
+    }
+
     fn setup_lb(instances: &[&str], auto_rollback: bool, c: Concurrency) -> Store {
         let s = setup(&[], false, c);
         let g = ("g-2", "lbweb", DeploymentStyle::InPlaceLb);

@@ -233,6 +233,18 @@ pub fn decide(view: &DeploymentView) -> Vec<Action> {
         actions.push(Action::SkipPending);
     }
     let (succeeded, failed) = (view.succeeded, view.failed);
+    // A traffic switch in flight is let finish, even by a forced stop: cut off half-way, the load balancer and the
+    // group's record of its live side could disagree (and the next deployment would target the live side). It is
+    // one load-balancer call with its own deadline, so the stop still ends soon.
+    if matches!(
+        view.finally,
+        Some(Final {
+            phase: FinalPhase::Running,
+            ..
+        })
+    ) {
+        return actions;
+    }
     if stopping {
         actions.push(Action::Finish {
             outcome: Outcome::Stopped,
