@@ -241,6 +241,10 @@ pub struct CoordinatorArgs {
     /// Days the full hook output of an ended deployment is kept (`rollcage logs`); 0 keeps it for ever.
     #[arg(long, default_value_t = 30)]
     log_retention_days: u64,
+    /// Most client connections served at once (more wait in the listen backlog); lowered to fit the open-file
+    /// limit.
+    #[arg(long, default_value_t = rollcage_coordinator::server::ConnLimits::default().max_connections)]
+    max_connections: usize,
 }
 
 /// `rollcage agent`: run the agent (from flags, a `--config` file, or both: flags win), or `agent install`.
@@ -494,7 +498,10 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                     }),
                     ..Default::default()
                 },
-                limits: rollcage_coordinator::server::ConnLimits::default(),
+                limits: rollcage_coordinator::server::ConnLimits {
+                    max_connections: a.max_connections,
+                    ..Default::default()
+                },
             };
             rollcage_coordinator::serve(cfg, |addr| {
                 // Tests and scripts that listen on port 0 read the bound address from here.
