@@ -41,7 +41,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use wasmtime::{Config, Engine, Linker, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-pub use cache::{CacheError as WasmCacheError, MAX_MODULE_BYTES};
+pub use cache::{CacheError as WasmCacheError, DEFAULT_COMPILE_TIMEOUT, MAX_MODULE_BYTES};
 pub use sandbox::SandboxError;
 
 /// Default cap on a hook's captured output (stdout and stderr together). Generous for any real hook's logging;
@@ -60,6 +60,8 @@ pub struct WasmConfig {
     pub cache_dir: Option<PathBuf>,
     /// Cap on a hook's captured output in bytes.
     pub output_cap_bytes: usize,
+    /// How long compiling one module may take ([`DEFAULT_COMPILE_TIMEOUT`]).
+    pub compile_timeout: Duration,
 }
 
 impl WasmConfig {
@@ -68,6 +70,7 @@ impl WasmConfig {
         Self {
             cache_dir: Some(cache_dir.into()),
             output_cap_bytes: DEFAULT_OUTPUT_CAP_BYTES,
+            compile_timeout: DEFAULT_COMPILE_TIMEOUT,
         }
     }
 
@@ -76,6 +79,7 @@ impl WasmConfig {
         Self {
             cache_dir: None,
             output_cap_bytes: DEFAULT_OUTPUT_CAP_BYTES,
+            compile_timeout: DEFAULT_COMPILE_TIMEOUT,
         }
     }
 }
@@ -168,7 +172,7 @@ impl WasmHooks {
                 },
             )
             .map_err(engine_err)?;
-        let cache = ModuleCache::new(&engine, config.cache_dir)?;
+        let cache = ModuleCache::new(&engine, config.cache_dir, config.compile_timeout)?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (engine, stop) = (engine.clone(), stop.clone());
@@ -295,7 +299,11 @@ impl WasmHooks {
         let pre = match tokio::time::timeout_at(deadline, linked).await {
             Err(_) => return (timed_out, None),
             Ok(Ok(pre)) => pre,
-            Ok(Err(e @ CacheError::CacheDir { .. } | e @ CacheError::Io { .. })) => {
+            Ok(Err(
+                e @ (CacheError::CacheDir { .. }
+                | CacheError::Io { .. }
+                | CacheError::CompileTimedOut { .. }),
+            )) => {
                 return (
                     HookStatus::Unknown {
                         reason: e.to_string(),
