@@ -440,8 +440,14 @@ mod grant {
             }
         }
 
-        async fn run(&self, max_mb: Option<u64>, a: &[&str]) -> Result<HookOutcome, std::io::Error> {
-            self.h.run(artifacts::TEST_GRANT, 30, self.sandbox(max_mb, a)).await
+        async fn run(
+            &self,
+            max_mb: Option<u64>,
+            a: &[&str],
+        ) -> Result<HookOutcome, std::io::Error> {
+            self.h
+                .run(artifacts::TEST_GRANT, 30, self.sandbox(max_mb, a))
+                .await
         }
 
         /// Every symlink under the grant, with its target.
@@ -468,7 +474,10 @@ mod grant {
     fn violation(out: &HookOutcome) -> &str {
         match &out.status {
             HookStatus::SandboxViolation { reason } => reason,
-            other => panic!("expected a sandbox violation, got {other:?}; output: {}", out.log_tail),
+            other => panic!(
+                "expected a sandbox violation, got {other:?}; output: {}",
+                out.log_tail
+            ),
         }
     }
 
@@ -489,10 +498,20 @@ mod grant {
                     && reason.contains("climbs above the directory the link is in"),
                 "{reason}"
             );
-            assert_eq!(HookStatus::SandboxViolation { reason: reason.to_owned() }.code(), 13);
+            assert_eq!(
+                HookStatus::SandboxViolation {
+                    reason: reason.to_owned()
+                }
+                .code(),
+                13
+            );
             // The guest saw the refusal (and ignored it; the hook failed anyway).
             assert!(out.log_tail.contains("denied:"), "{}", out.log_tail);
-            assert_eq!(g.symlinks(), Vec::<(PathBuf, PathBuf)>::new(), "{target} -> left a link");
+            assert_eq!(
+                g.symlinks(),
+                Vec::<(PathBuf, PathBuf)>::new(),
+                "{target} -> left a link"
+            );
         }
         Ok(())
     }
@@ -500,7 +519,9 @@ mod grant {
     #[tokio::test]
     async fn an_absolute_symlink_target_is_refused() -> TestResult {
         let g = Grant::new()?;
-        let out = g.run(None, &["symlink", "/etc/passwd", "/data/mine"]).await?;
+        let out = g
+            .run(None, &["symlink", "/etc/passwd", "/data/mine"])
+            .await?;
         let reason = violation(&out);
         assert!(reason.contains("absolute"), "{reason}");
         assert!(g.symlinks().is_empty());
@@ -510,7 +531,9 @@ mod grant {
     #[tokio::test]
     async fn a_symlink_inside_its_directory_is_allowed() -> TestResult {
         let g = Grant::new()?;
-        let out = g.run(None, &["symlink", "deep/er/../er", "/data/current"]).await?;
+        let out = g
+            .run(None, &["symlink", "deep/er/../er", "/data/current"])
+            .await?;
         assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
         assert_eq!(
             g.symlinks(),
@@ -527,7 +550,10 @@ mod grant {
         std::os::unix::fs::symlink("../../../../etc", g.data.join("out"))?;
         std::os::unix::fs::symlink("../../x", g.data.join("deep/er/up"))?;
         let before = g.symlinks();
-        for (from, to) in [("/data/out", "/data/mine"), ("/data/deep/er/up", "/data/up2")] {
+        for (from, to) in [
+            ("/data/out", "/data/mine"),
+            ("/data/deep/er/up", "/data/up2"),
+        ] {
             let out = g.run(None, &["hardlink", from, to]).await?;
             let reason = violation(&out);
             assert!(
@@ -545,7 +571,8 @@ mod grant {
         let out = g.run(Some(1), &["fill", "/data/big", "2"]).await?;
         let reason = violation(&out);
         assert!(
-            reason.contains("sandbox.dirs[1] (`/data`)") && reason.contains("write quota of 1 MiB (max_mb)"),
+            reason.contains("sandbox.dirs[1] (`/data`)")
+                && reason.contains("write quota of 1 MiB (max_mb)"),
             "{reason}"
         );
         assert!(out.log_tail.contains("denied:"), "{}", out.log_tail);
@@ -571,9 +598,14 @@ mod grant {
     async fn a_read_write_grant_without_max_mb_has_the_default_quota() -> TestResult {
         let g = Grant::new()?;
         let mib = rollcage_proto::sandbox::DEFAULT_GRANT_MAX_MB;
-        let out = g.run(None, &["fill", "/data/big", &(mib + 1).to_string()]).await?;
+        let out = g
+            .run(None, &["fill", "/data/big", &(mib + 1).to_string()])
+            .await?;
         let reason = violation(&out);
-        assert!(reason.contains(&format!("write quota of {mib} MiB")), "{reason}");
+        assert!(
+            reason.contains(&format!("write quota of {mib} MiB")),
+            "{reason}"
+        );
         assert!(std::fs::metadata(g.data.join("big"))?.len() <= mib << 20);
         Ok(())
     }
@@ -1031,9 +1063,17 @@ mod noop {
         let f = std::fs::File::create(&big)?;
         std::io::Write::write_all(&mut &f, b"\0asm\x01\0\0\0")?;
         f.set_len(rollcage_runtime::hooks::wasm::MAX_MODULE_BYTES + 1)?;
-        let err = h.hooks.precompile_file(&big).await.err().ok_or("a 16 MiB + 1 module compiled")?;
+        let err = h
+            .hooks
+            .precompile_file(&big)
+            .await
+            .err()
+            .ok_or("a 16 MiB + 1 module compiled")?;
         assert!(err.is_bound(), "{err}");
-        assert!(err.to_string().contains("-byte limit on a wasm module"), "{err}");
+        assert!(
+            err.to_string().contains("-byte limit on a wasm module"),
+            "{err}"
+        );
         assert_eq!(h.hooks.compile_count(), 0, "refused before compiling");
         Ok(())
     }
@@ -1048,9 +1088,20 @@ mod noop {
         let hooks = WasmHooks::new(config)?;
         let module = h.revision.join(h.install(artifacts::TEST_NOOP)?);
         let started = Instant::now();
-        let err = hooks.precompile_file(&module).await.err().ok_or("compiled within 1 ms")?;
-        assert!(err.is_bound() && err.to_string().contains("did not compile within"), "{err}");
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        let err = hooks
+            .precompile_file(&module)
+            .await
+            .err()
+            .ok_or("compiled within 1 ms")?;
+        assert!(
+            err.is_bound() && err.to_string().contains("did not compile within"),
+            "{err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
         Ok(())
     }
 

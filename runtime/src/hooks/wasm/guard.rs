@@ -119,7 +119,8 @@ impl FsGuard {
             let Some(quota) = dir.quota_bytes() else {
                 continue;
             };
-            let fd = FIRST_PREOPEN_FD + 1 + u32::try_from(i).unwrap_or(u32::MAX - FIRST_PREOPEN_FD - 1);
+            let fd =
+                FIRST_PREOPEN_FD + 1 + u32::try_from(i).unwrap_or(u32::MAX - FIRST_PREOPEN_FD - 1);
             guard.fds.insert(fd, guard.grants.len());
             guard.grants.push(Grant {
                 label: format!("sandbox.dirs[{i}] (`{}`)", dir.guest_path()),
@@ -182,7 +183,13 @@ impl FsGuard {
     }
 
     /// Record a refused symlink made through descriptor `dirfd`.
-    pub(crate) fn refuse_symlink(&mut self, dirfd: u32, link: &str, target: &str, why: TargetRefusal) {
+    pub(crate) fn refuse_symlink(
+        &mut self,
+        dirfd: u32,
+        link: &str,
+        target: &str,
+        why: TargetRefusal,
+    ) {
         let reason = format!(
             "{}: symlink `{}` -> `{}` refused: {} (a hook's symlinks must stay inside their own directory)",
             self.place(dirfd),
@@ -256,7 +263,11 @@ mod tests {
     #[test]
     fn worst_growth_covers_append_and_writes_past_the_end() {
         assert_eq!(worst_growth(100, 100, 10), 10);
-        assert_eq!(worst_growth(100, 0, 10), 10, "an appending descriptor adds len");
+        assert_eq!(
+            worst_growth(100, 0, 10),
+            10,
+            "an appending descriptor adds len"
+        );
         assert_eq!(worst_growth(100, 200, 10), 110, "a hole counts");
         assert_eq!(worst_growth(0, u64::MAX, 10), u64::MAX);
     }
@@ -284,11 +295,19 @@ mod tests {
         assert_eq!(g.grant_of(5), Some(0));
         g.opened(5, 9);
         g.opened(9, 10);
-        assert_eq!(g.grant_of(10), Some(0), "a directory opened from a grant stays in it");
+        assert_eq!(
+            g.grant_of(10),
+            Some(0),
+            "a directory opened from a grant stays in it"
+        );
         g.renumbered(10, 11);
         assert_eq!((g.grant_of(10), g.grant_of(11)), (None, Some(0)));
         g.opened(3, 11);
-        assert_eq!(g.grant_of(11), None, "a reused number from the revision is not in the grant");
+        assert_eq!(
+            g.grant_of(11),
+            None,
+            "a reused number from the revision is not in the grant"
+        );
     }
 
     #[test]
@@ -317,7 +336,10 @@ mod tests {
         g.refuse_symlink(4, "mine", "../../../../etc", TargetRefusal::Climbs);
         g.refuse_hard_link(4, "mine", "other");
         let v = g.violation().unwrap_or_default();
-        assert!(v.starts_with("the sandbox: symlink `mine` -> `../../../../etc` refused"), "{v}");
+        assert!(
+            v.starts_with("the sandbox: symlink `mine` -> `../../../../etc` refused"),
+            "{v}"
+        );
         assert!(v.ends_with("(and 1 more refusals)"), "{v}");
     }
 }

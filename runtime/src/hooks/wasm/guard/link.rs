@@ -54,7 +54,10 @@ fn iovec_len(mem: &GuestMemory<'_>, iovs: i32, count: i32) -> Option<u64> {
     let mut total = 0u64;
     for i in 0..count.cast_unsigned() {
         // A `ciovec` is { buf: u32, buf_len: u32 }.
-        let at = iovs.cast_unsigned().checked_add(i.checked_mul(8)?)?.checked_add(4)?;
+        let at = iovs
+            .cast_unsigned()
+            .checked_add(i.checked_mul(8)?)?
+            .checked_add(4)?;
         let len: u32 = mem.read(GuestPtr::<u32>::new(at)).ok()?;
         total = total.saturating_add(u64::from(len));
     }
@@ -67,17 +70,29 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
     linker.func_wrap_async(
         MODULE,
         "path_symlink",
-        |mut caller: Caller<'_, HookState>, (target, target_len, dirfd, link, link_len): (i32, i32, i32, i32, i32)| {
+        |mut caller: Caller<'_, HookState>,
+         (target, target_len, dirfd, link, link_len): (i32, i32, i32, i32, i32)| {
             Box::new(async move {
                 let (mut mem, state) = split(&mut caller)?;
                 if let Some(t) = guest_str(&mem, target, target_len)
                     && let Err(why) = check_symlink_target(&t)
                 {
                     let name = guest_str(&mem, link, link_len).unwrap_or_default();
-                    state.guard.refuse_symlink(dirfd.cast_unsigned(), &name, &t, why);
+                    state
+                        .guard
+                        .refuse_symlink(dirfd.cast_unsigned(), &name, &t, why);
                     return Ok(errno(Errno::Perm));
                 }
-                p1::path_symlink(&mut state.wasi, &mut mem, target, target_len, dirfd, link, link_len).await
+                p1::path_symlink(
+                    &mut state.wasi,
+                    &mut mem,
+                    target,
+                    target_len,
+                    dirfd,
+                    link,
+                    link_len,
+                )
+                .await
             })
         },
     )?;
@@ -85,7 +100,15 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
         MODULE,
         "path_link",
         |mut caller: Caller<'_, HookState>,
-         (old_fd, old_flags, old, old_len, new_fd, new, new_len): (i32, i32, i32, i32, i32, i32, i32)| {
+         (old_fd, old_flags, old, old_len, new_fd, new, new_len): (
+            i32,
+            i32,
+            i32,
+            i32,
+            i32,
+            i32,
+            i32,
+        )| {
             Box::new(async move {
                 let (mut mem, state) = split(&mut caller)?;
                 let path = GuestPtr::<str>::new((old.cast_unsigned(), old_len.cast_unsigned()));
@@ -97,10 +120,23 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
                 if st.is_ok_and(|st| st.filetype == Filetype::SymbolicLink) {
                     let from = guest_str(&mem, old, old_len).unwrap_or_default();
                     let to = guest_str(&mem, new, new_len).unwrap_or_default();
-                    state.guard.refuse_hard_link(new_fd.cast_unsigned(), &from, &to);
+                    state
+                        .guard
+                        .refuse_hard_link(new_fd.cast_unsigned(), &from, &to);
                     return Ok(errno(Errno::Perm));
                 }
-                p1::path_link(&mut state.wasi, &mut mem, old_fd, old_flags, old, old_len, new_fd, new, new_len).await
+                p1::path_link(
+                    &mut state.wasi,
+                    &mut mem,
+                    old_fd,
+                    old_flags,
+                    old,
+                    old_len,
+                    new_fd,
+                    new,
+                    new_len,
+                )
+                .await
             })
         },
     )?;
@@ -123,20 +159,35 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
                 let (mut mem, state) = split(&mut caller)?;
                 let dir = dirfd.cast_unsigned();
                 let grant = state.guard.grant_of(dir);
-                let truncates = u16::try_from(oflags).is_ok_and(|f| Oflags::from_bits_truncate(f).contains(Oflags::TRUNC));
+                let truncates = u16::try_from(oflags)
+                    .is_ok_and(|f| Oflags::from_bits_truncate(f).contains(Oflags::TRUNC));
                 // What `O_TRUNC` will give back: the size of the file it empties, if it is one.
                 let mut freed = 0u64;
                 if grant.is_some() && truncates {
                     let p = GuestPtr::<str>::new((path.cast_unsigned(), path_len.cast_unsigned()));
-                    let flags = u32::try_from(dirflags).map_or(Lookupflags::empty(), Lookupflags::from_bits_truncate);
-                    if let Ok(st) = state.wasi.path_filestat_get(&mut mem, Fd::from(dirfd), flags, p).await
+                    let flags = u32::try_from(dirflags)
+                        .map_or(Lookupflags::empty(), Lookupflags::from_bits_truncate);
+                    if let Ok(st) = state
+                        .wasi
+                        .path_filestat_get(&mut mem, Fd::from(dirfd), flags, p)
+                        .await
                         && st.filetype == Filetype::RegularFile
                     {
                         freed = st.size;
                     }
                 }
                 let rc = p1::path_open(
-                    &mut state.wasi, &mut mem, dirfd, dirflags, path, path_len, oflags, base, inheriting, fdflags, out,
+                    &mut state.wasi,
+                    &mut mem,
+                    dirfd,
+                    dirflags,
+                    path,
+                    path_len,
+                    oflags,
+                    base,
+                    inheriting,
+                    fdflags,
+                    out,
                 )
                 .await?;
                 if rc == 0
@@ -151,16 +202,20 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
             })
         },
     )?;
-    linker.func_wrap_async(MODULE, "fd_close", |mut caller: Caller<'_, HookState>, (fd,): (i32,)| {
-        Box::new(async move {
-            let (mut mem, state) = split(&mut caller)?;
-            let rc = p1::fd_close(&mut state.wasi, &mut mem, fd).await?;
-            if rc == 0 {
-                state.guard.closed(fd.cast_unsigned());
-            }
-            Ok(rc)
-        })
-    })?;
+    linker.func_wrap_async(
+        MODULE,
+        "fd_close",
+        |mut caller: Caller<'_, HookState>, (fd,): (i32,)| {
+            Box::new(async move {
+                let (mut mem, state) = split(&mut caller)?;
+                let rc = p1::fd_close(&mut state.wasi, &mut mem, fd).await?;
+                if rc == 0 {
+                    state.guard.closed(fd.cast_unsigned());
+                }
+                Ok(rc)
+            })
+        },
+    )?;
     linker.func_wrap_async(
         MODULE,
         "fd_renumber",
@@ -169,7 +224,9 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
                 let (mut mem, state) = split(&mut caller)?;
                 let rc = p1::fd_renumber(&mut state.wasi, &mut mem, from, to).await?;
                 if rc == 0 {
-                    state.guard.renumbered(from.cast_unsigned(), to.cast_unsigned());
+                    state
+                        .guard
+                        .renumbered(from.cast_unsigned(), to.cast_unsigned());
                 }
                 Ok(rc)
             })
@@ -185,7 +242,11 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
                     return p1::fd_write(&mut state.wasi, &mut mem, fd, iovs, count, out).await;
                 };
                 let pos = state.wasi.fd_tell(&mut mem, Fd::from(fd)).ok();
-                let before = match (file_size(state, &mut mem, fd.cast_unsigned()).await, pos, iovec_len(&mem, iovs, count)) {
+                let before = match (
+                    file_size(state, &mut mem, fd.cast_unsigned()).await,
+                    pos,
+                    iovec_len(&mem, iovs, count),
+                ) {
                     (Some(size), Some(pos), Some(len)) => {
                         if !state.guard.admit(g, worst_growth(size, pos, len)) {
                             return Ok(errno(Errno::Dquot));
@@ -203,22 +264,31 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
     linker.func_wrap_async(
         MODULE,
         "fd_pwrite",
-        |mut caller: Caller<'_, HookState>, (fd, iovs, count, offset, out): (i32, i32, i32, i64, i32)| {
+        |mut caller: Caller<'_, HookState>,
+         (fd, iovs, count, offset, out): (i32, i32, i32, i64, i32)| {
             Box::new(async move {
                 let (mut mem, state) = split(&mut caller)?;
                 let Some(g) = state.guard.grant_of(fd.cast_unsigned()) else {
-                    return p1::fd_pwrite(&mut state.wasi, &mut mem, fd, iovs, count, offset, out).await;
+                    return p1::fd_pwrite(&mut state.wasi, &mut mem, fd, iovs, count, offset, out)
+                        .await;
                 };
-                let before = match (file_size(state, &mut mem, fd.cast_unsigned()).await, iovec_len(&mem, iovs, count)) {
+                let before = match (
+                    file_size(state, &mut mem, fd.cast_unsigned()).await,
+                    iovec_len(&mem, iovs, count),
+                ) {
                     (Some(size), Some(len)) => {
-                        if !state.guard.admit(g, worst_growth(size, offset.cast_unsigned(), len)) {
+                        if !state
+                            .guard
+                            .admit(g, worst_growth(size, offset.cast_unsigned(), len))
+                        {
                             return Ok(errno(Errno::Dquot));
                         }
                         Some(size)
                     }
                     _ => None,
                 };
-                let rc = p1::fd_pwrite(&mut state.wasi, &mut mem, fd, iovs, count, offset, out).await?;
+                let rc =
+                    p1::fd_pwrite(&mut state.wasi, &mut mem, fd, iovs, count, offset, out).await?;
                 charge(state, &mut mem, g, fd, before).await;
                 Ok(rc)
             })
@@ -235,7 +305,9 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
                 };
                 let before = file_size(state, &mut mem, fd.cast_unsigned()).await;
                 if let Some(old) = before
-                    && !state.guard.admit(g, size.cast_unsigned().saturating_sub(old))
+                    && !state
+                        .guard
+                        .admit(g, size.cast_unsigned().saturating_sub(old))
                 {
                     return Ok(errno(Errno::Dquot));
                 }
@@ -251,7 +323,13 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
 
 /// After a write or resize through `fd` (grant `g`): charge what the file's size changed by. When the size before
 /// was unknown (the call was on something that is not a file) nothing is charged.
-async fn charge(state: &mut HookState, mem: &mut GuestMemory<'_>, g: usize, fd: i32, before: Option<u64>) {
+async fn charge(
+    state: &mut HookState,
+    mem: &mut GuestMemory<'_>,
+    g: usize,
+    fd: i32,
+    before: Option<u64>,
+) {
     let Some(before) = before else {
         return;
     };
