@@ -595,6 +595,21 @@ mod grant {
     }
 
     #[tokio::test]
+    async fn appending_to_a_file_counts_what_it_adds_wherever_the_position_was() -> TestResult {
+        let g = Grant::new()?;
+        // An appending descriptor starts at position 0 of a 3 MiB file: every write still adds its length.
+        std::fs::write(g.data.join("log"), vec![1u8; 3 << 20])?;
+        let out = g.run(Some(2), &["append", "/data/log", "1"]).await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        assert_eq!(std::fs::metadata(g.data.join("log"))?.len(), 4 << 20);
+        let out = g.run(Some(2), &["append", "/data/log", "3"]).await?;
+        let reason = violation(&out);
+        assert!(reason.contains("write quota of 2 MiB"), "{reason}");
+        assert!(std::fs::metadata(g.data.join("log"))?.len() <= 6 << 20);
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn a_read_write_grant_without_max_mb_has_the_default_quota() -> TestResult {
         let g = Grant::new()?;
         let mib = rollcage_proto::sandbox::DEFAULT_GRANT_MAX_MB;

@@ -3,7 +3,9 @@
 //!   ignores the error must still fail);
 //! - `grant hardlink FROM TO`: make a hard link; same output, exits 0 either way;
 //! - `grant fill PATH MIB [TIMES]`: write MIB MiB of zeros to PATH in 64 KiB writes, TIMES times over (each time
-//!   truncating the file first); prints `ok wrote …` and exits 0, or `denied: ERR` and exits 1.
+//!   truncating the file first); prints `ok wrote …` and exits 0, or `denied: ERR` and exits 1;
+//! - `grant append PATH MIB`: the same, appending to PATH (opened with `O_APPEND`, so every write lands at the end
+//!   whatever the descriptor's position says).
 use std::io::Write as _;
 
 fn report(r: std::io::Result<()>) {
@@ -13,10 +15,14 @@ fn report(r: std::io::Result<()>) {
     }
 }
 
-fn fill(path: &str, mib: usize, times: usize) -> std::io::Result<()> {
+fn fill(path: &str, mib: usize, times: usize, append: bool) -> std::io::Result<()> {
     let chunk = vec![0u8; 64 << 10];
     for _ in 0..times {
-        let mut f = std::fs::File::create(path)?;
+        let mut f = if append {
+            std::fs::OpenOptions::new().append(true).create(true).open(path)?
+        } else {
+            std::fs::File::create(path)?
+        };
         for _ in 0..mib * 16 {
             f.write_all(&chunk)?;
         }
@@ -30,10 +36,10 @@ fn main() {
         #[allow(deprecated, reason = "std::os::wasi::fs::symlink_path is unstable; soft_link is the stable call")]
         ["symlink", target, link] => report(std::fs::soft_link(target, link)),
         ["hardlink", from, to] => report(std::fs::hard_link(from, to)),
-        ["fill", path, mib, rest @ ..] => {
+        [mode @ ("fill" | "append"), path, mib, rest @ ..] => {
             let mib: usize = mib.parse().unwrap_or(1);
             let times: usize = rest.first().and_then(|t| t.parse().ok()).unwrap_or(1);
-            match fill(path, mib, times) {
+            match fill(path, mib, times, *mode == "append") {
                 Ok(()) => println!("ok wrote {mib} MiB {times} times"),
                 Err(e) => {
                     println!("denied: {e}");
@@ -42,7 +48,7 @@ fn main() {
             }
         }
         other => {
-            eprintln!("usage: grant symlink TARGET LINK | hardlink FROM TO | fill PATH MIB [TIMES] (got {other:?})");
+            eprintln!("usage: grant symlink TARGET LINK | hardlink FROM TO | fill PATH MIB [TIMES] | append PATH MIB (got {other:?})");
             std::process::exit(2);
         }
     }

@@ -5,8 +5,9 @@
 //! mapping still run unchanged. Only the ABI glue that wiggle writes for each import (find the `memory` export,
 //! pass the hostcall fuel) is repeated here.
 //!
-//! Cost: a write through a descriptor of a read-write grant costs two `fstat`s more (size before and after);
-//! every other write (stdout, stderr) one hash-map lookup.
+//! Cost: a write through a descriptor of a read-write grant costs one `fstat` more (the size before; the growth
+//! is read from the position after), `pwrite` and resizing two; every other write (stdout, stderr) one hash-map
+//! lookup.
 
 use super::{check_symlink_target, worst_growth};
 use crate::hooks::wasm::HookState;
@@ -256,7 +257,13 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
                     _ => None,
                 };
                 let rc = p1::fd_write(&mut state.wasi, &mut mem, fd, iovs, count, out).await?;
-                charge(state, &mut mem, g, fd, before).await;
+                // The position after the write is where it ended — wasmtime moves an appending descriptor's
+                // position to the new end of file — so it gives the growth without a second `fstat`.
+                if let Some(size) = before
+                    && let Ok(end) = state.wasi.fd_tell(&mut mem, Fd::from(fd))
+                {
+                    state.guard.grew(g, i128::from(end.saturating_sub(size)));
+                }
                 Ok(rc)
             })
         },
