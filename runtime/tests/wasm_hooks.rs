@@ -566,6 +566,35 @@ mod grant {
     }
 
     #[tokio::test]
+    async fn a_symlink_is_renamed_within_its_directory_only() -> TestResult {
+        let g = Grant::new()?;
+        // The `current` switch: a new link made beside the old one and renamed over it.
+        std::os::unix::fs::symlink("deep", g.data.join("current"))?;
+        let out = g.run(None, &["symlink", "deep/er", "/data/next"]).await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        let out = g
+            .run(None, &["rename", "/data/next", "/data/current"])
+            .await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        assert_eq!(
+            std::fs::read_link(g.data.join("current"))?,
+            PathBuf::from("deep/er")
+        );
+        // A link someone else made, harmless at its depth, may not be moved up to where it points out.
+        std::os::unix::fs::symlink("../../x", g.data.join("deep/er/up"))?;
+        let out = g
+            .run(None, &["rename", "/data/deep/er/up", "/data/up"])
+            .await?;
+        let reason = violation(&out);
+        assert!(reason.contains("moving the symlink"), "{reason}");
+        assert!(
+            !g.data.join("up").exists()
+                && std::fs::symlink_metadata(g.data.join("deep/er/up")).is_ok()
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn writing_past_the_quota_fails_the_hook_naming_the_grant() -> TestResult {
         let g = Grant::new()?;
         let out = g.run(Some(1), &["fill", "/data/big", "2"]).await?;

@@ -9,8 +9,10 @@
 //!   the grant", on purpose: a relative target is resolved from wherever the link is, and a link (or the directory
 //!   holding it) can be renamed or hard-linked to a shallower place afterwards. A target that never climbs above
 //!   its own directory stays inside the grant wherever the link moves; one that climbs "only within the grant"
-//!   does not. Hard links to a symlink are refused whatever its target, for the same reason (a symlink already in
-//!   the grant, made by someone else, may climb).
+//!   does not. Hard links to a symlink, and renaming a symlink into another directory, are refused whatever its
+//!   target, for the same reason (a symlink already in the grant, made by someone else, may climb); renaming one
+//!   within its directory (the `current -> releases/v3` switch) is fine. Known limit: renaming a *directory* that
+//!   holds such foreign climbing symlinks is not checked (it would need a walk of the directory per rename).
 //! - **Disk space.** A grant is a directory on the host's disk. Each read-write grant has a byte quota
 //!   (`max_mb`, [`rollcage_proto::sandbox::DEFAULT_GRANT_MAX_MB`] by default): how much one run may grow the files
 //!   under it. What the directory held before the run does not count — a grant is often an application's data
@@ -207,6 +209,17 @@ impl FsGuard {
             self.place(dirfd),
             clip_head(new, MAX_QUOTED),
             clip_head(path, MAX_QUOTED)
+        );
+        self.record(reason);
+    }
+
+    /// Record a refused move of the symlink `path` to another directory.
+    pub(crate) fn refuse_move(&mut self, dirfd: u32, path: &str, new: &str) {
+        let reason = format!(
+            "{}: moving the symlink `{}` to `{}` refused: a symlink may only be renamed within its directory (its relative target may point elsewhere from another place)",
+            self.place(dirfd),
+            clip_head(path, MAX_QUOTED),
+            clip_head(new, MAX_QUOTED)
         );
         self.record(reason);
     }

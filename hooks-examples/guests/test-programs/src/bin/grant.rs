@@ -2,6 +2,7 @@
 //! - `grant symlink TARGET LINK`: make a symlink; prints `ok`/`denied: ERR` and exits 0 either way (a hook that
 //!   ignores the error must still fail);
 //! - `grant hardlink FROM TO`: make a hard link; same output, exits 0 either way;
+//! - `grant rename FROM TO`: rename; same output, exits 0 either way;
 //! - `grant fill PATH MIB [TIMES]`: write MIB MiB of zeros to PATH in 64 KiB writes, TIMES times over (each time
 //!   truncating the file first); prints `ok wrote …` and exits 0, or `denied: ERR` and exits 1;
 //! - `grant append PATH MIB`: the same, appending to PATH (opened with `O_APPEND`, so every write lands at the end
@@ -36,6 +37,7 @@ fn main() {
         #[allow(deprecated, reason = "std::os::wasi::fs::symlink_path is unstable; soft_link is the stable call")]
         ["symlink", target, link] => report(std::fs::soft_link(target, link)),
         ["hardlink", from, to] => report(std::fs::hard_link(from, to)),
+        ["rename", from, to] => report(std::fs::rename(from, to)),
         [mode @ ("fill" | "append"), path, mib, rest @ ..] => {
             let mib: usize = mib.parse().unwrap_or(1);
             let times: usize = rest.first().and_then(|t| t.parse().ok()).unwrap_or(1);
@@ -48,7 +50,7 @@ fn main() {
             }
         }
         other => {
-            eprintln!("usage: grant symlink TARGET LINK | hardlink FROM TO | fill PATH MIB [TIMES] | append PATH MIB (got {other:?})");
+            eprintln!("usage: grant symlink TARGET LINK | hardlink FROM TO | rename FROM TO | fill PATH MIB [TIMES] | append PATH MIB (got {other:?})");
             std::process::exit(2);
         }
     }

@@ -143,6 +143,42 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
     )?;
     linker.func_wrap_async(
         MODULE,
+        "path_rename",
+        |mut caller: Caller<'_, HookState>,
+         (old_fd, old, old_len, new_fd, new, new_len): (i32, i32, i32, i32, i32, i32)| {
+            Box::new(async move {
+                let (mut mem, state) = split(&mut caller)?;
+                let from = guest_str(&mem, old, old_len).unwrap_or_default();
+                let to = guest_str(&mem, new, new_len).unwrap_or_default();
+                // Within one directory a symlink keeps its meaning (the `current -> releases/v3` switch); moved
+                // elsewhere, a relative target made by someone else may point out.
+                if !same_directory(old_fd, &from, new_fd, &to) {
+                    let path = GuestPtr::<str>::new((old.cast_unsigned(), old_len.cast_unsigned()));
+                    let st = state
+                        .wasi
+                        .path_filestat_get(&mut mem, Fd::from(old_fd), Lookupflags::empty(), path)
+                        .await;
+                    if st.is_ok_and(|st| st.filetype == Filetype::SymbolicLink) {
+                        state.guard.refuse_move(new_fd.cast_unsigned(), &from, &to);
+                        return Ok(errno(Errno::Perm));
+                    }
+                }
+                p1::path_rename(
+                    &mut state.wasi,
+                    &mut mem,
+                    old_fd,
+                    old,
+                    old_len,
+                    new_fd,
+                    new,
+                    new_len,
+                )
+                .await
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        MODULE,
         "path_open",
         |mut caller: Caller<'_, HookState>,
          (dirfd, dirflags, path, path_len, oflags, base, inheriting, fdflags, out): (
@@ -328,6 +364,15 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// Do the two names lie in the same directory (same descriptor, same parent path, compared lexically)? Pure.
+fn same_directory(old_fd: i32, old: &str, new_fd: i32, new: &str) -> bool {
+    fn parent(p: &str) -> &str {
+        let p = p.trim_end_matches('/');
+        p.rsplit_once('/').map_or("", |(dir, _)| dir)
+    }
+    old_fd == new_fd && parent(old) == parent(new)
+}
+
 /// After a write or resize through `fd` (grant `g`): charge what the file's size changed by. When the size before
 /// was unknown (the call was on something that is not a file) nothing is charged.
 async fn charge(
@@ -355,6 +400,14 @@ mod tests {
         // wasi_snapshot_preview1.witx: perm = 63, dquot = 19.
         assert_eq!(errno(Errno::Perm), 63);
         assert_eq!(errno(Errno::Dquot), 19);
+    }
+
+    #[test]
+    fn a_rename_stays_in_its_directory_only_with_the_same_descriptor_and_parent() {
+        assert!(same_directory(4, "tmp-link", 4, "current"));
+        assert!(same_directory(4, "a/tmp", 4, "a/current/"));
+        assert!(!same_directory(4, "a/tmp", 4, "current"));
+        assert!(!same_directory(4, "tmp", 5, "tmp"));
     }
 
     #[test]
