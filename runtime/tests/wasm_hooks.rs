@@ -1166,3 +1166,58 @@ mod noop {
         Ok(())
     }
 }
+
+/// The compile bound at DownloadBundle, through the host lifecycle.
+mod download_bundle {
+    use super::*;
+    use rollcage_proto::wire::StepOutcome;
+    use rollcage_runtime::appspec::FileExistsBehavior;
+    use rollcage_runtime::lifecycle::{DeploymentSpec, HostConfig, HostDeployment};
+    use rollcage_runtime::package::{Source, UnpackLimits};
+
+    #[tokio::test]
+    async fn a_module_over_the_compile_bound_fails_the_step_naming_the_hook() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let rev = tmp.path().join("src");
+        std::fs::create_dir_all(rev.join("hooks"))?;
+        std::fs::write(
+            rev.join("appspec.yml"),
+            "version: 0.0\nos: linux\nhooks:\n  AfterInstall:\n    - location: hooks/big.wasm\n",
+        )?;
+        let f = std::fs::File::create(rev.join("hooks/big.wasm"))?;
+        std::io::Write::write_all(&mut &f, b"\0asm\x01\0\0\0")?;
+        f.set_len(rollcage_runtime::hooks::wasm::MAX_MODULE_BYTES + 1)?;
+        let mut config = HostConfig::new(tmp.path().join("root"));
+        config.wasm = Some(std::sync::Arc::new(
+            WasmHooks::new(WasmConfig::in_memory())?,
+        ));
+        let spec = DeploymentSpec {
+            application: "web".into(),
+            group: "prod".into(),
+            group_id: "prod".into(),
+            deployment_id: "d1".into(),
+            source: Source::Directory(rev),
+            expected_sha256: None,
+            file_exists_behavior: FileExistsBehavior::default(),
+            limits: UnpackLimits::default(),
+            form: None,
+        };
+        let started = Instant::now();
+        let report = HostDeployment::new(&config, spec)?
+            .run_step(LifecycleEvent::DownloadBundle)
+            .await;
+        assert_eq!(report.status, StepOutcome::Failed, "{}", report.message);
+        assert!(
+            report.message.contains("hooks/big.wasm")
+                && report.message.contains("-byte limit on a wasm module"),
+            "{}",
+            report.message
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+        Ok(())
+    }
+}
