@@ -66,6 +66,13 @@ pub enum HookStatus {
         /// Why it was refused.
         reason: String,
     },
+    /// A wasm guest tried something its grant forbids and the sandbox refused it: a symlink whose target leaves
+    /// the directory it is made in, a hard link to a symlink, writing past a grant's `max_mb` quota. The hook fails
+    /// even if the guest ignored the error it got, so that nothing it meant to leave behind is trusted.
+    SandboxViolation {
+        /// What was refused, naming the grant (`sandbox.dirs[i]`, its guest path) and the rule or quota.
+        reason: String,
+    },
 }
 
 impl HookStatus {
@@ -85,6 +92,7 @@ impl HookStatus {
             Self::Trapped { .. } => 10,
             Self::UnknownUser { .. } => 11,
             Self::InvalidModule { .. } => 12,
+            Self::SandboxViolation { .. } => 13,
         }
     }
 
@@ -117,6 +125,7 @@ impl fmt::Display for HookStatus {
             }
             Self::UnknownUser { user } => write!(f, "runas user `{user}` does not exist"),
             Self::InvalidModule { reason } => write!(f, "invalid wasm module: {reason}"),
+            Self::SandboxViolation { reason } => write!(f, "sandbox violation: {reason}"),
         }
     }
 }

@@ -9,6 +9,15 @@ use serde::{Deserialize, Serialize};
 /// parser), small enough that 16 hooks at once stay far below the agent host's memory.
 pub const DEFAULT_MEMORY_MB: u64 = 128;
 
+/// Default write quota of a read-write directory grant, in MiB: how much one hook run may add to the files under
+/// it (`sandbox.dirs[].max_mb`). A hook renders configuration, writes a marker or a small state file; 64 MiB is
+/// far above that, yet a runaway or hostile hook stops there instead of filling the host's disk through its grant.
+/// Raise it per grant when a hook really writes more (e.g. unpacks a dataset).
+pub const DEFAULT_GRANT_MAX_MB: u64 = 64;
+
+/// Highest `max_mb` a grant may ask for (1 TiB): above it the value is a typo or a unit mix-up, not a bound.
+pub const MAX_GRANT_MAX_MB: u64 = 1 << 20;
+
 /// What a wasm hook may use beyond the defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,12 +67,30 @@ pub struct DirGrant {
     /// Read-only unless said otherwise.
     #[serde(default)]
     pub access: DirAccess,
+    /// Write quota in MiB for a read-write grant: how much one run may grow the files under the directory
+    /// (content already there does not count). `None` = [`DEFAULT_GRANT_MAX_MB`]. Meaningless on a read-only
+    /// grant (the AppSpec refuses it there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_mb: Option<u64>,
 }
 
 impl DirGrant {
     /// The path the guest sees.
     pub fn guest_path(&self) -> &str {
         self.guest.as_deref().unwrap_or(&self.host)
+    }
+
+    /// The write quota in bytes: `None` for a read-only grant (nothing can be written), else `max_mb` or the
+    /// default, in bytes.
+    pub fn quota_bytes(&self) -> Option<u64> {
+        match self.access {
+            DirAccess::ReadOnly => None,
+            DirAccess::ReadWrite => Some(
+                self.max_mb
+                    .unwrap_or(DEFAULT_GRANT_MAX_MB)
+                    .saturating_mul(1 << 20),
+            ),
+        }
     }
 }
 

@@ -284,14 +284,22 @@ impl HostDeployment {
         // Validate now rather than at Install, so a broken AppSpec fails the first step, before anything stops.
         let plan = load_plan(&self.deploy)?;
         // Compile the revision's wasm hooks now, so their first run is warm. A module that does not compile is
-        // reported when its hook runs (with the hook's outcome), so here it is only logged.
+        // reported when its hook runs (with the hook's outcome), so here it is only logged — except a module over
+        // a compile bound (too large, or compiling too long), which fails this step at once.
         if let Some(wasm) = &self.wasm {
             for done in wasm
                 .precompile_revision(&plan.spec, &plan.script_root)
                 .await
             {
-                if let Err(e) = done.result {
-                    tracing::warn!(location = %done.location, error = %e, "wasm hook does not compile");
+                match done.result {
+                    Err(e) if e.is_bound() => {
+                        let message = format!("wasm hook `{}`: {e}", done.location);
+                        return Ok((StepOutcome::Failed, message, Vec::new()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(location = %done.location, error = %e, "wasm hook does not compile")
+                    }
+                    Ok(()) => {}
                 }
             }
         }

@@ -336,6 +336,7 @@ mod fs {
             host: host.display().to_string(),
             guest: Some(guest.to_owned()),
             access,
+            max_mb: None,
         };
         let sandbox = |a: &[&str]| SandboxSpec {
             dirs: vec![
@@ -381,6 +382,7 @@ mod fs {
                 host: "/nonexistent/rollcage".to_owned(),
                 guest: None,
                 access: DirAccess::ReadOnly,
+                max_mb: None,
             }],
             ..args(&["read", "/revision/data.txt"])
         };
@@ -392,6 +394,263 @@ mod fs {
             reason.contains("sandbox.dirs[0]") && reason.contains("/nonexistent/rollcage"),
             "{reason}"
         );
+        Ok(())
+    }
+}
+
+/// What a hook may leave in a read-write grant: no symlink out of its directory, no hard link to a symlink, no
+/// more than `max_mb` of growth. Each refusal fails the hook with `SandboxViolation` naming the grant, and nothing
+/// escaping is left behind.
+mod grant {
+    use super::*;
+
+    /// A revision-side harness plus a grant dir `data/` (read-write at `/data`, after a read-only grant so that
+    /// the grant is not the first preopen) and a directory outside it.
+    struct Grant {
+        h: Harness,
+        data: PathBuf,
+    }
+
+    impl Grant {
+        fn new() -> Result<Self, Box<dyn std::error::Error>> {
+            let h = Harness::new()?;
+            let data = h.dir.path().join("data");
+            std::fs::create_dir_all(data.join("deep/er"))?;
+            std::fs::create_dir_all(h.dir.path().join("ro"))?;
+            Ok(Self { h, data })
+        }
+
+        fn sandbox(&self, max_mb: Option<u64>, a: &[&str]) -> SandboxSpec {
+            SandboxSpec {
+                dirs: vec![
+                    DirGrant {
+                        host: self.h.dir.path().join("ro").display().to_string(),
+                        guest: Some("/ro".to_owned()),
+                        access: DirAccess::ReadOnly,
+                        max_mb: None,
+                    },
+                    DirGrant {
+                        host: self.data.display().to_string(),
+                        guest: Some("/data".to_owned()),
+                        access: DirAccess::ReadWrite,
+                        max_mb,
+                    },
+                ],
+                ..args(a)
+            }
+        }
+
+        async fn run(
+            &self,
+            max_mb: Option<u64>,
+            a: &[&str],
+        ) -> Result<HookOutcome, std::io::Error> {
+            self.h
+                .run(artifacts::TEST_GRANT, 30, self.sandbox(max_mb, a))
+                .await
+        }
+
+        /// Every symlink under the grant, with its target.
+        fn symlinks(&self) -> Vec<(PathBuf, PathBuf)> {
+            let mut found = Vec::new();
+            let mut todo = vec![self.data.clone()];
+            while let Some(dir) = todo.pop() {
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let p = e.path();
+                    match std::fs::symlink_metadata(&p) {
+                        Ok(m) if m.file_type().is_symlink() => {
+                            found.push((p.clone(), std::fs::read_link(&p).unwrap_or_default()));
+                        }
+                        Ok(m) if m.is_dir() => todo.push(p),
+                        _ => {}
+                    }
+                }
+            }
+            found.sort();
+            found
+        }
+    }
+
+    fn violation(out: &HookOutcome) -> &str {
+        match &out.status {
+            HookStatus::SandboxViolation { reason } => reason,
+            other => panic!(
+                "expected a sandbox violation, got {other:?}; output: {}",
+                out.log_tail
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_symlink_climbing_out_of_the_grant_is_refused_and_fails_the_hook() -> TestResult {
+        let g = Grant::new()?;
+        for (target, link) in [
+            ("../../../../etc", "/data/mine"),
+            ("../../../../etc", "/data/deep/er/mine"),
+            ("er/../../..", "/data/deep/mine"),
+            ("..", "/data/mine"),
+        ] {
+            let out = g.run(None, &["symlink", target, link]).await?;
+            let reason = violation(&out);
+            assert!(
+                reason.contains("sandbox.dirs[1] (`/data`)")
+                    && reason.contains(target)
+                    && reason.contains("climbs above the directory the link is in"),
+                "{reason}"
+            );
+            assert_eq!(
+                HookStatus::SandboxViolation {
+                    reason: reason.to_owned()
+                }
+                .code(),
+                13
+            );
+            // The guest saw the refusal (and ignored it; the hook failed anyway).
+            assert!(out.log_tail.contains("denied:"), "{}", out.log_tail);
+            assert_eq!(
+                g.symlinks(),
+                Vec::<(PathBuf, PathBuf)>::new(),
+                "{target} -> left a link"
+            );
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_absolute_symlink_target_is_refused() -> TestResult {
+        let g = Grant::new()?;
+        let out = g
+            .run(None, &["symlink", "/etc/passwd", "/data/mine"])
+            .await?;
+        let reason = violation(&out);
+        assert!(reason.contains("absolute"), "{reason}");
+        assert!(g.symlinks().is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_symlink_inside_its_directory_is_allowed() -> TestResult {
+        let g = Grant::new()?;
+        let out = g
+            .run(None, &["symlink", "deep/er/../er", "/data/current"])
+            .await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        assert_eq!(
+            g.symlinks(),
+            vec![(g.data.join("current"), PathBuf::from("deep/er/../er"))]
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_hard_link_to_a_symlink_is_refused() -> TestResult {
+        let g = Grant::new()?;
+        // Links already in the grant (made by someone else): one pointing out, one that stays inside only at its
+        // depth and would leave the grant from the top.
+        std::os::unix::fs::symlink("../../../../etc", g.data.join("out"))?;
+        std::os::unix::fs::symlink("../../x", g.data.join("deep/er/up"))?;
+        let before = g.symlinks();
+        for (from, to) in [
+            ("/data/out", "/data/mine"),
+            ("/data/deep/er/up", "/data/up2"),
+        ] {
+            let out = g.run(None, &["hardlink", from, to]).await?;
+            let reason = violation(&out);
+            assert!(
+                reason.contains("sandbox.dirs[1] (`/data`)") && reason.contains("hard link"),
+                "{reason}"
+            );
+            assert_eq!(g.symlinks(), before, "{from} -> {to}");
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_symlink_is_renamed_within_its_directory_only() -> TestResult {
+        let g = Grant::new()?;
+        // The `current` switch: a new link made beside the old one and renamed over it.
+        std::os::unix::fs::symlink("deep", g.data.join("current"))?;
+        let out = g.run(None, &["symlink", "deep/er", "/data/next"]).await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        let out = g
+            .run(None, &["rename", "/data/next", "/data/current"])
+            .await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        assert_eq!(
+            std::fs::read_link(g.data.join("current"))?,
+            PathBuf::from("deep/er")
+        );
+        // A link someone else made, harmless at its depth, may not be moved up to where it points out.
+        std::os::unix::fs::symlink("../../x", g.data.join("deep/er/up"))?;
+        let out = g
+            .run(None, &["rename", "/data/deep/er/up", "/data/up"])
+            .await?;
+        let reason = violation(&out);
+        assert!(reason.contains("moving the symlink"), "{reason}");
+        assert!(
+            !g.data.join("up").exists()
+                && std::fs::symlink_metadata(g.data.join("deep/er/up")).is_ok()
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn writing_past_the_quota_fails_the_hook_naming_the_grant() -> TestResult {
+        let g = Grant::new()?;
+        let out = g.run(Some(1), &["fill", "/data/big", "2"]).await?;
+        let reason = violation(&out);
+        assert!(
+            reason.contains("sandbox.dirs[1] (`/data`)")
+                && reason.contains("write quota of 1 MiB (max_mb)"),
+            "{reason}"
+        );
+        assert!(out.log_tail.contains("denied:"), "{}", out.log_tail);
+        let size = std::fs::metadata(g.data.join("big"))?.len();
+        assert!(size <= 1 << 20, "the file grew past the quota: {size}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn rewriting_a_file_within_the_quota_is_not_charged_twice() -> TestResult {
+        let g = Grant::new()?;
+        // 3 x 1 MiB into the same file, truncated each time: 1 MiB of growth, under a 2 MiB quota.
+        let out = g.run(Some(2), &["fill", "/data/f", "1", "3"]).await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        // Content already in the grant does not count.
+        std::fs::write(g.data.join("old"), vec![0u8; 3 << 20])?;
+        let out = g.run(Some(2), &["fill", "/data/g", "1"]).await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn appending_to_a_file_counts_what_it_adds_wherever_the_position_was() -> TestResult {
+        let g = Grant::new()?;
+        // An appending descriptor starts at position 0 of a 3 MiB file: every write still adds its length.
+        std::fs::write(g.data.join("log"), vec![1u8; 3 << 20])?;
+        let out = g.run(Some(2), &["append", "/data/log", "1"]).await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        assert_eq!(std::fs::metadata(g.data.join("log"))?.len(), 4 << 20);
+        let out = g.run(Some(2), &["append", "/data/log", "3"]).await?;
+        let reason = violation(&out);
+        assert!(reason.contains("write quota of 2 MiB"), "{reason}");
+        assert!(std::fs::metadata(g.data.join("log"))?.len() <= 6 << 20);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_read_write_grant_without_max_mb_has_the_default_quota() -> TestResult {
+        let g = Grant::new()?;
+        let mib = rollcage_proto::sandbox::DEFAULT_GRANT_MAX_MB;
+        let out = g
+            .run(None, &["fill", "/data/big", &(mib + 1).to_string()])
+            .await?;
+        let reason = violation(&out);
+        assert!(
+            reason.contains(&format!("write quota of {mib} MiB")),
+            "{reason}"
+        );
+        assert!(std::fs::metadata(g.data.join("big"))?.len() <= mib << 20);
         Ok(())
     }
 }
@@ -842,6 +1101,55 @@ mod noop {
     }
 
     #[tokio::test]
+    async fn a_module_over_the_size_cap_fails_precompile_with_a_bound_error() -> TestResult {
+        let h = Harness::new()?;
+        let big = h.revision.join("hooks/big.wasm");
+        let f = std::fs::File::create(&big)?;
+        std::io::Write::write_all(&mut &f, b"\0asm\x01\0\0\0")?;
+        f.set_len(rollcage_runtime::hooks::wasm::MAX_MODULE_BYTES + 1)?;
+        let err = h
+            .hooks
+            .precompile_file(&big)
+            .await
+            .err()
+            .ok_or("a 16 MiB + 1 module compiled")?;
+        assert!(err.is_bound(), "{err}");
+        assert!(
+            err.to_string().contains("-byte limit on a wasm module"),
+            "{err}"
+        );
+        assert_eq!(h.hooks.compile_count(), 0, "refused before compiling");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_compile_past_its_deadline_fails_instead_of_holding_the_caller() -> TestResult {
+        let h = Harness::new()?;
+        let config = WasmConfig {
+            compile_timeout: Duration::from_millis(1),
+            ..WasmConfig::new(h.dir.path().join("cache2"))
+        };
+        let hooks = WasmHooks::new(config)?;
+        let module = h.revision.join(h.install(artifacts::TEST_NOOP)?);
+        let started = Instant::now();
+        let err = hooks
+            .precompile_file(&module)
+            .await
+            .err()
+            .ok_or("compiled within 1 ms")?;
+        assert!(
+            err.is_bound() && err.to_string().contains("did not compile within"),
+            "{err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn a_symlink_out_of_the_revision_is_not_run() -> TestResult {
         let h = Harness::new()?;
         let outside = h.dir.path().join("outside.wasm");
@@ -854,6 +1162,61 @@ mod noop {
             matches!(out.status, HookStatus::NotExecutable { .. }),
             "{:?}",
             out.status
+        );
+        Ok(())
+    }
+}
+
+/// The compile bound at DownloadBundle, through the host lifecycle.
+mod download_bundle {
+    use super::*;
+    use rollcage_proto::wire::StepOutcome;
+    use rollcage_runtime::appspec::FileExistsBehavior;
+    use rollcage_runtime::lifecycle::{DeploymentSpec, HostConfig, HostDeployment};
+    use rollcage_runtime::package::{Source, UnpackLimits};
+
+    #[tokio::test]
+    async fn a_module_over_the_compile_bound_fails_the_step_naming_the_hook() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let rev = tmp.path().join("src");
+        std::fs::create_dir_all(rev.join("hooks"))?;
+        std::fs::write(
+            rev.join("appspec.yml"),
+            "version: 0.0\nos: linux\nhooks:\n  AfterInstall:\n    - location: hooks/big.wasm\n",
+        )?;
+        let f = std::fs::File::create(rev.join("hooks/big.wasm"))?;
+        std::io::Write::write_all(&mut &f, b"\0asm\x01\0\0\0")?;
+        f.set_len(rollcage_runtime::hooks::wasm::MAX_MODULE_BYTES + 1)?;
+        let mut config = HostConfig::new(tmp.path().join("root"));
+        config.wasm = Some(std::sync::Arc::new(
+            WasmHooks::new(WasmConfig::in_memory())?,
+        ));
+        let spec = DeploymentSpec {
+            application: "web".into(),
+            group: "prod".into(),
+            group_id: "prod".into(),
+            deployment_id: "d1".into(),
+            source: Source::Directory(rev),
+            expected_sha256: None,
+            file_exists_behavior: FileExistsBehavior::default(),
+            limits: UnpackLimits::default(),
+            form: None,
+        };
+        let started = Instant::now();
+        let report = HostDeployment::new(&config, spec)?
+            .run_step(LifecycleEvent::DownloadBundle)
+            .await;
+        assert_eq!(report.status, StepOutcome::Failed, "{}", report.message);
+        assert!(
+            report.message.contains("hooks/big.wasm")
+                && report.message.contains("-byte limit on a wasm module"),
+            "{}",
+            report.message
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
         );
         Ok(())
     }

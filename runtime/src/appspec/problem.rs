@@ -88,6 +88,8 @@ pub enum ProblemKind {
     InvalidUrl,
     /// A value outside a fixed set (booleans, `access`).
     InvalidValue,
+    /// `sandbox.dirs[].max_mb` out of range, or given on a read-only grant.
+    InvalidQuota,
 }
 
 /// One problem found in an AppSpec.

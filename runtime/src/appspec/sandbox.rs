@@ -5,7 +5,7 @@ use super::fields::{self, index, join};
 use super::paths::check_host_path;
 use super::problem::{ProblemKind, Problems};
 use super::yaml::Node;
-use rollcage_proto::sandbox::DEFAULT_MEMORY_MB;
+use rollcage_proto::sandbox::{DEFAULT_MEMORY_MB, MAX_GRANT_MAX_MB};
 use rollcage_proto::{DirAccess, DirGrant, SandboxSpec};
 
 /// Highest `memory_mb` a hook may ask for. A hook validates or renders config; 4 GiB is the whole wasm32 address
@@ -13,7 +13,7 @@ use rollcage_proto::{DirAccess, DirGrant, SandboxSpec};
 pub const MAX_MEMORY_MB: u64 = 4096;
 
 const KEYS: [&str; 5] = ["memory_mb", "dirs", "env", "http", "args"];
-const DIR_KEYS: [&str; 3] = ["host", "guest", "access"];
+const DIR_KEYS: [&str; 4] = ["host", "guest", "access", "max_mb"];
 
 /// Parse the map; `None` when it is not a mapping at all. Individual bad values are reported and left at their
 /// defaults so the rest can still be checked.
@@ -102,6 +102,41 @@ fn memory_mb(node: &Node, path: &str, problems: &mut Problems) -> Option<u64> {
     }
 }
 
+/// `dirs[].max_mb`: a whole number of MiB from 1 to [`MAX_GRANT_MAX_MB`], and only on a read-write grant (a
+/// read-only grant cannot be written, so a quota there is a misunderstanding worth pointing out).
+fn max_mb(node: &Node, access: DirAccess, path: &str, problems: &mut Problems) -> Option<u64> {
+    let value = node
+        .scalar()
+        .filter(|s| s.plain)
+        .and_then(|s| s.text.parse::<u64>().ok());
+    match value {
+        Some(v) if (1..=MAX_GRANT_MAX_MB).contains(&v) => {
+            if access == DirAccess::ReadOnly {
+                problems.push(
+                    ProblemKind::InvalidQuota,
+                    path,
+                    Some(node.pos),
+                    "max_mb on a read-only grant; it is the write quota of a read-write grant: add `access: read-write` or remove `max_mb`",
+                );
+                return None;
+            }
+            Some(v)
+        }
+        _ => {
+            problems.push(
+                ProblemKind::InvalidQuota,
+                path,
+                Some(node.pos),
+                format!(
+                    "invalid max_mb {}; expected a whole number of MiB from 1 to {MAX_GRANT_MAX_MB}",
+                    node.describe()
+                ),
+            );
+            None
+        }
+    }
+}
+
 fn dir_grant(node: &Node, path: &str, problems: &mut Problems) -> Option<DirGrant> {
     let map = fields::map(
         node,
@@ -147,11 +182,15 @@ fn dir_grant(node: &Node, path: &str, problems: &mut Problems) -> Option<DirGran
             }
         },
     };
+    let max_mb = map
+        .get("max_mb")
+        .and_then(|n| max_mb(n, access, &join(path, "max_mb"), problems));
     let host = host?;
     (problems.len() == before).then_some(DirGrant {
         host,
         guest,
         access,
+        max_mb,
     })
 }
 

@@ -5,16 +5,18 @@
 //! the compile cache and the epoch ticker. A run:
 //! 1. resolves the module inside the revision (symlinks out of it are refused) and gets it linked from the cache
 //!    ([`cache`]: compiled once, artifacts keyed by sha256 + engine compatibility in a private directory);
-//! 2. builds the WASI context ([`sandbox`]) and a store with the memory limiter (`limiter`);
+//! 2. builds the WASI context ([`sandbox`]) and a store with the memory limiter (`limiter`) and the filesystem
+//!    guard of its read-write grants (`guard`: symlinks that leave their directory, per-grant write quota);
 //! 3. runs `_start` asynchronously under `tokio::time::timeout`, while writing the guest's output as lines to
 //!    `scripts.log` (`output`); the epoch ticker makes pure loops yield every tick, so the timeout also stops
 //!    a guest that never calls the host, and dropping the call cancels a guest blocked in a host call;
-//! 4. maps the ending onto [`HookOutcome`] (`outcome`).
+//! 4. maps the ending onto [`HookOutcome`] (`outcome`); anything the guard refused fails the hook.
 //!
-//! Modules: [`cache`] compile cache, [`sandbox`] WASI context, `limiter` memory cap, `output` capped sink and
-//! line writer, `http` the `http_get` host function, `outcome` ending → status.
+//! Modules: [`cache`] compile cache, [`sandbox`] WASI context, `limiter` memory cap, `guard` links and quotas,
+//! `output` capped sink and line writer, `http` the `http_get` host function, `outcome` ending → status.
 
 pub mod cache;
+mod guard;
 mod http;
 mod limiter;
 mod outcome;
@@ -39,7 +41,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use wasmtime::{Config, Engine, Linker, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-pub use cache::{CacheError as WasmCacheError, MAX_MODULE_BYTES};
+pub use cache::{CacheError as WasmCacheError, DEFAULT_COMPILE_TIMEOUT, MAX_MODULE_BYTES};
 pub use sandbox::SandboxError;
 
 /// Default cap on a hook's captured output (stdout and stderr together). Generous for any real hook's logging;
@@ -58,6 +60,8 @@ pub struct WasmConfig {
     pub cache_dir: Option<PathBuf>,
     /// Cap on a hook's captured output in bytes.
     pub output_cap_bytes: usize,
+    /// How long compiling one module may take ([`DEFAULT_COMPILE_TIMEOUT`]).
+    pub compile_timeout: Duration,
 }
 
 impl WasmConfig {
@@ -66,6 +70,7 @@ impl WasmConfig {
         Self {
             cache_dir: Some(cache_dir.into()),
             output_cap_bytes: DEFAULT_OUTPUT_CAP_BYTES,
+            compile_timeout: DEFAULT_COMPILE_TIMEOUT,
         }
     }
 
@@ -74,6 +79,7 @@ impl WasmConfig {
         Self {
             cache_dir: None,
             output_cap_bytes: DEFAULT_OUTPUT_CAP_BYTES,
+            compile_timeout: DEFAULT_COMPILE_TIMEOUT,
         }
     }
 }
@@ -93,6 +99,7 @@ pub enum WasmSetupError {
 pub(crate) struct HookState {
     wasi: WasiP1Ctx,
     limiter: MemoryLimiter,
+    guard: guard::FsGuard,
     http: http::HttpGrant,
     client: http::HttpClient,
     notes: UnboundedSender<Chunk>,
@@ -155,6 +162,7 @@ impl WasmHooks {
         let mut linker: Linker<HookState> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut HookState| &mut s.wasi)
             .map_err(engine_err)?;
+        guard::link::shadow(&mut linker).map_err(engine_err)?;
         linker
             .func_wrap_async(
                 hostcall::IMPORT_MODULE,
@@ -164,7 +172,7 @@ impl WasmHooks {
                 },
             )
             .map_err(engine_err)?;
-        let cache = ModuleCache::new(&engine, config.cache_dir)?;
+        let cache = ModuleCache::new(&engine, config.cache_dir, config.compile_timeout)?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (engine, stop) = (engine.clone(), stop.clone());
@@ -291,7 +299,11 @@ impl WasmHooks {
         let pre = match tokio::time::timeout_at(deadline, linked).await {
             Err(_) => return (timed_out, None),
             Ok(Ok(pre)) => pre,
-            Ok(Err(e @ CacheError::CacheDir { .. } | e @ CacheError::Io { .. })) => {
+            Ok(Err(
+                e @ (CacheError::CacheDir { .. }
+                | CacheError::Io { .. }
+                | CacheError::CompileTimedOut { .. }),
+            )) => {
                 return (
                     HookStatus::Unknown {
                         reason: e.to_string(),
@@ -336,6 +348,7 @@ impl WasmHooks {
         let state = HookState {
             wasi,
             limiter: MemoryLimiter::new(spec.memory_mb),
+            guard: guard::FsGuard::new(spec),
             http: http::HttpGrant::new(&spec.http),
             client: self.client.clone(),
             notes,
@@ -381,7 +394,10 @@ impl WasmHooks {
             memory_mib: spec.memory_mb,
             memory_refused: store.data().limiter.refused(),
         };
-        let status = outcome::classify(&end, limits);
+        let status = outcome::with_violation(
+            outcome::classify(&end, limits),
+            store.data().guard.violation(),
+        );
         (status, budget.truncated().then(|| budget.cap()))
     }
 }

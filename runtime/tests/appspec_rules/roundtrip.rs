@@ -66,6 +66,7 @@ fn expected() -> AppSpec {
                     host: "/var/lib/myapp".to_owned(),
                     guest: Some("/data".to_owned()),
                     access: DirAccess::ReadWrite,
+                    max_mb: None,
                 }],
                 env: vec!["APP_PORT".to_owned()],
                 http: vec!["http://127.0.0.1:8080/".to_owned()],

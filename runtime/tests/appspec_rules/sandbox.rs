@@ -24,11 +24,13 @@ fn full_sandbox_parses() {
                 host: "/var/lib/myapp".to_owned(),
                 guest: Some("/data".to_owned()),
                 access: DirAccess::ReadWrite,
+                max_mb: None,
             },
             DirGrant {
                 host: "/etc/myapp".to_owned(),
                 guest: None,
                 access: DirAccess::ReadOnly,
+                max_mb: None,
             },
         ],
         env: vec!["APP_PORT".to_owned()],
@@ -205,5 +207,67 @@ fn sandbox_must_be_a_mapping() {
         ),
         ProblemKind::WrongType,
         SB,
+    );
+}
+
+#[test]
+fn max_mb_is_a_positive_whole_number_of_mib_on_a_read_write_grant() {
+    let spec = valid(&wasm_hook(
+        "        dirs:\n          - host: /var/lib/myapp\n            access: read-write\n            max_mb: 256\n",
+    ));
+    let grant = &spec.hooks_for(LifecycleEvent::ValidateService)[0]
+        .sandbox
+        .as_ref()
+        .map(|s| s.dirs.clone())
+        .unwrap_or_default()[0];
+    assert_eq!(grant.max_mb, Some(256));
+    assert_eq!(grant.quota_bytes(), Some(256 << 20));
+    for bad in ["0", "-1", "1.5", "\"64\"", "lots", "1048577", "[1]"] {
+        let p = expect(
+            &wasm_hook(&format!(
+                "        dirs:\n          - host: /a\n            access: read-write\n            max_mb: {bad}\n"
+            )),
+            ProblemKind::InvalidQuota,
+            &format!("{SB}.dirs[0].max_mb"),
+        );
+        assert_eq!((p.line, p.column), (Some(10), Some(21)), "{bad}: {p:?}");
+        assert!(
+            p.message
+                .contains("expected a whole number of MiB from 1 to 1048576"),
+            "{}",
+            p.message
+        );
+    }
+}
+
+#[test]
+fn max_mb_on_a_read_only_grant_is_an_error() {
+    for access in ["", "            access: read-only\n"] {
+        let p = expect(
+            &wasm_hook(&format!(
+                "        dirs:\n          - host: /a\n{access}            max_mb: 8\n"
+            )),
+            ProblemKind::InvalidQuota,
+            &format!("{SB}.dirs[0].max_mb"),
+        );
+        assert!(p.message.contains("read-only grant"), "{}", p.message);
+        assert!(p.line.is_some() && p.column.is_some(), "{p:?}");
+    }
+}
+
+#[test]
+fn a_read_write_grant_without_max_mb_gets_the_default_quota() {
+    let spec = valid(&wasm_hook(
+        "        dirs:\n          - host: /a\n            access: read-write\n",
+    ));
+    let dirs = spec.hooks_for(LifecycleEvent::ValidateService)[0]
+        .sandbox
+        .as_ref()
+        .map(|s| s.dirs.clone())
+        .unwrap_or_default();
+    assert_eq!(dirs[0].max_mb, None);
+    assert_eq!(
+        dirs[0].quota_bytes(),
+        Some(rollcage_proto::sandbox::DEFAULT_GRANT_MAX_MB << 20)
     );
 }

@@ -7,16 +7,23 @@ use super::HookState;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::{Engine, InstancePre, Linker, Module};
 
-/// Largest module accepted. Hooks are small (a Rust hook with an HTTP client is < 1 MiB); the cap bounds compile
-/// time and memory for a hostile bundle.
-pub const MAX_MODULE_BYTES: u64 = 64 << 20;
+/// Largest module accepted: the first bound on compile time. Cranelift's time grows about linearly with code
+/// size — the sandbox notes measured ~60 ms for a 64 KiB module compiled serially on a 2-core VM, ~1 ms per KiB —
+/// so 16 MiB is at most tens of seconds of one core, while a real hook (Rust with an HTTP client) is < 1 MiB.
+pub const MAX_MODULE_BYTES: u64 = 16 << 20;
+
+/// How long a compile may take before the step or hook waiting for it fails: the second bound. Cranelift cannot be
+/// interrupted (fuel and epochs bound running code, not the compiler), so at the deadline the caller stops
+/// waiting and reports [`CacheError::CompileTimedOut`] while the compile finishes in the background — bounded by
+/// [`MAX_MODULE_BYTES`] — and, holding the only compile slot, keeps later compiles from piling up behind it.
+pub const DEFAULT_COMPILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Most linked modules kept in memory. A deployment has a handful of hooks; when the map is full it is cleared
 /// (the disk cache makes refilling cheap).
@@ -54,6 +61,22 @@ pub enum CacheError {
         path: PathBuf,
         /// Why.
         reason: String,
+    },
+    /// The module is larger than [`MAX_MODULE_BYTES`].
+    #[error("`{path}`: {size} bytes, more than the {MAX_MODULE_BYTES}-byte limit on a wasm module")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// Compiling took longer than the runner's compile timeout (or waited that long for the compile slot).
+    #[error("`{path}` did not compile within {} s (the limit on compiling one wasm module)", .timeout.as_secs_f64())]
+    CompileTimedOut {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        timeout: std::time::Duration,
     },
     /// Compiling or linking failed (invalid module, unknown import, …).
     #[error("`{path}`: {reason}")]
@@ -122,11 +145,26 @@ pub(crate) struct ModuleCache {
     /// re-hash the module (a Rust hook with std is ~100 KiB–2 MiB; hashing it would dominate a warm run).
     hashes: Mutex<HashMap<FileId, [u8; 32]>>,
     compiles: AtomicU64,
+    /// One compile at a time: a compile abandoned at its deadline keeps its slot until Cranelift is done.
+    slot: std::sync::Arc<tokio::sync::Semaphore>,
+    compile_timeout: std::time::Duration,
+}
+
+impl CacheError {
+    /// True for the two bounds on compiling ([`CacheError::TooLarge`], [`CacheError::CompileTimedOut`]): such a
+    /// module fails DownloadBundle at once rather than each of its hooks later.
+    pub fn is_bound(&self) -> bool {
+        matches!(self, Self::TooLarge { .. } | Self::CompileTimedOut { .. })
+    }
 }
 
 impl ModuleCache {
     /// A cache writing artifacts to `dir` (checked with [`ensure_private_dir`]), or memory-only with `None`.
-    pub(crate) fn new(engine: &Engine, dir: Option<PathBuf>) -> Result<Self, CacheError> {
+    pub(crate) fn new(
+        engine: &Engine,
+        dir: Option<PathBuf>,
+        compile_timeout: std::time::Duration,
+    ) -> Result<Self, CacheError> {
         if let Some(dir) = &dir {
             ensure_private_dir(dir)?;
         }
@@ -137,6 +175,8 @@ impl ModuleCache {
             ready: Mutex::new(HashMap::new()),
             hashes: Mutex::new(HashMap::new()),
             compiles: AtomicU64::new(0),
+            slot: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+            compile_timeout,
         })
     }
 
@@ -201,8 +241,8 @@ impl ModuleCache {
         };
         let Some(dir) = &self.dir else {
             let module = self
-                .compile_blocking(bytes, |engine, b| Module::new(engine, b))
-                .await
+                .compile_blocking(path, bytes, |engine, b| Module::new(engine, b))
+                .await?
                 .map_err(compile_err)?;
             return Ok(module);
         };
@@ -218,8 +258,8 @@ impl ModuleCache {
             }
         }
         let artifact_bytes = self
-            .compile_blocking(bytes, |engine, b| engine.precompile_module(b))
-            .await
+            .compile_blocking(path, bytes, |engine, b| engine.precompile_module(b))
+            .await?
             .map_err(compile_err)?;
         write_atomically(dir, &artifact, &artifact_bytes)?;
         tracing::info!(module = %path.display(), artifact = %artifact.display(), "compiled wasm hook");
@@ -227,18 +267,43 @@ impl ModuleCache {
         unsafe { Module::deserialize_file(&self.engine, &artifact) }.map_err(compile_err)
     }
 
-    /// Run a compile step off the async workers (it takes tens of milliseconds of CPU) and count it.
+    /// Run a compile step off the async workers (it takes tens of milliseconds of CPU) and count it; give up
+    /// waiting after the compile timeout (see [`DEFAULT_COMPILE_TIMEOUT`]).
     async fn compile_blocking<T: Send + 'static>(
         &self,
+        path: &Path,
         bytes: Vec<u8>,
         step: fn(&Engine, &[u8]) -> wasmtime::Result<T>,
-    ) -> wasmtime::Result<T> {
-        self.compiles.fetch_add(1, Ordering::Relaxed);
+    ) -> Result<wasmtime::Result<T>, CacheError> {
         let engine = self.engine.clone();
-        match tokio::task::spawn_blocking(move || step(&engine, &bytes)).await {
-            Ok(result) => result,
-            Err(e) => Err(wasmtime::Error::msg(format!("compile task failed: {e}"))),
-        }
+        let slot = self.slot.clone();
+        let compiles = &self.compiles;
+        let compile = async move {
+            let permit = slot
+                .acquire_owned()
+                .await
+                .map_err(|e| wasmtime::Error::msg(format!("compile slot: {e}")))?;
+            compiles.fetch_add(1, Ordering::Relaxed);
+            let task = tokio::task::spawn_blocking(move || {
+                let result = step(&engine, &bytes);
+                drop(permit);
+                result
+            });
+            match task.await {
+                Ok(result) => result,
+                Err(e) => Err(wasmtime::Error::msg(format!("compile task failed: {e}"))),
+            }
+        };
+        tokio::time::timeout(self.compile_timeout, compile)
+            .await
+            .map_err(|_| {
+                tracing::warn!(module = %path.display(), timeout_s = self.compile_timeout.as_secs_f64(),
+                    "wasm compile exceeded its time limit; abandoned (it finishes in the background)");
+                CacheError::CompileTimedOut {
+                    path: path.to_owned(),
+                    timeout: self.compile_timeout,
+                }
+            })
     }
 }
 
@@ -277,15 +342,22 @@ fn read_module(path: &Path) -> Result<Vec<u8>, CacheError> {
     };
     let meta = std::fs::metadata(path).map_err(|e| io("reading wasm module", e))?;
     if meta.len() > MAX_MODULE_BYTES {
-        return Err(CacheError::NotAModule {
+        return Err(CacheError::TooLarge {
             path: path.to_owned(),
-            reason: format!(
-                "{} bytes, more than the {MAX_MODULE_BYTES}-byte limit",
-                meta.len()
-            ),
+            size: meta.len(),
         });
     }
-    let bytes = std::fs::read(path).map_err(|e| io("reading wasm module", e))?;
+    // Read at most one byte past the cap: the file may grow between the stat and the read.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::take(f, MAX_MODULE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| io("reading wasm module", e))?;
+    if bytes.len() as u64 > MAX_MODULE_BYTES {
+        return Err(CacheError::TooLarge {
+            path: path.to_owned(),
+            size: bytes.len() as u64,
+        });
+    }
     check_header(&bytes).map_err(|reason| CacheError::NotAModule {
         path: path.to_owned(),
         reason,

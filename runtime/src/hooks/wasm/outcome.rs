@@ -78,6 +78,16 @@ pub(crate) fn classify(end: &RunEnd, limits: Limits) -> HookStatus {
     }
 }
 
+/// A refusal by the filesystem guard fails the hook whatever the guest made of it (ignored the errno, exited
+/// non-zero, panicked, ran into its timeout): the status names what was refused, the most useful thing to know,
+/// and what the guest meant to leave behind is not to be trusted. Pure.
+pub(crate) fn with_violation(status: HookStatus, violation: Option<String>) -> HookStatus {
+    match violation {
+        None => status,
+        Some(reason) => HookStatus::SandboxViolation { reason },
+    }
+}
+
 /// Guest function names of the error's backtrace, innermost first (unnamed frames show as `<wasm function N>`).
 fn backtrace(err: &wasmtime::Error) -> Vec<String> {
     let Some(bt) = err.downcast_ref::<WasmBacktrace>() else {
@@ -135,6 +145,23 @@ mod tests {
         assert!(
             matches!(classify(&end, LIMITS), HookStatus::Trapped { ref trap, .. } if trap == "UnreachableCodeReached")
         );
+    }
+
+    #[test]
+    fn a_sandbox_refusal_overrides_how_the_guest_ended() {
+        for status in [
+            HookStatus::Succeeded,
+            HookStatus::Failed { exit_code: 1 },
+            HookStatus::TimedOut { timeout_secs: 5 },
+        ] {
+            assert_eq!(
+                with_violation(status.clone(), Some("x".to_owned())),
+                HookStatus::SandboxViolation {
+                    reason: "x".to_owned()
+                }
+            );
+            assert_eq!(with_violation(status.clone(), None), status);
+        }
     }
 
     #[test]
