@@ -25,7 +25,7 @@ pub enum AgentError {
     Journal(#[from] JournalError),
     /// The coordinator client could not be set up (base URL, CA file).
     #[error("coordinator client: {0}")]
-    Client(ClientError),
+    Client(Box<ClientError>),
     /// The coordinator refused the agent's own token (401).
     #[error(
         "coordinator refused this agent's token: the instance was removed or re-enrolled, or the coordinator's \
@@ -35,7 +35,7 @@ pub enum AgentError {
     )]
     TokenRefused {
         /// The refusal.
-        error: ClientError,
+        error: Box<ClientError>,
         /// Where the refused token file went.
         set_aside: Option<PathBuf>,
     },
@@ -44,7 +44,7 @@ pub enum AgentError {
         "coordinator refused to enroll this agent: check the enrollment token, and that no other agent holds \
          this name ({0})"
     )]
-    EnrollRefused(ClientError),
+    EnrollRefused(Box<ClientError>),
     /// Token file I/O.
     #[error("{what} {path}: {source}")]
     Io {
@@ -150,6 +150,10 @@ pub struct AgentLoop<E> {
 
 /// How sending one report ended.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value per report, returned once and never stored"
+)]
 enum Delivered {
     /// The coordinator has it, or gave it up as unwanted; the next command its answer carried.
     Done(Option<StepCommand>),
@@ -235,7 +239,7 @@ impl<E: StepExecutor> AgentLoop<E> {
             match delivery::classify(&e) {
                 Refusal::Unauthorized => {
                     return Err(AgentError::TokenRefused {
-                        error: e,
+                        error: Box::new(e),
                         set_aside: None,
                     });
                 }
@@ -380,7 +384,7 @@ impl<E: StepExecutor> AgentLoop<E> {
                 }
                 Refusal::Unauthorized => {
                     return Err(AgentError::TokenRefused {
-                        error: e,
+                        error: Box::new(e),
                         set_aside: None,
                     });
                 }

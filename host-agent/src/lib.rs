@@ -78,7 +78,7 @@ pub async fn run_until(
         .clone()
         .unwrap_or_else(|| agent_dir.join("token"));
     let base = rollcage_client::Client::new(&cfg.coordinator, None, cfg.ca_file.as_deref())
-        .map_err(daemon::AgentError::Client)?;
+        .map_err(|e| daemon::AgentError::Client(Box::new(e)))?;
     // The journal before the enrollment: an agent that cannot open its journal stops before it replaces the
     // instance's token.
     let journal = journal::Journal::open(&agent_dir.join("journal"))?

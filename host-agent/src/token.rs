@@ -101,7 +101,7 @@ pub async fn obtain(
                 tokio::time::sleep(backoff.delay(attempt)).await;
                 attempt += 1;
             }
-            Err(e) => return Err(AgentError::EnrollRefused(e)),
+            Err(e) => return Err(AgentError::EnrollRefused(Box::new(e))),
         }
     };
     persist(token_file, &resp.token, backoff).await;
