@@ -115,9 +115,12 @@ mod tests {
                 truncated_bytes: 0,
             }),
         };
-        assert!(serde_json::to_vec(&report)?.len() > 2_000_000);
+        let before = serde_json::to_vec(&report)?.len();
+        assert!(before > 2_000_000);
         let sent = wire_form(report);
-        assert!(serde_json::to_vec(&sent)?.len() <= steplog::MAX_REPORT_BYTES);
+        let after = serde_json::to_vec(&sent)?.len();
+        eprintln!("report JSON: {before} bytes as built, {after} in wire form");
+        assert!(after <= steplog::MAX_REPORT_BYTES);
         assert!(sent.message.len() <= rollcage_proto::clip::MAX_MESSAGE_BYTES);
         assert_eq!(sent.hooks.len(), 60);
         assert_eq!(wire_form(sent.clone()), sent, "idempotent");

@@ -9,6 +9,9 @@
 //!
 //! Steps are keyed by deployment id and event, not by command id, so a step re-sent under any command id is
 //! recognised.
+//!
+//! A write that fails (a full disk) leaves the entry as it was and no staged file behind; what that means for the
+//! step is the loop's decision (`daemon`: a step whose start cannot be journaled is not run).
 
 use crate::steplog::{self, LogMark};
 use rollcage_proto::wire::now_ms;

@@ -438,6 +438,10 @@ async fn a_report_refused_even_reduced_is_kept_and_sent_again_later_without_spin
         .filter(|w| is_full(&w[1].report))
         .map(|w| w[1].at - w[0].at)
         .collect();
+    eprintln!(
+        "refused for 3 s: {full} full and {reduced} reduced offers, longest pause {:?}",
+        gaps.iter().max()
+    );
     assert!(
         gaps.iter().any(|g| *g >= Duration::from_millis(40)),
         "a pause before each new offer: {gaps:?}"
