@@ -173,6 +173,12 @@ fn a_full_disk_fails_the_step_not_the_agent_and_the_next_deployment_succeeds() -
         assert!(why.is_some(), "a step failed with ENOSPC: {d:?}");
         eprintln!("full before: {}", why.unwrap_or_default());
         assert!(alive(&mut fleet.agents[0].proc)?, "the agent survived");
+        let staged: Vec<_> = std::fs::read_dir(root.join("agent/journal"))?
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "tmp"))
+            .map(|e| e.path())
+            .collect();
+        assert!(staged.is_empty(), "failed journal writes left {staged:?}");
 
         // Space freed: the same revision deploys.
         std::fs::remove_file(&filler)?;
