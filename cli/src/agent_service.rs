@@ -166,6 +166,7 @@ fn unit_safe(what: &str, p: &Path) -> anyhow::Result<String> {
 
 /// The systemd unit text.
 pub fn render_unit(binary: &str, config: &str, name: &str) -> String {
+    let refused = rollcage_agent::EXIT_REFUSED;
     format!(
         "# Written by `rollcage agent install`.
 [Unit]
@@ -180,6 +181,9 @@ ExecStart={binary} agent --config {config}
 Environment=ROLLCAGE_LOG=info
 Restart=on-failure
 RestartSec=5
+# The agent exits {refused} when only an operator can help (its token was refused: the instance was removed or
+# re-enrolled); restarting it would only repeat the refusal.
+RestartPreventExitStatus={refused}
 # KillMode=process: on stop or restart systemd signals the agent alone. The application daemons that hooks start
 # (ApplicationStart) live in this unit's cgroup; the default KillMode=control-group would kill them with every
 # agent restart or upgrade and take the deployed application down. Stopping them is ApplicationStop's job.
@@ -191,6 +195,19 @@ TimeoutStopSec={STOP_TIMEOUT_SECS}
 WantedBy=multi-user.target
 "
     )
+}
+
+/// `rollcage agent`: run the agent until SIGTERM. Its error says what happened; the exit code is
+/// [`rollcage_agent::EXIT_REFUSED`] when only an operator can help (the unit does not restart it), else 1.
+pub async fn run(cfg: rollcage_agent::AgentConfig) -> ExitCode {
+    match rollcage_agent::run(cfg).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A daemon: its last word goes where its logs go (journald, a collector in JSON).
+            tracing::error!(exit_code = e.exit_code(), "agent stopped: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 /// Write `dir/name` with `mode`, atomically (the mode is set before any content is written).
@@ -355,6 +372,7 @@ mod tests {
         for line in [
             "Type=simple".to_owned(),
             "Restart=on-failure".to_owned(),
+            format!("RestartPreventExitStatus={}", rollcage_agent::EXIT_REFUSED),
             "KillMode=process".to_owned(),
             format!("TimeoutStopSec={STOP_TIMEOUT_SECS}"),
             format!("ExecStart=/usr/local/bin/rollcage agent --config {config}"),

@@ -18,6 +18,8 @@ mod routes;
 pub mod transport;
 
 pub use error::ClientError;
+/// The HTTP method type of [`ClientError`]'s variants.
+pub use hyper::Method;
 /// The HTTP status type of [`ClientError::status`].
 pub use hyper::StatusCode;
 pub use transport::Client;

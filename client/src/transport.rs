@@ -265,44 +265,50 @@ impl Client {
             path: part.clone(),
             source,
         };
-        let mut file = tokio::fs::File::create(&part)
-            .await
-            .map_err(|e| io("creating", e))?;
-        let mut hasher = Sha256::new();
-        let mut body = resp.into_body();
-        let mut size = 0u64;
-        loop {
-            let frame = tokio::time::timeout(DOWNLOAD_STALL, body.frame())
+        let written = async {
+            let mut file = tokio::fs::File::create(&part)
                 .await
-                .map_err(|_| {
-                    transport(format!(
-                        "download stalled for {} s",
-                        DOWNLOAD_STALL.as_secs()
-                    ))
-                })?;
-            let Some(frame) = frame else { break };
-            let frame = frame.map_err(|e| transport(format!("reading body: {e}")))?;
-            if let Some(data) = frame.data_ref() {
-                hasher.update(data);
-                size += data.len() as u64;
-                file.write_all(data).await.map_err(|e| io("writing", e))?;
+                .map_err(|e| io("creating", e))?;
+            let mut hasher = Sha256::new();
+            let mut body = resp.into_body();
+            let mut size = 0u64;
+            loop {
+                let frame = tokio::time::timeout(DOWNLOAD_STALL, body.frame())
+                    .await
+                    .map_err(|_| {
+                        transport(format!(
+                            "download stalled for {} s",
+                            DOWNLOAD_STALL.as_secs()
+                        ))
+                    })?;
+                let Some(frame) = frame else { break };
+                let frame = frame.map_err(|e| transport(format!("reading body: {e}")))?;
+                if let Some(data) = frame.data_ref() {
+                    hasher.update(data);
+                    size += data.len() as u64;
+                    file.write_all(data).await.map_err(|e| io("writing", e))?;
+                }
             }
+            file.sync_all().await.map_err(|e| io("syncing", e))?;
+            drop(file);
+            let actual = hex::encode(hasher.finalize());
+            if !actual.eq_ignore_ascii_case(sha256) {
+                return Err(ClientError::Checksum {
+                    url: url.clone(),
+                    expected: sha256.to_owned(),
+                    actual,
+                });
+            }
+            tokio::fs::rename(&part, dest)
+                .await
+                .map_err(|e| io("renaming", e))?;
+            Ok(size)
         }
-        file.sync_all().await.map_err(|e| io("syncing", e))?;
-        drop(file);
-        let actual = hex::encode(hasher.finalize());
-        if !actual.eq_ignore_ascii_case(sha256) {
-            // Best effort: a stale `.part` is overwritten by the next attempt anyway.
+        .await;
+        if written.is_err() {
+            // Best effort: a `.part` left by a full disk would hold the very space the next attempt needs.
             let _ = tokio::fs::remove_file(&part).await;
-            return Err(ClientError::Checksum {
-                url,
-                expected: sha256.to_owned(),
-                actual,
-            });
         }
-        tokio::fs::rename(&part, dest)
-            .await
-            .map_err(|e| io("renaming", e))?;
-        Ok(size)
+        written
     }
 }

@@ -2,30 +2,49 @@
 //! it through the [`StepExecutor`], journal it, report it, and run the next command the report is answered with.
 //!
 //! On errors the loop checks for shutdown first, then backs off exponentially with full jitter (so a fleet that
-//! lost its coordinator does not reconnect in lock-step). Reports are retried until the coordinator has them.
+//! lost its coordinator does not reconnect in lock-step). Reports are retried until the coordinator has them, and
+//! never dropped for their size or content ([`crate::delivery`]). A step's own I/O errors, a full disk's included,
+//! fail that step and never stop the loop; only a refused token does ([`AgentError::TokenRefused`]).
 
+use crate::delivery::{self, Refusal};
 use crate::executor::StepExecutor;
 use crate::journal::{EntryState, Journal, JournalError};
 use crate::steplog::{self, LogMark};
 use rollcage_client::{Client, ClientError};
-use rollcage_proto::wire::{
-    CommandState, EnrollRequest, EnrollResponse, PollRequest, StepCommand, StepOutcome, StepReport,
-};
-use std::path::{Path, PathBuf};
+use rollcage_proto::clip::{MAX_MESSAGE_BYTES, clip_head};
+use rollcage_proto::wire::{CommandState, PollRequest, StepCommand, StepOutcome, StepReport};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// The agent stopped for a reason retrying cannot fix.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// The journal could not be written: running steps without it would be unsafe.
+    /// The journal could not be opened or listed: running steps without it would be unsafe.
     #[error("journal: {0}")]
     Journal(#[from] JournalError),
-    /// The coordinator refused our token or the enrollment.
-    #[error("coordinator refused the agent: {0}")]
-    Refused(ClientError),
-    /// The token file could not be written.
-    #[error(transparent)]
-    TokenWrite(#[from] rollcage_secretfile::WriteError),
+    /// The coordinator client could not be set up (base URL, CA file).
+    #[error("coordinator client: {0}")]
+    Client(Box<ClientError>),
+    /// The coordinator refused the agent's own token (401).
+    #[error(
+        "coordinator refused this agent's token: the instance was removed or re-enrolled, or the coordinator's \
+         data was reset{}; re-enroll with `rollcage agent --enroll-token TOKEN` (or `enroll_token_file` in the \
+         agent's config) ({error})",
+        set_aside.as_ref().map(|p| format!("; the dead token was moved to {} and will not be used again", p.display())).unwrap_or_default()
+    )]
+    TokenRefused {
+        /// The refusal.
+        error: Box<ClientError>,
+        /// Where the refused token file went.
+        set_aside: Option<PathBuf>,
+    },
+    /// The coordinator refused to enroll the agent (a wrong enrollment token, or a name held by another agent).
+    #[error(
+        "coordinator refused to enroll this agent: check the enrollment token, and that no other agent holds \
+         this name ({0})"
+    )]
+    EnrollRefused(Box<ClientError>),
     /// Token file I/O.
     #[error("{what} {path}: {source}")]
     Io {
@@ -38,9 +57,29 @@ pub enum AgentError {
     },
     /// Neither a token file nor an enrollment token was given.
     #[error(
-        "no agent token at {0} and no enrollment token given: pass --enroll-token or --token-file"
+        "no agent token at {} and no enrollment token given{}: pass --enroll-token or --token-file",
+        token_file.display(),
+        refused.as_ref().map(|p| format!(" (the coordinator refused the last one, kept at {})", p.display())).unwrap_or_default()
     )]
-    NoToken(PathBuf),
+    NoToken {
+        /// Where the token was looked for.
+        token_file: PathBuf,
+        /// A token set aside after the coordinator refused it, if any.
+        refused: Option<PathBuf>,
+    },
+}
+
+impl AgentError {
+    /// The process exit code for this error: [`crate::EXIT_REFUSED`] when only an operator can help (the unit is not
+    /// restarted), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::TokenRefused { .. } | Self::EnrollRefused(_) | Self::NoToken { .. } => {
+                crate::EXIT_REFUSED
+            }
+            Self::Journal(_) | Self::Client(_) | Self::Io { .. } => 1,
+        }
+    }
 }
 
 /// Retry delays: exponential from `base` to `max`, with full jitter.
@@ -97,51 +136,6 @@ impl Default for LoopConfig {
     }
 }
 
-/// Get this agent's token: from `token_file` if it exists, else by enrolling (and saving it there, mode 0600).
-pub async fn obtain_token(
-    client: &Client,
-    name: &str,
-    token_file: &Path,
-    enroll_token: Option<&str>,
-    backoff: Backoff,
-) -> Result<String, AgentError> {
-    if token_file.is_file() {
-        let t = std::fs::read_to_string(token_file).map_err(|source| AgentError::Io {
-            what: "reading token file",
-            path: token_file.to_owned(),
-            source,
-        })?;
-        let t = t.trim().to_owned();
-        if !t.is_empty() {
-            return Ok(t);
-        }
-    }
-    let Some(enroll) = enroll_token else {
-        return Err(AgentError::NoToken(token_file.to_owned()));
-    };
-    let enroller = client.with_token(Some(enroll.to_owned()));
-    let mut attempt = 0;
-    let resp: EnrollResponse = loop {
-        match enroller
-            .enroll(&EnrollRequest {
-                name: name.to_owned(),
-            })
-            .await
-        {
-            Ok(r) => break r,
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, "enrollment failed; retrying");
-                tokio::time::sleep(backoff.delay(attempt)).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(AgentError::Refused(e)),
-        }
-    };
-    rollcage_secretfile::write_secret(token_file, resp.token.as_bytes())?;
-    tracing::info!(instance = %resp.instance, "enrolled");
-    Ok(resp.token)
-}
-
 /// The agent loop over one executor.
 #[derive(Debug)]
 pub struct AgentLoop<E> {
@@ -149,6 +143,22 @@ pub struct AgentLoop<E> {
     journal: Journal,
     exec: E,
     cfg: LoopConfig,
+    /// Reports kept in a row because the coordinator refused even their reduced form: the backoff before the agent
+    /// asks for work (and so offers them) again.
+    kept: AtomicU32,
+}
+
+/// How sending one report ended.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value per report, returned once and never stored"
+)]
+enum Delivered {
+    /// The coordinator has it, or gave it up as unwanted; the next command its answer carried.
+    Done(Option<StepCommand>),
+    /// Refused even reduced: it stays unacknowledged in the journal and is sent again later.
+    Kept,
 }
 
 impl<E: StepExecutor> AgentLoop<E> {
@@ -159,10 +169,12 @@ impl<E: StepExecutor> AgentLoop<E> {
             journal,
             exec,
             cfg,
+            kept: AtomicU32::new(0),
         }
     }
 
-    /// Run until `shutdown` completes (or a fatal error). A step in progress at shutdown is finished first.
+    /// Run until `shutdown` completes or the coordinator refuses the agent's token. A step in progress at shutdown
+    /// is finished first. I/O errors of a step (a full disk included) fail that step, never the loop.
     pub async fn run(
         &self,
         shutdown: impl std::future::Future<Output = ()>,
@@ -178,7 +190,9 @@ impl<E: StepExecutor> AgentLoop<E> {
         let mut next = None;
         for (cmd, report) in outbox {
             // The answer's command is the agent's current step; the last answer is the freshest.
-            next = self.deliver(&cmd, &report).await?;
+            if let Delivered::Done(c) = self.deliver(&cmd, report).await? {
+                next = c;
+            }
         }
         let mut attempt = 0u32;
         loop {
@@ -190,7 +204,18 @@ impl<E: StepExecutor> AgentLoop<E> {
                     _ = &mut shutdown => return Ok(()),
                     _ = std::future::ready(()) => {}
                 }
-                next = self.process(cmd).await?;
+                match self.step(cmd).await? {
+                    Delivered::Done(c) => next = c,
+                    Delivered::Kept => {
+                        // The coordinator offers the command again at the next poll: not at once.
+                        let kept = self.kept.fetch_add(1, Ordering::Relaxed);
+                        let d = self.cfg.backoff.delay(kept);
+                        tokio::select! {
+                            _ = tokio::time::sleep(d) => {}
+                            _ = &mut shutdown => return Ok(()),
+                        }
+                    }
+                }
                 continue;
             }
             let req = PollRequest {
@@ -201,29 +226,50 @@ impl<E: StepExecutor> AgentLoop<E> {
                 r = poll => r,
                 _ = &mut shutdown => return Ok(()),
             };
-            match result {
+            let e = match result {
                 Ok(p) => {
                     attempt = 0;
                     next = p.command;
+                    continue;
                 }
-                Err(e) if e.is_retryable() => {
-                    let d = self.cfg.backoff.delay(attempt);
+                Err(e) => e,
+            };
+            let d = self.cfg.backoff.delay(attempt);
+            attempt += 1;
+            match delivery::classify(&e) {
+                Refusal::Unauthorized => {
+                    return Err(AgentError::TokenRefused {
+                        error: Box::new(e),
+                        set_aside: None,
+                    });
+                }
+                Refusal::Retry => {
                     tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "poll failed");
-                    attempt += 1;
-                    tokio::select! {
-                        _ = tokio::time::sleep(d) => {}
-                        _ = &mut shutdown => return Ok(()),
-                    }
                 }
-                Err(e) => return Err(AgentError::Refused(e)),
+                // Not something a restart would change (a proxy's answer, a coordinator of another version):
+                // keep asking, slowly, and say so.
+                Refusal::Malformed | Refusal::Unwanted => {
+                    tracing::error!(error = %e, retry_in_ms = d.as_millis() as u64, "poll refused");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = &mut shutdown => return Ok(()),
             }
         }
     }
 
     /// Run one command (unless the journal says it ran), report it, and return the next command.
     pub async fn process(&self, cmd: StepCommand) -> Result<Option<StepCommand>, AgentError> {
-        let report = match self.journal.get(&cmd)? {
-            Some(entry) => match entry.state {
+        Ok(match self.step(cmd).await? {
+            Delivered::Done(next) => next,
+            Delivered::Kept => None,
+        })
+    }
+
+    async fn step(&self, cmd: StepCommand) -> Result<Delivered, AgentError> {
+        let report = match self.journal.get(&cmd) {
+            Ok(Some(entry)) => match entry.state {
                 EntryState::Finished { mut report, .. } => {
                     tracing::info!(deployment = %cmd.deployment_id, event = %cmd.event,
                         "step already ran on this host; re-sending its report");
@@ -231,30 +277,51 @@ impl<E: StepExecutor> AgentLoop<E> {
                     report
                 }
                 // Only possible if recovery was skipped: never run a step twice.
-                EntryState::Started { .. } => StepReport {
-                    command_id: cmd.command_id,
-                    outcome: StepOutcome::Failed,
-                    message: format!("{}: {}", cmd.event, crate::journal::INTERRUPTED),
-                    hooks: Vec::new(),
-                    duration_ms: 0,
-                    log: None,
-                },
+                EntryState::Started { .. } => failed(
+                    &cmd,
+                    format!("{}: {}", cmd.event, crate::journal::INTERRUPTED),
+                ),
             },
-            None => {
-                let mark = self.exec.log_file(&cmd).map(|p| LogMark::at_end_of(&p));
-                self.journal.start_marked(&cmd, mark.clone())?;
-                tracing::info!(deployment = %cmd.deployment_id, event = %cmd.event, command = cmd.command_id, "step starting");
-                let mut report = self.run_cancellable(&cmd).await;
-                // Also for a cancelled step: what its hooks wrote until then.
-                report.log = mark.and_then(|m| steplog::capture(&m, self.cfg.max_log_bytes));
-                steplog::fit(&mut report, steplog::MAX_REPORT_BYTES);
-                tracing::info!(deployment = %cmd.deployment_id, event = %cmd.event, outcome = ?report.outcome,
-                    message = %report.message, "step ended");
-                report
+            Ok(None) => self.run_journaled(&cmd).await,
+            Err(e) => {
+                // Whether it ran is unknown (or its id cannot name a journal entry): never run it blind.
+                tracing::error!(error = %e, deployment = %clip_head(&cmd.deployment_id, 256), event = %cmd.event,
+                    "cannot read the step's journal entry; reporting it failed without running it");
+                failed(&cmd, format!("{}: not run: {e}", cmd.event))
             }
         };
-        self.journal.finish(&cmd, &report)?;
-        self.deliver(&cmd, &report).await
+        if let Err(e) = self.journal.finish(&cmd, &report) {
+            // The report still goes out; after a restart the journal would call this step interrupted, which the
+            // coordinator ignores for a step that has ended.
+            tracing::error!(error = %e, deployment = %cmd.deployment_id, event = %cmd.event,
+                "cannot journal the step's report; sending it anyway");
+        }
+        self.deliver(&cmd, report).await
+    }
+
+    /// Journal the step's start, run it, and return its report in wire form. A step whose start cannot be journaled
+    /// (a full disk) is not run: a restart could not tell whether it had.
+    async fn run_journaled(&self, cmd: &StepCommand) -> StepReport {
+        let mark = self.exec.log_file(cmd).map(|p| LogMark::at_end_of(&p));
+        if let Err(e) = self.journal.start_marked(cmd, mark.clone()) {
+            tracing::error!(error = %e, deployment = %cmd.deployment_id, event = %cmd.event,
+                "cannot journal the step's start; reporting it failed without running it");
+            return failed(
+                cmd,
+                format!(
+                    "{}: not run: the agent cannot write its journal: {e}",
+                    cmd.event
+                ),
+            );
+        }
+        tracing::info!(deployment = %cmd.deployment_id, event = %cmd.event, command = cmd.command_id, "step starting");
+        let mut report = self.run_cancellable(cmd).await;
+        // Also for a cancelled step: what its hooks wrote until then.
+        report.log = mark.and_then(|m| steplog::capture(&m, self.cfg.max_log_bytes));
+        let report = delivery::wire_form(report);
+        tracing::info!(deployment = %cmd.deployment_id, event = %cmd.event, outcome = ?report.outcome,
+            message = %report.message, "step ended");
+        report
     }
 
     async fn run_cancellable(&self, cmd: &StepCommand) -> StepReport {
@@ -268,50 +335,89 @@ impl<E: StepExecutor> AgentLoop<E> {
                 _ = tick.tick() => {
                     if let Ok(CommandState { cancelled: true }) = self.client.command_state(cmd.command_id).await {
                         tracing::warn!(deployment = %cmd.deployment_id, event = %cmd.event, "step cancelled by a forced stop");
-                        return StepReport {
-                            command_id: cmd.command_id,
-                            outcome: StepOutcome::Failed,
-                            message: format!("{}: cancelled by a forced stop", cmd.event),
-                            hooks: Vec::new(),
-                            duration_ms: 0,
-                            log: None,
-                        };
+                        return failed(cmd, format!("{}: cancelled by a forced stop", cmd.event));
                     }
                 }
             }
         }
     }
 
-    /// Send a report until the coordinator has it; mark it acknowledged; return the next command.
+    /// Send a report until the coordinator has it (see [`delivery`]): retried while the coordinator is away, sent
+    /// reduced when refused as malformed, kept in the journal when refused even so. Acknowledged in the journal once
+    /// delivered.
     async fn deliver(
         &self,
         cmd: &StepCommand,
-        report: &StepReport,
-    ) -> Result<Option<StepCommand>, AgentError> {
+        report: StepReport,
+    ) -> Result<Delivered, AgentError> {
+        // Reports journaled by an older agent may be unbounded.
+        let full = delivery::wire_form(report);
+        let mut reduced: Option<StepReport> = None;
         let mut attempt = 0u32;
         loop {
-            match self.client.report(report).await {
+            let sending = reduced.as_ref().unwrap_or(&full);
+            let e = match self.client.report(sending).await {
                 Ok(resp) => {
-                    self.journal.ack(cmd, report)?;
-                    return Ok(resp.command);
+                    self.acknowledge(cmd, &full);
+                    self.kept.store(0, Ordering::Relaxed);
+                    return Ok(Delivered::Done(resp.command));
                 }
-                Err(e) if e.is_retryable() => {
+                Err(e) => e,
+            };
+            match delivery::classify(&e) {
+                Refusal::Retry => {
                     let d = self.cfg.backoff.delay(attempt);
                     tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "report not delivered; retrying");
                     attempt += 1;
                     tokio::time::sleep(d).await;
                 }
-                Err(e) if e.status() == Some(rollcage_client::StatusCode::UNAUTHORIZED) => {
-                    return Err(AgentError::Refused(e));
+                Refusal::Malformed if reduced.is_none() => {
+                    tracing::warn!(error = %e, command = cmd.command_id, event = %cmd.event,
+                        "the coordinator refused the report; sending it reduced (outcome and a short message, no output)");
+                    reduced = Some(full.clone().reduced());
                 }
-                Err(e) => {
+                Refusal::Malformed => {
+                    tracing::error!(error = %e, command = cmd.command_id, deployment = %cmd.deployment_id,
+                        event = %cmd.event, outcome = ?full.outcome,
+                        "the coordinator refused even the reduced report; keeping it in the journal to send again later");
+                    return Ok(Delivered::Kept);
+                }
+                Refusal::Unauthorized => {
+                    return Err(AgentError::TokenRefused {
+                        error: Box::new(e),
+                        set_aside: None,
+                    });
+                }
+                Refusal::Unwanted => {
                     // The coordinator no longer knows or wants this command (e.g. its data dir was reset): keeping
                     // the report would block every later one.
-                    tracing::error!(error = %e, command = cmd.command_id, "report refused; dropping it");
-                    self.journal.ack(cmd, report)?;
-                    return Ok(None);
+                    tracing::error!(error = %e, command = cmd.command_id, deployment = %cmd.deployment_id,
+                        event = %cmd.event, outcome = ?full.outcome, "report refused; giving it up");
+                    self.acknowledge(cmd, &full);
+                    return Ok(Delivered::Done(None));
                 }
             }
         }
+    }
+
+    /// Mark a report acknowledged. A journal that cannot be written (a full disk) only costs a re-send after a
+    /// restart, which the coordinator ignores.
+    fn acknowledge(&self, cmd: &StepCommand, report: &StepReport) {
+        if let Err(e) = self.journal.ack(cmd, report) {
+            tracing::warn!(error = %e, deployment = %cmd.deployment_id, event = %cmd.event,
+                "cannot mark the report delivered in the journal");
+        }
+    }
+}
+
+/// A failed report for `cmd` that ran no hooks.
+fn failed(cmd: &StepCommand, message: String) -> StepReport {
+    StepReport {
+        command_id: cmd.command_id,
+        outcome: StepOutcome::Failed,
+        message: clip_head(&message, MAX_MESSAGE_BYTES),
+        hooks: Vec::new(),
+        duration_ms: 0,
+        log: None,
     }
 }

@@ -9,6 +9,7 @@
 
 use rollcage_client::Client;
 use rollcage_proto::LifecycleEvent;
+use rollcage_proto::clip::{MAX_MESSAGE_BYTES, clip_head};
 use rollcage_proto::wire::{RevisionLocation, StepCommand, StepOutcome, StepReport};
 use rollcage_runtime::appspec::FileExistsBehavior;
 use rollcage_runtime::layout::{DeployLayout, GroupLayout, InvalidName};
@@ -63,8 +64,12 @@ impl BundleCache {
                 Ok((stored(cmd, false), false))
             }
             RevisionLocation::Url { url } => {
-                let url = url::Url::parse(url)
-                    .map_err(|e| format!("invalid revision URL `{url}`: {e}"))?;
+                let url = url::Url::parse(url).map_err(|e| {
+                    format!(
+                        "invalid revision URL `{}`: {e}",
+                        clip_head(url, SHOWN_BYTES)
+                    )
+                })?;
                 Ok((Source::Url(url), true))
             }
             RevisionLocation::Coordinator => {
@@ -72,7 +77,10 @@ impl BundleCache {
                 // revision id, each percent-encoded, under the configured base URL. So a command can no longer
                 // point the agent's token at another host (what the old absolute-path check guarded against).
                 let dest = self.path(&cmd.revision.sha256).ok_or_else(|| {
-                    format!("invalid sha256 `{}` in command", cmd.revision.sha256)
+                    format!(
+                        "invalid sha256 `{}` in command",
+                        clip_head(&cmd.revision.sha256, SHOWN_BYTES)
+                    )
                 })?;
                 if dest.is_file() {
                     return Ok((stored(cmd, false), false));
@@ -109,6 +117,9 @@ impl BundleCache {
         }
     }
 }
+
+/// How much of a value from the command an error message quotes.
+const SHOWN_BYTES: usize = 512;
 
 /// The command's revision in the store; `verified` when it was hashed while being written for this step.
 fn stored(cmd: &StepCommand, verified: bool) -> Source {
@@ -185,7 +196,8 @@ impl RuntimeExecutor {
         let dep = HostDeployment::new(&self.host, spec).map_err(|e| e.to_string())?;
         let mut prefix = String::new();
         if let Some(origin) = origin {
-            let r = dep.run_step(LifecycleEvent::DownloadBundle).await;
+            let mut r = dep.run_step(LifecycleEvent::DownloadBundle).await;
+            r.message = clip_head(&r.message, MAX_MESSAGE_BYTES);
             if r.status == StepOutcome::Failed {
                 let message = format!("revision {origin}: {}", r.message);
                 return Ok((r.status, message, r.hooks));
@@ -197,7 +209,8 @@ impl RuntimeExecutor {
             prefix = format!("revision {origin} and unpacked; ");
         }
         let r = dep.run_step(cmd.event).await;
-        Ok((r.status, format!("{prefix}{}", r.message), r.hooks))
+        let message = clip_head(&r.message, MAX_MESSAGE_BYTES);
+        Ok((r.status, format!("{prefix}{message}"), r.hooks))
     }
 }
 
@@ -209,6 +222,8 @@ impl StepExecutor for RuntimeExecutor {
                 Ok(x) => x,
                 Err(message) => (StepOutcome::Failed, message, Vec::new()),
             };
+            // Messages quote what the revision and the command hold: bounded before anyone logs or journals them.
+            let message = clip_head(&message, MAX_MESSAGE_BYTES);
             StepReport {
                 command_id: cmd.command_id,
                 outcome,

@@ -9,6 +9,9 @@
 //!
 //! Steps are keyed by deployment id and event, not by command id, so a step re-sent under any command id is
 //! recognised.
+//!
+//! A write that fails (a full disk) leaves the entry as it was and no staged file behind; what that means for the
+//! step is the loop's decision (`daemon`: a step whose start cannot be journaled is not run).
 
 use crate::steplog::{self, LogMark};
 use rollcage_proto::wire::now_ms;
@@ -129,10 +132,18 @@ impl Journal {
             path: path.clone(),
             detail: e.to_string(),
         })?;
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating", e))?;
-        f.write_all(&bytes).map_err(|e| io("writing", e))?;
-        f.sync_all().map_err(|e| io("syncing", e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io("renaming into", e))?;
+        let staged = std::fs::File::create(&tmp)
+            .map_err(|e| io("creating", e))
+            .and_then(|mut f| {
+                f.write_all(&bytes).map_err(|e| io("writing", e))?;
+                f.sync_all().map_err(|e| io("syncing", e))
+            })
+            .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| io("renaming into", e)));
+        if let Err(e) = staged {
+            // A full disk: what was staged only takes space the next write needs; the entry itself is unchanged.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         // The rename is durable only once the directory is synced.
         std::fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
@@ -231,7 +242,7 @@ impl Journal {
             match entry.state {
                 EntryState::Started { log_mark, .. } => {
                     // What the hooks wrote before the restart is the best clue to why it happened.
-                    let mut report = StepReport {
+                    let report = StepReport {
                         command_id: entry.command.command_id,
                         outcome: StepOutcome::Failed,
                         message: format!("{}: {INTERRUPTED}", entry.command.event),
@@ -239,10 +250,13 @@ impl Journal {
                         duration_ms: 0,
                         log: log_mark.and_then(|m| steplog::capture(&m, self.max_log_bytes)),
                     };
-                    steplog::fit(&mut report, steplog::MAX_REPORT_BYTES);
+                    let report = crate::delivery::wire_form(report);
                     tracing::warn!(deployment = %entry.command.deployment_id, event = %entry.command.event,
                         "step was interrupted by an agent restart; reporting it failed");
-                    self.finish(&entry.command, &report)?;
+                    if let Err(e) = self.finish(&entry.command, &report) {
+                        // Sent all the same; the next recovery (if this one's report is not delivered) says the same.
+                        tracing::error!(error = %e, "cannot journal the interrupted step's report; sending it anyway");
+                    }
                     outbox.push((entry.command, report));
                 }
                 EntryState::Finished {

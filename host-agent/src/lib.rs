@@ -2,13 +2,17 @@
 //!
 //! - [`journal`]: the local step journal that makes restarts safe and reports unlosable.
 //! - [`executor`]: the [`executor::StepExecutor`] trait and the real executor over the runtime crate.
-//! - [`daemon`]: enroll, recover, long-poll, run, report; backoff with jitter.
+//! - [`daemon`]: recover, long-poll, run, report; backoff with jitter.
+//! - [`delivery`]: what each answer to a report calls for (resend, reduce, keep, give up); a report's wire form.
+//! - [`token`]: the agent's own token: enroll, keep, set aside when refused, re-enroll or stop.
 //! - [`steplog`]: each step's hook output, bounded, for its report.
 
 pub mod daemon;
+pub mod delivery;
 pub mod executor;
 pub mod journal;
 pub mod steplog;
+pub mod token;
 
 use rollcage_runtime::lifecycle::HostConfig;
 use std::path::PathBuf;
@@ -49,27 +53,34 @@ impl AgentConfig {
     }
 }
 
+/// The exit code of an agent that stopped because only an operator can help: the coordinator refused its token (or
+/// its enrollment), or it has neither a token nor an enrollment token. 78 is `EX_CONFIG` of `sysexits.h`; the
+/// systemd unit that `rollcage agent install` writes names it in `RestartPreventExitStatus=`, so such an agent is
+/// not restarted into the same refusal every few seconds.
+pub const EXIT_REFUSED: u8 = 78;
+
 /// Run the agent until SIGTERM or Ctrl-C.
 pub async fn run(cfg: AgentConfig) -> Result<(), daemon::AgentError> {
+    run_until(cfg, shutdown_signal()).await
+}
+
+/// Run the agent until `shutdown` completes. When the coordinator refuses the agent's token, the token file is set
+/// aside (never read again) and the agent enrolls again if it has an enrollment token (once per run), else it
+/// returns [`daemon::AgentError::TokenRefused`] (see [`token`]).
+pub async fn run_until(
+    cfg: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), daemon::AgentError> {
+    tokio::pin!(shutdown);
     let agent_dir = cfg.root.join("agent");
     let token_file = cfg
         .token_file
         .clone()
         .unwrap_or_else(|| agent_dir.join("token"));
     let base = rollcage_client::Client::new(&cfg.coordinator, None, cfg.ca_file.as_deref())
-        .map_err(daemon::AgentError::Refused)?;
-    let token = daemon::obtain_token(
-        &base,
-        &cfg.name,
-        &token_file,
-        cfg.enroll_token.as_deref(),
-        cfg.loop_config.backoff,
-    )
-    .await?;
-    let client = base.with_token(Some(token));
-    let mut host = HostConfig::new(&cfg.root);
-    host.hook_vars = cfg.hook_vars();
-    let exec = executor::RuntimeExecutor::new(host, client.clone());
+        .map_err(|e| daemon::AgentError::Client(Box::new(e)))?;
+    // The journal before the enrollment: an agent that cannot open its journal stops before it replaces the
+    // instance's token.
     let journal = journal::Journal::open(&agent_dir.join("journal"))?
         .with_max_log_bytes(cfg.loop_config.max_log_bytes);
     // Acknowledged history older than a week is of no use to restarts.
@@ -78,9 +89,38 @@ pub async fn run(cfg: AgentConfig) -> Result<(), daemon::AgentError> {
     {
         tracing::info!(removed = n, "pruned old journal entries");
     }
-    tracing::info!(instance = %cfg.name, coordinator = %cfg.coordinator, root = %cfg.root.display(), "agent running");
-    let agent = daemon::AgentLoop::new(client, journal, exec, cfg.loop_config.clone());
-    agent.run(shutdown_signal()).await
+    let mut reenrolled = false;
+    loop {
+        let token = token::obtain(
+            &base,
+            &cfg.name,
+            &token_file,
+            cfg.enroll_token.as_deref(),
+            cfg.loop_config.backoff,
+        )
+        .await?;
+        let client = base.with_token(Some(token));
+        let mut host = HostConfig::new(&cfg.root);
+        host.hook_vars = cfg.hook_vars();
+        let exec = executor::RuntimeExecutor::new(host, client.clone());
+        tracing::info!(instance = %cfg.name, coordinator = %cfg.coordinator, root = %cfg.root.display(), "agent running");
+        let agent = daemon::AgentLoop::new(client, journal.clone(), exec, cfg.loop_config.clone());
+        let error = match agent.run(shutdown.as_mut()).await {
+            Err(daemon::AgentError::TokenRefused { error, .. }) => error,
+            other => return other,
+        };
+        let refused = daemon::AgentError::TokenRefused {
+            error,
+            set_aside: Some(token::set_aside(&token_file)?),
+        };
+        match token::after_refusal(cfg.enroll_token.is_some(), reenrolled) {
+            token::AfterRefusal::Reenroll => {
+                tracing::error!("{refused}: enrolling again with the enrollment token");
+                reenrolled = true;
+            }
+            token::AfterRefusal::Stop => return Err(refused),
+        }
+    }
 }
 
 async fn shutdown_signal() {

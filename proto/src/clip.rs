@@ -9,6 +9,7 @@
 //! When the coordinator still refuses a report, the agent sends [`StepReport::reduced`] instead: the same outcome,
 //! a short message, no output. A report is never dropped.
 
+use crate::HookStatus;
 use crate::wire::{StepLog, StepReport};
 
 /// A report's `message` (one line for people), in bytes.
@@ -24,6 +25,12 @@ pub const MAX_WARNING_BYTES: usize = 512;
 /// Hooks listed in one report (an AppSpec event with more hooks than this is already unusual; the rest are counted in
 /// the message).
 pub const MAX_HOOKS: usize = 64;
+/// The text of a hook's status (`reason`, `user`, `trap`), in bytes.
+pub const MAX_STATUS_TEXT_BYTES: usize = 512;
+/// Frames kept of a trapped wasm hook's backtrace, and the bytes of each (guest function names).
+pub const MAX_BACKTRACE_FRAMES: usize = 16;
+/// See [`MAX_BACKTRACE_FRAMES`].
+pub const MAX_FRAME_BYTES: usize = 128;
 /// A step's `log`, in bytes (the newest are kept). The agent's own capture bound may be lower.
 pub const MAX_LOG_BYTES: usize = 1024 * 1024;
 /// A reduced report's message, in bytes.
@@ -33,7 +40,12 @@ pub const REDUCED_MESSAGE_BYTES: usize = 512;
 /// fixed fields). The coordinator's body limit on reports must be at least this.
 pub const MAX_REPORT_JSON_BYTES: usize = 3
     * (MAX_MESSAGE_BYTES
-        + MAX_HOOKS * (MAX_LOCATION_BYTES + MAX_LOG_TAIL_BYTES + MAX_WARNINGS * MAX_WARNING_BYTES)
+        + MAX_HOOKS
+            * (MAX_LOCATION_BYTES
+                + MAX_LOG_TAIL_BYTES
+                + MAX_WARNINGS * MAX_WARNING_BYTES
+                + MAX_STATUS_TEXT_BYTES
+                + MAX_BACKTRACE_FRAMES * MAX_FRAME_BYTES)
         + MAX_LOG_BYTES)
     + 64 * 1024;
 
@@ -81,6 +93,34 @@ fn is_hidden(c: char) -> bool {
     c.is_control() && c != '\n' && c != '\t'
 }
 
+/// The texts a hook's status carries (an interpreter line, a module's compile error, a backtrace of guest function
+/// names) come from the revision: cut them too.
+fn bound_status(status: &mut HookStatus, text_max: usize, frames: usize) {
+    match status {
+        HookStatus::NotExecutable { reason }
+        | HookStatus::Unknown { reason }
+        | HookStatus::InvalidModule { reason }
+        | HookStatus::UnknownUser { user: reason } => {
+            *reason = clip_head(reason, text_max);
+        }
+        HookStatus::Trapped { trap, backtrace } => {
+            *trap = clip_head(trap, text_max);
+            backtrace.truncate(frames);
+            for frame in backtrace {
+                *frame = clip_head(frame, MAX_FRAME_BYTES);
+            }
+        }
+        HookStatus::Succeeded
+        | HookStatus::ScriptMissing
+        | HookStatus::TimedOut { .. }
+        | HookStatus::Failed { .. }
+        | HookStatus::OutputsLeftOpen
+        | HookStatus::InterruptedByRestart
+        | HookStatus::KilledBySignal { .. }
+        | HookStatus::MemoryLimitExceeded { .. } => {}
+    }
+}
+
 impl StepReport {
     /// This report within the wire's bounds (see the module doc). Idempotent.
     pub fn bounded(mut self) -> Self {
@@ -100,6 +140,11 @@ impl StepReport {
             for w in &mut hook.warnings {
                 *w = clip_head(w, MAX_WARNING_BYTES);
             }
+            bound_status(
+                &mut hook.status,
+                MAX_STATUS_TEXT_BYTES,
+                MAX_BACKTRACE_FRAMES,
+            );
         }
         // Cut first (so the work is bounded by the bound, not by what was sent), make visible (which may grow the
         // text up to 3×), cut again.
@@ -126,6 +171,7 @@ impl StepReport {
             hook.location = clip_head(&hook.location, 256);
             hook.log_tail.clear();
             hook.warnings.clear();
+            bound_status(&mut hook.status, 128, 0);
         }
         r.log = None;
         r
@@ -135,8 +181,8 @@ impl StepReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::HookOutcome;
     use crate::wire::StepOutcome;
-    use crate::{HookOutcome, HookStatus};
 
     #[test]
     fn clip_keeps_short_text_and_marks_a_cut() {
@@ -174,7 +220,10 @@ mod tests {
             hooks: (0..100)
                 .map(|i| HookOutcome {
                     location: format!("{i}{ctl}"),
-                    status: HookStatus::Succeeded,
+                    status: HookStatus::Trapped {
+                        trap: ctl.clone(),
+                        backtrace: vec![ctl[..4096].to_owned(); 100],
+                    },
                     duration_ms: 1,
                     log_tail: ctl.clone(),
                     warnings: vec![ctl[..4096].to_owned(); 10],
@@ -198,6 +247,12 @@ mod tests {
             json.len()
         );
         assert_eq!(b.hooks.len(), MAX_HOOKS);
+        assert!(
+            matches!(&b.hooks[0].status, HookStatus::Trapped { trap, backtrace }
+                if trap.len() <= MAX_STATUS_TEXT_BYTES && backtrace.len() == MAX_BACKTRACE_FRAMES
+                    && backtrace.iter().all(|f| f.len() <= MAX_FRAME_BYTES)),
+            "a hook's status is cut too"
+        );
         assert!(b.message.ends_with("bytes in all]"), "{}", b.message);
         assert_eq!(b.clone().bounded(), b, "idempotent");
         assert_eq!(b.outcome, StepOutcome::Failed);

@@ -83,6 +83,11 @@ impl Proc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Its exit status if it has exited (then reaped), `None` while it runs.
+    pub fn try_wait(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
 }
 
 impl Drop for Proc {

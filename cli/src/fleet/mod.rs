@@ -516,8 +516,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
         }) => crate::agent_service::install(&i),
         FleetCommand::Agent(a) => {
             let cfg = agent_config(a)?;
-            rollcage_agent::run(cfg).await?;
-            Ok(ExitCode::SUCCESS)
+            Ok(crate::agent_service::run(cfg).await)
         }
         FleetCommand::App(AppCommand::Create {
             name,
