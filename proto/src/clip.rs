@@ -100,6 +100,7 @@ fn bound_status(status: &mut HookStatus, text_max: usize, frames: usize) {
         HookStatus::NotExecutable { reason }
         | HookStatus::Unknown { reason }
         | HookStatus::InvalidModule { reason }
+        | HookStatus::SandboxViolation { reason }
         | HookStatus::UnknownUser { user: reason } => {
             *reason = clip_head(reason, text_max);
         }
