@@ -162,4 +162,6 @@ pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_door;
+#[cfg(test)]
 mod tests_ops;
