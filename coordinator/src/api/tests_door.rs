@@ -184,6 +184,22 @@ async fn every_bad_input_is_a_4xx_in_the_error_shape_naming_what_is_wrong() -> T
             Body::empty(),
         )
         .naming(&["path parameter `id`", "UTF-8"]),
+        row(
+            "a path parameter that is not UTF-8 (events)",
+            Method::GET,
+            "/v1/deployments/%C3%28/events",
+            ADMIN,
+            Body::empty(),
+        )
+        .naming(&["path parameter `id`", "UTF-8"]),
+        row(
+            "a path parameter that is not UTF-8 (logs)",
+            Method::GET,
+            "/v1/deployments/%FF/logs",
+            ADMIN,
+            Body::empty(),
+        )
+        .naming(&["path parameter `id`", "UTF-8"]),
         Row::json(
             "enrolling under a taken name",
             "/v1/agent/enroll",
