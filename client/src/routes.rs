@@ -106,6 +106,10 @@ pub(crate) fn instances() -> String {
     format!("{API_PREFIX}/instances")
 }
 
+pub(crate) fn instance(name: &str) -> String {
+    format!("{API_PREFIX}/instances/{}", Seg(name))
+}
+
 pub(crate) fn enroll() -> String {
     format!("{API_PREFIX}/agent/enroll")
 }

@@ -22,13 +22,13 @@ pub mod extract;
 pub mod logs;
 pub mod metrics;
 
-pub use error::{ApiError, Json};
+pub use error::{ApiError, Json, LenientJson, Path};
 pub use extract::{Admin, Agent, Enroller};
 
 use crate::state::State;
 use axum::Router;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 
 /// The OpenAPI 3.1 document of the API (kept by hand; a test checks it against [`route_paths`]).
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
@@ -126,9 +126,16 @@ fn v1_routes() -> RouteTable {
             post(admin::rollback_deployment),
         )
         .route("/instances", get(admin::list_instances))
+        .route("/instances/{name}", delete(admin::remove_instance))
         .route("/agent/enroll", post(agent::enroll))
         .route("/agent/poll", post(agent::poll))
-        .route("/agent/reports", post(agent::report))
+        .route(
+            "/agent/reports",
+            // A bounded report (`StepReport::bounded`) always fits; twice that leaves room for an agent that bounds
+            // less (an older one, or hook output of control bytes that JSON escapes to six bytes each), whose
+            // report the handler then cuts to the bounds and records instead of refusing.
+            post(agent::report).layer(DefaultBodyLimit::max(agent::REPORT_BODY_LIMIT)),
+        )
         .route("/agent/commands/{id}", get(agent::command_state))
         .route(
             "/agent/applications/{app}/revisions/{id}/bundle",
@@ -154,5 +161,7 @@ pub fn router(state: State) -> Router {
 pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_door;
 #[cfg(test)]
 mod tests_ops;

@@ -146,6 +146,12 @@ impl Tokens {
         map.retain(|_, n| n != name);
         map.insert(hash, name.to_owned());
     }
+
+    /// Forget `name`'s token (it stops working at once).
+    pub fn remove_agent(&self, name: &str) {
+        let mut map = self.agents.write().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, n| n != name);
+    }
 }
 
 #[cfg(test)]

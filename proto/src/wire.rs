@@ -122,6 +122,112 @@ pub struct ErrorDetail {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Names
+
+/// The rule every application, group and instance name follows, for messages: names become path components on
+/// every host (the agent's directories, its journal), so they are what a file name can safely be.
+pub const NAME_RULE: &str =
+    "1–128 characters of letters, digits, `.`, `_` or `-`, not starting with `.`";
+
+/// Whether `s` follows [`NAME_RULE`].
+pub fn is_valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Most instances one deployment group may list. CodeDeploy caps a deployment at 1,000 instances; ten times that
+/// is beyond any fleet one coordinator serves, and it bounds what one group row, one deployment's rows and one
+/// `GET /deployments/{id}` answer can grow to (a 20,000-name list made that answer 19.5 MB).
+pub const MAX_GROUP_INSTANCES: usize = 10_000;
+
+/// Names listed in one message before the rest are only counted (a message stays readable and bounded).
+const NAMES_SHOWN: usize = 20;
+
+/// Names for a message: the first few quoted (each cut to a readable length), then how many more.
+#[derive(Debug, Clone, Copy)]
+pub struct NameList<'a>(pub &'a [String]);
+
+impl fmt::Display for NameList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, n) in self.0.iter().take(NAMES_SHOWN).enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}`{}`", crate::clip::clip_head(n, 160))?;
+        }
+        if self.0.len() > NAMES_SHOWN {
+            write!(f, " and {} more", self.0.len() - NAMES_SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
+/// What is wrong with a group's instance list (field `instances`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceListError {
+    /// More names than [`MAX_GROUP_INSTANCES`].
+    TooMany(usize),
+    /// Names that do not follow [`NAME_RULE`].
+    InvalidNames(Vec<String>),
+    /// Names listed more than once (each once here).
+    Duplicates(Vec<String>),
+}
+
+impl fmt::Display for InstanceListError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooMany(n) => write!(
+                f,
+                "field `instances`: {n} names, more than the {MAX_GROUP_INSTANCES} a group may list"
+            ),
+            Self::InvalidNames(names) => write!(
+                f,
+                "field `instances`: invalid instance names {}: expected {NAME_RULE}",
+                NameList(names)
+            ),
+            Self::Duplicates(names) => write!(
+                f,
+                "field `instances`: names listed more than once: {}",
+                NameList(names)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for InstanceListError {}
+
+/// Check a group's instance list: at most [`MAX_GROUP_INSTANCES`] names, each valid, none twice. (Whether each is
+/// enrolled is the coordinator's question, asked when a deployment is requested.)
+pub fn check_instance_list(names: &[String]) -> Result<(), InstanceListError> {
+    if names.len() > MAX_GROUP_INSTANCES {
+        return Err(InstanceListError::TooMany(names.len()));
+    }
+    let invalid: Vec<String> = names
+        .iter()
+        .filter(|n| !is_valid_name(n))
+        .cloned()
+        .collect();
+    if !invalid.is_empty() {
+        return Err(InstanceListError::InvalidNames(invalid));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut twice = std::collections::BTreeSet::new();
+    for n in names {
+        if !seen.insert(n.as_str()) {
+            twice.insert(n.as_str());
+        }
+    }
+    if twice.is_empty() {
+        Ok(())
+    } else {
+        Err(InstanceListError::Duplicates(
+            twice.into_iter().map(str::to_owned).collect(),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Group settings
 
 /// How many instances of a group may be deploying at once.
@@ -149,7 +255,11 @@ impl Concurrency {
     }
 }
 
-/// A concurrency string is not `N`, `P%` or `all`.
+/// The accepted spellings of a concurrency, for messages (one home: the error below and the docs quote it).
+pub const CONCURRENCY_FORMS: &str =
+    "a count ≥ 1 (`2`), a percentage 1–100 (`50%`) or `all` (lowercase, no spaces or signs)";
+
+/// A concurrency string is not exactly `N`, `P%` or `all`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidConcurrency(pub String);
 
@@ -157,36 +267,54 @@ impl fmt::Display for InvalidConcurrency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "invalid concurrency `{}`: expected a count ≥ 1 (`2`), a percentage 1–100 (`50%`) or `all`",
+            "invalid concurrency `{}`: expected {CONCURRENCY_FORMS}",
             self.0
-        )
+        )?;
+        // A near miss (`ALL`, ` 1`, `50 %`) gets the exact spelling it was probably meant as.
+        let squeezed: String = self.0.chars().filter(|c| !c.is_whitespace()).collect();
+        let lower = squeezed.to_ascii_lowercase();
+        if lower != self.0
+            && let Ok(c) = lower.parse::<Concurrency>()
+        {
+            write!(f, " (did you mean `{c}`?)")?;
+        }
+        Ok(())
     }
 }
 
 impl std::error::Error for InvalidConcurrency {}
 
+/// `s` is a plain decimal: ASCII digits only, no sign, no leading zero (so each value has one spelling).
+fn plain_decimal(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'))
+}
+
+/// The grammar is exact, like CodeDeploy's enum and number fields: `all` in lowercase (the spelling the CLI, the
+/// README and the API document use), `N` with N ≥ 1, `P%` with 1 ≤ P ≤ 100; nothing around them. Each value has
+/// exactly one spelling, which is also how it prints, so what is stored reads back the same.
 impl FromStr for Concurrency {
     type Err = InvalidConcurrency;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || InvalidConcurrency(s.to_owned());
-        let t = s.trim();
-        if t.eq_ignore_ascii_case("all") {
+        if s == "all" {
             return Ok(Self::All);
         }
-        if let Some(p) = t.strip_suffix('%') {
-            let p: u8 = p.trim().parse().map_err(|_| bad())?;
-            return if (1..=100).contains(&p) {
-                Ok(Self::Percent(p))
-            } else {
-                Err(bad())
+        if let Some(p) = s.strip_suffix('%') {
+            if !plain_decimal(p) {
+                return Err(bad());
+            }
+            return match p.parse::<u8>() {
+                Ok(p) if (1..=100).contains(&p) => Ok(Self::Percent(p)),
+                _ => Err(bad()),
             };
         }
-        let n: u32 = t.parse().map_err(|_| bad())?;
-        if n == 0 {
-            Err(bad())
-        } else {
-            Ok(Self::Count(n))
+        if !plain_decimal(s) {
+            return Err(bad());
+        }
+        match s.parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(Self::Count(n)),
+            _ => Err(bad()),
         }
     }
 }
@@ -823,11 +951,110 @@ mod tests {
     fn concurrency_parses_and_prints() {
         assert_eq!("3".parse::<Concurrency>(), Ok(Concurrency::Count(3)));
         assert_eq!("50%".parse::<Concurrency>(), Ok(Concurrency::Percent(50)));
-        assert_eq!("ALL".parse::<Concurrency>(), Ok(Concurrency::All));
-        for bad in ["0", "0%", "101%", "-1", "x", ""] {
-            assert!(bad.parse::<Concurrency>().is_err(), "{bad}");
+        assert_eq!("all".parse::<Concurrency>(), Ok(Concurrency::All));
+        assert_eq!("100%".parse::<Concurrency>(), Ok(Concurrency::Percent(100)));
+        assert_eq!(
+            "4294967295".parse::<Concurrency>(),
+            Ok(Concurrency::Count(u32::MAX))
+        );
+        for bad in [
+            "0",
+            "0%",
+            "101%",
+            "-1",
+            "x",
+            "",
+            " 1",
+            "1 ",
+            "all ",
+            " all",
+            "ALL",
+            "All",
+            "+1",
+            "01",
+            "050%",
+            "50 %",
+            " 50%",
+            "%",
+            "1e3",
+            "4294967296",
+            "255%",
+            "all%",
+        ] {
+            assert!(bad.parse::<Concurrency>().is_err(), "{bad:?}");
         }
         assert_eq!(Concurrency::Percent(25).to_string(), "25%");
+    }
+
+    #[test]
+    fn a_near_miss_concurrency_is_refused_with_the_exact_spelling() {
+        let msg = |s: &str| s.parse::<Concurrency>().err().map(|e| e.to_string());
+        let all = msg("ALL").unwrap_or_default();
+        assert!(all.contains(CONCURRENCY_FORMS), "{all}");
+        assert!(all.ends_with("(did you mean `all`?)"), "{all}");
+        assert!(
+            msg(" 1")
+                .unwrap_or_default()
+                .ends_with("(did you mean `1`?)")
+        );
+        assert!(
+            msg("50 %")
+                .unwrap_or_default()
+                .ends_with("(did you mean `50%`?)")
+        );
+        // No suggestion when nothing close is valid.
+        assert!(!msg("0").unwrap_or_default().contains("did you mean"));
+    }
+
+    #[test]
+    fn every_concurrency_prints_as_its_one_spelling() {
+        for c in [
+            Concurrency::All,
+            Concurrency::Count(1),
+            Concurrency::Count(u32::MAX),
+            Concurrency::Percent(1),
+            Concurrency::Percent(100),
+        ] {
+            assert_eq!(c.to_string().parse::<Concurrency>(), Ok(c));
+        }
+    }
+
+    #[test]
+    fn an_instance_list_is_bounded_valid_and_without_repeats() {
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(check_instance_list(&[]), Ok(()));
+        assert_eq!(check_instance_list(&names(&["a", "b.c", "d_e-1"])), Ok(()));
+        assert_eq!(
+            check_instance_list(&names(&["a", "b", "a", "c", "b", "a"])),
+            Err(InstanceListError::Duplicates(names(&["a", "b"])))
+        );
+        assert_eq!(
+            check_instance_list(&names(&["ok", "", ".hidden", "a/b"])),
+            Err(InstanceListError::InvalidNames(names(&[
+                "", ".hidden", "a/b"
+            ])))
+        );
+        let many: Vec<String> = (0..=MAX_GROUP_INSTANCES).map(|i| format!("i{i}")).collect();
+        assert_eq!(
+            check_instance_list(&many),
+            Err(InstanceListError::TooMany(MAX_GROUP_INSTANCES + 1))
+        );
+        assert_eq!(check_instance_list(&many[1..]), Ok(()));
+        let msg = InstanceListError::Duplicates(names(&["x", "y"])).to_string();
+        assert_eq!(
+            msg,
+            "field `instances`: names listed more than once: `x`, `y`"
+        );
+    }
+
+    #[test]
+    fn a_name_list_shows_the_first_names_and_counts_the_rest() {
+        let many: Vec<String> = (0..25).map(|i| format!("n{i}")).collect();
+        let text = NameList(&many).to_string();
+        assert!(text.starts_with("`n0`, `n1`"), "{text}");
+        assert!(text.ends_with("`n19` and 5 more"), "{text}");
+        let long = ["x".repeat(100_000)];
+        assert!(NameList(&long).to_string().len() < 200);
     }
 
     #[test]

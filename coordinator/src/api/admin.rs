@@ -1,34 +1,30 @@
 //! Operator routes (admin token): applications, groups, revisions, deployments, instances.
 
-use super::{Admin, ApiError, Json};
+use super::{Admin, ApiError, Json, Path};
 use crate::engine::executor::{self, NewDeployment};
 use crate::state::State;
 use crate::store::{apps, deployments, instances, revisions};
 use axum::body::Body;
-use axum::extract::{Path, State as AxState};
+use axum::extract::State as AxState;
 use axum::http::StatusCode;
 use http_body_util::BodyExt;
 use rollcage_proto::lb::GroupLb;
 use rollcage_proto::wire::now_ms;
 use rollcage_proto::wire::{
     Application, CreateApplication, CreateDeployment, CreateGroup, Deployment, Group, InstanceInfo,
-    RegisterUrlRevision, Revision, StopDeployment,
+    NAME_RULE, NameList, RegisterUrlRevision, Revision, StopDeployment,
 };
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-/// Names become path components on every host, so they follow the agent's rule.
-fn check_name(what: &str, v: &str) -> Result<(), ApiError> {
-    let ok = !v.is_empty()
-        && v.len() <= 128
-        && !v.starts_with('.')
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
+/// A name given in field `field` follows the one name rule ([`rollcage_proto::wire::NAME_RULE`]).
+fn check_name(field: &str, what: &str, v: &str) -> Result<(), ApiError> {
+    if rollcage_proto::wire::is_valid_name(v) {
         Ok(())
     } else {
         Err(ApiError::Invalid(format!(
-            "invalid {what} `{v}`: expected 1–128 characters of letters, digits, `.`, `_` or `-`, not starting with `.`"
+            "field `{field}`: invalid {what} `{}`: expected {NAME_RULE}",
+            rollcage_proto::clip::clip_head(v, 160)
         )))
     }
 }
@@ -46,7 +42,7 @@ pub async fn create_application(
     AxState(st): AxState<State>,
     Json(req): Json<CreateApplication>,
 ) -> Result<(StatusCode, Json<Application>), ApiError> {
-    check_name("application name", &req.name)?;
+    check_name("name", "application name", &req.name)?;
     let now = now_ms();
     let created = st
         .store
@@ -84,10 +80,11 @@ pub async fn create_group(
     Path(app): Path<String>,
     Json(req): Json<CreateGroup>,
 ) -> Result<(StatusCode, Json<Group>), ApiError> {
-    check_name("deployment group", &req.name)?;
-    for i in &req.instances {
-        check_name("instance name", i)?;
-    }
+    check_name("name", "deployment group name", &req.name)?;
+    // Bounded, valid, no repeats. Names not enrolled yet are accepted here (a group may be set up before its hosts
+    // enroll); a deployment of the group is refused while any is not enrolled (see `create_deployment`).
+    rollcage_proto::wire::check_instance_list(&req.instances)
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
     // The form's own rules ran when the body was decoded (a bad one is a 400 naming its field there); the LB
     // settings depend on the style and the instances, so they are checked here, once: the store keeps them typed.
     if let Some(form) = &req.form {
@@ -216,11 +213,24 @@ pub async fn upload_revision(
         .await
         .map_err(|e| io("storing the archive", e))?;
     let now = now_ms();
-    let rev = st
+    let registered = st
         .store
-        .write(|tx| revisions::upsert(tx, &app, &sha, None, size, now).map_err(ApiError::from))?;
-    tracing::info!(application = %app, revision = %rev.id, size, "revision uploaded");
-    Ok((StatusCode::CREATED, Json(rev)))
+        .write(|tx| revisions::register(tx, &app, &sha, None, size, now).map_err(ApiError::from))?;
+    let answer = answer_registration(registered)?;
+    tracing::info!(application = %app, revision = %answer.1.0.id, size, status = %answer.0, "revision uploaded");
+    Ok(answer)
+}
+
+/// The answer to a registration: 201 with a new revision; 200 with the revision when it existed (unchanged, or
+/// now served by the coordinator: the body shows its source); 409 when refused (one source per revision).
+fn answer_registration(r: revisions::Registered) -> Result<(StatusCode, Json<Revision>), ApiError> {
+    match r {
+        revisions::Registered::Created(rev) => Ok((StatusCode::CREATED, Json(rev))),
+        revisions::Registered::Unchanged(rev) | revisions::Registered::BecameUploaded(rev) => {
+            Ok((StatusCode::OK, Json(rev)))
+        }
+        revisions::Registered::Refused(message) => Err(ApiError::Conflict(message)),
+    }
 }
 
 /// `POST /v1/applications/{app}/revisions/url`.
@@ -247,11 +257,11 @@ pub async fn register_url_revision(
         )));
     }
     let now = now_ms();
-    let rev = st.store.write(|tx| {
+    let registered = st.store.write(|tx| {
         app_exists(tx, &app)?;
-        Ok::<_, ApiError>(revisions::upsert(tx, &app, &sha, Some(&req.url), 0, now)?)
+        Ok::<_, ApiError>(revisions::register(tx, &app, &sha, Some(&req.url), 0, now)?)
     })?;
-    Ok((StatusCode::CREATED, Json(rev)))
+    answer_registration(registered)
 }
 
 /// `GET /v1/applications/{app}/revisions/{id}`.
@@ -271,6 +281,41 @@ fn enrolled(c: &rusqlite::Connection) -> Result<Vec<String>, ApiError> {
     Ok(instances::all(c)?.into_iter().map(|(n, _, _)| n).collect())
 }
 
+/// A deployment of a group is refused while the group names an instance that is not enrolled (it would only fail
+/// later, on that instance), listing those names; and when its stored list repeats a name (a group created before
+/// lists were checked). The names checked are the group's `instances` and, for a load-balanced group, its
+/// `lb.targets` (a blue/green deployment runs on the idle server group's targets). An unknown group is left to
+/// the engine's 404.
+fn check_group_instances(c: &rusqlite::Connection, app: &str, group: &str) -> Result<(), ApiError> {
+    let Some(g) = apps::group(c, app, group)? else {
+        return Ok(());
+    };
+    rollcage_proto::wire::check_instance_list(&g.instances)
+        .map_err(|e| ApiError::Invalid(format!("deployment group `{app}/{group}`: {e}")))?;
+    let mut named: Vec<String> = g.instances.clone();
+    if let Some(lb) = &g.lb {
+        named.extend(
+            lb.targets
+                .keys()
+                .filter(|t| !g.instances.contains(t))
+                .cloned(),
+        );
+    }
+    let enrolled = instances::enrolled_among(c, &named)?;
+    let unknown: Vec<String> = named
+        .into_iter()
+        .filter(|n| !enrolled.contains(n))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::Conflict(format!(
+        "deployment group `{app}/{group}` names instances that are not enrolled: {}; start their agents (or \
+         create a group without them) and deploy again",
+        NameList(&unknown)
+    )))
+}
+
 /// `POST /v1/deployments`.
 pub async fn create_deployment(
     _: Admin,
@@ -282,6 +327,7 @@ pub async fn create_deployment(
         crate::store::forms::check_size(form).map_err(ApiError::Invalid)?;
     }
     let d = st.store.write(|tx| {
+        check_group_instances(tx, &req.application, &req.group)?;
         let all = enrolled(tx)?;
         let id = executor::create_deployment(
             tx,
@@ -378,6 +424,36 @@ pub async fn rollback_deployment(
             .ok_or_else(|| ApiError::Internal(format!("deployment {rb} vanished")))
     })?;
     Ok((StatusCode::CREATED, Json(d)))
+}
+
+/// `DELETE /v1/instances/{name}`: forget an instance; its token stops working at once and its name may be
+/// enrolled again (how a host whose token was lost enrolls again). Refused (409) while a deployment that has not
+/// ended includes it: stop that deployment first.
+pub async fn remove_instance(
+    _: Admin,
+    AxState(st): AxState<State>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    st.store.write(|tx| {
+        let active = instances::active_deployments(tx, &name)?;
+        if !active.is_empty() {
+            return Err(ApiError::Conflict(format!(
+                "instance `{name}` is part of deployments that have not ended: {}; stop them first",
+                NameList(&active)
+            )));
+        }
+        if instances::remove(tx, &name)? {
+            Ok(())
+        } else {
+            Err(ApiError::NotFound(format!(
+                "instance `{}` is not enrolled",
+                rollcage_proto::clip::clip_head(&name, 160)
+            )))
+        }
+    })?;
+    st.tokens.remove_agent(&name);
+    tracing::info!(instance = %name, "instance removed");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1/instances`.

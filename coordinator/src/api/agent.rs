@@ -2,13 +2,13 @@
 //! report a step (answered with the next command at once), check whether a command was cancelled, download a
 //! revision's archive. An agent may only see and report its own work (403 otherwise).
 
-use super::{Agent, ApiError, Enroller, Json};
+use super::{Agent, ApiError, Enroller, Json, LenientJson, Path};
 use crate::auth;
 use crate::engine::executor;
 use crate::state::State;
 use crate::store::{deployments, instances, logs, revisions};
 use axum::body::Body;
-use axum::extract::{Path, State as AxState};
+use axum::extract::State as AxState;
 use axum::http::header;
 use axum::response::Response;
 use rollcage_proto::wire::now_ms;
@@ -19,30 +19,36 @@ use rollcage_proto::wire::{
 use rusqlite::OptionalExtension;
 use std::time::Duration;
 
-/// `POST /v1/agent/enroll`: give the named instance a fresh token (re-enrolling replaces it).
+/// `POST /v1/agent/enroll`: a new instance and its token. A name is owned: enrolling under an enrolled name is a
+/// 409 and changes nothing (the agent holding the name keeps its token, its commands and its identity). To enroll
+/// a host again (its token was lost), an operator removes the instance first (`DELETE /v1/instances/{name}`).
 pub async fn enroll(
     _: Enroller,
     AxState(st): AxState<State>,
     Json(req): Json<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
     let name = req.name;
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !ok {
+    if !rollcage_proto::wire::is_valid_name(&name) {
         return Err(ApiError::Invalid(format!(
-            "invalid instance name `{name}`: expected 1–128 characters of letters, digits, `.`, `_` or `-`"
+            "field `name`: invalid instance name `{}`: expected {}",
+            rollcage_proto::clip::clip_head(&name, 160),
+            rollcage_proto::wire::NAME_RULE
         )));
     }
     let token =
         auth::random_bytes_hex(32).map_err(|e| ApiError::Internal(format!("random token: {e}")))?;
     let hash = auth::hash_token(&token);
     let now = now_ms();
-    st.store
+    let created = st
+        .store
         .write(|tx| instances::enroll(tx, &name, &hash, now).map_err(ApiError::from))?;
+    if !created {
+        tracing::warn!(instance = %name, "enrollment refused: the name is taken");
+        return Err(ApiError::Conflict(format!(
+            "instance `{name}` is already enrolled; to enroll this host again, an operator removes it first \
+             (`DELETE /v1/instances/{name}`, `rollcage instances remove {name}`)"
+        )));
+    }
     st.tokens.set_agent(&name, hash);
     st.seen(&name, now);
     tracing::info!(instance = %name, "agent enrolled");
@@ -95,12 +101,21 @@ pub async fn poll(
     }
 }
 
-/// `POST /v1/agent/reports`: record a step's end; answer with the agent's next command.
+/// The body limit of `POST /v1/agent/reports`, in bytes: twice the largest bounded report (see the route).
+pub const REPORT_BODY_LIMIT: usize = 2 * rollcage_proto::clip::MAX_REPORT_JSON_BYTES;
+// Every bounded report fits, whatever the bounds become.
+const _: () = assert!(REPORT_BODY_LIMIT >= rollcage_proto::clip::MAX_REPORT_JSON_BYTES);
+
+/// `POST /v1/agent/reports`: record a step's end; answer with the agent's next command. The coordinator accepts
+/// what it can store: the report's text is decoded leniently (bytes that are not UTF-8 and lone surrogate escapes
+/// become U+FFFD) and cut to the wire's bounds ([`StepReport::bounded`]) before it is recorded, so a report is
+/// never refused for its text.
 pub async fn report(
     Agent(name): Agent,
     AxState(st): AxState<State>,
-    Json(report): Json<StepReport>,
+    LenientJson(report): LenientJson<StepReport>,
 ) -> Result<Json<ReportResponse>, ApiError> {
+    let report = report.bounded();
     let now = now_ms();
     let (command_id, outcome, duration_ms) =
         (report.command_id, report.outcome, report.duration_ms);

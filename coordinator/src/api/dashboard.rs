@@ -8,7 +8,7 @@
 //! from running as code, on top of the script putting text into the page with `textContent` only.
 
 use super::ApiError;
-use axum::extract::Path;
+use super::Path;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 

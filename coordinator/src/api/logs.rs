@@ -6,11 +6,12 @@
 //! waiting request re-reads on every bump (no timer: the notification cannot be forgotten, a test checks every
 //! write path).
 
+use super::Path;
 use super::{Admin, ApiError, Json};
 use crate::state::State;
 use crate::store::{deployments, logs};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State as AxState};
+use axum::extract::{Query, State as AxState};
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{LogQuery, StepLogPage};
 use std::time::Duration;

@@ -1,4 +1,10 @@
 //! Revisions: archives uploaded to the coordinator (stored by sha256 under `DATA/bundles/`) or external URLs.
+//!
+//! One source per revision id: the id comes from the archive's sha256, so the same archive is one revision, and
+//! [`register`] decides what a second registration of it does ([`decide`]): the same source again changes
+//! nothing; an upload of an archive registered by URL makes the coordinator its source (the agents then get the
+//! identical, sha-checked bytes from the coordinator, which an operator pushing the archive is asking for); a URL
+//! for an uploaded archive, or a different URL, is refused, naming the revision and the source it keeps.
 
 use super::{Result, sql};
 use rollcage_proto::wire::{Revision, RevisionSource};
@@ -73,4 +79,176 @@ pub fn count_download(c: &Connection, app: &str, id: &str) -> Result<()> {
     )
     .map_err(sql)?;
     Ok(())
+}
+
+/// What registering an archive does, given the revision already stored under its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// No revision has this id: create it.
+    Create,
+    /// The same archive from the same source: nothing changes.
+    Unchanged,
+    /// An upload of an archive registered by URL: the upload becomes its source.
+    BecomeUploaded,
+    /// Refused: the revision keeps its source (the message says which).
+    Refuse(String),
+}
+
+/// Decide a registration of the archive `sha256` from `url` (`None`: uploaded) against `existing`. Pure.
+pub fn decide(existing: Option<&Revision>, sha256: &str, url: Option<&str>) -> Decision {
+    let Some(rev) = existing else {
+        return Decision::Create;
+    };
+    if rev.sha256 != sha256 {
+        // Two archives whose sha256 share the id's 16 hex digits (2⁻⁶⁴ by chance).
+        return Decision::Refuse(format!(
+            "revision `{}` already exists for another archive (sha256 {}); this one's sha256 is {sha256}",
+            rev.id, rev.sha256
+        ));
+    }
+    match (&rev.source, url) {
+        (RevisionSource::Uploaded { .. }, None) => Decision::Unchanged,
+        (RevisionSource::Url { .. }, None) => Decision::BecomeUploaded,
+        (RevisionSource::Url { url: have }, Some(want)) if have == want => Decision::Unchanged,
+        (RevisionSource::Url { url: have }, Some(_)) => Decision::Refuse(format!(
+            "revision `{}` (sha256 {sha256}) is already registered with url `{have}`; a revision has one \
+             source: use it as it is, or push the archive to make the coordinator its source",
+            rev.id
+        )),
+        (RevisionSource::Uploaded { size }, Some(_)) => Decision::Refuse(format!(
+            "revision `{}` (sha256 {sha256}) is already uploaded to the coordinator ({size} bytes), which \
+             serves its archive; a revision has one source, so the url is not registered",
+            rev.id
+        )),
+    }
+}
+
+/// What [`register`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registered {
+    /// A new revision.
+    Created(Revision),
+    /// The revision as it was (same archive, same source).
+    Unchanged(Revision),
+    /// The revision, whose source is now the upload (it was a URL).
+    BecameUploaded(Revision),
+    /// Refused ([`Decision::Refuse`]'s message); nothing changed.
+    Refused(String),
+}
+
+/// Register the archive `sha256` of application `app` from `url` (`None`: uploaded, `size` bytes) as [`decide`]
+/// says.
+pub fn register(
+    c: &Connection,
+    app: &str,
+    sha256: &str,
+    url: Option<&str>,
+    size: u64,
+    now: i64,
+) -> Result<Registered> {
+    let id = revision_id(sha256);
+    let existing = get(c, app, &id)?;
+    Ok(match decide(existing.as_ref(), sha256, url) {
+        Decision::Create => Registered::Created(upsert(c, app, sha256, url, size, now)?),
+        Decision::Unchanged => Registered::Unchanged(existing.ok_or_else(|| vanished(&id))?),
+        Decision::BecomeUploaded => {
+            c.execute(
+                "UPDATE revisions SET url = NULL, size = ?3 WHERE application = ?1 AND id = ?2",
+                params![app, id, i64::try_from(size).unwrap_or(i64::MAX)],
+            )
+            .map_err(sql)?;
+            Registered::BecameUploaded(get(c, app, &id)?.ok_or_else(|| vanished(&id))?)
+        }
+        Decision::Refuse(message) => Registered::Refused(message),
+    })
+}
+
+fn vanished(id: &str) -> super::StoreError {
+    super::StoreError::Corrupt {
+        what: "revisions",
+        detail: format!("revision {id} vanished"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    const SHA: &str = "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+
+    fn rev(source: RevisionSource) -> Revision {
+        Revision {
+            id: revision_id(SHA),
+            application: "app".into(),
+            sha256: SHA.into(),
+            source,
+            downloads: 0,
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn one_source_per_revision() {
+        let url = |u: &str| RevisionSource::Url { url: u.into() };
+        let up = RevisionSource::Uploaded { size: 3 };
+        assert_eq!(decide(None, SHA, None), Decision::Create);
+        assert_eq!(decide(None, SHA, Some("https://a")), Decision::Create);
+        assert_eq!(
+            decide(Some(&rev(up.clone())), SHA, None),
+            Decision::Unchanged
+        );
+        assert_eq!(
+            decide(Some(&rev(url("https://a"))), SHA, Some("https://a")),
+            Decision::Unchanged
+        );
+        assert_eq!(
+            decide(Some(&rev(url("https://a"))), SHA, None),
+            Decision::BecomeUploaded
+        );
+        let refused = |d: Decision| match d {
+            Decision::Refuse(m) => m,
+            other => format!("not refused: {other:?}"),
+        };
+        let m = refused(decide(Some(&rev(url("https://a"))), SHA, Some("https://b")));
+        assert!(
+            m.contains("https://a") && m.contains(&revision_id(SHA)),
+            "{m}"
+        );
+        let m = refused(decide(Some(&rev(up)), SHA, Some("https://b")));
+        assert!(
+            m.contains("already uploaded") && m.contains(&revision_id(SHA)),
+            "{m}"
+        );
+        let other = format!("{}{}", &SHA[..16], "0".repeat(48));
+        let m = refused(decide(Some(&rev(url("https://a"))), &other, None));
+        assert!(m.contains("another archive"), "{m}");
+    }
+
+    #[test]
+    fn an_upload_of_a_url_revision_makes_the_coordinator_its_source() -> Result<()> {
+        let store = Store::open_in_memory()?;
+        store.write(|tx| {
+            crate::store::apps::insert_application(tx, "app", 0)?;
+            let first = register(tx, "app", SHA, Some("https://a/b.tgz"), 0, 1)?;
+            assert!(matches!(first, Registered::Created(_)), "{first:?}");
+            let pushed = register(tx, "app", SHA, None, 42, 2)?;
+            let Registered::BecameUploaded(r) = pushed else {
+                panic!("{pushed:?}");
+            };
+            assert_eq!(r.source, RevisionSource::Uploaded { size: 42 });
+            assert_eq!(r.created_at_ms, 1);
+            assert_eq!(
+                get(tx, "app", &r.id)?.map(|r| r.source),
+                Some(RevisionSource::Uploaded { size: 42 })
+            );
+            let again = register(tx, "app", SHA, Some("https://a/b.tgz"), 0, 3)?;
+            assert!(matches!(again, Registered::Refused(_)), "{again:?}");
+            assert!(matches!(
+                register(tx, "app", SHA, None, 42, 4)?,
+                Registered::Unchanged(_)
+            ));
+            Ok(())
+        })
+    }
 }
