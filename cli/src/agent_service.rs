@@ -230,16 +230,11 @@ pub struct Installed {
 
 /// Write the config, the enrollment token and the unit (no `systemctl`).
 pub fn install_files(a: &InstallArgs) -> anyhow::Result<Installed> {
-    let ok_name = !a.name.is_empty()
-        && a.name.len() <= 128
-        && !a.name.starts_with('.')
-        && a.name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !ok_name {
+    if !rollcage_proto::wire::is_valid_name(&a.name) {
         bail!(
-            "invalid --name `{}`: expected 1–128 letters, digits, `.`, `_` or `-`, not starting with `.`",
-            a.name
+            "invalid --name `{}`: expected {}",
+            a.name,
+            rollcage_proto::wire::NAME_RULE
         );
     }
     let token = match (&a.enroll_token, &a.token_file) {

@@ -108,13 +108,7 @@ impl Journal {
 
     fn path(&self, cmd: &StepCommand) -> Result<PathBuf, JournalError> {
         let id = &cmd.deployment_id;
-        let ok = !id.is_empty()
-            && id.len() <= 128
-            && !id.starts_with('.')
-            && id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if !ok {
+        if !rollcage_proto::wire::is_valid_name(id) {
             return Err(JournalError::BadId(id.clone()));
         }
         Ok(self.dir.join(format!("{id}.{}.json", cmd.event.name())))

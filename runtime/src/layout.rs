@@ -28,9 +28,7 @@ use std::path::{Path, PathBuf};
 
 /// A name used as a path component is not a plain, short name.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "invalid {what} `{value}`: expected 1–128 characters of letters, digits, `.`, `_` or `-`, not starting with `.`"
-)]
+#[error("invalid {what} `{value}`: expected {rule}", rule = rollcage_proto::wire::NAME_RULE)]
 pub struct InvalidName {
     /// Which name (application, deployment group, deployment id).
     pub what: &'static str,
@@ -40,13 +38,7 @@ pub struct InvalidName {
 
 /// Check that `value` can be used as one path component.
 pub fn check_name(what: &'static str, value: &str) -> Result<(), InvalidName> {
-    let ok = !value.is_empty()
-        && value.len() <= 128
-        && !value.starts_with('.')
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
+    if rollcage_proto::wire::is_valid_name(value) {
         Ok(())
     } else {
         Err(InvalidName {
