@@ -1067,6 +1067,7 @@ async fn bundle_larger_than_the_limits_allow_is_refused() {
     let limits = UnpackLimits {
         max_entries: 4,
         max_bytes: 1000,
+        ..UnpackLimits::default()
     };
     // A tiny tar followed by 2 MiB of trailing bytes: the tar itself is fine, but the bundle could fill the disk.
     let mut data = tar_bytes(&[E::File("appspec.yml", b"a", 0o644)]);
