@@ -6,7 +6,10 @@
 //! store on a second thread, and decompressed and unpacked on the first (`stream`). Each archive is hashed once per
 //! fetch, and not at all when the caller already verified it while writing it ([`Source::Stored`]). Unpacking
 //! writes only below a staging dir, through descriptors, never following a symlink (`confined`), and refuses
-//! hostile entries (`unpack`). The staging dir is renamed into place only once the checksum matched; on any error
+//! hostile entries (`unpack`): names and link targets past PATH_MAX, trees past [`UnpackLimits::max_depth`], a path
+//! named twice, and extension headers larger than their bound, refused from their declared size before they are
+//! read (`archive`), so the memory a fetch uses does not depend on what the archive claims. gzip members are read
+//! one by one, and bytes after the last one are located precisely (`gunzip`). The staging dir is renamed into place only once the checksum matched; on any error
 //! nothing is left behind.
 
 mod archive;

@@ -1,6 +1,8 @@
 //! The unpacker every source feeds: it turns archive entries (from tar, zip or a directory walk) into files below a
-//! staging root, enforcing the entry and byte limits, refusing hostile names and links, clearing setuid/setgid, and
-//! finally deciding whether a single wrapper directory is stripped the way CodeDeploy does.
+//! staging root, enforcing the limits (entries, bytes, depth, name and link-target lengths, and what it keeps in
+//! memory), refusing hostile names and links and any path named twice (except a directory), clearing
+//! setuid/setgid, and finally deciding whether a single wrapper directory is stripped the way CodeDeploy does.
+//! Every name it quotes in an error is clipped ([`shown`]), so an error is a line whatever the archive holds.
 
 use super::UnpackLimits;
 use super::confined::{Confined, WriteError};
