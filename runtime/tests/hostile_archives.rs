@@ -507,3 +507,25 @@ async fn a_zip_symlink_target_longer_than_path_max_is_refused_not_cut() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_zip_central_directory_too_large_to_parse_is_refused_before_it_is_parsed() {
+    // 4,000 members with 2,000-byte paths: a 8.2 MB central directory, the zip crate would hold it ~3 times over.
+    let env = Env::new();
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let dirs = format!("{}/", "n".repeat(199)).repeat(10);
+    for i in 0..4200 {
+        w.start_file(
+            format!("{dirs}{i:06}"),
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
+    }
+    let path = env.path("big.zip");
+    std::fs::write(&path, w.finish().unwrap().into_inner()).unwrap();
+    let err = env.refused(env.fetch_file(&path, UnpackLimits::default()).await);
+    assert!(
+        matches!(&err, PackageError::ZipDirectoryTooLarge { bytes, limit, .. } if *bytes > *limit && *limit == 8 << 20),
+        "{err}"
+    );
+}

@@ -4,6 +4,7 @@
 use super::entry_path::MAX_PATH_BYTES;
 use super::error::{PackageError, SHOWN_NAME_BYTES, shown};
 use super::unpack::{Kind, Unpacker, name_too_long};
+use super::zip_directory;
 use std::io::{BufReader, Read};
 use std::path::Path;
 use tar::EntryType;
@@ -13,6 +14,11 @@ use tar::EntryType;
 /// write a few hundred bytes to a few KiB. 1 MiB is far above that, and is the most one member's headers cost in
 /// memory, whatever the archive declares.
 pub(crate) const MAX_PAX_HEADER_BYTES: u64 = 1 << 20;
+
+/// Largest zip central directory accepted. The `zip` crate keeps every record parsed in memory (the name about
+/// three times over, plus a few hundred bytes per member): 8 MiB is 100,000 members with 40-byte paths, and keeps
+/// what the parse costs within the agent's memory budget (a 40 MiB directory of long names cost 130 MiB).
+pub(crate) const MAX_ZIP_DIRECTORY_BYTES: u64 = 8 << 20;
 
 fn malformed(origin: &str, entry: Option<&[u8]>, e: impl std::fmt::Display) -> PackageError {
     PackageError::Malformed {
@@ -222,11 +228,30 @@ pub(crate) fn unpack_tar<R: Read>(input: R, u: &mut Unpacker) -> Result<(), Pack
 /// Unpack the zip file at `path` (zip needs random access to its central directory).
 pub(crate) fn unpack_zip(path: &Path, u: &mut Unpacker) -> Result<(), PackageError> {
     let origin = u.origin().to_owned();
-    let file = std::fs::File::open(path).map_err(|e| PackageError::io("open", path, e))?;
+    let mut file = std::fs::File::open(path).map_err(|e| PackageError::io("open", path, e))?;
+    // The zip crate parses the whole central directory into memory: refuse one too large (or listing too many
+    // members) from the end record, before it is parsed.
+    let max = u.limits().max_entries;
+    let declared =
+        zip_directory::declared(&mut file).map_err(|e| PackageError::io("read", path, e))?;
+    if let Some(dir) = declared {
+        if dir.entries > max {
+            return Err(PackageError::TooManyEntries {
+                limit: max,
+                entry: format!("member {} (of {} listed)", max + 1, dir.entries),
+            });
+        }
+        if dir.bytes > MAX_ZIP_DIRECTORY_BYTES {
+            return Err(PackageError::ZipDirectoryTooLarge {
+                origin,
+                bytes: dir.bytes,
+                limit: MAX_ZIP_DIRECTORY_BYTES,
+            });
+        }
+    }
     let mut archive =
         zip::ZipArchive::new(BufReader::new(file)).map_err(|e| malformed(&origin, None, e))?;
     // The central directory says how many members there are: refuse before writing anything.
-    let max = u.limits().max_entries;
     if archive.len() as u64 > max {
         let entry = archive
             .by_index_raw(usize::try_from(max).unwrap_or(usize::MAX))

@@ -280,6 +280,18 @@ pub enum PackageError {
         /// The entry that crossed it (clipped).
         entry: String,
     },
+    /// A zip whose central directory is larger than [`MAX_ZIP_DIRECTORY_BYTES`](super::archive).
+    #[error(
+        "zip {origin} has a central directory of {bytes} bytes: expected at most {limit} bytes"
+    )]
+    ZipDirectoryTooLarge {
+        /// Where the bytes came from.
+        origin: String,
+        /// Its declared size.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// Bytes after the last gzip member that are neither another member nor zero padding.
     #[error(
         "gzip stream of {origin} ends at byte {end}; {trailing} bytes of trailing data follow: \

@@ -26,6 +26,7 @@ mod source;
 mod store;
 mod stream;
 mod unpack;
+mod zip_directory;
 
 pub use error::{EntryPosition, PackageError};
 pub use prune::{DEFAULT_MAX_REVISIONS, prune};
