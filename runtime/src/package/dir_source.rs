@@ -32,13 +32,14 @@ fn walk(src: &Path, rel: &Path, u: &mut Unpacker) -> Result<(), PackageError> {
         let ft = meta.file_type();
         let mode = meta.mode() & 0o7777;
         if ft.is_dir() {
-            u.add(raw, mode, Kind::Dir)?;
+            u.add(raw, None, mode, Kind::Dir)?;
             walk(src, &rel, u)?;
         } else if ft.is_symlink() {
             let target =
                 std::fs::read_link(&path).map_err(|e| PackageError::io("read link", &path, e))?;
             u.add(
                 raw,
+                None,
                 mode,
                 Kind::Symlink(target.as_os_str().as_bytes().to_vec()),
             )?;
@@ -49,7 +50,7 @@ fn walk(src: &Path, rel: &Path, u: &mut Unpacker) -> Result<(), PackageError> {
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&path)
                 .map_err(|e| PackageError::io("open", &path, e))?;
-            u.add(raw, mode, Kind::File(&mut file, meta.len()))?;
+            u.add(raw, None, mode, Kind::File(&mut file, meta.len()))?;
         } else {
             let kind = if ft.is_char_device() {
                 "character device"
@@ -60,7 +61,7 @@ fn walk(src: &Path, rel: &Path, u: &mut Unpacker) -> Result<(), PackageError> {
             } else {
                 "socket"
             };
-            u.add(raw, mode, Kind::Special(kind))?;
+            u.add(raw, None, mode, Kind::Special(kind))?;
         }
     }
     Ok(())

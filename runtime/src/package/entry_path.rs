@@ -7,6 +7,14 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+/// Longest entry name or link target accepted, in bytes as archived: Linux's `PATH_MAX`. Nothing longer can be
+/// handed to the kernel as one path (a symlink target cannot even be created), so a longer name can only be an
+/// attack on the unpacker's memory or time; refusing it also bounds every per-entry path operation.
+pub(crate) const MAX_PATH_BYTES: usize = 4096;
+
+/// Longest component of an entry name: Linux's `NAME_MAX` (no filesystem we unpack to takes more).
+pub(crate) const MAX_NAME_BYTES: usize = 255;
+
 /// Why an entry name cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NameProblem {
@@ -14,6 +22,10 @@ pub(crate) enum NameProblem {
     Absolute,
     /// Has a `..` component.
     ParentDir,
+    /// Has a component longer than [`MAX_NAME_BYTES`].
+    ComponentTooLong,
+    /// Has a NUL byte (no kernel path can).
+    Nul,
 }
 
 /// Normalise an archive entry name into a relative path of plain components (`.` and empty components dropped).
@@ -22,11 +34,15 @@ pub(crate) fn normalize(raw: &[u8]) -> Result<Option<PathBuf>, NameProblem> {
     if raw.first() == Some(&b'/') {
         return Err(NameProblem::Absolute);
     }
+    if raw.contains(&0) {
+        return Err(NameProblem::Nul);
+    }
     let mut out = PathBuf::new();
     for comp in raw.split(|b| *b == b'/') {
         match comp {
             b"" | b"." => {}
             b".." => return Err(NameProblem::ParentDir),
+            name if name.len() > MAX_NAME_BYTES => return Err(NameProblem::ComponentTooLong),
             name => out.push(OsStr::from_bytes(name)),
         }
     }
@@ -69,20 +85,21 @@ pub(crate) fn resolve_link(
     if target.first() == Some(&b'/') {
         return Err(LinkProblem::Escapes);
     }
-    let mut stack: Vec<OsString> = dir.iter().map(OsStr::to_owned).collect();
+    // `here` is kept in step with the walk (one push or pop per step), never rebuilt from the whole stack: each step
+    // costs the hash of one path, not a copy of every component so far.
+    let mut here = dir.to_owned();
     let mut pending: VecDeque<Step> = steps(target).collect();
     let mut expansions = 0;
     while let Some(step) = pending.pop_front() {
         match step {
             Step::Cur => {}
             Step::Parent => {
-                if stack.pop().is_none() {
+                if !here.pop() {
                     return Err(LinkProblem::Escapes);
                 }
             }
             Step::Name(name) => {
-                stack.push(name);
-                let here: PathBuf = stack.iter().collect();
+                here.push(&name);
                 if let Some(inner) = links.get(&here) {
                     expansions += 1;
                     if expansions > MAX_LINK_EXPANSIONS {
@@ -91,7 +108,7 @@ pub(crate) fn resolve_link(
                     if inner.first() == Some(&b'/') {
                         return Err(LinkProblem::Escapes);
                     }
-                    stack.pop();
+                    here.pop();
                     for s in steps(inner).collect::<Vec<_>>().into_iter().rev() {
                         pending.push_front(s);
                     }
@@ -99,7 +116,7 @@ pub(crate) fn resolve_link(
             }
         }
     }
-    Ok(stack.iter().collect())
+    Ok(here)
 }
 
 #[cfg(test)]

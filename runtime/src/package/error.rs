@@ -220,12 +220,132 @@ pub enum PackageError {
         /// The entry being written when the limit was crossed.
         entry: String,
     },
+    /// An entry name, link target or extension record longer than the limit (see [`super::entry_path`]). Only a
+    /// clipped prefix of the name is kept.
+    #[error(
+        "archive {what} of {len} bytes starting `{prefix}` is too long: expected at most {limit} bytes"
+    )]
+    NameTooLong {
+        /// `entry name`, `name component`, `symlink target`, `hardlink target`, `GNU long name`, ...
+        what: &'static str,
+        /// Its length in bytes, as archived (or as the archive declares it, when it was not read).
+        len: u64,
+        /// The limit in bytes.
+        limit: u64,
+        /// The start of the name, clipped.
+        prefix: String,
+    },
+    /// A pax extended header larger than [`MAX_PAX_HEADER_BYTES`](super::archive).
+    #[error(
+        "pax extended header at byte {offset} declares {len} bytes: expected at most {limit} bytes"
+    )]
+    ExtensionTooLarge {
+        /// Byte offset of its header in the (decompressed) tar stream.
+        offset: u64,
+        /// Its declared size.
+        len: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// An entry nested deeper than [`UnpackLimits::max_depth`](super::UnpackLimits).
+    #[error("archive entry `{entry}` is {depth} directories deep: expected at most {limit} levels")]
+    TooDeep {
+        /// The entry name (clipped).
+        entry: String,
+        /// Its depth.
+        depth: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The same path names a file or link twice: a later entry would silently replace what an earlier one (the one a
+    /// reviewer may have read) unpacked.
+    #[error("archive names `{entry}` twice ({first} and {second}): expected each path once")]
+    DuplicateEntry {
+        /// The path (normalised, clipped).
+        entry: String,
+        /// Where the first entry is.
+        first: EntryPosition,
+        /// Where the second is.
+        second: EntryPosition,
+    },
+    /// What the unpacker must remember until the end (symlinks for the final escape check, modes of directories
+    /// that are not writable by their owner) exceeds its bound.
+    #[error(
+        "archive needs more than {limit} bytes to track its symlinks and read-only directories \
+         (limit reached at `{entry}`): expected fewer or shorter ones"
+    )]
+    TooMuchToTrack {
+        /// The limit in bytes.
+        limit: u64,
+        /// The entry that crossed it (clipped).
+        entry: String,
+    },
+    /// A zip whose central directory is larger than [`MAX_ZIP_DIRECTORY_BYTES`](super::archive).
+    #[error(
+        "zip {origin} has a central directory of {bytes} bytes: expected at most {limit} bytes"
+    )]
+    ZipDirectoryTooLarge {
+        /// Where the bytes came from.
+        origin: String,
+        /// Its declared size.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Bytes after the last gzip member that are neither another member nor zero padding.
+    #[error(
+        "gzip stream of {origin} ends at byte {end}; {trailing} bytes of trailing data follow: \
+         expected nothing (or only zero padding) after the last gzip member"
+    )]
+    TrailingData {
+        /// Where the bytes came from.
+        origin: String,
+        /// Offset (in the compressed bundle) where the last gzip member ends.
+        end: u64,
+        /// How many bytes follow it.
+        trailing: u64,
+    },
     /// A deployment dir name is not a plain name.
     #[error(transparent)]
     Layout(#[from] crate::layout::InvalidName),
     /// The blocking unpack task panicked or was cancelled.
     #[error("package pipeline task failed: {0}")]
     Task(String),
+}
+
+/// Where an entry is in its archive, for errors that name two entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryPosition {
+    /// 1-based index among the archive's members (a tar member's extension headers belong to it).
+    pub index: u64,
+    /// Byte offset of its first header (tar: in the decompressed stream; zip: of its local header), when known.
+    pub offset: Option<u64>,
+}
+
+impl std::fmt::Display for EntryPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "entry {}", self.index)?;
+        if let Some(offset) = self.offset {
+            write!(f, " at byte {offset}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of an archived name (or a parser's message) quoted in an error: enough to recognise it, short enough that
+/// every error stays a line even when an archive names a path of PATH_MAX bytes (and a report stays small).
+pub(crate) const SHOWN_NAME_BYTES: usize = 256;
+
+/// An archived name as shown in errors: lossy UTF-8, clipped to [`SHOWN_NAME_BYTES`] with a marker giving the whole
+/// length. Reads at most [`SHOWN_NAME_BYTES`] bytes of `raw`, whatever its length.
+pub(crate) fn shown(raw: &[u8]) -> String {
+    let head = &raw[..raw.len().min(SHOWN_NAME_BYTES)];
+    let text = rollcage_proto::clip::clip_head(&String::from_utf8_lossy(head), SHOWN_NAME_BYTES);
+    if head.len() == raw.len() {
+        text
+    } else {
+        format!("{text}…[{} bytes in all]", raw.len())
+    }
 }
 
 fn at_entry(entry: &Option<String>) -> String {

@@ -6,7 +6,10 @@
 //! store on a second thread, and decompressed and unpacked on the first (`stream`). Each archive is hashed once per
 //! fetch, and not at all when the caller already verified it while writing it ([`Source::Stored`]). Unpacking
 //! writes only below a staging dir, through descriptors, never following a symlink (`confined`), and refuses
-//! hostile entries (`unpack`). The staging dir is renamed into place only once the checksum matched; on any error
+//! hostile entries (`unpack`): names and link targets past PATH_MAX, trees past [`UnpackLimits::max_depth`], a path
+//! named twice, and extension headers larger than their bound, refused from their declared size before they are
+//! read (`archive`), so the memory a fetch uses does not depend on what the archive claims. gzip members are read
+//! one by one, and bytes after the last one are located precisely (`gunzip`). The staging dir is renamed into place only once the checksum matched; on any error
 //! nothing is left behind.
 
 mod archive;
@@ -15,6 +18,7 @@ mod dir_source;
 mod entry_path;
 mod error;
 mod format;
+mod gunzip;
 mod http;
 mod pipeline;
 mod prune;
@@ -22,8 +26,9 @@ mod source;
 mod store;
 mod stream;
 mod unpack;
+mod zip_directory;
 
-pub use error::PackageError;
+pub use error::{EntryPosition, PackageError};
 pub use prune::{DEFAULT_MAX_REVISIONS, prune};
 pub use store::BundleStore;
 pub(crate) use store::is_sha256;
@@ -61,15 +66,23 @@ pub struct UnpackLimits {
     pub max_entries: u64,
     /// Most bytes its files may unpack to.
     pub max_bytes: u64,
+    /// Most path components an entry may have (`a/b/c` has 3).
+    pub max_depth: u64,
 }
 
 impl Default for UnpackLimits {
     fn default() -> Self {
         // Generous for real applications (a JVM app with its libs is ~50k entries / a few GiB), small enough that a
-        // zip bomb cannot fill the disk.
+        // zip bomb cannot fill the disk, and that what the unpacker remembers per entry (a 16-byte key for the
+        // duplicate check) stays a few MiB.
+        //
+        // Depth: real trees stay under ~40 levels (a deep `node_modules` is ~30). 256 leaves room for anything
+        // generated, and bounds what one entry costs: the unpacker holds one descriptor per level of the current
+        // path, and a path operation touches at most this many components.
         Self {
-            max_entries: 200_000,
+            max_entries: 100_000,
             max_bytes: 8 << 30,
+            max_depth: 256,
         }
     }
 }

@@ -7,6 +7,7 @@ use super::archive::{unpack_tar, unpack_zip};
 use super::dir_source::copy_dir;
 use super::error::PackageError;
 use super::format::{Format, SNIFF_LEN, detect, head_hex};
+use super::gunzip::Gunzip;
 use super::store::BundleStore;
 use super::stream::{ChunkSource, Sink, SourceFailure, Tee};
 use super::unpack::{Unpacked, Unpacker};
@@ -157,8 +158,8 @@ pub(crate) fn fetch_archive(
         Format::Tar => unpack_tar(&mut tee, &mut unpacker),
         Format::Gzip => {
             // Multi-member, like `gzip -d`; reads straight from the tee's chunks (no extra buffer copy).
-            let mut gz = flate2::bufread::MultiGzDecoder::new(&mut tee);
-            unpack_tar(&mut gz, &mut unpacker).and_then(|()| {
+            let mut gz = Gunzip::new(&mut tee);
+            let unpacked = unpack_tar(&mut gz, &mut unpacker).and_then(|()| {
                 // Decompress the tail after the tar end marker too, so the gzip CRC and length are checked.
                 std::io::copy(&mut gz, &mut std::io::sink())
                     .map(|_| ())
@@ -167,7 +168,16 @@ pub(crate) fn fetch_archive(
                         entry: None,
                         detail: e.to_string(),
                     })
-            })
+            });
+            // Bytes after the last member explain a failure better than what the tar reader made of it.
+            match gz.trailing() {
+                Some(t) => Err(PackageError::TrailingData {
+                    origin: origin.to_owned(),
+                    end: t.end,
+                    trailing: t.bytes,
+                }),
+                None => unpacked,
+            }
         }
         Format::Zip => Ok(()),
     };

@@ -1,14 +1,21 @@
 //! The unpacker every source feeds: it turns archive entries (from tar, zip or a directory walk) into files below a
-//! staging root, enforcing the entry and byte limits, refusing hostile names and links, clearing setuid/setgid, and
-//! finally deciding whether a single wrapper directory is stripped the way CodeDeploy does.
+//! staging root, enforcing the limits (entries, bytes, depth, name and link-target lengths, and what it keeps in
+//! memory), refusing hostile names and links and any path named twice (except a directory), clearing
+//! setuid/setgid, and finally deciding whether a single wrapper directory is stripped the way CodeDeploy does.
+//! Every name it quotes in an error is clipped ([`shown`]), so an error is a line whatever the archive holds.
 
 use super::UnpackLimits;
 use super::confined::{Confined, WriteError};
-use super::entry_path::{LinkProblem, NameProblem, normalize, resolve_link};
-use super::error::PackageError;
+use super::entry_path::{
+    LinkProblem, MAX_NAME_BYTES, MAX_PATH_BYTES, NameProblem, normalize, resolve_link,
+};
+use super::error::{EntryPosition, PackageError, shown};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::ffi::OsString;
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -45,6 +52,32 @@ pub(crate) struct Unpacked {
     pub(crate) entries: u64,
 }
 
+/// Most bytes of paths and link targets the unpacker keeps until [`Unpacker::finish`] (every symlink, for the final
+/// escape check, and directories whose archived mode is applied at the end). Everything else is forgotten once
+/// written, so this is what bounds the unpacker's memory whatever the archive holds. 16 MiB is ~150,000 symlinks
+/// with 100-byte names and targets (a large `node_modules` has a few thousand).
+const MAX_TRACKED_BYTES: usize = 16 << 20;
+
+/// A path's key in the duplicate check: 128 bits of its sha256 (16 bytes per entry, however long the path).
+type PathKey = [u8; 16];
+
+fn path_key(rel: &Path) -> PathKey {
+    let digest = Sha256::digest(rel.as_os_str().as_bytes());
+    let mut key = [0; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
+
+/// The error for a name or link target over [`MAX_PATH_BYTES`].
+pub(crate) fn name_too_long(what: &'static str, raw: &[u8]) -> PackageError {
+    PackageError::NameTooLong {
+        what,
+        len: raw.len() as u64,
+        limit: MAX_PATH_BYTES as u64,
+        prefix: shown(raw),
+    }
+}
+
 /// Unpacks entries below `root`.
 pub(crate) struct Unpacker {
     out: Confined,
@@ -53,18 +86,18 @@ pub(crate) struct Unpacker {
     limits: UnpackLimits,
     entries: u64,
     bytes: u64,
+    /// Every file and link unpacked so far, by path, and where it was: a second entry for the same path is refused
+    /// (naming both), never allowed to replace the first. A directory may be listed twice (its later mode wins):
+    /// that replaces nothing.
+    seen: HashMap<PathKey, EntryPosition>,
     /// Symlinks created: relative path → raw target.
     links: HashMap<PathBuf, Vec<u8>>,
-    /// The entry name that made each symlink, for errors.
-    link_entries: HashMap<PathBuf, String>,
-    /// Explicit directory entries and their archived modes, applied at the end (a read-only directory must stay
-    /// writable while its children are unpacked).
-    dir_modes: Vec<(PathBuf, u32)>,
+    /// Directories whose archived mode would stop us writing into them (no rwx for the owner), applied at the end.
+    /// Other modes are applied at once.
+    dir_modes: HashMap<PathBuf, u32>,
+    /// Bytes held in `links` and `dir_modes`, bounded by [`MAX_TRACKED_BYTES`].
+    tracked: usize,
     buf: Vec<u8>,
-}
-
-fn lossy(raw: &[u8]) -> String {
-    String::from_utf8_lossy(raw).into_owned()
 }
 
 impl Unpacker {
@@ -82,9 +115,10 @@ impl Unpacker {
             limits,
             entries: 0,
             bytes: 0,
+            seen: HashMap::new(),
             links: HashMap::new(),
-            link_entries: HashMap::new(),
-            dir_modes: Vec::new(),
+            dir_modes: HashMap::new(),
+            tracked: 0,
             buf: vec![0; COPY_BUF],
         })
     }
@@ -99,21 +133,47 @@ impl Unpacker {
         &self.origin
     }
 
-    /// Add one entry named `raw` (as archived) with permission bits `mode`.
+    /// Where the next entry added will be, given the byte offset of its first header.
+    pub(crate) fn next_position(&self, offset: Option<u64>) -> EntryPosition {
+        EntryPosition {
+            index: self.entries + 1,
+            offset,
+        }
+    }
+
+    /// Count `bytes` more of tracked state for entry `entry`, refusing past [`MAX_TRACKED_BYTES`].
+    fn track(&mut self, bytes: usize, entry: &[u8]) -> Result<(), PackageError> {
+        self.tracked = self.tracked.saturating_add(bytes);
+        if self.tracked > MAX_TRACKED_BYTES {
+            return Err(PackageError::TooMuchToTrack {
+                limit: MAX_TRACKED_BYTES as u64,
+                entry: shown(entry),
+            });
+        }
+        Ok(())
+    }
+
+    /// Add one entry named `raw` (as archived) with permission bits `mode`; `offset` is the byte offset of its first
+    /// header in the archive, when the format has one.
     pub(crate) fn add(
         &mut self,
         raw: &[u8],
+        offset: Option<u64>,
         mode: u32,
         kind: Kind<'_>,
     ) -> Result<(), PackageError> {
-        let entry = lossy(raw);
+        let position = self.next_position(offset);
         self.entries += 1;
         if self.entries > self.limits.max_entries {
             return Err(PackageError::TooManyEntries {
                 limit: self.limits.max_entries,
-                entry,
+                entry: shown(raw),
             });
         }
+        if raw.len() > MAX_PATH_BYTES {
+            return Err(name_too_long("entry name", raw));
+        }
+        let entry = shown(raw);
         match kind {
             Kind::Special(kind) => return Err(PackageError::SpecialFile { entry, kind }),
             Kind::Unsupported(kind) => return Err(PackageError::UnsupportedEntry { entry, kind }),
@@ -131,45 +191,100 @@ impl Unpacker {
             }
             Err(NameProblem::Absolute) => return Err(PackageError::AbsolutePath { entry }),
             Err(NameProblem::ParentDir) => return Err(PackageError::ParentTraversal { entry }),
+            Err(NameProblem::ComponentTooLong) => {
+                let long = raw
+                    .split(|b| *b == b'/')
+                    .find(|c| c.len() > MAX_NAME_BYTES)
+                    .unwrap_or(raw);
+                return Err(PackageError::NameTooLong {
+                    what: "entry name component",
+                    len: long.len() as u64,
+                    limit: MAX_NAME_BYTES as u64,
+                    prefix: shown(long),
+                });
+            }
+            Err(NameProblem::Nul) => {
+                return Err(PackageError::Malformed {
+                    origin: self.origin.clone(),
+                    entry: Some(entry),
+                    detail: "the name has a NUL byte".into(),
+                });
+            }
         };
+        let depth = rel.components().count() as u64;
+        if depth > self.limits.max_depth {
+            return Err(PackageError::TooDeep {
+                entry,
+                depth,
+                limit: self.limits.max_depth,
+            });
+        }
+        if !matches!(kind, Kind::Dir) {
+            match self.seen.entry(path_key(&rel)) {
+                Entry::Occupied(first) => {
+                    return Err(PackageError::DuplicateEntry {
+                        entry: shown(rel.as_os_str().as_bytes()),
+                        first: *first.get(),
+                        second: position,
+                    });
+                }
+                Entry::Vacant(v) => {
+                    v.insert(position);
+                }
+            }
+        }
         let mode = mode & KEPT_MODE_BITS;
         match kind {
             Kind::Dir => {
+                // A mode that leaves the owner rwx is set at once; any other would stop us writing the directory's
+                // children (when not root), so it is applied at the end, children first.
+                let now = mode & 0o700 == 0o700;
                 self.out
-                    .create_dir(&rel)
+                    .create_dir(&rel, now.then_some(mode))
                     .map_err(|e| self.write_error(e, &entry, &rel))?;
-                self.dir_modes.push((rel, mode));
+                if now {
+                    self.dir_modes.remove(&rel);
+                } else {
+                    self.track(rel.as_os_str().len(), raw)?;
+                    self.dir_modes.insert(rel, mode);
+                }
             }
             Kind::File(reader, declared) => {
                 self.write_file(&rel, &entry, reader, declared, mode)?
             }
             Kind::Symlink(target) => {
+                if target.len() > MAX_PATH_BYTES {
+                    return Err(name_too_long("symlink target", &target));
+                }
                 let dir = rel.parent().unwrap_or(Path::new(""));
                 if resolve_link(dir, &target, &self.links).is_err() {
                     return Err(PackageError::LinkEscapes {
                         kind: "symlink",
                         entry,
-                        target: lossy(&target),
+                        target: shown(&target),
                     });
                 }
                 self.out
                     .create_symlink(&rel, &target)
                     .map_err(|e| self.write_error(e, &entry, &rel))?;
-                self.links.insert(rel.clone(), target);
-                self.link_entries.insert(rel, entry);
+                self.track(rel.as_os_str().len() + target.len(), raw)?;
+                self.links.insert(rel, target);
             }
             Kind::HardLink(target) => {
+                if target.len() > MAX_PATH_BYTES {
+                    return Err(name_too_long("hardlink target", &target));
+                }
                 let escapes = || PackageError::LinkEscapes {
                     kind: "hardlink",
                     entry: entry.clone(),
-                    target: lossy(&target),
+                    target: shown(&target),
                 };
                 let to = match normalize(&target) {
                     Ok(Some(to)) => to,
                     Ok(None) => {
                         return Err(PackageError::HardlinkTarget {
                             entry,
-                            target: lossy(&target),
+                            target: shown(&target),
                         });
                     }
                     Err(_) => return Err(escapes()),
@@ -177,11 +292,10 @@ impl Unpacker {
                 self.out.create_hardlink(&rel, &to).map_err(|e| match e {
                     WriteError::BadLinkTarget => PackageError::HardlinkTarget {
                         entry: entry.clone(),
-                        target: lossy(&target),
+                        target: shown(&target),
                     },
                     e => self.write_error(e, &entry, &rel),
                 })?;
-                self.forget_link(&rel);
             }
             Kind::Special(_) | Kind::Unsupported(_) | Kind::Skip => {}
         }
@@ -228,15 +342,7 @@ impl Unpacker {
         }
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(|e| PackageError::io("set the mode of", &path, e))?;
-        self.forget_link(rel);
         Ok(())
-    }
-
-    /// A later entry replaced the symlink at `rel`.
-    fn forget_link(&mut self, rel: &Path) {
-        if self.links.remove(rel).is_some() {
-            self.link_entries.remove(rel);
-        }
     }
 
     /// A failure reading an entry's bytes from the archive (truncated or corrupt stream).
@@ -267,6 +373,10 @@ impl Unpacker {
                 entry,
                 detail: "a non-directory already exists at this path".into(),
             },
+            WriteError::Exists => PackageError::Conflict {
+                entry,
+                detail: "something is already at this path".into(),
+            },
             WriteError::BadLinkTarget => PackageError::Conflict {
                 entry,
                 detail: "link target is not a regular file".into(),
@@ -284,14 +394,16 @@ impl Unpacker {
             None
         };
         self.check_links(wrapper.as_deref())?;
-        let mut dirs = self.dir_modes;
-        // Deepest first, so a read-only parent never blocks a child's chmod.
-        dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        let mut out = self.out;
+        let mut dirs: Vec<_> = self.dir_modes.into_iter().collect();
+        // Children before their parents (a path sorts after its prefixes), so a read-only parent never blocks a
+        // child's chmod, and neighbours are together so the walks share their prefixes.
+        dirs.sort_by(|a, b| b.0.cmp(&a.0));
         for (rel, mode) in &dirs {
-            self.out.chmod_dir(rel, *mode).map_err(|e| match e {
+            out.chmod_dir(rel, *mode).map_err(|e| match e {
                 WriteError::Io(e) => PackageError::io("set the mode of", self.root.join(rel), e),
                 _ => PackageError::Conflict {
-                    entry: rel.display().to_string(),
+                    entry: shown(rel.as_os_str().as_bytes()),
                     detail: "directory was replaced by a later entry".into(),
                 },
             })?;
@@ -324,15 +436,10 @@ impl Unpacker {
         let mut all: Vec<_> = self.links.iter().collect();
         all.sort_by(|a, b| a.0.cmp(b.0));
         for (path, target) in all {
-            let entry = self
-                .link_entries
-                .get(path)
-                .cloned()
-                .unwrap_or_else(|| path.display().to_string());
             let escapes = || PackageError::LinkEscapes {
                 kind: "symlink",
-                entry: entry.clone(),
-                target: lossy(target),
+                entry: shown(path.as_os_str().as_bytes()),
+                target: shown(target),
             };
             let Some(rel) = rebase(path) else {
                 return Err(escapes());
