@@ -43,9 +43,20 @@ struct Coord {
 
 /// A coordinator on loopback; with `enroll_token_file`, that enrollment token instead of a fresh one.
 async fn coordinator(enroll_token_file: Option<&Path>) -> TestResult<Coord> {
+    coordinator_with(enroll_token_file, None).await
+}
+
+/// [`coordinator`], with this heartbeat deadline instead of the default one.
+async fn coordinator_with(
+    enroll_token_file: Option<&Path>,
+    heartbeat_deadline: Option<Duration>,
+) -> TestResult<Coord> {
     let data = tempfile::tempdir()?;
     let mut cfg = ServerConfig::loopback(data.path().to_owned());
     cfg.enroll_token_file = enroll_token_file.map(Path::to_owned);
+    if let Some(d) = heartbeat_deadline {
+        cfg.settings.heartbeat_deadline = d;
+    }
     let addr = spawn(cfg).await?;
     let base = format!("http://{addr}");
     let read =
@@ -470,6 +481,37 @@ async fn a_report_refused_even_reduced_is_kept_and_sent_again_later_without_spin
         journal.get(&probe)?.map(|e| e.state),
         Some(EntryState::Finished { acked: true, .. })
     ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_step_whose_report_can_never_be_delivered_fails_at_the_heartbeat_deadline() -> TestResult
+{
+    // The agent stays alive and keeps calling, but no report of its first step ever gets through: the coordinator
+    // fails the step once the deadline passes without word of it, so the deployment ends.
+    let coord = coordinator_with(None, Some(Duration::from_secs(2))).await?;
+    let (proxy, url) = Proxy::start(&coord.base).await?;
+    coord.group("i1").await?;
+    proxy.refuse(|_, _| Some(400));
+    let client = enrolled(&url, &coord.enroll_token, "i1").await?;
+    let dir = tempfile::tempdir()?;
+    let run = start(client, Journal::open(dir.path())?, Chatty);
+    let id = coord.deploy().await?;
+    let d = coord.wait_end(&id, Duration::from_secs(20)).await?;
+    assert!(!run.is_finished(), "the agent keeps running");
+    run.abort();
+    assert_eq!(d.status, DeploymentStatus::Failed, "{}", d.message);
+    let step = &d.instances[0].steps[0];
+    assert!(
+        step.message.contains("gave no word of this step"),
+        "{}",
+        step.message
+    );
+    assert!(
+        proxy.seen().len() >= 2,
+        "reports were offered and refused: {}",
+        proxy.seen().len()
+    );
     Ok(())
 }
 
