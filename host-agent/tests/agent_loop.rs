@@ -1,21 +1,19 @@
 //! The agent loop against a real coordinator (in-process, on loopback) with a fake step executor: protocol,
 //! journal recovery after a simulated SIGKILL, and the outbox.
 
-use rollcage_agent::daemon::{AgentLoop, Backoff, LoopConfig};
+use rollcage_agent::daemon::{AgentLoop, Backoff};
 use rollcage_agent::executor::{BoxFuture, StepExecutor};
 use rollcage_agent::journal::{EntryState, Journal};
-use rollcage_client::Client;
-use rollcage_coordinator::server::{ServerConfig, spawn};
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{
-    Concurrency, CreateApplication, CreateDeployment, CreateGroup, Deployment, DeploymentStatus,
-    DeploymentStyle, EnrollRequest, LogQuery, PollRequest, StepCommand, StepOutcome, StepReport,
+    DeploymentStatus, DeploymentStyle, LogQuery, PollRequest, StepCommand, StepOutcome, StepReport,
     StopDeployment,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+mod common;
+use common::{TestResult, coordinator, enrolled, loop_config, probe_command};
 
 #[derive(Clone, Default)]
 struct Fake {
@@ -63,107 +61,12 @@ impl Fake {
     }
 }
 
-struct Env {
-    _data: tempfile::TempDir,
-    base: String,
-    admin: Client,
-    enroll_token: String,
-}
-
-async fn coordinator() -> Result<Env, Box<dyn std::error::Error>> {
-    let data = tempfile::tempdir()?;
-    let addr = spawn(ServerConfig::loopback(data.path().to_owned())).await?;
-    let base = format!("http://{addr}");
-    let admin_token = std::fs::read_to_string(data.path().join("admin-token"))?
-        .trim()
-        .to_owned();
-    let enroll_token = std::fs::read_to_string(data.path().join("enroll-token"))?
-        .trim()
-        .to_owned();
-    Ok(Env {
-        admin: Client::new(&base, Some(admin_token), None)?,
-        base,
-        enroll_token,
-        _data: data,
-    })
-}
-
-impl Env {
-    async fn agent_client(&self, name: &str) -> Result<Client, Box<dyn std::error::Error>> {
-        let c = Client::new(&self.base, Some(self.enroll_token.clone()), None)?;
-        let r = c
-            .enroll(&EnrollRequest {
-                name: name.to_owned(),
-            })
-            .await?;
-        Ok(c.with_token(Some(r.token)))
-    }
-
-    async fn deploy(
-        &self,
-        instances: &[&str],
-        auto_rollback: bool,
-    ) -> Result<String, Box<dyn std::error::Error>> {
-        self.admin
-            .create_application(&CreateApplication { name: "app".into() })
-            .await?;
-        self.admin
-            .create_group(
-                "app",
-                &CreateGroup {
-                    name: "web".into(),
-                    style: DeploymentStyle::InPlace,
-                    concurrency: Concurrency::Count(1),
-                    failure_tolerance: 0,
-                    auto_rollback,
-                    instances: instances.iter().map(|i| (*i).to_owned()).collect(),
-                    form: None,
-                    lb: None,
-                },
-            )
-            .await?;
-        let rev = self.admin.upload_revision("app", &b"archive"[..]).await?;
-        let d = self
-            .admin
-            .create_deployment(&CreateDeployment {
-                application: "app".into(),
-                group: "web".into(),
-                revision: rev.id,
-                form: None,
-            })
-            .await?;
-        Ok(d.id)
-    }
-
-    async fn wait_end(&self, id: &str) -> Result<Deployment, Box<dyn std::error::Error>> {
-        for _ in 0..200 {
-            let d = self.admin.get_deployment(id).await?;
-            if d.status.is_terminal() {
-                return Ok(d);
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        Err(format!("deployment {id} did not end").into())
-    }
-}
-
-fn loop_config() -> LoopConfig {
-    LoopConfig {
-        poll_wait: Duration::from_millis(300),
-        cancel_check: Duration::from_millis(200),
-        backoff: Backoff {
-            base: Duration::from_millis(10),
-            max: Duration::from_millis(100),
-        },
-        max_log_bytes: rollcage_agent::steplog::DEFAULT_MAX_LOG_BYTES,
-    }
-}
-
 #[tokio::test]
 async fn agent_runs_every_step_once_in_the_seed_order() -> TestResult {
-    let env = coordinator().await?;
-    let client = env.agent_client("i1").await?;
-    let id = env.deploy(&["i1"], false).await?;
+    let env = coordinator(None, None).await?;
+    let client = enrolled(&env.base, &env.enroll_token, "i1").await?;
+    env.group(&["i1"], false).await?;
+    let id = env.deploy(b"archive".to_vec()).await?;
     let dir = tempfile::tempdir()?;
     let fake = Fake::default();
     let agent = AgentLoop::new(
@@ -174,7 +77,7 @@ async fn agent_runs_every_step_once_in_the_seed_order() -> TestResult {
     );
     let stop = tokio::time::sleep(Duration::from_secs(30));
     let run = tokio::spawn(async move { agent.run(stop).await.map_err(|e| e.to_string()) });
-    let d = env.wait_end(&id).await?;
+    let d = env.wait_end(&id, Duration::from_secs(5)).await?;
     run.abort();
     assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
     let events: Vec<_> = fake.ran().into_iter().map(|(_, e)| e).collect();
@@ -187,9 +90,10 @@ async fn agent_runs_every_step_once_in_the_seed_order() -> TestResult {
 
 #[tokio::test]
 async fn restart_reports_interrupted_step_failed_and_never_reruns_it() -> TestResult {
-    let env = coordinator().await?;
-    let client = env.agent_client("i1").await?;
-    let id = env.deploy(&["i1"], false).await?;
+    let env = coordinator(None, None).await?;
+    let client = enrolled(&env.base, &env.enroll_token, "i1").await?;
+    env.group(&["i1"], false).await?;
+    let id = env.deploy(b"archive".to_vec()).await?;
     let dir = tempfile::tempdir()?;
     let journal = Journal::open(dir.path())?;
     // First life: DownloadBundle ran and was reported; ApplicationStop ran but its report never left (killed
@@ -234,7 +138,7 @@ async fn restart_reports_interrupted_step_failed_and_never_reruns_it() -> TestRe
     );
     let stop = tokio::time::sleep(Duration::from_secs(30));
     let run = tokio::spawn(async move { agent.run(stop).await.map_err(|e| e.to_string()) });
-    let d = env.wait_end(&id).await?;
+    let d = env.wait_end(&id, Duration::from_secs(5)).await?;
     run.abort();
     assert_eq!(d.status, DeploymentStatus::Failed, "{}", d.message);
     let steps = &d.instances[0].steps;
@@ -260,9 +164,10 @@ async fn restart_reports_interrupted_step_failed_and_never_reruns_it() -> TestRe
 
 #[tokio::test]
 async fn a_failed_step_fails_the_deployment_and_stops_the_instance() -> TestResult {
-    let env = coordinator().await?;
-    let client = env.agent_client("i1").await?;
-    let id = env.deploy(&["i1"], false).await?;
+    let env = coordinator(None, None).await?;
+    let client = enrolled(&env.base, &env.enroll_token, "i1").await?;
+    env.group(&["i1"], false).await?;
+    let id = env.deploy(b"archive".to_vec()).await?;
     let dir = tempfile::tempdir()?;
     let fake = Fake {
         fail_on: Some(LifecycleEvent::AfterInstall),
@@ -280,7 +185,7 @@ async fn a_failed_step_fails_the_deployment_and_stops_the_instance() -> TestResu
             .await
             .map_err(|e| e.to_string())
     });
-    let d = env.wait_end(&id).await?;
+    let d = env.wait_end(&id, Duration::from_secs(5)).await?;
     run.abort();
     assert_eq!(d.status, DeploymentStatus::Failed);
     assert_eq!(
@@ -311,9 +216,10 @@ fn backoff_grows_with_jitter_and_is_capped() {
 
 #[tokio::test]
 async fn forced_stop_cancels_the_running_step_on_the_agent() -> TestResult {
-    let env = coordinator().await?;
-    let client = env.agent_client("i1").await?;
-    let id = env.deploy(&["i1"], false).await?;
+    let env = coordinator(None, None).await?;
+    let client = enrolled(&env.base, &env.enroll_token, "i1").await?;
+    env.group(&["i1"], false).await?;
+    let id = env.deploy(b"archive".to_vec()).await?;
     let dir = tempfile::tempdir()?;
     let fake = Fake {
         slow: Some((LifecycleEvent::BeforeInstall, Duration::from_secs(20))),
@@ -380,26 +286,6 @@ async fn forced_stop_cancels_the_running_step_on_the_agent() -> TestResult {
     Ok(())
 }
 
-fn probe_command() -> StepCommand {
-    StepCommand {
-        command_id: 0,
-        deployment_id: String::new(),
-        application: String::new(),
-        group: String::new(),
-        group_id: String::new(),
-        event: LifecycleEvent::DownloadBundle,
-        revision: rollcage_proto::wire::RevisionRef {
-            id: String::new(),
-            sha256: String::new(),
-            location: rollcage_proto::wire::RevisionLocation::Url { url: String::new() },
-        },
-        rollback: false,
-        form: None,
-    }
-}
-
-/// Appends one known line per step to a deployment-wide log file, except for `quiet` (no hooks, no output).
-#[derive(Clone)]
 struct LogWriting {
     log: std::path::PathBuf,
     quiet: LifecycleEvent,
@@ -435,9 +321,10 @@ impl StepExecutor for LogWriting {
 
 #[tokio::test]
 async fn each_report_carries_its_own_steps_output_and_the_coordinator_serves_it() -> TestResult {
-    let env = coordinator().await?;
-    let client = env.agent_client("i1").await?;
-    let id = env.deploy(&["i1"], false).await?;
+    let env = coordinator(None, None).await?;
+    let client = enrolled(&env.base, &env.enroll_token, "i1").await?;
+    env.group(&["i1"], false).await?;
+    let id = env.deploy(b"archive".to_vec()).await?;
     let dir = tempfile::tempdir()?;
     let exec = LogWriting {
         log: dir.path().join("scripts.log"),
@@ -451,7 +338,7 @@ async fn each_report_carries_its_own_steps_output_and_the_coordinator_serves_it(
     );
     let stop = tokio::time::sleep(Duration::from_secs(30));
     let run = tokio::spawn(async move { agent.run(stop).await.map_err(|e| e.to_string()) });
-    let d = env.wait_end(&id).await?;
+    let d = env.wait_end(&id, Duration::from_secs(5)).await?;
     run.abort();
     assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
     let page = env.admin.deployment_logs(&id, &LogQuery::default()).await?;

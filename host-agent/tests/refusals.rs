@@ -14,113 +14,22 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rollcage_agent::daemon::{AgentError, AgentLoop, Backoff, LoopConfig};
+use rollcage_agent::daemon::{AgentError, AgentLoop};
 use rollcage_agent::executor::{BoxFuture, StepExecutor};
 use rollcage_agent::journal::{EntryState, Journal};
 use rollcage_client::Client;
-use rollcage_coordinator::server::{ServerConfig, spawn};
-use rollcage_proto::wire::{
-    Concurrency, CreateApplication, CreateDeployment, CreateGroup, Deployment, DeploymentStatus,
-    DeploymentStyle, EnrollRequest, StepCommand, StepOutcome, StepReport,
-};
+use rollcage_proto::wire::{DeploymentStatus, EnrollRequest, StepCommand, StepOutcome, StepReport};
 use rollcage_proto::{HookOutcome, HookStatus, LifecycleEvent};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+mod common;
+use common::{TestResult, coordinator, enrolled, loop_config, probe_command};
 
 // ---------------------------------------------------------------------------------------------------------------
 // A coordinator, and a proxy in front of it.
-
-struct Coord {
-    data: tempfile::TempDir,
-    base: String,
-    admin: Client,
-    enroll_token: String,
-}
-
-/// A coordinator on loopback; with `enroll_token_file`, that enrollment token instead of a fresh one.
-async fn coordinator(enroll_token_file: Option<&Path>) -> TestResult<Coord> {
-    coordinator_with(enroll_token_file, None).await
-}
-
-/// [`coordinator`], with this heartbeat deadline instead of the default one.
-async fn coordinator_with(
-    enroll_token_file: Option<&Path>,
-    heartbeat_deadline: Option<Duration>,
-) -> TestResult<Coord> {
-    let data = tempfile::tempdir()?;
-    let mut cfg = ServerConfig::loopback(data.path().to_owned());
-    cfg.enroll_token_file = enroll_token_file.map(Path::to_owned);
-    if let Some(d) = heartbeat_deadline {
-        cfg.settings.heartbeat_deadline = d;
-    }
-    let addr = spawn(cfg).await?;
-    let base = format!("http://{addr}");
-    let read =
-        |f: &Path| -> TestResult<String> { Ok(std::fs::read_to_string(f)?.trim().to_owned()) };
-    let admin_token = read(&data.path().join("admin-token"))?;
-    let enroll_token = read(enroll_token_file.unwrap_or(&data.path().join("enroll-token")))?;
-    Ok(Coord {
-        admin: Client::new(&base, Some(admin_token), None)?,
-        base,
-        enroll_token,
-        data,
-    })
-}
-
-impl Coord {
-    async fn group(&self, instance: &str) -> TestResult {
-        self.admin
-            .create_application(&CreateApplication { name: "app".into() })
-            .await?;
-        self.admin
-            .create_group(
-                "app",
-                &CreateGroup {
-                    name: "web".into(),
-                    style: DeploymentStyle::InPlace,
-                    concurrency: Concurrency::Count(1),
-                    failure_tolerance: 0,
-                    auto_rollback: false,
-                    instances: vec![instance.to_owned()],
-                    form: None,
-                    lb: None,
-                },
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn deploy(&self) -> TestResult<String> {
-        let bytes = archive()?;
-        let rev = self.admin.upload_revision("app", bytes).await?;
-        let d = self
-            .admin
-            .create_deployment(&CreateDeployment {
-                application: "app".into(),
-                group: "web".into(),
-                revision: rev.id,
-                form: None,
-            })
-            .await?;
-        Ok(d.id)
-    }
-
-    async fn wait_end(&self, id: &str, within: Duration) -> TestResult<Deployment> {
-        let start = Instant::now();
-        while start.elapsed() < within {
-            let d = self.admin.get_deployment(id).await?;
-            if d.status.is_terminal() {
-                return Ok(d);
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        Err(format!("deployment {id} did not end within {within:?}").into())
-    }
-}
 
 /// A plain tar revision with an empty AppSpec: every step of it succeeds on a host.
 fn archive() -> std::io::Result<Vec<u8>> {
@@ -331,28 +240,6 @@ fn is_full(r: &StepReport) -> bool {
     r.hooks.iter().any(|h| !h.log_tail.is_empty())
 }
 
-fn loop_config() -> LoopConfig {
-    LoopConfig {
-        poll_wait: Duration::from_millis(300),
-        cancel_check: Duration::from_millis(200),
-        backoff: Backoff {
-            base: Duration::from_millis(10),
-            max: Duration::from_millis(100),
-        },
-        max_log_bytes: rollcage_agent::steplog::DEFAULT_MAX_LOG_BYTES,
-    }
-}
-
-async fn enrolled(base: &str, enroll_token: &str, name: &str) -> TestResult<Client> {
-    let c = Client::new(base, Some(enroll_token.to_owned()), None)?;
-    let r = c
-        .enroll(&EnrollRequest {
-            name: name.to_owned(),
-        })
-        .await?;
-    Ok(c.with_token(Some(r.token)))
-}
-
 type Running = tokio::task::JoinHandle<Result<(), String>>;
 
 fn start<E: StepExecutor + 'static>(client: Client, journal: Journal, exec: E) -> Running {
@@ -371,15 +258,15 @@ fn start<E: StepExecutor + 'static>(client: Client, journal: Journal, exec: E) -
 #[tokio::test]
 async fn a_report_refused_as_malformed_is_sent_again_reduced_and_the_deployment_ends() -> TestResult
 {
-    let coord = coordinator(None).await?;
+    let coord = coordinator(None, None).await?;
     let (proxy, url) = Proxy::start(&coord.base).await?;
-    coord.group("i1").await?;
+    coord.group(&["i1"], false).await?;
     // The first report the coordinator gets is refused as malformed.
     proxy.refuse(|_, seen| seen.is_empty().then_some(400));
     let client = enrolled(&url, &coord.enroll_token, "i1").await?;
     let dir = tempfile::tempdir()?;
     let run = start(client, Journal::open(dir.path())?, Chatty);
-    let id = coord.deploy().await?;
+    let id = coord.deploy(archive()?).await?;
     let d = coord.wait_end(&id, Duration::from_secs(30)).await?;
     run.abort();
     assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
@@ -415,9 +302,9 @@ async fn a_report_refused_as_malformed_is_sent_again_reduced_and_the_deployment_
 #[tokio::test]
 async fn a_report_refused_even_reduced_is_kept_and_sent_again_later_without_spinning() -> TestResult
 {
-    let coord = coordinator(None).await?;
+    let coord = coordinator(None, None).await?;
     let (proxy, url) = Proxy::start(&coord.base).await?;
-    coord.group("i1").await?;
+    coord.group(&["i1"], false).await?;
     // Every report of the first step is refused (413), full or reduced.
     let first_cmd: Arc<Mutex<Option<i64>>> = Arc::default();
     let pinned = first_cmd.clone();
@@ -429,7 +316,7 @@ async fn a_report_refused_even_reduced_is_kept_and_sent_again_later_without_spin
     let dir = tempfile::tempdir()?;
     let journal = Journal::open(dir.path())?;
     let run = start(client, journal.clone(), Chatty);
-    let id = coord.deploy().await?;
+    let id = coord.deploy(archive()?).await?;
 
     // For 3 s the coordinator takes nothing: the agent keeps offering the report, full then reduced, backing off.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -489,14 +376,14 @@ async fn a_step_whose_report_can_never_be_delivered_fails_at_the_heartbeat_deadl
 {
     // The agent stays alive and keeps calling, but no report of its first step ever gets through: the coordinator
     // fails the step once the deadline passes without word of it, so the deployment ends.
-    let coord = coordinator_with(None, Some(Duration::from_secs(2))).await?;
+    let coord = coordinator(None, Some(Duration::from_secs(2))).await?;
     let (proxy, url) = Proxy::start(&coord.base).await?;
-    coord.group("i1").await?;
+    coord.group(&["i1"], false).await?;
     proxy.refuse(|_, _| Some(400));
     let client = enrolled(&url, &coord.enroll_token, "i1").await?;
     let dir = tempfile::tempdir()?;
     let run = start(client, Journal::open(dir.path())?, Chatty);
-    let id = coord.deploy().await?;
+    let id = coord.deploy(archive()?).await?;
     let d = coord.wait_end(&id, Duration::from_secs(20)).await?;
     assert!(!run.is_finished(), "the agent keeps running");
     run.abort();
@@ -519,15 +406,15 @@ async fn a_step_whose_report_can_never_be_delivered_fails_at_the_heartbeat_deadl
 async fn a_report_far_over_the_body_limit_reaches_the_coordinator_and_the_deployment_ends()
 -> TestResult {
     // No proxy: the coordinator's own body limit is the refusal a report used to be dropped for.
-    let coord = coordinator(None).await?;
-    coord.group("i1").await?;
+    let coord = coordinator(None, None).await?;
+    coord.group(&["i1"], false).await?;
     let client = enrolled(&coord.base, &coord.enroll_token, "i1").await?;
     let dir = tempfile::tempdir()?;
     let exec = Hostile {
         log: dir.path().join("scripts.log"),
     };
     let run = start(client, Journal::open(&dir.path().join("journal"))?, exec);
-    let id = coord.deploy().await?;
+    let id = coord.deploy(archive()?).await?;
     let d = coord.wait_end(&id, Duration::from_secs(30)).await?;
     assert!(!run.is_finished(), "the agent keeps running");
     run.abort();
@@ -550,28 +437,6 @@ async fn a_report_far_over_the_body_limit_reaches_the_coordinator_and_the_deploy
     );
     Ok(())
 }
-
-fn probe_command() -> StepCommand {
-    StepCommand {
-        command_id: 0,
-        deployment_id: String::new(),
-        application: String::new(),
-        group: String::new(),
-        group_id: String::new(),
-        event: LifecycleEvent::DownloadBundle,
-        revision: rollcage_proto::wire::RevisionRef {
-            id: String::new(),
-            sha256: String::new(),
-            location: rollcage_proto::wire::RevisionLocation::Url { url: String::new() },
-        },
-        rollback: false,
-        form: None,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Tokens. The coordinator "forgets" the agent the way a reset or a removal does: the proxy switches to a second
-// coordinator (same enrollment token), which has never heard of the agent's token and answers 401 itself.
 
 fn agent_config(url: &str, root: &Path, enroll_token: Option<&str>) -> rollcage_agent::AgentConfig {
     rollcage_agent::AgentConfig {
@@ -600,7 +465,7 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> TestResult {
 
 #[tokio::test]
 async fn a_refused_token_without_an_enrollment_token_stops_the_agent_for_good() -> TestResult {
-    let first = coordinator(None).await?;
+    let first = coordinator(None, None).await?;
     let (proxy, url) = Proxy::start(&first.base).await?;
     let root = tempfile::tempdir()?;
     let token_file = root.path().join("agent/token");
@@ -618,7 +483,7 @@ async fn a_refused_token_without_an_enrollment_token_stops_the_agent_for_good() 
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!run.is_finished(), "running with its token");
 
-    let second = coordinator(None).await?;
+    let second = coordinator(None, None).await?;
     proxy.point_at(&second.base);
     let err = tokio::time::timeout(Duration::from_secs(20), run)
         .await??
@@ -663,7 +528,7 @@ async fn a_refused_token_without_an_enrollment_token_stops_the_agent_for_good() 
 
 #[tokio::test]
 async fn a_refused_token_with_an_enrollment_token_enrolls_again_and_goes_on() -> TestResult {
-    let first = coordinator(None).await?;
+    let first = coordinator(None, None).await?;
     let (proxy, url) = Proxy::start(&first.base).await?;
     let root = tempfile::tempdir()?;
     let cfg = agent_config(&url, root.path(), Some(&first.enroll_token));
@@ -676,8 +541,8 @@ async fn a_refused_token_with_an_enrollment_token_enrolls_again_and_goes_on() ->
     let old = std::fs::read_to_string(&token_file)?;
 
     // A coordinator that never heard of the agent, with the same enrollment token.
-    let second = coordinator(Some(&first.data.path().join("enroll-token"))).await?;
-    second.group("i1").await?;
+    let second = coordinator(Some(&first.data.path().join("enroll-token")), None).await?;
+    second.group(&["i1"], false).await?;
     proxy.point_at(&second.base);
     wait_for("re-enrollment", || {
         std::fs::read_to_string(&token_file).is_ok_and(|t| t != old)
@@ -689,7 +554,7 @@ async fn a_refused_token_with_an_enrollment_token_enrolls_again_and_goes_on() ->
         "the refused token was set aside"
     );
     // The agent works for the new coordinator: a deployment runs to its end.
-    let id = second.deploy().await?;
+    let id = second.deploy(archive()?).await?;
     let d = second.wait_end(&id, Duration::from_secs(30)).await?;
     assert!(!run.is_finished(), "the agent keeps running");
     run.abort();
