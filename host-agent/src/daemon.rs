@@ -29,8 +29,8 @@ pub enum AgentError {
     /// The coordinator refused the agent's own token (401).
     #[error(
         "coordinator refused this agent's token: the instance was removed or re-enrolled, or the coordinator's \
-         data was reset{}; re-enroll with `rollcage agent --enroll-token TOKEN` (or `enroll_token_file` in the \
-         agent's config) ({error})",
+         data was reset{}; re-enroll by giving the agent the enrollment token (`ROLLCAGE_ENROLL_TOKEN`, or \
+         `enroll_token_file` in the agent's config as `rollcage agent install` writes it) ({error})",
         set_aside.as_ref().map(|p| format!("; the dead token was moved to {} and will not be used again", p.display())).unwrap_or_default()
     )]
     TokenRefused {
@@ -57,7 +57,8 @@ pub enum AgentError {
     },
     /// Neither a token file nor an enrollment token was given.
     #[error(
-        "no agent token at {} and no enrollment token given{}: pass --enroll-token or --token-file",
+        "no agent token at {} and no enrollment token given{}: give it in `ROLLCAGE_ENROLL_TOKEN` or as \
+         `enroll_token_file` in the agent's config",
         token_file.display(),
         refused.as_ref().map(|p| format!(" (the coordinator refused the last one, kept at {})", p.display())).unwrap_or_default()
     )]
