@@ -5,11 +5,11 @@
 //! a change that leaves the JSON identical sends nothing. Once the deployment is terminal its last snapshot is
 //! sent and the stream ends. A slow client coalesces: it gets the latest snapshot, never a backlog.
 
-use super::{Admin, ApiError};
+use super::{Admin, ApiError, Path};
 use crate::notify::Subscription;
 use crate::state::State;
 use crate::store::deployments;
-use axum::extract::{Path, State as AxState};
+use axum::extract::State as AxState;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use std::convert::Infallible;
