@@ -186,6 +186,13 @@ async fn every_response_carries_nosniff_and_api_answers_are_not_stored() -> Test
         );
         assert_eq!(h[header::CACHE_CONTROL], "no-store", "{method} {uri}");
     }
+    // The live stream too (axum's own `no-cache` replaced).
+    let (dst, _, id) = crate::api::testkit::deployment().await?;
+    let uri = format!("/v1/deployments/{id}/events");
+    let resp = send(&dst, Method::GET, &uri, Some(ADMIN), Body::empty(), false).await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
+    assert_eq!(resp.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
     // The dashboard's files keep their own choice (revalidate, see `dashboard.rs`), and nosniff.
     for uri in ["/", "/dashboard/app.js"] {
         let resp = send(&st, Method::GET, uri, None, Body::empty(), false).await?;
