@@ -159,6 +159,11 @@ impl Client {
     pub async fn list_instances(&self) -> Result<Vec<InstanceInfo>, ClientError> {
         self.all_pages(&routes::instances()).await
     }
+
+    /// `DELETE /v1/instances/{name}`: forget an instance (its token stops working; its name may enroll again).
+    pub async fn remove_instance(&self, name: &str) -> Result<(), ClientError> {
+        self.delete(&routes::instance(name)).await
+    }
 }
 
 /// The body of an action without parameters: `{}`.

@@ -144,6 +144,10 @@ pub(crate) fn deployments_page(q: &DeploymentQuery) -> String {
     )
 }
 
+pub(crate) fn instance(name: &str) -> String {
+    format!("{API_PREFIX}/instances/{}", Seg(name))
+}
+
 pub(crate) fn enroll() -> String {
     format!("{API_PREFIX}/agent/enroll")
 }

@@ -218,6 +218,12 @@ impl Client {
         self.decode(path, &body)
     }
 
+    /// DELETE a resource (the answer has no body).
+    pub(crate) async fn delete(&self, path: &str) -> Result<(), ClientError> {
+        let req = self.request(Method::DELETE, path, Bytes::new(), "application/json")?;
+        self.send(req, CALL_TIMEOUT).await.map(drop)
+    }
+
     /// POST raw bytes (an archive upload), decode a JSON answer.
     pub(crate) async fn post_bytes<R: DeserializeOwned>(
         &self,

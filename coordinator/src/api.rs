@@ -169,4 +169,6 @@ mod tests;
 #[cfg(test)]
 mod tests_lists;
 #[cfg(test)]
+mod tests_door;
+#[cfg(test)]
 mod tests_ops;

@@ -256,6 +256,12 @@ impl Fleet {
             let proc = fleet.spawn_agent(i, &name, &root)?;
             fleet.agents.push(AgentProc { name, root, proc });
         }
+        // A deployment of a group naming an instance that has not enrolled yet is refused, so the fleet is ready
+        // once every agent has enrolled.
+        for a in &fleet.agents {
+            wait_for_line(&a.proc.log, "enrolled", 0, Duration::from_secs(60))
+                .with_context(|| format!("agent {} did not enroll", a.name))?;
+        }
         Ok(fleet)
     }
 

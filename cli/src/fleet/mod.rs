@@ -204,11 +204,26 @@ pub enum FleetCommand {
         #[command(flatten)]
         remote: Remote,
     },
-    /// List enrolled instances.
+    /// List enrolled instances (or `instances remove NAME`).
     Instances {
+        #[command(subcommand)]
+        action: Option<InstancesAction>,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// `rollcage instances …` actions.
+#[derive(Debug, Subcommand)]
+pub enum InstancesAction {
+    /// Forget an instance: its agent's token stops working and its name may be enrolled again (how a host whose
+    /// token was lost enrolls again). Refused while a deployment that has not ended includes it.
+    Remove {
+        /// Instance name.
+        name: String,
         #[command(flatten)]
         remote: Remote,
     },
@@ -660,7 +675,19 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        FleetCommand::Instances { output, remote } => {
+        FleetCommand::Instances {
+            action: Some(InstancesAction::Remove { name, remote }),
+            ..
+        } => {
+            remote.client()?.remove_instance(&name).await?;
+            println!("instance {name} removed; it may enroll again");
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Instances {
+            action: None,
+            output,
+            remote,
+        } => {
             let list = remote.client()?.list_instances().await?;
             match output {
                 Output::Json => print_json(&list)?,
@@ -804,6 +831,29 @@ mod tests {
             ])
             .is_err()
         );
+        Ok(())
+    }
+
+    #[test]
+    fn instances_lists_or_removes_one() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from(["x", "instances", "--output", "json"])?;
+        assert!(matches!(
+            cli.cmd,
+            FleetCommand::Instances {
+                action: None,
+                output: Output::Json,
+                ..
+            }
+        ));
+        let cli = Cli::try_parse_from(["x", "instances", "remove", "web-1"])?;
+        match cli.cmd {
+            FleetCommand::Instances {
+                action: Some(InstancesAction::Remove { name, .. }),
+                ..
+            } => assert_eq!(name, "web-1"),
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["x", "instances", "remove"]).is_err());
         Ok(())
     }
 

@@ -103,6 +103,8 @@ pub async fn poll(
 
 /// The body limit of `POST /v1/agent/reports`, in bytes: twice the largest bounded report (see the route).
 pub const REPORT_BODY_LIMIT: usize = 2 * rollcage_proto::clip::MAX_REPORT_JSON_BYTES;
+// Every bounded report fits, whatever the bounds become.
+const _: () = assert!(REPORT_BODY_LIMIT >= rollcage_proto::clip::MAX_REPORT_JSON_BYTES);
 
 /// `POST /v1/agent/reports`: record a step's end; answer with the agent's next command. The coordinator accepts
 /// what it can store: the report's text is decoded leniently (bytes that are not UTF-8 and lone surrogate escapes

@@ -145,7 +145,8 @@ where
 }
 
 /// A JSON body read leniently: bytes that are not UTF-8 and `\uD800`-style escapes of lone surrogates (which no
-/// Rust string can hold) become `U+FFFD` before decoding, so a body is refused for its shape, never for its text.
+/// Rust string can hold) become `U+FFFD`, and raw control characters in strings are escaped, before decoding
+/// ([`lenient_json_text`]), so a body is refused for its shape, never for its text.
 /// For messages whose text comes from places the sender does not control (a hook's output in a step report). No
 /// `content-type` is required.
 #[derive(Debug, Clone, Copy, Default)]
@@ -175,53 +176,63 @@ where
             }
         };
         let text = String::from_utf8_lossy(&bytes);
-        let text = lone_surrogates_replaced(&text);
+        let text = lenient_json_text(&text);
         serde_json::from_str(&text)
             .map(Self)
             .map_err(|e| ApiError::Invalid(format!("malformed request body: {e}")))
     }
 }
 
-/// JSON text with every `\uXXXX` escape of a lone surrogate (one not part of a high-low pair) replaced by
-/// `\uFFFD`; borrowed when there is none. Linear; an escaped backslash (`\\u…`) is left alone.
-pub(crate) fn lone_surrogates_replaced(text: &str) -> std::borrow::Cow<'_, str> {
+/// JSON text made decodable without changing its shape: inside strings, every `\uXXXX` escape of a lone surrogate
+/// (one not part of a high-low pair, which no Rust string can hold) becomes `\uFFFD`, and a raw control character
+/// (invalid in JSON) becomes its `\u00XX` escape. Borrowed when there is nothing to change; linear. An escaped
+/// backslash (`\\u…`) is left alone.
+pub(crate) fn lenient_json_text(text: &str) -> std::borrow::Cow<'_, str> {
     fn escape_at(b: &[u8], i: usize) -> Option<u16> {
-        let hex = b.get(i + 2..i + 6)?;
         if b.get(i) != Some(&b'\\') || b.get(i + 1) != Some(&b'u') {
             return None;
         }
-        u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+        let hex = std::str::from_utf8(b.get(i + 2..i + 6)?).ok()?;
+        u16::from_str_radix(hex, 16).ok()
     }
     let b = text.as_bytes();
-    let mut lone = Vec::new();
-    let mut i = 0;
+    // Each change is at an ASCII position: (where, how many bytes it replaces, with what).
+    let mut changes: Vec<(usize, usize, String)> = Vec::new();
+    let (mut i, mut in_string) = (0, false);
     while i < b.len() {
-        if b[i] != b'\\' {
-            i += 1;
-            continue;
-        }
-        match escape_at(b, i) {
-            Some(0xD800..=0xDBFF) if matches!(escape_at(b, i + 6), Some(0xDC00..=0xDFFF)) => {
-                i += 12
+        match b[i] {
+            b'"' => {
+                in_string = !in_string;
+                i += 1;
             }
-            Some(0xD800..=0xDFFF) => {
-                lone.push(i);
-                i += 6;
+            b'\\' if in_string => match escape_at(b, i) {
+                Some(0xD800..=0xDBFF) if matches!(escape_at(b, i + 6), Some(0xDC00..=0xDFFF)) => {
+                    i += 12
+                }
+                Some(0xD800..=0xDFFF) => {
+                    changes.push((i, 6, "\\uFFFD".to_owned()));
+                    i += 6;
+                }
+                Some(_) => i += 6,
+                // `\\`, `\n`, `\"`, …: skip the escaped character so it never ends the string or starts an escape.
+                None => i += 2,
+            },
+            c if in_string && c < 0x20 => {
+                changes.push((i, 1, format!("\\u{c:04x}")));
+                i += 1;
             }
-            Some(_) => i += 6,
-            // `\\`, `\n`, …: skip the escaped character so an escaped backslash never starts an escape.
-            None => i += 2,
+            _ => i += 1,
         }
     }
-    if lone.is_empty() {
+    if changes.is_empty() {
         return std::borrow::Cow::Borrowed(text);
     }
-    let mut out = String::with_capacity(text.len());
+    let mut out = String::with_capacity(text.len() + 6 * changes.len());
     let mut from = 0;
-    for at in lone {
+    for (at, len, with) in changes {
         out.push_str(&text[from..at]);
-        out.push_str("\\uFFFD");
-        from = at + 6;
+        out.push_str(&with);
+        from = at + len;
     }
     out.push_str(&text[from..]);
     std::borrow::Cow::Owned(out)
@@ -359,6 +370,27 @@ mod tests {
         fn text(&self) -> String {
             String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
         }
+    }
+
+    #[test]
+    fn lenient_json_text_fixes_only_what_json_cannot_hold() -> Result<(), serde_json::Error> {
+        let fixed = |t: &str| lenient_json_text(t).into_owned();
+        // Nothing to fix: borrowed, unchanged (a pair, an escaped backslash, an escape outside a string).
+        for ok in [r#"{"a":"\ud83d\ude00 \\ud800 \n"}"#, "[1, 2]", r#""é""#] {
+            assert!(
+                matches!(lenient_json_text(ok), std::borrow::Cow::Borrowed(_)),
+                "{ok}"
+            );
+        }
+        assert_eq!(fixed(r#""\ud800""#), r#""\uFFFD""#);
+        assert_eq!(fixed(r#""\udfff\ud800x""#), r#""\uFFFD\uFFFDx""#);
+        assert_eq!(fixed(r#""\ud800\u0041""#), r#""\uFFFD\u0041""#);
+        assert_eq!(fixed("\"a\u{1b}b\nc\""), r#""a\u001bb\u000ac""#);
+        // A quote escaped inside a string does not end it; control characters after it are still escaped.
+        assert_eq!(fixed("\"\\\"\u{1}\""), r#""\"\u0001""#);
+        let v: serde_json::Value = serde_json::from_str(&fixed("{\"m\":\"x\\ud800\u{7}\"}"))?;
+        assert_eq!(v["m"], "x\u{FFFD}\u{7}");
+        Ok(())
     }
 
     #[tokio::test]
