@@ -269,7 +269,7 @@ async fn every_bad_input_is_a_4xx_in_the_error_shape_naming_what_is_wrong() -> T
         false,
     )
     .await?;
-    assert_eq!(v, json!([]));
+    assert_eq!(v, json!({"items": [], "next_cursor": null}));
     Ok(())
 }
 
