@@ -167,8 +167,8 @@ pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_lists;
-#[cfg(test)]
 mod tests_door;
+#[cfg(test)]
+mod tests_lists;
 #[cfg(test)]
 mod tests_ops;
