@@ -292,10 +292,7 @@ async function groupView(view, app, group, signal) {
       ["Created", formatTime(g.created_at_ms)],
     ]),
     el("h2", {}, "Recent deployments"),
-  const [g, deployments] = await Promise.all([
-    api.get(`/applications/${enc(app)}/groups/${enc(group)}`, { signal }),
-    recentDeployments(signal, app, group),
-  ]);
+    deploymentsTable(deployments, Date.now()),
   );
 }
 
