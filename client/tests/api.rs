@@ -97,6 +97,29 @@ async fn applications_and_groups_round_trip() -> TestResult {
 }
 
 #[tokio::test]
+async fn list_methods_read_every_page() -> TestResult {
+    let c = coordinator().await?;
+    // One more than the largest page: the list takes two pages, read in turn, in order.
+    let n = rollcage_proto::page::MAX_PAGE_SIZE as usize + 1;
+    let mut names: Vec<String> = (0..n).map(|i| format!("app-{i:05}")).collect();
+    for name in &names {
+        c.admin
+            .create_application(&CreateApplication { name: name.clone() })
+            .await?;
+    }
+    names.sort();
+    let listed: Vec<String> = c
+        .admin
+        .list_applications()
+        .await?
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(listed, names);
+    Ok(())
+}
+
+#[tokio::test]
 async fn revisions_round_trip() -> TestResult {
     let c = coordinator().await?;
     c.admin
