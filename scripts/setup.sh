@@ -28,3 +28,18 @@ fi
 if ! command -v cargo-nextest >/dev/null && ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
+
+# schemathesis checks the coordinator's OpenAPI document against the server (coordinator/tests/openapi_conformance.rs),
+# pinned so a new release cannot change what the test command checks, in its own venv so nothing leaks into the
+# system Python.
+SCHEMATHESIS_VERSION=4.32.5
+venv=/opt/rollcage-venv
+if ! "$venv/bin/st" --version 2>/dev/null | grep -qx "st, version $SCHEMATHESIS_VERSION"; then
+  if ! python3 -m venv --help >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq python3-venv
+  fi
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi

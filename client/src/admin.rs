@@ -3,10 +3,13 @@
 use crate::routes::{self, Sub};
 use crate::{Client, ClientError};
 use bytes::Bytes;
+use rollcage_proto::page::{Page, PageQuery};
 use rollcage_proto::wire::{
-    Application, CreateApplication, CreateDeployment, CreateGroup, Deployment, Group, InstanceInfo,
-    LogQuery, RegisterUrlRevision, Revision, StepLogPage, StopDeployment,
+    Application, CreateApplication, CreateDeployment, CreateGroup, Deployment, DeploymentQuery,
+    DeploymentSummary, Group, InstanceInfo, LogQuery, RegisterUrlRevision, Revision, StepLogPage,
+    StopDeployment,
 };
+use serde::de::DeserializeOwned;
 
 impl Client {
     /// `POST /v1/applications`.
@@ -17,9 +20,27 @@ impl Client {
         self.post_json(&routes::applications(), req, None).await
     }
 
-    /// `GET /v1/applications`.
+    /// `GET /v1/applications`, every page: all applications, by name.
     pub async fn list_applications(&self) -> Result<Vec<Application>, ClientError> {
-        self.get_json(&routes::applications()).await
+        self.all_pages(&routes::applications()).await
+    }
+
+    /// Every item of a paged list route (see [`rollcage_proto::page`]), the pages read in turn at the largest size.
+    async fn all_pages<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, ClientError> {
+        let mut q = PageQuery {
+            limit: Some(rollcage_proto::page::MAX_PAGE_SIZE),
+            cursor: None,
+        };
+        let mut out = Vec::new();
+        loop {
+            let page: Page<T> = self.get_json(&routes::paged(path, &q)).await?;
+            out.extend(page.items);
+            match page.next_cursor {
+                // A cursor that does not move would loop for ever: stop at a repeat.
+                Some(next) if q.cursor.as_deref() != Some(next.as_str()) => q.cursor = Some(next),
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// `POST /v1/applications/{app}/groups`.
@@ -27,9 +48,9 @@ impl Client {
         self.post_json(&routes::groups(app), req, None).await
     }
 
-    /// `GET /v1/applications/{app}/groups`.
+    /// `GET /v1/applications/{app}/groups`, every page: all the application's groups, by name.
     pub async fn list_groups(&self, app: &str) -> Result<Vec<Group>, ClientError> {
-        self.get_json(&routes::groups(app)).await
+        self.all_pages(&routes::groups(app)).await
     }
 
     /// `GET /v1/applications/{app}/groups/{group}`.
@@ -69,9 +90,13 @@ impl Client {
         self.post_json(&routes::deployments(), req, None).await
     }
 
-    /// `GET /v1/deployments`: the newest ones.
-    pub async fn list_deployments(&self) -> Result<Vec<Deployment>, ClientError> {
-        self.get_json(&routes::deployments()).await
+    /// `GET /v1/deployments`: one page of deployment summaries, newest first (the history only grows: callers
+    /// page on with `next_cursor` as far as they need).
+    pub async fn list_deployments(
+        &self,
+        query: &DeploymentQuery,
+    ) -> Result<Page<DeploymentSummary>, ClientError> {
+        self.get_json(&routes::deployments_page(query)).await
     }
 
     /// `GET /v1/deployments/{id}`.
@@ -130,9 +155,9 @@ impl Client {
         self.get_json(&routes::deployment_logs(id, query)).await
     }
 
-    /// `GET /v1/instances`: every enrolled instance.
+    /// `GET /v1/instances`, every page: every enrolled instance, by name.
     pub async fn list_instances(&self) -> Result<Vec<InstanceInfo>, ClientError> {
-        self.get_json(&routes::instances()).await
+        self.all_pages(&routes::instances()).await
     }
 
     /// `DELETE /v1/instances/{name}`: forget an instance (its token stops working; its name may enroll again).

@@ -3,7 +3,8 @@
 //! each is percent-encoded here, never spliced in raw, so a name cannot change which route is called.
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use rollcage_proto::wire::{API_PREFIX, LogQuery};
+use rollcage_proto::page::PageQuery;
+use rollcage_proto::wire::{API_PREFIX, DeploymentQuery, LogQuery};
 use std::fmt::{self, Write as _};
 
 /// Everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`) is encoded, in segments and in query
@@ -106,6 +107,43 @@ pub(crate) fn instances() -> String {
     format!("{API_PREFIX}/instances")
 }
 
+/// A query string from `(name, value)` pairs whose value is given, each value encoded (`""` for none).
+fn query(pairs: &[(&str, Option<&dyn fmt::Display>)]) -> String {
+    let mut out = String::new();
+    for (name, value) in pairs {
+        if let Some(v) = value {
+            let sep = if out.is_empty() { '?' } else { '&' };
+            let _ = write!(out, "{sep}{name}={}", Seg(&v.to_string()));
+        }
+    }
+    out
+}
+
+/// A list route's path with its page query (`?limit=…&cursor=…`).
+pub(crate) fn paged(path: &str, q: &PageQuery) -> String {
+    let limit = q.limit.as_ref().map(|l| l as &dyn fmt::Display);
+    let cursor = q.cursor.as_ref().map(|c| c as &dyn fmt::Display);
+    format!("{path}{}", query(&[("limit", limit), ("cursor", cursor)]))
+}
+
+/// `/v1/deployments?application=…&group=…&limit=…&cursor=…` (absent ones left out).
+pub(crate) fn deployments_page(q: &DeploymentQuery) -> String {
+    fn shown(v: &Option<String>) -> Option<&dyn fmt::Display> {
+        v.as_ref().map(|v| v as &dyn fmt::Display)
+    }
+    let limit = q.limit.as_ref().map(|l| l as &dyn fmt::Display);
+    format!(
+        "{}{}",
+        deployments(),
+        query(&[
+            ("application", shown(&q.application)),
+            ("group", shown(&q.group)),
+            ("limit", limit),
+            ("cursor", shown(&q.cursor)),
+        ])
+    )
+}
+
 pub(crate) fn instance(name: &str) -> String {
     format!("{API_PREFIX}/instances/{}", Seg(name))
 }
@@ -159,6 +197,29 @@ mod tests {
         assert_eq!(
             revision("é", "@evil.example"),
             "/v1/applications/%C3%A9/revisions/%40evil.example"
+        );
+    }
+
+    #[test]
+    fn list_paths_carry_their_page_and_filters_encoded() {
+        assert_eq!(paged(&instances(), &PageQuery::default()), "/v1/instances");
+        let q = PageQuery {
+            limit: Some(5),
+            cursor: Some("a b".into()),
+        };
+        assert_eq!(
+            paged(&groups("x"), &q),
+            "/v1/applications/x/groups?limit=5&cursor=a%20b"
+        );
+        let d = DeploymentQuery {
+            application: Some("shop&x".into()),
+            group: None,
+            limit: None,
+            cursor: Some("42".into()),
+        };
+        assert_eq!(
+            deployments_page(&d),
+            "/v1/deployments?application=shop%26x&cursor=42"
         );
     }
 

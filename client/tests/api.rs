@@ -6,9 +6,9 @@ use rollcage_client::{Client, ClientError, StatusCode};
 use rollcage_coordinator::server::{ServerConfig, spawn};
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{
-    Concurrency, CreateApplication, CreateDeployment, CreateGroup, DeploymentStatus,
-    DeploymentStyle, EnrollRequest, LogQuery, PollRequest, RegisterUrlRevision, RevisionLocation,
-    RevisionSource, StepOutcome, StepReport, StopDeployment,
+    Concurrency, CreateApplication, CreateDeployment, CreateGroup, DeploymentQuery,
+    DeploymentStatus, DeploymentStyle, EnrollRequest, LogQuery, PollRequest, RegisterUrlRevision,
+    RevisionLocation, RevisionSource, StepOutcome, StepReport, StopDeployment,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -97,6 +97,29 @@ async fn applications_and_groups_round_trip() -> TestResult {
 }
 
 #[tokio::test]
+async fn list_methods_read_every_page() -> TestResult {
+    let c = coordinator().await?;
+    // One more than the largest page: the list takes two pages, read in turn, in order.
+    let n = rollcage_proto::page::MAX_PAGE_SIZE as usize + 1;
+    let mut names: Vec<String> = (0..n).map(|i| format!("app-{i:05}")).collect();
+    for name in &names {
+        c.admin
+            .create_application(&CreateApplication { name: name.clone() })
+            .await?;
+    }
+    names.sort();
+    let listed: Vec<String> = c
+        .admin
+        .list_applications()
+        .await?
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(listed, names);
+    Ok(())
+}
+
+#[tokio::test]
 async fn revisions_round_trip() -> TestResult {
     let c = coordinator().await?;
     c.admin
@@ -171,13 +194,15 @@ async fn deployments_agents_logs_events_and_bundles_round_trip() -> TestResult {
         .await?;
     assert_eq!(d.status, DeploymentStatus::InProgress);
     assert_eq!(c.admin.get_deployment(&d.id).await?.id, d.id);
-    assert!(
-        c.admin
-            .list_deployments()
-            .await?
-            .iter()
-            .any(|x| x.id == d.id)
-    );
+    let listed = c
+        .admin
+        .list_deployments(&DeploymentQuery {
+            application: Some("shop".into()),
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(listed.next_cursor, None);
+    assert!(listed.items.iter().any(|x| x.id == d.id));
 
     // The agent side: the command says "from the coordinator" and the client finds the bundle route itself.
     let cmd = agent

@@ -58,6 +58,25 @@ export async function get(path, { signal } = {}) {
   return resp.json();
 }
 
+/** Pages read at most by `getAll` (of the API's largest, 1000 items): a bound on what one view loads. */
+const MAX_PAGES = 10;
+
+/** GET every item of a paged list at a `/v1` path (`{items, next_cursor}` pages, followed up to MAX_PAGES). */
+export async function getAll(path, { signal } = {}) {
+  const items = [];
+  let cursor = null;
+  for (let n = 0; n < MAX_PAGES; n++) {
+    const sep = path.includes("?") ? "&" : "?";
+    const q = new URLSearchParams({ limit: "1000" });
+    if (cursor !== null) q.set("cursor", cursor);
+    const page = await get(`${path}${sep}${q}`, { signal });
+    items.push(...page.items);
+    if (page.next_cursor === null || page.next_cursor === undefined || page.next_cursor === cursor) break;
+    cursor = page.next_cursor;
+  }
+  return items;
+}
+
 /** POST a JSON body to a `/v1` path and parse the JSON answer. */
 export async function post(path, body) {
   const resp = await fetch(`/v1${path}`, {

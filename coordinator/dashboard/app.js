@@ -190,11 +190,23 @@ function deploymentsTable(list, now) {
   return el("table", { class: "list" }, el("thead", {}, head), el("tbody", {}, rows));
 }
 
+/** Deployments shown under "Recent deployments": one page, newest first. */
+const RECENT_DEPLOYMENTS = 50;
+
+/** The newest deployments (summaries), of one application or group when given. */
+async function recentDeployments(signal, app, group) {
+  const q = new URLSearchParams({ limit: String(RECENT_DEPLOYMENTS) });
+  if (app) q.set("application", app);
+  if (group) q.set("group", group);
+  const page = await api.get(`/deployments?${q}`, { signal });
+  return page.items;
+}
+
 async function homeView(view, signal) {
   crumbs([]);
   const [apps, deployments] = await Promise.all([
-    api.get("/applications", { signal }),
-    api.get("/deployments", { signal }),
+    api.getAll("/applications", { signal }),
+    recentDeployments(signal),
   ]);
   const appList =
     apps.length === 0
@@ -222,8 +234,8 @@ async function homeView(view, signal) {
 async function applicationView(view, app, signal) {
   crumbs([link({ app }, app)]);
   const [groups, deployments] = await Promise.all([
-    api.get(`/applications/${enc(app)}/groups`, { signal }),
-    api.get("/deployments", { signal }),
+    api.getAll(`/applications/${enc(app)}/groups`, { signal }),
+    recentDeployments(signal, app),
   ]);
   const groupList =
     groups.length === 0
@@ -258,10 +270,7 @@ async function applicationView(view, app, signal) {
     el("h2", {}, "Deployment groups"),
     groupList,
     el("h2", {}, "Recent deployments"),
-    deploymentsTable(
-      deployments.filter((d) => d.application === app),
-      Date.now(),
-    ),
+    deploymentsTable(deployments, Date.now()),
   );
 }
 
@@ -269,7 +278,7 @@ async function groupView(view, app, group, signal) {
   crumbs([link({ app }, app), link({ app, group }, group)]);
   const [g, deployments] = await Promise.all([
     api.get(`/applications/${enc(app)}/groups/${enc(group)}`, { signal }),
-    api.get("/deployments", { signal }),
+    recentDeployments(signal, app, group),
   ]);
   view.replaceChildren(
     el("h1", {}, `Group ${g.name}`),
@@ -283,10 +292,7 @@ async function groupView(view, app, group, signal) {
       ["Created", formatTime(g.created_at_ms)],
     ]),
     el("h2", {}, "Recent deployments"),
-    deploymentsTable(
-      deployments.filter((d) => d.application === app && d.group === group),
-      Date.now(),
-    ),
+    deploymentsTable(deployments, Date.now()),
   );
 }
 

@@ -7,6 +7,7 @@
 //! | module | routes |
 //! |---|---|
 //! | [`admin`] | applications, groups, revisions, deployments (create, stop, continue, rollback), instances |
+//! | [`lists`] | the paged lists: applications, groups, deployments (summaries), instances |
 //! | [`agent`] | enroll, poll, report, command state, bundle download |
 //! | [`events`] | the live progress stream (SSE) |
 //! | [`logs`] | step logs, paged and long-polled |
@@ -19,8 +20,11 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod headers;
+pub mod lists;
 pub mod logs;
 pub mod metrics;
+pub mod query;
 
 pub use error::{ApiError, Json, LenientJson, Path};
 pub use extract::{Admin, Agent, Enroller};
@@ -89,11 +93,11 @@ fn v1_routes() -> RouteTable {
         .route("/openapi.yaml", get(|| async { openapi() }))
         .route(
             "/applications",
-            post(admin::create_application).get(admin::list_applications),
+            post(admin::create_application).get(lists::applications),
         )
         .route(
             "/applications/{app}/groups",
-            post(admin::create_group).get(admin::list_groups),
+            post(admin::create_group).get(lists::groups),
         )
         .route("/applications/{app}/groups/{group}", get(admin::get_group))
         .route(
@@ -111,7 +115,7 @@ fn v1_routes() -> RouteTable {
         )
         .route(
             "/deployments",
-            post(admin::create_deployment).get(admin::list_deployments),
+            post(admin::create_deployment).get(lists::deployments),
         )
         .route("/deployments/{id}", get(admin::get_deployment))
         .route("/deployments/{id}/events", get(events::deployment_events))
@@ -125,7 +129,7 @@ fn v1_routes() -> RouteTable {
             "/deployments/{id}/rollback",
             post(admin::rollback_deployment),
         )
-        .route("/instances", get(admin::list_instances))
+        .route("/instances", get(lists::instances))
         .route("/instances/{name}", delete(admin::remove_instance))
         .route("/agent/enroll", post(agent::enroll))
         .route("/agent/poll", post(agent::poll))
@@ -152,8 +156,9 @@ pub fn router(state: State) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this route".into())
         })
-        // Outermost, so it sees every response, the fallbacks' included.
+        // Outermost, so they see every response, the fallbacks' included.
         .layer(axum::middleware::from_fn(error::log_internal_errors))
+        .layer(axum::middleware::map_response(headers::every_response))
         .with_state(state)
 }
 
@@ -163,5 +168,7 @@ pub(crate) mod testkit;
 mod tests;
 #[cfg(test)]
 mod tests_door;
+#[cfg(test)]
+mod tests_lists;
 #[cfg(test)]
 mod tests_ops;

@@ -12,6 +12,7 @@
 //! - [`lb`]: a deployment group's load-balancer settings and their validation with field paths.
 //! - [`problem`]: the field-path problem type both validations report.
 //! - [`wire`]: the JSON of the coordinator API and of the agent protocol.
+//! - [`page`]: paging of the API's list routes (`limit`, `cursor`, the page-size bounds).
 //! - [`clip`]: the wire's bounds on a step report and the one way text is cut to fit them.
 
 pub mod clip;
@@ -20,6 +21,7 @@ pub mod hostcall;
 pub mod lb;
 pub mod lifecycle;
 pub mod outcome;
+pub mod page;
 pub mod plan;
 pub mod problem;
 pub mod sandbox;

@@ -697,6 +697,68 @@ pub struct Deployment {
     pub instances: Vec<InstanceProgress>,
 }
 
+/// A deployment as `GET /v1/deployments` lists it: the [`Deployment`] without its per-instance progress, which
+/// grows with the fleet (one entry of a 20,000-instance deployment would be megabytes);
+/// `GET /v1/deployments/{id}` has the full object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentSummary {
+    /// Deployment id.
+    pub id: String,
+    /// Application.
+    pub application: String,
+    /// Group.
+    pub group: String,
+    /// Revision id.
+    pub revision: String,
+    /// Style.
+    pub style: DeploymentStyle,
+    /// Concurrency in force.
+    pub concurrency: Concurrency,
+    /// Failures tolerated.
+    pub failure_tolerance: u32,
+    /// Why it exists.
+    pub kind: DeploymentKind,
+    /// State.
+    pub status: DeploymentStatus,
+    /// Why it ended as it did (empty while running).
+    pub message: String,
+    /// When it was created.
+    pub created_at_ms: i64,
+    /// When it ended.
+    pub ended_at_ms: Option<i64>,
+    /// The rollback deployment started after this one failed.
+    pub rollback_deployment: Option<String>,
+}
+
+/// The query of `GET /v1/deployments`: only one application's (or one group's) deployments, and the page
+/// ([`crate::page::PageQuery`]'s fields, spelled out: query strings cannot flatten numbers).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentQuery {
+    /// Only this application's deployments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
+    /// Only this group's deployments (needs `application`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// See [`crate::page::PageQuery::limit`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// See [`crate::page::PageQuery::cursor`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+impl DeploymentQuery {
+    /// The paging part.
+    pub fn page(&self) -> crate::page::PageQuery {
+        crate::page::PageQuery {
+            limit: self.limit,
+            cursor: self.cursor.clone(),
+        }
+    }
+}
+
 /// An enrolled instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceInfo {

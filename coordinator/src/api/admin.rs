@@ -1,4 +1,5 @@
-//! Operator routes (admin token): applications, groups, revisions, deployments, instances.
+//! Operator routes (admin token): applications, groups, revisions, deployments, instances (their paged lists are
+//! in [`super::lists`]).
 
 use super::{Admin, ApiError, Json, Path};
 use crate::engine::executor::{self, NewDeployment};
@@ -11,8 +12,8 @@ use http_body_util::BodyExt;
 use rollcage_proto::lb::GroupLb;
 use rollcage_proto::wire::now_ms;
 use rollcage_proto::wire::{
-    Application, CreateApplication, CreateDeployment, CreateGroup, Deployment, Group, InstanceInfo,
-    NAME_RULE, NameList, RegisterUrlRevision, Revision, StopDeployment,
+    Application, CreateApplication, CreateDeployment, CreateGroup, Deployment, Group, NAME_RULE,
+    NameList, RegisterUrlRevision, Revision, StopDeployment,
 };
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -29,7 +30,7 @@ fn check_name(field: &str, what: &str, v: &str) -> Result<(), ApiError> {
     }
 }
 
-fn app_exists(c: &rusqlite::Connection, app: &str) -> Result<(), ApiError> {
+pub(super) fn app_exists(c: &rusqlite::Connection, app: &str) -> Result<(), ApiError> {
     match apps::application(c, app)? {
         Some(_) => Ok(()),
         None => Err(ApiError::NotFound(format!("application `{app}` not found"))),
@@ -59,17 +60,6 @@ pub async fn create_application(
             name: req.name,
             created_at_ms: now,
         }),
-    ))
-}
-
-/// `GET /v1/applications`.
-pub async fn list_applications(
-    _: Admin,
-    AxState(st): AxState<State>,
-) -> Result<Json<Vec<Application>>, ApiError> {
-    Ok(Json(
-        st.store
-            .read(|c| apps::applications(c).map_err(ApiError::from))?,
     ))
 }
 
@@ -124,18 +114,6 @@ pub async fn create_group(
         }
     })?;
     Ok((StatusCode::CREATED, Json(group)))
-}
-
-/// `GET /v1/applications/{app}/groups`.
-pub async fn list_groups(
-    _: Admin,
-    AxState(st): AxState<State>,
-    Path(app): Path<String>,
-) -> Result<Json<Vec<Group>>, ApiError> {
-    st.store.read(|c| {
-        app_exists(c, &app)?;
-        Ok(Json(apps::groups(c, &app)?))
-    })
 }
 
 /// `GET /v1/applications/{app}/groups/{group}`.
@@ -351,22 +329,6 @@ pub async fn create_deployment(
     Ok((StatusCode::CREATED, Json(d)))
 }
 
-/// `GET /v1/deployments`: the 50 newest.
-pub async fn list_deployments(
-    _: Admin,
-    AxState(st): AxState<State>,
-) -> Result<Json<Vec<Deployment>>, ApiError> {
-    st.store.read(|c| {
-        let mut out = Vec::new();
-        for id in deployments::list_ids(c, 50)? {
-            if let Some(d) = deployments::full(c, &id)? {
-                out.push(d);
-            }
-        }
-        Ok(Json(out))
-    })
-}
-
 /// `GET /v1/deployments/{id}`.
 pub async fn get_deployment(
     _: Admin,
@@ -380,13 +342,28 @@ pub async fn get_deployment(
     })
 }
 
-/// `POST /v1/deployments/{id}/stop`.
+/// Largest body of a stop (`{"force": true}` is 15 bytes).
+const STOP_BODY_LIMIT: usize = 4 << 10;
+
+/// `POST /v1/deployments/{id}/stop`. The body is optional: none, or an empty one, is a plain stop (`{}`).
 pub async fn stop_deployment(
     _: Admin,
     AxState(st): AxState<State>,
     Path(id): Path<String>,
-    Json(req): Json<StopDeployment>,
+    req: axum::extract::Request,
 ) -> Result<Json<Deployment>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, STOP_BODY_LIMIT)
+        .await
+        .map_err(|e| ApiError::Invalid(format!("reading the request body: {e}")))?;
+    let req = if bytes.iter().all(u8::is_ascii_whitespace) {
+        StopDeployment::default()
+    } else {
+        let req = axum::extract::Request::from_parts(parts, Body::from(bytes));
+        <Json<StopDeployment> as axum::extract::FromRequest<()>>::from_request(req, &())
+            .await?
+            .0
+    };
     let now = now_ms();
     let d = st.store.write(|tx| {
         executor::stop(tx, &id, req.force, now)?;
@@ -454,29 +431,4 @@ pub async fn remove_instance(
     st.tokens.remove_agent(&name);
     tracing::info!(instance = %name, "instance removed");
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// `GET /v1/instances`.
-pub async fn list_instances(
-    _: Admin,
-    AxState(st): AxState<State>,
-) -> Result<Json<Vec<InstanceInfo>>, ApiError> {
-    let rows = st
-        .store
-        .read(|c| instances::all(c).map_err(ApiError::from))?;
-    let now = now_ms();
-    let deadline = i64::try_from(st.settings.heartbeat_deadline.as_millis()).unwrap_or(i64::MAX);
-    Ok(Json(
-        rows.into_iter()
-            .map(|(name, _, enrolled_at)| {
-                let seen = st.last_seen(&name);
-                InstanceInfo {
-                    lost: seen.is_none_or(|s| now - s > deadline),
-                    last_seen_ms: seen.unwrap_or(enrolled_at),
-                    name,
-                    enrolled_at_ms: enrolled_at,
-                }
-            })
-            .collect(),
-    ))
 }

@@ -7,8 +7,7 @@
 //! content-security-policy (same origin only, no inline script or style) keeps hostile text from deployment logs
 //! from running as code, on top of the script putting text into the page with `textContent` only.
 
-use super::ApiError;
-use super::Path;
+use super::{ApiError, Path};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 

@@ -5,8 +5,7 @@
 //! a change that leaves the JSON identical sends nothing. Once the deployment is terminal its last snapshot is
 //! sent and the stream ends. A slow client coalesces: it gets the latest snapshot, never a backlog.
 
-use super::Path;
-use super::{Admin, ApiError};
+use super::{Admin, ApiError, Path};
 use crate::notify::Subscription;
 use crate::state::State;
 use crate::store::deployments;
@@ -87,7 +86,13 @@ pub async fn deployment_events(
     _: Admin,
     AxState(st): AxState<State>,
     Path(id): Path<String>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<
+    (
+        [(axum::http::HeaderName, &'static str); 1],
+        Sse<impl Stream<Item = Result<Event, Infallible>>>,
+    ),
+    ApiError,
+> {
     // Subscribe before the first read: a change committed in between still wakes the stream.
     let changes = st.changes().subscribe(&id);
     let exists = st.store.read(|c| deployments::get(c, &id))?.is_some();
@@ -102,8 +107,12 @@ pub async fn deployment_events(
         last: None,
         done: false,
     };
-    Ok(Sse::new(snapshots(follow))
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
+    // `no-store` like every API answer (see `headers.rs`), in place of the `no-cache` axum gives a stream.
+    Ok((
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Sse::new(snapshots(follow))
+            .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")),
+    ))
 }
 
 #[cfg(test)]

@@ -6,12 +6,11 @@
 //! waiting request re-reads on every bump (no timer: the notification cannot be forgotten, a test checks every
 //! write path).
 
-use super::Path;
-use super::{Admin, ApiError, Json};
+use super::query::Query;
+use super::{Admin, ApiError, Json, Path};
 use crate::state::State;
 use crate::store::{deployments, logs};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State as AxState};
+use axum::extract::State as AxState;
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{LogQuery, StepLogPage};
 use std::time::Duration;
@@ -25,10 +24,8 @@ pub async fn deployment_logs(
     _: Admin,
     AxState(st): AxState<State>,
     Path(id): Path<String>,
-    query: Result<Query<LogQuery>, QueryRejection>,
+    Query(q): Query<LogQuery>,
 ) -> Result<Json<StepLogPage>, ApiError> {
-    let Query(q) =
-        query.map_err(|e| ApiError::Invalid(format!("invalid query: {}", e.body_text())))?;
     let event = q
         .event
         .as_deref()
@@ -44,7 +41,16 @@ pub async fn deployment_logs(
         instance: q.instance.as_deref(),
         event,
     };
-    let after = q.after.unwrap_or(0).max(0);
+    // A seq is never negative: a negative cursor is a client's mistake, not "from the start".
+    let after = match q.after {
+        Some(a) if a < 0 => {
+            return Err(ApiError::Invalid(format!(
+                "query parameter `after`: {a} is out of range: expected a seq (0 or more), the `next` of the \
+                 previous page"
+            )));
+        }
+        a => a.unwrap_or(0),
+    };
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
     // Subscribe before reading, so an entry committed between the read and the wait still wakes us.

@@ -256,8 +256,8 @@ async fn every_bad_input_is_a_4xx_in_the_error_shape_naming_what_is_wrong() -> T
     }
     // Nothing was half-done: the refused groups do not exist, and no deployment started.
     let (_, v) = call(&st, Method::GET, groups, Some(ADMIN), Body::empty(), false).await?;
-    let listed: Vec<Group> = serde_json::from_value(v)?;
-    let mut listed: Vec<String> = listed.into_iter().map(|g| g.name).collect();
+    let listed: rollcage_proto::page::Page<Group> = serde_json::from_value(v)?;
+    let mut listed: Vec<String> = listed.items.into_iter().map(|g| g.name).collect();
     listed.sort();
     assert_eq!(listed, ["ghosts", "repeated", "web"]);
     let (_, v) = call(
@@ -269,7 +269,7 @@ async fn every_bad_input_is_a_4xx_in_the_error_shape_naming_what_is_wrong() -> T
         false,
     )
     .await?;
-    assert_eq!(v, json!([]));
+    assert_eq!(v, json!({"items": [], "next_cursor": null}));
     Ok(())
 }
 

@@ -303,3 +303,65 @@ async fn openapi_document_is_served() -> TestResult {
     assert_eq!(body, OPENAPI_YAML);
     Ok(())
 }
+
+/// The `enum` of the document's schema `name`.
+fn documented_enum(name: &str) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(OPENAPI_YAML)?;
+    let values = doc["components"]["schemas"][name]["enum"]
+        .as_sequence()
+        .ok_or_else(|| format!("schema {name} has no enum"))?;
+    Ok(values
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect())
+}
+
+#[test]
+fn documented_enums_are_proto_s_tables() -> TestResult {
+    use rollcage_proto::LifecycleEvent;
+    use rollcage_proto::wire::{
+        DeploymentStatus, DeploymentStyle, InstanceStatus, StepOutcome, StepState,
+    };
+    fn names<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> Vec<String> {
+        all.iter().map(|v| name(*v).to_owned()).collect()
+    }
+    let cases = [
+        (
+            "LifecycleEvent",
+            names(&LifecycleEvent::ALL, LifecycleEvent::name),
+        ),
+        (
+            "DeploymentStatus",
+            names(DeploymentStatus::ALL, DeploymentStatus::name),
+        ),
+        ("Style", names(DeploymentStyle::ALL, DeploymentStyle::name)),
+        (
+            "InstanceStatus",
+            names(InstanceStatus::ALL, InstanceStatus::name),
+        ),
+        ("StepState", names(StepState::ALL, StepState::name)),
+        ("StepOutcome", names(StepOutcome::ALL, StepOutcome::name)),
+    ];
+    for (schema, wire) in cases {
+        assert_eq!(
+            documented_enum(schema)?,
+            wire,
+            "schema {schema} of openapi.yaml"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn the_documented_page_bounds_are_proto_s() -> TestResult {
+    use rollcage_proto::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+    let doc: serde_yaml::Value = serde_yaml::from_str(OPENAPI_YAML)?;
+    let limit = &doc["components"]["parameters"]["limit"]["schema"];
+    assert_eq!(
+        limit["default"].as_u64(),
+        Some(u64::from(DEFAULT_PAGE_SIZE))
+    );
+    assert_eq!(limit["maximum"].as_u64(), Some(u64::from(MAX_PAGE_SIZE)));
+    assert_eq!(limit["minimum"].as_u64(), Some(1));
+    Ok(())
+}

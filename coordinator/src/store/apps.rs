@@ -48,6 +48,34 @@ pub fn applications(c: &Connection) -> Result<Vec<Application>> {
     rows.collect::<rusqlite::Result<_>>().map_err(sql)
 }
 
+/// Up to `limit` applications by name, those after `after` (the paging cursor: a name) when given.
+pub fn applications_page(
+    c: &Connection,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Application>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT name, created_at FROM applications WHERE name > ?1 ORDER BY name LIMIT ?2",
+        )
+        .map_err(sql)?;
+    let rows = st
+        .query_map(
+            params![
+                after.unwrap_or(""),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| {
+                Ok(Application {
+                    name: r.get(0)?,
+                    created_at_ms: r.get(1)?,
+                })
+            },
+        )
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
 /// Insert a group; `false` when the application already has one with that name.
 pub fn insert_group(c: &Connection, g: &Group) -> Result<bool> {
     let instances = serde_json::to_string(&g.instances).unwrap_or_else(|_| "[]".to_owned());
@@ -171,6 +199,33 @@ pub fn groups(c: &Connection, app: &str) -> Result<Vec<Group>> {
         .map_err(sql)?;
     let rows = st
         .query_map([app], group_row)
+        .map_err(sql)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sql)?;
+    rows.into_iter().map(to_group).collect()
+}
+
+/// Up to `limit` groups of an application by name, those after `after` (the paging cursor: a name) when given.
+pub fn groups_page(
+    c: &Connection,
+    app: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Group>> {
+    let mut st = c
+        .prepare_cached(&format!(
+            "SELECT {GROUP_COLS} FROM groups WHERE application = ?1 AND name > ?2 ORDER BY name LIMIT ?3"
+        ))
+        .map_err(sql)?;
+    let rows = st
+        .query_map(
+            params![
+                app,
+                after.unwrap_or(""),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            group_row,
+        )
         .map_err(sql)?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(sql)?;

@@ -3,8 +3,8 @@
 
 use super::{Result, StoreError, Tx, decode, sql};
 use rollcage_proto::wire::{
-    Concurrency, Deployment, DeploymentKind, DeploymentStatus, DeploymentStyle, InstanceProgress,
-    InstanceStatus, StepProgress, StepState,
+    Concurrency, Deployment, DeploymentKind, DeploymentStatus, DeploymentStyle, DeploymentSummary,
+    InstanceProgress, InstanceStatus, StepProgress, StepState,
 };
 use rollcage_proto::{LifecycleEvent, Performer};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -262,13 +262,76 @@ pub fn active_ids(c: &Connection) -> Result<Vec<String>> {
     rows.collect::<rusqlite::Result<_>>().map_err(sql)
 }
 
-/// Every deployment's id, newest first.
-pub fn list_ids(c: &Connection, limit: usize) -> Result<Vec<String>> {
+/// Which deployments a listing shows: those of one application (and one of its groups), or all.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListFilter<'a> {
+    /// Only this application's.
+    pub application: Option<&'a str>,
+    /// Only this group's (of `application`).
+    pub group: Option<&'a str>,
+}
+
+/// Up to `limit` deployments as `(seq, summary)`, newest first, those older than `before` (a `seq`; the paging
+/// cursor) when given. `seq` only grows, so a page boundary stays put while deployments are created; a page reads
+/// `limit` rows from the `seq` index, however deep it is.
+pub fn summaries(
+    c: &Connection,
+    filter: ListFilter<'_>,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Vec<(i64, DeploymentSummary)>> {
     let mut st = c
-        .prepare("SELECT id FROM deployments ORDER BY seq DESC LIMIT ?1")
+        .prepare_cached(
+            "SELECT seq, id FROM deployments WHERE (?1 IS NULL OR seq < ?1) \
+             AND (?2 IS NULL OR application = ?2) AND (?3 IS NULL OR group_name = ?3) \
+             ORDER BY seq DESC LIMIT ?4",
+        )
         .map_err(sql)?;
-    let rows = st.query_map([limit as i64], |r| r.get(0)).map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+    let ids = st
+        .query_map(
+            params![
+                before.unwrap_or(i64::MAX),
+                filter.application,
+                filter.group,
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )
+        .map_err(sql)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sql)?;
+    let mut out = Vec::with_capacity(ids.len());
+    for (seq, id) in ids {
+        if let Some(d) = get(c, &id)? {
+            out.push((seq, summary(d)));
+        }
+    }
+    Ok(out)
+}
+
+/// A deployment's row as the API lists it.
+fn summary(d: DeploymentRow) -> DeploymentSummary {
+    DeploymentSummary {
+        id: d.id,
+        application: d.application,
+        group: d.group,
+        revision: d.revision,
+        style: d.style,
+        concurrency: d.concurrency,
+        failure_tolerance: d.failure_tolerance,
+        kind: match d.rollback_of {
+            Some(of) => DeploymentKind::Rollback {
+                of,
+                automatic: d.automatic,
+            },
+            None => DeploymentKind::Normal,
+        },
+        status: d.status,
+        message: d.message,
+        created_at_ms: d.created_at,
+        ended_at_ms: d.ended_at,
+        rollback_deployment: d.rollback_deployment,
+    }
 }
 
 /// The revision of the group's most recent successful deployment other than `except`.
@@ -747,26 +810,21 @@ pub fn full(c: &Connection, id: &str) -> Result<Option<Deployment>> {
             }),
         }
     }
+    let s = summary(d);
     Ok(Some(Deployment {
-        id: d.id,
-        application: d.application,
-        group: d.group,
-        revision: d.revision,
-        style: d.style,
-        concurrency: d.concurrency,
-        failure_tolerance: d.failure_tolerance,
-        kind: match d.rollback_of {
-            Some(of) => DeploymentKind::Rollback {
-                of,
-                automatic: d.automatic,
-            },
-            None => DeploymentKind::Normal,
-        },
-        status: d.status,
-        message: d.message,
-        created_at_ms: d.created_at,
-        ended_at_ms: d.ended_at,
-        rollback_deployment: d.rollback_deployment,
+        id: s.id,
+        application: s.application,
+        group: s.group,
+        revision: s.revision,
+        style: s.style,
+        concurrency: s.concurrency,
+        failure_tolerance: s.failure_tolerance,
+        kind: s.kind,
+        status: s.status,
+        message: s.message,
+        created_at_ms: s.created_at_ms,
+        ended_at_ms: s.ended_at_ms,
+        rollback_deployment: s.rollback_deployment,
         instances,
     }))
 }

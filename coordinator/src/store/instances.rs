@@ -72,6 +72,26 @@ pub fn all(c: &Connection) -> Result<Vec<(String, String, i64)>> {
     rows.collect::<rusqlite::Result<_>>().map_err(sql)
 }
 
+/// Up to `limit` instances as (name, enrolled at), by name, those after `after` (the paging cursor: a name) when
+/// given.
+pub fn page(c: &Connection, after: Option<&str>, limit: usize) -> Result<Vec<(String, i64)>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT name, enrolled_at FROM instances WHERE name > ?1 ORDER BY name LIMIT ?2",
+        )
+        .map_err(sql)?;
+    let rows = st
+        .query_map(
+            params![
+                after.unwrap_or(""),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,107 @@
+//! The paged list routes (admin token): applications, an application's groups, deployments (as summaries, newest
+//! first) and instances. Each takes `limit` and `cursor` and answers a [`Page`] (`rollcage_proto::page` has the
+//! bounds and the cursor's contract); the store reads one row more than the page holds to know whether another
+//! follows.
+
+use super::query::{PageBounds, Query};
+use super::{Admin, ApiError, Json, Path};
+use crate::state::State;
+use crate::store::{apps, deployments, instances};
+use axum::extract::State as AxState;
+use rollcage_proto::page::{Page, PageQuery};
+use rollcage_proto::wire::{
+    Application, DeploymentQuery, DeploymentSummary, Group, InstanceInfo, now_ms,
+};
+
+/// `GET /v1/applications`: by name.
+pub async fn applications(
+    _: Admin,
+    AxState(st): AxState<State>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Application>>, ApiError> {
+    let b = PageBounds::of(&q)?;
+    let rows = st.store.read(|c| {
+        apps::applications_page(c, b.cursor.as_deref(), b.overfetch()).map_err(ApiError::from)
+    })?;
+    Ok(Json(Page::from_overfetch(rows, b.size, |a| a.name.clone())))
+}
+
+/// `GET /v1/applications/{app}/groups`: by name.
+pub async fn groups(
+    _: Admin,
+    AxState(st): AxState<State>,
+    Path(app): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Group>>, ApiError> {
+    let b = PageBounds::of(&q)?;
+    let rows = st.store.read(|c| {
+        super::admin::app_exists(c, &app)?;
+        Ok::<_, ApiError>(apps::groups_page(
+            c,
+            &app,
+            b.cursor.as_deref(),
+            b.overfetch(),
+        )?)
+    })?;
+    Ok(Json(Page::from_overfetch(rows, b.size, |g| g.name.clone())))
+}
+
+/// `GET /v1/deployments`: summaries (no per-instance progress), newest first, optionally of one application or
+/// group; the cursor is the `seq` of the page's last deployment.
+pub async fn deployments(
+    _: Admin,
+    AxState(st): AxState<State>,
+    Query(q): Query<DeploymentQuery>,
+) -> Result<Json<Page<DeploymentSummary>>, ApiError> {
+    let b = PageBounds::of(&q.page())?;
+    if q.group.is_some() && q.application.is_none() {
+        return Err(ApiError::Invalid(
+            "query parameter `group` needs `application`: a group's name is only unique within its application"
+                .into(),
+        ));
+    }
+    let filter = deployments::ListFilter {
+        application: q.application.as_deref(),
+        group: q.group.as_deref(),
+    };
+    let before = b.seq_cursor()?;
+    let rows = st.store.read(|c| {
+        deployments::summaries(c, filter, before, b.overfetch()).map_err(ApiError::from)
+    })?;
+    let page = Page::from_overfetch(rows, b.size, |(seq, _)| seq.to_string());
+    Ok(Json(Page {
+        items: page.items.into_iter().map(|(_, d)| d).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// `GET /v1/instances`: by name, each with whether it is lost (not heard from within the heartbeat deadline).
+pub async fn instances(
+    _: Admin,
+    AxState(st): AxState<State>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<InstanceInfo>>, ApiError> {
+    let b = PageBounds::of(&q)?;
+    let rows = st
+        .store
+        .read(|c| instances::page(c, b.cursor.as_deref(), b.overfetch()).map_err(ApiError::from))?;
+    let page = Page::from_overfetch(rows, b.size, |(name, _)| name.clone());
+    let now = now_ms();
+    let deadline = i64::try_from(st.settings.heartbeat_deadline.as_millis()).unwrap_or(i64::MAX);
+    Ok(Json(Page {
+        items: page
+            .items
+            .into_iter()
+            .map(|(name, enrolled_at)| {
+                let seen = st.last_seen(&name);
+                InstanceInfo {
+                    lost: seen.is_none_or(|s| now - s > deadline),
+                    last_seen_ms: seen.unwrap_or(enrolled_at),
+                    name,
+                    enrolled_at_ms: enrolled_at,
+                }
+            })
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
