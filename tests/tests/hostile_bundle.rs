@@ -1,6 +1,7 @@
 //! A hostile bundle deployed to a real agent (issue 12): a 0.1 MB tar.gz whose first member is a 64 MiB GNU long
-//! name, then one 5,000 directories deep. Each deployment ends `failed` with a short message naming the limit, the
-//! agent's peak RSS stays under 64 MiB, and the group's next deployment of a good bundle succeeds.
+//! name, one whose symlink has a 64 MiB GNU long link target, then one 5,000 directories deep. Each deployment ends
+//! `failed` within 5 s of its DownloadBundle starting, with a short message naming the limit; the agent's peak RSS
+//! stays under 64 MiB; and the group's next deployment of a good bundle succeeds.
 
 use anyhow::Context;
 use rollcage_e2e::{Fleet, write_bundle};
@@ -24,10 +25,20 @@ fn header(name: &[u8], ty: tar::EntryType, size: u64) -> tar::Header {
 
 /// A tar.gz whose first member is a GNU long name of 64 MiB (`a`s), describing an `appspec.yml`.
 fn long_name_bundle(path: &Path) -> anyhow::Result<()> {
+    long_extension_bundle(path, tar::EntryType::GNULongName)
+}
+
+/// A tar.gz whose first member is a GNU long link target of 64 MiB (`a`s), for the `appspec.yml` entry after it.
+fn long_link_bundle(path: &Path) -> anyhow::Result<()> {
+    long_extension_bundle(path, tar::EntryType::GNULongLink)
+}
+
+/// A tar.gz whose first member is a 64 MiB GNU extension entry of type `ty` (`a`s), then an `appspec.yml`.
+fn long_extension_bundle(path: &Path, ty: tar::EntryType) -> anyhow::Result<()> {
     let len: u64 = 64 << 20;
     let mut gz =
         flate2::write::GzEncoder::new(std::fs::File::create(path)?, flate2::Compression::default());
-    gz.write_all(header(b"././@LongLink", tar::EntryType::GNULongName, len + 1).as_bytes())?;
+    gz.write_all(header(b"././@LongLink", ty, len + 1).as_bytes())?;
     let chunk = vec![b'a'; 1 << 20];
     for _ in 0..64 {
         gz.write_all(&chunk)?;
@@ -105,6 +116,13 @@ fn deploy_hostile(
         .context("no failed step")?;
     assert_eq!(step.event.name(), "DownloadBundle");
     assert!(step.message.len() < 4096, "{} bytes", step.message.len());
+    // The issue's bound on handling any hostile archive, from the step's dispatch to its report.
+    let took = step
+        .ended_at_ms
+        .zip(step.started_at_ms)
+        .map(|(end, start)| end - start)
+        .context("the failed step has no start or end time")?;
+    assert!(took < 5_000, "DownloadBundle took {took} ms");
     assert!(
         step.message.contains(expected),
         "step message: {}",
@@ -125,6 +143,13 @@ fn a_hostile_bundle_fails_its_deployment_quickly_and_the_next_one_succeeds() -> 
         deploy_hostile(&fleet, &long, "at most 4096 bytes", Duration::from_secs(60))?;
         let rss = peak_rss_kib(pid)?;
         eprintln!("agent peak RSS after the long name: {rss} KiB");
+        assert!(rss < MAX_RSS_KIB, "agent peak RSS {rss} KiB");
+
+        let link = fleet.dir.path().join("longlink.tar.gz");
+        long_link_bundle(&link)?;
+        deploy_hostile(&fleet, &link, "at most 4096 bytes", Duration::from_secs(60))?;
+        let rss = peak_rss_kib(pid)?;
+        eprintln!("agent peak RSS after the long link: {rss} KiB");
         assert!(rss < MAX_RSS_KIB, "agent peak RSS {rss} KiB");
 
         let deep = fleet.dir.path().join("deep.tar.gz");
