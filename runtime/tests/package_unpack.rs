@@ -1080,6 +1080,32 @@ async fn bundle_larger_than_the_limits_allow_is_refused() {
     env.assert_nothing_left();
 }
 
+/// Whatever the general entry limit, a zip lists at most `MAX_ZIP_MEMBERS` members: the zip reader holds its whole
+/// directory in memory (about 640 bytes a member), and the agent's memory budget is 64 MiB.
+#[tokio::test]
+async fn a_zip_over_the_member_cap_is_refused_from_its_end_record() {
+    let env = Env::new();
+    let names: Vec<String> = (0..=rollcage_runtime::package::MAX_ZIP_MEMBERS)
+        .map(|i| format!("f{i}"))
+        .collect();
+    let entries: Vec<(&str, &[u8], u32)> = names
+        .iter()
+        .map(|n| (n.as_str(), &b""[..], 0o100_644))
+        .collect();
+    let data = zip_bytes(&entries);
+    let err = env
+        .fetch_bytes("many.zip", &data, &opts())
+        .await
+        .expect_err("accepted");
+    assert!(
+        matches!(&err, PackageError::ZipTooManyMembers { members, limit, .. }
+            if *members == names.len() as u64 && *limit == rollcage_runtime::package::MAX_ZIP_MEMBERS),
+        "{err}"
+    );
+    assert!(err.to_string().contains("tar.gz"), "{err}");
+    env.assert_nothing_left();
+}
+
 #[tokio::test]
 async fn zip_with_too_many_members_is_refused_up_front() {
     let env = Env::new();

@@ -20,6 +20,11 @@ pub(crate) const MAX_PAX_HEADER_BYTES: u64 = 1 << 20;
 /// what the parse costs within the agent's memory budget (a 40 MiB directory of long names cost 130 MiB).
 pub(crate) const MAX_ZIP_DIRECTORY_BYTES: u64 = 8 << 20;
 
+/// Most members a zip may list. The `zip` crate holds about 640 bytes per member while the archive is read, even
+/// for short names (99,999 empty members peaked at 64 MB): 40,000 members cost about 25 MB, which keeps the agent
+/// under its 64 MiB budget for any zip. Tar archives are streamed and keep the general entry limit.
+pub const MAX_ZIP_MEMBERS: u64 = 40_000;
+
 fn malformed(origin: &str, entry: Option<&[u8]>, e: impl std::fmt::Display) -> PackageError {
     PackageError::Malformed {
         origin: origin.to_owned(),
@@ -239,6 +244,13 @@ pub(crate) fn unpack_zip(path: &Path, u: &mut Unpacker) -> Result<(), PackageErr
             return Err(PackageError::TooManyEntries {
                 limit: max,
                 entry: format!("member {} (of {} listed)", max + 1, dir.entries),
+            });
+        }
+        if dir.entries > MAX_ZIP_MEMBERS {
+            return Err(PackageError::ZipTooManyMembers {
+                origin,
+                members: dir.entries,
+                limit: MAX_ZIP_MEMBERS,
             });
         }
         if dir.bytes > MAX_ZIP_DIRECTORY_BYTES {

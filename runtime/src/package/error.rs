@@ -292,6 +292,19 @@ pub enum PackageError {
         /// The limit.
         limit: u64,
     },
+    /// A zip listing more members than [`MAX_ZIP_MEMBERS`](super::MAX_ZIP_MEMBERS).
+    #[error(
+        "zip {origin} lists {members} members: expected at most {limit} (a zip's whole directory is held in \
+         memory while it is read; a larger revision can be a tar.gz, which is streamed)"
+    )]
+    ZipTooManyMembers {
+        /// Where the bytes came from.
+        origin: String,
+        /// Members its end record declares.
+        members: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// Bytes after the last gzip member that are neither another member nor zero padding.
     #[error(
         "gzip stream of {origin} ends at byte {end}; {trailing} bytes of trailing data follow: \

@@ -28,6 +28,7 @@ mod stream;
 mod unpack;
 mod zip_directory;
 
+pub use archive::MAX_ZIP_MEMBERS;
 pub use error::{EntryPosition, PackageError};
 pub use prune::{DEFAULT_MAX_REVISIONS, prune};
 pub use store::BundleStore;
