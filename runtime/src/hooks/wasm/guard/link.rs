@@ -50,6 +50,23 @@ async fn file_size(state: &mut HookState, mem: &mut GuestMemory<'_>, fd: u32) ->
     (st.filetype == Filetype::RegularFile).then_some(st.size)
 }
 
+/// Whether the name at (`ptr`, `len`) under `dirfd` is itself a symlink (not followed); `false` when it cannot be
+/// looked up (the real call then reports why).
+async fn is_symlink(
+    state: &mut HookState,
+    mem: &mut GuestMemory<'_>,
+    dirfd: i32,
+    ptr: i32,
+    len: i32,
+) -> bool {
+    let path = GuestPtr::<str>::new((ptr.cast_unsigned(), len.cast_unsigned()));
+    state
+        .wasi
+        .path_filestat_get(mem, Fd::from(dirfd), Lookupflags::empty(), path)
+        .await
+        .is_ok_and(|st| st.filetype == Filetype::SymbolicLink)
+}
+
 /// Total length of a `ciovec` array; `None` when it cannot be read (the real call reports that).
 fn iovec_len(mem: &GuestMemory<'_>, iovs: i32, count: i32) -> Option<u64> {
     let mut total = 0u64;
@@ -112,13 +129,8 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
         )| {
             Box::new(async move {
                 let (mut mem, state) = split(&mut caller)?;
-                let path = GuestPtr::<str>::new((old.cast_unsigned(), old_len.cast_unsigned()));
                 // Without following: is the name itself a symlink? (wasmtime refuses SYMLINK_FOLLOW here anyway.)
-                let st = state
-                    .wasi
-                    .path_filestat_get(&mut mem, Fd::from(old_fd), Lookupflags::empty(), path)
-                    .await;
-                if st.is_ok_and(|st| st.filetype == Filetype::SymbolicLink) {
+                if is_symlink(state, &mut mem, old_fd, old, old_len).await {
                     let from = guest_str(&mem, old, old_len).unwrap_or_default();
                     let to = guest_str(&mem, new, new_len).unwrap_or_default();
                     state
@@ -152,16 +164,11 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
                 let to = guest_str(&mem, new, new_len).unwrap_or_default();
                 // Within one directory a symlink keeps its meaning (the `current -> releases/v3` switch); moved
                 // elsewhere, a relative target made by someone else may point out.
-                if !same_directory(old_fd, &from, new_fd, &to) {
-                    let path = GuestPtr::<str>::new((old.cast_unsigned(), old_len.cast_unsigned()));
-                    let st = state
-                        .wasi
-                        .path_filestat_get(&mut mem, Fd::from(old_fd), Lookupflags::empty(), path)
-                        .await;
-                    if st.is_ok_and(|st| st.filetype == Filetype::SymbolicLink) {
-                        state.guard.refuse_move(new_fd.cast_unsigned(), &from, &to);
-                        return Ok(errno(Errno::Perm));
-                    }
+                if !same_directory(old_fd, &from, new_fd, &to)
+                    && is_symlink(state, &mut mem, old_fd, old, old_len).await
+                {
+                    state.guard.refuse_move(new_fd.cast_unsigned(), &from, &to);
+                    return Ok(errno(Errno::Perm));
                 }
                 p1::path_rename(
                     &mut state.wasi,
