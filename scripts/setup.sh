@@ -35,7 +35,8 @@ fi
 SCHEMATHESIS_VERSION=4.32.5
 venv=/opt/rollcage-venv
 if ! "$venv/bin/st" --version 2>/dev/null | grep -qx "st, version $SCHEMATHESIS_VERSION"; then
-  if ! python3 -m venv --help >/dev/null 2>&1; then
+  # `venv` needs `ensurepip`, which Debian ships apart (python3-venv); `python3 -m venv --help` works without it.
+  if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq python3-venv
