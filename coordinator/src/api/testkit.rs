@@ -109,6 +109,18 @@ pub async fn post_ok(
     Ok(v)
 }
 
+/// Create application `name` (it must succeed).
+pub async fn create_app(st: &State, name: &str) -> TestResult {
+    post_ok(
+        st,
+        "/v1/applications",
+        ADMIN,
+        serde_json::json!({"name": name}),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Agents `i0`… enrolled, application `app` with group `web` over them, and one uploaded revision.
 pub struct Fleet {
     /// The state.
@@ -137,14 +149,7 @@ pub async fn fleet_on(st: State, n: usize, concurrency: &str, style: &str) -> Te
         .await?;
         agents.push(serde_json::from_value(v)?);
     }
-    let (s, _) = post_json(
-        &st,
-        "/v1/applications",
-        ADMIN,
-        serde_json::json!({"name": "app"}),
-    )
-    .await?;
-    assert_eq!(s, StatusCode::CREATED);
+    create_app(&st, "app").await?;
     let names: Vec<String> = (0..n).map(|i| format!("i{i}")).collect();
     let (s, v) = post_json(
         &st,

@@ -1,6 +1,6 @@
 //! Router-level tests with `oneshot`: auth on every route, the error shape, and the agent protocol.
 
-use crate::api::testkit::{ADMIN, ENROLL, TestResult, call, fleet, post_json, state};
+use crate::api::testkit::{ADMIN, ENROLL, TestResult, call, create_app, fleet, post_json, state};
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use rollcage_proto::wire::{
@@ -152,13 +152,7 @@ async fn malformed_json_and_unknown_routes_get_the_error_shape() -> TestResult {
 #[tokio::test]
 async fn load_balancer_styles_need_valid_lb_settings_at_group_creation() -> TestResult {
     let st = state()?;
-    post_json(
-        &st,
-        "/v1/applications",
-        ADMIN,
-        serde_json::json!({"name": "app"}),
-    )
-    .await?;
+    create_app(&st, "app").await?;
     for style in ["blue-green", "in-place-lb"] {
         let (s, v) = post_json(
             &st,
@@ -218,13 +212,7 @@ async fn invalid_request_message(
 #[tokio::test]
 async fn bad_lb_settings_and_bad_forms_answer_400_naming_the_field() -> TestResult {
     let st = state()?;
-    post_json(
-        &st,
-        "/v1/applications",
-        ADMIN,
-        serde_json::json!({"name": "app"}),
-    )
-    .await?;
+    create_app(&st, "app").await?;
     let lb = serde_json::json!({
         "active_group": "blue",
         "targets": { "a": "127.0.0.1:8081", "b": "127.0.0.1:8082" },

@@ -2,7 +2,7 @@
 //! progress), the headers of every response, and the API's promises the OpenAPI document makes about optional
 //! bodies and query bounds (`stop` without a body, `after=-1` refused).
 
-use crate::api::testkit::{ADMIN, TestResult, call, fleet, post_ok, send};
+use crate::api::testkit::{ADMIN, TestResult, call, create_app, fleet, post_ok, send};
 use axum::body::Body;
 use axum::http::{Method, StatusCode, header};
 use rollcage_proto::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
@@ -34,13 +34,7 @@ fn assert_invalid(s: StatusCode, v: &Value, what: &str) {
 async fn applications_are_paged_by_name_with_a_cursor_that_stays_put_under_inserts() -> TestResult {
     let st = crate::api::testkit::state()?;
     for n in ["b", "c", "d", "e", "f"] {
-        post_ok(
-            &st,
-            "/v1/applications",
-            ADMIN,
-            serde_json::json!({"name": n}),
-        )
-        .await?;
+        create_app(&st, n).await?;
     }
     let (s, p1) = get(&st, "/v1/applications?limit=2").await?;
     assert_eq!(s, StatusCode::OK, "{p1}");
@@ -51,13 +45,7 @@ async fn applications_are_paged_by_name_with_a_cursor_that_stays_put_under_inser
         .to_owned();
     // Inserted before the cursor and after it: the next page goes on right after `c` and sees the later one.
     for n in ["a", "cc"] {
-        post_ok(
-            &st,
-            "/v1/applications",
-            ADMIN,
-            serde_json::json!({"name": n}),
-        )
-        .await?;
+        create_app(&st, n).await?;
     }
     let (_, p2) = get(&st, &format!("/v1/applications?limit=2&cursor={cursor}")).await?;
     assert_eq!(names(&p2, "name"), ["cc", "d"]);
