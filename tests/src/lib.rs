@@ -287,8 +287,8 @@ impl Fleet {
             .arg(root)
             .arg("--name")
             .arg(name)
-            .arg("--enroll-token")
-            .arg(&self.coordinator.enroll_token)
+            // A secret: through the environment, never on a command line.
+            .env("ROLLCAGE_ENROLL_TOKEN", &self.coordinator.enroll_token)
             .arg("--var")
             .arg(format!("MARKERS={}", self.markers.display()))
             .env("RUST_LOG", "info");
