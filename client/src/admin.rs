@@ -26,7 +26,10 @@ impl Client {
     }
 
     /// Every item of a paged list route (see [`rollcage_proto::page`]), the pages read in turn at the largest size.
-    async fn all_pages<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, ClientError> {
+    pub(crate) async fn all_pages<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Vec<T>, ClientError> {
         let mut q = PageQuery {
             limit: Some(rollcage_proto::page::MAX_PAGE_SIZE),
             cursor: None,

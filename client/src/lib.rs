@@ -8,12 +8,14 @@
 //! - [`ClientError`] ([`error`]): the one mapping of a non-2xx answer (the API's `{"error":{"code","message"}}`)
 //!   and whether retrying can help.
 //! - `admin`: the operators' routes (applications, groups, revisions, deployments, logs, events, instances).
+//! - `people`: named operator tokens, who am I, the audit trail.
 //! - `agent`: the agents' routes (enroll, poll, report, command state, bundle download).
 //! - `routes`: every path, each segment percent-encoded (private: callers name routes by method).
 
 mod admin;
 mod agent;
 pub mod error;
+mod people;
 mod routes;
 pub mod transport;
 

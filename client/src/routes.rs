@@ -3,6 +3,7 @@
 //! each is percent-encoded here, never spliced in raw, so a name cannot change which route is called.
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use rollcage_proto::access::AuditQuery;
 use rollcage_proto::page::PageQuery;
 use rollcage_proto::wire::{API_PREFIX, DeploymentQuery, LogQuery};
 use std::fmt::{self, Write as _};
@@ -140,6 +141,35 @@ pub(crate) fn deployments_page(q: &DeploymentQuery) -> String {
             ("group", shown(&q.group)),
             ("limit", limit),
             ("cursor", shown(&q.cursor)),
+        ])
+    )
+}
+
+pub(crate) fn tokens() -> String {
+    format!("{API_PREFIX}/tokens")
+}
+
+pub(crate) fn token(name: &str) -> String {
+    format!("{}/{}", tokens(), Seg(name))
+}
+
+pub(crate) fn whoami() -> String {
+    format!("{API_PREFIX}/whoami")
+}
+
+/// `GET /v1/audit` with its filters and page query.
+pub(crate) fn audit(q: &AuditQuery) -> String {
+    let since = q.since_ms.as_ref().map(|v| v as &dyn fmt::Display);
+    let actor = q.actor.as_ref().map(|v| v as &dyn fmt::Display);
+    let limit = q.limit.as_ref().map(|v| v as &dyn fmt::Display);
+    let cursor = q.cursor.as_ref().map(|v| v as &dyn fmt::Display);
+    format!(
+        "{API_PREFIX}/audit{}",
+        query(&[
+            ("since_ms", since),
+            ("actor", actor),
+            ("limit", limit),
+            ("cursor", cursor)
         ])
     )
 }

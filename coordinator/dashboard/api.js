@@ -1,21 +1,21 @@
-// The dashboard's API client: every call goes to the coordinator's `/v1` API with the admin token as a bearer
+// The dashboard's API client: every call goes to the coordinator's `/v1` API with the operator token as a bearer
 // header (never in a URL). Failures become ApiError with the API's own error message.
 
 import { SseParser } from "./model.js";
 
 const TOKEN_KEY = "rollcage.adminToken";
 
-/** The admin token of this tab, or null. */
+/** The operator token of this tab, or null. */
 export function token() {
   return sessionStorage.getItem(TOKEN_KEY);
 }
 
-/** Keep the admin token for this tab only. */
+/** Keep the operator token for this tab only. */
 export function setToken(t) {
   sessionStorage.setItem(TOKEN_KEY, t);
 }
 
-/** Forget the admin token. */
+/** Forget the operator token. */
 export function clearToken() {
   sessionStorage.removeItem(TOKEN_KEY);
 }

@@ -1,5 +1,6 @@
-// The dashboard page: token sign-in, the views (applications → groups → deployments → one deployment's grid),
-// live updates, the log panel and the operator buttons. All text from the API goes into the page through
+// The dashboard page: token sign-in, the views (applications → groups → deployments → one deployment's grid, and
+// the audit trail for admins), live updates, the log panel and the operator buttons (shown only to tokens whose
+// role allows them: `GET /v1/whoami`; the API still decides, and its 403 message is shown if a refusal comes). All text from the API goes into the page through
 // textContent / text nodes, never parsed as HTML: deployment logs are hostile input.
 
 import * as api from "./api.js";
@@ -17,12 +18,14 @@ import {
   isTerminal,
   kindText,
   logText,
+  mayDeploy,
   parseFragment,
   routeOf,
   stateCounts,
   stateLook,
   stepDuration,
   takeToken,
+  whoText,
 } from "./model.js";
 
 // While a deployment runs without the events stream, it is read this often.
@@ -62,9 +65,27 @@ function statusBadge(status, attrs = {}) {
 /** The view being shown: its abort controller stops its fetches, streams and timers when the view changes. */
 let current = null;
 
+/** Who the token is (`GET /v1/whoami`), read once per token. */
+let who = null;
+
+/** Read who the token is, and show it (and the audit link for admins) in the header. */
+async function identify(signal) {
+  if (!who) who = await api.get("/whoami", { signal });
+  $("whoami").textContent = whoText(who);
+  $("audit-link").hidden = who.role !== "admin";
+}
+
+function forget() {
+  api.clearToken();
+  who = null;
+  $("whoami").textContent = "";
+  $("audit-link").hidden = true;
+}
+
 function absorbTokenFromFragment() {
   const { token, rest } = takeToken(location.hash);
   if (token) {
+    forget();
     api.setToken(token);
     // The token must not stay in the address bar, the history or a bookmark.
     history.replaceState(null, "", `${location.pathname}${location.search}${rest}`);
@@ -112,6 +133,7 @@ async function render() {
   const view = $("view");
   view.replaceChildren(el("p", { class: "muted" }, "Loading…"));
   try {
+    await identify(signal);
     if (route.view === "deployment") {
       await deploymentView(view, route.id, signal);
     } else {
@@ -120,7 +142,9 @@ async function render() {
           ? () => groupView(view, route.app, route.group, signal)
           : route.view === "application"
             ? () => applicationView(view, route.app, signal)
-            : () => homeView(view, signal);
+            : route.view === "audit"
+              ? () => auditView(view, signal)
+              : () => homeView(view, signal);
       await list();
       // Lists have no event stream: re-read them so new deployments and status changes show up without a reload.
       while (!signal.aborted) {
@@ -131,7 +155,7 @@ async function render() {
   } catch (e) {
     if (signal.aborted) return;
     if (e instanceof api.ApiError && e.status === 401) {
-      api.clearToken();
+      forget();
       showLogin(`The coordinator refused the token: ${e.message}`);
       return;
     }
@@ -149,12 +173,13 @@ function start() {
     ev.preventDefault();
     const t = $("token-input").value.trim();
     if (!t) return;
+    forget();
     api.setToken(t);
     $("token-input").value = "";
     render();
   });
   $("signout").addEventListener("click", () => {
-    api.clearToken();
+    forget();
     render();
   });
   render();
@@ -296,6 +321,53 @@ async function groupView(view, app, group, signal) {
   );
 }
 
+/** Entries shown on the audit page: the newest page. */
+const AUDIT_ENTRIES = 200;
+
+/** The audit trail (admins): every state-changing request and every refusal, newest first. */
+async function auditView(view, signal) {
+  crumbs([link({ view: "audit" }, "Audit")]);
+  const page = await api.get(`/audit?limit=${AUDIT_ENTRIES}`, { signal });
+  const rows = page.items.map((e) =>
+    el(
+      "tr",
+      { "data-audit": String(e.seq), class: e.status === 401 || e.status === 403 ? "refused" : "" },
+      el("td", {}, formatTime(e.at_ms)),
+      el("td", {}, e.actor),
+      el("td", {}, e.role ?? "—"),
+      el("td", { class: "mono" }, e.action),
+      el("td", { class: "mono" }, e.target || "—"),
+      el("td", {}, String(e.status)),
+      el("td", {}, e.outcome),
+      el("td", { class: "mono" }, e.remote_addr),
+    ),
+  );
+  const table =
+    rows.length === 0
+      ? el("p", { class: "muted" }, "Nothing recorded yet.")
+      : el(
+          "table",
+          { class: "list", id: "audit" },
+          el(
+            "thead",
+            {},
+            el(
+              "tr",
+              {},
+              ["Time", "Who", "Role", "Action", "Target", "Status", "Outcome", "From"].map((h) =>
+                el("th", { scope: "col" }, h),
+              ),
+            ),
+          ),
+          el("tbody", {}, rows),
+        );
+  view.replaceChildren(
+    el("h1", {}, "Audit trail"),
+    el("p", { class: "muted" }, `The newest ${AUDIT_ENTRIES} entries; \`rollcage audit\` reads further.`),
+    table,
+  );
+}
+
 /** A definition list of [label, value] pairs; values may be nodes. Each <dd> gets `data-fact=<label>`. */
 function facts(pairs) {
   return el(
@@ -410,10 +482,16 @@ class DeploymentPage {
         ["Ended", formatTime(d.ended_at_ms)],
         ["Duration", el("span", { id: "duration" }, formatDuration(deploymentDuration(d, Date.now())))],
         ["Rollback", rollback],
+        ["Created by", d.actors?.created_by ?? "—"],
+        ["Stopped by", d.actors?.stopped_by ?? "—"],
+        ["Rolled back by", d.actors?.rolled_back_by ?? "—"],
+        ["Continued by", d.actors?.continued_by ?? "—"],
       ]),
     );
     const can = actionsFor(d);
-    for (const [name, button] of Object.entries(this.buttons)) button.hidden = !can[name];
+    // Buttons the token's role may not use are hidden; the API decides all the same.
+    const allowed = mayDeploy(who, d.application);
+    for (const [name, button] of Object.entries(this.buttons)) button.hidden = !(can[name] && allowed);
     this.renderGrid(d);
     if (isTerminal(d.status)) this.live.textContent = "Ended.";
   }

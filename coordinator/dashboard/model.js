@@ -91,6 +91,23 @@ export function actionsFor(deployment) {
   };
 }
 
+/**
+ * Whether the token described by `who` (`GET /v1/whoami`: `{name, role, apps}`) may act on a deployment of `app`
+ * (stop, roll back, continue): admins on every application, deployers on theirs. The API decides; this only
+ * hides buttons that would be refused.
+ */
+export function mayDeploy(who, app) {
+  if (!who) return false;
+  return who.role === "admin" || (who.role === "deployer" && (who.apps ?? []).includes(app));
+}
+
+/** How a token is shown: `ci (deployer for web, api)`, `bootstrap (admin)`. */
+export function whoText(who) {
+  if (!who) return "";
+  const role = who.role === "deployer" ? `deployer for ${(who.apps ?? []).join(", ") || "no application"}` : who.role;
+  return `${who.name} (${role})`;
+}
+
 /** Parse a URL fragment (`#a=1&b=2`) into a plain object. */
 export function parseFragment(hash) {
   const out = {};
@@ -119,6 +136,7 @@ export function takeToken(hash) {
 
 /** The view a fragment asks for. */
 export function routeOf(params) {
+  if (params.view === "audit") return { view: "audit" };
   if (params.deployment) return { view: "deployment", id: params.deployment };
   if (params.app && params.group) return { view: "group", app: params.app, group: params.group };
   if (params.app) return { view: "application", app: params.app };

@@ -1,12 +1,14 @@
 //! The HTTP layer: one [`router`] for the server and the tests, serving the JSON API under `/v1` (operators and
 //! agents), `GET /metrics` and the web dashboard. It owns the error shape ([`ApiError`], for every failure including
-//! malformed bodies, unknown routes and wrong methods), the JSON extractor and the auth extractors ([`Admin`],
+//! malformed bodies, unknown routes and wrong methods), the JSON extractor, the access guard ([`guard`]: one table
+//! of what every route needs, applied before any handler, and the audit trail) and the auth extractors ([`Admin`],
 //! [`Agent`], [`Enroller`]); the handlers work on the shared [`crate::state::State`] and never wake anybody by hand
 //! (the store does that after each commit, see [`crate::notify`]).
 //!
 //! | module | routes |
 //! |---|---|
 //! | [`admin`] | applications, groups, revisions, deployments (create, stop, continue, rollback), instances |
+//! | [`tokens`] | named operator tokens, who am I, the audit trail |
 //! | [`lists`] | the paged lists: applications, groups, deployments (summaries), instances |
 //! | [`agent`] | enroll, poll, report, command state, bundle download |
 //! | [`events`] | the live progress stream (SSE) |
@@ -20,11 +22,13 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod guard;
 pub mod headers;
 pub mod lists;
 pub mod logs;
 pub mod metrics;
 pub mod query;
+pub mod tokens;
 
 pub use error::{ApiError, Json, LenientJson, Path};
 pub use extract::{Admin, Agent, Enroller};
@@ -91,6 +95,13 @@ fn v1_routes() -> RouteTable {
     RouteTable::new()
         // The API description is public: it holds no data, only the shape of the API.
         .route("/openapi.yaml", get(|| async { openapi() }))
+        .route("/whoami", get(tokens::whoami))
+        .route(
+            "/tokens",
+            post(tokens::create_token).get(tokens::list_tokens),
+        )
+        .route("/tokens/{name}", delete(tokens::revoke_token))
+        .route("/audit", get(tokens::audit_trail))
         .route(
             "/applications",
             post(admin::create_application).get(lists::applications),
@@ -152,6 +163,11 @@ pub fn router(state: State) -> Router {
     Router::new()
         .nest(rollcage_proto::wire::API_PREFIX, v1_routes().router)
         .merge(root_routes().router)
+        // Every matched route passes the access guard (its rule in `guard::RULES`) before its handler runs.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this route".into())
@@ -172,3 +188,5 @@ mod tests_door;
 mod tests_lists;
 #[cfg(test)]
 mod tests_ops;
+#[cfg(test)]
+mod tests_roles;

@@ -1,9 +1,11 @@
-//! Tokens: the operators' admin token, the enrollment token, and each agent's own token (stored hashed).
+//! Tokens: the operators' tokens (the bootstrap admin token file and the named tokens of `rollcage token create`,
+//! each with a role), the enrollment token, and each agent's own token (stored hashed).
 //!
 //! Tokens are 32 random bytes from the kernel, hex-encoded, sent as `Authorization: Bearer <token>`. Only their
 //! sha256 is kept in memory and in the database, and comparisons are on the hashes, so a database leak does not
 //! leak usable tokens.
 
+use rollcage_proto::access::{BOOTSTRAP_TOKEN, Role};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
@@ -93,12 +95,51 @@ pub fn load_or_create(
     Ok(token)
 }
 
+/// An operator: who holds a token, with what role, for which applications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    /// The token's name (`bootstrap` for the admin token file).
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// The applications a deployer may deploy.
+    pub apps: Vec<String>,
+}
+
+/// What a bearer token turned out to be, for an operator route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identified {
+    /// A live operator token.
+    Operator(Operator),
+    /// A named token that was revoked.
+    Revoked(String),
+    /// An agent's own token (not an operator's).
+    Agent(String),
+    /// No token we know.
+    Unknown,
+}
+
+/// A named token as kept in memory: the operator, and whether it was revoked.
+#[derive(Debug, Clone)]
+struct Named {
+    operator: Operator,
+    revoked: bool,
+}
+
+/// A use is written to the database at most this often per token: `token list` shows the last use to within it,
+/// and a busy CI token costs one write a minute, not one per request.
+pub const LAST_USED_GRANULARITY_MS: i64 = 60_000;
+
 /// Who a request is.
 #[derive(Debug)]
 pub struct Tokens {
     admin_hash: String,
     enroll_hash: String,
     agents: RwLock<HashMap<String, String>>,
+    /// Named operator tokens by hash (revoked ones too, to name them when refused).
+    operators: RwLock<HashMap<String, Named>>,
+    /// When each named token's use was last written.
+    last_used: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 impl Tokens {
@@ -117,12 +158,73 @@ impl Tokens {
                     .map(|(name, hash)| (hash, name))
                     .collect(),
             ),
+            operators: RwLock::default(),
+            last_used: std::sync::Mutex::default(),
         }
     }
 
-    /// True for the admin token.
+    /// True for a token with the admin role (the bootstrap token or a named admin token).
     pub fn is_admin(&self, token: &str) -> bool {
-        hash_token(token) == self.admin_hash
+        matches!(self.identify(token), Identified::Operator(o) if o.role == Role::Admin)
+    }
+
+    /// Who `token` is, for an operator route.
+    pub fn identify(&self, token: &str) -> Identified {
+        let h = hash_token(token);
+        if h == self.admin_hash {
+            return Identified::Operator(Operator {
+                name: BOOTSTRAP_TOKEN.to_owned(),
+                role: Role::Admin,
+                apps: Vec::new(),
+            });
+        }
+        let named = self
+            .operators
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&h)
+            .cloned();
+        match named {
+            Some(n) if n.revoked => Identified::Revoked(n.operator.name),
+            Some(n) => Identified::Operator(n.operator),
+            None => match self.agent(token) {
+                Some(name) => Identified::Agent(name),
+                None => Identified::Unknown,
+            },
+        }
+    }
+
+    /// Add a named operator token by its hash (`revoked`: known, but refused).
+    pub fn set_operator(&self, hash: String, operator: Operator, revoked: bool) {
+        let mut map = self.operators.write().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, n| n.operator.name != operator.name);
+        map.insert(hash, Named { operator, revoked });
+    }
+
+    /// Revoke the named token `name`: it is refused from now on.
+    pub fn revoke_operator(&self, name: &str) {
+        let mut map = self.operators.write().unwrap_or_else(|e| e.into_inner());
+        for n in map.values_mut() {
+            if n.operator.name == name {
+                n.revoked = true;
+            }
+        }
+    }
+
+    /// Note that named token `name` was used at `now`; true when the use should be written to the database (the
+    /// last written one is [`LAST_USED_GRANULARITY_MS`] old or more). The bootstrap token is not stored.
+    pub fn note_use(&self, name: &str, now: i64) -> bool {
+        if name == BOOTSTRAP_TOKEN {
+            return false;
+        }
+        let mut map = self.last_used.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(name) {
+            Some(&t) if now - t < LAST_USED_GRANULARITY_MS => false,
+            _ => {
+                map.insert(name.to_owned(), now);
+                true
+            }
+        }
     }
 
     /// True for the enrollment token.
@@ -180,5 +282,29 @@ mod tests {
         assert_eq!(t.agent("t1"), None);
         assert_eq!(t.agent("t2").as_deref(), Some("i1"));
         assert!(t.is_admin("a") && !t.is_admin("e") && t.is_enroll("e"));
+    }
+
+    #[test]
+    fn named_tokens_are_identified_by_hash_and_refused_once_revoked() {
+        let t = Tokens::new("a", "e", [("i1".to_owned(), hash_token("agent"))]);
+        let ci = Operator {
+            name: "ci".into(),
+            role: Role::Deployer,
+            apps: vec!["app1".into()],
+        };
+        t.set_operator(hash_token("s1"), ci.clone(), false);
+        assert_eq!(t.identify("s1"), Identified::Operator(ci.clone()));
+        assert!(!t.is_admin("s1"));
+        assert!(matches!(t.identify("a"), Identified::Operator(o) if o.name == BOOTSTRAP_TOKEN));
+        assert_eq!(t.identify("agent"), Identified::Agent("i1".into()));
+        assert_eq!(t.identify("nope"), Identified::Unknown);
+        t.revoke_operator("ci");
+        assert_eq!(t.identify("s1"), Identified::Revoked("ci".into()));
+        // A new token of the name replaces the revoked one.
+        t.set_operator(hash_token("s2"), ci.clone(), false);
+        assert_eq!(t.identify("s1"), Identified::Unknown);
+        assert_eq!(t.identify("s2"), Identified::Operator(ci));
+        assert!(t.note_use("ci", 0) && !t.note_use("ci", 59_999) && t.note_use("ci", 60_000));
+        assert!(!t.note_use(BOOTSTRAP_TOKEN, 0));
     }
 }

@@ -13,10 +13,12 @@
 //! - [`metrics`]: the Prometheus registry and its instruments.
 //! - [`store`]: the SQLite state, the single source of truth (a restarted coordinator carries on); its writes
 //!   record what they touched and tell the commit hook.
-//! - [`auth`]: admin, enrollment and per-agent tokens.
+//! - [`auth`]: operator (bootstrap and named), enrollment and per-agent tokens.
+//! - [`access`]: who may do what (roles → permissions), the pure decision the API's route guard applies.
 //!
 //! This crate depends on `proto` only: it never links the runtime or wasmtime.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod engine;

@@ -90,6 +90,17 @@ pub fn open_state(cfg: &ServerConfig) -> Result<State, ServerError> {
         &enroll,
         agents.iter().map(|(n, h, _)| (n.clone(), h.clone())),
     );
+    for t in store.read(crate::store::tokens::all)? {
+        tokens.set_operator(
+            t.hash,
+            auth::Operator {
+                name: t.info.name,
+                role: t.info.role,
+                apps: t.info.apps,
+            },
+            t.revoked,
+        );
+    }
     let state = Arc::new(AppState::new(
         store,
         tokens,
@@ -125,18 +136,28 @@ pub fn resume(state: &State, now: i64) -> Result<usize, executor::EngineError> {
     state.store.write(|tx| executor::resume_all(tx, now))
 }
 
-/// Delete the step logs of deployments that ended longer ago than the retention (nothing when it is `None`).
-/// Returns the entries deleted.
+/// Delete the step logs of deployments that ended longer ago than the retention, and the audit entries recorded
+/// longer ago than it (one retention for both: `--log-retention-days`; nothing when it is `None`). Returns the
+/// entries deleted.
 pub fn prune_logs(state: &State, now: i64) -> Result<usize, crate::store::StoreError> {
     let Some(keep) = state.settings.log_retention else {
         return Ok(0);
     };
     let cut = now.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
-    let deleted = state.store.write(|tx| crate::store::logs::prune(tx, cut))?;
-    if deleted > 0 {
-        tracing::info!(deleted, "pruned step logs past their retention");
+    let (deleted, audit) = state.store.write(|tx| {
+        Ok::<_, crate::store::StoreError>((
+            crate::store::logs::prune(tx, cut)?,
+            crate::store::audit::prune(tx, cut)?,
+        ))
+    })?;
+    if deleted > 0 || audit > 0 {
+        tracing::info!(
+            deleted,
+            audit,
+            "pruned step logs and audit entries past their retention"
+        );
     }
-    Ok(deleted)
+    Ok(deleted + audit)
 }
 
 /// Fail every in-flight step whose agent gave no word of it within the heartbeat deadline: either the agent is
@@ -329,7 +350,15 @@ pub async fn serve(
             _ = sigterm.recv() => break,
         };
         let _ = stream.set_nodelay(true);
-        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        // The peer's address rides on each request, for the audit trail.
+        let svc = hyper_util::service::TowerToHyperService::new(tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            },
+        ));
         let tls = tls.clone();
         let builder = builder.clone();
         tokio::spawn(async move {

@@ -3,7 +3,8 @@
 //! One database file (`DATA/rollcage.db`) in WAL mode; schema changes are numbered migrations recorded in
 //! `PRAGMA user_version`. Every state change runs in one transaction ([`Store::write`]), so a coordinator killed at
 //! any point restarts with a consistent state and carries on every running deployment. Each resource has its own
-//! file: [`apps`] (applications and groups), [`revisions`], [`instances`], [`deployments`], [`logs`] (step output).
+//! file: [`apps`] (applications and groups), [`revisions`], [`instances`], [`deployments`], [`logs`] (step output),
+//! [`tokens`] (named operator tokens), [`audit`] (the audit trail), [`actors`] (who acted on a deployment).
 //!
 //! **Notify after commit.** A write runs on a [`Tx`], which derefs to the connection and collects a [`Touched`]
 //! set: the store functions that change a deployment, dispatch or end a step record the deployment and the agents
@@ -11,12 +12,15 @@
 //! with [`Store::on_commit`] (the shared state's: it wakes agent long polls, progress streams and the traffic
 //! runner). No handler wakes anything by hand, so none can forget to.
 
+pub mod actors;
 pub mod apps;
+pub mod audit;
 pub mod deployments;
 pub mod forms;
 pub mod instances;
 pub mod logs;
 pub mod revisions;
+pub mod tokens;
 
 use rusqlite::Connection;
 use std::cell::RefCell;
@@ -176,6 +180,39 @@ CREATE TABLE step_logs (
     recorded_at     INTEGER NOT NULL
 );
 CREATE INDEX step_logs_deployment ON step_logs (deployment_id, seq);
+"#,
+    // People, roles and the audit trail (issue 13; store/tokens.rs, store/audit.rs, store/actors.rs).
+    r#"
+-- Named operator tokens: only the sha256 of the secret is kept. A revoked token keeps its row (so a refusal can name
+-- it in the audit trail) until its name is given to a new token.
+CREATE TABLE operator_tokens (
+    name         TEXT PRIMARY KEY,
+    role         TEXT NOT NULL,
+    apps         TEXT NOT NULL,
+    token_hash   TEXT NOT NULL UNIQUE,
+    created_at   INTEGER NOT NULL,
+    last_used_at INTEGER,
+    revoked_at   INTEGER
+);
+-- Every state-changing request and every refusal; `seq` is the list's cursor, `at` what retention prunes by.
+CREATE TABLE audit (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          INTEGER NOT NULL,
+    actor       TEXT NOT NULL,
+    role        TEXT,
+    action      TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    status      INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,
+    remote_addr TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit (at);
+CREATE INDEX audit_actor ON audit (actor, seq);
+-- Who acted on each deployment (token names; `system` for automatic rollbacks).
+ALTER TABLE deployments ADD COLUMN created_by TEXT;
+ALTER TABLE deployments ADD COLUMN stopped_by TEXT;
+ALTER TABLE deployments ADD COLUMN rolled_back_by TEXT;
+ALTER TABLE deployments ADD COLUMN continued_by TEXT;
 "#,
 ];
 

@@ -13,8 +13,10 @@
 //! - [`problem`]: the field-path problem type both validations report.
 //! - [`wire`]: the JSON of the coordinator API and of the agent protocol.
 //! - [`page`]: paging of the API's list routes (`limit`, `cursor`, the page-size bounds).
+//! - [`access`]: operator roles, the token routes' and the audit trail's JSON, who acted on a deployment.
 //! - [`clip`]: the wire's bounds on a step report and the one way text is cut to fit them.
 
+pub mod access;
 pub mod clip;
 pub mod form;
 pub mod hostcall;

@@ -693,6 +693,9 @@ pub struct Deployment {
     pub ended_at_ms: Option<i64>,
     /// The rollback deployment started after this one failed.
     pub rollback_deployment: Option<String>,
+    /// Who created, stopped, rolled back and continued it.
+    #[serde(default)]
+    pub actors: crate::access::DeploymentActors,
     /// Per-instance progress.
     pub instances: Vec<InstanceProgress>,
 }

@@ -359,7 +359,7 @@ async fn dashboard_model_functions_in_chromium() -> anyhow::Result<()> {
         let c = &browser.client;
         c.goto(&format!("{}/", fleet.coordinator.url())).await?;
         // Without a token the sign-in form shows and no data is asked for.
-        browser.wait_text("#login", "Admin token").await?;
+        browser.wait_text("#login", "Operator token").await?;
         let out = c
             .execute_async(
                 r##"const done = arguments[arguments.length - 1];
@@ -420,7 +420,7 @@ async fn dashboard_model_functions_in_chromium() -> anyhow::Result<()> {
         };
         sign_in("not-the-token".into()).await?;
         browser
-            .wait_text("#login-error", "invalid admin token")
+            .wait_text("#login-error", "invalid token")
             .await?;
         sign_in(fleet.coordinator.admin_token.clone()).await?;
         browser.wait_text("#view", "No applications yet").await?;

@@ -421,6 +421,7 @@ mod tests {
             created_at_ms: 0,
             ended_at_ms: Some(1),
             rollback_deployment: None,
+            actors: Default::default(),
             instances,
         }
     }

@@ -13,6 +13,7 @@
 
 mod logs;
 pub(crate) mod pack;
+mod people;
 mod progress;
 mod render;
 mod watch;
@@ -42,7 +43,8 @@ pub struct Remote {
     /// Coordinator base URL, e.g. http://127.0.0.1:7700.
     #[arg(long, env = "ROLLCAGE_COORDINATOR")]
     coordinator: Option<String>,
-    /// Admin token (the content of DATA/admin-token).
+    /// Operator token: the bootstrap admin token (the content of DATA/admin-token) or one made by
+    /// `rollcage token create`.
     #[arg(long, env = "ROLLCAGE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Extra CA certificate (PEM) to trust for a TLS coordinator.
@@ -204,6 +206,11 @@ pub enum FleetCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Named operator tokens with roles (admin, deployer, viewer): create, list, revoke.
+    #[command(subcommand)]
+    Token(people::TokenCommand),
+    /// The audit trail (admin): every state-changing request and every refusal, newest first.
+    Audit(people::AuditArgs),
     /// List enrolled instances (or `instances remove NAME`).
     Instances {
         #[command(subcommand)]
@@ -253,7 +260,8 @@ pub struct CoordinatorArgs {
     /// Seconds of silence after which an agent is lost and its in-flight step fails.
     #[arg(long, default_value_t = 60)]
     heartbeat_deadline: u64,
-    /// Days the full hook output of an ended deployment is kept (`rollcage logs`); 0 keeps it for ever.
+    /// Days the full hook output of an ended deployment (`rollcage logs`) and the audit trail's entries
+    /// (`rollcage audit`) are kept; 0 keeps them for ever.
     #[arg(long, default_value_t = 30)]
     log_retention_days: u64,
     /// Most client connections served at once (more wait in the listen backlog); lowered to fit the open-file
@@ -681,6 +689,17 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(1))
                 }
             }
+        }
+        FleetCommand::Token(cmd) => {
+            let client = people::token_remote(&cmd).client()?;
+            people::token(&client, cmd, &mut std::io::stdout().lock()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Audit(args) => {
+            let client = people::audit_remote(&args).client()?;
+            let now = rollcage_proto::wire::now_ms();
+            people::audit(&client, &args, now, &mut std::io::stdout().lock()).await?;
+            Ok(ExitCode::SUCCESS)
         }
         FleetCommand::Instances {
             action: Some(InstancesAction::Remove { name, remote }),

@@ -273,6 +273,7 @@ mod tests {
             created_at_ms: T0,
             ended_at_ms: None,
             rollback_deployment: None,
+            actors: Default::default(),
             instances,
         }
     }

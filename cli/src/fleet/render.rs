@@ -36,6 +36,19 @@ pub fn deployment(d: &Deployment) -> String {
     if let Some(rb) = &d.rollback_deployment {
         let _ = writeln!(s, "  rollback: {rb}");
     }
+    let a = &d.actors;
+    let acts: Vec<String> = [
+        ("created by", &a.created_by),
+        ("stopped by", &a.stopped_by),
+        ("rolled back by", &a.rolled_back_by),
+        ("continued by", &a.continued_by),
+    ]
+    .into_iter()
+    .filter_map(|(what, who)| who.as_ref().map(|w| format!("{what} {w}")))
+    .collect();
+    if !acts.is_empty() {
+        let _ = writeln!(s, "  {}", acts.join(", "));
+    }
     for i in &d.instances {
         let done = i
             .steps
@@ -119,6 +132,7 @@ mod tests {
             created_at_ms: 0,
             ended_at_ms: Some(3),
             rollback_deployment: None,
+            actors: Default::default(),
             instances: vec![InstanceProgress {
                 instance: "i1".into(),
                 status: InstanceStatus::Failed,

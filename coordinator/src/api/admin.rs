@@ -1,9 +1,12 @@
-//! Operator routes (admin token): applications, groups, revisions, deployments, instances (their paged lists are
-//! in [`super::lists`]).
+//! Operator routes: applications, groups, revisions, deployments, instances (their paged lists are in
+//! [`super::lists`]). Who may call which is decided before they run, by the route table (`super::guard`); the
+//! deployment actions record who acted ([`Caller`]).
 
-use super::{Admin, ApiError, Json, Path};
+use super::guard::{AuditTarget, Caller};
+use super::{ApiError, Json, Path};
 use crate::engine::executor::{self, NewDeployment};
 use crate::state::State;
+use crate::store::actors::{self, Act};
 use crate::store::{apps, deployments, instances, revisions};
 use axum::body::Body;
 use axum::extract::State as AxState;
@@ -39,7 +42,6 @@ pub(super) fn app_exists(c: &rusqlite::Connection, app: &str) -> Result<(), ApiE
 
 /// `POST /v1/applications`.
 pub async fn create_application(
-    _: Admin,
     AxState(st): AxState<State>,
     Json(req): Json<CreateApplication>,
 ) -> Result<(StatusCode, Json<Application>), ApiError> {
@@ -65,7 +67,6 @@ pub async fn create_application(
 
 /// `POST /v1/applications/{app}/groups`.
 pub async fn create_group(
-    _: Admin,
     AxState(st): AxState<State>,
     Path(app): Path<String>,
     Json(req): Json<CreateGroup>,
@@ -118,7 +119,6 @@ pub async fn create_group(
 
 /// `GET /v1/applications/{app}/groups/{group}`.
 pub async fn get_group(
-    _: Admin,
     AxState(st): AxState<State>,
     Path((app, group)): Path<(String, String)>,
 ) -> Result<Json<Group>, ApiError> {
@@ -134,7 +134,6 @@ const MAX_BUNDLE_BYTES: u64 = 8 << 30;
 
 /// `POST /v1/applications/{app}/revisions`: the body is the archive; stored by sha256, streamed to disk.
 pub async fn upload_revision(
-    _: Admin,
     AxState(st): AxState<State>,
     Path(app): Path<String>,
     body: Body,
@@ -213,7 +212,6 @@ fn answer_registration(r: revisions::Registered) -> Result<(StatusCode, Json<Rev
 
 /// `POST /v1/applications/{app}/revisions/url`.
 pub async fn register_url_revision(
-    _: Admin,
     AxState(st): AxState<State>,
     Path(app): Path<String>,
     Json(req): Json<RegisterUrlRevision>,
@@ -244,7 +242,6 @@ pub async fn register_url_revision(
 
 /// `GET /v1/applications/{app}/revisions/{id}`.
 pub async fn get_revision(
-    _: Admin,
     AxState(st): AxState<State>,
     Path((app, id)): Path<(String, String)>,
 ) -> Result<Json<Revision>, ApiError> {
@@ -296,10 +293,10 @@ fn check_group_instances(c: &rusqlite::Connection, app: &str, group: &str) -> Re
 
 /// `POST /v1/deployments`.
 pub async fn create_deployment(
-    _: Admin,
+    Caller(caller): Caller,
     AxState(st): AxState<State>,
     Json(req): Json<CreateDeployment>,
-) -> Result<(StatusCode, Json<Deployment>), ApiError> {
+) -> Result<(StatusCode, axum::Extension<AuditTarget>, Json<Deployment>), ApiError> {
     let now = now_ms();
     if let Some(form) = &req.form {
         crate::store::forms::check_size(form).map_err(ApiError::Invalid)?;
@@ -323,15 +320,16 @@ pub async fn create_deployment(
             // The deployment's own form overrides the group's default set by `create_deployment`.
             crate::store::forms::set_deployment_form(tx, &id, Some(form))?;
         }
+        actors::set(tx, &id, Act::Created, &caller.name)?;
         deployments::full(tx, &id)?
             .ok_or_else(|| ApiError::Internal(format!("deployment {id} vanished")))
     })?;
-    Ok((StatusCode::CREATED, Json(d)))
+    let target = AuditTarget(d.id.clone());
+    Ok((StatusCode::CREATED, axum::Extension(target), Json(d)))
 }
 
 /// `GET /v1/deployments/{id}`.
 pub async fn get_deployment(
-    _: Admin,
     AxState(st): AxState<State>,
     Path(id): Path<String>,
 ) -> Result<Json<Deployment>, ApiError> {
@@ -347,7 +345,7 @@ const STOP_BODY_LIMIT: usize = 4 << 10;
 
 /// `POST /v1/deployments/{id}/stop`. The body is optional: none, or an empty one, is a plain stop (`{}`).
 pub async fn stop_deployment(
-    _: Admin,
+    Caller(caller): Caller,
     AxState(st): AxState<State>,
     Path(id): Path<String>,
     req: axum::extract::Request,
@@ -367,6 +365,7 @@ pub async fn stop_deployment(
     let now = now_ms();
     let d = st.store.write(|tx| {
         executor::stop(tx, &id, req.force, now)?;
+        actors::set(tx, &id, Act::Stopped, &caller.name)?;
         deployments::full(tx, &id)?
             .ok_or_else(|| ApiError::NotFound(format!("deployment `{id}` not found")))
     })?;
@@ -375,13 +374,14 @@ pub async fn stop_deployment(
 
 /// `POST /v1/deployments/{id}/continue`: a blue/green deployment waiting in `ready` switches traffic.
 pub async fn continue_deployment(
-    _: Admin,
+    Caller(caller): Caller,
     AxState(st): AxState<State>,
     Path(id): Path<String>,
 ) -> Result<Json<Deployment>, ApiError> {
     let now = now_ms();
     let d = st.store.write(|tx| {
         executor::continue_deployment(tx, &id, now)?;
+        actors::set(tx, &id, Act::Continued, &caller.name)?;
         deployments::full(tx, &id)?
             .ok_or_else(|| ApiError::NotFound(format!("deployment `{id}` not found")))
     })?;
@@ -390,13 +390,15 @@ pub async fn continue_deployment(
 
 /// `POST /v1/deployments/{id}/rollback`: start a rollback deployment; answers with it.
 pub async fn rollback_deployment(
-    _: Admin,
+    Caller(caller): Caller,
     AxState(st): AxState<State>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Deployment>), ApiError> {
     let now = now_ms();
     let d = st.store.write(|tx| {
         let rb = executor::rollback(tx, &id, now)?;
+        actors::set(tx, &rb, Act::Created, &caller.name)?;
+        actors::set(tx, &id, Act::RolledBack, &caller.name)?;
         deployments::full(tx, &rb)?
             .ok_or_else(|| ApiError::Internal(format!("deployment {rb} vanished")))
     })?;
@@ -407,7 +409,6 @@ pub async fn rollback_deployment(
 /// enrolled again (how a host whose token was lost enrolls again). Refused (409) while a deployment that has not
 /// ended includes it: stop that deployment first.
 pub async fn remove_instance(
-    _: Admin,
     AxState(st): AxState<State>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {

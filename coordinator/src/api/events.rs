@@ -5,7 +5,7 @@
 //! a change that leaves the JSON identical sends nothing. Once the deployment is terminal its last snapshot is
 //! sent and the stream ends. A slow client coalesces: it gets the latest snapshot, never a backlog.
 
-use super::{Admin, ApiError, Path};
+use super::{ApiError, Path};
 use crate::notify::Subscription;
 use crate::state::State;
 use crate::store::deployments;
@@ -83,7 +83,6 @@ fn snapshots(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
 
 /// `GET /v1/deployments/{id}/events`.
 pub async fn deployment_events(
-    _: Admin,
     AxState(st): AxState<State>,
     Path(id): Path<String>,
 ) -> Result<

@@ -1,6 +1,7 @@
-//! The auth extractors: [`Admin`] (operators), [`Agent`] (an enrolled agent, by its own token) and [`Enroller`]
-//! (the enrollment token). Each reads `Authorization: Bearer <token>`; a missing or wrong token is a 401 in the
-//! API's error shape.
+//! The auth extractors: [`Admin`] (an operator with the admin role), [`Agent`] (an enrolled agent, by its own
+//! token) and [`Enroller`] (the enrollment token). Each reads `Authorization: Bearer <token>`; a missing or wrong
+//! token is a 401 in the API's error shape. Operator routes are guarded by the route table (`super::guard`): the
+//! handlers behind it need no extractor; [`Admin`] stays for routes whose handler wants to insist on the admin role.
 
 use super::ApiError;
 use crate::state::State;
@@ -29,7 +30,8 @@ pub(crate) fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         })
 }
 
-/// An operator (admin token).
+/// An operator with the admin role (the bootstrap token or a named admin token): 401 for a token that is no
+/// operator's, 403 for an operator of another role.
 #[derive(Debug, Clone, Copy)]
 pub struct Admin;
 
@@ -37,11 +39,11 @@ impl FromRequestParts<State> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, Self::Rejection> {
-        if state.tokens.is_admin(bearer(parts)?) {
-            Ok(Self)
-        } else {
-            Err(ApiError::Unauthorized("invalid admin token".into()))
-        }
+        let super::guard::Caller(op) =
+            super::guard::Caller::from_request_parts(parts, state).await?;
+        crate::access::decide(&op, crate::access::Need::Admin, None, "do this")
+            .map(|()| Self)
+            .map_err(ApiError::Forbidden)
     }
 }
 

@@ -4,7 +4,7 @@
 //! follows.
 
 use super::query::{PageBounds, Query};
-use super::{Admin, ApiError, Json, Path};
+use super::{ApiError, Json, Path};
 use crate::state::State;
 use crate::store::{apps, deployments, instances};
 use axum::extract::State as AxState;
@@ -15,7 +15,6 @@ use rollcage_proto::wire::{
 
 /// `GET /v1/applications`: by name.
 pub async fn applications(
-    _: Admin,
     AxState(st): AxState<State>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Page<Application>>, ApiError> {
@@ -28,7 +27,6 @@ pub async fn applications(
 
 /// `GET /v1/applications/{app}/groups`: by name.
 pub async fn groups(
-    _: Admin,
     AxState(st): AxState<State>,
     Path(app): Path<String>,
     Query(q): Query<PageQuery>,
@@ -49,7 +47,6 @@ pub async fn groups(
 /// `GET /v1/deployments`: summaries (no per-instance progress), newest first, optionally of one application or
 /// group; the cursor is the `seq` of the page's last deployment.
 pub async fn deployments(
-    _: Admin,
     AxState(st): AxState<State>,
     Query(q): Query<DeploymentQuery>,
 ) -> Result<Json<Page<DeploymentSummary>>, ApiError> {
@@ -77,7 +74,6 @@ pub async fn deployments(
 
 /// `GET /v1/instances`: by name, each with whether it is lost (not heard from within the heartbeat deadline).
 pub async fn instances(
-    _: Admin,
     AxState(st): AxState<State>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Page<InstanceInfo>>, ApiError> {

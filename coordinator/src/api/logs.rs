@@ -7,7 +7,7 @@
 //! write path).
 
 use super::query::Query;
-use super::{Admin, ApiError, Json, Path};
+use super::{ApiError, Json, Path};
 use crate::state::State;
 use crate::store::{deployments, logs};
 use axum::extract::State as AxState;
@@ -21,7 +21,6 @@ pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// `GET /v1/deployments/{id}/logs`.
 pub async fn deployment_logs(
-    _: Admin,
     AxState(st): AxState<State>,
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,

@@ -13,6 +13,12 @@ use http_body_util::BodyExt;
 use rollcage_proto::wire::{EnrollResponse, Revision};
 use tower::ServiceExt;
 
+/// The client address of [`send`]'s requests (TEST-NET-1).
+pub const PEER: std::net::SocketAddr = std::net::SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)),
+    40007,
+);
+
 /// Send one request through the router (`json`: with `content-type: application/json`).
 pub async fn send(
     st: &State,
@@ -29,6 +35,8 @@ pub async fn send(
     if json {
         req = req.header("content-type", "application/json");
     }
+    // The server's accept loop puts the peer's address on each request; the audit trail records it.
+    let req = req.extension(axum::extract::ConnectInfo(PEER));
     Ok(router(st.clone()).oneshot(req.body(body)?).await?)
 }
 

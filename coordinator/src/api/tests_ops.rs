@@ -220,7 +220,8 @@ async fn lb_counters_come_from_the_registered_source() -> TestResult {
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
 /// (method, path) of every operation in the OpenAPI document.
-fn documented() -> Result<BTreeSet<(String, String)>, Box<dyn std::error::Error + Send + Sync>> {
+pub(crate) fn documented()
+-> Result<BTreeSet<(String, String)>, Box<dyn std::error::Error + Send + Sync>> {
     let doc: serde_yaml::Value = serde_yaml::from_str(OPENAPI_YAML)?;
     assert_eq!(doc["openapi"].as_str(), Some("3.1.0"));
     let paths = doc["paths"].as_mapping().ok_or("no paths")?;

@@ -4,6 +4,7 @@
 //! step marked running, which is the command its agent gets (again, after any restart).
 
 use super::strategy::{self, Action, DeploymentView, Final, FinalPhase, Mode, Outcome, Phase};
+use crate::store::actors::{self, Act};
 use crate::store::{StoreError, Tx, apps, deployments, deployments::DeploymentRow, revisions};
 use rollcage_proto::wire::{
     Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, RevisionLocation, RevisionRef,
@@ -281,7 +282,12 @@ fn apply(tx: &Tx<'_>, d: &DeploymentRow, actions: Vec<Action>, now: i64) -> Resu
                             now,
                         );
                         match rb {
-                            Ok(rb) => deployments::set_rollback(tx, id, &rb)?,
+                            Ok(rb) => {
+                                deployments::set_rollback(tx, id, &rb)?;
+                                let system = rollcage_proto::access::SYSTEM_ACTOR;
+                                actors::set(tx, &rb, Act::Created, system)?;
+                                actors::set(tx, id, Act::RolledBack, system)?;
+                            }
                             Err(EngineError::Store(e)) => return Err(e.into()),
                             Err(e) => deployments::append_message(
                                 tx,

@@ -810,6 +810,7 @@ pub fn full(c: &Connection, id: &str) -> Result<Option<Deployment>> {
             }),
         }
     }
+    let actors = super::actors::of(c, id)?;
     let s = summary(d);
     Ok(Some(Deployment {
         id: s.id,
@@ -825,6 +826,7 @@ pub fn full(c: &Connection, id: &str) -> Result<Option<Deployment>> {
         created_at_ms: s.created_at_ms,
         ended_at_ms: s.ended_at_ms,
         rollback_deployment: s.rollback_deployment,
+        actors,
         instances,
     }))
 }
