@@ -19,9 +19,8 @@ pub struct StoredToken {
     pub revoked: bool,
 }
 
-fn row(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(
+/// A row as read: name, role, apps (JSON), hash, created, last used, revoked.
+type Row = (
     String,
     String,
     String,
@@ -29,7 +28,9 @@ fn row(
     i64,
     Option<i64>,
     Option<i64>,
-)> {
+);
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -40,16 +41,6 @@ fn row(
         r.get(6)?,
     ))
 }
-
-type Row = (
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-);
 
 fn decode((name, role, apps, hash, created, used, revoked): Row) -> Result<StoredToken> {
     let role: Role =
