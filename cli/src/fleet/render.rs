@@ -132,7 +132,11 @@ mod tests {
             created_at_ms: 0,
             ended_at_ms: Some(3),
             rollback_deployment: None,
-            actors: Default::default(),
+            actors: rollcage_proto::access::DeploymentActors {
+                created_by: Some("system".into()),
+                stopped_by: Some("alice".into()),
+                ..Default::default()
+            },
             instances: vec![InstanceProgress {
                 instance: "i1".into(),
                 status: InstanceStatus::Failed,
@@ -164,5 +168,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("| curl: connection refused"), "{text}");
+        assert!(
+            text.contains("  created by system, stopped by alice\n"),
+            "who acted: {text}"
+        );
     }
 }
