@@ -576,3 +576,75 @@ async fn dashboard_buttons_stop_force_stop_and_report_a_refused_rollback() -> an
     })
     .await
 }
+
+/// Roles in the page: a viewer sees no Stop or Force stop (nor the Audit link); a deployer of the application sees
+/// them; and a refusal the API sends anyway (the tab's token turned into a viewer's under the page) is shown with
+/// the API's message. The tokens come from `rollcage token create`, which prints each alone on stdout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_hides_what_the_role_may_not_do_and_shows_the_api_s_refusal() -> anyhow::Result<()>
+{
+    in_browser(1, async |fleet, browser| {
+        let c = &browser.client;
+        fleet.setup("shop", "web", "1", false)?;
+        let bundle = fleet.dir.path().join("hang");
+        // AfterInstall waits for a gate that never opens (at most 60 s); the test force-stops it at the end.
+        write_bundle(
+            &bundle,
+            "hang",
+            "0",
+            "if [ \"$LIFECYCLE_EVENT\" = AfterInstall ]; then\n\
+               n=0; while [ ! -e \"$MARKERS.never\" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done\n\
+             fi",
+        )?;
+        let rev = fleet.push("shop", &bundle)?;
+        let id = fleet.deploy("shop", "web", &rev)?;
+        let (_, viewer) = fleet.cli(&["token", "create", "view", "--role", "viewer"])?;
+        let (_, deployer) =
+            fleet.cli(&["token", "create", "ci", "--role", "deployer", "--app", "shop"])?;
+        let (viewer, deployer) = (viewer.trim().to_owned(), deployer.trim().to_owned());
+        assert_eq!(viewer.len(), 64, "only the token on stdout: {viewer:?}");
+        let shown = |css: &'static str| async move {
+            anyhow::Ok(c.find(Locator::Css(css)).await?.is_displayed().await?)
+        };
+        let hung = cell("i0", "AfterInstall");
+
+        c.goto(&format!(
+            "{}/#deployment={id}&token={viewer}",
+            fleet.coordinator.url()
+        ))
+        .await?;
+        browser.wait_text("#whoami", "view (viewer)").await?;
+        browser.wait_attr(&hung, "data-state", "running").await?;
+        assert!(!shown("#action-stop").await?, "a viewer sees no Stop");
+        assert!(!shown("#action-force-stop").await?);
+        assert!(!shown("#audit-link").await?, "the audit trail is for admins");
+
+        c.goto(&format!(
+            "{}/#deployment={id}&token={deployer}",
+            fleet.coordinator.url()
+        ))
+        .await?;
+        browser.wait_text("#whoami", "ci (deployer for shop)").await?;
+        browser.wait_attr(&hung, "data-state", "running").await?;
+        assert!(shown("#action-stop").await?, "a deployer of shop may stop");
+
+        // The tab's token becomes the viewer's behind the page's back: the button is still there, the API refuses.
+        c.execute(
+            "sessionStorage.setItem('rollcage.adminToken', arguments[0]);",
+            vec![viewer.clone().into()],
+        )
+        .await?;
+        c.find(Locator::Id("action-stop")).await?.click().await?;
+        c.accept_alert().await?;
+        browser
+            .wait_text(
+                "#action-error",
+                "token `view` (viewer) may not stop deployments",
+            )
+            .await?;
+        assert_eq!(fleet.status(&id)?.status.name(), "in_progress");
+        fleet.cli(&["stop", &id, "--force"])?;
+        anyhow::Ok(())
+    })
+    .await
+}
