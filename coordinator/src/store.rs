@@ -3,7 +3,8 @@
 //! One database file (`DATA/rollcage.db`) in WAL mode; schema changes are numbered migrations recorded in
 //! `PRAGMA user_version`. Every state change runs in one transaction ([`Store::write`]), so a coordinator killed at
 //! any point restarts with a consistent state and carries on every running deployment. Each resource has its own
-//! file: [`apps`] (applications and groups), [`revisions`], [`instances`], [`deployments`], [`logs`] (step output).
+//! file: [`apps`] (applications and groups), [`revisions`], [`instances`], [`deployments`], [`logs`] (step output),
+//! [`enroll_tokens`] (per-use enrollment tokens).
 //!
 //! **Notify after commit.** A write runs on a [`Tx`], which derefs to the connection and collects a [`Touched`]
 //! set: the store functions that change a deployment, dispatch or end a step record the deployment and the agents
@@ -13,6 +14,7 @@
 
 pub mod apps;
 pub mod deployments;
+pub mod enroll_tokens;
 pub mod forms;
 pub mod instances;
 pub mod logs;
@@ -176,6 +178,28 @@ CREATE TABLE step_logs (
     recorded_at     INTEGER NOT NULL
 );
 CREATE INDEX step_logs_deployment ON step_logs (deployment_id, seq);
+"#,
+    // Safe enrollment (issue 13, store/enroll_tokens.rs, store/instances.rs).
+    r#"
+-- Per-use enrollment tokens: only the secret's sha256 is kept. `seq` orders the list and is its paging cursor; a
+-- revoked, expired or used-up token stays listed (and refused with its reason) until an operator looks.
+CREATE TABLE enroll_tokens (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    id            TEXT NOT NULL UNIQUE,
+    label         TEXT NOT NULL DEFAULT '',
+    token_hash    TEXT NOT NULL UNIQUE,
+    uses_allowed  INTEGER NOT NULL,
+    uses          INTEGER NOT NULL DEFAULT 0,
+    expires_at    INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    last_used_at  INTEGER,
+    revoked_at    INTEGER
+);
+-- An instance is `pending` (enrolled under --enroll-approval, given no work) or `approved`; every instance enrolled
+-- before approvals existed was deployable, so it is approved. `enrolled_with`: the per-use token's id, or
+-- 'standing'.
+ALTER TABLE instances ADD COLUMN state TEXT NOT NULL DEFAULT 'approved';
+ALTER TABLE instances ADD COLUMN enrolled_with TEXT;
 "#,
 ];
 

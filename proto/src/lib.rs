@@ -13,9 +13,11 @@
 //! - [`problem`]: the field-path problem type both validations report.
 //! - [`wire`]: the JSON of the coordinator API and of the agent protocol.
 //! - [`page`]: paging of the API's list routes (`limit`, `cursor`, the page-size bounds).
+//! - [`enroll`]: per-use enrollment tokens (bounds, requests, the rule that says whether one still enrolls).
 //! - [`clip`]: the wire's bounds on a step report and the one way text is cut to fit them.
 
 pub mod clip;
+pub mod enroll;
 pub mod form;
 pub mod hostcall;
 pub mod lb;

@@ -11,6 +11,7 @@
 //! - `2`: the deployment waited for failed;
 //! - `3`: the deployment waited for was stopped.
 
+mod enroll_tokens;
 mod logs;
 pub(crate) mod pack;
 mod progress;
@@ -204,7 +205,10 @@ pub enum FleetCommand {
         #[command(flatten)]
         remote: Remote,
     },
-    /// List enrolled instances (or `instances remove NAME`).
+    /// Per-use enrollment tokens: create (prints the token alone), list, revoke.
+    #[command(subcommand)]
+    EnrollToken(enroll_tokens::EnrollTokenCommand),
+    /// List enrolled instances (or `instances approve NAME`, `instances remove NAME`).
     Instances {
         #[command(subcommand)]
         action: Option<InstancesAction>,
@@ -219,6 +223,14 @@ pub enum FleetCommand {
 /// `rollcage instances …` actions.
 #[derive(Debug, Subcommand)]
 pub enum InstancesAction {
+    /// Approve an instance pending approval (enrolled on a coordinator started with --enroll-approval): from now
+    /// on deployments may include it.
+    Approve {
+        /// Instance name.
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Forget an instance: its agent's token stops working and its name may be enrolled again (how a host whose
     /// token was lost enrolls again). Refused while a deployment that has not ended includes it.
     Remove {
@@ -247,9 +259,18 @@ pub struct CoordinatorArgs {
     /// Use this existing admin token file instead of DATA/admin-token.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
-    /// Use this existing enrollment token file instead of DATA/enroll-token.
-    #[arg(long)]
+    /// Use this existing enrollment token file instead of DATA/enroll-token (the standing token: unlimited uses,
+    /// no expiry).
+    #[arg(long, conflicts_with = "no_standing_enroll_token")]
     enroll_token_file: Option<PathBuf>,
+    /// Disable the standing enrollment token (DATA/enroll-token is neither read nor created): only per-use tokens
+    /// (`rollcage enroll-token create`) enroll.
+    #[arg(long)]
+    no_standing_enroll_token: bool,
+    /// Hold newly enrolled instances as `pending` (no deployment, no command, no bundle) until
+    /// `rollcage instances approve NAME`.
+    #[arg(long)]
+    enroll_approval: bool,
     /// Seconds of silence after which an agent is lost and its in-flight step fails.
     #[arg(long, default_value_t = 60)]
     heartbeat_deadline: u64,
@@ -511,6 +532,8 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                     log_retention: (a.log_retention_days > 0).then(|| {
                         Duration::from_secs(a.log_retention_days.saturating_mul(24 * 3600))
                     }),
+                    enroll_approval: a.enroll_approval,
+                    standing_enroll_token: !a.no_standing_enroll_token,
                     ..Default::default()
                 },
                 limits: rollcage_coordinator::server::ConnLimits {
@@ -681,6 +704,15 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(1))
                 }
             }
+        }
+        FleetCommand::EnrollToken(cmd) => enroll_tokens::run(cmd).await,
+        FleetCommand::Instances {
+            action: Some(InstancesAction::Approve { name, remote }),
+            ..
+        } => {
+            let i = remote.client()?.approve_instance(&name).await?;
+            println!("instance {} approved; deployments may include it", i.name);
+            Ok(ExitCode::SUCCESS)
         }
         FleetCommand::Instances {
             action: Some(InstancesAction::Remove { name, remote }),
@@ -861,6 +893,14 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(Cli::try_parse_from(["x", "instances", "remove"]).is_err());
+        let cli = Cli::try_parse_from(["x", "instances", "approve", "web-2"])?;
+        match cli.cmd {
+            FleetCommand::Instances {
+                action: Some(InstancesAction::Approve { name, .. }),
+                ..
+            } => assert_eq!(name, "web-2"),
+            other => panic!("parsed as {other:?}"),
+        }
         Ok(())
     }
 

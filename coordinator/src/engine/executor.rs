@@ -6,8 +6,8 @@
 use super::strategy::{self, Action, DeploymentView, Final, FinalPhase, Mode, Outcome, Phase};
 use crate::store::{StoreError, Tx, apps, deployments, deployments::DeploymentRow, revisions};
 use rollcage_proto::wire::{
-    Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, RevisionLocation, RevisionRef,
-    RevisionSource, StepCommand, StepOutcome, StepReport, StepState,
+    Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, NameList, RevisionLocation,
+    RevisionRef, RevisionSource, StepCommand, StepOutcome, StepReport, StepState,
 };
 use rollcage_proto::{HookOutcome, Performer, plan};
 use rusqlite::Connection;
@@ -113,8 +113,21 @@ pub fn create_deployment(
     };
     if instances.is_empty() {
         return Err(EngineError::Invalid(format!(
-            "deployment group `{}` has no instances: list them at group creation or enroll agents first",
+            "deployment group `{}` has no instances: list them at group creation or enroll agents first (and \
+             approve them, on a coordinator started with --enroll-approval)",
             new.group
+        )));
+    }
+    // An instance pending approval gets no work, whichever way it was named (the group's list, a load-balanced
+    // group's targets, a rollback of a deployment made before its name was removed and enrolled again).
+    let pending = crate::store::instances::pending_among(tx, &instances)?;
+    if !pending.is_empty() {
+        return Err(EngineError::Conflict(format!(
+            "deployment group `{}` includes instances pending approval: {}; an operator approves each first \
+             (`rollcage instances approve {}`) or deploys to a group without them",
+            new.group,
+            NameList(&pending),
+            rollcage_proto::clip::clip_head(&pending[0], 160)
         )));
     }
     let id = format!("d-{}", crate::auth::random_hex(6));
