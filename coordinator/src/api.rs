@@ -133,10 +133,7 @@ fn v1_routes() -> RouteTable {
         )
         .route("/instances", get(lists::instances))
         .route("/instances/{name}", delete(admin::remove_instance))
-        .route(
-            "/instances/{name}/approve",
-            post(enroll::approve_instance),
-        )
+        .route("/instances/{name}/approve", post(enroll::approve_instance))
         .route(
             "/enroll-tokens",
             post(enroll::create_token).get(enroll::list_tokens),

@@ -6,7 +6,7 @@
 //! refused, saying which. The coordinator's standing token (`DATA/enroll-token`) is the unlimited one and is not
 //! described here. Whether an enrolled instance may be given work is [`crate::wire::InstanceState`].
 
-use crate::wire::wire_names;
+use crate::wire::{UnknownName, wire_names};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -271,7 +271,16 @@ mod tests {
         assert_eq!(parse_ttl("30m"), Ok(1800));
         assert_eq!(parse_ttl("1h"), Ok(3600));
         assert_eq!(parse_ttl("7d"), Ok(7 * 86_400));
-        for bad in ["", "h", "1", "1w", "-1h", "1.5h", "1 h", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "h",
+            "1",
+            "1w",
+            "-1h",
+            "1.5h",
+            "1 h",
+            "99999999999999999999d",
+        ] {
             assert!(parse_ttl(bad).is_err(), "{bad}");
         }
     }

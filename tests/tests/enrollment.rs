@@ -45,7 +45,10 @@ fn wait_log(log: &Path, needle: &str, within: Duration) -> anyhow::Result<String
             return Ok(text);
         }
         if start.elapsed() > within {
-            bail!("`{needle}` not in {} within {within:?}:\n{text}", log.display());
+            bail!(
+                "`{needle}` not in {} within {within:?}:\n{text}",
+                log.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -53,7 +56,8 @@ fn wait_log(log: &Path, needle: &str, within: Duration) -> anyhow::Result<String
 
 fn instances(fleet: &Fleet) -> anyhow::Result<Vec<(String, InstanceState)>> {
     let (_, out) = fleet.cli(&["instances", "--output", "json"])?;
-    let list: Vec<InstanceInfo> = serde_json::from_str(&out).with_context(|| format!("parsing `{out}`"))?;
+    let list: Vec<InstanceInfo> =
+        serde_json::from_str(&out).with_context(|| format!("parsing `{out}`"))?;
     Ok(list.into_iter().map(|i| (i.name, i.state)).collect())
 }
 
@@ -81,7 +85,16 @@ fn a_pending_instance_gets_no_deployment_until_approved() -> anyhow::Result<()> 
     };
     let result = caught(|| {
         // A token for two hosts, valid ten minutes: printed alone, kept in a 0600 file.
-        let (_, out) = fleet.cli(&["enroll-token", "create", "--uses", "2", "--ttl", "10m", "--name", "e2e"])?;
+        let (_, out) = fleet.cli(&[
+            "enroll-token",
+            "create",
+            "--uses",
+            "2",
+            "--ttl",
+            "10m",
+            "--name",
+            "e2e",
+        ])?;
         let token = out.trim_end_matches('\n');
         assert!(
             token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
@@ -98,7 +111,10 @@ fn a_pending_instance_gets_no_deployment_until_approved() -> anyhow::Result<()> 
         }
         assert_eq!(
             instances(&fleet)?,
-            [("i0".to_owned(), InstanceState::Pending), ("i1".to_owned(), InstanceState::Pending)]
+            [
+                ("i0".to_owned(), InstanceState::Pending),
+                ("i1".to_owned(), InstanceState::Pending)
+            ]
         );
         // The token is used up: a third host is refused, and told why.
         let mut third = spawn_agent(&fleet, "i2", &token_file)?;
@@ -114,15 +130,37 @@ fn a_pending_instance_gets_no_deployment_until_approved() -> anyhow::Result<()> 
         let (_, listed) = fleet.cli(&["enroll-token", "list", "--output", "json"])?;
         assert!(!listed.contains(token), "{listed}");
         let listed: Vec<EnrollTokenInfo> = serde_json::from_str(&listed)?;
-        assert_eq!((listed.len(), listed[0].uses, listed[0].label.as_str()), (1, 2, "e2e"));
+        assert_eq!(
+            (listed.len(), listed[0].uses, listed[0].label.as_str()),
+            (1, 2, "e2e")
+        );
 
         fleet.cli(&["instances", "approve", "i0"])?;
         fleet.cli(&["app", "create", "shop"])?;
-        let every = ["group", "create", "--app", "shop", "every", "--style", "in-place", "--concurrency", "all"];
+        let every = [
+            "group",
+            "create",
+            "--app",
+            "shop",
+            "every",
+            "--style",
+            "in-place",
+            "--concurrency",
+            "all",
+        ];
         fleet.cli(&every)?;
         fleet.cli(&[
-            "group", "create", "--app", "shop", "named", "--style", "in-place", "--concurrency", "all",
-            "--instances", "i0,i1",
+            "group",
+            "create",
+            "--app",
+            "shop",
+            "named",
+            "--style",
+            "in-place",
+            "--concurrency",
+            "all",
+            "--instances",
+            "i0,i1",
         ])?;
         let bundle = fleet.dir.path().join("v1");
         write_bundle(&bundle, "v1", "0", "")?;
@@ -133,7 +171,11 @@ fn a_pending_instance_gets_no_deployment_until_approved() -> anyhow::Result<()> 
             Ok(id) => bail!("a deployment naming a pending instance was created: {id}"),
             Err(e) => {
                 let e = format!("{e:#}");
-                assert!(e.contains("pending approval: `i1`") && e.contains("rollcage instances approve i1"), "{e}");
+                assert!(
+                    e.contains("pending approval: `i1`")
+                        && e.contains("rollcage instances approve i1"),
+                    "{e}"
+                );
             }
         }
         // "Every enrolled instance" is every approved one: i0 only, and no hook runs on i1.
@@ -148,10 +190,17 @@ fn a_pending_instance_gets_no_deployment_until_approved() -> anyhow::Result<()> 
         fleet.cli(&["instances", "approve", "i1"])?;
         assert_eq!(
             instances(&fleet)?,
-            [("i0".to_owned(), InstanceState::Approved), ("i1".to_owned(), InstanceState::Approved)]
+            [
+                ("i0".to_owned(), InstanceState::Approved),
+                ("i1".to_owned(), InstanceState::Approved)
+            ]
         );
         let (code, d2) = fleet.deploy_wait("shop", "every", &rev)?;
-        assert_eq!((code, d2.status), (0, DeploymentStatus::Succeeded), "{d2:?}");
+        assert_eq!(
+            (code, d2.status),
+            (0, DeploymentStatus::Succeeded),
+            "{d2:?}"
+        );
         assert_eq!(deployed(&d2), ["i0", "i1"]);
         assert!(!events_of(&fleet.markers()?, "i1", &d2.id)?.is_empty());
         drop(agents);

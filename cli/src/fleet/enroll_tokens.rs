@@ -150,7 +150,10 @@ mod tests {
             EnrollTokenCommand::Create {
                 uses, ttl, name, ..
             } => {
-                assert_eq!((uses, ttl, name.as_deref()), (Some(3), Some(1800), Some("batch-7")));
+                assert_eq!(
+                    (uses, ttl, name.as_deref()),
+                    (Some(3), Some(1800), Some("batch-7"))
+                );
             }
             other => panic!("parsed as {other:?}"),
         }
@@ -183,7 +186,14 @@ mod tests {
         };
         let text = table(&[t]);
         let line = text.lines().nth(1).unwrap_or_default();
-        for part in ["et-00ff", "used_up", "3/3", "2027-01-15T08:00:00Z", "2023-11-14T22:13:20Z", "rack 4"] {
+        for part in [
+            "et-00ff",
+            "used_up",
+            "3/3",
+            "2027-01-15T08:00:00Z",
+            "2023-11-14T22:13:20Z",
+            "rack 4",
+        ] {
             assert!(line.contains(part), "{part}: {text}");
         }
     }

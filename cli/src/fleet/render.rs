@@ -171,7 +171,13 @@ mod tests {
         ]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
-        assert!(lines[0].contains("approved") && lines[0].ends_with('-'), "{text}");
-        assert!(lines[1].contains("pending") && lines[1].ends_with("et-1f"), "{text}");
+        assert!(
+            lines[0].contains("approved") && lines[0].ends_with('-'),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("pending") && lines[1].ends_with("et-1f"),
+            "{text}"
+        );
     }
 }

@@ -255,7 +255,6 @@ pub async fn get_revision(
     })
 }
 
-
 /// A deployment of a group is refused while the group names an instance that is not enrolled (it would only fail
 /// later, on that instance), listing those names; and when its stored list repeats a name (a group created before
 /// lists were checked). The names checked are the group's `instances` and, for a load-balanced group, its

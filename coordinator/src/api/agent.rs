@@ -95,7 +95,10 @@ pub async fn enroll(
 
 /// The instance's step in flight, as a command; none for an instance pending approval (it is in no deployment,
 /// and even a step that reached it some other way is not sent).
-fn next_command_in(c: &rusqlite::Connection, instance: &str) -> Result<Option<StepCommand>, ApiError> {
+fn next_command_in(
+    c: &rusqlite::Connection,
+    instance: &str,
+) -> Result<Option<StepCommand>, ApiError> {
     if instances::is_pending(c, instance)? {
         return Ok(None);
     }

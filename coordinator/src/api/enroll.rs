@@ -24,12 +24,15 @@ pub async fn create_token(
     // Ids are for people and `revoke`; 8 random bytes make a clash (a 500 on the UNIQUE index) beyond reach.
     let id = format!("et-{}", crate::auth::random_hex(8));
     let now = now_ms();
-    let info = st.store.write(|tx| {
-        enroll_tokens::insert(tx, &id, &hash, &spec, now).map_err(ApiError::from)
-    })?;
+    let info = st
+        .store
+        .write(|tx| enroll_tokens::insert(tx, &id, &hash, &spec, now).map_err(ApiError::from))?;
     tracing::info!(token = %info.id, label = %info.label, uses = info.uses_allowed,
         expires_at_ms = info.expires_at_ms, "enrollment token created");
-    Ok((StatusCode::CREATED, Json(CreatedEnrollToken { token, info })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedEnrollToken { token, info }),
+    ))
 }
 
 /// `GET /v1/enroll-tokens`: every per-use token, oldest first, with its status now (never a secret: only hashes
@@ -42,9 +45,9 @@ pub async fn list_tokens(
     let b = PageBounds::of(&q)?;
     let after = b.seq_cursor()?;
     let now = now_ms();
-    let rows = st.store.read(|c| {
-        enroll_tokens::page(c, after, b.overfetch(), now).map_err(ApiError::from)
-    })?;
+    let rows = st
+        .store
+        .read(|c| enroll_tokens::page(c, after, b.overfetch(), now).map_err(ApiError::from))?;
     let page = Page::from_overfetch(rows, b.size, |(seq, _)| seq.to_string());
     Ok(Json(Page {
         items: page.items.into_iter().map(|(_, t)| t).collect(),

@@ -4,9 +4,9 @@
 
 use super::ApiError;
 use crate::state::State;
+use crate::store::enroll_tokens;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use crate::store::enroll_tokens;
 use rollcage_proto::enroll::{EnrollTokenInfo, EnrollTokenStatus};
 use rollcage_proto::wire::now_ms;
 
@@ -131,7 +131,8 @@ impl FromRequestParts<State> for Enroller {
 
 /// Unix milliseconds as RFC 3339 UTC to the second (`2026-12-05T13:30:00Z`); the raw number if out of range.
 fn rfc3339(ms: i64) -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
         .ok()
         .and_then(|t| t.format(format).ok())

@@ -6,10 +6,11 @@
 //! Whether a token enrolls is the one rule of [`EnrollTokenInfo::status_at`].
 
 use super::{Result, sql};
-use rollcage_proto::enroll::{EnrollTokenInfo, EnrollTokenStatus, EnrollTokenSpec};
+use rollcage_proto::enroll::{EnrollTokenInfo, EnrollTokenSpec, EnrollTokenStatus};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-const COLUMNS: &str = "seq, id, label, uses_allowed, uses, expires_at, created_at, last_used_at, revoked_at";
+const COLUMNS: &str =
+    "seq, id, label, uses_allowed, uses, expires_at, created_at, last_used_at, revoked_at";
 
 /// A row as (seq, info with its status at `now`).
 fn row(r: &Row<'_>, now: i64) -> rusqlite::Result<(i64, EnrollTokenInfo)> {
@@ -73,12 +74,14 @@ pub fn by_hash(c: &Connection, token_hash: &str, now: i64) -> Result<Option<Enro
 
 /// Token `id`, with its status at `now`.
 pub fn get(c: &Connection, id: &str, now: i64) -> Result<Option<EnrollTokenInfo>> {
-    c.prepare_cached(&format!("SELECT {COLUMNS} FROM enroll_tokens WHERE id = ?1"))
-        .map_err(sql)?
-        .query_row([id], |r| row(r, now))
-        .optional()
-        .map(|o| o.map(|(_, info)| info))
-        .map_err(sql)
+    c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM enroll_tokens WHERE id = ?1"
+    ))
+    .map_err(sql)?
+    .query_row([id], |r| row(r, now))
+    .optional()
+    .map(|o| o.map(|(_, info)| info))
+    .map_err(sql)
 }
 
 /// Take one use of token `id` at `now`: `Ok(Ok(info))` with the token as it is now, or `Ok(Err(status))` (and
@@ -136,10 +139,7 @@ pub fn page(
         .map_err(sql)?;
     let rows = st
         .query_map(
-            params![
-                after.unwrap_or(0),
-                i64::try_from(limit).unwrap_or(i64::MAX)
-            ],
+            params![after.unwrap_or(0), i64::try_from(limit).unwrap_or(i64::MAX)],
             |r| row(r, now),
         )
         .map_err(sql)?;
@@ -164,22 +164,37 @@ mod tests {
         let store = Store::open_in_memory()?;
         store.write(|tx| {
             let t = insert(tx, "et-1", "h1", &spec(2, 10), 1_000)?;
-            assert_eq!((t.expires_at_ms, t.status), (11_000, EnrollTokenStatus::Usable));
-            assert_eq!(by_hash(tx, "h1", 1_000)?.map(|i| i.id).as_deref(), Some("et-1"));
+            assert_eq!(
+                (t.expires_at_ms, t.status),
+                (11_000, EnrollTokenStatus::Usable)
+            );
+            assert_eq!(
+                by_hash(tx, "h1", 1_000)?.map(|i| i.id).as_deref(),
+                Some("et-1")
+            );
             assert_eq!(by_hash(tx, "nope", 1_000)?, None);
             let used = consume(tx, "et-1", 2_000)?.map_err(|s| s.to_string());
-            assert_eq!(used.as_ref().map(|i| (i.uses, i.last_used_at_ms)), Ok((1, Some(2_000))));
+            assert_eq!(
+                used.as_ref().map(|i| (i.uses, i.last_used_at_ms)),
+                Ok((1, Some(2_000)))
+            );
             assert!(consume(tx, "et-1", 3_000)?.is_ok());
             assert_eq!(consume(tx, "et-1", 4_000)?, Err(EnrollTokenStatus::UsedUp));
             assert_eq!(get(tx, "et-1", 4_000)?.map(|i| i.uses), Some(2));
 
             insert(tx, "et-2", "h2", &spec(5, 10), 1_000)?;
-            assert_eq!(consume(tx, "et-2", 11_000)?, Err(EnrollTokenStatus::Expired));
+            assert_eq!(
+                consume(tx, "et-2", 11_000)?,
+                Err(EnrollTokenStatus::Expired)
+            );
             insert(tx, "et-3", "h3", &spec(5, 10), 1_000)?;
             let revoked = revoke(tx, "et-3", 1_500)?.map(|i| (i.status, i.revoked_at_ms));
             assert_eq!(revoked, Some((EnrollTokenStatus::Revoked, Some(1_500))));
             // Revoking again keeps the first time.
-            assert_eq!(revoke(tx, "et-3", 9_000)?.and_then(|i| i.revoked_at_ms), Some(1_500));
+            assert_eq!(
+                revoke(tx, "et-3", 9_000)?.and_then(|i| i.revoked_at_ms),
+                Some(1_500)
+            );
             assert_eq!(consume(tx, "et-3", 1_600)?, Err(EnrollTokenStatus::Revoked));
             assert_eq!(revoke(tx, "et-9", 1_600)?, None);
 

@@ -109,13 +109,15 @@ fn decoded((mut row, state): (Row, String)) -> Result<Row> {
 
 /// Instance `name`.
 pub fn get(c: &Connection, name: &str) -> Result<Option<Row>> {
-    c.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM instances WHERE name = ?1"))
-        .map_err(sql)?
-        .query_row([name], read_row)
-        .optional()
-        .map_err(sql)?
-        .map(decoded)
-        .transpose()
+    c.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS} FROM instances WHERE name = ?1"
+    ))
+    .map_err(sql)?
+    .query_row([name], read_row)
+    .optional()
+    .map_err(sql)?
+    .map(decoded)
+    .transpose()
 }
 
 /// Forget an instance (its token stops working; its name may be enrolled again); `false` when it was not enrolled.
@@ -224,7 +226,10 @@ mod tests {
     fn a_pending_instance_is_left_out_until_approved() -> Result<()> {
         let store = Store::open_in_memory()?;
         store.write(|tx| {
-            for (name, state) in [("a", InstanceState::Approved), ("p", InstanceState::Pending)] {
+            for (name, state) in [
+                ("a", InstanceState::Approved),
+                ("p", InstanceState::Pending),
+            ] {
                 let e = Enrollment {
                     name,
                     token_hash: name,
@@ -237,10 +242,16 @@ mod tests {
             let names = ["a".to_owned(), "p".to_owned(), "x".to_owned()];
             assert_eq!(pending_among(tx, &names)?, ["p"]);
             assert!(is_pending(tx, "p")? && !is_pending(tx, "a")? && !is_pending(tx, "x")?);
-            let listed: Vec<_> = page(tx, None, 10)?.into_iter().map(|r| (r.name, r.state)).collect();
+            let listed: Vec<_> = page(tx, None, 10)?
+                .into_iter()
+                .map(|r| (r.name, r.state))
+                .collect();
             assert_eq!(
                 listed,
-                [("a".to_owned(), InstanceState::Approved), ("p".to_owned(), InstanceState::Pending)]
+                [
+                    ("a".to_owned(), InstanceState::Approved),
+                    ("p".to_owned(), InstanceState::Pending)
+                ]
             );
             let p = approve(tx, "p")?.map(|r| (r.state, r.enrolled_with));
             assert_eq!(p, Some((InstanceState::Approved, Some("et-1".to_owned()))));
