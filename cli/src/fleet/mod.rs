@@ -905,6 +905,39 @@ mod tests {
     }
 
     #[test]
+    fn the_coordinator_takes_approval_mode_and_can_drop_the_standing_token()
+    -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from([
+            "x",
+            "coordinator",
+            "--data",
+            "d",
+            "--enroll-approval",
+            "--no-standing-enroll-token",
+        ])?;
+        match cli.cmd {
+            FleetCommand::Coordinator(a) => {
+                assert!(a.enroll_approval && a.no_standing_enroll_token);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        // A standing token file and no standing token contradict each other.
+        assert!(
+            Cli::try_parse_from([
+                "x",
+                "coordinator",
+                "--data",
+                "d",
+                "--enroll-token-file",
+                "f",
+                "--no-standing-enroll-token"
+            ])
+            .is_err()
+        );
+        Ok(())
+    }
+
+    #[test]
     fn push_takes_a_path_or_a_url_with_its_sha256() {
         assert!(Cli::try_parse_from(["x", "push", "--app", "a", "dir"]).is_ok());
         assert!(
