@@ -759,6 +759,33 @@ mod tests {
     }
 
     #[test]
+    fn a_rollback_naming_an_instance_pending_approval_is_refused_until_it_is_approved() {
+        use crate::store::instances::{self, Enrollment};
+        let s = setup(&["a"], false, Concurrency::Count(1));
+        let d1 = deploy(&s, "web", &format!("r-{}", "a".repeat(16))).unwrap();
+        run_instance(&s, "a", None);
+        let d2 = deploy(&s, "web", &format!("r-{}", "b".repeat(16))).unwrap();
+        run_instance(&s, "a", None);
+        assert_ne!(d1, d2);
+        // The name was removed and enrolled again under --enroll-approval: the host behind it is not the same.
+        let pending = Enrollment {
+            name: "a",
+            token_hash: "h",
+            state: rollcage_proto::wire::InstanceState::Pending,
+            enrolled_with: "standing",
+        };
+        s.write(|tx| instances::enroll(tx, &pending, 5)).unwrap();
+        match s.write(|tx| rollback(tx, &d2, 6)) {
+            Err(EngineError::Conflict(m)) => {
+                assert!(m.contains("rollcage instances approve a"), "{m}")
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        s.write(|tx| instances::approve(tx, "a")).unwrap();
+        assert!(s.write(|tx| rollback(tx, &d2, 7)).is_ok());
+    }
+
+    #[test]
     fn stop_lets_the_in_flight_instance_finish_and_skips_the_rest() {
         let s = setup(&["a", "b"], false, Concurrency::Count(1));
         let id = deploy(&s, "web", &format!("r-{}", "a".repeat(16))).unwrap();
