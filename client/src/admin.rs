@@ -1,8 +1,10 @@
-//! The operators' routes (admin token): applications, groups, revisions, deployments, instances.
+//! The operators' routes (admin token): applications, groups, revisions, deployments, instances, enrollment
+//! tokens.
 
 use crate::routes::{self, Sub};
 use crate::{Client, ClientError};
 use bytes::Bytes;
+use rollcage_proto::enroll::{CreateEnrollToken, CreatedEnrollToken, EnrollTokenInfo};
 use rollcage_proto::page::{Page, PageQuery};
 use rollcage_proto::wire::{
     Application, CreateApplication, CreateDeployment, CreateGroup, Deployment, DeploymentQuery,
@@ -166,6 +168,31 @@ impl Client {
     /// `DELETE /v1/instances/{name}`: forget an instance (its token stops working; its name may enroll again).
     pub async fn remove_instance(&self, name: &str) -> Result<(), ClientError> {
         self.delete(&routes::instance(name)).await
+    }
+
+    /// `POST /v1/instances/{name}/approve`: an instance pending approval may be given work.
+    pub async fn approve_instance(&self, name: &str) -> Result<InstanceInfo, ClientError> {
+        self.post_json(&routes::approve_instance(name), &NoParams {}, None)
+            .await
+    }
+
+    /// `POST /v1/enroll-tokens`: a new per-use enrollment token (its secret is in this answer only).
+    pub async fn create_enroll_token(
+        &self,
+        req: &CreateEnrollToken,
+    ) -> Result<CreatedEnrollToken, ClientError> {
+        self.post_json(&routes::enroll_tokens(), req, None).await
+    }
+
+    /// `GET /v1/enroll-tokens`, every page: every per-use enrollment token, oldest first (never a secret).
+    pub async fn list_enroll_tokens(&self) -> Result<Vec<EnrollTokenInfo>, ClientError> {
+        self.all_pages(&routes::enroll_tokens()).await
+    }
+
+    /// `POST /v1/enroll-tokens/{id}/revoke`: the token enrolls no more.
+    pub async fn revoke_enroll_token(&self, id: &str) -> Result<EnrollTokenInfo, ClientError> {
+        self.post_json(&routes::revoke_enroll_token(id), &NoParams {}, None)
+            .await
     }
 }
 

@@ -178,6 +178,18 @@ pub(crate) fn instance(name: &str) -> String {
     format!("{API_PREFIX}/instances/{}", Seg(name))
 }
 
+pub(crate) fn approve_instance(name: &str) -> String {
+    format!("{}/approve", instance(name))
+}
+
+pub(crate) fn enroll_tokens() -> String {
+    format!("{API_PREFIX}/enroll-tokens")
+}
+
+pub(crate) fn revoke_enroll_token(id: &str) -> String {
+    format!("{}/{}/revoke", enroll_tokens(), Seg(id))
+}
+
 pub(crate) fn enroll() -> String {
     format!("{API_PREFIX}/agent/enroll")
 }
@@ -224,6 +236,11 @@ mod tests {
             deployment_sub("d%1", Sub::Stop),
             "/v1/deployments/d%251/stop"
         );
+        assert_eq!(
+            revoke_enroll_token("et-1/../x"),
+            "/v1/enroll-tokens/et-1%2F..%2Fx/revoke"
+        );
+        assert_eq!(approve_instance("web 1"), "/v1/instances/web%201/approve");
         assert_eq!(
             revision("é", "@evil.example"),
             "/v1/applications/%C3%A9/revisions/%40evil.example"

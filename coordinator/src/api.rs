@@ -10,6 +10,7 @@
 //! | [`admin`] | applications, groups, revisions, deployments (create, stop, continue, rollback), instances |
 //! | [`tokens`] | named operator tokens, who am I, the audit trail |
 //! | [`lists`] | the paged lists: applications, groups, deployments (summaries), instances |
+//! | [`enroll`] | per-use enrollment tokens (create, list, revoke), instance approval |
 //! | [`agent`] | enroll, poll, report, command state, bundle download |
 //! | [`events`] | the live progress stream (SSE) |
 //! | [`logs`] | step logs, paged and long-polled |
@@ -19,6 +20,7 @@
 pub mod admin;
 pub mod agent;
 pub mod dashboard;
+pub mod enroll;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -142,6 +144,12 @@ fn v1_routes() -> RouteTable {
         )
         .route("/instances", get(lists::instances))
         .route("/instances/{name}", delete(admin::remove_instance))
+        .route("/instances/{name}/approve", post(enroll::approve_instance))
+        .route(
+            "/enroll-tokens",
+            post(enroll::create_token).get(enroll::list_tokens),
+        )
+        .route("/enroll-tokens/{id}/revoke", post(enroll::revoke_token))
         .route("/agent/enroll", post(agent::enroll))
         .route("/agent/poll", post(agent::poll))
         .route(
@@ -184,6 +192,8 @@ pub(crate) mod testkit;
 mod tests;
 #[cfg(test)]
 mod tests_door;
+#[cfg(test)]
+mod tests_enroll;
 #[cfg(test)]
 mod tests_lists;
 #[cfg(test)]

@@ -81,7 +81,19 @@ pub fn open_state(cfg: &ServerConfig) -> Result<State, ServerError> {
         source,
     })?;
     let admin = auth::load_or_create(&cfg.data, "admin-token", cfg.admin_token_file.as_deref())?;
-    let enroll = auth::load_or_create(&cfg.data, "enroll-token", cfg.enroll_token_file.as_deref())?;
+    // The standing enrollment token: unlimited, until per-use tokens replace it (`--no-standing-enroll-token`). When
+    // it is off, its file is neither read nor created, and the in-memory value is a fresh random one that is never
+    // written anywhere (the `Enroller` extractor checks the setting first anyway).
+    let enroll = if cfg.settings.standing_enroll_token {
+        auth::load_or_create(&cfg.data, "enroll-token", cfg.enroll_token_file.as_deref())?
+    } else {
+        tracing::info!("standing enrollment token disabled: only per-use enrollment tokens enroll");
+        auth::random_bytes_hex(32).map_err(|source| ServerError::Io {
+            what: "reading random bytes for",
+            path: PathBuf::from("/dev/urandom"),
+            source,
+        })?
+    };
     let store = Store::open(&cfg.data.join("rollcage.db"))?;
     let agents = store.read(instances::all)?;
     let now = now_ms();

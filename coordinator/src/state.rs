@@ -24,6 +24,11 @@ pub struct Settings {
     pub heartbeat_deadline: Duration,
     /// Step logs of deployments that ended longer ago than this are deleted; `None` keeps them for ever.
     pub log_retention: Option<Duration>,
+    /// `--enroll-approval`: newly enrolled instances are `pending` (given no work) until an operator approves them.
+    pub enroll_approval: bool,
+    /// Whether the standing enrollment token (`DATA/enroll-token`, `--enroll-token-file`) enrolls; when off, only
+    /// per-use tokens do (`--no-standing-enroll-token`).
+    pub standing_enroll_token: bool,
 }
 
 impl Default for Settings {
@@ -36,6 +41,9 @@ impl Default for Settings {
             // A month of full hook output: long enough to debug last week's deployment, and the database does
             // not grow without bound (each step's log is capped at 1 MiB).
             log_retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            // As before approvals existed: an enrolled instance is deployable, the standing token enrolls.
+            enroll_approval: false,
+            standing_enroll_token: true,
         }
     }
 }

@@ -4,7 +4,8 @@
 //! `PRAGMA user_version`. Every state change runs in one transaction ([`Store::write`]), so a coordinator killed at
 //! any point restarts with a consistent state and carries on every running deployment. Each resource has its own
 //! file: [`apps`] (applications and groups), [`revisions`], [`instances`], [`deployments`], [`logs`] (step output),
-//! [`tokens`] (named operator tokens), [`audit`] (the audit trail), [`actors`] (who acted on a deployment).
+//! [`tokens`] (named operator tokens), [`audit`] (the audit trail), [`actors`] (who acted on a deployment),
+//! [`enroll_tokens`] (per-use enrollment tokens).
 //!
 //! **Notify after commit.** A write runs on a [`Tx`], which derefs to the connection and collects a [`Touched`]
 //! set: the store functions that change a deployment, dispatch or end a step record the deployment and the agents
@@ -16,6 +17,7 @@ pub mod actors;
 pub mod apps;
 pub mod audit;
 pub mod deployments;
+pub mod enroll_tokens;
 pub mod forms;
 pub mod instances;
 pub mod logs;
@@ -213,6 +215,28 @@ ALTER TABLE deployments ADD COLUMN created_by TEXT;
 ALTER TABLE deployments ADD COLUMN stopped_by TEXT;
 ALTER TABLE deployments ADD COLUMN rolled_back_by TEXT;
 ALTER TABLE deployments ADD COLUMN continued_by TEXT;
+"#,
+    // Safe enrollment (issue 13, store/enroll_tokens.rs, store/instances.rs).
+    r#"
+-- Per-use enrollment tokens: only the secret's sha256 is kept. `seq` orders the list and is its paging cursor; a
+-- revoked, expired or used-up token stays listed (and refused with its reason) until an operator looks.
+CREATE TABLE enroll_tokens (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    id            TEXT NOT NULL UNIQUE,
+    label         TEXT NOT NULL DEFAULT '',
+    token_hash    TEXT NOT NULL UNIQUE,
+    uses_allowed  INTEGER NOT NULL,
+    uses          INTEGER NOT NULL DEFAULT 0,
+    expires_at    INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    last_used_at  INTEGER,
+    revoked_at    INTEGER
+);
+-- An instance is `pending` (enrolled under --enroll-approval, given no work) or `approved`; every instance enrolled
+-- before approvals existed was deployable, so it is approved. `enrolled_with`: the per-use token's id, or
+-- 'standing'.
+ALTER TABLE instances ADD COLUMN state TEXT NOT NULL DEFAULT 'approved';
+ALTER TABLE instances ADD COLUMN enrolled_with TEXT;
 "#,
 ];
 

@@ -29,6 +29,8 @@ pub fn settings() -> Settings {
         max_poll_wait: Duration::from_millis(200),
         heartbeat_deadline: Duration::from_secs(60),
         log_retention: None,
+        enroll_approval: false,
+        standing_enroll_token: true,
     }
 }
 

@@ -8,7 +8,7 @@
 
 use crate::daemon::{AgentError, Backoff};
 use rollcage_client::Client;
-use rollcage_proto::wire::{EnrollRequest, EnrollResponse};
+use rollcage_proto::wire::{EnrollRequest, EnrollResponse, InstanceState};
 use std::path::{Path, PathBuf};
 
 /// Where a refused token is moved (next to the token file): kept for an operator to look at, never read by the
@@ -105,7 +105,12 @@ pub async fn obtain(
         }
     };
     persist(token_file, &resp.token, backoff).await;
-    tracing::info!(instance = %resp.instance, "enrolled");
+    match resp.state {
+        InstanceState::Pending => tracing::warn!(instance = %resp.instance,
+            "enrolled, pending approval: no deployment reaches this host until an operator runs `rollcage instances approve {}`",
+            resp.instance),
+        InstanceState::Approved => tracing::info!(instance = %resp.instance, "enrolled"),
+    }
     Ok(resp.token)
 }
 

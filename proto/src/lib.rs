@@ -14,10 +14,12 @@
 //! - [`wire`]: the JSON of the coordinator API and of the agent protocol.
 //! - [`page`]: paging of the API's list routes (`limit`, `cursor`, the page-size bounds).
 //! - [`access`]: operator roles, the token routes' and the audit trail's JSON, who acted on a deployment.
+//! - [`enroll`]: per-use enrollment tokens (bounds, requests, the rule that says whether one still enrolls).
 //! - [`clip`]: the wire's bounds on a step report and the one way text is cut to fit them.
 
 pub mod access;
 pub mod clip;
+pub mod enroll;
 pub mod form;
 pub mod hostcall;
 pub mod lb;

@@ -100,6 +100,8 @@ macro_rules! wire_names {
         }
     };
 }
+// Other modules of the crate name their enums through the same table.
+pub(crate) use wire_names;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Errors
@@ -762,6 +764,23 @@ impl DeploymentQuery {
     }
 }
 
+/// Whether an enrolled instance may be given work. A coordinator started with `--enroll-approval` holds each new
+/// instance as `pending` until an operator approves it; otherwise instances are approved when they enroll.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    /// Enrolled, waiting for an operator's approval: in no deployment, sent no command, served no bundle.
+    Pending,
+    /// May be deployed to (the default: what an instance enrolled before approvals existed is).
+    #[default]
+    Approved,
+}
+
+wire_names!(InstanceState, "instance state", {
+    Pending => "pending",
+    Approved => "approved",
+});
+
 /// An enrolled instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceInfo {
@@ -773,6 +792,13 @@ pub struct InstanceInfo {
     pub last_seen_ms: i64,
     /// True when it has not been heard from within the heartbeat deadline.
     pub lost: bool,
+    /// Pending approval, or approved.
+    #[serde(default)]
+    pub state: InstanceState,
+    /// The enrollment token it enrolled with: a per-use token's id, `standing` for the coordinator's standing
+    /// token, absent for an instance enrolled before this was recorded.
+    #[serde(default)]
+    pub enrolled_with: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -793,6 +819,9 @@ pub struct EnrollResponse {
     pub instance: String,
     /// Bearer token for every later call.
     pub token: String,
+    /// `pending` when an operator must approve the instance before it is given work.
+    #[serde(default)]
+    pub state: InstanceState,
 }
 
 /// `POST /v1/agent/poll`.
@@ -1201,6 +1230,7 @@ mod tests {
         names_match_serde(InstanceStatus::ALL)?;
         names_match_serde(StepState::ALL)?;
         names_match_serde(StepOutcome::ALL)?;
+        names_match_serde(InstanceState::ALL)?;
         assert_eq!(
             "rolling".parse::<DeploymentStyle>().map_err(|e| e.to_string()),
             Err("unknown deployment style `rolling`: expected `in-place`, `in-place-lb` or `blue-green`".into())

@@ -11,6 +11,7 @@
 //! - `2`: the deployment waited for failed;
 //! - `3`: the deployment waited for was stopped.
 
+mod enroll_tokens;
 mod logs;
 pub(crate) mod pack;
 mod people;
@@ -211,7 +212,10 @@ pub enum FleetCommand {
     Token(people::TokenCommand),
     /// The audit trail (admin): every state-changing request and every refusal, newest first.
     Audit(people::AuditArgs),
-    /// List enrolled instances (or `instances remove NAME`).
+    /// Per-use enrollment tokens: create (prints the token alone), list, revoke.
+    #[command(subcommand)]
+    EnrollToken(enroll_tokens::EnrollTokenCommand),
+    /// List enrolled instances (or `instances approve NAME`, `instances remove NAME`).
     Instances {
         #[command(subcommand)]
         action: Option<InstancesAction>,
@@ -226,6 +230,14 @@ pub enum FleetCommand {
 /// `rollcage instances …` actions.
 #[derive(Debug, Subcommand)]
 pub enum InstancesAction {
+    /// Approve an instance pending approval (enrolled on a coordinator started with --enroll-approval): from now
+    /// on deployments may include it.
+    Approve {
+        /// Instance name.
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Forget an instance: its agent's token stops working and its name may be enrolled again (how a host whose
     /// token was lost enrolls again). Refused while a deployment that has not ended includes it.
     Remove {
@@ -254,9 +266,18 @@ pub struct CoordinatorArgs {
     /// Use this existing admin token file instead of DATA/admin-token.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
-    /// Use this existing enrollment token file instead of DATA/enroll-token.
-    #[arg(long)]
+    /// Use this existing enrollment token file instead of DATA/enroll-token (the standing token: unlimited uses,
+    /// no expiry).
+    #[arg(long, conflicts_with = "no_standing_enroll_token")]
     enroll_token_file: Option<PathBuf>,
+    /// Disable the standing enrollment token (DATA/enroll-token is neither read nor created): only per-use tokens
+    /// (`rollcage enroll-token create`) enroll.
+    #[arg(long)]
+    no_standing_enroll_token: bool,
+    /// Hold newly enrolled instances as `pending` (no deployment, no command, no bundle) until
+    /// `rollcage instances approve NAME`.
+    #[arg(long)]
+    enroll_approval: bool,
     /// Seconds of silence after which an agent is lost and its in-flight step fails.
     #[arg(long, default_value_t = 60)]
     heartbeat_deadline: u64,
@@ -519,6 +540,8 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                     log_retention: (a.log_retention_days > 0).then(|| {
                         Duration::from_secs(a.log_retention_days.saturating_mul(24 * 3600))
                     }),
+                    enroll_approval: a.enroll_approval,
+                    standing_enroll_token: !a.no_standing_enroll_token,
                     ..Default::default()
                 },
                 limits: rollcage_coordinator::server::ConnLimits {
@@ -701,6 +724,15 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             people::audit(&client, &args, now, &mut std::io::stdout().lock()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        FleetCommand::EnrollToken(cmd) => enroll_tokens::run(cmd).await,
+        FleetCommand::Instances {
+            action: Some(InstancesAction::Approve { name, remote }),
+            ..
+        } => {
+            let i = remote.client()?.approve_instance(&name).await?;
+            println!("instance {} approved; deployments may include it", i.name);
+            Ok(ExitCode::SUCCESS)
+        }
         FleetCommand::Instances {
             action: Some(InstancesAction::Remove { name, remote }),
             ..
@@ -880,6 +912,47 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(Cli::try_parse_from(["x", "instances", "remove"]).is_err());
+        let cli = Cli::try_parse_from(["x", "instances", "approve", "web-2"])?;
+        match cli.cmd {
+            FleetCommand::Instances {
+                action: Some(InstancesAction::Approve { name, .. }),
+                ..
+            } => assert_eq!(name, "web-2"),
+            other => panic!("parsed as {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_coordinator_takes_approval_mode_and_can_drop_the_standing_token()
+    -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from([
+            "x",
+            "coordinator",
+            "--data",
+            "d",
+            "--enroll-approval",
+            "--no-standing-enroll-token",
+        ])?;
+        match cli.cmd {
+            FleetCommand::Coordinator(a) => {
+                assert!(a.enroll_approval && a.no_standing_enroll_token);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        // A standing token file and no standing token contradict each other.
+        assert!(
+            Cli::try_parse_from([
+                "x",
+                "coordinator",
+                "--data",
+                "d",
+                "--enroll-token-file",
+                "f",
+                "--no-standing-enroll-token"
+            ])
+            .is_err()
+        );
         Ok(())
     }
 

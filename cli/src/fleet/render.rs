@@ -82,15 +82,17 @@ pub fn deployment(d: &Deployment) -> String {
     s
 }
 
-/// The instance list.
+/// The instance list: name, approval state, connection, and the enrollment token it enrolled with.
 pub fn instances(list: &[InstanceInfo]) -> String {
     let mut s = String::new();
     for i in list {
         let _ = writeln!(
             s,
-            "{:<24} {}",
+            "{:<24} {:<9} {:<7} {}",
             i.name,
-            if i.lost { "lost" } else { "online" }
+            i.state,
+            if i.lost { "lost" } else { "online" },
+            i.enrolled_with.as_deref().unwrap_or("-")
         );
     }
     s
@@ -171,6 +173,33 @@ mod tests {
         assert!(
             text.contains("  created by system, stopped by alice\n"),
             "who acted: {text}"
+        );
+    }
+
+    #[test]
+    fn the_instance_list_shows_pending_instances_and_their_token() {
+        let i = |name: &str, state, with: Option<&str>| InstanceInfo {
+            name: name.into(),
+            enrolled_at_ms: 0,
+            last_seen_ms: 0,
+            lost: false,
+            state,
+            enrolled_with: with.map(str::to_owned),
+        };
+        use rollcage_proto::wire::InstanceState;
+        let text = instances(&[
+            i("web-1", InstanceState::Approved, None),
+            i("web-2", InstanceState::Pending, Some("et-1f")),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].contains("approved") && lines[0].ends_with('-'),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("pending") && lines[1].ends_with("et-1f"),
+            "{text}"
         );
     }
 }

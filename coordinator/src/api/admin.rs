@@ -252,10 +252,6 @@ pub async fn get_revision(
     })
 }
 
-fn enrolled(c: &rusqlite::Connection) -> Result<Vec<String>, ApiError> {
-    Ok(instances::all(c)?.into_iter().map(|(n, _, _)| n).collect())
-}
-
 /// A deployment of a group is refused while the group names an instance that is not enrolled (it would only fail
 /// later, on that instance), listing those names; and when its stored list repeats a name (a group created before
 /// lists were checked). The names checked are the group's `instances` and, for a load-balanced group, its
@@ -303,7 +299,8 @@ pub async fn create_deployment(
     }
     let d = st.store.write(|tx| {
         check_group_instances(tx, &req.application, &req.group)?;
-        let all = enrolled(tx)?;
+        // A group that names no instances deploys to every approved one (never to one pending approval).
+        let all = instances::approved(tx)?;
         let id = executor::create_deployment(
             tx,
             &NewDeployment {

@@ -1,20 +1,21 @@
-//! Agent routes: enroll (enrollment token), then with the agent's own token: long-poll for the next command,
+//! Agent routes: enroll (an enrollment token), then with the agent's own token: long-poll for the next command,
 //! report a step (answered with the next command at once), check whether a command was cancelled, download a
 //! revision's archive. An agent may only see and report its own work (403 otherwise).
 
+use super::extract::refused;
 use super::{Agent, ApiError, Enroller, Json, LenientJson, Path};
 use crate::auth;
 use crate::engine::executor;
 use crate::state::State;
-use crate::store::{deployments, instances, logs, revisions};
+use crate::store::{deployments, enroll_tokens, instances, logs, revisions};
 use axum::body::Body;
 use axum::extract::State as AxState;
 use axum::http::header;
 use axum::response::Response;
 use rollcage_proto::wire::now_ms;
 use rollcage_proto::wire::{
-    CommandState, EnrollRequest, EnrollResponse, PollRequest, PollResponse, ReportResponse,
-    StepCommand, StepReport, StepState,
+    CommandState, EnrollRequest, EnrollResponse, InstanceState, PollRequest, PollResponse,
+    ReportResponse, StepCommand, StepReport, StepState,
 };
 use rusqlite::OptionalExtension;
 use std::time::Duration;
@@ -22,8 +23,12 @@ use std::time::Duration;
 /// `POST /v1/agent/enroll`: a new instance and its token. A name is owned: enrolling under an enrolled name is a
 /// 409 and changes nothing (the agent holding the name keeps its token, its commands and its identity). To enroll
 /// a host again (its token was lost), an operator removes the instance first (`DELETE /v1/instances/{name}`).
+///
+/// With a per-use token, the use is taken in the same transaction that records the instance: a refused enrollment
+/// (409, or the token's last use taken by a concurrent enrollment: 401) uses nothing and records nothing. Under
+/// `--enroll-approval` the instance is recorded `pending` and given no work until an operator approves it.
 pub async fn enroll(
-    _: Enroller,
+    enroller: Enroller,
     AxState(st): AxState<State>,
     Json(req): Json<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
@@ -39,9 +44,32 @@ pub async fn enroll(
         auth::random_bytes_hex(32).map_err(|e| ApiError::Internal(format!("random token: {e}")))?;
     let hash = auth::hash_token(&token);
     let now = now_ms();
-    let created = st
-        .store
-        .write(|tx| instances::enroll(tx, &name, &hash, now).map_err(ApiError::from))?;
+    let state = if st.settings.enroll_approval {
+        InstanceState::Pending
+    } else {
+        InstanceState::Approved
+    };
+    let enrollment = instances::Enrollment {
+        name: &name,
+        token_hash: &hash,
+        state,
+        enrolled_with: enroller.recorded_as(),
+    };
+    let created = st.store.write(|tx| {
+        if !instances::enroll(tx, &enrollment, now)? {
+            return Ok(false);
+        }
+        if let Enroller::PerUse(id) = &enroller {
+            // Refused here only when a concurrent enrollment took the last use (or the token was revoked or
+            // expired) since the extractor checked it: the transaction rolls back, the instance is not recorded.
+            if let Err(status) = enroll_tokens::consume(tx, id, now)? {
+                let info = enroll_tokens::get(tx, id, now)?
+                    .ok_or_else(|| ApiError::Internal(format!("enrollment token {id} vanished")))?;
+                return Err(refused(&info, status));
+            }
+        }
+        Ok::<_, ApiError>(true)
+    })?;
     if !created {
         tracing::warn!(instance = %name, "enrollment refused: the name is taken");
         return Err(ApiError::Conflict(format!(
@@ -51,19 +79,37 @@ pub async fn enroll(
     }
     st.tokens.set_agent(&name, hash);
     st.seen(&name, now);
-    tracing::info!(instance = %name, "agent enrolled");
+    match state {
+        InstanceState::Pending => tracing::info!(instance = %name, token = enroller.recorded_as(),
+            "agent enrolled, pending approval (`rollcage instances approve {name}`)"),
+        InstanceState::Approved => {
+            tracing::info!(instance = %name, token = enroller.recorded_as(), "agent enrolled")
+        }
+    }
     Ok(Json(EnrollResponse {
         instance: name,
         token,
+        state,
     }))
 }
 
+/// The instance's step in flight, as a command; none for an instance pending approval (it is in no deployment,
+/// and even a step that reached it some other way is not sent).
+fn next_command_in(
+    c: &rusqlite::Connection,
+    instance: &str,
+) -> Result<Option<StepCommand>, ApiError> {
+    if instances::is_pending(c, instance)? {
+        return Ok(None);
+    }
+    match deployments::running_step_for(c, instance)? {
+        Some(step) => Ok(Some(executor::command_for(c, &step)?)),
+        None => Ok(None),
+    }
+}
+
 fn next_command(st: &State, instance: &str) -> Result<Option<StepCommand>, ApiError> {
-    st.store
-        .read(|c| match deployments::running_step_for(c, instance)? {
-            Some(step) => Ok(Some(executor::command_for(c, &step)?)),
-            None => Ok(None),
-        })
+    st.store.read(|c| next_command_in(c, instance))
 }
 
 /// `POST /v1/agent/poll`: the instance's step in flight, at once if there is one, else as soon as one is
@@ -133,10 +179,7 @@ pub async fn report(
                 logs::insert(tx, row, log, now)?;
             }
             let event = row.map(|s| s.event);
-            let command = match deployments::running_step_for(tx, &agent)? {
-                Some(step) => Some(executor::command_for(tx, &step)?),
-                None => None,
-            };
+            let command = next_command_in(tx, &agent)?;
             Ok::<_, ApiError>((recorded, event, command))
         })
         .await?;
@@ -178,6 +221,11 @@ pub async fn download_bundle(
     Path((app, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let rev = st.store.write(|tx| {
+        if instances::is_pending(tx, &name)? {
+            return Err(ApiError::Forbidden(format!(
+                "instance `{name}` is pending approval: it is served no bundle until an operator approves it"
+            )));
+        }
         let rev = revisions::get(tx, &app, &id)?
             .ok_or_else(|| ApiError::NotFound(format!("revision `{app}/{id}` not found")))?;
         let assigned: Option<i64> = tx

@@ -151,6 +151,10 @@ pub const RULES: &[Rule] = &[
     rule(Post,   "/v1/deployments/{id}/rollback",            "deployment.rollback", "roll back deployments",  Deploy, A::Deployment),
     rule(Get,    "/v1/instances",                            "instance.list",       "list instances",         Read,   A::None),
     rule(Delete, "/v1/instances/{name}",                     "instance.remove",     "remove instances",       Admin,  A::None),
+    rule(Post,   "/v1/instances/{name}/approve",             "instance.approve",    "approve instances",      Admin,  A::None),
+    rule(Post,   "/v1/enroll-tokens",                        "enroll_token.create", "create enrollment tokens", Admin, A::None),
+    rule(Get,    "/v1/enroll-tokens",                        "enroll_token.list",   "list enrollment tokens", Admin,  A::None),
+    rule(Post,   "/v1/enroll-tokens/{id}/revoke",            "enroll_token.revoke", "revoke enrollment tokens", Admin, A::None),
     // The agents' routes take agent and enrollment tokens (their own extractors): enrollments are recorded, the
     // routine traffic only when refused.
     rule(Post,   "/v1/agent/enroll",                         "agent.enroll",        "enroll",                 Own,    A::None),

@@ -72,7 +72,8 @@ pub async fn deployments(
     }))
 }
 
-/// `GET /v1/instances`: by name, each with whether it is lost (not heard from within the heartbeat deadline).
+/// `GET /v1/instances`: by name, each with its approval state and whether it is lost (not heard from within the
+/// heartbeat deadline).
 pub async fn instances(
     AxState(st): AxState<State>,
     Query(q): Query<PageQuery>,
@@ -81,23 +82,28 @@ pub async fn instances(
     let rows = st
         .store
         .read(|c| instances::page(c, b.cursor.as_deref(), b.overfetch()).map_err(ApiError::from))?;
-    let page = Page::from_overfetch(rows, b.size, |(name, _)| name.clone());
+    let page = Page::from_overfetch(rows, b.size, |r| r.name.clone());
     let now = now_ms();
-    let deadline = i64::try_from(st.settings.heartbeat_deadline.as_millis()).unwrap_or(i64::MAX);
     Ok(Json(Page {
         items: page
             .items
             .into_iter()
-            .map(|(name, enrolled_at)| {
-                let seen = st.last_seen(&name);
-                InstanceInfo {
-                    lost: seen.is_none_or(|s| now - s > deadline),
-                    last_seen_ms: seen.unwrap_or(enrolled_at),
-                    name,
-                    enrolled_at_ms: enrolled_at,
-                }
-            })
+            .map(|row| instance_info(&st, row, now))
             .collect(),
         next_cursor: page.next_cursor,
     }))
+}
+
+/// An instance as the API shows it at `now`: its row, when it was last heard from, whether it is lost.
+pub(super) fn instance_info(st: &State, row: instances::Row, now: i64) -> InstanceInfo {
+    let deadline = i64::try_from(st.settings.heartbeat_deadline.as_millis()).unwrap_or(i64::MAX);
+    let seen = st.last_seen(&row.name);
+    InstanceInfo {
+        lost: seen.is_none_or(|s| now - s > deadline),
+        last_seen_ms: seen.unwrap_or(row.enrolled_at),
+        name: row.name,
+        enrolled_at_ms: row.enrolled_at,
+        state: row.state,
+        enrolled_with: row.enrolled_with,
+    }
 }

@@ -79,7 +79,14 @@ async fn a_list_without_a_limit_answers_the_default_page_size() -> TestResult {
     let n = DEFAULT_PAGE_SIZE as usize + 1;
     st.store.write(|tx| {
         for i in 0..n {
-            crate::store::instances::enroll(tx, &format!("i{i:04}"), "hash", 0)?;
+            let name = format!("i{i:04}");
+            let e = crate::store::instances::Enrollment {
+                name: &name,
+                token_hash: &name,
+                state: rollcage_proto::wire::InstanceState::Approved,
+                enrolled_with: "standing",
+            };
+            crate::store::instances::enroll(tx, &e, 0)?;
         }
         Ok::<_, crate::store::StoreError>(())
     })?;

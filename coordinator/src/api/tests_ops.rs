@@ -320,8 +320,9 @@ fn documented_enum(name: &str) -> Result<Vec<String>, Box<dyn std::error::Error 
 #[test]
 fn documented_enums_are_proto_s_tables() -> TestResult {
     use rollcage_proto::LifecycleEvent;
+    use rollcage_proto::enroll::EnrollTokenStatus;
     use rollcage_proto::wire::{
-        DeploymentStatus, DeploymentStyle, InstanceStatus, StepOutcome, StepState,
+        DeploymentStatus, DeploymentStyle, InstanceState, InstanceStatus, StepOutcome, StepState,
     };
     fn names<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> Vec<String> {
         all.iter().map(|v| name(*v).to_owned()).collect()
@@ -342,6 +343,14 @@ fn documented_enums_are_proto_s_tables() -> TestResult {
         ),
         ("StepState", names(StepState::ALL, StepState::name)),
         ("StepOutcome", names(StepOutcome::ALL, StepOutcome::name)),
+        (
+            "InstanceState",
+            names(InstanceState::ALL, InstanceState::name),
+        ),
+        (
+            "EnrollTokenStatus",
+            names(EnrollTokenStatus::ALL, EnrollTokenStatus::name),
+        ),
     ];
     for (schema, wire) in cases {
         assert_eq!(

@@ -80,7 +80,10 @@ fn needs(method: &str, path: &str) -> Option<Needs> {
         | ("post", "/v1/deployments/{id}/stop")
         | ("post", "/v1/deployments/{id}/rollback")
         | ("post", "/v1/deployments/{id}/continue") => DeployApp,
-        ("delete", "/v1/instances/{name}") => Admin,
+        ("delete", "/v1/instances/{name}")
+        | ("post", "/v1/instances/{name}/approve")
+        | ("post" | "get", "/v1/enroll-tokens")
+        | ("post", "/v1/enroll-tokens/{id}/revoke") => Admin,
         ("post", "/v1/agent/enroll") => EnrollToken,
         ("post", "/v1/agent/poll")
         | ("post", "/v1/agent/reports")
@@ -203,6 +206,7 @@ impl World {
             .replace("{group}", "web");
         let body = match (method, path) {
             ("post", "/v1/tokens") => json!({"name": "newer", "role": "viewer"}),
+            ("post", "/v1/enroll-tokens") => json!({"uses": 1, "ttl_secs": 3600}),
             ("post", "/v1/applications") => json!({"name": "newapp"}),
             ("post", "/v1/applications/{app}/groups") => {
                 json!({"name": "g2", "style": "in-place", "concurrency": "all", "instances": []})

@@ -7,8 +7,8 @@ use super::strategy::{self, Action, DeploymentView, Final, FinalPhase, Mode, Out
 use crate::store::actors::{self, Act};
 use crate::store::{StoreError, Tx, apps, deployments, deployments::DeploymentRow, revisions};
 use rollcage_proto::wire::{
-    Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, RevisionLocation, RevisionRef,
-    RevisionSource, StepCommand, StepOutcome, StepReport, StepState,
+    Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, NameList, RevisionLocation,
+    RevisionRef, RevisionSource, StepCommand, StepOutcome, StepReport, StepState,
 };
 use rollcage_proto::{HookOutcome, Performer, plan};
 use rusqlite::Connection;
@@ -114,8 +114,21 @@ pub fn create_deployment(
     };
     if instances.is_empty() {
         return Err(EngineError::Invalid(format!(
-            "deployment group `{}` has no instances: list them at group creation or enroll agents first",
+            "deployment group `{}` has no instances: list them at group creation or enroll agents first (and \
+             approve them, on a coordinator started with --enroll-approval)",
             new.group
+        )));
+    }
+    // An instance pending approval gets no work, whichever way it was named (the group's list, a load-balanced
+    // group's targets, a rollback of a deployment made before its name was removed and enrolled again).
+    let pending = crate::store::instances::pending_among(tx, &instances)?;
+    if !pending.is_empty() {
+        return Err(EngineError::Conflict(format!(
+            "deployment group `{}` includes instances pending approval: {}; an operator approves each first \
+             (`rollcage instances approve {}`) or deploys to a group without them",
+            new.group,
+            NameList(&pending),
+            rollcage_proto::clip::clip_head(&pending[0], 160)
         )));
     }
     let id = format!("d-{}", crate::auth::random_hex(6));
@@ -749,6 +762,33 @@ mod tests {
         assert_eq!(events.first().map(String::as_str), first);
         let row = s.read(|c| deployments::get(c, &rb)).unwrap().unwrap();
         assert_eq!(row.status, DeploymentStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_rollback_naming_an_instance_pending_approval_is_refused_until_it_is_approved() {
+        use crate::store::instances::{self, Enrollment};
+        let s = setup(&["a"], false, Concurrency::Count(1));
+        let d1 = deploy(&s, "web", &format!("r-{}", "a".repeat(16))).unwrap();
+        run_instance(&s, "a", None);
+        let d2 = deploy(&s, "web", &format!("r-{}", "b".repeat(16))).unwrap();
+        run_instance(&s, "a", None);
+        assert_ne!(d1, d2);
+        // The name was removed and enrolled again under --enroll-approval: the host behind it is not the same.
+        let pending = Enrollment {
+            name: "a",
+            token_hash: "h",
+            state: rollcage_proto::wire::InstanceState::Pending,
+            enrolled_with: "standing",
+        };
+        s.write(|tx| instances::enroll(tx, &pending, 5)).unwrap();
+        match s.write(|tx| rollback(tx, &d2, 6)) {
+            Err(EngineError::Conflict(m)) => {
+                assert!(m.contains("rollcage instances approve a"), "{m}")
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        s.write(|tx| instances::approve(tx, "a")).unwrap();
+        assert!(s.write(|tx| rollback(tx, &d2, 7)).is_ok());
     }
 
     #[test]

@@ -1,21 +1,123 @@
-//! Enrolled instances (agents) and their hashed tokens.
+//! Enrolled instances (agents), their hashed tokens and their approval state.
 //!
 //! A name is owned: enrolling under a name that is enrolled changes nothing (the agent holding it keeps its token
-//! and its work); an operator removes the instance first to let another enrollment take the name.
+//! and its work); an operator removes the instance first to let another enrollment take the name. A `pending`
+//! instance (enrolled under `--enroll-approval`) is given no work until [`approve`]d.
 
-use super::{Result, sql};
-use rollcage_proto::wire::DeploymentStatus;
-use rusqlite::{Connection, params};
+use super::{Result, decode, sql};
+use rollcage_proto::wire::{DeploymentStatus, InstanceState};
+use rusqlite::{Connection, OptionalExtension, params};
 
-/// Record a new instance with its token hash; `false` (and nothing changed) when the name is already enrolled.
-pub fn enroll(c: &Connection, name: &str, token_hash: &str, now: i64) -> Result<bool> {
+/// What to record about a new instance.
+#[derive(Debug, Clone, Copy)]
+pub struct Enrollment<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// The sha256 of its own token.
+    pub token_hash: &'a str,
+    /// Pending (approval mode) or approved.
+    pub state: InstanceState,
+    /// The enrollment token used: a per-use token's id, or `standing`.
+    pub enrolled_with: &'a str,
+}
+
+/// Record a new instance; `false` (and nothing changed) when the name is already enrolled.
+pub fn enroll(c: &Connection, e: &Enrollment<'_>, now: i64) -> Result<bool> {
     let n = c
         .execute(
-            "INSERT OR IGNORE INTO instances (name, token_hash, enrolled_at) VALUES (?1, ?2, ?3)",
-            params![name, token_hash, now],
+            "INSERT OR IGNORE INTO instances (name, token_hash, enrolled_at, state, enrolled_with) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![e.name, e.token_hash, now, e.state.name(), e.enrolled_with],
         )
         .map_err(sql)?;
     Ok(n == 1)
+}
+
+/// Approve instance `name`: its state after (approving an approved one changes nothing), `None` when it is not
+/// enrolled.
+pub fn approve(c: &Connection, name: &str) -> Result<Option<Row>> {
+    c.execute(
+        "UPDATE instances SET state = ?2 WHERE name = ?1",
+        params![name, InstanceState::Approved.name()],
+    )
+    .map_err(sql)?;
+    get(c, name)
+}
+
+/// Whether instance `name` is enrolled and pending approval.
+pub fn is_pending(c: &Connection, name: &str) -> Result<bool> {
+    c.prepare_cached("SELECT 1 FROM instances WHERE name = ?1 AND state = ?2")
+        .map_err(sql)?
+        .exists(params![name, InstanceState::Pending.name()])
+        .map_err(sql)
+}
+
+/// Which of `names` are pending approval, in `names`' order.
+pub fn pending_among(c: &Connection, names: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for n in names {
+        if is_pending(c, n)? {
+            out.push(n.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The approved instances, by name: what a group that names none ("every enrolled instance") deploys to.
+pub fn approved(c: &Connection) -> Result<Vec<String>> {
+    let mut st = c
+        .prepare_cached("SELECT name FROM instances WHERE state = ?1 ORDER BY name")
+        .map_err(sql)?;
+    let rows = st
+        .query_map([InstanceState::Approved.name()], |r| r.get(0))
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+/// An instance as the list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Its name.
+    pub name: String,
+    /// When it enrolled.
+    pub enrolled_at: i64,
+    /// Pending or approved.
+    pub state: InstanceState,
+    /// The enrollment token used (`None` for an instance enrolled before this was recorded).
+    pub enrolled_with: Option<String>,
+}
+
+const ROW_COLUMNS: &str = "name, enrolled_at, state, enrolled_with";
+
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Row, String)> {
+    let state: String = r.get(2)?;
+    Ok((
+        Row {
+            name: r.get(0)?,
+            enrolled_at: r.get(1)?,
+            state: InstanceState::Approved,
+            enrolled_with: r.get(3)?,
+        },
+        state,
+    ))
+}
+
+fn decoded((mut row, state): (Row, String)) -> Result<Row> {
+    row.state = decode("instances.state", &state)?;
+    Ok(row)
+}
+
+/// Instance `name`.
+pub fn get(c: &Connection, name: &str) -> Result<Option<Row>> {
+    c.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS} FROM instances WHERE name = ?1"
+    ))
+    .map_err(sql)?
+    .query_row([name], read_row)
+    .optional()
+    .map_err(sql)?
+    .map(decoded)
+    .transpose()
 }
 
 /// Forget an instance (its token stops working; its name may be enrolled again); `false` when it was not enrolled.
@@ -72,13 +174,12 @@ pub fn all(c: &Connection) -> Result<Vec<(String, String, i64)>> {
     rows.collect::<rusqlite::Result<_>>().map_err(sql)
 }
 
-/// Up to `limit` instances as (name, enrolled at), by name, those after `after` (the paging cursor: a name) when
-/// given.
-pub fn page(c: &Connection, after: Option<&str>, limit: usize) -> Result<Vec<(String, i64)>> {
+/// Up to `limit` instances, by name, those after `after` (the paging cursor: a name) when given.
+pub fn page(c: &Connection, after: Option<&str>, limit: usize) -> Result<Vec<Row>> {
     let mut st = c
-        .prepare_cached(
-            "SELECT name, enrolled_at FROM instances WHERE name > ?1 ORDER BY name LIMIT ?2",
-        )
+        .prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} FROM instances WHERE name > ?1 ORDER BY name LIMIT ?2"
+        ))
         .map_err(sql)?;
     let rows = st
         .query_map(
@@ -86,10 +187,10 @@ pub fn page(c: &Connection, after: Option<&str>, limit: usize) -> Result<Vec<(St
                 after.unwrap_or(""),
                 i64::try_from(limit).unwrap_or(i64::MAX)
             ],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            read_row,
         )
         .map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+    rows.map(|r| r.map_err(sql).and_then(decoded)).collect()
 }
 
 #[cfg(test)]
@@ -100,17 +201,62 @@ mod tests {
     #[test]
     fn a_name_is_enrolled_once_until_it_is_removed() -> Result<()> {
         let store = Store::open_in_memory()?;
+        let e = |name, token_hash| Enrollment {
+            name,
+            token_hash,
+            state: InstanceState::Approved,
+            enrolled_with: "standing",
+        };
         store.write(|tx| {
-            assert!(enroll(tx, "i1", "h1", 1)?);
-            assert!(!enroll(tx, "i1", "h2", 2)?);
+            assert!(enroll(tx, &e("i1", "h1"), 1)?);
+            assert!(!enroll(tx, &e("i1", "h2"), 2)?);
             assert_eq!(all(tx)?, [("i1".to_owned(), "h1".to_owned(), 1)]);
             assert!(remove(tx, "i1")?);
             assert!(!remove(tx, "i1")?);
-            assert!(enroll(tx, "i1", "h3", 3)?);
+            assert!(enroll(tx, &e("i1", "h3"), 3)?);
             assert_eq!(all(tx)?, [("i1".to_owned(), "h3".to_owned(), 3)]);
             let among = enrolled_among(tx, &["i1".to_owned(), "i2".to_owned()])?;
             assert_eq!(among.into_iter().collect::<Vec<_>>(), ["i1"]);
             assert_eq!(active_deployments(tx, "i1")?, Vec::<String>::new());
+            Ok(())
+        })
+    }
+
+    #[test]
+    fn a_pending_instance_is_left_out_until_approved() -> Result<()> {
+        let store = Store::open_in_memory()?;
+        store.write(|tx| {
+            for (name, state) in [
+                ("a", InstanceState::Approved),
+                ("p", InstanceState::Pending),
+            ] {
+                let e = Enrollment {
+                    name,
+                    token_hash: name,
+                    state,
+                    enrolled_with: "et-1",
+                };
+                assert!(enroll(tx, &e, 5)?);
+            }
+            assert_eq!(approved(tx)?, ["a"]);
+            let names = ["a".to_owned(), "p".to_owned(), "x".to_owned()];
+            assert_eq!(pending_among(tx, &names)?, ["p"]);
+            assert!(is_pending(tx, "p")? && !is_pending(tx, "a")? && !is_pending(tx, "x")?);
+            let listed: Vec<_> = page(tx, None, 10)?
+                .into_iter()
+                .map(|r| (r.name, r.state))
+                .collect();
+            assert_eq!(
+                listed,
+                [
+                    ("a".to_owned(), InstanceState::Approved),
+                    ("p".to_owned(), InstanceState::Pending)
+                ]
+            );
+            let p = approve(tx, "p")?.map(|r| (r.state, r.enrolled_with));
+            assert_eq!(p, Some((InstanceState::Approved, Some("et-1".to_owned()))));
+            assert_eq!(approved(tx)?, ["a", "p"]);
+            assert_eq!(approve(tx, "x")?, None);
             Ok(())
         })
     }
