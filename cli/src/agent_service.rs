@@ -46,6 +46,9 @@ pub struct AgentFile {
     /// Extra CA certificate (PEM) to trust for a TLS coordinator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// Trust exactly the coordinator's own CA, by the fingerprint it printed at start (`SHA256:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_fingerprint: Option<rollcage_client::CaFingerprint>,
     /// Variables given to every hook.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
@@ -130,8 +133,12 @@ pub struct InstallArgs {
     #[arg(long)]
     service_addr: Option<String>,
     /// Extra CA certificate (PEM) to trust for a TLS coordinator.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ca_fingerprint")]
     ca_file: Option<PathBuf>,
+    /// Trust exactly the coordinator's own CA, by the fingerprint it printed at start (SHA256:…, also in its
+    /// DATA/tls/ca.fingerprint).
+    #[arg(long)]
+    ca_fingerprint: Option<rollcage_client::CaFingerprint>,
     /// Where the systemd unit goes.
     #[arg(long, default_value = "/etc/systemd/system")]
     unit_dir: PathBuf,
@@ -270,6 +277,7 @@ pub fn install_files(a: &InstallArgs) -> anyhow::Result<Installed> {
         token_file: None,
         service_addr: a.service_addr.clone(),
         ca_file: a.ca_file.clone(),
+        ca_fingerprint: a.ca_fingerprint,
         vars: a.vars.iter().cloned().collect(),
         max_log_bytes: None,
     };
@@ -338,6 +346,7 @@ mod tests {
             vars: vec![("REGION".into(), "eu-west".into())],
             service_addr: Some("127.0.0.1:8080".into()),
             ca_file: None,
+            ca_fingerprint: None,
             unit_dir: dir.join("units"),
             config_dir: dir.join("etc"),
             binary: Some("/usr/local/bin/rollcage".into()),

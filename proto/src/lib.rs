@@ -14,8 +14,10 @@
 //! - [`wire`]: the JSON of the coordinator API and of the agent protocol.
 //! - [`page`]: paging of the API's list routes (`limit`, `cursor`, the page-size bounds).
 //! - [`clip`]: the wire's bounds on a step report and the one way text is cut to fit them.
+//! - [`fingerprint`]: the `SHA256:<base64>` fingerprint of a coordinator's CA certificate, which clients pin.
 
 pub mod clip;
+pub mod fingerprint;
 pub mod form;
 pub mod hostcall;
 pub mod lb;
