@@ -493,6 +493,33 @@ fn read_lb_file(path: &std::path::Path) -> anyhow::Result<GroupLb> {
     })
 }
 
+/// The command that installs an agent of this coordinator on a host, ready to paste once the enrollment token file
+/// is copied there (the token itself never goes on a command line).
+fn join_hint(
+    ready: &rollcage_coordinator::Ready,
+    fp: CaFingerprint,
+    enroll_file: &std::path::Path,
+) -> String {
+    let ip = ready.addr.ip();
+    // On 0.0.0.0 / :: the certificate covers the host name, which is what agents elsewhere reach it by.
+    let host = if ip.is_unspecified() {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "HOST".to_owned())
+    } else if ip.is_ipv6() {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    format!(
+        "agents join with (after copying {} to the host as ./enroll-token): rollcage agent install \
+         --coordinator https://{host}:{} --ca-fingerprint {fp} --token-file ./enroll-token --name NAME --enable",
+        enroll_file.display(),
+        ready.addr.port()
+    )
+}
+
 fn parse_style(s: &str) -> Result<DeploymentStyle, String> {
     s.parse()
         .map_err(|e: rollcage_proto::wire::UnknownName| e.to_string())
@@ -547,10 +574,15 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                     ..Default::default()
                 },
             };
+            let enroll_file = cfg
+                .enroll_token_file
+                .clone()
+                .unwrap_or_else(|| cfg.data.join("enroll-token"));
             rollcage_coordinator::serve(cfg, |ready| {
                 if let Some(fp) = ready.ca_fingerprint {
                     // What operators copy to agents (`--ca-fingerprint`); scripts read DATA/tls/ca.fingerprint.
                     println!("rollcage coordinator CA fingerprint {fp}");
+                    println!("{}", join_hint(&ready, fp, &enroll_file));
                 }
                 // Tests and scripts that listen on port 0 read the bound address from here.
                 eprintln!("rollcage coordinator listening on {}", ready.addr);
