@@ -79,7 +79,10 @@ impl ServerCertVerifier for PinnedCa {
     ) -> Result<ServerCertVerified, rustls::Error> {
         // The server certificate itself may be the pinned one (a self-signed certificate given as --tls-cert).
         let presented = std::iter::once(end_entity).chain(intermediates);
-        let Some(ca) = presented.clone().find(|c| CaFingerprint::of_der(c) == self.pin) else {
+        let Some(ca) = presented
+            .clone()
+            .find(|c| CaFingerprint::of_der(c) == self.pin)
+        else {
             let mismatch = PinMismatch {
                 expected: self.pin,
                 presented: presented.map(|c| CaFingerprint::of_der(c)).collect(),
@@ -175,7 +178,10 @@ mod tests {
             let mut p = CertificateParams::default();
             p.distinguished_name.push(DnType::CommonName, name);
             p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+            p.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
             Self {
                 issuer: CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap(),
             }
@@ -191,10 +197,9 @@ mod tests {
 
         /// A server certificate for `names`, signed by this CA.
         fn leaf(&self, names: &[&str]) -> CertificateDer<'static> {
-            let p = CertificateParams::new(
-                names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
-            )
-            .unwrap();
+            let p =
+                CertificateParams::new(names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+                    .unwrap();
             let key = KeyPair::generate().unwrap();
             p.signed_by(&key, &self.issuer).unwrap().der().clone()
         }
@@ -229,14 +234,25 @@ mod tests {
         let pinned = Ca::new("pinned");
         let other = Ca::new("other");
         let leaf = other.leaf(&["192.0.2.10"]);
-        let err = verify(&verifier(pinned.fingerprint()), &leaf, &[other.der()], "192.0.2.10")
-            .err()
-            .ok_or("another CA was trusted")?;
+        let err = verify(
+            &verifier(pinned.fingerprint()),
+            &leaf,
+            &[other.der()],
+            "192.0.2.10",
+        )
+        .err()
+        .ok_or("another CA was trusted")?;
         let m = find_mismatch(&err).ok_or("no PinMismatch in the error")?;
         assert_eq!(m.expected, pinned.fingerprint());
-        assert_eq!(m.presented, vec![CaFingerprint::of_der(&leaf), other.fingerprint()]);
+        assert_eq!(
+            m.presented,
+            vec![CaFingerprint::of_der(&leaf), other.fingerprint()]
+        );
         let text = m.to_string();
-        assert!(text.contains(&format!("expected {}", pinned.fingerprint())), "{text}");
+        assert!(
+            text.contains(&format!("expected {}", pinned.fingerprint())),
+            "{text}"
+        );
         assert!(text.contains(&other.fingerprint().to_string()), "{text}");
         Ok(())
     }
@@ -255,9 +271,15 @@ mod tests {
         )
         .err()
         .ok_or("a leaf the pinned CA did not sign was trusted")?;
-        assert!(find_mismatch(&err).is_none(), "the pin matched; the chain did not: {err}");
         assert!(
-            matches!(err, rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)),
+            find_mismatch(&err).is_none(),
+            "the pin matched; the chain did not: {err}"
+        );
+        assert!(
+            matches!(
+                err,
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+            ),
             "{err:?}"
         );
         Ok(())
@@ -267,14 +289,20 @@ mod tests {
     fn a_leaf_for_another_name_is_refused() -> TestResult {
         let ca = Ca::new("pinned");
         let leaf = ca.leaf(&["192.0.2.10"]);
-        let err = verify(&verifier(ca.fingerprint()), &leaf, &[ca.der()], "192.0.2.11")
-            .err()
-            .ok_or("a certificate for another address was trusted")?;
+        let err = verify(
+            &verifier(ca.fingerprint()),
+            &leaf,
+            &[ca.der()],
+            "192.0.2.11",
+        )
+        .err()
+        .ok_or("a certificate for another address was trusted")?;
         assert!(
             matches!(
                 err,
                 rustls::Error::InvalidCertificate(
-                    CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
+                    CertificateError::NotValidForName
+                        | CertificateError::NotValidForNameContext { .. }
                 )
             ),
             "{err:?}"

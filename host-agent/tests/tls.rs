@@ -55,7 +55,9 @@ async fn a_coordinator_with_its_own_ca_is_trusted_by_fingerprint_and_only_by_the
         ..ServerConfig::loopback(data.clone())
     };
     let ready = spawn_ready(cfg).await?;
-    let pin = ready.ca_fingerprint.ok_or("no CA fingerprint from a coordinator with its own CA")?;
+    let pin = ready
+        .ca_fingerprint
+        .ok_or("no CA fingerprint from a coordinator with its own CA")?;
     assert!(ready.tls);
     assert_eq!(
         std::fs::read_to_string(data.join("tls/ca.fingerprint"))?.trim(),
@@ -107,6 +109,11 @@ async fn a_coordinator_with_its_own_ca_is_trusted_by_fingerprint_and_only_by_the
     assert!(text.contains(&format!("expected {wrong}")), "{text}");
     assert!(text.contains(&pin.to_string()), "{text}");
     // Without a pin or CA file, the webpki roots do not know the coordinator's own CA.
-    assert!(Client::new(&url, Some(enroll), None)?.enroll(&EnrollRequest { name: "i3".into() }).await.is_err());
+    assert!(
+        Client::new(&url, Some(enroll), None)?
+            .enroll(&EnrollRequest { name: "i3".into() })
+            .await
+            .is_err()
+    );
     Ok(())
 }

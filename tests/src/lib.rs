@@ -164,14 +164,12 @@ impl Coordinator {
             skip,
             Duration::from_secs(20),
         )?;
-        let ca_fingerprint = std::fs::read_to_string(&log)
-            .ok()
-            .and_then(|text| {
-                let text = text.get(usize::try_from(skip).unwrap_or(0)..)?.to_owned();
-                text.lines()
-                    .find_map(|l| l.strip_prefix(FINGERPRINT_LINE))
-                    .map(|f| f.trim().to_owned())
-            });
+        let ca_fingerprint = std::fs::read_to_string(&log).ok().and_then(|text| {
+            let text = text.get(usize::try_from(skip).unwrap_or(0)..)?.to_owned();
+            text.lines()
+                .find_map(|l| l.strip_prefix(FINGERPRINT_LINE))
+                .map(|f| f.trim().to_owned())
+        });
         let addr: SocketAddr = line
             .rsplit(' ')
             .next()

@@ -35,7 +35,10 @@ impl TestAddr {
         // Already there (a previous run that was killed): use it, and leave it for whoever added it.
         let added = out.status.success();
         if !added && !stderr.contains("File exists") {
-            bail!("`ip addr add {ip}/32 dev lo` failed (needs root): {}", stderr.trim());
+            bail!(
+                "`ip addr add {ip}/32 dev lo` failed (needs root): {}",
+                stderr.trim()
+            );
         }
         Ok(Self { ip, added })
     }
@@ -106,14 +109,18 @@ fn wait_for_log(log: &Path, needle: &str, timeout: Duration) -> anyhow::Result<S
             return Ok(l.to_owned());
         }
         if start.elapsed() > timeout {
-            bail!("`{needle}` not in {} within {timeout:?}:\n{text}", log.display());
+            bail!(
+                "`{needle}` not in {} within {timeout:?}:\n{text}",
+                log.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 #[test]
-fn off_loopback_the_coordinator_serves_tls_with_its_own_ca_and_pinned_agents_deploy() -> anyhow::Result<()> {
+fn off_loopback_the_coordinator_serves_tls_with_its_own_ca_and_pinned_agents_deploy()
+-> anyhow::Result<()> {
     let addr = TestAddr::add()?;
     let mut fleet = Fleet::start_in(1, addr.listen(), |_| Vec::new(), |_| Vec::new())?;
     let result = rollcage_e2e::caught(|| -> anyhow::Result<()> {
@@ -124,7 +131,10 @@ fn off_loopback_the_coordinator_serves_tls_with_its_own_ca_and_pinned_agents_dep
             .context("no CA fingerprint printed by a coordinator off loopback")?;
         assert!(fp.starts_with("SHA256:"), "{fp}");
         let tls = c.data.join("tls");
-        assert_eq!(std::fs::read_to_string(tls.join("ca.fingerprint"))?.trim(), fp);
+        assert_eq!(
+            std::fs::read_to_string(tls.join("ca.fingerprint"))?.trim(),
+            fp
+        );
         use std::os::unix::fs::PermissionsExt;
         for key in ["ca.key", "server.pem"] {
             let mode = std::fs::metadata(tls.join(key))?.permissions().mode() & 0o777;
@@ -138,18 +148,29 @@ fn off_loopback_the_coordinator_serves_tls_with_its_own_ca_and_pinned_agents_dep
         write_bundle(&bundle, "v1", "0", "")?;
         let rev = fleet.push("shop", &bundle)?;
         let (code, d) = fleet.deploy_wait("shop", "web", &rev)?;
-        assert_eq!((code, d.status), (0, DeploymentStatus::Succeeded), "{}", d.message);
+        assert_eq!(
+            (code, d.status),
+            (0, DeploymentStatus::Succeeded),
+            "{}",
+            d.message
+        );
 
         // Plain HTTP gets no answer from the TLS port.
         let status = plain_get(c.addr, &c.admin_token);
-        assert!(!status.starts_with("HTTP/"), "plain HTTP answered: {status}");
+        assert!(
+            !status.starts_with("HTTP/"),
+            "plain HTTP answered: {status}"
+        );
 
         // The CLI with a wrong pin is refused, naming both fingerprints; without a pin the webpki roots refuse too.
         let (code, _, err) = instances(c, &c.url(), &["--ca-fingerprint", WRONG])?;
         assert_eq!(code, 1, "{err}");
         assert!(err.contains("does not match --ca-fingerprint"), "{err}");
         assert!(err.contains(&format!("expected {WRONG}")), "{err}");
-        assert!(err.contains(&fp), "the presented fingerprint is named: {err}");
+        assert!(
+            err.contains(&fp),
+            "the presented fingerprint is named: {err}"
+        );
         let (code, _, err) = instances(c, &c.url(), &[])?;
         assert_eq!(code, 1, "trusted without a pin: {err}");
         let (code, out, err) = instances(c, &c.url(), &["--ca-fingerprint", &fp])?;
@@ -159,13 +180,24 @@ fn off_loopback_the_coordinator_serves_tls_with_its_own_ca_and_pinned_agents_dep
         // An agent with a wrong pin never enrolls: it says why, and the coordinator never hears its name.
         let root = fleet.dir.path().join("agent-rogue");
         let mut cmd = Command::new(rollcage_bin()?);
-        cmd.args(["agent", "--coordinator", &c.url(), "--name", "rogue", "--root"])
-            .arg(&root)
-            .env("ROLLCAGE_ENROLL_TOKEN", &c.enroll_token)
-            .env("ROLLCAGE_CA_FINGERPRINT", WRONG)
-            .env("RUST_LOG", "info");
+        cmd.args([
+            "agent",
+            "--coordinator",
+            &c.url(),
+            "--name",
+            "rogue",
+            "--root",
+        ])
+        .arg(&root)
+        .env("ROLLCAGE_ENROLL_TOKEN", &c.enroll_token)
+        .env("ROLLCAGE_CA_FINGERPRINT", WRONG)
+        .env("RUST_LOG", "info");
         let rogue = Proc::spawn(cmd, &root.with_extension("log"))?;
-        let line = wait_for_log(&rogue.log, "does not match --ca-fingerprint", Duration::from_secs(30))?;
+        let line = wait_for_log(
+            &rogue.log,
+            "does not match --ca-fingerprint",
+            Duration::from_secs(30),
+        )?;
         assert!(line.contains(&fp), "{line}");
         drop(rogue);
         let (_, out) = fleet.cli(&["instances", "--output", "json"])?;
@@ -175,7 +207,9 @@ fn off_loopback_the_coordinator_serves_tls_with_its_own_ca_and_pinned_agents_dep
     let result = result.and_then(|()| {
         // A restart reuses the CA: same fingerprint, pinned clients carry on.
         let before = fleet.coordinator.ca_fingerprint.clone();
-        fleet.coordinator.kill_and_restart(Duration::from_millis(100))?;
+        fleet
+            .coordinator
+            .kill_and_restart(Duration::from_millis(100))?;
         if fleet.coordinator.ca_fingerprint != before {
             bail!(
                 "the CA changed across a restart: {before:?} -> {:?}",
@@ -196,12 +230,21 @@ fn off_loopback_the_coordinator_serves_tls_with_its_own_ca_and_pinned_agents_dep
 fn insecure_http_serves_plain_http_off_loopback_and_bad_tls_names_are_refused_at_start()
 -> anyhow::Result<()> {
     let addr = TestAddr::add()?;
-    let dir = tempfile::Builder::new().prefix("rollcage-e2e-tls-").tempdir()?;
-    let c = Coordinator::start(&dir.path().join("plain"), addr.listen(), &["--insecure-http"])?;
+    let dir = tempfile::Builder::new()
+        .prefix("rollcage-e2e-tls-")
+        .tempdir()?;
+    let c = Coordinator::start(
+        &dir.path().join("plain"),
+        addr.listen(),
+        &["--insecure-http"],
+    )?;
     assert_eq!(c.ca_fingerprint, None);
     assert!(!c.data.join("tls").exists(), "no CA made for plain HTTP");
     let status = plain_get(c.addr, &c.admin_token);
-    assert!(status.starts_with("HTTP/1.") && status.contains(" 200"), "{status}");
+    assert!(
+        status.starts_with("HTTP/1.") && status.contains(" 200"),
+        "{status}"
+    );
     let (code, _, err) = instances(&c, &c.url(), &[])?;
     assert_eq!(code, 0, "{err}");
     drop(c);
@@ -229,13 +272,18 @@ fn insecure_http_serves_plain_http_off_loopback_and_bad_tls_names_are_refused_at
 fn on_an_unspecified_address_the_certificate_covers_this_host_s_addresses_and_localhost()
 -> anyhow::Result<()> {
     let addr = TestAddr::add()?;
-    let dir = tempfile::Builder::new().prefix("rollcage-e2e-tls-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("rollcage-e2e-tls-")
+        .tempdir()?;
     let c = Coordinator::start(
         &dir.path().join("any"),
         "0.0.0.0:0".parse()?,
         &["--tls-san", "coord.example"],
     )?;
-    let fp = c.ca_fingerprint.clone().context("no CA fingerprint on 0.0.0.0")?;
+    let fp = c
+        .ca_fingerprint
+        .clone()
+        .context("no CA fingerprint on 0.0.0.0")?;
     let port = c.addr.port();
     for host in [addr.ip.to_string(), "127.0.0.1".into(), "localhost".into()] {
         let url = format!("https://{host}:{port}");

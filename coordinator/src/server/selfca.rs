@@ -59,8 +59,10 @@ pub enum SelfCaError {
         source: std::io::Error,
     },
     /// A file of `DATA/tls` is not what the coordinator wrote there.
-    #[error("{path}: {detail}; restore it, or remove {dir} to make a new CA (every agent must then pin the new \
-             fingerprint)")]
+    #[error(
+        "{path}: {detail}; restore it, or remove {dir} to make a new CA (every agent must then pin the new \
+             fingerprint)"
+    )]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -212,7 +214,9 @@ pub fn load_or_create(dir: &Path, wanted: &BTreeSet<San>) -> Result<Served, Self
         .map_err(|e| corrupt(ca_path.clone(), format!("not a PEM certificate: {e}")))?;
     let ca_key = KeyPair::from_pem(&read(&key_path)?)
         .map_err(|e| corrupt(key_path.clone(), format!("not a PEM private key: {e}")))?;
-    if ca_key.subject_public_key_info() != spki_of(&ca_der).map_err(|d| corrupt(ca_path.clone(), d))? {
+    if ca_key.subject_public_key_info()
+        != spki_of(&ca_der).map_err(|d| corrupt(ca_path.clone(), d))?
+    {
         return Err(corrupt(
             key_path,
             format!("not the key of {}", ca_path.display()),
@@ -322,7 +326,10 @@ fn create_ca(dir: &Path) -> Result<(), SelfCaError> {
 }
 
 /// The PEM of a new server certificate for `sans` (certificate, CA certificate, key) with the parsed chain and key.
-#[allow(clippy::type_complexity, reason = "a private helper's tuple of what it made")]
+#[allow(
+    clippy::type_complexity,
+    reason = "a private helper's tuple of what it made"
+)]
 fn make_leaf(
     issuer: &Issuer<'_, KeyPair>,
     ca_pem: &str,
@@ -361,8 +368,8 @@ fn parse_server(
     let chain = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("reading certificates: {e}"))?;
-    let key =
-        PrivateKeyDer::from_pem_slice(bytes).map_err(|e| format!("reading the private key: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(bytes)
+        .map_err(|e| format!("reading the private key: {e}"))?;
     if chain.len() != 2 {
         return Err(format!(
             "expected 2 certificates (server, CA), found {}",
@@ -458,7 +465,10 @@ mod tests {
 
     #[test]
     fn sans_are_normalised_and_bad_ones_refused() -> TestResult {
-        assert_eq!(San::parse("Coord.Example.")?, San::Dns("coord.example".into()));
+        assert_eq!(
+            San::parse("Coord.Example.")?,
+            San::Dns("coord.example".into())
+        );
         assert_eq!(San::parse("[::1]")?, San::Ip("::1".parse()?));
         for bad in ["", "a b", "x/y", "-.."] {
             assert!(
@@ -493,11 +503,17 @@ mod tests {
         let again = load_or_create(&dir, &sans(&["192.0.2.10"]))?;
         assert_eq!(again.fingerprint, first.fingerprint);
         assert_eq!(again.renewed, None);
-        assert_eq!(again.chain, first.chain, "the same server certificate is reused");
+        assert_eq!(
+            again.chain, first.chain,
+            "the same server certificate is reused"
+        );
 
         let more = load_or_create(&dir, &sans(&["192.0.2.10", "coord.example"]))?;
         assert_eq!(more.fingerprint, first.fingerprint, "same CA");
-        assert!(matches!(more.renewed, Some(LeafVerdict::NamesChanged { .. })));
+        assert!(matches!(
+            more.renewed,
+            Some(LeafVerdict::NamesChanged { .. })
+        ));
         assert_ne!(more.chain[0], first.chain[0]);
         let facts = leaf_facts(&more.chain, &more.chain[1]).map_err(|e| e.to_string())?;
         assert_eq!(facts.sans, sans(&["192.0.2.10", "coord.example"]));

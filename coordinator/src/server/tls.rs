@@ -95,7 +95,9 @@ impl LocalNames {
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot list this host's addresses for the TLS certificate"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list this host's addresses for the TLS certificate")
+            }
         }
         let hostname = nix::unistd::gethostname()
             .ok()
@@ -159,12 +161,20 @@ pub fn decide(
 }
 
 /// What [`prepare`] made ready.
-#[derive(Debug)]
 pub struct Prepared {
     /// The TLS acceptor, `None` for plain HTTP.
     pub acceptor: Option<tokio_rustls::TlsAcceptor>,
     /// The fingerprint of the coordinator's own CA, when it serves with it.
     pub ca_fingerprint: Option<CaFingerprint>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("tls", &self.acceptor.is_some())
+            .field("ca_fingerprint", &self.ca_fingerprint)
+            .finish()
+    }
 }
 
 /// Carry out `transport`: read the operator's files, or load (first make) the coordinator's own CA in `data/tls`.
@@ -216,7 +226,9 @@ fn read_files(
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Files(format!("reading certificates from {}: {e}", cert.display())))?;
+        .map_err(|e| {
+            TlsError::Files(format!("reading certificates from {}: {e}", cert.display()))
+        })?;
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| TlsError::Files(format!("reading private key from {}: {e}", key.display())))?;
     Ok((certs, key))
@@ -237,8 +249,14 @@ mod tests {
         let lo: SocketAddr = "127.0.0.1:7700".parse()?;
         let lo6: SocketAddr = "[::1]:7700".parse()?;
         let off: SocketAddr = "192.0.2.10:7700".parse()?;
-        assert_eq!(decide(lo, &TlsSetup::default(), no_names)?, Transport::PlainLoopback);
-        assert_eq!(decide(lo6, &TlsSetup::default(), no_names)?, Transport::PlainLoopback);
+        assert_eq!(
+            decide(lo, &TlsSetup::default(), no_names)?,
+            Transport::PlainLoopback
+        );
+        assert_eq!(
+            decide(lo6, &TlsSetup::default(), no_names)?,
+            Transport::PlainLoopback
+        );
         assert_eq!(
             decide(off, &TlsSetup::default(), no_names)?,
             Transport::SelfCa {
@@ -253,7 +271,10 @@ mod tests {
             cert: "c.pem".into(),
             key: "k.pem".into(),
         };
-        assert!(matches!(decide(lo, &files, no_names)?, Transport::Files { .. }));
+        assert!(matches!(
+            decide(lo, &files, no_names)?,
+            Transport::Files { .. }
+        ));
         let own = TlsSetup::SelfCa {
             extra_sans: vec!["Coord.Example".into()],
         };
@@ -292,7 +313,8 @@ mod tests {
                 .into()
             }
         );
-        let Transport::SelfCa { sans } = decide("[::]:7700".parse()?, &TlsSetup::default(), local)? else {
+        let Transport::SelfCa { sans } = decide("[::]:7700".parse()?, &TlsSetup::default(), local)?
+        else {
             return Err("not the own CA".into());
         };
         assert!(sans.contains(&San::Ip("fd00::5".parse()?)), "{sans:?}");
