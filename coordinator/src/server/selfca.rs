@@ -104,6 +104,8 @@ impl San {
             && name.split('.').all(|l| {
                 !l.is_empty()
                     && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
                     && l.chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*')
             });
@@ -280,11 +282,14 @@ fn create_ca(dir: &Path) -> Result<(), SelfCaError> {
         move |source| SelfCaError::Io { what, path, source }
     };
     let parent = dir.parent().unwrap_or(Path::new("."));
-    // A temp dir is made 0700: the directory holds a private key, nobody else lists or enters it.
     let stage = tempfile::Builder::new()
         .prefix(".tls-new-")
         .tempdir_in(parent)
         .map_err(io("creating a staging directory in", parent))?;
+    // The directory holds a private key: nobody else lists or enters it (set before the key is written).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(stage.path(), std::fs::Permissions::from_mode(0o700))
+        .map_err(io("restricting", stage.path()))?;
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
