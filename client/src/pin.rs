@@ -135,27 +135,20 @@ impl ServerCertVerifier for PinnedCa {
     }
 }
 
-/// The [`PinMismatch`] somewhere in an error's chain (hyper's connect error around the TLS stream's `io::Error`
-/// around rustls' error), so the caller can say it plainly instead of rustls' debug form.
+/// The [`PinMismatch`] somewhere in an error's chain (hyper's connect error around hyper-rustls' `io::Error`
+/// around the TLS stream's `io::Error` around rustls' error), so the caller can say it plainly instead of rustls'
+/// debug form.
 pub(crate) fn find_mismatch(e: &(dyn std::error::Error + 'static)) -> Option<PinMismatch> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        // `io::Error::source` skips the error it wraps: look inside it explicitly.
-        let inner = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|i| i as &(dyn std::error::Error + 'static));
-        for candidate in [Some(err), inner].into_iter().flatten() {
-            if let Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) =
-                candidate.downcast_ref::<rustls::Error>()
-                && let Some(m) = other.0.downcast_ref::<PinMismatch>()
-            {
-                return Some(m.clone());
-            }
-        }
-        cur = err.source();
+    if let Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) =
+        e.downcast_ref::<rustls::Error>()
+    {
+        return other.0.downcast_ref::<PinMismatch>().cloned();
     }
-    None
+    // `io::Error::source` skips the error it wraps (it returns that error's source): look inside it explicitly.
+    if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        return find_mismatch(inner);
+    }
+    e.source().and_then(find_mismatch)
 }
 
 #[cfg(test)]
@@ -311,13 +304,15 @@ mod tests {
     }
 
     #[test]
-    fn a_mismatch_is_found_inside_an_io_error_as_the_tls_stream_wraps_it() {
+    fn a_mismatch_is_found_inside_io_errors_as_the_tls_stream_and_hyper_rustls_wrap_it() {
         let m = PinMismatch {
             expected: CaFingerprint::of_der(b"a"),
             presented: vec![CaFingerprint::of_der(b"b")],
         };
         let tls: rustls::Error = CertificateError::Other(OtherError(Arc::new(m.clone()))).into();
-        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
+        // tokio-rustls wraps rustls' error in an io::Error, hyper-rustls that one in another.
+        let io = std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, tls));
         assert_eq!(find_mismatch(&io), Some(m));
+        assert_eq!(find_mismatch(&std::io::Error::other("refused")), None);
     }
 }
