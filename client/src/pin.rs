@@ -145,7 +145,10 @@ pub(crate) fn find_mismatch(e: &(dyn std::error::Error + 'static)) -> Option<Pin
         return other.0.downcast_ref::<PinMismatch>().cloned();
     }
     // `io::Error::source` skips the error it wraps (it returns that error's source): look inside it explicitly.
-    if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+    if let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
         return find_mismatch(inner);
     }
     e.source().and_then(find_mismatch)
