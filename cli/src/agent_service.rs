@@ -346,7 +346,9 @@ mod tests {
             vars: vec![("REGION".into(), "eu-west".into())],
             service_addr: Some("127.0.0.1:8080".into()),
             ca_file: None,
-            ca_fingerprint: None,
+            ca_fingerprint: "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
+                .parse()
+                .ok(),
             unit_dir: dir.join("units"),
             config_dir: dir.join("etc"),
             binary: Some("/usr/local/bin/rollcage".into()),
@@ -394,6 +396,11 @@ mod tests {
         assert_eq!(file.root, dir.path().join("root"));
         assert_eq!(file.service_addr.as_deref(), Some("127.0.0.1:8080"));
         assert_eq!(file.vars.get("REGION").map(String::as_str), Some("eu-west"));
+        assert_eq!(
+            file.ca_fingerprint.map(|f| f.to_string()).as_deref(),
+            Some("SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"),
+            "the pin reaches the config file"
+        );
         assert_eq!(file.enroll_token()?.as_deref(), Some("enroll-secret"));
         // Once the token file is gone (agent enrolled), loading still works.
         std::fs::remove_file(&done.enroll_token)?;
