@@ -46,6 +46,9 @@ pub struct AgentFile {
     /// Extra CA certificate (PEM) to trust for a TLS coordinator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// Trust exactly the coordinator's own CA, by the fingerprint it printed at start (`SHA256:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_fingerprint: Option<rollcage_client::CaFingerprint>,
     /// Variables given to every hook.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
@@ -130,8 +133,12 @@ pub struct InstallArgs {
     #[arg(long)]
     service_addr: Option<String>,
     /// Extra CA certificate (PEM) to trust for a TLS coordinator.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ca_fingerprint")]
     ca_file: Option<PathBuf>,
+    /// Trust exactly the coordinator's own CA, by the fingerprint it printed at start (SHA256:…, also in its
+    /// DATA/tls/ca.fingerprint).
+    #[arg(long)]
+    ca_fingerprint: Option<rollcage_client::CaFingerprint>,
     /// Where the systemd unit goes.
     #[arg(long, default_value = "/etc/systemd/system")]
     unit_dir: PathBuf,
@@ -270,6 +277,7 @@ pub fn install_files(a: &InstallArgs) -> anyhow::Result<Installed> {
         token_file: None,
         service_addr: a.service_addr.clone(),
         ca_file: a.ca_file.clone(),
+        ca_fingerprint: a.ca_fingerprint,
         vars: a.vars.iter().cloned().collect(),
         max_log_bytes: None,
     };
@@ -338,6 +346,9 @@ mod tests {
             vars: vec![("REGION".into(), "eu-west".into())],
             service_addr: Some("127.0.0.1:8080".into()),
             ca_file: None,
+            ca_fingerprint: "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
+                .parse()
+                .ok(),
             unit_dir: dir.join("units"),
             config_dir: dir.join("etc"),
             binary: Some("/usr/local/bin/rollcage".into()),
@@ -385,6 +396,11 @@ mod tests {
         assert_eq!(file.root, dir.path().join("root"));
         assert_eq!(file.service_addr.as_deref(), Some("127.0.0.1:8080"));
         assert_eq!(file.vars.get("REGION").map(String::as_str), Some("eu-west"));
+        assert_eq!(
+            file.ca_fingerprint.map(|f| f.to_string()).as_deref(),
+            Some("SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"),
+            "the pin reaches the config file"
+        );
         assert_eq!(file.enroll_token()?.as_deref(), Some("enroll-secret"));
         // Once the token file is gone (agent enrolled), loading still works.
         std::fs::remove_file(&done.enroll_token)?;

@@ -3,8 +3,11 @@
 //! One method per route, with the request and response types of [`rollcage_proto::wire`]; nobody outside this
 //! crate (and the coordinator's router) writes a `/v1` path.
 //!
-//! - [`Client`] ([`transport`]): the connection pool (rustls with webpki roots plus an optional CA file), the
-//!   bearer token, deadlines, streaming downloads checked against their sha256.
+//! - [`Client`] ([`transport`]): the connection pool (rustls with webpki roots plus an optional CA file, or
+//!   exactly the CA of a pinned fingerprint: [`Trust`]), the bearer token, deadlines, streaming downloads checked
+//!   against their sha256.
+//! - [`pin`]: the verifier that trusts exactly the CA whose certificate has the pinned fingerprint, and the
+//!   mismatch error naming expected and presented fingerprints.
 //! - [`ClientError`] ([`error`]): the one mapping of a non-2xx answer (the API's `{"error":{"code","message"}}`)
 //!   and whether retrying can help.
 //! - `admin`: the operators' routes (applications, groups, revisions, deployments, logs, events, instances).
@@ -16,6 +19,7 @@ mod admin;
 mod agent;
 pub mod error;
 mod people;
+pub mod pin;
 mod routes;
 pub mod transport;
 
@@ -24,4 +28,5 @@ pub use error::ClientError;
 pub use hyper::Method;
 /// The HTTP status type of [`ClientError::status`].
 pub use hyper::StatusCode;
-pub use transport::Client;
+pub use rollcage_proto::fingerprint::CaFingerprint;
+pub use transport::{Client, Trust};

@@ -1,6 +1,10 @@
-//! The transport under the typed methods: hyper-util's pooled client with rustls (webpki roots, plus an optional
-//! extra CA file for self-signed coordinators), the bearer token, deadlines, and streaming downloads checked
-//! against their sha256. Every non-2xx answer goes through the one mapping in [`crate::error`].
+//! The transport under the typed methods: hyper-util's pooled client with rustls, the bearer token, deadlines, and
+//! streaming downloads checked against their sha256. Every non-2xx answer goes through the one mapping in
+//! [`crate::error`].
+//!
+//! Which TLS certificates it trusts is a [`Trust`]: the webpki roots (plus an optional CA file), or exactly the
+//! CA of a pinned fingerprint ([`crate::pin`]), which is how agents and operators trust a coordinator serving with
+//! its own CA.
 //!
 //! The methods here take a path built by [`crate::routes`] and are private to the crate: callers outside it use
 //! the typed methods of [`Client`].
@@ -12,10 +16,11 @@ use hyper::{Method, Request};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rollcage_proto::fingerprint::CaFingerprint;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
@@ -30,6 +35,33 @@ const DOWNLOAD_STALL: Duration = Duration::from_secs(60);
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
+/// The webpki roots, plus the certificates of `ca_file` if given.
+fn roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, ClientError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(ca) = ca_file {
+        let certs = CertificateDer::pem_file_iter(ca)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| ClientError::Config(format!("reading CA file {}: {e}", ca.display())))?;
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| ClientError::Config(format!("CA file {}: {e}", ca.display())))?;
+        }
+    }
+    Ok(roots)
+}
+
+/// A failed connection or exchange, said plainly: a pinned-CA mismatch by itself, anything else with its sources.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    match crate::pin::find_mismatch(e) {
+        Some(m) => m.to_string(),
+        None => error_chain(e),
+    }
+}
+
 /// A client bound to one coordinator and one bearer token (the admin token, the enrollment token or an agent's
 /// own token, depending on the routes it calls).
 #[derive(Clone, Debug)]
@@ -39,6 +71,15 @@ pub struct Client {
     http: HyperClient<Connector, Full<Bytes>>,
 }
 
+/// Which certificates a TLS coordinator may present.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trust {
+    /// An extra CA certificate file (PEM), trusted besides the webpki roots (`--ca-file`).
+    pub ca_file: Option<PathBuf>,
+    /// Trust exactly the CA whose certificate has this fingerprint, and nothing else (`--ca-fingerprint`).
+    pub ca_fingerprint: Option<CaFingerprint>,
+}
+
 impl Client {
     /// A client for `base` (e.g. `http://127.0.0.1:7700`), trusting the webpki roots and `ca_file` if given.
     pub fn new(
@@ -46,34 +87,46 @@ impl Client {
         token: Option<String>,
         ca_file: Option<&Path>,
     ) -> Result<Self, ClientError> {
+        let trust = Trust {
+            ca_file: ca_file.map(Path::to_owned),
+            ca_fingerprint: None,
+        };
+        Self::with_trust(base, token, &trust)
+    }
+
+    /// A client for `base` trusting what `trust` says: the pinned CA alone when a fingerprint is given, else the
+    /// webpki roots and the CA file if given.
+    pub fn with_trust(
+        base: &str,
+        token: Option<String>,
+        trust: &Trust,
+    ) -> Result<Self, ClientError> {
         let base = base.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::Config(format!(
                 "invalid coordinator URL `{base}`: expected http://HOST:PORT or https://HOST:PORT"
             )));
         }
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(ca) = ca_file {
-            use rustls::pki_types::CertificateDer;
-            use rustls::pki_types::pem::PemObject;
-            let certs = CertificateDer::pem_file_iter(ca)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| {
-                    ClientError::Config(format!("reading CA file {}: {e}", ca.display()))
-                })?;
-            for c in certs {
-                roots
-                    .add(c)
-                    .map_err(|e| ClientError::Config(format!("CA file {}: {e}", ca.display())))?;
-            }
-        }
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
+        let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Config(format!("TLS: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .map_err(|e| ClientError::Config(format!("TLS: {e}")))?;
+        let tls = match (&trust.ca_fingerprint, &trust.ca_file) {
+            (Some(_), Some(file)) => {
+                return Err(ClientError::Config(format!(
+                    "both a CA fingerprint and a CA file ({}) given: pass one (the fingerprint trusts exactly \
+                     the coordinator's own CA)",
+                    file.display()
+                )));
+            }
+            (Some(pin), None) => tls
+                .dangerous()
+                .with_custom_certificate_verifier(std::sync::Arc::new(crate::pin::PinnedCa::new(
+                    *pin, provider,
+                ))),
+            (None, ca_file) => tls.with_root_certificates(roots(ca_file.as_deref())?),
+        }
+        .with_no_client_auth();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -142,7 +195,7 @@ impl Client {
                 .http
                 .request(req)
                 .await
-                .map_err(|e| transport(error_chain(&e)))?;
+                .map_err(|e| transport(describe(&e)))?;
             let status = resp.status();
             let body = resp
                 .into_body()
@@ -176,7 +229,7 @@ impl Client {
         let resp = tokio::time::timeout(CALL_TIMEOUT, self.http.request(req))
             .await
             .map_err(|_| transport(format!("no answer within {} s", CALL_TIMEOUT.as_secs())))?
-            .map_err(|e| transport(error_chain(&e)))?;
+            .map_err(|e| transport(describe(&e)))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);

@@ -31,5 +31,5 @@ pub mod store;
 pub(crate) mod testkit;
 
 pub use api::router;
-pub use server::{ServerConfig, serve, spawn};
+pub use server::{Ready, ServerConfig, TlsSetup, serve, spawn};
 pub use state::Settings;

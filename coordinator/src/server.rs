@@ -1,5 +1,6 @@
 //! Starting the coordinator: open the data dir, create or load tokens, resume running deployments, sweep lost
-//! agents, and serve the API over plain HTTP or TLS (rustls) until SIGTERM or Ctrl-C.
+//! agents, and serve the API over plain HTTP or TLS (rustls; by default off loopback, see [`tls`]) until SIGTERM
+//! or Ctrl-C.
 
 use crate::api;
 use crate::auth::{self, Tokens};
@@ -7,6 +8,7 @@ use crate::engine::executor;
 use crate::state::{AppState, Settings, State};
 use crate::store::{Store, instances};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use rollcage_proto::fingerprint::CaFingerprint;
 use rollcage_proto::wire::now_ms;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,7 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod conn;
+pub mod selfca;
+pub mod tls;
 pub use conn::ConnLimits;
+pub use tls::TlsSetup;
 
 /// How to run the coordinator.
 #[derive(Debug, Clone)]
@@ -23,8 +28,8 @@ pub struct ServerConfig {
     pub data: PathBuf,
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// TLS certificate chain and key (PEM); plain HTTP when absent.
-    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Plain HTTP or TLS, and with which certificate ([`tls::decide`]).
+    pub tls: TlsSetup,
     /// Existing admin token file instead of `DATA/admin-token`.
     pub admin_token_file: Option<PathBuf>,
     /// Existing enrollment token file instead of `DATA/enroll-token`.
@@ -65,9 +70,9 @@ pub enum ServerError {
         /// The error.
         source: std::io::Error,
     },
-    /// TLS configuration is invalid.
-    #[error("TLS: {0}")]
-    Tls(String),
+    /// TLS cannot be served as configured.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// The server task ended before it was listening (it panicked or was cancelled).
     #[error("the coordinator stopped before it was listening")]
     Stopped,
@@ -208,28 +213,6 @@ pub fn sweep_lost(state: &State, now: i64) -> Result<usize, executor::EngineErro
     Ok(failed)
 }
 
-fn tls_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            ServerError::Tls(format!("reading certificates from {}: {e}", cert.display()))
-        })?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        ServerError::Tls(format!("reading private key from {}: {e}", key.display()))
-    })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|e| ServerError::Tls(e.to_string()))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
 impl ServerConfig {
     /// A coordinator on a free loopback port, with its data (database, bundles, token files) in `data`, plain HTTP
     /// and default settings: what tests and embedders start with.
@@ -237,7 +220,7 @@ impl ServerConfig {
         Self {
             data,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            tls: None,
+            tls: TlsSetup::default(),
             admin_token_file: None,
             enroll_token_file: None,
             settings: Settings::default(),
@@ -246,11 +229,27 @@ impl ServerConfig {
     }
 }
 
+/// What a coordinator that is listening tells its starter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Whether it serves TLS.
+    pub tls: bool,
+    /// The fingerprint of its own CA, when it serves with it (what agents pin).
+    pub ca_fingerprint: Option<CaFingerprint>,
+}
+
 /// [`serve`] on a background task; returns the address it listens on once it is bound, or why it could not start.
 pub async fn spawn(cfg: ServerConfig) -> Result<SocketAddr, ServerError> {
+    Ok(spawn_ready(cfg).await?.addr)
+}
+
+/// [`spawn`], returning everything [`Ready`] says.
+pub async fn spawn_ready(cfg: ServerConfig) -> Result<Ready, ServerError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(serve(cfg, move |addr| {
-        let _ = tx.send(addr);
+    let task = tokio::spawn(serve(cfg, move |ready| {
+        let _ = tx.send(ready);
     }));
     match rx.await {
         Ok(addr) => Ok(addr),
@@ -262,16 +261,20 @@ pub async fn spawn(cfg: ServerConfig) -> Result<SocketAddr, ServerError> {
     }
 }
 
-/// Run the coordinator until SIGTERM or Ctrl-C. `on_ready` gets the bound address.
-pub async fn serve(
-    cfg: ServerConfig,
-    on_ready: impl FnOnce(SocketAddr),
-) -> Result<(), ServerError> {
+/// Run the coordinator until SIGTERM or Ctrl-C. `on_ready` gets the bound address (and the CA fingerprint).
+pub async fn serve(cfg: ServerConfig, on_ready: impl FnOnce(Ready)) -> Result<(), ServerError> {
+    // The transport first: a refused TLS choice stops the start before anything is opened.
+    let transport = tls::decide(cfg.listen, &cfg.tls, tls::LocalNames::of_this_host)?;
     let state = open_state(&cfg)?;
-    let tls = match &cfg.tls {
-        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
-        None => None,
-    };
+    let prepared = tls::prepare(&transport, &cfg.data)?;
+    if let Some(fp) = prepared.ca_fingerprint {
+        tracing::info!(
+            ca_fingerprint = %fp,
+            file = %cfg.data.join(selfca::TLS_DIR).join(selfca::FINGERPRINT).display(),
+            "serving TLS with the coordinator's own CA: agents and the CLI pin it with --ca-fingerprint"
+        );
+    }
+    let tls = prepared.acceptor;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -283,7 +286,11 @@ pub async fn serve(
         source,
     })?;
     tracing::info!(%addr, tls = tls.is_some(), data = %cfg.data.display(), "coordinator listening");
-    on_ready(addr);
+    on_ready(Ready {
+        addr,
+        tls: tls.is_some(),
+        ca_fingerprint: prepared.ca_fingerprint,
+    });
 
     let sweeper = {
         let state = state.clone();

@@ -36,6 +36,8 @@ pub struct AgentConfig {
     pub service_addr: Option<String>,
     /// Extra CA certificate (PEM) to trust for a TLS coordinator.
     pub ca_file: Option<PathBuf>,
+    /// Trust exactly the coordinator's own CA, by its fingerprint (`--ca-fingerprint`).
+    pub ca_fingerprint: Option<rollcage_proto::fingerprint::CaFingerprint>,
     /// Loop settings.
     pub loop_config: daemon::LoopConfig,
 }
@@ -77,7 +79,11 @@ pub async fn run_until(
         .token_file
         .clone()
         .unwrap_or_else(|| agent_dir.join("token"));
-    let base = rollcage_client::Client::new(&cfg.coordinator, None, cfg.ca_file.as_deref())
+    let trust = rollcage_client::Trust {
+        ca_file: cfg.ca_file.clone(),
+        ca_fingerprint: cfg.ca_fingerprint,
+    };
+    let base = rollcage_client::Client::with_trust(&cfg.coordinator, None, &trust)
         .map_err(|e| daemon::AgentError::Client(Box::new(e)))?;
     // The journal before the enrollment: an agent that cannot open its journal stops before it replaces the
     // instance's token.

@@ -1,7 +1,9 @@
-//! The coordinator serves TLS (rustls) when given a certificate, and the client trusts it through `--ca-file`.
+//! The coordinator serves TLS (rustls) when given a certificate, and the client trusts it through `--ca-file`; or
+//! with its own CA, which the client trusts by its fingerprint alone (`--ca-fingerprint`).
 
-use rollcage_client::Client;
-use rollcage_coordinator::server::{ServerConfig, spawn};
+use rollcage_client::{CaFingerprint, Client, Trust};
+use rollcage_coordinator::TlsSetup;
+use rollcage_coordinator::server::{ServerConfig, spawn, spawn_ready};
 use rollcage_proto::wire::{EnrollRequest, PollRequest};
 
 #[tokio::test]
@@ -12,7 +14,10 @@ async fn agent_enrolls_and_polls_over_tls() -> Result<(), Box<dyn std::error::Er
     std::fs::write(&cert_path, cert.cert.pem())?;
     std::fs::write(&key_path, cert.signing_key.serialize_pem())?;
     let cfg = ServerConfig {
-        tls: Some((cert_path.clone(), key_path)),
+        tls: TlsSetup::Files {
+            cert: cert_path.clone(),
+            key: key_path,
+        },
         ..ServerConfig::loopback(dir.path().join("data"))
     };
     let addr = spawn(cfg).await?;
@@ -35,5 +40,80 @@ async fn agent_enrolls_and_polls_over_tls() -> Result<(), Box<dyn std::error::Er
     // Plain HTTP to the TLS port is refused.
     let plain = Client::new(&format!("http://127.0.0.1:{}", addr.port()), None, None)?;
     assert!(plain.list_instances().await.is_err());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_coordinator_with_its_own_ca_is_trusted_by_fingerprint_and_only_by_the_right_one()
+-> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let cfg = ServerConfig {
+        tls: TlsSetup::SelfCa {
+            extra_sans: vec!["localhost".into()],
+        },
+        ..ServerConfig::loopback(data.clone())
+    };
+    let ready = spawn_ready(cfg).await?;
+    let pin = ready
+        .ca_fingerprint
+        .ok_or("no CA fingerprint from a coordinator with its own CA")?;
+    assert!(ready.tls);
+    assert_eq!(
+        std::fs::read_to_string(data.join("tls/ca.fingerprint"))?.trim(),
+        pin.to_string()
+    );
+    let enroll = std::fs::read_to_string(data.join("enroll-token"))?
+        .trim()
+        .to_owned();
+    let enroll_i1 = EnrollRequest { name: "i1".into() };
+    for host in ["localhost", "127.0.0.1"] {
+        let url = format!("https://{host}:{}", ready.addr.port());
+        let trust = Trust {
+            ca_fingerprint: Some(pin),
+            ..Trust::default()
+        };
+        let client = Client::with_trust(&url, Some(enroll.clone()), &trust)?;
+        // Any answer from the coordinator (401 without a token) proves the handshake and the name check.
+        match client.with_token(None).list_instances().await {
+            Err(e) if e.status().is_none() => return Err(format!("{host}: {e}").into()),
+            _ => {}
+        }
+    }
+    let url = format!("https://127.0.0.1:{}", ready.addr.port());
+    let pinned = Client::with_trust(
+        &url,
+        Some(enroll.clone()),
+        &Trust {
+            ca_fingerprint: Some(pin),
+            ..Trust::default()
+        },
+    )?;
+    pinned.enroll(&enroll_i1).await?;
+
+    // A wrong pin: refused, naming the expected and the presented fingerprints.
+    let wrong = CaFingerprint::of_der(b"not the coordinator's CA");
+    let err = Client::with_trust(
+        &url,
+        Some(enroll.clone()),
+        &Trust {
+            ca_fingerprint: Some(wrong),
+            ..Trust::default()
+        },
+    )?
+    .enroll(&EnrollRequest { name: "i2".into() })
+    .await
+    .err()
+    .ok_or("a wrong fingerprint was accepted")?;
+    let text = err.to_string();
+    assert!(text.contains(&format!("expected {wrong}")), "{text}");
+    assert!(text.contains(&pin.to_string()), "{text}");
+    // Without a pin or CA file, the webpki roots do not know the coordinator's own CA.
+    assert!(
+        Client::new(&url, Some(enroll), None)?
+            .enroll(&EnrollRequest { name: "i3".into() })
+            .await
+            .is_err()
+    );
     Ok(())
 }

@@ -16,10 +16,12 @@
 //! - [`access`]: operator roles, the token routes' and the audit trail's JSON, who acted on a deployment.
 //! - [`enroll`]: per-use enrollment tokens (bounds, requests, the rule that says whether one still enrolls).
 //! - [`clip`]: the wire's bounds on a step report and the one way text is cut to fit them.
+//! - [`fingerprint`]: the `SHA256:<base64>` fingerprint of a coordinator's CA certificate, which clients pin.
 
 pub mod access;
 pub mod clip;
 pub mod enroll;
+pub mod fingerprint;
 pub mod form;
 pub mod hostcall;
 pub mod lb;

@@ -109,7 +109,13 @@ pub struct Coordinator {
     pub admin_token: String,
     /// Enrollment token.
     pub enroll_token: String,
+    /// The fingerprint of the coordinator's own CA when it serves TLS with it (off loopback by default): then its
+    /// URL is `https://` and agents and the CLI pin it (`ROLLCAGE_CA_FINGERPRINT`).
+    pub ca_fingerprint: Option<String>,
 }
+
+/// What the coordinator prints (stdout) before its listening line when it serves with its own CA.
+pub const FINGERPRINT_LINE: &str = "rollcage coordinator CA fingerprint ";
 
 fn wait_for_line(
     log: &Path,
@@ -158,6 +164,12 @@ impl Coordinator {
             skip,
             Duration::from_secs(20),
         )?;
+        let ca_fingerprint = std::fs::read_to_string(&log).ok().and_then(|text| {
+            let text = text.get(usize::try_from(skip).unwrap_or(0)..)?.to_owned();
+            text.lines()
+                .find_map(|l| l.strip_prefix(FINGERPRINT_LINE))
+                .map(|f| f.trim().to_owned())
+        });
         let addr: SocketAddr = line
             .rsplit(' ')
             .next()
@@ -177,12 +189,25 @@ impl Coordinator {
             data: data.to_owned(),
             admin_token: read("admin-token")?,
             enroll_token: read("enroll-token")?,
+            ca_fingerprint,
         })
     }
 
-    /// Base URL.
+    /// Base URL: `https://` when the coordinator serves with its own CA.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_fingerprint.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Set `ROLLCAGE_CA_FINGERPRINT` on `cmd` when the coordinator serves with its own CA.
+    pub fn pin(&self, cmd: &mut Command) {
+        if let Some(fp) = &self.ca_fingerprint {
+            cmd.env("ROLLCAGE_CA_FINGERPRINT", fp);
+        }
     }
 
     /// SIGKILL, then start again on the same address with the same data.
@@ -295,6 +320,7 @@ impl Fleet {
         for v in self.agent_vars.get(i).into_iter().flatten() {
             cmd.arg("--var").arg(v);
         }
+        self.coordinator.pin(&mut cmd);
         Proc::spawn(cmd, &root.with_extension("log"))
     }
 
@@ -315,7 +341,9 @@ impl Fleet {
             .path()
             .join(format!("cli-{}.out", std::process::id()));
         let err_path = out_path.with_extension("err");
-        let mut child = Command::new(rollcage_bin()?)
+        let mut cmd = Command::new(rollcage_bin()?);
+        self.coordinator.pin(&mut cmd);
+        let mut child = cmd
             .args(args)
             .env("ROLLCAGE_COORDINATOR", self.coordinator.url())
             .env("ROLLCAGE_TOKEN", &self.coordinator.admin_token)
@@ -468,14 +496,21 @@ impl Fleet {
 
     /// Downloads of a revision from the coordinator.
     pub fn downloads(&self, app: &str, revision: &str) -> anyhow::Result<u64> {
-        let base = format!("http://{}", self.coordinator.addr);
+        let base = self.coordinator.url();
+        let trust = rollcage_client::Trust {
+            ca_fingerprint: match &self.coordinator.ca_fingerprint {
+                Some(fp) => Some(fp.parse()?),
+                None => None,
+            },
+            ..Default::default()
+        };
         let token = self.coordinator.admin_token.clone();
         // The tests are synchronous: one small runtime for this one call.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let rev = rt.block_on(async {
-            rollcage_client::Client::new(&base, Some(token), None)?
+            rollcage_client::Client::with_trust(&base, Some(token), &trust)?
                 .get_revision(app, revision)
                 .await
         })?;

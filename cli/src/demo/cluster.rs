@@ -155,6 +155,7 @@ pub async fn start(sup: &Supervisor, exe: &Path) -> anyhow::Result<Cluster> {
             token_file: None,
             service_addr: Some(apps[name].clone()),
             ca_file: None,
+            ca_fingerprint: None,
             vars: BTreeMap::from([
                 ("PORT".to_owned(), port),
                 (

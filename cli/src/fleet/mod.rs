@@ -21,7 +21,7 @@ mod watch;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use rollcage_client::Client;
+use rollcage_client::{CaFingerprint, Client, Trust};
 use rollcage_proto::Form;
 use rollcage_proto::lb::GroupLb;
 use rollcage_proto::wire::{
@@ -49,8 +49,12 @@ pub struct Remote {
     #[arg(long, env = "ROLLCAGE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Extra CA certificate (PEM) to trust for a TLS coordinator.
-    #[arg(long, env = "ROLLCAGE_CA_FILE")]
+    #[arg(long, env = "ROLLCAGE_CA_FILE", conflicts_with = "ca_fingerprint")]
     ca_file: Option<PathBuf>,
+    /// Trust exactly the coordinator's own CA, by the fingerprint it printed at start (SHA256:…, also in its
+    /// DATA/tls/ca.fingerprint).
+    #[arg(long, env = "ROLLCAGE_CA_FINGERPRINT")]
+    ca_fingerprint: Option<CaFingerprint>,
 }
 
 impl Remote {
@@ -62,7 +66,11 @@ impl Remote {
         let token = self.token.clone().context(
             "no token: pass --token T or set ROLLCAGE_TOKEN (the coordinator's DATA/admin-token)",
         )?;
-        Ok(Client::new(url, Some(token), self.ca_file.as_deref())?)
+        let trust = Trust {
+            ca_file: self.ca_file.clone(),
+            ca_fingerprint: self.ca_fingerprint,
+        };
+        Ok(Client::with_trust(url, Some(token), &trust)?)
     }
 }
 
@@ -257,12 +265,21 @@ pub struct CoordinatorArgs {
     /// Listen address.
     #[arg(long, default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
-    /// TLS certificate chain (PEM).
+    /// TLS certificate chain (PEM). Without it, a coordinator listening off loopback serves TLS with its own CA
+    /// (made on first start in DATA/tls, its fingerprint printed for agents to pin).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// A name (DNS name or IP address) agents reach the coordinator at, for its own server certificate besides
+    /// the listen address (repeatable).
+    #[arg(long = "tls-san", value_name = "NAME|IP", conflicts_with_all = ["tls_cert", "insecure_http"])]
+    tls_sans: Vec<String>,
+    /// Serve plain HTTP off loopback (tokens and bundles cross the network in the clear): only behind a
+    /// TLS-terminating proxy.
+    #[arg(long, conflicts_with = "tls_cert")]
+    insecure_http: bool,
     /// Use this existing admin token file instead of DATA/admin-token.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
@@ -322,8 +339,11 @@ pub struct AgentArgs {
     #[arg(long = "var", value_parser = parse_var)]
     vars: Vec<(String, String)>,
     /// Extra CA certificate (PEM) to trust for a TLS coordinator.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ca_fingerprint")]
     ca_file: Option<PathBuf>,
+    /// Trust exactly the coordinator's own CA, by the fingerprint it printed at start (SHA256:…).
+    #[arg(long, env = "ROLLCAGE_CA_FINGERPRINT")]
+    ca_fingerprint: Option<CaFingerprint>,
     /// Most bytes of one step's hook output sent to the coordinator (the newest are kept; default 256 KiB, at
     /// most 1 MiB).
     #[arg(long)]
@@ -393,6 +413,9 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<rollcage_agent::AgentConfig> {
         ca_file: a
             .ca_file
             .or_else(|| file.as_ref().and_then(|f| f.ca_file.clone())),
+        ca_fingerprint: a
+            .ca_fingerprint
+            .or_else(|| file.as_ref().and_then(|f| f.ca_fingerprint)),
         loop_config: rollcage_agent::daemon::LoopConfig {
             max_log_bytes,
             ..Default::default()
@@ -499,6 +522,33 @@ fn read_lb_file(path: &std::path::Path) -> anyhow::Result<GroupLb> {
     })
 }
 
+/// The command that installs an agent of this coordinator on a host, ready to paste once the enrollment token file
+/// is copied there (the token itself never goes on a command line).
+fn join_hint(
+    ready: &rollcage_coordinator::Ready,
+    fp: CaFingerprint,
+    enroll_file: &std::path::Path,
+) -> String {
+    let ip = ready.addr.ip();
+    // On 0.0.0.0 / :: the certificate covers the host name, which is what agents elsewhere reach it by.
+    let host = if ip.is_unspecified() {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "HOST".to_owned())
+    } else if ip.is_ipv6() {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    format!(
+        "agents join with (after copying {} to the host as ./enroll-token): rollcage agent install \
+         --coordinator https://{host}:{} --ca-fingerprint {fp} --token-file ./enroll-token --name NAME --enable",
+        enroll_file.display(),
+        ready.addr.port()
+    )
+}
+
 fn parse_style(s: &str) -> Result<DeploymentStyle, String> {
     s.parse()
         .map_err(|e: rollcage_proto::wire::UnknownName| e.to_string())
@@ -532,7 +582,13 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             let cfg = rollcage_coordinator::ServerConfig {
                 data: a.data,
                 listen: a.listen,
-                tls: a.tls_cert.zip(a.tls_key),
+                tls: match (a.tls_cert, a.tls_key) {
+                    (Some(cert), Some(key)) => rollcage_coordinator::TlsSetup::Files { cert, key },
+                    _ if a.insecure_http => rollcage_coordinator::TlsSetup::InsecureHttp,
+                    _ => rollcage_coordinator::TlsSetup::Auto {
+                        extra_sans: a.tls_sans,
+                    },
+                },
                 admin_token_file: a.admin_token_file,
                 enroll_token_file: a.enroll_token_file,
                 settings: rollcage_coordinator::Settings {
@@ -549,9 +605,18 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                     ..Default::default()
                 },
             };
-            rollcage_coordinator::serve(cfg, |addr| {
+            let enroll_file = cfg
+                .enroll_token_file
+                .clone()
+                .unwrap_or_else(|| cfg.data.join("enroll-token"));
+            rollcage_coordinator::serve(cfg, |ready| {
+                if let Some(fp) = ready.ca_fingerprint {
+                    // What operators copy to agents (`--ca-fingerprint`); scripts read DATA/tls/ca.fingerprint.
+                    println!("rollcage coordinator CA fingerprint {fp}");
+                    println!("{}", join_hint(&ready, fp, &enroll_file));
+                }
                 // Tests and scripts that listen on port 0 read the bound address from here.
-                eprintln!("rollcage coordinator listening on {addr}");
+                eprintln!("rollcage coordinator listening on {}", ready.addr);
             })
             .await?;
             Ok(ExitCode::SUCCESS)

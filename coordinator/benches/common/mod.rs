@@ -25,7 +25,7 @@ pub fn maybe_serve() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let cfg = rollcage_coordinator::ServerConfig::loopback(data.into());
-        rollcage_coordinator::serve(cfg, |addr| println!("ADDR {addr}"))
+        rollcage_coordinator::serve(cfg, |r| println!("ADDR {}", r.addr))
             .await
             .unwrap();
     });
