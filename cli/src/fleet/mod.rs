@@ -55,6 +55,10 @@ pub struct Remote {
     ca_file: Option<PathBuf>,
 }
 
+/// The error when no token was given.
+const NO_TOKEN: &str =
+    "no token: pass --token-file FILE or set ROLLCAGE_TOKEN (the coordinator's DATA/admin-token)";
+
 impl Remote {
     fn client(&self) -> anyhow::Result<Client> {
         let url = self
@@ -69,9 +73,11 @@ impl Remote {
         }
         let token = match &self.token_file {
             Some(path) => crate::secret::read_token_file(path, "token file")?,
-            None => std::env::var("ROLLCAGE_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).context(
-                "no token: pass --token-file FILE or set ROLLCAGE_TOKEN (the coordinator's DATA/admin-token)",
-            )?,
+            None => std::env::var("ROLLCAGE_TOKEN")
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .context(NO_TOKEN)?,
         };
         Ok(Client::new(url, Some(token), self.ca_file.as_deref())?)
     }
