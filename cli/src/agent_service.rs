@@ -65,43 +65,12 @@ impl AgentFile {
         let file: Self = toml::from_str(&text)
             .with_context(|| format!("invalid agent config {}", path.display()))?;
         for k in file.vars.keys() {
-            if !valid_var_name(k) {
-                bail!(
-                    "invalid agent config {}: vars.{k}: expected letters, digits and `_`, not starting with a digit",
-                    path.display()
-                );
+            if let Err(e) = rollcage_proto::hookvar::check_var_name(k) {
+                bail!("invalid agent config {}: vars.{k}: {e}", path.display());
             }
         }
         Ok(file)
     }
-
-    /// The enrollment token from `enroll_token_file`, if set and present. A missing file is not an error: an
-    /// agent that already enrolled keeps its own token, and operators may delete the enrollment token after.
-    pub fn enroll_token(&self) -> anyhow::Result<Option<String>> {
-        let Some(path) = &self.enroll_token_file else {
-            return Ok(None);
-        };
-        match std::fs::read_to_string(path) {
-            Ok(s) if s.trim().is_empty() => {
-                bail!("enrollment token file {} is empty", path.display())
-            }
-            Ok(s) => Ok(Some(s.trim().to_owned())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::info!(path = %path.display(), "no enrollment token file; using the agent's own token");
-                Ok(None)
-            }
-            Err(e) => {
-                Err(e).with_context(|| format!("reading enrollment token {}", path.display()))
-            }
-        }
-    }
-}
-
-/// Hook variable names: letters, digits and `_`, not starting with a digit.
-pub fn valid_var_name(k: &str) -> bool {
-    !k.is_empty()
-        && !k.starts_with(|c: char| c.is_ascii_digit())
-        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// `rollcage agent install`.
@@ -113,16 +82,13 @@ pub struct InstallArgs {
     /// Instance name.
     #[arg(long)]
     name: String,
-    /// Enrollment token (the coordinator's DATA/enroll-token).
-    #[arg(
-        long,
-        required_unless_present = "token_file",
-        conflicts_with = "token_file"
-    )]
-    enroll_token: Option<String>,
-    /// Read the enrollment token from this file instead (keeps it out of the shell history).
-    #[arg(long)]
-    token_file: Option<PathBuf>,
+    /// File holding the enrollment token (a copy of the coordinator's DATA/enroll-token, mode 0600); copied to
+    /// the config dir, mode 0600.
+    #[arg(long, alias = "token-file")]
+    enroll_token_file: Option<PathBuf>,
+    /// Refused: a token on the command line is readable by every local user (`--enroll-token-file` replaces it).
+    #[arg(long = "enroll-token", hide = true)]
+    enroll_token_on_command_line: Option<std::ffi::OsString>,
     /// Root directory of the agent's deployments.
     #[arg(long, default_value = "/var/lib/rollcage")]
     root: PathBuf,
@@ -244,17 +210,18 @@ pub fn install_files(a: &InstallArgs) -> anyhow::Result<Installed> {
             rollcage_proto::wire::NAME_RULE
         );
     }
-    let token = match (&a.enroll_token, &a.token_file) {
-        (Some(t), _) => t.trim().to_owned(),
-        (None, Some(f)) => std::fs::read_to_string(f)
-            .with_context(|| format!("reading enrollment token file {}", f.display()))?
-            .trim()
-            .to_owned(),
-        (None, None) => bail!("pass --enroll-token T or --token-file F"),
-    };
-    if token.is_empty() {
-        bail!("the enrollment token is empty");
+    if a.enroll_token_on_command_line.is_some() {
+        bail!(crate::fleet::refused_secret_flag(
+            "--enroll-token",
+            "put the token in a file (mode 0600) and pass --enroll-token-file FILE"
+        ));
     }
+    let token = match &a.enroll_token_file {
+        Some(f) => crate::secret::read_token_file(f, "enrollment token file")?,
+        None => {
+            bail!("pass --enroll-token-file FILE (the coordinator's DATA/enroll-token, mode 0600)")
+        }
+    };
     let binary = match &a.binary {
         Some(b) => b.clone(),
         None => std::env::current_exe().context("locating the rollcage binary")?,
@@ -340,8 +307,8 @@ mod tests {
         InstallArgs {
             coordinator: "https://coord.example:7700".into(),
             name: "web-1".into(),
-            enroll_token: Some("enroll-secret".into()),
-            token_file: None,
+            enroll_token_file: Some(dir.join("given-token")),
+            enroll_token_on_command_line: None,
             root: dir.join("root"),
             vars: vec![("REGION".into(), "eu-west".into())],
             service_addr: Some("127.0.0.1:8080".into()),
@@ -363,6 +330,7 @@ mod tests {
     #[test]
     fn install_writes_unit_config_and_token_that_load_back() -> TestResult {
         let dir = tempfile::tempdir()?;
+        rollcage_secretfile::write_secret(&dir.path().join("given-token"), b"enroll-secret\n")?;
         let done = install_files(&args(dir.path()))?;
         assert_eq!(done.unit, dir.path().join("units").join(UNIT_NAME));
         assert_eq!(mode(&done.enroll_token)?, 0o600);
@@ -401,10 +369,17 @@ mod tests {
             Some("SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"),
             "the pin reaches the config file"
         );
-        assert_eq!(file.enroll_token()?.as_deref(), Some("enroll-secret"));
+        let token_file = file
+            .enroll_token_file
+            .clone()
+            .ok_or("no enroll_token_file")?;
+        assert_eq!(
+            crate::secret::read_enroll_token(&token_file)?.as_deref(),
+            Some("enroll-secret")
+        );
         // Once the token file is gone (agent enrolled), loading still works.
         std::fs::remove_file(&done.enroll_token)?;
-        assert_eq!(file.enroll_token()?, None);
+        assert_eq!(crate::secret::read_enroll_token(&token_file)?, None);
         Ok(())
     }
 
@@ -412,16 +387,26 @@ mod tests {
     fn install_reads_the_token_from_a_file_and_reinstall_replaces_files() -> TestResult {
         let dir = tempfile::tempdir()?;
         let tf = dir.path().join("given-token");
-        std::fs::write(&tf, "from-file\n")?;
+        rollcage_secretfile::write_secret(&tf, b"first\n")?;
         let mut a = args(dir.path());
         install_files(&a)?;
-        a.enroll_token = None;
-        a.token_file = Some(tf);
+        rollcage_secretfile::write_secret(&tf, b"from-file\n")?;
         let done = install_files(&a)?;
         assert_eq!(std::fs::read_to_string(&done.enroll_token)?, "from-file\n");
         assert_eq!(mode(&done.enroll_token)?, 0o600);
         // No temp files left behind.
         assert_eq!(std::fs::read_dir(dir.path().join("etc"))?.count(), 2);
+        // A token given on the command line is refused, and so is a token file others can read.
+        a.enroll_token_on_command_line = Some("secret".into());
+        let e = install_files(&a).err().ok_or("--enroll-token accepted")?;
+        assert!(e.to_string().contains("--enroll-token-file"), "{e}");
+        assert!(!e.to_string().contains("secret\""), "{e}");
+        a.enroll_token_on_command_line = None;
+        std::fs::set_permissions(&tf, std::fs::Permissions::from_mode(0o644))?;
+        let e = install_files(&a)
+            .err()
+            .ok_or("a 0644 token file accepted")?;
+        assert!(e.to_string().contains("mode 0644"), "{e}");
         assert_eq!(std::fs::read_dir(dir.path().join("units"))?.count(), 1);
         Ok(())
     }
@@ -429,6 +414,7 @@ mod tests {
     #[test]
     fn unsafe_paths_and_names_are_refused_before_writing() -> TestResult {
         let dir = tempfile::tempdir()?;
+        rollcage_secretfile::write_secret(&dir.path().join("given-token"), b"enroll-secret\n")?;
         let mut a = args(dir.path());
         a.binary = Some("/opt/my tools/rollcage".into());
         let err = install_files(&a)
@@ -462,6 +448,15 @@ mod tests {
         )?;
         let err = AgentFile::load(&p).err().ok_or("bad var accepted")?;
         assert!(err.to_string().contains("vars.1BAD"), "{err}");
+        std::fs::write(
+            &p,
+            "coordinator = \"http://x\"\nname = \"n\"\nroot = \"/r\"\n[vars]\nLD_PRELOAD = \"/tmp/x.so\"\n",
+        )?;
+        let err = AgentFile::load(&p).err().ok_or("LD_PRELOAD accepted")?;
+        assert!(
+            err.to_string().contains("vars.LD_PRELOAD") && err.to_string().contains("loaded"),
+            "{err}"
+        );
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ mod demo_app;
 mod fleet;
 mod lb_cmd;
 mod local;
+mod secret;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -24,7 +24,9 @@ fn rollcage() -> Command {
     c.env_remove("ROLLCAGE_LOG")
         .env_remove("ROLLCAGE_LOG_FORMAT")
         .env_remove("ROLLCAGE_COORDINATOR")
-        .env_remove("ROLLCAGE_TOKEN");
+        .env_remove("ROLLCAGE_TOKEN")
+        .env_remove("ROLLCAGE_TOKEN_FILE")
+        .env_remove("ROLLCAGE_ENROLL_TOKEN");
     c
 }
 
@@ -134,7 +136,7 @@ fn installed_config_is_what_the_agent_runs_with() -> TestResult {
     let root = dir.path().join("root");
     let out = rollcage()
         .args(["agent", "install", "--coordinator", &url, "--name", "svc-1"])
-        .arg("--token-file")
+        .arg("--enroll-token-file")
         .arg(data.join("enroll-token"))
         .arg("--root")
         .arg(&root)
@@ -166,12 +168,12 @@ fn installed_config_is_what_the_agent_runs_with() -> TestResult {
             .stderr(Stdio::null())
             .spawn()?,
     );
-    let admin = std::fs::read_to_string(data.join("admin-token"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = rollcage()
             .args(["instances", "--output", "json", "--coordinator", &url])
-            .args(["--token", admin.trim()])
+            .arg("--token-file")
+            .arg(data.join("admin-token"))
             .output()?;
         let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         let names: Vec<&str> = listed
@@ -198,7 +200,7 @@ fn a_fleet_command_that_cannot_be_carried_out_exits_1() -> TestResult {
     let out = rollcage()
         .args(["status", "d-0000", "--coordinator"])
         .arg(format!("http://{unreachable}"))
-        .args(["--token", "t"])
+        .env("ROLLCAGE_TOKEN", "t")
         .output()?;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let out = rollcage()
@@ -212,15 +214,79 @@ fn a_fleet_command_that_cannot_be_carried_out_exits_1() -> TestResult {
             "r-1",
             "--wait",
         ])
-        .args([
-            "--coordinator",
-            &format!("http://{unreachable}"),
-            "--token",
-            "t",
-        ])
+        .args(["--coordinator", &format!("http://{unreachable}")])
+        .env("ROLLCAGE_TOKEN", "t")
         .output()?;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("rollcage: "), "{stderr}");
+    Ok(())
+}
+
+/// No secret on a command line: the flags that once took one are refused with the way that replaced them, without
+/// echoing the secret; the agent also refuses the enrollment token in its environment.
+#[test]
+fn secrets_on_the_command_line_are_refused() -> TestResult {
+    let cases: [&[&str]; 3] = [
+        &[
+            "instances",
+            "--coordinator",
+            "http://127.0.0.1:9",
+            "--token",
+            "s3cr3t-value",
+        ],
+        &[
+            "agent",
+            "--coordinator",
+            "http://127.0.0.1:9",
+            "--root",
+            "/nonexistent",
+            "--name",
+            "a",
+            "--enroll-token",
+            "s3cr3t-value",
+        ],
+        &[
+            "agent",
+            "install",
+            "--coordinator",
+            "http://127.0.0.1:9",
+            "--name",
+            "a",
+            "--enroll-token",
+            "s3cr3t-value",
+        ],
+    ];
+    for args in cases {
+        let out = rollcage().args(args).output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr.contains("is refused") && stderr.contains("-file"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("s3cr3t-value"),
+            "{args:?} echoed the secret: {stderr}"
+        );
+    }
+    let out = rollcage()
+        .args([
+            "agent",
+            "--coordinator",
+            "http://127.0.0.1:9",
+            "--root",
+            "/nonexistent",
+            "--name",
+            "a",
+        ])
+        .env("ROLLCAGE_ENROLL_TOKEN", "s3cr3t-value")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "ROLLCAGE_ENROLL_TOKEN accepted: {stderr}"
+    );
+    assert!(stderr.contains("--enroll-token-file"), "{stderr}");
     Ok(())
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod conn;
+pub mod datadir;
 pub mod selfca;
 pub mod tls;
 pub use conn::ConnLimits;
@@ -80,8 +81,8 @@ pub enum ServerError {
 
 /// Open the data dir and build the shared state (resuming every running deployment).
 pub fn open_state(cfg: &ServerConfig) -> Result<State, ServerError> {
-    std::fs::create_dir_all(&cfg.data).map_err(|source| ServerError::Io {
-        what: "creating data dir",
+    datadir::ensure_private(&cfg.data).map_err(|source| ServerError::Io {
+        what: "creating (or making private) the data dir",
         path: cfg.data.clone(),
         source,
     })?;

@@ -20,6 +20,9 @@ use std::time::Duration;
 /// The agent stopped for a reason retrying cannot fix.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// The agent's root is unsafe, or the process or its private dirs could not be protected.
+    #[error(transparent)]
+    Prepare(#[from] crate::harden::PrepareError),
     /// The journal could not be opened or listed: running steps without it would be unsafe.
     #[error("journal: {0}")]
     Journal(#[from] JournalError),
@@ -29,7 +32,7 @@ pub enum AgentError {
     /// The coordinator refused the agent's own token (401).
     #[error(
         "coordinator refused this agent's token: the instance was removed or re-enrolled, or the coordinator's \
-         data was reset{}; re-enroll by giving the agent the enrollment token (`ROLLCAGE_ENROLL_TOKEN`, or \
+         data was reset{}; re-enroll by giving the agent the enrollment token in a file (`--enroll-token-file FILE`, or \
          `enroll_token_file` in the agent's config as `rollcage agent install` writes it) ({error})",
         set_aside.as_ref().map(|p| format!("; the dead token was moved to {} and will not be used again", p.display())).unwrap_or_default()
     )]
@@ -57,8 +60,8 @@ pub enum AgentError {
     },
     /// Neither a token file nor an enrollment token was given.
     #[error(
-        "no agent token at {} and no enrollment token given{}: give it in `ROLLCAGE_ENROLL_TOKEN` or as \
-         `enroll_token_file` in the agent's config",
+        "no agent token at {} and no enrollment token given{}: give it in a file (mode 0600) with \
+         `--enroll-token-file FILE` or as `enroll_token_file` in the agent's config",
         token_file.display(),
         refused.as_ref().map(|p| format!(" (the coordinator refused the last one, kept at {})", p.display())).unwrap_or_default()
     )]
@@ -75,9 +78,11 @@ impl AgentError {
     /// restarted), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::TokenRefused { .. } | Self::EnrollRefused(_) | Self::NoToken { .. } => {
-                crate::EXIT_REFUSED
-            }
+            Self::TokenRefused { .. }
+            | Self::EnrollRefused(_)
+            | Self::NoToken { .. }
+            | Self::Prepare(crate::harden::PrepareError::Unsafe(_)) => crate::EXIT_REFUSED,
+            Self::Prepare(_) => 1,
             Self::Journal(_) | Self::Client(_) | Self::Io { .. } => 1,
         }
     }

@@ -18,6 +18,7 @@ use rollcage_proto::wire::now_ms;
 use rollcage_proto::wire::{StepCommand, StepOutcome, StepReport};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 /// The reason given for a step interrupted by a restart.
@@ -87,9 +88,10 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Open (create) the journal in `dir`.
+    /// Open (create) the journal in `dir`, a private dir (0700; its entries are 0600): it holds the reports of
+    /// every deployment, hook output included.
     pub fn open(dir: &Path) -> Result<Self, JournalError> {
-        std::fs::create_dir_all(dir).map_err(|source| JournalError::Io {
+        rollcage_runtime::layout::ensure_private_dir(dir).map_err(|source| JournalError::Io {
             what: "creating journal dir",
             path: dir.to_owned(),
             source,
@@ -126,7 +128,12 @@ impl Journal {
             path: path.clone(),
             detail: e.to_string(),
         })?;
-        let staged = std::fs::File::create(&tmp)
+        let staged = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
             .map_err(|e| io("creating", e))
             .and_then(|mut f| {
                 f.write_all(&bytes).map_err(|e| io("writing", e))?;
@@ -320,6 +327,23 @@ mod tests {
             duration_ms: 1,
             log: None,
         }
+    }
+
+    #[test]
+    fn the_journal_is_private() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::MetadataExt as _;
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().join("journal");
+        let j = Journal::open(&dir)?;
+        let a = cmd(1, "d-1", LifecycleEvent::DownloadBundle);
+        j.start(&a)?;
+        j.finish(&a, &ok(1))?;
+        assert_eq!(std::fs::metadata(&dir)?.mode() & 0o777, 0o700);
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            assert_eq!(e.metadata()?.mode() & 0o777, 0o600, "{:?}", e.path());
+        }
+        Ok(())
     }
 
     #[test]

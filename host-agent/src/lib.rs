@@ -6,10 +6,12 @@
 //! - [`delivery`]: what each answer to a report calls for (resend, reduce, keep, give up); a report's wire form.
 //! - [`token`]: the agent's own token: enroll, keep, set aside when refused, re-enroll or stop.
 //! - [`steplog`]: each step's hook output, bounded, for its report.
+//! - [`harden`]: before anything runs: process protections, a root nobody else can write to, private dirs.
 
 pub mod daemon;
 pub mod delivery;
 pub mod executor;
+pub mod harden;
 pub mod journal;
 pub mod steplog;
 pub mod token;
@@ -56,7 +58,7 @@ impl AgentConfig {
 }
 
 /// The exit code of an agent that stopped because only an operator can help: the coordinator refused its token (or
-/// its enrollment), or it has neither a token nor an enrollment token. 78 is `EX_CONFIG` of `sysexits.h`; the
+/// its enrollment), it has neither a token nor an enrollment token, or its root is writable by others. 78 is `EX_CONFIG` of `sysexits.h`; the
 /// systemd unit that `rollcage agent install` writes names it in `RestartPreventExitStatus=`, so such an agent is
 /// not restarted into the same refusal every few seconds.
 pub const EXIT_REFUSED: u8 = 78;
@@ -74,6 +76,8 @@ pub async fn run_until(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), daemon::AgentError> {
     tokio::pin!(shutdown);
+    // Before any file is read or written: a root others can write to is refused, and the agent's dir is private.
+    harden::prepare(&cfg.root)?;
     let agent_dir = cfg.root.join("agent");
     let token_file = cfg
         .token_file

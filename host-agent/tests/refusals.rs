@@ -496,7 +496,7 @@ async fn a_refused_token_without_an_enrollment_token_stops_the_agent_for_good() 
     assert!(
         text.contains("coordinator refused this agent's token")
             && text.contains("removed or re-enrolled")
-            && text.contains("ROLLCAGE_ENROLL_TOKEN"),
+            && text.contains("--enroll-token-file"),
         "{text}"
     );
     let aside = root.path().join("agent/token.refused");

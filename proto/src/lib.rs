@@ -6,6 +6,8 @@
 //! - [`lifecycle`]: the lifecycle events of a deployment, with CodeDeploy's names and which ones take hooks.
 //! - [`plan`]: the seed's step plan of each deployment style (per instance and deployment-wide).
 //! - [`outcome`]: the one outcome type every hook kind (shell, wasm) maps onto, with CodeDeploy-compatible codes.
+//! - [`hookvar`]: the rule for names of variables given to hooks (identifiers, never `LD_PRELOAD`-style loader
+//!   variables).
 //! - [`hostcall`]: the versioned import namespace and ABI numbers of the host functions wasm hooks call.
 //! - [`sandbox`]: the capability grant of a WebAssembly hook (the AppSpec's `sandbox:` map).
 //! - [`form`]: the deployment form (destination, scripts) and its validation with field paths.
@@ -23,6 +25,7 @@ pub mod clip;
 pub mod enroll;
 pub mod fingerprint;
 pub mod form;
+pub mod hookvar;
 pub mod hostcall;
 pub mod lb;
 pub mod lifecycle;

@@ -21,10 +21,54 @@
 //! zip needs random access, and removed with the staging dir), so its deployment dirs have no `bundle.sha256`, and a rerun reads `--bundle` again. A
 //! directory revision has no archive, so no `bundle.sha256` either.
 //!
+//! Who may enter what: the agent's own dir (`agent/`: token, journal, bundle store), each deployment dir, its `logs/`
+//! and the group's `state/` are [`PRIVATE_DIR_MODE`] (0700), created so and tightened when found looser (dirs of
+//! older agents). A `runas` hook's user is let into its own deployment dir for the hook's run only
+//! ([`crate::hooks::shell::access`]), so it reads its revision and scripts but not other deployments' revisions and
+//! logs, nor the agent's token, journal or bundles. The app and group dirs keep the default mode: they hold only
+//! those private dirs.
+//!
 //! App, group and deployment ids come from outside (CLI, coordinator), so they are checked to be single, plain path
 //! components before they are ever joined onto the root.
 
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
+
+/// Mode of the dirs only the agent may enter (see the module doc).
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Make `dir` a private dir ([`PRIVATE_DIR_MODE`]): create it so (its missing parents with the default mode), or
+/// take group and other permissions off an existing one. Returns whether it was created.
+pub fn ensure_private_dir(dir: &Path) -> std::io::Result<bool> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new()
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+    {
+        Ok(()) => {
+            // The umask may have taken bits off (never added any): set the mode exactly.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR_MODE))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let meta = std::fs::metadata(dir)?;
+            if !meta.is_dir() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a directory", dir.display()),
+                ));
+            }
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o7700))?;
+            }
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
 
 /// A name used as a path component is not a plain, short name.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -136,7 +180,7 @@ impl GroupLayout {
     /// Record `deploy` as the deployment whose Install last succeeded (written to a temp file, then renamed).
     pub fn set_last_installed(&self, deploy: &str) -> std::io::Result<()> {
         let state = self.state_dir();
-        std::fs::create_dir_all(&state)?;
+        ensure_private_dir(&state)?;
         let tmp = tempfile::NamedTempFile::new_in(&state)?;
         std::fs::write(tmp.path(), format!("{deploy}\n"))?;
         tmp.persist(self.last_installed_file())
@@ -216,6 +260,31 @@ mod tests {
             d.scripts_log(),
             Path::new("/r/app-web/group-prod/deploy-d-1/logs/scripts.log")
         );
+        Ok(())
+    }
+
+    #[test]
+    fn private_dirs_are_created_0700_and_looser_ones_tightened()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::MetadataExt as _;
+        let tmp = tempfile::tempdir()?;
+        let mode = |p: &Path| std::fs::metadata(p).map(|m| m.mode() & 0o7777);
+        let new = tmp.path().join("app-a/group-g/deploy-1");
+        assert!(ensure_private_dir(&new)?);
+        assert_eq!(mode(&new)?, 0o700);
+        // A dir an older agent left world-readable loses group and other bits, keeps the owner's.
+        let old = tmp.path().join("old");
+        std::fs::create_dir(&old)?;
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755))?;
+        assert!(!ensure_private_dir(&old)?);
+        assert_eq!(mode(&old)?, 0o700);
+        // The state dir of a group is private too.
+        let g = GroupLayout::new(tmp.path(), "a", "g")?;
+        g.set_last_installed("d-1")?;
+        assert_eq!(mode(&g.state_dir())?, 0o700);
+        // A file in the way is an error, not a silent success.
+        std::fs::write(tmp.path().join("file"), b"")?;
+        assert!(ensure_private_dir(&tmp.path().join("file")).is_err());
         Ok(())
     }
 

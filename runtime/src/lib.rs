@@ -8,10 +8,12 @@
 //!   unpack it safely into the deployment dir; retention of old deployment dirs.
 //! - [`install`]: copy the AppSpec `files` with CodeDeploy's cleanup-list semantics and apply `permissions`.
 //! - [`hooks`]: run lifecycle hooks (shell scripts) and map every ending onto [`rollcage_proto::HookOutcome`].
+//! - [`hardening`]: the agent process's protections against its hooks (no core dumps, non-dumpable).
 //! - [`lifecycle`]: the steps of an in-place deployment on this host, as the agent and `rollcage local` run them.
 
 pub mod appspec;
 pub mod form;
+pub mod hardening;
 pub mod hooks;
 pub mod install;
 pub mod layout;

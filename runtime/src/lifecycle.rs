@@ -434,6 +434,7 @@ impl HostDeployment {
                 hook,
                 revision_dir: &revision,
                 script_root: Some(&plan.script_root),
+                deploy_dir: Some(deploy.dir()),
                 env: &self.env,
                 log: &log,
                 wasm: self.wasm.as_deref(),

@@ -193,6 +193,12 @@ impl Coordinator {
         })
     }
 
+    /// The coordinator's enrollment token file (`DATA/enroll-token`, mode 0600), which agents on this host are
+    /// given with `--enroll-token-file`.
+    pub fn enroll_token_file(&self) -> PathBuf {
+        self.data.join("enroll-token")
+    }
+
     /// Base URL: `https://` when the coordinator serves with its own CA.
     pub fn url(&self) -> String {
         let scheme = if self.ca_fingerprint.is_some() {
@@ -312,8 +318,9 @@ impl Fleet {
             .arg(root)
             .arg("--name")
             .arg(name)
-            // A secret: through the environment, never on a command line.
-            .env("ROLLCAGE_ENROLL_TOKEN", &self.coordinator.enroll_token)
+            // A secret: in a file (mode 0600), never on a command line (the documented way).
+            .arg("--enroll-token-file")
+            .arg(self.coordinator.enroll_token_file())
             .arg("--var")
             .arg(format!("MARKERS={}", self.markers.display()))
             .env("RUST_LOG", "info");

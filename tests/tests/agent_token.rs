@@ -98,7 +98,7 @@ fn an_agent_whose_token_is_refused_stops_for_good_and_never_reuses_it() -> anyho
         assert!(
             text.contains("coordinator refused this agent's token")
                 && text.contains("removed or re-enrolled")
-                && text.contains("ROLLCAGE_ENROLL_TOKEN"),
+                && text.contains("--enroll-token-file"),
             "{text}"
         );
         assert!(!token_file.exists(), "the dead token is not left in place");

@@ -140,8 +140,9 @@ fn a_full_disk_fails_the_step_not_the_agent_and_the_next_deployment_succeeds() -
             .arg(&root)
             .arg("--name")
             .arg("i0")
-            // A secret: through the environment, never on a command line.
-            .env("ROLLCAGE_ENROLL_TOKEN", &fleet.coordinator.enroll_token)
+            // A secret: in a file (mode 0600), never on a command line.
+            .arg("--enroll-token-file")
+            .arg(fleet.coordinator.enroll_token_file())
             .arg("--var")
             .arg(format!("MARKERS={}", fleet.markers.display()))
             .arg("--var")

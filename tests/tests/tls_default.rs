@@ -189,7 +189,8 @@ fn off_loopback_the_coordinator_serves_tls_with_its_own_ca_and_pinned_agents_dep
             "--root",
         ])
         .arg(&root)
-        .env("ROLLCAGE_ENROLL_TOKEN", &c.enroll_token)
+        .arg("--enroll-token-file")
+        .arg(c.enroll_token_file())
         .env("ROLLCAGE_CA_FINGERPRINT", WRONG)
         .env("RUST_LOG", "info");
         let rogue = Proc::spawn(cmd, &root.with_extension("log"))?;

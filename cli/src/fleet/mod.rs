@@ -1,7 +1,8 @@
 //! Fleet commands of the `rollcage` binary: run the coordinator or an agent, and operate deployments.
 //!
-//! Remote commands take the coordinator URL and the admin token from `--coordinator`/`--token` or
-//! `ROLLCAGE_COORDINATOR`/`ROLLCAGE_TOKEN`; read commands take `--output json` for scripts. Waiting commands
+//! Remote commands take the coordinator URL from `--coordinator` or `ROLLCAGE_COORDINATOR`, and the token from a
+//! file (`--token-file FILE` or `ROLLCAGE_TOKEN_FILE`) or `ROLLCAGE_TOKEN` — never from the command line, where
+//! every local user reads it in `/proc/PID/cmdline`; read commands take `--output json` for scripts. Waiting commands
 //! follow the deployment live over the coordinator's event stream ([`watch`]).
 //!
 //! Exit codes scripts can rely on:
@@ -44,10 +45,14 @@ pub struct Remote {
     /// Coordinator base URL, e.g. http://127.0.0.1:7700.
     #[arg(long, env = "ROLLCAGE_COORDINATOR")]
     coordinator: Option<String>,
-    /// Operator token: the bootstrap admin token (the content of DATA/admin-token) or one made by
-    /// `rollcage token create`.
-    #[arg(long, env = "ROLLCAGE_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    /// File holding the operator token: the bootstrap admin token (the coordinator's DATA/admin-token) or one
+    /// made by `rollcage token create`. Without it, the token is read from
+    /// the environment variable ROLLCAGE_TOKEN.
+    #[arg(long, env = "ROLLCAGE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Refused: a token on the command line is readable by every local user (`--token-file` replaces it).
+    #[arg(long = "token", hide = true)]
+    token_on_command_line: Option<std::ffi::OsString>,
     /// Extra CA certificate (PEM) to trust for a TLS coordinator.
     #[arg(long, env = "ROLLCAGE_CA_FILE", conflicts_with = "ca_fingerprint")]
     ca_file: Option<PathBuf>,
@@ -57,15 +62,30 @@ pub struct Remote {
     ca_fingerprint: Option<CaFingerprint>,
 }
 
+/// The error when no token was given.
+const NO_TOKEN: &str =
+    "no token: pass --token-file FILE or set ROLLCAGE_TOKEN (the coordinator's DATA/admin-token)";
+
 impl Remote {
     fn client(&self) -> anyhow::Result<Client> {
         let url = self
             .coordinator
             .as_deref()
             .context("no coordinator: pass --coordinator URL or set ROLLCAGE_COORDINATOR")?;
-        let token = self.token.clone().context(
-            "no token: pass --token T or set ROLLCAGE_TOKEN (the coordinator's DATA/admin-token)",
-        )?;
+        if self.token_on_command_line.is_some() {
+            bail!(refused_secret_flag(
+                "--token",
+                "pass --token-file FILE or set ROLLCAGE_TOKEN"
+            ));
+        }
+        let token = match &self.token_file {
+            Some(path) => crate::secret::read_token_file(path, "token file")?,
+            None => std::env::var("ROLLCAGE_TOKEN")
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .context(NO_TOKEN)?,
+        };
         let trust = Trust {
             ca_file: self.ca_file.clone(),
             ca_fingerprint: self.ca_fingerprint,
@@ -326,9 +346,13 @@ pub struct AgentArgs {
     /// Instance name (ROLLCAGE_INSTANCE for hooks).
     #[arg(long)]
     name: Option<String>,
-    /// Enrollment token (first start; the agent then keeps its own token).
-    #[arg(long, env = "ROLLCAGE_ENROLL_TOKEN", hide_env_values = true)]
-    enroll_token: Option<String>,
+    /// File holding the enrollment token, mode 0600 (first start; the agent then keeps its own token and the
+    /// file may be deleted).
+    #[arg(long)]
+    enroll_token_file: Option<PathBuf>,
+    /// Refused: a token on the command line is readable by every local user (`--enroll-token-file` replaces it).
+    #[arg(long = "enroll-token", hide = true)]
+    enroll_token_on_command_line: Option<std::ffi::OsString>,
     /// Where the agent's own token is kept (default ROOT/agent/token).
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -366,11 +390,29 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<rollcage_agent::AgentConfig> {
         .transpose()?;
     let missing =
         |flag: &str| anyhow::anyhow!("no {flag}: pass --{flag} or --config FILE with `{flag} = …`");
-    let enroll_token = match (a.enroll_token, &file) {
-        (Some(t), _) => Some(t),
-        (None, Some(f)) => f.enroll_token()?,
-        (None, None) => None,
-    };
+    if a.enroll_token_on_command_line.is_some() {
+        bail!(refused_secret_flag(
+            "--enroll-token",
+            "put the token in a file (mode 0600) and pass --enroll-token-file FILE"
+        ));
+    }
+    // The agent's environment is inherited by every process it starts that does not clear it, and a wasm hook's
+    // `sandbox.env` grant passes host variables through by name: no secret lives there.
+    if std::env::var_os(ENROLL_TOKEN_ENV).is_some() {
+        bail!(
+            "{ENROLL_TOKEN_ENV} is set: the agent no longer reads the enrollment token from its environment (a \
+             sandboxed hook could be granted it); unset it, put the token in a file (mode 0600) and pass \
+             --enroll-token-file FILE"
+        );
+    }
+    let enroll_token_file = a
+        .enroll_token_file
+        .or_else(|| file.as_ref().and_then(|f| f.enroll_token_file.clone()));
+    let enroll_token = enroll_token_file
+        .as_deref()
+        .map(crate::secret::read_enroll_token)
+        .transpose()?
+        .flatten();
     let mut vars: Vec<(String, String)> = file
         .as_ref()
         .map(|f| f.vars.clone().into_iter().collect())
@@ -423,18 +465,22 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<rollcage_agent::AgentConfig> {
     })
 }
 
+/// The environment variable the agent once read the enrollment token from; refused now.
+const ENROLL_TOKEN_ENV: &str = "ROLLCAGE_ENROLL_TOKEN";
+
+/// The error for a flag that took a secret on the command line, naming what replaced it.
+pub(crate) fn refused_secret_flag(flag: &str, instead: &str) -> String {
+    format!(
+        "{flag} is refused: a secret on the command line is readable by every local user (/proc/PID/cmdline) and \
+         lands in shell histories; {instead}"
+    )
+}
+
 pub(crate) fn parse_var(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("invalid --var `{s}`: expected KEY=VALUE"))?;
-    let ok = !k.is_empty()
-        && !k.starts_with(|c: char| c.is_ascii_digit())
-        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !ok {
-        return Err(format!(
-            "invalid --var name `{k}`: expected letters, digits and `_`, not starting with a digit"
-        ));
-    }
+    rollcage_proto::hookvar::check_var_name(k).map_err(|e| format!("--var: {e}"))?;
     Ok((k.to_owned(), v.to_owned()))
 }
 
@@ -889,6 +935,18 @@ mod tests {
         assert_eq!(parse_var("A=b=c"), Ok(("A".into(), "b=c".into())));
         for bad in ["PORT", "=1", "1A=2", "A-B=1", "A B=1"] {
             assert!(parse_var(bad).is_err(), "{bad}");
+        }
+        for loader in [
+            "LD_PRELOAD=/tmp/x.so",
+            "LD_LIBRARY_PATH=/tmp",
+            "LD_AUDIT=/x",
+            "GCONV_PATH=/x",
+        ] {
+            let e = parse_var(loader).err().unwrap_or_default();
+            assert!(
+                e.contains("changes how programs are loaded"),
+                "{loader}: {e}"
+            );
         }
     }
 

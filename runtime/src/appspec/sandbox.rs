@@ -45,15 +45,23 @@ pub(crate) fn parse_sandbox(
             .into_iter()
             .enumerate()
         {
-            if is_identifier(&name) {
-                spec.env.push(name);
-            } else {
-                problems.push(
+            match rollcage_proto::hookvar::check_var_name(&name) {
+                Ok(()) => spec.env.push(name),
+                Err(rollcage_proto::hookvar::BadVarName::NotAnIdentifier(_)) => problems.push(
                     ProblemKind::InvalidEnvName,
                     &index(&env_path, i),
                     Some(pos),
-                    format!("`{name}` is not a variable name; expected letters, digits and `_`, not starting with a digit"),
-                );
+                    format!(
+                        "`{name}` is not a variable name; expected {}",
+                        rollcage_proto::hookvar::VAR_NAME_RULE
+                    ),
+                ),
+                Err(e) => problems.push(
+                    ProblemKind::InvalidEnvName,
+                    &index(&env_path, i),
+                    Some(pos),
+                    e.to_string(),
+                ),
             }
         }
     }
@@ -192,15 +200,6 @@ fn dir_grant(node: &Node, path: &str, problems: &mut Problems) -> Option<DirGran
         access,
         max_mb,
     })
-}
-
-/// A POSIX-style variable name.
-fn is_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
 /// An http(s) URL prefix with a host.

@@ -54,7 +54,8 @@ pub fn write_form_dir(form: &Form, dir: &Path) -> std::io::Result<()> {
     let parent = dir
         .parent()
         .ok_or_else(|| std::io::Error::other(format!("{} has no parent", dir.display())))?;
-    std::fs::create_dir_all(parent)?;
+    // The deployment dir: private, like every deployment dir (`crate::layout`).
+    crate::layout::ensure_private_dir(parent)?;
     let staging = tempfile::Builder::new()
         .prefix(".form-staging-")
         .tempdir_in(parent)?;

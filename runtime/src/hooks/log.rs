@@ -42,12 +42,18 @@ pub struct ScriptLog {
 }
 
 impl ScriptLog {
-    /// Open (create, append) the log, creating its directory.
+    /// Open (create, append) the log, mode 0600, creating its directory private (hooks run as other users must
+    /// not read what hooks run as root printed).
     pub fn open(path: &Path) -> io::Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::layout::ensure_private_dir(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
         Ok(Self {
             file: Mutex::new(file),
         })

@@ -26,7 +26,8 @@ pub struct HookEnv {
     pub deployment_group_name: String,
     /// `DEPLOYMENT_GROUP_ID`.
     pub deployment_group_id: String,
-    /// Further variables set by the agent (`ROLLCAGE_INSTANCE`, `--var KEY=VALUE`), in order.
+    /// Further variables set by the agent (`ROLLCAGE_INSTANCE`, `--var KEY=VALUE`), in order. Loader variables
+    /// ([`rollcage_proto::hookvar::is_loader_var`]) are never passed on.
     pub extra: Vec<(String, String)>,
 }
 
@@ -46,7 +47,14 @@ impl HookEnv {
                 self.deployment_group_id.clone(),
             ),
         ];
-        vars.extend(self.extra.iter().cloned());
+        // The inputs of `extra` (`--var`, the agent's config) refuse loader variables at load time; dropping them
+        // here too keeps the promise for every caller of this type: no hook ever gets one.
+        vars.extend(
+            self.extra
+                .iter()
+                .filter(|(k, _)| !rollcage_proto::hookvar::is_loader_var(k))
+                .cloned(),
+        );
         vars
     }
 }
@@ -63,6 +71,9 @@ pub struct HookRun<'a> {
     /// Where the hook's `location` is found and confined, when not in the revision: a form-defined deployment's
     /// scripts live in its form dir but run in the revision. `None` = `revision_dir`.
     pub script_root: Option<&'a Path>,
+    /// The deployment dir (mode 0700) the hook's revision and scripts are in: a `runas` hook's user may enter it
+    /// for the hook's run ([`shell::access`]). `None` grants nothing (the caller keeps the scripts reachable).
+    pub deploy_dir: Option<&'a Path>,
     /// Deployment values for the environment.
     pub env: &'a HookEnv,
     /// The deployment's `scripts.log`.

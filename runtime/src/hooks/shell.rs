@@ -6,7 +6,9 @@
 //!   deployment variables of [`HookEnv::vars`](super::HookEnv::vars), and a per-run marker ([`reap::MARKER_VAR`]).
 //!   The agent's own environment is never inherited;
 //! - `runas`: the user is resolved before spawning, the child switches with `setgroups`/`setgid`/`setuid` — never
-//!   `su`/`sudo`, never a shell string.
+//!   `su`/`sudo`, never a shell string; for the hook's duration that user may enter its own deployment dir and no
+//!   other ([`access`]);
+//! - the core-dump limit the agent was started with, not the agent's own zero ([`crate::hardening`]).
 //!
 //! How it ends: exit 0 → succeeded, exit n → failed(n), a signal → killed by signal; past `timeout` the whole
 //! process group (and every process carrying the marker) gets SIGTERM, then SIGKILL after [`TERM_GRACE`]. A script
@@ -16,6 +18,7 @@
 //! Output is read line by line from both streams concurrently, each line written to `scripts.log` with a
 //! timestamp and its stream tag, and kept in a bounded tail for the outcome.
 
+pub mod access;
 pub mod output;
 pub mod reap;
 pub mod script;
@@ -134,6 +137,14 @@ async fn execute(run: HookRun<'_>, options: &ShellOptions, sink: &mut Sink<'_>) 
         script.revision_dir.display(),
         run.hook.timeout_secs
     ));
+    // Held until the hook's processes are supervised to their end.
+    let _access = match (&identity.switch, run.deploy_dir) {
+        (Some(creds), Some(dir)) => match access::grant(dir, creds.uid) {
+            Ok(grant) => Some(grant),
+            Err(reason) => return HookStatus::Unknown { reason },
+        },
+        _ => None,
+    };
     let marker = new_marker();
     let mut command = build_command(&script, &identity, run, &marker);
     let child = match spawn(&mut command).await {
@@ -181,15 +192,28 @@ fn build_command(script: &Script, identity: &Identity, run: HookRun<'_>, marker:
         .process_group(0)
         // Daemons started by a hook must outlive it; the runner kills only on timeout, explicitly.
         .kill_on_drop(false);
-    if let Some(creds) = identity.switch.clone() {
-        // SAFETY: the closure runs in the forked child before exec and only makes the raw system calls setgroups,
-        // setgid and setuid with values computed before the fork (no allocation, no locks, no NSS lookups), which
-        // is async-signal-safe. Order matters: groups and gid while still root, uid last.
+    let creds = identity.switch.clone();
+    let core = crate::hardening::hook_core_limit();
+    if creds.is_some() || core.is_some() {
+        // SAFETY: the closure runs in the forked child before exec and only makes the raw system calls setrlimit,
+        // setgroups, setgid and setuid with values computed before the fork (no allocation, no locks, no NSS
+        // lookups), which is async-signal-safe. Order matters: the core limit (raising the hard limit needs root),
+        // groups and gid while still root, uid last.
         unsafe {
             command.pre_exec(move || {
-                nix::unistd::setgroups(&creds.groups)?;
-                nix::unistd::setgid(creds.gid)?;
-                nix::unistd::setuid(creds.uid)?;
+                if let Some((soft, hard)) = core {
+                    // Best effort: an agent that is not root cannot raise its own zeroed hard limit back.
+                    let _ = nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_CORE,
+                        soft,
+                        hard,
+                    );
+                }
+                if let Some(creds) = &creds {
+                    nix::unistd::setgroups(&creds.groups)?;
+                    nix::unistd::setgid(creds.gid)?;
+                    nix::unistd::setuid(creds.uid)?;
+                }
                 Ok(())
             });
         }

@@ -42,15 +42,10 @@ struct DeployDirGuard {
 }
 
 impl DeployDirGuard {
+    /// Create the deployment dir private (`crate::layout::ensure_private_dir`: only the agent enters it).
     fn create(dir: &Path) -> Result<Self, PackageError> {
-        if let Some(parent) = dir.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| PackageError::io("create", parent, e))?;
-        }
-        let created = match std::fs::create_dir(dir) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-            Err(e) => return Err(PackageError::io("create", dir, e)),
-        };
+        let created = crate::layout::ensure_private_dir(dir)
+            .map_err(|e| PackageError::io("create", dir, e))?;
         Ok(Self {
             dir: dir.to_owned(),
             created,
@@ -305,7 +300,9 @@ fn commit(
         return Err(PackageError::io("write", &reference, e));
     }
     let logs = deploy.logs_dir();
-    std::fs::create_dir_all(&logs).map_err(|e| PackageError::io("create", &logs, e))
+    crate::layout::ensure_private_dir(&logs)
+        .map(|_| ())
+        .map_err(|e| PackageError::io("create", &logs, e))
 }
 
 fn remove_if_present(path: &Path) -> Result<(), PackageError> {

@@ -49,9 +49,10 @@ impl BundleStore {
         self.path(sha256).is_some_and(|p| p.is_file())
     }
 
-    /// Create the store's directory if needed.
+    /// Create the store's directory if needed, private (`crate::layout::ensure_private_dir`): its archives are the
+    /// bundles of every application on this host.
     pub fn create(&self) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)
+        crate::layout::ensure_private_dir(&self.dir).map(|_| ())
     }
 
     /// A temporary file in the store for an archive being fetched; persisted under its sha256 once verified, and

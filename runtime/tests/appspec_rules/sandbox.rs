@@ -174,6 +174,17 @@ fn env_names_must_be_identifiers() {
 }
 
 #[test]
+fn loader_variables_cannot_be_granted() {
+    for name in ["LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "GCONV_PATH"] {
+        expect(
+            &wasm_hook(&format!("        env: [APP_PORT, {name}]\n")),
+            ProblemKind::InvalidEnvName,
+            &format!("{SB}.env[1]"),
+        );
+    }
+}
+
+#[test]
 fn http_grants_must_be_http_urls() {
     expect(
         &wasm_hook("        http: [\"ftp://example.com/\"]\n"),
