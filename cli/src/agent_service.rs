@@ -52,6 +52,9 @@ pub struct AgentFile {
     /// Most bytes of one step's hook output sent to the coordinator (default 256 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_log_bytes: Option<usize>,
+    /// OpenSSH allowed_signers file: deploy only revisions signed by a key it lists for `rollcage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_signers: Option<PathBuf>,
 }
 
 impl AgentFile {
@@ -132,6 +135,10 @@ pub struct InstallArgs {
     /// Extra CA certificate (PEM) to trust for a TLS coordinator.
     #[arg(long)]
     ca_file: Option<PathBuf>,
+    /// OpenSSH allowed_signers file: the agent deploys only revisions signed by a key it lists with
+    /// `namespaces="rollcage"` (checked now; the config refers to it by absolute path).
+    #[arg(long)]
+    trusted_signers: Option<PathBuf>,
     /// Where the systemd unit goes.
     #[arg(long, default_value = "/etc/systemd/system")]
     unit_dir: PathBuf,
@@ -256,6 +263,14 @@ pub fn install_files(a: &InstallArgs) -> anyhow::Result<Installed> {
         .with_context(|| format!("resolving {}", a.config_dir.display()))?;
     let root =
         std::path::absolute(&a.root).with_context(|| format!("resolving {}", a.root.display()))?;
+    let trusted_signers = match &a.trusted_signers {
+        Some(p) => {
+            let p = std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))?;
+            rollcage_signing::AllowedSigners::load(&p)?;
+            Some(p)
+        }
+        None => None,
+    };
     let config_path = config_dir.join(CONFIG_NAME);
     let binary_s = unit_safe("binary", &binary)?;
     let config_s = unit_safe("config path", &config_path)?;
@@ -272,6 +287,7 @@ pub fn install_files(a: &InstallArgs) -> anyhow::Result<Installed> {
         ca_file: a.ca_file.clone(),
         vars: a.vars.iter().cloned().collect(),
         max_log_bytes: None,
+        trusted_signers,
     };
     let config_text = format!(
         "# rollcage agent config, read by `rollcage agent --config {}`.\n{}",
@@ -338,6 +354,7 @@ mod tests {
             vars: vec![("REGION".into(), "eu-west".into())],
             service_addr: Some("127.0.0.1:8080".into()),
             ca_file: None,
+            trusted_signers: None,
             unit_dir: dir.join("units"),
             config_dir: dir.join("etc"),
             binary: Some("/usr/local/bin/rollcage".into()),

@@ -172,3 +172,5 @@ mod tests_door;
 mod tests_lists;
 #[cfg(test)]
 mod tests_ops;
+#[cfg(test)]
+mod tests_signed;

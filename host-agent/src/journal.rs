@@ -305,6 +305,7 @@ mod tests {
                 location: RevisionLocation::Url {
                     url: "file:///nope".into(),
                 },
+                signature: None,
             },
             rollback: false,
             form: None,

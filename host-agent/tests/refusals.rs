@@ -448,6 +448,7 @@ fn agent_config(url: &str, root: &Path, enroll_token: Option<&str>) -> rollcage_
         vars: vec![],
         service_addr: None,
         ca_file: None,
+        trusted_signers: None,
         loop_config: loop_config(),
     }
 }
