@@ -428,6 +428,30 @@ mod tests {
     }
 
     #[test]
+    fn install_checks_the_trusted_signers_file_and_the_config_names_it() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let signers = dir.path().join("allowed_signers");
+        std::fs::write(&signers, "ops cert-authority ssh-ed25519 AAAA\n")?;
+        let mut a = args(dir.path());
+        a.trusted_signers = Some(signers.clone());
+        let err = install_files(&a)
+            .err()
+            .ok_or("a cert-authority line accepted")?;
+        assert!(format!("{err:#}").contains("allowed_signers:1"), "{err:#}");
+        assert!(!dir.path().join("units").exists());
+        std::fs::write(
+            &signers,
+            "ops namespaces=\"rollcage\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPwlyjLcP7pU7DcL+7OkYE8CwTsgrtKrmsJv5eXnQka/\n",
+        )?;
+        let done = install_files(&a)?;
+        assert_eq!(
+            AgentFile::load(&done.config)?.trusted_signers,
+            Some(signers)
+        );
+        Ok(())
+    }
+
+    #[test]
     fn unsafe_paths_and_names_are_refused_before_writing() -> TestResult {
         let dir = tempfile::tempdir()?;
         let mut a = args(dir.path());

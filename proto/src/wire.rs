@@ -460,7 +460,10 @@ pub struct RegisterUrlRevision {
 pub const SIGNATURE_HEADER: &str = "x-rollcage-signature";
 
 /// The first and last line of an armored SSH signature.
-const ARMOR: (&str, &str) = ("-----BEGIN SSH SIGNATURE-----", "-----END SSH SIGNATURE-----");
+const ARMOR: (&str, &str) = (
+    "-----BEGIN SSH SIGNATURE-----",
+    "-----END SSH SIGNATURE-----",
+);
 
 /// The [`SIGNATURE_HEADER`] value of an armored signature: its base64 lines joined (no crypto: text only).
 pub fn signature_header_value(armored: &str) -> String {

@@ -280,7 +280,10 @@ impl HostDeployment {
             self.prune_store();
             let (fetched, verified) = fetched?;
             let signed = match verified {
-                Some(v) => format!(", signed by {} ({}, {})", v.signer, v.principals, v.listed_at),
+                Some(v) => format!(
+                    ", signed by {} ({}, {})",
+                    v.signer, v.principals, v.listed_at
+                ),
                 None => String::new(),
             };
             match &fetched.sha256 {

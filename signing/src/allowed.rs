@@ -145,11 +145,12 @@ impl AllowedSigners {
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
-            let entry = parse_line(trimmed, line_no).map_err(|message| AllowedSignersError::Line {
-                origin: origin.to_owned(),
-                line: line_no,
-                message,
-            })?;
+            let entry =
+                parse_line(trimmed, line_no).map_err(|message| AllowedSignersError::Line {
+                    origin: origin.to_owned(),
+                    line: line_no,
+                    message,
+                })?;
             entries.push(entry);
         }
         Ok(Self {
@@ -178,7 +179,9 @@ impl AllowedSigners {
 fn parse_line(line: &str, line_no: usize) -> Result<Entry, String> {
     let (principals, rest) = take_principals(line)?;
     if principals.is_empty() {
-        return Err("empty principals: expected `principals [options] keytype base64 [comment]`".into());
+        return Err(
+            "empty principals: expected `principals [options] keytype base64 [comment]`".into(),
+        );
     }
     let rest = rest.trim_start();
     if rest.is_empty() {
@@ -192,7 +195,12 @@ fn parse_line(line: &str, line_no: usize) -> Result<Entry, String> {
         Err(first) => {
             let (field, after) = take_options(rest)?;
             let key_text = after.trim_start();
-            if key_text.is_empty() {
+            // Options are `name="value"` or the `cert-authority` flag; anything else here is a key that did not
+            // parse, and is named as one.
+            let options_like = field.contains('=')
+                || field.contains(',')
+                || field.eq_ignore_ascii_case("cert-authority");
+            if key_text.is_empty() || !options_like {
                 return Err(format!(
                     "invalid key `{}`: {first}; expected `keytype base64`",
                     clip(rest)
@@ -360,7 +368,12 @@ fn parse_time(v: &str) -> Result<i64, String> {
     if !matches!(digits.len(), 8 | 12 | 14) || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("invalid time `{v}`: {expected}"));
     }
-    let num = |a: usize, b: usize| digits.get(a..b).and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+    let num = |a: usize, b: usize| {
+        digits
+            .get(a..b)
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
     let year = i32::try_from(num(0, 4)).map_err(|_| format!("invalid time `{v}`: {expected}"))?;
     let month = u8::try_from(num(4, 6))
         .ok()
@@ -368,8 +381,8 @@ fn parse_time(v: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("invalid month in time `{v}`: {expected}"))?;
     let bad = |e: time::error::ComponentRange| format!("invalid time `{v}`: {e}");
     let date = time::Date::from_calendar_date(year, month, num(6, 8) as u8).map_err(bad)?;
-    let clock =
-        time::Time::from_hms(num(8, 10) as u8, num(10, 12) as u8, num(12, 14) as u8).map_err(bad)?;
+    let clock = time::Time::from_hms(num(8, 10) as u8, num(10, 12) as u8, num(12, 14) as u8)
+        .map_err(bad)?;
     Ok(time::PrimitiveDateTime::new(date, clock)
         .assume_utc()
         .unix_timestamp())
@@ -433,20 +446,28 @@ fn match_pattern(s: &str, pat: &str) -> bool {
 mod tests {
     use super::*;
 
-    const ED: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPwlyjLcP7pU7DcL+7OkYE8CwTsgrtKrmsJv5eXnQka/";
+    const ED: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPwlyjLcP7pU7DcL+7OkYE8CwTsgrtKrmsJv5eXnQka/";
 
     fn one(line: &str) -> Result<Entry, AllowedSignersError> {
         let s = AllowedSigners::parse(&format!("# comment\n\n{line}\n"), "signers")?;
-        s.entries().first().cloned().ok_or(AllowedSignersError::Line {
-            origin: "test".into(),
-            line: 0,
-            message: "no entry".into(),
-        })
+        s.entries()
+            .first()
+            .cloned()
+            .ok_or(AllowedSignersError::Line {
+                origin: "test".into(),
+                line: 0,
+                message: "no entry".into(),
+            })
     }
 
     fn line_error(line: &str) -> String {
         match AllowedSigners::parse(&format!("# c\n{line}\n"), "signers") {
-            Err(AllowedSignersError::Line { origin, line, message }) => {
+            Err(AllowedSignersError::Line {
+                origin,
+                line,
+                message,
+            }) => {
                 assert_eq!((origin.as_str(), line), ("signers", 2), "{message}");
                 message
             }
@@ -457,25 +478,44 @@ mod tests {
     #[test]
     fn entries_with_and_without_options() -> Result<(), Box<dyn std::error::Error>> {
         let e = one(&format!("alice@example.com {ED} alice's laptop"))?;
-        assert_eq!((e.line, e.principals.as_str(), e.namespaces), (3, "alice@example.com", None));
+        assert_eq!(
+            (e.line, e.principals.as_str(), e.namespaces),
+            (3, "alice@example.com", None)
+        );
         let e = one(&format!(
             "\"ci bot,alice\" namespaces=\"git,rollcage\",valid-after=\"20240102Z\",valid-before=\"20990101000000Z\" {ED}"
         ))?;
         assert_eq!(e.principals, "ci bot,alice");
-        assert_eq!(e.namespaces, Some(vec!["git".to_owned(), "rollcage".to_owned()]));
+        assert_eq!(
+            e.namespaces,
+            Some(vec!["git".to_owned(), "rollcage".to_owned()])
+        );
         assert_eq!(e.valid_after, Some(1_704_153_600));
         assert!(e.allows("rollcage", 1_800_000_000).is_ok());
-        assert!(e.allows("rollcage", 1_700_000_000).is_err_and(|m| m.contains("not valid before 2024-01-02")));
-        assert!(e.allows("rollcage", 4_200_000_000).is_err_and(|m| m.contains("expired")));
+        assert!(
+            e.allows("rollcage", 1_700_000_000)
+                .is_err_and(|m| m.contains("not valid before 2024-01-02"))
+        );
+        assert!(
+            e.allows("rollcage", 4_200_000_000)
+                .is_err_and(|m| m.contains("expired"))
+        );
         Ok(())
     }
 
     #[test]
-    fn a_key_counts_for_rollcage_only_where_its_namespaces_name_it() -> Result<(), Box<dyn std::error::Error>> {
+    fn a_key_counts_for_rollcage_only_where_its_namespaces_name_it()
+    -> Result<(), Box<dyn std::error::Error>> {
         let none = one(&format!("a {ED}"))?;
-        assert!(none.allows("rollcage", 0).is_err_and(|m| m.contains("without namespaces")));
+        assert!(
+            none.allows("rollcage", 0)
+                .is_err_and(|m| m.contains("without namespaces"))
+        );
         let git = one(&format!("a namespaces=\"git\" {ED}"))?;
-        assert!(git.allows("rollcage", 0).is_err_and(|m| m.contains("\"git\"")));
+        assert!(
+            git.allows("rollcage", 0)
+                .is_err_and(|m| m.contains("\"git\""))
+        );
         let star = one(&format!("a namespaces=\"roll*\" {ED}"))?;
         assert!(star.allows("rollcage", 0).is_ok());
         let negated = one(&format!("a namespaces=\"*,!rollcage\" {ED}"))?;
@@ -486,7 +526,10 @@ mod tests {
     #[test]
     fn bad_lines_are_refused_with_file_and_line() {
         assert!(line_error(&format!("a cert-authority {ED}")).contains("cert-authority"));
-        assert!(line_error(&format!("a cert-authority,namespaces=\"rollcage\" {ED}")).contains("not supported"));
+        assert!(
+            line_error(&format!("a cert-authority,namespaces=\"rollcage\" {ED}"))
+                .contains("not supported")
+        );
         assert!(line_error(&format!("a nosuch=\"x\" {ED}")).contains("unknown option `nosuch`"));
         assert!(line_error(&format!("a valid-after=\"20240101\" {ED}")).contains("no trailing Z"));
         assert!(line_error(&format!("a valid-after=\"2024013Z\" {ED}")).contains("invalid time"));
@@ -495,16 +538,25 @@ mod tests {
         assert!(line_error("alice").contains("no key"));
         assert!(line_error(&format!("a namespaces=\"rollcage {ED}")).contains("unterminated"));
         assert!(
-            line_error(&format!("a namespaces=\"rollcage\",namespaces=\"git\" {ED}")).contains("twice")
+            line_error(&format!(
+                "a namespaces=\"rollcage\",namespaces=\"git\" {ED}"
+            ))
+            .contains("twice")
         );
     }
 
     #[test]
     fn patterns_as_openssh() {
         let l = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        assert_eq!(match_pattern_list("rollcage", &l(&["git", "rollcage"])), Some(true));
+        assert_eq!(
+            match_pattern_list("rollcage", &l(&["git", "rollcage"])),
+            Some(true)
+        );
         assert_eq!(match_pattern_list("rollcage", &l(&["r?llc*"])), Some(true));
-        assert_eq!(match_pattern_list("rollcage", &l(&["*", "!roll*"])), Some(false));
+        assert_eq!(
+            match_pattern_list("rollcage", &l(&["*", "!roll*"])),
+            Some(false)
+        );
         assert_eq!(match_pattern_list("rollcage", &l(&["git"])), None);
         assert!(match_pattern("", "*") && !match_pattern("a", "") && match_pattern("abc", "a*c*"));
     }

@@ -114,13 +114,45 @@ pub fn sign_reader(
         detail,
     };
     let data = signed_data(NAMESPACE, hash_alg, &digest).map_err(|e| failed(e.to_string()))?;
-    let signature = key.try_sign(&data).map_err(|e| failed(e.to_string()))?;
+    let signature = match key.key_data().rsa() {
+        Some(rsa_key) => sign_rsa(rsa_key, &data).map_err(failed)?,
+        None => key.try_sign(&data).map_err(|e| failed(e.to_string()))?,
+    };
     Ok(Sshsig::from_parts(
         key.public_key().key_data().clone(),
         NAMESPACE,
         hash_alg,
         signature,
     )?)
+}
+
+/// An `rsa-sha2-512` signature (PKCS#1 v1.5 over SHA-512, what `ssh-keygen -Y sign` makes with an RSA key) of
+/// `data`. Not through ssh-key: 0.6.7 builds the RSA private key from the primes (p, p) instead of (p, q), which
+/// the rsa crate (0.9.10) rightly refuses ("cryptographic error"); fixed upstream in ssh-key 0.7, still a release
+/// candidate. The same scheme through the rsa crate directly, with ssh-key's own key components.
+fn sign_rsa(key: &ssh_key::private::RsaKeypair, data: &[u8]) -> Result<ssh_key::Signature, String> {
+    use signature::SignatureEncoding as _;
+    let int = |m: &ssh_key::Mpint| {
+        m.as_positive_bytes()
+            .map(rsa::BigUint::from_bytes_be)
+            .ok_or_else(|| "an RSA key component is not a positive integer".to_owned())
+    };
+    let private = rsa::RsaPrivateKey::from_components(
+        int(&key.public.n)?,
+        int(&key.public.e)?,
+        int(&key.private.d)?,
+        vec![int(&key.private.p)?, int(&key.private.q)?],
+    )
+    .map_err(|e| format!("invalid RSA key: {e}"))?;
+    let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha512>::new(private);
+    let sig = signer.try_sign(data).map_err(|e| e.to_string())?;
+    ssh_key::Signature::new(
+        ssh_key::Algorithm::Rsa {
+            hash: Some(HashAlg::Sha512),
+        },
+        sig.to_vec(),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Sign the archive file `archive` with the private key file `key`: in-process when the key is unencrypted, else
@@ -167,7 +199,8 @@ pub fn ssh_keygen_sign(key: &Path, archive: &Path) -> Result<String, SignError> 
         let _ = std::fs::remove_file(&sig_path);
         return Err(failed(format!("failed ({status})")));
     }
-    let text = std::fs::read(&sig_path).map_err(|e| failed(format!("wrote no {}: {e}", sig_path.display())));
+    let text = std::fs::read(&sig_path)
+        .map_err(|e| failed(format!("wrote no {}: {e}", sig_path.display())));
     let _ = std::fs::remove_file(&sig_path);
     Ok(Sshsig::parse_bytes(&text?)?.armored()?)
 }

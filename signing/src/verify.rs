@@ -3,9 +3,9 @@
 //! namespace, its key in the file (and allowed there for rollcage, now), and only then the archive, hashed
 //! streaming against the signature.
 
+use crate::NAMESPACE;
 use crate::allowed::{AllowedSigners, AllowedSignersError};
 use crate::sshsig::{SignatureError, Sshsig};
-use crate::NAMESPACE;
 use std::path::{Path, PathBuf};
 
 /// A bundle that passed: who signed it.
@@ -125,10 +125,12 @@ pub fn verify_reader(
             });
         }
     };
-    let valid = sig.verify_reader(bundle).map_err(|source| VerifyError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let valid = sig
+        .verify_reader(bundle)
+        .map_err(|source| VerifyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
     if !valid {
         return Err(VerifyError::BadSignature { signer });
     }

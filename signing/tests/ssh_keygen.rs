@@ -25,10 +25,16 @@ fn run(cmd: &mut Command) -> Result<String, Box<dyn std::error::Error>> {
 }
 
 /// A new key pair `dir/name` (no passphrase) of `ssh-keygen -t ty [-b bits]`.
-fn keygen(dir: &Path, name: &str, ty: &str, bits: Option<&str>) -> Result<PathBuf, Box<dyn std::error::Error>> {
+fn keygen(
+    dir: &Path,
+    name: &str,
+    ty: &str,
+    bits: Option<&str>,
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let key = dir.join(name);
     let mut cmd = Command::new("ssh-keygen");
-    cmd.args(["-q", "-t", ty, "-N", "", "-C", name, "-f"]).arg(&key);
+    cmd.args(["-q", "-t", ty, "-N", "", "-C", name, "-f"])
+        .arg(&key);
     if let Some(bits) = bits {
         cmd.args(["-b", bits]);
     }
@@ -38,28 +44,45 @@ fn keygen(dir: &Path, name: &str, ty: &str, bits: Option<&str>) -> Result<PathBu
 
 /// The public key line of `key`.
 fn public(key: &Path) -> Result<String, Box<dyn std::error::Error>> {
-    Ok(std::fs::read_to_string(key.with_extension("pub"))?.trim().to_owned())
+    Ok(std::fs::read_to_string(key.with_extension("pub"))?
+        .trim()
+        .to_owned())
 }
 
 /// `ssh-keygen -l` fingerprint (`SHA256:…`) of `key`.
 fn fingerprint(key: &Path) -> Result<String, Box<dyn std::error::Error>> {
-    let out = run(Command::new("ssh-keygen").arg("-lf").arg(key.with_extension("pub")))?;
-    Ok(out.split_whitespace().nth(1).ok_or("no fingerprint")?.to_owned())
+    let out = run(Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(key.with_extension("pub")))?;
+    Ok(out
+        .split_whitespace()
+        .nth(1)
+        .ok_or("no fingerprint")?
+        .to_owned())
 }
 
 /// A 3 MiB bundle-like file (several hash chunks).
 fn bundle(dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let path = dir.join("bundle.tar.gz");
-    let bytes: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(&path, bytes)?;
     Ok(path)
 }
 
 /// `ssh-keygen -Y sign -n NS -f KEY FILE`; returns the armored signature.
-fn keygen_sign(key: &Path, file: &Path, namespace: &str) -> Result<String, Box<dyn std::error::Error>> {
+fn keygen_sign(
+    key: &Path,
+    file: &Path,
+    namespace: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
     let sig = PathBuf::from(format!("{}.sig", file.display()));
     let _ = std::fs::remove_file(&sig);
-    run(Command::new("ssh-keygen").args(["-Y", "sign", "-n", namespace, "-f"]).arg(key).arg(file))?;
+    run(Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-n", namespace, "-f"])
+        .arg(key)
+        .arg(file))?;
     let text = std::fs::read_to_string(&sig)?;
     std::fs::remove_file(&sig)?;
     Ok(text)
@@ -69,7 +92,10 @@ fn keygen_sign(key: &Path, file: &Path, namespace: &str) -> Result<String, Box<d
 fn signers(dir: &Path, keys: &[&Path]) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let mut text = String::from("# test signers\n");
     for (i, key) in keys.iter().enumerate() {
-        text.push_str(&format!("p{i}@example.com namespaces=\"git,rollcage\" {}\n", public(key)?));
+        text.push_str(&format!(
+            "p{i}@example.com namespaces=\"git,rollcage\" {}\n",
+            public(key)?
+        ));
     }
     let path = dir.join("allowed_signers");
     std::fs::write(&path, text)?;
@@ -92,10 +118,19 @@ fn signatures_made_by_ssh_keygen_verify() -> TestResult {
         let key = keygen(dir.path(), &format!("k{i}"), ty, *bits)?;
         let allowed = signers(dir.path(), &[&key])?;
         let sig = keygen_sign(&key, &file, "rollcage")?;
-        let ok = verify_file(Some(&sig), &allowed, &file).map_err(|e| format!("{ty} {bits:?}: {e}"))?;
+        let ok =
+            verify_file(Some(&sig), &allowed, &file).map_err(|e| format!("{ty} {bits:?}: {e}"))?;
         assert_eq!(ok.principals, "p0@example.com", "{ty}");
-        assert!(ok.signer.contains(&fingerprint(&key)?), "{ty}: {}", ok.signer);
-        assert!(ok.listed_at.ends_with("allowed_signers:2"), "{}", ok.listed_at);
+        assert!(
+            ok.signer.contains(&fingerprint(&key)?),
+            "{ty}: {}",
+            ok.signer
+        );
+        assert!(
+            ok.listed_at.ends_with("allowed_signers:2"),
+            "{}",
+            ok.listed_at
+        );
     }
     Ok(())
 }
@@ -149,18 +184,27 @@ fn each_wrong_signature_is_refused_with_its_reason() -> TestResult {
     let allowed = signers(dir.path(), &[&trusted])?;
 
     // No signature.
-    let e = verify_file(None, &allowed, &file).err().ok_or("unsigned accepted")?;
+    let e = verify_file(None, &allowed, &file)
+        .err()
+        .ok_or("unsigned accepted")?;
     assert!(matches!(e, VerifyError::NoSignature { .. }), "{e}");
     assert!(e.to_string().starts_with("no signature"), "{e}");
 
     // Wrong namespace (a `file` signature by the trusted key).
     let sig = keygen_sign(&trusted, &file, "file")?;
-    let e = verify_file(Some(&sig), &allowed, &file).err().ok_or("namespace file accepted")?;
-    assert!(matches!(&e, VerifyError::WrongNamespace { found } if found == "file"), "{e}");
+    let e = verify_file(Some(&sig), &allowed, &file)
+        .err()
+        .ok_or("namespace file accepted")?;
+    assert!(
+        matches!(&e, VerifyError::WrongNamespace { found } if found == "file"),
+        "{e}"
+    );
 
     // Wrong key: named by its fingerprint.
     let sig = keygen_sign(&stranger, &file, "rollcage")?;
-    let e = verify_file(Some(&sig), &allowed, &file).err().ok_or("stranger accepted")?;
+    let e = verify_file(Some(&sig), &allowed, &file)
+        .err()
+        .ok_or("stranger accepted")?;
     assert!(matches!(e, VerifyError::UnknownKey { .. }), "{e}");
     assert!(e.to_string().contains(&fingerprint(&stranger)?), "{e}");
 
@@ -170,24 +214,43 @@ fn each_wrong_signature_is_refused_with_its_reason() -> TestResult {
     bytes[1_500_000] ^= 1;
     let tampered = dir.path().join("tampered.tar.gz");
     std::fs::write(&tampered, &bytes)?;
-    let e = verify_file(Some(&sig), &allowed, &tampered).err().ok_or("tampered accepted")?;
+    let e = verify_file(Some(&sig), &allowed, &tampered)
+        .err()
+        .ok_or("tampered accepted")?;
     assert!(matches!(e, VerifyError::BadSignature { .. }), "{e}");
     verify_file(Some(&sig), &allowed, &file)?;
 
     // Truncated and garbage signatures.
     let cut = &sig[..sig.len() / 2];
-    let e = verify_file(Some(cut), &allowed, &file).err().ok_or("truncated accepted")?;
-    assert!(matches!(e, VerifyError::Malformed(SignatureError::Malformed(_))), "{e}");
-    let e = verify_file(Some("garbage"), &allowed, &file).err().ok_or("garbage accepted")?;
-    assert!(matches!(e, VerifyError::Malformed(SignatureError::NotArmored)), "{e}");
+    let e = verify_file(Some(cut), &allowed, &file)
+        .err()
+        .ok_or("truncated accepted")?;
+    assert!(
+        matches!(e, VerifyError::Malformed(SignatureError::Malformed(_))),
+        "{e}"
+    );
+    let e = verify_file(Some("garbage"), &allowed, &file)
+        .err()
+        .ok_or("garbage accepted")?;
+    assert!(
+        matches!(e, VerifyError::Malformed(SignatureError::NotArmored)),
+        "{e}"
+    );
 
     // The key listed, but not for rollcage.
-    std::fs::write(&allowed, format!("p0 namespaces=\"git\" {}\n", public(&trusted)?))?;
-    let e = verify_file(Some(&sig), &allowed, &file).err().ok_or("git-only key accepted")?;
+    std::fs::write(
+        &allowed,
+        format!("p0 namespaces=\"git\" {}\n", public(&trusted)?),
+    )?;
+    let e = verify_file(Some(&sig), &allowed, &file)
+        .err()
+        .ok_or("git-only key accepted")?;
     assert!(matches!(e, VerifyError::NotAllowed { .. }), "{e}");
     assert!(e.to_string().contains("allowed_signers:1"), "{e}");
     std::fs::write(&allowed, format!("p0 {}\n", public(&trusted)?))?;
-    let e = verify_file(Some(&sig), &allowed, &file).err().ok_or("key without namespaces accepted")?;
+    let e = verify_file(Some(&sig), &allowed, &file)
+        .err()
+        .ok_or("key without namespaces accepted")?;
     assert!(matches!(e, VerifyError::NotAllowed { .. }), "{e}");
     Ok(())
 }
@@ -197,7 +260,9 @@ fn an_encrypted_key_is_recognised_and_a_real_signers_file_parses() -> TestResult
     let dir = tempfile::tempdir()?;
     let key = dir.path().join("locked");
     // A throwaway passphrase for a throwaway test key.
-    run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "test-only", "-f"]).arg(&key))?;
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "test-only", "-f"])
+        .arg(&key))?;
     assert!(matches!(load_key(&key)?, LoadedKey::Encrypted));
     let plain = keygen(dir.path(), "plain", "rsa", Some("2048"))?;
     assert!(matches!(load_key(&plain)?, LoadedKey::Plain(_)));

@@ -39,7 +39,9 @@ fn keygen(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
 
 /// `ssh-keygen -l` fingerprint (`SHA256:…`) of `key`.
 fn fingerprint(key: &Path) -> anyhow::Result<String> {
-    let out = run(Command::new("ssh-keygen").arg("-lf").arg(key.with_extension("pub")))?;
+    let out = run(Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(key.with_extension("pub")))?;
     Ok(out
         .split_whitespace()
         .nth(1)
@@ -186,8 +188,8 @@ fn tamper_signature(fleet: &Fleet, revision: &str, signature: &str) -> anyhow::R
 }
 
 #[test]
-fn an_agent_with_trusted_signers_deploys_only_revisions_signed_by_a_trusted_key() -> anyhow::Result<()>
-{
+fn an_agent_with_trusted_signers_deploys_only_revisions_signed_by_a_trusted_key()
+-> anyhow::Result<()> {
     let mut fleet = Fleet::start(0)?;
     let dir = fleet.dir.path().to_owned();
     let result = caught(|| {
@@ -214,7 +216,14 @@ fn an_agent_with_trusted_signers_deploys_only_revisions_signed_by_a_trusted_key(
         // Signed by a key the agent does not trust: named by its fingerprint.
         let strange = archive(&dir, "stranger")?;
         let sig = sign(&stranger, &strange, "rollcage")?;
-        let (_, out) = fleet.cli(&["push", "--app", "shop", "--signature", &arg(&sig), &arg(&strange)])?;
+        let (_, out) = fleet.cli(&[
+            "push",
+            "--app",
+            "shop",
+            "--signature",
+            &arg(&sig),
+            &arg(&strange),
+        ])?;
         let d = deploy(&fleet, out.trim())?;
         refused(&fleet, &d, &["unknown key", &fingerprint(&stranger)?])?;
 
@@ -223,7 +232,14 @@ fn an_agent_with_trusted_signers_deploys_only_revisions_signed_by_a_trusted_key(
         let other_sig = sign(&trusted, &other, "rollcage")?;
         let bad = archive(&dir, "bad")?;
         let err = fleet
-            .cli(&["push", "--app", "shop", "--signature", &arg(&other_sig), &arg(&bad)])
+            .cli(&[
+                "push",
+                "--app",
+                "shop",
+                "--signature",
+                &arg(&other_sig),
+                &arg(&bad),
+            ])
             .err()
             .context("the coordinator accepted a signature of other bytes")?;
         assert!(err.to_string().contains("bad signature"), "{err:#}");
@@ -248,7 +264,14 @@ fn an_agent_with_trusted_signers_deploys_only_revisions_signed_by_a_trusted_key(
         let file_ns = archive(&dir, "namespace")?;
         let ns_sig = sign(&trusted, &file_ns, "file")?;
         let err = fleet
-            .cli(&["push", "--app", "shop", "--signature", &arg(&ns_sig), &arg(&file_ns)])
+            .cli(&[
+                "push",
+                "--app",
+                "shop",
+                "--signature",
+                &arg(&ns_sig),
+                &arg(&file_ns),
+            ])
             .err()
             .context("the coordinator accepted a signature for namespace file")?;
         assert!(err.to_string().contains("namespace"), "{err:#}");
@@ -260,7 +283,14 @@ fn an_agent_with_trusted_signers_deploys_only_revisions_signed_by_a_trusted_key(
         // Signed by ssh-keygen with the trusted key: deploys, and the agent says who signed it.
         let good = archive(&dir, "good")?;
         let sig = sign(&trusted, &good, "rollcage")?;
-        let (_, out) = fleet.cli(&["push", "--app", "shop", "--signature", &arg(&sig), &arg(&good)])?;
+        let (_, out) = fleet.cli(&[
+            "push",
+            "--app",
+            "shop",
+            "--signature",
+            &arg(&sig),
+            &arg(&good),
+        ])?;
         let d = deploy(&fleet, out.trim())?;
         assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
         let download = d.instances[0]
@@ -275,13 +305,24 @@ fn an_agent_with_trusted_signers_deploys_only_revisions_signed_by_a_trusted_key(
             "{}",
             download.message
         );
-        let revision_json = fleet.admin_get(&format!("/v1/applications/shop/revisions/{}", d.revision))?;
-        assert!(revision_json.contains(&fingerprint(&trusted)?), "{revision_json}");
+        let revision_json =
+            fleet.admin_get(&format!("/v1/applications/shop/revisions/{}", d.revision))?;
+        assert!(
+            revision_json.contains(&fingerprint(&trusted)?),
+            "{revision_json}"
+        );
 
         // A directory pushed with `--sign-key`: rollcage signs what it packs.
         let src = dir.join("src-signed-dir");
         write_bundle(&src, "signed-dir", "0", "")?;
-        let (_, out) = fleet.cli(&["push", "--app", "shop", "--sign-key", &arg(&trusted), &arg(&src)])?;
+        let (_, out) = fleet.cli(&[
+            "push",
+            "--app",
+            "shop",
+            "--sign-key",
+            &arg(&trusted),
+            &arg(&src),
+        ])?;
         let d = deploy(&fleet, out.trim())?;
         assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
         Ok(())

@@ -32,10 +32,10 @@ pub fn sign(key: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<String> {
     if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
         return Ok(rollcage_signing::sign::sign_file(key, path)?);
     }
-    let dir = tempfile::tempdir().context("creating a temporary dir to sign the packed directory")?;
+    let dir =
+        tempfile::tempdir().context("creating a temporary dir to sign the packed directory")?;
     let archive = dir.path().join("revision.tar.gz");
-    std::fs::write(&archive, bytes)
-        .with_context(|| format!("writing {}", archive.display()))?;
+    std::fs::write(&archive, bytes).with_context(|| format!("writing {}", archive.display()))?;
     Ok(rollcage_signing::sign::sign_file(key, &archive)?)
 }
 

@@ -7,16 +7,16 @@ use crate::state::State;
 use crate::store::{apps, deployments, instances, revisions};
 use axum::body::Body;
 use axum::extract::State as AxState;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use http_body_util::BodyExt;
+use rollcage_proto::clip::clip_head;
 use rollcage_proto::lb::GroupLb;
 use rollcage_proto::wire::now_ms;
 use rollcage_proto::wire::{
     Application, CreateApplication, CreateDeployment, CreateGroup, Deployment, Group, NAME_RULE,
     NameList, RegisterUrlRevision, Revision, StopDeployment,
 };
-use axum::http::HeaderMap;
-use rollcage_proto::clip::clip_head;
 use rollcage_signing::Sshsig;
 use rollcage_signing::sshsig::MessageDigest;
 use sha2::{Digest, Sha256};
@@ -272,7 +272,8 @@ pub async fn upload_revision(
         .map_err(|e| io("storing the archive", e))?;
     let now = now_ms();
     let registered = st.store.write(|tx| {
-        revisions::register(tx, &app, &sha, None, size, now, stored.as_ref()).map_err(ApiError::from)
+        revisions::register(tx, &app, &sha, None, size, now, stored.as_ref())
+            .map_err(ApiError::from)
     })?;
     let answer = answer_registration(registered)?;
     tracing::info!(application = %app, revision = %answer.1.0.id, size, status = %answer.0, "revision uploaded");
@@ -316,7 +317,10 @@ pub async fn register_url_revision(
     }
     // No archive here to check the signature against: only that it is one, for rollcage.
     let stored = match &req.signature {
-        Some(text) => Some(stored_signature(&parse_signature("field `signature`", text)?)?),
+        Some(text) => Some(stored_signature(&parse_signature(
+            "field `signature`",
+            text,
+        )?)?),
         None => None,
     };
     let now = now_ms();

@@ -38,13 +38,25 @@ fn keygen_sign(dir: &Path, archive: &[u8], namespace: &str) -> TestResult<(Strin
     let fp = ok(Command::new("ssh-keygen")
         .arg("-lf")
         .arg(key.with_extension("pub")))?;
-    let fp = fp.split_whitespace().nth(1).ok_or("no fingerprint")?.to_owned();
-    Ok((std::fs::read_to_string(dir.join(format!("archive-{namespace}.sig")))?, fp))
+    let fp = fp
+        .split_whitespace()
+        .nth(1)
+        .ok_or("no fingerprint")?
+        .to_owned();
+    Ok((
+        std::fs::read_to_string(dir.join(format!("archive-{namespace}.sig")))?,
+        fp,
+    ))
 }
 
 /// Upload `archive` with the signature header `header`: (status, body).
-async fn upload(st: &State, archive: &[u8], header: Option<&str>) -> TestResult<(StatusCode, serde_json::Value)> {
-    let mut req = Request::post("/v1/applications/app/revisions").header("authorization", format!("Bearer {ADMIN}"));
+async fn upload(
+    st: &State,
+    archive: &[u8],
+    header: Option<&str>,
+) -> TestResult<(StatusCode, serde_json::Value)> {
+    let mut req = Request::post("/v1/applications/app/revisions")
+        .header("authorization", format!("Bearer {ADMIN}"));
     if let Some(h) = header {
         req = req.header(SIGNATURE_HEADER, h);
     }
@@ -86,10 +98,18 @@ async fn an_uploaded_signature_is_checked_stored_and_sent_with_each_command() ->
     let (s, v) = upload(&st, archive, Some(&signature_header_value(&sig))).await?;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let rev: Revision = serde_json::from_value(v)?;
-    assert!(rev.signed_by.as_deref().is_some_and(|b| b == format!("ssh-ed25519 {fp}")), "{rev:?}");
+    assert!(
+        rev.signed_by
+            .as_deref()
+            .is_some_and(|b| b == format!("ssh-ed25519 {fp}")),
+        "{rev:?}"
+    );
     let stored = rev.signature.clone().ok_or("no signature stored")?;
     // The stored text is the same signature, re-armored.
-    assert_eq!(signature_header_value(&stored), signature_header_value(&sig));
+    assert_eq!(
+        signature_header_value(&stored),
+        signature_header_value(&sig)
+    );
 
     // A deployment of it: the agent's command carries the signature.
     let (s, v) = post_json(
@@ -115,7 +135,8 @@ async fn a_url_revision_takes_a_signature_that_parses_for_rollcage() -> TestResu
     let (git, _) = keygen_sign(dir.path(), b"elsewhere", "git")?;
     let sha = "ab".repeat(32);
     let url = "/v1/applications/app/revisions/url";
-    let body = |s: &str| json!({"url": "https://example.invalid/a.tgz", "sha256": sha, "signature": s});
+    let body =
+        |s: &str| json!({"url": "https://example.invalid/a.tgz", "sha256": sha, "signature": s});
     let (s, v) = post_json(&st, url, ADMIN, body("not a signature")).await?;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert!(v.to_string().contains("field `signature`"), "{v}");
@@ -124,7 +145,10 @@ async fn a_url_revision_takes_a_signature_that_parses_for_rollcage() -> TestResu
     let (s, v) = post_json(&st, url, ADMIN, body(&sig)).await?;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let rev: Revision = serde_json::from_value(v)?;
-    assert!(rev.signed_by.as_deref().is_some_and(|b| b.ends_with(&fp)), "{rev:?}");
+    assert!(
+        rev.signed_by.as_deref().is_some_and(|b| b.ends_with(&fp)),
+        "{rev:?}"
+    );
     // Without a field, an old client's body still parses and the signature is kept.
     let (s, v) = post_json(
         &st,

@@ -270,9 +270,9 @@ mod tests {
         store.write(|tx| {
             crate::store::apps::insert_application(tx, "app", 0)?;
             let signed = |r: Registered| match r {
-                Registered::Created(r) | Registered::Unchanged(r) | Registered::BecameUploaded(r) => {
-                    (r.signature, r.signed_by)
-                }
+                Registered::Created(r)
+                | Registered::Unchanged(r)
+                | Registered::BecameUploaded(r) => (r.signature, r.signed_by),
                 Registered::Refused(m) => (Some(m), None),
             };
             let some = |a: &str, b: &str| (Some(a.to_owned()), Some(b.to_owned()));
@@ -280,11 +280,17 @@ mod tests {
             let r = register(tx, "app", SHA, url, 0, 1, Some(&sig("1")))?;
             assert_eq!(signed(r), some("sig 1", "key 1"));
             // Registered again without one: kept.
-            assert_eq!(signed(register(tx, "app", SHA, url, 0, 2, None)?), some("sig 1", "key 1"));
+            assert_eq!(
+                signed(register(tx, "app", SHA, url, 0, 2, None)?),
+                some("sig 1", "key 1")
+            );
             // Refused (another URL): nothing changes.
             let r = register(tx, "app", SHA, Some("https://other"), 0, 3, Some(&sig("2")))?;
             assert!(matches!(r, Registered::Refused(_)), "{r:?}");
-            assert_eq!(get(tx, "app", &revision_id(SHA))?.and_then(|r| r.signed_by), Some("key 1".into()));
+            assert_eq!(
+                get(tx, "app", &revision_id(SHA))?.and_then(|r| r.signed_by),
+                Some("key 1".into())
+            );
             // Pushed with another signature: replaced.
             let r = register(tx, "app", SHA, None, 9, 4, Some(&sig("3")))?;
             assert!(matches!(r, Registered::BecameUploaded(_)), "{r:?}");

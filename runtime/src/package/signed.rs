@@ -58,10 +58,12 @@ pub async fn fetch_signed(
         }
         Source::Archive(path) => (path.clone(), source.clone()),
         Source::Url(url) if url.scheme() == "file" => {
-            let path = url.to_file_path().map_err(|()| PackageError::InvalidSource {
-                input: url.to_string(),
-                reason: "not a local file path".into(),
-            })?;
+            let path = url
+                .to_file_path()
+                .map_err(|()| PackageError::InvalidSource {
+                    input: url.to_string(),
+                    reason: "not a local file path".into(),
+                })?;
             (path, source.clone())
         }
         Source::Url(url) if matches!(url.scheme(), "http" | "https") => {
