@@ -55,6 +55,9 @@ pub struct AgentFile {
     /// Most bytes of one step's hook output sent to the coordinator (default 256 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_log_bytes: Option<usize>,
+    /// OpenSSH allowed_signers file: deploy only revisions signed by a key it lists for `rollcage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_signers: Option<PathBuf>,
 }
 
 impl AgentFile {
@@ -105,6 +108,10 @@ pub struct InstallArgs {
     /// DATA/tls/ca.fingerprint).
     #[arg(long)]
     ca_fingerprint: Option<rollcage_client::CaFingerprint>,
+    /// OpenSSH allowed_signers file: the agent deploys only revisions signed by a key it lists with
+    /// `namespaces="rollcage"` (checked now; the config refers to it by absolute path).
+    #[arg(long)]
+    trusted_signers: Option<PathBuf>,
     /// Where the systemd unit goes.
     #[arg(long, default_value = "/etc/systemd/system")]
     unit_dir: PathBuf,
@@ -230,6 +237,14 @@ pub fn install_files(a: &InstallArgs) -> anyhow::Result<Installed> {
         .with_context(|| format!("resolving {}", a.config_dir.display()))?;
     let root =
         std::path::absolute(&a.root).with_context(|| format!("resolving {}", a.root.display()))?;
+    let trusted_signers = match &a.trusted_signers {
+        Some(p) => {
+            let p = std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))?;
+            rollcage_signing::AllowedSigners::load(&p)?;
+            Some(p)
+        }
+        None => None,
+    };
     let config_path = config_dir.join(CONFIG_NAME);
     let binary_s = unit_safe("binary", &binary)?;
     let config_s = unit_safe("config path", &config_path)?;
@@ -247,6 +262,7 @@ pub fn install_files(a: &InstallArgs) -> anyhow::Result<Installed> {
         ca_fingerprint: a.ca_fingerprint,
         vars: a.vars.iter().cloned().collect(),
         max_log_bytes: None,
+        trusted_signers,
     };
     let config_text = format!(
         "# rollcage agent config, read by `rollcage agent --config {}`.\n{}",
@@ -316,6 +332,7 @@ mod tests {
             ca_fingerprint: "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
                 .parse()
                 .ok(),
+            trusted_signers: None,
             unit_dir: dir.join("units"),
             config_dir: dir.join("etc"),
             binary: Some("/usr/local/bin/rollcage".into()),
@@ -408,6 +425,30 @@ mod tests {
             .ok_or("a 0644 token file accepted")?;
         assert!(e.to_string().contains("mode 0644"), "{e}");
         assert_eq!(std::fs::read_dir(dir.path().join("units"))?.count(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn install_checks_the_trusted_signers_file_and_the_config_names_it() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let signers = dir.path().join("allowed_signers");
+        std::fs::write(&signers, "ops cert-authority ssh-ed25519 AAAA\n")?;
+        let mut a = args(dir.path());
+        a.trusted_signers = Some(signers.clone());
+        let err = install_files(&a)
+            .err()
+            .ok_or("a cert-authority line accepted")?;
+        assert!(format!("{err:#}").contains("allowed_signers:1"), "{err:#}");
+        assert!(!dir.path().join("units").exists());
+        std::fs::write(
+            &signers,
+            "ops namespaces=\"rollcage\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPwlyjLcP7pU7DcL+7OkYE8CwTsgrtKrmsJv5eXnQka/\n",
+        )?;
+        let done = install_files(&a)?;
+        assert_eq!(
+            AgentFile::load(&done.config)?.trusted_signers,
+            Some(signers)
+        );
         Ok(())
     }
 

@@ -45,6 +45,13 @@ pub struct LocalArgs {
     /// Extra variable for every hook, KEY=VALUE (repeatable).
     #[arg(long = "var", value_parser = crate::fleet::parse_var)]
     vars: Vec<(String, String)>,
+    /// Deploy the bundle only if it is signed by a key this OpenSSH allowed_signers file lists with
+    /// `namespaces="rollcage"` (checked before anything is unpacked).
+    #[arg(long)]
+    trusted_signers: Option<PathBuf>,
+    /// The bundle's signature (`ssh-keygen -Y sign -n rollcage -f KEY BUNDLE` writes BUNDLE.sig).
+    #[arg(long)]
+    signature: Option<PathBuf>,
 }
 
 /// `--file-exists-behavior` values.
@@ -73,8 +80,18 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Some(rollcage_runtime::form::load(path).context("--form")?),
         None => None,
     };
+    let signature = args
+        .signature
+        .as_deref()
+        .map(crate::fleet::read_signature)
+        .transpose()?;
     let mut host = HostConfig::new(&args.root);
     host.hook_vars = args.vars;
+    if let Some(path) = &args.trusted_signers {
+        // A broken file is named now, with its line, before anything runs.
+        rollcage_signing::AllowedSigners::load(path)?;
+        host.trusted_signers = Some(path.clone());
+    }
     let wasm = WasmHooks::new(WasmConfig::new(host.wasm_cache_dir()))
         .context("setting up the wasm hook runner")?;
     host.wasm = Some(Arc::new(wasm));
@@ -92,6 +109,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
         },
         limits: UnpackLimits::default(),
         form,
+        signature,
     };
     let deployment = HostDeployment::new(&host, spec)?;
     println!(

@@ -73,6 +73,20 @@ impl Client {
             .await
     }
 
+    /// `POST /v1/applications/{app}/revisions` with the revision's signature (armored SSHSIG, as `ssh-keygen -Y
+    /// sign -n rollcage` writes it), sent in the [`rollcage_proto::wire::SIGNATURE_HEADER`] header.
+    pub async fn upload_signed_revision(
+        &self,
+        app: &str,
+        archive: impl Into<Bytes>,
+        signature: &str,
+    ) -> Result<Revision, ClientError> {
+        let value = rollcage_proto::wire::signature_header_value(signature);
+        let header = (rollcage_proto::wire::SIGNATURE_HEADER, value.as_str());
+        self.post_bytes_with(&routes::revisions(app), archive.into(), Some(header))
+            .await
+    }
+
     /// `POST /v1/applications/{app}/revisions/url`: register an archive stored elsewhere.
     pub async fn register_url_revision(
         &self,

@@ -283,7 +283,24 @@ impl Client {
         path: &str,
         bytes: Bytes,
     ) -> Result<R, ClientError> {
-        let req = self.request(Method::POST, path, bytes, "application/octet-stream")?;
+        self.post_bytes_with(path, bytes, None).await
+    }
+
+    /// [`Self::post_bytes`] with one extra request header `(name, value)`.
+    pub(crate) async fn post_bytes_with<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        bytes: Bytes,
+        header: Option<(&str, &str)>,
+    ) -> Result<R, ClientError> {
+        let mut req = self.request(Method::POST, path, bytes, "application/octet-stream")?;
+        if let Some((name, value)) = header {
+            let name = hyper::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| ClientError::Config(format!("header name `{name}`: {e}")))?;
+            let value = hyper::header::HeaderValue::from_str(value)
+                .map_err(|e| ClientError::Config(format!("header `{name}`: {e}")))?;
+            req.headers_mut().insert(name, value);
+        }
         let body = self.send(req, UPLOAD_TIMEOUT).await?;
         self.decode(path, &body)
     }

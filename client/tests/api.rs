@@ -143,6 +143,7 @@ async fn revisions_round_trip() -> TestResult {
             &RegisterUrlRevision {
                 url: "https://example.invalid/a.tar.gz".into(),
                 sha256: sha.clone(),
+                signature: None,
             },
         )
         .await?;

@@ -200,3 +200,4 @@ mod tests_lists;
 mod tests_ops;
 #[cfg(test)]
 mod tests_roles;
+mod tests_signed;

@@ -238,6 +238,13 @@ CREATE TABLE enroll_tokens (
 ALTER TABLE instances ADD COLUMN state TEXT NOT NULL DEFAULT 'approved';
 ALTER TABLE instances ADD COLUMN enrolled_with TEXT;
 "#,
+    // Signed revisions (issue 13, store/revisions.rs).
+    r#"
+-- A revision's signature: the armored SSHSIG (at most 16 KiB, checked before it is stored) and the signer key it
+-- names (`ssh-ed25519 SHA256:…`), both NULL for an unsigned revision.
+ALTER TABLE revisions ADD COLUMN signature TEXT;
+ALTER TABLE revisions ADD COLUMN signed_by TEXT;
+"#,
 ];
 
 /// What one committed transaction changed, for whoever waits on it. Plain data, so the same set can later be sent

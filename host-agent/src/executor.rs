@@ -192,6 +192,7 @@ impl RuntimeExecutor {
             file_exists_behavior: FileExistsBehavior::default(),
             limits: UnpackLimits::default(),
             form,
+            signature: cmd.revision.signature.clone(),
         };
         let dep = HostDeployment::new(&self.host, spec).map_err(|e| e.to_string())?;
         let mut prefix = String::new();

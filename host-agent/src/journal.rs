@@ -312,6 +312,7 @@ mod tests {
                 location: RevisionLocation::Url {
                     url: "file:///nope".into(),
                 },
+                signature: None,
             },
             rollback: false,
             form: None,

@@ -40,6 +40,9 @@ pub struct AgentConfig {
     pub ca_file: Option<PathBuf>,
     /// Trust exactly the coordinator's own CA, by its fingerprint (`--ca-fingerprint`).
     pub ca_fingerprint: Option<rollcage_proto::fingerprint::CaFingerprint>,
+    /// OpenSSH allowed_signers file (`--trusted-signers`): when set, only revisions signed by a key it lists for
+    /// `rollcage` are unpacked (see `rollcage_runtime::lifecycle::HostConfig::trusted_signers`).
+    pub trusted_signers: Option<PathBuf>,
     /// Loop settings.
     pub loop_config: daemon::LoopConfig,
 }
@@ -112,6 +115,7 @@ pub async fn run_until(
         let client = base.with_token(Some(token));
         let mut host = HostConfig::new(&cfg.root);
         host.hook_vars = cfg.hook_vars();
+        host.trusted_signers = cfg.trusted_signers.clone();
         let exec = executor::RuntimeExecutor::new(host, client.clone());
         tracing::info!(instance = %cfg.name, coordinator = %cfg.coordinator, root = %cfg.root.display(), "agent running");
         let agent = daemon::AgentLoop::new(client, journal.clone(), exec, cfg.loop_config.clone());

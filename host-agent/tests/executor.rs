@@ -109,6 +109,7 @@ impl Env {
                 id: "r-1".into(),
                 sha256: self.sha.clone(),
                 location: RevisionLocation::Coordinator,
+                signature: None,
             },
             rollback,
             form: None,

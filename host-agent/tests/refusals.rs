@@ -449,6 +449,7 @@ fn agent_config(url: &str, root: &Path, enroll_token: Option<&str>) -> rollcage_
         service_addr: None,
         ca_file: None,
         ca_fingerprint: None,
+        trusted_signers: None,
         loop_config: loop_config(),
     }
 }

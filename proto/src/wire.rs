@@ -450,6 +450,43 @@ pub struct RegisterUrlRevision {
     pub url: String,
     /// Its sha256, lowercase hex.
     pub sha256: String,
+    /// Its signature: the armored SSHSIG `ssh-keygen -Y sign -n rollcage` writes (see [`Revision::signature`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+/// The request header that carries a revision's signature with an upload (`POST
+/// /v1/applications/{app}/revisions`, whose body is the archive): the SSHSIG blob in base64 on one line, i.e. the
+/// armored signature without its armor lines ([`signature_header_value`]; the coordinator re-armors it with
+/// [`signature_from_header`]).
+pub const SIGNATURE_HEADER: &str = "x-rollcage-signature";
+
+/// The first and last line of an armored SSH signature.
+const ARMOR: (&str, &str) = (
+    "-----BEGIN SSH SIGNATURE-----",
+    "-----END SSH SIGNATURE-----",
+);
+
+/// The [`SIGNATURE_HEADER`] value of an armored signature: its base64 lines joined (no crypto: text only).
+pub fn signature_header_value(armored: &str) -> String {
+    armored
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != ARMOR.0 && *l != ARMOR.1)
+        .collect()
+}
+
+/// The armored signature of a [`SIGNATURE_HEADER`] value (base64 wrapped at 70 columns, as `ssh-keygen` does).
+pub fn signature_from_header(value: &str) -> String {
+    let mut out = format!("{}\n", ARMOR.0);
+    let chars: Vec<char> = value.trim().chars().collect();
+    for line in chars.chunks(70) {
+        out.extend(line);
+        out.push('\n');
+    }
+    out.push_str(ARMOR.1);
+    out.push('\n');
+    out
 }
 
 /// Where a revision's archive lives.
@@ -483,6 +520,15 @@ pub struct Revision {
     pub downloads: u64,
     /// When it was registered.
     pub created_at_ms: i64,
+    /// The signer key the signature names (`ssh-ed25519 SHA256:…`), when the revision is signed. The coordinator
+    /// only checked that the signature is one (and, for an upload, that it verifies over the archive with that
+    /// key); whether the key is trusted is each agent's decision (`rollcage agent --trusted-signers FILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
+    /// The signature: an armored SSHSIG (`ssh-keygen -Y sign -n rollcage`), at most 16 KiB. Sent to agents with
+    /// every command of a deployment of this revision ([`RevisionRef::signature`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// `POST /v1/deployments`.
@@ -857,6 +903,10 @@ pub struct RevisionRef {
     pub sha256: String,
     /// Where to get it.
     pub location: RevisionLocation,
+    /// The revision's signature ([`Revision::signature`]), if it has one. An agent with trusted signers refuses,
+    /// before unpacking anything, a revision without a valid one; older coordinators send none (absent = `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// One step for one agent to run.

@@ -41,6 +41,10 @@ pub struct HostConfig {
     /// The agent's wasm hook runner (engine + compile cache), shared by every deployment. `None` runs wasm hooks
     /// with a process-wide runner whose cache lives in memory only.
     pub wasm: Option<Arc<WasmHooks>>,
+    /// The host's OpenSSH allowed_signers file (`--trusted-signers`). When set, DownloadBundle refuses, before
+    /// unpacking anything, a revision without a valid signature ([`DeploymentSpec::signature`]) from a key it lists
+    /// for `rollcage`. `None`: signatures are not checked.
+    pub trusted_signers: Option<PathBuf>,
 }
 
 impl HostConfig {
@@ -57,6 +61,7 @@ impl HostConfig {
             max_revisions: DEFAULT_MAX_REVISIONS,
             bundles: None,
             wasm: None,
+            trusted_signers: None,
         }
     }
 
@@ -88,6 +93,8 @@ pub struct DeploymentSpec {
     pub limits: UnpackLimits,
     /// The deployment's form, when it is form-defined (wins over an `appspec.yml` in the package).
     pub form: Option<Form>,
+    /// The revision's signature (armored SSHSIG), if it has one; checked when the host has trusted signers.
+    pub signature: Option<String>,
 }
 
 /// The report of one step.
@@ -177,6 +184,7 @@ pub struct HostDeployment {
     max_revisions: usize,
     bundles: Option<BundleStore>,
     wasm: Option<Arc<WasmHooks>>,
+    trusted_signers: Option<PathBuf>,
 }
 
 impl HostDeployment {
@@ -200,6 +208,7 @@ impl HostDeployment {
             max_revisions: host.max_revisions,
             bundles: host.bundles.clone(),
             wasm: host.wasm.clone(),
+            trusted_signers: host.trusted_signers.clone(),
         })
     }
 
@@ -253,13 +262,33 @@ impl HostDeployment {
                 limits: self.spec.limits,
                 store: self.bundles.clone(),
             };
-            let fetched = package::fetch(&self.spec.source, &self.deploy, &opts).await;
+            let fetched = match &self.trusted_signers {
+                Some(signers) => {
+                    let check = package::SignatureCheck {
+                        trusted_signers: signers,
+                        signature: self.spec.signature.as_deref(),
+                    };
+                    package::fetch_signed(&self.spec.source, &self.deploy, &opts, check)
+                        .await
+                        .map(|(f, v)| (f, Some(v)))
+                }
+                None => package::fetch(&self.spec.source, &self.deploy, &opts)
+                    .await
+                    .map(|f| (f, None)),
+            };
             // Pruned whether or not the fetch worked: a revision that fails to unpack must not grow the store.
             self.prune_store();
-            let fetched = fetched?;
+            let (fetched, verified) = fetched?;
+            let signed = match verified {
+                Some(v) => format!(
+                    ", signed by {} ({}, {})",
+                    v.signer, v.principals, v.listed_at
+                ),
+                None => String::new(),
+            };
             match &fetched.sha256 {
                 Some(sha) => format!(
-                    "fetched {} bytes (sha256 {sha}), {} entries",
+                    "fetched {} bytes (sha256 {sha}), {} entries{signed}",
                     fetched.bytes, fetched.entries
                 ),
                 None => format!("copied directory, {} entries", fetched.entries),

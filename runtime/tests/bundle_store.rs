@@ -76,6 +76,7 @@ impl Host {
             file_exists_behavior: FileExistsBehavior::default(),
             limits: UnpackLimits::default(),
             form: None,
+            signature: None,
         };
         let dep = HostDeployment::new(&self.config, spec)?;
         for event in events {

@@ -139,6 +139,7 @@ fn spec(id: &str, bundle: &Path, form: Option<Form>) -> DeploymentSpec {
         file_exists_behavior: FileExistsBehavior::Disallow,
         limits: UnpackLimits::default(),
         form,
+        signature: None,
     }
 }
 

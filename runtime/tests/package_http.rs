@@ -253,3 +253,83 @@ async fn connection_refused_is_an_http_error() {
     assert!(matches!(err, PackageError::Http { .. }), "{err}");
     assert_nothing_left(&env);
 }
+
+/// A new ed25519 key in `dir` (by `ssh-keygen`) and an allowed_signers file listing it for rollcage.
+fn signer(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = dir.join("key");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen runs (scripts/setup.sh installs openssh-client)");
+    assert!(status.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let signers = dir.join("allowed_signers");
+    std::fs::write(&signers, format!("ops namespaces=\"rollcage\" {public}")).unwrap();
+    (key, signers)
+}
+
+#[tokio::test]
+async fn a_signed_fetch_over_http_checks_the_whole_archive_before_unpacking() -> TestResult {
+    use rollcage_runtime::package::{SignatureCheck, fetch_signed};
+    let data = bundle();
+    let addr = serve(Arc::new(data.clone())).await;
+    let keys = tempfile::tempdir()?;
+    let (key, signers) = signer(keys.path());
+    let archive = keys.path().join("b.tgz");
+    std::fs::write(&archive, &data)?;
+    let sig = rollcage_signing::sign::sign_file(&key, &archive)?;
+    let sha = hex::encode(Sha256::digest(&data));
+    for with_store in [true, false] {
+        let env = env();
+        let opts = FetchOptions {
+            expected_sha256: Some(sha.clone()),
+            store: with_store.then(|| BundleStore::at_root(&env.root)),
+            ..FetchOptions::default()
+        };
+        let unsigned = SignatureCheck {
+            trusted_signers: &signers,
+            signature: None,
+        };
+        let err = fetch_signed(&url(addr, "/bundle.tgz"), &env.deploy, &opts, unsigned)
+            .await
+            .err()
+            .ok_or("an unsigned revision was fetched")?;
+        assert!(
+            matches!(
+                &err,
+                PackageError::Signature {
+                    reason: rollcage_signing::VerifyError::NoSignature { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            !env.deploy.dir().exists(),
+            "store {with_store}: deployment dir created"
+        );
+        let signed = SignatureCheck {
+            trusted_signers: &signers,
+            signature: Some(&sig),
+        };
+        let (fetched, verified) =
+            fetch_signed(&url(addr, "/bundle.tgz"), &env.deploy, &opts, signed).await?;
+        assert_eq!(fetched.sha256, Some(sha.clone()));
+        assert_eq!(verified.principals, "ops");
+        assert!(env.deploy.revision_dir().join("appspec.yml").is_file());
+        // Without a store the download lived only for the fetch.
+        let group = env.deploy.dir().parent().ok_or("no group dir")?;
+        for e in std::fs::read_dir(group)? {
+            let name = e?.file_name();
+            assert!(
+                !name.to_string_lossy().starts_with(".download-"),
+                "{name:?} left behind"
+            );
+        }
+        if with_store {
+            assert_eq!(env.deploy.stored_bundle()?, Some(sha.clone()));
+        }
+    }
+    Ok(())
+}

@@ -1203,6 +1203,7 @@ mod download_bundle {
             file_exists_behavior: FileExistsBehavior::default(),
             limits: UnpackLimits::default(),
             form: None,
+            signature: None,
         };
         let started = Instant::now();
         let report = HostDeployment::new(&config, spec)?

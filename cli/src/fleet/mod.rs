@@ -132,6 +132,14 @@ pub enum FleetCommand {
         /// sha256 of the archive at --url.
         #[arg(long, requires = "url")]
         sha256: Option<String>,
+        /// The archive's signature (`ssh-keygen -Y sign -n rollcage -f KEY ARCHIVE` writes ARCHIVE.sig), uploaded
+        /// with it; agents with `--trusted-signers` deploy only signed revisions.
+        #[arg(long, conflicts_with = "sign_key")]
+        signature: Option<PathBuf>,
+        /// Sign the archive pushed (a directory is signed as packed) with this OpenSSH private key: in-process for
+        /// an unencrypted key, through `ssh-keygen` (which asks for the passphrase) for an encrypted one.
+        #[arg(long, conflicts_with = "url")]
+        sign_key: Option<PathBuf>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -372,6 +380,10 @@ pub struct AgentArgs {
     /// most 1 MiB).
     #[arg(long)]
     max_log_bytes: Option<usize>,
+    /// Deploy only revisions signed by a key this OpenSSH allowed_signers file lists with
+    /// `namespaces="rollcage"`; others fail DownloadBundle before anything is unpacked.
+    #[arg(long)]
+    trusted_signers: Option<PathBuf>,
 }
 
 /// `rollcage agent …` subcommands.
@@ -431,7 +443,28 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<rollcage_agent::AgentConfig> {
             rollcage_agent::steplog::MAX_LOG_BYTES_LIMIT
         );
     }
+    let trusted_signers = a
+        .trusted_signers
+        .or_else(|| file.as_ref().and_then(|f| f.trusted_signers.clone()));
+    if let Some(path) = &trusted_signers {
+        // Checked now so a broken file stops the agent at start, naming its line; each check reads it again.
+        let signers = rollcage_signing::AllowedSigners::load(path)?;
+        let usable = signers
+            .entries()
+            .iter()
+            .filter(|e| e.lists_namespace(rollcage_signing::NAMESPACE))
+            .count();
+        if usable == 0 {
+            bail!(
+                "trusted signers {}: no key is listed with namespaces=\"{}\", so no revision could deploy",
+                path.display(),
+                rollcage_signing::NAMESPACE
+            );
+        }
+        tracing::info!(path = %path.display(), keys = usable, "only signed revisions will be deployed");
+    }
     Ok(rollcage_agent::AgentConfig {
+        trusted_signers,
         coordinator: a
             .coordinator
             .or_else(|| file.as_ref().map(|f| f.coordinator.clone()))
@@ -474,6 +507,18 @@ pub(crate) fn refused_secret_flag(flag: &str, instead: &str) -> String {
         "{flag} is refused: a secret on the command line is readable by every local user (/proc/PID/cmdline) and \
          lands in shell histories; {instead}"
     )
+/// A signature file given with `--signature`: read bounded and checked to be an SSH signature, so a wrong file
+/// is named here rather than by the coordinator.
+pub(crate) fn read_signature(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let max = rollcage_signing::MAX_SIGNATURE_BYTES;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max as u64 + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("reading signature {}", path.display()))?;
+    let sig = rollcage_signing::Sshsig::parse_bytes(&bytes)
+        .with_context(|| format!("--signature {}", path.display()))?;
+    Ok(sig.armored()?)
 }
 
 pub(crate) fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -729,18 +774,31 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             path,
             url,
             sha256,
+            signature,
+            sign_key,
             remote,
         } => {
             let client = remote.client()?;
+            let signature = signature.as_deref().map(read_signature).transpose()?;
             let rev = match (path, url, sha256) {
                 (_, Some(url), Some(sha256)) => {
-                    client
-                        .register_url_revision(&app, &RegisterUrlRevision { url, sha256 })
-                        .await?
+                    let req = RegisterUrlRevision {
+                        url,
+                        sha256,
+                        signature,
+                    };
+                    client.register_url_revision(&app, &req).await?
                 }
                 (Some(path), _, _) => {
                     let bytes = pack::archive_bytes(&path)?;
-                    client.upload_revision(&app, bytes).await?
+                    let signature = match &sign_key {
+                        Some(key) => Some(pack::sign(key, &path, &bytes)?),
+                        None => signature,
+                    };
+                    match signature {
+                        Some(sig) => client.upload_signed_revision(&app, bytes, &sig).await?,
+                        None => client.upload_revision(&app, bytes).await?,
+                    }
                 }
                 _ => bail!("give a directory or archive to upload, or --url and --sha256"),
             };

@@ -25,6 +25,20 @@ pub fn archive_bytes(path: &Path) -> anyhow::Result<Vec<u8>> {
     enc.finish().context("finishing the gzip stream")
 }
 
+/// Sign what `push` uploads for `path` (`bytes`, as [`archive_bytes`] made them) with the private key `key`. An
+/// archive file is signed where it is; a packed directory through a temporary file (so an encrypted key can be
+/// used through `ssh-keygen`, which signs files).
+pub fn sign(key: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<String> {
+    if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return Ok(rollcage_signing::sign::sign_file(key, path)?);
+    }
+    let dir =
+        tempfile::tempdir().context("creating a temporary dir to sign the packed directory")?;
+    let archive = dir.path().join("revision.tar.gz");
+    std::fs::write(&archive, bytes).with_context(|| format!("writing {}", archive.display()))?;
+    Ok(rollcage_signing::sign::sign_file(key, &archive)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

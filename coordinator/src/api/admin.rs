@@ -10,14 +10,18 @@ use crate::store::actors::{self, Act};
 use crate::store::{apps, deployments, instances, revisions};
 use axum::body::Body;
 use axum::extract::State as AxState;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use http_body_util::BodyExt;
+use rollcage_proto::clip::clip_head;
 use rollcage_proto::lb::GroupLb;
 use rollcage_proto::wire::now_ms;
 use rollcage_proto::wire::{
     Application, CreateApplication, CreateDeployment, CreateGroup, Deployment, Group, NAME_RULE,
     NameList, RegisterUrlRevision, Revision, StopDeployment,
 };
+use rollcage_signing::Sshsig;
+use rollcage_signing::sshsig::MessageDigest;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
@@ -132,13 +136,72 @@ pub async fn get_group(
 /// Largest archive accepted by upload.
 const MAX_BUNDLE_BYTES: u64 = 8 << 30;
 
-/// `POST /v1/applications/{app}/revisions`: the body is the archive; stored by sha256, streamed to disk.
+/// A signature given with a registration (`field` names where): an SSH signature for namespace `rollcage`. The
+/// coordinator holds no trusted keys; agents decide whether its key is trusted.
+fn parse_signature(field: &str, text: &str) -> Result<Sshsig, ApiError> {
+    let sig = Sshsig::parse(text).map_err(|e| ApiError::Invalid(format!("{field}: {e}")))?;
+    if sig.namespace() != rollcage_signing::NAMESPACE {
+        return Err(ApiError::Invalid(format!(
+            "{field}: the signature is for namespace \"{}\", expected \"{ns}\" (sign with `ssh-keygen -Y sign -n {ns}`)",
+            clip_head(sig.namespace(), 160),
+            ns = rollcage_signing::NAMESPACE
+        )));
+    }
+    Ok(sig)
+}
+
+/// What the store keeps of a checked signature.
+fn stored_signature(sig: &Sshsig) -> Result<revisions::StoredSignature, ApiError> {
+    Ok(revisions::StoredSignature {
+        armored: sig
+            .armored()
+            .map_err(|e| ApiError::Internal(format!("re-encoding a signature: {e}")))?,
+        signed_by: sig.signer(),
+    })
+}
+
+/// The upload's signature header ([`rollcage_proto::wire::SIGNATURE_HEADER`]), parsed, if given.
+fn upload_signature(headers: &HeaderMap) -> Result<Option<Sshsig>, ApiError> {
+    let field = format!("header `{}`", rollcage_proto::wire::SIGNATURE_HEADER);
+    let Some(value) = headers.get(rollcage_proto::wire::SIGNATURE_HEADER) else {
+        return Ok(None);
+    };
+    if value.len() > rollcage_signing::MAX_SIGNATURE_BYTES {
+        return Err(ApiError::Invalid(format!(
+            "{field}: {} bytes, more than an SSH signature's {}",
+            value.len(),
+            rollcage_signing::MAX_SIGNATURE_BYTES
+        )));
+    }
+    let value = value.to_str().map_err(|_| {
+        ApiError::Invalid(format!(
+            "{field}: expected the signature's base64 on one line (the armored signature without its BEGIN/END lines)"
+        ))
+    })?;
+    let armored = rollcage_proto::wire::signature_from_header(value);
+    parse_signature(&field, &armored).map(Some)
+}
+
+/// `POST /v1/applications/{app}/revisions`: the body is the archive; stored by sha256, streamed to disk. With a
+/// signature header, the signature is checked against the archive (with the key it names) in the same pass.
 pub async fn upload_revision(
     AxState(st): AxState<State>,
     Path(app): Path<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Revision>), ApiError> {
     st.store.read(|c| app_exists(c, &app))?;
+    // Checked before a byte of the body is read: a malformed signature costs no upload.
+    let signature = upload_signature(&headers)?;
+    let mut sig_digest = match &signature {
+        Some(sig) => Some(MessageDigest::new(sig.hash_alg()).ok_or_else(|| {
+            ApiError::Invalid(format!(
+                "the signature uses hash {}, expected sha256 or sha512",
+                sig.hash_alg()
+            ))
+        })?),
+        None => None,
+    };
     let io = |what: &str, e: std::io::Error| ApiError::Internal(format!("{what}: {e}"));
     tokio::fs::create_dir_all(&st.bundles_dir)
         .await
@@ -164,6 +227,9 @@ pub async fn upload_revision(
                     )));
                 }
                 hasher.update(data);
+                if let Some(d) = &mut sig_digest {
+                    d.update(data);
+                }
                 file.write_all(data)
                     .await
                     .map_err(|e| io("writing upload file", e))?;
@@ -185,14 +251,29 @@ pub async fn upload_revision(
             "empty upload: the body must be the archive".into(),
         ));
     }
+    let stored = match (&signature, sig_digest) {
+        (Some(sig), Some(digest)) => {
+            if !sig.verify_digest(&digest.finalize()) {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(ApiError::Invalid(format!(
+                    "bad signature: the signature by {} does not verify over the uploaded archive (it signs other \
+                     bytes)",
+                    sig.signer()
+                )));
+            }
+            Some(stored_signature(sig)?)
+        }
+        _ => None,
+    };
     let sha = hex::encode(hasher.finalize());
     tokio::fs::rename(&tmp, st.bundles_dir.join(&sha))
         .await
         .map_err(|e| io("storing the archive", e))?;
     let now = now_ms();
-    let registered = st
-        .store
-        .write(|tx| revisions::register(tx, &app, &sha, None, size, now).map_err(ApiError::from))?;
+    let registered = st.store.write(|tx| {
+        revisions::register(tx, &app, &sha, None, size, now, stored.as_ref())
+            .map_err(ApiError::from)
+    })?;
     let answer = answer_registration(registered)?;
     tracing::info!(application = %app, revision = %answer.1.0.id, size, status = %answer.0, "revision uploaded");
     Ok(answer)
@@ -232,10 +313,26 @@ pub async fn register_url_revision(
             req.url
         )));
     }
+    // No archive here to check the signature against: only that it is one, for rollcage.
+    let stored = match &req.signature {
+        Some(text) => Some(stored_signature(&parse_signature(
+            "field `signature`",
+            text,
+        )?)?),
+        None => None,
+    };
     let now = now_ms();
     let registered = st.store.write(|tx| {
         app_exists(tx, &app)?;
-        Ok::<_, ApiError>(revisions::register(tx, &app, &sha, Some(&req.url), 0, now)?)
+        Ok::<_, ApiError>(revisions::register(
+            tx,
+            &app,
+            &sha,
+            Some(&req.url),
+            0,
+            now,
+            stored.as_ref(),
+        )?)
     })?;
     answer_registration(registered)
 }

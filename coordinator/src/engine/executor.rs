@@ -560,6 +560,7 @@ pub fn command_for(c: &Connection, step: &deployments::StepRow) -> Result<StepCo
             id: rev.id,
             sha256: rev.sha256,
             location,
+            signature: rev.signature,
         },
         rollback: d.rollback_of.is_some(),
         form,

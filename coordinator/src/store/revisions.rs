@@ -5,6 +5,10 @@
 //! nothing; an upload of an archive registered by URL makes the coordinator its source (the agents then get the
 //! identical, sha-checked bytes from the coordinator, which an operator pushing the archive is asking for); a URL
 //! for an uploaded archive, or a different URL, is refused, naming the revision and the source it keeps.
+//!
+//! A registration that carries a signature (checked by the API before it gets here) sets the revision's signature,
+//! replacing one it had (a revision re-signed, e.g. by another key); one without keeps it. The coordinator holds
+//! no trusted keys: agents decide whether the signer is trusted.
 
 use super::{Result, sql};
 use rollcage_proto::wire::{Revision, RevisionSource};
@@ -14,6 +18,25 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// is the same revision).
 pub fn revision_id(sha256: &str) -> String {
     format!("r-{}", &sha256[..sha256.len().min(16)])
+}
+
+/// A revision's signature as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSignature {
+    /// The armored SSHSIG.
+    pub armored: String,
+    /// The signer key it names (`ssh-ed25519 SHA256:…`).
+    pub signed_by: String,
+}
+
+/// Set the signature of revision `id` of `app`.
+pub fn set_signature(c: &Connection, app: &str, id: &str, sig: &StoredSignature) -> Result<()> {
+    c.execute(
+        "UPDATE revisions SET signature = ?3, signed_by = ?4 WHERE application = ?1 AND id = ?2",
+        params![app, id, sig.armored, sig.signed_by],
+    )
+    .map_err(sql)?;
+    Ok(())
 }
 
 /// Insert a revision unless it exists; returns the stored one either way.
@@ -48,7 +71,7 @@ pub fn upsert(
 /// One revision.
 pub fn get(c: &Connection, app: &str, id: &str) -> Result<Option<Revision>> {
     c.prepare_cached(
-        "SELECT id, application, sha256, url, size, downloads, created_at FROM revisions \
+        "SELECT id, application, sha256, url, size, downloads, created_at, signed_by, signature FROM revisions \
          WHERE application = ?1 AND id = ?2",
     )
     .map_err(sql)?
@@ -65,6 +88,8 @@ pub fn get(c: &Connection, app: &str, id: &str) -> Result<Option<Revision>> {
             },
             downloads: u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
             created_at_ms: r.get(6)?,
+            signed_by: r.get(7)?,
+            signature: r.get(8)?,
         })
     })
     .optional()
@@ -137,7 +162,7 @@ pub enum Registered {
 }
 
 /// Register the archive `sha256` of application `app` from `url` (`None`: uploaded, `size` bytes) as [`decide`]
-/// says.
+/// says, with `signature` when given (see the module doc).
 pub fn register(
     c: &Connection,
     app: &str,
@@ -145,22 +170,30 @@ pub fn register(
     url: Option<&str>,
     size: u64,
     now: i64,
+    signature: Option<&StoredSignature>,
 ) -> Result<Registered> {
     let id = revision_id(sha256);
     let existing = get(c, app, &id)?;
-    Ok(match decide(existing.as_ref(), sha256, url) {
-        Decision::Create => Registered::Created(upsert(c, app, sha256, url, size, now)?),
-        Decision::Unchanged => Registered::Unchanged(existing.ok_or_else(|| vanished(&id))?),
+    let made: fn(Revision) -> Registered = match decide(existing.as_ref(), sha256, url) {
+        Decision::Create => {
+            upsert(c, app, sha256, url, size, now)?;
+            Registered::Created
+        }
+        Decision::Unchanged => Registered::Unchanged,
         Decision::BecomeUploaded => {
             c.execute(
                 "UPDATE revisions SET url = NULL, size = ?3 WHERE application = ?1 AND id = ?2",
                 params![app, id, i64::try_from(size).unwrap_or(i64::MAX)],
             )
             .map_err(sql)?;
-            Registered::BecameUploaded(get(c, app, &id)?.ok_or_else(|| vanished(&id))?)
+            Registered::BecameUploaded
         }
-        Decision::Refuse(message) => Registered::Refused(message),
-    })
+        Decision::Refuse(message) => return Ok(Registered::Refused(message)),
+    };
+    if let Some(sig) = signature {
+        set_signature(c, app, &id, sig)?;
+    }
+    Ok(made(get(c, app, &id)?.ok_or_else(|| vanished(&id))?))
 }
 
 fn vanished(id: &str) -> super::StoreError {
@@ -185,6 +218,8 @@ mod tests {
             source,
             downloads: 0,
             created_at_ms: 0,
+            signed_by: None,
+            signature: None,
         }
     }
 
@@ -226,13 +261,52 @@ mod tests {
     }
 
     #[test]
+    fn a_signature_is_set_replaced_and_kept_but_not_by_a_refused_registration() -> Result<()> {
+        let store = Store::open_in_memory()?;
+        let sig = |n: &str| StoredSignature {
+            armored: format!("sig {n}"),
+            signed_by: format!("key {n}"),
+        };
+        store.write(|tx| {
+            crate::store::apps::insert_application(tx, "app", 0)?;
+            let signed = |r: Registered| match r {
+                Registered::Created(r)
+                | Registered::Unchanged(r)
+                | Registered::BecameUploaded(r) => (r.signature, r.signed_by),
+                Registered::Refused(m) => (Some(m), None),
+            };
+            let some = |a: &str, b: &str| (Some(a.to_owned()), Some(b.to_owned()));
+            let url = Some("https://a/b.tgz");
+            let r = register(tx, "app", SHA, url, 0, 1, Some(&sig("1")))?;
+            assert_eq!(signed(r), some("sig 1", "key 1"));
+            // Registered again without one: kept.
+            assert_eq!(
+                signed(register(tx, "app", SHA, url, 0, 2, None)?),
+                some("sig 1", "key 1")
+            );
+            // Refused (another URL): nothing changes.
+            let r = register(tx, "app", SHA, Some("https://other"), 0, 3, Some(&sig("2")))?;
+            assert!(matches!(r, Registered::Refused(_)), "{r:?}");
+            assert_eq!(
+                get(tx, "app", &revision_id(SHA))?.and_then(|r| r.signed_by),
+                Some("key 1".into())
+            );
+            // Pushed with another signature: replaced.
+            let r = register(tx, "app", SHA, None, 9, 4, Some(&sig("3")))?;
+            assert!(matches!(r, Registered::BecameUploaded(_)), "{r:?}");
+            assert_eq!(signed(r), some("sig 3", "key 3"));
+            Ok(())
+        })
+    }
+
+    #[test]
     fn an_upload_of_a_url_revision_makes_the_coordinator_its_source() -> Result<()> {
         let store = Store::open_in_memory()?;
         store.write(|tx| {
             crate::store::apps::insert_application(tx, "app", 0)?;
-            let first = register(tx, "app", SHA, Some("https://a/b.tgz"), 0, 1)?;
+            let first = register(tx, "app", SHA, Some("https://a/b.tgz"), 0, 1, None)?;
             assert!(matches!(first, Registered::Created(_)), "{first:?}");
-            let pushed = register(tx, "app", SHA, None, 42, 2)?;
+            let pushed = register(tx, "app", SHA, None, 42, 2, None)?;
             let Registered::BecameUploaded(r) = pushed else {
                 panic!("{pushed:?}");
             };
@@ -242,10 +316,10 @@ mod tests {
                 get(tx, "app", &r.id)?.map(|r| r.source),
                 Some(RevisionSource::Uploaded { size: 42 })
             );
-            let again = register(tx, "app", SHA, Some("https://a/b.tgz"), 0, 3)?;
+            let again = register(tx, "app", SHA, Some("https://a/b.tgz"), 0, 3, None)?;
             assert!(matches!(again, Registered::Refused(_)), "{again:?}");
             assert!(matches!(
-                register(tx, "app", SHA, None, 42, 4)?,
+                register(tx, "app", SHA, None, 42, 4, None)?,
                 Registered::Unchanged(_)
             ));
             Ok(())

@@ -144,6 +144,7 @@ pub fn probe_command() -> StepCommand {
             id: String::new(),
             sha256: String::new(),
             location: RevisionLocation::Url { url: String::new() },
+            signature: None,
         },
         rollback: false,
         form: None,

@@ -59,6 +59,16 @@ pub enum PackageError {
         /// What it hashes to now.
         actual: String,
     },
+    /// The host requires a signed revision and this one's signature is missing or not acceptable. Nothing was
+    /// unpacked.
+    #[error("revision {origin} refused: {reason}")]
+    Signature {
+        /// Where the archive came from.
+        origin: String,
+        /// Why ([`rollcage_signing::VerifyError`] names it: no signature, unknown key, bad signature, namespace).
+        /// Shown in the message (which becomes the step's report), so not also a `source()`.
+        reason: rollcage_signing::VerifyError,
+    },
     /// A local I/O operation failed.
     #[error("could not {action} {path}: {source}")]
     Io {

@@ -11,6 +11,9 @@
 //! read (`archive`), so the memory a fetch uses does not depend on what the archive claims. gzip members are read
 //! one by one, and bytes after the last one are located precisely (`gunzip`). The staging dir is renamed into place only once the checksum matched; on any error
 //! nothing is left behind.
+//!
+//! A host that requires signed revisions fetches with [`fetch_signed`] (`signed`): the archive is complete on the
+//! host and its signature checked before anything is unpacked.
 
 mod archive;
 mod confined;
@@ -22,6 +25,7 @@ mod gunzip;
 mod http;
 mod pipeline;
 mod prune;
+mod signed;
 mod source;
 mod store;
 mod stream;
@@ -31,6 +35,7 @@ mod zip_directory;
 pub use archive::MAX_ZIP_MEMBERS;
 pub use error::{EntryPosition, PackageError};
 pub use prune::{DEFAULT_MAX_REVISIONS, prune};
+pub use signed::{SignatureCheck, fetch_signed};
 pub use store::BundleStore;
 pub(crate) use store::is_sha256;
 

@@ -68,7 +68,7 @@ impl Drop for DeployDirGuard {
 /// The most bytes a bundle may have: what it may unpack to, plus room for headers (a few KiB per entry covers tar
 /// headers with long names and zip's local and central records) and padding. Anything larger cannot be a
 /// legitimate archive within the limits, and must not fill the disk.
-fn bundle_limit(limits: &UnpackLimits) -> u64 {
+pub(crate) fn bundle_limit(limits: &UnpackLimits) -> u64 {
     limits
         .max_bytes
         .saturating_add(limits.max_entries.saturating_mul(4096))
