@@ -200,4 +200,5 @@ mod tests_lists;
 mod tests_ops;
 #[cfg(test)]
 mod tests_roles;
+#[cfg(test)]
 mod tests_signed;

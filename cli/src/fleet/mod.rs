@@ -507,6 +507,8 @@ pub(crate) fn refused_secret_flag(flag: &str, instead: &str) -> String {
         "{flag} is refused: a secret on the command line is readable by every local user (/proc/PID/cmdline) and \
          lands in shell histories; {instead}"
     )
+}
+
 /// A signature file given with `--signature`: read bounded and checked to be an SSH signature, so a wrong file
 /// is named here rather than by the coordinator.
 pub(crate) fn read_signature(path: &std::path::Path) -> anyhow::Result<String> {
