@@ -431,6 +431,7 @@ mod tests {
     #[test]
     fn install_checks_the_trusted_signers_file_and_the_config_names_it() -> TestResult {
         let dir = tempfile::tempdir()?;
+        rollcage_secretfile::write_secret(&dir.path().join("given-token"), b"enroll-secret\n")?;
         let signers = dir.path().join("allowed_signers");
         std::fs::write(&signers, "ops cert-authority ssh-ed25519 AAAA\n")?;
         let mut a = args(dir.path());

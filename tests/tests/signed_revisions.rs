@@ -101,8 +101,9 @@ fn start_agent(fleet: &mut Fleet, signers: &Path) -> anyhow::Result<()> {
         .arg(signers)
         .arg("--var")
         .arg(format!("MARKERS={}", fleet.markers.display()))
-        // A secret: through the environment, never on a command line.
-        .env("ROLLCAGE_ENROLL_TOKEN", &fleet.coordinator.enroll_token)
+        // A secret: through a 0600 file, never on a command line.
+        .arg("--enroll-token-file")
+        .arg(fleet.coordinator.enroll_token_file())
         .env("RUST_LOG", "info");
     let proc = Proc::spawn(cmd, &root.with_extension("log"))?;
     let start = Instant::now();
