@@ -10,8 +10,11 @@
 //! unpacker: tar, tar.gz and zip), `lb` (a group's load-balancer settings as the CLI and coordinator read them)
 //! and `wire` (the agent protocol's JSON: commands, poll answers, step reports and their bounds).
 
+#[cfg(feature = "runtime")]
 pub mod appspec;
+#[cfg(feature = "runtime")]
 pub mod archive;
+#[cfg(feature = "runtime")]
 pub mod form;
 pub mod lb;
 pub mod wire;
@@ -40,10 +43,13 @@ impl Verdict {
 /// and its oracle.
 pub type Target = (&'static str, fn(&[u8]) -> Verdict);
 
-/// Every target, by name.
+/// Every target, by name (those of the runtime crate with feature `runtime`, on by default).
 pub const TARGETS: &[Target] = &[
+    #[cfg(feature = "runtime")]
     ("appspec", appspec::check),
+    #[cfg(feature = "runtime")]
     ("form", form::check),
+    #[cfg(feature = "runtime")]
     ("archive", archive::check),
     ("lb", lb::check),
     ("wire", wire::check),

@@ -25,13 +25,21 @@ use std::fmt::Debug;
 /// A reduced report's JSON stays under this (the bound the agent relies on when the full report was refused).
 const REDUCED_JSON_BYTES: usize = 64 * 1024;
 
-/// Run `data` through the agent protocol's readers.
+/// Run `data` through the agent protocol's readers; accepted when it is one of the protocol's messages.
 pub fn check(data: &[u8]) -> Verdict {
     let poll = round_trip::<PollResponse>(data);
     let answer = round_trip::<ReportResponse>(data);
     let command = round_trip::<StepCommand>(data);
     let report = round_trip::<StepReport>(data);
-    let accepted = [poll.is_some(), answer.is_some(), command.is_some(), report.is_some()];
+    // A poll answer's only field is optional and unknown fields are let through (the agent tolerates a newer
+    // coordinator), so any JSON object reads as an idle one: it counts as accepted only when it names `command`.
+    let names_command =
+        serde_json::from_slice::<serde_json::Value>(data).is_ok_and(|v| v.get("command").is_some());
+    let accepted = [
+        names_command && (poll.is_some() || answer.is_some()),
+        command.is_some(),
+        report.is_some(),
+    ];
     if let Some(report) = report {
         if report.duration_ms % 2 == 1 {
             bounds(amplified(&report));
@@ -49,8 +57,16 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(data: &[u8]) 
         Err(e) => panic!("a value that was read cannot be written: {e}: {value:?}"),
     };
     match serde_json::from_slice::<T>(&json) {
-        Ok(back) => assert_eq!(back, value, "round trip through {}", String::from_utf8_lossy(&json)),
-        Err(e) => panic!("written JSON does not read back: {e}: {}", String::from_utf8_lossy(&json)),
+        Ok(back) => assert_eq!(
+            back,
+            value,
+            "round trip through {}",
+            String::from_utf8_lossy(&json)
+        ),
+        Err(e) => panic!(
+            "written JSON does not read back: {e}: {}",
+            String::from_utf8_lossy(&json)
+        ),
     }
     Some(value)
 }
@@ -63,7 +79,10 @@ fn bounds(report: StepReport) {
     assert_eq!(bounded.duration_ms, report.duration_ms);
     assert_eq!(bounded.hooks.len(), report.hooks.len().min(MAX_HOOKS));
     let json = json_len(&bounded);
-    assert!(json <= MAX_REPORT_JSON_BYTES, "bounded report of {json} bytes of JSON");
+    assert!(
+        json <= MAX_REPORT_JSON_BYTES,
+        "bounded report of {json} bytes of JSON"
+    );
     assert_eq!(bounded.clone().bounded(), bounded, "bounded twice");
 
     let reduced = report.clone().reduced();
@@ -78,7 +97,10 @@ fn bounds(report: StepReport) {
         assert_eq!(r.status.code(), b.status.code(), "a reduced hook's status");
     }
     let json = json_len(&reduced);
-    assert!(json < REDUCED_JSON_BYTES, "reduced report of {json} bytes of JSON");
+    assert!(
+        json < REDUCED_JSON_BYTES,
+        "reduced report of {json} bytes of JSON"
+    );
     assert_eq!(reduced.clone().reduced(), reduced, "reduced twice");
 }
 
@@ -95,7 +117,11 @@ fn within_bounds(r: &StepReport) {
     for h in &r.hooks {
         text(&h.location, MAX_LOCATION_BYTES, "location");
         text(&h.log_tail, MAX_LOG_TAIL_BYTES, "log_tail");
-        assert!(h.warnings.len() <= MAX_WARNINGS, "{} warnings", h.warnings.len());
+        assert!(
+            h.warnings.len() <= MAX_WARNINGS,
+            "{} warnings",
+            h.warnings.len()
+        );
         for w in &h.warnings {
             text(w, MAX_WARNING_BYTES, "warning");
         }
@@ -109,7 +135,11 @@ fn within_bounds(r: &StepReport) {
             }
             HookStatus::Trapped { trap, backtrace } => {
                 text(trap, MAX_STATUS_TEXT_BYTES, "trap");
-                assert!(backtrace.len() <= MAX_BACKTRACE_FRAMES, "{} frames", backtrace.len());
+                assert!(
+                    backtrace.len() <= MAX_BACKTRACE_FRAMES,
+                    "{} frames",
+                    backtrace.len()
+                );
                 for f in backtrace {
                     text(f, MAX_FRAME_BYTES, "frame");
                 }

@@ -87,7 +87,9 @@ fn every_target_has_regressions_and_every_regression_dir_a_target() -> TestResul
     let manifest = std::fs::read_to_string(regressions().join("../Cargo.toml"))?;
     for name in &names {
         assert!(
-            manifest.contains(&format!("name = \"{name}\"\npath = \"fuzz_targets/{name}.rs\"")),
+            manifest.contains(&format!(
+                "name = \"{name}\"\npath = \"fuzz_targets/{name}.rs\""
+            )),
             "fuzz/Cargo.toml has no target {name}"
         );
     }
