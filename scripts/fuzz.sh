@@ -152,7 +152,7 @@ found=0
 for t in "${targets[@]}"; do
   seed "$t"
   mkdir -p "fuzz/artifacts/$t"
-  before=$(ls "fuzz/artifacts/$t" | grep -cE '^(crash|timeout|oom|leak|slow-unit)-' || true)
+  before=$(ls "fuzz/artifacts/$t" | grep -cE '^(crash|timeout|oom|leak)-' || true)
   log=$log_dir/$t.log
   echo "+ nice -n 19 cargo +nightly fuzz run --jobs 1 $(features_of "$t") $t fuzz/corpus/$t -- -max_total_time=$seconds -print_final_stats=1 -timeout=$timeout  (log: $log)"
   start=$(date +%s)
@@ -162,7 +162,7 @@ for t in "${targets[@]}"; do
   took=$(( $(date +%s) - start ))
   execs=$(stat_of number_of_executed_units "$log"); execs=${execs:-0}
   rate=$(stat_of average_exec_per_sec "$log"); rate=${rate:-0}
-  after=$(ls "fuzz/artifacts/$t" | grep -cE '^(crash|timeout|oom|leak|slow-unit)-' || true)
+  after=$(ls "fuzz/artifacts/$t" | grep -cE '^(crash|timeout|oom|leak)-' || true)
   crashes=$(( after - before ))
   if [ "$status" -ne 0 ] && [ "$crashes" -eq 0 ]; then
     echo "scripts/fuzz.sh: $t: libFuzzer exited $status without an artifact; see $log" >&2
@@ -171,7 +171,7 @@ for t in "${targets[@]}"; do
   fi
   if [ "$crashes" != 0 ]; then
     found=1
-    ls -t "fuzz/artifacts/$t" | grep -E '^(crash|timeout|oom|leak|slow-unit)-' | head -n "${crashes/\?/1}" |
+    ls -t "fuzz/artifacts/$t" | grep -E '^(crash|timeout|oom|leak)-' | head -n "${crashes/\?/1}" |
       sed "s|^|  found: fuzz/artifacts/$t/|"
     grep -m1 -A3 -E "panicked at|ERROR: libFuzzer|ERROR: AddressSanitizer" "$log" | sed 's/^/  /' || true
   fi
