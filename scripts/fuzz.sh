@@ -4,7 +4,8 @@
 # Builds the cargo-fuzz targets of fuzz/ (nightly toolchain, cargo-fuzz) and runs each TARGET (default: all, one
 # after the other) for N seconds (default 600) in one libFuzzer process under `nice -n 19`, then prints per target
 # the seconds run, executions (libFuzzer's final stats), executions per second, and crashes (files libFuzzer wrote to
-# fuzz/artifacts/TARGET/: crash-*, timeout-*, oom-*, leak-*). Exit status 1 when any target found one.
+# fuzz/artifacts/TARGET/: crash-*, timeout-*, oom-*, leak-*; slow-unit-* are counted apart). Exit status 1 when any
+# target found a crash.
 #
 # Seeds: fuzz/corpus/TARGET/ is filled from the repository's own examples (hooks-examples/, the README and test
 # fixtures; archives are packed from hooks-examples/) and the committed regression inputs fuzz/regressions/TARGET/;
@@ -153,6 +154,7 @@ for t in "${targets[@]}"; do
   seed "$t"
   mkdir -p "fuzz/artifacts/$t"
   before=$(ls "fuzz/artifacts/$t" | grep -cE '^(crash|timeout|oom|leak)-' || true)
+  slow_before=$(ls "fuzz/artifacts/$t" | grep -c '^slow-unit-' || true)
   log=$log_dir/$t.log
   echo "+ nice -n 19 cargo +nightly fuzz run --jobs 1 $(features_of "$t") $t fuzz/corpus/$t -- -max_total_time=$seconds -print_final_stats=1 -timeout=$timeout  (log: $log)"
   start=$(date +%s)
@@ -164,6 +166,9 @@ for t in "${targets[@]}"; do
   rate=$(stat_of average_exec_per_sec "$log"); rate=${rate:-0}
   after=$(ls "fuzz/artifacts/$t" | grep -cE '^(crash|timeout|oom|leak)-' || true)
   crashes=$(( after - before ))
+  # Inputs over libFuzzer's -report_slow_units (10 s): not failures (a nice'd fuzzer on a busy machine waits), but
+  # worth a look.
+  slow=$(( $(ls "fuzz/artifacts/$t" | grep -c '^slow-unit-' || true) - slow_before ))
   if [ "$status" -ne 0 ] && [ "$crashes" -eq 0 ]; then
     echo "scripts/fuzz.sh: $t: libFuzzer exited $status without an artifact; see $log" >&2
     tail -20 "$log" >&2
@@ -175,7 +180,8 @@ for t in "${targets[@]}"; do
       sed "s|^|  found: fuzz/artifacts/$t/|"
     grep -m1 -A3 -E "panicked at|ERROR: libFuzzer|ERROR: AddressSanitizer" "$log" | sed 's/^/  /' || true
   fi
-  line=$(printf '%-8s %8s s %12s executions %8s exec/s %4s crashes' "$t" "$took" "$execs" "$rate" "$crashes")
+  line=$(printf '%-8s %8s s %12s executions %8s exec/s %4s crashes %4s slow units' "$t" "$took" "$execs" "$rate" \
+    "$crashes" "$slow")
   echo "$line"
   summary+=("$line")
 done
