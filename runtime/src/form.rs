@@ -10,7 +10,8 @@
 //!
 //! # File format
 //!
-//! TOML (`.toml`) or YAML (`.yml`, `.yaml`, `.json`); other names are tried as TOML, then YAML.
+//! TOML (`.toml`), YAML (`.yml`, `.yaml`) or JSON (`.json`, read as JSON: YAML is not quite a superset, it refuses
+//! control characters JSON strings may hold and folds U+2028); other names are tried as TOML, then YAML.
 //!
 //! ```toml
 //! destination = "/opt/myapp"            # required, absolute: where the package contents go
@@ -82,8 +83,10 @@ pub enum FormError {
 pub enum FormSyntax {
     /// TOML.
     Toml,
-    /// YAML (JSON is YAML).
+    /// YAML.
     Yaml,
+    /// JSON (a form's canonical JSON, as stored with a deployment, saved to a file).
+    Json,
     /// Unknown: TOML is tried first, then YAML.
     Guess,
 }
@@ -93,7 +96,8 @@ impl FormSyntax {
     pub fn from_path(path: &Path) -> Self {
         match path.extension().and_then(|e| e.to_str()) {
             Some("toml") => Self::Toml,
-            Some("yml" | "yaml" | "json") => Self::Yaml,
+            Some("yml" | "yaml") => Self::Yaml,
+            Some("json") => Self::Json,
             _ => Self::Guess,
         }
     }
@@ -111,6 +115,11 @@ pub fn parse(text: &str, syntax: FormSyntax, origin: &str) -> Result<Form, FormE
             origin: origin.to_owned(),
             format: "YAML",
             reason,
+        })?,
+        FormSyntax::Json => serde_json::from_str(text).map_err(|e| FormError::Syntax {
+            origin: origin.to_owned(),
+            format: "JSON",
+            reason: e.to_string(),
         })?,
         FormSyntax::Guess => match parse_toml(text) {
             Ok(v) => v,
@@ -142,15 +151,7 @@ pub fn load(path: &Path) -> Result<Form, FormError> {
 
 /// Parse and validate a form in its canonical JSON (as stored with a deployment and sent to agents).
 pub fn from_json(text: &str, origin: &str) -> Result<Form, FormError> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| FormError::Syntax {
-        origin: origin.to_owned(),
-        format: "JSON",
-        reason: e.to_string(),
-    })?;
-    from_value(&value).map_err(|problems| FormError::Invalid {
-        origin: origin.to_owned(),
-        problems,
-    })
+    parse(text, FormSyntax::Json, origin)
 }
 
 fn parse_toml(text: &str) -> Result<serde_json::Value, String> {

@@ -95,6 +95,31 @@ check = "curl -f localhost"
     Ok(())
 }
 
+/// A form's canonical JSON saved as `form.json` loads back as the same form, whatever its scripts hold. It was read
+/// as YAML, which refuses DEL and C1 control characters that JSON strings carry raw (and folds U+2028), so a form
+/// with one could not be loaded from its own JSON (found by the `form` fuzz oracle; input kept in
+/// `fuzz/regressions/form/`).
+#[test]
+fn a_forms_canonical_json_file_loads_back_whatever_its_scripts_hold() -> TestResult {
+    let text = "destination = \"/srv\"\nstart = \"a\\u2028b\\u007fc\\u0085d\"\n";
+    let f = form::parse(text, FormSyntax::Toml, "t")?;
+    assert_eq!(
+        f.start.as_ref().map(|s| s.script.as_str()),
+        Some("a\u{2028}b\u{7f}c\u{85}d")
+    );
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("form.json");
+    std::fs::write(&path, f.to_json())?;
+    assert_eq!(FormSyntax::from_path(&path), FormSyntax::Json);
+    assert_eq!(form::load(&path)?, f);
+    // YAML files are still YAML.
+    assert_eq!(
+        FormSyntax::from_path(Path::new("form.yml")),
+        FormSyntax::Yaml
+    );
+    Ok(())
+}
+
 /// A plain `.tar.gz` (no appspec.yml) holding `payload.txt` = `version`.
 fn plain_archive(path: &Path, version: &str) -> TestResult {
     let file = std::fs::File::create(path)?;

@@ -438,6 +438,35 @@ async fn a_file_named_twice_is_refused_with_both_positions() {
     );
 }
 
+/// Archive bytes quoted in an error cannot add lines to a log or a report: the tar reader's own message quotes a
+/// header's name and a bad numeric field raw, and a name may hold a newline (found by the `archive` fuzz target; the
+/// input it found is kept in `fuzz/regressions/archive/`).
+#[tokio::test]
+async fn an_error_quoting_archive_bytes_stays_on_one_line() {
+    let env = Env::new();
+    // A ustar header whose name has newlines and whose checksum field is not text.
+    let mut block = [0u8; 512];
+    block[..7].copy_from_slice(b"a\nb\n\nc\n");
+    block[148..156].copy_from_slice(b"\xff\n\xfe\n\n\n\n\n");
+    block[257..263].copy_from_slice(b"ustar\0");
+    let mut bundle = block.to_vec();
+    bundle.extend_from_slice(&[0; 1024]);
+    let err = env.refused(env.fetch_bytes(&bundle).await);
+    assert!(matches!(err, PackageError::Malformed { .. }), "{err}");
+    assert!(!err.to_string().contains('\n'), "{err}");
+    // A name with a newline, quoted as the entry named twice.
+    let bundle = tar_of(&[
+        (header(b"x\ny", EntryType::Regular, 1, b""), b"1"),
+        (header(b"x\ny", EntryType::Regular, 1, b""), b"2"),
+    ]);
+    let err = env.refused(env.fetch_bytes(&bundle).await);
+    assert!(
+        matches!(&err, PackageError::DuplicateEntry { entry, .. } if entry == "x\u{FFFD}y"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains('\n'), "{err}");
+}
+
 #[tokio::test]
 async fn a_directory_listed_twice_is_accepted_and_its_later_mode_wins() {
     let env = Env::new();

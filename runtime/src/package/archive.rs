@@ -2,7 +2,7 @@
 //! every decision about names, links and limits is the unpacker's.
 
 use super::entry_path::MAX_PATH_BYTES;
-use super::error::{PackageError, SHOWN_NAME_BYTES, shown};
+use super::error::{PackageError, SHOWN_NAME_BYTES, one_line, shown};
 use super::unpack::{Kind, Unpacker, name_too_long};
 use super::zip_directory;
 use std::io::{BufReader, Read};
@@ -29,7 +29,7 @@ fn malformed(origin: &str, entry: Option<&[u8]>, e: impl std::fmt::Display) -> P
     PackageError::Malformed {
         origin: origin.to_owned(),
         entry: entry.map(shown),
-        detail: rollcage_proto::clip::clip_head(&e.to_string(), 2 * SHOWN_NAME_BYTES),
+        detail: one_line(&e.to_string(), 2 * SHOWN_NAME_BYTES),
     }
 }
 

@@ -363,12 +363,20 @@ pub(crate) const SHOWN_NAME_BYTES: usize = 256;
 /// length. Reads at most [`SHOWN_NAME_BYTES`] bytes of `raw`, whatever its length.
 pub(crate) fn shown(raw: &[u8]) -> String {
     let head = &raw[..raw.len().min(SHOWN_NAME_BYTES)];
-    let text = rollcage_proto::clip::clip_head(&String::from_utf8_lossy(head), SHOWN_NAME_BYTES);
+    let text = one_line(&String::from_utf8_lossy(head), SHOWN_NAME_BYTES);
     if head.len() == raw.len() {
         text
     } else {
         format!("{text}…[{} bytes in all]", raw.len())
     }
+}
+
+/// `text` from an archive (a name, or a parser's message quoting header bytes) as it may appear in an error: clipped
+/// to `max` bytes like every reported text ([`rollcage_proto::clip::clip_head`]: control characters shown as
+/// `U+FFFD`), and on one line: a newline, which `clip_head` keeps for hook output, is shown as `U+FFFD` too, so an
+/// archive cannot add lines to a log or a report.
+pub(crate) fn one_line(text: &str, max: usize) -> String {
+    rollcage_proto::clip::clip_head(&text.replace('\n', "\u{FFFD}"), max)
 }
 
 fn at_entry(entry: &Option<String>) -> String {

@@ -5,7 +5,7 @@
 
 use super::archive::{unpack_tar, unpack_zip};
 use super::dir_source::copy_dir;
-use super::error::PackageError;
+use super::error::{PackageError, SHOWN_NAME_BYTES, one_line};
 use super::format::{Format, SNIFF_LEN, detect, head_hex};
 use super::gunzip::Gunzip;
 use super::store::BundleStore;
@@ -161,7 +161,7 @@ pub(crate) fn fetch_archive(
                     .map_err(|e| PackageError::Malformed {
                         origin: origin.to_owned(),
                         entry: None,
-                        detail: e.to_string(),
+                        detail: one_line(&e.to_string(), 2 * SHOWN_NAME_BYTES),
                     })
             });
             // Bytes after the last member explain a failure better than what the tar reader made of it.

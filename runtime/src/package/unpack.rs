@@ -9,7 +9,7 @@ use super::confined::{Confined, WriteError};
 use super::entry_path::{
     LinkProblem, MAX_NAME_BYTES, MAX_PATH_BYTES, NameProblem, normalize, resolve_link,
 };
-use super::error::{EntryPosition, PackageError, shown};
+use super::error::{EntryPosition, PackageError, SHOWN_NAME_BYTES, one_line, shown};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -350,7 +350,7 @@ impl Unpacker {
         PackageError::Malformed {
             origin: self.origin.clone(),
             entry: Some(entry.to_owned()),
-            detail: e.to_string(),
+            detail: one_line(&e.to_string(), 2 * SHOWN_NAME_BYTES),
         }
     }
 
