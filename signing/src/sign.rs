@@ -1,6 +1,6 @@
 //! Signing an archive as `ssh-keygen -Y sign -n rollcage -f KEY ARCHIVE` does: in-process with an unencrypted
-//! OpenSSH private key (hashed streaming, sha512 like ssh-keygen), or, for a passphrase-protected key, by running
-//! `ssh-keygen` itself (program and arguments, never a shell string), which asks for the passphrase on the
+//! OpenSSH private key (hashed streaming, sha512 like ssh-keygen), or, for a passphrase-protected key (or one the
+//! `ssh-key` crate cannot read, see [`LoadedKey::Foreign`]), by running `ssh-keygen` itself (program and arguments, never a shell string), which asks for the passphrase on the
 //! terminal or uses the ssh-agent. The passphrase never passes through rollcage.
 
 use crate::NAMESPACE;
@@ -41,11 +41,10 @@ pub enum SignError {
         /// Why.
         detail: String,
     },
-    /// `ssh-keygen` (for an encrypted key) could not be run or failed.
+    /// `ssh-keygen` (for a key rollcage does not sign with itself) could not be run or failed.
     #[error(
-        "{path} is passphrase-protected, so rollcage signs with `ssh-keygen -Y sign`, which {detail}; sign the \
-         bundle yourself with `ssh-keygen -Y sign -n {ns} -f {path} BUNDLE` and push it with \
-         `--signature BUNDLE.sig`",
+        "rollcage signs with `ssh-keygen -Y sign` for {path}, which {detail}; sign the bundle yourself with \
+         `ssh-keygen -Y sign -n {ns} -f {path} BUNDLE` and push it with `--signature BUNDLE.sig`",
         ns = NAMESPACE
     )]
     SshKeygen {
@@ -69,6 +68,13 @@ pub enum LoadedKey {
     Plain(Box<PrivateKey>),
     /// Passphrase-protected: sign through `ssh-keygen`.
     Encrypted,
+    /// An OpenSSH private key the `ssh-key` crate cannot read although `ssh-keygen` can: sign through `ssh-keygen`.
+    /// Seen with ECDSA P-521 keys whose private scalar is encoded one byte short (a leading zero dropped), which
+    /// ssh-key 0.6 refuses as "length invalid" — about one P-521 key in a hundred.
+    Foreign {
+        /// What the parser said.
+        detail: String,
+    },
 }
 
 /// Read an OpenSSH private key file.
@@ -85,10 +91,20 @@ pub fn load_key(path: &Path) -> Result<LoadedKey, SignError> {
         });
     }
     let text = std::fs::read(path).map_err(read)?;
-    let key = PrivateKey::from_openssh(&text).map_err(|e| SignError::Key {
-        path: path.to_owned(),
-        detail: e.to_string(),
-    })?;
+    let key = match PrivateKey::from_openssh(&text) {
+        Ok(key) => key,
+        Err(e) if text.starts_with(b"-----BEGIN OPENSSH PRIVATE KEY-----") => {
+            return Ok(LoadedKey::Foreign {
+                detail: e.to_string(),
+            });
+        }
+        Err(e) => {
+            return Err(SignError::Key {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            });
+        }
+    };
     Ok(if key.is_encrypted() {
         LoadedKey::Encrypted
     } else {
@@ -167,6 +183,7 @@ pub fn sign_file(key: &Path, archive: &Path) -> Result<String, SignError> {
             Ok(sign_reader(&private, key, file, archive)?.armored()?)
         }
         LoadedKey::Encrypted => ssh_keygen_sign(key, archive),
+        LoadedKey::Foreign { .. } => ssh_keygen_sign(key, archive),
     }
 }
 

@@ -28,7 +28,13 @@ impl Tmpfs {
         let path = dir.path().join("root");
         std::fs::create_dir(&path)?;
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(&path)
             .output()
             .context("running mount")?;
