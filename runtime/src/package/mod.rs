@@ -190,13 +190,7 @@ pub async fn fetch(
             .await;
         }
         Source::Url(url) => {
-            return Err(PackageError::InvalidSource {
-                input: url.to_string(),
-                reason: format!(
-                    "unsupported URL scheme `{}`: expected file, http or https",
-                    url.scheme()
-                ),
-            });
+            return Err(source::unsupported_scheme(url));
         }
     };
     let keep = keep();

@@ -6,7 +6,7 @@
 
 use super::error::PackageError;
 use super::stream::{ChannelChunks, ChunkSource};
-use super::{FetchOptions, Fetched, Source, fetch, http};
+use super::{FetchOptions, Fetched, Source, fetch, http, source};
 use crate::layout::DeployLayout;
 use rollcage_signing::{Verified, VerifyError};
 use sha2::{Digest, Sha256};
@@ -88,13 +88,7 @@ pub async fn fetch_signed(
             }
         }
         Source::Url(url) => {
-            return Err(PackageError::InvalidSource {
-                input: url.to_string(),
-                reason: format!(
-                    "unsupported URL scheme `{}`: expected file, http or https",
-                    url.scheme()
-                ),
-            });
+            return Err(source::unsupported_scheme(url));
         }
     };
     let signers = check.trusted_signers.to_owned();

@@ -20,12 +20,7 @@ impl Source {
                 })?;
                 return match url.scheme() {
                     "file" | "http" | "https" => Ok(Self::Url(url)),
-                    other => Err(PackageError::InvalidSource {
-                        input: input.to_owned(),
-                        reason: format!(
-                            "unsupported URL scheme `{other}`: expected file, http or https"
-                        ),
-                    }),
+                    _ => Err(unsupported_scheme(&url)),
                 };
             }
         }
@@ -53,6 +48,17 @@ impl Source {
             Self::Url(u) => super::http::redact(u),
             Self::Stored { sha256, .. } => format!("stored bundle {sha256}"),
         }
+    }
+}
+
+/// The error for a URL whose scheme no source kind reads.
+pub(crate) fn unsupported_scheme(url: &url::Url) -> PackageError {
+    PackageError::InvalidSource {
+        input: url.to_string(),
+        reason: format!(
+            "unsupported URL scheme `{}`: expected file, http or https",
+            url.scheme()
+        ),
     }
 }
 
