@@ -3,6 +3,7 @@
 //! revision's archive. An agent may only see and report its own work (403 otherwise).
 
 use super::extract::refused;
+use super::guard::AuditTarget;
 use super::{Agent, ApiError, Enroller, Json, LenientJson, Path};
 use crate::auth;
 use crate::engine::executor;
@@ -31,7 +32,7 @@ pub async fn enroll(
     enroller: Enroller,
     AxState(st): AxState<State>,
     Json(req): Json<EnrollRequest>,
-) -> Result<Json<EnrollResponse>, ApiError> {
+) -> Result<(axum::Extension<AuditTarget>, Json<EnrollResponse>), ApiError> {
     let name = req.name;
     if !rollcage_proto::wire::is_valid_name(&name) {
         return Err(ApiError::Invalid(format!(
@@ -86,11 +87,15 @@ pub async fn enroll(
             tracing::info!(instance = %name, token = enroller.recorded_as(), "agent enrolled")
         }
     }
-    Ok(Json(EnrollResponse {
-        instance: name,
-        token,
-        state,
-    }))
+    // The audit trail names the instance (the path does not).
+    Ok((
+        axum::Extension(AuditTarget(name.clone())),
+        Json(EnrollResponse {
+            instance: name,
+            token,
+            state,
+        }),
+    ))
 }
 
 /// The instance's step in flight, as a command; none for an instance pending approval (it is in no deployment,

@@ -521,3 +521,29 @@ async fn without_approval_mode_instances_are_approved_at_enrollment() -> TestRes
     assert_eq!(listed[0].enrolled_with.as_deref(), Some("standing"));
     Ok(())
 }
+
+#[tokio::test]
+async fn an_enrollment_is_in_the_audit_trail_with_the_instance_it_made() -> TestResult {
+    let st = state()?;
+    let (s, v) = enroll(&st, ENROLL, "audited-1").await?;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = call(
+        &st,
+        Method::GET,
+        "/v1/audit?actor=enrollment%20token",
+        Some(ADMIN),
+        Body::empty(),
+        false,
+    )
+    .await?;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let page: Page<rollcage_proto::access::AuditEntry> = serde_json::from_value(v)?;
+    let entry = page
+        .items
+        .iter()
+        .find(|e| e.action == "agent.enroll")
+        .ok_or("no agent.enroll entry")?;
+    assert_eq!(entry.target, "audited-1", "{entry:?}");
+    assert_eq!(entry.status, 200, "{entry:?}");
+    Ok(())
+}
