@@ -85,6 +85,15 @@ pub async fn call(
     Ok((status, value))
 }
 
+/// `GET` with `token` (none: no `Authorization` header): the status and the answer as [`call`] gives it.
+pub async fn get(
+    st: &State,
+    uri: &str,
+    token: Option<&str>,
+) -> TestResult<(StatusCode, serde_json::Value)> {
+    call(st, Method::GET, uri, token, Body::empty(), false).await
+}
+
 /// `POST` a JSON body: the status and the answer.
 pub async fn post_json(
     st: &State,

@@ -2,7 +2,9 @@
 //! which; one use per enrollment even under a race; never listed with their secret), the standing token switched
 //! off, and approval mode (a pending instance gets no deployment, no command and no bundle until approved).
 
-use crate::api::testkit::{ADMIN, ENROLL, TestResult, call, create_app, post_json, post_ok, state};
+use crate::api::testkit::{
+    ADMIN, ENROLL, TestResult, call, create_app, get, post_json, post_ok, state,
+};
 use crate::state::State;
 use crate::store::enroll_tokens;
 use axum::body::Body;
@@ -49,29 +51,13 @@ fn message(v: &serde_json::Value) -> TestResult<String> {
 }
 
 async fn instances(st: &State) -> TestResult<Vec<InstanceInfo>> {
-    let (s, v) = call(
-        st,
-        Method::GET,
-        "/v1/instances",
-        Some(ADMIN),
-        Body::empty(),
-        false,
-    )
-    .await?;
+    let (s, v) = get(st, "/v1/instances", Some(ADMIN)).await?;
     assert_eq!(s, StatusCode::OK, "{v}");
     Ok(serde_json::from_value::<Page<InstanceInfo>>(v)?.items)
 }
 
 async fn tokens(st: &State) -> TestResult<(String, Vec<EnrollTokenInfo>)> {
-    let (s, v) = call(
-        st,
-        Method::GET,
-        "/v1/enroll-tokens",
-        Some(ADMIN),
-        Body::empty(),
-        false,
-    )
-    .await?;
+    let (s, v) = get(st, "/v1/enroll-tokens", Some(ADMIN)).await?;
     assert_eq!(s, StatusCode::OK, "{v}");
     Ok((
         v.to_string(),
@@ -459,15 +445,7 @@ async fn a_pending_instance_gets_no_work_until_approved_then_gets_the_next_deplo
     assert!(poll(&st, &p.token).await?.command.is_none());
     assert!(poll(&st, &a.token).await?.command.is_some());
     let bundle = format!("/v1/agent/applications/app/revisions/{rev}/bundle");
-    let (s, _) = call(
-        &st,
-        Method::GET,
-        &bundle,
-        Some(&p.token),
-        Body::empty(),
-        false,
-    )
-    .await?;
+    let (s, _) = get(&st, &bundle, Some(&p.token)).await?;
     assert_eq!(s, StatusCode::FORBIDDEN);
 
     // Approved, it gets the next deployment: of the group naming it, and of "every" instance.
@@ -527,15 +505,7 @@ async fn an_enrollment_is_in_the_audit_trail_with_the_instance_it_made() -> Test
     let st = state()?;
     let (s, v) = enroll(&st, ENROLL, "audited-1").await?;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = call(
-        &st,
-        Method::GET,
-        "/v1/audit?actor=enrollment%20token",
-        Some(ADMIN),
-        Body::empty(),
-        false,
-    )
-    .await?;
+    let (s, v) = get(&st, "/v1/audit?actor=enrollment%20token", Some(ADMIN)).await?;
     assert_eq!(s, StatusCode::OK, "{v}");
     let page: Page<rollcage_proto::access::AuditEntry> = serde_json::from_value(v)?;
     let entry = page

@@ -3,7 +3,9 @@
 //! and the audit entries of a deployer's deployment and a viewer's refused stop.
 
 use super::guard::{RULES, rule_for};
-use crate::api::testkit::{ADMIN, Fleet, PEER, TestResult, call, fleet, post_json, post_ok, send};
+use crate::api::testkit::{
+    ADMIN, Fleet, PEER, TestResult, call, fleet, get, post_json, post_ok, send,
+};
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use rollcage_proto::access::{AuditEntry, CreatedToken, TokenInfo, WhoAmI};
@@ -391,7 +393,7 @@ async fn a_viewer_watches_and_reads_logs_but_cannot_stop() -> TestResult {
         message(&body),
         "token `view` (viewer) may not stop deployments: it needs the deployer or admin role"
     );
-    let (s, who) = call(st, Method::GET, "/v1/whoami", Some(v), Body::empty(), false).await?;
+    let (s, who) = get(st, "/v1/whoami", Some(v)).await?;
     assert_eq!(s, StatusCode::OK);
     let who: WhoAmI = serde_json::from_value(who)?;
     assert_eq!((who.name.as_str(), who.role.name()), ("view", "viewer"));
@@ -402,15 +404,7 @@ async fn a_viewer_watches_and_reads_logs_but_cannot_stop() -> TestResult {
 async fn a_revoked_token_is_refused_at_once_and_the_list_never_shows_a_secret() -> TestResult {
     let f = fleet(1, "1", "in-place").await?;
     let secret = token(&f, "ci", "deployer", &["app"]).await?;
-    let (s, v) = call(
-        &f.st,
-        Method::GET,
-        "/v1/tokens",
-        Some(ADMIN),
-        Body::empty(),
-        false,
-    )
-    .await?;
+    let (s, v) = get(&f.st, "/v1/tokens", Some(ADMIN)).await?;
     assert_eq!(s, StatusCode::OK);
     let text = v.to_string();
     assert!(!text.contains(&secret), "{text}");
@@ -419,25 +413,9 @@ async fn a_revoked_token_is_refused_at_once_and_the_list_never_shows_a_secret() 
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].apps, ["app"]);
     assert!(page.items[0].last_used_ms.is_none());
-    let (s, _) = call(
-        &f.st,
-        Method::GET,
-        "/v1/whoami",
-        Some(&secret),
-        Body::empty(),
-        false,
-    )
-    .await?;
+    let (s, _) = get(&f.st, "/v1/whoami", Some(&secret)).await?;
     assert_eq!(s, StatusCode::OK);
-    let (s, v) = call(
-        &f.st,
-        Method::GET,
-        "/v1/tokens",
-        Some(ADMIN),
-        Body::empty(),
-        false,
-    )
-    .await?;
+    let (s, v) = get(&f.st, "/v1/tokens", Some(ADMIN)).await?;
     assert_eq!(s, StatusCode::OK);
     let page: Page<TokenInfo> = serde_json::from_value(v)?;
     assert!(page.items[0].last_used_ms.is_some(), "a use is recorded");
@@ -451,15 +429,7 @@ async fn a_revoked_token_is_refused_at_once_and_the_list_never_shows_a_secret() 
     )
     .await?;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, v) = call(
-        &f.st,
-        Method::GET,
-        "/v1/whoami",
-        Some(&secret),
-        Body::empty(),
-        false,
-    )
-    .await?;
+    let (s, v) = get(&f.st, "/v1/whoami", Some(&secret)).await?;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
     assert!(message(&v).contains("revoked"), "{v}");
     let (s, v) = call(
@@ -502,47 +472,15 @@ async fn the_audit_trail_names_a_deployer_s_deployment_and_a_viewer_s_refused_st
     .await?;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // A read is not recorded; an unknown token is.
-    let (s, _) = call(
-        &f.st,
-        Method::GET,
-        "/v1/deployments",
-        Some(&viewer),
-        Body::empty(),
-        false,
-    )
-    .await?;
+    let (s, _) = get(&f.st, "/v1/deployments", Some(&viewer)).await?;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = call(
-        &f.st,
-        Method::GET,
-        "/v1/instances",
-        Some("nope"),
-        Body::empty(),
-        false,
-    )
-    .await?;
+    let (s, _) = get(&f.st, "/v1/instances", Some("nope")).await?;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
     // Only admins read the trail.
-    let (s, _) = call(
-        &f.st,
-        Method::GET,
-        "/v1/audit",
-        Some(&viewer),
-        Body::empty(),
-        false,
-    )
-    .await?;
+    let (s, _) = get(&f.st, "/v1/audit", Some(&viewer)).await?;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, v) = call(
-        &f.st,
-        Method::GET,
-        "/v1/audit",
-        Some(ADMIN),
-        Body::empty(),
-        false,
-    )
-    .await?;
+    let (s, v) = get(&f.st, "/v1/audit", Some(ADMIN)).await?;
     assert_eq!(s, StatusCode::OK, "{v}");
     let page: Page<AuditEntry> = serde_json::from_value(v)?;
     let find = |action: &str, actor: &str| {
@@ -592,15 +530,7 @@ async fn the_audit_trail_names_a_deployer_s_deployment_and_a_viewer_s_refused_st
         assert!(!text.contains(secret));
     }
     // Filtered by actor, paged.
-    let (s, v) = call(
-        &f.st,
-        Method::GET,
-        "/v1/audit?actor=watcher&limit=1",
-        Some(ADMIN),
-        Body::empty(),
-        false,
-    )
-    .await?;
+    let (s, v) = get(&f.st, "/v1/audit?actor=watcher&limit=1", Some(ADMIN)).await?;
     assert_eq!(s, StatusCode::OK);
     let page: Page<AuditEntry> = serde_json::from_value(v)?;
     assert_eq!(page.items.len(), 1);
