@@ -229,13 +229,11 @@ impl Metrics {
         connected: impl Fn(&str) -> bool,
     ) -> Result<String, MetricsError> {
         let (by_status, agents) = store.read(|c| {
-            let mut stmt = c
-                .prepare_cached("SELECT status, COUNT(*) FROM deployments GROUP BY status")
-                .map_err(|e| store.err(e))?;
+            let mut stmt =
+                c.prepare_cached("SELECT status, COUNT(*) FROM deployments GROUP BY status")?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| store.err(e))?;
+                .query_map((), |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())?;
             let agents = crate::store::instances::all(c)?;
             Ok::<_, StoreError>((rows, agents))
         })?;

@@ -36,6 +36,12 @@ impl Notifiers {
 
     /// A transaction that touched `t` committed: wake whoever waits on it.
     pub fn committed(&self, t: &Touched) {
+        if t.everything {
+            self.wakers.wake_all();
+            self.changes.bump_all();
+            self.traffic.notify_one();
+            return;
+        }
         self.wakers.wake(&t.instances);
         self.changes.bump_many(&t.deployments);
         if t.coordinator_steps {
@@ -64,6 +70,16 @@ impl Wakers {
             if let Some(n) = map.get(i.as_ref()) {
                 n.notify_waiters();
             }
+        }
+    }
+}
+
+impl Wakers {
+    /// Wake every waiting poll (a notification without detail).
+    pub fn wake_all(&self) {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        for n in map.values() {
+            n.notify_waiters();
         }
     }
 }

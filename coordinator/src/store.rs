@@ -1,7 +1,9 @@
-//! The coordinator's state in SQLite: the single source of truth.
+//! The coordinator's state in SQLite or PostgreSQL: the single source of truth.
 //!
-//! One database file (`DATA/rollcage.db`) in WAL mode; schema changes are numbered migrations recorded in
-//! `PRAGMA user_version`. Every state change runs in one transaction ([`Store::write`]), so a coordinator killed at
+//! Two backends behind one interface: SQLite, embedded (one database file `DATA/rollcage.db` in WAL mode; schema
+//! version in `PRAGMA user_version`), and PostgreSQL ([`pg`]: shared by any number of coordinators; schema version
+//! in `rollcage_schema`). Store functions are written once against [`db::Conn`]; schema changes are numbered
+//! migrations, written once below and applied on both. Every state change runs in one transaction ([`Store::write`]), so a coordinator killed at
 //! any point restarts with a consistent state and carries on every running deployment. Each resource has its own
 //! file: [`apps`] (applications and groups), [`revisions`], [`instances`], [`deployments`], [`logs`] (step output),
 //! [`tokens`] (named operator tokens), [`audit`] (the audit trail), [`actors`] (who acted on a deployment),
@@ -11,19 +13,24 @@
 //! set: the store functions that change a deployment, dispatch or end a step record the deployment and the agents
 //! they touched. Once the transaction committed (and only then), the store hands the set to the hook installed
 //! with [`Store::on_commit`] (the shared state's: it wakes agent long polls, progress streams and the traffic
-//! runner). No handler wakes anything by hand, so none can forget to.
+//! runner). No handler wakes anything by hand, so none can forget to. On PostgreSQL the same set is also sent to
+//! the other coordinators (`NOTIFY` inside the transaction, so only a commit sends it), whose listeners run their
+//! hooks with it.
 
 pub mod actors;
 pub mod apps;
 pub mod audit;
+pub mod db;
 pub mod deployments;
 pub mod enroll_tokens;
 pub mod forms;
 pub mod instances;
 pub mod logs;
+mod pg;
 pub mod revisions;
 pub mod tokens;
 
+pub use db::{Conn, OptionalExt, Row, args};
 use rusqlite::Connection;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -52,6 +59,31 @@ pub enum StoreError {
         /// SQLite's message.
         message: String,
     },
+    /// PostgreSQL reported an error.
+    #[error("database: {message}")]
+    Postgres {
+        /// The server's message (and SQL state), or the client's.
+        message: String,
+    },
+    /// The database could not be opened or reached.
+    #[error("database {what}: {message}")]
+    Open {
+        /// The file, or the URL without its password.
+        what: String,
+        /// Why.
+        message: String,
+    },
+    /// A query that must return a row returned none.
+    #[error("no such row")]
+    NoRows,
+    /// A column could not be decoded into the type asked for.
+    #[error("column {idx}: {detail}")]
+    Column {
+        /// The column (0-based).
+        idx: usize,
+        /// What was found.
+        detail: String,
+    },
     /// A stored value could not be decoded (the database was edited by hand, or by a newer coordinator).
     #[error("corrupt stored value in {what}: {detail}")]
     Corrupt {
@@ -62,10 +94,29 @@ pub enum StoreError {
     },
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::QueryReturnedNoRows => StoreError::NoRows,
+            source => StoreError::Sqlite {
+                path: PathBuf::from("rollcage.db"),
+                source,
+            },
+        }
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        pg::pg_err(e)
+    }
+}
+
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Schema migrations, applied in order; index + 1 is the `user_version` after it. Append only.
+/// Schema migrations, applied in order; index + 1 is the schema version after it. Append only. Written in SQLite's
+/// spelling; [`pg::pg_ddl`] gives PostgreSQL's (so `INTEGER` here is 64-bit there too).
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE applications (
@@ -257,12 +308,26 @@ pub struct Touched {
     pub instances: BTreeSet<String>,
     /// A coordinator step (load-balancer call) was dispatched (the traffic runner picks it up).
     pub coordinator_steps: bool,
+    /// Anything may have changed (a lost notification connection came back): every waiter re-reads.
+    #[serde(default)]
+    pub everything: bool,
 }
 
 impl Touched {
     /// Nothing was touched.
     pub fn is_empty(&self) -> bool {
-        self.deployments.is_empty() && self.instances.is_empty() && !self.coordinator_steps
+        self.deployments.is_empty()
+            && self.instances.is_empty()
+            && !self.coordinator_steps
+            && !self.everything
+    }
+
+    /// Everything may have changed.
+    pub fn everything() -> Self {
+        Self {
+            everything: true,
+            ..Self::default()
+        }
     }
 
     /// Add everything `other` touched.
@@ -270,6 +335,7 @@ impl Touched {
         self.deployments.extend(other.deployments);
         self.instances.extend(other.instances);
         self.coordinator_steps |= other.coordinator_steps;
+        self.everything |= other.everything;
     }
 }
 
@@ -277,12 +343,12 @@ impl Touched {
 /// function that writes deployment state takes a `&Tx` and records into it.
 #[derive(Debug)]
 pub struct Tx<'c> {
-    conn: &'c Connection,
+    conn: Conn<'c>,
     touched: RefCell<Touched>,
 }
 
 impl<'c> Tx<'c> {
-    fn new(conn: &'c Connection) -> Self {
+    fn new(conn: Conn<'c>) -> Self {
         Self {
             conn,
             touched: RefCell::default(),
@@ -318,13 +384,17 @@ impl<'c> Tx<'c> {
     fn into_touched(self) -> Touched {
         self.touched.into_inner()
     }
+
+    fn into_parts(self) -> (Conn<'c>, Touched) {
+        (self.conn, self.touched.into_inner())
+    }
 }
 
-impl std::ops::Deref for Tx<'_> {
-    type Target = Connection;
+impl<'c> std::ops::Deref for Tx<'c> {
+    type Target = Conn<'c>;
 
-    fn deref(&self) -> &Connection {
-        self.conn
+    fn deref(&self) -> &Conn<'c> {
+        &self.conn
     }
 }
 
@@ -337,18 +407,28 @@ type Job = Box<dyn FnOnce(&Connection) -> (Touched, Reply) + Send>;
 /// Delivers a batched write's result after the commit.
 type Reply = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
 
-/// The database, behind one lock (SQLite serialises writers anyway; reads are short).
+/// Where the state lives.
+enum Backend {
+    /// An embedded SQLite file, behind one lock (SQLite serialises writers anyway; reads are short).
+    Sqlite {
+        conn: Arc<Mutex<Connection>>,
+        path: PathBuf,
+        batcher: OnceLock<Mutex<mpsc::Sender<Job>>>,
+    },
+    /// A PostgreSQL database shared with other coordinators.
+    Postgres(Arc<pg::Pg>),
+}
+
+/// The database.
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
-    path: PathBuf,
-    batcher: OnceLock<Mutex<mpsc::Sender<Job>>>,
+    backend: Backend,
     on_commit: Arc<Mutex<Vec<CommitHook>>>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.path)
+            .field("database", &self.shown())
             .field(
                 "on_commit",
                 &self.on_commit.lock().map(|h| h.len()).unwrap_or(0),
@@ -357,8 +437,25 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Which database a coordinator keeps its state in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// SQLite, in this file.
+    Sqlite(PathBuf),
+    /// PostgreSQL, at this `postgres://` URL.
+    Postgres(String),
+}
+
 impl Store {
-    /// Open (or create) the database at `path` and bring its schema up to date.
+    /// Open (or create) the database and bring its schema up to date.
+    pub fn connect(db: &Database) -> Result<Self> {
+        match db {
+            Database::Sqlite(path) => Self::open(path),
+            Database::Postgres(url) => Self::open_postgres(url),
+        }
+    }
+
+    /// Open (or create) the SQLite database at `path` and bring its schema up to date.
     pub fn open(path: &Path) -> Result<Self> {
         let err = |source| StoreError::Sqlite {
             path: path.to_owned(),
@@ -366,15 +463,10 @@ impl Store {
         };
         let mut conn = Connection::open(path).map_err(err)?;
         Self::setup(&mut conn).map_err(err)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            path: path.to_owned(),
-            batcher: OnceLock::new(),
-            on_commit: Arc::default(),
-        })
+        Ok(Self::sqlite(conn, path.to_owned()))
     }
 
-    /// An in-memory database (tests).
+    /// An in-memory SQLite database (tests).
     pub fn open_in_memory() -> Result<Self> {
         let path = PathBuf::from(":memory:");
         let err = |source| StoreError::Sqlite {
@@ -383,12 +475,42 @@ impl Store {
         };
         let mut conn = Connection::open_in_memory().map_err(err)?;
         Self::setup(&mut conn).map_err(err)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            path,
-            batcher: OnceLock::new(),
+        Ok(Self::sqlite(conn, path))
+    }
+
+    fn sqlite(conn: Connection, path: PathBuf) -> Self {
+        Self {
+            backend: Backend::Sqlite {
+                conn: Arc::new(Mutex::new(conn)),
+                path,
+                batcher: OnceLock::new(),
+            },
             on_commit: Arc::default(),
+        }
+    }
+
+    /// Connect to the PostgreSQL database at `url` (`postgres://USER@HOST:PORT/DB`), bring its schema up to date
+    /// (once, under a lock, whichever coordinator comes first) and listen to the other coordinators' commits.
+    pub fn open_postgres(url: &str) -> Result<Self> {
+        let on_commit: Arc<Mutex<Vec<CommitHook>>> = Arc::default();
+        let pg = pg::Pg::open(url, MIGRATIONS, on_commit.clone())?;
+        Ok(Self {
+            backend: Backend::Postgres(Arc::new(pg)),
+            on_commit,
         })
+    }
+
+    /// Whether the state is in PostgreSQL (shared with other coordinators).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// The database, for messages: the SQLite file, or the URL without its password.
+    pub fn shown(&self) -> String {
+        match &self.backend {
+            Backend::Sqlite { path, .. } => path.display().to_string(),
+            Backend::Postgres(pg) => pg.shown.clone(),
+        }
     }
 
     fn setup(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -413,13 +535,14 @@ impl Store {
         Ok(())
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (the transaction rolls back on drop).
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Add a hook that hears what every committed write touched (the shared state's wakes the waiters; a test may
-    /// add its own). Called after the commit, outside the database lock; it must not block.
+    /// add its own). Called after the commit, outside the database lock; it must not block. On PostgreSQL it also
+    /// hears the other coordinators' commits.
     pub fn on_commit(&self, hook: CommitHook) {
         self.on_commit
             .lock()
@@ -440,28 +563,37 @@ impl Store {
 
     /// Run `f` in one transaction; commit when it returns `Ok`, then tell the [`Store::on_commit`] hook what it
     /// touched.
-    pub fn write<T, E: From<StoreError>>(
+    pub fn write<T: Send, E: From<StoreError> + Send>(
         &self,
-        f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
+        f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E> + Send,
     ) -> std::result::Result<T, E> {
-        let touched = {
-            let mut conn = self.lock();
-            let tx = conn.transaction().map_err(|e| self.err(e))?;
-            let w = Tx::new(&tx);
-            let out = f(&w)?;
-            let touched = w.into_touched();
-            tx.commit().map_err(|e| self.err(e))?;
-            (out, touched)
+        let (out, touched) = match &self.backend {
+            Backend::Sqlite { conn, path, .. } => {
+                let err = |source| StoreError::Sqlite {
+                    path: path.clone(),
+                    source,
+                };
+                let mut conn = Self::lock(conn);
+                let tx = conn.transaction().map_err(err)?;
+                let w = Tx::new(Conn::sqlite(&tx));
+                let out = f(&w)?;
+                let touched = w.into_touched();
+                tx.commit().map_err(err)?;
+                (out, touched)
+            }
+            Backend::Postgres(pg) => pg.run(|c| pg_write(pg, c, f))?,
         };
-        Self::committed(&self.on_commit, &touched.1);
-        Ok(touched.0)
+        Self::committed(&self.on_commit, &touched);
+        Ok(out)
     }
 
     /// Run `f` as part of a group commit: writes that arrive while the writer thread is busy share one
     /// transaction (each in its own savepoint, so a failing one rolls back alone), and each caller gets its result
     /// only after that transaction committed (and after the [`Store::on_commit`] hook heard what the whole batch
     /// touched). Used on the step-report path, where thousands of agents report at once and one commit per report
-    /// would dominate.
+    /// would dominate. On PostgreSQL each write is its own transaction on a pooled connection (the pool's
+    /// connections commit concurrently, and a batch holding several deployments' row locks could deadlock with
+    /// another coordinator's).
     pub async fn write_batched<T, E>(
         &self,
         f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E> + Send + 'static,
@@ -470,8 +602,31 @@ impl Store {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        let (path, batcher, conn) = match &self.backend {
+            Backend::Sqlite {
+                path,
+                batcher,
+                conn,
+            } => (path.clone(), batcher, conn),
+            Backend::Postgres(pg) => {
+                let pg = pg.clone();
+                let hooks = self.on_commit.clone();
+                let joined = tokio::task::spawn_blocking(move || {
+                    let r = pg.run_here(|c| pg_write(&pg, c, f));
+                    if let Ok((_, touched)) = &r {
+                        Self::committed(&hooks, touched);
+                    }
+                    r.map(|(out, _)| out)
+                })
+                .await;
+                return joined.unwrap_or_else(|_| {
+                    Err(E::from(StoreError::WriterStopped(PathBuf::from(
+                        "postgres",
+                    ))))
+                });
+            }
+        };
         let (tx, rx) = tokio::sync::oneshot::channel::<std::result::Result<T, E>>();
-        let path = self.path.clone();
         let job: Job = Box::new(move |conn: &Connection| {
             let (result, touched) = match conn.execute_batch("SAVEPOINT job") {
                 Err(e) => (
@@ -482,7 +637,7 @@ impl Store {
                     Touched::default(),
                 ),
                 Ok(()) => {
-                    let w = Tx::new(conn);
+                    let w = Tx::new(Conn::sqlite(conn));
                     let r = f(&w);
                     let end = if r.is_ok() {
                         conn.execute_batch("RELEASE job")
@@ -513,25 +668,25 @@ impl Store {
             });
             (touched, reply)
         });
-        let sent = self
-            .batcher
-            .get_or_init(|| Mutex::new(self.spawn_batcher()))
+        let sent = batcher
+            .get_or_init(|| Mutex::new(Self::spawn_batcher(conn.clone(), self.on_commit.clone())))
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .send(job);
+        let stopped = || StoreError::WriterStopped(PathBuf::from(self.shown()));
         if sent.is_err() {
-            return Err(E::from(StoreError::WriterStopped(self.path.clone())));
+            return Err(E::from(stopped()));
         }
-        rx.await
-            .unwrap_or_else(|_| Err(E::from(StoreError::WriterStopped(self.path.clone()))))
+        rx.await.unwrap_or_else(|_| Err(E::from(stopped())))
     }
 
-    fn spawn_batcher(&self) -> mpsc::Sender<Job> {
+    fn spawn_batcher(
+        conn: Arc<Mutex<Connection>>,
+        hook: Arc<Mutex<Vec<CommitHook>>>,
+    ) -> mpsc::Sender<Job> {
         // Bounded so one transaction stays short enough not to delay reads noticeably.
         const MAX_BATCH: usize = 256;
         let (tx, rx) = mpsc::channel::<Job>();
-        let conn = self.conn.clone();
-        let hook = self.on_commit.clone();
         let spawned = std::thread::Builder::new()
             .name("rollcage-db-writer".into())
             .spawn(move || {
@@ -586,30 +741,68 @@ impl Store {
         tx
     }
 
-    /// Run `f` with the connection (reads).
-    pub fn read<T, E: From<StoreError>>(
+    /// Run `f` with a connection (reads). On PostgreSQL the reads share one snapshot (a read-only transaction).
+    pub fn read<T: Send, E: From<StoreError> + Send>(
         &self,
-        f: impl FnOnce(&Connection) -> std::result::Result<T, E>,
+        f: impl FnOnce(&Conn<'_>) -> std::result::Result<T, E> + Send,
     ) -> std::result::Result<T, E> {
-        let conn = self.lock();
-        f(&conn)
+        match &self.backend {
+            Backend::Sqlite { conn, .. } => {
+                let conn = Self::lock(conn);
+                f(&Conn::sqlite(&conn))
+            }
+            Backend::Postgres(pg) => pg.run(|c| {
+                let pg::PgConn { client, stmts } = c;
+                let tx = client
+                    .build_transaction()
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .map_err(|e| E::from(StoreError::from(e)))?;
+                let conn = Conn::pg(tx, stmts);
+                let out = f(&conn)?;
+                if let Some(tx) = conn.into_pg() {
+                    tx.commit().map_err(|e| E::from(StoreError::from(e)))?;
+                }
+                Ok(out)
+            }),
+        }
     }
 
     /// Wrap a rusqlite error with the database path.
     pub fn err(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite {
-            path: self.path.clone(),
+            path: PathBuf::from(self.shown()),
             source,
         }
     }
 }
 
-/// Wrap a rusqlite error raised inside a transaction (the path is added by the caller's context).
-pub(crate) fn sql(source: rusqlite::Error) -> StoreError {
-    StoreError::Sqlite {
-        path: PathBuf::from("rollcage.db"),
-        source,
+/// One write on PostgreSQL: `f` in a transaction, the `NOTIFY`s of what it touched, the commit.
+fn pg_write<T, E: From<StoreError>>(
+    pg: &pg::Pg,
+    c: &mut pg::PgConn,
+    f: impl FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
+) -> std::result::Result<(T, Touched), E> {
+    let pg::PgConn { client, stmts } = c;
+    let tx = client
+        .transaction()
+        .map_err(|e| E::from(StoreError::from(e)))?;
+    let w = Tx::new(Conn::pg(tx, stmts));
+    let out = f(&w)?;
+    let (conn, touched) = w.into_parts();
+    for payload in pg.payloads(&touched) {
+        conn.execute("SELECT pg_notify(?1, ?2)", args![pg::CHANNEL, payload])?;
     }
+    if let Some(tx) = conn.into_pg() {
+        tx.commit().map_err(|e| E::from(StoreError::from(e)))?;
+    }
+    Ok((out, touched))
+}
+
+/// Wrap a database error raised inside a transaction (the path is added by the caller's context).
+pub(crate) fn sql<E: Into<StoreError>>(e: E) -> StoreError {
+    e.into()
 }
 
 /// Decode a stored enum/string through `FromStr`.
@@ -634,6 +827,7 @@ mod tests {
         drop(Store::open(&path)?);
         let store = Store::open(&path)?;
         let (version, mode): (i64, String) = store.read(|c| {
+            let c = c.as_sqlite().ok_or(StoreError::NoRows)?;
             let v = c
                 .pragma_query_value(None, "user_version", |r| r.get(0))
                 .map_err(sql)?;
@@ -700,9 +894,9 @@ mod tests {
             ] {
                 let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {q}")).map_err(sql)?;
                 let rows = st
-                    .query_map([], |r| r.get::<_, String>(3))
+                    .query_map((), |r| r.get::<String>(3))
                     .map_err(sql)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .collect::<Result<Vec<_>>>()
                     .map_err(sql)?;
                 out.push(rows.join(" | "));
             }

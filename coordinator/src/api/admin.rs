@@ -37,7 +37,7 @@ fn check_name(field: &str, what: &str, v: &str) -> Result<(), ApiError> {
     }
 }
 
-pub(super) fn app_exists(c: &rusqlite::Connection, app: &str) -> Result<(), ApiError> {
+pub(super) fn app_exists(c: &crate::store::Conn<'_>, app: &str) -> Result<(), ApiError> {
     match apps::application(c, app)? {
         Some(_) => Ok(()),
         None => Err(ApiError::NotFound(format!("application `{app}` not found"))),
@@ -354,7 +354,11 @@ pub async fn get_revision(
 /// lists were checked). The names checked are the group's `instances` and, for a load-balanced group, its
 /// `lb.targets` (a blue/green deployment runs on the idle server group's targets). An unknown group is left to
 /// the engine's 404.
-fn check_group_instances(c: &rusqlite::Connection, app: &str, group: &str) -> Result<(), ApiError> {
+fn check_group_instances(
+    c: &crate::store::Conn<'_>,
+    app: &str,
+    group: &str,
+) -> Result<(), ApiError> {
     let Some(g) = apps::group(c, app, group)? else {
         return Ok(());
     };

@@ -8,6 +8,7 @@ use super::{Agent, ApiError, Enroller, Json, LenientJson, Path};
 use crate::auth;
 use crate::engine::executor;
 use crate::state::State;
+use crate::store::OptionalExt;
 use crate::store::{deployments, enroll_tokens, instances, logs, revisions};
 use axum::body::Body;
 use axum::extract::State as AxState;
@@ -18,7 +19,6 @@ use rollcage_proto::wire::{
     CommandState, EnrollRequest, EnrollResponse, InstanceState, PollRequest, PollResponse,
     ReportResponse, StepCommand, StepReport, StepState,
 };
-use rusqlite::OptionalExtension;
 use std::time::Duration;
 
 /// `POST /v1/agent/enroll`: a new instance and its token. A name is owned: enrolling under an enrolled name is a
@@ -101,7 +101,7 @@ pub async fn enroll(
 /// The instance's step in flight, as a command; none for an instance pending approval (it is in no deployment,
 /// and even a step that reached it some other way is not sent).
 fn next_command_in(
-    c: &rusqlite::Connection,
+    c: &crate::store::Conn<'_>,
     instance: &str,
 ) -> Result<Option<StepCommand>, ApiError> {
     if instances::is_pending(c, instance)? {

@@ -290,19 +290,18 @@ async fn the_list_never_shows_a_secret_and_the_store_keeps_only_hashes() -> Test
         let mut q = c
             .prepare("SELECT * FROM enroll_tokens")
             .map_err(crate::store::sql)?;
-        let n = q.column_count();
         let rows = q
-            .query_map([], |r| {
-                (0..n)
+            .query_map((), |r| {
+                (0..r.len())
                     .map(|i| {
-                        r.get::<_, rusqlite::types::Value>(i)
+                        r.get::<crate::store::db::Value>(i)
                             .map(|v| format!("{v:?}"))
                     })
-                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .collect::<crate::store::Result<Vec<_>>>()
             })
             .map_err(crate::store::sql)?;
         let all = rows
-            .collect::<rusqlite::Result<Vec<_>>>()
+            .collect::<crate::store::Result<Vec<_>>>()
             .map_err(crate::store::sql)?;
         Ok::<_, crate::store::StoreError>(all.concat().join(" "))
     })?;

@@ -4,6 +4,7 @@
 //! step marked running, which is the command its agent gets (again, after any restart).
 
 use super::strategy::{self, Action, DeploymentView, Final, FinalPhase, Mode, Outcome, Phase};
+use crate::store::Conn;
 use crate::store::actors::{self, Act};
 use crate::store::{StoreError, Tx, apps, deployments, deployments::DeploymentRow, revisions};
 use rollcage_proto::wire::{
@@ -11,7 +12,6 @@ use rollcage_proto::wire::{
     RevisionRef, RevisionSource, StepCommand, StepOutcome, StepReport, StepState,
 };
 use rollcage_proto::{HookOutcome, Performer, plan};
-use rusqlite::Connection;
 
 /// Why an engine operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -216,7 +216,7 @@ pub fn advance(tx: &Tx<'_>, id: &str, now: i64) -> Result<()> {
 }
 
 /// The deployment-wide final step's state (blue/green's SwitchTraffic), if the deployment has one.
-fn final_of(tx: &Connection, d: &DeploymentRow) -> Result<Option<Final>> {
+fn final_of(tx: &Conn<'_>, d: &DeploymentRow) -> Result<Option<Final>> {
     let Some(step) = deployments::final_step(tx, &d.id)? else {
         return Ok(None);
     };
@@ -534,7 +534,7 @@ pub fn rollback(tx: &Tx<'_>, id: &str, now: i64) -> Result<String> {
 }
 
 /// The command an agent gets for a running step.
-pub fn command_for(c: &Connection, step: &deployments::StepRow) -> Result<StepCommand> {
+pub fn command_for(c: &Conn<'_>, step: &deployments::StepRow) -> Result<StepCommand> {
     let d = deployments::get(c, &step.deployment_id)?.ok_or_else(|| EngineError::NotFound {
         what: "deployment",
         name: step.deployment_id.clone(),

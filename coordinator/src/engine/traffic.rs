@@ -10,12 +10,12 @@
 
 use super::executor::{self, EngineError};
 use crate::state::State;
+use crate::store::Conn;
 use crate::store::{Tx, apps, deployments, deployments::StepRow};
 use rollcage_lbdriver::Connect as _;
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::lb::GroupLb;
 use rollcage_proto::wire::{StepOutcome, now_ms};
-use rusqlite::Connection;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -85,7 +85,7 @@ pub fn call_for(
 }
 
 /// The settings and the call for a running coordinator step.
-fn resolve(c: &Connection, step: &StepRow) -> Result<(GroupLb, TrafficCall), String> {
+fn resolve(c: &Conn<'_>, step: &StepRow) -> Result<(GroupLb, TrafficCall), String> {
     let d = deployments::get(c, &step.deployment_id)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("deployment `{}` not found", step.deployment_id))?;

@@ -1,9 +1,9 @@
 //! Who acted on a deployment: who created, stopped, rolled back and continued it (token names, or
 //! [`rollcage_proto::access::SYSTEM_ACTOR`] for automatic rollbacks), kept in the `deployments` row.
 
+use super::{Conn, OptionalExt, args};
 use super::{Result, sql};
 use rollcage_proto::access::DeploymentActors;
-use rusqlite::{Connection, OptionalExtension, params};
 
 /// What was done to a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,18 +30,18 @@ impl Act {
 }
 
 /// Record that `who` did `act` to deployment `id`.
-pub fn set(c: &Connection, id: &str, act: Act, who: &str) -> Result<()> {
+pub fn set(c: &Conn<'_>, id: &str, act: Act, who: &str) -> Result<()> {
     // The column name comes from the closed set above, never from a caller's text.
     c.execute(
         &format!("UPDATE deployments SET {} = ?2 WHERE id = ?1", act.column()),
-        params![id, who],
+        args![id, who],
     )
     .map_err(sql)?;
     Ok(())
 }
 
 /// Who acted on deployment `id` (all `None` for an unknown one).
-pub fn of(c: &Connection, id: &str) -> Result<DeploymentActors> {
+pub fn of(c: &Conn<'_>, id: &str) -> Result<DeploymentActors> {
     let r = c
         .prepare_cached(
             "SELECT created_by, stopped_by, rolled_back_by, continued_by FROM deployments WHERE id = ?1",

@@ -1,23 +1,23 @@
 //! Applications and deployment groups. A group's load-balancer settings are stored as JSON and decoded into
 //! [`rollcage_proto::lb::GroupLb`] by the row reader (validated when the group was created).
 
+use super::{Conn, OptionalExt, args};
 use super::{Result, decode, sql};
 use rollcage_proto::wire::{Application, Group};
-use rusqlite::{Connection, OptionalExtension, params};
 
 /// Insert an application; `false` when one with that name exists.
-pub fn insert_application(c: &Connection, name: &str, now: i64) -> Result<bool> {
+pub fn insert_application(c: &Conn<'_>, name: &str, now: i64) -> Result<bool> {
     let n = c
         .execute(
-            "INSERT OR IGNORE INTO applications (name, created_at) VALUES (?1, ?2)",
-            params![name, now],
+            "INSERT INTO applications (name, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            args![name, now],
         )
         .map_err(sql)?;
     Ok(n == 1)
 }
 
 /// One application.
-pub fn application(c: &Connection, name: &str) -> Result<Option<Application>> {
+pub fn application(c: &Conn<'_>, name: &str) -> Result<Option<Application>> {
     c.query_row(
         "SELECT name, created_at FROM applications WHERE name = ?1",
         [name],
@@ -33,24 +33,24 @@ pub fn application(c: &Connection, name: &str) -> Result<Option<Application>> {
 }
 
 /// Every application, by name.
-pub fn applications(c: &Connection) -> Result<Vec<Application>> {
+pub fn applications(c: &Conn<'_>) -> Result<Vec<Application>> {
     let mut st = c
         .prepare("SELECT name, created_at FROM applications ORDER BY name")
         .map_err(sql)?;
     let rows = st
-        .query_map([], |r| {
+        .query_map((), |r| {
             Ok(Application {
                 name: r.get(0)?,
                 created_at_ms: r.get(1)?,
             })
         })
         .map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+    rows.collect::<crate::store::Result<_>>().map_err(sql)
 }
 
 /// Up to `limit` applications by name, those after `after` (the paging cursor: a name) when given.
 pub fn applications_page(
-    c: &Connection,
+    c: &Conn<'_>,
     after: Option<&str>,
     limit: usize,
 ) -> Result<Vec<Application>> {
@@ -61,7 +61,7 @@ pub fn applications_page(
         .map_err(sql)?;
     let rows = st
         .query_map(
-            params![
+            args![
                 after.unwrap_or(""),
                 i64::try_from(limit).unwrap_or(i64::MAX)
             ],
@@ -73,11 +73,11 @@ pub fn applications_page(
             },
         )
         .map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+    rows.collect::<crate::store::Result<_>>().map_err(sql)
 }
 
 /// Insert a group; `false` when the application already has one with that name.
-pub fn insert_group(c: &Connection, g: &Group) -> Result<bool> {
+pub fn insert_group(c: &Conn<'_>, g: &Group) -> Result<bool> {
     let instances = serde_json::to_string(&g.instances).unwrap_or_else(|_| "[]".to_owned());
     // Typed settings serialise to a JSON object; the column holds that text.
     let lb =
@@ -90,9 +90,9 @@ pub fn insert_group(c: &Connection, g: &Group) -> Result<bool> {
             })?;
     let n = c
         .execute(
-            "INSERT OR IGNORE INTO groups (id, application, name, style, concurrency, failure_tolerance, \
-             auto_rollback, instances, created_at, lb) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
+            "INSERT INTO groups (id, application, name, style, concurrency, failure_tolerance, \
+             auto_rollback, instances, created_at, lb) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+            args![
                 g.id,
                 g.application,
                 g.name,
@@ -125,7 +125,7 @@ type GroupRow = (
     Option<String>,
 );
 
-fn group_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GroupRow> {
+fn group_row(r: &crate::store::Row<'_>) -> crate::store::Result<GroupRow> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -178,7 +178,7 @@ fn to_group(row: GroupRow) -> Result<Group> {
 }
 
 /// One group of an application.
-pub fn group(c: &Connection, app: &str, name: &str) -> Result<Option<Group>> {
+pub fn group(c: &Conn<'_>, app: &str, name: &str) -> Result<Option<Group>> {
     let row = c
         .query_row(
             &format!("SELECT {GROUP_COLS} FROM groups WHERE application = ?1 AND name = ?2"),
@@ -191,7 +191,7 @@ pub fn group(c: &Connection, app: &str, name: &str) -> Result<Option<Group>> {
 }
 
 /// The groups of an application, by name.
-pub fn groups(c: &Connection, app: &str) -> Result<Vec<Group>> {
+pub fn groups(c: &Conn<'_>, app: &str) -> Result<Vec<Group>> {
     let mut st = c
         .prepare(&format!(
             "SELECT {GROUP_COLS} FROM groups WHERE application = ?1 ORDER BY name"
@@ -200,14 +200,14 @@ pub fn groups(c: &Connection, app: &str) -> Result<Vec<Group>> {
     let rows = st
         .query_map([app], group_row)
         .map_err(sql)?
-        .collect::<rusqlite::Result<Vec<_>>>()
+        .collect::<crate::store::Result<Vec<_>>>()
         .map_err(sql)?;
     rows.into_iter().map(to_group).collect()
 }
 
 /// Up to `limit` groups of an application by name, those after `after` (the paging cursor: a name) when given.
 pub fn groups_page(
-    c: &Connection,
+    c: &Conn<'_>,
     app: &str,
     after: Option<&str>,
     limit: usize,
@@ -219,7 +219,7 @@ pub fn groups_page(
         .map_err(sql)?;
     let rows = st
         .query_map(
-            params![
+            args![
                 app,
                 after.unwrap_or(""),
                 i64::try_from(limit).unwrap_or(i64::MAX)
@@ -227,13 +227,13 @@ pub fn groups_page(
             group_row,
         )
         .map_err(sql)?
-        .collect::<rusqlite::Result<Vec<_>>>()
+        .collect::<crate::store::Result<Vec<_>>>()
         .map_err(sql)?;
     rows.into_iter().map(to_group).collect()
 }
 
 /// Blue/green: the server group serving now, if a switch (or the group's settings) set one.
-pub fn active_server_group(c: &Connection, group_id: &str) -> Result<Option<String>> {
+pub fn active_server_group(c: &Conn<'_>, group_id: &str) -> Result<Option<String>> {
     c.query_row(
         "SELECT active_server_group FROM groups WHERE id = ?1",
         [group_id],
@@ -245,10 +245,10 @@ pub fn active_server_group(c: &Connection, group_id: &str) -> Result<Option<Stri
 }
 
 /// Blue/green: record the server group serving now (after a successful switch).
-pub fn set_active_server_group(c: &Connection, group_id: &str, server_group: &str) -> Result<()> {
+pub fn set_active_server_group(c: &Conn<'_>, group_id: &str, server_group: &str) -> Result<()> {
     c.execute(
         "UPDATE groups SET active_server_group = ?2 WHERE id = ?1",
-        params![group_id, server_group],
+        args![group_id, server_group],
     )
     .map_err(sql)?;
     Ok(())
@@ -297,7 +297,7 @@ mod tests {
         s.write(|tx| {
             tx.execute(
                 "UPDATE groups SET lb = '{\"lb\":\"nonsense\"}' WHERE id = 'g-1'",
-                [],
+                (),
             )
             .map_err(sql)
         })?;

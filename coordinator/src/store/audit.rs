@@ -4,21 +4,21 @@
 //! Growth is bounded by retention: entries older than the coordinator's retention are pruned hourly with the step
 //! logs ([`prune`], `server::prune_logs`); reads are paged, newest first.
 
+use super::{Conn, args};
 use super::{Result, sql};
 use rollcage_proto::access::AuditEntry;
-use rusqlite::{Connection, params};
 
 /// Longest outcome text kept: a refusal's message, not a body.
 pub const MAX_OUTCOME: usize = 300;
 
 /// Append one entry (its `seq` is assigned here; the one given is ignored).
-pub fn record(c: &Connection, e: &AuditEntry) -> Result<()> {
+pub fn record(c: &Conn<'_>, e: &AuditEntry) -> Result<()> {
     c.prepare_cached(
         "INSERT INTO audit (at, actor, role, action, target, status, outcome, remote_addr) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
     .map_err(sql)?
-    .execute(params![
+    .execute(args![
         e.at_ms,
         e.actor,
         e.role,
@@ -43,7 +43,7 @@ pub struct Filter<'a> {
 
 /// Entries newest first, with `seq` below `before` (the cursor), at most `limit`.
 pub fn page(
-    c: &Connection,
+    c: &Conn<'_>,
     f: Filter<'_>,
     before: Option<i64>,
     limit: usize,
@@ -56,7 +56,7 @@ pub fn page(
         .map_err(sql)?;
     let rows = st
         .query_map(
-            params![
+            args![
                 before.unwrap_or(i64::MAX),
                 f.since_ms.unwrap_or(i64::MIN),
                 f.actor,
@@ -77,11 +77,11 @@ pub fn page(
             },
         )
         .map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+    rows.collect::<crate::store::Result<_>>().map_err(sql)
 }
 
 /// Delete the entries recorded before `cut` (ms); returns how many.
-pub fn prune(c: &Connection, cut: i64) -> Result<usize> {
+pub fn prune(c: &Conn<'_>, cut: i64) -> Result<usize> {
     c.execute("DELETE FROM audit WHERE at < ?1", [cut])
         .map_err(sql)
 }

@@ -1,13 +1,13 @@
 //! Deployments, their instances and their steps (one row per step per instance; a step's row id is the
 //! command id the agent reports against).
 
+use super::{Conn, OptionalExt, args};
 use super::{Result, StoreError, Tx, decode, sql};
 use rollcage_proto::wire::{
     Concurrency, Deployment, DeploymentKind, DeploymentStatus, DeploymentStyle, DeploymentSummary,
     InstanceProgress, InstanceStatus, StepProgress, StepState,
 };
 use rollcage_proto::{LifecycleEvent, Performer};
-use rusqlite::{Connection, OptionalExtension, params};
 
 /// A deployment's own row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +137,7 @@ pub fn insert(
         "INSERT INTO deployments (id, application, group_name, group_id, revision, style, concurrency, \
          failure_tolerance, auto_rollback, rollback_of, automatic, status, created_at, switch_to) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        params![
+        args![
             d.id,
             d.application,
             d.group,
@@ -166,9 +166,9 @@ pub fn insert(
         )
         .map_err(sql)?;
     for (ord, name) in instances.iter().enumerate() {
-        inst.execute(params![d.id, name, ord as i64]).map_err(sql)?;
+        inst.execute(args![d.id, name, ord as i64]).map_err(sql)?;
         for (idx, ev) in plan.iter().enumerate() {
-            step.execute(params![d.id, name, idx as i64, ev.name()])
+            step.execute(args![d.id, name, idx as i64, ev.name()])
                 .map_err(sql)?;
         }
     }
@@ -179,17 +179,17 @@ const DEP_COLS: &str = "id, application, group_name, group_id, revision, style, 
     auto_rollback, rollback_of, automatic, status, force_stop, message, created_at, ended_at, rollback_deployment, \
     switch_to, continued";
 
-fn dep_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<[rusqlite::types::Value; 19]> {
-    let mut out: [rusqlite::types::Value; 19] =
-        std::array::from_fn(|_| rusqlite::types::Value::Null);
+fn dep_row(r: &crate::store::Row<'_>) -> crate::store::Result<[crate::store::db::Value; 19]> {
+    let mut out: [crate::store::db::Value; 19] =
+        std::array::from_fn(|_| crate::store::db::Value::Null);
     for (i, slot) in out.iter_mut().enumerate() {
         *slot = r.get(i)?;
     }
     Ok(out)
 }
 
-fn to_dep(v: [rusqlite::types::Value; 19]) -> Result<DeploymentRow> {
-    use rusqlite::types::Value as V;
+fn to_dep(v: [crate::store::db::Value; 19]) -> Result<DeploymentRow> {
+    use crate::store::db::Value as V;
     let text = |i: usize| match &v[i] {
         V::Text(s) => Ok(s.clone()),
         other => Err(corrupt("deployments", &format!("column {i}: {other:?}"))),
@@ -199,7 +199,7 @@ fn to_dep(v: [rusqlite::types::Value; 19]) -> Result<DeploymentRow> {
         _ => None,
     };
     let int = |i: usize| match &v[i] {
-        V::Integer(n) => Ok(*n),
+        V::Int(n) => Ok(*n),
         other => Err(corrupt("deployments", &format!("column {i}: {other:?}"))),
     };
     Ok(DeploymentRow {
@@ -219,7 +219,7 @@ fn to_dep(v: [rusqlite::types::Value; 19]) -> Result<DeploymentRow> {
         message: text(13)?,
         created_at: int(14)?,
         ended_at: match &v[15] {
-            V::Integer(n) => Some(*n),
+            V::Int(n) => Some(*n),
             _ => None,
         },
         rollback_deployment: opt_text(16),
@@ -229,7 +229,7 @@ fn to_dep(v: [rusqlite::types::Value; 19]) -> Result<DeploymentRow> {
 }
 
 /// One deployment's row.
-pub fn get(c: &Connection, id: &str) -> Result<Option<DeploymentRow>> {
+pub fn get(c: &Conn<'_>, id: &str) -> Result<Option<DeploymentRow>> {
     let row = c
         .prepare_cached(&format!("SELECT {DEP_COLS} FROM deployments WHERE id = ?1"))
         .map_err(sql)?
@@ -240,7 +240,7 @@ pub fn get(c: &Connection, id: &str) -> Result<Option<DeploymentRow>> {
 }
 
 /// The active (in progress or stopping) deployment of a group.
-pub fn active_for_group(c: &Connection, app: &str, group: &str) -> Result<Option<String>> {
+pub fn active_for_group(c: &Conn<'_>, app: &str, group: &str) -> Result<Option<String>> {
     c.query_row(
         "SELECT id FROM deployments WHERE application = ?1 AND group_name = ?2 \
          AND status IN ('in_progress', 'stopping', 'ready') LIMIT 1",
@@ -252,14 +252,14 @@ pub fn active_for_group(c: &Connection, app: &str, group: &str) -> Result<Option
 }
 
 /// Ids of every active deployment.
-pub fn active_ids(c: &Connection) -> Result<Vec<String>> {
+pub fn active_ids(c: &Conn<'_>) -> Result<Vec<String>> {
     let mut st = c
         .prepare(
             "SELECT id FROM deployments WHERE status IN ('in_progress', 'stopping', 'ready') ORDER BY seq",
         )
         .map_err(sql)?;
-    let rows = st.query_map([], |r| r.get(0)).map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+    let rows = st.query_map((), |r| r.get(0)).map_err(sql)?;
+    rows.collect::<crate::store::Result<_>>().map_err(sql)
 }
 
 /// Which deployments a listing shows: those of one application (and one of its groups), or all.
@@ -275,7 +275,7 @@ pub struct ListFilter<'a> {
 /// cursor) when given. `seq` only grows, so a page boundary stays put while deployments are created; a page reads
 /// `limit` rows from the `seq` index, however deep it is.
 pub fn summaries(
-    c: &Connection,
+    c: &Conn<'_>,
     filter: ListFilter<'_>,
     before: Option<i64>,
     limit: usize,
@@ -289,16 +289,16 @@ pub fn summaries(
         .map_err(sql)?;
     let ids = st
         .query_map(
-            params![
+            args![
                 before.unwrap_or(i64::MAX),
                 filter.application,
                 filter.group,
                 i64::try_from(limit).unwrap_or(i64::MAX)
             ],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            |r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?)),
         )
         .map_err(sql)?
-        .collect::<rusqlite::Result<Vec<_>>>()
+        .collect::<crate::store::Result<Vec<_>>>()
         .map_err(sql)?;
     let mut out = Vec::with_capacity(ids.len());
     for (seq, id) in ids {
@@ -336,7 +336,7 @@ fn summary(d: DeploymentRow) -> DeploymentSummary {
 
 /// The revision of the group's most recent successful deployment other than `except`.
 pub fn last_succeeded_revision(
-    c: &Connection,
+    c: &Conn<'_>,
     app: &str,
     group: &str,
     except: &str,
@@ -352,18 +352,18 @@ pub fn last_succeeded_revision(
 }
 
 /// The instance names of a deployment, in start order.
-pub fn instance_names(c: &Connection, id: &str) -> Result<Vec<String>> {
+pub fn instance_names(c: &Conn<'_>, id: &str) -> Result<Vec<String>> {
     let mut st = c
         .prepare_cached(
             "SELECT instance FROM deployment_instances WHERE deployment_id = ?1 ORDER BY ord",
         )
         .map_err(sql)?;
     let rows = st.query_map([id], |r| r.get(0)).map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+    rows.collect::<crate::store::Result<_>>().map_err(sql)
 }
 
 /// Instance counts of a deployment (one aggregate query).
-pub fn counts(c: &Connection, id: &str) -> Result<Counts> {
+pub fn counts(c: &Conn<'_>, id: &str) -> Result<Counts> {
     // Grouping by status alone follows the (deployment_id, status, …) index: no sort.
     let mut st = c
         .prepare_cached(
@@ -373,14 +373,10 @@ pub fn counts(c: &Connection, id: &str) -> Result<Counts> {
         .map_err(sql)?;
     let rows = st
         .query_map([id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
+            Ok((r.get::<String>(0)?, r.get::<i64>(1)?, r.get::<i64>(2)?))
         })
         .map_err(sql)?
-        .collect::<rusqlite::Result<Vec<_>>>()
+        .collect::<crate::store::Result<Vec<_>>>()
         .map_err(sql)?;
     let mut out = Counts::default();
     for (status, n, running) in rows {
@@ -402,7 +398,7 @@ pub fn counts(c: &Connection, id: &str) -> Result<Counts> {
 }
 
 /// In-flight instances whose next step was not sent yet: (name, next step).
-pub fn ready(c: &Connection, id: &str) -> Result<Vec<(String, usize)>> {
+pub fn ready(c: &Conn<'_>, id: &str) -> Result<Vec<(String, usize)>> {
     let mut st = c
         .prepare_cached(
             "SELECT instance, next_step FROM deployment_instances WHERE deployment_id = ?1 \
@@ -411,14 +407,14 @@ pub fn ready(c: &Connection, id: &str) -> Result<Vec<(String, usize)>> {
         .map_err(sql)?;
     let rows = st
         .query_map([id], |r| {
-            Ok((r.get::<_, String>(0)?, to_usize(r.get::<_, i64>(1)?)))
+            Ok((r.get::<String>(0)?, to_usize(r.get::<i64>(1)?)))
         })
         .map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+    rows.collect::<crate::store::Result<_>>().map_err(sql)
 }
 
 /// The first `limit` pending instances in start order.
-pub fn pending_head(c: &Connection, id: &str, limit: usize) -> Result<Vec<String>> {
+pub fn pending_head(c: &Conn<'_>, id: &str, limit: usize) -> Result<Vec<String>> {
     let mut st = c
         .prepare_cached(
             "SELECT instance FROM deployment_instances WHERE deployment_id = ?1 AND status = 'pending' \
@@ -426,11 +422,11 @@ pub fn pending_head(c: &Connection, id: &str, limit: usize) -> Result<Vec<String
         )
         .map_err(sql)?;
     let rows = st
-        .query_map(params![id, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+        .query_map(args![id, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
             r.get(0)
         })
         .map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+    rows.collect::<crate::store::Result<_>>().map_err(sql)
 }
 
 /// Set an instance's status and next step; it has no step in flight.
@@ -447,7 +443,7 @@ pub fn set_instance(
          WHERE deployment_id = ?1 AND instance = ?2",
     )
     .map_err(sql)?
-    .execute(params![
+    .execute(args![
         id,
         instance,
         instance_status_str(status),
@@ -476,14 +472,14 @@ pub fn cancel_in_flight(c: &Tx<'_>, id: &str, now: i64) -> Result<Vec<String>> {
         .prepare("SELECT instance FROM deployment_instances WHERE deployment_id = ?1 AND status = 'in_progress'")
         .map_err(sql)?;
     let names = st
-        .query_map([id], |r| r.get::<_, String>(0))
+        .query_map([id], |r| r.get::<String>(0))
         .map_err(sql)?
-        .collect::<rusqlite::Result<Vec<_>>>()
+        .collect::<crate::store::Result<Vec<_>>>()
         .map_err(sql)?;
     c.execute(
         "UPDATE steps SET state = 'cancelled', ended_at = ?2, message = 'cancelled by a forced stop' \
          WHERE deployment_id = ?1 AND state = 'running'",
-        params![id, now],
+        args![id, now],
     )
     .map_err(sql)?;
     c.execute(
@@ -507,7 +503,7 @@ pub fn start_step(c: &Tx<'_>, id: &str, instance: &str, idx: usize, now: i64) ->
              AND idx = ?3 RETURNING event",
         )
         .map_err(sql)?
-        .query_row(params![id, instance, idx as i64, now], |r| r.get(0))
+        .query_row(args![id, instance, idx as i64, now], |r| r.get(0))
         .optional()
         .map_err(sql)?;
     c.touch_deployment(id);
@@ -524,7 +520,7 @@ pub fn start_step(c: &Tx<'_>, id: &str, instance: &str, idx: usize, now: i64) ->
          WHERE deployment_id = ?1 AND instance = ?2",
     )
     .map_err(sql)?
-    .execute(params![id, instance, idx as i64])
+    .execute(args![id, instance, idx as i64])
     .map_err(sql)?;
     Ok(())
 }
@@ -545,7 +541,7 @@ pub fn end_step(
         )
         .map_err(sql)?
         .query_row(
-            params![step_id, step_state_str(state), message, log_tail, now],
+            args![step_id, step_state_str(state), message, log_tail, now],
             |r| r.get(0),
         )
         .optional()
@@ -557,7 +553,7 @@ pub fn end_step(
 }
 
 /// One step by its id (= command id).
-pub fn step(c: &Connection, step_id: i64) -> Result<Option<StepRow>> {
+pub fn step(c: &Conn<'_>, step_id: i64) -> Result<Option<StepRow>> {
     let row = c
         .prepare_cached(
             "SELECT id, deployment_id, instance, idx, event, state FROM steps WHERE id = ?1",
@@ -565,12 +561,12 @@ pub fn step(c: &Connection, step_id: i64) -> Result<Option<StepRow>> {
         .map_err(sql)?
         .query_row([step_id], |r| {
             Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                to_usize(r.get::<_, i64>(3)?),
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
+                r.get::<i64>(0)?,
+                r.get::<String>(1)?,
+                r.get::<String>(2)?,
+                to_usize(r.get::<i64>(3)?),
+                r.get::<String>(4)?,
+                r.get::<String>(5)?,
             ))
         })
         .optional()
@@ -589,7 +585,7 @@ pub fn step(c: &Connection, step_id: i64) -> Result<Option<StepRow>> {
 }
 
 /// The step in flight for an instance in any active deployment (the command to (re)send it).
-pub fn running_step_for(c: &Connection, instance: &str) -> Result<Option<StepRow>> {
+pub fn running_step_for(c: &Conn<'_>, instance: &str) -> Result<Option<StepRow>> {
     let id: Option<i64> = c
         .prepare_cached(
             // Only active deployments have running steps (an ending deployment has none in flight, and a
@@ -618,7 +614,7 @@ pub fn insert_final_steps(c: &Tx<'_>, id: &str, events: &[LifecycleEvent]) -> Re
     for (idx, ev) in events.iter().enumerate() {
         c.execute(
             "INSERT INTO steps (deployment_id, instance, idx, event, state) VALUES (?1, ?2, ?3, ?4, 'pending')",
-            params![id, DEPLOYMENT_WIDE, idx as i64, ev.name()],
+            args![id, DEPLOYMENT_WIDE, idx as i64, ev.name()],
         )
         .map_err(sql)?;
     }
@@ -626,11 +622,11 @@ pub fn insert_final_steps(c: &Tx<'_>, id: &str, events: &[LifecycleEvent]) -> Re
 }
 
 /// The deployment-wide step, if the deployment has one.
-pub fn final_step(c: &Connection, id: &str) -> Result<Option<StepRow>> {
+pub fn final_step(c: &Conn<'_>, id: &str) -> Result<Option<StepRow>> {
     let sid: Option<i64> = c
         .query_row(
             "SELECT id FROM steps WHERE deployment_id = ?1 AND instance = ?2 ORDER BY idx LIMIT 1",
-            params![id, DEPLOYMENT_WIDE],
+            args![id, DEPLOYMENT_WIDE],
             |r| r.get(0),
         )
         .optional()
@@ -655,7 +651,7 @@ pub fn set_continued(c: &Tx<'_>, id: &str) -> Result<()> {
 
 /// Every running coordinator step (load-balancer calls) of an active deployment: the ones the coordinator must
 /// perform (again, after a restart: the drivers are idempotent).
-pub fn running_coordinator_steps(c: &Connection) -> Result<Vec<StepRow>> {
+pub fn running_coordinator_steps(c: &Conn<'_>) -> Result<Vec<StepRow>> {
     let ids: Vec<i64> = {
         let mut st = c
             .prepare_cached(
@@ -664,9 +660,9 @@ pub fn running_coordinator_steps(c: &Connection) -> Result<Vec<StepRow>> {
                  AND s.event IN ('BlockTraffic', 'AllowTraffic', 'SwitchTraffic') ORDER BY s.id",
             )
             .map_err(sql)?;
-        st.query_map([], |r| r.get(0))
+        st.query_map((), |r| r.get(0))
             .map_err(sql)?
-            .collect::<rusqlite::Result<_>>()
+            .collect::<crate::store::Result<_>>()
             .map_err(sql)?
     };
     let mut out = Vec::with_capacity(ids.len());
@@ -682,7 +678,7 @@ pub fn running_coordinator_steps(c: &Connection) -> Result<Vec<StepRow>> {
 pub type StepTimes = (String, String, Option<i64>, Option<i64>);
 
 /// Every step of an instance in a deployment, in plan order.
-pub fn steps_of(c: &Connection, id: &str, instance: &str) -> Result<Vec<StepTimes>> {
+pub fn steps_of(c: &Conn<'_>, id: &str, instance: &str) -> Result<Vec<StepTimes>> {
     let mut st = c
         .prepare_cached(
             "SELECT event, state, started_at, ended_at FROM steps WHERE deployment_id = ?1 AND instance = ?2 \
@@ -694,11 +690,11 @@ pub fn steps_of(c: &Connection, id: &str, instance: &str) -> Result<Vec<StepTime
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+    rows.collect::<crate::store::Result<_>>().map_err(sql)
 }
 
 /// Every running step: (step id, instance, started at).
-pub fn running_steps(c: &Connection) -> Result<Vec<(i64, String, i64)>> {
+pub fn running_steps(c: &Conn<'_>) -> Result<Vec<(i64, String, i64)>> {
     let mut st = c
         .prepare(
             "SELECT s.id, s.instance, COALESCE(s.started_at, 0) FROM steps s JOIN deployments d \
@@ -707,9 +703,9 @@ pub fn running_steps(c: &Connection) -> Result<Vec<(i64, String, i64)>> {
         )
         .map_err(sql)?;
     let rows = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+    rows.collect::<crate::store::Result<_>>().map_err(sql)
 }
 
 /// Set a deployment's status (and the forced-stop flag).
@@ -717,7 +713,7 @@ pub fn set_status(c: &Tx<'_>, id: &str, status: DeploymentStatus, force: bool) -
     c.touch_deployment(id);
     c.execute(
         "UPDATE deployments SET status = ?2, force_stop = ?3 WHERE id = ?1",
-        params![id, status_str(status), force],
+        args![id, status_str(status), force],
     )
     .map_err(sql)?;
     Ok(())
@@ -734,7 +730,7 @@ pub fn finish(
     c.touch_deployment(id);
     c.execute(
         "UPDATE deployments SET status = ?2, message = ?3, ended_at = ?4 WHERE id = ?1",
-        params![id, status_str(status), message, now],
+        args![id, status_str(status), message, now],
     )
     .map_err(sql)?;
     Ok(())
@@ -746,7 +742,7 @@ pub fn set_rollback(c: &Tx<'_>, id: &str, rollback: &str) -> Result<()> {
     c.execute(
         "UPDATE deployments SET rollback_deployment = ?2, message = message || '; rolling back in ' || ?2 \
          WHERE id = ?1",
-        params![id, rollback],
+        args![id, rollback],
     )
     .map_err(sql)?;
     Ok(())
@@ -757,14 +753,14 @@ pub fn append_message(c: &Tx<'_>, id: &str, note: &str) -> Result<()> {
     c.touch_deployment(id);
     c.execute(
         "UPDATE deployments SET message = message || '; ' || ?2 WHERE id = ?1",
-        params![id, note],
+        args![id, note],
     )
     .map_err(sql)?;
     Ok(())
 }
 
 /// The full deployment as the API shows it.
-pub fn full(c: &Connection, id: &str) -> Result<Option<Deployment>> {
+pub fn full(c: &Conn<'_>, id: &str) -> Result<Option<Deployment>> {
     let Some(d) = get(c, id)? else {
         return Ok(None);
     };
@@ -778,18 +774,18 @@ pub fn full(c: &Connection, id: &str) -> Result<Option<Deployment>> {
     let rows = st
         .query_map([id], |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, String>(7)?,
+                r.get::<String>(0)?,
+                r.get::<String>(1)?,
+                r.get::<String>(2)?,
+                r.get::<String>(3)?,
+                r.get::<Option<i64>>(4)?,
+                r.get::<Option<i64>>(5)?,
+                r.get::<String>(6)?,
+                r.get::<String>(7)?,
             ))
         })
         .map_err(sql)?
-        .collect::<rusqlite::Result<Vec<_>>>()
+        .collect::<crate::store::Result<Vec<_>>>()
         .map_err(sql)?;
     let mut instances: Vec<InstanceProgress> = Vec::new();
     for (inst, status, event, state, started, ended, message, log_tail) in rows {

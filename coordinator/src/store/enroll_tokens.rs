@@ -5,15 +5,15 @@
 //! that only succeeds while the token still enrolls: two agents racing on a token's last use cannot both enroll.
 //! Whether a token enrolls is the one rule of [`EnrollTokenInfo::status_at`].
 
+use super::{Conn, OptionalExt, Row, args};
 use super::{Result, sql};
 use rollcage_proto::enroll::{EnrollTokenInfo, EnrollTokenSpec, EnrollTokenStatus};
-use rusqlite::{Connection, OptionalExtension, Row, params};
 
 const COLUMNS: &str =
     "seq, id, label, uses_allowed, uses, expires_at, created_at, last_used_at, revoked_at";
 
 /// A row as (seq, info with its status at `now`).
-fn row(r: &Row<'_>, now: i64) -> rusqlite::Result<(i64, EnrollTokenInfo)> {
+fn row(r: &Row<'_>, now: i64) -> crate::store::Result<(i64, EnrollTokenInfo)> {
     let mut info = EnrollTokenInfo {
         id: r.get(1)?,
         label: r.get(2)?,
@@ -31,7 +31,7 @@ fn row(r: &Row<'_>, now: i64) -> rusqlite::Result<(i64, EnrollTokenInfo)> {
 
 /// Record a new token (`id` and the secret's hash are the caller's); answers its record.
 pub fn insert(
-    c: &Connection,
+    c: &Conn<'_>,
     id: &str,
     token_hash: &str,
     spec: &EnrollTokenSpec,
@@ -42,7 +42,7 @@ pub fn insert(
     c.execute(
         "INSERT INTO enroll_tokens (id, label, token_hash, uses_allowed, expires_at, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![id, spec.label, token_hash, spec.uses, expires, now],
+        args![id, spec.label, token_hash, spec.uses, expires, now],
     )
     .map_err(sql)?;
     let mut info = EnrollTokenInfo {
@@ -61,7 +61,7 @@ pub fn insert(
 }
 
 /// The token whose secret hashes to `token_hash`, with its status at `now`.
-pub fn by_hash(c: &Connection, token_hash: &str, now: i64) -> Result<Option<EnrollTokenInfo>> {
+pub fn by_hash(c: &Conn<'_>, token_hash: &str, now: i64) -> Result<Option<EnrollTokenInfo>> {
     c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM enroll_tokens WHERE token_hash = ?1"
     ))
@@ -73,7 +73,7 @@ pub fn by_hash(c: &Connection, token_hash: &str, now: i64) -> Result<Option<Enro
 }
 
 /// Token `id`, with its status at `now`.
-pub fn get(c: &Connection, id: &str, now: i64) -> Result<Option<EnrollTokenInfo>> {
+pub fn get(c: &Conn<'_>, id: &str, now: i64) -> Result<Option<EnrollTokenInfo>> {
     c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM enroll_tokens WHERE id = ?1"
     ))
@@ -88,7 +88,7 @@ pub fn get(c: &Connection, id: &str, now: i64) -> Result<Option<EnrollTokenInfo>
 /// nothing changed) when it no longer enrolls: revoked, used up or expired, by this transaction's view. The
 /// condition is in the `UPDATE` itself, so of two writers racing on a last use exactly one takes it.
 pub fn consume(
-    c: &Connection,
+    c: &Conn<'_>,
     id: &str,
     now: i64,
 ) -> Result<std::result::Result<EnrollTokenInfo, EnrollTokenStatus>> {
@@ -96,7 +96,7 @@ pub fn consume(
         .execute(
             "UPDATE enroll_tokens SET uses = uses + 1, last_used_at = ?2 \
              WHERE id = ?1 AND revoked_at IS NULL AND uses < uses_allowed AND expires_at > ?2",
-            params![id, now],
+            args![id, now],
         )
         .map_err(sql)?;
     let info = get(c, id, now)?.ok_or_else(|| super::StoreError::Corrupt {
@@ -116,10 +116,10 @@ pub fn consume(
 
 /// Revoke token `id` at `now` (it stops enrolling at once; instances it enrolled keep their own tokens). Revoking
 /// a revoked token changes nothing. `None` when there is no such token.
-pub fn revoke(c: &Connection, id: &str, now: i64) -> Result<Option<EnrollTokenInfo>> {
+pub fn revoke(c: &Conn<'_>, id: &str, now: i64) -> Result<Option<EnrollTokenInfo>> {
     c.execute(
         "UPDATE enroll_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-        params![id, now],
+        args![id, now],
     )
     .map_err(sql)?;
     get(c, id, now)
@@ -127,7 +127,7 @@ pub fn revoke(c: &Connection, id: &str, now: i64) -> Result<Option<EnrollTokenIn
 
 /// Up to `limit` tokens as (seq, info), oldest first, those after `after` (the paging cursor: a `seq`) when given.
 pub fn page(
-    c: &Connection,
+    c: &Conn<'_>,
     after: Option<i64>,
     limit: usize,
     now: i64,
@@ -139,11 +139,11 @@ pub fn page(
         .map_err(sql)?;
     let rows = st
         .query_map(
-            params![after.unwrap_or(0), i64::try_from(limit).unwrap_or(i64::MAX)],
+            args![after.unwrap_or(0), i64::try_from(limit).unwrap_or(i64::MAX)],
             |r| row(r, now),
         )
         .map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+    rows.collect::<crate::store::Result<_>>().map_err(sql)
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@
 //! own, keyed by group and deployment id, and is decoded back into the type when a row is read (a row that no
 //! longer decodes is [`StoreError::Corrupt`](super::StoreError::Corrupt)).
 
+use super::{Conn, OptionalExt, args};
 use super::{Result, StoreError, sql};
 use rollcage_proto::form::Form;
-use rusqlite::{Connection, OptionalExtension, params};
 
 /// Longest form accepted (its canonical JSON), in bytes: scripts are meant to be short commands; a bigger program
 /// belongs in the package. Keeps every step command small.
@@ -35,12 +35,12 @@ fn decode(what: &'static str, text: Option<String>) -> Result<Option<Form>> {
 }
 
 /// Set (or clear, with `None`) a group's default form.
-pub fn set_group_form(c: &Connection, group_id: &str, form: Option<&Form>) -> Result<()> {
+pub fn set_group_form(c: &Conn<'_>, group_id: &str, form: Option<&Form>) -> Result<()> {
     match form {
         Some(f) => c.execute(
             "INSERT INTO group_forms (group_id, form) VALUES (?1, ?2) \
              ON CONFLICT (group_id) DO UPDATE SET form = excluded.form",
-            params![group_id, f.to_json()],
+            args![group_id, f.to_json()],
         ),
         None => c.execute("DELETE FROM group_forms WHERE group_id = ?1", [group_id]),
     }
@@ -49,7 +49,7 @@ pub fn set_group_form(c: &Connection, group_id: &str, form: Option<&Form>) -> Re
 }
 
 /// A group's default form.
-pub fn group_form(c: &Connection, group_id: &str) -> Result<Option<Form>> {
+pub fn group_form(c: &Conn<'_>, group_id: &str) -> Result<Option<Form>> {
     let text = c
         .query_row(
             "SELECT form FROM group_forms WHERE group_id = ?1",
@@ -62,12 +62,12 @@ pub fn group_form(c: &Connection, group_id: &str) -> Result<Option<Form>> {
 }
 
 /// Set (or clear) the form a deployment runs with.
-pub fn set_deployment_form(c: &Connection, deployment_id: &str, form: Option<&Form>) -> Result<()> {
+pub fn set_deployment_form(c: &Conn<'_>, deployment_id: &str, form: Option<&Form>) -> Result<()> {
     match form {
         Some(f) => c.execute(
             "INSERT INTO deployment_forms (deployment_id, form) VALUES (?1, ?2) \
              ON CONFLICT (deployment_id) DO UPDATE SET form = excluded.form",
-            params![deployment_id, f.to_json()],
+            args![deployment_id, f.to_json()],
         ),
         None => c.execute(
             "DELETE FROM deployment_forms WHERE deployment_id = ?1",
@@ -79,7 +79,7 @@ pub fn set_deployment_form(c: &Connection, deployment_id: &str, form: Option<&Fo
 }
 
 /// The form a deployment runs with.
-pub fn deployment_form(c: &Connection, deployment_id: &str) -> Result<Option<Form>> {
+pub fn deployment_form(c: &Conn<'_>, deployment_id: &str) -> Result<Option<Form>> {
     let text = c
         .query_row(
             "SELECT form FROM deployment_forms WHERE deployment_id = ?1",
@@ -94,7 +94,7 @@ pub fn deployment_form(c: &Connection, deployment_id: &str) -> Result<Option<For
 /// The form of the newest successful deployment of `revision` in the group, other than `except`: what a rollback
 /// to that revision re-runs, so it gets the scripts the revision was installed with.
 pub fn form_of_last_success(
-    c: &Connection,
+    c: &Conn<'_>,
     app: &str,
     group: &str,
     revision: &str,
@@ -135,7 +135,8 @@ mod tests {
 
     #[test]
     fn forms_are_stored_typed_and_a_row_that_no_longer_decodes_is_corrupt() -> Result<()> {
-        let c = Connection::open_in_memory().map_err(sql)?;
+        let conn = rusqlite::Connection::open_in_memory().map_err(sql)?;
+        let c = Conn::sqlite(&conn);
         c.execute_batch(
             "CREATE TABLE group_forms (group_id TEXT PRIMARY KEY, form TEXT NOT NULL); \
              CREATE TABLE deployment_forms (deployment_id TEXT PRIMARY KEY, form TEXT NOT NULL);",
@@ -150,7 +151,7 @@ mod tests {
         assert_eq!(deployment_form(&c, "d-1")?, None);
         c.execute(
             "INSERT INTO deployment_forms (deployment_id, form) VALUES ('d-2', '{\"destination\":\"rel\"}')",
-            [],
+            (),
         )
         .map_err(sql)?;
         assert!(matches!(

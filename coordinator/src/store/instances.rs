@@ -4,9 +4,9 @@
 //! and its work); an operator removes the instance first to let another enrollment take the name. A `pending`
 //! instance (enrolled under `--enroll-approval`) is given no work until [`approve`]d.
 
+use super::{Conn, OptionalExt, args};
 use super::{Result, decode, sql};
 use rollcage_proto::wire::{DeploymentStatus, InstanceState};
-use rusqlite::{Connection, OptionalExtension, params};
 
 /// What to record about a new instance.
 #[derive(Debug, Clone, Copy)]
@@ -22,12 +22,12 @@ pub struct Enrollment<'a> {
 }
 
 /// Record a new instance; `false` (and nothing changed) when the name is already enrolled.
-pub fn enroll(c: &Connection, e: &Enrollment<'_>, now: i64) -> Result<bool> {
+pub fn enroll(c: &Conn<'_>, e: &Enrollment<'_>, now: i64) -> Result<bool> {
     let n = c
         .execute(
-            "INSERT OR IGNORE INTO instances (name, token_hash, enrolled_at, state, enrolled_with) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![e.name, e.token_hash, now, e.state.name(), e.enrolled_with],
+            "INSERT INTO instances (name, token_hash, enrolled_at, state, enrolled_with) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            args![e.name, e.token_hash, now, e.state.name(), e.enrolled_with],
         )
         .map_err(sql)?;
     Ok(n == 1)
@@ -35,25 +35,25 @@ pub fn enroll(c: &Connection, e: &Enrollment<'_>, now: i64) -> Result<bool> {
 
 /// Approve instance `name`: its state after (approving an approved one changes nothing), `None` when it is not
 /// enrolled.
-pub fn approve(c: &Connection, name: &str) -> Result<Option<Row>> {
+pub fn approve(c: &Conn<'_>, name: &str) -> Result<Option<Row>> {
     c.execute(
         "UPDATE instances SET state = ?2 WHERE name = ?1",
-        params![name, InstanceState::Approved.name()],
+        args![name, InstanceState::Approved.name()],
     )
     .map_err(sql)?;
     get(c, name)
 }
 
 /// Whether instance `name` is enrolled and pending approval.
-pub fn is_pending(c: &Connection, name: &str) -> Result<bool> {
+pub fn is_pending(c: &Conn<'_>, name: &str) -> Result<bool> {
     c.prepare_cached("SELECT 1 FROM instances WHERE name = ?1 AND state = ?2")
         .map_err(sql)?
-        .exists(params![name, InstanceState::Pending.name()])
+        .exists(args![name, InstanceState::Pending.name()])
         .map_err(sql)
 }
 
 /// Which of `names` are pending approval, in `names`' order.
-pub fn pending_among(c: &Connection, names: &[String]) -> Result<Vec<String>> {
+pub fn pending_among(c: &Conn<'_>, names: &[String]) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for n in names {
         if is_pending(c, n)? {
@@ -64,14 +64,14 @@ pub fn pending_among(c: &Connection, names: &[String]) -> Result<Vec<String>> {
 }
 
 /// The approved instances, by name: what a group that names none ("every enrolled instance") deploys to.
-pub fn approved(c: &Connection) -> Result<Vec<String>> {
+pub fn approved(c: &Conn<'_>) -> Result<Vec<String>> {
     let mut st = c
         .prepare_cached("SELECT name FROM instances WHERE state = ?1 ORDER BY name")
         .map_err(sql)?;
     let rows = st
         .query_map([InstanceState::Approved.name()], |r| r.get(0))
         .map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+    rows.collect::<crate::store::Result<_>>().map_err(sql)
 }
 
 /// An instance as the list shows it.
@@ -89,7 +89,7 @@ pub struct Row {
 
 const ROW_COLUMNS: &str = "name, enrolled_at, state, enrolled_with";
 
-fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Row, String)> {
+fn read_row(r: &crate::store::Row<'_>) -> crate::store::Result<(Row, String)> {
     let state: String = r.get(2)?;
     Ok((
         Row {
@@ -108,7 +108,7 @@ fn decoded((mut row, state): (Row, String)) -> Result<Row> {
 }
 
 /// Instance `name`.
-pub fn get(c: &Connection, name: &str) -> Result<Option<Row>> {
+pub fn get(c: &Conn<'_>, name: &str) -> Result<Option<Row>> {
     c.prepare_cached(&format!(
         "SELECT {ROW_COLUMNS} FROM instances WHERE name = ?1"
     ))
@@ -121,7 +121,7 @@ pub fn get(c: &Connection, name: &str) -> Result<Option<Row>> {
 }
 
 /// Forget an instance (its token stops working; its name may be enrolled again); `false` when it was not enrolled.
-pub fn remove(c: &Connection, name: &str) -> Result<bool> {
+pub fn remove(c: &Conn<'_>, name: &str) -> Result<bool> {
     let n = c
         .execute("DELETE FROM instances WHERE name = ?1", [name])
         .map_err(sql)?;
@@ -129,7 +129,7 @@ pub fn remove(c: &Connection, name: &str) -> Result<bool> {
 }
 
 /// The deployments not yet ended (in progress, stopping or ready) that include the instance, oldest first.
-pub fn active_deployments(c: &Connection, name: &str) -> Result<Vec<String>> {
+pub fn active_deployments(c: &Conn<'_>, name: &str) -> Result<Vec<String>> {
     let active: Vec<String> = DeploymentStatus::ALL
         .iter()
         .filter(|s| !s.is_terminal())
@@ -143,12 +143,12 @@ pub fn active_deployments(c: &Connection, name: &str) -> Result<Vec<String>> {
         ))
         .map_err(sql)?;
     let rows = st.query_map([name], |r| r.get(0)).map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+    rows.collect::<crate::store::Result<_>>().map_err(sql)
 }
 
 /// Which of `names` are enrolled.
 pub fn enrolled_among(
-    c: &Connection,
+    c: &Conn<'_>,
     names: &[String],
 ) -> Result<std::collections::BTreeSet<String>> {
     let mut st = c
@@ -164,18 +164,18 @@ pub fn enrolled_among(
 }
 
 /// Every instance: (name, token hash, enrolled at), by name.
-pub fn all(c: &Connection) -> Result<Vec<(String, String, i64)>> {
+pub fn all(c: &Conn<'_>) -> Result<Vec<(String, String, i64)>> {
     let mut st = c
         .prepare("SELECT name, token_hash, enrolled_at FROM instances ORDER BY name")
         .map_err(sql)?;
     let rows = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .map_err(sql)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+    rows.collect::<crate::store::Result<_>>().map_err(sql)
 }
 
 /// Up to `limit` instances, by name, those after `after` (the paging cursor: a name) when given.
-pub fn page(c: &Connection, after: Option<&str>, limit: usize) -> Result<Vec<Row>> {
+pub fn page(c: &Conn<'_>, after: Option<&str>, limit: usize) -> Result<Vec<Row>> {
     let mut st = c
         .prepare_cached(&format!(
             "SELECT {ROW_COLUMNS} FROM instances WHERE name > ?1 ORDER BY name LIMIT ?2"
@@ -183,7 +183,7 @@ pub fn page(c: &Connection, after: Option<&str>, limit: usize) -> Result<Vec<Row
         .map_err(sql)?;
     let rows = st
         .query_map(
-            params![
+            args![
                 after.unwrap_or(""),
                 i64::try_from(limit).unwrap_or(i64::MAX)
             ],

@@ -2,10 +2,10 @@
 //! command id, so a re-sent report is not stored twice), read back as a cursor-paged stream per deployment.
 
 use super::deployments::StepRow;
+use super::{Conn, args};
 use super::{Result, Tx, decode, sql};
 use rollcage_proto::LifecycleEvent;
 use rollcage_proto::wire::{StepLog, StepLogEntry};
-use rusqlite::{Connection, params};
 
 /// The most the coordinator keeps of one step's output, whatever the agent sends: a misbehaving or hostile agent
 /// must not fill the disk (reports are also capped at 2 MB per body). Four times the agents' default bound.
@@ -33,12 +33,12 @@ pub fn insert(c: &Tx<'_>, step: &StepRow, log: &StepLog, now: i64) -> Result<boo
     let kept = log.clone().keep_newest(MAX_ENTRY_BYTES);
     let n = c
         .prepare_cached(
-            "INSERT OR IGNORE INTO step_logs \
+            "INSERT INTO step_logs \
              (step_id, deployment_id, instance, event, text, truncated_bytes, recorded_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
         )
         .map_err(sql)?
-        .execute(params![
+        .execute(args![
             step.id,
             step.deployment_id,
             step.instance,
@@ -56,20 +56,20 @@ pub fn insert(c: &Tx<'_>, step: &StepRow, log: &StepLog, now: i64) -> Result<boo
 
 /// Delete the logs of every deployment that ended before `ended_before` (ms since the epoch); deployments still
 /// running, or ended since, keep theirs. Returns the entries deleted.
-pub fn prune(c: &Connection, ended_before: i64) -> Result<usize> {
+pub fn prune(c: &Conn<'_>, ended_before: i64) -> Result<usize> {
     c.prepare_cached(
         "DELETE FROM step_logs WHERE deployment_id IN \
          (SELECT id FROM deployments WHERE ended_at IS NOT NULL AND ended_at < ?1)",
     )
     .map_err(sql)?
-    .execute(params![ended_before])
+    .execute(args![ended_before])
     .map_err(sql)
 }
 
 /// The deployment's entries with `seq > after` that pass `filter`, oldest first, at most [`PAGE_ENTRIES`] and
 /// about [`PAGE_BYTES`].
 pub fn page(
-    c: &Connection,
+    c: &Conn<'_>,
     deployment_id: &str,
     filter: Filter<'_>,
     after: i64,
@@ -83,7 +83,7 @@ pub fn page(
         .map_err(sql)?;
     let rows = st
         .query_map(
-            params![
+            args![
                 deployment_id,
                 after,
                 filter.instance,
@@ -92,12 +92,12 @@ pub fn page(
             ],
             |r| {
                 Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
+                    r.get::<i64>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<String>(3)?,
+                    r.get::<i64>(4)?,
+                    r.get::<i64>(5)?,
                 ))
             },
         )
@@ -147,12 +147,12 @@ mod tests {
     }
 
     /// A deployment row with only what the schema requires.
-    fn deployment(c: &Connection, id: &str, ended_at: Option<i64>) -> Result<()> {
+    fn deployment(c: &Conn<'_>, id: &str, ended_at: Option<i64>) -> Result<()> {
         c.execute(
             "INSERT INTO deployments (id, application, group_name, group_id, revision, style, concurrency, \
              failure_tolerance, auto_rollback, status, created_at, ended_at) \
              VALUES (?1, 'a', 'g', 'g', 'r', 'in-place', 'all', 0, 0, ?2, 0, ?3)",
-            params![id, if ended_at.is_some() { "succeeded" } else { "in_progress" }, ended_at],
+            args![id, if ended_at.is_some() { "succeeded" } else { "in_progress" }, ended_at],
         )
         .map_err(sql)?;
         Ok(())
@@ -272,7 +272,7 @@ mod tests {
         let stored: i64 = s.read(|c| {
             c.query_row(
                 "SELECT SUM(LENGTH(CAST(text AS BLOB))) FROM step_logs",
-                [],
+                (),
                 |r| r.get(0),
             )
             .map_err(|e| StoreError::Corrupt {

@@ -10,9 +10,9 @@
 //! replacing one it had (a revision re-signed, e.g. by another key); one without keeps it. The coordinator holds
 //! no trusted keys: agents decide whether the signer is trusted.
 
+use super::{Conn, OptionalExt, args};
 use super::{Result, sql};
 use rollcage_proto::wire::{Revision, RevisionSource};
-use rusqlite::{Connection, OptionalExtension, params};
 
 /// The revision id of an archive: `r-` and the first 16 hex digits of its sha256 (the same bundle pushed twice
 /// is the same revision).
@@ -30,10 +30,10 @@ pub struct StoredSignature {
 }
 
 /// Set the signature of revision `id` of `app`.
-pub fn set_signature(c: &Connection, app: &str, id: &str, sig: &StoredSignature) -> Result<()> {
+pub fn set_signature(c: &Conn<'_>, app: &str, id: &str, sig: &StoredSignature) -> Result<()> {
     c.execute(
         "UPDATE revisions SET signature = ?3, signed_by = ?4 WHERE application = ?1 AND id = ?2",
-        params![app, id, sig.armored, sig.signed_by],
+        args![app, id, sig.armored, sig.signed_by],
     )
     .map_err(sql)?;
     Ok(())
@@ -41,7 +41,7 @@ pub fn set_signature(c: &Connection, app: &str, id: &str, sig: &StoredSignature)
 
 /// Insert a revision unless it exists; returns the stored one either way.
 pub fn upsert(
-    c: &Connection,
+    c: &Conn<'_>,
     app: &str,
     sha256: &str,
     url: Option<&str>,
@@ -50,9 +50,9 @@ pub fn upsert(
 ) -> Result<Revision> {
     let id = revision_id(sha256);
     c.execute(
-        "INSERT OR IGNORE INTO revisions (application, id, sha256, url, size, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
+        "INSERT INTO revisions (application, id, sha256, url, size, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        args![
             app,
             id,
             sha256,
@@ -69,7 +69,7 @@ pub fn upsert(
 }
 
 /// One revision.
-pub fn get(c: &Connection, app: &str, id: &str) -> Result<Option<Revision>> {
+pub fn get(c: &Conn<'_>, app: &str, id: &str) -> Result<Option<Revision>> {
     c.prepare_cached(
         "SELECT id, application, sha256, url, size, downloads, created_at, signed_by, signature FROM revisions \
          WHERE application = ?1 AND id = ?2",
@@ -77,7 +77,7 @@ pub fn get(c: &Connection, app: &str, id: &str) -> Result<Option<Revision>> {
     .map_err(sql)?
     .query_row([app, id], |r| {
         let url: Option<String> = r.get(3)?;
-        let size = u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0);
+        let size = u64::try_from(r.get::<i64>(4)?).unwrap_or(0);
         Ok(Revision {
             id: r.get(0)?,
             application: r.get(1)?,
@@ -86,7 +86,7 @@ pub fn get(c: &Connection, app: &str, id: &str) -> Result<Option<Revision>> {
                 Some(url) => RevisionSource::Url { url },
                 None => RevisionSource::Uploaded { size },
             },
-            downloads: u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
+            downloads: u64::try_from(r.get::<i64>(5)?).unwrap_or(0),
             created_at_ms: r.get(6)?,
             signed_by: r.get(7)?,
             signature: r.get(8)?,
@@ -97,7 +97,7 @@ pub fn get(c: &Connection, app: &str, id: &str) -> Result<Option<Revision>> {
 }
 
 /// Count one download of the revision's archive.
-pub fn count_download(c: &Connection, app: &str, id: &str) -> Result<()> {
+pub fn count_download(c: &Conn<'_>, app: &str, id: &str) -> Result<()> {
     c.execute(
         "UPDATE revisions SET downloads = downloads + 1 WHERE application = ?1 AND id = ?2",
         [app, id],
@@ -164,7 +164,7 @@ pub enum Registered {
 /// Register the archive `sha256` of application `app` from `url` (`None`: uploaded, `size` bytes) as [`decide`]
 /// says, with `signature` when given (see the module doc).
 pub fn register(
-    c: &Connection,
+    c: &Conn<'_>,
     app: &str,
     sha256: &str,
     url: Option<&str>,
@@ -183,7 +183,7 @@ pub fn register(
         Decision::BecomeUploaded => {
             c.execute(
                 "UPDATE revisions SET url = NULL, size = ?3 WHERE application = ?1 AND id = ?2",
-                params![app, id, i64::try_from(size).unwrap_or(i64::MAX)],
+                args![app, id, i64::try_from(size).unwrap_or(i64::MAX)],
             )
             .map_err(sql)?;
             Registered::BecameUploaded

@@ -4,9 +4,9 @@
 //! The coordinator keeps the live tokens in memory too ([`crate::auth::Tokens`]), loaded from here at start and
 //! updated by the token routes in the same request as the write.
 
+use super::{Conn, OptionalExt, args};
 use super::{Result, StoreError, sql};
 use rollcage_proto::access::{Role, TokenInfo};
-use rusqlite::{Connection, OptionalExtension, params};
 
 /// A stored token: its details and its hash; `revoked` once revoked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ type Row = (
     Option<i64>,
 );
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+fn row(r: &crate::store::Row<'_>) -> crate::store::Result<Row> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -71,7 +71,7 @@ const COLS: &str = "name, role, apps, token_hash, created_at, last_used_at, revo
 
 /// Record a new token; `false` (nothing changed) when a token that is not revoked has the name. A revoked token's
 /// row gives its name up.
-pub fn insert(c: &Connection, info: &TokenInfo, hash: &str) -> Result<bool> {
+pub fn insert(c: &Conn<'_>, info: &TokenInfo, hash: &str) -> Result<bool> {
     c.execute(
         "DELETE FROM operator_tokens WHERE name = ?1 AND revoked_at IS NOT NULL",
         [&info.name],
@@ -83,50 +83,50 @@ pub fn insert(c: &Connection, info: &TokenInfo, hash: &str) -> Result<bool> {
     })?;
     let n = c
         .execute(
-            "INSERT OR IGNORE INTO operator_tokens (name, role, apps, token_hash, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![info.name, info.role.name(), apps, hash, info.created_at_ms],
+            "INSERT INTO operator_tokens (name, role, apps, token_hash, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            args![info.name, info.role.name(), apps, hash, info.created_at_ms],
         )
         .map_err(sql)?;
     Ok(n == 1)
 }
 
 /// Revoke a live token; `false` when no live token has the name.
-pub fn revoke(c: &Connection, name: &str, now: i64) -> Result<bool> {
+pub fn revoke(c: &Conn<'_>, name: &str, now: i64) -> Result<bool> {
     let n = c
         .execute(
             "UPDATE operator_tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
-            params![name, now],
+            args![name, now],
         )
         .map_err(sql)?;
     Ok(n == 1)
 }
 
 /// Record a use.
-pub fn touch(c: &Connection, name: &str, now: i64) -> Result<()> {
+pub fn touch(c: &Conn<'_>, name: &str, now: i64) -> Result<()> {
     c.execute(
         "UPDATE operator_tokens SET last_used_at = ?2 WHERE name = ?1",
-        params![name, now],
+        args![name, now],
     )
     .map_err(sql)?;
     Ok(())
 }
 
 /// Every stored token, revoked ones included (the in-memory table at start).
-pub fn all(c: &Connection) -> Result<Vec<StoredToken>> {
+pub fn all(c: &Conn<'_>) -> Result<Vec<StoredToken>> {
     let mut st = c
         .prepare(&format!("SELECT {COLS} FROM operator_tokens ORDER BY name"))
         .map_err(sql)?;
     let rows = st
-        .query_map([], row)
+        .query_map((), row)
         .map_err(sql)?
-        .collect::<rusqlite::Result<Vec<_>>>()
+        .collect::<crate::store::Result<Vec<_>>>()
         .map_err(sql)?;
     rows.into_iter().map(decode).collect()
 }
 
 /// One page of the live tokens by name, after `cursor` (a name), at most `limit`.
-pub fn page(c: &Connection, cursor: Option<&str>, limit: usize) -> Result<Vec<TokenInfo>> {
+pub fn page(c: &Conn<'_>, cursor: Option<&str>, limit: usize) -> Result<Vec<TokenInfo>> {
     let mut st = c
         .prepare_cached(&format!(
             "SELECT {COLS} FROM operator_tokens WHERE revoked_at IS NULL AND name > ?1 ORDER BY name LIMIT ?2"
@@ -134,14 +134,14 @@ pub fn page(c: &Connection, cursor: Option<&str>, limit: usize) -> Result<Vec<To
         .map_err(sql)?;
     let rows = st
         .query_map(
-            params![
+            args![
                 cursor.unwrap_or(""),
                 i64::try_from(limit).unwrap_or(i64::MAX)
             ],
             row,
         )
         .map_err(sql)?
-        .collect::<rusqlite::Result<Vec<_>>>()
+        .collect::<crate::store::Result<Vec<_>>>()
         .map_err(sql)?;
     rows.into_iter()
         .map(|r| decode(r).map(|t| t.info))
@@ -149,7 +149,7 @@ pub fn page(c: &Connection, cursor: Option<&str>, limit: usize) -> Result<Vec<To
 }
 
 /// One token by name (revoked or not).
-pub fn get(c: &Connection, name: &str) -> Result<Option<StoredToken>> {
+pub fn get(c: &Conn<'_>, name: &str) -> Result<Option<StoredToken>> {
     let r = c
         .prepare_cached(&format!(
             "SELECT {COLS} FROM operator_tokens WHERE name = ?1"

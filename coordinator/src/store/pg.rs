@@ -1,0 +1,383 @@
+//! The PostgreSQL backend: a pool of blocking connections, the schema (SQLite's migrations in PostgreSQL's
+//! spelling, applied once under an advisory lock by whichever coordinator starts first), and the cross-coordinator
+//! notifier (`NOTIFY` inside each write, one `LISTEN`ing connection per coordinator).
+//!
+//! **Threads.** The `postgres` client drives its socket on a small runtime of its own and must never be called on
+//! a tokio worker thread (it would block the executor, and tokio forbids it). So every call runs on a thread that
+//! is not one: [`Pg::run`] on a scoped thread for the store's synchronous `write`/`read` (whose closures borrow the
+//! caller's data), `spawn_blocking` for batched writes, and a thread of its own for the listener. A connection is
+//! also closed (dropped) only on such a thread: [`Pg`]'s `Drop` hands the pool to one.
+
+use super::{StoreError, Touched};
+use postgres::fallible_iterator::FallibleIterator;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The channel every coordinator `LISTEN`s on.
+pub(crate) const CHANNEL: &str = "rollcage_touched";
+
+/// The advisory-lock key that serialises schema migrations between coordinators starting at once ("rcmg").
+const MIGRATION_LOCK: i64 = 0x7263_6d67;
+
+/// PostgreSQL refuses a `NOTIFY` payload of 8000 bytes or more; names are sent in chunks well under it.
+const NOTIFY_CHUNK_NAMES: usize = 64;
+
+/// A pooled connection and its prepared statements.
+pub(crate) struct PgConn {
+    pub(crate) client: postgres::Client,
+    pub(crate) stmts: RefCell<HashMap<String, postgres::Statement>>,
+}
+
+struct Manager {
+    config: postgres::Config,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<PgConn, postgres::Error> {
+        Ok(PgConn {
+            client: self.config.connect(postgres::NoTls)?,
+            stmts: RefCell::default(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
+        conn.client.simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.client.is_closed()
+    }
+}
+
+/// The PostgreSQL store: its pool, and what identifies this coordinator in notifications.
+pub(crate) struct Pg {
+    pool: Option<r2d2::Pool<Manager>>,
+    config: postgres::Config,
+    /// The URL without its password, for messages.
+    pub(crate) shown: String,
+    /// This coordinator's id: its own notifications are not delivered twice.
+    pub(crate) id: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Closing a blocking client runs its runtime: never on a tokio worker thread.
+        if let Some(pool) = self.pool.take() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
+}
+
+/// Wrap a postgres error.
+pub(crate) fn pg_err(source: postgres::Error) -> StoreError {
+    StoreError::Postgres {
+        message: describe(&source),
+    }
+}
+
+/// A postgres error with the server's message, detail and SQL state when there is one.
+fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} ({})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(": ");
+                s.push_str(d);
+            }
+            s
+        }
+        None => e.to_string(),
+    }
+}
+
+/// `url` without its password.
+fn shown(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "postgres://(unparsable URL)".to_owned(),
+    }
+}
+
+impl Pg {
+    /// Connect to `url`, bring the schema to `migrations`' version, and start listening for other coordinators'
+    /// notifications (delivered to `hooks`).
+    pub(crate) fn open(
+        url: &str,
+        migrations: &[&str],
+        hooks: Arc<Mutex<Vec<super::CommitHook>>>,
+    ) -> Result<Self, StoreError> {
+        let shown = shown(url);
+        let config: postgres::Config =
+            url.parse().map_err(|e: postgres::Error| StoreError::Open {
+                what: shown.clone(),
+                message: format!("not a PostgreSQL URL: {e}"),
+            })?;
+        if !matches!(
+            config.get_ssl_mode(),
+            postgres::config::SslMode::Disable | postgres::config::SslMode::Prefer
+        ) {
+            return Err(StoreError::Open {
+                what: shown,
+                message: "sslmode=require is not supported yet: connect over a unix socket or a private network"
+                    .into(),
+            });
+        }
+        // Pool size: the API's concurrent writers and readers plus batched report writers; PostgreSQL's default
+        // max_connections (100) leaves room for several coordinators.
+        let pool = r2d2::Pool::builder()
+            .max_size(16)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(10))
+            .build_unchecked(Manager {
+                config: config.clone(),
+            });
+        let id = format!("{:016x}", fastrand::u64(..));
+        let pg = Self {
+            pool: Some(pool),
+            config,
+            shown,
+            id,
+            stop: Arc::default(),
+        };
+        pg.run(|conn| migrate(&mut conn.client, migrations))?;
+        pg.listen(hooks)?;
+        Ok(pg)
+    }
+
+    /// Run `f` on a pooled connection, on a thread that is not a tokio worker (see the module doc).
+    pub(crate) fn run<T: Send, E: From<StoreError> + Send>(
+        &self,
+        f: impl FnOnce(&mut PgConn) -> Result<T, E> + Send,
+    ) -> Result<T, E> {
+        std::thread::scope(|s| {
+            s.spawn(|| self.run_here(f)).join().unwrap_or_else(|_| {
+                Err(E::from(StoreError::Postgres {
+                    message: "a database call panicked".into(),
+                }))
+            })
+        })
+    }
+
+    /// Run `f` on a pooled connection on the current thread, which must not be a tokio worker (batched writes run
+    /// in `spawn_blocking`).
+    pub(crate) fn run_here<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut PgConn) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let pool = self
+            .pool
+            .as_ref()
+            .ok_or_else(|| StoreError::WriterStopped(self.shown.clone().into()))?;
+        let mut conn = pool.get().map_err(|e| StoreError::Open {
+            what: self.shown.clone(),
+            message: e.to_string(),
+        })?;
+        f(&mut conn)
+    }
+
+    /// The `NOTIFY`s that tell the other coordinators what a transaction touched; sent inside it, so PostgreSQL
+    /// delivers them at commit and never for a rollback.
+    pub(crate) fn payloads(&self, touched: &Touched) -> Vec<String> {
+        let mut out = Vec::new();
+        let deps: Vec<&String> = touched.deployments.iter().collect();
+        let insts: Vec<&String> = touched.instances.iter().collect();
+        let chunks = deps
+            .len()
+            .div_ceil(NOTIFY_CHUNK_NAMES)
+            .max(insts.len().div_ceil(NOTIFY_CHUNK_NAMES))
+            .max(1);
+        for i in 0..chunks {
+            let part = Touched {
+                deployments: deps
+                    .iter()
+                    .skip(i * NOTIFY_CHUNK_NAMES)
+                    .take(NOTIFY_CHUNK_NAMES)
+                    .map(|s| (*s).clone())
+                    .collect(),
+                instances: insts
+                    .iter()
+                    .skip(i * NOTIFY_CHUNK_NAMES)
+                    .take(NOTIFY_CHUNK_NAMES)
+                    .map(|s| (*s).clone())
+                    .collect(),
+                coordinator_steps: touched.coordinator_steps && i == 0,
+                everything: touched.everything && i == 0,
+            };
+            let msg = Notice {
+                from: self.id.clone(),
+                touched: part,
+            };
+            if let Ok(s) = serde_json::to_string(&msg) {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// Start the listener thread: it hears other coordinators' commits and hands them to `hooks`; it reconnects
+    /// after a lost connection (waking every hook once, since a notification may have been missed meanwhile).
+    fn listen(&self, hooks: Arc<Mutex<Vec<super::CommitHook>>>) -> Result<(), StoreError> {
+        let config = self.config.clone();
+        let stop = self.stop.clone();
+        let me = self.id.clone();
+        let shown = self.shown.clone();
+        // The first connection is made before `open` returns, so a wake is never missed after it.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        std::thread::Builder::new()
+            .name("rollcage-db-listen".into())
+            .spawn(move || listener(config, stop, me, shown, hooks, ready_tx))
+            .map_err(|e| StoreError::Postgres {
+                message: format!("could not start the listener thread: {e}"),
+            })?;
+        match ready_rx.recv_timeout(Duration::from_secs(15)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(StoreError::Open {
+                what: self.shown.clone(),
+                message,
+            }),
+            Err(_) => Err(StoreError::Open {
+                what: self.shown.clone(),
+                message: "the LISTEN connection did not open within 15 s".into(),
+            }),
+        }
+    }
+}
+
+/// One notification's payload.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Notice {
+    from: String,
+    touched: Touched,
+}
+
+fn listener(
+    config: postgres::Config,
+    stop: Arc<AtomicBool>,
+    me: String,
+    shown: String,
+    hooks: Arc<Mutex<Vec<super::CommitHook>>>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let mut first = true;
+    while !stop.load(Ordering::Relaxed) {
+        let client = config.connect(postgres::NoTls).and_then(|mut c| {
+            c.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+            Ok(c)
+        });
+        let mut client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                if first {
+                    let _ = ready.send(Err(describe(&e)));
+                    return;
+                }
+                tracing::warn!(database = %shown, error = %describe(&e), "LISTEN connection lost; retrying in 1 s");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        if first {
+            first = false;
+            let _ = ready.send(Ok(()));
+        } else {
+            // Reconnected: a notification may have been missed, so every follower re-reads once.
+            super::Store::committed(&hooks, &Touched::everything());
+        }
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let mut batch = Touched::default();
+            let mut broken = false;
+            {
+                let mut notes = client.notifications();
+                let mut it = notes.timeout_iter(Duration::from_millis(500));
+                loop {
+                    match it.next() {
+                        Ok(Some(n)) => {
+                            if let Ok(notice) = serde_json::from_str::<Notice>(n.payload())
+                                && notice.from != me
+                            {
+                                batch.merge(notice.touched);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!(database = %shown, error = %describe(&e), "LISTEN connection failed");
+                            broken = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                super::Store::committed(&hooks, &batch);
+            }
+            if broken || client.is_closed() {
+                break;
+            }
+        }
+    }
+}
+
+/// SQLite's schema text in PostgreSQL's spelling: integers are 64-bit, rowid keys are identity columns, blobs are
+/// `BYTEA`. One home for the schema: the migrations are written once, in `store.rs`.
+pub(crate) fn pg_ddl(sql: &str) -> String {
+    sql.replace(
+        "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+    )
+    .replace("INTEGER", "BIGINT")
+    .replace("BLOB", "BYTEA")
+}
+
+/// Apply the migrations not yet applied, all in one transaction under an advisory lock, so coordinators starting
+/// together run them once.
+fn migrate(client: &mut postgres::Client, migrations: &[&str]) -> Result<(), StoreError> {
+    let mut tx = client.transaction().map_err(pg_err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(pg_err)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS rollcage_schema (version BIGINT NOT NULL)")
+        .map_err(pg_err)?;
+    let version: Option<i64> = tx
+        .query_opt("SELECT version FROM rollcage_schema", &[])
+        .map_err(pg_err)?
+        .map(|r| r.get(0));
+    let version = match version {
+        Some(v) => v,
+        None => {
+            tx.execute("INSERT INTO rollcage_schema (version) VALUES (0)", &[])
+                .map_err(pg_err)?;
+            0
+        }
+    };
+    let have = usize::try_from(version).unwrap_or(0);
+    if have > migrations.len() {
+        return Err(StoreError::Postgres {
+            message: format!(
+                "the database's schema is version {have}, newer than this coordinator's {}: upgrade the coordinator",
+                migrations.len()
+            ),
+        });
+    }
+    for sql in migrations.iter().skip(have) {
+        tx.batch_execute(&pg_ddl(sql)).map_err(pg_err)?;
+    }
+    let now = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
+    tx.execute("UPDATE rollcage_schema SET version = $1", &[&now])
+        .map_err(pg_err)?;
+    tx.commit().map_err(pg_err)
+}
