@@ -500,6 +500,17 @@ impl Store {
         })
     }
 
+    /// Keep `guard` until this store is dropped, and drop it after the store's connections closed (tests: the
+    /// throwaway database the store lives in).
+    pub fn keep_until_dropped(mut self, guard: Box<dyn std::any::Any + Send + Sync>) -> Self {
+        if let Backend::Postgres(pg) = &mut self.backend
+            && let Some(pg) = Arc::get_mut(pg)
+        {
+            pg.guard = Some(guard);
+        }
+        self
+    }
+
     /// Whether the state is in PostgreSQL (shared with other coordinators).
     pub fn is_postgres(&self) -> bool {
         matches!(self.backend, Backend::Postgres(_))

@@ -46,9 +46,34 @@ pub fn state_over(store: Store, settings: Settings) -> TestResult<State> {
     )))
 }
 
-/// A shared state over an empty in-memory store with the test [`settings`].
+/// A shared state over an empty store ([`store`]) with the test [`settings`].
 pub fn state() -> TestResult<State> {
-    state_over(Store::open_in_memory()?, settings())
+    state_over(store()?, settings())
+}
+
+/// An empty store: in-memory SQLite, or a fresh PostgreSQL database when `ROLLCAGE_TEST_STORE=postgres` (the
+/// test command runs the coordinator's suite once each way).
+pub fn store() -> TestResult<Store> {
+    match std::env::var("ROLLCAGE_TEST_STORE").as_deref() {
+        Ok("postgres") => pg_store(),
+        Ok("sqlite") | Err(_) => Ok(Store::open_in_memory()?),
+        Ok(other) => Err(format!("ROLLCAGE_TEST_STORE={other}: expected sqlite or postgres").into()),
+    }
+}
+
+/// An empty store on each backend: the store's own tests run on both, whatever `ROLLCAGE_TEST_STORE` says.
+pub fn stores() -> TestResult<Vec<Store>> {
+    Ok(vec![Store::open_in_memory()?, pg_store()?])
+}
+
+/// A store in a fresh database of the shared throwaway PostgreSQL server; the database is dropped with the store.
+pub fn pg_store() -> TestResult<Store> {
+    // Made on a thread of its own: the blocking PostgreSQL client must not run on a tokio worker.
+    let db = std::thread::spawn(rollcage_testpg::shared_database)
+        .join()
+        .map_err(|_| "starting the test PostgreSQL server panicked")??;
+    let url = db.url().to_owned();
+    Ok(Store::open_postgres(&url)?.keep_until_dropped(Box::new(db)))
 }
 
 /// Every commit's [`Touched`] set from now on (adds a commit hook to `store`).

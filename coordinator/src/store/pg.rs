@@ -64,15 +64,21 @@ pub(crate) struct Pg {
     /// This coordinator's id: its own notifications are not delivered twice.
     pub(crate) id: String,
     stop: Arc<AtomicBool>,
+    /// Dropped after the pool (tests: the throwaway database).
+    pub(crate) guard: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Drop for Pg {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         // Closing a blocking client runs its runtime: never on a tokio worker thread.
-        if let Some(pool) = self.pool.take() {
-            let _ = std::thread::spawn(move || drop(pool)).join();
-        }
+        let pool = self.pool.take();
+        let guard = self.guard.take();
+        let _ = std::thread::spawn(move || {
+            drop(pool);
+            drop(guard);
+        })
+        .join();
     }
 }
 
@@ -151,6 +157,7 @@ impl Pg {
             shown,
             id,
             stop: Arc::default(),
+            guard: None,
         };
         pg.run(|conn| migrate(&mut conn.client, migrations))?;
         pg.listen(hooks)?;
