@@ -182,6 +182,8 @@ impl Shared {
                 }
             }
         }
+        // A server that crashed (or was killed above) left its shared memory behind.
+        cluster::remove_shared_memory(&server_dir);
         remove_dir_if_any(&server_dir)?;
         std::fs::DirBuilder::new()
             .mode(0o700)

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Command;
 
-use rollcage_testpg::{DIR_ENV, Shared, shared_database};
+use rollcage_testpg::{DIR_ENV, Shared, cluster, shared_database};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -141,6 +141,9 @@ fn a_dead_recorded_server_is_replaced() -> TestResult {
     let home = Home::new()?;
     let first = home.shared().start()?;
     let pid = pid_of(&home.dir())?;
+    let (key, id) = cluster::read_pid_file(&home.dir().join("server"))
+        .and_then(|p| p.shm)
+        .ok_or("no shared memory segment recorded")?;
     nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
@@ -155,6 +158,11 @@ fn a_dead_recorded_server_is_replaced() -> TestResult {
         pid_of(&home.dir())?,
         pid,
         "the dead server's record was kept"
+    );
+    let segments = std::fs::read_to_string("/proc/sysvipc/shm")?;
+    assert!(
+        !cluster::lists_segment(&segments, key, id),
+        "the dead server's shared memory is left"
     );
     Ok(())
 }
