@@ -166,3 +166,36 @@ fn a_dead_recorded_server_is_replaced() -> TestResult {
     );
     Ok(())
 }
+
+/// Store tests run in parallel: concurrent callers each get a database of their own.
+#[test]
+fn parallel_callers_get_distinct_databases() -> TestResult {
+    let start = std::time::Instant::now();
+    let dbs = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..3)
+                        .map(|_| shared_database())
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().map_err(|_| "a worker panicked"))
+            .collect::<Result<Vec<_>, _>>()
+    })?
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>();
+    eprintln!("24 databases in {:?}", start.elapsed());
+    let names: std::collections::BTreeSet<&str> = dbs.iter().map(|d| d.name()).collect();
+    assert_eq!(names.len(), 24);
+    for db in &dbs {
+        connect(db.url())?.batch_execute("SELECT 1")?;
+    }
+    Ok(())
+}
