@@ -5,7 +5,7 @@
 //! trusts every connection: it is a throwaway test server, reachable from this machine only, holding nothing worth
 //! protecting. The same goes for its durability settings ([`SETTINGS`]).
 //!
-//! The postmaster runs in a process group of its own, so a crash ([`kill_group`]) takes its backends with it at
+//! The postmaster runs in a process group of its own, so a crash (`kill_group`) takes its backends with it at
 //! once, and a signal meant for the test process's group does not reach a shared server.
 
 use std::fs::File;
