@@ -408,6 +408,21 @@ mod tests {
     }
 
     #[test]
+    fn log_tail_is_the_last_20_lines_or_says_why_not() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("server.log");
+        let text: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&log, text)?;
+        let tail = log_tail(&log);
+        assert!(
+            tail.starts_with("line 11\n") && tail.ends_with("line 30"),
+            "{tail}"
+        );
+        assert!(log_tail(&dir.path().join("missing")).contains("cannot read"));
+        Ok(())
+    }
+
+    #[test]
     fn this_process_is_alive_and_a_made_up_one_is_not() {
         assert!(alive(std::process::id() as i32));
         assert!(!alive(i32::MAX));
