@@ -21,6 +21,10 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 # Signed revisions are tested both ways against the real `ssh-keygen` (signing/tests, tests/tests/signed_revisions.rs).
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
+# The store suite, the coordinator's end-to-end tests and the benchmark run against real PostgreSQL servers that the
+# tests start themselves (rollcage-testpg: `initdb` into a temp dir, run as the `postgres` user the package creates).
+# Debian keeps the server binaries off PATH, in /usr/lib/postgresql/VERSION/bin.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

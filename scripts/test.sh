@@ -3,8 +3,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-# End-to-end tests run the real `rollcage` binary; build it first.
-cargo build --bin rollcage
+# End-to-end tests run the real `rollcage` binary; build it first. `rollcage-testpg` stops the tests' shared
+# PostgreSQL server at the end.
+cargo build --bin rollcage --bin rollcage-testpg
+# Tests share one throwaway PostgreSQL server that outlives each test process (rollcage-testpg); whatever happens,
+# stop it on the way out so a test run leaves nothing running, and exit with the status of what failed.
+stop_test_postgres() {
+  local status=$?
+  cargo run -q -p rollcage-testpg --bin rollcage-testpg -- stop ||
+    echo "scripts/test.sh: could not stop the tests' shared PostgreSQL server" >&2
+  exit "$status"
+}
+trap stop_test_postgres EXIT
 cargo nextest run --workspace --no-fail-fast "$@"
 # The README's main command, word for word: the first `cargo run` line of its "Two commands" block (the demo exits
 # non-zero unless every expectation held, including zero failed requests).

@@ -5,7 +5,7 @@
 //! trusts every connection: it is a throwaway test server, reachable from this machine only, holding nothing worth
 //! protecting. The same goes for its durability settings ([`SETTINGS`]).
 //!
-//! The postmaster runs in a process group of its own, so a crash ([`kill_group`]) takes its backends with it at
+//! The postmaster runs in a process group of its own, so a crash (`kill_group`) takes its backends with it at
 //! once, and a signal meant for the test process's group does not reach a shared server.
 
 use std::fs::File;
@@ -296,8 +296,8 @@ pub struct PidFile {
     pub pid: i32,
     /// Its port.
     pub port: u16,
-    /// Its System V shared-memory segment id, when it has one.
-    pub shm_id: Option<i32>,
+    /// Its System V shared-memory segment's key and id, when it has one.
+    pub shm: Option<(i64, i32)>,
 }
 
 /// Read the `postmaster.pid` of the cluster in `dir`; `None` when there is none (the server is not running or
@@ -311,22 +311,36 @@ pub fn parse_pid_file(text: &str) -> Option<PidFile> {
     let lines: Vec<&str> = text.lines().collect();
     let pid = lines.first()?.trim().parse().ok()?;
     let port = lines.get(3)?.trim().parse().ok()?;
-    let shm_id = lines
-        .get(6)
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|id| id.parse().ok());
-    Some(PidFile { pid, port, shm_id })
+    let shm = lines.get(6).and_then(|l| {
+        let mut fields = l.split_whitespace();
+        Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+    });
+    Some(PidFile { pid, port, shm })
+}
+
+/// Whether `/proc/sysvipc/shm` (header line, then `key shmid …` per segment) lists segment `id` with `key`.
+pub fn lists_segment(sysvipc_shm: &str, key: i64, id: i32) -> bool {
+    sysvipc_shm.lines().skip(1).any(|l| {
+        let mut fields = l.split_whitespace();
+        fields.next().and_then(|k| k.parse().ok()) == Some(key)
+            && fields.next().and_then(|i| i.parse().ok()) == Some(id)
+    })
 }
 
 /// Remove the System V shared-memory segment of a crashed cluster in `dir` (a cleanly stopped one removes its own;
-/// a crashed one leaves it for the next start, which a throwaway cluster never has). Best effort.
-fn remove_shared_memory(dir: &Path) {
+/// a crashed one leaves it for the next start, which a throwaway cluster never has). Only when the segment with
+/// the recorded id still has the recorded key: ids are reused. Best effort.
+pub(crate) fn remove_shared_memory(dir: &Path) {
     let Some(PidFile {
-        shm_id: Some(id), ..
+        shm: Some((key, id)),
+        ..
     }) = read_pid_file(dir)
     else {
         return;
     };
+    if !std::fs::read_to_string("/proc/sysvipc/shm").is_ok_and(|t| lists_segment(&t, key, id)) {
+        return;
+    }
     let removed = std::process::Command::new("ipcrm")
         .args(["-m", &id.to_string()])
         .stdin(Stdio::null())
@@ -365,7 +379,7 @@ mod tests {
             Some(PidFile {
                 pid: 4242,
                 port: 54321,
-                shm_id: Some(7)
+                shm: Some((5432001, 7))
             })
         );
     }
@@ -380,9 +394,32 @@ mod tests {
             Some(PidFile {
                 pid: 1,
                 port: 5432,
-                shm_id: None
+                shm: None
             })
         );
+    }
+
+    #[test]
+    fn a_segment_counts_only_with_its_key_and_id() {
+        let table = "       key      shmid perms size  cpid  lpid nattch\n  10772509         28   600   56  4100  4120      0\n";
+        assert!(lists_segment(table, 10772509, 28));
+        assert!(!lists_segment(table, 10772509, 29), "another id");
+        assert!(!lists_segment(table, 1, 28), "the id reused by another key");
+    }
+
+    #[test]
+    fn log_tail_is_the_last_20_lines_or_says_why_not() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("server.log");
+        let text: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&log, text)?;
+        let tail = log_tail(&log);
+        assert!(
+            tail.starts_with("line 11\n") && tail.ends_with("line 30"),
+            "{tail}"
+        );
+        assert!(log_tail(&dir.path().join("missing")).contains("cannot read"));
+        Ok(())
     }
 
     #[test]

@@ -72,18 +72,23 @@ impl Shared {
     /// Make sure the server runs (start it if no recorded server answers) and return the URL of its `postgres`
     /// database.
     pub fn start(&self) -> Result<String> {
+        Ok(cluster::url(self.port()?, "postgres"))
+    }
+
+    /// The port of the running server, started if needed.
+    fn port(&self) -> Result<u16> {
         let install = Install::find()?;
         self.prepare_home()?;
         let _lock = self.lock()?;
-        let port = self.ensure_running(&install)?;
-        Ok(cluster::url(port, "postgres"))
+        self.ensure_running(&install)
     }
 
     /// A fresh database on the server (started if needed), named `t_PID_COUNTER_RANDOM`; dropped with the
     /// returned [`Database`].
     pub fn database(&self) -> Result<Database> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let admin_url = self.start()?;
+        let port = self.port()?;
+        let admin_url = cluster::url(port, "postgres");
         let name = format!(
             "t_{}_{}_{:08x}",
             std::process::id(),
@@ -99,13 +104,9 @@ impl Shared {
             url: admin_url.clone(),
             source,
         })?;
-        let url = admin_url
-            .strip_suffix("/postgres")
-            .map(|server| format!("{server}/{name}"))
-            .unwrap_or_else(|| admin_url.clone());
         Ok(Database {
+            url: cluster::url(port, &name),
             name,
-            url,
             admin_url,
         })
     }
@@ -182,6 +183,8 @@ impl Shared {
                 }
             }
         }
+        // A server that crashed (or was killed above) left its shared memory behind.
+        cluster::remove_shared_memory(&server_dir);
         remove_dir_if_any(&server_dir)?;
         std::fs::DirBuilder::new()
             .mode(0o700)

@@ -1,7 +1,7 @@
 //! A private server: it answers through its URL and its socket, runs as `postgres` when we are root, and is gone
 //! after a crash or a drop.
 
-use rollcage_testpg::Server;
+use rollcage_testpg::{Server, cluster};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -56,7 +56,15 @@ fn a_killed_server_refuses_connections_at_once() -> TestResult {
     let url = server.url();
     // A session open at the crash goes down with it.
     let mut session = postgres::Client::connect(&url, postgres::NoTls)?;
+    let (key, id) = cluster::read_pid_file(server.socket_dir())
+        .and_then(|p| p.shm)
+        .ok_or("no shared memory segment recorded")?;
     server.kill()?;
+    let segments = std::fs::read_to_string("/proc/sysvipc/shm")?;
+    assert!(
+        !cluster::lists_segment(&segments, key, id),
+        "the crashed server's shared memory is left"
+    );
     let refused = select_1(&url);
     assert!(refused.is_err(), "a killed server answered: {refused:?}");
     assert!(

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Command;
 
-use rollcage_testpg::{DIR_ENV, Shared, shared_database};
+use rollcage_testpg::{DIR_ENV, Shared, cluster, shared_database};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -141,6 +141,9 @@ fn a_dead_recorded_server_is_replaced() -> TestResult {
     let home = Home::new()?;
     let first = home.shared().start()?;
     let pid = pid_of(&home.dir())?;
+    let (key, id) = cluster::read_pid_file(&home.dir().join("server"))
+        .and_then(|p| p.shm)
+        .ok_or("no shared memory segment recorded")?;
     nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
@@ -156,5 +159,43 @@ fn a_dead_recorded_server_is_replaced() -> TestResult {
         pid,
         "the dead server's record was kept"
     );
+    let segments = std::fs::read_to_string("/proc/sysvipc/shm")?;
+    assert!(
+        !cluster::lists_segment(&segments, key, id),
+        "the dead server's shared memory is left"
+    );
+    Ok(())
+}
+
+/// Store tests run in parallel: concurrent callers each get a database of their own.
+#[test]
+fn parallel_callers_get_distinct_databases() -> TestResult {
+    let start = std::time::Instant::now();
+    let dbs = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..3)
+                        .map(|_| shared_database())
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().map_err(|_| "a worker panicked"))
+            .collect::<Result<Vec<_>, _>>()
+    })?
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>();
+    eprintln!("24 databases in {:?}", start.elapsed());
+    let names: std::collections::BTreeSet<&str> = dbs.iter().map(|d| d.name()).collect();
+    assert_eq!(names.len(), 24);
+    for db in &dbs {
+        connect(db.url())?.batch_execute("SELECT 1")?;
+    }
     Ok(())
 }
