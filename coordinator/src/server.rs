@@ -421,7 +421,7 @@ mod tests {
     #[test]
     fn step_logs_are_pruned_once_their_deployment_ended_longer_ago_than_the_retention() {
         let state_with = |retention: Option<Duration>| {
-            let store = Store::open_in_memory().unwrap();
+            let store = crate::testkit::store().unwrap();
             store
                 .write(|tx| {
                     tx.execute_batch(
@@ -458,7 +458,7 @@ mod tests {
     /// A state with one in-place deployment whose one step (instance `a`) was dispatched at 1 s, a 10 s heartbeat
     /// deadline; returns it, the deployment id and the step id.
     fn one_step_in_flight() -> (State, String, i64) {
-        let store = Store::open_in_memory().unwrap();
+        let store = crate::testkit::store().unwrap();
         let id = store
             .write(|tx| {
                 apps::insert_application(tx, "app", 0)?;

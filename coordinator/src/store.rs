@@ -816,6 +816,30 @@ pub(crate) fn sql<E: Into<StoreError>>(e: E) -> StoreError {
     e.into()
 }
 
+/// Run `check` on an empty store of each backend (SQLite in memory, a fresh PostgreSQL database): the store's own
+/// tests hold on both. An error names the backend it happened on.
+#[cfg(test)]
+pub(crate) fn each_backend(check: impl Fn(&Store) -> Result<()>) -> Result<()> {
+    let stores = crate::testkit::stores().map_err(|e| StoreError::Open {
+        what: "test store".into(),
+        message: e.to_string(),
+    })?;
+    for store in stores {
+        check(&store).map_err(|e| StoreError::Corrupt {
+            what: "test",
+            detail: format!(
+                "on {}: {e}",
+                if store.is_postgres() {
+                    "PostgreSQL"
+                } else {
+                    "SQLite"
+                }
+            ),
+        })?;
+    }
+    Ok(())
+}
+
 /// Decode a stored enum/string through `FromStr`.
 pub(crate) fn decode<T: std::str::FromStr>(what: &'static str, s: &str) -> Result<T> {
     s.parse().map_err(|_| StoreError::Corrupt {

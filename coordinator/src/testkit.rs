@@ -57,7 +57,9 @@ pub fn store() -> TestResult<Store> {
     match std::env::var("ROLLCAGE_TEST_STORE").as_deref() {
         Ok("postgres") => pg_store(),
         Ok("sqlite") | Err(_) => Ok(Store::open_in_memory()?),
-        Ok(other) => Err(format!("ROLLCAGE_TEST_STORE={other}: expected sqlite or postgres").into()),
+        Ok(other) => {
+            Err(format!("ROLLCAGE_TEST_STORE={other}: expected sqlite or postgres").into())
+        }
     }
 }
 

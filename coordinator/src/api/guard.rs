@@ -233,6 +233,12 @@ pub async fn guard(
                 .collect()
         })
         .unwrap_or_default();
+    // No name the coordinator stores can hold a NUL (PostgreSQL text cannot): such a path names nothing, and is
+    // refused here, before any lookup.
+    if let Some((k, _)) = params.iter().find(|(_, v)| v.contains('\0')) {
+        return ApiError::Invalid(format!("path parameter `{k}` contains a NUL byte"))
+            .into_response();
+    }
     let mut seen = Seen {
         actor: "anonymous".into(),
         role: None,

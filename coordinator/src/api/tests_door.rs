@@ -757,7 +757,7 @@ mod no_5xx {
             ..crate::testkit::settings()
         };
         let (st, known, tokens) = rt.block_on(async {
-            let st = crate::testkit::state_over(crate::store::Store::open_in_memory()?, settings)?;
+            let st = crate::testkit::state_over(crate::testkit::store()?, settings)?;
             let Fleet {
                 st,
                 agents,

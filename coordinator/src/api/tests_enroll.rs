@@ -19,7 +19,7 @@ use rollcage_proto::wire::{
 fn state_with(f: impl FnOnce(&mut crate::state::Settings)) -> TestResult<State> {
     let mut settings = crate::testkit::settings();
     f(&mut settings);
-    crate::testkit::state_over(crate::store::Store::open_in_memory()?, settings)
+    crate::testkit::state_over(crate::testkit::store()?, settings)
 }
 
 async fn create_token(st: &State, body: serde_json::Value) -> TestResult<CreatedEnrollToken> {

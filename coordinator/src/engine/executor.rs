@@ -68,6 +68,7 @@ pub fn create_deployment(
             what: "deployment group",
             name: format!("{}/{}", new.application, new.group),
         })?;
+    deployments::lock_group(tx, &group.id)?;
     let style_plan = plan(group.style, new.rollback_of.is_some());
     if let Some(active) = deployments::active_for_group(tx, new.application, new.group)? {
         return Err(EngineError::Conflict(format!(
@@ -176,6 +177,7 @@ pub fn create_deployment(
 
 /// Apply the strategy's decisions to an active deployment (no-op on an ended one).
 pub fn advance(tx: &Tx<'_>, id: &str, now: i64) -> Result<()> {
+    deployments::lock(tx, id)?;
     let d = deployments::get(tx, id)?.ok_or_else(|| EngineError::NotFound {
         what: "deployment",
         name: id.to_owned(),
@@ -372,7 +374,11 @@ pub fn end_coordinator_step(
     if step.instance != deployments::DEPLOYMENT_WIDE {
         return end_step(tx, &step, outcome, message, "", now);
     }
-    // The deployment-wide SwitchTraffic.
+    // The deployment-wide SwitchTraffic: decided under the deployment's lock, on the step as it is now.
+    deployments::lock(tx, &step.deployment_id)?;
+    let Some(step) = deployments::step(tx, step_id)? else {
+        return Ok(false);
+    };
     if step.state != StepState::Running {
         return Ok(false);
     }
@@ -397,6 +403,7 @@ pub fn end_coordinator_step(
 
 /// An operator's go-ahead for a blue/green deployment waiting in `ready` (or about to): switch traffic.
 pub fn continue_deployment(tx: &Tx<'_>, id: &str, now: i64) -> Result<()> {
+    deployments::lock(tx, id)?;
     let d = deployments::get(tx, id)?.ok_or_else(|| EngineError::NotFound {
         what: "deployment",
         name: id.to_owned(),
@@ -432,6 +439,13 @@ fn end_step(
     log_tail: &str,
     now: i64,
 ) -> Result<bool> {
+    // Decided under the deployment's lock, on the step as it is now: a report of the same step that reached
+    // another coordinator may have ended it meanwhile.
+    deployments::lock(tx, &step.deployment_id)?;
+    let Some(step) = deployments::step(tx, step.id)? else {
+        return Ok(false);
+    };
+    let step = &step;
     if step.state != StepState::Running {
         return Ok(false);
     }
@@ -490,6 +504,7 @@ fn log_tail(hooks: &[HookOutcome]) -> String {
 
 /// Ask an active deployment to stop; `force` cancels in-flight steps.
 pub fn stop(tx: &Tx<'_>, id: &str, force: bool, now: i64) -> Result<()> {
+    deployments::lock(tx, id)?;
     let d = deployments::get(tx, id)?.ok_or_else(|| EngineError::NotFound {
         what: "deployment",
         name: id.to_owned(),
@@ -506,6 +521,7 @@ pub fn stop(tx: &Tx<'_>, id: &str, force: bool, now: i64) -> Result<()> {
 
 /// Start a rollback of deployment `id` to the group's last successful revision (manual rollback).
 pub fn rollback(tx: &Tx<'_>, id: &str, now: i64) -> Result<String> {
+    deployments::lock(tx, id)?;
     let d = deployments::get(tx, id)?.ok_or_else(|| EngineError::NotFound {
         what: "deployment",
         name: id.to_owned(),
@@ -588,7 +604,7 @@ mod tests {
 
     /// Application `app` with revisions `r-aaaa…` and `r-bbbb…` and the in-place group `web`.
     fn setup(instances: &[&str], auto_rollback: bool, c: Concurrency) -> Store {
-        let s = Store::open_in_memory().unwrap();
+        let s = crate::testkit::store().unwrap();
         seed(&s);
         let web = group(
             ("g-1", "web", DeploymentStyle::InPlace),

@@ -257,7 +257,7 @@ pub fn set_active_server_group(c: &Conn<'_>, group_id: &str, server_group: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Store, StoreError};
+    use crate::store::StoreError;
     use rollcage_proto::lb::GroupLb;
     use rollcage_proto::wire::{Concurrency, DeploymentStyle};
 
@@ -287,31 +287,32 @@ mod tests {
                 "server_groups": { "web": ["127.0.0.1:8081"] }
             }
         }))?;
-        let s = Store::open_in_memory()?;
-        s.write(|tx| {
-            insert_application(tx, "app", 0)?;
-            insert_group(tx, &lb_group(Some(settings.clone())))
-        })?;
-        let g = s.read(|c| group(c, "app", "web"))?;
-        assert_eq!(g.and_then(|g| g.lb), Some(settings));
-        s.write(|tx| {
-            tx.execute(
-                "UPDATE groups SET lb = '{\"lb\":\"nonsense\"}' WHERE id = 'g-1'",
-                (),
-            )
-            .map_err(sql)
-        })?;
-        let read = s.read(|c| group(c, "app", "web"));
-        assert!(
-            matches!(
-                read,
-                Err(StoreError::Corrupt {
-                    what: "groups.lb",
-                    ..
-                })
-            ),
-            "{read:?}"
-        );
-        Ok(())
+        Ok(crate::store::each_backend(|s| {
+            s.write(|tx| {
+                insert_application(tx, "app", 0)?;
+                insert_group(tx, &lb_group(Some(settings.clone())))
+            })?;
+            let g = s.read(|c| group(c, "app", "web"))?;
+            assert_eq!(g.and_then(|g| g.lb), Some(settings.clone()));
+            s.write(|tx| {
+                tx.execute(
+                    "UPDATE groups SET lb = '{\"lb\":\"nonsense\"}' WHERE id = 'g-1'",
+                    (),
+                )
+                .map_err(sql)
+            })?;
+            let read = s.read(|c| group(c, "app", "web"));
+            assert!(
+                matches!(
+                    read,
+                    Err(StoreError::Corrupt {
+                        what: "groups.lb",
+                        ..
+                    })
+                ),
+                "{read:?}"
+            );
+            Ok(())
+        })?)
     }
 }

@@ -51,7 +51,7 @@ pub fn page(
     let mut st = c
         .prepare_cached(
             "SELECT seq, at, actor, role, action, target, status, outcome, remote_addr FROM audit \
-             WHERE seq < ?1 AND at >= ?2 AND (?3 IS NULL OR actor = ?3) ORDER BY seq DESC LIMIT ?4",
+             WHERE seq < ?1 AND at >= ?2 AND (actor = ?3 OR ?3 IS NULL) ORDER BY seq DESC LIMIT ?4",
         )
         .map_err(sql)?;
     let rows = st
@@ -90,7 +90,7 @@ pub fn prune(c: &Conn<'_>, cut: i64) -> Result<usize> {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test on an in-memory database")]
     use super::*;
-    use crate::store::{Store, StoreError};
+    use crate::store::StoreError;
 
     fn entry(at: i64, actor: &str) -> AuditEntry {
         AuditEntry {
@@ -108,42 +108,46 @@ mod tests {
 
     #[test]
     fn pages_newest_first_filtered_and_pruned_by_age() {
-        let s = Store::open_in_memory().unwrap();
-        s.write(|tx| {
-            for (at, who) in [(10, "a"), (20, "b"), (30, "a"), (40, "a")] {
-                record(tx, &entry(at, who))?;
-            }
-            let all = page(tx, Filter::default(), None, 10)?;
-            assert_eq!(
-                all.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
-                [40, 30, 20, 10]
-            );
-            assert!(
-                all[0].outcome.len() <= MAX_OUTCOME && all[0].outcome.contains("1000 bytes in all")
-            );
-            let a = page(
-                tx,
-                Filter {
-                    since_ms: Some(20),
-                    actor: Some("a"),
-                },
-                None,
-                1,
-            )?;
-            assert_eq!(a.iter().map(|e| e.at_ms).collect::<Vec<_>>(), [40]);
-            let next = page(
-                tx,
-                Filter {
-                    since_ms: Some(20),
-                    actor: Some("a"),
-                },
-                Some(a[0].seq),
-                10,
-            )?;
-            assert_eq!(next.iter().map(|e| e.at_ms).collect::<Vec<_>>(), [30]);
-            assert_eq!(prune(tx, 30)?, 2);
-            assert_eq!(page(tx, Filter::default(), None, 10)?.len(), 2);
-            Ok::<_, StoreError>(())
+        crate::store::each_backend(|s| {
+            s.write(|tx| {
+                for (at, who) in [(10, "a"), (20, "b"), (30, "a"), (40, "a")] {
+                    record(tx, &entry(at, who))?;
+                }
+                let all = page(tx, Filter::default(), None, 10)?;
+                assert_eq!(
+                    all.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+                    [40, 30, 20, 10]
+                );
+                assert!(
+                    all[0].outcome.len() <= MAX_OUTCOME
+                        && all[0].outcome.contains("1000 bytes in all")
+                );
+                let a = page(
+                    tx,
+                    Filter {
+                        since_ms: Some(20),
+                        actor: Some("a"),
+                    },
+                    None,
+                    1,
+                )?;
+                assert_eq!(a.iter().map(|e| e.at_ms).collect::<Vec<_>>(), [40]);
+                let next = page(
+                    tx,
+                    Filter {
+                        since_ms: Some(20),
+                        actor: Some("a"),
+                    },
+                    Some(a[0].seq),
+                    10,
+                )?;
+                assert_eq!(next.iter().map(|e| e.at_ms).collect::<Vec<_>>(), [30]);
+                assert_eq!(prune(tx, 30)?, 2);
+                assert_eq!(page(tx, Filter::default(), None, 10)?.len(), 2);
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+            Ok(())
         })
         .unwrap();
     }

@@ -239,6 +239,36 @@ pub fn get(c: &Conn<'_>, id: &str) -> Result<Option<DeploymentRow>> {
     row.map(to_dep).transpose()
 }
 
+/// Take deployment `id`'s row lock for the rest of the transaction, so decisions about one deployment are
+/// serialised across coordinators sharing a PostgreSQL database: a second coordinator's decision waits for this
+/// transaction's commit and then reads what it wrote. Statements after the lock see every commit made before it
+/// was granted (PostgreSQL's read-committed level takes a new snapshot per statement), so a caller re-reads what
+/// it decides on after locking. SQLite needs nothing: one coordinator owns its file and writes one transaction at
+/// a time.
+pub fn lock(c: &Conn<'_>, id: &str) -> Result<()> {
+    if c.is_postgres() {
+        c.query_map(
+            "SELECT 1 FROM deployments WHERE id = ?1 FOR UPDATE",
+            [id],
+            |_| Ok(()),
+        )?;
+    }
+    Ok(())
+}
+
+/// Take the row lock of group `group_id` (see [`lock`]): creating a deployment checks that the group has no
+/// active one, which two coordinators must not both find true.
+pub fn lock_group(c: &Conn<'_>, group_id: &str) -> Result<()> {
+    if c.is_postgres() {
+        c.query_map(
+            "SELECT 1 FROM groups WHERE id = ?1 FOR UPDATE",
+            [group_id],
+            |_| Ok(()),
+        )?;
+    }
+    Ok(())
+}
+
 /// The active (in progress or stopping) deployment of a group.
 pub fn active_for_group(c: &Conn<'_>, app: &str, group: &str) -> Result<Option<String>> {
     c.query_row(
@@ -282,8 +312,8 @@ pub fn summaries(
 ) -> Result<Vec<(i64, DeploymentSummary)>> {
     let mut st = c
         .prepare_cached(
-            "SELECT seq, id FROM deployments WHERE (?1 IS NULL OR seq < ?1) \
-             AND (?2 IS NULL OR application = ?2) AND (?3 IS NULL OR group_name = ?3) \
+            "SELECT seq, id FROM deployments WHERE (seq < ?1 OR ?1 IS NULL) \
+             AND (application = ?2 OR ?2 IS NULL) AND (group_name = ?3 OR ?3 IS NULL) \
              ORDER BY seq DESC LIMIT ?4",
         )
         .map_err(sql)?;

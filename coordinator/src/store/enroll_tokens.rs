@@ -149,7 +149,6 @@ pub fn page(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
 
     fn spec(uses: u32, ttl_secs: u64) -> EnrollTokenSpec {
         EnrollTokenSpec {
@@ -161,50 +160,51 @@ mod tests {
 
     #[test]
     fn uses_are_counted_and_refused_past_the_count_expiry_or_revocation() -> Result<()> {
-        let store = Store::open_in_memory()?;
-        store.write(|tx| {
-            let t = insert(tx, "et-1", "h1", &spec(2, 10), 1_000)?;
-            assert_eq!(
-                (t.expires_at_ms, t.status),
-                (11_000, EnrollTokenStatus::Usable)
-            );
-            assert_eq!(
-                by_hash(tx, "h1", 1_000)?.map(|i| i.id).as_deref(),
-                Some("et-1")
-            );
-            assert_eq!(by_hash(tx, "nope", 1_000)?, None);
-            let used = consume(tx, "et-1", 2_000)?.map_err(|s| s.to_string());
-            assert_eq!(
-                used.as_ref().map(|i| (i.uses, i.last_used_at_ms)),
-                Ok((1, Some(2_000)))
-            );
-            assert!(consume(tx, "et-1", 3_000)?.is_ok());
-            assert_eq!(consume(tx, "et-1", 4_000)?, Err(EnrollTokenStatus::UsedUp));
-            assert_eq!(get(tx, "et-1", 4_000)?.map(|i| i.uses), Some(2));
+        crate::store::each_backend(|store| {
+            store.write(|tx| {
+                let t = insert(tx, "et-1", "h1", &spec(2, 10), 1_000)?;
+                assert_eq!(
+                    (t.expires_at_ms, t.status),
+                    (11_000, EnrollTokenStatus::Usable)
+                );
+                assert_eq!(
+                    by_hash(tx, "h1", 1_000)?.map(|i| i.id).as_deref(),
+                    Some("et-1")
+                );
+                assert_eq!(by_hash(tx, "nope", 1_000)?, None);
+                let used = consume(tx, "et-1", 2_000)?.map_err(|s| s.to_string());
+                assert_eq!(
+                    used.as_ref().map(|i| (i.uses, i.last_used_at_ms)),
+                    Ok((1, Some(2_000)))
+                );
+                assert!(consume(tx, "et-1", 3_000)?.is_ok());
+                assert_eq!(consume(tx, "et-1", 4_000)?, Err(EnrollTokenStatus::UsedUp));
+                assert_eq!(get(tx, "et-1", 4_000)?.map(|i| i.uses), Some(2));
 
-            insert(tx, "et-2", "h2", &spec(5, 10), 1_000)?;
-            assert_eq!(
-                consume(tx, "et-2", 11_000)?,
-                Err(EnrollTokenStatus::Expired)
-            );
-            insert(tx, "et-3", "h3", &spec(5, 10), 1_000)?;
-            let revoked = revoke(tx, "et-3", 1_500)?.map(|i| (i.status, i.revoked_at_ms));
-            assert_eq!(revoked, Some((EnrollTokenStatus::Revoked, Some(1_500))));
-            // Revoking again keeps the first time.
-            assert_eq!(
-                revoke(tx, "et-3", 9_000)?.and_then(|i| i.revoked_at_ms),
-                Some(1_500)
-            );
-            assert_eq!(consume(tx, "et-3", 1_600)?, Err(EnrollTokenStatus::Revoked));
-            assert_eq!(revoke(tx, "et-9", 1_600)?, None);
+                insert(tx, "et-2", "h2", &spec(5, 10), 1_000)?;
+                assert_eq!(
+                    consume(tx, "et-2", 11_000)?,
+                    Err(EnrollTokenStatus::Expired)
+                );
+                insert(tx, "et-3", "h3", &spec(5, 10), 1_000)?;
+                let revoked = revoke(tx, "et-3", 1_500)?.map(|i| (i.status, i.revoked_at_ms));
+                assert_eq!(revoked, Some((EnrollTokenStatus::Revoked, Some(1_500))));
+                // Revoking again keeps the first time.
+                assert_eq!(
+                    revoke(tx, "et-3", 9_000)?.and_then(|i| i.revoked_at_ms),
+                    Some(1_500)
+                );
+                assert_eq!(consume(tx, "et-3", 1_600)?, Err(EnrollTokenStatus::Revoked));
+                assert_eq!(revoke(tx, "et-9", 1_600)?, None);
 
-            let all = page(tx, None, 10, 1_600)?;
-            let ids: Vec<&str> = all.iter().map(|(_, i)| i.id.as_str()).collect();
-            assert_eq!(ids, ["et-1", "et-2", "et-3"]);
-            let rest = page(tx, Some(all[0].0), 1, 1_600)?;
-            assert_eq!(rest.len(), 1);
-            assert_eq!(rest[0].1.id, "et-2");
-            Ok(())
+                let all = page(tx, None, 10, 1_600)?;
+                let ids: Vec<&str> = all.iter().map(|(_, i)| i.id.as_str()).collect();
+                assert_eq!(ids, ["et-1", "et-2", "et-3"]);
+                let rest = page(tx, Some(all[0].0), 1, 1_600)?;
+                assert_eq!(rest.len(), 1);
+                assert_eq!(rest[0].1.id, "et-2");
+                Ok(())
+            })
         })
     }
 }

@@ -196,68 +196,69 @@ pub fn page(c: &Conn<'_>, after: Option<&str>, limit: usize) -> Result<Vec<Row>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
 
     #[test]
     fn a_name_is_enrolled_once_until_it_is_removed() -> Result<()> {
-        let store = Store::open_in_memory()?;
-        let e = |name, token_hash| Enrollment {
-            name,
-            token_hash,
-            state: InstanceState::Approved,
-            enrolled_with: "standing",
-        };
-        store.write(|tx| {
-            assert!(enroll(tx, &e("i1", "h1"), 1)?);
-            assert!(!enroll(tx, &e("i1", "h2"), 2)?);
-            assert_eq!(all(tx)?, [("i1".to_owned(), "h1".to_owned(), 1)]);
-            assert!(remove(tx, "i1")?);
-            assert!(!remove(tx, "i1")?);
-            assert!(enroll(tx, &e("i1", "h3"), 3)?);
-            assert_eq!(all(tx)?, [("i1".to_owned(), "h3".to_owned(), 3)]);
-            let among = enrolled_among(tx, &["i1".to_owned(), "i2".to_owned()])?;
-            assert_eq!(among.into_iter().collect::<Vec<_>>(), ["i1"]);
-            assert_eq!(active_deployments(tx, "i1")?, Vec::<String>::new());
-            Ok(())
+        crate::store::each_backend(|store| {
+            let e = |name, token_hash| Enrollment {
+                name,
+                token_hash,
+                state: InstanceState::Approved,
+                enrolled_with: "standing",
+            };
+            store.write(|tx| {
+                assert!(enroll(tx, &e("i1", "h1"), 1)?);
+                assert!(!enroll(tx, &e("i1", "h2"), 2)?);
+                assert_eq!(all(tx)?, [("i1".to_owned(), "h1".to_owned(), 1)]);
+                assert!(remove(tx, "i1")?);
+                assert!(!remove(tx, "i1")?);
+                assert!(enroll(tx, &e("i1", "h3"), 3)?);
+                assert_eq!(all(tx)?, [("i1".to_owned(), "h3".to_owned(), 3)]);
+                let among = enrolled_among(tx, &["i1".to_owned(), "i2".to_owned()])?;
+                assert_eq!(among.into_iter().collect::<Vec<_>>(), ["i1"]);
+                assert_eq!(active_deployments(tx, "i1")?, Vec::<String>::new());
+                Ok(())
+            })
         })
     }
 
     #[test]
     fn a_pending_instance_is_left_out_until_approved() -> Result<()> {
-        let store = Store::open_in_memory()?;
-        store.write(|tx| {
-            for (name, state) in [
-                ("a", InstanceState::Approved),
-                ("p", InstanceState::Pending),
-            ] {
-                let e = Enrollment {
-                    name,
-                    token_hash: name,
-                    state,
-                    enrolled_with: "et-1",
-                };
-                assert!(enroll(tx, &e, 5)?);
-            }
-            assert_eq!(approved(tx)?, ["a"]);
-            let names = ["a".to_owned(), "p".to_owned(), "x".to_owned()];
-            assert_eq!(pending_among(tx, &names)?, ["p"]);
-            assert!(is_pending(tx, "p")? && !is_pending(tx, "a")? && !is_pending(tx, "x")?);
-            let listed: Vec<_> = page(tx, None, 10)?
-                .into_iter()
-                .map(|r| (r.name, r.state))
-                .collect();
-            assert_eq!(
-                listed,
-                [
-                    ("a".to_owned(), InstanceState::Approved),
-                    ("p".to_owned(), InstanceState::Pending)
-                ]
-            );
-            let p = approve(tx, "p")?.map(|r| (r.state, r.enrolled_with));
-            assert_eq!(p, Some((InstanceState::Approved, Some("et-1".to_owned()))));
-            assert_eq!(approved(tx)?, ["a", "p"]);
-            assert_eq!(approve(tx, "x")?, None);
-            Ok(())
+        crate::store::each_backend(|store| {
+            store.write(|tx| {
+                for (name, state) in [
+                    ("a", InstanceState::Approved),
+                    ("p", InstanceState::Pending),
+                ] {
+                    let e = Enrollment {
+                        name,
+                        token_hash: name,
+                        state,
+                        enrolled_with: "et-1",
+                    };
+                    assert!(enroll(tx, &e, 5)?);
+                }
+                assert_eq!(approved(tx)?, ["a"]);
+                let names = ["a".to_owned(), "p".to_owned(), "x".to_owned()];
+                assert_eq!(pending_among(tx, &names)?, ["p"]);
+                assert!(is_pending(tx, "p")? && !is_pending(tx, "a")? && !is_pending(tx, "x")?);
+                let listed: Vec<_> = page(tx, None, 10)?
+                    .into_iter()
+                    .map(|r| (r.name, r.state))
+                    .collect();
+                assert_eq!(
+                    listed,
+                    [
+                        ("a".to_owned(), InstanceState::Approved),
+                        ("p".to_owned(), InstanceState::Pending)
+                    ]
+                );
+                let p = approve(tx, "p")?.map(|r| (r.state, r.enrolled_with));
+                assert_eq!(p, Some((InstanceState::Approved, Some("et-1".to_owned()))));
+                assert_eq!(approved(tx)?, ["a", "p"]);
+                assert_eq!(approve(tx, "x")?, None);
+                Ok(())
+            })
         })
     }
 }

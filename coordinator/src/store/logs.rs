@@ -77,8 +77,8 @@ pub fn page(
     let mut st = c
         .prepare_cached(
             "SELECT seq, instance, event, text, truncated_bytes, recorded_at FROM step_logs \
-             WHERE deployment_id = ?1 AND seq > ?2 AND (?3 IS NULL OR instance = ?3) \
-             AND (?4 IS NULL OR event = ?4) ORDER BY seq LIMIT ?5",
+             WHERE deployment_id = ?1 AND seq > ?2 AND (instance = ?3 OR ?3 IS NULL) \
+             AND (event = ?4 OR ?4 IS NULL) ORDER BY seq LIMIT ?5",
         )
         .map_err(sql)?;
     let rows = st
@@ -125,7 +125,7 @@ pub fn page(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Store, StoreError};
+    use crate::store::StoreError;
     use rollcage_proto::wire::StepState;
 
     fn step(id: i64, dep: &str, instance: &str, event: LifecycleEvent) -> StepRow {
@@ -160,127 +160,129 @@ mod tests {
 
     #[test]
     fn pruning_deletes_only_the_logs_of_deployments_that_ended_before_the_cut() -> Result<()> {
-        let s = Store::open_in_memory()?;
-        s.write(|tx| {
-            deployment(tx, "d-old", Some(1_000))?;
-            deployment(tx, "d-recent", Some(5_000))?;
-            deployment(tx, "d-running", None)?;
-            for (id, dep) in [
-                (1, "d-old"),
-                (2, "d-old"),
-                (3, "d-recent"),
-                (4, "d-running"),
-            ] {
-                insert(
-                    tx,
-                    &step(id, dep, "i-1", LifecycleEvent::Install),
-                    &log("x\n"),
-                    0,
-                )?;
-            }
-            Ok::<_, StoreError>(())
-        })?;
-        assert_eq!(s.write(|tx| prune(tx, 2_000))?, 2);
-        let left = |dep: &str| s.read(|c| page(c, dep, Filter::default(), 0).map(|p| p.len()));
-        assert_eq!(left("d-old")?, 0);
-        assert_eq!(left("d-recent")?, 1);
-        assert_eq!(left("d-running")?, 1);
-        assert_eq!(s.write(|tx| prune(tx, 2_000))?, 0, "nothing left to prune");
-        Ok(())
+        crate::store::each_backend(|s| {
+            s.write(|tx| {
+                deployment(tx, "d-old", Some(1_000))?;
+                deployment(tx, "d-recent", Some(5_000))?;
+                deployment(tx, "d-running", None)?;
+                for (id, dep) in [
+                    (1, "d-old"),
+                    (2, "d-old"),
+                    (3, "d-recent"),
+                    (4, "d-running"),
+                ] {
+                    insert(
+                        tx,
+                        &step(id, dep, "i-1", LifecycleEvent::Install),
+                        &log("x\n"),
+                        0,
+                    )?;
+                }
+                Ok::<_, StoreError>(())
+            })?;
+            assert_eq!(s.write(|tx| prune(tx, 2_000))?, 2);
+            let left = |dep: &str| s.read(|c| page(c, dep, Filter::default(), 0).map(|p| p.len()));
+            assert_eq!(left("d-old")?, 0);
+            assert_eq!(left("d-recent")?, 1);
+            assert_eq!(left("d-running")?, 1);
+            assert_eq!(s.write(|tx| prune(tx, 2_000))?, 0, "nothing left to prune");
+            Ok(())
+        })
     }
 
     #[test]
     fn a_repeated_report_is_stored_once() -> Result<()> {
-        let s = Store::open_in_memory()?;
-        let st = step(7, "d-1", "i-1", LifecycleEvent::Install);
-        assert!(s.write(|tx| insert(tx, &st, &log("first\n"), 1))?);
-        assert!(!s.write(|tx| insert(tx, &st, &log("again\n"), 2))?);
-        let all = s.read(|c| page(c, "d-1", Filter::default(), 0))?;
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].text, "first\n");
-        assert_eq!(all[0].event, LifecycleEvent::Install);
-        assert_eq!(all[0].recorded_at_ms, 1);
-        Ok(())
+        crate::store::each_backend(|s| {
+            let st = step(7, "d-1", "i-1", LifecycleEvent::Install);
+            assert!(s.write(|tx| insert(tx, &st, &log("first\n"), 1))?);
+            assert!(!s.write(|tx| insert(tx, &st, &log("again\n"), 2))?);
+            let all = s.read(|c| page(c, "d-1", Filter::default(), 0))?;
+            assert_eq!(all.len(), 1);
+            assert_eq!(all[0].text, "first\n");
+            assert_eq!(all[0].event, LifecycleEvent::Install);
+            assert_eq!(all[0].recorded_at_ms, 1);
+            Ok(())
+        })
     }
 
     #[test]
     fn pages_filter_by_instance_and_event_and_follow_the_cursor() -> Result<()> {
-        let s = Store::open_in_memory()?;
-        let rows = [
-            step(1, "d-1", "i-1", LifecycleEvent::BeforeInstall),
-            step(2, "d-1", "i-2", LifecycleEvent::BeforeInstall),
-            step(3, "d-2", "i-1", LifecycleEvent::BeforeInstall),
-            step(4, "d-1", "i-1", LifecycleEvent::AfterInstall),
-            step(5, "d-1", "i-2", LifecycleEvent::AfterInstall),
-        ];
-        for r in &rows {
-            s.write(|tx| insert(tx, r, &log(&format!("step {}\n", r.id)), 0))?;
-        }
-        let texts = |f: Filter<'_>, after: i64| -> Result<Vec<String>> {
-            Ok(s.read(|c| page(c, "d-1", f, after))?
-                .into_iter()
-                .map(|e| e.text)
-                .collect())
-        };
-        assert_eq!(
-            texts(Filter::default(), 0)?,
-            ["step 1\n", "step 2\n", "step 4\n", "step 5\n"]
-        );
-        let i1 = Filter {
-            instance: Some("i-1"),
-            event: None,
-        };
-        assert_eq!(texts(i1, 0)?, ["step 1\n", "step 4\n"]);
-        let after = Filter {
-            instance: None,
-            event: Some(LifecycleEvent::AfterInstall),
-        };
-        assert_eq!(texts(after, 0)?, ["step 4\n", "step 5\n"]);
-        // The cursor: only entries after the last one seen.
-        let first = s.read(|c| page(c, "d-1", Filter::default(), 0))?;
-        let cursor = first[1].seq;
-        assert_eq!(texts(Filter::default(), cursor)?, ["step 4\n", "step 5\n"]);
-        let last = first.last().map(|e| e.seq).unwrap_or(0);
-        assert!(texts(Filter::default(), last)?.is_empty());
-        Ok(())
+        crate::store::each_backend(|s| {
+            let rows = [
+                step(1, "d-1", "i-1", LifecycleEvent::BeforeInstall),
+                step(2, "d-1", "i-2", LifecycleEvent::BeforeInstall),
+                step(3, "d-2", "i-1", LifecycleEvent::BeforeInstall),
+                step(4, "d-1", "i-1", LifecycleEvent::AfterInstall),
+                step(5, "d-1", "i-2", LifecycleEvent::AfterInstall),
+            ];
+            for r in &rows {
+                s.write(|tx| insert(tx, r, &log(&format!("step {}\n", r.id)), 0))?;
+            }
+            let texts = |f: Filter<'_>, after: i64| -> Result<Vec<String>> {
+                Ok(s.read(|c| page(c, "d-1", f, after))?
+                    .into_iter()
+                    .map(|e| e.text)
+                    .collect())
+            };
+            assert_eq!(
+                texts(Filter::default(), 0)?,
+                ["step 1\n", "step 2\n", "step 4\n", "step 5\n"]
+            );
+            let i1 = Filter {
+                instance: Some("i-1"),
+                event: None,
+            };
+            assert_eq!(texts(i1, 0)?, ["step 1\n", "step 4\n"]);
+            let after = Filter {
+                instance: None,
+                event: Some(LifecycleEvent::AfterInstall),
+            };
+            assert_eq!(texts(after, 0)?, ["step 4\n", "step 5\n"]);
+            // The cursor: only entries after the last one seen.
+            let first = s.read(|c| page(c, "d-1", Filter::default(), 0))?;
+            let cursor = first[1].seq;
+            assert_eq!(texts(Filter::default(), cursor)?, ["step 4\n", "step 5\n"]);
+            let last = first.last().map(|e| e.seq).unwrap_or(0);
+            assert!(texts(Filter::default(), last)?.is_empty());
+            Ok(())
+        })
     }
 
     #[test]
     fn the_server_cap_holds_even_if_the_agent_lies() -> Result<()> {
-        let s = Store::open_in_memory()?;
-        let big = "a line of output\n".repeat(MAX_ENTRY_BYTES / 8);
-        // Claims nothing was cut, and sends twice the cap.
-        let lying = StepLog {
-            text: big.clone(),
-            truncated_bytes: 0,
-        };
-        s.write(|tx| {
-            insert(
-                tx,
-                &step(1, "d-1", "i-1", LifecycleEvent::Install),
-                &lying,
-                0,
-            )
-        })?;
-        let e = s.read(|c| page(c, "d-1", Filter::default(), 0))?;
-        assert!(e[0].text.len() <= MAX_ENTRY_BYTES, "{}", e[0].text.len());
-        assert!(e[0].text.starts_with("a line"));
-        assert_eq!(
-            e[0].text.len() as u64 + e[0].truncated_bytes,
-            big.len() as u64
-        );
-        let stored: i64 = s.read(|c| {
-            c.query_row(
-                "SELECT SUM(LENGTH(CAST(text AS BLOB))) FROM step_logs",
-                (),
-                |r| r.get(0),
-            )
-            .map_err(|e| StoreError::Corrupt {
-                what: "test",
-                detail: e.to_string(),
-            })
-        })?;
-        assert!(stored as usize <= MAX_ENTRY_BYTES);
-        Ok(())
+        crate::store::each_backend(|s| {
+            let big = "a line of output\n".repeat(MAX_ENTRY_BYTES / 8);
+            // Claims nothing was cut, and sends twice the cap.
+            let lying = StepLog {
+                text: big.clone(),
+                truncated_bytes: 0,
+            };
+            s.write(|tx| {
+                insert(
+                    tx,
+                    &step(1, "d-1", "i-1", LifecycleEvent::Install),
+                    &lying,
+                    0,
+                )
+            })?;
+            let e = s.read(|c| page(c, "d-1", Filter::default(), 0))?;
+            assert!(e[0].text.len() <= MAX_ENTRY_BYTES, "{}", e[0].text.len());
+            assert!(e[0].text.starts_with("a line"));
+            assert_eq!(
+                e[0].text.len() as u64 + e[0].truncated_bytes,
+                big.len() as u64
+            );
+            let stored: i64 = s.read(|c| {
+                c.query_row("SELECT SUM(OCTET_LENGTH(text)) FROM step_logs", (), |r| {
+                    r.get(0)
+                })
+                .map_err(|e| StoreError::Corrupt {
+                    what: "test",
+                    detail: e.to_string(),
+                })
+            })?;
+            assert!(stored as usize <= MAX_ENTRY_BYTES);
+            Ok(())
+        })
     }
 }

@@ -206,7 +206,6 @@ fn vanished(id: &str) -> super::StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
 
     const SHA: &str = "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
 
@@ -262,67 +261,69 @@ mod tests {
 
     #[test]
     fn a_signature_is_set_replaced_and_kept_but_not_by_a_refused_registration() -> Result<()> {
-        let store = Store::open_in_memory()?;
-        let sig = |n: &str| StoredSignature {
-            armored: format!("sig {n}"),
-            signed_by: format!("key {n}"),
-        };
-        store.write(|tx| {
-            crate::store::apps::insert_application(tx, "app", 0)?;
-            let signed = |r: Registered| match r {
-                Registered::Created(r)
-                | Registered::Unchanged(r)
-                | Registered::BecameUploaded(r) => (r.signature, r.signed_by),
-                Registered::Refused(m) => (Some(m), None),
+        crate::store::each_backend(|store| {
+            let sig = |n: &str| StoredSignature {
+                armored: format!("sig {n}"),
+                signed_by: format!("key {n}"),
             };
-            let some = |a: &str, b: &str| (Some(a.to_owned()), Some(b.to_owned()));
-            let url = Some("https://a/b.tgz");
-            let r = register(tx, "app", SHA, url, 0, 1, Some(&sig("1")))?;
-            assert_eq!(signed(r), some("sig 1", "key 1"));
-            // Registered again without one: kept.
-            assert_eq!(
-                signed(register(tx, "app", SHA, url, 0, 2, None)?),
-                some("sig 1", "key 1")
-            );
-            // Refused (another URL): nothing changes.
-            let r = register(tx, "app", SHA, Some("https://other"), 0, 3, Some(&sig("2")))?;
-            assert!(matches!(r, Registered::Refused(_)), "{r:?}");
-            assert_eq!(
-                get(tx, "app", &revision_id(SHA))?.and_then(|r| r.signed_by),
-                Some("key 1".into())
-            );
-            // Pushed with another signature: replaced.
-            let r = register(tx, "app", SHA, None, 9, 4, Some(&sig("3")))?;
-            assert!(matches!(r, Registered::BecameUploaded(_)), "{r:?}");
-            assert_eq!(signed(r), some("sig 3", "key 3"));
-            Ok(())
+            store.write(|tx| {
+                crate::store::apps::insert_application(tx, "app", 0)?;
+                let signed = |r: Registered| match r {
+                    Registered::Created(r)
+                    | Registered::Unchanged(r)
+                    | Registered::BecameUploaded(r) => (r.signature, r.signed_by),
+                    Registered::Refused(m) => (Some(m), None),
+                };
+                let some = |a: &str, b: &str| (Some(a.to_owned()), Some(b.to_owned()));
+                let url = Some("https://a/b.tgz");
+                let r = register(tx, "app", SHA, url, 0, 1, Some(&sig("1")))?;
+                assert_eq!(signed(r), some("sig 1", "key 1"));
+                // Registered again without one: kept.
+                assert_eq!(
+                    signed(register(tx, "app", SHA, url, 0, 2, None)?),
+                    some("sig 1", "key 1")
+                );
+                // Refused (another URL): nothing changes.
+                let r = register(tx, "app", SHA, Some("https://other"), 0, 3, Some(&sig("2")))?;
+                assert!(matches!(r, Registered::Refused(_)), "{r:?}");
+                assert_eq!(
+                    get(tx, "app", &revision_id(SHA))?.and_then(|r| r.signed_by),
+                    Some("key 1".into())
+                );
+                // Pushed with another signature: replaced.
+                let r = register(tx, "app", SHA, None, 9, 4, Some(&sig("3")))?;
+                assert!(matches!(r, Registered::BecameUploaded(_)), "{r:?}");
+                assert_eq!(signed(r), some("sig 3", "key 3"));
+                Ok(())
+            })
         })
     }
 
     #[test]
     fn an_upload_of_a_url_revision_makes_the_coordinator_its_source() -> Result<()> {
-        let store = Store::open_in_memory()?;
-        store.write(|tx| {
-            crate::store::apps::insert_application(tx, "app", 0)?;
-            let first = register(tx, "app", SHA, Some("https://a/b.tgz"), 0, 1, None)?;
-            assert!(matches!(first, Registered::Created(_)), "{first:?}");
-            let pushed = register(tx, "app", SHA, None, 42, 2, None)?;
-            let Registered::BecameUploaded(r) = pushed else {
-                panic!("{pushed:?}");
-            };
-            assert_eq!(r.source, RevisionSource::Uploaded { size: 42 });
-            assert_eq!(r.created_at_ms, 1);
-            assert_eq!(
-                get(tx, "app", &r.id)?.map(|r| r.source),
-                Some(RevisionSource::Uploaded { size: 42 })
-            );
-            let again = register(tx, "app", SHA, Some("https://a/b.tgz"), 0, 3, None)?;
-            assert!(matches!(again, Registered::Refused(_)), "{again:?}");
-            assert!(matches!(
-                register(tx, "app", SHA, None, 42, 4, None)?,
-                Registered::Unchanged(_)
-            ));
-            Ok(())
+        crate::store::each_backend(|store| {
+            store.write(|tx| {
+                crate::store::apps::insert_application(tx, "app", 0)?;
+                let first = register(tx, "app", SHA, Some("https://a/b.tgz"), 0, 1, None)?;
+                assert!(matches!(first, Registered::Created(_)), "{first:?}");
+                let pushed = register(tx, "app", SHA, None, 42, 2, None)?;
+                let Registered::BecameUploaded(r) = pushed else {
+                    panic!("{pushed:?}");
+                };
+                assert_eq!(r.source, RevisionSource::Uploaded { size: 42 });
+                assert_eq!(r.created_at_ms, 1);
+                assert_eq!(
+                    get(tx, "app", &r.id)?.map(|r| r.source),
+                    Some(RevisionSource::Uploaded { size: 42 })
+                );
+                let again = register(tx, "app", SHA, Some("https://a/b.tgz"), 0, 3, None)?;
+                assert!(matches!(again, Registered::Refused(_)), "{again:?}");
+                assert!(matches!(
+                    register(tx, "app", SHA, None, 42, 4, None)?,
+                    Registered::Unchanged(_)
+                ));
+                Ok(())
+            })
         })
     }
 }
