@@ -27,6 +27,9 @@ pub use tls::TlsSetup;
 pub struct ServerConfig {
     /// Data directory (database, bundles, token files).
     pub data: PathBuf,
+    /// Which database: `None` is SQLite in `data` (`rollcage.db`); `Some(url)` a PostgreSQL database shared with
+    /// any number of coordinators.
+    pub database: Option<String>,
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Plain HTTP or TLS, and with which certificate ([`tls::decide`]).
@@ -100,7 +103,11 @@ pub fn open_state(cfg: &ServerConfig) -> Result<State, ServerError> {
             source,
         })?
     };
-    let store = Store::open(&cfg.data.join("rollcage.db"))?;
+    let store = Store::connect(&match &cfg.database {
+        Some(url) => crate::store::Database::Postgres(url.clone()),
+        None => crate::store::Database::Sqlite(cfg.data.join("rollcage.db")),
+    })?;
+    tracing::info!(database = %store.shown(), "state opened");
     let agents = store.read(instances::all)?;
     let now = now_ms();
     let tokens = Tokens::new(
@@ -220,6 +227,7 @@ impl ServerConfig {
     pub fn loopback(data: PathBuf) -> Self {
         Self {
             data,
+            database: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: TlsSetup::default(),
             admin_token_file: None,

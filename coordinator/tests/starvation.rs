@@ -77,6 +77,7 @@ async fn at_the_connection_cap_silent_clients_are_cut_off_and_others_get_in() ->
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let cfg = ServerConfig {
+        database: None,
         limits: ConnLimits {
             header_read_timeout: Duration::from_millis(300),
             max_connections: 20,
@@ -104,6 +105,7 @@ async fn a_stalled_upload_is_dropped_after_the_body_idle_deadline() -> TestResul
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let cfg = ServerConfig {
+        database: None,
         limits: ConnLimits {
             body_idle_timeout: Duration::from_millis(300),
             ..ConnLimits::default()

@@ -14,6 +14,7 @@ async fn agent_enrolls_and_polls_over_tls() -> Result<(), Box<dyn std::error::Er
     std::fs::write(&cert_path, cert.cert.pem())?;
     std::fs::write(&key_path, cert.signing_key.serialize_pem())?;
     let cfg = ServerConfig {
+        database: None,
         tls: TlsSetup::Files {
             cert: cert_path.clone(),
             key: key_path,
@@ -49,6 +50,7 @@ async fn a_coordinator_with_its_own_ca_is_trusted_by_fingerprint_and_only_by_the
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let cfg = ServerConfig {
+        database: None,
         tls: TlsSetup::SelfCa {
             extra_sans: vec!["localhost".into()],
         },

@@ -287,9 +287,14 @@ pub enum InstancesAction {
 /// `rollcage coordinator`.
 #[derive(Debug, Args)]
 pub struct CoordinatorArgs {
-    /// Data directory (database, bundles, token files).
+    /// Data directory (SQLite database, bundles, token files, TLS material).
     #[arg(long)]
     data: PathBuf,
+    /// Keep the state in this PostgreSQL database (`postgres://USER@HOST:PORT/DB`, or `postgres:///DB?host=/run/postgresql`
+    /// for a unix socket), shared with any number of coordinators, instead of SQLite in DATA. A password goes in
+    /// ROLLCAGE_DATABASE, never on the command line.
+    #[arg(long, env = DATABASE_ENV, value_name = "URL", hide_env_values = true)]
+    database: Option<String>,
     /// Listen address.
     #[arg(long, default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
@@ -668,12 +673,43 @@ impl FleetCommand {
     }
 }
 
+/// The environment variable that may hold the coordinator's database URL (with its password, if it has one).
+const DATABASE_ENV: &str = "ROLLCAGE_DATABASE";
+
+/// The coordinator's database URL, checked: a PostgreSQL URL, and a password only from the environment (a command
+/// line is readable by every local user).
+fn database_url(given: Option<String>) -> anyhow::Result<Option<String>> {
+    let Some(url) = given else {
+        return Ok(None);
+    };
+    let parsed = url::Url::parse(&url).map_err(|e| {
+        anyhow::anyhow!("--database: not a URL ({e}); expected postgres://USER@HOST:PORT/DB")
+    })?;
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        bail!(
+            "--database: scheme `{}` is not supported; expected postgres://USER@HOST:PORT/DB (without \
+             --database, the state is kept in SQLite in --data)",
+            parsed.scheme()
+        );
+    }
+    let from_env = std::env::var(DATABASE_ENV).is_ok_and(|v| v == url);
+    if parsed.password().is_some() && !from_env {
+        bail!(refused_secret_flag(
+            "a password in --database",
+            "put the whole URL in ROLLCAGE_DATABASE instead"
+        ));
+    }
+    Ok(Some(url))
+}
+
 /// Run a fleet command.
 pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         FleetCommand::Coordinator(a) => {
+            let database = database_url(a.database)?;
             let cfg = rollcage_coordinator::ServerConfig {
                 data: a.data,
+                database,
                 listen: a.listen,
                 tls: match (a.tls_cert, a.tls_key) {
                     (Some(cert), Some(key)) => rollcage_coordinator::TlsSetup::Files { cert, key },
