@@ -222,6 +222,7 @@ impl Pg {
                     .collect(),
                 coordinator_steps: touched.coordinator_steps && i == 0,
                 everything: touched.everything && i == 0,
+                tokens: touched.tokens && i == 0,
             };
             let msg = Notice {
                 from: self.id.clone(),
