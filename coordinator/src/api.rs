@@ -201,4 +201,6 @@ mod tests_ops;
 #[cfg(test)]
 mod tests_roles;
 #[cfg(test)]
+mod tests_shared;
+#[cfg(test)]
 mod tests_signed;

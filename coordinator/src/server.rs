@@ -159,17 +159,7 @@ pub fn open_state(cfg: &ServerConfig) -> Result<State, ServerError> {
     // The read-only scrape token for Prometheus (`GET /metrics`), so scrapers never hold the admin token.
     let metrics_token = bootstrap_token(&state.store, &cfg.data, "metrics-token", None)?;
     state.metrics.set_scrape_token_hash(metrics_token);
-    if state.store.is_postgres() {
-        // Another coordinator made or revoked a token, or removed an agent: re-read the caches.
-        let weak = Arc::downgrade(&state);
-        state.store.on_commit(Arc::new(move |t| {
-            if t.tokens
-                && let Some(state) = weak.upgrade()
-            {
-                state.reload_tokens();
-            }
-        }));
-    }
+    crate::state::refresh_tokens_on_commit(&state);
     state
         .metrics
         .set_lb_source(Arc::new(crate::engine::lb_counters::GroupLbCounters::new(
@@ -637,6 +627,42 @@ mod tests {
     use crate::engine::executor::NewDeployment;
     use crate::store::{apps, deployments, revisions};
     use rollcage_proto::wire::{Concurrency, DeploymentStatus, DeploymentStyle, Group};
+
+    #[test]
+    fn coordinators_of_one_database_share_the_bootstrap_tokens_and_refuse_a_different_one() {
+        let db = rollcage_testpg::shared_database().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = |name: &str| ServerConfig {
+            database: Some(db.url().to_owned()),
+            ..ServerConfig::loopback(dir.path().join(name))
+        };
+        let a = open_state(&cfg("a")).unwrap();
+        let admin = auth::read_token(&dir.path().join("a/admin-token")).unwrap();
+        let metrics = auth::read_token(&dir.path().join("a/metrics-token")).unwrap();
+        // No token file of its own: it accepts the database's, and makes none.
+        let b = open_state(&cfg("b")).unwrap();
+        assert!(b.tokens.is_admin(&admin));
+        assert!(b.metrics.is_scrape_token(&metrics));
+        assert!(!dir.path().join("b/admin-token").exists());
+        // The same file: fine; another token: refused at start, naming the file.
+        let same = ServerConfig {
+            admin_token_file: Some(dir.path().join("a/admin-token")),
+            ..cfg("c")
+        };
+        assert!(open_state(&same).unwrap().tokens.is_admin(&admin));
+        let other_file = dir.path().join("other-token");
+        std::fs::write(&other_file, "not-the-same\n").unwrap();
+        let other = ServerConfig {
+            admin_token_file: Some(other_file.clone()),
+            ..cfg("d")
+        };
+        let e = open_state(&other).unwrap_err().to_string();
+        assert!(
+            e.contains("other-token") && e.contains("not the one the other coordinators"),
+            "{e}"
+        );
+        drop((a, b));
+    }
 
     #[test]
     fn step_logs_are_pruned_once_their_deployment_ended_longer_ago_than_the_retention() {

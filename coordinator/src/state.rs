@@ -291,5 +291,21 @@ impl AppState {
 /// Shared state handle.
 pub type State = Arc<AppState>;
 
+/// On PostgreSQL: when a commit (this coordinator's or another's) made or revoked a token or removed an agent,
+/// re-read the token caches ([`AppState::reload_tokens`]).
+pub fn refresh_tokens_on_commit(state: &State) {
+    if !state.store.is_postgres() {
+        return;
+    }
+    let weak = Arc::downgrade(state);
+    state.store.on_commit(Arc::new(move |t| {
+        if t.tokens
+            && let Some(state) = weak.upgrade()
+        {
+            state.reload_tokens();
+        }
+    }));
+}
+
 #[cfg(test)]
 mod tests;

@@ -344,6 +344,7 @@ impl Touched {
             && self.instances.is_empty()
             && !self.coordinator_steps
             && !self.everything
+            && !self.tokens
     }
 
     /// Everything may have changed.

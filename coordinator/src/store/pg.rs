@@ -199,6 +199,9 @@ impl Pg {
     /// delivers them at commit and never for a rollback.
     pub(crate) fn payloads(&self, touched: &Touched) -> Vec<String> {
         let mut out = Vec::new();
+        if touched.is_empty() {
+            return out;
+        }
         let deps: Vec<&String> = touched.deployments.iter().collect();
         let insts: Vec<&String> = touched.instances.iter().collect();
         let chunks = deps
@@ -312,22 +315,36 @@ fn listener(
             let mut broken = false;
             {
                 let mut notes = client.notifications();
-                let mut it = notes.timeout_iter(Duration::from_millis(500));
-                loop {
-                    match it.next() {
-                        Ok(Some(n)) => {
-                            if let Ok(notice) = serde_json::from_str::<Notice>(n.payload())
-                                && notice.from != me
-                            {
-                                batch.merge(notice.touched);
+                // Wait (bounded, to notice `stop`) for the first notification, then take whatever else already
+                // arrived without waiting: a wake is delivered as soon as it is heard.
+                let first = notes.timeout_iter(Duration::from_millis(500)).next();
+                let mut take = |n: postgres::Notification| {
+                    if let Ok(notice) = serde_json::from_str::<Notice>(n.payload())
+                        && notice.from != me
+                    {
+                        batch.merge(notice.touched);
+                    }
+                };
+                match first {
+                    Ok(Some(n)) => {
+                        take(n);
+                        let mut more = notes.iter();
+                        loop {
+                            match more.next() {
+                                Ok(Some(n)) => take(n),
+                                Ok(None) => break,
+                                Err(e) => {
+                                    tracing::warn!(database = %shown, error = %describe(&e), "LISTEN connection failed");
+                                    broken = true;
+                                    break;
+                                }
                             }
                         }
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::warn!(database = %shown, error = %describe(&e), "LISTEN connection failed");
-                            broken = true;
-                            break;
-                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(database = %shown, error = %describe(&e), "LISTEN connection failed");
+                        broken = true;
                     }
                 }
             }
