@@ -75,6 +75,10 @@ pub enum StoreError {
         /// Why.
         message: String,
     },
+    /// A text value holds a NUL byte: PostgreSQL's text cannot, so no store accepts one (on SQLite either, so
+    /// both backends answer alike).
+    #[error("a value holds a NUL byte (\\0), which no name, label or message may contain")]
+    NulByte,
     /// A query that must return a row returned none.
     #[error("no such row")]
     NoRows,
