@@ -76,6 +76,9 @@ pub struct AppState {
     unshared: Mutex<Unshared>,
 }
 
+/// Liveness to share: (agent, when heard) and (step, when heard of), in ms.
+pub type Liveness = (Vec<(String, i64)>, Vec<(i64, i64)>);
+
 /// Liveness heard here and not yet shared through the database.
 #[derive(Debug, Default)]
 struct Unshared {
@@ -224,7 +227,7 @@ impl AppState {
     }
 
     /// The liveness heard here since the last call, to be written to the shared database (agents, steps).
-    pub fn take_liveness(&self) -> (Vec<(String, i64)>, Vec<(i64, i64)>) {
+    pub fn take_liveness(&self) -> Liveness {
         let mut u = self.unshared.lock().unwrap_or_else(|e| e.into_inner());
         let seen: Vec<(String, i64)> = u.seen.drain().collect();
         let heard: Vec<(i64, i64)> = u.heard.drain().collect();
