@@ -517,7 +517,6 @@ fn migrate(client: &mut postgres::Client, migrations: &[&str]) -> Result<(), Sto
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test fixtures")]
-    use super::*;
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     use std::path::Path;
 
