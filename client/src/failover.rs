@@ -129,7 +129,8 @@ impl Bases {
     }
 
     /// Run `attempt` against the sticky coordinator and, while [`moves_on`] says so, against the next ones, at
-    /// most once round the list. The coordinator that succeeds becomes the sticky one. When the call ends on a
+    /// most once round the list. The coordinator that succeeds becomes the sticky one; one that failed a call
+    /// that could not move on (a 5xx to a creation) gives its place to the next. When the call ends on a
     /// failure after more than one coordinator was tried, the error lists every attempt
     /// ([`ClientError::Failover`]); a coordinator's own answer (a 4xx) is returned as it is.
     pub(crate) async fn call<T, F, Fut>(
@@ -156,6 +157,11 @@ impl Bases {
                 Err(f) => f,
             };
             let next = (k + 1 < n && moves_on(failed.how, resend)).then(|| &self.urls[(i + 1) % n]);
+            if next.is_none() && k == 0 && n > 1 && failed.how != Failure::Final {
+                // Not sent on (it may have been done), but this coordinator is in trouble: when the caller decides
+                // to send the call again, it goes to the next one, not back into the same trouble.
+                self.current.store((i + 1) % n, Ordering::Relaxed);
+            }
             if let Some(next) = next {
                 // The error names method, URL and what happened; never a token (that is a header).
                 tracing::warn!(from = %self.urls[i], to = %next, error = %failed.error,
