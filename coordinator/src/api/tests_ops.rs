@@ -414,7 +414,10 @@ async fn healthz_answers_503_with_a_reason_when_the_database_does_not_answer() -
     let _ = holder.join();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body.contains("database did not answer"), "{body}");
-    assert!(took < health::DATABASE_DEADLINE * 2, "answered after {took:?}");
+    assert!(
+        took < health::DATABASE_DEADLINE * 2,
+        "answered after {took:?}"
+    );
     // Once the database answers again, so does the check.
     let (status, _) = call(&st, Method::GET, "/healthz", None, Body::empty()).await?;
     assert_eq!(status, StatusCode::OK);
