@@ -164,6 +164,8 @@ pub const RULES: &[Rule] = &[
     quiet(rule(Get,  "/v1/agent/applications/{app}/revisions/{id}/bundle", "agent.bundle", "download bundles", Own, A::None)),
     // The scrape token or an admin token (the handler checks).
     rule(Get,    "/metrics",                                 "metrics.scrape",      "scrape metrics",         Own,    A::None),
+    // For load balancers and probes: says `ok` or why not, nothing else.
+    rule(Get,    "/healthz",                                 "health.check",        "check health",           Public, A::None),
     rule(Get,    "/",                                        "dashboard.page",      "read the dashboard",     Public, A::None),
     rule(Get,    "/dashboard/{file}",                        "dashboard.asset",     "read the dashboard",     Public, A::None),
 ];
