@@ -338,7 +338,11 @@ async fn a_report_every_coordinator_fails_stays_in_the_journal_and_reaches_the_o
         .collect();
     let n = delivered.len();
     delivered.dedup();
-    assert_eq!(delivered.len(), n, "no report delivered twice: {delivered:?}");
+    assert_eq!(
+        delivered.len(),
+        n,
+        "no report delivered twice: {delivered:?}"
+    );
     assert_eq!(n, d.instances[0].steps.len());
     assert_eq!(client.base(), b_url, "the agent stays on B");
     for step in &d.instances[0].steps {
