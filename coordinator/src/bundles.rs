@@ -527,37 +527,43 @@ fn chunk_stream(store: SharedStore, sha256: String, size: u64, chunks: i64) -> B
         sent: 0,
     };
     let broken = |what: String| std::io::Error::other(what);
-    Box::pin(futures_util::stream::unfold(Some(start), move |cur| async move {
-        let mut cur = cur?;
-        if cur.idx >= chunks {
-            if cur.sent != size {
+    Box::pin(futures_util::stream::unfold(
+        Some(start),
+        move |cur| async move {
+            let mut cur = cur?;
+            if cur.idx >= chunks {
+                if cur.sent != size {
+                    let e = broken(format!(
+                        "bundle {}: its chunks hold {} bytes, its row says {size}",
+                        cur.sha256, cur.sent
+                    ));
+                    return Some((Err(e), None));
+                }
+                return None;
+            }
+            let (sha, idx) = (cur.sha256.clone(), cur.idx);
+            let read = blocking(&cur.store, move |s| read_chunk(s, &sha, idx)).await;
+            let data = match read {
+                Ok(Some(d)) => d,
+                Ok(None) => {
+                    let e = broken(format!("bundle {}: chunk {idx} is missing", cur.sha256));
+                    return Some((Err(e), None));
+                }
+                Err(e) => return Some((Err(broken(e.to_string())), None)),
+            };
+            cur.sent += data.len() as u64;
+            if cur.sent > size {
                 let e = broken(format!(
-                    "bundle {}: its chunks hold {} bytes, its row says {size}",
-                    cur.sha256, cur.sent
+                    "bundle {}: its chunks hold more than the {size} bytes its row says",
+                    cur.sha256
                 ));
                 return Some((Err(e), None));
             }
-            return None;
-        }
-        let (sha, idx) = (cur.sha256.clone(), cur.idx);
-        let read = blocking(&cur.store, move |s| read_chunk(s, &sha, idx)).await;
-        let data = match read {
-            Ok(Some(d)) => d,
-            Ok(None) => {
-                let e = broken(format!("bundle {}: chunk {idx} is missing", cur.sha256));
-                return Some((Err(e), None));
-            }
-            Err(e) => return Some((Err(broken(e.to_string())), None)),
-        };
-        cur.sent += data.len() as u64;
-        if cur.sent > size {
-            let e = broken(format!(
-                "bundle {}: its chunks hold more than the {size} bytes its row says",
-                cur.sha256
-            ));
-            return Some((Err(e), None));
-        }
-        cur.idx += 1;
-        Some((Ok(Bytes::from(data)), Some(cur)))
-    }))
+            cur.idx += 1;
+            Some((Ok(Bytes::from(data)), Some(cur)))
+        },
+    ))
 }
+
+#[cfg(test)]
+mod tests;
