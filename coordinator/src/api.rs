@@ -194,6 +194,8 @@ pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_bundles;
+#[cfg(test)]
 mod tests_door;
 #[cfg(test)]
 mod tests_enroll;

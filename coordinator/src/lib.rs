@@ -13,6 +13,8 @@
 //! - [`metrics`]: the Prometheus registry and its instruments.
 //! - [`store`]: the SQLite state, the single source of truth (a restarted coordinator carries on); its writes
 //!   record what they touched and tell the commit hook.
+//! - [`bundles`]: where uploaded bundles live (files in `DATA/bundles`, or chunks in PostgreSQL) and how their
+//!   bytes stream in and out.
 //! - [`auth`]: operator (bootstrap and named), enrollment and per-agent tokens.
 //! - [`access`]: who may do what (roles → permissions), the pure decision the API's route guard applies.
 //!
@@ -21,6 +23,7 @@
 pub mod access;
 pub mod api;
 pub mod auth;
+pub mod bundles;
 pub mod engine;
 pub mod metrics;
 pub mod notify;

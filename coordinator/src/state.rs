@@ -6,6 +6,7 @@
 //! writes wakes the right waiters once it committed.
 
 use crate::auth::{Identified, Tokens};
+use crate::bundles::Bundles;
 use crate::metrics::Metrics;
 use crate::notify::{Changes, Notifiers};
 use crate::store::Store;
@@ -56,8 +57,8 @@ pub struct AppState {
     pub store: Store,
     /// Who is who.
     pub tokens: Tokens,
-    /// `DATA/bundles`: uploaded archives by sha256.
-    pub bundles_dir: PathBuf,
+    /// Where uploaded archives live, by sha256: `DATA/bundles`, or the database when it is PostgreSQL.
+    pub bundles: Bundles,
     /// Tunables.
     pub settings: Settings,
     /// Prometheus metrics (`GET /metrics`).
@@ -89,14 +90,15 @@ struct Unshared {
 }
 
 impl AppState {
-    /// Shared state over an open store; adds the store's commit hook that wakes this state's waiters.
+    /// Shared state over an open store; adds the store's commit hook that wakes this state's waiters. Bundles go to
+    /// `bundles_dir` on SQLite, into the database on PostgreSQL ([`Bundles::for_store`]).
     pub fn new(store: Store, tokens: Tokens, bundles_dir: PathBuf, settings: Settings) -> Self {
         let notifiers = Arc::new(Notifiers::new());
         let hook = notifiers.clone();
         store.on_commit(Arc::new(move |t| hook.committed(t)));
         Self {
+            bundles: Bundles::for_store(&store, bundles_dir),
             tokens,
-            bundles_dir,
             settings,
             metrics: Metrics::new(),
             notifiers,
@@ -308,6 +310,13 @@ pub fn refresh_tokens_on_commit(state: &State) {
             state.reload_tokens();
         }
     }));
+}
+
+/// The store, for whoever holds the state in an `Arc` and hands it to blocking tasks ([`crate::bundles::SharedStore`]).
+impl AsRef<Store> for AppState {
+    fn as_ref(&self) -> &Store {
+        &self.store
+    }
 }
 
 #[cfg(test)]

@@ -321,6 +321,24 @@ CREATE TABLE shared_secrets (
 ALTER TABLE instances ADD COLUMN last_seen_at INTEGER;
 ALTER TABLE steps ADD COLUMN heard_at INTEGER;
 "#,
+    // Bundles in the database (issue 14, PostgreSQL mode; coordinator/src/bundles.rs).
+    r#"
+-- An uploaded bundle's bytes in 1 MiB chunks, keyed by its sha256 (or, while it uploads, by a temporary
+-- `upload-<ms>-<random>` key). A bundle is served only once its `bundles` row exists: written in the transaction
+-- that gives its chunks their final key, so a half-written upload is never seen.
+CREATE TABLE bundle_chunks (
+    sha256 TEXT NOT NULL,
+    idx    INTEGER NOT NULL,
+    data   BLOB NOT NULL,
+    PRIMARY KEY (sha256, idx)
+);
+CREATE TABLE bundles (
+    sha256     TEXT PRIMARY KEY,
+    size       INTEGER NOT NULL,
+    chunks     INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+"#,
 ];
 
 /// What one committed transaction changed, for whoever waits on it. Plain data, so the same set can later be sent

@@ -22,8 +22,6 @@ use rollcage_proto::wire::{
 };
 use rollcage_signing::Sshsig;
 use rollcage_signing::sshsig::MessageDigest;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
 /// A name given in field `field` follows the one name rule ([`rollcage_proto::wire::NAME_RULE`]).
 fn check_name(field: &str, what: &str, v: &str) -> Result<(), ApiError> {
@@ -182,7 +180,7 @@ fn upload_signature(headers: &HeaderMap) -> Result<Option<Sshsig>, ApiError> {
     parse_signature(&field, &armored).map(Some)
 }
 
-/// `POST /v1/applications/{app}/revisions`: the body is the archive; stored by sha256, streamed to disk. With a
+/// `POST /v1/applications/{app}/revisions`: the body is the archive; stored by sha256 as it streams in. With a
 /// signature header, the signature is checked against the archive (with the key it names) in the same pass.
 pub async fn upload_revision(
     AxState(st): AxState<State>,
@@ -202,51 +200,35 @@ pub async fn upload_revision(
         })?),
         None => None,
     };
-    let io = |what: &str, e: std::io::Error| ApiError::Internal(format!("{what}: {e}"));
-    tokio::fs::create_dir_all(&st.bundles_dir)
-        .await
-        .map_err(|e| io("creating the bundles dir", e))?;
-    let tmp = st
-        .bundles_dir
-        .join(format!("upload-{}.part", crate::auth::random_hex(8)));
-    let mut file = tokio::fs::File::create(&tmp)
-        .await
-        .map_err(|e| io("creating upload file", e))?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
+    // Stored by sha256 as it streams in ([`crate::bundles`]: a file, or chunks in PostgreSQL); what fails below is
+    // removed again, so nothing half-written is ever served.
+    let mut upload = st.bundles.upload(st.clone()).await?;
     let mut body = body;
     let result: Result<(), ApiError> = async {
         while let Some(frame) = body.frame().await {
             let frame =
                 frame.map_err(|e| ApiError::Invalid(format!("reading the upload body: {e}")))?;
             if let Some(data) = frame.data_ref() {
-                size += data.len() as u64;
-                if size > MAX_BUNDLE_BYTES {
+                if upload.size() + data.len() as u64 > MAX_BUNDLE_BYTES {
                     return Err(ApiError::Invalid(format!(
                         "archive larger than {MAX_BUNDLE_BYTES} bytes"
                     )));
                 }
-                hasher.update(data);
                 if let Some(d) = &mut sig_digest {
                     d.update(data);
                 }
-                file.write_all(data)
-                    .await
-                    .map_err(|e| io("writing upload file", e))?;
+                upload.write(data).await?;
             }
         }
-        file.sync_all()
-            .await
-            .map_err(|e| io("syncing upload file", e))?;
         Ok(())
     }
     .await;
     if let Err(e) = result {
-        let _ = tokio::fs::remove_file(&tmp).await;
+        upload.abort().await;
         return Err(e);
     }
-    if size == 0 {
-        let _ = tokio::fs::remove_file(&tmp).await;
+    if upload.size() == 0 {
+        upload.abort().await;
         return Err(ApiError::Invalid(
             "empty upload: the body must be the archive".into(),
         ));
@@ -254,7 +236,7 @@ pub async fn upload_revision(
     let stored = match (&signature, sig_digest) {
         (Some(sig), Some(digest)) => {
             if !sig.verify_digest(&digest.finalize()) {
-                let _ = tokio::fs::remove_file(&tmp).await;
+                upload.abort().await;
                 return Err(ApiError::Invalid(format!(
                     "bad signature: the signature by {} does not verify over the uploaded archive (it signs other \
                      bytes)",
@@ -265,10 +247,7 @@ pub async fn upload_revision(
         }
         _ => None,
     };
-    let sha = hex::encode(hasher.finalize());
-    tokio::fs::rename(&tmp, st.bundles_dir.join(&sha))
-        .await
-        .map_err(|e| io("storing the archive", e))?;
+    let crate::bundles::Stored { sha256: sha, size } = upload.finish().await?;
     let now = now_ms();
     let registered = st.store.write(|tx| {
         revisions::register(tx, &app, &sha, None, size, now, stored.as_ref())

@@ -251,19 +251,19 @@ pub async fn download_bundle(
         revisions::count_download(tx, &app, &id)?;
         Ok(rev)
     })?;
-    let path = st.bundles_dir.join(&rev.sha256);
-    let file = tokio::fs::File::open(&path).await.map_err(|e| {
-        ApiError::NotFound(format!(
-            "revision `{app}/{id}` has no archive on the coordinator ({}): {e}",
-            path.display()
-        ))
-    })?;
-    let len = file.metadata().await.map(|m| m.len()).ok();
-    let stream = tokio_util::io::ReaderStream::new(file);
-    let mut resp = Response::builder().header(header::CONTENT_TYPE, "application/octet-stream");
-    if let Some(len) = len {
-        resp = resp.header(header::CONTENT_LENGTH, len);
-    }
-    resp.body(Body::from_stream(stream))
+    let bundle = st
+        .bundles
+        .open(st.clone(), &rev.sha256)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "revision `{app}/{id}` has no archive on the coordinator (sha256 {})",
+                rev.sha256
+            ))
+        })?;
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, bundle.len)
+        .body(Body::from_stream(bundle.bytes))
         .map_err(|e| ApiError::Internal(format!("building the bundle response: {e}")))
 }

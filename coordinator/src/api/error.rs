@@ -111,6 +111,12 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::bundles::BundleError> for ApiError {
+    fn from(e: crate::bundles::BundleError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {

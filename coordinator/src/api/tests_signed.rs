@@ -17,7 +17,11 @@ use tower::ServiceExt;
 
 /// `ssh-keygen -Y sign -n NAMESPACE` of `archive` with a new ed25519 key in `dir`: (armored signature, the key's
 /// `SHA256:` fingerprint).
-fn keygen_sign(dir: &Path, archive: &[u8], namespace: &str) -> TestResult<(String, String)> {
+pub(super) fn keygen_sign(
+    dir: &Path,
+    archive: &[u8],
+    namespace: &str,
+) -> TestResult<(String, String)> {
     let key = dir.join(format!("key-{namespace}"));
     let file = dir.join(format!("archive-{namespace}"));
     std::fs::write(&file, archive)?;

@@ -1,4 +1,5 @@
-//! Revisions: archives uploaded to the coordinator (stored by sha256 under `DATA/bundles/`) or external URLs.
+//! Revisions: archives uploaded to the coordinator (stored by sha256: in `DATA/bundles/`, or in PostgreSQL; see
+//! [`crate::bundles`]) or external URLs.
 //!
 //! One source per revision id: the id comes from the archive's sha256, so the same archive is one revision, and
 //! [`register`] decides what a second registration of it does ([`decide`]): the same source again changes

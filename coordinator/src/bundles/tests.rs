@@ -1,0 +1,237 @@
+//! Bundles in the database, on both backends: sizes around a chunk boundary come back byte for byte under their
+//! sha256, the same bytes pushed twice are kept once, an aborted or dropped upload leaves no chunk, the chunks of
+//! uploads abandoned more than a day ago are swept (recent ones are not: another coordinator may be receiving
+//! them), and a missing chunk cuts the download instead of passing short bytes as whole.
+
+#![allow(clippy::unwrap_used, reason = "test setup")]
+
+use super::*;
+use crate::testkit::{TestResult, stores};
+use futures_util::StreamExt;
+use std::time::{Duration, Instant};
+
+/// A store the bundle calls can share (`AppState` is one in the coordinator).
+struct Held(Store);
+
+impl AsRef<Store> for Held {
+    fn as_ref(&self) -> &Store {
+        &self.0
+    }
+}
+
+/// Each backend's store, shared; an error names the backend.
+fn each() -> TestResult<Vec<(&'static str, SharedStore)>> {
+    Ok(stores()?
+        .into_iter()
+        .map(|s| {
+            let name = if s.is_postgres() {
+                "PostgreSQL"
+            } else {
+                "SQLite"
+            };
+            (name, Arc::new(Held(s)) as SharedStore)
+        })
+        .collect())
+}
+
+fn random(n: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    fastrand::Rng::with_seed(seed).fill(&mut v);
+    v
+}
+
+/// Upload `data` in pieces of `piece` bytes.
+async fn put(store: &SharedStore, data: &[u8], piece: usize) -> TestResult<Stored> {
+    let mut up = Bundles::Database.upload(store.clone()).await?;
+    for p in data.chunks(piece) {
+        up.write(p).await?;
+    }
+    Ok(up.finish().await?)
+}
+
+/// The whole stored bundle `sha`, with its announced length.
+async fn get(store: &SharedStore, sha: &str) -> TestResult<(u64, Vec<u8>)> {
+    let d = Bundles::Database
+        .open(store.clone(), sha)
+        .await?
+        .ok_or("no such bundle")?;
+    let mut out = Vec::new();
+    let mut bytes = d.bytes;
+    while let Some(b) = bytes.next().await {
+        out.extend_from_slice(&b?);
+    }
+    Ok((d.len, out))
+}
+
+fn db(s: &SharedStore) -> &Store {
+    (**s).as_ref()
+}
+
+fn count(store: &SharedStore, sql: &str) -> TestResult<i64> {
+    Ok(db(store).read(|c| c.query_row(sql, (), |r| r.get::<i64>(0)))?)
+}
+
+#[tokio::test]
+async fn sizes_around_a_chunk_come_back_whole_under_their_sha256() -> TestResult {
+    for (backend, store) in each()? {
+        let sizes = [
+            1,
+            CHUNK_BYTES - 1,
+            CHUNK_BYTES,
+            CHUNK_BYTES + 1,
+            2 * CHUNK_BYTES + 5,
+        ];
+        for (i, size) in sizes.into_iter().enumerate() {
+            let data = random(size, i as u64);
+            // An odd piece size: chunks are cut across the body's frames.
+            let stored = put(&store, &data, 100_003).await?;
+            assert_eq!(
+                stored.sha256,
+                hex::encode(Sha256::digest(&data)),
+                "{backend}"
+            );
+            assert_eq!(stored.size, size as u64, "{backend}");
+            let chunks: i64 = db(&store).read(|c| {
+                c.query_row(
+                    "SELECT chunks FROM bundles WHERE sha256 = ?1",
+                    [&stored.sha256],
+                    |r| r.get(0),
+                )
+            })?;
+            assert_eq!(
+                chunks as usize,
+                size.div_ceil(CHUNK_BYTES),
+                "{backend}: size {size}"
+            );
+            let (len, back) = get(&store, &stored.sha256).await?;
+            assert_eq!(len, size as u64, "{backend}");
+            assert!(
+                back == data,
+                "{backend}: size {size}: other bytes came back"
+            );
+        }
+        assert_eq!(
+            count(
+                &store,
+                "SELECT COUNT(*) FROM bundle_chunks WHERE sha256 LIKE 'upload-%'"
+            )?,
+            0,
+            "{backend}: temporary keys left"
+        );
+        assert!(
+            Bundles::Database
+                .open(store.clone(), &"0".repeat(64))
+                .await?
+                .is_none(),
+            "{backend}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_same_bytes_pushed_twice_are_kept_once() -> TestResult {
+    for (backend, store) in each()? {
+        let data = random(CHUNK_BYTES + 10, 9);
+        let a = put(&store, &data, 65_536).await?;
+        let b = put(&store, &data, 4096).await?;
+        assert_eq!(a, b, "{backend}");
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM bundles")?,
+            1,
+            "{backend}"
+        );
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM bundle_chunks")?,
+            2,
+            "{backend}"
+        );
+        assert!(get(&store, &a.sha256).await?.1 == data, "{backend}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_aborted_or_dropped_upload_leaves_no_chunk() -> TestResult {
+    for (backend, store) in each()? {
+        let data = random(CHUNK_BYTES * 2 + CHUNK_BYTES / 2, 3);
+        let mut up = Bundles::Database.upload(store.clone()).await?;
+        up.write(&data).await?;
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM bundle_chunks")?,
+            2,
+            "{backend}"
+        );
+        up.abort().await;
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM bundle_chunks")?,
+            0,
+            "{backend}"
+        );
+
+        let mut up = Bundles::Database.upload(store.clone()).await?;
+        up.write(&data).await?;
+        drop(up);
+        // Removed in the background (a drop cannot wait).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count(&store, "SELECT COUNT(*) FROM bundle_chunks")? != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{backend}: a dropped upload's chunks stayed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM bundles")?,
+            0,
+            "{backend}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn uploads_abandoned_over_a_day_ago_are_swept_recent_ones_are_not() -> TestResult {
+    for (backend, store) in each()? {
+        let now = rollcage_proto::wire::now_ms();
+        let old = upload_key(now - ABANDONED_AFTER_MS - 60_000);
+        let recent = upload_key(now - 3_600_000);
+        for key in [&old, &recent] {
+            db(&store).write(|tx| {
+                tx.execute(
+                    "INSERT INTO bundle_chunks (sha256, idx, data) VALUES (?1, 0, ?2)",
+                    args![key, b"x".as_slice()],
+                )
+            })?;
+        }
+        // Beginning an upload sweeps.
+        Bundles::Database.upload(store.clone()).await?.abort().await;
+        let left: Vec<String> = db(&store)
+            .read(|c| c.query_map("SELECT sha256 FROM bundle_chunks", (), |r| r.get(0)))?;
+        assert_eq!(left, vec![recent.clone()], "{backend}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_chunk_cuts_the_download() -> TestResult {
+    for (backend, store) in each()? {
+        let data = random(CHUNK_BYTES * 3, 5);
+        let stored = put(&store, &data, CHUNK_BYTES).await?;
+        db(&store).write(|tx| {
+            tx.execute(
+                "DELETE FROM bundle_chunks WHERE sha256 = ?1 AND idx = 1",
+                [&stored.sha256],
+            )
+        })?;
+        let d = Bundles::Database
+            .open(store.clone(), &stored.sha256)
+            .await?
+            .ok_or("no bundle")?;
+        let items: Vec<std::io::Result<Bytes>> = d.bytes.collect().await;
+        assert_eq!(items.len(), 2, "{backend}: chunk 0, then the error");
+        assert!(items[0].is_ok(), "{backend}");
+        assert!(items[1].is_err(), "{backend}");
+    }
+    Ok(())
+}
