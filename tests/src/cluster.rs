@@ -21,17 +21,14 @@ use std::path::Path;
 pub struct Peers {
     /// Coordinators 1… (coordinator 0 is [`Fleet::coordinator`]), all on the same database.
     pub coordinators: Vec<Coordinator>,
-    /// `--coordinator` of agent `i` (by index); an agent not listed is given [`Fleet::coordinator`] alone.
+    /// `--coordinator` of agent `i` (by index); an agent not listed is given [`Fleet::coordinator_list`].
     pub agent_urls: Vec<String>,
 }
 
 impl Peers {
-    /// The `--coordinator` value of agent `i`.
-    pub fn agent_url(&self, i: usize, first: &Coordinator) -> String {
-        self.agent_urls
-            .get(i)
-            .cloned()
-            .unwrap_or_else(|| first.url())
+    /// The `--coordinator` value of agent `i`, when the cluster says.
+    pub fn agent_url(&self, i: usize) -> Option<String> {
+        self.agent_urls.get(i).cloned()
     }
 }
 
@@ -91,6 +88,7 @@ impl Fleet {
             markers,
             agent_vars: (0..spec.agents).map(spec.vars).collect(),
             agent_prefix: Vec::new(),
+            urls_before: Vec::new(),
             cluster: Peers {
                 coordinators: others,
                 agent_urls,

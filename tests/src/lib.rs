@@ -253,6 +253,9 @@ pub struct Fleet {
     pub agent_vars: Vec<Vec<String>>,
     /// A command each agent runs under (by index), e.g. `ip netns exec NS`; empty = run directly.
     pub agent_prefix: Vec<Vec<String>>,
+    /// Coordinator URLs the agents and the CLI are given before the coordinator's own (`--coordinator A,B,URL`),
+    /// tried first in that order; empty = the coordinator's URL alone.
+    pub urls_before: Vec<String>,
     /// Several coordinators on one database ([`cluster`]): the others, and which ones each agent is given.
     pub cluster: cluster::Peers,
 }
@@ -276,6 +279,28 @@ impl Fleet {
         vars: impl Fn(usize) -> Vec<String>,
         prefix: impl Fn(usize) -> Vec<String>,
     ) -> anyhow::Result<Self> {
+        Self::start_all(n, listen, vars, prefix, Vec::new())
+    }
+
+    /// Start a coordinator and `n` agents named `i0`…; the agents and the CLI are given `urls_before`, then the
+    /// coordinator's URL, as their list of coordinators (`--coordinator A,B,URL`).
+    pub fn start_with_urls_before(n: usize, urls_before: Vec<String>) -> anyhow::Result<Self> {
+        Self::start_all(
+            n,
+            "127.0.0.1:0".parse()?,
+            |_| Vec::new(),
+            |_| Vec::new(),
+            urls_before,
+        )
+    }
+
+    fn start_all(
+        n: usize,
+        listen: SocketAddr,
+        vars: impl Fn(usize) -> Vec<String>,
+        prefix: impl Fn(usize) -> Vec<String>,
+        urls_before: Vec<String>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("rollcage-e2e-").tempdir()?;
         let coordinator = Coordinator::start(&dir.path().join("coordinator"), listen, &[])?;
         let markers = dir.path().join("markers.txt");
@@ -287,6 +312,7 @@ impl Fleet {
             markers,
             agent_vars: (0..n).map(vars).collect(),
             agent_prefix: (0..n).map(prefix).collect(),
+            urls_before,
             cluster: cluster::Peers::default(),
         };
         fleet.spawn_agents(n)?;
@@ -324,7 +350,11 @@ impl Fleet {
         };
         cmd.arg("agent")
             .arg("--coordinator")
-            .arg(self.cluster.agent_url(i, &self.coordinator))
+            .arg(
+                self.cluster
+                    .agent_url(i)
+                    .unwrap_or_else(|| self.coordinator_list()),
+            )
             .arg("--root")
             .arg(root)
             .arg("--name")
@@ -342,6 +372,13 @@ impl Fleet {
         Proc::spawn(cmd, &root.with_extension("log"))
     }
 
+    /// What agents and the CLI get as `--coordinator`: [`Self::urls_before`], then the coordinator's URL.
+    pub fn coordinator_list(&self) -> String {
+        let mut urls = self.urls_before.clone();
+        urls.push(self.coordinator.url());
+        urls.join(",")
+    }
+
     /// SIGKILL agent `i` and start it again (same root, so same token and journal).
     pub fn kill_and_restart_agent(&mut self, i: usize, down_for: Duration) -> anyhow::Result<()> {
         self.agents[i].proc.kill();
@@ -354,11 +391,21 @@ impl Fleet {
     /// Run the CLI against the coordinator; returns (exit code, stdout). Killed after 3 minutes so a hung
     /// `--wait` fails the test instead of the CI run.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<(i32, String)> {
-        self.cli_on(&self.coordinator, args)
+        self.cli_with(&self.coordinator_list(), &self.coordinator, args)
     }
 
-    /// [`Fleet::cli`] against coordinator `c` (one of a [`cluster`]'s).
+    /// [`Fleet::cli`] against coordinator `c` alone (one of a [`cluster`]'s).
     pub fn cli_on(&self, c: &Coordinator, args: &[&str]) -> anyhow::Result<(i32, String)> {
+        self.cli_with(&c.url(), c, args)
+    }
+
+    /// The CLI given `urls` as its coordinators and `c`'s admin token (and CA pin).
+    fn cli_with(
+        &self,
+        urls: &str,
+        c: &Coordinator,
+        args: &[&str],
+    ) -> anyhow::Result<(i32, String)> {
         let out_path = self
             .dir
             .path()
@@ -368,7 +415,7 @@ impl Fleet {
         c.pin(&mut cmd);
         let mut child = cmd
             .args(args)
-            .env("ROLLCAGE_COORDINATOR", c.url())
+            .env("ROLLCAGE_COORDINATOR", urls)
             .env("ROLLCAGE_TOKEN", &c.admin_token)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out_path)?)
