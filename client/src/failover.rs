@@ -4,8 +4,8 @@
 //! A client is given one coordinator URL or several (`http://a:7700,http://b:7700`, the one syntax:
 //! [`parse_bases`]). Every call starts at the coordinator that answered last (sticky, shared by every clone of the
 //! client, so the agent's poll, reports and downloads stay together) and, when that one fails in a way another
-//! coordinator can help with, sends the same request to the next, at most once round the list; the first success
-//! becomes the sticky one. Every URL is reached through the same connection pool and the same TLS trust (CA file or
+//! coordinator can help with, sends the same request to the next, at most once round the list; the first that
+//! answers becomes the sticky one. Every URL is reached through the same connection pool and the same TLS trust (CA file or
 //! pinned fingerprint), so adding URLs never widens what is trusted.
 //!
 //! When a call moves on is [`moves_on`] (pure):
@@ -87,6 +87,15 @@ pub fn parse_bases(value: &str) -> Result<Vec<String>, ClientError> {
                 "invalid coordinator URL `{base}`: expected http://HOST:PORT or https://HOST:PORT"
             )));
         }
+        // A URL is logged with every switch and every error: it must carry no secret, and a client sends none in
+        // it (the token is a header).
+        if host.is_some_and(|h| h.split('/').next().is_some_and(|a| a.contains('@'))) {
+            return Err(ClientError::Config(format!(
+                "coordinator URL entry {} has credentials in it: a URL is logged, so it must hold none (the token \
+                 goes in a file: --token-file, --enroll-token-file)",
+                i + 1
+            )));
+        }
         bases.push(base.to_owned());
     }
     Ok(bases)
@@ -129,9 +138,9 @@ impl Bases {
     }
 
     /// Run `attempt` against the sticky coordinator and, while [`moves_on`] says so, against the next ones, at
-    /// most once round the list. The coordinator that succeeds becomes the sticky one; one that failed a call
-    /// that could not move on (a 5xx to a creation) gives its place to the next. When the call ends on a
-    /// failure after more than one coordinator was tried, the error lists every attempt
+    /// most once round the list. The coordinator that answers (a success, or a 4xx) becomes the sticky one; one
+    /// that failed a call that could not move on (a 5xx to a creation) gives its place to the next. When the call
+    /// ends on a failure after more than one coordinator was tried, the error lists every attempt
     /// ([`ClientError::Failover`]); a coordinator's own answer (a 4xx) is returned as it is.
     pub(crate) async fn call<T, F, Fut>(
         &self,
@@ -156,6 +165,10 @@ impl Bases {
                 }
                 Err(f) => f,
             };
+            if failed.how == Failure::Final && i != start {
+                // It answered (its answer is an error, but it is there): calls stay on it.
+                self.current.store(i, Ordering::Relaxed);
+            }
             let next = (k + 1 < n && moves_on(failed.how, resend)).then(|| &self.urls[(i + 1) % n]);
             if next.is_none() && k == 0 && n > 1 && failed.how != Failure::Final {
                 // Not sent on (it may have been done), but this coordinator is in trouble: when the caller decides
@@ -222,6 +235,15 @@ mod tests {
                 "`{bad}` accepted: {e:?}"
             );
         }
+        let e = parse_bases("http://a:1,https://u:secret@b:2/x")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("entry 2 has credentials") && !e.contains("secret")),
+            "{e:?}"
+        );
+        assert_eq!(parse_bases("http://a:1/p@th")?, ["http://a:1/p@th"]);
         let e = parse_bases("http://a:1,b:2").err().map(|e| e.to_string());
         assert!(e.as_deref().is_some_and(|e| e.contains("`b:2`")), "{e:?}");
         Ok(())

@@ -1,7 +1,8 @@
 //! The agent against a coordinator that refuses: a report refused as malformed is re-sent reduced and the deployment
 //! ends; a report refused even reduced is kept in the journal and sent again later (the agent neither drops it nor
 //! spins); a report far over the coordinator's body limit reaches it in wire form; a refused token is set aside and
-//! the agent either enrolls again (with its enrollment token) or stops with its distinct exit code.
+//! the agent either enrolls again (with its enrollment token) or stops with its distinct exit code; a report that
+//! every coordinator of the agent's list fails stays in the journal and reaches the first that takes it.
 //!
 //! The refusals come from a small proxy between the agent and a real coordinator (in-process, on loopback), so these
 //! tests do not depend on how the coordinator itself bounds reports or enrollments.
@@ -296,6 +297,69 @@ async fn a_report_refused_as_malformed_is_sent_again_reduced_and_the_deployment_
             .iter()
             .all(|s| s.status == 200 && is_full(&s.report))
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_report_every_coordinator_fails_stays_in_the_journal_and_reaches_the_one_that_recovers()
+-> TestResult {
+    // Two coordinators in front of one database: A answers 503 to every report (its writes fail), B to the
+    // first three, then takes them. The agent is given A then B.
+    let coord = coordinator(None, None).await?;
+    let (a, a_url) = Proxy::start(&coord.base).await?;
+    let (b, b_url) = Proxy::start(&coord.base).await?;
+    a.refuse(|_, _| Some(503));
+    b.refuse(|_, seen| (seen.len() < 3).then_some(503));
+    coord.group(&["i1"], false).await?;
+    let client = enrolled(&format!("{a_url},{b_url}"), &coord.enroll_token, "i1").await?;
+    assert_eq!(client.bases(), [a_url.clone(), b_url.clone()]);
+    let dir = tempfile::tempdir()?;
+    let journal = Journal::open(dir.path())?;
+    let run = start(client.clone(), journal.clone(), Chatty);
+    let id = coord.deploy(archive()?).await?;
+    let d = coord.wait_end(&id, Duration::from_secs(30)).await?;
+    run.abort();
+    assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
+
+    let (at_a, at_b) = (a.seen(), b.seen());
+    assert!(at_a.iter().all(|s| s.status == 503), "{at_a:?}");
+    let first = &at_a.first().ok_or("no report reached A")?.report;
+    // The first report failed on A and on B (three times each way), was kept, and was delivered whole to B.
+    assert_eq!(
+        at_b.iter().map(|s| s.status).take(4).collect::<Vec<_>>(),
+        [503, 503, 503, 200]
+    );
+    assert!(at_b[..4].iter().all(|s| s.report == *first));
+    // Every step's report reached the coordinator through B, once each, and the journal has them acknowledged.
+    let mut delivered: Vec<i64> = at_b
+        .iter()
+        .filter(|s| s.status == 200)
+        .map(|s| s.report.command_id)
+        .collect();
+    let n = delivered.len();
+    delivered.dedup();
+    assert_eq!(
+        delivered.len(),
+        n,
+        "no report delivered twice: {delivered:?}"
+    );
+    assert_eq!(n, d.instances[0].steps.len());
+    assert_eq!(client.base(), b_url, "the agent stays on B");
+    for step in &d.instances[0].steps {
+        let probe = StepCommand {
+            deployment_id: id.clone(),
+            event: step.event,
+            ..probe_command()
+        };
+        assert!(
+            matches!(
+                journal.get(&probe)?.map(|e| e.state),
+                Some(EntryState::Finished { acked: true, .. })
+            ),
+            "{:?} acknowledged in the journal",
+            step.event
+        );
+    }
     Ok(())
 }
 

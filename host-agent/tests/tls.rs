@@ -119,3 +119,55 @@ async fn a_coordinator_with_its_own_ca_is_trusted_by_fingerprint_and_only_by_the
     );
     Ok(())
 }
+
+/// A coordinator with its own CA on loopback: its `https://127.0.0.1:PORT` URL and its CA's fingerprint.
+async fn self_ca_coordinator(
+    data: std::path::PathBuf,
+) -> Result<(String, CaFingerprint), Box<dyn std::error::Error>> {
+    let cfg = ServerConfig {
+        tls: TlsSetup::SelfCa { extra_sans: vec![] },
+        ..ServerConfig::loopback(data)
+    };
+    let ready = spawn_ready(cfg).await?;
+    let pin = ready.ca_fingerprint.ok_or("no CA fingerprint")?;
+    Ok((format!("https://127.0.0.1:{}", ready.addr.port()), pin))
+}
+
+#[tokio::test]
+async fn the_pin_applies_to_every_url_of_the_list() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let (ours, pin) = self_ca_coordinator(dir.path().join("ours")).await?;
+    let (theirs, their_pin) = self_ca_coordinator(dir.path().join("theirs")).await?;
+    assert_ne!(pin, their_pin);
+    let trust = Trust {
+        ca_fingerprint: Some(pin),
+        ..Trust::default()
+    };
+    // Another CA's coordinator first: refused at the handshake (nothing sent), so the call moves on to ours.
+    let client = Client::with_bases(&[theirs.as_str(), ours.as_str()], None, &trust)?;
+    match client.list_instances().await {
+        Err(e) if e.status().is_none() => return Err(format!("ours not reached: {e}").into()),
+        _ => {}
+    }
+    assert_eq!(client.base(), ours);
+    // Only theirs left (after a dead URL): the pin is checked there too, and the error says so.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        format!("http://{}", l.local_addr()?)
+    };
+    let err = Client::with_bases(&[closed.as_str(), theirs.as_str()], None, &trust)?
+        .list_instances()
+        .await
+        .err()
+        .ok_or("another CA's coordinator was trusted")?;
+    let text = err.to_string();
+    assert!(
+        text.contains(&closed) && text.contains(&theirs),
+        "both URLs named: {text}"
+    );
+    assert!(
+        text.contains(&format!("expected {pin}")) && text.contains(&their_pin.to_string()),
+        "{text}"
+    );
+    Ok(())
+}

@@ -48,7 +48,7 @@ pub async fn healthz(AxState(st): AxState<State>) -> Response {
 /// The one call into the store: a trivial query that only a working database answers.
 fn database_answers(st: &State) -> Result<(), crate::store::StoreError> {
     st.store.read(|c| {
-        c.query_row("SELECT 1", [], |_| Ok(()))
+        c.query_row("SELECT 1", (), |_| Ok(()))
             .map_err(crate::store::sql)
     })
 }

@@ -388,7 +388,11 @@ async fn healthz_answers_ok_to_anyone_while_the_database_answers() -> TestResult
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_answers_503_with_a_reason_when_the_database_does_not_answer() -> TestResult {
-    let st = state()?;
+    // SQLite, whose one connection a long read can hold (a PostgreSQL pool would serve the check beside it).
+    let st = crate::testkit::state_over(
+        crate::store::Store::open_in_memory()?,
+        crate::testkit::settings(),
+    )?;
     // The database held by something else past the check's deadline (a write that does not end).
     let (held, release) = (
         std::sync::mpsc::channel::<()>(),
@@ -399,7 +403,7 @@ async fn healthz_answers_503_with_a_reason_when_the_database_does_not_answer() -
     let holder = {
         let st = st.clone();
         std::thread::spawn(move || {
-            st.store.read(|_| {
+            st.store.read(move |_| {
                 let _ = held_tx.send(());
                 let _ = release_rx.recv_timeout(health::DATABASE_DEADLINE * 3);
                 Ok::<_, crate::store::StoreError>(())
