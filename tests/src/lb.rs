@@ -47,6 +47,16 @@ impl Drop for DemoApps {
 /// A bundle whose hooks run the demo app at version `label` on `$APP_HOST:$PORT` (agent vars; the host defaults
 /// to 127.0.0.1); `validate` is the ValidateService body.
 pub fn write_app_bundle(dir: &Path, label: &str, validate: &str) -> anyhow::Result<()> {
+    write_app_bundle_with_delay(dir, label, validate, APP_DELAY_MS)
+}
+
+/// [`write_app_bundle`] with the app holding each answer `delay_ms` (a slower app keeps a drain going longer).
+pub fn write_app_bundle_with_delay(
+    dir: &Path,
+    label: &str,
+    validate: &str,
+    delay_ms: u64,
+) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir.join("scripts"))?;
     let hooks = [
@@ -71,7 +81,7 @@ pub fn write_app_bundle(dir: &Path, label: &str, validate: &str) -> anyhow::Resu
         "#!/bin/sh\n\
          rm -f \"$DEMO_PID\"\n\
          nohup \"$ROLLCAGE_BIN\" demo-app --listen ${{APP_HOST:-127.0.0.1}}:$PORT --version {label} --instance \"$ROLLCAGE_INSTANCE\" \
-         --delay-ms {APP_DELAY_MS} --pid-file \"$DEMO_PID\" >/dev/null 2>&1 &\n\
+         --delay-ms {delay_ms} --pid-file \"$DEMO_PID\" >/dev/null 2>&1 &\n\
          n=0; while [ ! -s \"$DEMO_PID\" ] && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\n\
          [ -s \"$DEMO_PID\" ]\n"
     );

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
 pub mod lb;
 pub mod netns;
 
@@ -255,6 +256,8 @@ pub struct Fleet {
     /// Coordinator URLs the agents and the CLI are given before the coordinator's own (`--coordinator A,B,URL`),
     /// tried first in that order; empty = the coordinator's URL alone.
     pub urls_before: Vec<String>,
+    /// Several coordinators on one database ([`cluster`]): the others, and which ones each agent is given.
+    pub cluster: cluster::Peers,
 }
 
 impl Fleet {
@@ -310,7 +313,15 @@ impl Fleet {
             agent_vars: (0..n).map(vars).collect(),
             agent_prefix: (0..n).map(prefix).collect(),
             urls_before,
+            cluster: cluster::Peers::default(),
         };
+        fleet.spawn_agents(n)?;
+        Ok(fleet)
+    }
+
+    /// Start agents `i0`…`i{n-1}` and wait until each has enrolled.
+    fn spawn_agents(&mut self, n: usize) -> anyhow::Result<()> {
+        let fleet = self;
         for i in 0..n {
             let name = format!("i{i}");
             let root = fleet.dir.path().join(format!("agent-{name}"));
@@ -324,7 +335,7 @@ impl Fleet {
             wait_for_line(&a.proc.log, "enrolled", 0, Duration::from_secs(60))
                 .with_context(|| format!("agent {} did not enroll", a.name))?;
         }
-        Ok(fleet)
+        Ok(())
     }
 
     fn spawn_agent(&self, i: usize, name: &str, root: &Path) -> anyhow::Result<Proc> {
@@ -339,7 +350,11 @@ impl Fleet {
         };
         cmd.arg("agent")
             .arg("--coordinator")
-            .arg(self.coordinator_list())
+            .arg(
+                self.cluster
+                    .agent_url(i)
+                    .unwrap_or_else(|| self.coordinator_list()),
+            )
             .arg("--root")
             .arg(root)
             .arg("--name")
@@ -376,17 +391,32 @@ impl Fleet {
     /// Run the CLI against the coordinator; returns (exit code, stdout). Killed after 3 minutes so a hung
     /// `--wait` fails the test instead of the CI run.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<(i32, String)> {
+        self.cli_with(&self.coordinator_list(), &self.coordinator, args)
+    }
+
+    /// [`Fleet::cli`] against coordinator `c` alone (one of a [`cluster`]'s).
+    pub fn cli_on(&self, c: &Coordinator, args: &[&str]) -> anyhow::Result<(i32, String)> {
+        self.cli_with(&c.url(), c, args)
+    }
+
+    /// The CLI given `urls` as its coordinators and `c`'s admin token (and CA pin).
+    fn cli_with(
+        &self,
+        urls: &str,
+        c: &Coordinator,
+        args: &[&str],
+    ) -> anyhow::Result<(i32, String)> {
         let out_path = self
             .dir
             .path()
             .join(format!("cli-{}.out", std::process::id()));
         let err_path = out_path.with_extension("err");
         let mut cmd = Command::new(rollcage_bin()?);
-        self.coordinator.pin(&mut cmd);
+        c.pin(&mut cmd);
         let mut child = cmd
             .args(args)
-            .env("ROLLCAGE_COORDINATOR", self.coordinator_list())
-            .env("ROLLCAGE_TOKEN", &self.coordinator.admin_token)
+            .env("ROLLCAGE_COORDINATOR", urls)
+            .env("ROLLCAGE_TOKEN", &c.admin_token)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out_path)?)
             .stderr(std::fs::File::create(&err_path)?)
@@ -724,6 +754,15 @@ pub fn events_of(
         }
     }
     Ok(out)
+}
+
+/// The hooks an in-place deployment of `deployed` runs on a host where `installed` is installed, with the label
+/// of the revision whose scripts run each, in the seed's order: from the one plan (`rollcage_proto::plan`).
+pub fn seed_order(installed: Option<&str>, deployed: &str) -> Vec<(String, String)> {
+    rollcage_proto::plan(rollcage_proto::wire::DeploymentStyle::InPlace, false)
+        .hooks(installed, deployed)
+        .map(|(e, l)| (e.name().to_owned(), l.to_owned()))
+        .collect()
 }
 
 /// The most instances between their first and last marker of `deployment` at the same time.

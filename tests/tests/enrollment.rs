@@ -83,6 +83,7 @@ fn a_pending_instance_gets_no_deployment_until_approved() -> anyhow::Result<()> 
         agent_vars: Vec::new(),
         agent_prefix: Vec::new(),
         urls_before: Vec::new(),
+        cluster: Default::default(),
     };
     let result = caught(|| {
         // A token for two hosts, valid ten minutes: printed alone, kept in a 0600 file.
