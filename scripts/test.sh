@@ -16,6 +16,9 @@ stop_test_postgres() {
 }
 trap stop_test_postgres EXIT
 cargo nextest run --workspace --no-fail-fast "$@"
+# The coordinator's unit suite once more with every state on PostgreSQL (testkit::store): the API, engine and
+# state tests too, not only the store's own tests (which run on both backends in the pass above).
+ROLLCAGE_TEST_STORE=postgres cargo nextest run -p rollcage-coordinator --lib --no-fail-fast
 # The README's main command, word for word: the first `cargo run` line of its "Two commands" block (the demo exits
 # non-zero unless every expectation held, including zero failed requests).
 main_cmd=$(sed -n '/^## Two commands/,/^## /p' README.md | grep -m1 '^cargo run ' | sed 's/ *#.*$//')

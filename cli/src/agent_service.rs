@@ -24,12 +24,70 @@ pub const ENROLL_TOKEN_NAME: &str = "enroll-token";
 /// by the coordinator and the agent's journal decides whether it already ran.
 const STOP_TIMEOUT_SECS: u32 = 300;
 
+/// The coordinators of an agent's config file: `coordinator = "https://a:7700"` or a list, `coordinator =
+/// ["https://a:7700", "https://b:7700"]`, tried in that order. Each URL is checked when the file is read (through
+/// the client's [`rollcage_client::parse_bases`], so a string may also be a comma-separated list); one URL is
+/// written back as a string, several as a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "OneOrMany", into = "OneOrMany")]
+pub struct Coordinators(Vec<String>);
+
+/// How [`Coordinators`] are spelled in TOML.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Coordinators {
+    /// A `--coordinator` value: one URL or several separated by commas.
+    pub fn parse(value: &str) -> anyhow::Result<Self> {
+        Ok(Self(rollcage_client::parse_bases(value)?))
+    }
+
+    /// The base URLs, in order.
+    pub fn urls(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl TryFrom<OneOrMany> for Coordinators {
+    type Error = rollcage_client::ClientError;
+
+    fn try_from(v: OneOrMany) -> Result<Self, Self::Error> {
+        let values = match v {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(list) => list,
+        };
+        let mut urls = Vec::new();
+        for v in &values {
+            urls.extend(rollcage_client::parse_bases(v)?);
+        }
+        if urls.is_empty() {
+            return Err(rollcage_client::ClientError::Config(
+                "an empty list: expected at least one coordinator URL".into(),
+            ));
+        }
+        Ok(Self(urls))
+    }
+}
+
+impl From<Coordinators> for OneOrMany {
+    fn from(c: Coordinators) -> Self {
+        match <[String; 1]>::try_from(c.0) {
+            Ok([one]) => Self::One(one),
+            Err(many) => Self::Many(many),
+        }
+    }
+}
+
 /// The agent's config file (`rollcage agent --config FILE`). Flags given on the command line override it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentFile {
-    /// Coordinator base URL.
-    pub coordinator: String,
+    /// Coordinator base URL, or a list of them.
+    pub coordinator: Coordinators,
     /// Instance name.
     pub name: String,
     /// Root directory of this agent's deployments.
@@ -79,7 +137,8 @@ impl AgentFile {
 /// `rollcage agent install`.
 #[derive(Debug, Args)]
 pub struct InstallArgs {
-    /// Coordinator base URL.
+    /// Coordinator base URL, or several separated by commas (tried in order; the agent stays on the one that
+    /// answers).
     #[arg(long)]
     coordinator: String,
     /// Instance name.
@@ -252,7 +311,7 @@ pub fn install_files(a: &InstallArgs) -> anyhow::Result<Installed> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let file = AgentFile {
-        coordinator: a.coordinator.clone(),
+        coordinator: Coordinators::parse(&a.coordinator).context("--coordinator")?,
         name: a.name.clone(),
         root,
         enroll_token_file: Some(config_dir.join(ENROLL_TOKEN_NAME)),
@@ -376,7 +435,12 @@ mod tests {
         }
 
         let file = AgentFile::load(&done.config)?;
-        assert_eq!(file.coordinator, "https://coord.example:7700");
+        assert_eq!(file.coordinator.urls(), ["https://coord.example:7700"]);
+        assert!(
+            std::fs::read_to_string(&done.config)?
+                .contains("\ncoordinator = \"https://coord.example:7700\"\n"),
+            "one URL is written as a string"
+        );
         assert_eq!(file.name, "web-1");
         assert_eq!(file.root, dir.path().join("root"));
         assert_eq!(file.service_addr.as_deref(), Some("127.0.0.1:8080"));
@@ -471,6 +535,58 @@ mod tests {
         let err = install_files(&a).err().ok_or("bad name accepted")?;
         assert!(err.to_string().contains("invalid --name"), "{err}");
         assert!(!dir.path().join("units").exists());
+        Ok(())
+    }
+
+    #[test]
+    fn several_coordinators_are_a_list_in_the_config_and_one_stays_a_string() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        rollcage_secretfile::write_secret(&dir.path().join("given-token"), b"enroll-secret\n")?;
+        let mut a = args(dir.path());
+        a.coordinator = "https://a.example:7700, https://b.example:7700/".into();
+        let done = install_files(&a)?;
+        let text = std::fs::read_to_string(&done.config)?;
+        assert!(
+            text.contains("coordinator = [\"https://a.example:7700\", \"https://b.example:7700\"]"),
+            "{text}"
+        );
+        let file = AgentFile::load(&done.config)?;
+        assert_eq!(
+            file.coordinator.urls(),
+            ["https://a.example:7700", "https://b.example:7700"]
+        );
+
+        let p = dir.path().join("a.toml");
+        let load = |coordinator: &str| {
+            std::fs::write(
+                &p,
+                format!("coordinator = {coordinator}\nname = \"n\"\nroot = \"/r\"\n"),
+            )?;
+            AgentFile::load(&p)
+        };
+        assert_eq!(
+            load(r#""http://a:1,http://b:2""#)?.coordinator.urls(),
+            ["http://a:1", "http://b:2"]
+        );
+        assert_eq!(
+            load(r#"["http://a:1"]"#)?.coordinator.urls(),
+            ["http://a:1"]
+        );
+        for bad in [r#"[]"#, r#"["http://a:1", "b:2"]"#, r#""http://a:1,""#, "1"] {
+            let err = load(bad).err().ok_or(format!("{bad} accepted"))?;
+            assert!(
+                format!("{err:#}").contains("invalid agent config"),
+                "{err:#}"
+            );
+        }
+        let err = load(r#"["http://a:1", "b:2"]"#)
+            .err()
+            .ok_or("b:2 accepted")?;
+        assert!(format!("{err:#}").contains("`b:2`"), "{err:#}");
+
+        a.coordinator = "https://a.example:7700,ftp://b".into();
+        let err = install_files(&a).err().ok_or("ftp accepted")?;
+        assert!(format!("{err:#}").contains("--coordinator"), "{err:#}");
         Ok(())
     }
 

@@ -1,6 +1,11 @@
 //! The operators' routes (admin token): applications, groups, revisions, deployments, instances, enrollment
 //! tokens.
+//!
+//! Reads go to the next coordinator of the list after any failure. Every write (a POST) goes to another one only
+//! when it reached none: a coordinator that had it may have done it before failing, and a second coordinator would
+//! do it again (a second deployment) or refuse it as a conflict; the operator sees the error and decides.
 
+use crate::failover::Resend;
 use crate::routes::{self, Sub};
 use crate::{Client, ClientError};
 use bytes::Bytes;
@@ -19,7 +24,8 @@ impl Client {
         &self,
         req: &CreateApplication,
     ) -> Result<Application, ClientError> {
-        self.post_json(&routes::applications(), req, None).await
+        self.post_json(&routes::applications(), req, None, Resend::OnlyIfUnsent)
+            .await
     }
 
     /// `GET /v1/applications`, every page: all applications, by name.
@@ -50,7 +56,8 @@ impl Client {
 
     /// `POST /v1/applications/{app}/groups`.
     pub async fn create_group(&self, app: &str, req: &CreateGroup) -> Result<Group, ClientError> {
-        self.post_json(&routes::groups(app), req, None).await
+        self.post_json(&routes::groups(app), req, None, Resend::OnlyIfUnsent)
+            .await
     }
 
     /// `GET /v1/applications/{app}/groups`, every page: all the application's groups, by name.
@@ -93,7 +100,8 @@ impl Client {
         app: &str,
         req: &RegisterUrlRevision,
     ) -> Result<Revision, ClientError> {
-        self.post_json(&routes::url_revisions(app), req, None).await
+        self.post_json(&routes::url_revisions(app), req, None, Resend::OnlyIfUnsent)
+            .await
     }
 
     /// `GET /v1/applications/{app}/revisions/{id}`.
@@ -106,7 +114,8 @@ impl Client {
         &self,
         req: &CreateDeployment,
     ) -> Result<Deployment, ClientError> {
-        self.post_json(&routes::deployments(), req, None).await
+        self.post_json(&routes::deployments(), req, None, Resend::OnlyIfUnsent)
+            .await
     }
 
     /// `GET /v1/deployments`: one page of deployment summaries, newest first (the history only grows: callers
@@ -129,8 +138,13 @@ impl Client {
         id: &str,
         req: &StopDeployment,
     ) -> Result<Deployment, ClientError> {
-        self.post_json(&routes::deployment_sub(id, Sub::Stop), req, None)
-            .await
+        self.post_json(
+            &routes::deployment_sub(id, Sub::Stop),
+            req,
+            None,
+            Resend::OnlyIfUnsent,
+        )
+        .await
     }
 
     /// `POST /v1/deployments/{id}/continue`: a blue/green deployment waiting in `ready` switches traffic.
@@ -139,6 +153,7 @@ impl Client {
             &routes::deployment_sub(id, Sub::Continue),
             &NoParams {},
             None,
+            Resend::OnlyIfUnsent,
         )
         .await
     }
@@ -149,6 +164,7 @@ impl Client {
             &routes::deployment_sub(id, Sub::Rollback),
             &NoParams {},
             None,
+            Resend::OnlyIfUnsent,
         )
         .await
     }
@@ -186,8 +202,13 @@ impl Client {
 
     /// `POST /v1/instances/{name}/approve`: an instance pending approval may be given work.
     pub async fn approve_instance(&self, name: &str) -> Result<InstanceInfo, ClientError> {
-        self.post_json(&routes::approve_instance(name), &NoParams {}, None)
-            .await
+        self.post_json(
+            &routes::approve_instance(name),
+            &NoParams {},
+            None,
+            Resend::OnlyIfUnsent,
+        )
+        .await
     }
 
     /// `POST /v1/enroll-tokens`: a new per-use enrollment token (its secret is in this answer only).
@@ -195,7 +216,8 @@ impl Client {
         &self,
         req: &CreateEnrollToken,
     ) -> Result<CreatedEnrollToken, ClientError> {
-        self.post_json(&routes::enroll_tokens(), req, None).await
+        self.post_json(&routes::enroll_tokens(), req, None, Resend::OnlyIfUnsent)
+            .await
     }
 
     /// `GET /v1/enroll-tokens`, every page: every per-use enrollment token, oldest first (never a secret).
@@ -205,8 +227,13 @@ impl Client {
 
     /// `POST /v1/enroll-tokens/{id}/revoke`: the token enrolls no more.
     pub async fn revoke_enroll_token(&self, id: &str) -> Result<EnrollTokenInfo, ClientError> {
-        self.post_json(&routes::revoke_enroll_token(id), &NoParams {}, None)
-            .await
+        self.post_json(
+            &routes::revoke_enroll_token(id),
+            &NoParams {},
+            None,
+            Resend::OnlyIfUnsent,
+        )
+        .await
     }
 }
 

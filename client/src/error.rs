@@ -62,6 +62,22 @@ pub enum ClientError {
     /// Client configuration (base URL, CA file) is invalid.
     #[error("{0}")]
     Config(String),
+    /// The call was tried on several coordinators of the client's list and failed on each; every attempt's error
+    /// in the order tried (each names its URL). The last one decides [`Self::is_retryable`], [`Self::status`] and
+    /// [`Self::code`].
+    #[error("no coordinator could serve the call: {}", list(tried))]
+    Failover {
+        /// Every attempt's error, in order (at least two).
+        tried: Vec<ClientError>,
+    },
+}
+
+fn list(errors: &[ClientError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl ClientError {
@@ -74,6 +90,7 @@ impl ClientError {
             }
             Self::Checksum { .. } => true,
             Self::Decode { .. } | Self::Io { .. } | Self::Config(_) => false,
+            Self::Failover { tried } => tried.last().is_some_and(Self::is_retryable),
         }
     }
 
@@ -81,6 +98,7 @@ impl ClientError {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             Self::Status { status, .. } => Some(*status),
+            Self::Failover { tried } => tried.last().and_then(Self::status),
             _ => None,
         }
     }
@@ -89,6 +107,7 @@ impl ClientError {
     pub fn code(&self) -> Option<&str> {
         match self {
             Self::Status { code, .. } => Some(code),
+            Self::Failover { tried } => tried.last().and_then(Self::code),
             _ => None,
         }
     }

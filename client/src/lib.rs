@@ -6,6 +6,9 @@
 //! - [`Client`] ([`transport`]): the connection pool (rustls with webpki roots plus an optional CA file, or
 //!   exactly the CA of a pinned fingerprint: [`Trust`]), the bearer token, deadlines, streaming downloads checked
 //!   against their sha256.
+//! - [`failover`]: several coordinator URLs (comma-separated, [`parse_bases`]): the one a client stays on, and which
+//!   failures send a call to the next one (a refused connection always; a 5xx or a broken exchange only for calls
+//!   safe to repeat).
 //! - [`pin`]: the verifier that trusts exactly the CA whose certificate has the pinned fingerprint, and the
 //!   mismatch error naming expected and presented fingerprints.
 //! - [`ClientError`] ([`error`]): the one mapping of a non-2xx answer (the API's `{"error":{"code","message"}}`)
@@ -18,12 +21,14 @@
 mod admin;
 mod agent;
 pub mod error;
+pub mod failover;
 mod people;
 pub mod pin;
 mod routes;
 pub mod transport;
 
 pub use error::ClientError;
+pub use failover::parse_bases;
 /// The HTTP method type of [`ClientError`]'s variants.
 pub use hyper::Method;
 /// The HTTP status type of [`ClientError::status`].

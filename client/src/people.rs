@@ -1,5 +1,6 @@
 //! The people routes: named operator tokens, who am I, and the audit trail.
 
+use crate::failover::Resend;
 use crate::routes;
 use crate::{Client, ClientError};
 use rollcage_proto::access::{
@@ -10,7 +11,8 @@ use rollcage_proto::page::Page;
 impl Client {
     /// `POST /v1/tokens`: a new named token (its secret is in the answer, once).
     pub async fn create_token(&self, req: &CreateToken) -> Result<CreatedToken, ClientError> {
-        self.post_json(&routes::tokens(), req, None).await
+        self.post_json(&routes::tokens(), req, None, Resend::OnlyIfUnsent)
+            .await
     }
 
     /// `GET /v1/tokens`, every page: the named tokens that are not revoked, by name.

@@ -1,6 +1,7 @@
 //! The transport under the typed methods: hyper-util's pooled client with rustls, the bearer token, deadlines, and
 //! streaming downloads checked against their sha256. Every non-2xx answer goes through the one mapping in
-//! [`crate::error`].
+//! [`crate::error`]. Every call goes through [`crate::failover`], which picks the coordinator of the client's list;
+//! this module makes one attempt at a time and says how it failed.
 //!
 //! Which TLS certificates it trusts is a [`Trust`]: the webpki roots (plus an optional CA file), or exactly the
 //! CA of a pinned fingerprint ([`crate::pin`]), which is how agents and operators trust a coordinator serving with
@@ -10,8 +11,10 @@
 //! the typed methods of [`Client`].
 
 use crate::error::{ClientError, error_chain, status_error};
+use crate::failover::{Bases, Failed, Failure, Resend};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -29,6 +32,10 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Uploads may be large; they get far longer than API calls.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// A coordinator that takes longer to accept a connection is taken as down, and the next one of the list is
+/// tried: well above a slow link's handshake, well below a call's deadline.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A download idle this long means the coordinator is gone; a slow but moving one is fine.
 const DOWNLOAD_STALL: Duration = Duration::from_secs(60);
@@ -62,11 +69,12 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
-/// A client bound to one coordinator and one bearer token (the admin token, the enrollment token or an agent's
-/// own token, depending on the routes it calls).
+/// A client of one coordinator or several (tried in order, staying on the one that answers: [`crate::failover`]),
+/// with one bearer token (the admin token, the enrollment token or an agent's own token, depending on the routes
+/// it calls).
 #[derive(Clone, Debug)]
 pub struct Client {
-    base: String,
+    bases: Bases,
     token: Option<String>,
     http: HyperClient<Connector, Full<Bytes>>,
 }
@@ -80,8 +88,52 @@ pub struct Trust {
     pub ca_fingerprint: Option<CaFingerprint>,
 }
 
+/// One request as the typed methods describe it, sent to whichever coordinator [`Bases::call`] picks.
+pub(crate) struct Call<'a> {
+    method: Method,
+    path: &'a str,
+    body: Bytes,
+    content_type: &'static str,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    resend: Resend,
+    timeout: Duration,
+}
+
+impl<'a> Call<'a> {
+    fn new(method: Method, path: &'a str, resend: Resend) -> Self {
+        Self {
+            method,
+            path,
+            body: Bytes::new(),
+            content_type: "application/json",
+            headers: Vec::new(),
+            resend,
+            timeout: CALL_TIMEOUT,
+        }
+    }
+}
+
+/// How a failed exchange failed: no connection at all, or one that broke on the way.
+fn transport_failure(e: &hyper_util::client::legacy::Error) -> Failure {
+    if e.is_connect() {
+        Failure::Unreached
+    } else {
+        Failure::Broken
+    }
+}
+
+/// How a non-2xx answer failed: a 5xx may be the coordinator's trouble alone, anything else is its word.
+fn status_failure(status: hyper::StatusCode) -> Failure {
+    if status.is_server_error() {
+        Failure::Server
+    } else {
+        Failure::Final
+    }
+}
+
 impl Client {
-    /// A client for `base` (e.g. `http://127.0.0.1:7700`), trusting the webpki roots and `ca_file` if given.
+    /// A client for `base` (e.g. `http://127.0.0.1:7700`, or several URLs separated by commas), trusting the
+    /// webpki roots and `ca_file` if given.
     pub fn new(
         base: &str,
         token: Option<String>,
@@ -94,19 +146,25 @@ impl Client {
         Self::with_trust(base, token, &trust)
     }
 
-    /// A client for `base` trusting what `trust` says: the pinned CA alone when a fingerprint is given, else the
-    /// webpki roots and the CA file if given.
+    /// A client for `base` (one URL, or several separated by commas: [`crate::failover::parse_bases`]) trusting
+    /// what `trust` says: the pinned CA alone when a fingerprint is given, else the webpki roots and the CA file
+    /// if given.
     pub fn with_trust(
         base: &str,
         token: Option<String>,
         trust: &Trust,
     ) -> Result<Self, ClientError> {
-        let base = base.trim_end_matches('/').to_owned();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(ClientError::Config(format!(
-                "invalid coordinator URL `{base}`: expected http://HOST:PORT or https://HOST:PORT"
-            )));
-        }
+        Self::with_bases(&[base], token, trust)
+    }
+
+    /// A client for several coordinators, tried in this order (each entry one URL or a comma-separated list);
+    /// every one is reached with the same `trust`.
+    pub fn with_bases<S: AsRef<str>>(
+        bases: &[S],
+        token: Option<String>,
+        trust: &Trust,
+    ) -> Result<Self, ClientError> {
+        let bases = Bases::new(bases)?;
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -130,6 +188,7 @@ impl Client {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -138,10 +197,10 @@ impl Client {
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(https);
-        Ok(Self { base, token, http })
+        Ok(Self { bases, token, http })
     }
 
-    /// The same client (sharing its connection pool) with another token.
+    /// The same client (sharing its connection pool and the coordinator it stays on) with another token.
     pub fn with_token(&self, token: Option<String>) -> Self {
         Self {
             token,
@@ -149,90 +208,122 @@ impl Client {
         }
     }
 
-    /// The base URL.
+    /// The base URL calls start at: the coordinator that answered last (the first of the list until then).
     pub fn base(&self) -> &str {
-        &self.base
+        self.bases.current()
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    /// Every base URL, in the order they are tried.
+    pub fn bases(&self) -> &[String] {
+        self.bases.all()
     }
 
-    fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Bytes,
-        content_type: &str,
-    ) -> Result<Request<Full<Bytes>>, ClientError> {
-        let url = self.url(path);
+    fn request(&self, base: &str, call: &Call<'_>) -> Result<Request<Full<Bytes>>, ClientError> {
+        let url = format!("{base}{}", call.path);
         let mut req = Request::builder()
-            .method(method)
+            .method(call.method.clone())
             .uri(&url)
-            .header(hyper::header::CONTENT_TYPE, content_type);
+            .header(hyper::header::CONTENT_TYPE, call.content_type);
         if let Some(t) = &self.token {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        req.body(Full::new(body))
+        for (name, value) in &call.headers {
+            req = req.header(name, value);
+        }
+        req.body(Full::new(call.body.clone()))
             .map_err(|e| ClientError::Config(format!("building request for {url}: {e}")))
     }
 
-    /// Send `req`, read the whole answer within `timeout`, and map a non-2xx answer to [`ClientError::Status`].
-    async fn send(
-        &self,
-        req: Request<Full<Bytes>>,
-        timeout: Duration,
-    ) -> Result<Bytes, ClientError> {
+    /// Send `call` (to the coordinators in turn, see [`Bases::call`]), read the whole answer within the call's
+    /// deadline, and map a non-2xx answer to [`ClientError::Status`]. Returns the URL that answered and the body.
+    async fn send(&self, call: &Call<'_>) -> Result<(String, Bytes), ClientError> {
+        self.bases
+            .call(call.resend, |base| self.send_to(base, call))
+            .await
+    }
+
+    async fn send_to(&self, base: String, call: &Call<'_>) -> Result<(String, Bytes), Failed> {
+        let req = self
+            .request(&base, call)
+            .map_err(|e| Failed::new(Failure::Final, e))?;
         let method = req.method().clone();
         let url = req.uri().to_string();
-        let transport = |detail: String| ClientError::Transport {
-            method: method.clone(),
-            url: url.clone(),
-            detail,
+        let transport = |how: Failure, detail: String| {
+            let error = ClientError::Transport {
+                method: method.clone(),
+                url: url.clone(),
+                detail,
+            };
+            Failed::new(how, error)
         };
         let fut = async {
             let resp = self
                 .http
                 .request(req)
                 .await
-                .map_err(|e| transport(describe(&e)))?;
+                .map_err(|e| transport(transport_failure(&e), describe(&e)))?;
             let status = resp.status();
             let body = resp
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| transport(format!("reading response: {e}")))?
+                .map_err(|e| transport(Failure::Broken, format!("reading response: {e}")))?
                 .to_bytes();
-            Ok::<_, ClientError>((status, body))
+            Ok::<_, Failed>((status, body))
         };
-        let (status, body) = tokio::time::timeout(timeout, fut)
+        let (status, body) = tokio::time::timeout(call.timeout, fut)
             .await
-            .map_err(|_| transport(format!("no answer within {} s", timeout.as_secs())))??;
+            .map_err(|_| {
+                let detail = format!("no answer within {} s", call.timeout.as_secs());
+                transport(Failure::Broken, detail)
+            })??;
         if status.is_success() {
-            return Ok(body);
+            return Ok((url, body));
         }
-        Err(status_error(method, url, status, &body))
+        let error = status_error(method.clone(), url.clone(), status, &body);
+        Err(Failed::new(status_failure(status), error))
     }
 
-    /// Send `req` and return the response once its head says success; only the head has the call deadline.
+    /// Send `call` (to the coordinators in turn) and return the response once its head says success; only the
+    /// head has the call deadline, and only a failure before it moves on to another coordinator. Returns the URL
+    /// that answered and the response.
     async fn open(
         &self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        call: &Call<'_>,
+    ) -> Result<(String, hyper::Response<hyper::body::Incoming>), ClientError> {
+        self.bases
+            .call(call.resend, |base| self.open_at(base, call))
+            .await
+    }
+
+    async fn open_at(
+        &self,
+        base: String,
+        call: &Call<'_>,
+    ) -> Result<(String, hyper::Response<hyper::body::Incoming>), Failed> {
+        let req = self
+            .request(&base, call)
+            .map_err(|e| Failed::new(Failure::Final, e))?;
         let method = req.method().clone();
         let url = req.uri().to_string();
-        let transport = |detail: String| ClientError::Transport {
-            method: method.clone(),
-            url: url.clone(),
-            detail,
+        let transport = |how: Failure, detail: String| {
+            let error = ClientError::Transport {
+                method: method.clone(),
+                url: url.clone(),
+                detail,
+            };
+            Failed::new(how, error)
         };
-        let resp = tokio::time::timeout(CALL_TIMEOUT, self.http.request(req))
+        let resp = tokio::time::timeout(call.timeout, self.http.request(req))
             .await
-            .map_err(|_| transport(format!("no answer within {} s", CALL_TIMEOUT.as_secs())))?
-            .map_err(|e| transport(describe(&e)))?;
+            .map_err(|_| {
+                let detail = format!("no answer within {} s", call.timeout.as_secs());
+                transport(Failure::Broken, detail)
+            })?
+            .map_err(|e| transport(transport_failure(&e), describe(&e)))?;
         let status = resp.status();
         if status.is_success() {
-            return Ok(resp);
+            return Ok((url, resp));
         }
         // The error body is read best-effort: the status alone is already the error.
         let body = resp
@@ -241,40 +332,46 @@ impl Client {
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        Err(status_error(method, url, status, &body))
+        let error = status_error(method.clone(), url.clone(), status, &body);
+        Err(Failed::new(status_failure(status), error))
     }
 
-    fn decode<R: DeserializeOwned>(&self, path: &str, body: &[u8]) -> Result<R, ClientError> {
+    fn decode<R: DeserializeOwned>(url: String, body: &[u8]) -> Result<R, ClientError> {
         serde_json::from_slice(body).map_err(|e| ClientError::Decode {
-            url: self.url(path),
+            url,
             detail: e.to_string(),
         })
     }
 
-    /// POST a JSON body within `timeout`, decode a JSON answer.
+    /// POST a JSON body within `timeout`, decode a JSON answer. `resend` says whether the call may go to another
+    /// coordinator once one may have had it (each route says why).
     pub(crate) async fn post_json<T: Serialize + ?Sized, R: DeserializeOwned>(
         &self,
         path: &str,
         body: &T,
         timeout: Option<Duration>,
+        resend: Resend,
     ) -> Result<R, ClientError> {
         let json = serde_json::to_vec(body).map_err(|e| ClientError::Config(e.to_string()))?;
-        let req = self.request(Method::POST, path, Bytes::from(json), "application/json")?;
-        let body = self.send(req, timeout.unwrap_or(CALL_TIMEOUT)).await?;
-        self.decode(path, &body)
+        let mut call = Call::new(Method::POST, path, resend);
+        call.body = Bytes::from(json);
+        call.timeout = timeout.unwrap_or(CALL_TIMEOUT);
+        let (url, body) = self.send(&call).await?;
+        Self::decode(url, &body)
     }
 
-    /// GET and decode a JSON answer.
+    /// GET and decode a JSON answer. A GET changes nothing, so it may go to the next coordinator after any failure.
     pub(crate) async fn get_json<R: DeserializeOwned>(&self, path: &str) -> Result<R, ClientError> {
-        let req = self.request(Method::GET, path, Bytes::new(), "application/json")?;
-        let body = self.send(req, CALL_TIMEOUT).await?;
-        self.decode(path, &body)
+        let call = Call::new(Method::GET, path, Resend::Idempotent);
+        let (url, body) = self.send(&call).await?;
+        Self::decode(url, &body)
     }
 
-    /// DELETE a resource (the answer has no body).
+    /// DELETE a resource (the answer has no body). Not sent to another coordinator once one may have had it: the
+    /// second would answer 404 for what the first removed, which reads as a failure.
     pub(crate) async fn delete(&self, path: &str) -> Result<(), ClientError> {
-        let req = self.request(Method::DELETE, path, Bytes::new(), "application/json")?;
-        self.send(req, CALL_TIMEOUT).await.map(drop)
+        let call = Call::new(Method::DELETE, path, Resend::OnlyIfUnsent);
+        self.send(&call).await.map(drop)
     }
 
     /// POST raw bytes (an archive upload), decode a JSON answer.
@@ -286,37 +383,43 @@ impl Client {
         self.post_bytes_with(path, bytes, None).await
     }
 
-    /// [`Self::post_bytes`] with one extra request header `(name, value)`.
+    /// [`Self::post_bytes`] with one extra request header `(name, value)`. An upload goes to another coordinator
+    /// only when it reached none: once its body started to go out it is never sent again elsewhere (an upload
+    /// may be large, and is meant to become a stream that cannot be replayed).
     pub(crate) async fn post_bytes_with<R: DeserializeOwned>(
         &self,
         path: &str,
         bytes: Bytes,
         header: Option<(&str, &str)>,
     ) -> Result<R, ClientError> {
-        let mut req = self.request(Method::POST, path, bytes, "application/octet-stream")?;
+        let mut call = Call::new(Method::POST, path, Resend::OnlyIfUnsent);
+        call.body = bytes;
+        call.content_type = "application/octet-stream";
+        call.timeout = UPLOAD_TIMEOUT;
         if let Some((name, value)) = header {
-            let name = hyper::header::HeaderName::from_bytes(name.as_bytes())
+            let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|e| ClientError::Config(format!("header name `{name}`: {e}")))?;
-            let value = hyper::header::HeaderValue::from_str(value)
+            let value = HeaderValue::from_str(value)
                 .map_err(|e| ClientError::Config(format!("header `{name}`: {e}")))?;
-            req.headers_mut().insert(name, value);
+            call.headers.push((name, value));
         }
-        let body = self.send(req, UPLOAD_TIMEOUT).await?;
-        self.decode(path, &body)
+        let (url, body) = self.send(&call).await?;
+        Self::decode(url, &body)
     }
 
     /// GET a streaming answer: the body, once the status is a success. Only the wait for the response head has a
-    /// deadline; the caller bounds the idle time between frames.
+    /// deadline; the caller bounds the idle time between frames. A stream that breaks later is the caller's to
+    /// open again (and then it starts at the coordinator that answers).
     pub(crate) async fn get_stream(
         &self,
         path: &str,
         accept: &str,
     ) -> Result<hyper::body::Incoming, ClientError> {
-        let mut req = self.request(Method::GET, path, Bytes::new(), "application/json")?;
-        if let Ok(v) = hyper::header::HeaderValue::from_str(accept) {
-            req.headers_mut().insert(hyper::header::ACCEPT, v);
+        let mut call = Call::new(Method::GET, path, Resend::Idempotent);
+        if let Ok(v) = HeaderValue::from_str(accept) {
+            call.headers.push((hyper::header::ACCEPT, v));
         }
-        Ok(self.open(req).await?.into_body())
+        Ok(self.open(&call).await?.1.into_body())
     }
 
     /// Download `path` into `dest`, verifying its sha256 while streaming; written to `dest.part` then renamed, so
@@ -327,9 +430,9 @@ impl Client {
         dest: &Path,
         sha256: &str,
     ) -> Result<u64, ClientError> {
-        let url = self.url(path);
-        let req = self.request(Method::GET, path, Bytes::new(), "application/octet-stream")?;
-        let resp = self.open(req).await?;
+        let mut call = Call::new(Method::GET, path, Resend::Idempotent);
+        call.content_type = "application/octet-stream";
+        let (url, resp) = self.open(&call).await?;
         let transport = |detail: String| ClientError::Transport {
             method: Method::GET,
             url: url.clone(),

@@ -1,5 +1,5 @@
 //! The HTTP layer: one [`router`] for the server and the tests, serving the JSON API under `/v1` (operators and
-//! agents), `GET /metrics` and the web dashboard. It owns the error shape ([`ApiError`], for every failure including
+//! agents), `GET /metrics`, `GET /healthz` and the web dashboard. It owns the error shape ([`ApiError`], for every failure including
 //! malformed bodies, unknown routes and wrong methods), the JSON extractor, the access guard ([`guard`]: one table
 //! of what every route needs, applied before any handler, and the audit trail) and the auth extractors ([`Admin`],
 //! [`Agent`], [`Enroller`]); the handlers work on the shared [`crate::state::State`] and never wake anybody by hand
@@ -15,6 +15,7 @@
 //! | [`events`] | the live progress stream (SSE) |
 //! | [`logs`] | step logs, paged and long-polled |
 //! | [`metrics`] | `GET /metrics` |
+//! | [`health`] | `GET /healthz` (for load balancers: 200 when the database answers) |
 //! | [`dashboard`] | `GET /` and `GET /dashboard/{file}` |
 
 pub mod admin;
@@ -26,6 +27,7 @@ pub mod events;
 pub mod extract;
 pub mod guard;
 pub mod headers;
+pub mod health;
 pub mod lists;
 pub mod logs;
 pub mod metrics;
@@ -65,11 +67,12 @@ impl RouteTable {
     }
 }
 
-/// Routes outside `/v1`: the metrics and the web dashboard's page and assets (listed in
+/// Routes outside `/v1`: the metrics, the health check and the web dashboard's page and assets (listed in
 /// [`dashboard::PAGE_PATHS`]: not API routes, so not in the OpenAPI document).
 fn root_routes() -> RouteTable {
     RouteTable::new()
         .route("/metrics", get(metrics::scrape))
+        .route("/healthz", get(health::healthz))
         .route("/", get(dashboard::index))
         .route("/dashboard/{file}", get(dashboard::asset))
 }
@@ -200,5 +203,7 @@ mod tests_lists;
 mod tests_ops;
 #[cfg(test)]
 mod tests_roles;
+#[cfg(test)]
+mod tests_shared;
 #[cfg(test)]
 mod tests_signed;

@@ -72,6 +72,22 @@ pub fn read_token(path: &Path) -> Result<String, AuthError> {
     Ok(t)
 }
 
+/// The token in `given` if named, else in `DATA/<default_name>` if that exists; `None` when neither.
+pub fn load_existing(
+    data: &Path,
+    default_name: &str,
+    given: Option<&Path>,
+) -> Result<Option<String>, AuthError> {
+    if let Some(p) = given {
+        return read_token(p).map(Some);
+    }
+    let path = data.join(default_name);
+    if path.exists() {
+        return read_token(&path).map(Some);
+    }
+    Ok(None)
+}
+
 /// Use the token in `given` if named, else `DATA/<default_name>`, creating it on first start.
 pub fn load_or_create(
     data: &Path,
@@ -152,6 +168,27 @@ impl Tokens {
         Self {
             admin_hash: hash_token(admin),
             enroll_hash: hash_token(enroll),
+            agents: RwLock::new(
+                agents
+                    .into_iter()
+                    .map(|(name, hash)| (hash, name))
+                    .collect(),
+            ),
+            operators: RwLock::default(),
+            last_used: std::sync::Mutex::default(),
+        }
+    }
+
+    /// From the sha256 of the admin and enrollment tokens (several coordinators share them through the database,
+    /// which keeps only hashes) and the stored agents (name, token hash).
+    pub fn from_hashes(
+        admin_hash: String,
+        enroll_hash: String,
+        agents: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        Self {
+            admin_hash,
+            enroll_hash,
             agents: RwLock::new(
                 agents
                     .into_iter()
@@ -247,6 +284,15 @@ impl Tokens {
         let mut map = self.agents.write().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, n| n != name);
         map.insert(hash, name.to_owned());
+    }
+
+    /// Forget every cached agent token (another coordinator removed an agent; each is looked up again on its
+    /// agent's next call).
+    pub fn forget_agents(&self) {
+        self.agents
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Forget `name`'s token (it stops working at once).

@@ -194,7 +194,12 @@ impl Metrics {
 
     /// Accept `token` (besides the admin token) for scrapes (once; later calls are ignored).
     pub fn set_scrape_token(&self, token: &str) {
-        let _ = self.scrape_token_hash.set(auth::hash_token(token));
+        self.set_scrape_token_hash(auth::hash_token(token));
+    }
+
+    /// Set the scrape token by its sha256 (shared by the coordinators of one database).
+    pub fn set_scrape_token_hash(&self, hash: String) {
+        let _ = self.scrape_token_hash.set(hash);
     }
 
     /// Whether `token` is the scrape token.

@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use rollcage_proto::fingerprint::CaFingerprint;
 use rollcage_proto::wire::now_ms;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +77,17 @@ pub enum ServerError {
     /// TLS cannot be served as configured.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// A bootstrap token file disagrees with the token the other coordinators of the database use.
+    #[error(
+        "{path}: this {name} is not the one the other coordinators of this database use; give every coordinator \
+         the same file (or none: a coordinator without one accepts the database's)"
+    )]
+    TokenMismatch {
+        /// Which token.
+        name: String,
+        /// The file.
+        path: PathBuf,
+    },
     /// The server task ended before it was listening (it panicked or was cancelled).
     #[error("the coordinator stopped before it was listening")]
     Stopped,
@@ -89,30 +100,43 @@ pub fn open_state(cfg: &ServerConfig) -> Result<State, ServerError> {
         path: cfg.data.clone(),
         source,
     })?;
-    let admin = auth::load_or_create(&cfg.data, "admin-token", cfg.admin_token_file.as_deref())?;
-    // The standing enrollment token: unlimited, until per-use tokens replace it (`--no-standing-enroll-token`). When
-    // it is off, its file is neither read nor created, and the in-memory value is a fresh random one that is never
-    // written anywhere (the `Enroller` extractor checks the setting first anyway).
-    let enroll = if cfg.settings.standing_enroll_token {
-        auth::load_or_create(&cfg.data, "enroll-token", cfg.enroll_token_file.as_deref())?
-    } else {
-        tracing::info!("standing enrollment token disabled: only per-use enrollment tokens enroll");
-        auth::random_bytes_hex(32).map_err(|source| ServerError::Io {
-            what: "reading random bytes for",
-            path: PathBuf::from("/dev/urandom"),
-            source,
-        })?
-    };
+    // The database first: on PostgreSQL the bootstrap tokens are the ones the other coordinators use.
     let store = Store::connect(&match &cfg.database {
         Some(url) => crate::store::Database::Postgres(url.clone()),
         None => crate::store::Database::Sqlite(cfg.data.join("rollcage.db")),
     })?;
     tracing::info!(database = %store.shown(), "state opened");
+    let admin = bootstrap_token(
+        &store,
+        &cfg.data,
+        "admin-token",
+        cfg.admin_token_file.as_deref(),
+    )?;
+    // The standing enrollment token: unlimited, until per-use tokens replace it (`--no-standing-enroll-token`). When
+    // it is off, its file is neither read nor created, and the in-memory value is a fresh random one that is never
+    // written anywhere (the `Enroller` extractor checks the setting first anyway).
+    let enroll = if cfg.settings.standing_enroll_token {
+        bootstrap_token(
+            &store,
+            &cfg.data,
+            "enroll-token",
+            cfg.enroll_token_file.as_deref(),
+        )?
+    } else {
+        tracing::info!("standing enrollment token disabled: only per-use enrollment tokens enroll");
+        auth::hash_token(
+            &auth::random_bytes_hex(32).map_err(|source| ServerError::Io {
+                what: "reading random bytes for",
+                path: PathBuf::from("/dev/urandom"),
+                source,
+            })?,
+        )
+    };
     let agents = store.read(instances::all)?;
     let now = now_ms();
-    let tokens = Tokens::new(
-        &admin,
-        &enroll,
+    let tokens = Tokens::from_hashes(
+        admin,
+        enroll,
         agents.iter().map(|(n, h, _)| (n.clone(), h.clone())),
     );
     for t in store.read(crate::store::tokens::all)? {
@@ -133,8 +157,9 @@ pub fn open_state(cfg: &ServerConfig) -> Result<State, ServerError> {
         cfg.settings.clone(),
     ));
     // The read-only scrape token for Prometheus (`GET /metrics`), so scrapers never hold the admin token.
-    let metrics_token = auth::load_or_create(&cfg.data, "metrics-token", None)?;
-    state.metrics.set_scrape_token(&metrics_token);
+    let metrics_token = bootstrap_token(&state.store, &cfg.data, "metrics-token", None)?;
+    state.metrics.set_scrape_token_hash(metrics_token);
+    crate::state::refresh_tokens_on_commit(&state);
     state
         .metrics
         .set_lb_source(Arc::new(crate::engine::lb_counters::GroupLbCounters::new(
@@ -142,17 +167,149 @@ pub fn open_state(cfg: &ServerConfig) -> Result<State, ServerError> {
         )));
     // Every known agent, and every step in flight, gets a full heartbeat deadline after a restart before it can be
     // declared lost.
+    // On PostgreSQL the once-only work waits for the lease (`hold_lease`).
+    if state.store.is_postgres() {
+        state.set_leader(false);
+    }
     for (name, _, _) in &agents {
-        state.seen(name, now);
+        state.seen_elsewhere(name, now);
     }
     for (step, _, _) in state.store.read(crate::store::deployments::running_steps)? {
-        state.step_heard(step, now);
+        state.heard_elsewhere(step, now);
     }
     let resumed = resume(&state, now)?;
     if resumed > 0 {
         tracing::info!(resumed, "resumed running deployments");
     }
     Ok(state)
+}
+
+/// The sha256 of bootstrap token `name` (`admin-token`, `enroll-token`, `metrics-token`): from `given` or
+/// `DATA/<name>`, made on first start. On PostgreSQL every coordinator of the database accepts the same one: the
+/// first to start records its hash; a later one with no token of its own accepts that hash (its operators use the
+/// token the first one printed or was given), and one whose file holds another token is refused at start.
+fn bootstrap_token(
+    store: &Store,
+    data: &Path,
+    name: &str,
+    given: Option<&Path>,
+) -> Result<String, ServerError> {
+    if !store.is_postgres() {
+        return Ok(auth::hash_token(&auth::load_or_create(data, name, given)?));
+    }
+    let shown = || given.map_or_else(|| data.join(name), Path::to_path_buf);
+    let local = auth::load_existing(data, name, given)?;
+    let stored = store.read(|c| crate::store::secrets::get(c, name))?;
+    let hash = match (local, stored) {
+        (Some(t), Some(h)) => (auth::hash_token(&t), h),
+        (None, Some(h)) => {
+            tracing::info!(token = name, database = %store.shown(), "accepting the token the other coordinators of the database use");
+            return Ok(h);
+        }
+        (local, None) => {
+            let t = match local {
+                Some(t) => t,
+                None => auth::load_or_create(data, name, given)?,
+            };
+            let mine = auth::hash_token(&t);
+            let first = store.write(|tx| crate::store::secrets::put_first(tx, name, &mine))?;
+            (mine, first)
+        }
+    };
+    if hash.0 != hash.1 {
+        return Err(ServerError::TokenMismatch {
+            name: name.to_owned(),
+            path: shown(),
+        });
+    }
+    Ok(hash.0)
+}
+
+/// The lease on the work that runs on one coordinator of a shared database (the sweep, retention, the traffic
+/// runner).
+pub const LEASE: &str = "coordinator";
+/// How long a lease holds without renewal: a holder that died is replaced within this plus one
+/// [`LEASE_RENEW_EVERY`] (under the issue's 10 s).
+pub const LEASE_TTL: Duration = Duration::from_secs(6);
+/// How often the lease is claimed or renewed: three renewals fit in one TTL, so one slow database round trip does
+/// not lose it.
+pub const LEASE_RENEW_EVERY: Duration = Duration::from_secs(2);
+
+/// PostgreSQL: win and keep the lease on the once-only work. On winning it, every agent and every step in flight
+/// gets a full heartbeat deadline (as after a restart: this coordinator may not have heard them), and the traffic
+/// runner re-reads the coordinator steps the last holder was running (the drivers are idempotent).
+async fn hold_lease(state: State) {
+    state.set_leader(false);
+    let holder = state.store.holder_id();
+    let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(6_000);
+    let mut tick = tokio::time::interval(LEASE_RENEW_EVERY);
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        let st = state.clone();
+        let h = holder.clone();
+        let held = tokio::task::spawn_blocking(move || {
+            st.store
+                .write(|tx| crate::store::leases::claim(tx, LEASE, &h, now, ttl))
+        })
+        .await;
+        let held = match held {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "claiming the coordinator lease failed");
+                false
+            }
+            Err(_) => false,
+        };
+        let was = state.set_leader(held);
+        if held && !was {
+            tracing::info!(holder = %holder, "holding the coordinator lease: sweeping, pruning and running load-balancer steps here");
+            let st = state.clone();
+            let granted = tokio::task::spawn_blocking(move || grant_grace(&st, now_ms())).await;
+            if let Ok(Err(e)) = granted {
+                tracing::error!(error = %e, "reading agents and steps after taking the lease failed");
+            }
+            state.traffic().notify_one();
+        } else if was && !held {
+            tracing::warn!(holder = %holder, "lost the coordinator lease: another coordinator runs the once-only work");
+        }
+    }
+}
+
+/// Every known agent and every step in flight gets a full heartbeat deadline from `now` (at start, and when this
+/// coordinator takes the lease over).
+fn grant_grace(state: &State, now: i64) -> Result<(), crate::store::StoreError> {
+    // Kept here only: a grace is not news for the other coordinators.
+    for (name, _, _) in state.store.read(instances::all)? {
+        state.seen_elsewhere(&name, now);
+    }
+    for (step, _, _) in state.store.read(crate::store::deployments::running_steps)? {
+        state.heard_elsewhere(step, now);
+    }
+    Ok(())
+}
+
+/// PostgreSQL: write the liveness heard here for the coordinator that sweeps, once a second.
+async fn share_liveness(state: State) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let (seen, heard) = state.take_liveness();
+        if seen.is_empty() && heard.is_empty() {
+            continue;
+        }
+        let st = state.clone();
+        let wrote = tokio::task::spawn_blocking(move || {
+            st.store.write(|tx| {
+                crate::store::instances::record_seen(tx, &seen)?;
+                crate::store::deployments::record_heard(tx, &heard)
+            })
+        })
+        .await;
+        if let Ok(Err(e)) = wrote {
+            tracing::warn!(error = %e, "sharing agent liveness failed");
+        }
+    }
 }
 
 /// Re-run the strategy on every active deployment (at start-up: a coordinator killed mid-way carries on). Whatever
@@ -192,6 +349,25 @@ pub fn sweep_lost(state: &State, now: i64) -> Result<usize, executor::EngineErro
     let deadline = i64::try_from(state.settings.heartbeat_deadline.as_millis()).unwrap_or(i64::MAX);
     let running = state.store.read(crate::store::deployments::running_steps)?;
     state.retain_heard(&running.iter().map(|(step, _, _)| *step).collect());
+    if state.store.is_postgres() && !running.is_empty() {
+        // What the other coordinators heard: an agent talking to another one is alive too.
+        let (seen, heard) = state.store.read(|c| {
+            Ok::<_, crate::store::StoreError>((
+                crate::store::instances::last_seen_all(c)?,
+                crate::store::deployments::heard_of_running(c)?,
+            ))
+        })?;
+        for (instance, at) in seen {
+            if state.last_seen(&instance).is_none_or(|t| t < at) {
+                state.seen_elsewhere(&instance, at);
+            }
+        }
+        for (step, at) in heard {
+            if state.last_heard(step).is_none_or(|t| t < at) {
+                state.heard_elsewhere(step, at);
+            }
+        }
+    }
     let mut failed = 0;
     for (step, instance, started) in running {
         let seen = state.last_seen(&instance).unwrap_or(started).max(started);
@@ -309,6 +485,10 @@ pub async fn serve(cfg: ServerConfig, on_ready: impl FnOnce(Ready)) -> Result<()
             let mut ticks: u64 = 0;
             loop {
                 tick.tick().await;
+                // One coordinator of a shared database sweeps and prunes: the lease holder.
+                if !state.is_leader() {
+                    continue;
+                }
                 if let Err(e) = sweep_lost(&state, now_ms()) {
                     tracing::error!(error = %e, "lost-agent sweep failed");
                 }
@@ -322,9 +502,19 @@ pub async fn serve(cfg: ServerConfig, on_ready: impl FnOnce(Ready)) -> Result<()
         })
     };
 
+    let shared = if state.store.is_postgres() {
+        Some((
+            tokio::spawn(hold_lease(state.clone())),
+            tokio::spawn(share_liveness(state.clone())),
+        ))
+    } else {
+        None
+    };
+
     // BlockTraffic / AllowTraffic / SwitchTraffic: the coordinator's own steps, re-issued after a restart.
     let traffic = tokio::spawn(crate::engine::traffic::run(state.clone()));
 
+    let state_for_shutdown = state.clone();
     let app = api::router(state);
     // The request-body idle deadline wraps the whole router, so every route's body is covered.
     let app = tower::Layer::layer(
@@ -414,6 +604,18 @@ pub async fn serve(cfg: ServerConfig, on_ready: impl FnOnce(Ready)) -> Result<()
     }
     sweeper.abort();
     traffic.abort();
+    if let Some((lease, liveness)) = shared {
+        lease.abort();
+        liveness.abort();
+        // Hand the lease over at once rather than after its TTL.
+        let holder = state_for_shutdown.store.holder_id();
+        let st = state_for_shutdown.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            st.store
+                .write(|tx| crate::store::leases::release(tx, LEASE, &holder))
+        })
+        .await;
+    }
     tracing::info!("coordinator shutting down");
     Ok(())
 }
@@ -425,6 +627,42 @@ mod tests {
     use crate::engine::executor::NewDeployment;
     use crate::store::{apps, deployments, revisions};
     use rollcage_proto::wire::{Concurrency, DeploymentStatus, DeploymentStyle, Group};
+
+    #[test]
+    fn coordinators_of_one_database_share_the_bootstrap_tokens_and_refuse_a_different_one() {
+        let db = rollcage_testpg::shared_database().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = |name: &str| ServerConfig {
+            database: Some(db.url().to_owned()),
+            ..ServerConfig::loopback(dir.path().join(name))
+        };
+        let a = open_state(&cfg("a")).unwrap();
+        let admin = auth::read_token(&dir.path().join("a/admin-token")).unwrap();
+        let metrics = auth::read_token(&dir.path().join("a/metrics-token")).unwrap();
+        // No token file of its own: it accepts the database's, and makes none.
+        let b = open_state(&cfg("b")).unwrap();
+        assert!(b.tokens.is_admin(&admin));
+        assert!(b.metrics.is_scrape_token(&metrics));
+        assert!(!dir.path().join("b/admin-token").exists());
+        // The same file: fine; another token: refused at start, naming the file.
+        let same = ServerConfig {
+            admin_token_file: Some(dir.path().join("a/admin-token")),
+            ..cfg("c")
+        };
+        assert!(open_state(&same).unwrap().tokens.is_admin(&admin));
+        let other_file = dir.path().join("other-token");
+        std::fs::write(&other_file, "not-the-same\n").unwrap();
+        let other = ServerConfig {
+            admin_token_file: Some(other_file.clone()),
+            ..cfg("d")
+        };
+        let e = open_state(&other).unwrap_err().to_string();
+        assert!(
+            e.contains("other-token") && e.contains("not the one the other coordinators"),
+            "{e}"
+        );
+        drop((a, b));
+    }
 
     #[test]
     fn step_logs_are_pruned_once_their_deployment_ended_longer_ago_than_the_retention() {

@@ -25,9 +25,11 @@ pub mod deployments;
 pub mod enroll_tokens;
 pub mod forms;
 pub mod instances;
+pub mod leases;
 pub mod logs;
 mod pg;
 pub mod revisions;
+pub mod secrets;
 pub mod tokens;
 
 pub use db::{Conn, OptionalExt, Row, args};
@@ -73,6 +75,10 @@ pub enum StoreError {
         /// Why.
         message: String,
     },
+    /// A text value holds a NUL byte: PostgreSQL's text cannot, so no store accepts one (on SQLite either, so
+    /// both backends answer alike).
+    #[error("a value holds a NUL byte (\\0), which no name, label or message may contain")]
+    NulByte,
     /// A query that must return a row returned none.
     #[error("no such row")]
     NoRows,
@@ -296,6 +302,25 @@ ALTER TABLE instances ADD COLUMN enrolled_with TEXT;
 ALTER TABLE revisions ADD COLUMN signature TEXT;
 ALTER TABLE revisions ADD COLUMN signed_by TEXT;
 "#,
+    // Several coordinators on one database (issue 14; store/leases.rs, store/secrets.rs).
+    r#"
+-- Work that must run on one coordinator at a time (the lost-agent sweep, retention, the coordinator's own
+-- load-balancer steps): held by `holder` until `expires_at` (ms), renewed while it runs.
+CREATE TABLE leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+-- The bootstrap tokens every coordinator of one database accepts (admin, enroll, metrics): only their sha256.
+CREATE TABLE shared_secrets (
+    name TEXT PRIMARY KEY,
+    hash TEXT NOT NULL
+);
+-- Liveness as another coordinator saw it (ms; written at most every few seconds per agent and step), so the
+-- coordinator holding the sweep does not take an agent that talks to another one for lost.
+ALTER TABLE instances ADD COLUMN last_seen_at INTEGER;
+ALTER TABLE steps ADD COLUMN heard_at INTEGER;
+"#,
 ];
 
 /// What one committed transaction changed, for whoever waits on it. Plain data, so the same set can later be sent
@@ -311,6 +336,9 @@ pub struct Touched {
     /// Anything may have changed (a lost notification connection came back): every waiter re-reads.
     #[serde(default)]
     pub everything: bool,
+    /// An operator token was made or revoked, or an agent removed: coordinators re-read their token caches.
+    #[serde(default)]
+    pub tokens: bool,
 }
 
 impl Touched {
@@ -320,6 +348,7 @@ impl Touched {
             && self.instances.is_empty()
             && !self.coordinator_steps
             && !self.everything
+            && !self.tokens
     }
 
     /// Everything may have changed.
@@ -336,6 +365,7 @@ impl Touched {
         self.instances.extend(other.instances);
         self.coordinator_steps |= other.coordinator_steps;
         self.everything |= other.everything;
+        self.tokens |= other.tokens;
     }
 }
 
@@ -369,6 +399,11 @@ impl<'c> Tx<'c> {
         if !t.instances.contains(instance) {
             t.instances.insert(instance.to_owned());
         }
+    }
+
+    /// A token was made, revoked or removed.
+    pub fn touch_tokens(&self) {
+        self.touched.borrow_mut().tokens = true;
     }
 
     /// A coordinator step was dispatched.
@@ -514,6 +549,14 @@ impl Store {
     /// Whether the state is in PostgreSQL (shared with other coordinators).
     pub fn is_postgres(&self) -> bool {
         matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// This coordinator's identity among those sharing the database (a lease's holder); `local` on SQLite.
+    pub fn holder_id(&self) -> String {
+        match &self.backend {
+            Backend::Sqlite { .. } => "local".to_owned(),
+            Backend::Postgres(pg) => pg.id.clone(),
+        }
     }
 
     /// The database, for messages: the SQLite file, or the URL without its password.

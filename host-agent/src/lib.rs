@@ -22,8 +22,9 @@ use std::path::PathBuf;
 /// Everything `rollcage agent` is started with.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Coordinator base URL.
-    pub coordinator: String,
+    /// Coordinator base URLs, tried in this order; the agent stays on the one that answers (see
+    /// `rollcage_client::failover`). Its journal and unsent reports do not care which one it talks to.
+    pub coordinators: Vec<String>,
     /// The agent's root directory.
     pub root: PathBuf,
     /// The instance name.
@@ -90,7 +91,7 @@ pub async fn run_until(
         ca_file: cfg.ca_file.clone(),
         ca_fingerprint: cfg.ca_fingerprint,
     };
-    let base = rollcage_client::Client::with_trust(&cfg.coordinator, None, &trust)
+    let base = rollcage_client::Client::with_bases(&cfg.coordinators, None, &trust)
         .map_err(|e| daemon::AgentError::Client(Box::new(e)))?;
     // The journal before the enrollment: an agent that cannot open its journal stops before it replaces the
     // instance's token.
@@ -117,7 +118,7 @@ pub async fn run_until(
         host.hook_vars = cfg.hook_vars();
         host.trusted_signers = cfg.trusted_signers.clone();
         let exec = executor::RuntimeExecutor::new(host, client.clone());
-        tracing::info!(instance = %cfg.name, coordinator = %cfg.coordinator, root = %cfg.root.display(), "agent running");
+        tracing::info!(instance = %cfg.name, coordinators = %cfg.coordinators.join(","), root = %cfg.root.display(), "agent running");
         let agent = daemon::AgentLoop::new(client, journal.clone(), exec, cfg.loop_config.clone());
         let error = match agent.run(shutdown.as_mut()).await {
             Err(daemon::AgentError::TokenRefused { error, .. }) => error,

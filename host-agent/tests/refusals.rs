@@ -440,7 +440,7 @@ async fn a_report_far_over_the_body_limit_reaches_the_coordinator_and_the_deploy
 
 fn agent_config(url: &str, root: &Path, enroll_token: Option<&str>) -> rollcage_agent::AgentConfig {
     rollcage_agent::AgentConfig {
-        coordinator: url.to_owned(),
+        coordinators: vec![url.to_owned()],
         root: root.to_owned(),
         name: "i1".into(),
         enroll_token: enroll_token.map(str::to_owned),

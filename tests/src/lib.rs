@@ -252,6 +252,9 @@ pub struct Fleet {
     pub agent_vars: Vec<Vec<String>>,
     /// A command each agent runs under (by index), e.g. `ip netns exec NS`; empty = run directly.
     pub agent_prefix: Vec<Vec<String>>,
+    /// Coordinator URLs the agents and the CLI are given before the coordinator's own (`--coordinator A,B,URL`),
+    /// tried first in that order; empty = the coordinator's URL alone.
+    pub urls_before: Vec<String>,
 }
 
 impl Fleet {
@@ -273,6 +276,28 @@ impl Fleet {
         vars: impl Fn(usize) -> Vec<String>,
         prefix: impl Fn(usize) -> Vec<String>,
     ) -> anyhow::Result<Self> {
+        Self::start_all(n, listen, vars, prefix, Vec::new())
+    }
+
+    /// Start a coordinator and `n` agents named `i0`…; the agents and the CLI are given `urls_before`, then the
+    /// coordinator's URL, as their list of coordinators (`--coordinator A,B,URL`).
+    pub fn start_with_urls_before(n: usize, urls_before: Vec<String>) -> anyhow::Result<Self> {
+        Self::start_all(
+            n,
+            "127.0.0.1:0".parse()?,
+            |_| Vec::new(),
+            |_| Vec::new(),
+            urls_before,
+        )
+    }
+
+    fn start_all(
+        n: usize,
+        listen: SocketAddr,
+        vars: impl Fn(usize) -> Vec<String>,
+        prefix: impl Fn(usize) -> Vec<String>,
+        urls_before: Vec<String>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("rollcage-e2e-").tempdir()?;
         let coordinator = Coordinator::start(&dir.path().join("coordinator"), listen, &[])?;
         let markers = dir.path().join("markers.txt");
@@ -284,6 +309,7 @@ impl Fleet {
             markers,
             agent_vars: (0..n).map(vars).collect(),
             agent_prefix: (0..n).map(prefix).collect(),
+            urls_before,
         };
         for i in 0..n {
             let name = format!("i{i}");
@@ -313,7 +339,7 @@ impl Fleet {
         };
         cmd.arg("agent")
             .arg("--coordinator")
-            .arg(self.coordinator.url())
+            .arg(self.coordinator_list())
             .arg("--root")
             .arg(root)
             .arg("--name")
@@ -329,6 +355,13 @@ impl Fleet {
         }
         self.coordinator.pin(&mut cmd);
         Proc::spawn(cmd, &root.with_extension("log"))
+    }
+
+    /// What agents and the CLI get as `--coordinator`: [`Self::urls_before`], then the coordinator's URL.
+    pub fn coordinator_list(&self) -> String {
+        let mut urls = self.urls_before.clone();
+        urls.push(self.coordinator.url());
+        urls.join(",")
     }
 
     /// SIGKILL agent `i` and start it again (same root, so same token and journal).
@@ -352,7 +385,7 @@ impl Fleet {
         self.coordinator.pin(&mut cmd);
         let mut child = cmd
             .args(args)
-            .env("ROLLCAGE_COORDINATOR", self.coordinator.url())
+            .env("ROLLCAGE_COORDINATOR", self.coordinator_list())
             .env("ROLLCAGE_TOKEN", &self.coordinator.admin_token)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out_path)?)

@@ -82,6 +82,7 @@ fn a_pending_instance_gets_no_deployment_until_approved() -> anyhow::Result<()> 
         markers,
         agent_vars: Vec::new(),
         agent_prefix: Vec::new(),
+        urls_before: Vec::new(),
     };
     let result = caught(|| {
         // A token for two hosts, valid ten minutes: printed alone, kept in a 0600 file.

@@ -6,7 +6,7 @@
 
 use super::plan::{self, APP, BLUE, GREEN, INSTANCES, SERVICE};
 use super::procs::{AGENT_PREFIX, Supervisor, TAIL_LINES, log_tail};
-use crate::agent_service::AgentFile;
+use crate::agent_service::{AgentFile, Coordinators};
 use anyhow::{Context as _, bail};
 use rollcage_client::Client;
 use rollcage_proto::lb::{DriverConfig, GroupLb, LbConfig};
@@ -148,7 +148,7 @@ pub async fn start(sup: &Supervisor, exe: &Path) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(&root)?;
         let port = apps[name].rsplit(':').next().unwrap_or_default().to_owned();
         let file = AgentFile {
-            coordinator: url.clone(),
+            coordinator: Coordinators::parse(&url)?,
             name: name.to_owned(),
             root: root.clone(),
             enroll_token_file: Some(data.join("enroll-token")),

@@ -1,9 +1,10 @@
 //! Fleet commands of the `rollcage` binary: run the coordinator or an agent, and operate deployments.
 //!
-//! Remote commands take the coordinator URL from `--coordinator` or `ROLLCAGE_COORDINATOR`, and the token from a
-//! file (`--token-file FILE` or `ROLLCAGE_TOKEN_FILE`) or `ROLLCAGE_TOKEN` — never from the command line, where
-//! every local user reads it in `/proc/PID/cmdline`; read commands take `--output json` for scripts. Waiting commands
-//! follow the deployment live over the coordinator's event stream ([`watch`]).
+//! Remote commands take the coordinator URL (or several, comma-separated) from `--coordinator` or
+//! `ROLLCAGE_COORDINATOR`, and the token from a file (`--token-file FILE` or `ROLLCAGE_TOKEN_FILE`) or
+//! `ROLLCAGE_TOKEN` — never from the command line, where every local user reads it in `/proc/PID/cmdline`; read
+//! commands take `--output json` for scripts. Waiting commands follow the deployment live over the coordinator's
+//! event stream ([`watch`]).
 //!
 //! Exit codes scripts can rely on:
 //! - `0`: success (for `deploy --wait`/`rollback --wait`/`continue --wait`/`watch`: the deployment succeeded,
@@ -42,7 +43,8 @@ pub const EXIT_DEPLOYMENT_STOPPED: u8 = 3;
 /// Where the coordinator is and who we are.
 #[derive(Debug, Clone, Args)]
 pub struct Remote {
-    /// Coordinator base URL, e.g. http://127.0.0.1:7700.
+    /// Coordinator base URL, e.g. http://127.0.0.1:7700, or several separated by commas (tried in order: a read
+    /// moves on when one is unreachable or answers 5xx, a change only when it could not reach one).
     #[arg(long, env = "ROLLCAGE_COORDINATOR")]
     coordinator: Option<String>,
     /// File holding the operator token: the bootstrap admin token (the coordinator's DATA/admin-token) or one
@@ -350,7 +352,8 @@ pub struct AgentArgs {
     /// Config file (TOML, as `rollcage agent install` writes it); flags given as well override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Coordinator base URL.
+    /// Coordinator base URL, or several separated by commas (tried in order; the agent stays on the one that
+    /// answers, and moves on when it is unreachable or answers 5xx).
     #[arg(long, env = "ROLLCAGE_COORDINATOR")]
     coordinator: Option<String>,
     /// Root directory of this agent's deployments.
@@ -470,10 +473,14 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<rollcage_agent::AgentConfig> {
     }
     Ok(rollcage_agent::AgentConfig {
         trusted_signers,
-        coordinator: a
-            .coordinator
-            .or_else(|| file.as_ref().map(|f| f.coordinator.clone()))
-            .ok_or_else(|| missing("coordinator"))?,
+        coordinators: match (a.coordinator, &file) {
+            (Some(flag), _) => crate::agent_service::Coordinators::parse(&flag)
+                .context("--coordinator")?
+                .urls()
+                .to_vec(),
+            (None, Some(f)) => f.coordinator.urls().to_vec(),
+            (None, None) => return Err(missing("coordinator")),
+        },
         root: a
             .root
             .or_else(|| file.as_ref().map(|f| f.root.clone()))

@@ -103,7 +103,11 @@ pub async fn log_internal_errors(req: Request, next: Next) -> Response {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        Self::Internal(e.to_string())
+        match e {
+            // Client input the database cannot hold: the client's to fix.
+            StoreError::NulByte => Self::Invalid(e.to_string()),
+            e => Self::Internal(e.to_string()),
+        }
     }
 }
 
@@ -184,7 +188,8 @@ where
 }
 
 /// JSON text made decodable without changing its shape: inside strings, every `\uXXXX` escape of a lone surrogate
-/// (one not part of a high-low pair, which no Rust string can hold) becomes `\uFFFD`, and a raw control character
+/// (one not part of a high-low pair, which no Rust string can hold) and every NUL (`\u0000` or a raw 0 byte; no
+/// stored text may hold one, see `StoreError::NulByte`) becomes `\uFFFD`, and another raw control character
 /// (invalid in JSON) becomes its `\u00XX` escape. Borrowed when there is nothing to change; linear. An escaped
 /// backslash (`\\u…`) is left alone.
 pub(crate) fn lenient_json_text(text: &str) -> std::borrow::Cow<'_, str> {
@@ -209,7 +214,7 @@ pub(crate) fn lenient_json_text(text: &str) -> std::borrow::Cow<'_, str> {
                 Some(0xD800..=0xDBFF) if matches!(escape_at(b, i + 6), Some(0xDC00..=0xDFFF)) => {
                     i += 12
                 }
-                Some(0xD800..=0xDFFF) => {
+                Some(0xD800..=0xDFFF | 0) => {
                     changes.push((i, 6, "\\uFFFD".to_owned()));
                     i += 6;
                 }
@@ -217,6 +222,10 @@ pub(crate) fn lenient_json_text(text: &str) -> std::borrow::Cow<'_, str> {
                 // `\\`, `\n`, `\"`, …: skip the escaped character so it never ends the string or starts an escape.
                 None => i += 2,
             },
+            0 if in_string => {
+                changes.push((i, 1, "\\uFFFD".to_owned()));
+                i += 1;
+            }
             c if in_string && c < 0x20 => {
                 changes.push((i, 1, format!("\\u{c:04x}")));
                 i += 1;
@@ -385,6 +394,8 @@ mod tests {
         assert_eq!(fixed(r#""\ud800""#), r#""\uFFFD""#);
         assert_eq!(fixed(r#""\udfff\ud800x""#), r#""\uFFFD\uFFFDx""#);
         assert_eq!(fixed(r#""\ud800\u0041""#), r#""\uFFFD\u0041""#);
+        // No stored text holds a NUL, escaped or raw.
+        assert_eq!(fixed("\"a\\u0000b\u{0}c\""), r#""a\uFFFDb\uFFFDc""#);
         assert_eq!(fixed("\"a\u{1b}b\nc\""), r#""a\u001bb\u000ac""#);
         // A quote escaped inside a string does not end it; control characters after it are still escaped.
         assert_eq!(fixed("\"\\\"\u{1}\""), r#""\"\u0001""#);

@@ -58,7 +58,6 @@ impl FromRequestParts<State> for Agent {
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, Self::Rejection> {
         let name = state
-            .tokens
             .agent(bearer(parts)?)
             .ok_or_else(|| ApiError::Unauthorized("invalid agent token: enroll again".into()))?;
         state.seen(&name, now_ms());

@@ -164,6 +164,8 @@ pub const RULES: &[Rule] = &[
     quiet(rule(Get,  "/v1/agent/applications/{app}/revisions/{id}/bundle", "agent.bundle", "download bundles", Own, A::None)),
     // The scrape token or an admin token (the handler checks).
     rule(Get,    "/metrics",                                 "metrics.scrape",      "scrape metrics",         Own,    A::None),
+    // For load balancers and probes: says `ok` or why not, nothing else.
+    rule(Get,    "/healthz",                                 "health.check",        "check health",           Public, A::None),
     rule(Get,    "/",                                        "dashboard.page",      "read the dashboard",     Public, A::None),
     rule(Get,    "/dashboard/{file}",                        "dashboard.asset",     "read the dashboard",     Public, A::None),
 ];
@@ -187,7 +189,7 @@ impl FromRequestParts<State> for Caller {
             return Ok(c.clone());
         }
         // Not behind the guard (a route without a rule never gets here; this is for handlers called otherwise).
-        match state.tokens.identify(super::extract::bearer(parts)?) {
+        match state.identify(super::extract::bearer(parts)?) {
             Identified::Operator(o) => Ok(Self(o)),
             _ => Err(ApiError::Unauthorized("invalid operator token".into())),
         }
@@ -284,7 +286,7 @@ pub async fn guard(
                 Ok(t) => t.to_owned(),
                 Err(e) => return finish(&st, rule.action, rule.record, &seen, refuse(e)).await,
             };
-            let op = match st.tokens.identify(&token) {
+            let op = match st.identify(&token) {
                 Identified::Operator(o) => o,
                 other => {
                     let (actor, message) = match other {
@@ -354,7 +356,7 @@ fn own_actor(st: &State, token: &str) -> String {
     if st.metrics.is_scrape_token(token) {
         return "metrics token".to_owned();
     }
-    match st.tokens.identify(token) {
+    match st.identify(token) {
         Identified::Operator(o) => o.name,
         Identified::Revoked(name) => name,
         Identified::Agent(name) => format!("agent {name}"),

@@ -375,3 +375,55 @@ fn the_documented_page_bounds_are_proto_s() -> TestResult {
     assert_eq!(limit["minimum"].as_u64(), Some(1));
     Ok(())
 }
+
+#[tokio::test]
+async fn healthz_answers_ok_to_anyone_while_the_database_answers() -> TestResult {
+    let st = state()?;
+    for token in [None, Some("not-a-token"), Some(ADMIN)] {
+        let (status, body) = call(&st, Method::GET, "/healthz", token, Body::empty()).await?;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"), "{token:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_503_with_a_reason_when_the_database_does_not_answer() -> TestResult {
+    // SQLite, whose one connection a long read can hold (a PostgreSQL pool would serve the check beside it).
+    let st = crate::testkit::state_over(
+        crate::store::Store::open_in_memory()?,
+        crate::testkit::settings(),
+    )?;
+    // The database held by something else past the check's deadline (a write that does not end).
+    let (held, release) = (
+        std::sync::mpsc::channel::<()>(),
+        std::sync::mpsc::channel::<()>(),
+    );
+    let (held_tx, held_rx) = held;
+    let (release_tx, release_rx) = release;
+    let holder = {
+        let st = st.clone();
+        std::thread::spawn(move || {
+            st.store.read(move |_| {
+                let _ = held_tx.send(());
+                let _ = release_rx.recv_timeout(health::DATABASE_DEADLINE * 3);
+                Ok::<_, crate::store::StoreError>(())
+            })
+        })
+    };
+    held_rx.recv()?;
+    let started = std::time::Instant::now();
+    let (status, body) = call(&st, Method::GET, "/healthz", None, Body::empty()).await?;
+    let took = started.elapsed();
+    let _ = release_tx.send(());
+    let _ = holder.join();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("database did not answer"), "{body}");
+    assert!(
+        took < health::DATABASE_DEADLINE * 2,
+        "answered after {took:?}"
+    );
+    // Once the database answers again, so does the check.
+    let (status, _) = call(&st, Method::GET, "/healthz", None, Body::empty()).await?;
+    assert_eq!(status, StatusCode::OK);
+    Ok(())
+}

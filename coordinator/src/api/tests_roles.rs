@@ -62,7 +62,7 @@ enum Needs {
 fn needs(method: &str, path: &str) -> Option<Needs> {
     use Needs::*;
     Some(match (method, path) {
-        ("get", "/v1/openapi.yaml") => Public,
+        ("get", "/v1/openapi.yaml") | ("get", "/healthz") => Public,
         ("get", "/v1/whoami") => Read,
         ("post" | "get", "/v1/tokens") | ("delete", "/v1/tokens/{name}") => Admin,
         ("get", "/v1/audit") => Admin,

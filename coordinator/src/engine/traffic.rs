@@ -224,6 +224,11 @@ pub async fn run(state: State) {
             }
         }
         first = false;
+        // One coordinator of a shared database runs the load-balancer steps: the lease holder (which re-scans when
+        // it takes the lease over, so a step the last holder was running is re-issued).
+        if !state.is_leader() {
+            continue;
+        }
         let steps = match state.store.read(deployments::running_coordinator_steps) {
             Ok(s) => s,
             Err(e) => {

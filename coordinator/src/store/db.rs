@@ -109,6 +109,17 @@ impl ToParam for Param<'_> {
     }
 }
 
+/// Refuse text holding a NUL byte before it reaches either database (see [`StoreError::NulByte`]).
+fn check_text(params: &[Param<'_>]) -> Result<()> {
+    if params
+        .iter()
+        .any(|p| matches!(p, Param::Text(t) if t.contains('\0')))
+    {
+        return Err(StoreError::NulByte);
+    }
+    Ok(())
+}
+
 /// The parameters of one statement: `args![a, b]`, an array of one type (`[name]`), a slice of [`Param`]s, or
 /// `()` for none.
 pub trait Params {
@@ -458,6 +469,7 @@ impl<'c> Conn<'c> {
     /// Run one statement; the number of rows it changed.
     pub fn execute(&self, sql: &str, params: impl Params) -> Result<usize> {
         let p = params.params();
+        check_text(&p)?;
         match &self.inner {
             Inner::Sqlite(c) => Ok(c
                 .prepare_cached(sql)?
@@ -515,6 +527,7 @@ impl<'c> Conn<'c> {
         mut f: impl FnMut(&Row<'_>) -> Result<bool>,
     ) -> Result<()> {
         let p = params.params();
+        check_text(&p)?;
         match &self.inner {
             Inner::Sqlite(c) => {
                 let mut st = c.prepare_cached(sql)?;

@@ -738,6 +738,28 @@ pub fn running_steps(c: &Conn<'_>) -> Result<Vec<(i64, String, i64)>> {
     rows.collect::<crate::store::Result<_>>().map_err(sql)
 }
 
+/// Record when steps' agents last gave word of them (ms), as this coordinator heard it; a later time only.
+pub fn record_heard(c: &Conn<'_>, heard: &[(i64, i64)]) -> Result<()> {
+    for (step, at) in heard {
+        c.execute(
+            "UPDATE steps SET heard_at = ?2 WHERE id = ?1 AND state = 'running' AND (heard_at < ?2 OR heard_at IS NULL)",
+            args![step, at],
+        )
+        .map_err(sql)?;
+    }
+    Ok(())
+}
+
+/// When the running steps were last heard of by any coordinator (ms), for those recorded.
+pub fn heard_of_running(c: &Conn<'_>) -> Result<Vec<(i64, i64)>> {
+    c.query_map(
+        "SELECT id, heard_at FROM steps WHERE state = 'running' AND heard_at IS NOT NULL",
+        (),
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .map_err(sql)
+}
+
 /// Set a deployment's status (and the forced-stop flag).
 pub fn set_status(c: &Tx<'_>, id: &str, status: DeploymentStatus, force: bool) -> Result<()> {
     c.touch_deployment(id);

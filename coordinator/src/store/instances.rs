@@ -4,7 +4,7 @@
 //! and its work); an operator removes the instance first to let another enrollment take the name. A `pending`
 //! instance (enrolled under `--enroll-approval`) is given no work until [`approve`]d.
 
-use super::{Conn, OptionalExt, args};
+use super::{Conn, OptionalExt, Tx, args};
 use super::{Result, decode, sql};
 use rollcage_proto::wire::{DeploymentStatus, InstanceState};
 
@@ -121,7 +121,8 @@ pub fn get(c: &Conn<'_>, name: &str) -> Result<Option<Row>> {
 }
 
 /// Forget an instance (its token stops working; its name may be enrolled again); `false` when it was not enrolled.
-pub fn remove(c: &Conn<'_>, name: &str) -> Result<bool> {
+pub fn remove(c: &Tx<'_>, name: &str) -> Result<bool> {
+    c.touch_tokens();
     let n = c
         .execute("DELETE FROM instances WHERE name = ?1", [name])
         .map_err(sql)?;
@@ -172,6 +173,41 @@ pub fn all(c: &Conn<'_>) -> Result<Vec<(String, String, i64)>> {
         .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .map_err(sql)?;
     rows.collect::<crate::store::Result<_>>().map_err(sql)
+}
+
+/// The instance whose agent token hashes to `hash` (another coordinator may have enrolled it since this one loaded
+/// its cache).
+pub fn by_token_hash(c: &Conn<'_>, hash: &str) -> Result<Option<String>> {
+    Ok(c.query_map(
+        "SELECT name FROM instances WHERE token_hash = ?1",
+        [hash],
+        |r| r.get(0),
+    )
+    .map_err(sql)?
+    .into_iter()
+    .next())
+}
+
+/// Record when agents were last heard from (ms), as this coordinator saw them; a later time only.
+pub fn record_seen(c: &Conn<'_>, seen: &[(String, i64)]) -> Result<()> {
+    for (name, at) in seen {
+        c.execute(
+            "UPDATE instances SET last_seen_at = ?2 WHERE name = ?1 AND (last_seen_at < ?2 OR last_seen_at IS NULL)",
+            args![name, at],
+        )
+        .map_err(sql)?;
+    }
+    Ok(())
+}
+
+/// When each agent was last heard from by any coordinator (ms), for those recorded.
+pub fn last_seen_all(c: &Conn<'_>) -> Result<Vec<(String, i64)>> {
+    c.query_map(
+        "SELECT name, last_seen_at FROM instances WHERE last_seen_at IS NOT NULL",
+        (),
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .map_err(sql)
 }
 
 /// Up to `limit` instances, by name, those after `after` (the paging cursor: a name) when given.

@@ -33,6 +33,100 @@ pub(crate) struct PgConn {
 
 struct Manager {
     config: postgres::Config,
+    tls: Tls,
+}
+
+/// How connections are made: plain, or TLS through rustls when the URL asks for it (`sslmode=require`). The server
+/// certificate is always verified (libpq's `verify-full`): against the CAs in `sslrootcert=FILE` when the URL names
+/// one, else the public web roots.
+#[derive(Clone)]
+enum Tls {
+    Plain,
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+impl Tls {
+    fn connect(&self, config: &postgres::Config) -> Result<postgres::Client, postgres::Error> {
+        match self {
+            Tls::Plain => config.connect(postgres::NoTls),
+            Tls::Rustls(tls) => config.connect(tls.clone()),
+        }
+    }
+}
+
+/// Split `sslrootcert=FILE` off the URL (the `postgres` crate does not read it) and build the TLS setting the
+/// URL's `sslmode` asks for.
+fn tls_for(url: &str, shown: &str) -> Result<(String, Tls), StoreError> {
+    let open_err = |message: String| StoreError::Open {
+        what: shown.to_owned(),
+        message,
+    };
+    let mut parsed = url::Url::parse(url).map_err(|e| open_err(format!("not a URL: {e}")))?;
+    let mut root_file = None;
+    let mut mode = None;
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter_map(|(k, v)| match k.as_ref() {
+            "sslrootcert" => {
+                root_file = Some(v.into_owned());
+                None
+            }
+            _ => {
+                if k == "sslmode" {
+                    mode = Some(v.to_string());
+                }
+                Some((k.into_owned(), v.into_owned()))
+            }
+        })
+        .collect();
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    let wants_tls = matches!(
+        mode.as_deref(),
+        Some("require" | "verify-ca" | "verify-full")
+    );
+    if !wants_tls {
+        if root_file.is_some() {
+            return Err(open_err(
+                "sslrootcert is given but sslmode is not `require`: add sslmode=require".into(),
+            ));
+        }
+        return Ok((parsed.to_string(), Tls::Plain));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match &root_file {
+        Some(path) => {
+            let pem =
+                std::fs::read(path).map_err(|e| open_err(format!("sslrootcert {path}: {e}")))?;
+            let mut n = 0;
+            for cert in <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| open_err(format!("sslrootcert {path}: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| open_err(format!("sslrootcert {path}: {e}")))?;
+                n += 1;
+            }
+            if n == 0 {
+                return Err(open_err(format!(
+                    "sslrootcert {path}: no PEM certificate in it"
+                )));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| open_err(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((
+        parsed.to_string(),
+        Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(config)),
+    ))
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -41,7 +135,7 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> Result<PgConn, postgres::Error> {
         Ok(PgConn {
-            client: self.config.connect(postgres::NoTls)?,
+            client: self.tls.connect(&self.config)?,
             stmts: RefCell::default(),
         })
     }
@@ -59,6 +153,7 @@ impl r2d2::ManageConnection for Manager {
 pub(crate) struct Pg {
     pool: Option<r2d2::Pool<Manager>>,
     config: postgres::Config,
+    tls: Tls,
     /// The URL without its password, for messages.
     pub(crate) shown: String,
     /// This coordinator's id: its own notifications are not delivered twice.
@@ -126,21 +221,12 @@ impl Pg {
         hooks: Arc<Mutex<Vec<super::CommitHook>>>,
     ) -> Result<Self, StoreError> {
         let shown = shown(url);
+        let (url, tls) = tls_for(url, &shown)?;
         let config: postgres::Config =
             url.parse().map_err(|e: postgres::Error| StoreError::Open {
                 what: shown.clone(),
                 message: format!("not a PostgreSQL URL: {e}"),
             })?;
-        if !matches!(
-            config.get_ssl_mode(),
-            postgres::config::SslMode::Disable | postgres::config::SslMode::Prefer
-        ) {
-            return Err(StoreError::Open {
-                what: shown,
-                message: "sslmode=require is not supported yet: connect over a unix socket or a private network"
-                    .into(),
-            });
-        }
         // Pool size: the API's concurrent writers and readers plus batched report writers; PostgreSQL's default
         // max_connections (100) leaves room for several coordinators.
         let pool = r2d2::Pool::builder()
@@ -149,17 +235,36 @@ impl Pg {
             .connection_timeout(Duration::from_secs(10))
             .build_unchecked(Manager {
                 config: config.clone(),
+                tls: tls.clone(),
             });
         let id = format!("{:016x}", fastrand::u64(..));
         let pg = Self {
             pool: Some(pool),
             config,
+            tls,
             shown,
             id,
             stop: Arc::default(),
             guard: None,
         };
-        pg.run(|conn| migrate(&mut conn.client, migrations))?;
+        // The first connection is made directly (not through the pool, which retries for its whole timeout), so
+        // a wrong URL, password or certificate fails at once with the server's own reason.
+        let (config, tls) = (&pg.config, &pg.tls);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut client = tls.connect(config).map_err(|e| StoreError::Open {
+                    what: pg.shown.clone(),
+                    message: describe(&e),
+                })?;
+                migrate(&mut client, migrations)
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(StoreError::Postgres {
+                    message: "connecting to the database panicked".into(),
+                })
+            })
+        })?;
         pg.listen(hooks)?;
         Ok(pg)
     }
@@ -199,6 +304,9 @@ impl Pg {
     /// delivers them at commit and never for a rollback.
     pub(crate) fn payloads(&self, touched: &Touched) -> Vec<String> {
         let mut out = Vec::new();
+        if touched.is_empty() {
+            return out;
+        }
         let deps: Vec<&String> = touched.deployments.iter().collect();
         let insts: Vec<&String> = touched.instances.iter().collect();
         let chunks = deps
@@ -222,6 +330,7 @@ impl Pg {
                     .collect(),
                 coordinator_steps: touched.coordinator_steps && i == 0,
                 everything: touched.everything && i == 0,
+                tokens: touched.tokens && i == 0,
             };
             let msg = Notice {
                 from: self.id.clone(),
@@ -238,6 +347,7 @@ impl Pg {
     /// after a lost connection (waking every hook once, since a notification may have been missed meanwhile).
     fn listen(&self, hooks: Arc<Mutex<Vec<super::CommitHook>>>) -> Result<(), StoreError> {
         let config = self.config.clone();
+        let tls = self.tls.clone();
         let stop = self.stop.clone();
         let me = self.id.clone();
         let shown = self.shown.clone();
@@ -245,7 +355,7 @@ impl Pg {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         std::thread::Builder::new()
             .name("rollcage-db-listen".into())
-            .spawn(move || listener(config, stop, me, shown, hooks, ready_tx))
+            .spawn(move || listener(config, tls, stop, me, shown, hooks, ready_tx))
             .map_err(|e| StoreError::Postgres {
                 message: format!("could not start the listener thread: {e}"),
             })?;
@@ -272,6 +382,7 @@ struct Notice {
 
 fn listener(
     config: postgres::Config,
+    tls: Tls,
     stop: Arc<AtomicBool>,
     me: String,
     shown: String,
@@ -280,7 +391,7 @@ fn listener(
 ) {
     let mut first = true;
     while !stop.load(Ordering::Relaxed) {
-        let client = config.connect(postgres::NoTls).and_then(|mut c| {
+        let client = tls.connect(&config).and_then(|mut c| {
             c.batch_execute(&format!("LISTEN {CHANNEL}"))?;
             Ok(c)
         });
@@ -311,22 +422,36 @@ fn listener(
             let mut broken = false;
             {
                 let mut notes = client.notifications();
-                let mut it = notes.timeout_iter(Duration::from_millis(500));
-                loop {
-                    match it.next() {
-                        Ok(Some(n)) => {
-                            if let Ok(notice) = serde_json::from_str::<Notice>(n.payload())
-                                && notice.from != me
-                            {
-                                batch.merge(notice.touched);
+                // Wait (bounded, to notice `stop`) for the first notification, then take whatever else already
+                // arrived without waiting: a wake is delivered as soon as it is heard.
+                let first = notes.timeout_iter(Duration::from_millis(500)).next();
+                let mut take = |n: postgres::Notification| {
+                    if let Ok(notice) = serde_json::from_str::<Notice>(n.payload())
+                        && notice.from != me
+                    {
+                        batch.merge(notice.touched);
+                    }
+                };
+                match first {
+                    Ok(Some(n)) => {
+                        take(n);
+                        let mut more = notes.iter();
+                        loop {
+                            match more.next() {
+                                Ok(Some(n)) => take(n),
+                                Ok(None) => break,
+                                Err(e) => {
+                                    tracing::warn!(database = %shown, error = %describe(&e), "LISTEN connection failed");
+                                    broken = true;
+                                    break;
+                                }
                             }
                         }
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::warn!(database = %shown, error = %describe(&e), "LISTEN connection failed");
-                            broken = true;
-                            break;
-                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(database = %shown, error = %describe(&e), "LISTEN connection failed");
+                        broken = true;
                     }
                 }
             }
@@ -387,4 +512,99 @@ fn migrate(client: &mut postgres::Client, migrations: &[&str]) -> Result<(), Sto
     tx.execute("UPDATE rollcage_schema SET version = $1", &[&now])
         .map_err(pg_err)?;
     tx.commit().map_err(pg_err)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test fixtures")]
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use std::path::Path;
+
+    /// A CA and a server certificate for `localhost` signed by it: (CA PEM, server cert PEM, server key PEM).
+    fn ca_and_server() -> (String, String, String) {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::from_ca_cert_pem(&ca_cert.pem(), ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        (ca_cert.pem(), leaf.pem(), key.serialize_pem())
+    }
+
+    /// Turn TLS on in `server` with `cert`/`key` (written into its dir, owned by the user the server runs as).
+    fn enable_tls(server: &rollcage_testpg::Server, cert: &str, key: &str) {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = server.socket_dir();
+        let owner = std::fs::metadata(dir.join("data")).unwrap();
+        for (name, content) in [("server.crt", cert), ("server.key", key)] {
+            let p = dir.join(name);
+            std::fs::write(&p, content).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::chown(&p, Some(owner.uid()), Some(owner.gid())).unwrap();
+        }
+        let url = server.url();
+        let dir: &Path = dir;
+        let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                // One statement each: ALTER SYSTEM refuses to run in a (multi-statement) transaction.
+                for sql in [
+                    format!("ALTER SYSTEM SET ssl_cert_file = '{}'", crt.display()),
+                    format!("ALTER SYSTEM SET ssl_key_file = '{}'", key.display()),
+                    "ALTER SYSTEM SET ssl = 'on'".to_owned(),
+                    "SELECT pg_reload_conf()".to_owned(),
+                ] {
+                    c.batch_execute(&sql).unwrap();
+                }
+            })
+            .join()
+            .unwrap();
+        });
+    }
+
+    #[test]
+    fn tls_to_the_database_when_the_url_asks_verified_against_its_ca() {
+        let server = rollcage_testpg::Server::start().unwrap();
+        let (ca, cert, key) = ca_and_server();
+        enable_tls(&server, &cert, &key);
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, &ca).unwrap();
+        let base = format!("postgres://postgres@localhost:{}/postgres", server.port());
+        let tls_url = format!("{base}?sslmode=require&sslrootcert={}", ca_file.display());
+        let store = crate::store::Store::open_postgres(&tls_url).unwrap();
+        let on_tls: bool = store
+            .read(|c| {
+                c.query_row(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    (),
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert!(on_tls, "the connection is not encrypted");
+        drop(store);
+        // Another CA: refused (the certificate is verified, not merely encrypted against).
+        let (other_ca, _, _) = ca_and_server();
+        let other = dir.path().join("other.pem");
+        std::fs::write(&other, &other_ca).unwrap();
+        let bad = format!("{base}?sslmode=require&sslrootcert={}", other.display());
+        let e = crate::store::Store::open_postgres(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("localhost"), "{e}");
+        // sslrootcert without sslmode: a clear refusal, not a silent plain connection.
+        let e = crate::store::Store::open_postgres(&format!(
+            "{base}?sslrootcert={}",
+            ca_file.display()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sslmode=require"), "{e}");
+    }
 }

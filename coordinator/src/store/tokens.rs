@@ -4,7 +4,7 @@
 //! The coordinator keeps the live tokens in memory too ([`crate::auth::Tokens`]), loaded from here at start and
 //! updated by the token routes in the same request as the write.
 
-use super::{Conn, OptionalExt, args};
+use super::{Conn, OptionalExt, Tx, args};
 use super::{Result, StoreError, sql};
 use rollcage_proto::access::{Role, TokenInfo};
 
@@ -71,7 +71,8 @@ const COLS: &str = "name, role, apps, token_hash, created_at, last_used_at, revo
 
 /// Record a new token; `false` (nothing changed) when a token that is not revoked has the name. A revoked token's
 /// row gives its name up.
-pub fn insert(c: &Conn<'_>, info: &TokenInfo, hash: &str) -> Result<bool> {
+pub fn insert(c: &Tx<'_>, info: &TokenInfo, hash: &str) -> Result<bool> {
+    c.touch_tokens();
     c.execute(
         "DELETE FROM operator_tokens WHERE name = ?1 AND revoked_at IS NOT NULL",
         [&info.name],
@@ -92,7 +93,8 @@ pub fn insert(c: &Conn<'_>, info: &TokenInfo, hash: &str) -> Result<bool> {
 }
 
 /// Revoke a live token; `false` when no live token has the name.
-pub fn revoke(c: &Conn<'_>, name: &str, now: i64) -> Result<bool> {
+pub fn revoke(c: &Tx<'_>, name: &str, now: i64) -> Result<bool> {
+    c.touch_tokens();
     let n = c
         .execute(
             "UPDATE operator_tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
@@ -156,6 +158,20 @@ pub fn get(c: &Conn<'_>, name: &str) -> Result<Option<StoredToken>> {
         ))
         .map_err(sql)?
         .query_row([name], row)
+        .optional()
+        .map_err(sql)?;
+    r.map(decode).transpose()
+}
+
+/// The token whose secret hashes to `hash`, revoked ones included (another coordinator may have made it since
+/// this one loaded its cache).
+pub fn by_hash(c: &Conn<'_>, hash: &str) -> Result<Option<StoredToken>> {
+    let r = c
+        .prepare_cached(&format!(
+            "SELECT {COLS} FROM operator_tokens WHERE token_hash = ?1"
+        ))
+        .map_err(sql)?
+        .query_row([hash], row)
         .optional()
         .map_err(sql)?;
     r.map(decode).transpose()
