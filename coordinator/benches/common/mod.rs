@@ -73,7 +73,7 @@ pub struct Serve {
     /// The data dir of another coordinator of the same database, whose admin and enrollment token files this one
     /// is given (`--admin-token-file`, `--enroll-token-file`), so both accept the same tokens.
     pub tokens_from: Option<PathBuf>,
-    /// The connection cap (`--max-connections`); `None` keeps the default.
+    /// The connection cap (`ConnLimits::max_connections`); `None` keeps the default.
     pub max_connections: Option<usize>,
 }
 
