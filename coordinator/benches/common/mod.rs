@@ -355,6 +355,9 @@ pub async fn enroll_all(http: &Http, enroll_token: &str, names: &[String]) -> Ve
     tokens
 }
 
+/// Agents opening their connection at once, at the start of [`run_deployment`].
+const CONNECTS_AT_ONCE: usize = 200;
+
 /// What one deployment driven by simulated agents measured.
 #[derive(Debug, Clone, Default)]
 pub struct DeployRun {
@@ -389,11 +392,18 @@ pub async fn run_deployment(
     think: Option<Duration>,
 ) -> DeployRun {
     let ready = Arc::new(AtomicUsize::new(0));
+    // Connections are opened a few hundred at a time: 10,000 connects at once overflow the listen backlog, and
+    // the dropped SYNs come back only after the kernel's retransmission back-off (seconds), past the connect
+    // deadline. Each agent's long poll then reuses the connection its empty poll left idle in the pool.
+    let connecting = Arc::new(tokio::sync::Semaphore::new(CONNECTS_AT_ONCE));
     let mut tasks = Vec::with_capacity(agents.len());
     for agent in agents {
-        let (agent, ready) = (agent.clone(), ready.clone());
+        let (agent, ready, connecting) = (agent.clone(), ready.clone(), connecting.clone());
         tasks.push(tokio::spawn(async move {
-            let _ = agent.http.poll(&agent.token, 0).await;
+            {
+                let _permit = connecting.acquire().await.unwrap();
+                let _ = agent.http.poll(&agent.token, 0).await;
+            }
             ready.fetch_add(1, Ordering::Relaxed);
             let mut cmd = loop {
                 if let Some(c) = agent.http.poll(&agent.token, 20_000).await {
@@ -425,10 +435,18 @@ pub async fn run_deployment(
         }));
     }
     while ready.load(Ordering::Relaxed) < agents.len() {
+        // An agent that failed (its task panicked) never gets ready: stop waiting, its panic is reported below.
+        if tasks.iter().any(tokio::task::JoinHandle::is_finished) {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The long polls were sent right after the counter moved; let them reach the coordinators.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    if let Some(failed) = tasks.iter().position(tokio::task::JoinHandle::is_finished) {
+        let e = tasks.swap_remove(failed).await.err();
+        panic!("simulated agent {failed} failed before the deployment started: {e:?}");
+    }
     let t0 = Instant::now();
     let id = operator.deploy(admin, revision).await;
     let mut run = DeployRun::default();
