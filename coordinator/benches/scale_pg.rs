@@ -225,6 +225,11 @@ fn phase_rows(rows: &mut Vec<Row>, runs: &[&DeployRun], phase: &str, paced: bool
         with_ratio(&of(&DeployRun::reports_per_sec), |v| format!("{v:.0}")),
         if paced { "" } else { "(c) >= 10000" },
     ));
+    rows.push(row(
+        format!("{phase}: reports sent again after an error"),
+        runs.iter().map(|r| r.errors.to_string()).collect(),
+        "0",
+    ));
     for (q, name, target) in [(0.5, "p50", ""), (0.99, "p99", "< 10 ms"), (1.0, "max", "")] {
         rows.push(row(
             format!("{phase}: dispatch {name}"),

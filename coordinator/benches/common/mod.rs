@@ -43,6 +43,11 @@ pub fn maybe_serve() {
     let Ok(data) = std::env::var(ENV_SERVE) else {
         return;
     };
+    // The coordinator's log (RUST_LOG, `warn` by default) on the bench's stderr: errors behind a 5xx show there.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut cfg = rollcage_coordinator::ServerConfig::loopback(data.into());
@@ -259,6 +264,15 @@ impl Http {
 
     /// Report a no-op success; returns the next command.
     pub async fn report_ok(&self, token: &str, cmd: &StepCommand) -> Option<StepCommand> {
+        self.try_report_ok(token, cmd).await.unwrap()
+    }
+
+    /// [`Http::report_ok`], returning the coordinator's or the transport's error.
+    pub async fn try_report_ok(
+        &self,
+        token: &str,
+        cmd: &StepCommand,
+    ) -> Result<Option<StepCommand>, rollcage_client::ClientError> {
         let report = StepReport {
             command_id: cmd.command_id,
             outcome: StepOutcome::Succeeded,
@@ -267,7 +281,7 @@ impl Http {
             duration_ms: 0,
             log: None,
         };
-        self.as_(token).report(&report).await.unwrap().command
+        Ok(self.as_(token).report(&report).await?.command)
     }
 
     /// Create app `app`, a group of `instances` with `concurrency`, and upload `revisions` distinct bundles.
@@ -365,6 +379,8 @@ pub struct DeployRun {
     pub elapsed: Duration,
     /// Step reports answered.
     pub reports: u64,
+    /// Reports answered with an error (a 5xx, a transport failure) and sent again.
+    pub errors: u64,
     /// Dispatch latency, sorted: a step report sent → its answer, which carries the agent's next command,
     /// received. (A report that ends the agent's work carries none and is not a sample.)
     pub dispatch: Vec<Duration>,
@@ -413,6 +429,7 @@ pub async fn run_deployment(
             let first = Instant::now();
             let mut samples = Vec::with_capacity(8);
             let mut reports = 0u64;
+            let mut errors = 0u64;
             loop {
                 if let Some(think) = think {
                     let max = u64::try_from(think.as_micros() * 2)
@@ -420,8 +437,21 @@ pub async fn run_deployment(
                         .max(1);
                     tokio::time::sleep(Duration::from_micros(fastrand::u64(0..max))).await;
                 }
+                // Like a real agent (its outbox), a report answered with an error is sent again; the latency
+                // counts from the first attempt.
                 let t = Instant::now();
-                let next = agent.http.report_ok(&agent.token, &cmd).await;
+                let next = loop {
+                    match agent.http.try_report_ok(&agent.token, &cmd).await {
+                        Ok(next) => break next,
+                        Err(e) => {
+                            if errors == 0 {
+                                eprintln!("a report failed (sent again in 100 ms): {e}");
+                            }
+                            errors += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                };
                 reports += 1;
                 match next {
                     Some(c) => {
@@ -431,7 +461,7 @@ pub async fn run_deployment(
                     None => break,
                 }
             }
-            (first, samples, reports)
+            (first, samples, reports, errors)
         }));
     }
     while ready.load(Ordering::Relaxed) < agents.len() {
@@ -451,7 +481,8 @@ pub async fn run_deployment(
     let id = operator.deploy(admin, revision).await;
     let mut run = DeployRun::default();
     for task in tasks {
-        let (first, samples, reports) = task.await.unwrap();
+        let (first, samples, reports, errors) = task.await.unwrap();
+        run.errors += errors;
         run.first.push(first.saturating_duration_since(t0));
         run.dispatch.extend(samples);
         run.reports += reports;
