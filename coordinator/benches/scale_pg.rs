@@ -45,6 +45,9 @@ const DEFAULT_AGENTS: usize = 10_000;
 /// Reports per second the paced phase offers by default: half of the two-coordinator target (10,000/s).
 const DEFAULT_PACED_RATE: u64 = 5_000;
 
+/// The lost-agent sweeper's deadline in the bench's coordinators (default 60 s; see [`run`]).
+const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(600);
+
 fn main() {
     common::maybe_serve();
     common::exit_unless_bench_mode();
@@ -102,6 +105,9 @@ async fn run(
         database: pg.map(|p| p.url()),
         tokens_from: None,
         max_connections: Some(n + 1024),
+        // A report queued in the coordinator is no word of its step to the lost-agent sweeper: with 10,000 agents
+        // on PostgreSQL some wait longer than the default 60 s and the sweeper fails their step (see the README).
+        heartbeat_deadline: Some(HEARTBEAT_DEADLINE),
     };
     let first = Coordinator::spawn_with(&serve);
     let operator = Http::new(first.addr);

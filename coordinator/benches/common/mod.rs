@@ -37,6 +37,7 @@ const ENV_SERVE: &str = "ROLLCAGE_BENCH_SERVE";
 const ENV_DATABASE: &str = "ROLLCAGE_BENCH_DATABASE";
 const ENV_TOKENS_FROM: &str = "ROLLCAGE_BENCH_TOKENS_FROM";
 const ENV_MAX_CONNECTIONS: &str = "ROLLCAGE_BENCH_MAX_CONNECTIONS";
+const ENV_HEARTBEAT_DEADLINE_S: &str = "ROLLCAGE_BENCH_HEARTBEAT_DEADLINE_S";
 
 /// If this process is the coordinator child, serve and never return.
 pub fn maybe_serve() {
@@ -56,6 +57,12 @@ pub fn maybe_serve() {
             let dir = std::path::PathBuf::from(dir);
             cfg.admin_token_file = Some(dir.join("admin-token"));
             cfg.enroll_token_file = Some(dir.join("enroll-token"));
+        }
+        if let Some(s) = std::env::var(ENV_HEARTBEAT_DEADLINE_S)
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            cfg.settings.heartbeat_deadline = Duration::from_secs(s);
         }
         if let Some(n) = std::env::var(ENV_MAX_CONNECTIONS)
             .ok()
@@ -80,6 +87,8 @@ pub struct Serve {
     pub tokens_from: Option<PathBuf>,
     /// The connection cap (`ConnLimits::max_connections`); `None` keeps the default.
     pub max_connections: Option<usize>,
+    /// The lost-agent sweeper's deadline (`Settings::heartbeat_deadline`); `None` keeps the default (60 s).
+    pub heartbeat_deadline: Option<Duration>,
 }
 
 /// The coordinator child.
@@ -108,6 +117,9 @@ impl Coordinator {
         }
         if let Some(dir) = &serve.tokens_from {
             cmd.env(ENV_TOKENS_FROM, dir);
+        }
+        if let Some(d) = serve.heartbeat_deadline {
+            cmd.env(ENV_HEARTBEAT_DEADLINE_S, d.as_secs().to_string());
         }
         if let Some(n) = serve.max_connections {
             cmd.env(ENV_MAX_CONNECTIONS, n.to_string());
