@@ -15,6 +15,7 @@ const DEPLOYMENTS: usize = 30;
 
 fn main() {
     common::maybe_serve();
+    common::exit_unless_bench_mode();
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
     rt.block_on(run());
 }

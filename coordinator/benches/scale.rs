@@ -6,18 +6,16 @@
 
 mod common;
 
-use common::{Coordinator, Http};
-use rollcage_proto::wire::DeploymentStatus;
+use common::{Coordinator, Http, SimAgent};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 fn main() {
     common::maybe_serve();
-    let agents: usize = std::env::var("ROLLCAGE_BENCH_AGENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+    common::exit_unless_bench_mode();
+    let agents = common::agent_count(2000);
+    common::raise_fd_limit(agents as u64 + 256);
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
     rt.block_on(run(agents));
 }
@@ -27,11 +25,7 @@ async fn run(n: usize) {
     let http = Http::new(coord.addr);
     let names: Vec<String> = (0..n).map(|i| format!("agent-{i:05}")).collect();
     let t = Instant::now();
-    let mut tokens = Vec::with_capacity(n);
-    for chunk in names.chunks(100) {
-        let futs = chunk.iter().map(|name| http.enroll(&coord.enroll, name));
-        tokens.extend(futures_util::future::join_all(futs).await);
-    }
+    let tokens = common::enroll_all(&http, &coord.enroll, &names).await;
     let revisions = http.setup(&coord.admin, &names, "all", 1).await;
     println!(
         "setup: {n} agents enrolled in {:.2} s",
@@ -58,42 +52,29 @@ async fn run(n: usize) {
     let base_rate = base_reqs.load(Ordering::Relaxed) as f64 / base_secs;
 
     // All agents wait in a long poll, then the deployment starts.
-    let reports = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for token in &tokens {
-        let (http, reports, token) = (http.clone(), reports.clone(), token.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut cmd = loop {
-                if let Some(c) = http.poll(&token, 20_000).await {
-                    break c;
-                }
-            };
-            loop {
-                let next = http.report_ok(&token, &cmd).await;
-                reports.fetch_add(1, Ordering::Relaxed);
-                match next {
-                    Some(c) => cmd = c,
-                    None => break,
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let t = Instant::now();
-    let id = http.deploy(&coord.admin, &revisions[0]).await;
-    for task in tasks {
-        let _ = task.await;
-    }
-    let secs = t.elapsed().as_secs_f64();
-    let total = reports.load(Ordering::Relaxed);
-    let d = http.deployment(&coord.admin, &id).await;
-    assert_eq!(d.status, DeploymentStatus::Succeeded);
-    let rate = total as f64 / secs;
+    let agents: Vec<SimAgent> = tokens
+        .into_iter()
+        .map(|token| SimAgent {
+            http: http.clone(),
+            token,
+        })
+        .collect();
+    let run = common::run_deployment(&agents, &http, &coord.admin, &revisions[0], None).await;
+    let (secs, total, rate) = (
+        run.elapsed.as_secs_f64(),
+        run.reports,
+        run.reports_per_sec(),
+    );
     println!("scale: {n} simulated agents, all-at-once deployment, 7 no-op steps each");
     println!("  baseline `empty polls`: {:.0} requests/s", base_rate);
     println!(
         "  deployment completed in {secs:.2} s; {total} step reports = {rate:.0} reports/s (ratio vs baseline {:.2}x)   target >= 5000/s",
         rate / base_rate
+    );
+    println!(
+        "  dispatch (report sent -> next command received): p50 {}  p99 {}",
+        common::ms(common::quantile(&run.dispatch, 0.5)),
+        common::ms(common::quantile(&run.dispatch, 0.99))
     );
     println!(
         "  coordinator peak RSS: {} MiB",
