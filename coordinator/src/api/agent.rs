@@ -168,6 +168,9 @@ pub async fn report(
 ) -> Result<Json<ReportResponse>, ApiError> {
     let report = report.bounded();
     let now = now_ms();
+    // A report that arrived is word of its step, even while it waits for its write (under load, behind other
+    // reports of its deployment): the lost-agent sweep must not fail a step whose report is in hand.
+    st.step_heard(report.command_id, now);
     let (command_id, outcome, duration_ms) =
         (report.command_id, report.outcome, report.duration_ms);
     // Group-committed with concurrent reports; the next command is read in the same transaction.

@@ -372,6 +372,8 @@ enum Inner<'c> {
     Pg {
         session: RefCell<postgres::Transaction<'c>>,
         stmts: &'c RefCell<HashMap<String, postgres::Statement>>,
+        /// Row locks this transaction holds already (see [`Conn::first_lock`]).
+        locked: RefCell<std::collections::HashSet<String>>,
     },
 }
 
@@ -401,6 +403,7 @@ impl<'c> Conn<'c> {
             inner: Inner::Pg {
                 session: RefCell::new(tx),
                 stmts,
+                locked: RefCell::default(),
             },
         }
     }
@@ -410,6 +413,15 @@ impl<'c> Conn<'c> {
         match self.inner {
             Inner::Pg { session, .. } => Some(session.into_inner()),
             Inner::Sqlite(_) => None,
+        }
+    }
+
+    /// PostgreSQL: `true` the first time `key` is asked for in this transaction (take the lock then), `false`
+    /// after (it is held until the commit; asking again would cost a round trip for nothing). SQLite: `false`.
+    pub fn first_lock(&self, key: &str) -> bool {
+        match &self.inner {
+            Inner::Pg { locked, .. } => locked.borrow_mut().insert(key.to_owned()),
+            Inner::Sqlite(_) => false,
         }
     }
 
@@ -441,7 +453,7 @@ impl<'c> Conn<'c> {
     }
 
     fn pg_query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<postgres::Row>> {
-        let Inner::Pg { session, stmts } = &self.inner else {
+        let Inner::Pg { session, stmts, .. } = &self.inner else {
             return Ok(Vec::new());
         };
         let mut s = session.borrow_mut();
@@ -454,7 +466,7 @@ impl<'c> Conn<'c> {
     }
 
     fn pg_execute(&self, sql: &str, params: &[Param<'_>]) -> Result<usize> {
-        let Inner::Pg { session, stmts } = &self.inner else {
+        let Inner::Pg { session, stmts, .. } = &self.inner else {
             return Ok(0);
         };
         let mut s = session.borrow_mut();

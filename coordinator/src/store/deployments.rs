@@ -246,7 +246,7 @@ pub fn get(c: &Conn<'_>, id: &str) -> Result<Option<DeploymentRow>> {
 /// it decides on after locking. SQLite needs nothing: one coordinator owns its file and writes one transaction at
 /// a time.
 pub fn lock(c: &Conn<'_>, id: &str) -> Result<()> {
-    if c.is_postgres() {
+    if c.first_lock(&format!("deployment {id}")) {
         c.query_map(
             "SELECT 1 FROM deployments WHERE id = ?1 FOR UPDATE",
             [id],
@@ -259,7 +259,7 @@ pub fn lock(c: &Conn<'_>, id: &str) -> Result<()> {
 /// Take the row lock of group `group_id` (see [`lock`]): creating a deployment checks that the group has no
 /// active one, which two coordinators must not both find true.
 pub fn lock_group(c: &Conn<'_>, group_id: &str) -> Result<()> {
-    if c.is_postgres() {
+    if c.first_lock(&format!("group {group_id}")) {
         c.query_map(
             "SELECT 1 FROM groups WHERE id = ?1 FOR UPDATE",
             [group_id],

@@ -232,7 +232,9 @@ impl Pg {
         let pool = r2d2::Pool::builder()
             .max_size(16)
             .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(10))
+            // A burst of reports queues for connections (each waits on its deployment's row lock anyway): waiting
+            // is better than failing a report the agent must then send again.
+            .connection_timeout(Duration::from_secs(30))
             .build_unchecked(Manager {
                 config: config.clone(),
                 tls: tls.clone(),
