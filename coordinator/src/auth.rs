@@ -165,18 +165,7 @@ impl Tokens {
         enroll: &str,
         agents: impl IntoIterator<Item = (String, String)>,
     ) -> Self {
-        Self {
-            admin_hash: hash_token(admin),
-            enroll_hash: hash_token(enroll),
-            agents: RwLock::new(
-                agents
-                    .into_iter()
-                    .map(|(name, hash)| (hash, name))
-                    .collect(),
-            ),
-            operators: RwLock::default(),
-            last_used: std::sync::Mutex::default(),
-        }
+        Self::from_hashes(hash_token(admin), hash_token(enroll), agents)
     }
 
     /// From the sha256 of the admin and enrollment tokens (several coordinators share them through the database,
@@ -236,6 +225,19 @@ impl Tokens {
         let mut map = self.operators.write().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, n| n.operator.name != operator.name);
         map.insert(hash, Named { operator, revoked });
+    }
+
+    /// Add (or replace) a named operator token as the store keeps it.
+    pub fn set_stored(&self, t: crate::store::tokens::StoredToken) {
+        self.set_operator(
+            t.hash,
+            Operator {
+                name: t.info.name,
+                role: t.info.role,
+                apps: t.info.apps,
+            },
+            t.revoked,
+        );
     }
 
     /// Revoke the named token `name`: it is refused from now on.

@@ -140,15 +140,7 @@ pub fn open_state(cfg: &ServerConfig) -> Result<State, ServerError> {
         agents.iter().map(|(n, h, _)| (n.clone(), h.clone())),
     );
     for t in store.read(crate::store::tokens::all)? {
-        tokens.set_operator(
-            t.hash,
-            auth::Operator {
-                name: t.info.name,
-                role: t.info.role,
-                apps: t.info.apps,
-            },
-            t.revoked,
-        );
+        tokens.set_stored(t);
     }
     let state = Arc::new(AppState::new(
         store,

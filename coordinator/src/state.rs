@@ -152,15 +152,7 @@ impl AppState {
             ))
         });
         match found {
-            Ok((Some(t), _)) => self.tokens.set_operator(
-                t.hash,
-                crate::auth::Operator {
-                    name: t.info.name,
-                    role: t.info.role,
-                    apps: t.info.apps,
-                },
-                t.revoked,
-            ),
+            Ok((Some(t), _)) => self.tokens.set_stored(t),
             Ok((None, Some(name))) => self.tokens.set_agent(&name, hash),
             Ok((None, None)) => {}
             Err(e) => tracing::error!(error = %e, "looking up a token in the database failed"),
@@ -173,15 +165,7 @@ impl AppState {
         match self.store.read(crate::store::tokens::all) {
             Ok(all) => {
                 for t in all {
-                    self.tokens.set_operator(
-                        t.hash,
-                        crate::auth::Operator {
-                            name: t.info.name,
-                            role: t.info.role,
-                            apps: t.info.apps,
-                        },
-                        t.revoked,
-                    );
+                    self.tokens.set_stored(t);
                 }
             }
             Err(e) => tracing::error!(error = %e, "re-reading operator tokens failed"),
