@@ -22,8 +22,8 @@ pub mod tls;
 pub use conn::ConnLimits;
 pub use tls::TlsSetup;
 
-/// How to run the coordinator.
-#[derive(Debug, Clone)]
+/// How to run the coordinator. Its `Debug` leaves the database URL out (it may hold a password).
+#[derive(Clone)]
 pub struct ServerConfig {
     /// Data directory (database, bundles, token files).
     pub data: PathBuf,
@@ -42,6 +42,24 @@ pub struct ServerConfig {
     pub settings: Settings,
     /// What each client connection may take (timeouts, the connection cap).
     pub limits: ConnLimits,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("data", &self.data)
+            .field(
+                "database",
+                &self.database.as_ref().map(|_| "postgres://… (not shown)"),
+            )
+            .field("listen", &self.listen)
+            .field("tls", &self.tls)
+            .field("admin_token_file", &self.admin_token_file)
+            .field("enroll_token_file", &self.enroll_token_file)
+            .field("settings", &self.settings)
+            .field("limits", &self.limits)
+            .finish()
+    }
 }
 
 /// The coordinator could not start or serve.
