@@ -756,6 +756,28 @@ pub fn events_of(
     Ok(out)
 }
 
+/// Every step of every instance of `d` ended well and its end is recorded (its report reached a coordinator).
+pub fn assert_every_step_ended(d: &Deployment) {
+    use rollcage_proto::wire::{InstanceStatus, StepState};
+    for i in &d.instances {
+        assert_eq!(i.status, InstanceStatus::Succeeded, "{}", i.instance);
+        for s in &i.steps {
+            assert!(
+                matches!(s.state, StepState::Succeeded | StepState::Skipped),
+                "{} {:?}",
+                i.instance,
+                s
+            );
+            assert!(
+                s.ended_at_ms.is_some(),
+                "the end of {} {} is recorded",
+                i.instance,
+                s.event
+            );
+        }
+    }
+}
+
 /// The hooks an in-place deployment of `deployed` runs on a host where `installed` is installed, with the label
 /// of the revision whose scripts run each, in the seed's order: from the one plan (`rollcage_proto::plan`).
 pub fn seed_order(installed: Option<&str>, deployed: &str) -> Vec<(String, String)> {

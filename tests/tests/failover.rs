@@ -15,30 +15,9 @@ use rollcage_e2e::lb::{
     lb_order, now_ms, write_app_bundle_with_delay,
 };
 use rollcage_e2e::{Fleet, events_of, rollcage_bin, seed_order, starts, write_bundle};
-use rollcage_proto::wire::{Deployment, DeploymentStatus, InstanceStatus, StepState};
+use rollcage_proto::wire::{Deployment, DeploymentStatus};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// Every step of every instance ended well and was recorded (its report reached a coordinator).
-fn assert_every_step_ended(d: &Deployment) {
-    for i in &d.instances {
-        assert_eq!(i.status, InstanceStatus::Succeeded, "{}", i.instance);
-        for s in &i.steps {
-            assert!(
-                matches!(s.state, StepState::Succeeded | StepState::Skipped),
-                "{} {:?}",
-                i.instance,
-                s
-            );
-            assert!(
-                s.ended_at_ms.is_some(),
-                "the end of {} {} is recorded",
-                i.instance,
-                s.event
-            );
-        }
-    }
-}
 
 #[test]
 fn killing_the_agents_coordinator_mid_rollout_the_survivor_finishes_it() -> anyhow::Result<()> {
@@ -73,7 +52,7 @@ fn killing_the_agents_coordinator_mid_rollout_the_survivor_finishes_it() -> anyh
 
         let d = fleet.wait_end(&id, Duration::from_secs(120))?;
         assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
-        assert_every_step_ended(&d);
+        rollcage_e2e::assert_every_step_ended(&d);
         // Work went on after the kill: i3 ran its steps then.
         let i3_started = d
             .instances
@@ -209,7 +188,7 @@ fn killing_the_coordinator_running_a_block_traffic_the_survivor_finishes_it_with
         std::thread::sleep(Duration::from_millis(500));
         let samples = load.finish();
         assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
-        assert_every_step_ended(&d);
+        rollcage_e2e::assert_every_step_ended(&d);
         let step = block(&d).context("no BlockTraffic step for i1")?;
         assert!(
             step.ended_at_ms.is_some_and(|t| t > killed_at),

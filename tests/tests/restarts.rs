@@ -98,23 +98,7 @@ fn coordinator_killed_mid_deployment_resumes_with_no_lost_report_and_no_rerun() 
             .kill_and_restart(Duration::from_millis(800))?;
         let d = fleet.wait_end(&id, Duration::from_secs(90))?;
         assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
-        for i in &d.instances {
-            assert_eq!(i.status, InstanceStatus::Succeeded, "{}", i.instance);
-            for s in &i.steps {
-                assert!(
-                    matches!(s.state, StepState::Succeeded | StepState::Skipped),
-                    "{} {:?}",
-                    i.instance,
-                    s
-                );
-                assert!(
-                    s.ended_at_ms.is_some(),
-                    "report of {} {} recorded",
-                    i.instance,
-                    s.event
-                );
-            }
-        }
+        rollcage_e2e::assert_every_step_ended(&d);
         let markers = fleet.markers()?;
         for a in &fleet.agents {
             for e in [
