@@ -30,6 +30,22 @@ pub use rollcage_proto::wire::now_ms;
 /// Kills the demo apps the hooks started in the background (they outlive the agents) when the test ends.
 pub struct DemoApps(pub Vec<PathBuf>);
 
+impl DemoApps {
+    /// Room for `n` demo apps: a free port each, and the pid files (in a scratch dir kept after the test, for a
+    /// look at what ran) through which they are killed when the result is dropped.
+    pub fn slots(n: usize) -> anyhow::Result<(Vec<u16>, DemoApps)> {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
+        let scratch = tempfile::Builder::new()
+            .prefix("rollcage-lb-pids-")
+            .tempdir()?
+            .keep();
+        let pid_files = (0..n)
+            .map(|i| scratch.join(format!("demo-{i}.pid")))
+            .collect();
+        Ok((ports, DemoApps(pid_files)))
+    }
+}
+
 impl Drop for DemoApps {
     fn drop(&mut self) {
         for pid_file in &self.0 {

@@ -11,12 +11,12 @@
 use anyhow::{Context, bail};
 use rollcage_e2e::cluster::{ClusterSpec, all_coordinators};
 use rollcage_e2e::lb::{
-    BuiltinLb, DemoApps, LbGroup, Load, assert_no_failures, create_lb_group, events, free_port,
-    lb_order, now_ms, write_app_bundle_with_delay,
+    BuiltinLb, DemoApps, LbGroup, Load, assert_no_failures, create_lb_group, events, lb_order,
+    now_ms, write_app_bundle_with_delay,
 };
 use rollcage_e2e::{Fleet, events_of, rollcage_bin, seed_order, starts, write_bundle};
 use rollcage_proto::wire::{Deployment, DeploymentStatus};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -106,16 +106,9 @@ fn killing_the_coordinator_running_a_block_traffic_the_survivor_finishes_it_with
 -> anyhow::Result<()> {
     let pg = rollcage_testpg::Server::start()?;
     let n = 4;
-    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
+    let (ports, _apps) = DemoApps::slots(n)?;
+    let pid_files = _apps.0.clone();
     let bin = rollcage_bin()?;
-    let scratch = tempfile::Builder::new()
-        .prefix("rollcage-lb-pids-")
-        .tempdir()?
-        .keep();
-    let pid_files: Vec<PathBuf> = (0..n)
-        .map(|i| scratch.join(format!("demo-{i}.pid")))
-        .collect();
-    let _apps = DemoApps(pid_files.clone());
     let mut fleet = Fleet::start_cluster(&ClusterSpec {
         database: &pg.url(),
         coordinators: 2,

@@ -119,16 +119,9 @@ struct Setup {
 }
 
 fn setup(kind: Kind, n: usize, split: bool) -> anyhow::Result<Setup> {
-    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>()?;
+    let (ports, apps) = DemoApps::slots(n)?;
+    let pid_files = apps.0.clone();
     let bin = rollcage_bin()?;
-    let scratch = tempfile::Builder::new()
-        .prefix("rollcage-lb-pids-")
-        .tempdir()?
-        .keep();
-    let pid_files: Vec<PathBuf> = (0..n)
-        .map(|i| scratch.join(format!("demo-{i}.pid")))
-        .collect();
-    let apps = DemoApps(pid_files.clone());
     let fleet = Fleet::start_with_vars(n, |i| {
         vec![
             format!("PORT={}", ports[i]),
