@@ -178,15 +178,14 @@ pub async fn report(
     let (recorded, step, command) = st
         .store
         .write_batched(move |tx| {
-            let row = deployments::step(tx, report.command_id)?;
-            let recorded = executor::record_report(tx, &agent, &report, now)?;
-            // Checked by record_report: the step exists and is this agent's. Stored even for a step that already
+            let (recorded, row) = executor::report_step(tx, &agent, &report, now)?;
+            // Checked by report_step: the step exists and is this agent's. Stored even for a step that already
             // ended (cancelled by a forced stop): its output is still worth reading; a re-sent one is ignored. A
             // stored log wakes the deployment's followers too (`GET /deployments/{id}/logs` long polls).
-            if let (Some(row), Some(log)) = (&row, &report.log) {
-                logs::insert(tx, row, log, now)?;
+            if let Some(log) = &report.log {
+                logs::insert(tx, &row, log, now)?;
             }
-            let event = row.map(|s| s.event);
+            let event = Some(row.event);
             let command = next_command_in(tx, &agent)?;
             Ok::<_, ApiError>((recorded, event, command))
         })

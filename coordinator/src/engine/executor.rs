@@ -6,7 +6,8 @@
 use super::strategy::{self, Action, DeploymentView, Final, FinalPhase, Mode, Outcome, Phase};
 use crate::store::Conn;
 use crate::store::actors::{self, Act};
-use crate::store::{StoreError, Tx, apps, deployments, deployments::DeploymentRow, revisions};
+use crate::store::deployments::{DeploymentRow, Lock};
+use crate::store::{StoreError, Tx, apps, deployments, revisions};
 use rollcage_proto::wire::{
     Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, NameList, RevisionLocation,
     RevisionRef, RevisionSource, StepCommand, StepOutcome, StepReport, StepState,
@@ -326,6 +327,16 @@ fn apply(tx: &Tx<'_>, d: &DeploymentRow, actions: Vec<Action>, now: i64) -> Resu
 /// Record an agent's report of one of its steps and advance the deployment. Returns `false` when the command had
 /// already ended (a re-sent report; acknowledged and ignored).
 pub fn record_report(tx: &Tx<'_>, instance: &str, report: &StepReport, now: i64) -> Result<bool> {
+    report_step(tx, instance, report, now).map(|(recorded, _)| recorded)
+}
+
+/// [`record_report`], also returning the step reported on (as it was before the report).
+pub fn report_step(
+    tx: &Tx<'_>,
+    instance: &str,
+    report: &StepReport,
+    now: i64,
+) -> Result<(bool, deployments::StepRow)> {
     let step = deployments::step(tx, report.command_id)?.ok_or_else(|| EngineError::NotFound {
         what: "command",
         name: report.command_id.to_string(),
@@ -342,14 +353,15 @@ pub fn record_report(tx: &Tx<'_>, instance: &str, report: &StepReport, now: i64)
             report.command_id, step.event
         )));
     }
-    end_step(
+    let recorded = end_step(
         tx,
         &step,
         report.outcome,
         &report.message,
         &log_tail(&report.hooks),
         now,
-    )
+    )?;
+    Ok((recorded, step))
 }
 
 /// Record the end of one of the coordinator's own steps (a load-balancer call) and advance the deployment.
@@ -439,33 +451,46 @@ fn end_step(
     log_tail: &str,
     now: i64,
 ) -> Result<bool> {
+    let missing = || EngineError::NotFound {
+        what: "deployment",
+        name: step.deployment_id.clone(),
+    };
+    // The plan never changes, so the report's phase for its instance is known before any lock: a report that
+    // leaves its instance ready for its next step (6 of 7 in a rolling deployment) takes the deployment's lock
+    // shared, any other the exclusive one. Deciding first matters: upgrading a shared lock can deadlock.
+    let d = deployments::get(tx, &step.deployment_id)?.ok_or_else(missing)?;
+    let plan_len = plan(d.style, d.rollback_of.is_some()).per_instance.len();
+    let phase = strategy::after_report(step.idx, plan_len, outcome);
+    let how = match phase {
+        Phase::Ready { .. } => Lock::Shared,
+        _ => Lock::Exclusive,
+    };
     // Decided under the deployment's lock, on the step as it is now: a report of the same step that reached
-    // another coordinator may have ended it meanwhile.
-    deployments::lock(tx, &step.deployment_id)?;
-    let Some(step) = deployments::step(tx, step.id)? else {
-        return Ok(false);
+    // another coordinator may have ended it meanwhile (its step row lock makes the second one wait and see that).
+    let (d, step) = if tx.is_postgres() {
+        let d = deployments::get_locked(tx, &step.deployment_id, how)?.ok_or_else(missing)?;
+        let Some(step) = deployments::step_for_update(tx, step.id)? else {
+            return Ok(false);
+        };
+        (d, step)
+    } else {
+        (d, step.clone())
     };
     let step = &step;
     if step.state != StepState::Running {
         return Ok(false);
     }
-    let d = deployments::get(tx, &step.deployment_id)?.ok_or_else(|| EngineError::NotFound {
-        what: "deployment",
-        name: step.deployment_id.clone(),
-    })?;
     let state = match outcome {
         StepOutcome::Succeeded => StepState::Succeeded,
         StepOutcome::Skipped => StepState::Skipped,
         StepOutcome::Failed => StepState::Failed,
     };
     deployments::end_step(tx, step.id, state, message, log_tail, now)?;
-    let plan_len = plan(d.style, d.rollback_of.is_some()).per_instance.len();
-    let (status, next) = match strategy::after_report(step.idx, plan_len, outcome) {
+    let (status, next) = match phase {
         Phase::Ready { next } => (InstanceStatus::InProgress, next),
         Phase::Succeeded => (InstanceStatus::Succeeded, plan_len),
         _ => (InstanceStatus::Failed, step.idx),
     };
-    deployments::set_instance(tx, &step.deployment_id, &step.instance, status, next)?;
     // Hot path: a step that leaves its instance ready for the next one changes no count, so on a settled
     // deployment the only action is that next step (`strategy::after_ready`); no need to summarise the deployment.
     let fast = match status {
@@ -475,8 +500,17 @@ fn end_step(
         _ => None,
     };
     match fast {
+        // Dispatching the next step rewrites the instance's row whole (status, next and running step).
         Some(actions) => apply(tx, &d, actions, now)?,
-        None => advance(tx, &step.deployment_id, now)?,
+        None => {
+            if how == Lock::Shared {
+                // Only a terminal or force-stopping deployment gets here with a running step; rare enough to
+                // upgrade (see above).
+                deployments::lock(tx, &step.deployment_id)?;
+            }
+            deployments::set_instance(tx, &step.deployment_id, &step.instance, status, next)?;
+            advance(tx, &step.deployment_id, now)?;
+        }
     }
     Ok(true)
 }
@@ -1114,6 +1148,170 @@ mod tests {
             s.write(|tx| continue_deployment(tx, &d1, 6)),
             Err(EngineError::Conflict(_))
         ));
+    }
+
+    /// The running agent step of `inst` as a successful report.
+    fn report_of(s: &Store, inst: &str, outcome: StepOutcome) -> StepReport {
+        let step = s
+            .read(|c| deployments::running_step_for(c, inst))
+            .unwrap()
+            .unwrap();
+        StepReport {
+            command_id: step.id,
+            outcome,
+            message: String::new(),
+            hooks: vec![],
+            duration_ms: 1,
+            log: None,
+        }
+    }
+
+    /// Runs `first` in a transaction held open until `second` (on another connection) returned or `patience`
+    /// passed; returns whether `second` finished while `first` was still open, and both results.
+    fn while_held<A: Send, B: Send>(
+        s: &Store,
+        first: impl FnOnce(&Tx<'_>) -> Result<A> + Send,
+        second: impl FnOnce(&Tx<'_>) -> Result<B> + Send,
+        patience: std::time::Duration,
+    ) -> (bool, Result<A>, Result<B>) {
+        use std::sync::mpsc;
+        let (held_tx, held_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::scope(|scope| {
+            let a = scope.spawn(move || {
+                s.write(move |tx| {
+                    let out = first(tx)?;
+                    let _ = held_tx.send(());
+                    let _ = release_rx.recv();
+                    Ok(out)
+                })
+            });
+            held_rx.recv().unwrap();
+            let b = scope.spawn(move || {
+                let out = s.write(second);
+                let _ = done_tx.send(());
+                out
+            });
+            let finished_while_held = done_rx.recv_timeout(patience).is_ok();
+            release_tx.send(()).unwrap();
+            (finished_while_held, a.join().unwrap(), b.join().unwrap())
+        })
+    }
+
+    fn pg_setup(instances: &[&str]) -> (Store, String) {
+        let s = crate::testkit::pg_store().unwrap();
+        seed(&s);
+        let web = group(
+            ("g-1", "web", DeploymentStyle::InPlace),
+            Concurrency::All,
+            false,
+            instances,
+            None,
+        );
+        add_group(&s, &web);
+        let id = deploy(&s, "web", &format!("r-{}", "a".repeat(16))).unwrap();
+        (s, id)
+    }
+
+    #[test]
+    fn on_postgres_reports_that_only_move_their_instance_run_side_by_side() {
+        let (s, _) = pg_setup(&["a", "b"]);
+        let (ra, rb) = (
+            report_of(&s, "a", StepOutcome::Succeeded),
+            report_of(&s, "b", StepOutcome::Succeeded),
+        );
+        let (side_by_side, a, b) = while_held(
+            &s,
+            |tx| record_report(tx, "a", &ra, 2),
+            |tx| record_report(tx, "b", &rb, 2),
+            std::time::Duration::from_secs(20),
+        );
+        assert!(
+            side_by_side,
+            "b's report waited for a's transaction: the hot path took the deployment's lock exclusively"
+        );
+        assert!(a.unwrap() && b.unwrap());
+        for inst in ["a", "b"] {
+            let next = s.read(|c| deployments::running_step_for(c, inst)).unwrap();
+            assert_eq!(next.map(|st| st.idx), Some(1), "{inst} got its next step");
+        }
+    }
+
+    #[test]
+    fn on_postgres_a_second_report_of_one_step_waits_and_is_not_recorded() {
+        let (s, _) = pg_setup(&["a", "b"]);
+        let ra = report_of(&s, "a", StepOutcome::Succeeded);
+        let (overlapped, first, again) = while_held(
+            &s,
+            |tx| record_report(tx, "a", &ra, 2),
+            |tx| record_report(tx, "a", &ra, 3),
+            std::time::Duration::from_millis(500),
+        );
+        assert!(!overlapped, "the same step was decided on twice at once");
+        assert!(first.unwrap());
+        assert!(!again.unwrap(), "the second report of the step is ignored");
+        let running = s
+            .read(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM steps WHERE instance = 'a' AND state = 'running'",
+                    (),
+                    |r| r.get::<i64>(0),
+                )
+                .map_err(StoreError::from)
+            })
+            .unwrap();
+        assert_eq!(running, 1, "a was dispatched its next step once");
+    }
+
+    #[test]
+    fn on_postgres_a_stop_waits_for_a_report_on_the_hot_path_and_sees_its_dispatch() {
+        let (s, id) = pg_setup(&["a", "b"]);
+        let ra = report_of(&s, "a", StepOutcome::Succeeded);
+        let (overlapped, recorded, stopped) = while_held(
+            &s,
+            |tx| record_report(tx, "a", &ra, 2),
+            |tx| stop(tx, &id, true, 3),
+            std::time::Duration::from_millis(500),
+        );
+        assert!(
+            !overlapped,
+            "a forced stop decided while a report was being applied"
+        );
+        assert!(recorded.unwrap());
+        stopped.unwrap();
+        // The forced stop came after the report's dispatch, so it cancelled that new step too.
+        assert!(
+            s.read(|c| deployments::running_step_for(c, "a"))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn on_postgres_instances_that_end_decide_one_at_a_time() {
+        // Last steps take the exclusive lock: each sees the other's count, so exactly one finishes the deployment.
+        let (s, id) = pg_setup(&["a", "b"]);
+        for inst in ["a", "b"] {
+            for _ in 0..6 {
+                let r = report_of(&s, inst, StepOutcome::Succeeded);
+                assert!(s.write(|tx| record_report(tx, inst, &r, 2)).unwrap());
+            }
+        }
+        let (ra, rb) = (
+            report_of(&s, "a", StepOutcome::Succeeded),
+            report_of(&s, "b", StepOutcome::Succeeded),
+        );
+        let (overlapped, a, b) = while_held(
+            &s,
+            |tx| record_report(tx, "a", &ra, 2),
+            |tx| record_report(tx, "b", &rb, 2),
+            std::time::Duration::from_millis(500),
+        );
+        assert!(!overlapped, "two last steps were decided on at once");
+        assert!(a.unwrap() && b.unwrap());
+        let d = s.read(|c| deployments::get(c, &id)).unwrap().unwrap();
+        assert_eq!(d.status, DeploymentStatus::Succeeded);
     }
 
     struct LifecycleEventNames;

@@ -425,6 +425,14 @@ impl<'c> Conn<'c> {
         }
     }
 
+    /// Whether this transaction already took the lock `key` (see [`Conn::first_lock`]). SQLite: `false`.
+    pub fn holds_lock(&self, key: &str) -> bool {
+        match &self.inner {
+            Inner::Pg { locked, .. } => locked.borrow().contains(key),
+            Inner::Sqlite(_) => false,
+        }
+    }
+
     /// Whether this is a PostgreSQL connection (for the few statements whose spelling differs).
     pub fn is_postgres(&self) -> bool {
         matches!(self.inner, Inner::Pg { .. })

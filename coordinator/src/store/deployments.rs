@@ -246,14 +246,47 @@ pub fn get(c: &Conn<'_>, id: &str) -> Result<Option<DeploymentRow>> {
 /// it decides on after locking. SQLite needs nothing: one coordinator owns its file and writes one transaction at
 /// a time.
 pub fn lock(c: &Conn<'_>, id: &str) -> Result<()> {
-    if c.first_lock(&format!("deployment {id}")) {
-        c.query_map(
-            "SELECT 1 FROM deployments WHERE id = ?1 FOR UPDATE",
-            [id],
-            |_| Ok(()),
-        )?;
+    get_locked(c, id, Lock::Exclusive).map(|_| ())
+}
+
+/// How a transaction holds a deployment's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// Decisions that may change the deployment's counts or status (`advance`, stop, continue, rollback): one at a
+    /// time per deployment.
+    Exclusive,
+    /// The hot path, a report that only moves its instance to its next step: it writes nothing of the deployment's
+    /// own row, so such reports of one deployment run side by side, and still wait for (and exclude) an exclusive
+    /// decision. Each serialises on its step's row instead ([`step_for_update`]).
+    Shared,
+}
+
+/// [`get`] under the row lock `how` (see [`lock`]), taken once per transaction. Asking for `Exclusive` while
+/// holding `Shared` upgrades it, which can deadlock with another holder doing the same (PostgreSQL then fails one
+/// of them), so a caller decides which lock it needs before taking one.
+pub fn get_locked(c: &Conn<'_>, id: &str, how: Lock) -> Result<Option<DeploymentRow>> {
+    let exclusive = format!("deployment {id}");
+    let wanted = match how {
+        Lock::Exclusive => exclusive,
+        Lock::Shared if c.holds_lock(&exclusive) => exclusive,
+        Lock::Shared => format!("deployment {id} shared"),
+    };
+    if !c.first_lock(&wanted) {
+        return get(c, id);
     }
-    Ok(())
+    let clause = match how {
+        Lock::Exclusive => "FOR UPDATE",
+        Lock::Shared => "FOR SHARE",
+    };
+    let row = c
+        .prepare_cached(&format!(
+            "SELECT {DEP_COLS} FROM deployments WHERE id = ?1 {clause}"
+        ))
+        .map_err(sql)?
+        .query_row([id], dep_row)
+        .optional()
+        .map_err(sql)?;
+    row.map(to_dep).transpose()
 }
 
 /// Take the row lock of group `group_id` (see [`lock`]): creating a deployment checks that the group has no
@@ -582,56 +615,80 @@ pub fn end_step(
     Ok(())
 }
 
+const STEP_COLS: &str = "id, deployment_id, instance, idx, event, state";
+
 /// One step by its id (= command id).
 pub fn step(c: &Conn<'_>, step_id: i64) -> Result<Option<StepRow>> {
-    let row = c
-        .prepare_cached(
-            "SELECT id, deployment_id, instance, idx, event, state FROM steps WHERE id = ?1",
-        )
-        .map_err(sql)?
-        .query_row([step_id], |r| {
-            Ok((
-                r.get::<i64>(0)?,
-                r.get::<String>(1)?,
-                r.get::<String>(2)?,
-                to_usize(r.get::<i64>(3)?),
-                r.get::<String>(4)?,
-                r.get::<String>(5)?,
-            ))
-        })
-        .optional()
-        .map_err(sql)?;
-    row.map(|(id, deployment_id, instance, idx, event, state)| {
-        Ok(StepRow {
-            id,
-            deployment_id,
-            instance,
-            idx,
-            event: decode("steps.event", &event)?,
-            state: parse_step_state(&state)?,
-        })
-    })
-    .transpose()
+    one_step(
+        c,
+        &format!("SELECT {STEP_COLS} FROM steps WHERE id = ?1"),
+        step_id,
+    )
 }
 
-/// The step in flight for an instance in any active deployment (the command to (re)send it).
-pub fn running_step_for(c: &Conn<'_>, instance: &str) -> Result<Option<StepRow>> {
-    let id: Option<i64> = c
-        .prepare_cached(
-            // Only active deployments have running steps (an ending deployment has none in flight, and a
-            // forced stop cancels them), so no join is needed.
-            // Coordinator steps (load-balancer calls) are never an agent's command.
-            "SELECT id FROM steps WHERE instance = ?1 AND state = 'running' \
-             AND event NOT IN ('BlockTraffic', 'AllowTraffic', 'SwitchTraffic') LIMIT 1",
-        )
-        .map_err(sql)?
-        .query_row([instance], |r| r.get(0))
-        .optional()
-        .map_err(sql)?;
-    match id {
-        Some(id) => step(c, id),
-        None => Ok(None),
+/// [`step`] with its row locked for the rest of the transaction (PostgreSQL; SQLite has one writer and no
+/// `FOR UPDATE`): two reports of one step that reached two coordinators end it once.
+pub fn step_for_update(c: &Conn<'_>, step_id: i64) -> Result<Option<StepRow>> {
+    if !c.is_postgres() {
+        return step(c, step_id);
     }
+    one_step(
+        c,
+        &format!("SELECT {STEP_COLS} FROM steps WHERE id = ?1 FOR UPDATE"),
+        step_id,
+    )
+}
+
+fn one_step(
+    c: &Conn<'_>,
+    query: &str,
+    key: impl crate::store::db::ToParam,
+) -> Result<Option<StepRow>> {
+    c.prepare_cached(query)
+        .map_err(sql)?
+        .query_row([key], step_cols)
+        .optional()
+        .map_err(sql)?
+        .map(to_step)
+        .transpose()
+}
+
+type StepCols = (i64, String, String, usize, String, String);
+
+fn step_cols(r: &crate::store::Row<'_>) -> Result<StepCols> {
+    Ok((
+        r.get::<i64>(0)?,
+        r.get::<String>(1)?,
+        r.get::<String>(2)?,
+        to_usize(r.get::<i64>(3)?),
+        r.get::<String>(4)?,
+        r.get::<String>(5)?,
+    ))
+}
+
+fn to_step((id, deployment_id, instance, idx, event, state): StepCols) -> Result<StepRow> {
+    Ok(StepRow {
+        id,
+        deployment_id,
+        instance,
+        idx,
+        event: decode("steps.event", &event)?,
+        state: parse_step_state(&state)?,
+    })
+}
+
+/// The agent step running on `instance`, if any.
+pub fn running_step_for(c: &Conn<'_>, instance: &str) -> Result<Option<StepRow>> {
+    // Only active deployments have running steps (an ending deployment has none in flight, and a forced stop
+    // cancels them), so no join is needed. Coordinator steps (load-balancer calls) are never an agent's command.
+    one_step(
+        c,
+        &format!(
+            "SELECT {STEP_COLS} FROM steps WHERE instance = ?1 AND state = 'running' \
+             AND event NOT IN ('BlockTraffic', 'AllowTraffic', 'SwitchTraffic') LIMIT 1"
+        ),
+        instance,
+    )
 }
 
 /// The instance name of deployment-wide steps (blue/green's SwitchTraffic): no agent can have it, since
