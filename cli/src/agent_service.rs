@@ -110,6 +110,9 @@ pub struct AgentFile {
     /// Variables given to every hook.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
+    /// The instance's tags (`--tag`), sent at enrollment and on every start.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
     /// Most bytes of one step's hook output sent to the coordinator (default 256 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_log_bytes: Option<usize>,
@@ -129,6 +132,9 @@ impl AgentFile {
             if let Err(e) = rollcage_proto::hookvar::check_var_name(k) {
                 bail!("invalid agent config {}: vars.{k}: {e}", path.display());
             }
+        }
+        if let Err(e) = rollcage_proto::tags::check_tags(&file.tags) {
+            bail!("invalid agent config {}: tags: {e}", path.display());
         }
         Ok(file)
     }
@@ -157,6 +163,9 @@ pub struct InstallArgs {
     /// KEY=VALUE given to every hook (repeatable).
     #[arg(long = "var", value_parser = crate::fleet::parse_var)]
     vars: Vec<(String, String)>,
+    /// KEY=VALUE tag of this instance (repeatable), written to the config's `tags`.
+    #[arg(long = "tag", value_parser = crate::fleet::parse_tag)]
+    tags: Vec<(String, String)>,
     /// The address the application serves on (ROLLCAGE_SERVICE_ADDR for hooks).
     #[arg(long)]
     service_addr: Option<String>,
@@ -320,6 +329,7 @@ pub fn install_files(a: &InstallArgs) -> anyhow::Result<Installed> {
         ca_file: a.ca_file.clone(),
         ca_fingerprint: a.ca_fingerprint,
         vars: a.vars.iter().cloned().collect(),
+        tags: a.tags.iter().cloned().collect(),
         max_log_bytes: None,
         trusted_signers,
     };
@@ -386,6 +396,7 @@ mod tests {
             enroll_token_on_command_line: None,
             root: dir.join("root"),
             vars: vec![("REGION".into(), "eu-west".into())],
+            tags: vec![("env".into(), "prod".into())],
             service_addr: Some("127.0.0.1:8080".into()),
             ca_file: None,
             ca_fingerprint: "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"

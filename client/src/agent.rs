@@ -1,12 +1,12 @@
-//! The agents' routes: enroll (enrollment token), then poll, report, check a command and download a bundle (the
+//! The agents' routes: enroll (enrollment token), then hello, poll, report, check a command and download a bundle (the
 //! agent's own token).
 
 use crate::failover::Resend;
 use crate::routes;
 use crate::{Client, ClientError};
 use rollcage_proto::wire::{
-    CommandState, DEFAULT_POLL_WAIT_MS, EnrollRequest, EnrollResponse, PollRequest, PollResponse,
-    ReportResponse, StepReport,
+    AgentHello, CommandState, DEFAULT_POLL_WAIT_MS, EnrollRequest, EnrollResponse, HelloResponse,
+    PollRequest, PollResponse, ReportResponse, StepReport,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -23,6 +23,16 @@ impl Client {
     /// token, spends a second use. The agent's retries start again at the coordinator that answers.
     pub async fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse, ClientError> {
         self.post_json(&routes::enroll(), req, None, Resend::OnlyIfUnsent)
+            .await
+    }
+
+    /// `POST /v1/agent/hello`: the agent's tags and what it has installed, on every start; answers with the
+    /// deployments that bring it up to date.
+    ///
+    /// Safe to send to the next coordinator after any failure: the coordinator decides under the group's lock and
+    /// starts nothing for a host that a running deployment already includes.
+    pub async fn hello(&self, req: &AgentHello) -> Result<HelloResponse, ClientError> {
+        self.post_json(&routes::hello(), req, None, Resend::Idempotent)
             .await
     }
 

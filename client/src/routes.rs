@@ -194,6 +194,10 @@ pub(crate) fn enroll() -> String {
     format!("{API_PREFIX}/agent/enroll")
 }
 
+pub(crate) fn hello() -> String {
+    format!("{API_PREFIX}/agent/hello")
+}
+
 pub(crate) fn poll() -> String {
     format!("{API_PREFIX}/agent/poll")
 }

@@ -43,6 +43,7 @@ fn group(name: &str, instances: &[&str]) -> CreateGroup {
         failure_tolerance: 0,
         auto_rollback: false,
         instances: instances.iter().map(|i| (*i).to_owned()).collect(),
+        tags: Default::default(),
         form: None,
         lb: None,
     }
@@ -169,7 +170,10 @@ async fn deployments_agents_logs_events_and_bundles_round_trip() -> TestResult {
     c.admin.create_group("shop", &group("web", &["i1"])).await?;
     let enroller = Client::new(&c.base, Some(c.enroll_token.clone()), None)?;
     let enrolled = enroller
-        .enroll(&EnrollRequest { name: "i1".into() })
+        .enroll(&EnrollRequest {
+            name: "i1".into(),
+            tags: Default::default(),
+        })
         .await?;
     assert_eq!(enrolled.instance, "i1");
     let agent = enroller.with_token(Some(enrolled.token));

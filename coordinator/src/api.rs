@@ -154,6 +154,7 @@ fn v1_routes() -> RouteTable {
         )
         .route("/enroll-tokens/{id}/revoke", post(enroll::revoke_token))
         .route("/agent/enroll", post(agent::enroll))
+        .route("/agent/hello", post(agent::hello))
         .route("/agent/poll", post(agent::poll))
         .route(
             "/agent/reports",
@@ -199,6 +200,8 @@ mod tests_bundles;
 mod tests_door;
 #[cfg(test)]
 mod tests_enroll;
+#[cfg(test)]
+mod tests_fleet;
 #[cfg(test)]
 mod tests_lists;
 #[cfg(test)]

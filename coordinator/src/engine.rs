@@ -3,6 +3,7 @@
 //! ([`traffic`]) and the LB counters behind `/metrics` ([`lb_counters`]). A group's load-balancer settings are the
 //! typed `rollcage_proto::lb::GroupLb`, validated when the group is created and read from the store as they are.
 
+pub mod catchup;
 pub mod executor;
 pub mod lb_counters;
 pub mod strategy;

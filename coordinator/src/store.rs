@@ -339,6 +339,15 @@ CREATE TABLE bundles (
     created_at INTEGER NOT NULL
 );
 "#,
+    // A living fleet: tags and catch-up (issue 15; store/instances.rs, engine/catchup.rs).
+    r#"
+-- An instance's tags as its agent last sent them (a JSON object), and a group's selection by tags (a JSON list of
+-- alternative sets; empty = by name).
+ALTER TABLE instances ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE groups ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+-- A catch-up deployment: the instance it brings up to date (NULL for every other deployment).
+ALTER TABLE deployments ADD COLUMN catch_up TEXT;
+"#,
 ];
 
 /// What one committed transaction changed, for whoever waits on it. Plain data, so the same set can later be sent

@@ -117,6 +117,7 @@ pub fn group(
         failure_tolerance: 0,
         auto_rollback,
         instances: instances.iter().map(|s| s.to_string()).collect(),
+        tags: Default::default(),
         lb,
         created_at_ms: 0,
     }
@@ -174,6 +175,7 @@ pub fn deploy(s: &Store, group: &str, rev: &str) -> Result<String, EngineError> 
                 revision: rev,
                 rollback_of: None,
                 concurrency: None,
+                catch_up: None,
             },
             &[],
             1,

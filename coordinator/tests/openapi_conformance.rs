@@ -65,6 +65,7 @@ async fn set_up(base: &str, admin: &str, enroll: &str) -> TestResult<String> {
     let agent = Client::new(base, Some(enroll.to_owned()), None)?
         .enroll(&EnrollRequest {
             name: "st-agent".into(),
+            tags: [("env".to_owned(), "st".to_owned())].into(),
         })
         .await?;
     let admin = Client::new(base, Some(admin.to_owned()), None)?;
@@ -83,6 +84,7 @@ async fn set_up(base: &str, admin: &str, enroll: &str) -> TestResult<String> {
                 failure_tolerance: 0,
                 auto_rollback: false,
                 instances: vec!["st-agent".into()],
+                tags: Default::default(),
                 form: None,
                 lb: None,
             },

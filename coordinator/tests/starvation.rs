@@ -44,9 +44,15 @@ async fn still_answered(addr: SocketAddr, data: &Path, within: Duration) -> Test
 
     let enroller = Client::new(&url, Some(token(data, "enroll-token")?), None)?;
     let name = format!("i-{}", fastrand::u32(..));
-    let enrolled = tokio::time::timeout(within, enroller.enroll(&EnrollRequest { name }))
-        .await
-        .map_err(|_| format!("enrollment not answered within {within:?}"))??;
+    let enrolled = tokio::time::timeout(
+        within,
+        enroller.enroll(&EnrollRequest {
+            name,
+            tags: Default::default(),
+        }),
+    )
+    .await
+    .map_err(|_| format!("enrollment not answered within {within:?}"))??;
     let agent = Client::new(&url, Some(enrolled.token), None)?;
     let t = Instant::now();
     let report = StepReport {

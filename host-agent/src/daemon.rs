@@ -12,7 +12,9 @@ use crate::journal::{EntryState, Journal, JournalError};
 use crate::steplog::{self, LogMark};
 use rollcage_client::{Client, ClientError};
 use rollcage_proto::clip::{MAX_MESSAGE_BYTES, clip_head};
-use rollcage_proto::wire::{CommandState, PollRequest, StepCommand, StepOutcome, StepReport};
+use rollcage_proto::wire::{
+    AgentHello, CommandState, PollRequest, StepCommand, StepOutcome, StepReport,
+};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -152,6 +154,8 @@ pub struct AgentLoop<E> {
     /// Reports kept in a row because the coordinator refused even their reduced form: the backoff before the agent
     /// asks for work (and so offers them) again.
     kept: AtomicU32,
+    /// What to say to the coordinator before the first poll ([`AgentLoop::with_hello`]).
+    hello: Option<AgentHello>,
 }
 
 /// How sending one report ended.
@@ -176,6 +180,34 @@ impl<E: StepExecutor> AgentLoop<E> {
             exec,
             cfg,
             kept: AtomicU32::new(0),
+            hello: None,
+        }
+    }
+
+    /// Say `hello` (tags, what is installed) once at start, before the first poll: the coordinator brings the host
+    /// up to date from it. Retried like a poll while the coordinator is unreachable; a coordinator that does not
+    /// know the route (an older version) is told nothing, and the agent works on.
+    pub fn with_hello(mut self, hello: AgentHello) -> Self {
+        self.hello = Some(hello);
+        self
+    }
+
+    /// Send the hello, if one is due; `true` once it is settled (sent, or refused for good).
+    async fn say_hello(&self, hello: &AgentHello) -> Result<bool, ClientError> {
+        match self.client.hello(hello).await {
+            Ok(r) => {
+                if !r.deployments.is_empty() {
+                    tracing::info!(deployments = ?r.deployments, "the coordinator is bringing this host up to date");
+                }
+                Ok(true)
+            }
+            Err(e) => match delivery::classify(&e) {
+                Refusal::Retry | Refusal::Unauthorized => Err(e),
+                Refusal::Malformed | Refusal::Unwanted => {
+                    tracing::warn!(error = %e, "the coordinator refused this agent's hello (tags, catch-up); working on without");
+                    Ok(true)
+                }
+            },
         }
     }
 
@@ -201,6 +233,7 @@ impl<E: StepExecutor> AgentLoop<E> {
             }
         }
         let mut attempt = 0u32;
+        let mut hello = self.hello.clone();
         loop {
             if let Some(cmd) = next.take() {
                 // Between two steps, honour a shutdown asked while the previous one ran; the coordinator offers
@@ -224,21 +257,38 @@ impl<E: StepExecutor> AgentLoop<E> {
                 }
                 continue;
             }
-            let req = PollRequest {
-                wait_ms: Some(u64::try_from(self.cfg.poll_wait.as_millis()).unwrap_or(u64::MAX)),
-            };
-            let poll = self.client.poll(&req);
-            let result = tokio::select! {
-                r = poll => r,
-                _ = &mut shutdown => return Ok(()),
-            };
-            let e = match result {
-                Ok(p) => {
-                    attempt = 0;
-                    next = p.command;
-                    continue;
+            let e = if let Some(greeting) = hello.as_ref() {
+                let said = tokio::select! {
+                    r = self.say_hello(greeting) => r,
+                    _ = &mut shutdown => return Ok(()),
+                };
+                match said {
+                    Ok(_) => {
+                        attempt = 0;
+                        hello = None;
+                        continue;
+                    }
+                    Err(e) => e,
                 }
-                Err(e) => e,
+            } else {
+                let req = PollRequest {
+                    wait_ms: Some(
+                        u64::try_from(self.cfg.poll_wait.as_millis()).unwrap_or(u64::MAX),
+                    ),
+                };
+                let poll = self.client.poll(&req);
+                let result = tokio::select! {
+                    r = poll => r,
+                    _ = &mut shutdown => return Ok(()),
+                };
+                match result {
+                    Ok(p) => {
+                        attempt = 0;
+                        next = p.command;
+                        continue;
+                    }
+                    Err(e) => e,
+                }
             };
             let d = self.cfg.backoff.delay(attempt);
             attempt += 1;

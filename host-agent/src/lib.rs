@@ -35,6 +35,8 @@ pub struct AgentConfig {
     pub token_file: Option<PathBuf>,
     /// `--var KEY=VALUE` for every hook.
     pub vars: Vec<(String, String)>,
+    /// `--tag KEY=VALUE`: the instance's tags, sent at enrollment and on every start.
+    pub tags: rollcage_proto::tags::Tags,
     /// The address the application serves on, for load balancers (`ROLLCAGE_SERVICE_ADDR` for hooks).
     pub service_addr: Option<String>,
     /// Extra CA certificate (PEM) to trust for a TLS coordinator.
@@ -110,6 +112,7 @@ pub async fn run_until(
             &cfg.name,
             &token_file,
             cfg.enroll_token.as_deref(),
+            &cfg.tags,
             cfg.loop_config.backoff,
         )
         .await?;
@@ -119,7 +122,8 @@ pub async fn run_until(
         host.trusted_signers = cfg.trusted_signers.clone();
         let exec = executor::RuntimeExecutor::new(host, client.clone());
         tracing::info!(instance = %cfg.name, coordinators = %cfg.coordinators.join(","), root = %cfg.root.display(), "agent running");
-        let agent = daemon::AgentLoop::new(client, journal.clone(), exec, cfg.loop_config.clone());
+        let agent = daemon::AgentLoop::new(client, journal.clone(), exec, cfg.loop_config.clone())
+            .with_hello(hello(&cfg.root, &cfg.tags));
         let error = match agent.run(shutdown.as_mut()).await {
             Err(daemon::AgentError::TokenRefused { error, .. }) => error,
             other => return other,
@@ -135,6 +139,37 @@ pub async fn run_until(
             }
             token::AfterRefusal::Stop => return Err(refused),
         }
+    }
+}
+
+/// What the agent says on every start: its tags, and per application and group it has deployed here, the
+/// deployment whose Install last succeeded (the coordinator brings the host up to date from that). A group dir it
+/// cannot read counts as nothing installed: the worst outcome is a redeploy of what the host has.
+fn hello(
+    root: &std::path::Path,
+    tags: &rollcage_proto::tags::Tags,
+) -> rollcage_proto::wire::AgentHello {
+    let mut installed = Vec::new();
+    match rollcage_runtime::layout::GroupLayout::all(root) {
+        Ok(groups) => {
+            for g in groups {
+                if let Ok(Some(deployment)) = g.last_installed() {
+                    installed.push(rollcage_proto::wire::InstalledHere {
+                        application: g.application().to_owned(),
+                        group: g.group().to_owned(),
+                        deployment,
+                    });
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(root = %root.display(), error = %e, "listing what is installed here")
+        }
+    }
+    installed.truncate(rollcage_proto::wire::MAX_INSTALLED_ENTRIES);
+    rollcage_proto::wire::AgentHello {
+        tags: tags.clone(),
+        installed,
     }
 }
 

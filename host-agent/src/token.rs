@@ -66,6 +66,7 @@ pub async fn obtain(
     name: &str,
     token_file: &Path,
     enroll_token: Option<&str>,
+    tags: &rollcage_proto::tags::Tags,
     backoff: Backoff,
 ) -> Result<String, AgentError> {
     if token_file.is_file() {
@@ -92,6 +93,7 @@ pub async fn obtain(
         match enroller
             .enroll(&EnrollRequest {
                 name: name.to_owned(),
+                tags: tags.clone(),
             })
             .await
         {

@@ -510,6 +510,7 @@ fn agent_config(url: &str, root: &Path, enroll_token: Option<&str>) -> rollcage_
         enroll_token: enroll_token.map(str::to_owned),
         token_file: None,
         vars: vec![],
+        tags: Default::default(),
         service_addr: None,
         ca_file: None,
         ca_fingerprint: None,
@@ -538,7 +539,13 @@ async fn a_refused_token_without_an_enrollment_token_stops_the_agent_for_good() 
     // Enrolled before (its own token on disk), started without the enrollment token, as after `agent install`
     // once the enrollment token file was deleted.
     let c = Client::new(&url, Some(first.enroll_token.clone()), None)?;
-    let token = c.enroll(&EnrollRequest { name: "i1".into() }).await?.token;
+    let token = c
+        .enroll(&EnrollRequest {
+            name: "i1".into(),
+            tags: Default::default(),
+        })
+        .await?
+        .token;
     std::fs::create_dir_all(root.path().join("agent"))?;
     std::fs::write(&token_file, &token)?;
     let cfg = agent_config(&url, root.path(), None);

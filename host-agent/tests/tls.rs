@@ -29,7 +29,10 @@ async fn agent_enrolls_and_polls_over_tls() -> Result<(), Box<dyn std::error::Er
 
     // Without the CA the handshake fails: the connection is really TLS and really verified.
     let untrusting = Client::new(&url, Some(enroll.clone()), None)?;
-    let enroll_i1 = EnrollRequest { name: "i1".into() };
+    let enroll_i1 = EnrollRequest {
+        name: "i1".into(),
+        tags: Default::default(),
+    };
     let err = untrusting.enroll(&enroll_i1).await;
     assert!(err.is_err());
 
@@ -68,7 +71,10 @@ async fn a_coordinator_with_its_own_ca_is_trusted_by_fingerprint_and_only_by_the
     let enroll = std::fs::read_to_string(data.join("enroll-token"))?
         .trim()
         .to_owned();
-    let enroll_i1 = EnrollRequest { name: "i1".into() };
+    let enroll_i1 = EnrollRequest {
+        name: "i1".into(),
+        tags: Default::default(),
+    };
     for host in ["localhost", "127.0.0.1"] {
         let url = format!("https://{host}:{}", ready.addr.port());
         let trust = Trust {
@@ -103,7 +109,10 @@ async fn a_coordinator_with_its_own_ca_is_trusted_by_fingerprint_and_only_by_the
             ..Trust::default()
         },
     )?
-    .enroll(&EnrollRequest { name: "i2".into() })
+    .enroll(&EnrollRequest {
+        name: "i2".into(),
+        tags: Default::default(),
+    })
     .await
     .err()
     .ok_or("a wrong fingerprint was accepted")?;
@@ -113,7 +122,10 @@ async fn a_coordinator_with_its_own_ca_is_trusted_by_fingerprint_and_only_by_the
     // Without a pin or CA file, the webpki roots do not know the coordinator's own CA.
     assert!(
         Client::new(&url, Some(enroll), None)?
-            .enroll(&EnrollRequest { name: "i3".into() })
+            .enroll(&EnrollRequest {
+                name: "i3".into(),
+                tags: Default::default()
+            })
             .await
             .is_err()
     );

@@ -13,6 +13,7 @@
 //! - [`form`]: the deployment form (destination, scripts) and its validation with field paths.
 //! - [`lb`]: a deployment group's load-balancer settings and their validation with field paths.
 //! - [`problem`]: the field-path problem type both validations report.
+//! - [`tags`]: instance tags and the tag filters that select a group's instances.
 //! - [`wire`]: the JSON of the coordinator API and of the agent protocol.
 //! - [`page`]: paging of the API's list routes (`limit`, `cursor`, the page-size bounds).
 //! - [`access`]: operator roles, the token routes' and the audit trail's JSON, who acted on a deployment.
@@ -34,6 +35,7 @@ pub mod page;
 pub mod plan;
 pub mod problem;
 pub mod sandbox;
+pub mod tags;
 pub mod wire;
 
 pub use form::{FileExistsBehavior, Form};

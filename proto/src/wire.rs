@@ -7,6 +7,7 @@
 //! Compatibility rule: add optional fields (`#[serde(default)]`) and new variants at the end; never rename.
 
 use crate::lb::GroupLb;
+use crate::tags::{TagFilter, Tags};
 use crate::{Form, HookOutcome, LifecycleEvent};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -398,9 +399,14 @@ pub struct CreateGroup {
     /// Start a rollback to the last successful revision when a deployment fails.
     #[serde(default)]
     pub auto_rollback: bool,
-    /// Names of the instances (agents) in the group; empty = every enrolled instance at deployment time.
+    /// Names of the instances (agents) in the group; empty (and no `tags`) = every enrolled instance at deployment
+    /// time.
     #[serde(default)]
     pub instances: Vec<String>,
+    /// Select the instances by tags instead of by name: an instance is in the group when it has every pair of
+    /// one of these sets ([`TagFilter`]). Not together with `instances`.
+    #[serde(default, skip_serializing_if = "TagFilter::is_empty")]
+    pub tags: TagFilter,
     /// The group's deployment form: the default of its deployments, used instead of the package's appspec.yml.
     /// On the wire: the form's canonical JSON as a string ([`crate::form::json_text`]); validated on the way in.
     #[serde(
@@ -433,8 +439,11 @@ pub struct Group {
     pub failure_tolerance: u32,
     /// Automatic rollback on failure.
     pub auto_rollback: bool,
-    /// Instance names (empty = all enrolled).
+    /// Instance names (empty, and no `tags` = all enrolled).
     pub instances: Vec<String>,
+    /// Selection by tags (see [`CreateGroup::tags`]).
+    #[serde(default, skip_serializing_if = "TagFilter::is_empty")]
+    pub tags: TagFilter,
     /// Load-balancer settings (see [`CreateGroup::lb`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lb: Option<GroupLb>,
@@ -571,6 +580,13 @@ pub enum DeploymentKind {
         of: String,
         /// True when started automatically after a failure.
         automatic: bool,
+    },
+    /// The group's last successful revision, for one instance that joined the group after it (enrolled, or came
+    /// back without it).
+    #[serde(rename = "catch-up")]
+    CatchUp {
+        /// The instance brought up to date.
+        instance: String,
     },
 }
 
@@ -845,6 +861,25 @@ pub struct InstanceInfo {
     /// token, absent for an instance enrolled before this was recorded.
     #[serde(default)]
     pub enrolled_with: Option<String>,
+    /// Its tags, as its agent last sent them.
+    #[serde(default)]
+    pub tags: Tags,
+    /// Per group, the revision it last installed successfully (its last deployment of the group that succeeded on it).
+    #[serde(default)]
+    pub installed: Vec<InstalledRevision>,
+}
+
+/// One entry of [`InstanceInfo::installed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledRevision {
+    /// Application.
+    pub application: String,
+    /// Deployment group.
+    pub group: String,
+    /// Revision id.
+    pub revision: String,
+    /// The deployment that installed it.
+    pub deployment: String,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -856,6 +891,47 @@ pub struct InstanceInfo {
 pub struct EnrollRequest {
     /// The instance name the agent runs as.
     pub name: String,
+    /// Its tags ([`crate::tags`]); also sent on every start ([`AgentHello`]).
+    #[serde(default, skip_serializing_if = "Tags::is_empty")]
+    pub tags: Tags,
+}
+
+/// `POST /v1/agent/hello`, sent by an agent on every start (after enrolling, if it had to): its tags as configured
+/// now, and what it has installed, so the coordinator can bring it up to date ("catch-up").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentHello {
+    /// Its tags (replacing those recorded before).
+    #[serde(default)]
+    pub tags: Tags,
+    /// Per application and group it has deployed, the deployment whose Install last succeeded on it (none for a
+    /// re-imaged host, which has lost its root).
+    #[serde(default)]
+    pub installed: Vec<InstalledHere>,
+}
+
+/// One entry of [`AgentHello::installed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstalledHere {
+    /// Application.
+    pub application: String,
+    /// Deployment group.
+    pub group: String,
+    /// The deployment whose Install last succeeded on the host.
+    pub deployment: String,
+}
+
+/// Most entries in [`AgentHello::installed`]: one per application and group on the host.
+pub const MAX_INSTALLED_ENTRIES: usize = 1_000;
+
+/// The answer to [`AgentHello`]: the deployments that will bring the instance up to date (a catch-up deployment
+/// started for it, or a running deployment of its group it was added to).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloResponse {
+    /// Deployment ids.
+    #[serde(default)]
+    pub deployments: Vec<String>,
 }
 
 /// The agent's own token; the coordinator keeps only its hash.

@@ -101,6 +101,8 @@ pub fn bundle_store_dir(root: &Path) -> PathBuf {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupLayout {
     dir: PathBuf,
+    app: String,
+    group: String,
 }
 
 impl GroupLayout {
@@ -112,7 +114,19 @@ impl GroupLayout {
             dir: root
                 .join(format!("app-{app}"))
                 .join(format!("group-{group}")),
+            app: app.to_owned(),
+            group: group.to_owned(),
         })
+    }
+
+    /// The application's name.
+    pub fn application(&self) -> &str {
+        &self.app
+    }
+
+    /// The deployment group's name.
+    pub fn group(&self) -> &str {
+        &self.group
     }
 
     /// Every group with a directory under `root` (entries whose names are not valid are skipped).

@@ -22,6 +22,7 @@ fn enroll(url: &str, enroll_token: &str, name: &str) -> anyhow::Result<String> {
         let r = c
             .enroll(&EnrollRequest {
                 name: name.to_owned(),
+                tags: Default::default(),
             })
             .await?;
         Ok(r.token)

@@ -47,7 +47,10 @@ async fn wake(fleet: &Fleet) -> anyhow::Result<()> {
     let (a, b) = (fleet.coordinator_k(0)?, fleet.coordinator_k(1)?);
     // An agent of our own (the client crate) enrolls through A and long-polls A.
     let agent_token = Client::new(&a.url(), Some(a.enroll_token.clone()), None)?
-        .enroll(&EnrollRequest { name: "i0".into() })
+        .enroll(&EnrollRequest {
+            name: "i0".into(),
+            tags: Default::default(),
+        })
         .await?
         .token;
     let agent = Client::new(&a.url(), Some(agent_token), None)?;

@@ -69,7 +69,10 @@ async fn eleven_hundred_idle_connections_do_not_stop_admin_requests_or_agent_rep
     let enroller = Client::new(&coord.url(), Some(coord.enroll_token.clone()), None)?;
     let enrolled = tokio::time::timeout(
         within,
-        enroller.enroll(&EnrollRequest { name: "i1".into() }),
+        enroller.enroll(&EnrollRequest {
+            name: "i1".into(),
+            tags: Default::default(),
+        }),
     )
     .await
     .map_err(|_| anyhow::anyhow!("enrollment not answered within {within:?}"))??;

@@ -156,6 +156,7 @@ pub async fn start(sup: &Supervisor, exe: &Path) -> anyhow::Result<Cluster> {
             service_addr: Some(apps[name].clone()),
             ca_file: None,
             ca_fingerprint: None,
+            tags: BTreeMap::new(),
             vars: BTreeMap::from([
                 ("PORT".to_owned(), port),
                 (
@@ -224,6 +225,7 @@ pub async fn start(sup: &Supervisor, exe: &Path) -> anyhow::Result<Cluster> {
             failure_tolerance: 0,
             auto_rollback: true,
             instances: INSTANCES.iter().map(|s| (*s).to_owned()).collect(),
+            tags: Default::default(),
             form: None,
             lb,
         };

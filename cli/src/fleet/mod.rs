@@ -378,6 +378,10 @@ pub struct AgentArgs {
     /// KEY=VALUE given to every hook (repeatable).
     #[arg(long = "var", value_parser = parse_var)]
     vars: Vec<(String, String)>,
+    /// KEY=VALUE tag of this instance (repeatable; `tags` in the config file, flags win per key). Sent at
+    /// enrollment and on every start: groups select their instances by tags (`rollcage group create --tags`).
+    #[arg(long = "tag", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
     /// Extra CA certificate (PEM) to trust for a TLS coordinator.
     #[arg(long, conflicts_with = "ca_fingerprint")]
     ca_file: Option<PathBuf>,
@@ -441,6 +445,9 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<rollcage_agent::AgentConfig> {
         vars.retain(|(fk, _)| *fk != k);
         vars.push((k, v));
     }
+    let mut tags = file.as_ref().map(|f| f.tags.clone()).unwrap_or_default();
+    tags.extend(a.tags);
+    rollcage_proto::tags::check_tags(&tags).context("agent tags")?;
     let max_log_bytes = a
         .max_log_bytes
         .or_else(|| file.as_ref().and_then(|f| f.max_log_bytes))
@@ -494,6 +501,7 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<rollcage_agent::AgentConfig> {
             .token_file
             .or_else(|| file.as_ref().and_then(|f| f.token_file.clone())),
         vars,
+        tags,
         service_addr: a
             .service_addr
             .or_else(|| file.as_ref().and_then(|f| f.service_addr.clone())),
@@ -533,6 +541,16 @@ pub(crate) fn read_signature(path: &std::path::Path) -> anyhow::Result<String> {
     let sig = rollcage_signing::Sshsig::parse_bytes(&bytes)
         .with_context(|| format!("--signature {}", path.display()))?;
     Ok(sig.armored()?)
+}
+
+/// `--tags KEY=VALUE[,KEY=VALUE…]`: one alternative of a group's tag filter.
+pub(crate) fn parse_tag_set(s: &str) -> Result<rollcage_proto::tags::Tags, String> {
+    rollcage_proto::tags::parse_set(s).map_err(|e| e.to_string())
+}
+
+/// `--tag KEY=VALUE` ([`rollcage_proto::tags`]'s rules).
+pub(crate) fn parse_tag(s: &str) -> Result<(String, String), String> {
+    rollcage_proto::tags::parse_pair(s).map_err(|e| e.to_string())
 }
 
 pub(crate) fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -581,8 +599,12 @@ pub enum GroupCommand {
         #[arg(long)]
         auto_rollback: bool,
         /// Instance names, comma-separated (default: every enrolled instance at deployment time).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', conflicts_with = "tags")]
         instances: Vec<String>,
+        /// Select instances by tags instead: KEY=VALUE[,KEY=VALUE…], an instance matches when it has every pair;
+        /// repeat for alternatives (it matches any one set). New hosts with matching tags catch up by themselves.
+        #[arg(long = "tags", value_parser = parse_tag_set)]
+        tags: Vec<rollcage_proto::tags::Tags>,
         /// The group's default deployment form (TOML or YAML: destination, stop/start/check scripts), used
         /// instead of the package's appspec.yml.
         #[arg(long)]
@@ -788,6 +810,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             failure_tolerance,
             auto_rollback,
             instances,
+            tags,
             form,
             lb,
             output,
@@ -801,6 +824,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                 failure_tolerance,
                 auto_rollback,
                 instances,
+                tags: rollcage_proto::tags::TagFilter(tags),
                 form: form.as_deref().map(load_form).transpose()?,
                 lb,
             };

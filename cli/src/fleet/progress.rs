@@ -158,6 +158,7 @@ impl Tracker {
                     format!("automatic rollback of {of}:")
                 }
                 DeploymentKind::Rollback { of, .. } => format!("rollback of {of}:"),
+                DeploymentKind::CatchUp { instance } => format!("catch-up of {instance}:"),
             };
             lines.push(Line {
                 at_ms: d.created_at_ms,

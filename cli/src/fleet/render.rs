@@ -14,6 +14,7 @@ pub fn deployment(d: &Deployment) -> String {
                 if *automatic { ", automatic" } else { "" }
             )
         }
+        DeploymentKind::CatchUp { instance } => format!(" (catch-up of {instance})"),
     };
     let _ = writeln!(
         s,
@@ -86,14 +87,27 @@ pub fn deployment(d: &Deployment) -> String {
 pub fn instances(list: &[InstanceInfo]) -> String {
     let mut s = String::new();
     for i in list {
+        let tags = if i.tags.is_empty() {
+            "-".to_owned()
+        } else {
+            rollcage_proto::tags::show(&i.tags)
+        };
         let _ = writeln!(
             s,
-            "{:<24} {:<9} {:<7} {}",
+            "{:<24} {:<9} {:<7} {:<10} {tags}",
             i.name,
             i.state,
             if i.lost { "lost" } else { "online" },
             i.enrolled_with.as_deref().unwrap_or("-")
         );
+        // Per group, what it last installed successfully (what a catch-up compares with).
+        for r in &i.installed {
+            let _ = writeln!(
+                s,
+                "    {}/{}: {} ({})",
+                r.application, r.group, r.revision, r.deployment
+            );
+        }
     }
     s
 }
@@ -185,21 +199,35 @@ mod tests {
             lost: false,
             state,
             enrolled_with: with.map(str::to_owned),
+            tags: Default::default(),
+            installed: vec![],
         };
-        use rollcage_proto::wire::InstanceState;
-        let text = instances(&[
-            i("web-1", InstanceState::Approved, None),
-            i("web-2", InstanceState::Pending, Some("et-1f")),
-        ]);
+        use rollcage_proto::wire::{InstalledRevision, InstanceState};
+        let mut tagged = i("web-2", InstanceState::Pending, Some("et-1f"));
+        tagged.tags = [
+            ("env".to_owned(), "prod".to_owned()),
+            ("role".to_owned(), "web".to_owned()),
+        ]
+        .into();
+        tagged.installed = vec![InstalledRevision {
+            application: "shop".into(),
+            group: "web".into(),
+            revision: "r-1234".into(),
+            deployment: "d-9".into(),
+        }];
+        let text = instances(&[i("web-1", InstanceState::Approved, None), tagged]);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines.len(), 3, "{text}");
         assert!(
-            lines[0].contains("approved") && lines[0].ends_with('-'),
+            lines[0].contains("approved") && lines[0].contains(" - ") && lines[0].ends_with('-'),
             "{text}"
         );
         assert!(
-            lines[1].contains("pending") && lines[1].ends_with("et-1f"),
+            lines[1].contains("pending")
+                && lines[1].contains("et-1f")
+                && lines[1].ends_with("env=prod,role=web"),
             "{text}"
         );
+        assert_eq!(lines[2], "    shop/web: r-1234 (d-9)", "{text}");
     }
 }

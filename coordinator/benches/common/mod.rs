@@ -263,6 +263,7 @@ impl Http {
     pub async fn enroll(&self, enroll_token: &str, name: &str) -> String {
         let req = EnrollRequest {
             name: name.to_owned(),
+            tags: Default::default(),
         };
         self.as_(enroll_token).enroll(&req).await.unwrap().token
     }
@@ -316,6 +317,7 @@ impl Http {
             failure_tolerance: 0,
             auto_rollback: false,
             instances: instances.to_vec(),
+            tags: Default::default(),
             form: None,
             lb: None,
         };

@@ -78,6 +78,15 @@ pub async fn create_group(
     // enroll); a deployment of the group is refused while any is not enrolled (see `create_deployment`).
     rollcage_proto::wire::check_instance_list(&req.instances)
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    req.tags
+        .check()
+        .map_err(|e| ApiError::Invalid(format!("field `tags`: {e}")))?;
+    if !req.tags.is_empty() && !req.instances.is_empty() {
+        return Err(ApiError::Invalid(
+            "fields `instances` and `tags` both given: a group selects its instances by name or by tags, not both"
+                .to_owned(),
+        ));
+    }
     // The form's own rules ran when the body was decoded (a bad one is a 400 naming its field there); the LB
     // settings depend on the style and the instances, so they are checked here, once: the store keeps them typed.
     if let Some(form) = &req.form {
@@ -101,6 +110,7 @@ pub async fn create_group(
         failure_tolerance: req.failure_tolerance,
         auto_rollback: req.auto_rollback,
         instances: req.instances,
+        tags: req.tags,
         lb: req.lb,
         created_at_ms: now_ms(),
     };
@@ -389,6 +399,7 @@ pub async fn create_deployment(
                 revision: &req.revision,
                 rollback_of: None,
                 concurrency: None,
+                catch_up: None,
             },
             &all,
             now,

@@ -1,4 +1,5 @@
-//! Agent routes: enroll (an enrollment token), then with the agent's own token: long-poll for the next command,
+//! Agent routes: enroll (an enrollment token), then with the agent's own token: say hello on every start (tags,
+//! what it has installed: catch-up), long-poll for the next command,
 //! report a step (answered with the next command at once), check whether a command was cancelled, download a
 //! revision's archive. An agent may only see and report its own work (403 otherwise).
 
@@ -6,7 +7,7 @@ use super::extract::refused;
 use super::guard::AuditTarget;
 use super::{Agent, ApiError, Enroller, Json, LenientJson, Path};
 use crate::auth;
-use crate::engine::executor;
+use crate::engine::{catchup, executor};
 use crate::state::State;
 use crate::store::OptionalExt;
 use crate::store::{deployments, enroll_tokens, instances, logs, revisions};
@@ -16,8 +17,9 @@ use axum::http::header;
 use axum::response::Response;
 use rollcage_proto::wire::now_ms;
 use rollcage_proto::wire::{
-    CommandState, EnrollRequest, EnrollResponse, InstanceState, PollRequest, PollResponse,
-    ReportResponse, StepCommand, StepReport, StepState,
+    AgentHello, CommandState, EnrollRequest, EnrollResponse, HelloResponse, InstanceState,
+    MAX_INSTALLED_ENTRIES, PollRequest, PollResponse, ReportResponse, StepCommand, StepReport,
+    StepState,
 };
 use std::time::Duration;
 
@@ -33,7 +35,9 @@ pub async fn enroll(
     AxState(st): AxState<State>,
     Json(req): Json<EnrollRequest>,
 ) -> Result<(axum::Extension<AuditTarget>, Json<EnrollResponse>), ApiError> {
-    let name = req.name;
+    let (name, tags) = (req.name, req.tags);
+    rollcage_proto::tags::check_tags(&tags)
+        .map_err(|e| ApiError::Invalid(format!("field `tags`: {e}")))?;
     if !rollcage_proto::wire::is_valid_name(&name) {
         return Err(ApiError::Invalid(format!(
             "field `name`: invalid instance name `{}`: expected {}",
@@ -60,6 +64,7 @@ pub async fn enroll(
         if !instances::enroll(tx, &enrollment, now)? {
             return Ok(false);
         }
+        instances::set_tags(tx, &name, &tags)?;
         if let Enroller::PerUse(id) = &enroller {
             // Refused here only when a concurrent enrollment took the last use (or the token was revoked or
             // expired) since the extractor checked it: the transaction rolls back, the instance is not recorded.
@@ -115,6 +120,32 @@ fn next_command_in(
 
 fn next_command(st: &State, instance: &str) -> Result<Option<StepCommand>, ApiError> {
     st.store.read(|c| next_command_in(c, instance))
+}
+
+/// `POST /v1/agent/hello`: an agent's word on every start: its tags (recorded, replacing the old ones) and what
+/// it has installed; the coordinator brings it up to date ([`crate::engine::catchup`]) and answers with the
+/// deployments that will (their first step comes through the agent's poll as usual).
+pub async fn hello(
+    Agent(name): Agent,
+    AxState(st): AxState<State>,
+    Json(hello): Json<AgentHello>,
+) -> Result<Json<HelloResponse>, ApiError> {
+    rollcage_proto::tags::check_tags(&hello.tags)
+        .map_err(|e| ApiError::Invalid(format!("field `tags`: {e}")))?;
+    if hello.installed.len() > MAX_INSTALLED_ENTRIES {
+        return Err(ApiError::Invalid(format!(
+            "field `installed`: {} entries, more than the {MAX_INSTALLED_ENTRIES} allowed",
+            hello.installed.len()
+        )));
+    }
+    let now = now_ms();
+    let deployments = st.store.write(|tx| {
+        instances::set_tags(tx, &name, &hello.tags)?;
+        catchup::on_hello(tx, &name, &hello.installed, now).map_err(ApiError::from)
+    })?;
+    tracing::info!(instance = %name, tags = %rollcage_proto::tags::show(&hello.tags),
+        deployments = ?deployments, "agent started");
+    Ok(Json(HelloResponse { deployments }))
 }
 
 /// `POST /v1/agent/poll`: the instance's step in flight, at once if there is one, else as soon as one is

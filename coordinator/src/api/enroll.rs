@@ -84,9 +84,17 @@ pub async fn approve_instance(
     AxState(st): AxState<State>,
     Path(name): Path<String>,
 ) -> Result<Json<InstanceInfo>, ApiError> {
+    let now = now_ms();
     let row = st
         .store
-        .write(|tx| instances::approve(tx, &name).map_err(ApiError::from))?
+        .write(|tx| {
+            let row = instances::approve(tx, &name)?;
+            // A pending instance was given no work, so it has nothing of its groups installed: it catches up now.
+            if row.is_some() {
+                crate::engine::catchup::on_hello(tx, &name, &[], now)?;
+            }
+            Ok::<_, ApiError>(row)
+        })?
         .ok_or_else(|| {
             ApiError::NotFound(format!(
                 "instance `{}` is not enrolled",
@@ -94,5 +102,8 @@ pub async fn approve_instance(
             ))
         })?;
     tracing::info!(instance = %row.name, "instance approved");
-    Ok(Json(super::lists::instance_info(&st, row, now_ms())))
+    let installed = st
+        .store
+        .read(|c| instances::installed(c, &row.name).map_err(ApiError::from))?;
+    Ok(Json(super::lists::instance_info(&st, row, installed, now)))
 }

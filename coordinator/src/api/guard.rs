@@ -158,6 +158,7 @@ pub const RULES: &[Rule] = &[
     // The agents' routes take agent and enrollment tokens (their own extractors): enrollments are recorded, the
     // routine traffic only when refused.
     rule(Post,   "/v1/agent/enroll",                         "agent.enroll",        "enroll",                 Own,    A::None),
+    rule(Post,   "/v1/agent/hello",                          "agent.hello",         "say hello",              Own,    A::None),
     quiet(rule(Post, "/v1/agent/poll",                       "agent.poll",          "poll",                   Own,    A::None)),
     quiet(rule(Post, "/v1/agent/reports",                    "agent.report",        "report",                 Own,    A::None)),
     quiet(rule(Get,  "/v1/agent/commands/{id}",              "agent.command",       "check commands",         Own,    A::None)),

@@ -79,23 +79,32 @@ pub async fn instances(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Page<InstanceInfo>>, ApiError> {
     let b = PageBounds::of(&q)?;
-    let rows = st
-        .store
-        .read(|c| instances::page(c, b.cursor.as_deref(), b.overfetch()).map_err(ApiError::from))?;
-    let page = Page::from_overfetch(rows, b.size, |r| r.name.clone());
+    let rows = st.store.read(|c| {
+        let rows = instances::page(c, b.cursor.as_deref(), b.overfetch())?;
+        rows.into_iter()
+            .map(|r| Ok((instances::installed(c, &r.name)?, r)))
+            .collect::<Result<Vec<_>, crate::store::StoreError>>()
+            .map_err(ApiError::from)
+    })?;
+    let page = Page::from_overfetch(rows, b.size, |(_, r)| r.name.clone());
     let now = now_ms();
     Ok(Json(Page {
         items: page
             .items
             .into_iter()
-            .map(|row| instance_info(&st, row, now))
+            .map(|(installed, row)| instance_info(&st, row, installed, now))
             .collect(),
         next_cursor: page.next_cursor,
     }))
 }
 
 /// An instance as the API shows it at `now`: its row, when it was last heard from, whether it is lost.
-pub(super) fn instance_info(st: &State, row: instances::Row, now: i64) -> InstanceInfo {
+pub(super) fn instance_info(
+    st: &State,
+    row: instances::Row,
+    installed: Vec<rollcage_proto::wire::InstalledRevision>,
+    now: i64,
+) -> InstanceInfo {
     let deadline = i64::try_from(st.settings.heartbeat_deadline.as_millis()).unwrap_or(i64::MAX);
     let seen = st.last_seen(&row.name);
     InstanceInfo {
@@ -105,5 +114,7 @@ pub(super) fn instance_info(st: &State, row: instances::Row, now: i64) -> Instan
         enrolled_at_ms: row.enrolled_at,
         state: row.state,
         enrolled_with: row.enrolled_with,
+        tags: row.tags,
+        installed,
     }
 }

@@ -37,6 +37,7 @@ fn routes() -> Vec<(Method, &'static str)> {
         (Method::GET, "/v1/enroll-tokens"),
         (Method::POST, "/v1/enroll-tokens/et-1/revoke"),
         (Method::POST, "/v1/agent/enroll"),
+        (Method::POST, "/v1/agent/hello"),
         (Method::POST, "/v1/agent/poll"),
         (Method::POST, "/v1/agent/reports"),
         (Method::GET, "/v1/agent/commands/1"),

@@ -237,6 +237,7 @@ async fn the_enrollment_that_loses_the_last_use_records_nothing() -> TestResult 
         super::Enroller::PerUse(t.info.id.clone()),
         axum::extract::State(st.clone()),
         super::Json(rollcage_proto::wire::EnrollRequest {
+            tags: Default::default(),
             name: "second".into(),
         }),
     )

@@ -87,7 +87,8 @@ fn needs(method: &str, path: &str) -> Option<Needs> {
         | ("post" | "get", "/v1/enroll-tokens")
         | ("post", "/v1/enroll-tokens/{id}/revoke") => Admin,
         ("post", "/v1/agent/enroll") => EnrollToken,
-        ("post", "/v1/agent/poll")
+        ("post", "/v1/agent/hello")
+        | ("post", "/v1/agent/poll")
         | ("post", "/v1/agent/reports")
         | ("get", "/v1/agent/commands/{id}")
         | ("get", "/v1/agent/applications/{app}/revisions/{id}/bundle") => AgentToken,

@@ -55,6 +55,8 @@ pub struct NewDeployment<'a> {
     pub rollback_of: Option<(&'a str, bool)>,
     /// Concurrency to use instead of the group's (a rollback keeps its deployment's).
     pub concurrency: Option<Concurrency>,
+    /// `Some(instance)` for a catch-up of that one instance ([`super::catchup`]).
+    pub catch_up: Option<&'a str>,
 }
 
 /// Create a deployment and dispatch its first batch. Refused while the group has an active deployment.
@@ -110,7 +112,13 @@ pub fn create_deployment(
     };
     let instances = match (new.rollback_of, &settings, &switch_to) {
         (Some((of, _)), ..) => deployments::instance_names(tx, of)?,
+        (None, ..) if new.catch_up.is_some() => {
+            new.catch_up.into_iter().map(str::to_owned).collect()
+        }
         (None, Some(s), Some(idle)) => s.instances_of(idle),
+        (None, ..) if !group.tags.is_empty() => {
+            crate::store::instances::approved_matching(tx, &group.tags)?
+        }
         (None, ..) if group.instances.is_empty() => enrolled.to_vec(),
         (None, ..) => group.instances.clone(),
     };
@@ -143,7 +151,8 @@ pub fn create_deployment(
         style: group.style,
         concurrency: new.concurrency.unwrap_or(group.concurrency),
         failure_tolerance: group.failure_tolerance,
-        auto_rollback: group.auto_rollback,
+        // A failed catch-up leaves the group as it was: there is nothing to roll back to but the same revision.
+        auto_rollback: group.auto_rollback && new.catch_up.is_none(),
         rollback_of: new.rollback_of.map(|(of, _)| of.to_owned()),
         automatic: new.rollback_of.is_some_and(|(_, a)| a),
         status: DeploymentStatus::InProgress,
@@ -154,19 +163,28 @@ pub fn create_deployment(
         rollback_deployment: None,
         switch_to,
         continued: false,
+        catch_up: new.catch_up.map(str::to_owned),
     };
     deployments::insert(tx, &row, style_plan.per_instance, &instances)?;
     // A rollback re-runs the form the revision it returns to was installed with; a new deployment starts with the
     // group's default (the API replaces it with the deployment's own form, if given, in the same transaction).
-    let form = match new.rollback_of {
-        Some((of, _)) => crate::store::forms::form_of_last_success(
+    // A catch-up, like a rollback, installs the revision as the group's last success did.
+    let form = match (new.rollback_of, new.catch_up) {
+        (Some((of, _)), _) => crate::store::forms::form_of_last_success(
             tx,
             new.application,
             new.group,
             new.revision,
             of,
         )?,
-        None => crate::store::forms::group_form(tx, &group.id)?,
+        (None, Some(_)) => crate::store::forms::form_of_last_success(
+            tx,
+            new.application,
+            new.group,
+            new.revision,
+            "",
+        )?,
+        (None, None) => crate::store::forms::group_form(tx, &group.id)?,
     };
     crate::store::forms::set_deployment_form(tx, &id, form.as_ref())?;
     deployments::insert_final_steps(tx, &id, style_plan.deployment_wide)?;
@@ -293,6 +311,7 @@ fn apply(tx: &Tx<'_>, d: &DeploymentRow, actions: Vec<Action>, now: i64) -> Resu
                                 revision: &revision,
                                 rollback_of: Some((id, true)),
                                 concurrency: Some(d.concurrency),
+                                catch_up: None,
                             },
                             &[],
                             now,
@@ -575,6 +594,7 @@ pub fn rollback(tx: &Tx<'_>, id: &str, now: i64) -> Result<String> {
             revision: &revision,
             rollback_of: Some((id, false)),
             concurrency: Some(d.concurrency),
+            catch_up: None,
         },
         &[],
         now,
@@ -763,6 +783,7 @@ mod tests {
                         revision: &rev,
                         rollback_of: None,
                         concurrency: None,
+                        catch_up: None,
                     },
                     &enrolled,
                     1,
@@ -1258,7 +1279,6 @@ mod tests {
                     (),
                     |r| r.get::<i64>(0),
                 )
-                .map_err(StoreError::from)
             })
             .unwrap();
         assert_eq!(running, 1, "a was dispatched its next step once");

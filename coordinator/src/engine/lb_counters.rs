@@ -117,6 +117,7 @@ mod tests {
             failure_tolerance: 0,
             auto_rollback: false,
             instances: vec!["i0".into(), "i1".into()],
+            tags: Default::default(),
             lb,
             created_at_ms: 0,
         }

@@ -269,6 +269,7 @@ async fn nothing_is_woken_inside_the_transaction_nor_for_a_write_that_rolls_back
                 revision: &format!("r-{}", "a".repeat(16)),
                 rollback_of: None,
                 concurrency: None,
+                catch_up: None,
             },
             &[],
             1,

@@ -79,6 +79,7 @@ pub fn applications_page(
 /// Insert a group; `false` when the application already has one with that name.
 pub fn insert_group(c: &Conn<'_>, g: &Group) -> Result<bool> {
     let instances = serde_json::to_string(&g.instances).unwrap_or_else(|_| "[]".to_owned());
+    let tags = serde_json::to_string(&g.tags).unwrap_or_else(|_| "[]".to_owned());
     // Typed settings serialise to a JSON object; the column holds that text.
     let lb =
         g.lb.as_ref()
@@ -91,7 +92,8 @@ pub fn insert_group(c: &Conn<'_>, g: &Group) -> Result<bool> {
     let n = c
         .execute(
             "INSERT INTO groups (id, application, name, style, concurrency, failure_tolerance, \
-             auto_rollback, instances, created_at, lb) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+             auto_rollback, instances, created_at, lb, tags) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             ON CONFLICT DO NOTHING",
             args![
                 g.id,
                 g.application,
@@ -102,7 +104,8 @@ pub fn insert_group(c: &Conn<'_>, g: &Group) -> Result<bool> {
                 g.auto_rollback,
                 instances,
                 g.created_at_ms,
-                lb
+                lb,
+                tags
             ],
         )
         .map_err(sql)?;
@@ -110,7 +113,7 @@ pub fn insert_group(c: &Conn<'_>, g: &Group) -> Result<bool> {
 }
 
 const GROUP_COLS: &str = "id, application, name, style, concurrency, failure_tolerance, auto_rollback, instances, \
-                          created_at, lb";
+                          created_at, lb, tags";
 
 type GroupRow = (
     String,
@@ -123,6 +126,7 @@ type GroupRow = (
     String,
     i64,
     Option<String>,
+    String,
 );
 
 fn group_row(r: &crate::store::Row<'_>) -> crate::store::Result<GroupRow> {
@@ -137,6 +141,7 @@ fn group_row(r: &crate::store::Row<'_>) -> crate::store::Result<GroupRow> {
         r.get(7)?,
         r.get(8)?,
         r.get(9)?,
+        r.get(10)?,
     ))
 }
 
@@ -152,6 +157,7 @@ fn to_group(row: GroupRow) -> Result<Group> {
         instances,
         created,
         lb,
+        tags,
     ) = row;
     Ok(Group {
         id,
@@ -164,6 +170,10 @@ fn to_group(row: GroupRow) -> Result<Group> {
         instances: serde_json::from_str(&instances).map_err(|_| super::StoreError::Corrupt {
             what: "groups.instances",
             detail: instances.clone(),
+        })?,
+        tags: serde_json::from_str(&tags).map_err(|_| super::StoreError::Corrupt {
+            what: "groups.tags",
+            detail: tags.clone(),
         })?,
         lb: lb
             .map(|lb| {
@@ -203,6 +213,17 @@ pub fn groups(c: &Conn<'_>, app: &str) -> Result<Vec<Group>> {
         .collect::<crate::store::Result<Vec<_>>>()
         .map_err(sql)?;
     rows.into_iter().map(to_group).collect()
+}
+
+/// Every group of every application (the groups an instance that starts might belong to).
+pub fn all_groups(c: &Conn<'_>) -> Result<Vec<Group>> {
+    let mut st = c
+        .prepare_cached(&format!(
+            "SELECT {GROUP_COLS} FROM groups ORDER BY application, name"
+        ))
+        .map_err(sql)?;
+    let rows = st.query_map((), group_row).map_err(sql)?;
+    rows.map(|r| r.map_err(sql).and_then(to_group)).collect()
 }
 
 /// Up to `limit` groups of an application by name, those after `after` (the paging cursor: a name) when given.
@@ -271,6 +292,7 @@ mod tests {
             failure_tolerance: 0,
             auto_rollback: false,
             instances: vec!["a".into()],
+            tags: Default::default(),
             lb,
             created_at_ms: 0,
         }

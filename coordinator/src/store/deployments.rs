@@ -50,6 +50,8 @@ pub struct DeploymentRow {
     pub switch_to: Option<String>,
     /// Blue/green with `wait_for_continue`: `continue` was given.
     pub continued: bool,
+    /// A catch-up deployment: the instance it brings up to date.
+    pub catch_up: Option<String>,
 }
 
 /// A step's row.
@@ -135,8 +137,8 @@ pub fn insert(
     c.touch_deployment(&d.id);
     c.execute(
         "INSERT INTO deployments (id, application, group_name, group_id, revision, style, concurrency, \
-         failure_tolerance, auto_rollback, rollback_of, automatic, status, created_at, switch_to) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         failure_tolerance, auto_rollback, rollback_of, automatic, status, created_at, switch_to, catch_up) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         args![
             d.id,
             d.application,
@@ -151,7 +153,8 @@ pub fn insert(
             d.automatic,
             status_str(d.status),
             d.created_at,
-            d.switch_to
+            d.switch_to,
+            d.catch_up
         ],
     )
     .map_err(sql)?;
@@ -175,12 +178,40 @@ pub fn insert(
     Ok(())
 }
 
+/// Add `instance` to running deployment `id` (an instance that joined its group while it ran), last in its order,
+/// with every step of `plan` pending; the strategy starts it when the concurrency allows. `false` when the
+/// deployment already has it.
+pub fn add_instance(c: &Tx<'_>, id: &str, instance: &str, plan: &[LifecycleEvent]) -> Result<bool> {
+    let added = c
+        .execute(
+            "INSERT INTO deployment_instances (deployment_id, instance, ord, status) \
+             SELECT ?1, ?2, COALESCE(MAX(ord), -1) + 1, 'pending' FROM deployment_instances WHERE deployment_id = ?1 \
+             ON CONFLICT DO NOTHING",
+            args![id, instance],
+        )
+        .map_err(sql)?;
+    if added == 0 {
+        return Ok(false);
+    }
+    c.touch_deployment(id);
+    let mut step = c
+        .prepare_cached(
+            "INSERT INTO steps (deployment_id, instance, idx, event, state) VALUES (?1, ?2, ?3, ?4, 'pending')",
+        )
+        .map_err(sql)?;
+    for (idx, ev) in plan.iter().enumerate() {
+        step.execute(args![id, instance, idx as i64, ev.name()])
+            .map_err(sql)?;
+    }
+    Ok(true)
+}
+
 const DEP_COLS: &str = "id, application, group_name, group_id, revision, style, concurrency, failure_tolerance, \
     auto_rollback, rollback_of, automatic, status, force_stop, message, created_at, ended_at, rollback_deployment, \
-    switch_to, continued";
+    switch_to, continued, catch_up";
 
-fn dep_row(r: &crate::store::Row<'_>) -> crate::store::Result<[crate::store::db::Value; 19]> {
-    let mut out: [crate::store::db::Value; 19] =
+fn dep_row(r: &crate::store::Row<'_>) -> crate::store::Result<[crate::store::db::Value; 20]> {
+    let mut out: [crate::store::db::Value; 20] =
         std::array::from_fn(|_| crate::store::db::Value::Null);
     for (i, slot) in out.iter_mut().enumerate() {
         *slot = r.get(i)?;
@@ -188,7 +219,7 @@ fn dep_row(r: &crate::store::Row<'_>) -> crate::store::Result<[crate::store::db:
     Ok(out)
 }
 
-fn to_dep(v: [crate::store::db::Value; 19]) -> Result<DeploymentRow> {
+fn to_dep(v: [crate::store::db::Value; 20]) -> Result<DeploymentRow> {
     use crate::store::db::Value as V;
     let text = |i: usize| match &v[i] {
         V::Text(s) => Ok(s.clone()),
@@ -225,6 +256,7 @@ fn to_dep(v: [crate::store::db::Value; 19]) -> Result<DeploymentRow> {
         rollback_deployment: opt_text(16),
         switch_to: opt_text(17),
         continued: int(18)? != 0,
+        catch_up: opt_text(19),
     })
 }
 
@@ -314,6 +346,32 @@ pub fn active_for_group(c: &Conn<'_>, app: &str, group: &str) -> Result<Option<S
     .map_err(sql)
 }
 
+/// The status and revision of group `group_id`'s newest ended deployment other than a catch-up: whether the
+/// group has a revision for newcomers (see `engine::catchup`).
+pub fn last_ended(c: &Conn<'_>, group_id: &str) -> Result<Option<(DeploymentStatus, String)>> {
+    let row: Option<(String, String)> = c
+        .query_row(
+            "SELECT status, revision FROM deployments WHERE group_id = ?1 AND catch_up IS NULL \
+             AND status NOT IN ('in_progress', 'stopping', 'ready') ORDER BY seq DESC LIMIT 1",
+            [group_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(sql)?;
+    row.map(|(status, revision)| Ok((parse_status(&status)?, revision)))
+        .transpose()
+}
+
+/// Whether deployment `id` includes `instance`.
+pub fn has_instance(c: &Conn<'_>, id: &str, instance: &str) -> Result<bool> {
+    c.prepare_cached(
+        "SELECT 1 FROM deployment_instances WHERE deployment_id = ?1 AND instance = ?2",
+    )
+    .map_err(sql)?
+    .exists([id, instance])
+    .map_err(sql)
+}
+
 /// Ids of every active deployment.
 pub fn active_ids(c: &Conn<'_>) -> Result<Vec<String>> {
     let mut st = c
@@ -382,12 +440,13 @@ fn summary(d: DeploymentRow) -> DeploymentSummary {
         style: d.style,
         concurrency: d.concurrency,
         failure_tolerance: d.failure_tolerance,
-        kind: match d.rollback_of {
-            Some(of) => DeploymentKind::Rollback {
+        kind: match (d.rollback_of, d.catch_up) {
+            (Some(of), _) => DeploymentKind::Rollback {
                 of,
                 automatic: d.automatic,
             },
-            None => DeploymentKind::Normal,
+            (None, Some(instance)) => DeploymentKind::CatchUp { instance },
+            (None, None) => DeploymentKind::Normal,
         },
         status: d.status,
         message: d.message,

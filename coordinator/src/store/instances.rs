@@ -6,7 +6,8 @@
 
 use super::{Conn, OptionalExt, Tx, args};
 use super::{Result, decode, sql};
-use rollcage_proto::wire::{DeploymentStatus, InstanceState};
+use rollcage_proto::tags::{TagFilter, Tags};
+use rollcage_proto::wire::{DeploymentStatus, InstalledRevision, InstanceState};
 
 /// What to record about a new instance.
 #[derive(Debug, Clone, Copy)]
@@ -85,26 +86,98 @@ pub struct Row {
     pub state: InstanceState,
     /// The enrollment token used (`None` for an instance enrolled before this was recorded).
     pub enrolled_with: Option<String>,
+    /// Its tags, as its agent last sent them.
+    pub tags: Tags,
 }
 
-const ROW_COLUMNS: &str = "name, enrolled_at, state, enrolled_with";
+const ROW_COLUMNS: &str = "name, enrolled_at, state, enrolled_with, tags";
 
-fn read_row(r: &crate::store::Row<'_>) -> crate::store::Result<(Row, String)> {
+fn read_row(r: &crate::store::Row<'_>) -> crate::store::Result<(Row, String, String)> {
     let state: String = r.get(2)?;
+    let tags: String = r.get(4)?;
     Ok((
         Row {
             name: r.get(0)?,
             enrolled_at: r.get(1)?,
             state: InstanceState::Approved,
             enrolled_with: r.get(3)?,
+            tags: Tags::new(),
         },
         state,
+        tags,
     ))
 }
 
-fn decoded((mut row, state): (Row, String)) -> Result<Row> {
+fn decoded((mut row, state, tags): (Row, String, String)) -> Result<Row> {
     row.state = decode("instances.state", &state)?;
+    row.tags = decode_tags(&tags)?;
     Ok(row)
+}
+
+fn decode_tags(text: &str) -> Result<Tags> {
+    serde_json::from_str(text).map_err(|e| super::StoreError::Corrupt {
+        what: "instances.tags",
+        detail: format!("{e}: {text}"),
+    })
+}
+
+/// Record instance `name`'s tags (replacing what was recorded); `false` when it is not enrolled.
+pub fn set_tags(c: &Conn<'_>, name: &str, tags: &Tags) -> Result<bool> {
+    let text = serde_json::to_string(tags).unwrap_or_else(|_| "{}".to_owned());
+    let n = c
+        .execute(
+            "UPDATE instances SET tags = ?2 WHERE name = ?1",
+            args![name, text],
+        )
+        .map_err(sql)?;
+    Ok(n == 1)
+}
+
+/// The approved instances whose tags `filter` selects, by name.
+pub fn approved_matching(c: &Conn<'_>, filter: &TagFilter) -> Result<Vec<String>> {
+    let mut st = c
+        .prepare_cached("SELECT name, tags FROM instances WHERE state = ?1 ORDER BY name")
+        .map_err(sql)?;
+    let rows: Vec<(String, String)> = st
+        .query_map([InstanceState::Approved.name()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .map_err(sql)?
+        .collect::<crate::store::Result<_>>()
+        .map_err(sql)?;
+    let mut out = Vec::new();
+    for (name, tags) in rows {
+        if filter.matches(&decode_tags(&tags)?) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+/// Per application and group, the revision instance `name` last installed successfully: its newest deployment of
+/// the group that succeeded on it.
+pub fn installed(c: &Conn<'_>, name: &str) -> Result<Vec<InstalledRevision>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT d.application, d.group_name, d.revision, d.id FROM deployment_instances di \
+             JOIN deployments d ON d.id = di.deployment_id \
+             WHERE di.instance = ?1 AND di.status = 'succeeded' AND d.seq = ( \
+                 SELECT MAX(d2.seq) FROM deployment_instances di2 JOIN deployments d2 ON d2.id = di2.deployment_id \
+                 WHERE di2.instance = ?1 AND di2.status = 'succeeded' AND d2.group_id = d.group_id) \
+             ORDER BY d.application, d.group_name",
+        )
+        .map_err(sql)?;
+    let rows = st
+        .query_map([name], |r| {
+            Ok(InstalledRevision {
+                application: r.get(0)?,
+                group: r.get(1)?,
+                revision: r.get(2)?,
+                deployment: r.get(3)?,
+            })
+        })
+        .map_err(sql)?;
+    rows.collect::<crate::store::Result<_>>().map_err(sql)
 }
 
 /// Instance `name`.

@@ -70,6 +70,7 @@ impl Coord {
                     failure_tolerance: 0,
                     auto_rollback,
                     instances: instances.iter().map(|i| (*i).to_owned()).collect(),
+                    tags: Default::default(),
                     form: None,
                     lb: None,
                 },
@@ -113,6 +114,7 @@ pub async fn enrolled(base: &str, enroll_token: &str, name: &str) -> TestResult<
     let r = c
         .enroll(&EnrollRequest {
             name: name.to_owned(),
+            tags: Default::default(),
         })
         .await?;
     Ok(c.with_token(Some(r.token)))
