@@ -196,8 +196,10 @@ impl<E: StepExecutor> AgentLoop<E> {
     async fn say_hello(&self, hello: &AgentHello) -> Result<bool, ClientError> {
         match self.client.hello(hello).await {
             Ok(r) => {
-                if !r.deployments.is_empty() {
-                    tracing::info!(deployments = ?r.deployments, "the coordinator is bringing this host up to date");
+                if r.deployments.is_empty() {
+                    tracing::info!("said hello: nothing to catch up");
+                } else {
+                    tracing::info!(deployments = ?r.deployments, "said hello: the coordinator is bringing this host up to date");
                 }
                 Ok(true)
             }

@@ -88,6 +88,7 @@ impl Fleet {
             markers,
             agent_vars: (0..spec.agents).map(spec.vars).collect(),
             agent_prefix: Vec::new(),
+            agent_flags: Vec::new(),
             urls_before: Vec::new(),
             cluster: Peers {
                 coordinators: others,

@@ -118,7 +118,8 @@ pub struct Coordinator {
 /// What the coordinator prints (stdout) before its listening line when it serves with its own CA.
 pub const FINGERPRINT_LINE: &str = "rollcage coordinator CA fingerprint ";
 
-fn wait_for_line(
+/// Wait until `log` has a line containing `needle` past its first `skip_bytes` bytes: that line.
+pub fn wait_for_line(
     log: &Path,
     needle: &str,
     skip_bytes: u64,
@@ -253,6 +254,8 @@ pub struct Fleet {
     pub agent_vars: Vec<Vec<String>>,
     /// A command each agent runs under (by index), e.g. `ip netns exec NS`; empty = run directly.
     pub agent_prefix: Vec<Vec<String>>,
+    /// More `rollcage agent` flags per agent (by index), e.g. `--tag env=prod`.
+    pub agent_flags: Vec<Vec<String>>,
     /// Coordinator URLs the agents and the CLI are given before the coordinator's own (`--coordinator A,B,URL`),
     /// tried first in that order; empty = the coordinator's URL alone.
     pub urls_before: Vec<String>,
@@ -312,6 +315,7 @@ impl Fleet {
             markers,
             agent_vars: (0..n).map(vars).collect(),
             agent_prefix: (0..n).map(prefix).collect(),
+            agent_flags: Vec::new(),
             urls_before,
             cluster: cluster::Peers::default(),
         };
@@ -368,6 +372,7 @@ impl Fleet {
         for v in self.agent_vars.get(i).into_iter().flatten() {
             cmd.arg("--var").arg(v);
         }
+        cmd.args(self.agent_flags.get(i).into_iter().flatten());
         self.coordinator.pin(&mut cmd);
         Proc::spawn(cmd, &root.with_extension("log"))
     }
@@ -377,6 +382,58 @@ impl Fleet {
         let mut urls = self.urls_before.clone();
         urls.push(self.coordinator.url());
         urls.join(",")
+    }
+
+    /// Start one more agent (named `i{index}`, the next index) with `vars` (`--var`) and `flags` (e.g. `--tag
+    /// env=prod`), and wait until it enrolled: a host that joins the fleet later. Returns its index.
+    pub fn add_agent(&mut self, vars: Vec<String>, flags: Vec<String>) -> anyhow::Result<usize> {
+        let i = self.agents.len();
+        self.agent_vars.resize(i, Vec::new());
+        self.agent_vars.push(vars);
+        self.agent_flags.resize(i, Vec::new());
+        self.agent_flags.push(flags);
+        let name = format!("i{i}");
+        let root = self.dir.path().join(format!("agent-{name}"));
+        std::fs::create_dir_all(&root)?;
+        let proc = self.spawn_agent(i, &name, &root)?;
+        wait_for_line(&proc.log, "enrolled", 0, Duration::from_secs(60))
+            .with_context(|| format!("agent {name} did not enroll"))?;
+        self.agents.push(AgentProc { name, root, proc });
+        Ok(i)
+    }
+
+    /// Every deployment (the newest 100), oldest first, in full.
+    pub fn deployments(&self) -> anyhow::Result<Vec<Deployment>> {
+        let list: serde_json::Value =
+            serde_json::from_str(&self.admin_get("/v1/deployments?limit=100")?)?;
+        let mut out = Vec::new();
+        for d in list["items"].as_array().context("no items")? {
+            out.push(self.status(d["id"].as_str().context("no id")?)?);
+        }
+        out.sort_by_key(|d| d.created_at_ms);
+        Ok(out)
+    }
+
+    /// The catch-up deployment of `instance` (the newest), once it exists (within 60 s).
+    pub fn catch_up_of(&self, instance: &str) -> anyhow::Result<Deployment> {
+        let begin = Instant::now();
+        loop {
+            let kind = rollcage_proto::wire::DeploymentKind::CatchUp {
+                instance: instance.to_owned(),
+            };
+            if let Some(d) = self
+                .deployments()?
+                .into_iter()
+                .rev()
+                .find(|d| d.kind == kind)
+            {
+                return Ok(d);
+            }
+            if begin.elapsed() > Duration::from_secs(60) {
+                bail!("no catch-up deployment of {instance} within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// SIGKILL agent `i` and start it again (same root, so same token and journal).

@@ -82,6 +82,7 @@ fn a_pending_instance_gets_no_deployment_until_approved() -> anyhow::Result<()> 
         markers,
         agent_vars: Vec::new(),
         agent_prefix: Vec::new(),
+        agent_flags: Vec::new(),
         urls_before: Vec::new(),
         cluster: Default::default(),
     };
@@ -188,8 +189,16 @@ fn a_pending_instance_gets_no_deployment_until_approved() -> anyhow::Result<()> 
         assert!(!events_of(&m, "i0", &d.id)?.is_empty());
         assert!(m.iter().all(|m| m.instance != "i1"), "{m:?}");
 
-        // Approved, it gets the next deployment.
+        // Approved, it catches up by itself (the group's last deployment succeeded), then gets the next one.
         fleet.cli(&["instances", "approve", "i1"])?;
+        let c = fleet.catch_up_of("i1")?;
+        let c = fleet.wait_end(&c.id, Duration::from_secs(120))?;
+        assert_eq!(
+            (c.group.as_str(), c.status),
+            ("every", DeploymentStatus::Succeeded),
+            "{c:?}"
+        );
+        assert_eq!(deployed(&c), ["i1"]);
         assert_eq!(
             instances(&fleet)?,
             [

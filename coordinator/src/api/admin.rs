@@ -338,7 +338,8 @@ pub async fn get_revision(
     })
 }
 
-/// A deployment of a group is refused while the group names an instance that is not enrolled (it would only fail
+/// A deployment of a group is refused while the group names an instance that is not enrolled (by name: a group
+/// that selects by tags names none) (it would only fail
 /// later, on that instance), listing those names; and when its stored list repeats a name (a group created before
 /// lists were checked). The names checked are the group's `instances` and, for a load-balanced group, its
 /// `lb.targets` (a blue/green deployment runs on the idle server group's targets). An unknown group is left to
@@ -353,6 +354,11 @@ fn check_group_instances(
     };
     rollcage_proto::wire::check_instance_list(&g.instances)
         .map_err(|e| ApiError::Invalid(format!("deployment group `{app}/{group}`: {e}")))?;
+    // A group that selects by tags deploys to the enrolled instances its tags match; its `lb.targets` may name
+    // hosts that have not joined yet (they catch up when they do).
+    if !g.tags.is_empty() {
+        return Ok(());
+    }
     let mut named: Vec<String> = g.instances.clone();
     if let Some(lb) = &g.lb {
         named.extend(

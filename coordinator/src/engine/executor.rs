@@ -115,10 +115,21 @@ pub fn create_deployment(
         (None, ..) if new.catch_up.is_some() => {
             new.catch_up.into_iter().map(str::to_owned).collect()
         }
-        (None, Some(s), Some(idle)) => s.instances_of(idle),
-        (None, ..) if !group.tags.is_empty() => {
-            crate::store::instances::approved_matching(tx, &group.tags)?
+        // By tags: the approved instances they match (on blue/green, those of the idle server group).
+        (None, settings, idle) if !group.tags.is_empty() => {
+            let matching = crate::store::instances::approved_matching(tx, &group.tags)?;
+            match (settings, idle) {
+                (Some(s), Some(idle)) => {
+                    let of_idle = s.instances_of(idle);
+                    matching
+                        .into_iter()
+                        .filter(|i| of_idle.contains(i))
+                        .collect()
+                }
+                _ => matching,
+            }
         }
+        (None, Some(s), Some(idle)) => s.instances_of(idle),
         (None, ..) if group.instances.is_empty() => enrolled.to_vec(),
         (None, ..) => group.instances.clone(),
     };

@@ -1,0 +1,218 @@
+//! A living fleet with real agents and a real coordinator (issue 15): a group that selects its instances by tags,
+//! hosts that join later and catch up by themselves (no deploy command), a host whose tags no group matches, an
+//! agent restart that does not redeploy, and an `in-place-lb` catch-up under live traffic that joins the load
+//! balancer only at its AllowTraffic.
+
+use anyhow::Context;
+use rollcage_e2e::lb::{
+    BuiltinLb, DemoApps, Load, assert_no_failures, assert_only_registered, versions,
+    write_app_bundle,
+};
+use rollcage_e2e::{Fleet, caught, read_markers, rollcage_bin, wait_for_line, write_bundle};
+use rollcage_proto::wire::DeploymentStatus;
+use std::time::Duration;
+
+fn tags(pairs: &[&str]) -> Vec<String> {
+    pairs
+        .iter()
+        .flat_map(|p| ["--tag".to_owned(), (*p).to_owned()])
+        .collect()
+}
+
+#[test]
+fn newcomers_with_matching_tags_catch_up_others_get_nothing_and_a_restart_does_not_redeploy()
+-> anyhow::Result<()> {
+    let mut fleet = Fleet::start(0)?;
+    let result = caught(|| {
+        let web = tags(&["env=prod", "role=web"]);
+        fleet.add_agent(vec![], web.clone())?;
+        fleet.cli(&["app", "create", "shop"])?;
+        let (code, out) = fleet.cli(&[
+            "group",
+            "create",
+            "--app",
+            "shop",
+            "web",
+            "--style",
+            "in-place",
+            "--concurrency",
+            "all",
+            "--tags",
+            "env=prod,role=web",
+        ])?;
+        assert_eq!(code, 0, "{out}");
+        let bundle = fleet.dir.path().join("bundle-v1");
+        write_bundle(&bundle, "v1", "0", "")?;
+        let rev = fleet.push("shop", &bundle)?;
+        let (code, d1) = fleet.deploy_wait("shop", "web", &rev)?;
+        assert_eq!(
+            (code, d1.status),
+            (0, DeploymentStatus::Succeeded),
+            "{}",
+            d1.message
+        );
+        assert_eq!(d1.instances.len(), 1);
+
+        // A new host with the group's tags: it gets v1 with no deploy command.
+        let newcomer = fleet.add_agent(vec![], web.clone())?;
+        let c = fleet.catch_up_of("i1")?;
+        let c = fleet.wait_end(&c.id, Duration::from_secs(120))?;
+        assert_eq!(c.status, DeploymentStatus::Succeeded, "{}", c.message);
+        assert_eq!(c.revision, rev);
+        let ran: Vec<String> = read_markers(&fleet.markers)?
+            .into_iter()
+            .filter(|m| m.instance == "i1" && m.phase == "end")
+            .map(|m| format!("{} {}", m.event, m.label))
+            .collect();
+        assert_eq!(
+            ran,
+            [
+                "BeforeInstall v1",
+                "AfterInstall v1",
+                "ApplicationStart v1",
+                "ValidateService v1"
+            ],
+            "the newcomer ran v1's hooks (no ApplicationStop: nothing was installed before)"
+        );
+
+        // A host whose tags no group matches gets nothing.
+        let db = fleet.add_agent(vec![], tags(&["env=prod", "role=db"]))?;
+        wait_for_line(
+            &fleet.agents[db].proc.log,
+            "said hello",
+            0,
+            Duration::from_secs(30),
+        )?;
+        // The newcomer's agent restarts: it has v1 installed, so nothing is deployed again.
+        let log = fleet.agents[newcomer].proc.log.clone();
+        let before = std::fs::metadata(&log)?.len();
+        fleet.kill_and_restart_agent(newcomer, Duration::from_millis(100))?;
+        wait_for_line(
+            &log,
+            "said hello: nothing to catch up",
+            before,
+            Duration::from_secs(30),
+        )?;
+        let all = fleet.deployments()?;
+        assert_eq!(
+            all.len(),
+            2,
+            "v1 and one catch-up: {:?}",
+            all.iter().map(|d| &d.kind).collect::<Vec<_>>()
+        );
+        assert!(
+            !read_markers(&fleet.markers)?
+                .iter()
+                .any(|m| m.instance == "i2"),
+            "the db host ran no hook"
+        );
+        let (_, list) = fleet.cli(&["instances"])?;
+        assert!(list.contains("env=prod,role=web"), "{list}");
+        assert!(list.contains(&format!("shop/web: {rev}")), "{list}");
+        Ok(())
+    });
+    if result.is_err() {
+        let _ = fleet.keep();
+    }
+    result
+}
+
+#[test]
+fn an_in_place_lb_newcomer_joins_traffic_only_at_its_allow_traffic() -> anyhow::Result<()> {
+    let (ports, apps) = DemoApps::slots(3)?;
+    let bin = rollcage_bin()?;
+    let mut fleet = Fleet::start(0)?;
+    let lb = BuiltinLb::start(fleet.dir.path(), &["web"], "web")?;
+    let result = caught(|| {
+        let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+        let vars = |i: usize| {
+            vec![
+                format!("PORT={}", ports[i]),
+                format!("ROLLCAGE_BIN={}", bin.display()),
+                format!("DEMO_PID={}", apps.0[i].display()),
+            ]
+        };
+        let web = tags(&["role=web"]);
+        for i in 0..2 {
+            fleet.add_agent(vars(i), web.clone())?;
+        }
+        // Targets for three hosts; the group selects by tags, so the third is in it once its agent starts.
+        let settings = serde_json::json!({
+            "targets": {"i0": addr(0), "i1": addr(1), "i2": addr(2)},
+            "lb": {
+                "service": "app1",
+                "driver": lb.driver(),
+                "server_groups": {"web": [addr(0), addr(1), addr(2)]},
+                "drain_timeout_secs": 20,
+                "register_timeout_secs": 20,
+            }
+        });
+        let file = fleet.dir.path().join("group-lb.json");
+        std::fs::write(&file, serde_json::to_string_pretty(&settings)?)?;
+        fleet.cli(&["app", "create", "shop"])?;
+        let (code, out) = fleet.cli(&[
+            "group",
+            "create",
+            "--app",
+            "shop",
+            "web",
+            "--style",
+            "in-place-lb",
+            "--concurrency",
+            "1",
+            "--tags",
+            "role=web",
+            "--lb",
+            &file.display().to_string(),
+        ])?;
+        assert_eq!(code, 0, "{out}");
+        let bundle = fleet.dir.path().join("bundle-v1");
+        write_app_bundle(&bundle, "v1", "")?;
+        let rev = fleet.push("shop", &bundle)?;
+        let (code, d1) = fleet.deploy_wait("shop", "web", &rev)?;
+        assert_eq!(
+            (code, d1.status),
+            (0, DeploymentStatus::Succeeded),
+            "{}",
+            d1.message
+        );
+
+        // Live traffic while a third host joins and catches up.
+        let load = Load::start(lb.service, 8);
+        std::thread::sleep(Duration::from_millis(300));
+        fleet.add_agent(vars(2), web.clone())?;
+        let c = fleet.catch_up_of("i2")?;
+        let c = fleet.wait_end(&c.id, Duration::from_secs(120))?;
+        // Long enough after its AllowTraffic for the newcomer to have served.
+        std::thread::sleep(Duration::from_millis(800));
+        let samples = load.finish();
+        assert_eq!(c.status, DeploymentStatus::Succeeded, "{}", c.message);
+        assert_no_failures(&samples, "catch-up under load")?;
+        let allow = c.instances[0]
+            .steps
+            .iter()
+            .find(|s| s.event.name() == "AllowTraffic")
+            .and_then(|s| s.started_at_ms)
+            .context("the catch-up ran AllowTraffic")?;
+        // No answer from the newcomer before its AllowTraffic started.
+        assert_only_registered(&samples, &[("i2".to_owned(), 0, allow)])?;
+        let served_by_newcomer = samples
+            .iter()
+            .filter(|s| {
+                s.result
+                    .as_deref()
+                    .is_ok_and(|b| b.split_whitespace().nth(1) == Some("i2"))
+            })
+            .count();
+        assert!(
+            served_by_newcomer > 0,
+            "the newcomer served no request after joining"
+        );
+        assert!(versions(&samples).iter().all(|v| v == "v1"));
+        Ok(())
+    });
+    if result.is_err() {
+        let _ = fleet.keep();
+    }
+    result
+}
