@@ -14,7 +14,7 @@ use rollcage_proto::page::{Page, PageQuery};
 use rollcage_proto::wire::{
     Application, CreateApplication, CreateDeployment, CreateGroup, Deployment, DeploymentQuery,
     DeploymentSummary, Group, InstanceInfo, LogQuery, RegisterUrlRevision, Revision, StepLogPage,
-    StopDeployment,
+    StopDeployment, UpdateGroup,
 };
 use serde::de::DeserializeOwned;
 
@@ -63,6 +63,26 @@ impl Client {
     /// `GET /v1/applications/{app}/groups`, every page: all the application's groups, by name.
     pub async fn list_groups(&self, app: &str) -> Result<Vec<Group>, ClientError> {
         self.all_pages(&routes::groups(app)).await
+    }
+
+    /// `PATCH /v1/applications/{app}/groups/{group}`: change the settings given; the group as it is now.
+    pub async fn update_group(
+        &self,
+        app: &str,
+        group: &str,
+        req: &UpdateGroup,
+    ) -> Result<Group, ClientError> {
+        self.patch_json(&routes::group(app, group), req).await
+    }
+
+    /// `DELETE /v1/applications/{app}/groups/{group}` (refused while a deployment of it has not ended).
+    pub async fn delete_group(&self, app: &str, group: &str) -> Result<(), ClientError> {
+        self.delete(&routes::group(app, group)).await
+    }
+
+    /// `DELETE /v1/applications/{app}` (refused while it has groups or revisions).
+    pub async fn delete_application(&self, app: &str) -> Result<(), ClientError> {
+        self.delete(&routes::application(app)).await
     }
 
     /// `GET /v1/applications/{app}/groups/{group}`.
@@ -196,8 +216,14 @@ impl Client {
     }
 
     /// `DELETE /v1/instances/{name}`: forget an instance (its token stops working; its name may enroll again).
-    pub async fn remove_instance(&self, name: &str) -> Result<(), ClientError> {
-        self.delete(&routes::instance(name)).await
+    /// `force`: even while deployments that have not ended include it (it leaves them).
+    pub async fn remove_instance(&self, name: &str, force: bool) -> Result<(), ClientError> {
+        let path = if force {
+            format!("{}?force=true", routes::instance(name))
+        } else {
+            routes::instance(name)
+        };
+        self.delete(&path).await
     }
 
     /// `POST /v1/instances/{name}/approve`: an instance pending approval may be given work.

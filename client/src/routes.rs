@@ -34,8 +34,12 @@ pub(crate) fn applications() -> String {
     format!("{API_PREFIX}/applications")
 }
 
+pub(crate) fn application(app: &str) -> String {
+    format!("{API_PREFIX}/applications/{}", Seg(app))
+}
+
 pub(crate) fn groups(app: &str) -> String {
-    format!("{API_PREFIX}/applications/{}/groups", Seg(app))
+    format!("{}/groups", application(app))
 }
 
 pub(crate) fn group(app: &str, group: &str) -> String {

@@ -360,6 +360,20 @@ impl Client {
         Self::decode(url, &body)
     }
 
+    /// PATCH a JSON body, decode a JSON answer. Sent to another coordinator only when it reached none (a change
+    /// applied twice could race another change in between).
+    pub(crate) async fn patch_json<T: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<R, ClientError> {
+        let json = serde_json::to_vec(body).map_err(|e| ClientError::Config(e.to_string()))?;
+        let mut call = Call::new(Method::PATCH, path, Resend::OnlyIfUnsent);
+        call.body = Bytes::from(json);
+        let (url, body) = self.send(&call).await?;
+        Self::decode(url, &body)
+    }
+
     /// GET and decode a JSON answer. A GET changes nothing, so it may go to the next coordinator after any failure.
     pub(crate) async fn get_json<R: DeserializeOwned>(&self, path: &str) -> Result<R, ClientError> {
         let call = Call::new(Method::GET, path, Resend::Idempotent);

@@ -111,11 +111,17 @@ fn v1_routes() -> RouteTable {
             "/applications",
             post(admin::create_application).get(lists::applications),
         )
+        .route("/applications/{app}", delete(admin::delete_application))
         .route(
             "/applications/{app}/groups",
             post(admin::create_group).get(lists::groups),
         )
-        .route("/applications/{app}/groups/{group}", get(admin::get_group))
+        .route(
+            "/applications/{app}/groups/{group}",
+            get(admin::get_group)
+                .patch(admin::update_group)
+                .delete(admin::delete_group),
+        )
         .route(
             "/applications/{app}/revisions",
             // Archives stream to disk, so the default 2 MB in-memory body limit does not apply.

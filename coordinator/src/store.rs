@@ -347,6 +347,13 @@ ALTER TABLE instances ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE groups ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
 -- A catch-up deployment: the instance it brings up to date (NULL for every other deployment).
 ALTER TABLE deployments ADD COLUMN catch_up TEXT;
+-- The tokens of instances an operator removed (sha256 only): their agents are told so (401 `instance_removed`)
+-- and stop instead of enrolling again by themselves.
+CREATE TABLE removed_instances (
+    token_hash TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    removed_at INTEGER NOT NULL
+);
 "#,
 ];
 

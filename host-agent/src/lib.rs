@@ -128,11 +128,12 @@ pub async fn run_until(
             Err(daemon::AgentError::TokenRefused { error, .. }) => error,
             other => return other,
         };
+        let removed = error.code() == Some("instance_removed");
         let refused = daemon::AgentError::TokenRefused {
             error,
             set_aside: Some(token::set_aside(&token_file)?),
         };
-        match token::after_refusal(cfg.enroll_token.is_some(), reenrolled) {
+        match token::after_refusal(cfg.enroll_token.is_some(), reenrolled, removed) {
             token::AfterRefusal::Reenroll => {
                 tracing::error!("{refused}: enrolling again with the enrollment token");
                 reenrolled = true;

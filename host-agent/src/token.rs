@@ -32,9 +32,14 @@ pub enum AfterRefusal {
 }
 
 /// Re-enroll only with an enrollment credential, and only once per run: a second refusal means another agent holds
-/// the name, and taking it back again would only start a tug of war. Pure.
-pub fn after_refusal(has_enroll_token: bool, reenrolled_already: bool) -> AfterRefusal {
-    if has_enroll_token && !reenrolled_already {
+/// the name, and taking it back again would only start a tug of war. Never for an instance an operator removed
+/// (`instance_removed`): coming back takes the operator. Pure.
+pub fn after_refusal(
+    has_enroll_token: bool,
+    reenrolled_already: bool,
+    removed: bool,
+) -> AfterRefusal {
+    if has_enroll_token && !reenrolled_already && !removed {
         AfterRefusal::Reenroll
     } else {
         AfterRefusal::Stop
@@ -147,10 +152,15 @@ mod tests {
 
     #[test]
     fn only_an_enrollment_credential_and_only_once() {
-        assert_eq!(after_refusal(true, false), AfterRefusal::Reenroll);
-        assert_eq!(after_refusal(true, true), AfterRefusal::Stop);
-        assert_eq!(after_refusal(false, false), AfterRefusal::Stop);
-        assert_eq!(after_refusal(false, true), AfterRefusal::Stop);
+        assert_eq!(after_refusal(true, false, false), AfterRefusal::Reenroll);
+        assert_eq!(after_refusal(true, true, false), AfterRefusal::Stop);
+        assert_eq!(after_refusal(false, false, false), AfterRefusal::Stop);
+        assert_eq!(after_refusal(false, true, false), AfterRefusal::Stop);
+        assert_eq!(
+            after_refusal(true, false, true),
+            AfterRefusal::Stop,
+            "a removed instance does not come back by itself"
+        );
     }
 
     #[test]

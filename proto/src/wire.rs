@@ -422,6 +422,67 @@ pub struct CreateGroup {
     pub lb: Option<GroupLb>,
 }
 
+/// `PATCH /v1/applications/{app}/groups/{group}`: the settings to change (absent = unchanged). Giving `instances`
+/// selects by name from then on (and drops the tags), giving `tags` selects by tags (and drops the names). The
+/// style, name and id of a group never change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateGroup {
+    /// Instances in flight at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+    /// Failed instances tolerated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_tolerance: Option<u32>,
+    /// Automatic rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_rollback: Option<bool>,
+    /// Select these instances by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Vec<String>>,
+    /// Select instances by these tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<TagFilter>,
+    /// The group's deployment form (as at creation: the form's JSON text).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::form::json_text"
+    )]
+    pub form: Option<Form>,
+    /// Load-balancer settings (replacing the group's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb: Option<GroupLb>,
+}
+
+impl UpdateGroup {
+    /// `g` with the changes (the form is the caller's: it is stored apart).
+    pub fn apply_to(&self, g: &mut Group) {
+        if let Some(c) = self.concurrency {
+            g.concurrency = c;
+        }
+        if let Some(t) = self.failure_tolerance {
+            g.failure_tolerance = t;
+        }
+        if let Some(a) = self.auto_rollback {
+            g.auto_rollback = a;
+        }
+        if let Some(names) = &self.instances {
+            g.instances = names.clone();
+            g.tags = TagFilter::default();
+        }
+        if let Some(tags) = &self.tags {
+            g.tags = tags.clone();
+            if self.instances.is_none() {
+                g.instances.clear();
+            }
+        }
+        if let Some(lb) = &self.lb {
+            g.lb = Some(lb.clone());
+        }
+    }
+}
+
 /// A deployment group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Group {

@@ -216,3 +216,63 @@ fn an_in_place_lb_newcomer_joins_traffic_only_at_its_allow_traffic() -> anyhow::
     }
     result
 }
+
+#[test]
+fn a_removed_host_is_refused_while_deploying_then_leaves_and_its_agent_stops() -> anyhow::Result<()>
+{
+    let mut fleet = Fleet::start(2)?;
+    let result = caught(|| {
+        fleet.setup("shop", "web", "all", false)?;
+        let slow = fleet.dir.path().join("bundle-slow");
+        write_bundle(&slow, "v1", "2", "")?;
+        let rev = fleet.push("shop", &slow)?;
+        let id = fleet.deploy("shop", "web", &rev)?;
+        // During a deployment that includes it: refused, naming the deployment and --force.
+        match fleet.cli(&["instances", "remove", "i1"]) {
+            Ok((code, out)) => anyhow::bail!("removal during a deployment exited {code}: {out}"),
+            Err(e) => {
+                let e = format!("{e:#}");
+                assert!(e.contains(&id) && e.contains("force"), "{e}");
+            }
+        }
+        let d = fleet.wait_end(&id, Duration::from_secs(120))?;
+        assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
+        // With no deployment running: removed; its agent is told so and stops instead of enrolling again.
+        let (code, out) = fleet.cli(&["instances", "remove", "i1"])?;
+        assert_eq!(code, 0, "{out}");
+        let begin = std::time::Instant::now();
+        while fleet.agents[1].proc.try_wait()?.is_none() {
+            anyhow::ensure!(
+                begin.elapsed() < Duration::from_secs(60),
+                "the removed host's agent still runs"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        wait_for_line(
+            &fleet.agents[1].proc.log,
+            "was removed by an operator",
+            0,
+            Duration::from_secs(5),
+        )?;
+        let log = std::fs::read_to_string(&fleet.agents[1].proc.log)?;
+        assert!(
+            !log.contains("enrolling again"),
+            "a removed agent must not enroll again by itself:\n{log}"
+        );
+        // The next deployment is i0's alone.
+        let (code, d2) = fleet.deploy_wait("shop", "web", &rev)?;
+        assert_eq!(
+            (code, d2.status),
+            (0, DeploymentStatus::Succeeded),
+            "{}",
+            d2.message
+        );
+        let names: Vec<&str> = d2.instances.iter().map(|i| i.instance.as_str()).collect();
+        assert_eq!(names, ["i0"]);
+        Ok(())
+    });
+    if result.is_err() {
+        let _ = fleet.keep();
+    }
+    result
+}

@@ -276,11 +276,16 @@ pub enum InstancesAction {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Forget an instance: its agent's token stops working and its name may be enrolled again (how a host whose
-    /// token was lost enrolls again). Refused while a deployment that has not ended includes it.
+    /// Forget an instance: its agent's token stops working (a running agent is told it was removed and stops),
+    /// groups stop naming it, and its name may be enrolled again (how a host whose token was lost enrolls again).
+    /// Refused while a deployment that has not ended includes it, unless --force.
     Remove {
         /// Instance name.
         name: String,
+        /// Remove it even from deployments that have not ended: its steps there are cancelled and they go on
+        /// without it.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -574,6 +579,21 @@ pub enum AppCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// List the applications.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete an application (refused while it has deployment groups or revisions).
+    Delete {
+        /// Name.
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 /// `rollcage group …`.
@@ -620,6 +640,91 @@ pub enum GroupCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// List an application's deployment groups.
+    List {
+        /// Application.
+        #[arg(long)]
+        app: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one deployment group.
+    Show {
+        /// Application.
+        #[arg(long)]
+        app: String,
+        /// Group name.
+        name: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Change a group's settings (only those given), checked as at creation; refused while a deployment of the
+    /// group has not ended.
+    Update {
+        /// Application.
+        #[arg(long)]
+        app: String,
+        /// Group name.
+        name: String,
+        /// N, P% or all.
+        #[arg(long, value_parser = parse_concurrency)]
+        concurrency: Option<Concurrency>,
+        /// Failed instances tolerated.
+        #[arg(long)]
+        failure_tolerance: Option<u32>,
+        /// Roll back automatically when a deployment fails (true or false).
+        #[arg(long)]
+        auto_rollback: Option<bool>,
+        /// Select these instances by name (comma-separated; drops the tags).
+        #[arg(long, value_delimiter = ',', conflicts_with = "tags")]
+        instances: Option<Vec<String>>,
+        /// Select by tags (KEY=VALUE[,KEY=VALUE…], repeat for alternatives; drops the names).
+        #[arg(long = "tags", value_parser = parse_tag_set)]
+        tags: Vec<rollcage_proto::tags::Tags>,
+        /// The group's default deployment form.
+        #[arg(long)]
+        form: Option<PathBuf>,
+        /// Load-balancer settings (replacing the group's).
+        #[arg(long, value_name = "FILE")]
+        lb: Option<std::path::PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete a deployment group (refused while a deployment of it has not ended; its past deployments stay).
+    Delete {
+        /// Application.
+        #[arg(long)]
+        app: String,
+        /// Group name.
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// One line per group: name, style, concurrency, how it selects its instances.
+fn group_line(g: &rollcage_proto::wire::Group) -> String {
+    let selects = if !g.tags.is_empty() {
+        let sets: Vec<String> = g.tags.0.iter().map(rollcage_proto::tags::show).collect();
+        format!("tags {}", sets.join(" | "))
+    } else if g.instances.is_empty() {
+        "every enrolled instance".to_owned()
+    } else {
+        format!("instances {}", g.instances.join(","))
+    };
+    format!(
+        "{:<20} {:<12} concurrency {:<5} tolerance {} auto-rollback {} {selects}",
+        g.name, g.style, g.concurrency, g.failure_tolerance, g.auto_rollback
+    )
 }
 
 /// Read and validate a form file (every problem reported with its field path).
@@ -802,6 +907,91 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        FleetCommand::App(AppCommand::List { output, remote }) => {
+            let list = remote.client()?.list_applications().await?;
+            match output {
+                Output::Json => print_json(&list)?,
+                Output::Text => {
+                    for a in &list {
+                        println!("{}", a.name);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::App(AppCommand::Delete { name, remote }) => {
+            remote.client()?.delete_application(&name).await?;
+            println!("application {name} deleted");
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Group(GroupCommand::List {
+            app,
+            output,
+            remote,
+        }) => {
+            let list = remote.client()?.list_groups(&app).await?;
+            match output {
+                Output::Json => print_json(&list)?,
+                Output::Text => {
+                    for g in &list {
+                        println!("{}", group_line(g));
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Group(GroupCommand::Show {
+            app,
+            name,
+            output,
+            remote,
+        }) => {
+            let g = remote.client()?.get_group(&app, &name).await?;
+            match output {
+                Output::Json => print_json(&g)?,
+                Output::Text => println!("{}", group_line(&g)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Group(GroupCommand::Update {
+            app,
+            name,
+            concurrency,
+            failure_tolerance,
+            auto_rollback,
+            instances,
+            tags,
+            form,
+            lb,
+            output,
+            remote,
+        }) => {
+            let req = rollcage_proto::wire::UpdateGroup {
+                concurrency,
+                failure_tolerance,
+                auto_rollback,
+                instances,
+                tags: (!tags.is_empty()).then(|| rollcage_proto::tags::TagFilter(tags)),
+                form: form.as_deref().map(load_form).transpose()?,
+                lb: lb.map(|path| read_lb_file(&path)).transpose()?,
+            };
+            let g = remote.client()?.update_group(&app, &name, &req).await?;
+            match output {
+                Output::Json => print_json(&g)?,
+                Output::Text => println!(
+                    "group {}/{} updated: {}",
+                    g.application,
+                    g.name,
+                    group_line(&g)
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Group(GroupCommand::Delete { app, name, remote }) => {
+            remote.client()?.delete_group(&app, &name).await?;
+            println!("group {app}/{name} deleted");
+            Ok(ExitCode::SUCCESS)
+        }
         FleetCommand::Group(GroupCommand::Create {
             app,
             name,
@@ -972,10 +1162,15 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         FleetCommand::Instances {
-            action: Some(InstancesAction::Remove { name, remote }),
+            action:
+                Some(InstancesAction::Remove {
+                    name,
+                    force,
+                    remote,
+                }),
             ..
         } => {
-            remote.client()?.remove_instance(&name).await?;
+            remote.client()?.remove_instance(&name, force).await?;
             println!("instance {name} removed; it may enroll again");
             Ok(ExitCode::SUCCESS)
         }

@@ -74,33 +74,14 @@ pub async fn create_group(
     Json(req): Json<CreateGroup>,
 ) -> Result<(StatusCode, Json<Group>), ApiError> {
     check_name("name", "deployment group name", &req.name)?;
-    // Bounded, valid, no repeats. Names not enrolled yet are accepted here (a group may be set up before its hosts
-    // enroll); a deployment of the group is refused while any is not enrolled (see `create_deployment`).
-    rollcage_proto::wire::check_instance_list(&req.instances)
-        .map_err(|e| ApiError::Invalid(e.to_string()))?;
-    req.tags
-        .check()
-        .map_err(|e| ApiError::Invalid(format!("field `tags`: {e}")))?;
-    if !req.tags.is_empty() && !req.instances.is_empty() {
-        return Err(ApiError::Invalid(
-            "fields `instances` and `tags` both given: a group selects its instances by name or by tags, not both"
-                .to_owned(),
-        ));
-    }
-    // The form's own rules ran when the body was decoded (a bad one is a 400 naming its field there); the LB
-    // settings depend on the style and the instances, so they are checked here, once: the store keeps them typed.
-    if let Some(form) = &req.form {
-        crate::store::forms::check_size(form).map_err(ApiError::Invalid)?;
-    }
+    check_group(
+        req.style,
+        &req.instances,
+        &req.tags,
+        req.lb.as_ref(),
+        req.form.as_ref(),
+    )?;
     let form = req.form;
-    GroupLb::check(req.style, &req.instances, req.lb.as_ref()).map_err(|problems| {
-        let each: Vec<String> = problems
-            .0
-            .iter()
-            .map(|p| format!("deployment group field `{}`: {}", p.path, p.message))
-            .collect();
-        ApiError::Invalid(each.join("; "))
-    })?;
     let group = Group {
         id: format!("g-{}", crate::auth::random_hex(6)),
         application: app.clone(),
@@ -127,6 +108,137 @@ pub async fn create_group(
         }
     })?;
     Ok((StatusCode::CREATED, Json(group)))
+}
+
+/// A group's settings, checked the same way at creation and at every update: bounded, valid instance names
+/// without repeats (names not enrolled yet are accepted: a group may be set up before its hosts enroll, and a
+/// deployment is refused while any is not enrolled, see `create_deployment`), a valid tag filter, not both, a
+/// bounded form (its own rules ran when the body was decoded), and load-balancer settings that fit the style and
+/// the instances.
+fn check_group(
+    style: rollcage_proto::wire::DeploymentStyle,
+    instances: &[String],
+    tags: &rollcage_proto::tags::TagFilter,
+    lb: Option<&GroupLb>,
+    form: Option<&rollcage_proto::Form>,
+) -> Result<(), ApiError> {
+    rollcage_proto::wire::check_instance_list(instances)
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    tags.check()
+        .map_err(|e| ApiError::Invalid(format!("field `tags`: {e}")))?;
+    if !tags.is_empty() && !instances.is_empty() {
+        return Err(ApiError::Invalid(
+            "fields `instances` and `tags` both given: a group selects its instances by name or by tags, not both"
+                .to_owned(),
+        ));
+    }
+    if let Some(form) = form {
+        crate::store::forms::check_size(form).map_err(ApiError::Invalid)?;
+    }
+    GroupLb::check(style, instances, lb).map_err(|problems| {
+        let each: Vec<String> = problems
+            .0
+            .iter()
+            .map(|p| format!("deployment group field `{}`: {}", p.path, p.message))
+            .collect();
+        ApiError::Invalid(each.join("; "))
+    })
+}
+
+/// `PATCH /v1/applications/{app}/groups/{group}`: change a group's settings; the fields given replace the group's,
+/// checked exactly as at creation. Refused while the group has a deployment that has not ended (it runs with the
+/// settings it started with; changing the load balancer under it would strand its traffic steps).
+pub async fn update_group(
+    AxState(st): AxState<State>,
+    Path((app, name)): Path<(String, String)>,
+    Json(req): Json<rollcage_proto::wire::UpdateGroup>,
+) -> Result<Json<Group>, ApiError> {
+    let g = st.store.write(|tx| {
+        let mut g = apps::group(tx, &app, &name)?.ok_or_else(|| {
+            ApiError::NotFound(format!("deployment group `{app}/{name}` not found"))
+        })?;
+        refuse_while_active(tx, &app, &name, "changed")?;
+        req.apply_to(&mut g);
+        check_group(
+            g.style,
+            &g.instances,
+            &g.tags,
+            g.lb.as_ref(),
+            req.form.as_ref(),
+        )?;
+        apps::update_group(tx, &g)?;
+        if let Some(form) = &req.form {
+            crate::store::forms::set_group_form(tx, &g.id, Some(form))?;
+        }
+        Ok::<_, ApiError>(g)
+    })?;
+    tracing::info!(application = %app, group = %name, "deployment group updated");
+    Ok(Json(g))
+}
+
+/// `DELETE /v1/applications/{app}/groups/{group}`: refused while a deployment of the group has not ended; its
+/// past deployments stay, as history.
+pub async fn delete_group(
+    AxState(st): AxState<State>,
+    Path((app, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    st.store.write(|tx| {
+        let g = apps::group(tx, &app, &name)?.ok_or_else(|| {
+            ApiError::NotFound(format!("deployment group `{app}/{name}` not found"))
+        })?;
+        deployments::lock_group(tx, &g.id)?;
+        refuse_while_active(tx, &app, &name, "deleted")?;
+        apps::delete_group(tx, &g.id)?;
+        Ok::<_, ApiError>(())
+    })?;
+    tracing::info!(application = %app, group = %name, "deployment group deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn refuse_while_active(
+    c: &crate::store::Conn<'_>,
+    app: &str,
+    group: &str,
+    what: &str,
+) -> Result<(), ApiError> {
+    match deployments::active_for_group(c, app, group)? {
+        Some(active) => Err(ApiError::Conflict(format!(
+            "deployment group `{app}/{group}` has deployment `{active}` in progress; it can be {what} once that \
+             ends (wait, or `rollcage stop {active}`)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `DELETE /v1/applications/{app}`: refused while it has deployment groups (delete them first) or revisions.
+pub async fn delete_application(
+    AxState(st): AxState<State>,
+    Path(app): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    st.store.write(|tx| {
+        app_exists(tx, &app)?;
+        let groups: Vec<String> = apps::groups(tx, &app)?.into_iter().map(|g| g.name).collect();
+        if !groups.is_empty() {
+            return Err(ApiError::Conflict(format!(
+                "application `{app}` has deployment groups: {}; delete them first (`rollcage group delete`)",
+                NameList(&groups)
+            )));
+        }
+        let revisions: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM revisions WHERE application = ?1",
+            [app.as_str()],
+            |r| r.get(0),
+        )?;
+        if revisions > 0 {
+            return Err(ApiError::Conflict(format!(
+                "application `{app}` has {revisions} revision(s); an application is deleted once it has none"
+            )));
+        }
+        apps::delete_application(tx, &app)?;
+        Ok::<_, ApiError>(())
+    })?;
+    tracing::info!(application = %app, "application deleted");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1/applications/{app}/groups/{group}`.
@@ -383,6 +495,15 @@ fn check_group_instances(
     )))
 }
 
+/// `DELETE /v1/instances/{name}?force=true`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveQuery {
+    /// Remove it even from deployments that have not ended.
+    #[serde(default)]
+    pub force: bool,
+}
+
 /// `POST /v1/deployments`.
 pub async fn create_deployment(
     Caller(caller): Caller,
@@ -505,23 +626,41 @@ pub async fn rollback_deployment(
 pub async fn remove_instance(
     AxState(st): AxState<State>,
     Path(name): Path<String>,
+    super::query::Query(q): super::query::Query<RemoveQuery>,
 ) -> Result<StatusCode, ApiError> {
+    let now = now_ms();
     st.store.write(|tx| {
+        if instances::get(tx, &name)?.is_none() {
+            return Err(ApiError::NotFound(format!(
+                "instance `{}` is not enrolled",
+                rollcage_proto::clip::clip_head(&name, 160)
+            )));
+        }
         let active = instances::active_deployments(tx, &name)?;
-        if !active.is_empty() {
+        if !active.is_empty() && !q.force {
             return Err(ApiError::Conflict(format!(
-                "instance `{name}` is part of deployments that have not ended: {}; stop them first",
+                "instance `{name}` is part of deployments that have not ended: {}; stop them first, or remove it \
+                 anyway with `force` (its steps there are cancelled and the deployments go on without it)",
                 NameList(&active)
             )));
         }
-        if instances::remove(tx, &name)? {
-            Ok(())
-        } else {
-            Err(ApiError::NotFound(format!(
-                "instance `{}` is not enrolled",
-                rollcage_proto::clip::clip_head(&name, 160)
-            )))
+        for id in &active {
+            executor::drop_instance(tx, id, &name, now)?;
         }
+        // Groups stop naming it: not in their next deployment, not a load-balancer target any more.
+        for mut g in apps::all_groups(tx)? {
+            let named = g.instances.contains(&name);
+            let targeted = g.lb.as_ref().is_some_and(|lb| lb.targets.contains_key(&name));
+            if named || targeted {
+                g.instances.retain(|i| *i != name);
+                if let Some(lb) = g.lb.as_mut() {
+                    lb.targets.remove(&name);
+                }
+                apps::update_group(tx, &g)?;
+            }
+        }
+        instances::remove(tx, &name, now)?;
+        Ok(())
     })?;
     st.tokens.remove_agent(&name);
     tracing::info!(instance = %name, "instance removed");

@@ -109,8 +109,16 @@ fn next_command_in(
     c: &crate::store::Conn<'_>,
     instance: &str,
 ) -> Result<Option<StepCommand>, ApiError> {
-    if instances::is_pending(c, instance)? {
-        return Ok(None);
+    match instances::state_of(c, instance)? {
+        // Removed while its agent waited (or between two of its calls).
+        None => {
+            return Err(ApiError::InstanceRemoved(format!(
+                "instance `{instance}` was removed by an operator; coming back takes an operator and an \
+                 enrollment token (start the agent with --enroll-token-file FILE)"
+            )));
+        }
+        Some(InstanceState::Pending) => return Ok(None),
+        Some(InstanceState::Approved) => {}
     }
     match deployments::running_step_for(c, instance)? {
         Some(step) => Ok(Some(executor::command_for(c, &step)?)),

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// No token, or a token that is not valid here.
     #[error("{0}")]
     Unauthorized(String),
+    /// An agent token of an instance an operator removed: the agent stops instead of enrolling again by itself.
+    #[error("{0}")]
+    InstanceRemoved(String),
     /// A valid token that may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -58,6 +61,7 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::InstanceRemoved(_) => (StatusCode::UNAUTHORIZED, "instance_removed"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),

@@ -57,9 +57,20 @@ impl FromRequestParts<State> for Agent {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, Self::Rejection> {
-        let name = state
-            .agent(bearer(parts)?)
-            .ok_or_else(|| ApiError::Unauthorized("invalid agent token: enroll again".into()))?;
+        let token = bearer(parts)?;
+        let Some(name) = state.agent(token) else {
+            let hash = crate::auth::hash_token(token);
+            let removed = state
+                .store
+                .read(|c| crate::store::instances::removed_by_token_hash(c, &hash))?;
+            return Err(match removed {
+                Some(name) => ApiError::InstanceRemoved(format!(
+                    "instance `{name}` was removed by an operator; coming back takes an operator and an \
+                     enrollment token (start the agent with --enroll-token-file FILE)"
+                )),
+                None => ApiError::Unauthorized("invalid agent token: enroll again".into()),
+            });
+        };
         state.seen(&name, now_ms());
         Ok(Self(name))
     }

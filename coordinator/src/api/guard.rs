@@ -33,6 +33,8 @@ pub enum M {
     Get,
     /// POST.
     Post,
+    /// PATCH.
+    Patch,
     /// DELETE.
     Delete,
 }
@@ -43,6 +45,7 @@ impl M {
         match self {
             M::Get => Method::GET,
             M::Post => Method::POST,
+            M::Patch => Method::PATCH,
             M::Delete => Method::DELETE,
         }
     }
@@ -99,7 +102,7 @@ const fn rule(
 ) -> Rule {
     let record = match method {
         M::Get => Record::Refusals,
-        M::Post | M::Delete => Record::Changes,
+        M::Post | M::Patch | M::Delete => Record::Changes,
     };
     Rule {
         method,
@@ -120,7 +123,7 @@ const fn quiet(r: Rule) -> Rule {
 }
 
 use AppFrom as A;
-use M::{Delete, Get, Post};
+use M::{Delete, Get, Patch, Post};
 use Need::{Admin, Deploy, Own, Public, Read};
 
 /// Every route's rule: method, path, action, the action in words, what it needs, where its application comes
@@ -135,9 +138,12 @@ pub const RULES: &[Rule] = &[
     rule(Get,    "/v1/audit",                                "audit.read",          "read the audit trail",   Admin,  A::None),
     rule(Post,   "/v1/applications",                         "application.create",  "create applications",    Admin,  A::None),
     rule(Get,    "/v1/applications",                         "application.list",    "list applications",      Read,   A::None),
+    rule(Delete, "/v1/applications/{app}",                   "application.delete",  "delete applications",    Admin,  A::None),
     rule(Post,   "/v1/applications/{app}/groups",            "group.create",        "create groups",          Admin,  A::None),
     rule(Get,    "/v1/applications/{app}/groups",            "group.list",          "list groups",            Read,   A::None),
     rule(Get,    "/v1/applications/{app}/groups/{group}",    "group.read",          "read groups",            Read,   A::None),
+    rule(Patch,  "/v1/applications/{app}/groups/{group}",    "group.update",        "update groups",          Admin,  A::None),
+    rule(Delete, "/v1/applications/{app}/groups/{group}",    "group.delete",        "delete groups",          Admin,  A::None),
     rule(Post,   "/v1/applications/{app}/revisions",         "revision.upload",     "push revisions",         Deploy, A::Path),
     rule(Post,   "/v1/applications/{app}/revisions/url",     "revision.register",   "push revisions",         Deploy, A::Path),
     rule(Get,    "/v1/applications/{app}/revisions/{id}",    "revision.read",       "read revisions",         Read,   A::None),

@@ -326,3 +326,164 @@ async fn a_newcomer_joins_a_running_deployment_of_its_group_instead() -> TestRes
     assert_eq!(d.status, DeploymentStatus::Succeeded);
     Ok(())
 }
+
+async fn delete(st: &State, uri: &str) -> TestResult<(StatusCode, serde_json::Value)> {
+    call(st, Method::DELETE, uri, Some(ADMIN), Body::empty(), false).await
+}
+
+async fn patch(
+    st: &State,
+    uri: &str,
+    body: serde_json::Value,
+) -> TestResult<(StatusCode, serde_json::Value)> {
+    call(
+        st,
+        Method::PATCH,
+        uri,
+        Some(ADMIN),
+        Body::from(body.to_string()),
+        true,
+    )
+    .await
+}
+
+fn message(v: &serde_json::Value) -> &str {
+    v["error"]["message"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn group_update_is_checked_as_at_creation_and_the_next_deployment_honours_it() -> TestResult {
+    let f = fleet(3, "all", "in-place").await?;
+    let st = &f.st;
+    let (s, v) = patch(
+        st,
+        "/v1/applications/app/groups/web",
+        json!({"concurrency": "1", "failure_tolerance": 2}),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["concurrency"].as_str(), v["failure_tolerance"].as_u64()),
+        (Some("1"), Some(2))
+    );
+    // Checked as at creation: a bad instance name, tags and names at once, an unknown field.
+    for (body, says) in [
+        (json!({"instances": ["bad name"]}), "invalid instance names"),
+        (
+            json!({"instances": ["i0"], "tags": [{"env": "x"}]}),
+            "not both",
+        ),
+        (json!({"style": "blue-green"}), "unknown field"),
+    ] {
+        let (s, v) = patch(st, "/v1/applications/app/groups/web", body).await?;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v.to_string().contains(says), "{says}: {v}");
+    }
+    let (s, _) = patch(st, "/v1/applications/app/groups/nope", json!({})).await?;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // The next deployment runs one at a time.
+    let d = post_ok(
+        st,
+        "/v1/deployments",
+        ADMIN,
+        json!({"application": "app", "group": "web", "revision": f.revision.id}),
+    )
+    .await?;
+    let id = d["id"].as_str().ok_or("id")?.to_owned();
+    let d = deployment(st, &id).await?;
+    assert_eq!(d.concurrency.to_string(), "1");
+    let started = d
+        .instances
+        .iter()
+        .filter(|i| i.steps.iter().any(|s| s.started_at_ms.is_some()))
+        .count();
+    assert_eq!(started, 1, "one instance at a time");
+    // While it runs, the group can be neither changed nor deleted, nor its application.
+    let (s, v) = patch(
+        st,
+        "/v1/applications/app/groups/web",
+        json!({"concurrency": "all"}),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(message(&v).contains(&id), "{v}");
+    let (s, v) = delete(st, "/v1/applications/app/groups/web").await?;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let (s, v) = delete(st, "/v1/applications/app").await?;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(message(&v).contains("`web`"), "{v}");
+    for a in &f.agents {
+        run_agent(st, &a.token).await?;
+    }
+    assert_eq!(
+        deployment(st, &id).await?.status,
+        DeploymentStatus::Succeeded
+    );
+    // Ended: the group goes; the application still has its revision.
+    let (s, v) = delete(st, "/v1/applications/app/groups/web").await?;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (s, _) = get(st, "/v1/applications/app/groups/web", Some(ADMIN)).await?;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = delete(st, "/v1/applications/app").await?;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(message(&v).contains("1 revision"), "{v}");
+    create_app(st, "empty").await?;
+    let (s, v) = delete(st, "/v1/applications/empty").await?;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_removed_instance_leaves_its_groups_and_its_token_says_so() -> TestResult {
+    let f = fleet(2, "all", "in-place").await?;
+    let st = &f.st;
+    let d = post_ok(
+        st,
+        "/v1/deployments",
+        ADMIN,
+        json!({"application": "app", "group": "web", "revision": f.revision.id}),
+    )
+    .await?;
+    let id = d["id"].as_str().ok_or("id")?.to_owned();
+    // In a running deployment: refused, unless forced.
+    let (s, v) = delete(st, "/v1/instances/i1").await?;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        message(&v).contains(&id) && message(&v).contains("force"),
+        "{v}"
+    );
+    let (s, v) = delete(st, "/v1/instances/i1?force=true").await?;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    // Its old token: 401 that says it was removed.
+    let (s, v) = post_json(
+        st,
+        "/v1/agent/poll",
+        &f.agents[1].token,
+        json!({"wait_ms": 0}),
+    )
+    .await?;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(v["error"]["code"], "instance_removed", "{v}");
+    // The deployment goes on without it and succeeds with the other.
+    run_agent(st, &f.agents[0].token).await?;
+    let d = deployment(st, &id).await?;
+    assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
+    // The group no longer names it: the next deployment is i0's alone.
+    let (_, g) = get(st, "/v1/applications/app/groups/web", Some(ADMIN)).await?;
+    assert_eq!(g["instances"], json!(["i0"]));
+    let d2 = post_ok(
+        st,
+        "/v1/deployments",
+        ADMIN,
+        json!({"application": "app", "group": "web", "revision": f.revision.id}),
+    )
+    .await?;
+    assert_eq!(d2["instances"].as_array().map(Vec::len), Some(1));
+    run_agent(st, &f.agents[0].token).await?;
+    // With no deployment running, removal needs no force; an unknown name is a 404.
+    let (s, v) = delete(st, "/v1/instances/i0").await?;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (s, _) = delete(st, "/v1/instances/i0").await?;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    Ok(())
+}

@@ -83,6 +83,8 @@ fn needs(method: &str, path: &str) -> Option<Needs> {
         | ("post", "/v1/deployments/{id}/rollback")
         | ("post", "/v1/deployments/{id}/continue") => DeployApp,
         ("delete", "/v1/instances/{name}")
+        | ("delete", "/v1/applications/{app}")
+        | ("patch" | "delete", "/v1/applications/{app}/groups/{group}")
         | ("post", "/v1/instances/{name}/approve")
         | ("post" | "get", "/v1/enroll-tokens")
         | ("post", "/v1/enroll-tokens/{id}/revoke") => Admin,

@@ -465,6 +465,14 @@ pub fn continue_deployment(tx: &Tx<'_>, id: &str, now: i64) -> Result<()> {
     advance(tx, id, now)
 }
 
+/// Take `instance` out of active deployment `id` (it is being removed from the fleet, forced): its steps are
+/// cancelled and the deployment goes on without it.
+pub fn drop_instance(tx: &Tx<'_>, id: &str, instance: &str, now: i64) -> Result<()> {
+    deployments::lock(tx, id)?;
+    deployments::drop_instance(tx, id, instance, now)?;
+    advance(tx, id, now)
+}
+
 /// Fail a running step whose agent went silent.
 pub fn fail_lost_step(tx: &Tx<'_>, step_id: i64, reason: &str, now: i64) -> Result<bool> {
     let Some(step) = deployments::step(tx, step_id)? else {

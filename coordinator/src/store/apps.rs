@@ -215,6 +215,53 @@ pub fn groups(c: &Conn<'_>, app: &str) -> Result<Vec<Group>> {
     rows.into_iter().map(to_group).collect()
 }
 
+/// Replace group `g.id`'s settings (concurrency, tolerance, auto-rollback, instances, tags, load balancer); its
+/// id, application, name, style and creation time stay.
+pub fn update_group(c: &Conn<'_>, g: &Group) -> Result<()> {
+    let instances = serde_json::to_string(&g.instances).unwrap_or_else(|_| "[]".to_owned());
+    let tags = serde_json::to_string(&g.tags).unwrap_or_else(|_| "[]".to_owned());
+    let lb =
+        g.lb.as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| super::StoreError::Corrupt {
+                what: "groups.lb",
+                detail: e.to_string(),
+            })?;
+    c.execute(
+        "UPDATE groups SET concurrency = ?2, failure_tolerance = ?3, auto_rollback = ?4, instances = ?5, \
+         tags = ?6, lb = ?7 WHERE id = ?1",
+        args![
+            g.id,
+            g.concurrency.to_string(),
+            g.failure_tolerance,
+            g.auto_rollback,
+            instances,
+            tags,
+            lb
+        ],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
+/// Delete group `id` and its default form (its deployments stay, as history).
+pub fn delete_group(c: &Conn<'_>, id: &str) -> Result<()> {
+    c.execute("DELETE FROM group_forms WHERE group_id = ?1", [id])
+        .map_err(sql)?;
+    c.execute("DELETE FROM groups WHERE id = ?1", [id])
+        .map_err(sql)?;
+    Ok(())
+}
+
+/// Delete application `name` (the caller checked that nothing depends on it); `false` when there was none.
+pub fn delete_application(c: &Conn<'_>, name: &str) -> Result<bool> {
+    let n = c
+        .execute("DELETE FROM applications WHERE name = ?1", [name])
+        .map_err(sql)?;
+    Ok(n == 1)
+}
+
 /// Every group of every application (the groups an instance that starts might belong to).
 pub fn all_groups(c: &Conn<'_>) -> Result<Vec<Group>> {
     let mut st = c

@@ -616,6 +616,27 @@ pub fn cancel_in_flight(c: &Tx<'_>, id: &str, now: i64) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Take `instance` out of deployment `id` (an operator removed it, `--force`): its running and pending steps are
+/// cancelled, and it counts as cancelled (started) or skipped (never started), neither failed nor succeeded.
+pub fn drop_instance(c: &Tx<'_>, id: &str, instance: &str, now: i64) -> Result<()> {
+    c.touch_deployment(id);
+    c.touch_instance(instance);
+    c.execute(
+        "UPDATE steps SET state = 'cancelled', ended_at = ?3, message = 'instance removed by an operator' \
+         WHERE deployment_id = ?1 AND instance = ?2 AND state IN ('pending', 'running')",
+        args![id, instance, now],
+    )
+    .map_err(sql)?;
+    c.execute(
+        "UPDATE deployment_instances SET running_step = NULL, \
+         status = CASE WHEN status = 'pending' THEN 'skipped' ELSE 'cancelled' END \
+         WHERE deployment_id = ?1 AND instance = ?2 AND status IN ('pending', 'in_progress')",
+        [id, instance],
+    )
+    .map_err(sql)?;
+    Ok(())
+}
+
 /// Mark step `idx` of an instance as sent (the instance is in progress with that step in flight). Records the
 /// deployment, the agent (a real instance) and, for a load-balancer step, the traffic runner as touched.
 pub fn start_step(c: &Tx<'_>, id: &str, instance: &str, idx: usize, now: i64) -> Result<()> {

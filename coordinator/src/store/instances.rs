@@ -53,6 +53,17 @@ pub fn is_pending(c: &Conn<'_>, name: &str) -> Result<bool> {
         .map_err(sql)
 }
 
+/// Instance `name`'s state; `None` when it is not enrolled (never, or removed).
+pub fn state_of(c: &Conn<'_>, name: &str) -> Result<Option<InstanceState>> {
+    let state: Option<String> = c
+        .prepare_cached("SELECT state FROM instances WHERE name = ?1")
+        .map_err(sql)?
+        .query_row([name], |r| r.get(0))
+        .optional()
+        .map_err(sql)?;
+    state.map(|s| decode("instances.state", &s)).transpose()
+}
+
 /// Which of `names` are pending approval, in `names`' order.
 pub fn pending_among(c: &Conn<'_>, names: &[String]) -> Result<Vec<String>> {
     let mut out = Vec::new();
@@ -194,12 +205,32 @@ pub fn get(c: &Conn<'_>, name: &str) -> Result<Option<Row>> {
 }
 
 /// Forget an instance (its token stops working; its name may be enrolled again); `false` when it was not enrolled.
-pub fn remove(c: &Tx<'_>, name: &str) -> Result<bool> {
+pub fn remove(c: &Tx<'_>, name: &str, now: i64) -> Result<bool> {
     c.touch_tokens();
+    // Wakes its agent's waiting poll, which then learns it was removed.
+    c.touch_instance(name);
+    // Its token is remembered as removed, so its agent learns why it is refused.
+    c.execute(
+        "INSERT INTO removed_instances (token_hash, name, removed_at) \
+         SELECT token_hash, name, ?2 FROM instances WHERE name = ?1 ON CONFLICT DO NOTHING",
+        args![name, now],
+    )
+    .map_err(sql)?;
     let n = c
         .execute("DELETE FROM instances WHERE name = ?1", [name])
         .map_err(sql)?;
     Ok(n == 1)
+}
+
+/// The name of the removed instance whose token had `hash`, if one had it.
+pub fn removed_by_token_hash(c: &Conn<'_>, hash: &str) -> Result<Option<String>> {
+    c.query_row(
+        "SELECT name FROM removed_instances WHERE token_hash = ?1",
+        [hash],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(sql)
 }
 
 /// The deployments not yet ended (in progress, stopping or ready) that include the instance, oldest first.
@@ -319,8 +350,8 @@ mod tests {
                 assert!(enroll(tx, &e("i1", "h1"), 1)?);
                 assert!(!enroll(tx, &e("i1", "h2"), 2)?);
                 assert_eq!(all(tx)?, [("i1".to_owned(), "h1".to_owned(), 1)]);
-                assert!(remove(tx, "i1")?);
-                assert!(!remove(tx, "i1")?);
+                assert!(remove(tx, "i1", 5)?);
+                assert!(!remove(tx, "i1", 6)?);
                 assert!(enroll(tx, &e("i1", "h3"), 3)?);
                 assert_eq!(all(tx)?, [("i1".to_owned(), "h3".to_owned(), 3)]);
                 let among = enrolled_among(tx, &["i1".to_owned(), "i2".to_owned()])?;
