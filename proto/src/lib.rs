@@ -12,6 +12,8 @@
 //! - [`sandbox`]: the capability grant of a WebAssembly hook (the AppSpec's `sandbox:` map).
 //! - [`form`]: the deployment form (destination, scripts) and its validation with field paths.
 //! - [`lb`]: a deployment group's load-balancer settings and their validation with field paths.
+//! - [`traffic`]: weighted traffic between two server groups and the windowed figures (requests, 5xx, latency)
+//!   a load balancer reports per group and server.
 //! - [`problem`]: the field-path problem type both validations report.
 //! - [`wire`]: the JSON of the coordinator API and of the agent protocol.
 //! - [`page`]: paging of the API's list routes (`limit`, `cursor`, the page-size bounds).
@@ -34,6 +36,7 @@ pub mod page;
 pub mod plan;
 pub mod problem;
 pub mod sandbox;
+pub mod traffic;
 pub mod wire;
 
 pub use form::{FileExistsBehavior, Form};
