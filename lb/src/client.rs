@@ -317,7 +317,10 @@ impl AdminClient {
 
     /// Closes the current traffic window of every group and server; reports windows `since+1..=N` (window `N`
     /// alone without `since`). `since` is `(lb, window id)` of an earlier report.
-    pub async fn cut_window(&self, since: Option<(&str, u64)>) -> Result<WindowReport, ClientError> {
+    pub async fn cut_window(
+        &self,
+        since: Option<(&str, u64)>,
+    ) -> Result<WindowReport, ClientError> {
         self.call(
             Method::POST,
             format!("/v1/windows{}", window_query(since)),
@@ -413,7 +416,9 @@ fn enc(segment: &str) -> String {
 }
 
 fn window_query(since: Option<(&str, u64)>) -> String {
-    since.map_or_else(String::new, |(lb, id)| format!("?since={id}&lb={}", enc(lb)))
+    since.map_or_else(String::new, |(lb, id)| {
+        format!("?since={id}&lb={}", enc(lb))
+    })
 }
 
 fn server_path(group: &str, address: &str) -> String {

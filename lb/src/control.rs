@@ -310,7 +310,11 @@ impl Control {
 
     /// Splits a service's traffic: `put.weight` % of its new requests go to `put.group`, the rest to the group it
     /// points at. Applies from the next request; requests in flight finish where they are.
-    pub(crate) fn set_split(&self, name: &str, put: &PutSplit) -> Result<ServiceView, ControlError> {
+    pub(crate) fn set_split(
+        &self,
+        name: &str,
+        put: &PutSplit,
+    ) -> Result<ServiceView, ControlError> {
         let group = self.find_group(&put.group)?;
         let services = lock(&self.services);
         let svc = services

@@ -95,7 +95,9 @@ pub enum ControlError {
         last: u64,
     },
     /// A split whose new group is the service's active group.
-    #[error("backend service `{service}`: the split's new group `{group}` is the group the service points at; expected another group")]
+    #[error(
+        "backend service `{service}`: the split's new group `{group}` is the group the service points at; expected another group"
+    )]
     SplitOnActiveGroup {
         /// The service.
         service: String,

@@ -202,7 +202,11 @@ mod tests {
                 let hits = (start..start + 100)
                     .filter(|t| to_new_group(*t, percent))
                     .count();
-                assert_eq!(hits, usize::from(percent), "{percent} % from ticket {start}");
+                assert_eq!(
+                    hits,
+                    usize::from(percent),
+                    "{percent} % from ticket {start}"
+                );
             }
         }
         // Spread evenly: at 50 % never two in a row.

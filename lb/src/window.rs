@@ -124,7 +124,9 @@ pub(crate) struct Recorder {
 impl Default for Recorder {
     fn default() -> Self {
         Self {
-            shards: (0..shard_count()).map(|_| Mutex::new(Tally::live())).collect(),
+            shards: (0..shard_count())
+                .map(|_| Mutex::new(Tally::live()))
+                .collect(),
         }
     }
 }
@@ -135,7 +137,9 @@ impl Recorder {
         let Some(shard) = self.shards.get(shard_of_thread(self.shards.len())) else {
             return;
         };
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let mut t = lock(shard);
         t.requests += 1;
         if is_5xx {
@@ -345,12 +349,21 @@ mod tests {
     fn recorder_counts_and_empties() {
         let r = Recorder::default();
         for i in 0..100u64 {
-            r.record(i % 10 == 0, Duration::from_millis(if i < 98 { 1 } else { 300 }));
+            r.record(
+                i % 10 == 0,
+                Duration::from_millis(if i < 98 { 1 } else { 300 }),
+            );
         }
         let t = r.take();
         let f = t.figures();
         assert_eq!((f.requests, f.responses_5xx), (100, 10));
-        let Latency::Percentiles { p50_ms, p99_ms, max_ms, .. } = f.latency else {
+        let Latency::Percentiles {
+            p50_ms,
+            p99_ms,
+            max_ms,
+            ..
+        } = f.latency
+        else {
             panic!("expected percentiles, got {:?}", f.latency);
         };
         assert!((0.99..=1.01).contains(&p50_ms), "{p50_ms}");
@@ -370,7 +383,9 @@ mod tests {
         t.merge(&Tally::default());
         let f = t.figures();
         assert_eq!((f.requests, f.responses_5xx), (2, 1));
-        assert!(matches!(f.latency, Latency::Percentiles { max_ms, .. } if (19.8..=20.2).contains(&max_ms)));
+        assert!(
+            matches!(f.latency, Latency::Percentiles { max_ms, .. } if (19.8..=20.2).contains(&max_ms))
+        );
     }
 
     #[test]

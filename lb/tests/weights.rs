@@ -23,7 +23,10 @@ async fn split_is_live_and_a_switch_ends_it() -> TestResult {
     let view = admin.set_split("svc", "green", Weight::new(10)?).await?;
     assert_eq!(view.group, "blue");
     let split = view.split.ok_or("no split in the answer")?;
-    assert_eq!((split.group.as_str(), split.weight.percent()), ("green", 10));
+    assert_eq!(
+        (split.group.as_str(), split.weight.percent()),
+        ("green", 10)
+    );
     let counts = served_counts(&send_n(addr, "/", 4, 200).await);
     // The split is exact per 100 requests: 20 of 200.
     assert_eq!(counts.get("g1"), Some(&20), "{counts:?}");
@@ -64,7 +67,10 @@ async fn bad_splits_are_refused_with_what_and_where() -> TestResult {
         .err()
         .ok_or("a split onto the active group was accepted")?;
     assert_eq!(e.code(), Some("split_on_active_group"), "{e}");
-    assert!(e.to_string().contains("`svc`") && e.to_string().contains("`blue`"), "{e}");
+    assert!(
+        e.to_string().contains("`svc`") && e.to_string().contains("`blue`"),
+        "{e}"
+    );
 
     let e = admin
         .set_split("svc", "purple", Weight::FULL)
@@ -87,7 +93,10 @@ async fn bad_splits_are_refused_with_what_and_where() -> TestResult {
     )
     .await?;
     assert_eq!(resp.0, 400, "{resp:?}");
-    assert!(resp.1.contains("weight") && resp.1.contains("101"), "{resp:?}");
+    assert!(
+        resp.1.contains("weight") && resp.1.contains("101"),
+        "{resp:?}"
+    );
     lb.shutdown().await;
     Ok(())
 }
@@ -111,14 +120,24 @@ async fn windows_cover_every_group_alike_and_read_again_identically() -> TestRes
     assert_eq!(w1.id, start.id + 1);
     assert!(!w1.reset);
     let blue = w1.groups.iter().find(|g| g.group == "blue").ok_or("blue")?;
-    let green = w1.groups.iter().find(|g| g.group == "green").ok_or("green")?;
+    let green = w1
+        .groups
+        .iter()
+        .find(|g| g.group == "green")
+        .ok_or("green")?;
     assert_eq!(blue.figures.requests, 100, "{blue:?}");
     assert_eq!(green.figures.requests, 100, "{green:?}");
-    assert_eq!((blue.figures.responses_5xx, green.figures.responses_5xx), (0, 25));
+    assert_eq!(
+        (blue.figures.responses_5xx, green.figures.responses_5xx),
+        (0, 25)
+    );
     let [server] = green.servers.as_slice() else {
         return Err(format!("expected g1 alone: {:?}", green.servers).into());
     };
-    assert_eq!((server.instance.clone(), server.figures.requests), (g1.address(), 100));
+    assert_eq!(
+        (server.instance.clone(), server.figures.requests),
+        (g1.address(), 100)
+    );
     let p99 = |l: &Latency| l.p99_or_average_ms().unwrap_or(f64::NAN);
     assert!(p99(&green.figures.latency) >= 40.0, "{green:?}");
     assert!(p99(&blue.figures.latency) < 40.0, "{blue:?}");
@@ -164,7 +183,9 @@ async fn raw_put(
         .build_http::<http_body_util::Full<bytes::Bytes>>();
     let req = hyper::Request::put(format!("http://{admin}{path}"))
         .header("authorization", format!("Bearer {TOKEN}"))
-        .body(http_body_util::Full::new(bytes::Bytes::from_static(body.as_bytes())))?;
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            body.as_bytes(),
+        )))?;
     let resp = client.request(req).await?;
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await?.to_bytes();

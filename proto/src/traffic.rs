@@ -22,7 +22,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// Percent (0–100) of a backend service's new requests sent to the new server group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(try_from = "u8", into = "u8")]
 pub struct Weight(u8);
 
@@ -257,9 +259,15 @@ mod tests {
         assert_eq!(Weight::new(100), Ok(Weight::FULL));
         assert_eq!(Weight::new(101), Err(WeightOutOfRange(101)));
         assert_eq!(Weight::new(300), Err(WeightOutOfRange(300)));
-        assert_eq!(serde_json::to_string(&Weight::FULL).ok().as_deref(), Some("100"));
+        assert_eq!(
+            serde_json::to_string(&Weight::FULL).ok().as_deref(),
+            Some("100")
+        );
         assert!(serde_json::from_str::<Weight>("101").is_err());
-        assert_eq!(serde_json::from_str::<Weight>("50").ok(), Weight::new(50).ok());
+        assert_eq!(
+            serde_json::from_str::<Weight>("50").ok(),
+            Weight::new(50).ok()
+        );
     }
 
     #[test]
