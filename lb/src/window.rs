@@ -284,29 +284,33 @@ impl Windows {
             .iter()
             .filter(|w| w.id > since && w.id <= id)
             .collect();
-        let mut groups: Vec<(String, Tally, Vec<(String, Tally)>)> = Vec::new();
+        let mut groups: Vec<ClosedGroup> = Vec::new();
         for w in &range {
             for g in &w.groups {
-                let slot = match groups.iter().position(|(n, _, _)| *n == g.name) {
+                let slot = match groups.iter().position(|m| m.name == g.name) {
                     Some(i) => i,
                     None => {
-                        groups.push((g.name.clone(), Tally::default(), Vec::new()));
+                        groups.push(ClosedGroup {
+                            name: g.name.clone(),
+                            tally: Tally::default(),
+                            servers: Vec::new(),
+                        });
                         groups.len() - 1
                     }
                 };
-                let Some((_, tally, servers)) = groups.get_mut(slot) else {
+                let Some(merged) = groups.get_mut(slot) else {
                     continue;
                 };
-                tally.merge(&g.tally);
+                merged.tally.merge(&g.tally);
                 for (addr, t) in &g.servers {
-                    match servers.iter_mut().find(|(a, _)| a == addr) {
+                    match merged.servers.iter_mut().find(|(a, _)| a == addr) {
                         Some((_, mine)) => mine.merge(t),
-                        None => servers.push((addr.clone(), t.clone())),
+                        None => merged.servers.push((addr.clone(), t.clone())),
                     }
                 }
             }
         }
-        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(WindowReport {
             lb: self.lb.clone(),
             id,
@@ -316,21 +320,27 @@ impl Windows {
             reset,
             groups: groups
                 .into_iter()
-                .map(|(name, tally, mut servers)| {
-                    servers.sort_by(|a, b| a.0.cmp(&b.0));
-                    GroupWindow {
-                        group: name,
-                        figures: tally.figures(),
-                        servers: servers
-                            .into_iter()
-                            .map(|(addr, t)| ServerWindow {
-                                instance: addr.clone(),
-                                name: addr,
-                                figures: t.figures(),
-                            })
-                            .collect(),
-                    }
-                })
+                .map(
+                    |ClosedGroup {
+                         name,
+                         tally,
+                         mut servers,
+                     }| {
+                        servers.sort_by(|a, b| a.0.cmp(&b.0));
+                        GroupWindow {
+                            group: name,
+                            figures: tally.figures(),
+                            servers: servers
+                                .into_iter()
+                                .map(|(addr, t)| ServerWindow {
+                                    instance: addr.clone(),
+                                    name: addr,
+                                    figures: t.figures(),
+                                })
+                                .collect(),
+                        }
+                    },
+                )
                 .collect(),
         })
     }

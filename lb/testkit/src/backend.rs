@@ -212,7 +212,7 @@ async fn answer_after_wait(
     if !matches!(path, "/slow" | "/sleep") {
         let every = sh.fail_every.load(Ordering::SeqCst);
         let n = sh.plain.fetch_add(1, Ordering::SeqCst) + 1;
-        if every > 0 && n % every == 0 {
+        if every > 0 && n.is_multiple_of(every) {
             return reply(StatusCode::INTERNAL_SERVER_ERROR, sh.name.to_string());
         }
     }
