@@ -1,5 +1,7 @@
 //! The data path: one HTTP/1.1 listener per backend service, forwarding each request to a server of the
-//! service's current group over a pooled keep-alive client, streaming bodies both ways.
+//! service's current group (or, with a split, to its second group for the weight's share of new requests) over a
+//! pooled keep-alive client, streaming bodies both ways. Every answer is counted in the traffic window of its
+//! group and server (`window`).
 //!
 //! Retry policy: when the connection to the chosen server cannot be opened (nothing was sent), a request with
 //! an idempotent method and no body is sent once more to the next eligible server. This covers a server that

@@ -7,7 +7,12 @@
 //!   line: out of maintenance without traffic, marked down, then ready, so HAProxy re-checks before sending
 //!   traffic) → poll until `status` is exactly `UP`.
 //! - **switch**: rewrite the map file atomically (so a reload keeps the switch), then `set map FILE KEY
-//!   BACKEND` (or `add map` when the key is new) on the frontend's backend map.
+//!   BACKEND` (or `add map` when the key is new) on the frontend's backend map; a split's `SVC.weight` goes
+//!   to 0 after it.
+//! - **set_weight**: map entries `SVC.canary BACKEND` then `SVC.weight PERCENT`, read by the frontend's
+//!   `rand(100),sub(txn.canary_weight) lt 0` rule (README: why this rule and not server weights).
+//! - **read_window**: `show info` (worker `Pid`, `Uptime_sec`) and `show stat`; the window is the difference
+//!   of `req_tot`/`hrsp_5xx` from the mark's, latency HAProxy's `rtime`/`ttime` averages (module `window`).
 //!
 //! Server groups are HAProxy backends (the group name, or `backends[group]`); instances are existing servers
 //! of that backend, found by address (`host:port`) or by server name — this driver does not add servers.
