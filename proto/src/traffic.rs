@@ -271,6 +271,28 @@ mod tests {
     }
 
     #[test]
+    fn marks_survive_a_round_trip_through_json() -> Result<(), serde_json::Error> {
+        let marks = [
+            WindowMark::Builtin {
+                lb: "1a2b-3c".to_owned(),
+                window: 7,
+                at_unix_ms: 1_700_000_000_000,
+            },
+            WindowMark::Haproxy {
+                pid: 42,
+                at_unix_ms: 1_700_000_000_000,
+                counters: BTreeMap::from([("bk_green/g1".to_owned(), [100, 3])]),
+            },
+        ];
+        for m in marks {
+            let text = serde_json::to_string(&m)?;
+            assert_eq!(serde_json::from_str::<WindowMark>(&text)?, m, "{text}");
+            assert_eq!(m.at_unix_ms(), 1_700_000_000_000);
+        }
+        Ok(())
+    }
+
+    #[test]
     fn latency_says_what_it_is() -> Result<(), serde_json::Error> {
         let avg = Latency::Average {
             response_ms: 12.0,
