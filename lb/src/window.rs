@@ -275,8 +275,8 @@ impl Windows {
         let oldest = log.retained.front().map_or(id, |w| w.id);
         let mut reset = foreign;
         if since + 1 < oldest {
-            // Only a mark from another process may reach back before window 1 (since=0 is the LB's start).
-            reset = reset || since != 0 || oldest != 1;
+            // Windows of the interval asked for were dropped: report what is kept, flagged.
+            reset = true;
             since = oldest - 1;
         }
         let range: Vec<&Closed> = log
