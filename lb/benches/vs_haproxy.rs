@@ -6,6 +6,13 @@
 //! keep-alive connections busy for a fixed time against each proxy in turn, interleaving the runs, and prints
 //! throughput and p99 latency per run, their medians and the ratio built-in / HAProxy (target ≥ 0.5).
 //!
+//! Two modes, each its own set of interleaved rounds:
+//! - **round robin**: one group of both backends (issue 5's comparison);
+//! - **weighted 50/50 + windows**: one backend per group, half of the requests on each by weight — the
+//!   built-in LB's split (`PUT /v1/services/weighted/split`) with its windowed histograms cut every second
+//!   through the admin API as a canary analysis would, HAProxy's `rand()`-against-map rule that
+//!   `rollcage-lbdriver` drives (`weighted.weight 50` in the map). Target ≥ 0.6× HAProxy's throughput.
+//!
 //! Run: `cargo bench -p rollcage-lb --bench vs_haproxy` (needs `haproxy` on PATH: `apt-get install haproxy`).
 //! Knobs (environment): `BENCH_SECS` (5), `BENCH_ROUNDS` (3), `BENCH_CONCURRENCY` (32).
 
@@ -15,6 +22,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use rollcage_lb::api::Weight;
 use rollcage_lb::client::AdminClient;
 use rollcage_lb::{GroupSeed, LbConfig, ServiceSeed, Settings};
 use std::convert::Infallible;
@@ -63,20 +71,40 @@ fn run_child() -> Result<(), BoxError> {
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_token: TOKEN.to_owned(),
             settings: Settings::default(),
-            groups: vec![GroupSeed {
-                name: "bench".to_owned(),
-                health_check: None,
-                servers: backends,
-            }],
-            services: vec![ServiceSeed {
-                name: "bench".to_owned(),
-                listen: "127.0.0.1:0".to_owned(),
-                group: "bench".to_owned(),
-            }],
+            groups: vec![
+                GroupSeed {
+                    name: "bench".to_owned(),
+                    health_check: None,
+                    servers: backends.clone(),
+                },
+                GroupSeed {
+                    name: "blue".to_owned(),
+                    health_check: None,
+                    servers: backends.first().cloned().into_iter().collect(),
+                },
+                GroupSeed {
+                    name: "green".to_owned(),
+                    health_check: None,
+                    servers: backends.get(1).cloned().into_iter().collect(),
+                },
+            ],
+            services: vec![
+                ServiceSeed {
+                    name: "bench".to_owned(),
+                    listen: "127.0.0.1:0".to_owned(),
+                    group: "bench".to_owned(),
+                },
+                ServiceSeed {
+                    name: "weighted".to_owned(),
+                    listen: "127.0.0.1:0".to_owned(),
+                    group: "blue".to_owned(),
+                },
+            ],
         })
         .await?;
         let listen = lb.service_addr("bench").ok_or("service not bound")?;
-        println!("READY {} {}", lb.admin_addr(), listen);
+        let weighted = lb.service_addr("weighted").ok_or("service not bound")?;
+        println!("READY {} {} {}", lb.admin_addr(), listen, weighted);
         std::io::stdout().flush()?;
         // Runs until the parent closes our stdin (or dies).
         tokio::task::spawn_blocking(|| {
@@ -130,8 +158,18 @@ fn free_port() -> Result<u16, BoxError> {
 fn start_haproxy(
     dir: &std::path::Path,
     backends: &[SocketAddr],
-) -> Result<(Proc, SocketAddr), BoxError> {
+) -> Result<(Proc, SocketAddr, SocketAddr), BoxError> {
     let port = free_port()?;
+    let weighted_port = free_port()?;
+    let (Some(b0), Some(b1)) = (backends.first(), backends.get(1)) else {
+        return Err("two backends expected".into());
+    };
+    let map = dir.join("bluegreen.map");
+    std::fs::write(
+        &map,
+        "weighted bk_blue\nweighted.canary bk_green\nweighted.weight 50\n",
+    )?;
+    let map = map.display();
     let servers: String = backends
         .iter()
         .enumerate()
@@ -144,7 +182,13 @@ fn start_haproxy(
          defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
          \x20   option http-keep-alive\n\n\
          frontend fe\n    bind 127.0.0.1:{port}\n    default_backend bk\n\n\
-         backend bk\n    balance roundrobin\n    option httpchk GET /\n{servers}"
+         backend bk\n    balance roundrobin\n    option httpchk GET /\n{servers}\n\
+         frontend fe_weighted\n    bind 127.0.0.1:{weighted_port}\n\
+         \x20   http-request set-var(txn.canary_weight) str(weighted.weight),map({map},0)\n\
+         \x20   use_backend %[str(weighted.canary),map({map})] if {{ rand(100),sub(txn.canary_weight) lt 0 }}\n\
+         \x20   use_backend %[str(weighted),map({map},bk_blue)]\n\n\
+         backend bk_blue\n    option httpchk GET /\n    server s0 {b0} check inter 1s\n\n\
+         backend bk_green\n    option httpchk GET /\n    server s1 {b1} check inter 1s\n"
     );
     let path = dir.join("haproxy.cfg");
     std::fs::write(&path, cfg)?;
@@ -157,10 +201,17 @@ fn start_haproxy(
         .stderr(std::fs::File::create(dir.join("haproxy.log"))?)
         .spawn()
         .map_err(|e| format!("cannot start haproxy (apt-get install haproxy): {e}"))?;
-    Ok((Proc(child), SocketAddr::from(([127, 0, 0, 1], port))))
+    Ok((
+        Proc(child),
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        SocketAddr::from(([127, 0, 0, 1], weighted_port)),
+    ))
 }
 
-fn start_builtin(backends: &[SocketAddr]) -> Result<(Proc, SocketAddr, SocketAddr), BoxError> {
+/// The built-in LB process: its admin API, the round-robin service and the weighted one.
+type Builtin = (Proc, SocketAddr, SocketAddr, SocketAddr);
+
+fn start_builtin(backends: &[SocketAddr]) -> Result<Builtin, BoxError> {
     let list: Vec<String> = backends.iter().map(|a| a.to_string()).collect();
     let mut child = Command::new(std::env::current_exe()?)
         .env(CHILD_ENV, "1")
@@ -174,11 +225,12 @@ fn start_builtin(backends: &[SocketAddr]) -> Result<(Proc, SocketAddr, SocketAdd
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
     let mut parts = line.split_whitespace();
-    let (Some("READY"), Some(admin), Some(listen)) = (parts.next(), parts.next(), parts.next())
+    let (Some("READY"), Some(admin), Some(listen), Some(weighted)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(format!("built-in LB did not start: `{line}`").into());
     };
-    Ok((proc, admin.parse()?, listen.parse()?))
+    Ok((proc, admin.parse()?, listen.parse()?, weighted.parse()?))
 }
 
 /// Waits until `addr` answers GET / with 200.
@@ -320,19 +372,30 @@ async fn run_parent() -> Result<(), BoxError> {
 
     let backends = vec![start_backend().await?, start_backend().await?];
     let dir = tempfile::tempdir()?;
-    let (haproxy, haproxy_addr) = start_haproxy(dir.path(), &backends)?;
-    let (builtin, admin_addr, builtin_addr) = start_builtin(&backends)?;
+    let (haproxy, haproxy_addr, haproxy_weighted) = start_haproxy(dir.path(), &backends)?;
+    let (builtin, admin_addr, builtin_addr, builtin_weighted) = start_builtin(&backends)?;
     let admin = AdminClient::new(admin_addr, TOKEN);
-    for b in &backends {
+    for (group, b) in [
+        ("bench", backends[0]),
+        ("bench", backends[1]),
+        ("blue", backends[0]),
+        ("green", backends[1]),
+    ] {
         admin
-            .register_and_wait("bench", &b.to_string(), Duration::from_secs(10))
+            .register_and_wait(group, &b.to_string(), Duration::from_secs(10))
             .await?;
     }
-    if let Err(e) = wait_ready(haproxy_addr).await {
-        let log = std::fs::read_to_string(dir.path().join("haproxy.log")).unwrap_or_default();
-        return Err(format!("haproxy: {e}; its output:\n{log}").into());
+    admin
+        .set_split("weighted", "green", Weight::new(50)?)
+        .await?;
+    for addr in [haproxy_addr, haproxy_weighted] {
+        if let Err(e) = wait_ready(addr).await {
+            let log = std::fs::read_to_string(dir.path().join("haproxy.log")).unwrap_or_default();
+            return Err(format!("haproxy: {e}; its output:\n{log}").into());
+        }
     }
     wait_ready(builtin_addr).await?;
+    wait_ready(builtin_weighted).await?;
 
     println!(
         "vs_haproxy: {} backends, concurrency {concurrency}, {secs} s per run, {rounds} rounds interleaved",
@@ -340,46 +403,113 @@ async fn run_parent() -> Result<(), BoxError> {
     );
     println!("baseline: {version} (nbthread 2); built-in: rollcage-lb (2 worker threads)");
     // Warm-up: connection pools, caches, CPU frequency.
-    load(haproxy_addr, concurrency, 1).await;
-    load(builtin_addr, concurrency, 1).await;
+    for addr in [
+        haproxy_addr,
+        builtin_addr,
+        haproxy_weighted,
+        builtin_weighted,
+    ] {
+        load(addr, concurrency, 1).await;
+    }
 
-    let (mut h, mut b) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        let order: [(&str, SocketAddr); 2] = if round % 2 == 0 {
-            [("haproxy", haproxy_addr), ("builtin", builtin_addr)]
+    let modes = [
+        ("round robin", haproxy_addr, builtin_addr, 0.5, false),
+        (
+            "weighted 50/50 + windows",
+            haproxy_weighted,
+            builtin_weighted,
+            0.6,
+            true,
+        ),
+    ];
+    for (mode, haproxy_at, builtin_at, target, windows) in modes {
+        println!("mode: {mode}");
+        let first = if windows {
+            Some(admin.cut_window(None).await?)
         } else {
-            [("builtin", builtin_addr), ("haproxy", haproxy_addr)]
+            None
         };
-        for (name, addr) in order {
-            let r = load(addr, concurrency, secs).await;
-            println!(
-                "round {}: {name:8} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
-                round + 1,
-                r.rps,
-                r.p50_ms,
-                r.p99_ms,
-                r.errors
-            );
-            if name == "haproxy" {
-                h.push(r)
+        let (mut h, mut b) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let order: [(&str, SocketAddr); 2] = if round % 2 == 0 {
+                [("haproxy", haproxy_at), ("builtin", builtin_at)]
             } else {
-                b.push(r)
+                [("builtin", builtin_at), ("haproxy", haproxy_at)]
+            };
+            for (name, addr) in order {
+                // The analysis a canary runs: one window cut a second while the load runs.
+                let cutter = (windows && name == "builtin").then(|| {
+                    let admin = admin.clone();
+                    tokio::spawn(async move {
+                        let end = Instant::now() + Duration::from_secs(secs);
+                        let mut cuts = 0u64;
+                        while Instant::now() < end {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            if admin.cut_window(None).await.is_ok() {
+                                cuts += 1;
+                            }
+                        }
+                        cuts
+                    })
+                });
+                let r = load(addr, concurrency, secs).await;
+                let cuts = match cutter {
+                    Some(t) => format!("  windows cut {}", t.await.unwrap_or(0)),
+                    None => String::new(),
+                };
+                println!(
+                    "round {}: {name:8} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}{cuts}",
+                    round + 1,
+                    r.rps,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.errors
+                );
+                if name == "haproxy" {
+                    h.push(r)
+                } else {
+                    b.push(r)
+                }
             }
         }
-    }
-    let med = |v: &[RunResult], f: fn(&RunResult) -> f64| median(v.iter().map(f).collect());
-    let (h_rps, b_rps) = (med(&h, |r| r.rps), med(&b, |r| r.rps));
-    let (h_p99, b_p99) = (med(&h, |r| r.p99_ms), med(&b, |r| r.p99_ms));
-    println!("median  : haproxy  {h_rps:>9.0} req/s  p99 {h_p99:>6.2} ms");
-    println!("median  : builtin  {b_rps:>9.0} req/s  p99 {b_p99:>6.2} ms");
-    println!(
-        "ratio builtin/haproxy: throughput {:.2}x (target >= 0.50x), p99 latency {:.2}x",
-        b_rps / h_rps,
-        b_p99 / h_p99
-    );
-    let errors: u64 = h.iter().chain(&b).map(|r| r.errors).sum();
-    if errors > 0 {
-        println!("warning: {errors} failed requests during the runs");
+        let med = |v: &[RunResult], f: fn(&RunResult) -> f64| median(v.iter().map(f).collect());
+        let (h_rps, b_rps) = (med(&h, |r| r.rps), med(&b, |r| r.rps));
+        let (h_p99, b_p99) = (med(&h, |r| r.p99_ms), med(&b, |r| r.p99_ms));
+        println!("median  : haproxy  {h_rps:>9.0} req/s  p99 {h_p99:>6.2} ms");
+        println!("median  : builtin  {b_rps:>9.0} req/s  p99 {b_p99:>6.2} ms");
+        println!(
+            "ratio builtin/haproxy ({mode}): throughput {:.2}x (target >= {target:.2}x), p99 latency {:.2}x",
+            b_rps / h_rps,
+            b_p99 / h_p99
+        );
+        if let Some(first) = first {
+            // Everything the built-in LB counted since the mode began, by group: the split at work.
+            let all = admin.cut_window(Some((&first.lb, first.id))).await?;
+            let count = |g: &str| {
+                all.groups
+                    .iter()
+                    .find(|x| x.group == g)
+                    .map_or(0, |x| x.figures.requests)
+            };
+            let (blue, green) = (count("blue"), count("green"));
+            let p99 = |g: &str| {
+                all.groups
+                    .iter()
+                    .find(|x| x.group == g)
+                    .and_then(|x| x.figures.latency.p99_or_average_ms())
+                    .unwrap_or(f64::NAN)
+            };
+            println!(
+                "builtin windows: blue {blue} requests (p99 {:.2} ms), green {green} (p99 {:.2} ms): {:.1} % on green",
+                p99("blue"),
+                p99("green"),
+                green as f64 * 100.0 / (blue + green).max(1) as f64
+            );
+        }
+        let errors: u64 = h.iter().chain(&b).map(|r| r.errors).sum();
+        if errors > 0 {
+            println!("warning: {errors} failed requests during the runs");
+        }
     }
     drop(builtin);
     drop(haproxy);

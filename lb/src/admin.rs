@@ -2,7 +2,7 @@
 //! are listed in `api`. Requests are parsed here and handed to `Control`; errors use the one shape
 //! `{"error":{"code","message"}}`.
 
-use crate::api::{CreateGroup, ErrorBody, ErrorDetail, PutService};
+use crate::api::{CreateGroup, ErrorBody, ErrorDetail, PutService, PutSplit};
 use crate::control::Control;
 use crate::error::ControlError;
 use bytes::Bytes;
@@ -155,7 +155,22 @@ async fn route(
             ok(&control.put_service(name, &body)?)
         }
         (&Method::GET, ["v1", "services", name]) => ok(&control.service(name)?),
+        (&Method::PUT, ["v1", "services", name, "split"]) => {
+            let body: PutSplit = read_json(req).await?;
+            ok(&control.set_split(name, &body)?)
+        }
         (&Method::GET, ["v1", "counters"]) => ok(&control.counters()),
+        (&Method::POST, ["v1", "windows"]) => {
+            let (since, lb) = parse_window_query(&query)?;
+            ok(&control.cut_window(since, lb.as_deref())?)
+        }
+        (&Method::GET, ["v1", "windows", id]) => {
+            let id: u64 = id.parse().map_err(|_| {
+                ControlError::BadRequest(format!("window id `{id}` is not a number"))
+            })?;
+            let (since, lb) = parse_window_query(&query)?;
+            ok(&control.window(id, since, lb.as_deref())?)
+        }
         _ => Err(ControlError::NoRoute {
             method: method.to_string(),
             path: raw_path,
@@ -197,6 +212,34 @@ fn parse_deregister_query(query: &str) -> Result<(Option<Duration>, bool), Contr
         }
     }
     Ok((timeout, force))
+}
+
+/// `since=M` (a window id) and `lb=L` (the LB process the mark came from); anything else is refused.
+fn parse_window_query(query: &str) -> Result<(Option<u64>, Option<String>), ControlError> {
+    let mut since = None;
+    let mut lb = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "since" => {
+                since = Some(v.parse().map_err(|_| {
+                    ControlError::BadRequest(format!("since `{v}` is not a window id"))
+                })?);
+            }
+            "lb" => {
+                let decoded = percent_encoding::percent_decode_str(v)
+                    .decode_utf8()
+                    .map_err(|_| ControlError::BadRequest(format!("lb `{v}` is not UTF-8")))?;
+                lb = Some(decoded.into_owned());
+            }
+            _ => {
+                return Err(ControlError::BadRequest(format!(
+                    "unknown query parameter `{k}`; expected since or lb"
+                )));
+            }
+        }
+    }
+    Ok((since, lb))
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, ControlError> {
@@ -270,5 +313,16 @@ mod tests {
         ));
         assert!(parse_deregister_query("drain_timeout_ms=soon").is_err());
         assert!(parse_deregister_query("forse=true").is_err());
+    }
+
+    #[test]
+    fn window_query_is_parsed_strictly() {
+        assert!(matches!(parse_window_query(""), Ok((None, None))));
+        assert!(matches!(
+            parse_window_query("since=7&lb=1a-2b"),
+            Ok((Some(7), Some(l))) if l == "1a-2b"
+        ));
+        assert!(parse_window_query("since=last").is_err());
+        assert!(parse_window_query("from=3").is_err());
     }
 }

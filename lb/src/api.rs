@@ -11,17 +11,34 @@
 //! | `GET /v1/groups/{group}/servers/{addr}` | | `ServerView`, 404 `server_not_found` once removed |
 //! | `DELETE /v1/groups/{group}/servers/{addr}[?drain_timeout_ms=N][&force=true]` | | `DeregisterView` |
 //! | `GET /v1/services` | | `[ServiceView]` |
-//! | `PUT /v1/services/{service}` | `PutService` | `ServiceView` (create, or switch its group) |
+//! | `PUT /v1/services/{service}` | `PutService` | `ServiceView` (create, or switch its group; ends a split) |
 //! | `GET /v1/services/{service}` | | `ServiceView` |
+//! | `PUT /v1/services/{service}/split` | `PutSplit` | `ServiceView` (weight on a second group, live) |
 //! | `GET /v1/counters` | | `CountersReport` |
+//! | `POST /v1/windows[?since=M][&lb=L]` | | `WindowReport` (cuts window `N`; figures of `M+1..=N`) |
+//! | `GET /v1/windows/{id}[?since=M][&lb=L]` | | `WindowReport` (re-reads windows `M+1..=id`) |
 //!
 //! Every error is `{"error":{"code":"...","message":"..."}}` with a matching HTTP status.
+//!
+//! **Split.** `PUT /v1/services/{service}/split {"group":"green","weight":10}` sends 10 % of the service's new
+//! requests to `green` and the rest to the group the service points at, from the next request on; requests in
+//! flight finish where they started. Weight 0 sends nothing to `green` (the split stays visible); switching the
+//! service (`PUT /v1/services/{service}`) ends the split.
+//!
+//! **Windows** (semantics in `window`): `POST /v1/windows` closes the current traffic window of every group
+//! and server at once and answers its figures: window `N` covers cut `N-1` to cut `N`. `since=M` widens the
+//! answer to windows `M+1..=N` — a reader that keeps the id of its last reading gets exactly its own interval
+//! however many other readers cut meanwhile. `lb=L` names the LB process the mark `M` came from: from another
+//! process (the LB restarted) the answer covers what this process kept and says `reset`. `GET
+//! /v1/windows/{id}` reads a closed window again: every reader of window `N` gets the same figures.
 
 use serde::{Deserialize, Serialize};
 
 /// How a group's servers are health-checked. One home with deployment groups' LB settings, which may give one for
 /// the built-in driver: [`rollcage_proto::lb::HealthCheckSpec`].
 pub use rollcage_proto::lb::HealthCheckSpec;
+/// Weights and window figures: one home with the drivers and the coordinator.
+pub use rollcage_proto::traffic::{GroupWindow, Latency, ServerWindow, Weight, WindowFigures};
 
 /// Body of `PUT /v1/groups/{group}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,15 +136,48 @@ pub struct PutService {
     pub listen: Option<String>,
 }
 
-/// A backend service: one listener sending its traffic to one server group.
+/// Body of `PUT /v1/services/{service}/split`, and a service's split as `ServiceView` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutSplit {
+    /// The second ("new") server group; not the group the service points at.
+    pub group: String,
+    /// Percent (0–100) of the service's new requests sent to `group`.
+    pub weight: Weight,
+}
+
+/// A backend service: one listener sending its traffic to one server group, or split between two.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceView {
     /// Service name.
     pub name: String,
     /// The address actually bound (port resolved when 0 was asked).
     pub listen: String,
-    /// The server group it points at.
+    /// The server group it points at (it gets the requests the split does not send elsewhere).
     pub group: String,
+    /// The second group and its weight, while a split is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<PutSplit>,
+}
+
+/// Answer of `POST /v1/windows` and `GET /v1/windows/{id}`: figures of windows `since+1..=id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowReport {
+    /// Names this LB process (window ids restart with it): pass it back as `lb` with `since`.
+    pub lb: String,
+    /// The last window included: the mark to pass as `since` next time.
+    pub id: u64,
+    /// The window before the first one included.
+    pub since: u64,
+    /// Start of the interval (Unix milliseconds).
+    pub start_unix_ms: u64,
+    /// End of the interval (Unix milliseconds).
+    pub end_unix_ms: u64,
+    /// True when the figures do not reach back to the `since` asked: the mark came from another LB process, or
+    /// is older than the windows kept (`window::RETAINED_WINDOWS`).
+    pub reset: bool,
+    /// Every group that existed in the interval, by name, with its servers.
+    pub groups: Vec<GroupWindow>,
 }
 
 /// Counters of one server inside `GroupCounters`.

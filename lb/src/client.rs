@@ -6,7 +6,7 @@
 
 use crate::api::{
     CountersReport, CreateGroup, DeregisterView, ErrorBody, GroupView, HealthCheckSpec, PutService,
-    ServerPhase, ServerView, ServiceView,
+    PutSplit, ServerPhase, ServerView, ServiceView, Weight, WindowReport,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -295,6 +295,54 @@ impl AdminClient {
             .await
     }
 
+    /// Sends `weight` % of a service's new requests to `group` (the rest to the group it points at).
+    pub async fn set_split(
+        &self,
+        service: &str,
+        group: &str,
+        weight: Weight,
+    ) -> Result<ServiceView, ClientError> {
+        let body = serde_json::to_vec(&PutSplit {
+            group: group.to_owned(),
+            weight,
+        })
+        .ok();
+        self.call(
+            Method::PUT,
+            format!("/v1/services/{}/split", enc(service)),
+            body,
+        )
+        .await
+    }
+
+    /// Closes the current traffic window of every group and server; reports windows `since+1..=N` (window `N`
+    /// alone without `since`). `since` is `(lb, window id)` of an earlier report.
+    pub async fn cut_window(
+        &self,
+        since: Option<(&str, u64)>,
+    ) -> Result<WindowReport, ClientError> {
+        self.call(
+            Method::POST,
+            format!("/v1/windows{}", window_query(since)),
+            None,
+        )
+        .await
+    }
+
+    /// Reads closed windows `since+1..=id` again (window `id` alone without `since`).
+    pub async fn window(
+        &self,
+        id: u64,
+        since: Option<(&str, u64)>,
+    ) -> Result<WindowReport, ClientError> {
+        self.call(
+            Method::GET,
+            format!("/v1/windows/{id}{}", window_query(since)),
+            None,
+        )
+        .await
+    }
+
     /// Counters of every group and server.
     pub async fn counters(&self) -> Result<CountersReport, ClientError> {
         self.call(Method::GET, "/v1/counters".to_owned(), None)
@@ -365,6 +413,12 @@ impl AdminClient {
 
 fn enc(segment: &str) -> String {
     utf8_percent_encode(segment, SEGMENT).to_string()
+}
+
+fn window_query(since: Option<(&str, u64)>) -> String {
+    since.map_or_else(String::new, |(lb, id)| {
+        format!("?since={id}&lb={}", enc(lb))
+    })
 }
 
 fn server_path(group: &str, address: &str) -> String {

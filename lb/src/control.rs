@@ -1,10 +1,11 @@
 //! The control plane: the registry of server groups and backend services, and the operations the admin API
 //! offers on them — create a group, register a server, deregister it with draining, switch a service to
-//! another group, read state and counters. Every operation is idempotent.
+//! another group or split its traffic by weight with a second one, read state and counters, cut and read traffic
+//! windows. Every operation is idempotent (except cutting a window, which makes a new one).
 
 use crate::api::{
     CountersReport, DeregisterView, GroupCounters, GroupView, HealthCheckSpec, PutService,
-    ServerCounters, ServerPhase, ServerView, ServiceView,
+    PutSplit, ServerCounters, ServerPhase, ServerView, ServiceView, WindowReport,
 };
 use crate::config::Settings;
 use crate::error::ControlError;
@@ -12,6 +13,7 @@ use crate::group::{Drain, Group, Server, lock};
 use crate::health::{self, HealthClient};
 use crate::policy;
 use crate::proxy::{self, ProxyCtx, Service};
+use crate::window::Windows;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -30,6 +32,7 @@ pub(crate) struct Control {
     settings: Settings,
     health_client: HealthClient,
     proxy: Arc<ProxyCtx>,
+    windows: Windows,
     pub(crate) tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
 }
@@ -47,6 +50,7 @@ impl Control {
             settings,
             health_client: health::client(),
             proxy,
+            windows: Windows::new(),
             tasks,
             shutdown,
         }
@@ -264,11 +268,11 @@ impl Control {
                     });
                 }
             }
-            let old = svc.group();
-            if !Arc::ptr_eq(&old, &group) {
+            let old = svc.route();
+            if !Arc::ptr_eq(&old.active, &group) || old.split.is_some() {
                 svc.switch(group);
-                tracing::info!(service = name, from = %old.name, to = %put.group,
-                    "backend service switched");
+                tracing::info!(service = name, from = %old.active.name, to = %put.group,
+                    split_ended = old.split.is_some(), "backend service switched");
             }
             return Ok(service_view(svc));
         }
@@ -302,6 +306,52 @@ impl Control {
         services.insert(name.to_owned(), svc.clone());
         tracing::info!(service = name, listen = %bound, group = %put.group, "backend service created");
         Ok(service_view(&svc))
+    }
+
+    /// Splits a service's traffic: `put.weight` % of its new requests go to `put.group`, the rest to the group it
+    /// points at. Applies from the next request; requests in flight finish where they are.
+    pub(crate) fn set_split(
+        &self,
+        name: &str,
+        put: &PutSplit,
+    ) -> Result<ServiceView, ControlError> {
+        let group = self.find_group(&put.group)?;
+        let services = lock(&self.services);
+        let svc = services
+            .get(name)
+            .ok_or_else(|| ControlError::ServiceNotFound {
+                service: name.to_owned(),
+            })?;
+        if Arc::ptr_eq(&svc.group(), &group) {
+            return Err(ControlError::SplitOnActiveGroup {
+                service: name.to_owned(),
+                group: put.group.clone(),
+            });
+        }
+        svc.set_split(group, put.weight);
+        tracing::info!(service = name, group = %put.group, weight = put.weight.percent(),
+            "backend service split");
+        Ok(service_view(svc))
+    }
+
+    /// Closes the current traffic window of every group and server and reports windows `since+1..=N`.
+    pub(crate) fn cut_window(
+        &self,
+        since: Option<u64>,
+        lb: Option<&str>,
+    ) -> Result<WindowReport, ControlError> {
+        let id = self.windows.cut(&self.all_groups());
+        self.windows.report(id, since, lb)
+    }
+
+    /// Reports closed windows `since+1..=id` again.
+    pub(crate) fn window(
+        &self,
+        id: u64,
+        since: Option<u64>,
+        lb: Option<&str>,
+    ) -> Result<WindowReport, ControlError> {
+        self.windows.report(id, since, lb)
     }
 
     /// All services, by name.
@@ -377,10 +427,15 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 fn service_view(s: &Service) -> ServiceView {
+    let route = s.route();
     ServiceView {
         name: s.name.clone(),
         listen: s.listen.to_string(),
-        group: s.group().name.clone(),
+        group: route.active.name.clone(),
+        split: route.split.map(|(g, weight)| PutSplit {
+            group: g.name.clone(),
+            weight,
+        }),
     }
 }
 

@@ -86,6 +86,24 @@ pub enum ControlError {
         /// The OS error.
         reason: String,
     },
+    /// A traffic window that was never cut (`0` or beyond the last one).
+    #[error("traffic window {id} does not exist (last cut: {last}; cut one with POST /v1/windows)")]
+    WindowNotFound {
+        /// The window asked for.
+        id: u64,
+        /// The last window cut (0: none yet).
+        last: u64,
+    },
+    /// A split whose new group is the service's active group.
+    #[error(
+        "backend service `{service}`: the split's new group `{group}` is the group the service points at; expected another group"
+    )]
+    SplitOnActiveGroup {
+        /// The service.
+        service: String,
+        /// The group given.
+        group: String,
+    },
     /// The load balancer is stopping.
     #[error("the load balancer is shutting down")]
     ShuttingDown,
@@ -106,6 +124,8 @@ impl ControlError {
             Self::GroupConflict { .. } => "group_conflict",
             Self::ServiceConflict { .. } => "service_conflict",
             Self::Listen { .. } => "listen_failed",
+            Self::WindowNotFound { .. } => "window_not_found",
+            Self::SplitOnActiveGroup { .. } => "split_on_active_group",
             Self::ShuttingDown => "shutting_down",
         }
     }
@@ -117,11 +137,14 @@ impl ControlError {
             Self::NoRoute { .. }
             | Self::GroupNotFound { .. }
             | Self::ServerNotFound { .. }
-            | Self::ServiceNotFound { .. } => StatusCode::NOT_FOUND,
+            | Self::ServiceNotFound { .. }
+            | Self::WindowNotFound { .. } => StatusCode::NOT_FOUND,
             Self::BadRequest(_) | Self::InvalidName { .. } | Self::InvalidAddress { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            Self::GroupConflict { .. } | Self::ServiceConflict { .. } => StatusCode::CONFLICT,
+            Self::GroupConflict { .. }
+            | Self::ServiceConflict { .. }
+            | Self::SplitOnActiveGroup { .. } => StatusCode::CONFLICT,
             Self::Listen { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -8,6 +8,7 @@
 
 use crate::api::{CountersView, HealthCheckSpec, ServerPhase, ServerView};
 use crate::policy::{self, HealthTracker};
+use crate::window::Recorder;
 use hyper::http::uri::Authority;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -75,6 +76,8 @@ pub(crate) struct Server {
     accepting: AtomicBool,
     pub(crate) state: Mutex<ServerState>,
     pub(crate) counters: Counters,
+    /// Figures of the current traffic window (answers it gave).
+    pub(crate) window: Recorder,
     /// Cancelled when the server leaves the group: stops its health checks and aborts requests still in
     /// flight (only a forced removal can leave any).
     pub(crate) removed: CancellationToken,
@@ -94,6 +97,7 @@ impl Server {
                 removing: false,
             }),
             counters: Counters::default(),
+            window: Recorder::default(),
             removed: CancellationToken::new(),
         }
     }
@@ -146,6 +150,8 @@ pub(crate) struct Group {
     eligible: RwLock<Arc<[Arc<Server>]>>,
     ticket: AtomicUsize,
     pub(crate) counters: Counters,
+    /// Figures of the current traffic window (every answer to a request sent to the group).
+    pub(crate) window: Recorder,
 }
 
 impl Group {
@@ -157,6 +163,7 @@ impl Group {
             eligible: RwLock::new(Arc::from(Vec::new())),
             ticket: AtomicUsize::new(0),
             counters: Counters::default(),
+            window: Recorder::default(),
         }
     }
 

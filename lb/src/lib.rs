@@ -10,6 +10,10 @@
 //!   in-flight requests reach zero, or by force after the drain timeout.
 //! - **Retry**: a request that could not connect to a server (nothing sent) is tried once on another server if
 //!   its method is idempotent and it has no body (see `proxy`).
+//! - **Weights** (`proxy`, `policy`): a service may split its traffic between its group and a second one, a
+//!   percentage of new requests going to the second, changed live.
+//! - **Traffic windows** (`window`): per group and server, requests, 5xx and a latency histogram, cut into
+//!   numbered windows that every reader sees alike.
 //! - **Admin API** (`admin`, bodies in `api`, typed client in `client`): token-protected JSON.
 //!
 //! [`start`] runs it all on the current tokio runtime and returns a [`LoadBalancer`] handle.
@@ -21,6 +25,7 @@ pub mod error;
 pub mod policy;
 pub mod port;
 pub mod token;
+pub mod window;
 
 mod admin;
 mod control;

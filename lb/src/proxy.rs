@@ -1,5 +1,7 @@
 //! The data path: one HTTP/1.1 listener per backend service, forwarding each request to a server of the
-//! service's current group over a pooled keep-alive client, streaming bodies both ways.
+//! service's current group (or, with a split, to its second group for the weight's share of new requests) over a
+//! pooled keep-alive client, streaming bodies both ways. Every answer is counted in the traffic window of its
+//! group and server (`window`).
 //!
 //! Retry policy: when the connection to the chosen server cannot be opened (nothing was sent), a request with
 //! an idempotent method and no body is sent once more to the next eligible server. This covers a server that
@@ -21,13 +23,15 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use rollcage_proto::traffic::Weight;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
@@ -61,12 +65,24 @@ pub(crate) fn upstream_client(t: &Timeouts) -> UpstreamClient {
         .build(connector)
 }
 
-/// A backend service: a listener whose traffic goes to one server group at a time.
+/// A backend service: a listener whose traffic goes to one server group, or is split by weight between that
+/// group and a second ("new") one.
 #[derive(Debug)]
 pub(crate) struct Service {
     pub(crate) name: String,
     pub(crate) listen: SocketAddr,
-    group: RwLock<Arc<Group>>,
+    route: RwLock<Route>,
+    /// Counts the service's requests for the weighted split (see `policy::to_new_group`).
+    split_ticket: AtomicU64,
+}
+
+/// Where a service's requests go.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    /// The group the service points at.
+    pub(crate) active: Arc<Group>,
+    /// A second group and the percentage of new requests it gets.
+    pub(crate) split: Option<(Arc<Group>, Weight)>,
 }
 
 impl Service {
@@ -74,21 +90,62 @@ impl Service {
         Self {
             name,
             listen,
-            group: RwLock::new(group),
+            route: RwLock::new(Route {
+                active: group,
+                split: None,
+            }),
+            split_ticket: AtomicU64::new(0),
         }
     }
 
-    /// The group requests go to now.
-    pub(crate) fn group(&self) -> Arc<Group> {
-        self.group
+    /// The route now.
+    pub(crate) fn route(&self) -> Route {
+        self.route
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// Points the service at another group; requests already in flight finish on the old one.
+    /// The group the service points at.
+    pub(crate) fn group(&self) -> Arc<Group> {
+        self.route
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .active
+            .clone()
+    }
+
+    /// The group a new request goes to: the split decides when there is one with a weight above 0.
+    fn pick(&self) -> Arc<Group> {
+        let route = self.route.read().unwrap_or_else(PoisonError::into_inner);
+        match &route.split {
+            Some((new, w)) if w.percent() > 0 => {
+                let ticket = self.split_ticket.fetch_add(1, Ordering::Relaxed);
+                if policy::to_new_group(ticket, w.percent()) {
+                    new.clone()
+                } else {
+                    route.active.clone()
+                }
+            }
+            _ => route.active.clone(),
+        }
+    }
+
+    /// Points the service at another group and ends any split; requests already in flight finish on the
+    /// group they went to.
     pub(crate) fn switch(&self, group: Arc<Group>) {
-        *self.group.write().unwrap_or_else(PoisonError::into_inner) = group;
+        *self.route.write().unwrap_or_else(PoisonError::into_inner) = Route {
+            active: group,
+            split: None,
+        };
+    }
+
+    /// Sends `weight` % of new requests to `new` (the rest to the active group); applies to the next request.
+    pub(crate) fn set_split(&self, new: Arc<Group>, weight: Weight) {
+        self.route
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .split = Some((new, weight));
     }
 }
 
@@ -202,7 +259,8 @@ async fn forward(
     client_ip: IpAddr,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let group_guard = GroupInFlight::new(service.group());
+    let started = Instant::now();
+    let group_guard = GroupInFlight::new(service.pick());
     let group = group_guard.group.clone();
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
@@ -221,6 +279,7 @@ async fn forward(
             return fail(
                 &group,
                 None,
+                started,
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("no healthy server in group `{}`", group.name),
             );
@@ -240,6 +299,7 @@ async fn forward(
                 return fail(
                     &group,
                     Some(&slot.server),
+                    started,
                     StatusCode::BAD_GATEWAY,
                     e.to_string(),
                 );
@@ -262,16 +322,18 @@ async fn forward(
         let outcome = tokio::select! {
             r = tokio::time::timeout(ctx.timeouts.response, ctx.client.request(up)) => r,
             () = slot.server.removed.cancelled() => {
-                return fail(&group, Some(&slot.server), StatusCode::BAD_GATEWAY,
+                return fail(&group, Some(&slot.server), started, StatusCode::BAD_GATEWAY,
                     format!("server {} was removed from group `{}`", slot.server.address, group.name));
             }
         };
         match outcome {
             Ok(Ok(resp)) => {
-                if resp.status().is_server_error() {
+                let is_5xx = resp.status().is_server_error();
+                if is_5xx {
                     Counters::bump(&group.counters.responses_5xx);
                     Counters::bump(&slot.server.counters.responses_5xx);
                 }
+                answered(&group, Some(&slot.server), started, is_5xx);
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
                 let killed = Box::pin(slot.server.removed.clone().cancelled_owned());
@@ -291,6 +353,7 @@ async fn forward(
                     return fail(
                         &group,
                         Some(&slot.server),
+                        started,
                         StatusCode::BAD_GATEWAY,
                         format!("cannot connect to server {}", slot.server.address),
                     );
@@ -303,6 +366,7 @@ async fn forward(
                 return fail(
                     &group,
                     Some(&slot.server),
+                    started,
                     StatusCode::BAD_GATEWAY,
                     format!("server {} gave no valid answer", slot.server.address),
                 );
@@ -311,6 +375,7 @@ async fn forward(
                 return fail(
                     &group,
                     Some(&slot.server),
+                    started,
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
                         "server {} sent no response within {} ms",
@@ -323,10 +388,21 @@ async fn forward(
     }
 }
 
+/// Counts an answer (response head, or the proxy's own error answer) in the current traffic window of the group
+/// and of the server it came from or concerns.
+fn answered(group: &Group, server: Option<&Server>, started: Instant, is_5xx: bool) {
+    let latency = started.elapsed();
+    group.window.record(is_5xx, latency);
+    if let Some(s) = server {
+        s.window.record(is_5xx, latency);
+    }
+}
+
 /// A proxy-made error answer, counted as a 5xx on the group (and the server it concerns).
 fn fail(
     group: &Group,
     server: Option<&Arc<Server>>,
+    started: Instant,
     status: StatusCode,
     message: String,
 ) -> Response<ProxyBody> {
@@ -334,6 +410,7 @@ fn fail(
     if let Some(s) = server {
         Counters::bump(&s.counters.responses_5xx);
     }
+    answered(group, server.map(|s| &**s), started, true);
     let mut resp = Response::new(ProxyBody::Fixed(Some(Bytes::from(message + "\n"))));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

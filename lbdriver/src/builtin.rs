@@ -3,10 +3,15 @@
 //!
 //! Server groups and backend services map one to one onto the LB's own; instances are its `host:port`
 //! servers, so registering adds the server (the LB starts it unhealthy and only sends traffic after its
-//! health checks pass) and deregistering drains and removes it.
+//! health checks pass) and deregistering drains and removes it. Weights are the LB's split
+//! (`PUT /v1/services/{svc}/split`); windows are its traffic windows (`POST /v1/windows?since=…`), whose ids
+//! and LB process name make the [`WindowMark`].
 
 use crate::error::LbDriverError;
-use crate::{DrainOutcome, GroupCounters, LbDriver, ServerCounters};
+use crate::{
+    DrainOutcome, GroupCounters, LbDriver, ServerCounters, TrafficSplit, TrafficWindow, Weight,
+    WindowMark,
+};
 use rollcage_lb::api::{HealthCheckSpec, ServerPhase};
 use rollcage_lb::client::{AdminClient, ClientError};
 use std::net::{SocketAddr, ToSocketAddrs as _};
@@ -230,6 +235,91 @@ impl LbDriver for BuiltinDriver {
             .map_err(|e| self.service_error(service, e))?;
         tracing::info!(lb = %self.lb(), service, group, "backend service switched");
         Ok(())
+    }
+
+    async fn set_weight(
+        &self,
+        service: &str,
+        new_group: &str,
+        weight: Weight,
+    ) -> Result<(), LbDriverError> {
+        let view = self
+            .client
+            .set_split(service, new_group, weight)
+            .await
+            .map_err(|e| match e.code() {
+                Some("group_not_found") => LbDriverError::UnknownGroup {
+                    lb: self.lb(),
+                    group: new_group.to_owned(),
+                    expected: "a server group on the built-in LB".to_owned(),
+                },
+                _ => self.service_error(service, e),
+            })?;
+        tracing::info!(lb = %self.lb(), service, active = %view.group, new_group,
+            weight = weight.percent(), "traffic weight set");
+        Ok(())
+    }
+
+    async fn traffic_split(&self, service: &str) -> Result<TrafficSplit, LbDriverError> {
+        let view = self
+            .client
+            .service(service)
+            .await
+            .map_err(|e| self.service_error(service, e))?;
+        Ok(match view.split {
+            Some(s) => TrafficSplit {
+                active_group: view.group,
+                new_group: Some(s.group),
+                weight: s.weight,
+            },
+            None => TrafficSplit {
+                active_group: view.group,
+                new_group: None,
+                weight: Weight::ZERO,
+            },
+        })
+    }
+
+    async fn read_window(
+        &self,
+        groups: &[&str],
+        since: Option<&WindowMark>,
+    ) -> Result<TrafficWindow, LbDriverError> {
+        let (mark, foreign) = match since {
+            Some(WindowMark::Builtin { lb, window, .. }) => (Some((lb.as_str(), *window)), false),
+            // A mark of another driver kind cannot be used: read what the LB has, flagged as a reset.
+            Some(_) => (None, true),
+            None => (None, false),
+        };
+        let report = self
+            .client
+            .cut_window(mark)
+            .await
+            .map_err(|e| self.api_error(&groups.join(","), "-", e))?;
+        let mut out = Vec::with_capacity(groups.len());
+        for group in groups {
+            let g = report
+                .groups
+                .iter()
+                .find(|g| g.group == *group)
+                .ok_or_else(|| LbDriverError::UnknownGroup {
+                    lb: self.lb(),
+                    group: (*group).to_owned(),
+                    expected: "a server group on the built-in LB".to_owned(),
+                })?;
+            out.push(g.clone());
+        }
+        Ok(TrafficWindow {
+            mark: WindowMark::Builtin {
+                lb: report.lb,
+                window: report.id,
+                at_unix_ms: report.end_unix_ms,
+            },
+            start_unix_ms: report.start_unix_ms,
+            end_unix_ms: report.end_unix_ms,
+            reset: report.reset || foreign,
+            groups: out,
+        })
     }
 
     async fn active_group(&self, service: &str) -> Result<String, LbDriverError> {

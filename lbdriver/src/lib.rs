@@ -4,7 +4,11 @@
 //! - **register**: put an instance into a server group and wait until the LB sees it healthy;
 //! - **deregister**: stop new traffic to it, wait until its in-flight requests are done (or the drain timeout
 //!   passes, then cut what is left) and take it out;
-//! - **switch**: point a backend service at another server group (blue/green);
+//! - **switch**: point a backend service at another server group (blue/green); it ends any split;
+//! - **set_weight**: send a percentage of a backend service's new requests to a second ("new") server group
+//!   (canary steps), and **traffic_split** to read it back;
+//! - **read_window**: per group and server, the requests, 5xx and latency of the interval since a mark
+//!   (semantics in [`rollcage_proto::traffic`]);
 //! - **counters** and **active_group**: what the LB sees.
 //!
 //! Drivers: [`builtin::BuiltinDriver`] (the embedded `rollcage-lb`, over its admin API) and
@@ -20,6 +24,11 @@ pub mod haproxy;
 
 pub use config::{Connect, DriverConfig, LbConfig};
 pub use error::LbDriverError;
+
+pub use rollcage_proto::traffic::{
+    GroupWindow, Latency, ServerWindow, TrafficSplit, TrafficWindow, Weight, WindowFigures,
+    WindowMark,
+};
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -91,8 +100,33 @@ pub trait LbDriver: Send + Sync + std::fmt::Debug {
         drain_timeout: Duration,
     ) -> Result<DrainOutcome, LbDriverError>;
 
-    /// Points backend `service` at server `group` (blue/green). Idempotent.
+    /// Points backend `service` at server `group` (blue/green) and ends any split (all new requests go to
+    /// `group`). Idempotent.
     async fn switch(&self, service: &str, group: &str) -> Result<(), LbDriverError>;
+
+    /// Sends `weight` % of backend `service`'s new requests to server group `new_group`, the rest to the group
+    /// the service points at. Applies to new requests at once; requests in flight finish on the server they
+    /// started on. Weight 0 sends nothing to `new_group`; [`LbDriver::switch`] ends the split. Idempotent.
+    async fn set_weight(
+        &self,
+        service: &str,
+        new_group: &str,
+        weight: Weight,
+    ) -> Result<(), LbDriverError>;
+
+    /// How backend `service`'s traffic is split now.
+    async fn traffic_split(&self, service: &str) -> Result<TrafficSplit, LbDriverError>;
+
+    /// The figures of `groups` (and each of their servers) over the interval since `since`, the mark of an
+    /// earlier reading: every group's figures cover the same interval, and the answer's mark starts the next
+    /// one. Without a mark the interval's start is the LB's choice (built-in: the last window anyone cut;
+    /// HAProxy: its start) — take a first reading to get a mark. Latency is per window on the built-in LB and
+    /// HAProxy's averages over its last 1024 requests on HAProxy ([`Latency`] says which).
+    async fn read_window(
+        &self,
+        groups: &[&str],
+        since: Option<&WindowMark>,
+    ) -> Result<TrafficWindow, LbDriverError>;
 
     /// The server group backend `service` points at now.
     async fn active_group(&self, service: &str) -> Result<String, LbDriverError>;

@@ -39,6 +39,21 @@ async fn switch_to_unknown_group_names_it() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_split_traffic_by_share() -> TestResult {
+    scenarios::weights_split_traffic(&builtin_fixture().await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weight_change_is_live_and_in_flight_stays() -> TestResult {
+    scenarios::weight_change_is_live_and_in_flight_stays(&builtin_fixture().await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_counts_5xx_and_latency() -> TestResult {
+    scenarios::window_counts_5xx_and_latency(&builtin_fixture().await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_count_requests() -> TestResult {
     scenarios::counters_count_requests(&builtin_fixture().await?).await
 }

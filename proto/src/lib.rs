@@ -12,6 +12,8 @@
 //! - [`sandbox`]: the capability grant of a WebAssembly hook (the AppSpec's `sandbox:` map).
 //! - [`form`]: the deployment form (destination, scripts) and its validation with field paths.
 //! - [`lb`]: a deployment group's load-balancer settings and their validation with field paths.
+//! - [`traffic`]: weighted traffic between two server groups and the windowed figures (requests, 5xx, latency)
+//!   a load balancer reports per group and server.
 //! - [`problem`]: the field-path problem type both validations report.
 //! - [`tags`]: instance tags and the tag filters that select a group's instances.
 //! - [`wire`]: the JSON of the coordinator API and of the agent protocol.
@@ -36,6 +38,7 @@ pub mod plan;
 pub mod problem;
 pub mod sandbox;
 pub mod tags;
+pub mod traffic;
 pub mod wire;
 
 pub use form::{FileExistsBehavior, Form};

@@ -971,7 +971,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                 failure_tolerance,
                 auto_rollback,
                 instances,
-                tags: (!tags.is_empty()).then(|| rollcage_proto::tags::TagFilter(tags)),
+                tags: (!tags.is_empty()).then_some(rollcage_proto::tags::TagFilter(tags)),
                 form: form.as_deref().map(load_form).transpose()?,
                 lb: lb.map(|path| read_lb_file(&path)).transpose()?,
             };

@@ -1,5 +1,6 @@
 //! A backend for tests: `/health` answers 200 or 503 as [`Backend::set_healthy`] says; `/slow` answers after
-//! 500 ms; `/sleep?ms=N` after N ms; `/fail` answers 500; anything else answers after `delay_ms`. Bodies are the
+//! 500 ms; `/sleep?ms=N` after N ms; `/fail` answers 500; anything else answers after `delay_ms`, with a 500
+//! for every `fail_every`-th such request (0: never). Bodies are the
 //! backend's name; `hits` counts the requests that are not health checks.
 
 use bytes::Bytes;
@@ -35,6 +36,8 @@ pub struct Backend {
     pub waiting: Arc<AtomicU64>,
     /// How long plain requests wait before the answer.
     pub delay_ms: Arc<AtomicU64>,
+    /// Every N-th plain request answers 500 (0: none): a revision that fails a known fraction.
+    pub fail_every: Arc<AtomicU64>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -46,6 +49,8 @@ struct Shared {
     in_flight: Arc<AtomicU64>,
     waiting: Arc<AtomicU64>,
     delay_ms: Arc<AtomicU64>,
+    fail_every: Arc<AtomicU64>,
+    plain: Arc<AtomicU64>,
     name: Arc<str>,
 }
 
@@ -65,6 +70,8 @@ impl Backend {
             in_flight: Arc::new(AtomicU64::new(0)),
             waiting: Arc::new(AtomicU64::new(0)),
             delay_ms: Arc::new(AtomicU64::new(0)),
+            fail_every: Arc::new(AtomicU64::new(0)),
+            plain: Arc::new(AtomicU64::new(0)),
             name: name.into(),
         };
         let stop = CancellationToken::new();
@@ -97,6 +104,7 @@ impl Backend {
             in_flight: shared.in_flight,
             waiting: shared.waiting,
             delay_ms: shared.delay_ms,
+            fail_every: shared.fail_every,
             stop,
             task: Some(task),
         })
@@ -120,6 +128,16 @@ impl Backend {
     /// Requests other than health checks being answered now.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Makes every `n`-th plain request answer 500 from now on (0: none).
+    pub fn fail_every(&self, n: u64) {
+        self.fail_every.store(n, Ordering::SeqCst);
+    }
+
+    /// Delays every plain request by `ms` from now on.
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Requests in their wait now.
@@ -190,6 +208,13 @@ async fn answer_after_wait(
     }
     if path == "/fail" {
         return reply(StatusCode::INTERNAL_SERVER_ERROR, sh.name.to_string());
+    }
+    if !matches!(path, "/slow" | "/sleep") {
+        let every = sh.fail_every.load(Ordering::SeqCst);
+        let n = sh.plain.fetch_add(1, Ordering::SeqCst) + 1;
+        if every > 0 && n.is_multiple_of(every) {
+            return reply(StatusCode::INTERNAL_SERVER_ERROR, sh.name.to_string());
+        }
     }
     reply(StatusCode::OK, sh.name.to_string())
 }

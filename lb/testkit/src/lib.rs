@@ -6,7 +6,7 @@ pub mod backend;
 pub mod load;
 
 pub use backend::Backend;
-pub use load::{Sample, failures, get, http_client, spawn_load};
+pub use load::{Sample, failures, get, http_client, send_n, served_counts, spawn_load};
 
 use rollcage_lb::api::HealthCheckSpec;
 use std::time::{Duration, Instant};

@@ -106,3 +106,52 @@ pub fn spawn_load(
         all
     })
 }
+
+/// Sends exactly `total` GETs of `path` to `addr` from `concurrency` tasks, back to back; returns every outcome.
+pub async fn send_n(addr: SocketAddr, path: &str, concurrency: usize, total: usize) -> Vec<Sample> {
+    let client = http_client();
+    let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(total));
+    let path: std::sync::Arc<str> = path.into();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (client, left, path) = (client.clone(), left.clone(), path.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            while left
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok()
+            {
+                let started = Instant::now();
+                let outcome = get(&client, addr, &path).await;
+                out.push(Sample {
+                    started,
+                    finished: Instant::now(),
+                    outcome,
+                });
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        if let Ok(v) = t.await {
+            all.extend(v);
+        }
+    }
+    all
+}
+
+/// How many samples each backend (by the name in the body) answered, whatever the status.
+pub fn served_counts(samples: &[Sample]) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for s in samples {
+        if let Some(b) = s.served_by() {
+            *m.entry(b.to_owned()).or_insert(0) += 1;
+        }
+    }
+    m
+}

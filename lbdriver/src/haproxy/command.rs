@@ -84,6 +84,19 @@ pub fn add_map(map: &str, key: &str, value: &str) -> String {
     format!("add map {map} {key} {value}")
 }
 
+/// `show info`: the worker's `Pid` and `Uptime_sec` (a reload changes the first and restarts the counters).
+pub const SHOW_INFO: &str = "show info";
+
+/// The map key whose value names the backend of a service's second ("new") group: `<service>.canary`.
+pub fn canary_key(service: &str) -> String {
+    format!("{service}.canary")
+}
+
+/// The map key whose value is the percentage of a service's requests sent to its new group: `<service>.weight`.
+pub fn weight_key(service: &str) -> String {
+    format!("{service}.weight")
+}
+
 /// `show map FILE`.
 pub fn show_map(map: &str) -> String {
     format!("show map {map}")
@@ -155,6 +168,9 @@ mod tests {
             add_map("/m.map", "app1", "green"),
             "add map /m.map app1 green"
         );
+        assert_eq!(canary_key("app1"), "app1.canary");
+        assert_eq!(weight_key("app1"), "app1.weight");
+        assert!(valid_name(&canary_key("app1")) && valid_name(&weight_key("app1")));
     }
 
     #[test]

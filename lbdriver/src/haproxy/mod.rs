@@ -7,7 +7,12 @@
 //!   line: out of maintenance without traffic, marked down, then ready, so HAProxy re-checks before sending
 //!   traffic) → poll until `status` is exactly `UP`.
 //! - **switch**: rewrite the map file atomically (so a reload keeps the switch), then `set map FILE KEY
-//!   BACKEND` (or `add map` when the key is new) on the frontend's backend map.
+//!   BACKEND` (or `add map` when the key is new) on the frontend's backend map; a split's `SVC.weight` goes
+//!   to 0 after it.
+//! - **set_weight**: map entries `SVC.canary BACKEND` then `SVC.weight PERCENT`, read by the frontend's
+//!   `rand(100),sub(txn.canary_weight) lt 0` rule (README: why this rule and not server weights).
+//! - **read_window**: `show info` (worker `Pid`, `Uptime_sec`) and `show stat`; the window is the difference
+//!   of `req_tot`/`hrsp_5xx` from the mark's, latency HAProxy's `rtime`/`ttime` averages (module `window`).
 //!
 //! Server groups are HAProxy backends (the group name, or `backends[group]`); instances are existing servers
 //! of that backend, found by address (`host:port`) or by server name — this driver does not add servers.
@@ -17,9 +22,13 @@ pub mod command;
 pub mod mapfile;
 pub mod socket;
 pub mod stat;
+pub mod window;
 
 use crate::error::LbDriverError;
-use crate::{DrainOutcome, GroupCounters, LbDriver, ServerCounters};
+use crate::{
+    DrainOutcome, GroupCounters, LbDriver, ServerCounters, TrafficSplit, TrafficWindow, Weight,
+    WindowMark,
+};
 use command::AdminState;
 use socket::RuntimeSocket;
 use stat::{ServerStat, Stats};
@@ -200,6 +209,61 @@ impl HaproxyDriver {
             })
     }
 
+    /// Sets map entries in order, in the file first (atomically, so a reload keeps them) and then at run time
+    /// (`set map`, or `add map` for a key the map does not have yet). If the runtime part fails the file is put
+    /// back, so file and memory agree on what did not happen.
+    async fn set_map_entries(
+        &self,
+        map: &str,
+        entries: &[(String, String)],
+        group: &str,
+    ) -> Result<(), LbDriverError> {
+        let path = PathBuf::from(map);
+        let map_err = |message: String| LbDriverError::MapFile {
+            lb: self.lb(),
+            path: path.clone(),
+            message,
+        };
+        let before =
+            std::fs::read_to_string(&path).map_err(|e| map_err(format!("cannot read: {e}")))?;
+        let after = entries.iter().fold(before.clone(), |text, (k, v)| {
+            mapfile::with_entry(&text, k, v)
+        });
+        if after != before {
+            mapfile::write_atomic(&path, &after)
+                .map_err(|e| map_err(format!("cannot write: {e}")))?;
+        }
+        let runtime = async {
+            for (key, value) in entries {
+                let line = command::set_map(map, key, value);
+                let reply = self.send(&line).await?;
+                if command::is_entry_not_found(&reply) {
+                    self.set(&command::add_map(map, key, value), group, key)
+                        .await?;
+                } else {
+                    command::check_set_reply(&reply).map_err(|reply| LbDriverError::Rejected {
+                        lb: self.lb(),
+                        group: group.to_owned(),
+                        instance: key.clone(),
+                        command: line.clone(),
+                        reply,
+                    })?;
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = runtime.await {
+            if after != before
+                && let Err(restore) = mapfile::write_atomic(&path, &before)
+            {
+                tracing::error!(lb = %self.lb(), path = %path.display(), error = %restore,
+                    "could not restore the map file after a failed map change");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
     fn unknown_group(&self, group: &str) -> LbDriverError {
         LbDriverError::UnknownGroup {
             lb: self.lb(),
@@ -332,49 +396,105 @@ impl LbDriver for HaproxyDriver {
         if self.stats().await?.backend(&backend).is_none() {
             return Err(self.unknown_group(group));
         }
-        let path = PathBuf::from(&map);
-        let map_err = |message: String| LbDriverError::MapFile {
-            lb: self.lb(),
-            path: path.clone(),
-            message,
-        };
-        let before =
-            std::fs::read_to_string(&path).map_err(|e| map_err(format!("cannot read: {e}")))?;
-        let after = mapfile::with_entry(&before, service, &backend);
-        // The file first: once it is written the switch survives a reload even if we stop right after.
-        if after != before {
-            mapfile::write_atomic(&path, &after)
-                .map_err(|e| map_err(format!("cannot write: {e}")))?;
+        let mut entries = vec![(service.to_owned(), backend.clone())];
+        // A split ends with the switch: its weight goes to 0 after the service points at `group`, so the new
+        // group (at 100 % before a promotion) never loses traffic in between.
+        let weight_key = command::weight_key(service);
+        let file = std::fs::read_to_string(&map).unwrap_or_default();
+        if mapfile::value_of(&file, &weight_key).is_some_and(|w| w != "0") {
+            entries.push((weight_key, "0".to_owned()));
         }
-        let runtime = async {
-            let reply = self
-                .send(&command::set_map(&map, service, &backend))
-                .await?;
-            let line = if command::is_entry_not_found(&reply) {
-                command::add_map(&map, service, &backend)
-            } else {
-                return command::check_set_reply(&reply).map_err(|reply| LbDriverError::Rejected {
-                    lb: self.lb(),
-                    group: group.to_owned(),
-                    instance: service.to_owned(),
-                    command: command::set_map(&map, service, &backend),
-                    reply,
-                });
-            };
-            self.set(&line, group, service).await
-        };
-        if let Err(e) = runtime.await {
-            // Keep file and memory in agreement: the switch did not happen.
-            if after != before
-                && let Err(restore) = mapfile::write_atomic(&path, &before)
-            {
-                tracing::error!(lb = %self.lb(), path = %path.display(), error = %restore,
-                    "could not restore the map file after a failed switch");
-            }
-            return Err(e);
-        }
+        self.set_map_entries(&map, &entries, group).await?;
         tracing::info!(lb = %self.lb(), service, group, backend, "backend service switched");
         Ok(())
+    }
+
+    async fn set_weight(
+        &self,
+        service: &str,
+        new_group: &str,
+        weight: Weight,
+    ) -> Result<(), LbDriverError> {
+        let map = self.map_path(service)?;
+        let backend = self.backend_of(new_group).to_owned();
+        self.check_name("service", service)?;
+        self.check_name("group", &backend)?;
+        let (canary_key, weight_key) = (command::canary_key(service), command::weight_key(service));
+        self.check_name("map key", &canary_key)?;
+        if self.stats().await?.backend(&backend).is_none() {
+            return Err(self.unknown_group(new_group));
+        }
+        // The backend first: a weight never points at a stale group.
+        let entries = [
+            (canary_key, backend.clone()),
+            (weight_key, weight.percent().to_string()),
+        ];
+        self.set_map_entries(&map, &entries, new_group).await?;
+        tracing::info!(lb = %self.lb(), service, new_group, backend, weight = weight.percent(),
+            "traffic weight set");
+        Ok(())
+    }
+
+    async fn traffic_split(&self, service: &str) -> Result<TrafficSplit, LbDriverError> {
+        let map = self.map_path(service)?;
+        self.check_name("service", service)?;
+        let reply = self.send(&command::show_map(&map)).await?;
+        let active =
+            command::map_value(&reply, service).ok_or_else(|| LbDriverError::UnknownService {
+                lb: self.lb(),
+                service: service.to_owned(),
+                detail: format!("no key `{service}` in map {map}"),
+            })?;
+        let new_group = command::map_value(&reply, &command::canary_key(service))
+            .map(|b| self.group_of_backend(b).to_owned());
+        let weight_key = command::weight_key(service);
+        let weight = match command::map_value(&reply, &weight_key) {
+            None => Weight::ZERO,
+            Some(w) => w
+                .parse::<u64>()
+                .ok()
+                .and_then(|p| Weight::new(p).ok())
+                .ok_or_else(|| LbDriverError::Protocol {
+                    lb: self.lb(),
+                    what: format!("`{weight_key}` in map {map}"),
+                    message: format!("`{w}` is not a percentage from 0 to 100"),
+                })?,
+        };
+        Ok(TrafficSplit {
+            active_group: self.group_of_backend(active).to_owned(),
+            new_group,
+            weight,
+        })
+    }
+
+    async fn read_window(
+        &self,
+        groups: &[&str],
+        since: Option<&WindowMark>,
+    ) -> Result<TrafficWindow, LbDriverError> {
+        let mut pairs = Vec::with_capacity(groups.len());
+        for g in groups {
+            let backend = self.backend_of(g);
+            self.check_name("group", backend)?;
+            pairs.push((*g, backend));
+        }
+        let info_reply = self.send(command::SHOW_INFO).await?;
+        let info = stat::parse_info(&info_reply).map_err(|message| LbDriverError::Protocol {
+            lb: self.lb(),
+            what: "`show info`".to_owned(),
+            message,
+        })?;
+        let stats = self.stats().await?;
+        if let Some((g, _)) = pairs.iter().find(|(_, b)| stats.backend(b).is_none()) {
+            return Err(self.unknown_group(g));
+        }
+        window::window(&stats, info, &pairs, since, now_unix_ms()).map_err(|message| {
+            LbDriverError::Protocol {
+                lb: self.lb(),
+                what: "`show stat`".to_owned(),
+                message,
+            }
+        })
     }
 
     async fn active_group(&self, service: &str) -> Result<String, LbDriverError> {
@@ -419,6 +539,12 @@ impl LbDriver for HaproxyDriver {
                 .collect(),
         })
     }
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, millis)
 }
 
 fn millis(d: Duration) -> u64 {

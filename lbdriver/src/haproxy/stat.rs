@@ -24,6 +24,10 @@ pub struct ServerStat {
     pub hrsp_5xx: u64,
     /// `check_status` of the last health check (`L7OK`, `L4CON`, `INI`…).
     pub check_status: String,
+    /// `rtime`: average response time (ms) over the server's last 1024 requests.
+    pub rtime_ms: u64,
+    /// `ttime`: average total session time (ms) over the server's last 1024 requests.
+    pub ttime_ms: u64,
 }
 
 impl ServerStat {
@@ -60,6 +64,10 @@ pub struct BackendStat {
     pub hrsp_5xx: u64,
     /// `scur` + `qcur`.
     pub in_flight: u64,
+    /// `rtime`: average response time (ms) over the backend's last 1024 requests.
+    pub rtime_ms: u64,
+    /// `ttime`: average total session time (ms) over the backend's last 1024 requests.
+    pub ttime_ms: u64,
 }
 
 /// A parsed `show stat`.
@@ -123,6 +131,7 @@ pub fn parse(text: &str) -> Result<Stats, String> {
         col("hrsp_5xx")?,
     );
     let check_status = col("check_status")?;
+    let (rtime, ttime) = (col("rtime")?, col("ttime")?);
     let mut out = Stats::default();
     for (n, line) in lines.enumerate() {
         if line.trim().is_empty() {
@@ -152,6 +161,8 @@ pub fn parse(text: &str) -> Result<Stats, String> {
                 requests,
                 hrsp_5xx: num_at(h5, "hrsp_5xx")?,
                 in_flight: num_at(scur, "scur")? + num_at(qcur, "qcur")?,
+                rtime_ms: num_at(rtime, "rtime")?,
+                ttime_ms: num_at(ttime, "ttime")?,
             }),
             name => out.servers.push(ServerStat {
                 backend: text_at(px).to_owned(),
@@ -163,10 +174,43 @@ pub fn parse(text: &str) -> Result<Stats, String> {
                 requests,
                 hrsp_5xx: num_at(h5, "hrsp_5xx")?,
                 check_status: text_at(check_status).to_owned(),
+                rtime_ms: num_at(rtime, "rtime")?,
+                ttime_ms: num_at(ttime, "ttime")?,
             }),
         }
     }
     Ok(out)
+}
+
+/// What the driver needs from `show info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Info {
+    /// `Pid` of the worker answering: a reload or restart changes it (and restarts every counter).
+    pub pid: u64,
+    /// `Uptime_sec`: how long the counters have been counting.
+    pub uptime_sec: u64,
+}
+
+/// Parses `show info` (`Name: value` lines).
+pub fn parse_info(text: &str) -> Result<Info, String> {
+    let field = |name: &str| -> Result<u64, String> {
+        let v = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .ok_or_else(|| {
+                format!(
+                    "`show info` has no `{name}` line (first line: `{}`)",
+                    first_line(text)
+                )
+            })?
+            .trim();
+        v.parse()
+            .map_err(|_| format!("`show info` field `{name}`: expected a number, got `{v}`"))
+    };
+    Ok(Info {
+        pid: field("Pid")?,
+        uptime_sec: field("Uptime_sec")?,
+    })
 }
 
 fn first_line(text: &str) -> &str {
@@ -221,9 +265,9 @@ mod tests {
 
     #[test]
     fn in_flight_is_sessions_plus_queue() -> Result<(), String> {
-        let csv = "# pxname,svname,qcur,scur,stot,status,addr,req_tot,hrsp_5xx,check_status\n\
-                   bk,s1,2,3,40,DRAIN,10.0.0.1:80,,7,L7OK\n\
-                   bk,BACKEND,1,5,90,UP,,120,9,\n";
+        let csv = "# pxname,svname,qcur,scur,stot,status,addr,req_tot,hrsp_5xx,check_status,rtime,ttime\n\
+                   bk,s1,2,3,40,DRAIN,10.0.0.1:80,,7,L7OK,12,15\n\
+                   bk,BACKEND,1,5,90,UP,,120,9,,,\n";
         let s = parse(csv)?;
         let s1 = s.server("bk", "s1").ok_or("s1")?;
         assert_eq!(s1.in_flight(), 5);
@@ -231,6 +275,7 @@ mod tests {
         assert_eq!(s1.requests, 40, "falls back to stot when req_tot is empty");
         let bk = s.backend("bk").ok_or("bk")?;
         assert_eq!((bk.requests, bk.hrsp_5xx, bk.in_flight), (120, 9, 6));
+        assert_eq!((s1.rtime_ms, s1.ttime_ms, bk.rtime_ms), (12, 15, 0));
         Ok(())
     }
 
@@ -246,6 +291,8 @@ mod tests {
             requests: 0,
             hrsp_5xx: 0,
             check_status: String::new(),
+            rtime_ms: 0,
+            ttime_ms: 0,
         };
         assert!(mk("UP").is_up());
         assert!(mk("no check").is_up());
@@ -255,12 +302,27 @@ mod tests {
     }
 
     #[test]
+    fn reads_pid_and_uptime_from_show_info() -> Result<(), String> {
+        let text = "Name: HAProxy\nVersion: 2.6.12-1+deb12u4\nPid: 4242\nUptime: 0d 0h00m07s\nUptime_sec: 7\n";
+        assert_eq!(
+            parse_info(text)?,
+            Info {
+                pid: 4242,
+                uptime_sec: 7
+            }
+        );
+        let e = parse_info("Name: HAProxy\n").err().unwrap_or_default();
+        assert!(e.contains("`Pid`"), "{e}");
+        Ok(())
+    }
+
+    #[test]
     fn rejects_garbage() {
         assert!(parse("Unknown command.\n").is_err());
         let e = parse("# pxname,svname\n").err().unwrap_or_default();
         assert!(e.contains("column `status`"), "{e}");
-        let bad = "# pxname,svname,qcur,scur,stot,status,addr,req_tot,hrsp_5xx,check_status\n\
-                   bk,s1,x,3,40,UP,,,,\n";
+        let bad = "# pxname,svname,qcur,scur,stot,status,addr,req_tot,hrsp_5xx,check_status,rtime,ttime\n\
+                   bk,s1,x,3,40,UP,,,,,,\n";
         let e = parse(bad).err().unwrap_or_default();
         assert!(e.contains("line 2") && e.contains("qcur"), "{e}");
     }

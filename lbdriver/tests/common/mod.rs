@@ -7,8 +7,8 @@ pub mod scenarios;
 
 use rollcage_lb::{LbConfig as BuiltinConfig, LoadBalancer, Settings};
 pub use rollcage_lb_testkit::{
-    Backend, BoxError, Sample, TOKEN, TestResult, failures, fast_health, get, http_client,
-    spawn_load, wait_until,
+    Backend, BoxError, Sample, TOKEN, TestResult, failures, fast_health, get, http_client, send_n,
+    served_counts, spawn_load, wait_until,
 };
 use rollcage_lbdriver::LbDriver;
 use rollcage_lbdriver::builtin::BuiltinDriver;
@@ -143,6 +143,9 @@ defaults
     default-server inter 100ms fall 2 rise 2
 frontend fe
     bind 127.0.0.1:{port}
+    # The weighted split (lbdriver README): `app.weight` % of requests to the backend named by `app.canary`.
+    http-request set-var(txn.canary_weight) str({SERVICE}.weight),map({d}/bluegreen.map,0)
+    use_backend %[str({SERVICE}.canary),map({d}/bluegreen.map)] if {{ rand(100),sub(txn.canary_weight) lt 0 }}
     use_backend %[str({SERVICE}),map({d}/bluegreen.map,blue)]
 backend blue
     balance roundrobin

@@ -1,8 +1,11 @@
 //! The driver scenarios, written once against `dyn LbDriver` and run against both load balancers.
 
-use super::{Fixture, SERVICE, TestResult, failures, spawn_load, wait_until};
-use rollcage_lbdriver::LbDriverError;
+use super::{
+    Fixture, SERVICE, TestResult, failures, get, http_client, send_n, served_counts, spawn_load,
+    wait_until,
+};
 use rollcage_lbdriver::haproxy::mapfile;
+use rollcage_lbdriver::{LbDriverError, Weight};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -301,5 +304,164 @@ pub async fn counters_count_requests(f: &Fixture) -> TestResult {
             .unwrap_or(0)
     };
     assert_eq!(b1(&after) - b1(&before), 10);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Weights and traffic windows.
+
+const GROUPS: [&str; 2] = ["blue", "green"];
+
+/// A weight of 10, 50 and 100 % on `green` gives that share of 2,000 requests within ±5 points, the window
+/// counts exactly the requests the clients saw per group, and weight 0 sends nothing to `green`.
+pub async fn weights_split_traffic(f: &Fixture) -> TestResult {
+    const TOTAL: usize = 2_000;
+    let mut mark = f.driver.read_window(&GROUPS, None).await?.mark;
+    for percent in [10u8, 50, 100, 0] {
+        let weight = Weight::new(u64::from(percent))?;
+        f.driver.set_weight(SERVICE, "green", weight).await?;
+        let split = f.driver.traffic_split(SERVICE).await?;
+        assert_eq!(
+            (
+                split.active_group.as_str(),
+                split.new_group.as_deref(),
+                split.weight
+            ),
+            ("blue", Some("green"), weight)
+        );
+        let samples = send_n(f.frontend, "/", 8, TOTAL).await;
+        assert_eq!(failures(&samples), Vec::<String>::new());
+        let counts = served_counts(&samples);
+        let green = counts.get("g1").copied().unwrap_or(0);
+        let share = green as f64 * 100.0 / TOTAL as f64;
+        assert!(
+            (share - f64::from(percent)).abs() <= 5.0,
+            "weight {percent} %: observed {share:.1} % on green ({counts:?})"
+        );
+        if percent == 0 {
+            assert_eq!(green, 0, "weight 0 sent requests to green");
+        }
+        // The LB's counters may trail the clients' last answers by a moment.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let w = f.driver.read_window(&GROUPS, Some(&mark)).await?;
+        assert!(!w.reset, "{w:?}");
+        let requests = |g: &str| w.group(g).map_or(0, |g| g.figures.requests);
+        assert_eq!(
+            (requests("blue"), requests("green")),
+            ((TOTAL - green) as u64, green as u64),
+            "window at {percent} %: {w:?}"
+        );
+        mark = w.mark;
+    }
+    // The switch ends the split: everything on the group switched to.
+    f.driver
+        .set_weight(SERVICE, "green", Weight::new(50)?)
+        .await?;
+    f.driver.switch(SERVICE, "blue").await?;
+    let split = f.driver.traffic_split(SERVICE).await?;
+    assert_eq!(
+        (split.active_group.as_str(), split.weight),
+        ("blue", Weight::ZERO)
+    );
+    let counts = served_counts(&send_n(f.frontend, "/", 4, 200).await);
+    assert_eq!(counts.get("b1"), Some(&200), "{counts:?}");
+    Ok(())
+}
+
+/// Changing the weight applies to the next requests at once, while a slow request in flight finishes on
+/// the server it started on.
+pub async fn weight_change_is_live_and_in_flight_stays(f: &Fixture) -> TestResult {
+    f.driver.set_weight(SERVICE, "green", Weight::ZERO).await?;
+    let client = http_client();
+    let addr = f.frontend;
+    let slow = tokio::spawn(async move { get(&client, addr, "/sleep?ms=1500").await });
+    let b1 = &f.b1;
+    assert!(
+        wait_until(Duration::from_secs(3), || async { b1.waiting() == 1 }).await,
+        "the slow request did not reach b1"
+    );
+    f.driver.set_weight(SERVICE, "green", Weight::FULL).await?;
+    let changed = Instant::now();
+    let after = send_n(f.frontend, "/", 2, 20).await;
+    assert!(
+        changed.elapsed() < Duration::from_millis(1400),
+        "the requests after the change waited for the slow one"
+    );
+    let counts = served_counts(&after);
+    assert_eq!(counts.get("g1"), Some(&20), "after weight 100: {counts:?}");
+    assert_eq!(f.b1.waiting(), 1, "the slow request is still on b1");
+    let (status, body) = slow.await??;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "b1"),
+        "the in-flight request moved"
+    );
+    Ok(())
+}
+
+/// The window's figures: requests and 5xx per group and server match what the clients saw (green's server
+/// answers 500 to every fifth request), and green's latency shows the 60 ms it adds to every request.
+pub async fn window_counts_5xx_and_latency(f: &Fixture) -> TestResult {
+    const TOTAL: usize = 1_000;
+    f.g1.fail_every(5);
+    f.g1.set_delay_ms(60);
+    f.driver
+        .set_weight(SERVICE, "green", Weight::new(50)?)
+        .await?;
+    let mark = f.driver.read_window(&GROUPS, None).await?.mark;
+    let samples = send_n(f.frontend, "/", 16, TOTAL).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let w = f.driver.read_window(&GROUPS, Some(&mark)).await?;
+    let seen = |name: &str, status: u16| {
+        samples
+            .iter()
+            .filter(|s| matches!(&s.outcome, Ok((st, b)) if *st == status && b == name))
+            .count() as u64
+    };
+    let (g_ok, g_500, b_ok) = (seen("g1", 200), seen("g1", 500), seen("b1", 200));
+    assert_eq!(
+        g_ok + g_500 + b_ok,
+        TOTAL as u64,
+        "other answers: {:?}",
+        failures(&samples)
+    );
+    assert!(
+        g_500 > 0 && g_500.abs_diff((g_ok + g_500) / 5) <= 1,
+        "{g_ok} ok, {g_500} 500"
+    );
+    let green = w.group("green").ok_or("green missing")?;
+    let blue = w.group("blue").ok_or("blue missing")?;
+    assert_eq!(
+        (green.figures.requests, green.figures.responses_5xx),
+        (g_ok + g_500, g_500),
+        "{green:?}"
+    );
+    assert_eq!(
+        (blue.figures.requests, blue.figures.responses_5xx),
+        (b_ok, 0),
+        "{blue:?}"
+    );
+    let g1 = green
+        .servers
+        .iter()
+        .find(|s| s.instance == f.g1.address())
+        .ok_or("g1 missing from the window")?;
+    assert_eq!(g1.figures.requests, g_ok + g_500);
+    let rate = green.figures.error_rate().ok_or("no rate")?;
+    assert!((0.19..=0.21).contains(&rate), "{rate}");
+    // HAProxy: averages over its last 1024 requests; built-in: this window's percentiles.
+    assert_eq!(green.figures.latency.is_average(), f.haproxy.is_some());
+    let g_lat = green
+        .figures
+        .latency
+        .p99_or_average_ms()
+        .ok_or("no green latency")?;
+    let b_lat = blue
+        .figures
+        .latency
+        .p99_or_average_ms()
+        .ok_or("no blue latency")?;
+    assert!(g_lat >= 60.0, "green {g_lat} ms: {green:?}");
+    assert!(b_lat < 30.0, "blue {b_lat} ms: {blue:?}");
     Ok(())
 }
