@@ -124,6 +124,16 @@ impl Client {
             .await
     }
 
+    /// `GET /v1/applications/{app}/revisions`, every page: the application's revisions, by id.
+    pub async fn list_revisions(&self, app: &str) -> Result<Vec<Revision>, ClientError> {
+        self.all_pages(&routes::revisions(app)).await
+    }
+
+    /// `DELETE /v1/applications/{app}/revisions/{id}` (refused while a deployment or a group depends on it).
+    pub async fn delete_revision(&self, app: &str, id: &str) -> Result<(), ClientError> {
+        self.delete(&routes::revision(app, id)).await
+    }
+
     /// `GET /v1/applications/{app}/revisions/{id}`.
     pub async fn get_revision(&self, app: &str, id: &str) -> Result<Revision, ClientError> {
         self.get_json(&routes::revision(app, id)).await

@@ -125,7 +125,9 @@ fn v1_routes() -> RouteTable {
         .route(
             "/applications/{app}/revisions",
             // Archives stream to disk, so the default 2 MB in-memory body limit does not apply.
-            post(admin::upload_revision).layer(DefaultBodyLimit::disable()),
+            post(admin::upload_revision)
+                .layer(DefaultBodyLimit::disable())
+                .get(lists::revisions),
         )
         .route(
             "/applications/{app}/revisions/url",
@@ -133,7 +135,7 @@ fn v1_routes() -> RouteTable {
         )
         .route(
             "/applications/{app}/revisions/{id}",
-            get(admin::get_revision),
+            get(admin::get_revision).delete(admin::delete_revision),
         )
         .route(
             "/deployments",

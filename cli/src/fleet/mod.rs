@@ -119,6 +119,9 @@ pub enum FleetCommand {
     /// Deployment groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// An application's revisions (`push` adds one).
+    #[command(subcommand)]
+    Revision(RevisionCommand),
     /// Upload a revision (a directory, packed as tar.gz, or an archive), or register one stored at a URL;
     /// prints the revision id alone.
     Push {
@@ -596,6 +599,64 @@ pub enum AppCommand {
     },
 }
 
+/// `rollcage revision …`.
+#[derive(Debug, Subcommand)]
+pub enum RevisionCommand {
+    /// List an application's revisions.
+    List {
+        /// Application.
+        #[arg(long)]
+        app: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one revision (source, size, sha256, downloads, signer).
+    Show {
+        /// Application.
+        #[arg(long)]
+        app: String,
+        /// Revision id.
+        id: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Forget a revision (refused while a deployment that has not ended deploys it, or while it is a group's last
+    /// successful revision).
+    Delete {
+        /// Application.
+        #[arg(long)]
+        app: String,
+        /// Revision id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// One line per revision: id, where it comes from, size, downloads, signer.
+fn revision_line(r: &rollcage_proto::wire::Revision) -> String {
+    let source = match &r.source {
+        rollcage_proto::wire::RevisionSource::Uploaded { size } => format!("uploaded {size} bytes"),
+        rollcage_proto::wire::RevisionSource::Url { url } => format!("at {url}"),
+    };
+    format!(
+        "{:<20} sha256 {} {source}, {} download(s){}",
+        r.id,
+        r.sha256,
+        r.downloads,
+        r.signed_by
+            .as_deref()
+            .map(|s| format!(", signed by {s}"))
+            .unwrap_or_default()
+    )
+}
+
 /// `rollcage group …`.
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
@@ -709,6 +770,36 @@ pub enum GroupCommand {
         #[command(flatten)]
         remote: Remote,
     },
+}
+
+/// A list as JSON, or one text line per item.
+fn print_items<T: serde::Serialize>(
+    output: Output,
+    items: &[T],
+    line: impl Fn(&T) -> String,
+) -> anyhow::Result<ExitCode> {
+    match output {
+        Output::Json => print_json(&items)?,
+        Output::Text => {
+            for item in items {
+                println!("{}", line(item));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One item as JSON, or its text line.
+fn print_item<T: serde::Serialize>(
+    output: Output,
+    item: &T,
+    line: impl Fn(&T) -> String,
+) -> anyhow::Result<ExitCode> {
+    match output {
+        Output::Json => print_json(item)?,
+        Output::Text => println!("{}", line(item)),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One line per group: name, style, concurrency, how it selects its instances.
@@ -909,19 +1000,33 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
         }
         FleetCommand::App(AppCommand::List { output, remote }) => {
             let list = remote.client()?.list_applications().await?;
-            match output {
-                Output::Json => print_json(&list)?,
-                Output::Text => {
-                    for a in &list {
-                        println!("{}", a.name);
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+            print_items(output, &list, |a| a.name.clone())
         }
         FleetCommand::App(AppCommand::Delete { name, remote }) => {
             remote.client()?.delete_application(&name).await?;
             println!("application {name} deleted");
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Revision(RevisionCommand::List {
+            app,
+            output,
+            remote,
+        }) => {
+            let list = remote.client()?.list_revisions(&app).await?;
+            print_items(output, &list, revision_line)
+        }
+        FleetCommand::Revision(RevisionCommand::Show {
+            app,
+            id,
+            output,
+            remote,
+        }) => {
+            let r = remote.client()?.get_revision(&app, &id).await?;
+            print_item(output, &r, revision_line)
+        }
+        FleetCommand::Revision(RevisionCommand::Delete { app, id, remote }) => {
+            remote.client()?.delete_revision(&app, &id).await?;
+            println!("revision {app}/{id} deleted");
             Ok(ExitCode::SUCCESS)
         }
         FleetCommand::Group(GroupCommand::List {
@@ -930,15 +1035,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             remote,
         }) => {
             let list = remote.client()?.list_groups(&app).await?;
-            match output {
-                Output::Json => print_json(&list)?,
-                Output::Text => {
-                    for g in &list {
-                        println!("{}", group_line(g));
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+            print_items(output, &list, group_line)
         }
         FleetCommand::Group(GroupCommand::Show {
             app,
@@ -947,11 +1044,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             remote,
         }) => {
             let g = remote.client()?.get_group(&app, &name).await?;
-            match output {
-                Output::Json => print_json(&g)?,
-                Output::Text => println!("{}", group_line(&g)),
-            }
-            Ok(ExitCode::SUCCESS)
+            print_item(output, &g, group_line)
         }
         FleetCommand::Group(GroupCommand::Update {
             app,

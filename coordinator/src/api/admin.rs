@@ -450,9 +450,39 @@ pub async fn get_revision(
     })
 }
 
-/// A deployment of a group is refused while the group names an instance that is not enrolled (by name: a group
-/// that selects by tags names none) (it would only fail
-/// later, on that instance), listing those names; and when its stored list repeats a name (a group created before
+/// `DELETE /v1/applications/{app}/revisions/{id}`: refused while a deployment that has not ended deploys it, and
+/// while it is a group's last successful revision (what that group's rollbacks and catch-ups deploy).
+pub async fn delete_revision(
+    AxState(st): AxState<State>,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    st.store.write(|tx| {
+        if revisions::get(tx, &app, &id)?.is_none() {
+            return Err(ApiError::NotFound(format!("revision `{app}/{id}` not found")));
+        }
+        let (active, last_of) = revisions::users(tx, &app, &id)?;
+        if !active.is_empty() {
+            return Err(ApiError::Conflict(format!(
+                "revision `{app}/{id}` is being deployed by {}; it can be deleted once they end",
+                NameList(&active)
+            )));
+        }
+        if !last_of.is_empty() {
+            return Err(ApiError::Conflict(format!(
+                "revision `{app}/{id}` is the last successful revision of group(s) {}: their rollbacks and \
+                 catch-ups deploy it; it can be deleted once a newer revision succeeded there",
+                NameList(&last_of)
+            )));
+        }
+        revisions::delete(tx, &app, &id)?;
+        Ok(())
+    })?;
+    tracing::info!(application = %app, revision = %id, "revision deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A deployment of a group is refused while the group names an instance that is not enrolled (it would only fail
+/// later, on that instance; a group that selects by tags names none), listing those names; and when its stored list repeats a name (a group created before
 /// lists were checked). The names checked are the group's `instances` and, for a load-balanced group, its
 /// `lb.targets` (a blue/green deployment runs on the idle server group's targets). An unknown group is left to
 /// the engine's 404.

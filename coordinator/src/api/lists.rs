@@ -44,6 +44,25 @@ pub async fn groups(
     Ok(Json(Page::from_overfetch(rows, b.size, |g| g.name.clone())))
 }
 
+/// `GET /v1/applications/{app}/revisions`: the application's revisions, by id (paged).
+pub async fn revisions(
+    AxState(st): AxState<State>,
+    Path(app): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<rollcage_proto::wire::Revision>>, ApiError> {
+    let b = PageBounds::of(&q)?;
+    let rows = st.store.read(|c| {
+        super::admin::app_exists(c, &app)?;
+        Ok::<_, ApiError>(crate::store::revisions::page(
+            c,
+            &app,
+            b.cursor.as_deref(),
+            b.overfetch(),
+        )?)
+    })?;
+    Ok(Json(Page::from_overfetch(rows, b.size, |r| r.id.clone())))
+}
+
 /// `GET /v1/deployments`: summaries (no per-instance progress), newest first, optionally of one application or
 /// group; the cursor is the `seq` of the page's last deployment.
 pub async fn deployments(

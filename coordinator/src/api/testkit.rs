@@ -138,6 +138,23 @@ pub async fn create_app(st: &State, name: &str) -> TestResult {
     Ok(())
 }
 
+/// Upload `bytes` as a revision of application `app` (it must succeed).
+pub async fn upload(st: &State, app: &str, bytes: &'static [u8]) -> TestResult<Revision> {
+    let (s, v) = call(
+        st,
+        Method::POST,
+        &format!("/v1/applications/{app}/revisions"),
+        Some(ADMIN),
+        Body::from(bytes),
+        false,
+    )
+    .await?;
+    if s != StatusCode::CREATED {
+        return Err(format!("upload: {s} {v}").into());
+    }
+    Ok(serde_json::from_value(v)?)
+}
+
 /// Agents `i0`… enrolled, application `app` with group `web` over them, and one uploaded revision.
 pub struct Fleet {
     /// The state.
@@ -178,17 +195,7 @@ pub async fn fleet_on(st: State, n: usize, concurrency: &str, style: &str) -> Te
     if s != StatusCode::CREATED {
         return Err(format!("group create: {s} {v}").into());
     }
-    let (s, v) = call(
-        &st,
-        Method::POST,
-        "/v1/applications/app/revisions",
-        Some(ADMIN),
-        Body::from(&b"fake archive bytes"[..]),
-        false,
-    )
-    .await?;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let revision: Revision = serde_json::from_value(v)?;
+    let revision = upload(&st, "app", b"fake archive bytes").await?;
     Ok(Fleet {
         st,
         agents,

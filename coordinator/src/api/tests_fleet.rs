@@ -83,17 +83,7 @@ async fn tagged_group(st: &State) -> TestResult<String> {
                "tags": [{"env": "prod", "role": "web"}, {"env": "canary"}]}),
     )
     .await?;
-    let (s, v) = call(
-        st,
-        Method::POST,
-        "/v1/applications/app/revisions",
-        Some(ADMIN),
-        Body::from(&b"fake archive bytes"[..]),
-        false,
-    )
-    .await?;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    Ok(v["id"].as_str().ok_or("no revision id")?.to_owned())
+    Ok(upload(st, "app", b"fake archive bytes").await?.id)
 }
 
 #[tokio::test]
@@ -484,6 +474,43 @@ async fn a_removed_instance_leaves_its_groups_and_its_token_says_so() -> TestRes
     let (s, v) = delete(st, "/v1/instances/i0").await?;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
     let (s, _) = delete(st, "/v1/instances/i0").await?;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_revision_is_deleted_only_once_nothing_depends_on_it() -> TestResult {
+    let f = fleet(1, "all", "in-place").await?;
+    let st = &f.st;
+    let v1 = f.revision.id.clone();
+    let v2 = upload(st, "app", b"other archive bytes").await?.id;
+    let (_, list) = get(st, "/v1/applications/app/revisions", Some(ADMIN)).await?;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(2), "{list}");
+    let uri = |id: &str| format!("/v1/applications/app/revisions/{id}");
+    let d = post_ok(
+        st,
+        "/v1/deployments",
+        ADMIN,
+        json!({"application": "app", "group": "web", "revision": v1}),
+    )
+    .await?;
+    let id = d["id"].as_str().ok_or("id")?.to_owned();
+    let (s, v) = delete(st, &uri(&v1)).await?;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(message(&v).contains(&id), "being deployed: {v}");
+    run_agent(st, &f.agents[0].token).await?;
+    let (s, v) = delete(st, &uri(&v1)).await?;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        message(&v).contains("last successful revision of group(s) `web`"),
+        "{v}"
+    );
+    // Never deployed: it goes; then it is gone.
+    let (s, v) = delete(st, &uri(&v2)).await?;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (s, _) = get(st, &uri(&v2), Some(ADMIN)).await?;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = delete(st, &uri(&v2)).await?;
     assert_eq!(s, StatusCode::NOT_FOUND);
     Ok(())
 }

@@ -76,19 +76,33 @@ pub fn applications_page(
     rows.collect::<crate::store::Result<_>>().map_err(sql)
 }
 
-/// Insert a group; `false` when the application already has one with that name.
-pub fn insert_group(c: &Conn<'_>, g: &Group) -> Result<bool> {
-    let instances = serde_json::to_string(&g.instances).unwrap_or_else(|_| "[]".to_owned());
-    let tags = serde_json::to_string(&g.tags).unwrap_or_else(|_| "[]".to_owned());
-    // Typed settings serialise to a JSON object; the column holds that text.
-    let lb =
-        g.lb.as_ref()
+/// A group's settings that its row holds as JSON text.
+struct JsonColumns {
+    instances: String,
+    tags: String,
+    lb: Option<String>,
+}
+
+fn json_columns(g: &Group) -> Result<JsonColumns> {
+    Ok(JsonColumns {
+        instances: serde_json::to_string(&g.instances).unwrap_or_else(|_| "[]".to_owned()),
+        tags: serde_json::to_string(&g.tags).unwrap_or_else(|_| "[]".to_owned()),
+        // Typed settings serialise to a JSON object; the column holds that text.
+        lb: g
+            .lb
+            .as_ref()
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| super::StoreError::Corrupt {
                 what: "groups.lb",
                 detail: e.to_string(),
-            })?;
+            })?,
+    })
+}
+
+/// Insert a group; `false` when the application already has one with that name.
+pub fn insert_group(c: &Conn<'_>, g: &Group) -> Result<bool> {
+    let JsonColumns { instances, tags, lb } = json_columns(g)?;
     let n = c
         .execute(
             "INSERT INTO groups (id, application, name, style, concurrency, failure_tolerance, \
@@ -218,16 +232,7 @@ pub fn groups(c: &Conn<'_>, app: &str) -> Result<Vec<Group>> {
 /// Replace group `g.id`'s settings (concurrency, tolerance, auto-rollback, instances, tags, load balancer); its
 /// id, application, name, style and creation time stay.
 pub fn update_group(c: &Conn<'_>, g: &Group) -> Result<()> {
-    let instances = serde_json::to_string(&g.instances).unwrap_or_else(|_| "[]".to_owned());
-    let tags = serde_json::to_string(&g.tags).unwrap_or_else(|_| "[]".to_owned());
-    let lb =
-        g.lb.as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| super::StoreError::Corrupt {
-                what: "groups.lb",
-                detail: e.to_string(),
-            })?;
+    let JsonColumns { instances, tags, lb } = json_columns(g)?;
     c.execute(
         "UPDATE groups SET concurrency = ?2, failure_tolerance = ?3, auto_rollback = ?4, instances = ?5, \
          tags = ?6, lb = ?7 WHERE id = ?1",

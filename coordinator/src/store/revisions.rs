@@ -97,6 +97,75 @@ pub fn get(c: &Conn<'_>, app: &str, id: &str) -> Result<Option<Revision>> {
     .map_err(sql)
 }
 
+/// Who depends on revision `app/id`: the deployments that have not ended deploying it, and the groups whose last
+/// successful deployment installed it.
+pub fn users(c: &Conn<'_>, app: &str, id: &str) -> Result<(Vec<String>, Vec<String>)> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT id FROM deployments WHERE application = ?1 AND revision = ?2 \
+             AND status IN ('in_progress', 'stopping', 'ready') ORDER BY seq",
+        )
+        .map_err(sql)?;
+    let active = st
+        .query_map([app, id], |r| r.get(0))
+        .map_err(sql)?
+        .collect::<crate::store::Result<Vec<String>>>()
+        .map_err(sql)?;
+    let mut st = c
+        .prepare_cached(
+            "SELECT d.group_name FROM deployments d WHERE d.application = ?1 AND d.revision = ?2 \
+             AND d.status = 'succeeded' AND d.seq = (SELECT MAX(d2.seq) FROM deployments d2 \
+             WHERE d2.group_id = d.group_id AND d2.status = 'succeeded') ORDER BY d.group_name",
+        )
+        .map_err(sql)?;
+    let last_of = st
+        .query_map([app, id], |r| r.get(0))
+        .map_err(sql)?
+        .collect::<crate::store::Result<Vec<String>>>()
+        .map_err(sql)?;
+    Ok((active, last_of))
+}
+
+/// Forget revision `app/id` (the caller checked nothing depends on it). Its archive's bytes stay in the bundle
+/// store: another revision may share them, and an upload of the same bytes may be under way.
+pub fn delete(c: &Conn<'_>, app: &str, id: &str) -> Result<bool> {
+    let n = c
+        .execute(
+            "DELETE FROM revisions WHERE application = ?1 AND id = ?2",
+            [app, id],
+        )
+        .map_err(sql)?;
+    Ok(n == 1)
+}
+
+/// A page of application `app`'s revisions by id: those after `after`, at most `limit`.
+pub fn page(c: &Conn<'_>, app: &str, after: Option<&str>, limit: usize) -> Result<Vec<Revision>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT id FROM revisions WHERE application = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )
+        .map_err(sql)?;
+    let ids = st
+        .query_map(
+            args![
+                app,
+                after.unwrap_or(""),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| r.get::<String>(0),
+        )
+        .map_err(sql)?
+        .collect::<crate::store::Result<Vec<_>>>()
+        .map_err(sql)?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(r) = get(c, app, &id)? {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
 /// Count one download of the revision's archive.
 pub fn count_download(c: &Conn<'_>, app: &str, id: &str) -> Result<()> {
     c.execute(
