@@ -312,6 +312,12 @@ impl HostDeployment {
         }
         // Validate now rather than at Install, so a broken AppSpec fails the first step, before anything stops.
         let plan = load_plan(&self.deploy)?;
+        // Warnings are told once, here, where the AppSpec is first read (later steps read it again silently).
+        for w in &plan.warnings {
+            tracing::warn!("{w}");
+            message.push_str("; ");
+            message.push_str(w);
+        }
         // Compile the revision's wasm hooks now, so their first run is warm. A module that does not compile is
         // reported when its hook runs (with the hook's outcome), so here it is only logged — except a module over
         // a compile bound (too large, or compiling too long), which fails this step at once.
@@ -515,6 +521,8 @@ impl HostDeployment {
 struct Plan {
     spec: AppSpec,
     script_root: PathBuf,
+    /// The AppSpec's warnings, `FILE:LINE:COL: warning: …` (none for a form).
+    warnings: Vec<String>,
 }
 
 /// The plan of the deployment in `deploy`: from its saved form if it has one, else from its revision's AppSpec.
@@ -527,6 +535,7 @@ fn load_plan(deploy: &DeployLayout) -> Result<Plan, LifecycleError> {
             return Ok(Plan {
                 spec: form.to_appspec(),
                 script_root: form_dir,
+                warnings: Vec::new(),
             });
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -539,10 +548,11 @@ fn load_plan(deploy: &DeployLayout) -> Result<Plan, LifecycleError> {
         }
     }
     let revision = deploy.revision_dir();
-    match appspec::load_from_revision(&revision) {
-        Ok(spec) => Ok(Plan {
-            spec,
+    match appspec::load_checked(&revision) {
+        Ok(loaded) => Ok(Plan {
+            spec: loaded.spec,
             script_root: revision,
+            warnings: loaded.warnings,
         }),
         Err(AppSpecError::NotFound(revision)) => Err(LifecycleError::NoDeploymentSpec { revision }),
         Err(e) => Err(e.into()),
