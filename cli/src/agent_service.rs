@@ -113,6 +113,9 @@ pub struct AgentFile {
     /// Most bytes of one step's hook output sent to the coordinator (default 256 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_log_bytes: Option<usize>,
+    /// At most this many bytes of revision archives in the agent's cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cache_bytes: Option<u64>,
     /// OpenSSH allowed_signers file: deploy only revisions signed by a key it lists for `rollcage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_signers: Option<PathBuf>,
@@ -321,6 +324,7 @@ pub fn install_files(a: &InstallArgs) -> anyhow::Result<Installed> {
         ca_fingerprint: a.ca_fingerprint,
         vars: a.vars.iter().cloned().collect(),
         max_log_bytes: None,
+        max_cache_bytes: None,
         trusted_signers,
     };
     let config_text = format!(

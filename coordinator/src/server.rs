@@ -742,6 +742,8 @@ mod tests {
                         revision: &rev.id,
                         rollback_of: None,
                         concurrency: None,
+                        overrides: Default::default(),
+                        description: None,
                     },
                     &[],
                     1_000,

@@ -174,6 +174,8 @@ pub fn deploy(s: &Store, group: &str, rev: &str) -> Result<String, EngineError> 
                 revision: rev,
                 rollback_of: None,
                 concurrency: None,
+                overrides: Default::default(),
+                description: None,
             },
             &[],
             1,

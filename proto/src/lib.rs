@@ -11,6 +11,7 @@
 //! - [`hostcall`]: the versioned import namespace and ABI numbers of the host functions wasm hooks call.
 //! - [`sandbox`]: the capability grant of a WebAssembly hook (the AppSpec's `sandbox:` map).
 //! - [`form`]: the deployment form (destination, scripts) and its validation with field paths.
+//! - [`healthy`]: CodeDeploy's minimum healthy hosts and the batch size that follows from it (pure arithmetic).
 //! - [`lb`]: a deployment group's load-balancer settings and their validation with field paths.
 //! - [`problem`]: the field-path problem type both validations report.
 //! - [`wire`]: the JSON of the coordinator API and of the agent protocol.
@@ -25,6 +26,7 @@ pub mod clip;
 pub mod enroll;
 pub mod fingerprint;
 pub mod form;
+pub mod healthy;
 pub mod hookvar;
 pub mod hostcall;
 pub mod lb;

@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use http_body_util::BodyExt;
 use rollcage_proto::clip::clip_head;
 use rollcage_proto::lb::GroupLb;
-use rollcage_proto::wire::now_ms;
+use rollcage_proto::wire::{AgentOverrides, now_ms};
 use rollcage_proto::wire::{
     Application, CreateApplication, CreateDeployment, CreateGroup, Deployment, Group, NAME_RULE,
     NameList, RegisterUrlRevision, Revision, StopDeployment,
@@ -82,6 +82,13 @@ pub async fn create_group(
     // settings depend on the style and the instances, so they are checked here, once: the store keeps them typed.
     if let Some(form) = &req.form {
         crate::store::forms::check_size(form).map_err(ApiError::Invalid)?;
+    }
+    // A minimum healthy that leaves no instance to deploy to, on a group that lists its instances, is refused now
+    // rather than at its first deployment (a group of every enrolled instance is checked at each deployment).
+    if !req.instances.is_empty() {
+        req.concurrency
+            .check(req.instances.len())
+            .map_err(|e| ApiError::Invalid(format!("field `concurrency`: {e}")))?;
     }
     let form = req.form;
     GroupLb::check(req.style, &req.instances, req.lb.as_ref()).map_err(|problems| {
@@ -377,6 +384,10 @@ pub async fn create_deployment(
     if let Some(form) = &req.form {
         crate::store::forms::check_size(form).map_err(ApiError::Invalid)?;
     }
+    if let Some(text) = &req.description {
+        rollcage_proto::wire::check_description(text)
+            .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    }
     let d = st.store.write(|tx| {
         check_group_instances(tx, &req.application, &req.group)?;
         // A group that names no instances deploys to every approved one (never to one pending approval).
@@ -389,6 +400,11 @@ pub async fn create_deployment(
                 revision: &req.revision,
                 rollback_of: None,
                 concurrency: None,
+                overrides: AgentOverrides {
+                    ignore_application_stop_failures: req.ignore_application_stop_failures,
+                    file_exists_behavior: req.file_exists_behavior,
+                },
+                description: req.description.clone(),
             },
             &all,
             now,

@@ -8,7 +8,7 @@ use crate::store::Conn;
 use crate::store::actors::{self, Act};
 use crate::store::{StoreError, Tx, apps, deployments, deployments::DeploymentRow, revisions};
 use rollcage_proto::wire::{
-    Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, NameList, RevisionLocation,
+    AgentOverrides, Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, NameList, RevisionLocation,
     RevisionRef, RevisionSource, StepCommand, StepOutcome, StepReport, StepState,
 };
 use rollcage_proto::{HookOutcome, Performer, plan};
@@ -54,6 +54,11 @@ pub struct NewDeployment<'a> {
     pub rollback_of: Option<(&'a str, bool)>,
     /// Concurrency to use instead of the group's (a rollback keeps its deployment's).
     pub concurrency: Option<Concurrency>,
+    /// What it asks of the agents (a rollback keeps its deployment's: the broken ApplicationStop a deployment
+    /// ignored is the one its rollback runs again).
+    pub overrides: AgentOverrides,
+    /// For people.
+    pub description: Option<String>,
 }
 
 /// Create a deployment and dispatch its first batch. Refused while the group has an active deployment.
@@ -132,6 +137,15 @@ pub fn create_deployment(
             rollcage_proto::clip::clip_head(&pending[0], 160)
         )));
     }
+    // A minimum healthy that leaves no instance to deploy to is refused now, with the arithmetic (CodeDeploy fails
+    // such a deployment at once).
+    let concurrency = new.concurrency.unwrap_or(group.concurrency);
+    concurrency.check(instances.len()).map_err(|e| {
+        EngineError::Invalid(format!(
+            "deployment group `{}` cannot be deployed to: {e}",
+            new.group
+        ))
+    })?;
     let id = format!("d-{}", crate::auth::random_hex(6));
     let row = DeploymentRow {
         id: id.clone(),
@@ -140,7 +154,7 @@ pub fn create_deployment(
         group_id: group.id.clone(),
         revision: new.revision.to_owned(),
         style: group.style,
-        concurrency: new.concurrency.unwrap_or(group.concurrency),
+        concurrency,
         failure_tolerance: group.failure_tolerance,
         auto_rollback: group.auto_rollback,
         rollback_of: new.rollback_of.map(|(of, _)| of.to_owned()),
@@ -153,6 +167,8 @@ pub fn create_deployment(
         rollback_deployment: None,
         switch_to,
         continued: false,
+        overrides: new.overrides,
+        description: new.description.clone(),
     };
     deployments::insert(tx, &row, style_plan.per_instance, &instances)?;
     // A rollback re-runs the form the revision it returns to was installed with; a new deployment starts with the
@@ -292,6 +308,8 @@ fn apply(tx: &Tx<'_>, d: &DeploymentRow, actions: Vec<Action>, now: i64) -> Resu
                                 revision: &revision,
                                 rollback_of: Some((id, true)),
                                 concurrency: Some(d.concurrency),
+                                overrides: d.overrides,
+                                description: None,
                             },
                             &[],
                             now,
@@ -541,6 +559,8 @@ pub fn rollback(tx: &Tx<'_>, id: &str, now: i64) -> Result<String> {
             revision: &revision,
             rollback_of: Some((id, false)),
             concurrency: Some(d.concurrency),
+            overrides: d.overrides,
+            description: None,
         },
         &[],
         now,
@@ -560,9 +580,9 @@ pub fn command_for(c: &Conn<'_>, step: &deployments::StepRow) -> Result<StepComm
             what: "revision",
             name: d.revision.clone(),
         })?;
-    let location = match rev.source {
-        RevisionSource::Uploaded { .. } => RevisionLocation::Coordinator,
-        RevisionSource::Url { url } => RevisionLocation::Url { url },
+    let (location, size) = match rev.source {
+        RevisionSource::Uploaded { size } => (RevisionLocation::Coordinator, Some(size)),
+        RevisionSource::Url { url } => (RevisionLocation::Url { url }, None),
     };
     let form = crate::store::forms::deployment_form(c, &d.id)?;
     Ok(StepCommand {
@@ -577,9 +597,11 @@ pub fn command_for(c: &Conn<'_>, step: &deployments::StepRow) -> Result<StepComm
             sha256: rev.sha256,
             location,
             signature: rev.signature,
+            size,
         },
         rollback: d.rollback_of.is_some(),
         form,
+        overrides: d.overrides,
     })
 }
 
@@ -729,6 +751,8 @@ mod tests {
                         revision: &rev,
                         rollback_of: None,
                         concurrency: None,
+                        overrides: Default::default(),
+                        description: None,
                     },
                     &enrolled,
                     1,

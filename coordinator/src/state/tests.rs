@@ -269,6 +269,8 @@ async fn nothing_is_woken_inside_the_transaction_nor_for_a_write_that_rolls_back
                 revision: &format!("r-{}", "a".repeat(16)),
                 rollback_of: None,
                 concurrency: None,
+                overrides: Default::default(),
+                description: None,
             },
             &[],
             1,
