@@ -116,6 +116,9 @@ pub struct AgentFile {
     /// Most bytes of one step's hook output sent to the coordinator (default 256 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_log_bytes: Option<usize>,
+    /// At most this many bytes of revision archives in the agent's cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cache_bytes: Option<u64>,
     /// OpenSSH allowed_signers file: deploy only revisions signed by a key it lists for `rollcage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_signers: Option<PathBuf>,
@@ -331,6 +334,7 @@ pub fn install_files(a: &InstallArgs) -> anyhow::Result<Installed> {
         vars: a.vars.iter().cloned().collect(),
         tags: a.tags.iter().cloned().collect(),
         max_log_bytes: None,
+        max_cache_bytes: None,
         trusted_signers,
     };
     let config_text = format!(

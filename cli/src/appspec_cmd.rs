@@ -48,7 +48,7 @@ pub fn check(path: &Path) -> ExitCode {
         }
     };
     for w in sorted(checked.warnings) {
-        println!("{}", format_problem(name, "warning: ", &w));
+        println!("{}", w.located(name, "warning: "));
     }
     match checked.result {
         Ok(spec) => {
@@ -57,7 +57,7 @@ pub fn check(path: &Path) -> ExitCode {
         }
         Err(problems) => {
             for p in sorted(problems) {
-                println!("{}", format_problem(name, "", &p));
+                println!("{}", p.located(name, ""));
             }
             ExitCode::from(1)
         }
@@ -109,14 +109,6 @@ fn sorted(mut problems: Vec<Problem>) -> Vec<Problem> {
     problems
 }
 
-/// `FILE:LINE:COL: path: message`, or `FILE: path: message` without a position; `tag` marks warnings.
-fn format_problem(file: &str, tag: &str, p: &Problem) -> String {
-    match (p.line, p.column) {
-        (Some(line), Some(column)) => format!("{file}:{line}:{column}: {tag}{p}"),
-        (Some(line), None) => format!("{file}:{line}: {tag}{p}"),
-        _ => format!("{file}: {tag}{p}"),
-    }
-}
 
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })

@@ -119,6 +119,9 @@ async fn scenario(sup: &Supervisor, exe: &Path) -> anyhow::Result<ExitCode> {
                 group: stage.group.to_owned(),
                 revision: rev.id.clone(),
                 form: None,
+                ignore_application_stop_failures: false,
+                file_exists_behavior: None,
+                description: None,
             })
             .await
             .with_context(|| format!("starting deployment {}", stage.version))?;

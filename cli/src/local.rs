@@ -38,6 +38,10 @@ pub struct LocalArgs {
     /// What Install does with existing files the previous deployment did not create (when the AppSpec is silent).
     #[arg(long, value_enum, default_value = "disallow")]
     file_exists_behavior: Behavior,
+    /// Log and skip failures of ApplicationStop (the previously installed revision's scripts), as `rollcage
+    /// deploy --ignore-application-stop-failures` does.
+    #[arg(long)]
+    ignore_application_stop_failures: bool,
     /// A form (TOML or YAML: destination, stop/start/check scripts) describing the deployment instead of the
     /// package's appspec.yml; it wins when the package has one too.
     #[arg(long)]
@@ -110,6 +114,10 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
         limits: UnpackLimits::default(),
         form,
         signature,
+        overrides: rollcage_proto::wire::AgentOverrides {
+            ignore_application_stop_failures: args.ignore_application_stop_failures,
+            file_exists_behavior: None,
+        },
     };
     let deployment = HostDeployment::new(&host, spec)?;
     println!(

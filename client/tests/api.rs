@@ -195,6 +195,9 @@ async fn deployments_agents_logs_events_and_bundles_round_trip() -> TestResult {
             group: "web".into(),
             revision: rev.id.clone(),
             form: None,
+            ignore_application_stop_failures: false,
+            file_exists_behavior: None,
+            description: None,
         })
         .await?;
     assert_eq!(d.status, DeploymentStatus::InProgress);

@@ -744,6 +744,8 @@ mod tests {
                         rollback_of: None,
                         concurrency: None,
                         catch_up: None,
+                        overrides: Default::default(),
+                        description: None,
                     },
                     &[],
                     1_000,

@@ -355,6 +355,14 @@ CREATE TABLE removed_instances (
     removed_at INTEGER NOT NULL
 );
 "#,
+    // CodeDeploy's deployment options (issue 15; store/deployments.rs `DeploymentRow::overrides`, `description`).
+    r#"
+-- `rollcage deploy --ignore-application-stop-failures` (0/1), `--file-exists-behavior` (DISALLOW, OVERWRITE,
+-- RETAIN; NULL = the AppSpec's), `--description` (at most 512 bytes, checked by the API).
+ALTER TABLE deployments ADD COLUMN ignore_stop_failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE deployments ADD COLUMN file_exists_behavior TEXT;
+ALTER TABLE deployments ADD COLUMN description TEXT;
+"#,
 ];
 
 /// What one committed transaction changed, for whoever waits on it. Plain data, so the same set can later be sent

@@ -176,6 +176,8 @@ pub fn deploy(s: &Store, group: &str, rev: &str) -> Result<String, EngineError> 
                 rollback_of: None,
                 concurrency: None,
                 catch_up: None,
+                overrides: Default::default(),
+                description: None,
             },
             &[],
             1,

@@ -99,6 +99,9 @@ async fn set_up(base: &str, admin: &str, enroll: &str) -> TestResult<String> {
             group: "st-group".into(),
             revision: rev.id,
             form: None,
+            ignore_application_stop_failures: false,
+            file_exists_behavior: None,
+            description: None,
         })
         .await?;
     Ok(agent.token)

@@ -89,6 +89,16 @@ impl BundleCache {
                 tokio::fs::create_dir_all(dir)
                     .await
                     .map_err(|e| format!("creating bundle cache {}: {e}", dir.display()))?;
+                // Room for the archive first (its unpacked size is checked entry by entry as it is unpacked): a
+                // revision that cannot fit fails now, naming both figures, with nothing written.
+                if let Some(size) = cmd.revision.size {
+                    rollcage_runtime::package::space::check(
+                        dir,
+                        size,
+                        &format!("downloading revision {} (its archive)", cmd.revision.id),
+                    )
+                    .map_err(|e| e.to_string())?;
+                }
                 let mut last = String::new();
                 // A few quick retries for a flaky link; the coordinator re-sends the step anyway if we fail.
                 for attempt in 0..3u32 {
@@ -170,9 +180,11 @@ impl RuntimeExecutor {
             cmd.event != LifecycleEvent::DownloadBundle && !cmd.event.uses_previous_revision();
         let fetch = cmd.event == LifecycleEvent::DownloadBundle
             || (needs_revision && !layout.revision_dir().is_dir());
+        let mut fresh_download = None;
         let (source, origin) = if fetch {
             let (source, downloaded) = self.cache.ensure(&self.client, cmd).await?;
             let origin = if downloaded {
+                fresh_download = self.cache.path(&cmd.revision.sha256);
                 "downloaded"
             } else {
                 "taken from the host cache"
@@ -193,6 +205,7 @@ impl RuntimeExecutor {
             limits: UnpackLimits::default(),
             form,
             signature: cmd.revision.signature.clone(),
+            overrides: cmd.overrides,
         };
         let dep = HostDeployment::new(&self.host, spec).map_err(|e| e.to_string())?;
         let mut prefix = String::new();
@@ -200,6 +213,13 @@ impl RuntimeExecutor {
             let mut r = dep.run_step(LifecycleEvent::DownloadBundle).await;
             r.message = clip_head(&r.message, MAX_MESSAGE_BYTES);
             if r.status == StepOutcome::Failed {
+                // An archive downloaded for this step that could not be unpacked (no room, corrupt, unsigned)
+                // does not stay behind to take space.
+                if let Some(path) = fresh_download.filter(|p| p.is_file())
+                    && let Err(e) = std::fs::remove_file(&path)
+                {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove a bundle that failed to unpack");
+                }
                 let message = format!("revision {origin}: {}", r.message);
                 return Ok((r.status, message, r.hooks));
             }

@@ -313,9 +313,11 @@ mod tests {
                     url: "file:///nope".into(),
                 },
                 signature: None,
+                size: None,
             },
             rollback: false,
             form: None,
+            overrides: Default::default(),
         }
     }
 

@@ -46,6 +46,9 @@ pub struct AgentConfig {
     /// OpenSSH allowed_signers file (`--trusted-signers`): when set, only revisions signed by a key it lists for
     /// `rollcage` are unpacked (see `rollcage_runtime::lifecycle::HostConfig::trusted_signers`).
     pub trusted_signers: Option<PathBuf>,
+    /// At most this many bytes of archives in the bundle store (`--max-cache-bytes`); `None`: only the count
+    /// bound applies.
+    pub max_cache_bytes: Option<u64>,
     /// Loop settings.
     pub loop_config: daemon::LoopConfig,
 }
@@ -120,6 +123,7 @@ pub async fn run_until(
         let mut host = HostConfig::new(&cfg.root);
         host.hook_vars = cfg.hook_vars();
         host.trusted_signers = cfg.trusted_signers.clone();
+        host.max_cache_bytes = cfg.max_cache_bytes;
         let exec = executor::RuntimeExecutor::new(host, client.clone());
         tracing::info!(instance = %cfg.name, coordinators = %cfg.coordinators.join(","), root = %cfg.root.display(), "agent running");
         let agent = daemon::AgentLoop::new(client, journal.clone(), exec, cfg.loop_config.clone())

@@ -110,9 +110,11 @@ impl Env {
                 sha256: self.sha.clone(),
                 location: RevisionLocation::Coordinator,
                 signature: None,
+                size: None,
             },
             rollback,
             form: None,
+            overrides: Default::default(),
         }
     }
 

@@ -515,6 +515,7 @@ fn agent_config(url: &str, root: &Path, enroll_token: Option<&str>) -> rollcage_
         ca_file: None,
         ca_fingerprint: None,
         trusted_signers: None,
+        max_cache_bytes: None,
         loop_config: loop_config(),
     }
 }

@@ -11,6 +11,7 @@
 //! - [`hostcall`]: the versioned import namespace and ABI numbers of the host functions wasm hooks call.
 //! - [`sandbox`]: the capability grant of a WebAssembly hook (the AppSpec's `sandbox:` map).
 //! - [`form`]: the deployment form (destination, scripts) and its validation with field paths.
+//! - [`healthy`]: CodeDeploy's minimum healthy hosts and the batch size that follows from it (pure arithmetic).
 //! - [`lb`]: a deployment group's load-balancer settings and their validation with field paths.
 //! - [`traffic`]: weighted traffic between two server groups and the windowed figures (requests, 5xx, latency)
 //!   a load balancer reports per group and server.
@@ -28,6 +29,7 @@ pub mod clip;
 pub mod enroll;
 pub mod fingerprint;
 pub mod form;
+pub mod healthy;
 pub mod hookvar;
 pub mod hostcall;
 pub mod lb;

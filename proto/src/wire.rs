@@ -6,6 +6,7 @@
 //!
 //! Compatibility rule: add optional fields (`#[serde(default)]`) and new variants at the end; never rename.
 
+use crate::healthy::{MinHealthy, TooFewInstances};
 use crate::lb::GroupLb;
 use crate::tags::{TagFilter, Tags};
 use crate::{Form, HookOutcome, LifecycleEvent};
@@ -243,24 +244,49 @@ pub enum Concurrency {
     Percent(u8),
     /// Every instance at once.
     All,
+    /// CodeDeploy's minimum healthy hosts: every instance but the minimum at once (`min-healthy:N`,
+    /// `min-healthy:P%`); see [`crate::healthy`].
+    MinHealthy(MinHealthy),
 }
 
 impl Concurrency {
     /// The number of instances that may be in flight at once in a group of `total` instances (≥ 1 unless the group
-    /// is empty).
+    /// is empty). A minimum healthy that leaves none gives 1 here; [`Concurrency::check`] refuses it first.
     pub fn limit(self, total: usize) -> usize {
         let n = match self {
             Self::Count(n) => usize::try_from(n).unwrap_or(usize::MAX),
             Self::Percent(p) => total.saturating_mul(usize::from(p)) / 100,
             Self::All => total,
+            Self::MinHealthy(m) => m.batch(total).unwrap_or(1),
         };
         n.clamp(1, total.max(1))
+    }
+
+    /// How many instances may be in flight once `failed` of `total` have failed: [`Concurrency::limit`], except
+    /// that a minimum healthy narrows by one per failure ([`MinHealthy::window`]), down to 0 (no more starts).
+    pub fn window(self, total: usize, failed: usize) -> usize {
+        match self {
+            Self::MinHealthy(m) => m.window(total, failed),
+            other => other.limit(total),
+        }
+    }
+
+    /// Whether a deployment of `total` instances can run under this concurrency: a minimum healthy that leaves no
+    /// instance to deploy to is refused (the error has the arithmetic); the other forms always can.
+    pub fn check(self, total: usize) -> Result<(), TooFewInstances> {
+        match self {
+            Self::MinHealthy(m) => m.batch(total).map(|_| ()),
+            _ => Ok(()),
+        }
     }
 }
 
 /// The accepted spellings of a concurrency, for messages (one home: the error below and the docs quote it).
-pub const CONCURRENCY_FORMS: &str =
-    "a count ≥ 1 (`2`), a percentage 1–100 (`50%`) or `all` (lowercase, no spaces or signs)";
+pub const CONCURRENCY_FORMS: &str = "a count ≥ 1 (`2`), a percentage 1–100 (`50%`), `all`, or a minimum of healthy \
+     instances `min-healthy:N` (N ≥ 0) / `min-healthy:P%` (0–99, rounded up) (lowercase, no spaces or signs)";
+
+/// How a minimum healthy is spelled as a concurrency: `min-healthy:` then the minimum.
+pub const MIN_HEALTHY_PREFIX: &str = "min-healthy:";
 
 /// A concurrency string is not exactly `N`, `P%` or `all`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,6 +329,9 @@ impl FromStr for Concurrency {
         if s == "all" {
             return Ok(Self::All);
         }
+        if let Some(m) = s.strip_prefix(MIN_HEALTHY_PREFIX) {
+            return m.parse().map(Self::MinHealthy).map_err(|_| bad());
+        }
         if let Some(p) = s.strip_suffix('%') {
             if !plain_decimal(p) {
                 return Err(bad());
@@ -328,6 +357,7 @@ impl fmt::Display for Concurrency {
             Self::Count(n) => write!(f, "{n}"),
             Self::Percent(p) => write!(f, "{p}%"),
             Self::All => f.write_str("all"),
+            Self::MinHealthy(m) => write!(f, "{MIN_HEALTHY_PREFIX}{m}"),
         }
     }
 }
@@ -618,6 +648,74 @@ pub struct CreateDeployment {
         with = "crate::form::json_text"
     )]
     pub form: Option<Form>,
+    /// Ignore failures of the previous revision's ApplicationStop, BeforeBlockTraffic and AfterBlockTraffic
+    /// ([`AgentOverrides::ignore_application_stop_failures`]).
+    #[serde(default)]
+    pub ignore_application_stop_failures: bool,
+    /// Overrides the AppSpec's `file_exists_behavior` for this deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_exists_behavior: Option<crate::FileExistsBehavior>,
+    /// For people ([`check_description`]: at most [`MAX_DESCRIPTION_BYTES`], one line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// The longest deployment description, in bytes (a line or two for people, not a changelog; CodeDeploy's API
+/// takes long descriptions, but ours is shown in every list and watch).
+pub const MAX_DESCRIPTION_BYTES: usize = 512;
+
+/// A deployment description is too long or has control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidDescription(pub String);
+
+impl fmt::Display for InvalidDescription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidDescription {}
+
+/// Check a deployment's description: at most [`MAX_DESCRIPTION_BYTES`], no control characters (it is printed on
+/// terminals and in one-line listings).
+pub fn check_description(text: &str) -> Result<(), InvalidDescription> {
+    if text.len() > MAX_DESCRIPTION_BYTES {
+        return Err(InvalidDescription(format!(
+            "field `description`: {} bytes; at most {MAX_DESCRIPTION_BYTES}",
+            text.len()
+        )));
+    }
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Err(InvalidDescription(format!(
+            "field `description`: control character {:?}; expected one line of text",
+            c
+        )));
+    }
+    Ok(())
+}
+
+/// What a deployment asks of every agent beyond its revision: CodeDeploy's `ignoreApplicationStopFailures` and
+/// `fileExistsBehavior` (its `AgentActionOverrides.AgentOverrides`). Sent with each step command.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentOverrides {
+    /// A failure of ApplicationStop, BeforeBlockTraffic or AfterBlockTraffic — the hooks of the revision installed
+    /// before, which a broken revision would otherwise keep failing — is logged and skipped.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ignore_application_stop_failures: bool,
+    /// What Install does with existing files, overriding the AppSpec's (or form's) `file_exists_behavior`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_exists_behavior: Option<crate::FileExistsBehavior>,
+}
+
+impl AgentOverrides {
+    /// Nothing overridden (what an older coordinator sends).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// `POST /v1/deployments/{id}/stop`.
@@ -821,6 +919,16 @@ pub struct Deployment {
     /// Who created, stopped, rolled back and continued it.
     #[serde(default)]
     pub actors: crate::access::DeploymentActors,
+    /// Its description, if it was given one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// What it asks of the agents ([`CreateDeployment::ignore_application_stop_failures`],
+    /// [`CreateDeployment::file_exists_behavior`]).
+    #[serde(default)]
+    pub ignore_application_stop_failures: bool,
+    /// See [`CreateDeployment::file_exists_behavior`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_exists_behavior: Option<crate::FileExistsBehavior>,
     /// Per-instance progress.
     pub instances: Vec<InstanceProgress>,
 }
@@ -856,6 +964,15 @@ pub struct DeploymentSummary {
     pub ended_at_ms: Option<i64>,
     /// The rollback deployment started after this one failed.
     pub rollback_deployment: Option<String>,
+    /// Its description, if it was given one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// See [`Deployment::ignore_application_stop_failures`].
+    #[serde(default)]
+    pub ignore_application_stop_failures: bool,
+    /// See [`CreateDeployment::file_exists_behavior`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_exists_behavior: Option<crate::FileExistsBehavior>,
 }
 
 /// The query of `GET /v1/deployments`: only one application's (or one group's) deployments, and the page
@@ -1044,6 +1161,10 @@ pub struct RevisionRef {
     /// before unpacking anything, a revision without a valid one; older coordinators send none (absent = `None`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// The archive's size in bytes, when the coordinator stores it: the agent checks it has room for it before
+    /// downloading (absent from older coordinators and for URL revisions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 /// One step for one agent to run.
@@ -1072,6 +1193,9 @@ pub struct StepCommand {
         with = "crate::form::json_text"
     )]
     pub form: Option<Form>,
+    /// The deployment's overrides (absent from older coordinators: none).
+    #[serde(default, skip_serializing_if = "AgentOverrides::is_default")]
+    pub overrides: AgentOverrides,
 }
 
 /// What the coordinator answers a poll or a report with.
@@ -1295,9 +1419,35 @@ mod tests {
             Concurrency::Count(u32::MAX),
             Concurrency::Percent(1),
             Concurrency::Percent(100),
+            Concurrency::MinHealthy(MinHealthy::HostCount(0)),
+            Concurrency::MinHealthy(MinHealthy::HostCount(6)),
+            Concurrency::MinHealthy(MinHealthy::FleetPercent(0)),
+            Concurrency::MinHealthy(MinHealthy::FleetPercent(99)),
         ] {
             assert_eq!(c.to_string().parse::<Concurrency>(), Ok(c));
         }
+    }
+
+    #[test]
+    fn a_minimum_healthy_is_a_concurrency_spelled_min_healthy() {
+        assert_eq!(
+            "min-healthy:6".parse::<Concurrency>(),
+            Ok(Concurrency::MinHealthy(MinHealthy::HostCount(6)))
+        );
+        assert_eq!(
+            "min-healthy:40%".parse::<Concurrency>(),
+            Ok(Concurrency::MinHealthy(MinHealthy::FleetPercent(40)))
+        );
+        for bad in ["min-healthy:", "min-healthy:100%", "min-healthy: 6", "MIN-HEALTHY:6", "min-healthy:all"] {
+            assert!(bad.parse::<Concurrency>().is_err(), "{bad:?}");
+        }
+        // 9 instances, HOST_COUNT 6: 3 at a time, narrowing as instances fail; 10 with 95% is refused.
+        let c = Concurrency::MinHealthy(MinHealthy::HostCount(6));
+        assert_eq!((c.limit(9), c.window(9, 0), c.window(9, 2)), (3, 3, 1));
+        assert!(c.check(9).is_ok());
+        let e = Concurrency::MinHealthy(MinHealthy::FleetPercent(95)).check(10);
+        assert!(e.is_err_and(|e| e.to_string().contains("10 − 10 = 0")));
+        assert!(Concurrency::Count(3).check(1).is_ok());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::layout::{DeployLayout, GroupLayout, InvalidName};
 use crate::package::{
     self, BundleStore, DEFAULT_MAX_REVISIONS, FetchOptions, Source, UnpackLimits,
 };
-use rollcage_proto::wire::StepOutcome;
+use rollcage_proto::wire::{AgentOverrides, StepOutcome};
 use rollcage_proto::{HookOutcome, LifecycleEvent, Performer, StylePlan};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +35,9 @@ pub struct HostConfig {
     pub hook_vars: Vec<(String, String)>,
     /// Deployment dirs kept per group, and archives kept in the bundle store.
     pub max_revisions: usize,
+    /// At most this many bytes of archives in the bundle store (`rollcage agent --max-cache-bytes`), on top of
+    /// [`HostConfig::max_revisions`]; never removing this deployment's nor the one installed last in any group.
+    pub max_cache_bytes: Option<u64>,
     /// The host's bundle store (the agent's): fetched archives are kept there once, by sha256. `None` (`rollcage
     /// local`) keeps no copy of the archive.
     pub bundles: Option<BundleStore>,
@@ -59,6 +62,7 @@ impl HostConfig {
             root: root.into(),
             hook_vars: Vec::new(),
             max_revisions: DEFAULT_MAX_REVISIONS,
+            max_cache_bytes: None,
             bundles: None,
             wasm: None,
             trusted_signers: None,
@@ -95,6 +99,9 @@ pub struct DeploymentSpec {
     pub form: Option<Form>,
     /// The revision's signature (armored SSHSIG), if it has one; checked when the host has trusted signers.
     pub signature: Option<String>,
+    /// The deployment's overrides: ignore failures of the previous revision's ApplicationStop,
+    /// BeforeBlockTraffic and AfterBlockTraffic; a `file_exists_behavior` that wins over the AppSpec's.
+    pub overrides: AgentOverrides,
 }
 
 /// The report of one step.
@@ -182,6 +189,7 @@ pub struct HostDeployment {
     env: HookEnv,
     root: PathBuf,
     max_revisions: usize,
+    max_cache_bytes: Option<u64>,
     bundles: Option<BundleStore>,
     wasm: Option<Arc<WasmHooks>>,
     trusted_signers: Option<PathBuf>,
@@ -206,6 +214,7 @@ impl HostDeployment {
             env,
             root: host.root.clone(),
             max_revisions: host.max_revisions,
+            max_cache_bytes: host.max_cache_bytes,
             bundles: host.bundles.clone(),
             wasm: host.wasm.clone(),
             trusted_signers: host.trusted_signers.clone(),
@@ -234,6 +243,9 @@ impl HostDeployment {
             LifecycleEvent::DownloadBundle => self.download().await,
             LifecycleEvent::Install => self.install().await,
             e if e.performer() == Performer::Coordinator => Err(LifecycleError::NotAnAgentStep(e)),
+            e if e.uses_previous_revision() && self.spec.overrides.ignore_application_stop_failures => {
+                ignoring_failure(e, self.run_hooks(e).await)
+            }
             e => self.run_hooks(e).await,
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -312,6 +324,12 @@ impl HostDeployment {
         }
         // Validate now rather than at Install, so a broken AppSpec fails the first step, before anything stops.
         let plan = load_plan(&self.deploy)?;
+        // Warnings are told once, here, where the AppSpec is first read (later steps read it again silently).
+        for w in &plan.warnings {
+            tracing::warn!("{w}");
+            message.push_str("; ");
+            message.push_str(w);
+        }
         // Compile the revision's wasm hooks now, so their first run is warm. A module that does not compile is
         // reported when its hook runs (with the hook's outcome), so here it is only logged — except a module over
         // a compile bound (too large, or compiling too long), which fails this step at once.
@@ -378,11 +396,20 @@ impl HostDeployment {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not prune the bundle store"),
         }
+        if let Some(max_bytes) = self.max_cache_bytes
+            && let Err(e) = store.prune_bytes(max_bytes, &keep)
+        {
+            tracing::warn!(error = %e, "could not prune the bundle store to --max-cache-bytes");
+        }
     }
 
     async fn install(&self) -> Result<(StepOutcome, String, Vec<HookOutcome>), LifecycleError> {
         let revision = self.revision_dir_checked()?;
-        let spec = load_plan(&self.deploy)?.spec;
+        let mut spec = load_plan(&self.deploy)?.spec;
+        // The deployment's `--file-exists-behavior` wins over the AppSpec's (or form's).
+        if let Some(behavior) = self.spec.overrides.file_exists_behavior {
+            spec.file_exists_behavior = Some(behavior);
+        }
         let group = self.group.clone();
         let deployment_id = self.spec.deployment_id.clone();
         let default_behavior = self.spec.file_exists_behavior;
@@ -511,10 +538,32 @@ impl HostDeployment {
     }
 }
 
+/// A step of the previous revision's scripts run under `--ignore-application-stop-failures`: its failure (a hook
+/// that failed, or the previous revision's plan that cannot be read) is logged and the step succeeds, with the
+/// failure in its message and its hooks' outcomes kept, so nobody loses sight of it.
+fn ignoring_failure(
+    event: LifecycleEvent,
+    result: Result<(StepOutcome, String, Vec<HookOutcome>), LifecycleError>,
+) -> Result<(StepOutcome, String, Vec<HookOutcome>), LifecycleError> {
+    let (why, hooks) = match result {
+        Ok((StepOutcome::Failed, message, hooks)) => (message, hooks),
+        Err(e) => (e.to_string(), Vec::new()),
+        done => return done,
+    };
+    tracing::warn!(%event, error = %why, "failure ignored (--ignore-application-stop-failures)");
+    Ok((
+        StepOutcome::Succeeded,
+        format!("{event} failed, ignored (--ignore-application-stop-failures): {why}"),
+        hooks,
+    ))
+}
+
 /// What a deployment does: its AppSpec (given or made from its form) and where its hook locations are found.
 struct Plan {
     spec: AppSpec,
     script_root: PathBuf,
+    /// The AppSpec's warnings, `FILE:LINE:COL: warning: …` (none for a form).
+    warnings: Vec<String>,
 }
 
 /// The plan of the deployment in `deploy`: from its saved form if it has one, else from its revision's AppSpec.
@@ -527,6 +576,7 @@ fn load_plan(deploy: &DeployLayout) -> Result<Plan, LifecycleError> {
             return Ok(Plan {
                 spec: form.to_appspec(),
                 script_root: form_dir,
+                warnings: Vec::new(),
             });
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -539,10 +589,11 @@ fn load_plan(deploy: &DeployLayout) -> Result<Plan, LifecycleError> {
         }
     }
     let revision = deploy.revision_dir();
-    match appspec::load_from_revision(&revision) {
-        Ok(spec) => Ok(Plan {
-            spec,
+    match appspec::load_checked(&revision) {
+        Ok(loaded) => Ok(Plan {
+            spec: loaded.spec,
             script_root: revision,
+            warnings: loaded.warnings,
         }),
         Err(AppSpecError::NotFound(revision)) => Err(LifecycleError::NoDeploymentSpec { revision }),
         Err(e) => Err(e.into()),

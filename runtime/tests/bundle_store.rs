@@ -77,6 +77,7 @@ impl Host {
             limits: UnpackLimits::default(),
             form: None,
             signature: None,
+            overrides: Default::default(),
         };
         let dep = HostDeployment::new(&self.config, spec)?;
         for event in events {

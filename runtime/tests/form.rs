@@ -165,6 +165,7 @@ fn spec(id: &str, bundle: &Path, form: Option<Form>) -> DeploymentSpec {
         limits: UnpackLimits::default(),
         form,
         signature: None,
+        overrides: Default::default(),
     }
 }
 

@@ -1204,6 +1204,7 @@ mod download_bundle {
             limits: UnpackLimits::default(),
             form: None,
             signature: None,
+            overrides: Default::default(),
         };
         let started = Instant::now();
         let report = HostDeployment::new(&config, spec)?

@@ -99,6 +99,9 @@ async fn wake(fleet: &Fleet) -> anyhow::Result<()> {
             group: "web".into(),
             revision,
             form: None,
+            ignore_application_stop_failures: false,
+            file_exists_behavior: None,
+            description: None,
         })
         .await?;
     let changed = Instant::now();

@@ -1,8 +1,9 @@
 //! A full disk on an agent's host: the agent's root is a 4 MiB tmpfs made by the test. Full before a step, filled by
-//! a hook during a deployment (then the journal and the step log cannot be written), and filled by a revision that
-//! does not fit (its download, its unpacking, its installed files): each time the step fails with the error ("No
-//! space left on device"), the deployment ends, the agent keeps running, and once space is free the next deployment
-//! succeeds.
+//! a hook during a deployment (then the journal and the step log cannot be written), and its installed files not
+//! fitting: each time the step fails with the error ("No space left on device"), the deployment ends, the agent
+//! keeps running, and once space is free the next deployment succeeds. A revision that does not fit (its archive,
+//! or its declared unpacked size) fails DownloadBundle early instead, naming what it needs and what is free, and
+//! leaves nothing behind; once space is freed the same revision deploys.
 //!
 //! Needs root (to mount the tmpfs), as CI runs; without it the test fails saying so.
 
@@ -121,6 +122,58 @@ fn push_noise(
     fleet.push("shop", &dir)
 }
 
+/// The DownloadBundle failure of a revision that cannot fit, found before anything was written: both figures
+/// (`needs N (… bytes), M (… bytes) free`), with needed > free. Returns the message.
+fn early_no_space(d: &Deployment) -> anyhow::Result<String> {
+    let step = d
+        .instances
+        .iter()
+        .flat_map(|i| &i.steps)
+        .find(|s| s.state == StepState::Failed)
+        .with_context(|| format!("no failed step: {d:?}"))?;
+    anyhow::ensure!(
+        step.event == rollcage_proto::LifecycleEvent::DownloadBundle,
+        "{}: {}",
+        step.event,
+        step.message
+    );
+    let m = &step.message;
+    let figures: Vec<u64> = m
+        .split(" bytes)")
+        .filter_map(|part| part.rsplit('(').next()?.parse().ok())
+        .collect();
+    anyhow::ensure!(
+        m.contains("not enough free space on") && m.contains(" needs ") && m.contains(" free;"),
+        "{m}"
+    );
+    anyhow::ensure!(
+        figures.len() == 2 && figures[0] > figures[1],
+        "needed and free, needed larger: {figures:?} in {m}"
+    );
+    Ok(m.clone())
+}
+
+/// Nothing of deployment `id` is left on the agent: no deployment dir, no partial or stored archive of it, no
+/// staging dir.
+fn nothing_left(root: &Path, id: &str, before: &[PathBuf]) -> anyhow::Result<()> {
+    let deploy = root.join("app-shop/group-web").join(format!("deploy-{id}"));
+    anyhow::ensure!(!deploy.exists(), "{} was left behind", deploy.display());
+    let bundles: Vec<PathBuf> = std::fs::read_dir(root.join("agent/bundles"))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !before.contains(p))
+        .collect();
+    anyhow::ensure!(bundles.is_empty(), "the failed download left {bundles:?}");
+    Ok(())
+}
+
+fn stored_bundles(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    Ok(std::fs::read_dir(root.join("agent/bundles"))?
+        .flatten()
+        .map(|e| e.path())
+        .collect())
+}
+
 fn enospc_step(d: &Deployment) -> Option<String> {
     d.instances
         .iter()
@@ -206,20 +259,17 @@ fn a_full_disk_fails_the_step_not_the_agent_and_the_next_deployment_succeeds() -
         assert!(alive(&mut fleet.agents[0].proc)?, "the agent survived");
         std::fs::remove_file(&filler)?;
 
-        // 3. A revision bigger than the disk: its download fails with the error and leaves nothing behind.
+        // 3. A revision bigger than the disk: DownloadBundle fails before downloading, naming the archive's size
+        // and the free space, and leaves nothing behind.
         let v3 = push_noise(&fleet, "v3", 6 << 20, None)?;
+        let before = stored_bundles(&root)?;
         let d = wait(&fleet, &v3)?;
         assert_eq!(d.status, DeploymentStatus::Failed, "{}", d.message);
-        let why = enospc_step(&d);
-        assert!(why.is_some(), "a step failed with ENOSPC: {d:?}");
-        eprintln!("revision too big: {}", why.unwrap_or_default());
+        let why = early_no_space(&d)?;
+        assert!(why.contains("(its archive)"), "{why}");
+        eprintln!("revision too big: {why}");
         assert!(alive(&mut fleet.agents[0].proc)?, "the agent survived");
-        let partial: Vec<_> = std::fs::read_dir(root.join("agent/bundles"))?
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
-            .map(|e| e.path())
-            .collect();
-        assert!(partial.is_empty(), "a failed download left {partial:?}");
+        nothing_left(&root, &d.id, &before)?;
 
         // 4. A revision that is stored and unpacked but whose files do not fit where Install puts them (outside
         // the agent's root, on a second, smaller tmpfs).
@@ -234,14 +284,31 @@ fn a_full_disk_fails_the_step_not_the_agent_and_the_next_deployment_succeeds() -
         eprintln!("installed files too big: {}", why.unwrap_or_default());
         assert!(alive(&mut fleet.agents[0].proc)?, "the agent survived");
 
-        // 5. A revision that is stored but does not fit once unpacked.
+        // 5. A revision whose archive fits but not once unpacked: DownloadBundle fails before unpacking the entry
+        // that would not fit (the archive's declared sizes), naming both figures, and leaves nothing behind (the
+        // archive it downloaded is removed too).
         let v5 = push_noise(&fleet, "v5", avail(&root)? * 6 / 10, None)?;
+        let before = stored_bundles(&root)?;
         let d = wait(&fleet, &v5)?;
         assert_eq!(d.status, DeploymentStatus::Failed, "{}", d.message);
-        let why = enospc_step(&d);
-        assert!(why.is_some(), "a step failed with ENOSPC: {d:?}");
-        eprintln!("unpacked revision too big: {}", why.unwrap_or_default());
+        let why = early_no_space(&d)?;
+        assert!(why.contains("declared sizes, up to `noise.bin`"), "{why}");
+        eprintln!("unpacked revision too big: {why}");
         assert!(alive(&mut fleet.agents[0].proc)?, "the agent survived");
+        nothing_left(&root, &d.id, &before)?;
+        // A filler made the disk too small for v1 (a few KiB of archive, more unpacked): removing it is what
+        // "freeing space" means below.
+        let v7 = push_noise(&fleet, "v7", 512 << 10, None)?;
+        let pad = tmpfs.path.join("pad");
+        std::fs::write(&pad, vec![0u8; usize::try_from(avail(&root)?.saturating_sub(256 << 10))?])?;
+        let before = stored_bundles(&root)?;
+        let d = wait(&fleet, &v7)?;
+        assert_eq!(d.status, DeploymentStatus::Failed, "{}", d.message);
+        eprintln!("with the disk nearly full: {}", early_no_space(&d)?);
+        nothing_left(&root, &d.id, &before)?;
+        std::fs::remove_file(&pad)?;
+        let d = wait(&fleet, &v7)?;
+        assert_eq!(d.status, DeploymentStatus::Succeeded, "after freeing space: {}", d.message);
 
         // Space free again: the next deployment succeeds.
         let v4 = push(&fleet, "v4", "")?;

@@ -166,6 +166,7 @@ pub async fn start(sup: &Supervisor, exe: &Path) -> anyhow::Result<Cluster> {
                 ("ROLLCAGE_BIN".to_owned(), exe.display().to_string()),
             ]),
             max_log_bytes: None,
+            max_cache_bytes: None,
             trusted_signers: None,
         };
         let cfg = agents_dir.join(format!("{name}.toml"));

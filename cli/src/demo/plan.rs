@@ -422,6 +422,9 @@ mod tests {
             ended_at_ms: Some(1),
             rollback_deployment: None,
             actors: Default::default(),
+            description: None,
+            ignore_application_stop_failures: false,
+            file_exists_behavior: None,
             instances,
         }
     }

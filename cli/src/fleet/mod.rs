@@ -25,6 +25,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use rollcage_client::{CaFingerprint, Client, Trust};
 use rollcage_proto::Form;
+use rollcage_proto::healthy::MinHealthy;
 use rollcage_proto::lb::GroupLb;
 use rollcage_proto::wire::{
     Concurrency, CreateApplication, CreateDeployment, CreateGroup, Deployment, DeploymentStyle,
@@ -163,9 +164,37 @@ pub enum FleetCommand {
         /// the package's appspec.yml.
         #[arg(long)]
         form: Option<PathBuf>,
+        /// Log and skip failures of ApplicationStop, BeforeBlockTraffic and AfterBlockTraffic, which run the
+        /// scripts of the revision installed before (CodeDeploy's escape hatch for a broken one).
+        #[arg(long)]
+        ignore_application_stop_failures: bool,
+        /// What Install does with existing files the previous deployment did not create, overriding the
+        /// AppSpec's (or form's) `file_exists_behavior`: DISALLOW, OVERWRITE or RETAIN.
+        #[arg(long, value_parser = parse_file_exists_behavior)]
+        file_exists_behavior: Option<rollcage_proto::FileExistsBehavior>,
+        /// A line for people, shown with the deployment (at most 512 bytes).
+        #[arg(long)]
+        description: Option<String>,
         /// Wait for the end; exit 2 if it failed, 3 if stopped.
         #[arg(long)]
         wait: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List deployments, newest first: id, application/group, revision, status, description.
+    Deployments {
+        /// Only this application's.
+        #[arg(long)]
+        app: Option<String>,
+        /// Only this group's (needs --app).
+        #[arg(long, requires = "app")]
+        group: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
@@ -400,6 +429,10 @@ pub struct AgentArgs {
     /// most 1 MiB).
     #[arg(long)]
     max_log_bytes: Option<usize>,
+    /// Keep at most this many bytes of revision archives in the agent's cache (`ROOT/agent/bundles`), on top of
+    /// the count bound; the installed revision's and the deployment's own are never removed.
+    #[arg(long)]
+    max_cache_bytes: Option<u64>,
     /// Deploy only revisions signed by a key this OpenSSH allowed_signers file lists with
     /// `namespaces="rollcage"`; others fail DownloadBundle before anything is unpacked.
     #[arg(long)]
@@ -488,6 +521,9 @@ fn agent_config(a: AgentArgs) -> anyhow::Result<rollcage_agent::AgentConfig> {
     }
     Ok(rollcage_agent::AgentConfig {
         trusted_signers,
+        max_cache_bytes: a
+            .max_cache_bytes
+            .or_else(|| file.as_ref().and_then(|f| f.max_cache_bytes)),
         coordinators: match (a.coordinator, &file) {
             (Some(flag), _) => crate::agent_service::Coordinators::parse(&flag)
                 .context("--coordinator")?
@@ -670,9 +706,8 @@ pub enum GroupCommand {
         /// in-place | in-place-lb | blue-green.
         #[arg(long, value_parser = parse_style)]
         style: DeploymentStyle,
-        /// N, P% or all.
-        #[arg(long, value_parser = parse_concurrency)]
-        concurrency: Concurrency,
+        #[command(flatten)]
+        pace: PaceArgs,
         /// Failed instances tolerated.
         #[arg(long, default_value_t = 0)]
         failure_tolerance: u32,
@@ -816,6 +851,44 @@ fn group_line(g: &rollcage_proto::wire::Group) -> String {
         "{:<20} {:<12} concurrency {:<5} tolerance {} auto-rollback {} {selects}",
         g.name, g.style, g.concurrency, g.failure_tolerance, g.auto_rollback
     )
+}
+
+/// How many instances of a group deploy at once: `--concurrency` or `--min-healthy`, exactly one (every command
+/// that sets a group's pace flattens this, so both flags are accepted wherever one is).
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct PaceArgs {
+    /// Instances in flight at once: N, P% (of the group, rounded down, at least 1) or all.
+    #[arg(long, value_parser = parse_concurrency)]
+    concurrency: Option<Concurrency>,
+    /// CodeDeploy's minimum healthy hosts, instead of --concurrency: N instances (HOST_COUNT) or P% of them
+    /// (FLEET_PERCENT, 0–99, rounded up) stay healthy, every other one deploys at once (9 hosts, 6 → 3 at a time);
+    /// a deployment that would leave none to deploy to is refused.
+    #[arg(long, value_parser = parse_min_healthy)]
+    min_healthy: Option<MinHealthy>,
+}
+
+impl PaceArgs {
+    /// The concurrency these flags give (clap has made sure exactly one is there).
+    pub fn concurrency(&self) -> anyhow::Result<Concurrency> {
+        match (self.concurrency, self.min_healthy) {
+            (Some(c), None) => Ok(c),
+            (None, Some(m)) => Ok(Concurrency::MinHealthy(m)),
+            _ => bail!("give exactly one of --concurrency and --min-healthy"),
+        }
+    }
+}
+
+fn parse_file_exists_behavior(s: &str) -> Result<rollcage_proto::FileExistsBehavior, String> {
+    let upper = s.to_ascii_uppercase();
+    rollcage_proto::FileExistsBehavior::from_name(&upper).ok_or_else(|| {
+        format!("invalid file exists behavior `{s}`: expected DISALLOW, OVERWRITE or RETAIN")
+    })
+}
+
+fn parse_min_healthy(s: &str) -> Result<MinHealthy, String> {
+    s.parse()
+        .map_err(|e: rollcage_proto::healthy::InvalidMinHealthy| e.to_string())
 }
 
 /// Read and validate a form file (every problem reported with its field path).
@@ -1089,7 +1162,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             app,
             name,
             style,
-            concurrency,
+            pace,
             failure_tolerance,
             auto_rollback,
             instances,
@@ -1103,7 +1176,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             let req = CreateGroup {
                 name,
                 style,
-                concurrency,
+                concurrency: pace.concurrency()?,
                 failure_tolerance,
                 auto_rollback,
                 instances,
@@ -1162,11 +1235,17 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             group,
             revision,
             form,
+            ignore_application_stop_failures,
+            file_exists_behavior,
+            description,
             wait,
             output,
             remote,
         } => {
             let form = form.as_deref().map(load_form).transpose()?;
+            if let Some(text) = &description {
+                rollcage_proto::wire::check_description(text).context("--description")?;
+            }
             let client = remote.client()?;
             let d = client
                 .create_deployment(&CreateDeployment {
@@ -1174,9 +1253,38 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                     group,
                     revision,
                     form,
+                    ignore_application_stop_failures,
+                    file_exists_behavior,
+                    description,
                 })
                 .await?;
             finish(&client, d, wait, output).await
+        }
+        FleetCommand::Deployments {
+            app,
+            group,
+            limit,
+            output,
+            remote,
+        } => {
+            let page = remote
+                .client()?
+                .list_deployments(&rollcage_proto::wire::DeploymentQuery {
+                    application: app,
+                    group,
+                    limit: Some(limit),
+                    cursor: None,
+                })
+                .await?;
+            match output {
+                Output::Json => print_json(&page.items)?,
+                Output::Text => {
+                    for d in &page.items {
+                        println!("{}", render::summary_line(d));
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         FleetCommand::Watch { id, output, remote } => {
             watch::watch(&remote.client()?, &id, output).await
@@ -1385,13 +1493,13 @@ mod tests {
         match cli.cmd {
             FleetCommand::Group(GroupCommand::Create {
                 style,
-                concurrency,
+                pace,
                 auto_rollback,
                 instances,
                 ..
             }) => {
                 assert_eq!(style, DeploymentStyle::InPlace);
-                assert_eq!(concurrency, Concurrency::Percent(50));
+                assert_eq!(pace.concurrency().ok(), Some(Concurrency::Percent(50)));
                 assert!(auto_rollback);
                 assert_eq!(instances, ["i1", "i2", "i3"]);
             }
@@ -1427,6 +1535,37 @@ mod tests {
             ])
             .is_err()
         );
+        Ok(())
+    }
+
+    #[test]
+    fn group_create_takes_a_minimum_healthy_instead_of_a_concurrency() -> Result<(), clap::Error> {
+        let base = ["x", "group", "create", "--app", "a", "g", "--style", "in-place"];
+        let parse = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra.iter()));
+        for (flag, want) in [
+            ("6", MinHealthy::HostCount(6)),
+            ("40%", MinHealthy::FleetPercent(40)),
+            ("0", MinHealthy::HostCount(0)),
+        ] {
+            match parse(&["--min-healthy", flag])?.cmd {
+                FleetCommand::Group(GroupCommand::Create { pace, .. }) => {
+                    assert_eq!(pace.concurrency().ok(), Some(Concurrency::MinHealthy(want)));
+                }
+                other => panic!("parsed as {other:?}"),
+            }
+        }
+        let both = parse(&["--concurrency", "2", "--min-healthy", "6"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            both.contains("--concurrency") && both.contains("--min-healthy") && both.contains("cannot be used with"),
+            "{both}"
+        );
+        let neither = parse(&[]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(neither.contains("--concurrency") && neither.contains("--min-healthy"), "{neither}");
+        let bad = parse(&["--min-healthy", "100%"]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(bad.contains("0–99"), "{bad}");
         Ok(())
     }
 

@@ -275,6 +275,9 @@ mod tests {
             ended_at_ms: None,
             rollback_deployment: None,
             actors: Default::default(),
+            description: None,
+            ignore_application_stop_failures: false,
+            file_exists_behavior: None,
             instances,
         }
     }

@@ -3,6 +3,41 @@
 use rollcage_proto::wire::{Deployment, DeploymentKind, InstanceInfo, StepState};
 use std::fmt::Write;
 
+/// One line of `rollcage deployments`: id, application/group, revision, status, then the options and the
+/// description.
+pub fn summary_line(d: &rollcage_proto::wire::DeploymentSummary) -> String {
+    let mut s = format!(
+        "{}  {}/{}  {}  {}  concurrency {}{}",
+        d.id,
+        d.application,
+        d.group,
+        d.revision,
+        d.status,
+        d.concurrency,
+        options(d.ignore_application_stop_failures, d.file_exists_behavior)
+    );
+    if let Some(text) = &d.description {
+        let _ = write!(s, "  — {text}");
+    }
+    s
+}
+
+/// A deployment's agent options as `, ignore-application-stop-failures, file-exists-behavior OVERWRITE` (empty
+/// when it has none).
+pub fn options(
+    ignore_application_stop_failures: bool,
+    file_exists_behavior: Option<rollcage_proto::FileExistsBehavior>,
+) -> String {
+    let mut s = String::new();
+    if ignore_application_stop_failures {
+        s.push_str(", ignore-application-stop-failures");
+    }
+    if let Some(b) = file_exists_behavior {
+        let _ = write!(s, ", file-exists-behavior {b}");
+    }
+    s
+}
+
 /// A deployment, one line per instance, failed steps with their message and log tail.
 pub fn deployment(d: &Deployment) -> String {
     let mut s = String::new();
@@ -26,10 +61,18 @@ pub fn deployment(d: &Deployment) -> String {
         d.status,
         d.status.description()
     );
+    if let Some(text) = &d.description {
+        let _ = writeln!(s, "  {text}");
+    }
     let _ = writeln!(
         s,
-        "  concurrency {}, failure tolerance {}",
-        d.concurrency, d.failure_tolerance
+        "  concurrency {}, failure tolerance {}{}",
+        d.concurrency,
+        d.failure_tolerance,
+        options(
+            d.ignore_application_stop_failures,
+            d.file_exists_behavior
+        )
     );
     if !d.message.is_empty() {
         let _ = writeln!(s, "  {}", d.message);
@@ -153,6 +196,9 @@ mod tests {
                 stopped_by: Some("alice".into()),
                 ..Default::default()
             },
+            description: Some("hotfix for #42".into()),
+            ignore_application_stop_failures: true,
+            file_exists_behavior: Some(rollcage_proto::FileExistsBehavior::Overwrite),
             instances: vec![InstanceProgress {
                 instance: "i1".into(),
                 status: InstanceStatus::Failed,
@@ -174,7 +220,13 @@ mod tests {
         };
         let text = deployment(&d);
         assert!(text.contains("rollback of d-0, automatic"), "{text}");
-        assert!(text.contains("concurrency 50%"), "{text}");
+        assert!(
+            text.contains(
+                "concurrency 50%, failure tolerance 0, ignore-application-stop-failures, file-exists-behavior OVERWRITE"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("\n  hotfix for #42\n"), "{text}");
         assert!(
             text.contains("i1") && text.contains("failed") && text.contains("1/2 steps"),
             "{text}"

@@ -339,6 +339,9 @@ impl Http {
             group: "web".into(),
             revision: revision.to_owned(),
             form: None,
+            ignore_application_stop_failures: false,
+            file_exists_behavior: None,
+            description: None,
         };
         self.as_(admin).create_deployment(&req).await.unwrap().id
     }

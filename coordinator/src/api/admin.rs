@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use http_body_util::BodyExt;
 use rollcage_proto::clip::clip_head;
 use rollcage_proto::lb::GroupLb;
-use rollcage_proto::wire::now_ms;
+use rollcage_proto::wire::{AgentOverrides, now_ms};
 use rollcage_proto::wire::{
     Application, CreateApplication, CreateDeployment, CreateGroup, Deployment, Group, NAME_RULE,
     NameList, RegisterUrlRevision, Revision, StopDeployment,
@@ -80,6 +80,7 @@ pub async fn create_group(
         &req.tags,
         req.lb.as_ref(),
         req.form.as_ref(),
+        req.concurrency,
     )?;
     let form = req.form;
     let group = Group {
@@ -121,9 +122,18 @@ fn check_group(
     tags: &rollcage_proto::tags::TagFilter,
     lb: Option<&GroupLb>,
     form: Option<&rollcage_proto::Form>,
+    concurrency: rollcage_proto::wire::Concurrency,
 ) -> Result<(), ApiError> {
     rollcage_proto::wire::check_instance_list(instances)
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    // A minimum healthy that leaves no instance to deploy to, on a group that lists its instances, is refused now
+    // rather than at its first deployment (a group of every enrolled instance, or of tags, is checked at each
+    // deployment).
+    if !instances.is_empty() {
+        concurrency
+            .check(instances.len())
+            .map_err(|e| ApiError::Invalid(format!("field `concurrency`: {e}")))?;
+    }
     tags.check()
         .map_err(|e| ApiError::Invalid(format!("field `tags`: {e}")))?;
     if !tags.is_empty() && !instances.is_empty() {
@@ -165,6 +175,7 @@ pub async fn update_group(
             &g.tags,
             g.lb.as_ref(),
             req.form.as_ref(),
+            g.concurrency,
         )?;
         apps::update_group(tx, &g)?;
         if let Some(form) = &req.form {
@@ -544,6 +555,10 @@ pub async fn create_deployment(
     if let Some(form) = &req.form {
         crate::store::forms::check_size(form).map_err(ApiError::Invalid)?;
     }
+    if let Some(text) = &req.description {
+        rollcage_proto::wire::check_description(text)
+            .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    }
     let d = st.store.write(|tx| {
         check_group_instances(tx, &req.application, &req.group)?;
         // A group that names no instances deploys to every approved one (never to one pending approval).
@@ -557,6 +572,11 @@ pub async fn create_deployment(
                 rollback_of: None,
                 concurrency: None,
                 catch_up: None,
+                overrides: AgentOverrides {
+                    ignore_application_stop_failures: req.ignore_application_stop_failures,
+                    file_exists_behavior: req.file_exists_behavior,
+                },
+                description: req.description.clone(),
             },
             &all,
             now,

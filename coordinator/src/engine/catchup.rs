@@ -135,6 +135,10 @@ pub fn on_hello(
                         rollback_of: None,
                         concurrency: None,
                         catch_up: Some(instance),
+                        // As the group's defaults: the options of the deployment it catches up with are not
+                        // carried over (its --file-exists-behavior, --ignore-application-stop-failures).
+                        overrides: Default::default(),
+                        description: Some(format!("catch-up of {instance}")),
                     },
                     &[],
                     now,

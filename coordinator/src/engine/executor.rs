@@ -9,7 +9,7 @@ use crate::store::actors::{self, Act};
 use crate::store::deployments::{DeploymentRow, Lock};
 use crate::store::{StoreError, Tx, apps, deployments, revisions};
 use rollcage_proto::wire::{
-    Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, NameList, RevisionLocation,
+    AgentOverrides, Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, NameList, RevisionLocation,
     RevisionRef, RevisionSource, StepCommand, StepOutcome, StepReport, StepState,
 };
 use rollcage_proto::{HookOutcome, Performer, plan};
@@ -57,6 +57,11 @@ pub struct NewDeployment<'a> {
     pub concurrency: Option<Concurrency>,
     /// `Some(instance)` for a catch-up of that one instance ([`super::catchup`]).
     pub catch_up: Option<&'a str>,
+    /// What it asks of the agents (a rollback keeps its deployment's: the broken ApplicationStop a deployment
+    /// ignored is the one its rollback runs again).
+    pub overrides: AgentOverrides,
+    /// For people.
+    pub description: Option<String>,
 }
 
 /// Create a deployment and dispatch its first batch. Refused while the group has an active deployment.
@@ -152,6 +157,15 @@ pub fn create_deployment(
             rollcage_proto::clip::clip_head(&pending[0], 160)
         )));
     }
+    // A minimum healthy that leaves no instance to deploy to is refused now, with the arithmetic (CodeDeploy fails
+    // such a deployment at once).
+    let concurrency = new.concurrency.unwrap_or(group.concurrency);
+    concurrency.check(instances.len()).map_err(|e| {
+        EngineError::Invalid(format!(
+            "deployment group `{}` cannot be deployed to: {e}",
+            new.group
+        ))
+    })?;
     let id = format!("d-{}", crate::auth::random_hex(6));
     let row = DeploymentRow {
         id: id.clone(),
@@ -160,7 +174,7 @@ pub fn create_deployment(
         group_id: group.id.clone(),
         revision: new.revision.to_owned(),
         style: group.style,
-        concurrency: new.concurrency.unwrap_or(group.concurrency),
+        concurrency,
         failure_tolerance: group.failure_tolerance,
         // A failed catch-up leaves the group as it was: there is nothing to roll back to but the same revision.
         auto_rollback: group.auto_rollback && new.catch_up.is_none(),
@@ -175,6 +189,8 @@ pub fn create_deployment(
         switch_to,
         continued: false,
         catch_up: new.catch_up.map(str::to_owned),
+        overrides: new.overrides,
+        description: new.description.clone(),
     };
     deployments::insert(tx, &row, style_plan.per_instance, &instances)?;
     // A rollback re-runs the form the revision it returns to was installed with; a new deployment starts with the
@@ -323,6 +339,8 @@ fn apply(tx: &Tx<'_>, d: &DeploymentRow, actions: Vec<Action>, now: i64) -> Resu
                                 rollback_of: Some((id, true)),
                                 concurrency: Some(d.concurrency),
                                 catch_up: None,
+                                overrides: d.overrides,
+                                description: None,
                             },
                             &[],
                             now,
@@ -614,6 +632,8 @@ pub fn rollback(tx: &Tx<'_>, id: &str, now: i64) -> Result<String> {
             rollback_of: Some((id, false)),
             concurrency: Some(d.concurrency),
             catch_up: None,
+            overrides: d.overrides,
+            description: None,
         },
         &[],
         now,
@@ -633,9 +653,9 @@ pub fn command_for(c: &Conn<'_>, step: &deployments::StepRow) -> Result<StepComm
             what: "revision",
             name: d.revision.clone(),
         })?;
-    let location = match rev.source {
-        RevisionSource::Uploaded { .. } => RevisionLocation::Coordinator,
-        RevisionSource::Url { url } => RevisionLocation::Url { url },
+    let (location, size) = match rev.source {
+        RevisionSource::Uploaded { size } => (RevisionLocation::Coordinator, Some(size)),
+        RevisionSource::Url { url } => (RevisionLocation::Url { url }, None),
     };
     let form = crate::store::forms::deployment_form(c, &d.id)?;
     Ok(StepCommand {
@@ -650,9 +670,11 @@ pub fn command_for(c: &Conn<'_>, step: &deployments::StepRow) -> Result<StepComm
             sha256: rev.sha256,
             location,
             signature: rev.signature,
+            size,
         },
         rollback: d.rollback_of.is_some(),
         form,
+        overrides: d.overrides,
     })
 }
 
@@ -803,6 +825,8 @@ mod tests {
                         rollback_of: None,
                         concurrency: None,
                         catch_up: None,
+                        overrides: Default::default(),
+                        description: None,
                     },
                     &enrolled,
                     1,

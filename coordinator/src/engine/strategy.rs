@@ -4,7 +4,8 @@
 //! returned [`Action`]s in one transaction, and calls [`after_report`] when an agent reports a step. Everything a
 //! rolling deployment promises is decided here, so it is tested here:
 //! - at most [`Concurrency::limit`] instances are between their first and last step at once (a sliding window:
-//!   a new instance starts as soon as one ends);
+//!   a new instance starts as soon as one ends); under a minimum healthy the window narrows by one per failed
+//!   instance ([`Concurrency::window`]), and when it closes with instances left the deployment fails;
 //! - an instance fails when one of its steps fails; once more instances failed than the group tolerates, no new
 //!   instance starts, the ones in flight finish, and the deployment fails when the last of them ends — which is
 //!   also when an automatic rollback starts;
@@ -187,7 +188,9 @@ pub fn after_ready(mode: Mode, instance: &str, next: usize) -> Option<Vec<Action
 pub fn decide(view: &DeploymentView) -> Vec<Action> {
     let mut actions = Vec::new();
     let total = view.total;
-    let limit = view.concurrency.limit(total);
+    // A minimum healthy narrows the window as instances fail (never below the minimum healthy); the other forms
+    // keep their limit.
+    let limit = view.concurrency.window(total, view.failed);
     let too_many_failures =
         view.failed > usize::try_from(view.failure_tolerance).unwrap_or(usize::MAX);
     let force = matches!(view.mode, Mode::Stopping { force: true });
@@ -253,6 +256,22 @@ pub fn decide(view: &DeploymentView) -> Vec<Action> {
                 if force { " (forced)" } else { "" },
             ),
         });
+        return actions;
+    }
+    // Instances left that may not start: only a minimum healthy's window closing does that (CodeDeploy's
+    // HEALTH_CONSTRAINTS); the deployment fails, saying so.
+    if not_started > 0 && !too_many_failures && view.plan_len > 0 {
+        actions.push(Action::Finish {
+            outcome: Outcome::Failed,
+            message: format!(
+                "{failed} of {total} instance(s) failed: one more in flight would leave fewer healthy than the \
+                 minimum ({}); {succeeded} succeeded, {not_started} not started",
+                view.concurrency,
+            ),
+        });
+        if view.auto_rollback && !view.is_rollback {
+            actions.push(Action::StartRollback);
+        }
         return actions;
     }
     let instances_failed =
@@ -473,6 +492,46 @@ mod tests {
                 assert_eq!(starts(Concurrency::Percent(p), n), want, "{p}% of {n}");
             }
         }
+    }
+
+    #[test]
+    fn a_minimum_healthy_deploys_all_but_the_minimum_and_narrows_as_instances_fail() {
+        use rollcage_proto::healthy::MinHealthy;
+        // CodeDeploy's example: 9 instances, HOST_COUNT 6 → 3 at a time; FLEET_PERCENT 40 → 5 at a time.
+        let six = Concurrency::MinHealthy(MinHealthy::HostCount(6));
+        assert_eq!(starts(six, 9), 3);
+        assert_eq!(
+            starts(Concurrency::MinHealthy(MinHealthy::FleetPercent(40)), 9),
+            5
+        );
+        assert_eq!(starts(Concurrency::MinHealthy(MinHealthy::HostCount(0)), 9), 9);
+
+        let mut m = view(six, &[Phase::Pending; 9]);
+        m.failure_tolerance = 9;
+        m.apply(&decide(&m.view()));
+        m.set(0, Phase::Failed);
+        // 2 in flight, 1 failed: 9 − 6 − 1 = 2 may be in flight, so nothing starts.
+        assert!(dispatched(&decide(&m.view())).is_empty());
+        m.set(1, Phase::Succeeded);
+        assert_eq!(dispatched(&decide(&m.view())), [("i3".to_owned(), 0)]);
+        m.apply(&decide(&m.view()));
+        m.set(2, Phase::Failed);
+        m.set(3, Phase::Failed);
+        // 3 failed: the window is closed with 5 instances left; the deployment fails, saying why.
+        let actions = decide(&m.view());
+        assert!(dispatched(&actions).is_empty());
+        assert_eq!(finish(&actions), Some(Outcome::Failed));
+        assert!(actions.contains(&Action::SkipPending), "{actions:?}");
+        let message = actions.iter().find_map(|a| match a {
+            Action::Finish { message, .. } => Some(message.clone()),
+            _ => None,
+        });
+        assert!(
+            message
+                .as_deref()
+                .is_some_and(|m| m.contains("minimum (min-healthy:6)") && m.contains("5 not started")),
+            "{message:?}"
+        );
     }
 
     #[test]

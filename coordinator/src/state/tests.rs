@@ -270,6 +270,8 @@ async fn nothing_is_woken_inside_the_transaction_nor_for_a_write_that_rolls_back
                 rollback_of: None,
                 concurrency: None,
                 catch_up: None,
+                overrides: Default::default(),
+                description: None,
             },
             &[],
             1,

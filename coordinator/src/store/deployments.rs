@@ -7,7 +7,8 @@ use rollcage_proto::wire::{
     Concurrency, Deployment, DeploymentKind, DeploymentStatus, DeploymentStyle, DeploymentSummary,
     InstanceProgress, InstanceStatus, StepProgress, StepState,
 };
-use rollcage_proto::{LifecycleEvent, Performer};
+use rollcage_proto::wire::AgentOverrides;
+use rollcage_proto::{FileExistsBehavior, LifecycleEvent, Performer};
 
 /// A deployment's own row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +53,10 @@ pub struct DeploymentRow {
     pub continued: bool,
     /// A catch-up deployment: the instance it brings up to date.
     pub catch_up: Option<String>,
+    /// What it asks of the agents (CodeDeploy's `ignoreApplicationStopFailures`, `fileExistsBehavior`).
+    pub overrides: AgentOverrides,
+    /// For people.
+    pub description: Option<String>,
 }
 
 /// A step's row.
@@ -137,8 +142,9 @@ pub fn insert(
     c.touch_deployment(&d.id);
     c.execute(
         "INSERT INTO deployments (id, application, group_name, group_id, revision, style, concurrency, \
-         failure_tolerance, auto_rollback, rollback_of, automatic, status, created_at, switch_to, catch_up) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         failure_tolerance, auto_rollback, rollback_of, automatic, status, created_at, switch_to, catch_up, \
+         ignore_stop_failures, file_exists_behavior, description) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         args![
             d.id,
             d.application,
@@ -154,7 +160,10 @@ pub fn insert(
             status_str(d.status),
             d.created_at,
             d.switch_to,
-            d.catch_up
+            d.catch_up,
+            d.overrides.ignore_application_stop_failures,
+            d.overrides.file_exists_behavior.map(|b| b.name()),
+            d.description
         ],
     )
     .map_err(sql)?;
@@ -208,10 +217,10 @@ pub fn add_instance(c: &Tx<'_>, id: &str, instance: &str, plan: &[LifecycleEvent
 
 const DEP_COLS: &str = "id, application, group_name, group_id, revision, style, concurrency, failure_tolerance, \
     auto_rollback, rollback_of, automatic, status, force_stop, message, created_at, ended_at, rollback_deployment, \
-    switch_to, continued, catch_up";
+    switch_to, continued, catch_up, ignore_stop_failures, file_exists_behavior, description";
 
-fn dep_row(r: &crate::store::Row<'_>) -> crate::store::Result<[crate::store::db::Value; 20]> {
-    let mut out: [crate::store::db::Value; 20] =
+fn dep_row(r: &crate::store::Row<'_>) -> crate::store::Result<[crate::store::db::Value; 23]> {
+    let mut out: [crate::store::db::Value; 23] =
         std::array::from_fn(|_| crate::store::db::Value::Null);
     for (i, slot) in out.iter_mut().enumerate() {
         *slot = r.get(i)?;
@@ -219,7 +228,7 @@ fn dep_row(r: &crate::store::Row<'_>) -> crate::store::Result<[crate::store::db:
     Ok(out)
 }
 
-fn to_dep(v: [crate::store::db::Value; 20]) -> Result<DeploymentRow> {
+fn to_dep(v: [crate::store::db::Value; 23]) -> Result<DeploymentRow> {
     use crate::store::db::Value as V;
     let text = |i: usize| match &v[i] {
         V::Text(s) => Ok(s.clone()),
@@ -257,6 +266,16 @@ fn to_dep(v: [crate::store::db::Value; 20]) -> Result<DeploymentRow> {
         switch_to: opt_text(17),
         continued: int(18)? != 0,
         catch_up: opt_text(19),
+        overrides: AgentOverrides {
+            ignore_application_stop_failures: int(20)? != 0,
+            file_exists_behavior: match opt_text(21) {
+                Some(name) => Some(FileExistsBehavior::from_name(&name).ok_or_else(|| {
+                    corrupt("deployments", &format!("file_exists_behavior `{name}`"))
+                })?),
+                None => None,
+            },
+        },
+        description: opt_text(22),
     })
 }
 
@@ -453,6 +472,9 @@ fn summary(d: DeploymentRow) -> DeploymentSummary {
         created_at_ms: d.created_at,
         ended_at_ms: d.ended_at,
         rollback_deployment: d.rollback_deployment,
+        description: d.description,
+        ignore_application_stop_failures: d.overrides.ignore_application_stop_failures,
+        file_exists_behavior: d.overrides.file_exists_behavior,
     }
 }
 
@@ -1012,6 +1034,9 @@ pub fn full(c: &Conn<'_>, id: &str) -> Result<Option<Deployment>> {
         ended_at_ms: s.ended_at_ms,
         rollback_deployment: s.rollback_deployment,
         actors,
+        description: s.description,
+        ignore_application_stop_failures: s.ignore_application_stop_failures,
+        file_exists_behavior: s.file_exists_behavior,
         instances,
     }))
 }

@@ -89,6 +89,9 @@ impl Coord {
                 group: "web".into(),
                 revision: rev.id,
                 form: None,
+                ignore_application_stop_failures: false,
+                file_exists_behavior: None,
+                description: None,
             })
             .await?;
         Ok(d.id)
@@ -147,8 +150,10 @@ pub fn probe_command() -> StepCommand {
             sha256: String::new(),
             location: RevisionLocation::Url { url: String::new() },
             signature: None,
+            size: None,
         },
         rollback: false,
         form: None,
+        overrides: Default::default(),
     }
 }

@@ -75,6 +75,23 @@ fn document(
         "a mapping with version, os, files, permissions and hooks",
         problems,
     )?;
+    // An ECS or Lambda AppSpec (top-level `Resources`) is another format altogether: one error saying so, rather
+    // than an unknown-key warning and a missing `os` that would send its author looking in the wrong place.
+    if let Some((key, pos)) = map
+        .entries
+        .iter()
+        .find(|(k, _, _)| k.eq_ignore_ascii_case("Resources"))
+        .map(|(k, n, _)| (*k, n.pos))
+    {
+        problems.push(
+            ProblemKind::NotHostAppSpec,
+            key,
+            Some(pos),
+            "this is an ECS/Lambda AppSpec (top-level `Resources`); rollcage deploys to hosts and takes \
+             EC2/on-premises AppSpecs (`version`, `os`, `files`, `permissions`, `hooks`)",
+        );
+        return None;
+    }
     map.warn_unknown(&KEYS, "", "the AppSpec", problems);
 
     match map.get("version") {

@@ -2,7 +2,7 @@
 //!
 //! Stricter than CodeDeploy where it protects users: unknown events are errors with a suggestion, reserved events
 //! take no hooks, timeouts must be positive whole numbers (no Ruby `to_i` leniency: `"30s"` is not 30), and a
-//! location must stay inside the revision.
+//! location must stay inside the revision (a leading `/` still names a revision path, as in CodeDeploy: warned).
 
 use super::fields::{self, index, join};
 use super::model::{DEFAULT_HOOK_TIMEOUT_SECS, HookSpec, MAX_HOOK_TIMEOUT_SECS};
@@ -96,7 +96,35 @@ fn parse_hook(
     let location = location_node
         .and_then(|n| fields::string(n, &join(path, "location"), problems))
         .filter(|s| !s.is_empty());
+    // CodeDeploy's agent joins the location onto the revision (`File.join(archive, location)`), so a leading `/`
+    // names a revision path, not a host one (an AWS sample relies on it): accepted with a warning, stored without
+    // it, and confined like any other revision path.
+    let location = match (location, location_node) {
+        (Some(loc), Some(n)) if loc.starts_with('/') => {
+            let relative = loc.trim_start_matches('/').to_owned();
+            problems.warn(
+                ProblemKind::NotRelative,
+                &join(path, "location"),
+                Some(n.pos),
+                format!(
+                    "`{loc}` is taken relative to the revision root, as CodeDeploy does (`{relative}`); \
+                     write it without the leading `/`"
+                ),
+            );
+            Some(relative)
+        }
+        (location, _) => location,
+    };
     let is_wasm = match (&location, location_node) {
+        (Some(loc), Some(n)) if loc.is_empty() => {
+            problems.push(
+                ProblemKind::LocationNotFile,
+                &join(path, "location"),
+                Some(n.pos),
+                "`/` is the revision root, not a file; expected the path of a script or wasm module in the revision",
+            );
+            None
+        }
         (Some(loc), Some(n)) => check_location(loc, &join(path, "location"), n, revision, problems),
         // Not a string: already reported as a wrong type.
         (None, Some(n)) if n.scalar().is_none() => None,
@@ -156,18 +184,6 @@ fn check_location(
     revision: Option<&dyn RevisionView>,
     problems: &mut Problems,
 ) -> Option<bool> {
-    if location.starts_with('/') {
-        problems.push(
-            ProblemKind::NotRelative,
-            path,
-            Some(node.pos),
-            format!(
-                "`{location}` must be relative to the revision root, not absolute (did you mean `{}`?)",
-                location.trim_start_matches('/')
-            ),
-        );
-        return None;
-    }
     if !check_revision_path(location, path, node.pos, problems) {
         return None;
     }

@@ -59,7 +59,7 @@ pub enum AppSpecError {
         source: std::io::Error,
     },
     /// The file was read but is not a valid AppSpec.
-    #[error("{file}: {} problem(s): {}", problems.len(), problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    #[error("{} problem(s) in the AppSpec: {}", problems.len(), problems.iter().map(|p| p.located(&file.display().to_string(), "")).collect::<Vec<_>>().join("; "))]
     Invalid {
         /// The file.
         file: PathBuf,
@@ -111,12 +111,40 @@ pub fn find_in_revision(revision_dir: &Path) -> Result<PathBuf, AppSpecError> {
         .ok_or_else(|| AppSpecError::NotFound(revision_dir.to_owned()))
 }
 
-/// Find, read, parse and validate the AppSpec of an unpacked revision.
+/// Find, read, parse and validate the AppSpec of an unpacked revision; warnings are logged.
 pub fn load_from_revision(revision_dir: &Path) -> Result<AppSpec, AppSpecError> {
+    let loaded = load_checked(revision_dir)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(loaded.spec)
+}
+
+/// A valid AppSpec read from a revision, with its warnings as `FILE:LINE:COL: warning: …` lines.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The validated AppSpec.
+    pub spec: AppSpec,
+    /// Every warning, located in the file.
+    pub warnings: Vec<String>,
+}
+
+/// Find, read, parse and validate the AppSpec of an unpacked revision, returning its warnings (for a step report).
+pub fn load_checked(revision_dir: &Path) -> Result<Loaded, AppSpecError> {
     let file = find_in_revision(revision_dir)?;
     let text = std::fs::read_to_string(&file).map_err(|source| AppSpecError::Io {
         path: file.clone(),
         source,
     })?;
-    parse(&text, Some(revision_dir)).map_err(|problems| AppSpecError::Invalid { file, problems })
+    let checked = check_in(&text, Some(&DirRevision::new(revision_dir)));
+    let name = file.display().to_string();
+    let warnings = checked
+        .warnings
+        .iter()
+        .map(|w| w.located(&name, "warning: "))
+        .collect();
+    match checked.result {
+        Ok(spec) => Ok(Loaded { spec, warnings }),
+        Err(problems) => Err(AppSpecError::Invalid { file, problems }),
+    }
 }

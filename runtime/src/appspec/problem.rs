@@ -22,13 +22,16 @@ pub enum ProblemKind {
     DuplicateKey,
     /// `version` is missing or not `0.0`.
     UnsupportedVersion,
+    /// An ECS or Lambda AppSpec (top-level `Resources`): rollcage deploys EC2/on-premises AppSpecs only.
+    NotHostAppSpec,
     /// `os` is missing or not `linux`.
     UnsupportedOs,
     /// `file_exists_behavior` is not DISALLOW, OVERWRITE or RETAIN.
     InvalidFileExistsBehavior,
     /// A host path that must be absolute is not.
     NotAbsolute,
-    /// A revision path that must be relative is absolute.
+    /// A revision path written absolute (a hook `location` with a leading `/`): a warning, it is taken relative
+    /// to the revision as CodeDeploy does.
     NotRelative,
     /// A path has a `..` component.
     PathTraversal,
@@ -113,6 +116,18 @@ impl fmt::Display for Problem {
             f.write_str(&self.message)
         } else {
             write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl Problem {
+    /// `FILE:LINE:COL: TAGpath: message` (or `FILE: …` without a position), the form every tool prints; `tag` is
+    /// `"warning: "` for a warning, empty for an error.
+    pub fn located(&self, file: &str, tag: &str) -> String {
+        match (self.line, self.column) {
+            (Some(line), Some(column)) => format!("{file}:{line}:{column}: {tag}{self}"),
+            (Some(line), None) => format!("{file}:{line}: {tag}{self}"),
+            _ => format!("{file}: {tag}{self}"),
         }
     }
 }

@@ -46,6 +46,24 @@ pub enum PackageError {
         /// The sha256 of what was fetched.
         actual: String,
     },
+    /// Not enough free space for the revision: found before writing what would not fit (see `space`).
+    #[error(
+        "not enough free space on {}: {what} needs {}, {} free; free some space on the host (or lower \
+         the agent's --max-cache-bytes) and deploy again",
+        path.display(),
+        super::space::human(*needed),
+        super::space::human(*free)
+    )]
+    NoSpace {
+        /// Where it would be written.
+        path: PathBuf,
+        /// What needs the space.
+        what: String,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes free.
+        free: u64,
+    },
     /// An archive in the host's bundle store no longer hashes to its name. It was removed from the store.
     #[error(
         "the stored bundle {path} no longer has the sha256 it was stored under (expected {expected}, got {actual}); \

@@ -27,6 +27,7 @@ mod pipeline;
 mod prune;
 mod signed;
 mod source;
+pub mod space;
 mod store;
 mod stream;
 mod unpack;

@@ -10,6 +10,7 @@
 use super::error::PackageError;
 use super::prune::select_removals;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// True for a sha256 in hex (either case): the only names the store uses, so a sha from outside can never be a
 /// path.
@@ -106,8 +107,99 @@ impl BundleStore {
     }
 }
 
+/// Choose which stored archives to remove so that the store holds at most `max_bytes`: `files` are
+/// `(sha256, mtime, size)`; the ones in `keep` always stay (and count); the newest of the others stay while they
+/// fit. Pure.
+pub(crate) fn select_over_bytes(
+    mut files: Vec<(String, SystemTime, u64)>,
+    max_bytes: u64,
+    keep: &[&str],
+) -> Vec<String> {
+    // Newest first; ties broken by name so the choice is deterministic.
+    files.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+    let mut total: u64 = files
+        .iter()
+        .filter(|(sha, _, _)| keep.contains(&sha.as_str()))
+        .map(|(_, _, size)| *size)
+        .sum();
+    let mut remove = Vec::new();
+    for (sha, _, size) in files {
+        if keep.contains(&sha.as_str()) {
+            continue;
+        }
+        if total.saturating_add(size) <= max_bytes {
+            total += size;
+        } else {
+            remove.push(sha);
+        }
+    }
+    remove
+}
+
+impl BundleStore {
+    /// Remove the oldest archives until the store holds at most `max_bytes` (`rollcage agent --max-cache-bytes`),
+    /// never those in `keep` (this deployment's, and the revision installed last in each group). Returns the sha256s
+    /// removed.
+    pub fn prune_bytes(&self, max_bytes: u64, keep: &[&str]) -> Result<Vec<String>, PackageError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(PackageError::io("list", &self.dir, e)),
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| PackageError::io("list", &self.dir, e))?;
+            let Some(sha) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if !is_sha256(&sha) {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(entry.path())
+                .map_err(|e| PackageError::io("stat", entry.path(), e))?;
+            if !meta.is_file() {
+                continue;
+            }
+            let mtime = meta
+                .modified()
+                .map_err(|e| PackageError::io("stat", entry.path(), e))?;
+            files.push((sha, mtime, meta.len()));
+        }
+        let keep: Vec<String> = keep.iter().map(|s| s.to_ascii_lowercase()).collect();
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        let remove = select_over_bytes(files, max_bytes, &keep);
+        for sha in &remove {
+            let path = self.dir.join(sha);
+            tracing::info!(sha256 = %sha, path = %path.display(), max_bytes, "removing old bundle from the store (over --max-cache-bytes)");
+            std::fs::remove_file(&path).map_err(|e| PackageError::io("remove", &path, e))?;
+        }
+        Ok(remove)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bytes_retention_keeps_the_newest_that_fit_and_never_the_kept_ones() {
+        use super::select_over_bytes;
+        use std::time::{Duration, SystemTime};
+        let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let files = vec![
+            ("a".to_owned(), t(1), 50),
+            ("b".to_owned(), t(2), 30),
+            ("c".to_owned(), t(3), 40),
+            ("d".to_owned(), t(4), 20),
+        ];
+        // 100 bytes: d (20) + c (40) fit, b would make 90 — fits; a would make 140 — removed.
+        assert_eq!(select_over_bytes(files.clone(), 100, &[]), ["a"]);
+        // The installed revision `a` (50) is kept whatever its age; then d (70), c would make 110: removed, b fits.
+        assert_eq!(select_over_bytes(files.clone(), 100, &["a"]), ["c"]);
+        // Kept ones over the bound stay; everything else goes.
+        let mut gone = select_over_bytes(files, 10, &["a", "b"]);
+        gone.sort();
+        assert_eq!(gone, ["c", "d"]);
+    }
+
     use super::*;
     use std::time::{Duration, SystemTime};
 

@@ -98,6 +98,9 @@ pub(crate) struct Unpacker {
     /// Bytes held in `links` and `dir_modes`, bounded by [`MAX_TRACKED_BYTES`].
     tracked: usize,
     buf: Vec<u8>,
+    /// Bytes free on the staging dir's filesystem when unpacking started (`None` when it cannot be told): an entry
+    /// whose declared size would take the unpacked total past it is refused before it is written.
+    free: Option<u64>,
 }
 
 impl Unpacker {
@@ -120,6 +123,7 @@ impl Unpacker {
             dir_modes: HashMap::new(),
             tracked: 0,
             buf: vec![0; COPY_BUF],
+            free: super::space::free_bytes(root).ok(),
         })
     }
 
@@ -315,6 +319,18 @@ impl Unpacker {
             return Err(PackageError::TooManyBytes {
                 limit: max,
                 entry: entry.to_owned(),
+            });
+        }
+        if let Some(free) = self.free
+            && self.bytes.saturating_add(declared) > free
+        {
+            return Err(PackageError::NoSpace {
+                path: self.root.clone(),
+                what: format!(
+                    "unpacking the revision (its entries' declared sizes, up to `{entry}`)"
+                ),
+                needed: self.bytes.saturating_add(declared),
+                free,
             });
         }
         let mut file = self

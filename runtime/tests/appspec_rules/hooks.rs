@@ -224,12 +224,59 @@ fn hook_list_must_be_a_list_of_mappings() {
 }
 
 #[test]
-fn absolute_location_is_refused() {
+fn absolute_location_is_taken_relative_to_the_revision_with_a_warning() -> std::io::Result<()> {
+    // CodeDeploy joins the location onto the revision, so `/scripts/start.sh` is `scripts/start.sh` there.
+    let rev = revision(&[("scripts/start.sh", b"#!/bin/sh\n")])?;
+    let text = format!("{HEAD}hooks:\n  ApplicationStart:\n    - location: /scripts/start.sh\n");
+    let checked = rollcage_runtime::appspec::check_in(
+        &text,
+        Some(&rollcage_runtime::appspec::DirRevision::new(rev.path())),
+    );
+    let spec = checked.result.expect("valid");
+    assert_eq!(
+        spec.hooks_for(LifecycleEvent::ApplicationStart),
+        [hook("scripts/start.sh", 3600, None)]
+    );
+    let got: Vec<_> = checked
+        .warnings
+        .iter()
+        .map(|w| (w.kind, w.path.as_str(), w.line, w.column))
+        .collect();
+    assert_eq!(
+        got,
+        [(
+            ProblemKind::NotRelative,
+            "hooks.ApplicationStart[0].location",
+            Some(5),
+            Some(17)
+        )]
+    );
+    // Still confined: the file must be in the revision, `..` is refused, a symlink out is refused.
+    expect_in(
+        &format!("{HEAD}hooks:\n  ApplicationStart:\n    - location: /usr/bin/env\n"),
+        Some(rev.path()),
+        ProblemKind::LocationNotFound,
+        "hooks.ApplicationStart[0].location",
+    );
     expect(
-        &format!("{HEAD}hooks:\n  AfterInstall:\n    - location: /usr/bin/env\n"),
-        ProblemKind::NotRelative,
+        &format!("{HEAD}hooks:\n  AfterInstall:\n    - location: /scripts/../../etc/x.sh\n"),
+        ProblemKind::PathTraversal,
         "hooks.AfterInstall[0].location",
     );
+    std::os::unix::fs::symlink("/bin/sh", rev.path().join("scripts/evil.sh"))?;
+    expect_in(
+        &format!("{HEAD}hooks:\n  ApplicationStart:\n    - location: /scripts/evil.sh\n"),
+        Some(rev.path()),
+        ProblemKind::LocationEscapes,
+        "hooks.ApplicationStart[0].location",
+    );
+    // `/` alone is the revision root, not a script.
+    expect(
+        &format!("{HEAD}hooks:\n  AfterInstall:\n    - location: /\n"),
+        ProblemKind::LocationNotFile,
+        "hooks.AfterInstall[0].location",
+    );
+    Ok(())
 }
 
 #[test]

@@ -247,3 +247,24 @@ fn windows_line_endings_and_bom_are_accepted() {
         "a.sh"
     );
 }
+
+#[test]
+fn an_ecs_or_lambda_appspec_is_one_error_saying_so() {
+    let ecs = "version: 0.0\nResources:\n  - TargetService:\n      Type: AWS::ECS::Service\n      Properties:\n        TaskDefinition: arn\nHooks:\n  - BeforeInstall: LambdaFn\n";
+    let lambda = "version: 0.0\nResources:\n  - myLambdaFunction:\n      Type: AWS::Lambda::Function\n      Properties:\n        Name: f\n";
+    for text in [ecs, lambda] {
+        let checked = rollcage_runtime::appspec::check_in(text, None);
+        let Err(all) = checked.result else {
+            panic!("accepted {text}")
+        };
+        assert_eq!(all.len(), 1, "{all:#?}");
+        let p = &all[0];
+        assert_eq!(
+            (p.kind, p.path.as_str(), p.line, p.column),
+            (ProblemKind::NotHostAppSpec, "Resources", Some(2), Some(1))
+        );
+        assert!(p.message.contains("ECS/Lambda AppSpec"), "{}", p.message);
+        assert!(p.message.contains("EC2/on-premises"), "{}", p.message);
+        assert!(checked.warnings.is_empty(), "{:#?}", checked.warnings);
+    }
+}
