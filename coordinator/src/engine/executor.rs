@@ -8,8 +8,8 @@ use crate::store::Conn;
 use crate::store::actors::{self, Act};
 use crate::store::{StoreError, Tx, apps, deployments, deployments::DeploymentRow, revisions};
 use rollcage_proto::wire::{
-    AgentOverrides, Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, NameList, RevisionLocation,
-    RevisionRef, RevisionSource, StepCommand, StepOutcome, StepReport, StepState,
+    AgentOverrides, Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, NameList,
+    RevisionLocation, RevisionRef, RevisionSource, StepCommand, StepOutcome, StepReport, StepState,
 };
 use rollcage_proto::{HookOutcome, Performer, plan};
 
