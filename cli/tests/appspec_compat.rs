@@ -112,11 +112,17 @@ fn appspec_check_refuses_an_ecs_or_lambda_appspec_with_one_error() -> TestResult
             lines[0].starts_with(&format!("{}:2:1: Resources: ", file.display())),
             "{out}"
         );
-        for part in ["ECS/Lambda AppSpec", "rollcage deploys to hosts", "EC2/on-premises"] {
+        for part in [
+            "ECS/Lambda AppSpec",
+            "rollcage deploys to hosts",
+            "EC2/on-premises",
+        ] {
             assert!(lines[0].contains(part), "`{part}` missing: {out}");
         }
         assert!(
-            !out.contains("warning") && !out.contains("unsupported os") && !out.contains("unknown key"),
+            !out.contains("warning")
+                && !out.contains("unsupported os")
+                && !out.contains("unknown key"),
             "{out}"
         );
     }
@@ -166,7 +172,8 @@ fn rollcage_local_refuses_an_ecs_appspec_at_download_bundle_with_one_error() -> 
         .find(|l| l.starts_with("deployment failed at DownloadBundle: "))
         .unwrap_or_default();
     assert!(
-        failed.contains("1 problem(s)") && failed.contains(":2:1: Resources: this is an ECS/Lambda AppSpec"),
+        failed.contains("1 problem(s)")
+            && failed.contains(":2:1: Resources: this is an ECS/Lambda AppSpec"),
         "{stderr}"
     );
     assert!(!failed.contains("unsupported os"), "{stderr}");

@@ -19,8 +19,7 @@ use std::str::FromStr;
 pub const MAX_FLEET_PERCENT: u8 = 99;
 
 /// The accepted spellings, for messages.
-pub const MIN_HEALTHY_FORMS: &str =
-    "a count of instances ≥ 0 (`6`, CodeDeploy's HOST_COUNT) or a percentage 0–99 of the deployment's instances \
+pub const MIN_HEALTHY_FORMS: &str = "a count of instances ≥ 0 (`6`, CodeDeploy's HOST_COUNT) or a percentage 0–99 of the deployment's instances \
      (`40%`, FLEET_PERCENT, rounded up)";
 
 /// The minimum number of instances that stay healthy during a deployment.
@@ -206,7 +205,9 @@ mod tests {
     #[test]
     fn a_minimum_that_leaves_nothing_to_deploy_to_is_refused_with_the_arithmetic() {
         // CodeDeploy's "instance health" example: 95% of 10 → 9.5 rounded up → 10 healthy, none to deploy to.
-        let e = min("95%").batch(10).expect_err("refused");
+        let Err(e) = min("95%").batch(10) else {
+            panic!("accepted")
+        };
         assert_eq!(
             e,
             TooFewInstances {
@@ -223,9 +224,13 @@ mod tests {
         ] {
             assert!(text.contains(part), "`{part}` missing from: {text}");
         }
-        let e = min("6").batch(6).expect_err("refused");
+        let Err(e) = min("6").batch(6) else {
+            panic!("accepted")
+        };
         assert!(e.to_string().contains("6 − 6 = 0"), "{e}");
-        let e = min("7").batch(6).expect_err("refused");
+        let Err(e) = min("7").batch(6) else {
+            panic!("accepted")
+        };
         assert!(e.to_string().contains("6 − 7 = 0"), "{e}");
         assert!(min("50%").batch(1).is_err(), "⌈0.5⌉ = 1 of 1");
         assert!(min("99%").batch(99).is_err(), "⌈98.01⌉ = 99 of 99");
@@ -248,11 +253,24 @@ mod tests {
             assert_eq!(min(s).to_string(), s);
         }
         for bad in [
-            "", "-1", "+1", "06", "1.5", "100%", "05%", "%", " 6", "6 ", "all", "4294967296",
+            "",
+            "-1",
+            "+1",
+            "06",
+            "1.5",
+            "100%",
+            "05%",
+            "%",
+            " 6",
+            "6 ",
+            "all",
+            "4294967296",
         ] {
             assert!(bad.parse::<MinHealthy>().is_err(), "`{bad}` accepted");
         }
-        let e = "100%".parse::<MinHealthy>().expect_err("refused");
+        let Err(e) = "100%".parse::<MinHealthy>() else {
+            panic!("accepted")
+        };
         assert!(e.to_string().contains("0–99"), "{e}");
     }
 }

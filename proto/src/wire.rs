@@ -1438,7 +1438,13 @@ mod tests {
             "min-healthy:40%".parse::<Concurrency>(),
             Ok(Concurrency::MinHealthy(MinHealthy::FleetPercent(40)))
         );
-        for bad in ["min-healthy:", "min-healthy:100%", "min-healthy: 6", "MIN-HEALTHY:6", "min-healthy:all"] {
+        for bad in [
+            "min-healthy:",
+            "min-healthy:100%",
+            "min-healthy: 6",
+            "MIN-HEALTHY:6",
+            "min-healthy:all",
+        ] {
             assert!(bad.parse::<Concurrency>().is_err(), "{bad:?}");
         }
         // 9 instances, HOST_COUNT 6: 3 at a time, narrowing as instances fail; 10 with 95% is refused.

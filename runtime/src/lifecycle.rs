@@ -243,7 +243,9 @@ impl HostDeployment {
             LifecycleEvent::DownloadBundle => self.download().await,
             LifecycleEvent::Install => self.install().await,
             e if e.performer() == Performer::Coordinator => Err(LifecycleError::NotAnAgentStep(e)),
-            e if e.uses_previous_revision() && self.spec.overrides.ignore_application_stop_failures => {
+            e if e.uses_previous_revision()
+                && self.spec.overrides.ignore_application_stop_failures =>
+            {
                 ignoring_failure(e, self.run_hooks(e).await)
             }
             e => self.run_hooks(e).await,

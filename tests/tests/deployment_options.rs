@@ -85,7 +85,8 @@ fn a_broken_application_stop_of_the_previous_revision_is_skipped_only_with_the_f
             .find(|s| s.event == LifecycleEvent::ApplicationStop);
         assert!(
             stop.is_some_and(|s| s.state == StepState::Succeeded
-                && s.message.contains("ignored (--ignore-application-stop-failures)")
+                && s.message
+                    .contains("ignored (--ignore-application-stop-failures)")
                 && s.message.contains("exit code 1")),
             "{}: {stop:?}",
             i.instance
@@ -96,7 +97,10 @@ fn a_broken_application_stop_of_the_previous_revision_is_skipped_only_with_the_f
         .iter()
         .filter(|m| m.deployment == id && m.label == "v2" && m.event == "ApplicationStart")
         .count();
-    assert_eq!(v2_started, 4, "v2's ApplicationStart ran on both instances (start + end)");
+    assert_eq!(
+        v2_started, 4,
+        "v2's ApplicationStart ran on both instances (start + end)"
+    );
 
     // The options are in the list (API and CLI) and in `status`.
     let listed = fleet.admin_get("/v1/deployments?application=shop")?;
@@ -119,17 +123,19 @@ fn a_broken_application_stop_of_the_previous_revision_is_skipped_only_with_the_f
 
     // A description is bounded.
     let long = "x".repeat(513);
-    let (code, out) = fleet.cli(&[
-        "deploy",
-        "--app",
-        "shop",
-        "--group",
-        "web",
-        "--revision",
-        &r2,
-        "--description",
-        &long,
-    ]).or_else(|e| Ok::<_, anyhow::Error>((1, e.to_string())))?;
+    let (code, out) = fleet
+        .cli(&[
+            "deploy",
+            "--app",
+            "shop",
+            "--group",
+            "web",
+            "--revision",
+            &r2,
+            "--description",
+            &long,
+        ])
+        .or_else(|e| Ok::<_, anyhow::Error>((1, e.to_string())))?;
     assert_ne!(code, 0);
     assert!(out.contains("at most 512"), "{out}");
     Ok(())
@@ -142,8 +148,17 @@ fn min_healthy_sets_the_batch_and_refuses_an_impossible_deployment() -> anyhow::
     let names = "i0,i1,i2";
     // 3 instances, 1 must stay healthy: 2 at a time.
     fleet.cli(&[
-        "group", "create", "--app", "shop", "web", "--style", "in-place", "--min-healthy", "1",
-        "--instances", names,
+        "group",
+        "create",
+        "--app",
+        "shop",
+        "web",
+        "--style",
+        "in-place",
+        "--min-healthy",
+        "1",
+        "--instances",
+        names,
     ])?;
     let v1 = fleet.dir.path().join("v1");
     write_bundle(&v1, "v1", "0.3", "")?;
@@ -158,16 +173,42 @@ fn min_healthy_sets_the_batch_and_refuses_an_impossible_deployment() -> anyhow::
     // 3 instances with 100% … is not a valid minimum; 3 of 3 is refused when the group is created, with the
     // arithmetic; a group of every enrolled instance is refused at deployment.
     let refused = fleet.cli(&[
-        "group", "create", "--app", "shop", "all3", "--style", "in-place", "--min-healthy", "3",
-        "--instances", names,
+        "group",
+        "create",
+        "--app",
+        "shop",
+        "all3",
+        "--style",
+        "in-place",
+        "--min-healthy",
+        "3",
+        "--instances",
+        names,
     ]);
     let text = format!("{refused:?}");
-    assert!(text.contains("3 − 3 = 0") && text.contains("at least 1"), "{text}");
+    assert!(
+        text.contains("3 − 3 = 0") && text.contains("at least 1"),
+        "{text}"
+    );
     fleet.cli(&[
-        "group", "create", "--app", "shop", "every", "--style", "in-place", "--min-healthy", "95%",
+        "group",
+        "create",
+        "--app",
+        "shop",
+        "every",
+        "--style",
+        "in-place",
+        "--min-healthy",
+        "95%",
     ])?;
     let refused = fleet.cli(&[
-        "deploy", "--app", "shop", "--group", "every", "--revision", &r1,
+        "deploy",
+        "--app",
+        "shop",
+        "--group",
+        "every",
+        "--revision",
+        &r1,
     ]);
     let text = format!("{refused:?}");
     assert!(
@@ -177,14 +218,25 @@ fn min_healthy_sets_the_batch_and_refuses_an_impossible_deployment() -> anyhow::
     // Both flags: a clear usage error, before anything is sent.
     let both = std::process::Command::new(rollcage_e2e::rollcage_bin()?)
         .args([
-            "group", "create", "--app", "shop", "both", "--style", "in-place", "--min-healthy", "1",
-            "--concurrency", "2",
+            "group",
+            "create",
+            "--app",
+            "shop",
+            "both",
+            "--style",
+            "in-place",
+            "--min-healthy",
+            "1",
+            "--concurrency",
+            "2",
         ])
         .output()?;
     let text = String::from_utf8_lossy(&both.stderr);
     assert!(!both.status.success());
     assert!(
-        text.contains("--min-healthy") && text.contains("cannot be used with") && text.contains("--concurrency"),
+        text.contains("--min-healthy")
+            && text.contains("cannot be used with")
+            && text.contains("--concurrency"),
         "{text}"
     );
     Ok(())

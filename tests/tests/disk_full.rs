@@ -300,7 +300,10 @@ fn a_full_disk_fails_the_step_not_the_agent_and_the_next_deployment_succeeds() -
         // "freeing space" means below.
         let v7 = push_noise(&fleet, "v7", 512 << 10, None)?;
         let pad = tmpfs.path.join("pad");
-        std::fs::write(&pad, vec![0u8; usize::try_from(avail(&root)?.saturating_sub(256 << 10))?])?;
+        std::fs::write(
+            &pad,
+            vec![0u8; usize::try_from(avail(&root)?.saturating_sub(256 << 10))?],
+        )?;
         let before = stored_bundles(&root)?;
         let d = wait(&fleet, &v7)?;
         assert_eq!(d.status, DeploymentStatus::Failed, "{}", d.message);
@@ -308,7 +311,12 @@ fn a_full_disk_fails_the_step_not_the_agent_and_the_next_deployment_succeeds() -
         nothing_left(&root, &d.id, &before)?;
         std::fs::remove_file(&pad)?;
         let d = wait(&fleet, &v7)?;
-        assert_eq!(d.status, DeploymentStatus::Succeeded, "after freeing space: {}", d.message);
+        assert_eq!(
+            d.status,
+            DeploymentStatus::Succeeded,
+            "after freeing space: {}",
+            d.message
+        );
 
         // Space free again: the next deployment succeeds.
         let v4 = push(&fleet, "v4", "")?;

@@ -1540,7 +1540,9 @@ mod tests {
 
     #[test]
     fn group_create_takes_a_minimum_healthy_instead_of_a_concurrency() -> Result<(), clap::Error> {
-        let base = ["x", "group", "create", "--app", "a", "g", "--style", "in-place"];
+        let base = [
+            "x", "group", "create", "--app", "a", "g", "--style", "in-place",
+        ];
         let parse = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra.iter()));
         for (flag, want) in [
             ("6", MinHealthy::HostCount(6)),
@@ -1559,12 +1561,20 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(
-            both.contains("--concurrency") && both.contains("--min-healthy") && both.contains("cannot be used with"),
+            both.contains("--concurrency")
+                && both.contains("--min-healthy")
+                && both.contains("cannot be used with"),
             "{both}"
         );
         let neither = parse(&[]).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(neither.contains("--concurrency") && neither.contains("--min-healthy"), "{neither}");
-        let bad = parse(&["--min-healthy", "100%"]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            neither.contains("--concurrency") && neither.contains("--min-healthy"),
+            "{neither}"
+        );
+        let bad = parse(&["--min-healthy", "100%"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(bad.contains("0–99"), "{bad}");
         Ok(())
     }

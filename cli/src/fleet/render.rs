@@ -69,10 +69,7 @@ pub fn deployment(d: &Deployment) -> String {
         "  concurrency {}, failure tolerance {}{}",
         d.concurrency,
         d.failure_tolerance,
-        options(
-            d.ignore_application_stop_failures,
-            d.file_exists_behavior
-        )
+        options(d.ignore_application_stop_failures, d.file_exists_behavior)
     );
     if !d.message.is_empty() {
         let _ = writeln!(s, "  {}", d.message);

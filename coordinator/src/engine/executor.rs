@@ -9,8 +9,8 @@ use crate::store::actors::{self, Act};
 use crate::store::deployments::{DeploymentRow, Lock};
 use crate::store::{StoreError, Tx, apps, deployments, revisions};
 use rollcage_proto::wire::{
-    AgentOverrides, Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, NameList, RevisionLocation,
-    RevisionRef, RevisionSource, StepCommand, StepOutcome, StepReport, StepState,
+    AgentOverrides, Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, NameList,
+    RevisionLocation, RevisionRef, RevisionSource, StepCommand, StepOutcome, StepReport, StepState,
 };
 use rollcage_proto::{HookOutcome, Performer, plan};
 

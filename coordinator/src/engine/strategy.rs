@@ -504,7 +504,10 @@ mod tests {
             starts(Concurrency::MinHealthy(MinHealthy::FleetPercent(40)), 9),
             5
         );
-        assert_eq!(starts(Concurrency::MinHealthy(MinHealthy::HostCount(0)), 9), 9);
+        assert_eq!(
+            starts(Concurrency::MinHealthy(MinHealthy::HostCount(0)), 9),
+            9
+        );
 
         let mut m = view(six, &[Phase::Pending; 9]);
         m.failure_tolerance = 9;
@@ -527,9 +530,9 @@ mod tests {
             _ => None,
         });
         assert!(
-            message
-                .as_deref()
-                .is_some_and(|m| m.contains("minimum (min-healthy:6)") && m.contains("5 not started")),
+            message.as_deref().is_some_and(
+                |m| m.contains("minimum (min-healthy:6)") && m.contains("5 not started")
+            ),
             "{message:?}"
         );
     }

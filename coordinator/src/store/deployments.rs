@@ -3,11 +3,11 @@
 
 use super::{Conn, OptionalExt, args};
 use super::{Result, StoreError, Tx, decode, sql};
+use rollcage_proto::wire::AgentOverrides;
 use rollcage_proto::wire::{
     Concurrency, Deployment, DeploymentKind, DeploymentStatus, DeploymentStyle, DeploymentSummary,
     InstanceProgress, InstanceStatus, StepProgress, StepState,
 };
-use rollcage_proto::wire::AgentOverrides;
 use rollcage_proto::{FileExistsBehavior, LifecycleEvent, Performer};
 
 /// A deployment's own row.

@@ -232,7 +232,10 @@ fn absolute_location_is_taken_relative_to_the_revision_with_a_warning() -> std::
         &text,
         Some(&rollcage_runtime::appspec::DirRevision::new(rev.path())),
     );
-    let spec = checked.result.expect("valid");
+    let spec = match checked.result {
+        Ok(spec) => spec,
+        Err(problems) => panic!("rejected: {problems:?}"),
+    };
     assert_eq!(
         spec.hooks_for(LifecycleEvent::ApplicationStart),
         [hook("scripts/start.sh", 3600, None)]
