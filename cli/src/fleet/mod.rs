@@ -771,6 +771,9 @@ pub enum GroupCommand {
         /// N, P% or all.
         #[arg(long, value_parser = parse_concurrency)]
         concurrency: Option<Concurrency>,
+        /// CodeDeploy's minimum healthy hosts instead (N or P%; see `group create`).
+        #[arg(long, value_parser = parse_min_healthy, conflicts_with = "concurrency")]
+        min_healthy: Option<MinHealthy>,
         /// Failed instances tolerated.
         #[arg(long)]
         failure_tolerance: Option<u32>,
@@ -1123,6 +1126,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             app,
             name,
             concurrency,
+            min_healthy,
             failure_tolerance,
             auto_rollback,
             instances,
@@ -1133,7 +1137,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             remote,
         }) => {
             let req = rollcage_proto::wire::UpdateGroup {
-                concurrency,
+                concurrency: concurrency.or(min_healthy.map(Concurrency::MinHealthy)),
                 failure_tolerance,
                 auto_rollback,
                 instances,
