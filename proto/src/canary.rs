@@ -285,7 +285,10 @@ impl AnalysisConfig {
                     format!("{s}: the last step must be 100 (all traffic on the new group)"),
                 );
             }
-            previous = previous.max(s);
+            if s <= 100 {
+                // An out-of-range step is reported once, not again as the one the next step must exceed.
+                previous = previous.max(s);
+            }
         }
     }
 }

@@ -21,6 +21,8 @@
 //! token_file = "/etc/rollcage/lb-token"
 //! [lb.server_groups]
 //! blue = ["127.0.0.1:8081"]
+//! [canary]                       # blue/green: weighted steps, judged (crate::canary); `[analysis]` for in-place-lb
+//! steps = [10, 50, 100]
 //! ```
 
 use crate::canary::{AnalysisConfig, Table};
