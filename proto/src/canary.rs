@@ -25,7 +25,7 @@
 
 use crate::problem::FieldProblems;
 use crate::traffic::Weight;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Default bake of a step (or of an instance): 30 s, long enough for 6 intervals of the default 5 s.
 pub const DEFAULT_BAKE_SECS: u64 = 30;
@@ -77,10 +77,10 @@ pub struct AnalysisConfig {
     #[serde(default = "default_min_requests")]
     pub min_requests: u64,
     /// Highest `5xx / requests` of the new group (server) in an interval that passes.
-    #[serde(default = "default_max_error_rate")]
+    #[serde(default = "default_max_error_rate", deserialize_with = "finite")]
     pub max_error_rate: f64,
     /// Highest new/old latency ratio in the same interval that passes (p99; HAProxy: average response time).
-    #[serde(default = "default_max_p99_ratio")]
+    #[serde(default = "default_max_p99_ratio", deserialize_with = "finite")]
     pub max_p99_ratio: f64,
     /// Failing intervals tolerated: the one after the `failure_limit`-th aborts.
     #[serde(default = "default_failure_limit")]
@@ -99,7 +99,21 @@ pub struct PrometheusCheck {
     /// PromQL query; its result must be one number (a scalar or a one-element vector).
     pub query: String,
     /// Highest value that passes.
+    #[serde(deserialize_with = "finite")]
     pub max: f64,
+}
+
+/// A float that JSON can hold: TOML and YAML spell `nan` and `inf`, which the coordinator could not store (JSON has
+/// no such numbers), so they are refused where they are read, with the reader's location.
+fn finite<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{v}: expected a finite number"
+        )))
+    }
 }
 
 fn default_bake() -> u64 {
@@ -576,15 +590,51 @@ max = 0.5
     }
 
     #[test]
-    fn non_finite_thresholds_from_toml_are_refused() -> TestResult {
-        let c: AnalysisConfig =
-            toml::from_str("steps = [100]\nmax_error_rate = nan\nmax_p99_ratio = inf")?;
+    fn non_finite_thresholds_are_refused() {
+        for text in [
+            "steps = [100]\nmax_error_rate = nan",
+            "steps = [100]\nmax_p99_ratio = inf",
+            "steps = [100]\n[[prometheus]]\nurl = \"http://p\"\nquery = \"up\"\nmax = -inf",
+        ] {
+            let e = toml::from_str::<AnalysisConfig>(text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains("expected a finite number"), "{text}: {e}");
+        }
+        // Built in code rather than read: the check still names them.
+        let c = AnalysisConfig {
+            max_error_rate: f64::NAN,
+            max_p99_ratio: f64::INFINITY,
+            ..AnalysisConfig::with_steps(&[100])
+        };
         let mut p = FieldProblems::default();
         c.check_into(Table::Canary, "lb.canary", &mut p);
         assert_eq!(
             p.paths(),
             ["lb.canary.max_error_rate", "lb.canary.max_p99_ratio"]
         );
+    }
+
+    #[test]
+    fn thresholds_survive_the_json_the_coordinator_stores_them_in() -> TestResult {
+        // 17 significant digits: the default JSON float parser may miss such values by one unit in the last
+        // place; the settings are stored as JSON, so what is read back must be what was checked.
+        for v in [
+            0.1 + 0.2,
+            0.123_456_789_012_345_68,
+            1.0 / 3.0,
+            5e-324,
+            999.999_999_999_999_9,
+        ] {
+            let c = AnalysisConfig {
+                max_error_rate: v / 1000.0,
+                max_p99_ratio: v,
+                ..AnalysisConfig::with_steps(&[100])
+            };
+            let back: AnalysisConfig = serde_json::from_str(&serde_json::to_string(&c)?)?;
+            assert_eq!(back, c, "{v}");
+        }
         Ok(())
     }
 
