@@ -145,7 +145,7 @@ pub enum Table {
 }
 
 impl AnalysisConfig {
-    /// The thresholds with every default and the given steps (tests, and the engine's fallback view).
+    /// The thresholds with every default and the given steps (for code that builds settings, and tests).
     pub fn with_steps(steps: &[u64]) -> Self {
         Self {
             steps: steps.to_vec(),
