@@ -21,8 +21,11 @@
 //! token_file = "/etc/rollcage/lb-token"
 //! [lb.server_groups]
 //! blue = ["127.0.0.1:8081"]
+//! [canary]                       # blue/green: weighted steps, judged (crate::canary); `[analysis]` for in-place-lb
+//! steps = [10, 50, 100]
 //! ```
 
+use crate::canary::{AnalysisConfig, Table};
 use crate::problem::FieldProblems;
 use crate::wire::DeploymentStyle;
 use serde::{Deserialize, Serialize};
@@ -220,8 +223,9 @@ fn looks_like_host_port(s: &str) -> bool {
     }
 }
 
-/// A deployment group's load-balancer settings (the group's `lb` field).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A deployment group's load-balancer settings (the group's `lb` field). Not `Eq`: the canary thresholds are
+/// fractions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupLb {
     /// The driver configuration.
@@ -238,6 +242,13 @@ pub struct GroupLb {
     /// implemented; `false` is refused so nobody believes instances are terminated.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub keep_old_group: bool,
+    /// Blue/green: shift traffic to the new group in weighted steps, each judged ([`AnalysisConfig`]); absent,
+    /// the switch is instant as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<AnalysisConfig>,
+    /// Rolling with LB: judge each instance's server against the group's other servers after its AllowTraffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisConfig>,
 }
 
 fn yes() -> bool {
@@ -343,6 +354,26 @@ impl GroupLb {
                 "lb.wait_for_continue",
                 "only blue-green deployments wait before switching traffic",
             );
+        }
+        if let Some(c) = &self.canary {
+            if style == DeploymentStyle::BlueGreen {
+                c.check_into(Table::Canary, "lb.canary", p);
+            } else {
+                p.add(
+                    "lb.canary",
+                    format!("style `{style}` has no second server group to shift traffic to: `[canary]` is for `blue-green`; use `[analysis]` for `in-place-lb`"),
+                );
+            }
+        }
+        if let Some(a) = &self.analysis {
+            if style == DeploymentStyle::InPlaceLb {
+                a.check_into(Table::Analysis, "lb.analysis", p);
+            } else {
+                p.add(
+                    "lb.analysis",
+                    format!("style `{style}` does not judge instances one by one: `[analysis]` is for `in-place-lb`; use `[canary]` for `blue-green`"),
+                );
+            }
         }
     }
 

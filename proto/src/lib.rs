@@ -12,6 +12,9 @@
 //! - [`sandbox`]: the capability grant of a WebAssembly hook (the AppSpec's `sandbox:` map).
 //! - [`form`]: the deployment form (destination, scripts) and its validation with field paths.
 //! - [`healthy`]: CodeDeploy's minimum healthy hosts and the batch size that follows from it (pure arithmetic).
+//! - [`canary`]: the `[canary]` / `[analysis]` tables of a group's LB settings (steps, bake, thresholds) and their
+//!   validation.
+//! - [`bake`]: what a progressive delivery persists and shows: each interval's verdict and the bake's state.
 //! - [`lb`]: a deployment group's load-balancer settings and their validation with field paths.
 //! - [`traffic`]: weighted traffic between two server groups and the windowed figures (requests, 5xx, latency)
 //!   a load balancer reports per group and server.
@@ -25,6 +28,8 @@
 //! - [`fingerprint`]: the `SHA256:<base64>` fingerprint of a coordinator's CA certificate, which clients pin.
 
 pub mod access;
+pub mod bake;
+pub mod canary;
 pub mod clip;
 pub mod enroll;
 pub mod fingerprint;

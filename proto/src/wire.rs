@@ -414,7 +414,7 @@ pub struct Application {
 }
 
 /// `POST /v1/applications/{app}/groups`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
     /// Group name.
@@ -455,7 +455,7 @@ pub struct CreateGroup {
 /// `PATCH /v1/applications/{app}/groups/{group}`: the settings to change (absent = unchanged). Giving `instances`
 /// selects by name from then on (and drops the tags), giving `tags` selects by tags (and drops the names). The
 /// style, name and id of a group never change.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateGroup {
     /// Instances in flight at once.
@@ -514,7 +514,7 @@ impl UpdateGroup {
 }
 
 /// A deployment group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Group {
     /// Stable id (`DEPLOYMENT_GROUP_ID` for hooks).
     pub id: String,

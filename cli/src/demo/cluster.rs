@@ -297,6 +297,8 @@ fn group_lb(
         active_group: blue_green.then(|| BLUE.0.to_owned()),
         wait_for_continue: false,
         keep_old_group: true,
+        canary: None,
+        analysis: None,
     }
 }
 

@@ -305,6 +305,48 @@ async fn openapi_document_is_served() -> TestResult {
     Ok(())
 }
 
+/// The document's `AnalysisSettings` (the `[canary]` / `[analysis]` tables) has proto's fields and defaults.
+#[test]
+fn documented_canary_settings_are_proto_s() -> TestResult {
+    use rollcage_proto::canary::{AnalysisConfig, PrometheusCheck};
+    let doc: serde_yaml::Value = serde_yaml::from_str(OPENAPI_YAML)?;
+    let schema = &doc["components"]["schemas"]["AnalysisSettings"]["properties"];
+    let props = schema
+        .as_mapping()
+        .ok_or("AnalysisSettings has no properties")?;
+    let all = AnalysisConfig {
+        prometheus: vec![PrometheusCheck {
+            url: "http://p".into(),
+            query: "up".into(),
+            max: 1.0,
+        }],
+        ..AnalysisConfig::with_steps(&[100])
+    };
+    let value = serde_json::to_value(&all)?;
+    let fields = value.as_object().ok_or("not an object")?;
+    let documented: BTreeSet<&str> = props.keys().filter_map(|k| k.as_str()).collect();
+    assert_eq!(
+        documented,
+        fields.keys().map(String::as_str).collect::<BTreeSet<_>>()
+    );
+    for (name, v) in fields {
+        if matches!(name.as_str(), "steps" | "prometheus") {
+            continue;
+        }
+        let default = serde_json::to_value(&schema[name.as_str()]["default"])?;
+        assert_eq!(&default, v, "default of {name}");
+    }
+    let check = &schema["prometheus"]["items"]["properties"];
+    let documented: BTreeSet<&str> = check
+        .as_mapping()
+        .ok_or("no prometheus items")?
+        .keys()
+        .filter_map(|k| k.as_str())
+        .collect();
+    assert_eq!(documented, BTreeSet::from(["url", "query", "max"]));
+    Ok(())
+}
+
 /// The `enum` of the document's schema `name`.
 fn documented_enum(name: &str) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
     let doc: serde_yaml::Value = serde_yaml::from_str(OPENAPI_YAML)?;

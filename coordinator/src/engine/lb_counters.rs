@@ -147,6 +147,8 @@ mod tests {
             active_group: None,
             wait_for_continue: false,
             keep_old_group: true,
+            canary: None,
+            analysis: None,
         }
     }
 
