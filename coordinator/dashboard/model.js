@@ -175,6 +175,7 @@ export function stepDuration(step, now) {
 export function kindText(kind) {
   if (!kind || kind.kind === "normal") return "normal";
   if (kind.kind === "rollback") return `${kind.automatic ? "automatic " : ""}rollback of ${kind.of}`;
+  if (kind.kind === "catch-up") return `catch-up of ${kind.instance}`;
   return String(kind.kind);
 }
 
