@@ -109,6 +109,7 @@ pub async fn run_hook(run: HookRun<'_>) -> HookOutcome {
                     duration_ms: 0,
                     log_tail: String::new(),
                     warnings: Vec::new(),
+                    capabilities: Vec::new(),
                 };
             }
         },

@@ -273,7 +273,10 @@ impl WasmHooks {
             OutputTail::new(DEFAULT_TAIL_BYTES),
         );
         let mut warnings = Vec::new();
-        let (status, truncated) = self.run_guest(run, module, &spec, &mut lines).await;
+        let mut capabilities = Vec::new();
+        let (status, truncated) = self
+            .run_guest(run, module, &spec, &mut lines, &mut capabilities)
+            .await;
         if let Some(cap) = truncated {
             let msg = format!(
                 "output truncated after {cap} bytes (the hook kept running; the rest was dropped)"
@@ -294,16 +297,18 @@ impl WasmHooks {
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             log_tail: tail.render(),
             warnings,
+            capabilities,
         }
     }
 
-    /// Returns the status and, when output was cut, the cap.
+    /// Returns the status and, when output was cut, the cap; sets the audit's counts when the guest ran.
     async fn run_guest(
         &self,
         run: HookRun<'_>,
         module: &Path,
         spec: &SandboxSpec,
         lines: &mut LineWriter<'_>,
+        capabilities: &mut Vec<rollcage_proto::CapabilityCount>,
     ) -> (HookStatus, Option<usize>) {
         let module = match confine(run.script_root(), module) {
             Ok(m) => m,
@@ -408,7 +413,7 @@ impl WasmHooks {
                     data.audit
                         .record(audit::Kind::Link, audit::Verdict::Denied, v);
                 }
-                write_audit(&data.audit, lines);
+                *capabilities = write_audit(&data.audit, lines);
                 (end, data.limiter.refused(), violation)
             }
             Linked::Component(pre) => {
@@ -428,7 +433,7 @@ impl WasmHooks {
                 if matches!(end, RunEnd::RunFailed) {
                     lines.note("the component's wasi:cli/run returned an error");
                 }
-                write_audit(&store.data().audit, lines);
+                *capabilities = write_audit(&store.data().audit, lines);
                 (end, store.data().limiter.refused(), None)
             }
         };
@@ -456,11 +461,15 @@ impl WasmHooks {
     }
 }
 
-/// Write the audit as `[capability]` lines (scripts.log and the report tail).
-fn write_audit(audit: &audit::Audit, lines: &mut LineWriter<'_>) {
+/// Write the audit as `[capability]` lines (scripts.log and the report tail); returns its counts for the outcome.
+fn write_audit(
+    audit: &audit::Audit,
+    lines: &mut LineWriter<'_>,
+) -> Vec<rollcage_proto::CapabilityCount> {
     for line in audit.lines() {
         lines.capability(&line);
     }
+    audit.wire_counts()
 }
 
 /// Run a guest call to its end or to the deadline, writing its output as lines meanwhile; then the output it

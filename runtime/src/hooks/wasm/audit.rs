@@ -124,6 +124,17 @@ impl Audit {
         self.counts.iter().map(|(&(k, v), &n)| (k, v, n))
     }
 
+    /// The counts as the outcome carries them (for `/metrics`).
+    pub(crate) fn wire_counts(&self) -> Vec<rollcage_proto::CapabilityCount> {
+        self.counts()
+            .map(|(k, v, count)| rollcage_proto::CapabilityCount {
+                kind: k.label().to_owned(),
+                result: v.label().to_owned(),
+                count,
+            })
+            .collect()
+    }
+
     /// The records kept in full.
     #[cfg(test)]
     pub(crate) fn listed(&self) -> &[Record] {
@@ -253,6 +264,40 @@ mod tests {
                 "summary: file allowed={}, file denied=1, env allowed=1; 12 more not listed (the first {MAX_LISTED} are)",
                 MAX_LISTED + 10
             )
+        );
+    }
+
+    #[test]
+    fn the_labels_are_the_wire_s() {
+        for k in [
+            Kind::File,
+            Kind::Dir,
+            Kind::Env,
+            Kind::Http,
+            Kind::Net,
+            Kind::Link,
+        ] {
+            assert!(
+                rollcage_proto::CAPABILITY_KINDS.contains(&k.label()),
+                "{k:?}"
+            );
+        }
+        for v in [Verdict::Allowed, Verdict::Denied] {
+            assert!(
+                rollcage_proto::CAPABILITY_RESULTS.contains(&v.label()),
+                "{v:?}"
+            );
+        }
+        let mut a = Audit::default();
+        a.record(Kind::Net, Verdict::Denied, "tcp socket (ipv4)");
+        a.record(Kind::Net, Verdict::Denied, "name lookup x");
+        assert_eq!(
+            a.wire_counts(),
+            [rollcage_proto::CapabilityCount {
+                kind: "net".to_owned(),
+                result: "denied".to_owned(),
+                count: 2
+            }]
         );
     }
 
