@@ -3,10 +3,13 @@
 # Needs root for apt-get (CI and the developers' machines run as root).
 set -euo pipefail
 
-# Hook examples and test guests are compiled to WebAssembly from source.
-if ! rustup target list --installed | grep -qx wasm32-wasip1; then
-  rustup target add wasm32-wasip1
-fi
+# Hook examples and test guests are compiled to WebAssembly from source: preview-1 modules (wasm32-wasip1) and,
+# from the same source, WASI 0.2 command components (wasm32-wasip2).
+for target in wasm32-wasip1 wasm32-wasip2; do
+  if ! rustup target list --installed | grep -qx "$target"; then
+    rustup target add "$target"
+  fi
+done
 
 # System tools the tests use: setfacl/getfacl (AppSpec ACLs), tar/gzip (baseline of the unpack benchmark),
 # procps (ps), iproute2 (network namespaces of later end-to-end tests), haproxy (baseline of the load-balancer

@@ -7,6 +7,7 @@
 //! | `rollcage_deployments{status}` | gauge | the database, at scrape time (every status, 0 included) |
 //! | `rollcage_step_duration_seconds{event}` | histogram | each recorded agent step report (`duration_ms`) |
 //! | `rollcage_step_reports_total{outcome}` | counter | each recorded agent step report (repeats excluded) |
+//! | `rollcage_hook_capability_calls_total{kind,result}` | counter | the capability audit counts of the wasm hooks of each recorded step report (`kind` one of `rollcage_proto::CAPABILITY_KINDS`, else `other`) |
 //! | `rollcage_agents_enrolled` / `rollcage_agents_connected` | gauge | enrolled agents / those heard from within the heartbeat deadline |
 //! | `rollcage_lb_requests_total{group}` / `rollcage_lb_errors_total{group}` | counter | the [`LbCounterSource`] hook, when one is set |
 //!
@@ -78,6 +79,12 @@ struct OutcomeLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CapabilityLabel {
+    kind: String,
+    result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupLabel {
     group: String,
 }
@@ -94,6 +101,7 @@ pub struct Metrics {
     deployments: Family<StatusLabel, Gauge>,
     step_duration: Family<EventLabel, Histogram, fn() -> Histogram>,
     step_reports: Family<OutcomeLabel, Counter>,
+    hook_capabilities: Family<CapabilityLabel, Counter>,
     agents_enrolled: Gauge,
     agents_connected: Gauge,
     lb_requests: Family<GroupLabel, Counter>,
@@ -133,6 +141,12 @@ impl Metrics {
             "Step reports recorded from agents, by outcome (repeats not counted)",
             step_reports.clone(),
         );
+        let hook_capabilities = Family::<CapabilityLabel, Counter>::default();
+        registry.register(
+            "rollcage_hook_capability_calls",
+            "Capability uses of wasm hooks by kind and result (allowed, denied), from the hooks' audits",
+            hook_capabilities.clone(),
+        );
         let agents_enrolled = Gauge::default();
         registry.register(
             "rollcage_agents_enrolled",
@@ -162,6 +176,7 @@ impl Metrics {
             deployments,
             step_duration,
             step_reports,
+            hook_capabilities,
             agents_enrolled,
             agents_connected,
             lb_requests,
@@ -185,6 +200,22 @@ impl Metrics {
                 event: event.to_owned(),
             })
             .observe(secs);
+    }
+
+    /// Add the capability audit counts of a recorded step report's hooks. Labels come from the agent, so they
+    /// are pinned to the known sets (anything else is `other`): an agent cannot grow the label space.
+    pub fn hook_capabilities(&self, hooks: &[rollcage_proto::HookOutcome]) {
+        let known = |set: &[&'static str], v: &str| -> &'static str {
+            set.iter().find(|k| **k == v).copied().unwrap_or("other")
+        };
+        for c in hooks.iter().flat_map(|h| &h.capabilities) {
+            self.hook_capabilities
+                .get_or_create(&CapabilityLabel {
+                    kind: known(&rollcage_proto::CAPABILITY_KINDS, &c.kind).to_owned(),
+                    result: known(&rollcage_proto::CAPABILITY_RESULTS, &c.result).to_owned(),
+                })
+                .inc_by(c.count);
+        }
     }
 
     /// Set the LB counter source (once; later calls are ignored and return false).

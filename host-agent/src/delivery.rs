@@ -107,6 +107,7 @@ mod tests {
                     duration_ms: 1,
                     log_tail: ctl.clone(),
                     warnings: vec![],
+                    capabilities: Vec::new(),
                 })
                 .collect(),
             duration_ms: 1,

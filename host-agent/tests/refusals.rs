@@ -179,6 +179,7 @@ impl StepExecutor for Chatty {
                     duration_ms: 1,
                     log_tail: "the hook's last words\n".repeat(50),
                     warnings: vec!["a warning".into()],
+                    capabilities: Vec::new(),
                 }],
                 duration_ms: 1,
                 // The loop fills the step's log from the executor's log file (none here).
@@ -223,6 +224,7 @@ impl StepExecutor for Hostile {
                         duration_ms: 1,
                         log_tail: ctl.clone(),
                         warnings: vec![],
+                        capabilities: Vec::new(),
                     })
                     .collect(),
                 duration_ms: 1,

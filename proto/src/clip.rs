@@ -25,6 +25,11 @@ pub const MAX_WARNING_BYTES: usize = 512;
 /// Hooks listed in one report (an AppSpec event with more hooks than this is already unusual; the rest are counted in
 /// the message).
 pub const MAX_HOOKS: usize = 64;
+/// Capability counts kept per hook: one per kind and result of [`crate::outcome::CAPABILITY_KINDS`] ×
+/// [`crate::outcome::CAPABILITY_RESULTS`], with room for a few kinds a newer agent may add.
+pub const MAX_CAPABILITY_COUNTS: usize = 16;
+/// Longest capability kind or result kept.
+pub const MAX_CAPABILITY_LABEL_BYTES: usize = 16;
 /// The text of a hook's status (`reason`, `user`, `trap`), in bytes.
 pub const MAX_STATUS_TEXT_BYTES: usize = 512;
 /// Frames kept of a trapped wasm hook's backtrace, and the bytes of each (guest function names).
@@ -141,6 +146,11 @@ impl StepReport {
             for w in &mut hook.warnings {
                 *w = clip_head(w, MAX_WARNING_BYTES);
             }
+            hook.capabilities.truncate(MAX_CAPABILITY_COUNTS);
+            for c in &mut hook.capabilities {
+                c.kind = clip_head(&c.kind, MAX_CAPABILITY_LABEL_BYTES);
+                c.result = clip_head(&c.result, MAX_CAPABILITY_LABEL_BYTES);
+            }
             bound_status(
                 &mut hook.status,
                 MAX_STATUS_TEXT_BYTES,
@@ -228,6 +238,7 @@ mod tests {
                     duration_ms: 1,
                     log_tail: ctl.clone(),
                     warnings: vec![ctl[..4096].to_owned(); 10],
+                    capabilities: Vec::new(),
                 })
                 .collect(),
             duration_ms: 5,

@@ -50,7 +50,7 @@ pub mod wire;
 
 pub use form::{FileExistsBehavior, Form};
 pub use lifecycle::{LifecycleEvent, Performer};
-pub use outcome::{HookOutcome, HookStatus};
+pub use outcome::{CAPABILITY_KINDS, CAPABILITY_RESULTS, CapabilityCount, HookOutcome, HookStatus};
 pub use plan::{StylePlan, plan};
 pub use problem::{FieldProblem, FieldProblems};
 pub use sandbox::{DirAccess, DirGrant, SandboxSpec};

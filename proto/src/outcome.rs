@@ -145,6 +145,31 @@ pub struct HookOutcome {
     /// open; stopped reading 2 s after the script exited", "output truncated after 16 MiB").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// A wasm hook's capability audit, counted: how often it used each kind of capability with each result
+    /// (empty for a shell hook). The listed uses are `[capability]` lines in the output; the coordinator sums the
+    /// counts into `/metrics`. At most a dozen entries (kinds × results).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<CapabilityCount>,
+}
+
+/// The kinds of capability a wasm hook's audit counts: files opened, directories listed, environment read, HTTP
+/// requests, sockets and name lookups (components), links and renames (the filesystem guard). Also the `kind`
+/// label of `rollcage_hook_capability_calls_total`, which counts anything else as `other`.
+pub const CAPABILITY_KINDS: [&str; 6] = ["file", "dir", "env", "http", "net", "link"];
+
+/// The results of a capability use: the grant let it through, or refused it.
+pub const CAPABILITY_RESULTS: [&str; 2] = ["allowed", "denied"];
+
+/// How often a wasm hook used one kind of capability ([`CAPABILITY_KINDS`]) with one result
+/// ([`CAPABILITY_RESULTS`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilityCount {
+    /// The kind of capability.
+    pub kind: String,
+    /// `allowed` or `denied`.
+    pub result: String,
+    /// How many uses.
+    pub count: u64,
 }
 
 impl HookOutcome {

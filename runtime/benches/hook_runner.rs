@@ -1,7 +1,8 @@
-//! Benchmark of the hook runner (not a test): the same trivial hook as a cached wasm module and as a
-//! `#!/bin/sh` `exit 0` script, each run through `run_hook` (outcome, logging and all); prints both medians and the
-//! ratio. Also the first-run compile time, the load time of a cached artifact in a restarted agent, and the
-//! agent's RSS with 16 wasm hooks running at once.
+//! Benchmark of the hook runner (not a test): the same trivial hook as a cached preview-1 wasm module, as a cached
+//! WASI 0.2 component (Rust, `wasm32-wasip2`) and as a `#!/bin/sh` `exit 0` script, each run through `run_hook`
+//! (outcome, logging and all); prints the medians and the ratios against the shell hook. Also the first-run compile
+//! time of each, the load time of a cached artifact in a restarted agent, and the agent's RSS with 16 wasm hooks
+//! running at once.
 //!
 //! Run: `cargo bench -p rollcage-runtime --bench hook_runner` (env `RUNS=n` to change the 300 runs per side).
 //!
@@ -113,6 +114,8 @@ async fn bench(n: usize) {
     std::fs::create_dir_all(rev.join("hooks")).expect("mkdir");
     let noop = rev.join("hooks/noop.wasm");
     std::fs::copy(rollcage_hooks_artifacts::TEST_NOOP, &noop).expect("copy");
+    let noop_p2 = rev.join("hooks/noop_p2.wasm");
+    std::fs::copy(rollcage_hooks_artifacts::P2_TEST_NOOP, &noop_p2).expect("copy");
     std::fs::copy(
         rollcage_hooks_artifacts::TEST_SLEEP,
         rev.join("hooks/sleep.wasm"),
@@ -149,14 +152,38 @@ async fn bench(n: usize) {
         us(load),
         restarted.compile_count()
     );
+    let t = Instant::now();
+    wasm.precompile_file(&noop_p2).await.expect("precompile p2");
+    let compile_p2 = t.elapsed();
+    let t = Instant::now();
+    restarted.precompile_file(&noop_p2).await.expect("load p2");
+    let load_p2 = t.elapsed();
+    let size_p2 = std::fs::metadata(&noop_p2).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "first run: compile noop_p2.wasm component ({size_p2} bytes) + write artifact: {:.1} ms",
+        compile_p2.as_secs_f64() * 1e3
+    );
+    println!(
+        "restarted agent: load cached component artifact: {:.1} us (compiles: {})",
+        us(load_p2),
+        restarted.compile_count()
+    );
 
     // Warm-up, then the measured runs.
     let wasm_hook = hook("hooks/noop.wasm", 60, None);
+    let p2_hook = hook("hooks/noop_p2.wasm", 60, None);
     let shell_hook = hook("hooks/noop.sh", 60, None);
     runs(20, &wasm, &wasm_hook, &rev, &env, &log).await;
     let (wasm_times, wasm_status) = runs(n, &wasm, &wasm_hook, &rev, &env, &log).await;
     assert_eq!(wasm_status, HookStatus::Succeeded);
-    report("wasm noop via run_hook (cached module)", &wasm_times);
+    report(
+        "wasm noop via run_hook (cached preview-1 module)",
+        &wasm_times,
+    );
+    runs(20, &wasm, &p2_hook, &rev, &env, &log).await;
+    let (p2_times, p2_status) = runs(n, &wasm, &p2_hook, &rev, &env, &log).await;
+    assert_eq!(p2_status, HookStatus::Succeeded);
+    report("wasm noop via run_hook (cached Rust component)", &p2_times);
 
     let (_, shell_status) = runs(3, &wasm, &shell_hook, &rev, &env, &log).await;
     let (shell_label, shell_times) = if shell_status == HookStatus::Succeeded {
@@ -173,8 +200,11 @@ async fn bench(n: usize) {
         )
     };
     report(shell_label, &shell_times);
-    let ratio = us(median(wasm_times)) / us(median(shell_times));
-    println!("ratio wasm/shell (medians) = {ratio:.3} (target <= 0.1)");
+    let shell_median = us(median(shell_times));
+    let ratio = us(median(wasm_times)) / shell_median;
+    println!("ratio wasm module/shell (medians) = {ratio:.3} (target <= 0.1)");
+    let ratio_p2 = us(median(p2_times)) / shell_median;
+    println!("ratio Rust component/shell (medians) = {ratio_p2:.3} (target <= 0.1)");
 
     // 16 wasm hooks at once (each sleeping in a host call until its 2 s timeout); RSS sampled mid-way.
     let warm = hook("hooks/sleep.wasm", 1, None);

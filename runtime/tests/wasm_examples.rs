@@ -137,6 +137,41 @@ async fn deploy(flavour: Flavour) -> TestResult {
         "the validator should have polled past two 503s"
     );
     assert!(log_text.contains("healthy"), "{log_text}");
+    if flavour == Flavour::Wasm {
+        // The capability audit of each hook is in scripts.log (what `rollcage logs` prints for the step).
+        let audited = |prefix: &str, needle: &str| {
+            log_text
+                .lines()
+                .any(|l| l.contains(prefix) && l.contains(needle) && l.ends_with(" allowed"))
+        };
+        assert!(
+            audited(
+                "[capability] AfterInstall hooks/render_config.wasm: file read ",
+                "app.conf.tmpl"
+            ),
+            "{log_text}"
+        );
+        assert!(
+            audited(
+                "[capability] AfterInstall hooks/render_config.wasm: file write ",
+                "/"
+            ),
+            "{log_text}"
+        );
+        assert!(
+            audited(
+                "[capability] ValidateService hooks/validate_health.wasm: http GET ",
+                "/health -> 200, "
+            ),
+            "{log_text}"
+        );
+        assert!(
+            log_text.contains(
+                "[capability] ValidateService hooks/validate_health.wasm: summary: http allowed="
+            ),
+            "{log_text}"
+        );
+    }
     Ok(())
 }
 

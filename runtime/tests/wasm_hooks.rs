@@ -9,11 +9,13 @@
 use rollcage_hooks_artifacts as artifacts;
 use rollcage_proto::{DirAccess, DirGrant, HookOutcome, HookStatus, LifecycleEvent, SandboxSpec};
 use rollcage_runtime::appspec::HookSpec;
-use rollcage_runtime::hooks::{HookEnv, HookRun, ScriptLog, WasmConfig, WasmHooks, run_hook};
+use rollcage_runtime::hooks::{HookRun, WasmConfig, WasmHooks, run_hook};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+mod wasm_support;
+
+use wasm_support::*;
 
 // Every test program must have a test module of the same name.
 macro_rules! assert_test_exists {
@@ -23,120 +25,6 @@ macro_rules! assert_test_exists {
     };
 }
 artifacts::foreach_test!(assert_test_exists);
-
-/// A revision dir holding the test programs, a scripts.log and a runner with its own cache dir.
-struct Harness {
-    dir: tempfile::TempDir,
-    revision: PathBuf,
-    log: ScriptLog,
-    hooks: WasmHooks,
-    env: HookEnv,
-}
-
-impl Harness {
-    fn new() -> Result<Self, Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let revision = dir.path().join("revision");
-        std::fs::create_dir_all(revision.join("hooks"))?;
-        std::fs::write(revision.join("data.txt"), "revision data\n")?;
-        std::fs::create_dir_all(revision.join("sub"))?;
-        std::fs::write(revision.join("sub/data.txt"), "revision data\n")?;
-        let log = ScriptLog::open(&dir.path().join("logs/scripts.log"))?;
-        let hooks = WasmHooks::new(WasmConfig::new(dir.path().join("cache")))?;
-        let env = HookEnv {
-            deployment_id: "d-123".to_owned(),
-            application_name: "web".to_owned(),
-            deployment_group_name: "prod".to_owned(),
-            deployment_group_id: "g-1".to_owned(),
-            extra: Vec::new(),
-        };
-        Ok(Self {
-            dir,
-            revision,
-            log,
-            hooks,
-            env,
-        })
-    }
-
-    /// Copy a built program into the revision as `hooks/<name>.wasm`; returns its location.
-    fn install(&self, wasm: &str) -> Result<String, std::io::Error> {
-        let name = Path::new(wasm)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        std::fs::copy(wasm, self.revision.join("hooks").join(&name))?;
-        Ok(format!("hooks/{name}"))
-    }
-
-    async fn run(
-        &self,
-        wasm: &str,
-        timeout_secs: u64,
-        sandbox: SandboxSpec,
-    ) -> Result<HookOutcome, std::io::Error> {
-        let location = self.install(wasm)?;
-        Ok(self.run_location(&location, timeout_secs, sandbox).await)
-    }
-
-    async fn run_location(
-        &self,
-        location: &str,
-        timeout_secs: u64,
-        sandbox: SandboxSpec,
-    ) -> HookOutcome {
-        let hook = HookSpec {
-            location: location.to_owned(),
-            timeout_secs,
-            runas: None,
-            sudo: false,
-            sandbox: Some(sandbox),
-        };
-        let run = HookRun {
-            event: LifecycleEvent::ValidateService,
-            hook: &hook,
-            revision_dir: &self.revision,
-            script_root: None,
-            deploy_dir: None,
-            env: &self.env,
-            log: &self.log,
-            wasm: Some(&self.hooks),
-        };
-        run_hook(run).await
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("logs/scripts.log")).unwrap_or_default()
-    }
-}
-
-fn args(a: &[&str]) -> SandboxSpec {
-    SandboxSpec {
-        args: a.iter().map(|s| (*s).to_owned()).collect(),
-        ..SandboxSpec::default()
-    }
-}
-
-/// `(VmRSS, VmHWM)` of this process in bytes.
-fn rss() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// Reset the peak-RSS counter (Linux: writing 5 to clear_refs), so VmHWM measures from now on.
-fn reset_peak_rss() -> std::io::Result<()> {
-    std::fs::write("/proc/self/clear_refs", "5")
-}
-
-const MIB: u64 = 1 << 20;
 
 mod spin {
     use super::*;
@@ -923,6 +811,32 @@ mod flood {
     }
 }
 
+/// Preview 1 has no socket calls at all: a connect or a name lookup fails inside the guest's libc.
+mod net {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_raw_tcp_connect_and_a_name_lookup_fail_and_the_listener_sees_nothing() -> TestResult
+    {
+        let h = Harness::new()?;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = l.local_addr()?.to_string();
+        for a in [["connect", addr.as_str()], ["lookup", "localhost"]] {
+            let out = h.run(artifacts::TEST_NET, 10, args(&a)).await?;
+            assert_eq!(
+                out.status,
+                HookStatus::Failed { exit_code: 1 },
+                "{a:?}: {}",
+                out.log_tail
+            );
+            assert!(out.log_tail.contains("denied:"), "{}", out.log_tail);
+        }
+        let accepted = tokio::time::timeout(Duration::from_millis(200), l.accept()).await;
+        assert!(accepted.is_err(), "the guest reached the listener");
+        Ok(())
+    }
+}
+
 mod exit {
     use super::*;
 
@@ -1089,16 +1003,18 @@ mod noop {
             "{:?}",
             out.status
         );
-        // A preview-2 component shares the magic bytes but is refused with a reason.
-        let component = b"\0asm\x0d\0\x01\0".to_vec();
-        std::fs::write(h.revision.join("hooks/component.wasm"), &component)?;
+        // An unknown version/layer after the magic is refused naming what was expected.
+        std::fs::write(h.revision.join("hooks/v2.wasm"), b"\0asm\x02\0\0\0")?;
         let out = h
-            .run_location("hooks/component.wasm", 10, SandboxSpec::default())
+            .run_location("hooks/v2.wasm", 10, SandboxSpec::default())
             .await;
         let HookStatus::InvalidModule { reason } = &out.status else {
             panic!("{:?}", out.status)
         };
-        assert!(reason.contains("component"), "{reason}");
+        assert!(
+            reason.contains("version 0x2") && reason.contains("component (version 0xd, layer 1)"),
+            "{reason}"
+        );
         Ok(())
     }
 
@@ -1221,6 +1137,85 @@ mod download_bundle {
             started.elapsed() < Duration::from_secs(30),
             "{:?}",
             started.elapsed()
+        );
+        Ok(())
+    }
+}
+
+/// The capability audit: what the hook used under its grant and what was denied, as `[capability]` lines in
+/// `scripts.log` and the report tail.
+mod audit {
+    use super::*;
+
+    #[tokio::test]
+    async fn opens_denials_env_and_http_are_listed_with_a_summary() -> TestResult {
+        // SAFETY: set before any thread of this test reads the environment; nextest runs each test in its own
+        // process.
+        unsafe { std::env::set_var("ROLLCAGE_TEST_AUDITED", "1") };
+        let h = Harness::new()?;
+        std::fs::write(h.dir.path().join("beside.txt"), "beside")?;
+        let out = h
+            .run(
+                artifacts::TEST_FS,
+                10,
+                args(&["read", "/revision/data.txt"]),
+            )
+            .await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        assert!(
+            out.log_tail
+                .contains("[capability] file read /revision/data.txt allowed"),
+            "{}",
+            out.log_tail
+        );
+        assert!(
+            out.log_tail
+                .contains("[capability] summary: file allowed=1"),
+            "{}",
+            out.log_tail
+        );
+        let out = h
+            .run(
+                artifacts::TEST_FS,
+                10,
+                args(&["read", "/revision/../beside.txt"]),
+            )
+            .await?;
+        assert!(
+            out.log_tail
+                .contains("[capability] file read /revision/../beside.txt (errno 63) denied"),
+            "{}",
+            out.log_tail
+        );
+        let sandbox = SandboxSpec {
+            env: vec!["ROLLCAGE_TEST_AUDITED".to_owned()],
+            ..args(&["ROLLCAGE_TEST_AUDITED"])
+        };
+        let out = h.run(artifacts::TEST_ENV, 10, sandbox).await?;
+        assert!(
+            out.log_tail
+                .contains("[capability] env read ROLLCAGE_TEST_AUDITED allowed"),
+            "{}",
+            out.log_tail
+        );
+        let sandbox = SandboxSpec {
+            http: vec!["http://127.0.0.1:9/allowed/".to_owned()],
+            ..args(&["http://127.0.0.1:9/other"])
+        };
+        let out = h.run(artifacts::TEST_HTTP, 10, sandbox).await?;
+        assert!(
+            out.log_tail
+                .contains("[capability] http GET http://127.0.0.1:9/other (not granted) denied"),
+            "{}",
+            out.log_tail
+        );
+        // The same lines are in scripts.log, tagged `[capability]`.
+        let log = h.log_text();
+        assert!(
+            log.contains(
+                "[capability] ValidateService hooks/fs.wasm: file read /revision/data.txt allowed"
+            ),
+            "{log}"
         );
         Ok(())
     }

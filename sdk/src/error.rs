@@ -14,7 +14,8 @@ pub struct HookError {
     message: String,
 }
 
-/// Highest exit code a WASI preview-1 module may use: the host rejects 126 and up as invalid.
+/// Highest exit code a hook may use: the host rejects 126 and up from a WASI preview-1 module as invalid (and a
+/// component keeps to the same range, so a hook behaves the same built either way).
 pub const MAX_EXIT_CODE: u8 = 125;
 
 impl HookError {

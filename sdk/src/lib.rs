@@ -1,7 +1,7 @@
 //! Write rollcage lifecycle hooks as WebAssembly modules.
 //!
-//! A hook is a WASI preview-1 command (`cargo build --release --target wasm32-wasip1`) whose `main` calls
-//! [`run`]. The agent runs it inside a capability sandbox: the revision is mounted read-only at `/revision` (also
+//! A hook is a WASI preview-1 command (`cargo build --release --target wasm32-wasip1`) or a WASI 0.2 command
+//! component (`--target wasm32-wasip2`) whose `main` calls [`run`]. The agent runs it inside a capability sandbox: the revision is mounted read-only at `/revision` (also
 //! the working directory), the lifecycle values arrive as environment variables ([`Context`]), stdout and stderr
 //! go to the deployment's `scripts.log`, and everything else (extra directories, host variables, HTTP URLs) must
 //! be granted by the hook's `sandbox:` entry in `appspec.yml`.
@@ -15,7 +15,9 @@
 //! - [`run`]: the `main` helper that maps a [`HookResult`] onto the process exit code the agent reports.
 //!
 //! Off `wasm32` (for unit tests of hook logic on the host) everything works except [`http::get`], which returns
-//! [`http::HttpError::Unsupported`].
+//! [`http::HttpError::Unsupported`]; so does it in a component for now (its HTTP will be `wasi:http`). In a
+//! component, [`run`] and [`exit`] report the exit code through `wasi:cli/exit.exit-with-code` (`std::process::exit`
+//! there reports only success or failure, any non-zero code arriving as 1).
 //!
 //! # Example
 //!
@@ -82,7 +84,28 @@ where
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error(e.message(), &[("exit_code", &e.code())]);
-            ExitCode::from(e.code())
+            exit_code(e.code())
         }
     }
+}
+
+/// End the hook now with exit `code` (0 = success), after flushing stdout and stderr.
+///
+/// Prefer returning from [`run`]; this is for code that must stop deep inside. Unlike `std::process::exit`, it
+/// keeps the code in a WASI 0.2 component too (`wasi:cli/exit.exit-with-code`; std reports only ok/error there).
+pub fn exit(code: u8) -> ! {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+    wasip2::cli::exit::exit_with_code(code);
+    std::process::exit(i32::from(code))
+}
+
+/// The exit code as `main`'s return value; in a component a non-zero code exits at once (see [`exit`]).
+fn exit_code(code: u8) -> ExitCode {
+    if cfg!(all(target_arch = "wasm32", target_env = "p2")) && code != 0 {
+        exit(code)
+    }
+    ExitCode::from(code)
 }

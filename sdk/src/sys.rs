@@ -1,7 +1,12 @@
 //! The raw host imports, in the one versioned namespace shared with the agent through
 //! [`rollcage_proto::hostcall`]. Nothing outside this module touches them.
+//!
+//! They exist for preview-1 modules only (`wasm32-wasip1`): a WASI 0.2 component (`wasm32-wasip2`) cannot import
+//! a bare core function (the component linker would refuse the `rollcage:hook/v1` module), and the agent's
+//! component linker provides WASI only. There, like off wasm, [`http_get`] answers "unsupported"; a component's
+//! HTTP will come through `wasi:http` under the same grant.
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 mod imports {
     // `#[link]` needs a literal; the const assertions below pin it to the shared constants.
     #[link(wasm_import_module = "rollcage:hook/v1")]
@@ -39,7 +44,7 @@ const _: () = assert!(str_eq(
 const _: () = assert!(str_eq("http_get", rollcage_proto::hostcall::HTTP_GET));
 
 /// Call the host's `http_get`: returns the host's code and the body's full length.
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 pub(crate) fn http_get(url: &str, body: &mut [u8]) -> (i32, u32) {
     let mut len: u32 = 0;
     // SAFETY: every pointer comes from a live Rust borrow with its exact length; the host writes at most
@@ -56,8 +61,8 @@ pub(crate) fn http_get(url: &str, body: &mut [u8]) -> (i32, u32) {
     (code, len)
 }
 
-/// Off wasm there is no agent to call.
-#[cfg(not(target_arch = "wasm32"))]
+/// Off wasm (and in a component) there is no `http_get` to call.
+#[cfg(not(all(target_arch = "wasm32", not(target_env = "p2"))))]
 pub(crate) fn http_get(_url: &str, _body: &mut [u8]) -> (i32, u32) {
     (i32::MIN, 0)
 }

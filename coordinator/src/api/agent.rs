@@ -212,6 +212,7 @@ pub async fn report(
     st.step_heard(report.command_id, now);
     let (command_id, outcome, duration_ms) =
         (report.command_id, report.outcome, report.duration_ms);
+    let hooks = report.hooks.clone();
     // Group-committed with concurrent reports; the next command is read in the same transaction.
     let agent = name.clone();
     let (recorded, step, command) = st
@@ -232,6 +233,7 @@ pub async fn report(
     if let (true, Some(event)) = (recorded, step) {
         st.metrics
             .step_reported(event.name(), outcome.name(), duration_ms);
+        st.metrics.hook_capabilities(&hooks);
     }
     tracing::debug!(instance = %name, command = command_id, ?outcome, recorded, "step report");
     Ok(Json(ReportResponse { recorded, command }))

@@ -73,11 +73,34 @@ async fn deploy(st: &State) -> TestResult {
             } else {
                 20
             };
+            // ValidateService ran a wasm hook whose audit counted file opens, a denied socket and a kind this
+            // coordinator does not know.
+            let hooks = if cmd.event.name() == "ValidateService" {
+                let count = |kind: &str, result: &str, count| rollcage_proto::CapabilityCount {
+                    kind: kind.into(),
+                    result: result.into(),
+                    count,
+                };
+                vec![rollcage_proto::HookOutcome {
+                    location: "hooks/validate.wasm".into(),
+                    status: rollcage_proto::HookStatus::Succeeded,
+                    duration_ms: 5,
+                    log_tail: String::new(),
+                    warnings: vec![],
+                    capabilities: vec![
+                        count("file", "allowed", 3),
+                        count("net", "denied", 1),
+                        count("teleport", "allowed", 1),
+                    ],
+                }]
+            } else {
+                vec![]
+            };
             let report = StepReport {
                 command_id: cmd.command_id,
                 outcome: StepOutcome::Succeeded,
                 message: "ok".into(),
-                hooks: vec![],
+                hooks,
                 duration_ms,
                 log: None,
             };
@@ -136,6 +159,21 @@ async fn metrics_after_a_deployment_show_its_status_steps_and_agents() -> TestRe
         Some(14.0),
         "{text}"
     );
+    // The wasm hooks' capability audits, summed over the 2 instances (repeats not counted, unknown kinds `other`).
+    for (labels, n) in [
+        (r#"{kind="file",result="allowed"}"#, 6.0),
+        (r#"{kind="net",result="denied"}"#, 2.0),
+        (r#"{kind="other",result="allowed"}"#, 2.0),
+    ] {
+        assert_eq!(
+            sample(
+                &text,
+                &format!("rollcage_hook_capability_calls_total{labels}")
+            ),
+            Some(n),
+            "{text}"
+        );
+    }
     let validate = r#"{event="ValidateService"}"#;
     assert_eq!(
         sample(

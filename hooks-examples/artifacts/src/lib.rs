@@ -1,8 +1,10 @@
-//! The wasm32-wasip1 builds of `hooks-examples/guests`, for tests and benchmarks, and the example bundles.
+//! The wasm builds of `hooks-examples/guests`, for tests and benchmarks, and the example bundles.
 //!
-//! `build.rs` compiles every guest from source and generates one constant per program: `EXAMPLE_<NAME>` for the
-//! example hooks (`examples/src/bin/<name>.rs`) and `TEST_<NAME>` for the test programs
-//! (`test-programs/src/bin/<name>.rs`), each the absolute path of the `.wasm`. `foreach_test!(m)` calls `m!(name)`
+//! `build.rs` compiles every guest from source, for `wasm32-wasip1` (preview-1 core modules) and for
+//! `wasm32-wasip2` (WASI 0.2 command components), and generates one constant per program and target:
+//! `EXAMPLE_<NAME>` for the example hooks (`examples/src/bin/<name>.rs`) and `TEST_<NAME>` for the test programs
+//! (`test-programs/src/bin/<name>.rs`), each the absolute path of the `.wasm` module; `P2_EXAMPLE_<NAME>` and
+//! `P2_TEST_<NAME>` the same programs as components. `foreach_test!(m)` / `foreach_p2_test!(m)` call `m!(name)`
 //! for every test program.
 //!
 //! [`assemble_bundle`] lays out a deployable example bundle: `bundles/wasm` (the hooks as wasm modules, built

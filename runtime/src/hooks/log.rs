@@ -23,6 +23,8 @@ pub enum Stream {
     Stderr,
     /// A note from the agent itself (start, end, truncation, warnings).
     Agent,
+    /// A wasm hook's capability audit (what it used under its grant, what was denied).
+    Capability,
 }
 
 impl Stream {
@@ -31,6 +33,7 @@ impl Stream {
             Self::Stdout => "stdout",
             Self::Stderr => "stderr",
             Self::Agent => "agent",
+            Self::Capability => "capability",
         }
     }
 }
@@ -118,6 +121,7 @@ impl OutputTail {
             Stream::Stdout => text.to_owned(),
             Stream::Stderr => format!("[stderr] {text}"),
             Stream::Agent => format!("[agent] {text}"),
+            Stream::Capability => format!("[capability] {text}"),
         };
         if line.len() > self.budget {
             let mut cut = line.len() - self.budget;

@@ -1,7 +1,8 @@
 //! Lifecycle hook runners.
 //!
-//! [`run_hook`] looks at the hook's file and picks the runner: a WebAssembly module (magic bytes `\0asm`) runs in
-//! the agent's wasmtime sandbox ([`wasm`]); anything else is a shell script run as a child process ([`shell`]).
+//! [`run_hook`] looks at the hook's file and picks the runner: a WebAssembly binary (magic bytes `\0asm`: a
+//! preview-1 module or a WASI 0.2 command component) runs in the agent's wasmtime sandbox ([`wasm`]); anything
+//! else is a shell script run as a child process ([`shell`]).
 //! Every ending maps onto the one [`HookOutcome`] type.
 
 pub mod log;
@@ -108,6 +109,7 @@ pub async fn run_hook(run: HookRun<'_>) -> HookOutcome {
                     duration_ms: 0,
                     log_tail: String::new(),
                     warnings: Vec::new(),
+                    capabilities: Vec::new(),
                 };
             }
         },

@@ -536,6 +536,7 @@ impl<'a> Sink<'a> {
             duration_ms,
             log_tail: self.tail.render(),
             warnings: self.warnings,
+            capabilities: Vec::new(),
         }
     }
 }

@@ -1,21 +1,27 @@
-//! WebAssembly hooks: WASI preview-1 command modules run by wasmtime inside the agent, in a deny-by-default
-//! capability sandbox described by the hook's `sandbox:` entry ([`SandboxSpec`]).
+//! WebAssembly hooks: WASI preview-1 command modules and WASI 0.2 command components (`wasi:cli/command`), run by
+//! wasmtime inside the agent, in a deny-by-default capability sandbox described by the hook's `sandbox:` entry
+//! ([`SandboxSpec`]). Which kind a hook is comes from its binary's header ([`cache::check_header`]).
 //!
-//! One [`WasmHooks`] per agent holds the engine, the linker (WASI p1 plus the `rollcage:hook/v1` host functions),
-//! the compile cache and the epoch ticker. A run:
-//! 1. resolves the module inside the revision (symlinks out of it are refused) and gets it linked from the cache
+//! One [`WasmHooks`] per agent holds the engine, the linkers (WASI p1 plus the `rollcage:hook/v1` host functions
+//! for modules; WASI 0.2 for components, [`component`]), the compile cache and the epoch ticker. A run:
+//! 1. resolves the binary inside the revision (symlinks out of it are refused) and gets it linked from the cache
 //!    ([`cache`]: compiled once, artifacts keyed by sha256 + engine compatibility in a private directory);
-//! 2. builds the WASI context ([`sandbox`]) and a store with the memory limiter (`limiter`) and the filesystem
-//!    guard of its read-write grants (`guard`: symlinks that leave their directory, per-grant write quota);
-//! 3. runs `_start` asynchronously under `tokio::time::timeout`, while writing the guest's output as lines to
-//!    `scripts.log` (`output`); the epoch ticker makes pure loops yield every tick, so the timeout also stops
-//!    a guest that never calls the host, and dropping the call cancels a guest blocked in a host call;
+//! 2. builds the WASI context ([`sandbox`], the same grant for both kinds) and a store with the memory limiter
+//!    (`limiter`) and, for a module, the filesystem guard of its read-write grants (`guard`: symlinks that leave
+//!    their directory, per-grant write quota; a component with a read-write grant is refused instead);
+//! 3. runs `_start` or `wasi:cli/run` asynchronously under `tokio::time::timeout` ([`drive`]), while writing the
+//!    guest's output as lines to `scripts.log` (`output`); the epoch ticker makes pure loops yield every tick, so
+//!    the timeout also stops a guest that never calls the host, and dropping the call cancels a guest blocked in
+//!    a host call (a sleep, a read);
 //! 4. maps the ending onto [`HookOutcome`] (`outcome`); anything the guard refused fails the hook.
 //!
-//! Modules: [`cache`] compile cache, [`sandbox`] WASI context, `limiter` memory cap, `guard` links and quotas,
-//! `output` capped sink and line writer, `http` the `http_get` host function, `outcome` ending → status.
+//! Modules: [`cache`] compile cache, [`sandbox`] WASI context, [`component`] the component linker and call,
+//! `limiter` memory cap, `guard` links and quotas, `output` capped sink and line writer, `http` the `http_get`
+//! host function, `outcome` ending → status.
 
+mod audit;
 pub mod cache;
+pub(crate) mod component;
 mod guard;
 mod http;
 mod limiter;
@@ -26,7 +32,8 @@ pub mod sandbox;
 use super::HookRun;
 use super::log::{DEFAULT_TAIL_BYTES, OutputTail};
 use crate::appspec::AppSpec;
-use cache::{CacheError, ModuleCache};
+use cache::{CacheError, Linked, Linkers, ModuleCache};
+use component::ComponentState;
 use limiter::MemoryLimiter;
 use outcome::{Limits, Phase, RunEnd};
 use output::{Chunk, LineWriter, OutputChannel};
@@ -37,11 +44,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use wasmtime::{Config, Engine, Linker, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-pub use cache::{CacheError as WasmCacheError, DEFAULT_COMPILE_TIMEOUT, MAX_MODULE_BYTES};
+pub use cache::{
+    CacheError as WasmCacheError, DEFAULT_COMPILE_TIMEOUT, MAX_MODULE_BYTES, WasmKind,
+};
 pub use sandbox::SandboxError;
 
 /// Default cap on a hook's captured output (stdout and stderr together). Generous for any real hook's logging;
@@ -95,7 +104,7 @@ pub enum WasmSetupError {
     Cache(#[from] CacheError),
 }
 
-/// The state of one hook's store.
+/// The state of one preview-1 module's store (a component's is [`ComponentState`]).
 pub(crate) struct HookState {
     wasi: WasiP1Ctx,
     limiter: MemoryLimiter,
@@ -103,12 +112,19 @@ pub(crate) struct HookState {
     http: http::HttpGrant,
     client: http::HttpClient,
     notes: UnboundedSender<Chunk>,
+    /// What the hook used and was denied ([`audit`]).
+    audit: audit::Audit,
+    /// Guest paths of open descriptors, for the audit.
+    paths: audit::FdPaths,
+    /// The granted host variables the hook was given (recorded when it reads its environment).
+    env_granted: Vec<String>,
+    env_read: bool,
 }
 
 /// The agent's wasm hook runner: engine, linker, compile cache, epoch ticker. Create one per agent and share it.
 pub struct WasmHooks {
     engine: Engine,
-    linker: Linker<HookState>,
+    linkers: Linkers,
     cache: ModuleCache,
     client: http::HttpClient,
     output_cap: usize,
@@ -172,6 +188,10 @@ impl WasmHooks {
                 },
             )
             .map_err(engine_err)?;
+        let linkers = Linkers {
+            module: linker,
+            component: component::linker(&engine).map_err(engine_err)?,
+        };
         let cache = ModuleCache::new(&engine, config.cache_dir, config.compile_timeout)?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -188,7 +208,7 @@ impl WasmHooks {
         };
         Ok(Self {
             engine,
-            linker,
+            linkers,
             cache,
             client: http::client(),
             output_cap: config.output_cap_bytes,
@@ -199,21 +219,22 @@ impl WasmHooks {
         })
     }
 
-    /// How many modules were compiled (not loaded from the cache) since this runner was created.
+    /// How many modules and components were compiled (not loaded from the cache) since this runner was created.
     pub fn compile_count(&self) -> u64 {
         self.cache.compiles()
     }
 
-    /// Compile (or find in the cache) the module at `path`, so that its first run is warm.
-    pub async fn precompile_file(&self, path: &Path) -> Result<(), CacheError> {
-        self.cache
-            .instance_pre(path, &self.linker)
-            .await
-            .map(|_| ())
+    /// Compile (or find in the cache) and link the module or component at `path`, so that its first run is warm;
+    /// returns its kind.
+    pub async fn precompile_file(&self, path: &Path) -> Result<WasmKind, CacheError> {
+        Ok(match self.cache.linked(path, &self.linkers).await? {
+            Linked::Module(_) => WasmKind::Module,
+            Linked::Component(_) => WasmKind::Component,
+        })
     }
 
-    /// Compile every wasm hook of `spec` found in `revision_dir`; call it right after the revision is unpacked.
-    /// Shell hooks are skipped; each module is compiled once even if several events use it.
+    /// Compile every wasm hook (module or component) of `spec` found in `revision_dir`; call it right after the
+    /// revision is unpacked. Shell hooks are skipped; each binary is compiled once even if several events use it.
     pub async fn precompile_revision(
         &self,
         spec: &AppSpec,
@@ -229,7 +250,7 @@ impl WasmHooks {
                 continue;
             };
             let result = match confine(revision_dir, &path) {
-                Ok(path) => self.precompile_file(&path).await,
+                Ok(path) => self.precompile_file(&path).await.map(|_| ()),
                 Err(reason) => Err(CacheError::NotAModule { path, reason }),
             };
             done.push(Precompiled {
@@ -252,7 +273,10 @@ impl WasmHooks {
             OutputTail::new(DEFAULT_TAIL_BYTES),
         );
         let mut warnings = Vec::new();
-        let (status, truncated) = self.run_guest(run, module, &spec, &mut lines).await;
+        let mut capabilities = Vec::new();
+        let (status, truncated) = self
+            .run_guest(run, module, &spec, &mut lines, &mut capabilities)
+            .await;
         if let Some(cap) = truncated {
             let msg = format!(
                 "output truncated after {cap} bytes (the hook kept running; the rest was dropped)"
@@ -273,16 +297,18 @@ impl WasmHooks {
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             log_tail: tail.render(),
             warnings,
+            capabilities,
         }
     }
 
-    /// Returns the status and, when output was cut, the cap.
+    /// Returns the status and, when output was cut, the cap; sets the audit's counts when the guest ran.
     async fn run_guest(
         &self,
         run: HookRun<'_>,
         module: &Path,
         spec: &SandboxSpec,
         lines: &mut LineWriter<'_>,
+        capabilities: &mut Vec<rollcage_proto::CapabilityCount>,
     ) -> (HookStatus, Option<usize>) {
         let module = match confine(run.script_root(), module) {
             Ok(m) => m,
@@ -295,10 +321,10 @@ impl WasmHooks {
         let timed_out = HookStatus::TimedOut {
             timeout_secs: run.hook.timeout_secs,
         };
-        let linked = self.cache.instance_pre(&module, &self.linker);
-        let pre = match tokio::time::timeout_at(deadline, linked).await {
+        let linked = self.cache.linked(&module, &self.linkers);
+        let linked = match tokio::time::timeout_at(deadline, linked).await {
             Err(_) => return (timed_out, None),
-            Ok(Ok(pre)) => pre,
+            Ok(Ok(linked)) => linked,
             Ok(Err(
                 e @ (CacheError::CacheDir { .. }
                 | CacheError::Io { .. }
@@ -320,6 +346,11 @@ impl WasmHooks {
                 );
             }
         };
+        if let Linked::Component(_) = linked
+            && let Some(reason) = component::refuse_read_write(spec)
+        {
+            return (HookStatus::InvalidModule { reason }, None);
+        }
         let OutputChannel {
             stdout,
             stderr,
@@ -334,7 +365,7 @@ impl WasmHooks {
             lifecycle_vars: run.env.vars(run.event),
             event: run.event,
         };
-        let wasi = match sandbox::build(input, stdout, stderr) {
+        let (mut wasi, env_granted) = match sandbox::builder(input, stdout, stderr) {
             Ok(w) => w,
             Err(e) => {
                 return (
@@ -345,61 +376,124 @@ impl WasmHooks {
                 );
             }
         };
-        let state = HookState {
-            wasi,
-            limiter: MemoryLimiter::new(spec.memory_mb),
-            guard: guard::FsGuard::new(spec),
-            http: http::HttpGrant::new(&spec.http),
-            client: self.client.clone(),
-            notes,
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
-        let end = {
-            let guest = async {
-                let instance = pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(|e| RunEnd::Error(Phase::Instantiate, e))?;
-                let start = instance
-                    .get_typed_func::<(), ()>(&mut store, "_start")
-                    .map_err(|e| RunEnd::Error(Phase::Instantiate, e))?;
-                start
-                    .call_async(&mut store, ())
-                    .await
-                    .map_err(|e| RunEnd::Error(Phase::Run, e))
-            };
-            let guest = tokio::time::timeout_at(deadline, guest);
-            tokio::pin!(guest);
-            // The block ends the guest future's borrow of the store before the limiter is read below.
-            loop {
-                tokio::select! {
-                    r = &mut guest => break match r {
-                        Ok(Ok(())) => RunEnd::Returned,
-                        Ok(Err(end)) => end,
-                        Err(_) => RunEnd::TimedOut,
-                    },
-                    Some(chunk) = rx.recv() => lines.feed(chunk),
+        let limiter = MemoryLimiter::new(spec.memory_mb);
+        let (end, memory_refused, violation) = match linked {
+            Linked::Module(pre) => {
+                let state = HookState {
+                    wasi: wasi.build_p1(),
+                    limiter,
+                    guard: guard::FsGuard::new(spec),
+                    http: http::HttpGrant::new(&spec.http),
+                    client: self.client.clone(),
+                    notes,
+                    audit: audit::Audit::default(),
+                    paths: audit::FdPaths::preopens(spec),
+                    env_granted,
+                    env_read: false,
+                };
+                let mut store = self.store(state, |s| &mut s.limiter);
+                let guest = async {
+                    let instance = pre
+                        .instantiate_async(&mut store)
+                        .await
+                        .map_err(|e| RunEnd::Error(Phase::Instantiate, e))?;
+                    let start = instance
+                        .get_typed_func::<(), ()>(&mut store, "_start")
+                        .map_err(|e| RunEnd::Error(Phase::Instantiate, e))?;
+                    start
+                        .call_async(&mut store, ())
+                        .await
+                        .map_err(|e| RunEnd::Error(Phase::Run, e))
+                };
+                let guest = async { guest.await.map_or_else(|end| end, |()| RunEnd::Returned) };
+                let end = drive(guest, deadline, &mut rx, lines).await;
+                let data = store.data_mut();
+                let violation = data.guard.violation();
+                if let Some(v) = &violation {
+                    data.audit
+                        .record(audit::Kind::Link, audit::Verdict::Denied, v);
                 }
+                *capabilities = write_audit(&data.audit, lines);
+                (end, data.limiter.refused(), violation)
+            }
+            Linked::Component(pre) => {
+                let state = ComponentState {
+                    wasi: wasi.build(),
+                    table: wasmtime::component::ResourceTable::new(),
+                    limiter,
+                    http: http::HttpGrant::new(&spec.http),
+                    notes,
+                    audit: audit::Audit::default(),
+                    paths: std::collections::HashMap::new(),
+                    env_granted,
+                    env_read: false,
+                };
+                let mut store = self.store(state, |s| &mut s.limiter);
+                let end = drive(component::call(&pre, &mut store), deadline, &mut rx, lines).await;
+                if matches!(end, RunEnd::RunFailed) {
+                    lines.note("the component's wasi:cli/run returned an error");
+                }
+                *capabilities = write_audit(&store.data().audit, lines);
+                (end, store.data().limiter.refused(), None)
             }
         };
-        // The guest is gone; what it wrote last is still queued.
-        while let Ok(chunk) = rx.try_recv() {
-            lines.feed(chunk);
-        }
         let limits = Limits {
             timeout_secs: run.hook.timeout_secs,
             memory_mib: spec.memory_mb,
-            memory_refused: store.data().limiter.refused(),
+            memory_refused,
         };
-        let status = outcome::with_violation(
-            outcome::classify(&end, limits),
-            store.data().guard.violation(),
-        );
+        let status = outcome::with_violation(outcome::classify(&end, limits), violation);
         (status, budget.truncated().then(|| budget.cap()))
     }
+
+    /// A store for one run: the memory cap installed, and the epoch deadline set to yield (not trap) at every tick,
+    /// so a pure loop returns to the scheduler and the wall-clock timeout can drop it.
+    fn store<S: Send + 'static>(
+        &self,
+        state: S,
+        limiter: fn(&mut S) -> &mut MemoryLimiter,
+    ) -> Store<S> {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(move |s| limiter(s));
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        store
+    }
+}
+
+/// Write the audit as `[capability]` lines (scripts.log and the report tail); returns its counts for the outcome.
+fn write_audit(
+    audit: &audit::Audit,
+    lines: &mut LineWriter<'_>,
+) -> Vec<rollcage_proto::CapabilityCount> {
+    for line in audit.lines() {
+        lines.capability(&line);
+    }
+    audit.wire_counts()
+}
+
+/// Run a guest call to its end or to the deadline, writing its output as lines meanwhile; then the output it
+/// queued last. At the deadline the call is dropped: wherever the guest was — computing (it yields at every epoch
+/// tick) or blocked in an async host call (a sleep, a read, a socket) — it is cancelled there.
+async fn drive(
+    guest: impl std::future::Future<Output = RunEnd>,
+    deadline: tokio::time::Instant,
+    rx: &mut UnboundedReceiver<Chunk>,
+    lines: &mut LineWriter<'_>,
+) -> RunEnd {
+    let guest = tokio::time::timeout_at(deadline, guest);
+    tokio::pin!(guest);
+    let end = loop {
+        tokio::select! {
+            r = &mut guest => break r.unwrap_or(RunEnd::TimedOut),
+            Some(chunk) = rx.recv() => lines.feed(chunk),
+        }
+    };
+    // The guest is gone; what it wrote last is still queued.
+    while let Ok(chunk) = rx.try_recv() {
+        lines.feed(chunk);
+    }
+    end
 }
 
 /// The module file of a hook when it is a WebAssembly binary (starts with `\0asm`), `None` otherwise (a script,

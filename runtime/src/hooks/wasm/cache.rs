@@ -1,9 +1,13 @@
-//! Compile once: wasm modules are compiled on the agent (a bundle's precompiled artifacts are never accepted —
-//! loading one means running whatever native code it holds) and the artifacts cached on disk, keyed by the
-//! module's sha256 and the engine's compatibility hash, in a directory only the agent can write. An in-memory
-//! map of ready `InstancePre`s sits in front, so a warm run neither reads the disk nor relinks.
+//! Compile once: wasm modules and components are compiled on the agent (a bundle's precompiled artifacts are never
+//! accepted — loading one means running whatever native code it holds) and the artifacts cached on disk, keyed by
+//! the binary's sha256 and the engine's compatibility hash, in a directory only the agent can write. An in-memory
+//! map of ready, linked hooks ([`Linked`]) sits in front, so a warm run neither reads the disk nor relinks.
+//!
+//! Which kind a binary is comes from its header ([`check_header`]): a preview-1 core module or a WASI 0.2
+//! component; the same bytes always give the same kind, so one artifact name per content hash serves both.
 
 use super::HookState;
+use super::component::{self, ComponentState};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -12,7 +16,9 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use wasmtime::component::Component;
 use wasmtime::{Engine, InstancePre, Linker, Module};
+use wasmtime_wasi::p2::bindings::CommandPre;
 
 /// Largest module accepted: the first bound on compile time. Cranelift's time grows about linearly with code
 /// size — the sandbox notes measured ~60 ms for a 64 KiB module compiled serially on a 2-core VM, ~1 ms per KiB —
@@ -29,8 +35,44 @@ pub const DEFAULT_COMPILE_TIMEOUT: std::time::Duration = std::time::Duration::fr
 /// (the disk cache makes refilling cheap).
 const MAX_IN_MEMORY: usize = 256;
 
-/// The core-module header: magic `\0asm` and version 1. Components share the magic with another version/layer.
+/// The core-module header: magic `\0asm`, version 1, layer 0.
 const CORE_MODULE_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+
+/// The component header: the same magic, version `0x0d` (the component model's pre-1.0 encoding, the one
+/// wasm-component-ld, componentize-py and componentize-js emit), layer 1.
+const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+
+/// What a hook binary is, by its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WasmKind {
+    /// A WASI preview-1 core module (`_start`).
+    Module,
+    /// A WASI 0.2 component; runnable when it is a `wasi:cli/command` (exports `wasi:cli/run`).
+    Component,
+}
+
+/// The linkers of both kinds, built once per runner.
+pub(crate) struct Linkers {
+    /// WASI preview 1 plus `rollcage:hook/v1`.
+    pub(crate) module: Linker<HookState>,
+    /// WASI 0.2 ([`component::linker`]).
+    pub(crate) component: wasmtime::component::Linker<ComponentState>,
+}
+
+/// A hook compiled and linked, ready to instantiate.
+#[derive(Clone)]
+pub(crate) enum Linked {
+    /// A preview-1 module.
+    Module(InstancePre<HookState>),
+    /// A `wasi:cli/command` component.
+    Component(CommandPre<ComponentState>),
+}
+
+/// What was compiled, before linking.
+enum Compiled {
+    Module(Module),
+    Component(Component),
+}
 
 /// Getting a runnable module failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +96,8 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not a WebAssembly core module (wasmtime precompiled artifacts and components are refused).
-    #[error("`{path}` is not a WebAssembly preview-1 module: {reason}")]
+    /// The file is neither a WebAssembly core module nor a component (wasmtime precompiled artifacts are refused).
+    #[error("`{path}` is not a WebAssembly module or component: {reason}")]
     NotAModule {
         /// The file.
         path: PathBuf,
@@ -140,7 +182,7 @@ pub(crate) struct ModuleCache {
     engine: Engine,
     dir: Option<PathBuf>,
     engine_key: String,
-    ready: Mutex<HashMap<[u8; 32], InstancePre<HookState>>>,
+    ready: Mutex<HashMap<[u8; 32], Linked>>,
     /// The content hash of module files already read, by file identity, so a warm run does not re-read and
     /// re-hash the module (a Rust hook with std is ~100 KiB–2 MiB; hashing it would dominate a warm run).
     hashes: Mutex<HashMap<FileId, [u8; 32]>>,
@@ -185,12 +227,12 @@ impl ModuleCache {
         self.compiles.load(Ordering::Relaxed)
     }
 
-    /// Read the module at `path` and return it linked, compiling only if no artifact exists.
-    pub(crate) async fn instance_pre(
+    /// Read the module or component at `path` and return it linked, compiling only if no artifact exists.
+    pub(crate) async fn linked(
         &self,
         path: &Path,
-        linker: &Linker<HookState>,
-    ) -> Result<InstancePre<HookState>, CacheError> {
+        linkers: &Linkers,
+    ) -> Result<Linked, CacheError> {
         let id = FileId::of(path).map_err(|source| CacheError::Io {
             what: "reading wasm module",
             path: path.to_owned(),
@@ -202,7 +244,7 @@ impl ModuleCache {
         {
             return Ok(pre);
         }
-        let bytes = read_module(path)?;
+        let (bytes, kind) = read_module(path)?;
         let hash: [u8; 32] = Sha256::digest(&bytes).into();
         if let Ok(mut m) = self.hashes.lock() {
             if m.len() >= MAX_IN_MEMORY {
@@ -213,13 +255,18 @@ impl ModuleCache {
         if let Some(pre) = self.ready.lock().ok().and_then(|m| m.get(&hash).cloned()) {
             return Ok(pre);
         }
-        let module = self.module(path, bytes, &hash).await?;
-        let pre = linker
-            .instantiate_pre(&module)
-            .map_err(|e| CacheError::Compile {
-                path: path.to_owned(),
-                reason: format!("{e:#}"),
-            })?;
+        let link_err = |e: wasmtime::Error| CacheError::Compile {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        let pre = match self.compiled(path, bytes, kind, &hash).await? {
+            Compiled::Module(module) => {
+                Linked::Module(linkers.module.instantiate_pre(&module).map_err(link_err)?)
+            }
+            Compiled::Component(c) => {
+                Linked::Component(component::link(&linkers.component, &c).map_err(link_err)?)
+            }
+        };
         if let Ok(mut map) = self.ready.lock() {
             if map.len() >= MAX_IN_MEMORY {
                 map.clear();
@@ -229,42 +276,72 @@ impl ModuleCache {
         Ok(pre)
     }
 
-    async fn module(
+    async fn compiled(
         &self,
         path: &Path,
         bytes: Vec<u8>,
+        kind: WasmKind,
         hash: &[u8; 32],
-    ) -> Result<Module, CacheError> {
+    ) -> Result<Compiled, CacheError> {
         let compile_err = |e: wasmtime::Error| CacheError::Compile {
             path: path.to_owned(),
             reason: format!("{e:#}"),
         };
         let Some(dir) = &self.dir else {
-            let module = self
-                .compile_blocking(path, bytes, |engine, b| Module::new(engine, b))
-                .await?
-                .map_err(compile_err)?;
-            return Ok(module);
+            let compiled = match kind {
+                WasmKind::Module => {
+                    self.compile_blocking(path, bytes, |e, b| {
+                        Module::new(e, b).map(Compiled::Module)
+                    })
+                    .await?
+                }
+                WasmKind::Component => {
+                    self.compile_blocking(path, bytes, |e, b| {
+                        Component::new(e, b).map(Compiled::Component)
+                    })
+                    .await?
+                }
+            };
+            return compiled.map_err(compile_err);
         };
         let artifact = dir.join(format!("{}-{}.cwasm", hex::encode(hash), self.engine_key));
         if artifact.is_file() {
-            // SAFETY: `artifact` is in our private cache dir (checked at start: ours, not group/world-writable), and
-            // only this function writes there, by compiling a module on this host and renaming a complete temp
-            // file into place; existing artifacts are never rewritten in place, so a mapped file stays unchanged.
-            match unsafe { Module::deserialize_file(&self.engine, &artifact) } {
-                Ok(module) => return Ok(module),
+            match self.load(&artifact, kind) {
+                Ok(compiled) => return Ok(compiled),
                 Err(e) => tracing::warn!(artifact = %artifact.display(), error = %format!("{e:#}"),
                     "cached wasm artifact unusable; recompiling"),
             }
         }
+        let precompile: fn(&Engine, &[u8]) -> wasmtime::Result<Vec<u8>> = match kind {
+            WasmKind::Module => |e: &Engine, b: &[u8]| e.precompile_module(b),
+            WasmKind::Component => |e: &Engine, b: &[u8]| e.precompile_component(b),
+        };
         let artifact_bytes = self
-            .compile_blocking(path, bytes, |engine, b| engine.precompile_module(b))
+            .compile_blocking(path, bytes, precompile)
             .await?
             .map_err(compile_err)?;
         write_atomically(dir, &artifact, &artifact_bytes)?;
-        tracing::info!(module = %path.display(), artifact = %artifact.display(), "compiled wasm hook");
-        // SAFETY: as above; we just wrote this file from our own compiler's output.
-        unsafe { Module::deserialize_file(&self.engine, &artifact) }.map_err(compile_err)
+        tracing::info!(hook = %path.display(), artifact = %artifact.display(), ?kind, "compiled wasm hook");
+        self.load(&artifact, kind).map_err(compile_err)
+    }
+
+    /// Map an artifact of this cache.
+    fn load(&self, artifact: &Path, kind: WasmKind) -> wasmtime::Result<Compiled> {
+        // SAFETY: `artifact` is in our private cache dir (checked at start: ours, not group/world-writable), and
+        // only `compiled` writes there, by compiling a module or component on this host and renaming a complete
+        // temp file into place; existing artifacts are never rewritten in place, so a mapped file stays unchanged.
+        // Its kind is the kind of the source bytes its name hashes; wasmtime refuses a module artifact loaded as a
+        // component (and the reverse) safely anyway.
+        unsafe {
+            match kind {
+                WasmKind::Module => {
+                    Module::deserialize_file(&self.engine, artifact).map(Compiled::Module)
+                }
+                WasmKind::Component => {
+                    Component::deserialize_file(&self.engine, artifact).map(Compiled::Component)
+                }
+            }
+        }
     }
 
     /// Run a compile step off the async workers (it takes tens of milliseconds of CPU) and count it; give up
@@ -333,8 +410,8 @@ impl FileId {
     }
 }
 
-/// Read a module file, refusing anything that is not a core wasm module or is too large.
-fn read_module(path: &Path) -> Result<Vec<u8>, CacheError> {
+/// Read a hook binary, refusing anything that is not a core wasm module or a component, or is too large.
+fn read_module(path: &Path) -> Result<(Vec<u8>, WasmKind), CacheError> {
     let io = |what, source| CacheError::Io {
         what,
         path: path.to_owned(),
@@ -358,22 +435,31 @@ fn read_module(path: &Path) -> Result<Vec<u8>, CacheError> {
             size: bytes.len() as u64,
         });
     }
-    check_header(&bytes).map_err(|reason| CacheError::NotAModule {
+    let kind = check_header(&bytes).map_err(|reason| CacheError::NotAModule {
         path: path.to_owned(),
         reason,
     })?;
-    Ok(bytes)
+    Ok((bytes, kind))
 }
 
-/// Accept only a core module (version 1). Pure.
-pub(crate) fn check_header(bytes: &[u8]) -> Result<(), String> {
+/// Accept a core module (version 1, layer 0) or a component (version `0x0d`, layer 1). Pure.
+pub fn check_header(bytes: &[u8]) -> Result<WasmKind, String> {
     if bytes.starts_with(&CORE_MODULE_HEADER) {
-        Ok(())
+        Ok(WasmKind::Module)
+    } else if bytes.starts_with(&COMPONENT_HEADER) {
+        Ok(WasmKind::Component)
     } else if bytes.starts_with(&CORE_MODULE_HEADER[..4]) {
-        Err(
-            "a WebAssembly component (preview 2); only preview-1 core modules are supported"
-                .to_owned(),
-        )
+        let (version, layer) = match bytes.get(4..8) {
+            Some(v) => (
+                u16::from_le_bytes([v[0], v[1]]),
+                u16::from_le_bytes([v[2], v[3]]),
+            ),
+            None => return Err("truncated after the `\\0asm` magic".to_owned()),
+        };
+        Err(format!(
+            "unsupported WebAssembly version {version:#x} layer {layer}: expected a core module (version 1, \
+             layer 0) or a component (version 0xd, layer 1)"
+        ))
     } else if Engine::detect_precompiled(bytes).is_some() {
         Err(
             "a precompiled wasmtime artifact; bundles must ship .wasm, the agent compiles it"
@@ -408,10 +494,20 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
-    fn header_check_refuses_components_and_artifacts() {
-        assert!(check_header(&CORE_MODULE_HEADER).is_ok());
-        assert!(check_header(&[0, 0x61, 0x73, 0x6d, 0x0d, 0, 1, 0]).is_err());
-        assert!(check_header(b"#!/bin/sh\n").is_err());
+    fn header_check_tells_modules_from_components_and_refuses_the_rest() {
+        assert_eq!(check_header(&CORE_MODULE_HEADER), Ok(WasmKind::Module));
+        assert_eq!(
+            check_header(&[0, 0x61, 0x73, 0x6d, 0x0d, 0, 1, 0, 7]),
+            Ok(WasmKind::Component)
+        );
+        for bad in [
+            &[0, 0x61, 0x73, 0x6d, 0x0d, 0, 0, 0][..],
+            &[0, 0x61, 0x73, 0x6d, 0x02, 0, 0, 0],
+            &[0, 0x61, 0x73, 0x6d, 0x01],
+            b"#!/bin/sh\n",
+        ] {
+            assert!(check_header(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

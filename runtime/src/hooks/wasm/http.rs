@@ -7,6 +7,7 @@
 //! agent line naming the URL and the grant to `scripts.log`.
 
 use super::HookState;
+use super::audit::{Kind, Verdict};
 use super::output::Chunk;
 use crate::hooks::log::Stream;
 use bytes::Bytes;
@@ -191,6 +192,8 @@ pub(crate) async fn http_get(
         Ok(u) => u,
         Err(Refusal::BadUrl(why)) => {
             note(&notes, format!("http_get refused: {why}"));
+            let audit = &mut caller.data_mut().audit;
+            audit.record(Kind::Http, Verdict::Denied, format!("GET {url} (bad URL)"));
             return HTTP_ERR_BAD_ARGS;
         }
         Err(Refusal::Denied) => {
@@ -203,12 +206,23 @@ pub(crate) async fn http_get(
                 &notes,
                 format!("http_get refused: GET {url} is not under the hook's grant; {grant}"),
             );
+            let audit = &mut caller.data_mut().audit;
+            audit.record(
+                Kind::Http,
+                Verdict::Denied,
+                format!("GET {url} (not granted)"),
+            );
             return HTTP_ERR_DENIED;
         }
     };
     let client = state.client.clone();
     match fetch(&client, &parsed).await {
         Fetch::Response { status, body } => {
+            caller.data_mut().audit.record(
+                Kind::Http,
+                Verdict::Allowed,
+                format!("GET {url} -> {status}, {} bytes", body.len()),
+            );
             let keep = body.len().min(body_cap);
             let len = (body.len() as u32).to_le_bytes();
             if memory.write(&mut caller, body_ptr, &body[..keep]).is_err()
@@ -220,6 +234,11 @@ pub(crate) async fn http_get(
         }
         Fetch::Failed(code, why) => {
             note(&notes, format!("http_get GET {url} failed: {why}"));
+            let detail = format!("GET {url} -> failed: {why}");
+            caller
+                .data_mut()
+                .audit
+                .record(Kind::Http, Verdict::Allowed, detail);
             code
         }
     }

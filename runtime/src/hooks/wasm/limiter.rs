@@ -7,10 +7,14 @@ use wasmtime::ResourceLimiter;
 /// Most table elements a hook may have. Rust modules use a few hundred; the cap only stops runaway growth.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
-/// A hook is one module instance with one memory and one table; a little slack costs nothing.
-const MAX_INSTANCES: usize = 4;
-const MAX_MEMORIES: usize = 4;
-const MAX_TABLES: usize = 4;
+/// A preview-1 hook is one module instance with one memory and one table. A component is several core instances:
+/// a `wasm32-wasip2` Rust hook has its code, the preview-1 adapter and the shim and fixup modules wit-component
+/// adds (each adapter with its own small memory); a componentize-py hook links libc, libpython and the app as
+/// separate modules. 32 instances and 8 memories and tables leave room for those and stop a component that would
+/// multiply its memories to get around the per-memory cap.
+const MAX_INSTANCES: usize = 32;
+const MAX_MEMORIES: usize = 8;
+const MAX_TABLES: usize = 8;
 
 /// Caps linear memory and records the first growth it refused.
 #[derive(Debug, Clone)]

@@ -12,15 +12,18 @@ use wasmtime_wasi::I32Exit;
 pub(crate) enum Phase {
     /// Instantiating (memory/table setup, start function).
     Instantiate,
-    /// Running `_start`.
+    /// Running `_start` (a module) or `wasi:cli/run` (a component).
     Run,
 }
 
 /// How the guest call ended, before classification.
 #[derive(Debug)]
 pub(crate) enum RunEnd {
-    /// `_start` returned.
+    /// `_start` or `run` returned (successfully).
     Returned,
+    /// A component's `wasi:cli/run` returned its error: a failure, reported like exit code 1 (what `wasi:cli/exit`
+    /// with an error status gives too).
+    RunFailed,
     /// The wall-clock timeout fired (the guest was cancelled, wherever it was).
     TimedOut,
     /// wasmtime returned an error.
@@ -40,6 +43,7 @@ pub(crate) struct Limits {
 pub(crate) fn classify(end: &RunEnd, limits: Limits) -> HookStatus {
     let (phase, err) = match end {
         RunEnd::Returned => return HookStatus::Succeeded,
+        RunEnd::RunFailed => return HookStatus::Failed { exit_code: 1 },
         RunEnd::TimedOut => {
             return HookStatus::TimedOut {
                 timeout_secs: limits.timeout_secs,
@@ -125,6 +129,14 @@ mod tests {
         assert_eq!(
             classify(&RunEnd::TimedOut, LIMITS),
             HookStatus::TimedOut { timeout_secs: 5 }
+        );
+    }
+
+    #[test]
+    fn a_component_run_returning_its_error_is_a_failure_with_code_1() {
+        assert_eq!(
+            classify(&RunEnd::RunFailed, LIMITS),
+            HookStatus::Failed { exit_code: 1 }
         );
     }
 

@@ -208,7 +208,7 @@ impl<'a> LineWriter<'a> {
         let mut partial = match stream {
             Stream::Stdout => std::mem::take(&mut self.stdout),
             Stream::Stderr => std::mem::take(&mut self.stderr),
-            Stream::Agent => return self.emit(Stream::Agent, &bytes),
+            Stream::Agent | Stream::Capability => return self.emit(stream, &bytes),
         };
         let mut rest: &[u8] = &bytes;
         while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
@@ -231,6 +231,11 @@ impl<'a> LineWriter<'a> {
     /// Write an agent note.
     pub(crate) fn note(&mut self, text: &str) {
         self.emit(Stream::Agent, text.as_bytes());
+    }
+
+    /// Write a `[capability]` line of the audit.
+    pub(crate) fn capability(&mut self, text: &str) {
+        self.emit(Stream::Capability, text.as_bytes());
     }
 
     /// Flush unterminated lines; returns the tail and the first error writing `scripts.log`, if any.

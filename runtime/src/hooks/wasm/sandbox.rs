@@ -7,13 +7,16 @@
 //! into that grant), the lifecycle variables, stdout/stderr into the capped sinks, clocks and randomness (wasmtime's
 //! defaults: host clocks, OS-seeded RNG). Granted only when named: extra directories (`dirs`), host variables by
 //! name (`env`), arguments (`args`); `http` is enforced by the host function. Never: stdin (closed), sockets
-//! (preview 1 has no socket calls and wasmtime's network defaults deny), other files, the agent's environment.
+//! (preview 1 has no socket calls; for components, which link `wasi:sockets`, TCP, UDP and name lookup are
+//! switched off and every address is refused), other files, the agent's environment.
+//!
+//! One builder for both kinds of hook ([`builder`]): a preview-1 module gets `build_p1()` of it, a component
+//! `build()`.
 
 use super::output::CappedSink;
 use rollcage_proto::hostcall::REVISION_MOUNT;
 use rollcage_proto::{DirAccess, LifecycleEvent, SandboxSpec};
 use std::path::Path;
-use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 /// A grant could not be applied.
@@ -72,20 +75,30 @@ pub(crate) fn environment(
     vars
 }
 
-/// Build the preview-1 context.
-pub(crate) fn build(
+/// The context builder of one run, every grant applied (build it as preview 1 or 0.2), and the names of the
+/// granted host variables it passes on (for the audit).
+pub(crate) fn builder(
     input: SandboxInput<'_>,
     stdout: CappedSink,
     stderr: CappedSink,
-) -> Result<WasiP1Ctx, SandboxError> {
+) -> Result<(WasiCtxBuilder, Vec<String>), SandboxError> {
     let mut b = WasiCtxBuilder::new();
     b.stdout(stdout).stderr(stderr);
+    // wasmtime's defaults already deny all of this; said here so that no later default can open a socket. The
+    // address check is what `wasi:sockets` consults for every connect, bind, send and listen.
+    b.allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }));
     b.arg(input.program);
     b.args(&input.spec.args);
+    // `environment` puts the lifecycle variables and PWD first; what follows came from the host by grant.
+    let own = input.lifecycle_vars.len() + 1;
     let vars = environment(input.lifecycle_vars, &input.spec.env, |k| {
         std::env::var(k).ok()
     });
     b.envs(&vars);
+    let granted = vars.iter().skip(own).map(|(k, _)| k.clone()).collect();
     b.allow_blocking_current_thread(false);
     let revision_err = |e: wasmtime::Error| SandboxError::Revision {
         path: input.revision_dir.display().to_string(),
@@ -113,7 +126,7 @@ pub(crate) fn build(
     b.preopened_dir(input.revision_dir, ".", FsPerms::ReadOnly)
         .map_err(revision_err)?;
     tracing::debug!(event = %input.event, program = input.program, dirs = input.spec.dirs.len(), "wasm sandbox built");
-    Ok(b.build_p1())
+    Ok((b, granted))
 }
 
 #[cfg(test)]

@@ -5,14 +5,18 @@
 //! mapping still run unchanged. Only the ABI glue that wiggle writes for each import (find the `memory` export,
 //! pass the hostcall fuel) is repeated here.
 //!
+//! The same wrappers feed the capability audit (`audit`): each open (path, read/write, allowed or denied),
+//! each directory listing, the environment handed over (`environ_get`).
+//!
 //! Cost: a write through a descriptor of a read-write grant costs one `fstat` more (the size before; the growth
 //! is read from the position after), `pwrite` and resizing two; every other write (stdout, stderr) one hash-map
 //! lookup.
 
 use super::{check_symlink_target, worst_growth};
 use crate::hooks::wasm::HookState;
+use crate::hooks::wasm::audit::{self, Kind, Verdict};
 use wasmtime::{AsContextMut as _, Caller, Extern, Linker};
-use wasmtime_wasi::p1::types::{Errno, Fd, Filetype, Lookupflags, Oflags};
+use wasmtime_wasi::p1::types::{Errno, Fd, Filetype, Lookupflags, Oflags, Rights};
 use wasmtime_wasi::p1::wasi_snapshot_preview1::{self as p1, WasiSnapshotPreview1 as _};
 use wiggle::{GuestMemory, GuestPtr};
 
@@ -234,10 +238,13 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
                     out,
                 )
                 .await?;
+                let rel = guest_str(&mem, path, path_len).unwrap_or_default();
+                record_open(state, dir, &rel, oflags, base, rc);
                 if rc == 0
                     && let Ok(new) = mem.read(GuestPtr::<u32>::new(out.cast_unsigned()))
                 {
                     state.guard.opened(dir, new);
+                    state.paths.opened(dir, &rel, new);
                     if let Some(g) = grant {
                         state.guard.grew(g, -i128::from(freed));
                     }
@@ -255,6 +262,48 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
                 let rc = p1::fd_close(&mut state.wasi, &mut mem, fd).await?;
                 if rc == 0 {
                     state.guard.closed(fd.cast_unsigned());
+                    state.paths.closed(fd.cast_unsigned());
+                }
+                Ok(rc)
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        MODULE,
+        "fd_readdir",
+        |mut caller: Caller<'_, HookState>,
+         (fd, buf, buf_len, cookie, used): (i32, i32, i32, i64, i32)| {
+            Box::new(async move {
+                let (mut mem, state) = split(&mut caller)?;
+                let rc = p1::fd_readdir(&mut state.wasi, &mut mem, fd, buf, buf_len, cookie, used)
+                    .await?;
+                // A listing is read in several calls; the first one (cookie 0) is the one to record.
+                if cookie == 0 {
+                    let path = state.paths.of(fd.cast_unsigned());
+                    let detail = match rc {
+                        0 => format!("list {path}"),
+                        rc => format!("list {path} (errno {rc})"),
+                    };
+                    state.audit.record(Kind::Dir, verdict(rc), detail);
+                }
+                Ok(rc)
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        MODULE,
+        "environ_get",
+        |mut caller: Caller<'_, HookState>, (environ, buf): (i32, i32)| {
+            Box::new(async move {
+                let (mut mem, state) = split(&mut caller)?;
+                let rc = p1::environ_get(&mut state.wasi, &mut mem, environ, buf)?;
+                if rc == 0 && !state.env_read {
+                    state.env_read = true;
+                    for name in &state.env_granted {
+                        state
+                            .audit
+                            .record(Kind::Env, Verdict::Allowed, format!("read {name}"));
+                    }
                 }
                 Ok(rc)
             })
@@ -270,6 +319,9 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
                 if rc == 0 {
                     state
                         .guard
+                        .renumbered(from.cast_unsigned(), to.cast_unsigned());
+                    state
+                        .paths
                         .renumbered(from.cast_unsigned(), to.cast_unsigned());
                 }
                 Ok(rc)
@@ -369,6 +421,41 @@ pub(crate) fn shadow(linker: &mut Linker<HookState>) -> wasmtime::Result<()> {
     )?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+/// The grant's answer to a call that returned `rc`: the capability errnos (`EPERM`, `ENOTCAPABLE`, `EACCES`) are
+/// the sandbox saying no; anything else (0, `ENOENT`, …) got past it. Pure.
+fn verdict(rc: i32) -> Verdict {
+    if [Errno::Perm, Errno::Notcapable, Errno::Acces]
+        .into_iter()
+        .any(|e| errno(e) == rc)
+    {
+        Verdict::Denied
+    } else {
+        Verdict::Allowed
+    }
+}
+
+/// Record a `path_open` of `rel` under `dir` that returned `rc`.
+fn record_open(state: &mut HookState, dir: u32, rel: &str, oflags: i32, base: i64, rc: i32) {
+    let oflags = u16::try_from(oflags).map_or(Oflags::empty(), Oflags::from_bits_truncate);
+    let rights = Rights::from_bits_truncate(base.cast_unsigned());
+    let path = state.paths.path(dir, rel);
+    let (kind, what) = if oflags.contains(Oflags::DIRECTORY) {
+        (Kind::Dir, "open")
+    } else {
+        let write =
+            rights.contains(Rights::FD_WRITE) || oflags.intersects(Oflags::CREAT | Oflags::TRUNC);
+        (
+            Kind::File,
+            audit::access(rights.contains(Rights::FD_READ), write),
+        )
+    };
+    let detail = match rc {
+        0 => format!("{what} {path}"),
+        rc => format!("{what} {path} (errno {rc})"),
+    };
+    state.audit.record(kind, verdict(rc), detail);
 }
 
 /// Do the two names lie in the same directory (same descriptor, same parent path, compared lexically)? Pure.

@@ -1,0 +1,698 @@
+//! The wasm hook runner against WASI 0.2 command components: the test programs of `wasm_hooks.rs`, built from the
+//! same source for `wasm32-wasip2` (`P2_TEST_*`), under the same grants and limits, plus what only a component
+//! has: `wasi:sockets` (linked, and denied). One module per test program.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test setup; a failure is the test failing"
+)]
+
+use rollcage_hooks_artifacts as artifacts;
+use rollcage_proto::{DirAccess, DirGrant, HookStatus, LifecycleEvent, SandboxSpec};
+use rollcage_runtime::appspec::HookSpec;
+use rollcage_runtime::hooks::wasm::{WasmKind, cache::check_header};
+use rollcage_runtime::hooks::{WasmConfig, WasmHooks};
+use std::time::{Duration, Instant};
+
+mod wasm_support;
+
+use wasm_support::*;
+
+// Every component test program must have a test module of the same name.
+macro_rules! assert_test_exists {
+    ($name:ident) => {
+        #[allow(unused_imports, reason = "only checks that the module exists")]
+        use self::$name as _;
+    };
+}
+artifacts::foreach_p2_test!(assert_test_exists);
+
+/// The programs are components (their header says so), not modules.
+#[test]
+fn the_p2_builds_are_components_and_the_p1_builds_modules() -> TestResult {
+    let head = |p: &str| -> Result<Vec<u8>, std::io::Error> {
+        Ok(std::fs::read(p)?.into_iter().take(8).collect())
+    };
+    for p in [
+        artifacts::P2_TEST_NOOP,
+        artifacts::P2_EXAMPLE_VALIDATE_HEALTH,
+        artifacts::P2_EXAMPLE_RENDER_CONFIG,
+    ] {
+        assert_eq!(check_header(&head(p)?), Ok(WasmKind::Component), "{p}");
+    }
+    assert_eq!(
+        check_header(&head(artifacts::TEST_NOOP)?),
+        Ok(WasmKind::Module)
+    );
+    Ok(())
+}
+
+mod spin {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_infinite_loop_ends_at_the_timeout() -> TestResult {
+        let h = Harness::new()?;
+        h.hooks
+            .precompile_file(&h.revision.join(h.install(artifacts::P2_TEST_SPIN)?))
+            .await?;
+        let t = Instant::now();
+        let out = h
+            .run(artifacts::P2_TEST_SPIN, 1, SandboxSpec::default())
+            .await?;
+        let took = t.elapsed();
+        assert_eq!(out.status, HookStatus::TimedOut { timeout_secs: 1 });
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+            "took {took:?}"
+        );
+        assert!(
+            h.log_text().contains("wasm hook timed out after 1 s"),
+            "{}",
+            h.log_text()
+        );
+        Ok(())
+    }
+}
+
+mod sleep {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_guest_blocked_in_a_wasi_clocks_wait_ends_at_the_timeout() -> TestResult {
+        let h = Harness::new()?;
+        h.hooks
+            .precompile_file(&h.revision.join(h.install(artifacts::P2_TEST_SLEEP)?))
+            .await?;
+        let t = Instant::now();
+        let out = h
+            .run(artifacts::P2_TEST_SLEEP, 1, SandboxSpec::default())
+            .await?;
+        let took = t.elapsed();
+        assert_eq!(out.status, HookStatus::TimedOut { timeout_secs: 1 });
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+            "took {took:?}"
+        );
+        assert!(
+            out.log_tail.contains("sleeping") && !out.log_tail.contains("woke up"),
+            "{}",
+            out.log_tail
+        );
+        Ok(())
+    }
+}
+
+mod alloc {
+    use super::*;
+
+    #[tokio::test]
+    async fn allocation_past_memory_mb_is_the_memory_limit_outcome() -> TestResult {
+        let h = Harness::new()?;
+        let sandbox = SandboxSpec {
+            memory_mb: 32,
+            ..SandboxSpec::default()
+        };
+        let out = h.run(artifacts::P2_TEST_ALLOC, 30, sandbox).await?;
+        assert_eq!(
+            out.status,
+            HookStatus::MemoryLimitExceeded { limit_mib: 32 },
+            "{}",
+            out.log_tail
+        );
+        assert!(
+            out.log_tail.contains("allocated 16 MiB") && !out.log_tail.contains("allocated 48 MiB"),
+            "{}",
+            out.log_tail
+        );
+        Ok(())
+    }
+}
+
+mod fs {
+    use super::*;
+
+    fn assert_denied(out: &rollcage_proto::HookOutcome, what: &str) {
+        assert_eq!(
+            out.status,
+            HookStatus::Failed { exit_code: 1 },
+            "{what}: {}",
+            out.log_tail
+        );
+        assert!(out.log_tail.contains("denied:"), "{what}: {}", out.log_tail);
+    }
+
+    #[tokio::test]
+    async fn a_host_file_outside_the_preopens_cannot_be_read() -> TestResult {
+        let h = Harness::new()?;
+        let secret = h.dir.path().join("secret.txt");
+        std::fs::write(&secret, "top secret")?;
+        for path in ["/etc/hostname", secret.to_str().unwrap_or_default()] {
+            let out = h
+                .run(artifacts::P2_TEST_FS, 10, args(&["read", path]))
+                .await?;
+            assert_denied(&out, path);
+            assert!(!out.log_tail.contains("top secret"), "{}", out.log_tail);
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn dot_dot_out_of_the_revision_is_denied() -> TestResult {
+        let h = Harness::new()?;
+        std::fs::write(h.dir.path().join("beside.txt"), "beside the revision")?;
+        for path in ["/revision/../beside.txt", "../beside.txt"] {
+            let out = h
+                .run(artifacts::P2_TEST_FS, 10, args(&["read", path]))
+                .await?;
+            assert_denied(&out, path);
+            assert!(
+                !out.log_tail.contains("beside the revision"),
+                "{}",
+                out.log_tail
+            );
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn writing_into_the_revision_is_denied() -> TestResult {
+        let h = Harness::new()?;
+        for path in ["/revision/new.txt", "/revision/data.txt", "data.txt"] {
+            let out = h
+                .run(
+                    artifacts::P2_TEST_FS,
+                    10,
+                    args(&["write", path, "overwritten"]),
+                )
+                .await?;
+            assert_denied(&out, path);
+        }
+        assert!(!h.revision.join("new.txt").exists());
+        assert_eq!(
+            std::fs::read_to_string(h.revision.join("data.txt"))?,
+            "revision data\n"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_revision_is_readable_by_absolute_and_relative_path_and_output_is_logged()
+    -> TestResult {
+        let h = Harness::new()?;
+        for path in ["/revision/data.txt", "data.txt", "sub/data.txt"] {
+            let out = h
+                .run(artifacts::P2_TEST_FS, 10, args(&["read", path]))
+                .await?;
+            assert_eq!(
+                out.status,
+                HookStatus::Succeeded,
+                "{path}: {}",
+                out.log_tail
+            );
+            assert!(
+                out.log_tail.contains("ok read 14 bytes: revision data"),
+                "{}",
+                out.log_tail
+            );
+        }
+        assert!(
+            h.log_text().contains("ok read 14 bytes: revision data"),
+            "{}",
+            h.log_text()
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_read_only_grant_is_readable_and_stays_read_only() -> TestResult {
+        let h = Harness::new()?;
+        let ro = h.dir.path().join("ro");
+        std::fs::create_dir_all(&ro)?;
+        std::fs::write(ro.join("in.txt"), "granted input")?;
+        let sandbox = |a: &[&str]| SandboxSpec {
+            dirs: vec![DirGrant {
+                host: ro.display().to_string(),
+                guest: Some("/in".to_owned()),
+                access: DirAccess::ReadOnly,
+                max_mb: None,
+            }],
+            ..args(a)
+        };
+        let out = h
+            .run(artifacts::P2_TEST_FS, 10, sandbox(&["read", "/in/in.txt"]))
+            .await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        assert!(out.log_tail.contains("granted input"), "{}", out.log_tail);
+        for path in ["/in/result.txt", "/in/in.txt"] {
+            let out = h
+                .run(artifacts::P2_TEST_FS, 10, sandbox(&["write", path, "nope"]))
+                .await?;
+            assert_denied(&out, path);
+        }
+        assert!(!ro.join("result.txt").exists());
+        assert_eq!(std::fs::read_to_string(ro.join("in.txt"))?, "granted input");
+        Ok(())
+    }
+}
+
+/// A read-write grant needs the filesystem guard (symlink rule, `max_mb` quota), which exists for preview-1
+/// modules only: a component with one is refused before it runs, naming the grant.
+mod grant {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_read_write_grant_refuses_the_component_before_it_runs() -> TestResult {
+        let h = Harness::new()?;
+        let data = h.dir.path().join("data");
+        std::fs::create_dir_all(&data)?;
+        let sandbox = SandboxSpec {
+            dirs: vec![DirGrant {
+                host: data.display().to_string(),
+                guest: Some("/data".to_owned()),
+                access: DirAccess::ReadWrite,
+                max_mb: None,
+            }],
+            ..args(&["symlink", "../../../../etc", "/data/mine"])
+        };
+        let out = h.run(artifacts::P2_TEST_GRANT, 10, sandbox).await?;
+        let HookStatus::InvalidModule { reason } = &out.status else {
+            panic!("{:?}", out.status)
+        };
+        assert!(
+            reason.contains("sandbox.dirs[0] (`/data`)") && reason.contains("read-write"),
+            "{reason}"
+        );
+        assert_eq!(std::fs::read_dir(&data)?.count(), 0, "the guest ran");
+        Ok(())
+    }
+}
+
+mod env {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_lifecycle_and_granted_variables_are_visible() -> TestResult {
+        // SAFETY: set before any thread of this test reads the environment; nextest runs each test in its own
+        // process.
+        unsafe {
+            std::env::set_var("ROLLCAGE_TEST_GRANTED", "yes");
+            std::env::set_var("ROLLCAGE_TEST_SECRET", "agent-only");
+        }
+        let h = Harness::new()?;
+        let sandbox = SandboxSpec {
+            env: vec!["ROLLCAGE_TEST_GRANTED".to_owned()],
+            ..args(&[
+                "ROLLCAGE_TEST_GRANTED",
+                "ROLLCAGE_TEST_SECRET",
+                "PATH",
+                "HOME",
+                "DEPLOYMENT_ID",
+                "LIFECYCLE_EVENT",
+            ])
+        };
+        let out = h.run(artifacts::P2_TEST_ENV, 10, sandbox).await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        for expected in [
+            "ROLLCAGE_TEST_GRANTED=yes",
+            "ROLLCAGE_TEST_SECRET unset",
+            "PATH unset",
+            "HOME unset",
+            "DEPLOYMENT_ID=d-123",
+            "LIFECYCLE_EVENT=ValidateService",
+            "visible variables: 7",
+        ] {
+            assert!(
+                out.log_tail.lines().any(|l| l == expected),
+                "missing `{expected}` in:\n{}",
+                out.log_tail
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `wasi:sockets` is linked (components import it) but denied: no connection reaches a listener, no name is
+/// resolved.
+mod net {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A listener on loopback counting the connections it accepts.
+    async fn listener() -> std::io::Result<(String, Arc<AtomicUsize>)> {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = l.local_addr()?.to_string();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        tokio::spawn(async move {
+            while l.accept().await.is_ok() {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        Ok((addr, seen))
+    }
+
+    #[tokio::test]
+    async fn a_raw_tcp_connect_is_denied_and_the_listener_sees_nothing() -> TestResult {
+        let h = Harness::new()?;
+        let (addr, seen) = listener().await?;
+        // The listener works: a host connection is counted.
+        drop(tokio::net::TcpStream::connect(&addr).await?);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+        let out = h
+            .run(artifacts::P2_TEST_NET, 10, args(&["connect", &addr]))
+            .await?;
+        assert_eq!(
+            out.status,
+            HookStatus::Failed { exit_code: 1 },
+            "{}",
+            out.log_tail
+        );
+        assert!(out.log_tail.contains("denied:"), "{}", out.log_tail);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            1,
+            "the guest reached the listener"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_name_lookup_is_denied() -> TestResult {
+        let h = Harness::new()?;
+        for name in ["localhost", "example.com"] {
+            let out = h
+                .run(artifacts::P2_TEST_NET, 10, args(&["lookup", name]))
+                .await?;
+            assert_eq!(
+                out.status,
+                HookStatus::Failed { exit_code: 1 },
+                "{name}: {}",
+                out.log_tail
+            );
+            assert!(
+                out.log_tail.contains("denied:") && !out.log_tail.contains("resolves to"),
+                "{}",
+                out.log_tail
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The SDK's `http::get` has no `http_get` import in a component (its HTTP will be `wasi:http`): it fails
+/// cleanly, and nothing leaves the host.
+mod http {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_sdk_http_get_is_unsupported_in_a_component_and_sends_nothing() -> TestResult {
+        let h = Harness::new()?;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", l.local_addr()?);
+        let sandbox = SandboxSpec {
+            http: vec![format!("{base}/")],
+            ..args(&[&format!("{base}/health")])
+        };
+        let out = h.run(artifacts::P2_TEST_HTTP, 10, sandbox).await?;
+        assert_eq!(
+            out.status,
+            HookStatus::Failed { exit_code: 1 },
+            "{}",
+            out.log_tail
+        );
+        assert!(
+            out.log_tail.contains("http_get is not available here"),
+            "{}",
+            out.log_tail
+        );
+        let accepted = tokio::time::timeout(Duration::from_millis(200), l.accept()).await;
+        assert!(accepted.is_err(), "the guest reached the server");
+        Ok(())
+    }
+}
+
+mod flood {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stdout_flood_is_capped_and_the_hook_keeps_running() -> TestResult {
+        let h = Harness::new()?;
+        let out = h.run(artifacts::P2_TEST_FLOOD, 60, args(&["40"])).await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        assert!(
+            out.warnings.iter().any(|w| w.contains("output truncated")),
+            "{:?}",
+            out.warnings
+        );
+        let logged = std::fs::metadata(h.dir.path().join("logs/scripts.log"))?.len();
+        assert!(logged < 20 * MIB, "scripts.log holds {logged} bytes");
+        Ok(())
+    }
+}
+
+mod exit {
+    use super::*;
+
+    #[tokio::test]
+    async fn exit_codes_come_through_exit_with_code_and_std_exit_reports_ok_or_error() -> TestResult
+    {
+        let h = Harness::new()?;
+        for (a, expected) in [
+            (&["0"][..], HookStatus::Succeeded),
+            (&["1"], HookStatus::Failed { exit_code: 1 }),
+            (&["3"], HookStatus::Failed { exit_code: 3 }),
+            (&["0", "std"], HookStatus::Succeeded),
+            // Rust's std on wasm32-wasip2 reports only error (`wasi:cli/exit.exit(err)`): code 1.
+            (&["3", "std"], HookStatus::Failed { exit_code: 1 }),
+        ] {
+            let out = h.run(artifacts::P2_TEST_EXIT, 10, args(a)).await?;
+            assert_eq!(out.status, expected, "{a:?}: {}", out.log_tail);
+            assert!(
+                out.log_tail.contains(&format!("exiting with {}", a[0])),
+                "{}",
+                out.log_tail
+            );
+        }
+        Ok(())
+    }
+}
+
+mod trap {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_trap_reports_its_kind_and_the_guest_functions() -> TestResult {
+        let h = Harness::new()?;
+        let out = h
+            .run(artifacts::P2_TEST_TRAP, 10, SandboxSpec::default())
+            .await?;
+        let HookStatus::Trapped { trap, backtrace } = &out.status else {
+            panic!("{:?}", out.status)
+        };
+        assert_eq!(trap, "UnreachableCodeReached");
+        assert!(
+            backtrace.iter().any(|f| f.contains("inner_explode")),
+            "{backtrace:?}"
+        );
+        assert!(out.log_tail.contains("about to trap"), "{}", out.log_tail);
+        Ok(())
+    }
+}
+
+mod noop {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_component_is_compiled_once_and_a_restarted_agent_reuses_the_artifact() -> TestResult
+    {
+        let h = Harness::new()?;
+        let location = h.install(artifacts::P2_TEST_NOOP)?;
+        for _ in 0..2 {
+            let out = h.run_location(&location, 10, SandboxSpec::default()).await;
+            assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        }
+        assert_eq!(h.hooks.compile_count(), 1);
+        let artifacts_dir = h.dir.path().join("cache");
+        let cached: Vec<_> = std::fs::read_dir(&artifacts_dir)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(cached.len(), 1, "{cached:?}");
+        // The same bytes under another name are the same hook: no second compile.
+        std::fs::copy(artifacts::P2_TEST_NOOP, h.revision.join("hooks/again.wasm"))?;
+        let out = h
+            .run_location("hooks/again.wasm", 10, SandboxSpec::default())
+            .await;
+        assert_eq!(out.status, HookStatus::Succeeded);
+        assert_eq!(h.hooks.compile_count(), 1);
+        let restarted = WasmHooks::new(WasmConfig::new(&artifacts_dir))?;
+        let kind = restarted
+            .precompile_file(&h.revision.join(&location))
+            .await?;
+        assert_eq!(kind, WasmKind::Component);
+        assert_eq!(restarted.compile_count(), 0);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn precompiling_a_revision_warms_components_and_modules() -> TestResult {
+        let h = Harness::new()?;
+        let component = h.install(artifacts::P2_TEST_NOOP)?;
+        std::fs::copy(artifacts::TEST_NOOP, h.revision.join("hooks/module.wasm"))?;
+        let hook = |location: &str| HookSpec {
+            location: location.to_owned(),
+            timeout_secs: 10,
+            runas: None,
+            sudo: false,
+            sandbox: None,
+        };
+        let mut spec = rollcage_runtime::appspec::AppSpec::default();
+        spec.hooks
+            .insert(LifecycleEvent::ValidateService, vec![hook(&component)]);
+        spec.hooks.insert(
+            LifecycleEvent::AfterInstall,
+            vec![hook("hooks/module.wasm")],
+        );
+        let done = h.hooks.precompile_revision(&spec, &h.revision).await;
+        assert_eq!(done.len(), 2, "{done:?}");
+        assert!(done.iter().all(|d| d.result.is_ok()), "{done:?}");
+        assert_eq!(h.hooks.compile_count(), 2);
+        for location in [component.as_str(), "hooks/module.wasm"] {
+            let out = h.run_location(location, 10, SandboxSpec::default()).await;
+            assert_eq!(out.status, HookStatus::Succeeded, "{location}");
+        }
+        assert_eq!(h.hooks.compile_count(), 2, "both runs were warm");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_broken_component_or_a_precompiled_one_is_refused() -> TestResult {
+        let h = Harness::new()?;
+        std::fs::write(
+            h.revision.join("hooks/empty.wasm"),
+            b"\0asm\x0d\0\x01\0garbage",
+        )?;
+        let out = h
+            .run_location("hooks/empty.wasm", 10, SandboxSpec::default())
+            .await;
+        assert!(
+            matches!(out.status, HookStatus::InvalidModule { .. }),
+            "{:?}",
+            out.status
+        );
+        let compiles = h.hooks.compile_count();
+        // A `.cwasm` of a real component, made by the same engine, is still not accepted from a bundle.
+        let engine = wasmtime::Engine::default();
+        let cwasm = engine.precompile_component(&std::fs::read(artifacts::P2_TEST_NOOP)?)?;
+        std::fs::write(h.revision.join("hooks/pre.wasm"), &cwasm)?;
+        let out = h
+            .run_location("hooks/pre.wasm", 10, SandboxSpec::default())
+            .await;
+        // (It is not even taken for wasm: no `\0asm` header, so it goes to the shell runner, which cannot run it.)
+        assert_ne!(out.status, HookStatus::Succeeded);
+        assert_eq!(
+            h.hooks.compile_count(),
+            compiles,
+            "nothing was loaded or compiled"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_hook_future_is_send_with_a_component() -> TestResult {
+        fn assert_send<T: Send>(t: T) -> T {
+            t
+        }
+        let h = Harness::new()?;
+        let location = h.install(artifacts::P2_TEST_NOOP)?;
+        let out = assert_send(h.run_location(&location, 10, SandboxSpec::default())).await;
+        assert_eq!(out.status, HookStatus::Succeeded);
+        Ok(())
+    }
+}
+
+/// The capability audit of a component: opens, denials, env, sockets and name lookups.
+mod audit {
+    use super::*;
+
+    #[tokio::test]
+    async fn opens_denials_env_and_network_attempts_are_listed() -> TestResult {
+        // SAFETY: set before any thread of this test reads the environment; nextest runs each test in its own
+        // process.
+        unsafe { std::env::set_var("ROLLCAGE_TEST_AUDITED", "1") };
+        let h = Harness::new()?;
+        std::fs::write(h.dir.path().join("beside.txt"), "beside")?;
+        let out = h
+            .run(
+                artifacts::P2_TEST_FS,
+                10,
+                args(&["read", "/revision/data.txt"]),
+            )
+            .await?;
+        assert!(
+            out.log_tail
+                .contains("[capability] file read /revision/data.txt allowed"),
+            "{}",
+            out.log_tail
+        );
+        let out = h
+            .run(
+                artifacts::P2_TEST_FS,
+                10,
+                args(&["read", "/revision/../beside.txt"]),
+            )
+            .await?;
+        assert!(
+            out.log_tail.lines().any(|l| l
+                .starts_with("[capability] file read /revision/../beside.txt")
+                && l.ends_with(" denied")),
+            "{}",
+            out.log_tail
+        );
+        let sandbox = SandboxSpec {
+            env: vec!["ROLLCAGE_TEST_AUDITED".to_owned()],
+            ..args(&["ROLLCAGE_TEST_AUDITED"])
+        };
+        let out = h.run(artifacts::P2_TEST_ENV, 10, sandbox).await?;
+        assert!(
+            out.log_tail
+                .contains("[capability] env read ROLLCAGE_TEST_AUDITED allowed"),
+            "{}",
+            out.log_tail
+        );
+        let out = h
+            .run(
+                artifacts::P2_TEST_NET,
+                10,
+                args(&["connect", "127.0.0.1:9"]),
+            )
+            .await?;
+        assert!(
+            out.log_tail
+                .contains("[capability] net tcp socket (ipv4) denied"),
+            "{}",
+            out.log_tail
+        );
+        let out = h
+            .run(artifacts::P2_TEST_NET, 10, args(&["lookup", "localhost"]))
+            .await?;
+        assert!(
+            out.log_tail
+                .contains("[capability] net name lookup localhost denied"),
+            "{}",
+            out.log_tail
+        );
+        assert!(
+            h.log_text().contains(
+                "[capability] ValidateService hooks/net.wasm: net name lookup localhost denied"
+            ),
+            "{}",
+            h.log_text()
+        );
+        Ok(())
+    }
+}
