@@ -102,7 +102,11 @@ fn json_columns(g: &Group) -> Result<JsonColumns> {
 
 /// Insert a group; `false` when the application already has one with that name.
 pub fn insert_group(c: &Conn<'_>, g: &Group) -> Result<bool> {
-    let JsonColumns { instances, tags, lb } = json_columns(g)?;
+    let JsonColumns {
+        instances,
+        tags,
+        lb,
+    } = json_columns(g)?;
     let n = c
         .execute(
             "INSERT INTO groups (id, application, name, style, concurrency, failure_tolerance, \
@@ -232,7 +236,11 @@ pub fn groups(c: &Conn<'_>, app: &str) -> Result<Vec<Group>> {
 /// Replace group `g.id`'s settings (concurrency, tolerance, auto-rollback, instances, tags, load balancer); its
 /// id, application, name, style and creation time stay.
 pub fn update_group(c: &Conn<'_>, g: &Group) -> Result<()> {
-    let JsonColumns { instances, tags, lb } = json_columns(g)?;
+    let JsonColumns {
+        instances,
+        tags,
+        lb,
+    } = json_columns(g)?;
     c.execute(
         "UPDATE groups SET concurrency = ?2, failure_tolerance = ?3, auto_rollback = ?4, instances = ?5, \
          tags = ?6, lb = ?7 WHERE id = ?1",
