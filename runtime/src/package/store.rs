@@ -71,6 +71,21 @@ impl BundleStore {
     /// count toward the limit, like [`super::prune`]'s deployment dirs). Files that are not named by a sha256
     /// (a download's `.part`, an `.incoming-` file) are left alone. Returns the sha256s removed.
     pub fn prune(&self, max_revisions: usize, keep: &[&str]) -> Result<Vec<String>, PackageError> {
+        let files = self
+            .archives()?
+            .into_iter()
+            .map(|(sha, mtime, _)| (sha, mtime))
+            .collect();
+        let keep = lowercase(keep);
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        let remove = select_removals(files, max_revisions, &keep);
+        self.remove_all(&remove, "removing old bundle from the store")?;
+        Ok(remove)
+    }
+
+    /// The stored archives: `(sha256, mtime, size)` of each regular file named by a sha256 (a download's `.part`
+    /// or an `.incoming-` file is no archive yet).
+    fn archives(&self) -> Result<Vec<(String, SystemTime, u64)>, PackageError> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -93,18 +108,24 @@ impl BundleStore {
             let mtime = meta
                 .modified()
                 .map_err(|e| PackageError::io("stat", entry.path(), e))?;
-            files.push((sha, mtime));
+            files.push((sha, mtime, meta.len()));
         }
-        let keep: Vec<String> = keep.iter().map(|s| s.to_ascii_lowercase()).collect();
-        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
-        let remove = select_removals(files, max_revisions, &keep);
-        for sha in &remove {
+        Ok(files)
+    }
+
+    fn remove_all(&self, shas: &[String], why: &str) -> Result<(), PackageError> {
+        for sha in shas {
             let path = self.dir.join(sha);
-            tracing::info!(sha256 = %sha, path = %path.display(), "removing old bundle from the store");
+            tracing::info!(sha256 = %sha, path = %path.display(), "{why}");
             std::fs::remove_file(&path).map_err(|e| PackageError::io("remove", &path, e))?;
         }
-        Ok(remove)
+        Ok(())
     }
+}
+
+/// sha256s as the store names its files.
+fn lowercase(shas: &[&str]) -> Vec<String> {
+    shas.iter().map(|s| s.to_ascii_lowercase()).collect()
 }
 
 /// Choose which stored archives to remove so that the store holds at most `max_bytes`: `files` are
@@ -141,38 +162,13 @@ impl BundleStore {
     /// never those in `keep` (this deployment's, and the revision installed last in each group). Returns the sha256s
     /// removed.
     pub fn prune_bytes(&self, max_bytes: u64, keep: &[&str]) -> Result<Vec<String>, PackageError> {
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(PackageError::io("list", &self.dir, e)),
-        };
-        let mut files = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| PackageError::io("list", &self.dir, e))?;
-            let Some(sha) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if !is_sha256(&sha) {
-                continue;
-            }
-            let meta = std::fs::symlink_metadata(entry.path())
-                .map_err(|e| PackageError::io("stat", entry.path(), e))?;
-            if !meta.is_file() {
-                continue;
-            }
-            let mtime = meta
-                .modified()
-                .map_err(|e| PackageError::io("stat", entry.path(), e))?;
-            files.push((sha, mtime, meta.len()));
-        }
-        let keep: Vec<String> = keep.iter().map(|s| s.to_ascii_lowercase()).collect();
+        let keep = lowercase(keep);
         let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
-        let remove = select_over_bytes(files, max_bytes, &keep);
-        for sha in &remove {
-            let path = self.dir.join(sha);
-            tracing::info!(sha256 = %sha, path = %path.display(), max_bytes, "removing old bundle from the store (over --max-cache-bytes)");
-            std::fs::remove_file(&path).map_err(|e| PackageError::io("remove", &path, e))?;
-        }
+        let remove = select_over_bytes(self.archives()?, max_bytes, &keep);
+        self.remove_all(
+            &remove,
+            "removing old bundle from the store (over --max-cache-bytes)",
+        )?;
         Ok(remove)
     }
 }
