@@ -218,7 +218,8 @@ async fn a_newcomer_with_matching_tags_catches_up_and_a_restart_does_not_redeplo
         &st,
         "/v1/deployments",
         ADMIN,
-        json!({"application": "app", "group": "web", "revision": rev}),
+        json!({"application": "app", "group": "web", "revision": rev,
+               "ignore_application_stop_failures": true, "file_exists_behavior": "OVERWRITE"}),
     )
     .await?;
     let d1 = d["id"].as_str().ok_or("no id")?.to_owned();
@@ -242,6 +243,14 @@ async fn a_newcomer_with_matching_tags_catches_up_and_a_restart_does_not_redeplo
     );
     assert_eq!(c.revision, rev);
     assert_eq!(c.instances.len(), 1);
+    assert!(
+        c.ignore_application_stop_failures,
+        "installed with the options the group's last deployment had"
+    );
+    assert_eq!(
+        c.file_exists_behavior,
+        Some(rollcage_proto::FileExistsBehavior::Overwrite)
+    );
     assert_eq!(run_agent(&st, &newcomer).await?.len(), 7);
     assert_eq!(
         deployment(&st, &started[0]).await?.status,

@@ -126,6 +126,11 @@ pub fn on_hello(
                 }
             }
             Decision::CatchUp(revision) => {
+                // Installed as the group's last deployment was (its --file-exists-behavior,
+                // --ignore-application-stop-failures).
+                let overrides = deployments::last_ended(tx, &group.id)?
+                    .map(|d| d.overrides)
+                    .unwrap_or_default();
                 let id = executor::create_deployment(
                     tx,
                     &NewDeployment {
@@ -135,9 +140,7 @@ pub fn on_hello(
                         rollback_of: None,
                         concurrency: None,
                         catch_up: Some(instance),
-                        // As the group's defaults: the options of the deployment it catches up with are not
-                        // carried over (its --file-exists-behavior, --ignore-application-stop-failures).
-                        overrides: Default::default(),
+                        overrides,
                         description: Some(format!("catch-up of {instance}")),
                     },
                     &[],
@@ -186,7 +189,7 @@ fn group_state(
     Ok(GroupState {
         style: group.style,
         active,
-        last: deployments::last_ended(tx, &group.id)?,
+        last: deployments::last_ended(tx, &group.id)?.map(|d| (d.status, d.revision)),
         installed_here,
     })
 }

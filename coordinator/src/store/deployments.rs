@@ -365,20 +365,19 @@ pub fn active_for_group(c: &Conn<'_>, app: &str, group: &str) -> Result<Option<S
     .map_err(sql)
 }
 
-/// The status and revision of group `group_id`'s newest ended deployment other than a catch-up: whether the
-/// group has a revision for newcomers (see `engine::catchup`).
-pub fn last_ended(c: &Conn<'_>, group_id: &str) -> Result<Option<(DeploymentStatus, String)>> {
-    let row: Option<(String, String)> = c
-        .query_row(
-            "SELECT status, revision FROM deployments WHERE group_id = ?1 AND catch_up IS NULL \
-             AND status NOT IN ('in_progress', 'stopping', 'ready') ORDER BY seq DESC LIMIT 1",
-            [group_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+/// Group `group_id`'s newest ended deployment other than a catch-up: whether the group has a revision for
+/// newcomers, and with which options it was installed (see `engine::catchup`).
+pub fn last_ended(c: &Conn<'_>, group_id: &str) -> Result<Option<DeploymentRow>> {
+    let row = c
+        .prepare_cached(&format!(
+            "SELECT {DEP_COLS} FROM deployments WHERE group_id = ?1 AND catch_up IS NULL \
+             AND status NOT IN ('in_progress', 'stopping', 'ready') ORDER BY seq DESC LIMIT 1"
+        ))
+        .map_err(sql)?
+        .query_row([group_id], dep_row)
         .optional()
         .map_err(sql)?;
-    row.map(|(status, revision)| Ok((parse_status(&status)?, revision)))
-        .transpose()
+    row.map(to_dep).transpose()
 }
 
 /// Whether deployment `id` includes `instance`.
