@@ -276,3 +276,81 @@ fn a_removed_host_is_refused_while_deploying_then_leaves_and_its_agent_stops() -
     }
     result
 }
+
+#[test]
+fn group_update_paces_the_next_deployment_and_deletes_wait_until_nothing_depends()
+-> anyhow::Result<()> {
+    let fleet = Fleet::start(3)?;
+    let result = caught(|| {
+        fleet.setup("shop", "web", "all", false)?;
+        let bundle = fleet.dir.path().join("bundle");
+        write_bundle(&bundle, "v1", "0.3", "")?;
+        let rev = fleet.push("shop", &bundle)?;
+        let (code, d1) = fleet.deploy_wait("shop", "web", &rev)?;
+        assert_eq!(
+            (code, d1.status),
+            (0, DeploymentStatus::Succeeded),
+            "{}",
+            d1.message
+        );
+        assert_eq!(
+            rollcage_e2e::max_in_flight(&fleet.markers()?, &d1.id),
+            3,
+            "all at once first"
+        );
+
+        let (code, out) = fleet.cli(&[
+            "group",
+            "update",
+            "--app",
+            "shop",
+            "web",
+            "--concurrency",
+            "1",
+        ])?;
+        assert_eq!(code, 0, "{out}");
+        let id = fleet.deploy("shop", "web", &rev)?;
+        // While it runs, the group can be neither changed nor deleted.
+        for args in [
+            &[
+                "group",
+                "update",
+                "--app",
+                "shop",
+                "web",
+                "--concurrency",
+                "all",
+            ][..],
+            &["group", "delete", "--app", "shop", "web"][..],
+        ] {
+            match fleet.cli(args) {
+                Ok((code, out)) => {
+                    anyhow::bail!("{args:?} during a deployment exited {code}: {out}")
+                }
+                Err(e) => assert!(format!("{e:#}").contains(&id), "{e:#}"),
+            }
+        }
+        let d2 = fleet.wait_end(&id, Duration::from_secs(120))?;
+        assert_eq!(d2.status, DeploymentStatus::Succeeded, "{}", d2.message);
+        assert_eq!(
+            rollcage_e2e::max_in_flight(&fleet.markers()?, &id),
+            1,
+            "the update paced the next deployment"
+        );
+
+        // The application has a group: refused; once the group is gone, it still has its revision: refused.
+        match fleet.cli(&["app", "delete", "shop"]) {
+            Ok((code, out)) => anyhow::bail!("app delete with a group exited {code}: {out}"),
+            Err(e) => assert!(format!("{e:#}").contains("`web`"), "{e:#}"),
+        }
+        let (code, out) = fleet.cli(&["group", "delete", "--app", "shop", "web"])?;
+        assert_eq!(code, 0, "{out}");
+        let (_, groups) = fleet.cli(&["group", "list", "--app", "shop"])?;
+        assert!(groups.trim().is_empty(), "{groups}");
+        Ok(())
+    });
+    if result.is_err() {
+        let _ = fleet.keep();
+    }
+    result
+}
