@@ -9,8 +9,25 @@ use rollcage_e2e::lb::{
     write_app_bundle,
 };
 use rollcage_e2e::{Fleet, caught, read_markers, rollcage_bin, wait_for_line, write_bundle};
-use rollcage_proto::wire::DeploymentStatus;
+use rollcage_proto::wire::{Deployment, DeploymentStatus};
 use std::time::Duration;
+
+/// Push `bundle` to app `shop` and deploy it to group `web`, which must succeed: the revision and the deployment.
+fn pushed_and_deployed(
+    fleet: &Fleet,
+    bundle: &std::path::Path,
+) -> anyhow::Result<(String, Deployment)> {
+    let rev = fleet.push("shop", bundle)?;
+    let (code, d) = fleet.deploy_wait("shop", "web", &rev)?;
+    anyhow::ensure!(
+        code == 0 && d.status == DeploymentStatus::Succeeded,
+        "deployment {} ended {} ({code}): {}",
+        d.id,
+        d.status,
+        d.message
+    );
+    Ok((rev, d))
+}
 
 fn tags(pairs: &[&str]) -> Vec<String> {
     pairs
@@ -43,14 +60,7 @@ fn newcomers_with_matching_tags_catch_up_others_get_nothing_and_a_restart_does_n
         assert_eq!(code, 0, "{out}");
         let bundle = fleet.dir.path().join("bundle-v1");
         write_bundle(&bundle, "v1", "0", "")?;
-        let rev = fleet.push("shop", &bundle)?;
-        let (code, d1) = fleet.deploy_wait("shop", "web", &rev)?;
-        assert_eq!(
-            (code, d1.status),
-            (0, DeploymentStatus::Succeeded),
-            "{}",
-            d1.message
-        );
+        let (rev, d1) = pushed_and_deployed(&fleet, &bundle)?;
         assert_eq!(d1.instances.len(), 1);
 
         // A new host with the group's tags: it gets v1 with no deploy command.
@@ -168,14 +178,7 @@ fn an_in_place_lb_newcomer_joins_traffic_only_at_its_allow_traffic() -> anyhow::
         assert_eq!(code, 0, "{out}");
         let bundle = fleet.dir.path().join("bundle-v1");
         write_app_bundle(&bundle, "v1", "")?;
-        let rev = fleet.push("shop", &bundle)?;
-        let (code, d1) = fleet.deploy_wait("shop", "web", &rev)?;
-        assert_eq!(
-            (code, d1.status),
-            (0, DeploymentStatus::Succeeded),
-            "{}",
-            d1.message
-        );
+        pushed_and_deployed(&fleet, &bundle)?;
 
         // Live traffic while a third host joins and catches up.
         let load = Load::start(lb.service, 8);
@@ -285,14 +288,7 @@ fn group_update_paces_the_next_deployment_and_deletes_wait_until_nothing_depends
         fleet.setup("shop", "web", "all", false)?;
         let bundle = fleet.dir.path().join("bundle");
         write_bundle(&bundle, "v1", "0.3", "")?;
-        let rev = fleet.push("shop", &bundle)?;
-        let (code, d1) = fleet.deploy_wait("shop", "web", &rev)?;
-        assert_eq!(
-            (code, d1.status),
-            (0, DeploymentStatus::Succeeded),
-            "{}",
-            d1.message
-        );
+        let (rev, d1) = pushed_and_deployed(&fleet, &bundle)?;
         assert_eq!(
             rollcage_e2e::max_in_flight(&fleet.markers()?, &d1.id),
             3,

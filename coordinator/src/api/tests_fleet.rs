@@ -66,6 +66,18 @@ async fn run_agent(st: &State, token: &str) -> TestResult<Vec<String>> {
     Ok(events)
 }
 
+/// Start a deployment of revision `rev` to group `app/web`: its id.
+async fn start(st: &State, rev: &str) -> TestResult<String> {
+    let d = post_ok(
+        st,
+        "/v1/deployments",
+        ADMIN,
+        json!({"application": "app", "group": "web", "revision": rev}),
+    )
+    .await?;
+    Ok(d["id"].as_str().ok_or("no deployment id")?.to_owned())
+}
+
 async fn deployment(st: &State, id: &str) -> TestResult<Deployment> {
     let (s, v) = get(st, &format!("/v1/deployments/{id}"), Some(ADMIN)).await?;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -98,14 +110,7 @@ async fn a_group_selected_by_tags_deploys_to_matching_instances_only() -> TestRe
     .await?;
     let canary = enroll(&st, "canary-1", json!({"env": "canary"})).await?;
     let db = enroll(&st, "db-1", json!({"env": "prod", "role": "db"})).await?;
-    let d = post_ok(
-        &st,
-        "/v1/deployments",
-        ADMIN,
-        json!({"application": "app", "group": "web", "revision": rev}),
-    )
-    .await?;
-    let id = d["id"].as_str().ok_or("no id")?.to_owned();
+    let id = start(&st, &rev).await?;
     let names: Vec<String> = deployment(&st, &id)
         .await?
         .instances
@@ -300,14 +305,7 @@ async fn a_newcomer_joins_a_running_deployment_of_its_group_instead() -> TestRes
     let rev = tagged_group(&st).await?;
     let tags = json!({"env": "canary"});
     let first = enroll(&st, "c-1", tags.clone()).await?;
-    let d = post_ok(
-        &st,
-        "/v1/deployments",
-        ADMIN,
-        json!({"application": "app", "group": "web", "revision": rev}),
-    )
-    .await?;
-    let id = d["id"].as_str().ok_or("no id")?.to_owned();
+    let id = start(&st, &rev).await?;
     let late = enroll(&st, "c-2", tags.clone()).await?;
     assert_eq!(
         hello(&st, &late, tags.clone(), json!([])).await?,
@@ -381,14 +379,7 @@ async fn group_update_is_checked_as_at_creation_and_the_next_deployment_honours_
     let (s, _) = patch(st, "/v1/applications/app/groups/nope", json!({})).await?;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // The next deployment runs one at a time.
-    let d = post_ok(
-        st,
-        "/v1/deployments",
-        ADMIN,
-        json!({"application": "app", "group": "web", "revision": f.revision.id}),
-    )
-    .await?;
-    let id = d["id"].as_str().ok_or("id")?.to_owned();
+    let id = start(st, &f.revision.id).await?;
     let d = deployment(st, &id).await?;
     assert_eq!(d.concurrency.to_string(), "1");
     let started = d
@@ -436,14 +427,7 @@ async fn group_update_is_checked_as_at_creation_and_the_next_deployment_honours_
 async fn a_removed_instance_leaves_its_groups_and_its_token_says_so() -> TestResult {
     let f = fleet(2, "all", "in-place").await?;
     let st = &f.st;
-    let d = post_ok(
-        st,
-        "/v1/deployments",
-        ADMIN,
-        json!({"application": "app", "group": "web", "revision": f.revision.id}),
-    )
-    .await?;
-    let id = d["id"].as_str().ok_or("id")?.to_owned();
+    let id = start(st, &f.revision.id).await?;
     // In a running deployment: refused, unless forced.
     let (s, v) = delete(st, "/v1/instances/i1").await?;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
@@ -496,14 +480,7 @@ async fn a_revision_is_deleted_only_once_nothing_depends_on_it() -> TestResult {
     let (_, list) = get(st, "/v1/applications/app/revisions", Some(ADMIN)).await?;
     assert_eq!(list["items"].as_array().map(Vec::len), Some(2), "{list}");
     let uri = |id: &str| format!("/v1/applications/app/revisions/{id}");
-    let d = post_ok(
-        st,
-        "/v1/deployments",
-        ADMIN,
-        json!({"application": "app", "group": "web", "revision": v1}),
-    )
-    .await?;
-    let id = d["id"].as_str().ok_or("id")?.to_owned();
+    let id = start(st, &v1).await?;
     let (s, v) = delete(st, &uri(&v1)).await?;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(message(&v).contains(&id), "being deployed: {v}");
