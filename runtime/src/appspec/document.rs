@@ -177,3 +177,31 @@ fn is_version_zero(node: &Node) -> bool {
         && text.bytes().filter(|b| *b == b'.').count() <= 1
         && text.starts_with('0')
 }
+
+/// Parse and validate a `sandbox:` map on its own (the grant file of `rollcage hook run`), with the rules of a hook
+/// entry's `sandbox:`; field paths start at `sandbox`.
+pub(crate) fn validate_sandbox(
+    text: &str,
+) -> Result<rollcage_proto::SandboxSpec, Vec<super::Problem>> {
+    let mut problems = Problems::default();
+    // An empty file grants nothing beyond the defaults, like `sandbox: {}`.
+    let spec = match yaml::load(text) {
+        Ok(Some(root)) if !root.is_null() => {
+            super::sandbox::parse_sandbox(&root, "sandbox", &mut problems)
+        }
+        Ok(_) => Some(rollcage_proto::SandboxSpec::default()),
+        Err(e) => {
+            problems.push(
+                ProblemKind::Syntax,
+                "",
+                Some(e.pos),
+                format!("YAML syntax error: {}", e.message),
+            );
+            None
+        }
+    };
+    match spec {
+        Some(spec) if problems.errors.is_empty() => Ok(spec),
+        _ => Err(problems.errors),
+    }
+}
