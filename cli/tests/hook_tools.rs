@@ -46,6 +46,42 @@ fn revision_with_http_guest(dir: &Path) -> std::io::Result<std::path::PathBuf> {
     Ok(hook)
 }
 
+/// `rollcage hook run HOOK --revision REVISION [--sandbox GRANT]`.
+fn hook_run(
+    hook: &Path,
+    revision: &Path,
+    grant: Option<&Path>,
+    cache: &Path,
+) -> std::io::Result<Output> {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "hook".as_ref(),
+        "run".as_ref(),
+        hook.as_os_str(),
+        "--revision".as_ref(),
+        revision.as_os_str(),
+    ];
+    if let Some(g) = grant {
+        args.extend(["--sandbox".as_ref(), g.as_os_str()]);
+    }
+    rollcage(&args, cache)
+}
+
+/// `rollcage hook new --lang LANG --dir DIR NAME`.
+fn hook_new(lang: &str, dir: &Path, name: &str) -> std::io::Result<Output> {
+    rollcage(
+        &[
+            "hook".as_ref(),
+            "new".as_ref(),
+            "--lang".as_ref(),
+            lang.as_ref(),
+            "--dir".as_ref(),
+            dir.as_os_str(),
+            name.as_ref(),
+        ],
+        dir,
+    )
+}
+
 fn text(out: &Output) -> (i32, String, String) {
     (
         out.status.code().unwrap_or(-1),
@@ -67,18 +103,7 @@ fn hook_run_prints_the_output_outcome_and_audit_of_a_granted_request() -> TestRe
             "http: [\"http://127.0.0.1:{port}/\"]\nargs: [\"http://127.0.0.1:{port}/health\"]\n"
         ),
     )?;
-    let out = rollcage(
-        &[
-            "hook".as_ref(),
-            "run".as_ref(),
-            hook.as_os_str(),
-            "--revision".as_ref(),
-            revision.as_os_str(),
-            "--sandbox".as_ref(),
-            grant.as_os_str(),
-        ],
-        tmp.path(),
-    )?;
+    let out = hook_run(&hook, &revision, Some(&grant), tmp.path())?;
     let (code, stdout, stderr) = text(&out);
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(
@@ -113,18 +138,7 @@ fn hook_run_fails_and_names_a_request_outside_the_grant_which_never_leaves() -> 
         &grant,
         format!("http: [\"http://127.0.0.1:1/\"]\nargs: [\"http://127.0.0.1:{port}/health\"]\n"),
     )?;
-    let out = rollcage(
-        &[
-            "hook".as_ref(),
-            "run".as_ref(),
-            hook.as_os_str(),
-            "--revision".as_ref(),
-            revision.as_os_str(),
-            "--sandbox".as_ref(),
-            grant.as_os_str(),
-        ],
-        tmp.path(),
-    )?;
+    let out = hook_run(&hook, &revision, Some(&grant), tmp.path())?;
     let (code, stdout, stderr) = text(&out);
     assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(
@@ -149,18 +163,7 @@ fn hook_run_refuses_a_bad_grant_with_its_position_and_a_hook_outside_the_revisio
     let hook = revision_with_http_guest(&revision)?;
     let grant = tmp.path().join("grant.yml");
     std::fs::write(&grant, "env: [APP_PORT]\nmemory_mb: 0\n")?;
-    let out = rollcage(
-        &[
-            "hook".as_ref(),
-            "run".as_ref(),
-            hook.as_os_str(),
-            "--revision".as_ref(),
-            revision.as_os_str(),
-            "--sandbox".as_ref(),
-            grant.as_os_str(),
-        ],
-        tmp.path(),
-    )?;
+    let out = hook_run(&hook, &revision, Some(&grant), tmp.path())?;
     let (code, stdout, stderr) = text(&out);
     assert_ne!(code, 0, "{stdout}");
     let located = format!("{}:2:12: sandbox.memory_mb", grant.display());
@@ -169,16 +172,7 @@ fn hook_run_refuses_a_bad_grant_with_its_position_and_a_hook_outside_the_revisio
 
     let elsewhere = tmp.path().join("elsewhere");
     std::fs::create_dir(&elsewhere)?;
-    let out = rollcage(
-        &[
-            "hook".as_ref(),
-            "run".as_ref(),
-            hook.as_os_str(),
-            "--revision".as_ref(),
-            elsewhere.as_os_str(),
-        ],
-        tmp.path(),
-    )?;
+    let out = hook_run(&hook, &elsewhere, None, tmp.path())?;
     let (code, _, stderr) = text(&out);
     assert_ne!(code, 0);
     assert!(stderr.contains("is outside the revision"), "{stderr}");
@@ -189,18 +183,7 @@ fn hook_run_refuses_a_bad_grant_with_its_position_and_a_hook_outside_the_revisio
 #[test]
 fn hook_new_rust_builds_with_one_command_and_its_hook_runs() -> TestResult {
     let tmp = tempfile::tempdir()?;
-    let out = rollcage(
-        &[
-            "hook".as_ref(),
-            "new".as_ref(),
-            "--lang".as_ref(),
-            "rust".as_ref(),
-            "--dir".as_ref(),
-            tmp.path().as_os_str(),
-            "health-check".as_ref(),
-        ],
-        tmp.path(),
-    )?;
+    let out = hook_new("rust", tmp.path(), "health-check")?;
     let (code, stdout, stderr) = text(&out);
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
     let project = tmp.path().join("health-check");
@@ -214,18 +197,7 @@ fn hook_new_rust_builds_with_one_command_and_its_hook_runs() -> TestResult {
         assert!(project.join(file).is_file(), "{file} written");
     }
     // The same name again is refused and leaves the project alone.
-    let again = rollcage(
-        &[
-            "hook".as_ref(),
-            "new".as_ref(),
-            "--lang".as_ref(),
-            "rust".as_ref(),
-            "--dir".as_ref(),
-            tmp.path().as_os_str(),
-            "health-check".as_ref(),
-        ],
-        tmp.path(),
-    )?;
+    let again = hook_new("rust", tmp.path(), "health-check")?;
     let (code, _, stderr) = text(&again);
     assert_ne!(code, 0);
     assert!(stderr.contains("already exists"), "{stderr}");
@@ -251,16 +223,10 @@ fn hook_new_rust_builds_with_one_command_and_its_hook_runs() -> TestResult {
     let sandbox = std::fs::read_to_string(project.join("sandbox.yml"))?
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
     std::fs::write(project.join("sandbox.yml"), sandbox)?;
-    let run = rollcage(
-        &[
-            "hook".as_ref(),
-            "run".as_ref(),
-            hook.as_os_str(),
-            "--revision".as_ref(),
-            project.as_os_str(),
-            "--sandbox".as_ref(),
-            project.join("sandbox.yml").as_os_str(),
-        ],
+    let run = hook_run(
+        &hook,
+        &project,
+        Some(&project.join("sandbox.yml")),
         tmp.path(),
     )?;
     let (code, stdout, stderr) = text(&run);

@@ -52,12 +52,7 @@ fn validate_into(
             return None;
         }
         Err(e) => {
-            problems.push(
-                ProblemKind::Syntax,
-                "",
-                Some(e.pos),
-                format!("YAML syntax error: {}", e.message),
-            );
+            syntax_error(&e, problems);
             return None;
         }
     };
@@ -191,12 +186,7 @@ pub(crate) fn validate_sandbox(
         }
         Ok(_) => Some(rollcage_proto::SandboxSpec::default()),
         Err(e) => {
-            problems.push(
-                ProblemKind::Syntax,
-                "",
-                Some(e.pos),
-                format!("YAML syntax error: {}", e.message),
-            );
+            syntax_error(&e, &mut problems);
             None
         }
     };
@@ -204,4 +194,14 @@ pub(crate) fn validate_sandbox(
         Some(spec) if problems.errors.is_empty() => Ok(spec),
         _ => Err(problems.errors),
     }
+}
+
+/// A file that is not YAML at all: one problem at the parser's position.
+fn syntax_error(e: &yaml::SyntaxError, problems: &mut Problems) {
+    problems.push(
+        ProblemKind::Syntax,
+        "",
+        Some(e.pos),
+        format!("YAML syntax error: {}", e.message),
+    );
 }
