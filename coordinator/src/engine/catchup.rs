@@ -220,6 +220,7 @@ mod tests {
                     .collect(),
             ),
             lb: None,
+            webhooks: Default::default(),
             created_at_ms: 0,
         }
     }
