@@ -228,3 +228,5 @@ mod tests_roles;
 mod tests_shared;
 #[cfg(test)]
 mod tests_signed;
+#[cfg(test)]
+mod tests_webhooks;

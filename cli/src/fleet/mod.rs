@@ -378,6 +378,16 @@ pub struct CoordinatorArgs {
     /// limit.
     #[arg(long, default_value_t = rollcage_coordinator::server::ConnLimits::default().max_connections)]
     max_connections: usize,
+    /// Webhooks: milliseconds before the first retry of a failed delivery (doubling after each failure, up to
+    /// --webhook-retry-cap-ms, a random half taken off).
+    #[arg(long, default_value_t = rollcage_coordinator::webhooks::backoff::DEFAULT_BASE_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    webhook_retry_base_ms: u64,
+    /// Webhooks: the longest wait between two attempts, in milliseconds.
+    #[arg(long, default_value_t = rollcage_coordinator::webhooks::backoff::DEFAULT_CAP_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    webhook_retry_cap_ms: u64,
+    /// Webhooks: attempts before a delivery is given up (and the endpoint's next event goes out).
+    #[arg(long, default_value_t = rollcage_coordinator::webhooks::backoff::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    webhook_max_attempts: u32,
 }
 
 /// `rollcage agent`: run the agent (from flags, a `--config` file, or both: flags win), or `agent install`.
@@ -1110,6 +1120,11 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                     }),
                     enroll_approval: a.enroll_approval,
                     standing_enroll_token: !a.no_standing_enroll_token,
+                    webhook_retry: rollcage_coordinator::webhooks::Retry {
+                        base: Duration::from_millis(a.webhook_retry_base_ms),
+                        cap: Duration::from_millis(a.webhook_retry_cap_ms),
+                        max_attempts: a.webhook_max_attempts,
+                    },
                     ..Default::default()
                 },
                 limits: rollcage_coordinator::server::ConnLimits {

@@ -21,14 +21,21 @@ pub struct Retry {
     pub max_attempts: u32,
 }
 
+/// The default first delay (ms).
+pub const DEFAULT_BASE_MS: u64 = 10_000;
+/// The default longest delay (ms).
+pub const DEFAULT_CAP_MS: u64 = 3_600_000;
+/// The default number of attempts.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 12;
+
 impl Default for Retry {
     /// 10 s doubling up to 1 h, 12 attempts: a receiver down for up to about 1.7 h (3.4 h without jitter) still
     /// gets every event; one down longer loses the event it was failing on, then gets the next ones.
     fn default() -> Self {
         Self {
-            base: Duration::from_secs(10),
-            cap: Duration::from_secs(3600),
-            max_attempts: 12,
+            base: Duration::from_millis(DEFAULT_BASE_MS),
+            cap: Duration::from_millis(DEFAULT_CAP_MS),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
         }
     }
 }
