@@ -157,6 +157,25 @@ impl Client {
         self.get_json(&routes::deployments_page(query)).await
     }
 
+    /// `GET /v1/applications/{app}/groups/{group}/deliveries`: every webhook delivery of the group, oldest first
+    /// (all pages).
+    pub async fn group_deliveries(
+        &self,
+        app: &str,
+        group: &str,
+    ) -> Result<Vec<rollcage_proto::webhook::WebhookDelivery>, ClientError> {
+        self.all_pages(&routes::group_deliveries(app, group)).await
+    }
+
+    /// `GET /v1/deployments/{id}/deliveries`: the webhook deliveries of one deployment's events.
+    pub async fn deployment_deliveries(
+        &self,
+        id: &str,
+    ) -> Result<Vec<rollcage_proto::webhook::WebhookDelivery>, ClientError> {
+        self.get_json(&routes::deployment_sub(id, routes::Sub::Deliveries))
+            .await
+    }
+
     /// `GET /v1/deployments/{id}`.
     pub async fn get_deployment(&self, id: &str) -> Result<Deployment, ClientError> {
         self.get_json(&routes::deployment(id)).await

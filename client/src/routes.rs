@@ -46,6 +46,10 @@ pub(crate) fn group(app: &str, group: &str) -> String {
     format!("{}/{}", groups(app), Seg(group))
 }
 
+pub(crate) fn group_deliveries(app: &str, name: &str) -> String {
+    format!("{}/deliveries", group(app, name))
+}
+
 pub(crate) fn revisions(app: &str) -> String {
     format!("{API_PREFIX}/applications/{}/revisions", Seg(app))
 }
@@ -73,6 +77,7 @@ pub(crate) enum Sub {
     Stop,
     Continue,
     Rollback,
+    Deliveries,
 }
 
 pub(crate) fn deployment_sub(id: &str, sub: Sub) -> String {
@@ -81,6 +86,7 @@ pub(crate) fn deployment_sub(id: &str, sub: Sub) -> String {
         Sub::Stop => "stop",
         Sub::Continue => "continue",
         Sub::Rollback => "rollback",
+        Sub::Deliveries => "deliveries",
     };
     format!("{}/{sub}", deployment(id))
 }

@@ -46,6 +46,8 @@ fn group(name: &str, instances: &[&str]) -> CreateGroup {
         tags: Default::default(),
         form: None,
         lb: None,
+        webhooks: Vec::new(),
+        webhook_secret: None,
     }
 }
 

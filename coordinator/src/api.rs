@@ -123,6 +123,10 @@ fn v1_routes() -> RouteTable {
                 .delete(admin::delete_group),
         )
         .route(
+            "/applications/{app}/groups/{group}/deliveries",
+            get(lists::group_deliveries),
+        )
+        .route(
             "/applications/{app}/revisions",
             // Archives stream to disk, so the default 2 MB in-memory body limit does not apply.
             post(admin::upload_revision)
@@ -145,6 +149,10 @@ fn v1_routes() -> RouteTable {
         .route("/deployments/{id}/events", get(events::deployment_events))
         .route("/deployments/{id}/stop", post(admin::stop_deployment))
         .route("/deployments/{id}/logs", get(logs::deployment_logs))
+        .route(
+            "/deployments/{id}/deliveries",
+            get(lists::deployment_deliveries),
+        )
         .route(
             "/deployments/{id}/continue",
             post(admin::continue_deployment),
@@ -220,3 +228,5 @@ mod tests_roles;
 mod tests_shared;
 #[cfg(test)]
 mod tests_signed;
+#[cfg(test)]
+mod tests_webhooks;

@@ -8,8 +8,10 @@
 //! - [`engine`]: the pure rolling strategy, the executor that applies it in a transaction, the traffic runner (the
 //!   coordinator's own load-balancer steps) and the LB counters; a group's LB settings are proto's typed `GroupLb`.
 //! - [`state`]: the shared state (store, tokens, settings, metrics, waiters, agents' last contact).
-//! - [`notify`]: who waits for what (agent long polls, deployment followers, the traffic runner), woken after each
-//!   commit with what the store says it touched.
+//! - [`webhooks`]: groups' notifications: the delivery task that posts the outbox's events, signed, in order per
+//!   endpoint, with retries (the store queues them in the transitions' transactions).
+//! - [`notify`]: who waits for what (agent long polls, deployment followers, the traffic runner, the webhook
+//!   delivery task), woken after each commit with what the store says it touched.
 //! - [`metrics`]: the Prometheus registry and its instruments.
 //! - [`store`]: the SQLite state, the single source of truth (a restarted coordinator carries on); its writes
 //!   record what they touched and tell the commit hook.
@@ -33,6 +35,7 @@ pub mod state;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod testkit;
+pub mod webhooks;
 
 pub use api::router;
 pub use server::{Ready, ServerConfig, TlsSetup, serve, spawn};

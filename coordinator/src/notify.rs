@@ -26,6 +26,8 @@ pub struct Notifiers {
     /// The traffic runner: a dispatched coordinator step. `notify_one` keeps a permit when the runner is busy, so
     /// a dispatch during its scan is not lost.
     pub traffic: Notify,
+    /// The webhook delivery task (`webhooks::deliver::run`): deliveries were queued.
+    pub webhooks: Notify,
 }
 
 impl Notifiers {
@@ -40,12 +42,16 @@ impl Notifiers {
             self.wakers.wake_all();
             self.changes.bump_all();
             self.traffic.notify_one();
+            self.webhooks.notify_one();
             return;
         }
         self.wakers.wake(&t.instances);
         self.changes.bump_many(&t.deployments);
         if t.coordinator_steps {
             self.traffic.notify_one();
+        }
+        if t.webhooks {
+            self.webhooks.notify_one();
         }
     }
 }

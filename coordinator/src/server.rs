@@ -523,6 +523,8 @@ pub async fn serve(cfg: ServerConfig, on_ready: impl FnOnce(Ready)) -> Result<()
 
     // BlockTraffic / AllowTraffic / SwitchTraffic: the coordinator's own steps, re-issued after a restart.
     let traffic = tokio::spawn(crate::engine::traffic::run(state.clone()));
+    // Webhooks: the outbox's deliveries, posted in order per endpoint, never in an engine transaction.
+    let webhooks = tokio::spawn(crate::webhooks::deliver::run(state.clone()));
 
     let state_for_shutdown = state.clone();
     let app = api::router(state);
@@ -614,6 +616,7 @@ pub async fn serve(cfg: ServerConfig, on_ready: impl FnOnce(Ready)) -> Result<()
     }
     sweeper.abort();
     traffic.abort();
+    webhooks.abort();
     if let Some((lease, liveness)) = shared {
         lease.abort();
         liveness.abort();
@@ -731,6 +734,7 @@ mod tests {
                         instances: vec!["a".into()],
                         tags: Default::default(),
                         lb: None,
+                        webhooks: Default::default(),
                         created_at_ms: 0,
                     },
                 )?;

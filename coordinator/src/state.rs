@@ -31,6 +31,8 @@ pub struct Settings {
     /// Whether the standing enrollment token (`DATA/enroll-token`, `--enroll-token-file`) enrolls; when off, only
     /// per-use tokens do (`--no-standing-enroll-token`).
     pub standing_enroll_token: bool,
+    /// When failed webhook deliveries are tried again, and when they are given up.
+    pub webhook_retry: crate::webhooks::Retry,
 }
 
 impl Default for Settings {
@@ -46,6 +48,7 @@ impl Default for Settings {
             // As before approvals existed: an enrolled instance is deployable, the standing token enrolls.
             enroll_approval: false,
             standing_enroll_token: true,
+            webhook_retry: crate::webhooks::Retry::default(),
         }
     }
 }
@@ -186,6 +189,11 @@ impl AppState {
     /// Woken when a commit dispatched a coordinator step (the traffic runner waits on it).
     pub fn traffic(&self) -> &Notify {
         &self.notifiers.traffic
+    }
+
+    /// Woken when a commit queued webhook deliveries (the delivery task waits on it).
+    pub fn webhooks(&self) -> &Notify {
+        &self.notifiers.webhooks
     }
 
     /// Record that `instance` called now.

@@ -7,7 +7,7 @@
 //! any point restarts with a consistent state and carries on every running deployment. Each resource has its own
 //! file: [`apps`] (applications and groups), [`revisions`], [`instances`], [`deployments`], [`logs`] (step output),
 //! [`tokens`] (named operator tokens), [`audit`] (the audit trail), [`actors`] (who acted on a deployment),
-//! [`enroll_tokens`] (per-use enrollment tokens).
+//! [`enroll_tokens`] (per-use enrollment tokens), [`webhooks`] (groups' webhooks and their delivery outbox).
 //!
 //! **Notify after commit.** A write runs on a [`Tx`], which derefs to the connection and collects a [`Touched`]
 //! set: the store functions that change a deployment, dispatch or end a step record the deployment and the agents
@@ -31,6 +31,7 @@ mod pg;
 pub mod revisions;
 pub mod secrets;
 pub mod tokens;
+pub mod webhooks;
 
 pub use db::{Conn, OptionalExt, Row, args};
 use rusqlite::Connection;
@@ -363,6 +364,46 @@ ALTER TABLE deployments ADD COLUMN ignore_stop_failures INTEGER NOT NULL DEFAULT
 ALTER TABLE deployments ADD COLUMN file_exists_behavior TEXT;
 ALTER TABLE deployments ADD COLUMN description TEXT;
 "#,
+    // Notifications (issue 15; store/webhooks.rs, coordinator/src/webhooks.rs).
+    r#"
+-- A group's webhook endpoints (`ord`: the order they were given in) and the secret their deliveries are signed
+-- with (HMAC-SHA256 key; never returned by the API).
+CREATE TABLE webhooks (
+    group_id TEXT NOT NULL,
+    url      TEXT NOT NULL,
+    ord      INTEGER NOT NULL,
+    PRIMARY KEY (group_id, url)
+);
+CREATE TABLE webhook_secrets (
+    group_id TEXT PRIMARY KEY,
+    secret   TEXT NOT NULL
+);
+-- The outbox: one row per event per endpoint, written in the transaction that records the transition. `seq` is
+-- the delivery order (an endpoint's next row waits until the one before is delivered or given up) and the
+-- delivery id; `body` is rendered at the first attempt and kept, so every retry sends the same bytes. A row is
+-- leased (`lease_holder`, `lease_until` ms) by the coordinator posting it.
+CREATE TABLE webhook_deliveries (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id        TEXT NOT NULL,
+    url             TEXT NOT NULL,
+    event           TEXT NOT NULL,
+    deployment_id   TEXT NOT NULL,
+    instance        TEXT NOT NULL DEFAULT '',
+    occurred_at     INTEGER NOT NULL,
+    body            TEXT,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    ended_at        INTEGER,
+    lease_holder    TEXT,
+    lease_until     INTEGER,
+    UNIQUE (deployment_id, event, instance, group_id, url)
+);
+CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (state, group_id, url, seq);
+CREATE INDEX webhook_deliveries_group ON webhook_deliveries (group_id, seq);
+"#,
 ];
 
 /// What one committed transaction changed, for whoever waits on it. Plain data, so the same set can later be sent
@@ -381,6 +422,9 @@ pub struct Touched {
     /// An operator token was made or revoked, or an agent removed: coordinators re-read their token caches.
     #[serde(default)]
     pub tokens: bool,
+    /// Webhook deliveries were queued (the delivery task wakes).
+    #[serde(default)]
+    pub webhooks: bool,
 }
 
 impl Touched {
@@ -391,6 +435,7 @@ impl Touched {
             && !self.coordinator_steps
             && !self.everything
             && !self.tokens
+            && !self.webhooks
     }
 
     /// Everything may have changed.
@@ -408,6 +453,7 @@ impl Touched {
         self.coordinator_steps |= other.coordinator_steps;
         self.everything |= other.everything;
         self.tokens |= other.tokens;
+        self.webhooks |= other.webhooks;
     }
 }
 
@@ -446,6 +492,11 @@ impl<'c> Tx<'c> {
     /// A token was made, revoked or removed.
     pub fn touch_tokens(&self) {
         self.touched.borrow_mut().tokens = true;
+    }
+
+    /// Webhook deliveries were queued.
+    pub fn touch_webhooks(&self) {
+        self.touched.borrow_mut().webhooks = true;
     }
 
     /// A coordinator step was dispatched.

@@ -31,6 +31,7 @@ pub fn settings() -> Settings {
         log_retention: None,
         enroll_approval: false,
         standing_enroll_token: true,
+        webhook_retry: Default::default(),
     }
 }
 
@@ -119,6 +120,7 @@ pub fn group(
         instances: instances.iter().map(|s| s.to_string()).collect(),
         tags: Default::default(),
         lb,
+        webhooks: Default::default(),
         created_at_ms: 0,
     }
 }

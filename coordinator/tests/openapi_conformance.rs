@@ -87,6 +87,8 @@ async fn set_up(base: &str, admin: &str, enroll: &str) -> TestResult<String> {
                 tags: Default::default(),
                 form: None,
                 lb: None,
+                webhooks: Vec::new(),
+                webhook_secret: None,
             },
         )
         .await?;

@@ -46,6 +46,7 @@ pub mod problem;
 pub mod sandbox;
 pub mod tags;
 pub mod traffic;
+pub mod webhook;
 pub mod wire;
 
 pub use form::{FileExistsBehavior, Form};

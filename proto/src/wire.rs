@@ -450,6 +450,13 @@ pub struct CreateGroup {
     /// instances by [`GroupLb::check`] when the group is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lb: Option<GroupLb>,
+    /// Where the group's deployment and instance events are posted ([`crate::webhook`]; checked by
+    /// [`crate::webhook::check`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<String>,
+    /// The key the posts are signed with (HMAC-SHA256); stored, never returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<crate::webhook::WebhookSecret>,
 }
 
 /// `PATCH /v1/applications/{app}/groups/{group}`: the settings to change (absent = unchanged). Giving `instances`
@@ -483,6 +490,12 @@ pub struct UpdateGroup {
     /// Load-balancer settings (replacing the group's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lb: Option<GroupLb>,
+    /// Webhooks (replacing the group's; `[]` removes them all, and the secret with them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<Vec<String>>,
+    /// A new signing secret (replacing the group's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<crate::webhook::WebhookSecret>,
 }
 
 impl UpdateGroup {
@@ -509,6 +522,15 @@ impl UpdateGroup {
         }
         if let Some(lb) = &self.lb {
             g.lb = Some(lb.clone());
+        }
+        if let Some(urls) = &self.webhooks {
+            g.webhooks.urls = urls.clone();
+            if urls.is_empty() {
+                g.webhooks.has_secret = false;
+            }
+        }
+        if self.webhook_secret.is_some() {
+            g.webhooks.has_secret = true;
         }
     }
 }
@@ -538,6 +560,12 @@ pub struct Group {
     /// Load-balancer settings (see [`CreateGroup::lb`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lb: Option<GroupLb>,
+    /// Webhooks (see [`CreateGroup::webhooks`]); whether a secret is stored, never the secret.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::webhook::GroupWebhooks::is_empty"
+    )]
+    pub webhooks: crate::webhook::GroupWebhooks,
     /// When it was created.
     pub created_at_ms: i64,
 }

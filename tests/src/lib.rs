@@ -282,7 +282,19 @@ impl Fleet {
         vars: impl Fn(usize) -> Vec<String>,
         prefix: impl Fn(usize) -> Vec<String>,
     ) -> anyhow::Result<Self> {
-        Self::start_all(n, listen, vars, prefix, Vec::new())
+        Self::start_all(n, listen, vars, prefix, Vec::new(), &[])
+    }
+
+    /// Start a coordinator given `flags` (e.g. `--webhook-retry-base-ms 100`) and `n` agents named `i0`…
+    pub fn start_with_coordinator_flags(n: usize, flags: &[&str]) -> anyhow::Result<Self> {
+        Self::start_all(
+            n,
+            "127.0.0.1:0".parse()?,
+            |_| Vec::new(),
+            |_| Vec::new(),
+            Vec::new(),
+            flags,
+        )
     }
 
     /// Start a coordinator and `n` agents named `i0`…; the agents and the CLI are given `urls_before`, then the
@@ -294,6 +306,7 @@ impl Fleet {
             |_| Vec::new(),
             |_| Vec::new(),
             urls_before,
+            &[],
         )
     }
 
@@ -303,9 +316,11 @@ impl Fleet {
         vars: impl Fn(usize) -> Vec<String>,
         prefix: impl Fn(usize) -> Vec<String>,
         urls_before: Vec<String>,
+        coordinator_flags: &[&str],
     ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("rollcage-e2e-").tempdir()?;
-        let coordinator = Coordinator::start(&dir.path().join("coordinator"), listen, &[])?;
+        let coordinator =
+            Coordinator::start(&dir.path().join("coordinator"), listen, coordinator_flags)?;
         let markers = dir.path().join("markers.txt");
         std::fs::write(&markers, "")?;
         let mut fleet = Self {

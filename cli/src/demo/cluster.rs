@@ -229,6 +229,8 @@ pub async fn start(sup: &Supervisor, exe: &Path) -> anyhow::Result<Cluster> {
             tags: Default::default(),
             form: None,
             lb,
+            webhooks: Vec::new(),
+            webhook_secret: None,
         };
         let group = client
             .create_group(APP, &req)

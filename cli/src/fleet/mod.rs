@@ -378,6 +378,16 @@ pub struct CoordinatorArgs {
     /// limit.
     #[arg(long, default_value_t = rollcage_coordinator::server::ConnLimits::default().max_connections)]
     max_connections: usize,
+    /// Webhooks: milliseconds before the first retry of a failed delivery (doubling after each failure, up to
+    /// --webhook-retry-cap-ms, a random half taken off).
+    #[arg(long, default_value_t = rollcage_coordinator::webhooks::backoff::DEFAULT_BASE_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    webhook_retry_base_ms: u64,
+    /// Webhooks: the longest wait between two attempts, in milliseconds.
+    #[arg(long, default_value_t = rollcage_coordinator::webhooks::backoff::DEFAULT_CAP_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    webhook_retry_cap_ms: u64,
+    /// Webhooks: attempts before a delivery is given up (and the endpoint's next event goes out).
+    #[arg(long, default_value_t = rollcage_coordinator::webhooks::backoff::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    webhook_max_attempts: u32,
 }
 
 /// `rollcage agent`: run the agent (from flags, a `--config` file, or both: flags win), or `agent install`.
@@ -730,6 +740,8 @@ pub enum GroupCommand {
         /// `active_group`, `wait_for_continue`; see coordinator/README.md).
         #[arg(long, value_name = "FILE")]
         lb: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        webhooks: WebhookArgs,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
@@ -741,6 +753,20 @@ pub enum GroupCommand {
         /// Application.
         #[arg(long)]
         app: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The group's webhook deliveries, oldest first: event, deployment, endpoint, state, attempts, last
+    /// status or error, next attempt.
+    Deliveries {
+        /// Application.
+        #[arg(long)]
+        app: String,
+        /// Group name.
+        name: String,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
@@ -792,6 +818,11 @@ pub enum GroupCommand {
         /// Load-balancer settings (replacing the group's).
         #[arg(long, value_name = "FILE")]
         lb: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        webhooks: WebhookArgs,
+        /// Remove every webhook of the group (and its secret).
+        #[arg(long, conflicts_with_all = ["webhook", "webhook_secret_file"])]
+        no_webhooks: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
@@ -840,6 +871,56 @@ fn print_item<T: serde::Serialize>(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A group's webhooks: where its deployment and instance events are posted, and the file with the key they are
+/// signed with (never the key itself on the command line).
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookArgs {
+    /// Post the group's deployment and instance events to this http(s) URL (repeatable, at most 8; on update the
+    /// list replaces the group's). See "Notifications" in coordinator/README.md.
+    #[arg(long = "webhook", value_name = "URL")]
+    webhook: Vec<String>,
+    /// Sign the posts with the secret in this file (HMAC-SHA256, 16–1024 bytes, trimmed; mode 0600). Stored by the
+    /// coordinator, never shown again.
+    #[arg(long, value_name = "FILE")]
+    webhook_secret_file: Option<std::path::PathBuf>,
+}
+
+impl WebhookArgs {
+    fn secret(&self) -> anyhow::Result<Option<rollcage_proto::webhook::WebhookSecret>> {
+        self.webhook_secret_file
+            .as_deref()
+            .map(|p| {
+                crate::secret::read_token_file(p, "webhook secret file")
+                    .map(rollcage_proto::webhook::WebhookSecret)
+            })
+            .transpose()
+    }
+}
+
+/// One line per webhook delivery.
+fn delivery_line(d: &rollcage_proto::webhook::WebhookDelivery) -> String {
+    let mut line = format!(
+        "{:<8} {:<24} {:<12} {:<10} {:<9} attempts {}",
+        d.id,
+        d.event.name(),
+        d.deployment_id,
+        d.instance.as_deref().unwrap_or("-"),
+        d.state.name(),
+        d.attempts
+    );
+    if let Some(status) = d.last_status {
+        line.push_str(&format!(" last HTTP {status}"));
+    }
+    if let Some(e) = &d.last_error {
+        line.push_str(&format!(" ({e})"));
+    }
+    if let Some(at) = d.next_attempt_at_ms {
+        let secs = (at - rollcage_proto::wire::now_ms()).max(0) / 1000;
+        line.push_str(&format!(" next in {secs} s"));
+    }
+    line
+}
+
 /// One line per group: name, style, concurrency, how it selects its instances.
 fn group_line(g: &rollcage_proto::wire::Group) -> String {
     let selects = if !g.tags.is_empty() {
@@ -850,8 +931,19 @@ fn group_line(g: &rollcage_proto::wire::Group) -> String {
     } else {
         format!("instances {}", g.instances.join(","))
     };
+    let hooks = match g.webhooks.urls.len() {
+        0 => String::new(),
+        n => format!(
+            " webhooks {n}{}",
+            if g.webhooks.has_secret {
+                " (signed)"
+            } else {
+                " (unsigned)"
+            }
+        ),
+    };
     format!(
-        "{:<20} {:<12} concurrency {:<5} tolerance {} auto-rollback {} {selects}",
+        "{:<20} {:<12} concurrency {:<5} tolerance {} auto-rollback {} {selects}{hooks}",
         g.name, g.style, g.concurrency, g.failure_tolerance, g.auto_rollback
     )
 }
@@ -1028,6 +1120,11 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                     }),
                     enroll_approval: a.enroll_approval,
                     standing_enroll_token: !a.no_standing_enroll_token,
+                    webhook_retry: rollcage_coordinator::webhooks::Retry {
+                        base: Duration::from_millis(a.webhook_retry_base_ms),
+                        cap: Duration::from_millis(a.webhook_retry_cap_ms),
+                        max_attempts: a.webhook_max_attempts,
+                    },
                     ..Default::default()
                 },
                 limits: rollcage_coordinator::server::ConnLimits {
@@ -1113,6 +1210,15 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             let list = remote.client()?.list_groups(&app).await?;
             print_items(output, &list, group_line)
         }
+        FleetCommand::Group(GroupCommand::Deliveries {
+            app,
+            name,
+            output,
+            remote,
+        }) => {
+            let list = remote.client()?.group_deliveries(&app, &name).await?;
+            print_items(output, &list, delivery_line)
+        }
         FleetCommand::Group(GroupCommand::Show {
             app,
             name,
@@ -1133,6 +1239,8 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             tags,
             form,
             lb,
+            webhooks,
+            no_webhooks,
             output,
             remote,
         }) => {
@@ -1144,6 +1252,12 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                 tags: (!tags.is_empty()).then_some(rollcage_proto::tags::TagFilter(tags)),
                 form: form.as_deref().map(load_form).transpose()?,
                 lb: lb.map(|path| read_lb_file(&path)).transpose()?,
+                webhook_secret: webhooks.secret()?,
+                webhooks: if no_webhooks {
+                    Some(Vec::new())
+                } else {
+                    (!webhooks.webhook.is_empty()).then_some(webhooks.webhook)
+                },
             };
             let g = remote.client()?.update_group(&app, &name, &req).await?;
             match output {
@@ -1173,6 +1287,7 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
             tags,
             form,
             lb,
+            webhooks,
             output,
             remote,
         }) => {
@@ -1187,6 +1302,8 @@ pub async fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
                 tags: rollcage_proto::tags::TagFilter(tags),
                 form: form.as_deref().map(load_form).transpose()?,
                 lb,
+                webhook_secret: webhooks.secret()?,
+                webhooks: webhooks.webhook,
             };
             let g = remote.client()?.create_group(&app, &req).await?;
             match output {

@@ -320,6 +320,8 @@ impl Http {
             tags: Default::default(),
             form: None,
             lb: None,
+            webhooks: Vec::new(),
+            webhook_secret: None,
         };
         admin.create_group("app", &group).await.unwrap();
         let mut ids = Vec::new();

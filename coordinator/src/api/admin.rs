@@ -82,7 +82,9 @@ pub async fn create_group(
         req.form.as_ref(),
         req.concurrency,
     )?;
+    check_webhooks(&req.webhooks, req.webhook_secret.as_ref())?;
     let form = req.form;
+    let secret = req.webhook_secret;
     let group = Group {
         id: format!("g-{}", crate::auth::random_hex(6)),
         application: app.clone(),
@@ -94,12 +96,22 @@ pub async fn create_group(
         instances: req.instances,
         tags: req.tags,
         lb: req.lb,
+        webhooks: rollcage_proto::webhook::GroupWebhooks {
+            has_secret: secret.is_some(),
+            urls: req.webhooks,
+        },
         created_at_ms: now_ms(),
     };
     st.store.write(|tx| {
         app_exists(tx, &app)?;
         if apps::insert_group(tx, &group)? {
             crate::store::forms::set_group_form(tx, &group.id, form.as_ref())?;
+            crate::store::webhooks::set_config(
+                tx,
+                &group.id,
+                Some(&group.webhooks.urls),
+                secret.as_ref().map(|s| s.0.as_str()),
+            )?;
             Ok(())
         } else {
             Err(ApiError::Conflict(format!(
@@ -155,6 +167,21 @@ fn check_group(
     })
 }
 
+/// A group's webhooks and signing secret ([`rollcage_proto::webhook::check`]), every problem with its field path.
+fn check_webhooks(
+    urls: &[String],
+    secret: Option<&rollcage_proto::webhook::WebhookSecret>,
+) -> Result<(), ApiError> {
+    rollcage_proto::webhook::check(urls, secret.map(|s| s.0.as_str())).map_err(|problems| {
+        let each: Vec<String> = problems
+            .0
+            .iter()
+            .map(|p| format!("field `{}`: {}", p.path, p.message))
+            .collect();
+        ApiError::Invalid(each.join("; "))
+    })
+}
+
 /// `PATCH /v1/applications/{app}/groups/{group}`: change a group's settings; the fields given replace the group's,
 /// checked exactly as at creation. Refused while the group has a deployment that has not ended (it runs with the
 /// settings it started with; changing the load balancer under it would strand its traffic steps).
@@ -177,7 +204,15 @@ pub async fn update_group(
             req.form.as_ref(),
             g.concurrency,
         )?;
+        // A new secret for the group's current webhooks is checked against them.
+        check_webhooks(&g.webhooks.urls, req.webhook_secret.as_ref())?;
         apps::update_group(tx, &g)?;
+        crate::store::webhooks::set_config(
+            tx,
+            &g.id,
+            req.webhooks.as_deref(),
+            req.webhook_secret.as_ref().map(|s| s.0.as_str()),
+        )?;
         if let Some(form) = &req.form {
             crate::store::forms::set_group_form(tx, &g.id, Some(form))?;
         }

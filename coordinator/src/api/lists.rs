@@ -137,3 +137,43 @@ pub(super) fn instance_info(
         installed,
     }
 }
+
+/// `GET /v1/applications/{app}/groups/{group}/deliveries`: the group's webhook deliveries in delivery order (oldest
+/// first; the cursor is the last one's row), each with its state, attempts, last status or error and next attempt.
+pub async fn group_deliveries(
+    AxState(st): AxState<State>,
+    Path((app, group)): Path<(String, String)>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<rollcage_proto::webhook::WebhookDelivery>>, ApiError> {
+    let b = PageBounds::of(&q)?;
+    let after = b.seq_cursor()?;
+    let rows = st.store.read(|c| {
+        let g = apps::group(c, &app, &group)?.ok_or_else(|| {
+            ApiError::NotFound(format!("deployment group `{app}/{group}` not found"))
+        })?;
+        Ok::<_, ApiError>(crate::store::webhooks::of_group(
+            c,
+            &g.id,
+            after,
+            b.overfetch(),
+        )?)
+    })?;
+    let page = Page::from_overfetch(rows, b.size, |(seq, _)| seq.to_string());
+    Ok(Json(Page {
+        items: page.items.into_iter().map(|(_, d)| d).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// `GET /v1/deployments/{id}/deliveries`: every webhook delivery of one deployment's events, in delivery order.
+pub async fn deployment_deliveries(
+    AxState(st): AxState<State>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<rollcage_proto::webhook::WebhookDelivery>>, ApiError> {
+    st.store.read(|c| {
+        if deployments::get(c, &id)?.is_none() {
+            return Err(ApiError::NotFound(format!("deployment `{id}` not found")));
+        }
+        Ok(Json(crate::store::webhooks::of_deployment(c, &id)?))
+    })
+}

@@ -260,6 +260,7 @@ mod tests {
                     .collect(),
             ),
             lb: None,
+            webhooks: Default::default(),
             created_at_ms: 0,
         }
     }

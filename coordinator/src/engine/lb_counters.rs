@@ -119,6 +119,7 @@ mod tests {
             instances: vec!["i0".into(), "i1".into()],
             tags: Default::default(),
             lb,
+            webhooks: Default::default(),
             created_at_ms: 0,
         }
     }

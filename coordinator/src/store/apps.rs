@@ -201,8 +201,15 @@ fn to_group(row: GroupRow) -> Result<Group> {
                 })
             })
             .transpose()?,
+        webhooks: Default::default(),
         created_at_ms: created,
     })
+}
+
+/// `g` with its webhook settings ([`super::webhooks::config`]: the endpoints, and whether a secret is stored).
+fn with_webhooks(c: &Conn<'_>, mut g: Group) -> Result<Group> {
+    g.webhooks = super::webhooks::config(c, &g.id)?;
+    Ok(g)
 }
 
 /// One group of an application.
@@ -215,7 +222,8 @@ pub fn group(c: &Conn<'_>, app: &str, name: &str) -> Result<Option<Group>> {
         )
         .optional()
         .map_err(sql)?;
-    row.map(to_group).transpose()
+    row.map(|r| to_group(r).and_then(|g| with_webhooks(c, g)))
+        .transpose()
 }
 
 /// The groups of an application, by name.
@@ -230,7 +238,9 @@ pub fn groups(c: &Conn<'_>, app: &str) -> Result<Vec<Group>> {
         .map_err(sql)?
         .collect::<crate::store::Result<Vec<_>>>()
         .map_err(sql)?;
-    rows.into_iter().map(to_group).collect()
+    rows.into_iter()
+        .map(|r| to_group(r).and_then(|g| with_webhooks(c, g)))
+        .collect()
 }
 
 /// Replace group `g.id`'s settings (concurrency, tolerance, auto-rollback, instances, tags, load balancer); its
@@ -262,6 +272,7 @@ pub fn update_group(c: &Conn<'_>, g: &Group) -> Result<()> {
 pub fn delete_group(c: &Conn<'_>, id: &str) -> Result<()> {
     c.execute("DELETE FROM group_forms WHERE group_id = ?1", [id])
         .map_err(sql)?;
+    super::webhooks::delete_group(c, id, rollcage_proto::wire::now_ms())?;
     c.execute("DELETE FROM groups WHERE id = ?1", [id])
         .map_err(sql)?;
     Ok(())
@@ -275,7 +286,7 @@ pub fn delete_application(c: &Conn<'_>, name: &str) -> Result<bool> {
     Ok(n == 1)
 }
 
-/// Every group of every application (the groups an instance that starts might belong to).
+/// Every group of every application (the groups an instance that starts might belong to), without their webhooks.
 pub fn all_groups(c: &Conn<'_>) -> Result<Vec<Group>> {
     let mut st = c
         .prepare_cached(&format!(
@@ -310,7 +321,9 @@ pub fn groups_page(
         .map_err(sql)?
         .collect::<crate::store::Result<Vec<_>>>()
         .map_err(sql)?;
-    rows.into_iter().map(to_group).collect()
+    rows.into_iter()
+        .map(|r| to_group(r).and_then(|g| with_webhooks(c, g)))
+        .collect()
 }
 
 /// Blue/green: the server group serving now, if a switch (or the group's settings) set one.
@@ -354,6 +367,7 @@ mod tests {
             instances: vec!["a".into()],
             tags: Default::default(),
             lb,
+            webhooks: Default::default(),
             created_at_ms: 0,
         }
     }

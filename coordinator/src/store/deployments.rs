@@ -1,9 +1,13 @@
 //! Deployments, their instances and their steps (one row per step per instance; a step's row id is the
-//! command id the agent reports against).
+//! command id the agent reports against). The functions that record a transition a group's webhooks announce
+//! (created, ready, ended, rolled back; an instance's first step and its end) queue the event in the same
+//! transaction ([`super::webhooks::enqueue`]).
 
 use super::{Conn, OptionalExt, args};
 use super::{Result, StoreError, Tx, decode, sql};
+use rollcage_proto::webhook::WebhookEvent;
 use rollcage_proto::wire::AgentOverrides;
+use rollcage_proto::wire::now_ms;
 use rollcage_proto::wire::{
     Concurrency, Deployment, DeploymentKind, DeploymentStatus, DeploymentStyle, DeploymentSummary,
     InstanceProgress, InstanceStatus, StepProgress, StepState,
@@ -188,6 +192,13 @@ pub fn insert(
             "INSERT INTO steps (deployment_id, instance, idx, event, state) VALUES (?1, ?2, ?3, ?4, 'pending')",
         )
         .map_err(sql)?;
+    super::webhooks::enqueue(
+        c,
+        WebhookEvent::DeploymentCreated,
+        &d.id,
+        None,
+        d.created_at,
+    )?;
     for (ord, name) in instances.iter().enumerate() {
         inst.execute(args![d.id, name, ord as i64]).map_err(sql)?;
         for (idx, ev) in plan.iter().enumerate() {
@@ -604,6 +615,14 @@ pub fn set_instance(
         next_step as i64
     ])
     .map_err(sql)?;
+    let event = match status {
+        InstanceStatus::Succeeded => Some(WebhookEvent::InstanceSucceeded),
+        InstanceStatus::Failed => Some(WebhookEvent::InstanceFailed),
+        _ => None,
+    };
+    if let Some(event) = event {
+        super::webhooks::enqueue(c, event, id, Some(instance), now_ms())?;
+    }
     Ok(())
 }
 
@@ -697,6 +716,9 @@ pub fn start_step(c: &Tx<'_>, id: &str, instance: &str, idx: usize, now: i64) ->
     .map_err(sql)?
     .execute(args![id, instance, idx as i64])
     .map_err(sql)?;
+    if idx == 0 && instance != DEPLOYMENT_WIDE {
+        super::webhooks::enqueue(c, WebhookEvent::InstanceStarted, id, Some(instance), now)?;
+    }
     Ok(())
 }
 
@@ -937,6 +959,9 @@ pub fn set_status(c: &Tx<'_>, id: &str, status: DeploymentStatus, force: bool) -
         args![id, status_str(status), force],
     )
     .map_err(sql)?;
+    if status == DeploymentStatus::Ready {
+        super::webhooks::enqueue(c, WebhookEvent::DeploymentReady, id, None, now_ms())?;
+    }
     Ok(())
 }
 
@@ -954,6 +979,15 @@ pub fn finish(
         args![id, status_str(status), message, now],
     )
     .map_err(sql)?;
+    let event = match status {
+        DeploymentStatus::Succeeded => Some(WebhookEvent::DeploymentSucceeded),
+        DeploymentStatus::Failed => Some(WebhookEvent::DeploymentFailed),
+        DeploymentStatus::Stopped => Some(WebhookEvent::DeploymentStopped),
+        _ => None,
+    };
+    if let Some(event) = event {
+        super::webhooks::enqueue(c, event, id, None, now)?;
+    }
     Ok(())
 }
 
@@ -966,6 +1000,7 @@ pub fn set_rollback(c: &Tx<'_>, id: &str, rollback: &str) -> Result<()> {
         args![id, rollback],
     )
     .map_err(sql)?;
+    super::webhooks::enqueue(c, WebhookEvent::DeploymentRolledBack, id, None, now_ms())?;
     Ok(())
 }
 

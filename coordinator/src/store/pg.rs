@@ -333,6 +333,7 @@ impl Pg {
                 coordinator_steps: touched.coordinator_steps && i == 0,
                 everything: touched.everything && i == 0,
                 tokens: touched.tokens && i == 0,
+                webhooks: touched.webhooks && i == 0,
             };
             let msg = Notice {
                 from: self.id.clone(),

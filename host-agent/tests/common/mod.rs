@@ -73,6 +73,8 @@ impl Coord {
                     tags: Default::default(),
                     form: None,
                     lb: None,
+                    webhooks: Vec::new(),
+                    webhook_secret: None,
                 },
             )
             .await?;
