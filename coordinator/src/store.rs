@@ -20,6 +20,7 @@
 pub mod actors;
 pub mod apps;
 pub mod audit;
+pub mod bakes;
 pub mod db;
 pub mod deployments;
 pub mod enroll_tokens;
@@ -362,6 +363,30 @@ CREATE TABLE removed_instances (
 ALTER TABLE deployments ADD COLUMN ignore_stop_failures INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE deployments ADD COLUMN file_exists_behavior TEXT;
 ALTER TABLE deployments ADD COLUMN description TEXT;
+"#,
+    // Progressive delivery (issue 16; store/bakes.rs, engine/bake.rs).
+    r#"
+-- One bake: a blue/green deployment's canary (`instance` = '') or an in-place-lb instance's analysis gate. `settings`
+-- is the `[canary]`/`[analysis]` table it runs under (JSON), `state` its BakeState (JSON: phase, step, weight,
+-- counts, the LB window mark the next interval starts at).
+CREATE TABLE bakes (
+    deployment_id TEXT NOT NULL,
+    instance      TEXT NOT NULL,
+    settings      TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    updated_at    INTEGER NOT NULL,
+    PRIMARY KEY (deployment_id, instance)
+);
+-- Every judged interval of a bake: `seq` is its 1-based number in the bake, `result` pass/fail/no_verdict,
+-- `verdict` the Verdict (JSON: both sides' figures, breaches with their thresholds).
+CREATE TABLE bake_verdicts (
+    deployment_id TEXT NOT NULL,
+    instance      TEXT NOT NULL,
+    seq           INTEGER NOT NULL,
+    result        TEXT NOT NULL,
+    verdict       TEXT NOT NULL,
+    PRIMARY KEY (deployment_id, instance, seq)
+);
 "#,
 ];
 
