@@ -118,7 +118,7 @@ impl Bake<'_> {
             Ok((Some(StepState::Running), Some(status)))
                 if status == DeploymentStatus::Stopping =>
             {
-                Some(Err("the deployment is stopping: bake abandoned".to_owned()))
+                Some(Err("the deployment was stopped during the bake".to_owned()))
             }
             Ok((Some(StepState::Running), _)) => None,
             Ok(_) => Some(Err("its step is no longer running (stopped)".to_owned())),
@@ -128,6 +128,15 @@ impl Bake<'_> {
                 None
             }
         }
+    }
+
+    fn step_running(&self) -> bool {
+        self.state
+            .store
+            .read(|c| deployments::step(c, self.step_id))
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.state == StepState::Running)
     }
 
     async fn set_weight(&self, driver: &Arc<dyn LbDriver>, w: Weight) -> Result<(), String> {
@@ -177,10 +186,17 @@ impl Bake<'_> {
                     Ok(m) => BakeEnd::Abandoned(m),
                     Err(m) => {
                         let put_back = self.set_weight(driver, Weight::ZERO).await;
-                        BakeEnd::Abandoned(match put_back {
+                        let m = match put_back {
                             Ok(()) => format!("{m}; new group's weight set to 0"),
                             Err(e) => format!("{m}; {e}"),
-                        })
+                        };
+                        // A stop waits for the running step: it fails, so the deployment can end. A forced stop
+                        // already cancelled it: nothing to record.
+                        if self.step_running() {
+                            BakeEnd::Failed(m)
+                        } else {
+                            BakeEnd::Abandoned(m)
+                        }
                     }
                 });
             }
