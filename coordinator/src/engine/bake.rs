@@ -115,9 +115,7 @@ impl Bake<'_> {
             Ok::<_, crate::store::StoreError>((step.map(|s| s.state), d.map(|d| d.status)))
         });
         match now {
-            Ok((Some(StepState::Running), Some(status)))
-                if status == DeploymentStatus::Stopping =>
-            {
+            Ok((Some(StepState::Running), Some(DeploymentStatus::Stopping))) => {
                 Some(Err("the deployment was stopped during the bake".to_owned()))
             }
             Ok((Some(StepState::Running), _)) => None,
