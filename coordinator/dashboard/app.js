@@ -431,6 +431,7 @@ class DeploymentPage {
     this.buttons.rollback.addEventListener("click", () =>
       this.act("roll back", "Roll the group back to its last successful revision?", "rollback", {}),
     );
+    this.bakes = el("section", { id: "bakes", hidden: true });
     this.summary = el("p", { id: "grid-summary", class: "muted" });
     this.grid = el("table", { id: "grid", class: "grid" });
     this.panel = el("section", { id: "log-panel", class: "panel", hidden: true, "aria-live": "polite" });
@@ -441,6 +442,7 @@ class DeploymentPage {
       this.facts,
       el("div", { class: "actions" }, Object.values(this.buttons), this.actionError),
       this.live,
+      this.bakes,
       el("div", { class: "grid-head" }, el("h2", {}, "Instances × lifecycle events"), legend()),
       this.summary,
       el("div", { class: "grid-wrap" }, this.grid),
@@ -492,8 +494,64 @@ class DeploymentPage {
     // Buttons the token's role may not use are hidden; the API decides all the same.
     const allowed = mayDeploy(who, d.application);
     for (const [name, button] of Object.entries(this.buttons)) button.hidden = !(can[name] && allowed);
+    this.renderBakes(d);
     this.renderGrid(d);
     if (isTerminal(d.status)) this.live.textContent = "Ended.";
+  }
+
+  /** The canary's step and weight (or each instance's analysis gate) and every interval's verdict. */
+  renderBakes(d) {
+    const bakes = d.bakes ?? [];
+    this.bakes.hidden = bakes.length === 0;
+    if (!bakes.length) return;
+    const side = (f, avg) =>
+      `${f.requests} req · ${f.error_rate == null ? "—" : (f.error_rate * 100).toFixed(2) + " %"} 5xx · ` +
+      `${avg ? "avg" : "p99"} ${f.latency_ms == null ? "—" : f.latency_ms.toFixed(1) + " ms"}`;
+    const result = (v) =>
+      v.result === "no_verdict"
+        ? `no verdict: ${v.requests} < min_requests ${v.min_requests}`
+        : v.result === "fail"
+          ? `fail: ${(v.breaches ?? []).map((b) => b.figure).join(", ")}`
+          : "pass";
+    this.bakes.replaceChildren(
+      ...bakes.map((b) => {
+        const s = b.state;
+        const title = b.instance
+          ? `Analysis of ${b.instance}`
+          : `Canary: step ${s.step + 1} of ${b.steps.length}, ${s.weight} % of traffic on the new group`;
+        const rows = b.verdicts.map((v) =>
+          el(
+            "tr",
+            { class: `verdict-${v.result}` },
+            el("td", {}, String(v.interval)),
+            el("td", {}, b.steps.length ? `${v.step + 1} (${v.weight} %)` : "—"),
+            el("td", {}, result(v)),
+            el("td", {}, side(v.new, v.latency_is_average)),
+            el("td", {}, side(v.old, v.latency_is_average)),
+          ),
+        );
+        return el(
+          "div",
+          { class: "bake", "data-bake": b.instance ?? "canary" },
+          el("h2", {}, title, " ", el("span", { class: "muted" }, `(${s.phase.replace("_", " ")})`)),
+          s.abort_message ? el("p", { class: "error" }, s.abort_message) : "",
+          el(
+            "table",
+            { class: "verdicts" },
+            el(
+              "thead",
+              {},
+              el(
+                "tr",
+                {},
+                ["Interval", "Step", "Verdict", "New group", "Old group"].map((h) => el("th", { scope: "col" }, h)),
+              ),
+            ),
+            el("tbody", {}, rows),
+          ),
+        );
+      }),
+    );
   }
 
   tick() {

@@ -5,6 +5,7 @@
 //! typed `rollcage_proto::lb::GroupLb`, validated when the group is created and read from the store as they are.
 
 pub mod analysis;
+pub mod bake;
 pub mod catchup;
 pub mod executor;
 pub mod lb_counters;

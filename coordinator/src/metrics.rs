@@ -10,6 +10,8 @@
 //! | `rollcage_hook_capability_calls_total{kind,result}` | counter | the capability audit counts of the wasm hooks of each recorded step report (`kind` one of `rollcage_proto::CAPABILITY_KINDS`, else `other`) |
 //! | `rollcage_agents_enrolled` / `rollcage_agents_connected` | gauge | enrolled agents / those heard from within the heartbeat deadline |
 //! | `rollcage_lb_requests_total{group}` / `rollcage_lb_errors_total{group}` | counter | the [`LbCounterSource`] hook, when one is set |
+//! | `rollcage_canary_weight_percent{application,group,deployment}` | gauge | the database, at scrape time: the new group's weight of each running canary |
+//! | `rollcage_analysis_verdicts_total{result}` | counter | the database, at scrape time: judged intervals by `pass`/`fail`/`no_verdict` (every coordinator of a shared database counts them all) |
 //!
 //! The scrape token (`DATA/metrics-token`) is checked here ([`Metrics::is_scrape_token`]); why there is one is told
 //! in `api::metrics`.
@@ -89,6 +91,18 @@ struct GroupLabel {
     group: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CanaryLabel {
+    application: String,
+    group: String,
+    deployment: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
 fn step_histogram() -> Histogram {
     // 10 ms … ~44 min in ×3 steps: hooks range from no-ops to long database migrations.
     Histogram::new(exponential_buckets(0.01, 3.0, 14))
@@ -106,6 +120,8 @@ pub struct Metrics {
     agents_connected: Gauge,
     lb_requests: Family<GroupLabel, Counter>,
     lb_errors: Family<GroupLabel, Counter>,
+    canary_weight: Family<CanaryLabel, Gauge>,
+    analysis_verdicts: Family<ResultLabel, Counter>,
     lb_source: OnceLock<Arc<dyn LbCounterSource>>,
     scrape_token_hash: OnceLock<String>,
 }
@@ -171,6 +187,18 @@ impl Metrics {
             "5xx responses of the load balancer, by server group",
             lb_errors.clone(),
         );
+        let canary_weight = Family::<CanaryLabel, Gauge>::default();
+        registry.register(
+            "rollcage_canary_weight_percent",
+            "Percent of traffic on the new server group of each running canary",
+            canary_weight.clone(),
+        );
+        let analysis_verdicts = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "rollcage_analysis_verdicts",
+            "Judged intervals of canaries and analysis gates, by result (pass, fail, no_verdict)",
+            analysis_verdicts.clone(),
+        );
         Self {
             registry,
             deployments,
@@ -181,6 +209,8 @@ impl Metrics {
             agents_connected,
             lb_requests,
             lb_errors,
+            canary_weight,
+            analysis_verdicts,
             lb_source: OnceLock::new(),
             scrape_token_hash: OnceLock::new(),
         }
@@ -273,6 +303,35 @@ impl Metrics {
             let agents = crate::store::instances::all(c)?;
             Ok::<_, StoreError>((rows, agents))
         })?;
+        let (canaries, verdicts) = store.read(|c| {
+            Ok::<_, StoreError>((
+                crate::store::bakes::running_canaries(c)?,
+                crate::store::bakes::verdict_counts(c)?,
+            ))
+        })?;
+        // Only running canaries have a weight: ended ones leave the family.
+        self.canary_weight.clear();
+        for (deployment, application, group, state) in canaries {
+            self.canary_weight
+                .get_or_create(&CanaryLabel {
+                    application,
+                    group,
+                    deployment,
+                })
+                .set(i64::from(state.weight.percent()));
+        }
+        for result in ["pass", "fail", "no_verdict"] {
+            let n = verdicts
+                .iter()
+                .find(|(r, _)| r == result)
+                .map_or(0, |(_, n)| u64::try_from(*n).unwrap_or(0));
+            let counter = self.analysis_verdicts.get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            });
+            if n > counter.get() {
+                counter.inc_by(n - counter.get());
+            }
+        }
         for status in [
             DeploymentStatus::InProgress,
             DeploymentStatus::Stopping,

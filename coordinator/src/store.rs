@@ -20,6 +20,7 @@
 pub mod actors;
 pub mod apps;
 pub mod audit;
+pub mod bakes;
 pub mod db;
 pub mod deployments;
 pub mod enroll_tokens;
@@ -403,6 +404,30 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (state, group_id, url, seq);
 CREATE INDEX webhook_deliveries_group ON webhook_deliveries (group_id, seq);
+"#,
+    // Progressive delivery (issue 16; store/bakes.rs, engine/bake.rs).
+    r#"
+-- One bake: a blue/green deployment's canary (`instance` = '') or an in-place-lb instance's analysis gate. `settings`
+-- is the `[canary]`/`[analysis]` table it runs under (JSON), `state` its BakeState (JSON: phase, step, weight,
+-- counts, the LB window mark the next interval starts at).
+CREATE TABLE bakes (
+    deployment_id TEXT NOT NULL,
+    instance      TEXT NOT NULL,
+    settings      TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    updated_at    INTEGER NOT NULL,
+    PRIMARY KEY (deployment_id, instance)
+);
+-- Every judged interval of a bake: `seq` is its 1-based number in the bake, `result` pass/fail/no_verdict,
+-- `verdict` the Verdict (JSON: both sides' figures, breaches with their thresholds).
+CREATE TABLE bake_verdicts (
+    deployment_id TEXT NOT NULL,
+    instance      TEXT NOT NULL,
+    seq           INTEGER NOT NULL,
+    result        TEXT NOT NULL,
+    verdict       TEXT NOT NULL,
+    PRIMARY KEY (deployment_id, instance, seq)
+);
 "#,
 ];
 

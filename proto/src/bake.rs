@@ -246,3 +246,28 @@ pub struct BakeState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_message: Option<String>,
 }
+
+/// At most this many verdicts of one bake come with a deployment (the latest): a day-long bake of 1 s intervals
+/// would otherwise make every progress snapshot megabytes. Every verdict stays in the database.
+pub const MAX_SHOWN_VERDICTS: usize = 200;
+
+/// One bake as the API returns it with its deployment (`Deployment::bakes`): a canary's steps, or one instance's
+/// analysis gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BakeProgress {
+    /// The instance whose server is judged (`[analysis]`); absent for the deployment's canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Canary: the steps (percent of traffic on the new group); empty for an analysis.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<u64>,
+    /// Judged intervals in one step's bake (`ceil(bake_secs / interval_secs)`).
+    pub intervals_per_step: u32,
+    /// Seconds per interval.
+    pub interval_secs: u64,
+    /// Where it is.
+    pub state: BakeState,
+    /// Its verdicts, oldest first (the latest [`MAX_SHOWN_VERDICTS`]).
+    #[serde(default)]
+    pub verdicts: Vec<Verdict>,
+}

@@ -916,7 +916,7 @@ pub struct InstanceProgress {
 }
 
 /// A deployment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
     /// Deployment id.
     pub id: String,
@@ -957,6 +957,11 @@ pub struct Deployment {
     /// See [`CreateDeployment::file_exists_behavior`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_exists_behavior: Option<crate::FileExistsBehavior>,
+    /// Progressive delivery: the canary of a blue/green deployment (no `instance`), or each `in-place-lb`
+    /// instance's analysis gate, with step, weight and verdicts (`crate::bake`). Empty without `[canary]` or
+    /// `[analysis]` settings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bakes: Vec<crate::bake::BakeProgress>,
     /// Per-instance progress.
     pub instances: Vec<InstanceProgress>,
 }

@@ -82,6 +82,26 @@ pub fn write_app_bundle_with_delay(
     validate: &str,
     delay_ms: u64,
 ) -> anyhow::Result<()> {
+    write_app_bundle_with_faults(dir, label, validate, delay_ms, &Faults::default())
+}
+
+/// A revision that is bad only under real traffic: its health checks and ValidateService pass.
+#[derive(Debug, Clone, Default)]
+pub struct Faults<'a> {
+    /// Percent of `GET /` answered 500 (`demo-app --fail-percent`).
+    pub fail_percent: u64,
+    /// Only on this instance (`$ROLLCAGE_INSTANCE`); `None`: on every instance.
+    pub only_on: Option<&'a str>,
+}
+
+/// [`write_app_bundle_with_delay`] whose app answers `faults.fail_percent` % of `GET /` with a 500.
+pub fn write_app_bundle_with_faults(
+    dir: &Path,
+    label: &str,
+    validate: &str,
+    delay_ms: u64,
+    faults: &Faults<'_>,
+) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir.join("scripts"))?;
     let hooks = [
@@ -102,11 +122,19 @@ pub fn write_app_bundle_with_delay(
         kill \"$pid\" 2>/dev/null || true\n\
         while kill -0 \"$pid\" 2>/dev/null; do sleep 0.05; done\n\
         rm -f \"$DEMO_PID\"\n";
+    let fail = match faults.only_on {
+        None => format!("fail={}\n", faults.fail_percent),
+        Some(i) => format!(
+            "fail=0; [ \"$ROLLCAGE_INSTANCE\" = \"{i}\" ] && fail={}\n",
+            faults.fail_percent
+        ),
+    };
     let start = format!(
         "#!/bin/sh\n\
          rm -f \"$DEMO_PID\"\n\
+         {fail}\
          nohup \"$ROLLCAGE_BIN\" demo-app --listen ${{APP_HOST:-127.0.0.1}}:$PORT --version {label} --instance \"$ROLLCAGE_INSTANCE\" \
-         --delay-ms {delay_ms} --pid-file \"$DEMO_PID\" >/dev/null 2>&1 &\n\
+         --delay-ms {delay_ms} --fail-percent \"$fail\" --pid-file \"$DEMO_PID\" >/dev/null 2>&1 &\n\
          n=0; while [ ! -s \"$DEMO_PID\" ] && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\n\
          [ -s \"$DEMO_PID\" ]\n"
     );
@@ -367,6 +395,15 @@ pub struct LbGroup<'a> {
 
 /// Create application `shop` and its group `web` (concurrency 1, automatic rollback) as `g` says.
 pub fn create_lb_group(fleet: &Fleet, g: &LbGroup<'_>) -> anyhow::Result<()> {
+    create_lb_group_with(fleet, g, serde_json::Value::Null)
+}
+
+/// [`create_lb_group`] with more top-level settings (`{"canary": {...}}`, `{"analysis": {...}}`).
+pub fn create_lb_group_with(
+    fleet: &Fleet,
+    g: &LbGroup<'_>,
+    extra: serde_json::Value,
+) -> anyhow::Result<()> {
     let (style, server_groups, active, wait_for_continue) = (
         g.style,
         g.server_groups.clone(),
@@ -392,6 +429,11 @@ pub fn create_lb_group(fleet: &Fleet, g: &LbGroup<'_>) -> anyhow::Result<()> {
     });
     if let Some(a) = active {
         settings["active_group"] = a.into();
+    }
+    if let serde_json::Value::Object(more) = extra {
+        for (k, v) in more {
+            settings[k] = v;
+        }
     }
     let file = fleet.dir.path().join("group-lb.json");
     std::fs::write(&file, serde_json::to_string_pretty(&settings)?)?;

@@ -425,6 +425,7 @@ mod tests {
             description: None,
             ignore_application_stop_failures: false,
             file_exists_behavior: None,
+            bakes: Vec::new(),
             instances,
         }
     }

@@ -2,6 +2,8 @@
 //! the current event, its state and elapsed time (the rows a terminal shows), and the plain timestamped lines to
 //! print when stdout is not a terminal, one per change. Pure: no I/O, the clock is a parameter.
 
+use rollcage_proto::bake::{Outcome, SideFigures, Verdict};
+use rollcage_proto::traffic::Weight;
 use rollcage_proto::wire::{
     Deployment, DeploymentKind, DeploymentStatus, InstanceStatus, StepState,
 };
@@ -111,6 +113,8 @@ pub struct Line {
     pub at_ms: i64,
     /// What happened.
     pub text: String,
+    /// A canary's or analysis gate's step, weight or verdict: a terminal prints it above the rows too.
+    pub bake: bool,
 }
 
 impl Line {
@@ -134,6 +138,8 @@ pub fn timestamp(ms: i64) -> String {
 #[derive(Debug, Default)]
 pub struct Tracker {
     steps: HashMap<(String, usize), StepState>,
+    /// Per bake (`""` = the canary): the (step, weight) last shown and the last verdict shown.
+    bakes: HashMap<String, ((usize, Weight), u32)>,
     status: Option<DeploymentStatus>,
     rollback: Option<String>,
 }
@@ -161,6 +167,7 @@ impl Tracker {
                 DeploymentKind::CatchUp { instance } => format!("catch-up of {instance}:"),
             };
             lines.push(Line {
+                bake: false,
                 at_ms: d.created_at_ms,
                 text: format!(
                     "{what} {} of {}/{} revision {} ({} instance(s))",
@@ -200,7 +207,11 @@ impl Tracker {
                     }
                     (_, _, end) => (end.unwrap_or(now_ms), format!("{name} {} {state}", s.event)),
                 };
-                lines.push(Line { at_ms, text });
+                lines.push(Line {
+                    at_ms,
+                    text,
+                    bake: false,
+                });
             }
         }
         if self.status != Some(d.status) {
@@ -217,6 +228,7 @@ impl Tracker {
                 lines.push(Line {
                     at_ms: d.ended_at_ms.unwrap_or(now_ms),
                     text,
+                    bake: false,
                 });
             }
         }
@@ -226,11 +238,107 @@ impl Tracker {
                 lines.push(Line {
                     at_ms: d.ended_at_ms.unwrap_or(now_ms),
                     text: format!("rollback {rb} of deployment {} started", d.id),
+                    bake: false,
                 });
             }
         }
+        lines.extend(self.bake_lines(d, now_ms));
         // A burst of changes seen in one snapshot reads in the order it happened.
         lines.sort_by_key(|l| l.at_ms);
+        lines
+    }
+}
+
+/// One side of a verdict: `120 req, 0.83 % 5xx, p99 23.1 ms`.
+fn side_text(s: &SideFigures, average: bool) -> String {
+    let rate = s
+        .error_rate
+        .map_or_else(|| "-".to_owned(), |r| format!("{:.2} %", r * 100.0));
+    let latency = s
+        .latency_ms
+        .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1} ms"));
+    let what = if average { "avg" } else { "p99" };
+    format!("{} req, {rate} 5xx, {what} {latency}", s.requests)
+}
+
+/// One interval's verdict as `watch` shows it: the result, then the figures of both groups.
+pub fn verdict_text(v: &Verdict) -> String {
+    let result = match &v.outcome {
+        Outcome::Pass => "pass".to_owned(),
+        Outcome::Fail { breaches } => format!(
+            "FAIL ({})",
+            breaches
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        Outcome::NoVerdict {
+            requests,
+            min_requests,
+        } => format!("no verdict: {requests} < min_requests {min_requests}"),
+    };
+    format!(
+        "interval {}: {result}; new: {}; old: {}",
+        v.interval,
+        side_text(&v.new, v.latency_is_average),
+        side_text(&v.old, v.latency_is_average)
+    )
+}
+
+impl Tracker {
+    /// Lines for the bakes' changes: a canary's new step and weight, an analysis starting, each new verdict.
+    fn bake_lines(&mut self, d: &Deployment, now_ms: i64) -> Vec<Line> {
+        let mut lines = Vec::new();
+        for b in &d.bakes {
+            let key = b.instance.clone().unwrap_or_default();
+            let who = match &b.instance {
+                None => "canary".to_owned(),
+                Some(i) => format!("{} analysis", instance_name(i)),
+            };
+            let seen = self.bakes.get(&key).copied();
+            let at = (b.state.step, b.state.weight);
+            let shown = seen.map_or(0, |(_, v)| v);
+            let mut last_verdict = shown;
+            for v in b.verdicts.iter().filter(|v| v.interval > shown) {
+                let step = if b.steps.is_empty() {
+                    String::new()
+                } else {
+                    format!(" step {}/{} at {}", v.step + 1, b.steps.len(), v.weight)
+                };
+                lines.push(Line {
+                    at_ms: i64::try_from(v.end_unix_ms).unwrap_or(now_ms),
+                    text: format!("{who}{step} {}", verdict_text(v)),
+                    bake: true,
+                });
+                last_verdict = v.interval;
+            }
+            if seen.map(|(s, _)| s) != Some(at)
+                && b.state.phase == rollcage_proto::bake::BakePhase::Baking
+            {
+                let text = if b.steps.is_empty() {
+                    format!(
+                        "{who}: judging its server against the group's other servers, {} interval(s) of {} s",
+                        b.intervals_per_step, b.interval_secs
+                    )
+                } else {
+                    format!(
+                        "{who} step {}/{}: {} of traffic on the new group, {} interval(s) of {} s",
+                        b.state.step + 1,
+                        b.steps.len(),
+                        b.state.weight,
+                        b.intervals_per_step,
+                        b.interval_secs
+                    )
+                };
+                lines.push(Line {
+                    at_ms: now_ms,
+                    text,
+                    bake: true,
+                });
+            }
+            self.bakes.insert(key, (at, last_verdict));
+        }
         lines
     }
 }
@@ -278,6 +386,7 @@ mod tests {
             description: None,
             ignore_application_stop_failures: false,
             file_exists_behavior: None,
+            bakes: Vec::new(),
             instances,
         }
     }
@@ -448,5 +557,90 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    #[test]
+    fn a_canary_shows_each_step_and_weight_and_every_verdict_once() {
+        use rollcage_proto::bake::{BakePhase, BakeProgress, BakeState, Breach};
+        let side = |requests, responses_5xx, p99| SideFigures {
+            requests,
+            responses_5xx,
+            error_rate: (requests > 0).then(|| responses_5xx as f64 / requests as f64),
+            latency_ms: Some(p99),
+        };
+        let w = |p| Weight::new(p).unwrap_or(Weight::ZERO);
+        let verdict = |interval, outcome| Verdict {
+            interval,
+            step: 0,
+            weight: w(10),
+            start_unix_ms: 0,
+            end_unix_ms: 1_000,
+            reset: false,
+            new: side(5, 1, 30.0),
+            old: side(500, 0, 20.0),
+            latency_is_average: false,
+            outcome,
+        };
+        let mut d = deployment(vec![]);
+        let mut bake = BakeProgress {
+            instance: None,
+            steps: vec![10, 50, 100],
+            intervals_per_step: 2,
+            interval_secs: 1,
+            state: BakeState {
+                phase: BakePhase::Baking,
+                step: 0,
+                weight: w(10),
+                intervals_in_step: 0,
+                intervals: 0,
+                failures: 0,
+                mark: None,
+                last: None,
+                abort_message: None,
+            },
+            verdicts: vec![],
+        };
+        d.bakes = vec![bake.clone()];
+        let mut t = Tracker::new();
+        let texts = |lines: Vec<Line>| -> Vec<String> {
+            lines
+                .into_iter()
+                .filter(|l| l.bake)
+                .map(|l| l.text)
+                .collect()
+        };
+        assert_eq!(
+            texts(t.update(&d, T0)),
+            ["canary step 1/3: 10 % of traffic on the new group, 2 interval(s) of 1 s"]
+        );
+        bake.verdicts.push(verdict(
+            1,
+            Outcome::NoVerdict {
+                requests: 5,
+                min_requests: 10,
+            },
+        ));
+        bake.verdicts.push(verdict(
+            2,
+            Outcome::Fail {
+                breaches: vec![Breach::ErrorRate {
+                    value: 0.2,
+                    max: 0.01,
+                }],
+            },
+        ));
+        bake.state.phase = BakePhase::Aborted;
+        bake.state.weight = Weight::ZERO;
+        d.bakes = vec![bake];
+        assert_eq!(
+            texts(t.update(&d, T0)),
+            [
+                "canary step 1/3 at 10 % interval 1: no verdict: 5 < min_requests 10; \
+                 new: 5 req, 20.00 % 5xx, p99 30.0 ms; old: 500 req, 0.00 % 5xx, p99 20.0 ms",
+                "canary step 1/3 at 10 % interval 2: FAIL (error rate 20.00 % > max_error_rate 1.00 %); \
+                 new: 5 req, 20.00 % 5xx, p99 30.0 ms; old: 500 req, 0.00 % 5xx, p99 20.0 ms",
+            ]
+        );
+        assert!(texts(t.update(&d, T0)).is_empty(), "each verdict once");
     }
 }

@@ -196,6 +196,7 @@ mod tests {
             description: Some("hotfix for #42".into()),
             ignore_application_stop_failures: true,
             file_exists_behavior: Some(rollcage_proto::FileExistsBehavior::Overwrite),
+            bakes: Vec::new(),
             instances: vec![InstanceProgress {
                 instance: "i1".into(),
                 status: InstanceStatus::Failed,

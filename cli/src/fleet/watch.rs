@@ -126,6 +126,7 @@ impl Display {
         let line = progress::Line {
             at_ms: now_ms(),
             text: text.to_owned(),
+            bake: false,
         };
         match self {
             Self::Lines => println!("{}", line.render()),
@@ -143,7 +144,11 @@ impl Display {
                     println!("{}", l.render());
                 }
             }
-            Self::Rows { last, .. } => {
+            Self::Rows { last, multi, .. } => {
+                // Steps, weights and verdicts scroll above the rows: they are the canary's history.
+                for l in lines.iter().filter(|l| l.bake) {
+                    let _ = multi.println(l.render());
+                }
                 *last = Some(Box::new(d.clone()));
                 self.redraw();
             }

@@ -466,6 +466,11 @@ pub fn end_coordinator_step(
         apps::set_active_server_group(tx, &d.group_id, to)?;
     }
     advance(tx, &d.id, now)?;
+    // Why the switch failed (a canary's abort names its interval, figures and threshold) belongs in the
+    // deployment's own message, not only in its final step's.
+    if outcome == StepOutcome::Failed && !message.is_empty() {
+        deployments::append_message(tx, &d.id, message)?;
+    }
     Ok(true)
 }
 

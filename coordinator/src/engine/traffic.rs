@@ -8,12 +8,14 @@
 //! dispatched a coordinator step (the store records it, the state wakes the runner), with a slow re-scan as a
 //! safety net ([`RESCAN_INTERVAL`]).
 
+use super::bake::{Bake, BakeEnd, Subject};
 use super::executor::{self, EngineError};
 use crate::state::State;
 use crate::store::Conn;
-use crate::store::{Tx, apps, deployments, deployments::StepRow};
+use crate::store::{Tx, apps, bakes, deployments, deployments::StepRow};
 use rollcage_lbdriver::Connect as _;
 use rollcage_proto::LifecycleEvent;
+use rollcage_proto::canary::AnalysisConfig;
 use rollcage_proto::lb::GroupLb;
 use rollcage_proto::wire::{StepOutcome, now_ms};
 use std::collections::HashSet;
@@ -84,8 +86,16 @@ pub fn call_for(
     }
 }
 
-/// The settings and the call for a running coordinator step.
-fn resolve(c: &Conn<'_>, step: &StepRow) -> Result<(GroupLb, TrafficCall), String> {
+/// A running coordinator step, resolved: its group's settings, the LB call, and the bake it runs around that call
+/// (a canary before a blue/green switch, an analysis gate after an `in-place-lb` register; never in a rollback).
+struct Resolved {
+    settings: GroupLb,
+    call: TrafficCall,
+    bake: Option<(AnalysisConfig, Subject)>,
+}
+
+/// The settings, the call and the bake for a running coordinator step.
+fn resolve(c: &Conn<'_>, step: &StepRow) -> Result<Resolved, String> {
     let d = deployments::get(c, &step.deployment_id)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("deployment `{}` not found", step.deployment_id))?;
@@ -99,7 +109,113 @@ fn resolve(c: &Conn<'_>, step: &StepRow) -> Result<(GroupLb, TrafficCall), Strin
         )
     })?;
     let call = call_for(&settings, step, d.switch_to.as_deref())?;
-    Ok((settings, call))
+    let bake = match (&call, d.rollback_of.is_none()) {
+        (TrafficCall::Switch { service, group }, true) => match &settings.canary {
+            Some(cfg) => Some((
+                cfg.clone(),
+                Subject::Canary {
+                    service: service.clone(),
+                    new_group: group.clone(),
+                    old_group: settings
+                        .other_group(group)
+                        .ok_or_else(|| {
+                            format!("no server group besides `{group}` to compare with")
+                        })?
+                        .to_owned(),
+                },
+            )),
+            None => None,
+        },
+        (TrafficCall::Register { group, addr }, true) => settings.analysis.clone().map(|cfg| {
+            (
+                cfg,
+                Subject::Server {
+                    group: group.clone(),
+                    addr: addr.clone(),
+                },
+            )
+        }),
+        _ => None,
+    };
+    Ok(Resolved {
+        settings,
+        call,
+        bake,
+    })
+}
+
+/// Run `call` with its bake: a canary bakes before the switch (the new group's servers registered first), an
+/// analysis gate after the register. `None` when the bake was abandoned (nothing to record).
+async fn perform_baked(
+    state: &State,
+    step: &StepRow,
+    settings: &GroupLb,
+    call: &TrafficCall,
+    cfg: &AnalysisConfig,
+    subject: Subject,
+) -> Option<Result<String, String>> {
+    let driver = match settings.lb.connect() {
+        Ok(d) => d,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    let key = if matches!(subject, Subject::Canary { .. }) {
+        bakes::CANARY
+    } else {
+        step.instance.as_str()
+    };
+    let before = match (&subject, call) {
+        (Subject::Canary { new_group, .. }, _) => register_group(&driver, settings, new_group)
+            .await
+            .map(|n| format!("{n} server(s) of `{new_group}` healthy")),
+        (Subject::Server { .. }, TrafficCall::Register { .. }) => perform(settings, call).await,
+        _ => Ok(String::new()),
+    };
+    let before = match before {
+        Ok(m) => m,
+        Err(e) => return Some(Err(e)),
+    };
+    let bake = Bake {
+        state,
+        deployment: &step.deployment_id,
+        step_id: step.id,
+        key,
+        cfg,
+        subject,
+    };
+    match bake.run(driver).await {
+        BakeEnd::Passed(m) => Some(match call {
+            TrafficCall::Switch { .. } => perform(settings, call)
+                .await
+                .map(|switched| format!("{m}; {switched}")),
+            _ => Ok(format!("{before}; {m}")),
+        }),
+        BakeEnd::Failed(e) => Some(Err(e)),
+        BakeEnd::Abandoned(why) => {
+            tracing::info!(deployment = %step.deployment_id, instance = %step.instance, %why, "bake left");
+            None
+        }
+    }
+}
+
+/// Register every server of `group` and wait until healthy (idempotent); the count.
+async fn register_group(
+    driver: &Arc<dyn rollcage_lbdriver::LbDriver>,
+    settings: &GroupLb,
+    group: &str,
+) -> Result<usize, String> {
+    let servers = settings
+        .lb
+        .server_groups
+        .get(group)
+        .cloned()
+        .unwrap_or_default();
+    for addr in &servers {
+        driver
+            .register(group, addr, settings.lb.register_timeout())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(servers.len())
 }
 
 /// Perform one call through the driver. Errors name the LB (the driver's errors do), the deployment group and
@@ -143,25 +259,13 @@ pub async fn perform(settings: &GroupLb, call: &TrafficCall) -> Result<String, S
         TrafficCall::Switch { service, group } => {
             // The target group's servers must be in traffic and healthy before the service points at them
             // (blue/green skips the per-instance traffic hooks, so nothing registered them yet). Idempotent.
-            let servers = settings
-                .lb
-                .server_groups
-                .get(group)
-                .cloned()
-                .unwrap_or_default();
-            for addr in &servers {
-                driver
-                    .register(group, addr, settings.lb.register_timeout())
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+            let servers = register_group(&driver, settings, group).await?;
             driver
                 .switch(service, group)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(format!(
-                "service `{service}` switched to `{group}` ({} server(s) healthy) on {}",
-                servers.len(),
+                "service `{service}` switched to `{group}` ({servers} server(s) healthy) on {}",
                 driver.describe()
             ))
         }
@@ -186,10 +290,22 @@ async fn run_step(state: State, step: StepRow) {
         .store
         .read(|c| Ok::<_, EngineError>(resolve(c, &step)));
     let result = match resolved {
-        Ok(Ok((settings, call))) => {
+        Ok(Ok(Resolved {
+            settings,
+            call,
+            bake,
+        })) => {
             tracing::info!(deployment = %step.deployment_id, instance = %step.instance, event = %step.event,
-                ?call, "load-balancer step started");
-            perform(&settings, &call).await
+                ?call, baked = bake.is_some(), "load-balancer step started");
+            match bake {
+                None => perform(&settings, &call).await,
+                Some((cfg, subject)) => {
+                    match perform_baked(&state, &step, &settings, &call, &cfg, subject).await {
+                        Some(r) => r,
+                        None => return,
+                    }
+                }
+            }
         }
         Ok(Err(e)) => Err(e),
         Err(e) => Err(e.to_string()),
@@ -197,7 +313,11 @@ async fn run_step(state: State, step: StepRow) {
     let (outcome, message) = match result {
         Ok(m) => (StepOutcome::Succeeded, m),
         Err(e) => {
-            let m = format!("{} of instance `{}` failed: {e}", step.event, step.instance);
+            let m = if step.instance == deployments::DEPLOYMENT_WIDE {
+                format!("{} failed: {e}", step.event)
+            } else {
+                format!("{} of instance `{}` failed: {e}", step.event, step.instance)
+            };
             tracing::warn!(deployment = %step.deployment_id, "{m}");
             (StepOutcome::Failed, m)
         }

@@ -1082,6 +1082,7 @@ pub fn full(c: &Conn<'_>, id: &str) -> Result<Option<Deployment>> {
         description: s.description,
         ignore_application_stop_failures: s.ignore_application_stop_failures,
         file_exists_behavior: s.file_exists_behavior,
+        bakes: super::bakes::progress(c, id)?,
         instances,
     }))
 }

@@ -7,7 +7,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/release.env"
 "$here/scripts/stop.sh"
 nohup "$ROLLCAGE_BIN" demo-app --listen "127.0.0.1:$PORT" --version "$VERSION" \
-    --instance "$ROLLCAGE_INSTANCE" --delay-ms "$DELAY_MS" --pid-file "$DEMO_PID" >/dev/null 2>&1 &
+    --instance "$ROLLCAGE_INSTANCE" --delay-ms "$DELAY_MS" \
+    --fail-percent "${FAIL_PERCENT:-0}" --pid-file "$DEMO_PID" >/dev/null 2>&1 &
 n=0
 while [ ! -s "$DEMO_PID" ] && [ $n -lt 200 ]; do sleep 0.05; n=$((n + 1)); done
 if [ ! -s "$DEMO_PID" ]; then

@@ -1,0 +1,393 @@
+//! Canary deployments and the analysis gate (issue 16) through the built-in load balancer, with real agents
+//! running the sample app and a load generator sending requests through the LB the whole time.
+//!
+//! - blue/green with `[canary]`: a good revision walks 10 → 50 → 100 with no failed request and the share of
+//!   answers from the new group within ±5 points of each step's weight; a revision answering 20 % of requests
+//!   with 500 is aborted in the first step, traffic back on the old group within `interval_secs` + 1 s, clients
+//!   saw < 2 % errors; a revision 300 ms slower is aborted on latency; a coordinator SIGKILLed during a bake
+//!   resumes it at the same step and weight.
+//! - `in-place-lb` with `[analysis]`: the second instance serving 20 % 500s fails the deployment after it, and the
+//!   automatic rollback runs.
+//!
+//! Bakes are short (`interval_secs` 1, `bake_secs` 2) so the file runs in well under a minute.
+
+use anyhow::{Context, bail};
+use rollcage_e2e::lb::{
+    BuiltinLb, DemoApps, Faults, LbGroup, Load, Sample, create_lb_group_with, now_ms,
+    write_app_bundle_with_faults,
+};
+use rollcage_e2e::{Fleet, rollcage_bin};
+use rollcage_proto::bake::{BakePhase, BakeProgress, Outcome};
+use rollcage_proto::wire::{Deployment, DeploymentStatus, InstanceStatus, StepState};
+use std::time::{Duration, Instant};
+
+/// The app's own delay: short, so the load generator makes a few hundred requests a second.
+const DELAY_MS: u64 = 20;
+/// Load generator threads.
+const WORKERS: usize = 16;
+const INTERVAL_SECS: u64 = 1;
+
+fn thresholds() -> serde_json::Value {
+    serde_json::json!({
+        "bake_secs": 2,
+        "interval_secs": INTERVAL_SECS,
+        "min_requests": 10,
+        "max_error_rate": 0.05,
+        // Generous: p99 of a 10 % share (a few dozen requests) on a loaded 2-core machine is noisy; the slow
+        // revision is 10× slower.
+        "max_p99_ratio": 3.0,
+        "failure_limit": 0,
+    })
+}
+
+struct Setup {
+    fleet: Fleet,
+    lb: BuiltinLb,
+    ports: Vec<u16>,
+    _apps: DemoApps,
+}
+
+fn setup(n: usize, groups: &[(&str, Vec<usize>)]) -> anyhow::Result<Setup> {
+    let (ports, apps) = DemoApps::slots(n)?;
+    let pid_files = apps.0.clone();
+    let bin = rollcage_bin()?;
+    let fleet = Fleet::start_with_vars(n, |i| {
+        vec![
+            format!("PORT={}", ports[i]),
+            format!("ROLLCAGE_BIN={}", bin.display()),
+            format!("DEMO_PID={}", pid_files[i].display()),
+        ]
+    })?;
+    let names: Vec<&str> = groups.iter().map(|(g, _)| *g).collect();
+    let lb = BuiltinLb::start(fleet.dir.path(), &names, names[0])?;
+    Ok(Setup {
+        fleet,
+        lb,
+        ports,
+        _apps: apps,
+    })
+}
+
+impl Setup {
+    fn addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.ports[i])
+    }
+
+    fn create_group(
+        &self,
+        style: &str,
+        server_groups: serde_json::Value,
+        active: Option<&str>,
+        extra: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        create_lb_group_with(
+            &self.fleet,
+            &LbGroup {
+                style,
+                targets: (0..self.ports.len()).map(|i| self.addr(i)).collect(),
+                driver: self.lb.driver(),
+                server_groups,
+                active,
+                wait_for_continue: false,
+            },
+            extra,
+        )
+    }
+
+    fn push(&self, label: &str, delay_ms: u64, faults: &Faults<'_>) -> anyhow::Result<String> {
+        let dir = self.fleet.dir.path().join(format!("bundle-{label}"));
+        write_app_bundle_with_faults(&dir, label, "", delay_ms, faults)?;
+        self.fleet.push("shop", &dir)
+    }
+
+    fn deploy(&self, rev: &str) -> anyhow::Result<Deployment> {
+        Ok(self.fleet.deploy_wait("shop", "web", rev)?.1)
+    }
+}
+
+fn keep_on_failure(s: Setup, result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if result.is_err() {
+        eprintln!("kept {}", s.fleet.dir.path().display());
+        let Setup { fleet, .. } = s;
+        let _ = fleet.keep();
+    }
+    result
+}
+
+/// The deployment's canary.
+fn canary(d: &Deployment) -> anyhow::Result<&BakeProgress> {
+    d.bakes
+        .iter()
+        .find(|b| b.instance.is_none())
+        .with_context(|| format!("deployment {} has no canary: {}", d.id, d.message))
+}
+
+/// Which instance answered (`<version> <instance>`).
+fn served_by(body: &str) -> &str {
+    body.split_whitespace().nth(1).unwrap_or("")
+}
+
+fn errors(samples: &[Sample]) -> usize {
+    samples.iter().filter(|s| s.result.is_err()).count()
+}
+
+#[allow(clippy::cast_precision_loss)] // a few thousand requests
+fn share(part: usize, whole: usize) -> f64 {
+    100.0 * part as f64 / whole.max(1) as f64
+}
+
+#[test]
+fn blue_green_canary_walks_good_revisions_and_aborts_bad_and_slow_ones_and_resumes_after_a_kill()
+-> anyhow::Result<()> {
+    let blue = vec![0, 1];
+    let green = vec![2, 3];
+    let mut s = setup(4, &[("blue", blue.clone()), ("green", green.clone())])?;
+    let result = rollcage_e2e::caught(|| -> anyhow::Result<()> {
+        let members = |idx: &[usize]| -> Vec<String> { idx.iter().map(|i| s.addr(*i)).collect() };
+        let mut cfg = thresholds();
+        cfg["steps"] = serde_json::json!([10, 50, 100]);
+        s.create_group(
+            "blue-green",
+            serde_json::json!({ "blue": members(&blue), "green": members(&green) }),
+            Some("blue"),
+            serde_json::json!({ "canary": cfg }),
+        )?;
+        let is_green = |body: &str| matches!(served_by(body), "i2" | "i3");
+        let ok = Faults::default();
+
+        // v1 goes to green (blue is declared active but empty) with no traffic: every interval has no verdict.
+        let d1 = s.deploy(&s.push("v1", DELAY_MS, &ok)?)?;
+        assert_eq!(d1.status, DeploymentStatus::Succeeded, "{}", d1.message);
+        let c1 = canary(&d1)?;
+        assert_eq!(c1.state.phase, BakePhase::Done);
+        assert!(
+            c1.verdicts
+                .iter()
+                .all(|v| matches!(v.outcome, Outcome::NoVerdict { .. })),
+            "no traffic, no verdict: {:?}",
+            c1.verdicts
+        );
+
+        // v2 (good) to blue under load: 10 → 50 → 100, no failed request, the observed share at each weight.
+        let load = Load::start(s.lb.service, WORKERS);
+        std::thread::sleep(Duration::from_millis(300));
+        let d2 = s.deploy(&s.push("v2", DELAY_MS, &ok)?)?;
+        std::thread::sleep(Duration::from_millis(300));
+        let samples = load.finish();
+        assert_eq!(d2.status, DeploymentStatus::Succeeded, "{}", d2.message);
+        assert_eq!(errors(&samples), 0, "a good canary fails no request");
+        let c2 = canary(&d2)?;
+        assert_eq!(c2.steps, [10, 50, 100]);
+        assert_eq!(
+            c2.verdicts.len(),
+            6,
+            "2 intervals × 3 steps: {:?}",
+            c2.verdicts
+        );
+        for (step, weight) in [(0, 10.0), (1, 50.0), (2, 100.0)] {
+            let vs: Vec<_> = c2.verdicts.iter().filter(|v| v.step == step).collect();
+            assert!(
+                vs.iter().all(|v| matches!(v.outcome, Outcome::Pass)
+                    && f64::from(v.weight.percent()) == weight),
+                "step {step}: {vs:?}"
+            );
+            let from = vs.iter().map(|v| v.start_unix_ms).min().unwrap_or(0);
+            let to = vs.iter().map(|v| v.end_unix_ms).max().unwrap_or(0);
+            let during: Vec<&str> = samples
+                .iter()
+                .filter(|x| x.start_ms as u64 >= from && x.end_ms as u64 <= to)
+                .filter_map(|x| x.result.as_deref().ok())
+                .collect();
+            // The new group is blue this time.
+            let new = during.iter().filter(|b| !is_green(b)).count();
+            let seen = share(new, during.len());
+            assert!(
+                during.len() >= 50 && (seen - weight).abs() <= 5.0,
+                "step {step}: {seen:.1} % of {} answers from the new group, weight {weight} %",
+                during.len()
+            );
+        }
+
+        // v3 answers 20 % of requests with a 500: aborted in the first step, back on blue within
+        // interval_secs + 1 s of the failing interval's end, < 2 % errors seen by clients.
+        let load = Load::start(s.lb.service, WORKERS);
+        std::thread::sleep(Duration::from_millis(300));
+        let bad = Faults {
+            fail_percent: 20,
+            only_on: None,
+        };
+        let d3 = s.deploy(&s.push("v3", DELAY_MS, &bad)?)?;
+        let rb = s.fleet.wait_end(
+            d3.rollback_deployment
+                .as_deref()
+                .context("no automatic rollback")?,
+            Duration::from_secs(60),
+        )?;
+        std::thread::sleep(Duration::from_millis(2500));
+        let samples = load.finish();
+        assert_eq!(d3.status, DeploymentStatus::Failed, "{}", d3.message);
+        assert!(
+            d3.message.contains("canary aborted at step 1 of 3")
+                && d3.message.contains("max_error_rate"),
+            "the message names the step, interval, figures and threshold: {}",
+            d3.message
+        );
+        assert_eq!(rb.status, DeploymentStatus::Succeeded, "{}", rb.message);
+        let c3 = canary(&d3)?;
+        assert_eq!(c3.state.phase, BakePhase::Aborted);
+        assert_eq!(c3.state.weight.percent(), 0);
+        let failing = c3.verdicts.last().context("no verdict")?;
+        assert_eq!((failing.step, failing.outcome.label()), (0, "fail"));
+        let back_by = failing.end_unix_ms + (INTERVAL_SECS + 1) * 1000;
+        let late: Vec<_> = samples
+            .iter()
+            .filter(|x| x.start_ms as u64 > back_by)
+            .filter(|x| x.result.as_deref().map_or(true, is_green))
+            .collect();
+        assert!(
+            late.is_empty(),
+            "answers from the aborted group (or errors) after {back_by}: {} e.g. {:?}",
+            late.len(),
+            late.first()
+        );
+        let rate = share(errors(&samples), samples.len());
+        assert!(
+            rate < 2.0 && samples.len() > 200,
+            "{rate:.2} % of {} requests failed",
+            samples.len()
+        );
+
+        // v4 is 300 ms slower on every request: aborted on latency.
+        let load = Load::start(s.lb.service, WORKERS);
+        let d4 = s.deploy(&s.push("v4", DELAY_MS + 300, &ok)?)?;
+        let rb = s.fleet.wait_end(
+            d4.rollback_deployment
+                .as_deref()
+                .context("no automatic rollback")?,
+            Duration::from_secs(60),
+        )?;
+        let samples = load.finish();
+        assert_eq!(d4.status, DeploymentStatus::Failed, "{}", d4.message);
+        assert_eq!(rb.status, DeploymentStatus::Succeeded, "{}", rb.message);
+        assert!(
+            d4.message.contains("max_p99_ratio") && !d4.message.contains("max_error_rate"),
+            "aborted on latency: {}",
+            d4.message
+        );
+        assert_eq!(errors(&samples), 0, "a slow canary fails no request");
+
+        // v5 (good, to green): SIGKILL the coordinator during the 50 % step; the restarted one resumes there.
+        let load = Load::start(s.lb.service, WORKERS);
+        let rev5 = s.push("v5", DELAY_MS, &ok)?;
+        let id = s.fleet.deploy("shop", "web", &rev5)?;
+        let begin = Instant::now();
+        let before = loop {
+            let d = s.fleet.status(&id)?;
+            if let Ok(c) = canary(&d)
+                && c.state.step == 1
+                && c.state.intervals_in_step == 1
+            {
+                break c.clone();
+            }
+            if d.status.is_terminal() || begin.elapsed() > Duration::from_secs(60) {
+                bail!(
+                    "the canary never reached its second step: {} {}",
+                    d.status,
+                    d.message
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        s.fleet
+            .coordinator
+            .kill_and_restart(Duration::from_millis(300))?;
+        let after = canary(&s.fleet.status(&id)?)?.clone();
+        assert_eq!(
+            (after.state.step, after.state.weight),
+            (1, before.state.weight),
+            "resumed at the same step and weight"
+        );
+        assert!(after.state.intervals >= before.state.intervals);
+        let d5 = s.fleet.wait_end(&id, Duration::from_secs(60))?;
+        let samples = load.finish();
+        assert_eq!(d5.status, DeploymentStatus::Succeeded, "{}", d5.message);
+        let c5 = canary(&d5)?;
+        let numbers: Vec<u32> = c5.verdicts.iter().map(|v| v.interval).collect();
+        assert_eq!(
+            numbers,
+            (1..=6).collect::<Vec<u32>>(),
+            "no interval judged twice"
+        );
+        let steps: Vec<usize> = c5.verdicts.iter().map(|v| v.step).collect();
+        assert_eq!(steps, [0, 0, 1, 1, 2, 2], "no step baked again");
+        assert_eq!(c5.verdicts[3].weight, before.state.weight);
+        assert_eq!(errors(&samples), 0, "the restart fails no request");
+        Ok(())
+    });
+    keep_on_failure(s, result)
+}
+
+#[test]
+fn in_place_lb_analysis_stops_after_the_instance_serving_errors_and_rolls_back()
+-> anyhow::Result<()> {
+    let s = setup(4, &[("web", vec![0, 1, 2, 3])])?;
+    let result = rollcage_e2e::caught(|| -> anyhow::Result<()> {
+        let servers: Vec<String> = (0..4).map(|i| s.addr(i)).collect();
+        s.create_group(
+            "in-place-lb",
+            serde_json::json!({ "web": servers }),
+            None,
+            serde_json::json!({ "analysis": thresholds() }),
+        )?;
+        let d1 = s.deploy(&s.push("v1", DELAY_MS, &Faults::default())?)?;
+        assert_eq!(d1.status, DeploymentStatus::Succeeded, "{}", d1.message);
+        assert_eq!(d1.bakes.len(), 4, "one analysis per instance");
+
+        let load = Load::start(s.lb.service, WORKERS);
+        let bad = Faults {
+            fail_percent: 20,
+            only_on: Some("i1"),
+        };
+        let started = now_ms();
+        let d2 = s.deploy(&s.push("v2", DELAY_MS, &bad)?)?;
+        let rb = s.fleet.wait_end(
+            d2.rollback_deployment
+                .as_deref()
+                .context("no automatic rollback")?,
+            Duration::from_secs(90),
+        )?;
+        let _ = load.finish();
+        assert_eq!(d2.status, DeploymentStatus::Failed, "{}", d2.message);
+        let status = |i: &str| {
+            d2.instances
+                .iter()
+                .find(|x| x.instance == i)
+                .map(|x| x.status)
+        };
+        assert_eq!(status("i0"), Some(InstanceStatus::Succeeded));
+        assert_eq!(status("i1"), Some(InstanceStatus::Failed));
+        for i in ["i2", "i3"] {
+            let inst = d2.instances.iter().find(|x| x.instance == i).context(i)?;
+            assert!(
+                inst.steps.iter().all(|st| st.state != StepState::Succeeded),
+                "{i} never started after the failing instance"
+            );
+        }
+        let i1 = d2
+            .bakes
+            .iter()
+            .find(|b| b.instance.as_deref() == Some("i1"))
+            .context("no analysis of i1")?;
+        assert_eq!(i1.state.phase, BakePhase::Aborted);
+        assert!(
+            i1.verdicts
+                .iter()
+                .any(|v| v.start_unix_ms >= started as u64 && v.outcome.label() == "fail"),
+            "{:?}",
+            i1.verdicts
+        );
+        assert_eq!(rb.status, DeploymentStatus::Succeeded, "{}", rb.message);
+        Ok(())
+    });
+    keep_on_failure(s, result)
+}
