@@ -28,6 +28,9 @@ command -v ssh-keygen >/dev/null || need+=(openssh-client)
 # tests start themselves (rollcage-testpg: `initdb` into a temp dir, run as the `postgres` user the package creates).
 # Debian keeps the server binaries off PATH, in /usr/lib/postgresql/VERSION/bin.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+# Canary analysis reads `[[canary.prometheus]]` checks from a real Prometheus in its tests
+# (coordinator/tests/prometheus_judge.rs starts its own server scraping a test app).
+command -v prometheus >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

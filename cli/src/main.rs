@@ -6,6 +6,7 @@ mod appspec_cmd;
 mod demo;
 mod demo_app;
 mod fleet;
+mod hook_cmd;
 mod lb_cmd;
 mod local;
 mod secret;
@@ -56,6 +57,9 @@ enum Command {
     /// The sample HTTP app the load-balancer tests deploy (hidden).
     #[command(hide = true)]
     DemoApp(demo_app::DemoAppArgs),
+    /// Tools for hook authors: write a hook project, run a hook here under a grant.
+    #[command(subcommand)]
+    Hook(hook_cmd::HookCommand),
     /// Run the built-in HTTP load balancer.
     Lb(lb_cmd::LbArgs),
     /// Run the in-place lifecycle of a revision on this host, without a coordinator.
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
             },
             Command::Demo(args) => demo::run(args).await,
             Command::DemoApp(args) => demo_app::run(args).await,
+            Command::Hook(cmd) => hook_cmd::run(cmd).await,
             Command::Lb(args) => lb_cmd::run(args).await,
             Command::Local(args) => local::run(args).await,
             // The fleet commands promise 1 for "could not be carried out": 2 and 3 mean the deployment waited

@@ -23,7 +23,7 @@ use crate::store::{Store, StoreError, args};
 use bytes::Bytes;
 use futures_util::Stream;
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -38,6 +38,13 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 /// cannot remove them itself, and another coordinator may be receiving an upload right now, so only old ones go: a
 /// day is far longer than the largest upload allowed (8 GiB) takes on any link an operator would push over.
 pub const ABANDONED_AFTER_MS: i64 = 24 * 3600 * 1000;
+
+/// Bytes no revision names any more are reclaimed once they were last stored this long ago (ms). An upload stores
+/// its bytes first and registers its revision just after, in the same request; a revision of the same archive deleted
+/// in between must not take the bytes from under it. Storing the same bytes again restarts the clock (a file is
+/// renamed anew; a database row's `created_at` is set to the new upload's time), and an hour is far longer than the
+/// gap between an upload's two halves.
+pub const RECLAIM_GRACE_MS: i64 = 3600 * 1000;
 
 /// The prefix of an upload's temporary key in `bundle_chunks` (a real key is 64 hex digits, so they never meet).
 const UPLOAD_KEY_PREFIX: &str = "upload-";
@@ -97,6 +104,15 @@ impl std::fmt::Debug for Download {
     }
 }
 
+/// What [`Bundles::reclaim`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reclaimed {
+    /// Bundles removed.
+    pub bundles: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
 /// What a finished upload stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
@@ -114,6 +130,21 @@ impl Bundles {
             Self::Database
         } else {
             Self::Dir(dir)
+        }
+    }
+
+    /// Remove the stored bundles that no revision (of any application) names and that were last stored more than
+    /// [`RECLAIM_GRACE_MS`] before `now_ms`; what was removed. Called after a revision is deleted.
+    pub async fn reclaim(&self, store: SharedStore, now_ms: i64) -> Result<Reclaimed> {
+        let cut = now_ms.saturating_sub(RECLAIM_GRACE_MS);
+        match self {
+            Self::Dir(dir) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || reclaim_files(&dir, (*store).as_ref(), cut))
+                    .await
+                    .map_err(|e| BundleError::Task(e.to_string()))?
+            }
+            Self::Database => blocking(&store, move |s| reclaim_rows(s, cut)).await,
         }
     }
 
@@ -479,8 +510,103 @@ fn commit(
             }
         } else {
             tx.execute("DELETE FROM bundle_chunks WHERE sha256 = ?1", [key])?;
+            // Stored again: the reclaim grace restarts, as a file's does when it is renamed anew.
+            tx.execute(
+                "UPDATE bundles SET created_at = ?2 WHERE sha256 = ?1",
+                args![sha256, now_ms],
+            )?;
         }
         Ok(())
+    })
+}
+
+/// The condition of a bundle row no revision names, stored before `?1`.
+const UNNAMED_BEFORE: &str = "created_at < ?1 AND NOT EXISTS \
+     (SELECT 1 FROM revisions WHERE revisions.sha256 = bundles.sha256)";
+
+/// [`Bundles::reclaim`] in the database: rows and chunks go in one transaction.
+fn reclaim_rows(store: &Store, cut: i64) -> Result<Reclaimed, StoreError> {
+    store.write(|tx| {
+        let (bundles, bytes) = tx.query_row(
+            &format!("SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM bundles WHERE {UNNAMED_BEFORE}"),
+            args![cut],
+            |r| Ok((r.get::<i64>(0)?, r.get::<i64>(1)?)),
+        )?;
+        if bundles == 0 {
+            return Ok(Reclaimed::default());
+        }
+        tx.execute(
+            &format!(
+                "DELETE FROM bundle_chunks WHERE sha256 IN (SELECT sha256 FROM bundles WHERE {UNNAMED_BEFORE})"
+            ),
+            args![cut],
+        )?;
+        tx.execute(
+            &format!("DELETE FROM bundles WHERE {UNNAMED_BEFORE}"),
+            args![cut],
+        )?;
+        Ok(Reclaimed {
+            bundles: u64::try_from(bundles).unwrap_or(0),
+            bytes: u64::try_from(bytes).unwrap_or(0),
+        })
+    })
+}
+
+/// [`Bundles::reclaim`] in a bundles dir: a file named by a sha256 that no revision names, last written before
+/// `cut`. Upload part files are not touched (an upload in progress owns its own).
+fn reclaim_files(dir: &Path, store: &Store, cut: i64) -> Result<Reclaimed> {
+    let io = |what, path: &Path| {
+        let path = path.to_owned();
+        move |source| BundleError::Io { what, path, source }
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Reclaimed::default()),
+        Err(e) => return Err(io("listing the bundles dir", dir)(e)),
+    };
+    let mut done = Reclaimed::default();
+    for entry in entries {
+        let entry = entry.map_err(io("listing the bundles dir", dir))?;
+        let name = entry.file_name();
+        let Some(sha) = name.to_str().filter(|n| is_sha256(n)) else {
+            continue;
+        };
+        let path = entry.path();
+        let meta = entry.metadata().map_err(io("reading", &path))?;
+        let stored_ms = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_millis()).ok())
+            .unwrap_or(i64::MAX);
+        if stored_ms >= cut || named(store, sha)? {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                done.bundles += 1;
+                done.bytes += meta.len();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("removing", &path)(e)),
+        }
+    }
+    Ok(done)
+}
+
+fn is_sha256(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Whether a revision of any application names `sha256`.
+fn named(store: &Store, sha256: &str) -> Result<bool, StoreError> {
+    store.read(|c| {
+        c.query_row(
+            "SELECT COUNT(*) FROM revisions WHERE sha256 = ?1",
+            [sha256],
+            |r| r.get::<i64>(0),
+        )
+        .map(|n| n > 0)
     })
 }
 

@@ -51,6 +51,6 @@ pub mod wire;
 pub use form::{FileExistsBehavior, Form};
 pub use lifecycle::{LifecycleEvent, Performer};
 pub use outcome::{CAPABILITY_KINDS, CAPABILITY_RESULTS, CapabilityCount, HookOutcome, HookStatus};
-pub use plan::{StylePlan, plan};
+pub use plan::{StylePlan, plan, plan_of};
 pub use problem::{FieldProblem, FieldProblems};
 pub use sandbox::{DirAccess, DirGrant, SandboxSpec};

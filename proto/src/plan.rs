@@ -38,6 +38,22 @@ const ROLLING_LB: [LifecycleEvent; 13] = [
     E::AfterAllowTraffic,
 ];
 
+/// A blue/green catch-up: a host that joins the *active* server group (it enrolled, or was re-imaged) is brought to
+/// the revision that group serves. Its server is taken out first (a no-op when it was never in) and put back only
+/// once ValidateService passed — a live group must not get a half-installed member — and nothing switches. The four
+/// traffic hooks stay skipped, as in every blue/green deployment.
+const CATCH_UP_BLUE_GREEN: [LifecycleEvent; 9] = [
+    E::DownloadBundle,
+    E::BlockTraffic,
+    E::ApplicationStop,
+    E::BeforeInstall,
+    E::Install,
+    E::AfterInstall,
+    E::ApplicationStart,
+    E::ValidateService,
+    E::AllowTraffic,
+];
+
 /// Blue/green's one deployment-wide step, after every instance of the idle group validated.
 const SWITCH: [LifecycleEvent; 1] = [E::SwitchTraffic];
 
@@ -100,6 +116,19 @@ pub fn plan(style: DeploymentStyle, rollback: bool) -> StylePlan {
     StylePlan {
         per_instance,
         deployment_wide,
+    }
+}
+
+/// The plan of a deployment: a rollback's ([`plan`] with `rollback`), a catch-up's (one host brought to its group's
+/// last successful revision: the style's own plan, but on blue/green [`CATCH_UP_BLUE_GREEN`], since the host joins
+/// the server group that already serves), else the style's.
+pub fn plan_of(style: DeploymentStyle, rollback: bool, catch_up: bool) -> StylePlan {
+    match (style, catch_up && !rollback) {
+        (DeploymentStyle::BlueGreen, true) => StylePlan {
+            per_instance: &CATCH_UP_BLUE_GREEN,
+            deployment_wide: &[],
+        },
+        _ => plan(style, rollback),
     }
 }
 
@@ -246,5 +275,41 @@ mod tests {
                 .all(|e| e.performer() == Performer::Coordinator)
         );
         assert!(bg.agent_steps().eq(bg.per_instance.iter().copied()));
+    }
+
+    #[test]
+    fn a_catch_up_is_the_style_plan_but_on_blue_green_it_joins_the_serving_group_after_validating()
+    {
+        for style in [DeploymentStyle::InPlace, DeploymentStyle::InPlaceLb] {
+            assert_eq!(plan_of(style, false, true), plan(style, false));
+        }
+        for style in STYLES {
+            assert_eq!(
+                plan_of(style, true, true),
+                plan(style, true),
+                "a rollback is a rollback"
+            );
+            assert_eq!(plan_of(style, false, false), plan(style, false));
+        }
+        let bg = plan_of(DeploymentStyle::BlueGreen, false, true);
+        assert!(bg.deployment_wide.is_empty(), "nothing switches");
+        let names: Vec<&str> = bg.per_instance.iter().map(|e| e.name()).collect();
+        // The seed's blue/green steps, between taking the server out and putting it back.
+        assert_eq!(names[0], "DownloadBundle");
+        assert_eq!(names[1], "BlockTraffic");
+        assert_eq!(names[names.len() - 1], "AllowTraffic");
+        let inner: Vec<&str> = names[2..names.len() - 1].to_vec();
+        let seed: Vec<&str> = SEED_ROLLING[1..].to_vec();
+        assert_eq!(inner, seed);
+        assert!(
+            bg.per_instance.iter().all(|e| !matches!(
+                e,
+                E::BeforeBlockTraffic
+                    | E::AfterBlockTraffic
+                    | E::BeforeAllowTraffic
+                    | E::AfterAllowTraffic
+            )),
+            "blue/green skips the four traffic hooks"
+        );
     }
 }

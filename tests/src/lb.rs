@@ -44,6 +44,15 @@ impl DemoApps {
             .collect();
         Ok((ports, DemoApps(pid_files)))
     }
+
+    /// The variables of the agent whose hooks run app `i` (of [`DemoApps::slots`]'s `ports`).
+    pub fn agent_vars(&self, ports: &[u16], i: usize) -> anyhow::Result<Vec<String>> {
+        Ok(vec![
+            format!("PORT={}", ports[i]),
+            format!("ROLLCAGE_BIN={}", crate::rollcage_bin()?.display()),
+            format!("DEMO_PID={}", self.0[i].display()),
+        ])
+    }
 }
 
 impl Drop for DemoApps {
@@ -232,6 +241,18 @@ pub fn assert_only_registered(
         }
     }
     Ok(())
+}
+
+/// How many answers instance `name` gave.
+pub fn served_by(samples: &[Sample], name: &str) -> usize {
+    samples
+        .iter()
+        .filter(|s| {
+            s.result
+                .as_deref()
+                .is_ok_and(|b| b.split_whitespace().nth(1) == Some(name))
+        })
+        .count()
 }
 
 /// Every request succeeded, and there were enough of them to mean something.

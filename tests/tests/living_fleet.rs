@@ -1,14 +1,15 @@
 //! A living fleet with real agents and a real coordinator (issue 15): a group that selects its instances by tags,
 //! hosts that join later and catch up by themselves (no deploy command), a host whose tags no group matches, an
-//! agent restart that does not redeploy, and an `in-place-lb` catch-up under live traffic that joins the load
-//! balancer only at its AllowTraffic.
+//! agent restart that does not redeploy, an `in-place-lb` catch-up under live traffic that joins the load
+//! balancer only at its AllowTraffic, and on a blue/green group a host of the serving group that catches up behind
+//! the LB while a host of the standby group waits for the next deployment.
 
 use anyhow::Context;
 use rollcage_e2e::lb::{
-    BuiltinLb, DemoApps, Load, assert_no_failures, assert_only_registered, versions,
+    BuiltinLb, DemoApps, Load, assert_no_failures, assert_only_registered, served_by, versions,
     write_app_bundle,
 };
-use rollcage_e2e::{Fleet, caught, read_markers, rollcage_bin, wait_for_line, write_bundle};
+use rollcage_e2e::{Fleet, caught, read_markers, wait_for_line, write_bundle};
 use rollcage_proto::wire::{Deployment, DeploymentStatus};
 use std::time::Duration;
 
@@ -130,21 +131,14 @@ fn newcomers_with_matching_tags_catch_up_others_get_nothing_and_a_restart_does_n
 #[test]
 fn an_in_place_lb_newcomer_joins_traffic_only_at_its_allow_traffic() -> anyhow::Result<()> {
     let (ports, apps) = DemoApps::slots(3)?;
-    let bin = rollcage_bin()?;
     let mut fleet = Fleet::start(0)?;
     let lb = BuiltinLb::start(fleet.dir.path(), &["web"], "web")?;
     let result = caught(|| {
         let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
-        let vars = |i: usize| {
-            vec![
-                format!("PORT={}", ports[i]),
-                format!("ROLLCAGE_BIN={}", bin.display()),
-                format!("DEMO_PID={}", apps.0[i].display()),
-            ]
-        };
+        let vars = |i: usize| apps.agent_vars(&ports, i);
         let web = tags(&["role=web"]);
         for i in 0..2 {
-            fleet.add_agent(vars(i), web.clone())?;
+            fleet.add_agent(vars(i)?, web.clone())?;
         }
         // Targets for three hosts; the group selects by tags, so the third is in it once its agent starts.
         let settings = serde_json::json!({
@@ -183,7 +177,7 @@ fn an_in_place_lb_newcomer_joins_traffic_only_at_its_allow_traffic() -> anyhow::
         // Live traffic while a third host joins and catches up.
         let load = Load::start(lb.service, 8);
         std::thread::sleep(Duration::from_millis(300));
-        fleet.add_agent(vars(2), web.clone())?;
+        fleet.add_agent(vars(2)?, web.clone())?;
         let c = fleet.catch_up_of("i2")?;
         let c = fleet.wait_end(&c.id, Duration::from_secs(120))?;
         // Long enough after its AllowTraffic for the newcomer to have served.
@@ -199,19 +193,139 @@ fn an_in_place_lb_newcomer_joins_traffic_only_at_its_allow_traffic() -> anyhow::
             .context("the catch-up ran AllowTraffic")?;
         // No answer from the newcomer before its AllowTraffic started.
         assert_only_registered(&samples, &[("i2".to_owned(), 0, allow)])?;
-        let served_by_newcomer = samples
-            .iter()
-            .filter(|s| {
-                s.result
-                    .as_deref()
-                    .is_ok_and(|b| b.split_whitespace().nth(1) == Some("i2"))
-            })
-            .count();
         assert!(
-            served_by_newcomer > 0,
+            served_by(&samples, "i2") > 0,
             "the newcomer served no request after joining"
         );
         assert!(versions(&samples).iter().all(|v| v == "v1"));
+        Ok(())
+    });
+    if result.is_err() {
+        let _ = fleet.keep();
+    }
+    result
+}
+
+#[test]
+fn a_blue_green_newcomer_of_the_serving_group_catches_up_behind_the_lb_one_of_the_standby_waits()
+-> anyhow::Result<()> {
+    let (ports, apps) = DemoApps::slots(4)?;
+    let mut fleet = Fleet::start(0)?;
+    let lb = BuiltinLb::start(fleet.dir.path(), &["blue", "green"], "blue")?;
+    let result = caught(|| {
+        let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+        let vars = |i: usize| apps.agent_vars(&ports, i);
+        let web = tags(&["role=web"]);
+        // The group's LB settings with hosts `0..n`: even ones in blue, odd ones in green.
+        let dir = fleet.dir.path().to_owned();
+        let settings_file = |n: usize| -> anyhow::Result<String> {
+            let targets: serde_json::Map<String, serde_json::Value> =
+                (0..n).map(|i| (format!("i{i}"), addr(i).into())).collect();
+            let of = |parity: usize| -> Vec<String> {
+                (0..n).filter(|i| i % 2 == parity).map(addr).collect()
+            };
+            let settings = serde_json::json!({
+                "targets": targets,
+                "active_group": "blue",
+                "lb": {
+                    "service": "app1",
+                    "driver": lb.driver(),
+                    "server_groups": {"blue": of(0), "green": of(1)},
+                    "drain_timeout_secs": 20,
+                    "register_timeout_secs": 20,
+                }
+            });
+            let file = dir.join(format!("group-lb-{n}.json"));
+            std::fs::write(&file, serde_json::to_string_pretty(&settings)?)?;
+            Ok(file.display().to_string())
+        };
+        for i in 0..2 {
+            fleet.add_agent(vars(i)?, web.clone())?;
+        }
+        fleet.cli(&["app", "create", "shop"])?;
+        let (code, out) = fleet.cli(&[
+            "group",
+            "create",
+            "--app",
+            "shop",
+            "web",
+            "--style",
+            "blue-green",
+            "--concurrency",
+            "all",
+            "--tags",
+            "role=web",
+            "--lb",
+            &settings_file(2)?,
+        ])?;
+        assert_eq!(code, 0, "{out}");
+        // v1 goes to the idle green group (i1) and traffic switches to it: green serves.
+        let bundle = fleet.dir.path().join("bundle-v1");
+        write_app_bundle(&bundle, "v1", "")?;
+        let (rev, d1) = pushed_and_deployed(&fleet, &bundle)?;
+        assert_eq!(d1.instances.len(), 1, "only the idle group's host");
+
+        let load = Load::start(lb.service, 8);
+        std::thread::sleep(Duration::from_millis(300));
+        // The fleet grows by two hosts (as autoscaling would): i2 in blue, the standby, and i3 in green.
+        let (code, out) = fleet.cli(&[
+            "group",
+            "update",
+            "--app",
+            "shop",
+            "web",
+            "--lb",
+            &settings_file(4)?,
+        ])?;
+        assert_eq!(code, 0, "{out}");
+        // i2 gets nothing now: the next deployment goes to the standby group.
+        let standby = fleet.add_agent(vars(2)?, web.clone())?;
+        wait_for_line(
+            &fleet.agents[standby].proc.log,
+            "said hello: nothing to catch up",
+            0,
+            Duration::from_secs(30),
+        )?;
+        // i3 catches up to v1, and joins the serving group only at its AllowTraffic.
+        fleet.add_agent(vars(3)?, web.clone())?;
+        let c = fleet.catch_up_of("i3")?;
+        let c = fleet.wait_end(&c.id, Duration::from_secs(120))?;
+        std::thread::sleep(Duration::from_millis(800));
+        let samples = load.finish();
+        assert_eq!(c.status, DeploymentStatus::Succeeded, "{}", c.message);
+        assert_eq!(c.revision, rev);
+        let steps: Vec<&str> = c.instances[0]
+            .steps
+            .iter()
+            .map(|s| s.event.name())
+            .collect();
+        let plan = rollcage_proto::plan_of(
+            rollcage_proto::wire::DeploymentStyle::BlueGreen,
+            false,
+            true,
+        );
+        let want: Vec<&str> = plan.per_instance.iter().map(|e| e.name()).collect();
+        assert_eq!(
+            steps, want,
+            "the blue/green catch-up plan: nothing switches"
+        );
+        assert_no_failures(&samples, "blue/green catch-up under load")?;
+        let allow = c.instances[0]
+            .steps
+            .iter()
+            .find(|s| s.event.name() == "AllowTraffic")
+            .and_then(|s| s.started_at_ms)
+            .context("the catch-up ran AllowTraffic")?;
+        assert_only_registered(&samples, &[("i3".to_owned(), 0, allow)])?;
+        let by = |name: &str| served_by(&samples, name);
+        assert!(by("i3") > 0, "the newcomer served once put back");
+        assert_eq!(by("i0") + by("i2"), 0, "the standby group serves nothing");
+        assert!(versions(&samples).iter().all(|v| v == "v1"));
+        assert_eq!(
+            fleet.deployments()?.len(),
+            2,
+            "v1 and i3's catch-up; none for i2"
+        );
         Ok(())
     });
     if result.is_err() {

@@ -489,6 +489,23 @@ pub async fn delete_revision(
         Ok(())
     })?;
     tracing::info!(application = %app, revision = %id, "revision deleted");
+    // The archive's bytes go too when no other revision names them. The revision is gone either way: a failure
+    // here leaves bytes that the next delete reclaims, so it is logged, not answered.
+    match st
+        .bundles
+        .reclaim(st.clone(), rollcage_proto::wire::now_ms())
+        .await
+    {
+        Ok(r) if r.bundles > 0 => {
+            tracing::info!(
+                bundles = r.bundles,
+                bytes = r.bytes,
+                "reclaimed the bytes of bundles no revision names"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "reclaiming the bytes of deleted revisions"),
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

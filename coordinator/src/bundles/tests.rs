@@ -235,3 +235,164 @@ async fn a_missing_chunk_cuts_the_download() -> TestResult {
     }
     Ok(())
 }
+
+/// Name `sha` by a revision of `app` (created if needed).
+fn name_it(store: &SharedStore, app: &str, sha: &str, size: u64) -> TestResult {
+    db(store).write(|tx| {
+        crate::store::apps::insert_application(tx, app, 1)?;
+        crate::store::revisions::upsert(tx, app, sha, None, size, 1)?;
+        Ok::<_, StoreError>(())
+    })?;
+    Ok(())
+}
+
+fn forget(store: &SharedStore, app: &str, sha: &str) -> TestResult {
+    let id = crate::store::revisions::revision_id(sha);
+    db(store).write(|tx| crate::store::revisions::delete(tx, app, &id))?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bytes_no_revision_names_are_reclaimed_after_the_grace_and_shared_ones_kept() -> TestResult
+{
+    for (backend, store) in each()? {
+        let (a, b, c) = (random(3000, 1), random(5000, 2), random(7000, 3));
+        let (a, b, c) = (
+            put(&store, &a, 700).await?,
+            put(&store, &b, 700).await?,
+            put(&store, &c, 700).await?,
+        );
+        name_it(&store, "one", &a.sha256, a.size)?;
+        name_it(&store, "one", &c.sha256, c.size)?;
+        name_it(&store, "two", &c.sha256, c.size)?;
+        let now = rollcage_proto::wire::now_ms();
+        let later = now + RECLAIM_GRACE_MS + 1;
+
+        // Within the grace nothing goes, not even `b`, which nothing names yet (its revision may be on its way).
+        assert_eq!(
+            Bundles::Database.reclaim(store.clone(), now).await?,
+            Reclaimed::default(),
+            "{backend}"
+        );
+        assert_eq!(
+            Bundles::Database.reclaim(store.clone(), later).await?,
+            Reclaimed {
+                bundles: 1,
+                bytes: 5000
+            },
+            "{backend}: only `b`"
+        );
+        assert!(
+            Bundles::Database
+                .open(store.clone(), &b.sha256)
+                .await?
+                .is_none(),
+            "{backend}"
+        );
+
+        forget(&store, "one", &a.sha256)?;
+        forget(&store, "one", &c.sha256)?;
+        assert_eq!(
+            Bundles::Database.reclaim(store.clone(), later).await?,
+            Reclaimed {
+                bundles: 1,
+                bytes: 3000
+            },
+            "{backend}: `a`; `c` is still named by app two"
+        );
+        assert!(
+            Bundles::Database
+                .open(store.clone(), &a.sha256)
+                .await?
+                .is_none(),
+            "{backend}"
+        );
+        assert_eq!(get(&store, &c.sha256).await?.1.len(), 7000, "{backend}");
+        assert_eq!(
+            count(
+                &store,
+                &format!(
+                    "SELECT COUNT(*) FROM bundle_chunks WHERE sha256 = '{}'",
+                    a.sha256
+                )
+            )?,
+            0,
+            "{backend}: no chunk of `a` is left"
+        );
+
+        // Pushing bytes again restarts their grace: stored long ago, pushed again now, kept.
+        forget(&store, "two", &c.sha256)?;
+        db(&store).write(|tx| {
+            tx.execute(
+                "UPDATE bundles SET created_at = ?1 WHERE sha256 = ?2",
+                args![now - 2 * RECLAIM_GRACE_MS, c.sha256],
+            )
+        })?;
+        put(&store, &random(7000, 3), 1000).await?;
+        assert_eq!(
+            Bundles::Database.reclaim(store.clone(), now + 1).await?,
+            Reclaimed::default(),
+            "{backend}"
+        );
+        assert_eq!(
+            Bundles::Database.reclaim(store.clone(), later + 10).await?,
+            Reclaimed {
+                bundles: 1,
+                bytes: 7000
+            },
+            "{backend}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn files_no_revision_names_are_reclaimed_after_the_grace_part_files_never() -> TestResult {
+    let store: SharedStore = Arc::new(Held(crate::testkit::store()?));
+    let dir = tempfile::tempdir()?;
+    let bundles = Bundles::Dir(dir.path().join("bundles"));
+    let mut stored = Vec::new();
+    for (n, seed) in [(100, 7), (200, 8)] {
+        let mut up = bundles.upload(store.clone()).await?;
+        up.write(&random(n, seed)).await?;
+        stored.push(up.finish().await?);
+    }
+    let part = dir.path().join("bundles/upload-0123456789abcdef.part");
+    std::fs::write(&part, b"in progress")?;
+    name_it(&store, "one", &stored[0].sha256, stored[0].size)?;
+    let now = rollcage_proto::wire::now_ms();
+    assert_eq!(
+        bundles.reclaim(store.clone(), now).await?,
+        Reclaimed::default()
+    );
+    let later = now + RECLAIM_GRACE_MS + 60_000;
+    assert_eq!(
+        bundles.reclaim(store.clone(), later).await?,
+        Reclaimed {
+            bundles: 1,
+            bytes: 200
+        }
+    );
+    assert!(
+        bundles
+            .open(store.clone(), &stored[1].sha256)
+            .await?
+            .is_none()
+    );
+    assert!(
+        bundles
+            .open(store.clone(), &stored[0].sha256)
+            .await?
+            .is_some()
+    );
+    forget(&store, "one", &stored[0].sha256)?;
+    assert_eq!(
+        bundles.reclaim(store.clone(), later).await?,
+        Reclaimed {
+            bundles: 1,
+            bytes: 100
+        }
+    );
+    assert!(part.exists(), "an upload's part file is its own");
+    Ok(())
+}

@@ -13,8 +13,13 @@
 //! - otherwise nothing (a host whose tags no group matches, a group that never deployed or whose last deployment
 //!   failed).
 //!
-//! Blue/green groups are left alone: their hosts get a revision with the group's next deployment, which goes to the
-//! idle server group. (Bringing a host of the *active* server group up to date and registering it is not built yet.)
+//! On a blue/green group where the host sits matters ([`Side`], from its `lb.targets` address):
+//! - in the **active** server group (the one serving): the catch-up brings it to the revision that group serves,
+//!   with [`rollcage_proto::plan_of`]'s blue/green catch-up plan: its server is taken out of the LB first and put
+//!   back only after ValidateService, and nothing switches;
+//! - in the **idle** group: nothing now; it gets the group's next deployment, which goes to the idle group (and it
+//!   joins a running one, which deploys there);
+//! - with no address in `lb.targets`: nothing (it is no server of either group).
 
 use super::executor::{self, EngineError, NewDeployment, Result};
 use crate::store::{Tx, apps, deployments, instances};
@@ -34,6 +39,19 @@ pub struct GroupState {
     /// The revision of the deployment whose Install last succeeded on the host, as its agent said (`None`: nothing
     /// installed, or a deployment this coordinator does not know).
     pub installed_here: Option<String>,
+    /// Blue/green: which server group the host is in.
+    pub side: Side,
+}
+
+/// Where a host is in a blue/green group's load balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Not a blue/green group, or the host has no address in `lb.targets`.
+    None,
+    /// In the server group that serves.
+    Active,
+    /// In the standby group, where the next deployment goes.
+    Idle,
 }
 
 /// A group's active deployment.
@@ -72,12 +90,15 @@ pub fn member(group: &Group, name: &str, tags: &Tags) -> bool {
 
 /// The decision for one group the instance belongs to (see the module doc).
 pub fn decide(g: &GroupState) -> Decision {
-    if g.style == DeploymentStyle::BlueGreen {
-        return Decision::Nothing;
-    }
+    // Blue/green: a running deployment goes to the idle group, a catch-up to the active one.
+    let (joins, catches_up) = match g.style {
+        DeploymentStyle::BlueGreen => (g.side == Side::Idle, g.side == Side::Active),
+        DeploymentStyle::InPlace | DeploymentStyle::InPlaceLb => (true, true),
+    };
     match &g.active {
-        Some(a) if a.has_instance || !a.joinable => Decision::Nothing,
+        Some(a) if a.has_instance || !a.joinable || !joins => Decision::Nothing,
         Some(a) => Decision::Join(a.id.clone()),
+        None if !catches_up => Decision::Nothing,
         None => match &g.last {
             Some((DeploymentStatus::Succeeded, rev)) if g.installed_here.as_ref() != Some(rev) => {
                 Decision::CatchUp(rev.clone())
@@ -191,6 +212,25 @@ fn group_state(
         active,
         last: deployments::last_ended(tx, &group.id)?.map(|d| (d.status, d.revision)),
         installed_here,
+        side: side(tx, group, instance)?,
+    })
+}
+
+/// Where `instance` is in blue/green `group`'s load balancer.
+fn side(tx: &Tx<'_>, group: &Group, instance: &str) -> Result<Side> {
+    let (DeploymentStyle::BlueGreen, Some(settings)) = (group.style, &group.lb) else {
+        return Ok(Side::None);
+    };
+    let Some((server_group, _)) = settings.target(instance) else {
+        return Ok(Side::None);
+    };
+    // Switched at least once: the store knows; never switched: the settings' first active group.
+    let active =
+        apps::active_server_group(tx, &group.id)?.or_else(|| settings.active_group.clone());
+    Ok(if active.as_deref() == Some(server_group) {
+        Side::Active
+    } else {
+        Side::Idle
     })
 }
 
@@ -256,6 +296,7 @@ mod tests {
             active,
             last: last.map(|(s, r)| (s, r.to_owned())),
             installed_here: here.map(str::to_owned),
+            side: Side::None,
         }
     }
 
@@ -286,9 +327,57 @@ mod tests {
             Decision::Nothing,
             "never deployed"
         );
-        let mut bg = state(None, Some((DeploymentStatus::Succeeded, "r-1")), None);
-        bg.style = DeploymentStyle::BlueGreen;
-        assert_eq!(decide(&bg), Decision::Nothing);
+    }
+
+    #[test]
+    fn on_blue_green_the_active_group_catches_up_and_the_idle_one_joins_the_next_deployment() {
+        let ok = Some((DeploymentStatus::Succeeded, "r-1"));
+        let bg = |side, active: Option<Active>, here: Option<&str>| {
+            let mut g = state(active, ok, here);
+            g.style = DeploymentStyle::BlueGreen;
+            g.side = side;
+            g
+        };
+        assert_eq!(
+            decide(&bg(Side::Active, None, None)),
+            Decision::CatchUp("r-1".into()),
+            "a host of the serving group gets what it serves"
+        );
+        assert_eq!(
+            decide(&bg(Side::Active, None, Some("r-1"))),
+            Decision::Nothing,
+            "an agent restart"
+        );
+        assert_eq!(
+            decide(&bg(Side::Idle, None, None)),
+            Decision::Nothing,
+            "the standby gets the next deployment"
+        );
+        assert_eq!(
+            decide(&bg(Side::None, None, None)),
+            Decision::Nothing,
+            "no server of either group"
+        );
+        let running = || {
+            Some(Active {
+                id: "d-2".into(),
+                joinable: true,
+                has_instance: false,
+            })
+        };
+        assert_eq!(
+            decide(&bg(Side::Idle, running(), None)),
+            Decision::Join("d-2".into()),
+            "a running deployment deploys to the idle group: it takes the newcomer in"
+        );
+        assert_eq!(
+            decide(&bg(Side::Active, running(), None)),
+            Decision::Nothing,
+            "not into a deployment of the other group"
+        );
+        let mut failed = bg(Side::Active, None, None);
+        failed.last = Some((DeploymentStatus::Failed, "r-1".into()));
+        assert_eq!(decide(&failed), Decision::Nothing);
     }
 
     #[test]

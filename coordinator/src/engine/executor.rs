@@ -12,7 +12,7 @@ use rollcage_proto::wire::{
     AgentOverrides, Concurrency, DeploymentStatus, DeploymentStyle, InstanceStatus, NameList,
     RevisionLocation, RevisionRef, RevisionSource, StepCommand, StepOutcome, StepReport, StepState,
 };
-use rollcage_proto::{HookOutcome, Performer, plan};
+use rollcage_proto::{HookOutcome, Performer, plan_of};
 
 /// Why an engine operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +77,11 @@ pub fn create_deployment(
             name: format!("{}/{}", new.application, new.group),
         })?;
     deployments::lock_group(tx, &group.id)?;
-    let style_plan = plan(group.style, new.rollback_of.is_some());
+    let style_plan = plan_of(
+        group.style,
+        new.rollback_of.is_some(),
+        new.catch_up.is_some(),
+    );
     if let Some(active) = deployments::active_for_group(tx, new.application, new.group)? {
         return Err(EngineError::Conflict(format!(
             "deployment group `{}` of application `{}` already has an active deployment `{active}`; \
@@ -96,23 +100,27 @@ pub fn create_deployment(
     let settings = group.lb.as_ref();
     // Blue/green: the new revision goes to the idle server group's instances, then traffic switches to it; a
     // rollback switches back to the group the rolled-back deployment switched away from.
+    // A blue/green catch-up joins the server group that serves: nothing switches.
     let switch_to = match (settings, group.style) {
-        (Some(s), DeploymentStyle::BlueGreen) => Some(match new.rollback_of {
-            Some((of, _)) => {
-                let of_row = deployments::get(tx, of)?.ok_or_else(|| EngineError::NotFound {
-                    what: "deployment",
-                    name: of.to_owned(),
-                })?;
-                let target = of_row.switch_to.unwrap_or_default();
-                s.other_group(&target).unwrap_or_default().to_owned()
-            }
-            None => {
-                let active = apps::active_server_group(tx, &group.id)?
-                    .or_else(|| s.active_group.clone())
-                    .unwrap_or_default();
-                s.other_group(&active).unwrap_or_default().to_owned()
-            }
-        }),
+        (Some(s), DeploymentStyle::BlueGreen) if new.catch_up.is_none() => {
+            Some(match new.rollback_of {
+                Some((of, _)) => {
+                    let of_row =
+                        deployments::get(tx, of)?.ok_or_else(|| EngineError::NotFound {
+                            what: "deployment",
+                            name: of.to_owned(),
+                        })?;
+                    let target = of_row.switch_to.unwrap_or_default();
+                    s.other_group(&target).unwrap_or_default().to_owned()
+                }
+                None => {
+                    let active = apps::active_server_group(tx, &group.id)?
+                        .or_else(|| s.active_group.clone())
+                        .unwrap_or_default();
+                    s.other_group(&active).unwrap_or_default().to_owned()
+                }
+            })
+        }
         _ => None,
     };
     let instances = match (new.rollback_of, &settings, &switch_to) {
@@ -231,7 +239,7 @@ pub fn advance(tx: &Tx<'_>, id: &str, now: i64) -> Result<()> {
     if d.status.is_terminal() {
         return Ok(());
     }
-    let steps = plan(d.style, d.rollback_of.is_some()).per_instance;
+    let steps = d.plan().per_instance;
     let counts = deployments::counts(tx, id)?;
     let limit = d.concurrency.limit(counts.total);
     let view = DeploymentView {
@@ -520,7 +528,7 @@ fn end_step(
     // leaves its instance ready for its next step (6 of 7 in a rolling deployment) takes the deployment's lock
     // shared, any other the exclusive one. Deciding first matters: upgrading a shared lock can deadlock.
     let d = deployments::get(tx, &step.deployment_id)?.ok_or_else(missing)?;
-    let plan_len = plan(d.style, d.rollback_of.is_some()).per_instance.len();
+    let plan_len = d.plan().per_instance.len();
     let phase = strategy::after_report(step.idx, plan_len, outcome);
     let how = match phase {
         Phase::Ready { .. } => Lock::Shared,
@@ -700,6 +708,7 @@ mod tests {
     use crate::testkit::{
         add_group, bg_settings, deploy, finish_switch, group, lb_settings, run_instance, seed,
     };
+    use rollcage_proto::plan;
     use rollcage_proto::wire::DeploymentStyle;
 
     /// Application `app` with revisions `r-aaaa…` and `r-bbbb…` and the in-place group `web`.

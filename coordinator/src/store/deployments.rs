@@ -59,6 +59,17 @@ pub struct DeploymentRow {
     pub description: Option<String>,
 }
 
+impl DeploymentRow {
+    /// Its plan: the style's, a rollback's or a catch-up's ([`rollcage_proto::plan_of`]).
+    pub fn plan(&self) -> rollcage_proto::StylePlan {
+        rollcage_proto::plan_of(
+            self.style,
+            self.rollback_of.is_some(),
+            self.catch_up.is_some(),
+        )
+    }
+}
+
 /// A step's row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepRow {

@@ -127,7 +127,7 @@ pub fn users(c: &Conn<'_>, app: &str, id: &str) -> Result<(Vec<String>, Vec<Stri
 }
 
 /// Forget revision `app/id` (the caller checked nothing depends on it). Its archive's bytes stay in the bundle
-/// store: another revision may share them, and an upload of the same bytes may be under way.
+/// store until [`crate::bundles::Bundles::reclaim`] finds no revision naming them (another may share them).
 pub fn delete(c: &Conn<'_>, app: &str, id: &str) -> Result<bool> {
     let n = c
         .execute(

@@ -52,12 +52,7 @@ fn validate_into(
             return None;
         }
         Err(e) => {
-            problems.push(
-                ProblemKind::Syntax,
-                "",
-                Some(e.pos),
-                format!("YAML syntax error: {}", e.message),
-            );
+            syntax_error(&e, problems);
             return None;
         }
     };
@@ -176,4 +171,37 @@ fn is_version_zero(node: &Node) -> bool {
         && text.bytes().all(|b| b == b'0' || b == b'.')
         && text.bytes().filter(|b| *b == b'.').count() <= 1
         && text.starts_with('0')
+}
+
+/// Parse and validate a `sandbox:` map on its own (the grant file of `rollcage hook run`), with the rules of a hook
+/// entry's `sandbox:`; field paths start at `sandbox`.
+pub(crate) fn validate_sandbox(
+    text: &str,
+) -> Result<rollcage_proto::SandboxSpec, Vec<super::Problem>> {
+    let mut problems = Problems::default();
+    // An empty file grants nothing beyond the defaults, like `sandbox: {}`.
+    let spec = match yaml::load(text) {
+        Ok(Some(root)) if !root.is_null() => {
+            super::sandbox::parse_sandbox(&root, "sandbox", &mut problems)
+        }
+        Ok(_) => Some(rollcage_proto::SandboxSpec::default()),
+        Err(e) => {
+            syntax_error(&e, &mut problems);
+            None
+        }
+    };
+    match spec {
+        Some(spec) if problems.errors.is_empty() => Ok(spec),
+        _ => Err(problems.errors),
+    }
+}
+
+/// A file that is not YAML at all: one problem at the parser's position.
+fn syntax_error(e: &yaml::SyntaxError, problems: &mut Problems) {
+    problems.push(
+        ProblemKind::Syntax,
+        "",
+        Some(e.pos),
+        format!("YAML syntax error: {}", e.message),
+    );
 }

@@ -102,6 +102,12 @@ pub fn check_in(text: &str, revision: Option<&dyn RevisionView>) -> Checked {
     document::validate(text, revision)
 }
 
+/// Parse and validate a hook's `sandbox:` map given on its own (a grant file), with the same rules and field paths
+/// (`sandbox.dirs[0].host`) as in an AppSpec.
+pub fn parse_sandbox(text: &str) -> Result<rollcage_proto::SandboxSpec, Vec<Problem>> {
+    document::validate_sandbox(text)
+}
+
 /// The AppSpec file at the root of an unpacked revision (`appspec.yml`, else `appspec.yaml`).
 pub fn find_in_revision(revision_dir: &Path) -> Result<PathBuf, AppSpecError> {
     APPSPEC_FILE_NAMES
