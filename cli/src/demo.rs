@@ -2,9 +2,10 @@
 //!
 //! In a temporary directory it starts a coordinator (SQLite), the built-in load balancer and 4 agents as separate
 //! processes (each with its own root), then deploys the example bundle `hooks-examples/demo-web` — a small web
-//! app the hooks start and stop — four times (see [`plan`] for how the deployments map onto groups):
+//! app the hooks start and stop — five times (see [`plan`] for how the deployments map onto groups):
 //! v1 rolling without LB (it brings the app up; traffic starts once it serves), v2 rolling with LB, v3
-//! blue/green with the switch, v4 blue/green whose ValidateService fails on one instance → automatic rollback.
+//! blue/green as a canary walking its weighted steps, v4 blue/green whose ValidateService fails on one instance →
+//! automatic rollback, v5 a canary that fails real requests → aborted by the judge.
 //! Live traffic goes through the LB from v1's end to the last deployment's. It prints one line per step as
 //! each instance reports it, a traffic line per deployment, a summary table and
 //! `demo: N deployments, M requests, F failed` (N counts the automatic rollback, a deployment of its own; M and F
@@ -40,9 +41,17 @@ pub struct DemoArgs {
     keep: bool,
 }
 
-/// Threads sending requests through the LB. Each mostly waits for the app's delayed answer, so four load the
-/// fleet steadily without starving it of CPU.
-const LOAD_WORKERS: usize = 4;
+/// Threads sending requests through the LB: eight concurrent clients, enough for a canary's share of them to be
+/// judged every second. Each mostly waits for the app's delayed answer, so they load the fleet steadily without
+/// starving it of CPU.
+const LOAD_WORKERS: usize = 8;
+/// Requests the demo's traffic must reach before it stops: fewer would make "0 failed" a small sample. The
+/// deployments take about that many on this kind of machine; when they were quicker the traffic runs on, at most
+/// [`TOP_UP_LIMIT`] longer, with the fleet on v3 (a failure then still counts).
+const MIN_REQUESTS: u64 = 1000;
+/// The longest the traffic runs on after the last deployment to reach [`MIN_REQUESTS`].
+const TOP_UP_LIMIT: Duration = Duration::from_secs(10);
+
 /// A deployment that takes longer than this failed the demo.
 const DEPLOYMENT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often the demo reads the deployment it follows.
@@ -97,7 +106,7 @@ async fn scenario(sup: &Supervisor, exe: &Path) -> anyhow::Result<ExitCode> {
     let mut problems = Vec::new();
     for stage in plan::scenario() {
         let rev_dir = sup.dir().join("revisions").join(stage.version);
-        bundles::write_revision(&rev_dir, stage.version, stage.fail_on)?;
+        bundles::write_revision(&rev_dir, stage.version, stage.faults)?;
         let bytes = crate::fleet::pack::archive_bytes(&rev_dir)?;
         let rev = client
             .upload_revision(plan::APP, bytes)
@@ -108,10 +117,16 @@ async fn scenario(sup: &Supervisor, exe: &Path) -> anyhow::Result<ExitCode> {
             stage.version,
             stage.group,
             stage.expect.mode,
-            stage
-                .fail_on
-                .map(|i| format!(" (its ValidateService fails on {i})"))
-                .unwrap_or_default()
+            match stage.faults {
+                plan::Faults {
+                    fail_on: Some(i), ..
+                } => format!(" (its ValidateService fails on {i})"),
+                plan::Faults {
+                    fail_percent: p @ 1..,
+                    ..
+                } => format!(" (it answers {p} % of requests with a 500; health checks pass)"),
+                _ => String::new(),
+            }
         );
         let d = client
             .create_deployment(&CreateDeployment {
@@ -158,6 +173,18 @@ async fn scenario(sup: &Supervisor, exe: &Path) -> anyhow::Result<ExitCode> {
             load = Some(start_traffic(&cluster));
         }
     }
+    if let Some(l) = &load {
+        let begin = Instant::now();
+        if l.snapshot().requests < MIN_REQUESTS {
+            println!(
+                "\ntraffic: {} requests so far; running on to {MIN_REQUESTS}, so that the figures mean something",
+                l.snapshot().requests
+            );
+        }
+        while l.snapshot().requests < MIN_REQUESTS && begin.elapsed() < TOP_UP_LIMIT {
+            tokio::time::sleep(POLL).await;
+        }
+    }
     let total = load.as_ref().map(Traffic::stop).unwrap_or_default();
     if total.requests == 0 {
         problems.push("no request went through the load balancer".to_owned());
@@ -171,6 +198,33 @@ async fn scenario(sup: &Supervisor, exe: &Path) -> anyhow::Result<ExitCode> {
             "{} of {} requests failed; the first: {first}",
             total.failed, total.requests
         ));
+    }
+    // The 500s a bad canary answered before its abort are its users' cost, reported on their own line; a 500
+    // injected by any other version (one that should never have served) fails the demo like any failure.
+    let injected = load.as_ref().map(Traffic::injected_by).unwrap_or_default();
+    let aborted = plan::aborted_canaries();
+    let mut other_injected = 0;
+    for (version, n) in &injected {
+        if aborted.contains(&version.as_str()) {
+            println!(
+                "\ncanary: {version} answered {n} of the {} requests with its injected 500 while its first step \
+                 was judged; the judge set its weight back to 0 (not counted as failed below)",
+                total.requests
+            );
+        } else {
+            other_injected += n;
+            problems.push(format!(
+                "{version} answered {n} requests with an injected 500, but it was never to take traffic"
+            ));
+        }
+    }
+    for version in aborted {
+        if !injected.contains_key(version) {
+            problems.push(format!(
+                "the canary {version} was to fail some real requests before its abort, but no client saw one: \
+                 it never took traffic"
+            ));
+        }
     }
     println!("\n{}", report::table(&rows));
     for p in &problems {
@@ -187,7 +241,7 @@ async fn scenario(sup: &Supervisor, exe: &Path) -> anyhow::Result<ExitCode> {
     );
     println!(
         "{}",
-        report::summary_line(rows.len(), total.requests, total.failed)
+        report::summary_line(rows.len(), total.requests, total.failed + other_injected)
     );
     Ok(if problems.is_empty() {
         ExitCode::SUCCESS
@@ -258,8 +312,15 @@ async fn settle(
         seconds(&f.d),
         match so_far {
             Some(total) => format!(
-                "traffic: {} requests during it ({} failed), {} so far ({} failed); the LB serves {serving}",
-                f.traffic.requests, f.traffic.failed, total.requests, total.failed
+                "traffic: {} requests during it ({} failed{}), {} so far ({} failed); the LB serves {serving}",
+                f.traffic.requests,
+                f.traffic.failed,
+                match f.traffic.injected {
+                    0 => String::new(),
+                    n => format!(", {n} answered an injected 500"),
+                },
+                total.requests,
+                total.failed
             ),
             None => format!("the LB serves {serving}; no traffic yet"),
         }

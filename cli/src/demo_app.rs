@@ -42,6 +42,8 @@ pub struct DemoAppArgs {
 
 struct App {
     body: Bytes,
+    /// The answer of a failing request: `<version> <instance> injected failure`, so a client knows whose it is.
+    failure: Bytes,
     delay: Duration,
     fail_percent: u64,
     served: std::sync::atomic::AtomicU64,
@@ -73,10 +75,7 @@ async fn handle(
                 tokio::time::sleep(app.delay).await;
             }
             if app.fails_next() {
-                resp(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    Bytes::from_static(b"injected failure (--fail-percent)\n"),
-                )
+                resp(StatusCode::INTERNAL_SERVER_ERROR, app.failure.clone())
             } else {
                 resp(StatusCode::OK, app.body.clone())
             }
@@ -98,6 +97,10 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<std::process::ExitCode> {
     let instance = args.instance.unwrap_or_else(|| args.listen.to_string());
     let app = Arc::new(App {
         body: Bytes::from(format!("{} {instance}\n", args.version)),
+        failure: Bytes::from(format!(
+            "{} {instance} injected failure (--fail-percent)\n",
+            args.version
+        )),
         delay: Duration::from_millis(args.delay_ms),
         fail_percent: args.fail_percent,
         served: std::sync::atomic::AtomicU64::new(0),
@@ -129,6 +132,7 @@ mod tests {
     fn app(fail_percent: u64) -> App {
         App {
             body: Bytes::new(),
+            failure: Bytes::new(),
             delay: Duration::ZERO,
             fail_percent,
             served: std::sync::atomic::AtomicU64::new(0),

@@ -51,8 +51,9 @@ enum Command {
     /// Work with AppSpec files.
     #[command(subcommand)]
     Appspec(AppspecCommand),
-    /// Show rollcage working on this machine: a coordinator, the built-in LB and 4 agents in a temp dir, four
-    /// deployments (rolling, rolling with LB, blue/green, a failing one rolled back) under live traffic.
+    /// Show rollcage working on this machine: a coordinator, the built-in LB and 4 agents in a temp dir, five
+    /// deployments (rolling, rolling with LB, a blue/green canary, a failing one rolled back, a bad canary aborted
+    /// by the judge) under live traffic.
     Demo(demo::DemoArgs),
     /// The sample HTTP app the load-balancer tests deploy (hidden).
     #[command(hide = true)]

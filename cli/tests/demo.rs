@@ -88,7 +88,8 @@ fn assert_nothing_left(dir: &Path) {
 }
 
 #[test]
-fn the_demo_deploys_four_versions_and_a_rollback_without_a_failed_request() -> anyhow::Result<()> {
+fn the_demo_deploys_five_versions_two_rollbacks_and_aborts_a_canary_without_a_failed_request()
+-> anyhow::Result<()> {
     let (mut child, rx) = start_demo()?;
     let status = wait(&mut child, Duration::from_secs(240))?;
     // Every line, up to the end of the pipe (the demo's own processes log to files, not to its stdout).
@@ -102,19 +103,23 @@ fn the_demo_deploys_four_versions_and_a_rollback_without_a_failed_request() -> a
 
     let summary = lines.last().map(String::as_str).unwrap_or("");
     let rest = summary
-        .strip_prefix("demo: 5 deployments, ")
+        .strip_prefix("demo: 7 deployments, ")
         .and_then(|r| r.strip_suffix(" requests, 0 failed"))
         .ok_or_else(|| anyhow::anyhow!("summary line `{summary}`"))?;
     let requests: u64 = rest.parse()?;
-    assert!(requests > 0, "{summary}");
+    // Heavy enough to count (issue 16: at least 1,000 requests from at least 8 clients).
+    assert!(requests >= 1000, "{summary}");
+    assert!(out.contains("traffic: 8 workers"), "{out}");
 
-    // The table: the four deployments and the automatic rollback, each as expected.
+    // The table: the five deployments and the automatic rollbacks, each as expected.
     for (label, mode, outcome) in [
         ("v1 ", "rolling (no LB)", "succeeded"),
         ("v2 ", "rolling with LB", "succeeded"),
-        ("v3 ", "blue/green", "succeeded"),
+        ("v3 ", "blue/green canary", "succeeded"),
         ("v4 ", "blue/green", "failed"),
         ("v4 rollback ", "rollback (auto)", "succeeded"),
+        ("v5 ", "canary", "failed"),
+        ("v5 rollback ", "rollback (auto)", "succeeded"),
     ] {
         let row = lines
             .iter()
@@ -127,6 +132,17 @@ fn the_demo_deploys_four_versions_and_a_rollback_without_a_failed_request() -> a
     assert!(out.contains("v2 i3 BlockTraffic succeeded"), "{out}");
     assert!(
         out.contains("v4 i2 ValidateService FAILED") && out.contains("health check failed on i2"),
+        "{out}"
+    );
+    // The bad canary: aborted by the judge on its error rate, its 500s reported apart.
+    assert!(
+        out.contains("canary aborted at step 1") && out.contains("max_error_rate"),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("canary: v5 answered ") && l.contains("injected 500")),
         "{out}"
     );
     assert_nothing_left(&dir);

@@ -1,7 +1,8 @@
 //! The demo's revisions: the example bundle `hooks-examples/demo-web` (embedded, so the demo needs no checkout)
 //! written to the temp dir once per version, each with its own `release.env` (version, the instance whose
-//! ValidateService fails, the app's answer delay).
+//! ValidateService fails, the app's answer delay, the share of requests it answers with a 500).
 
+use super::plan::Faults;
 use anyhow::Context as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -35,22 +36,24 @@ const FILES: [(&str, &str, bool); 4] = [
 pub const APP_DELAY_MS: u64 = 50;
 
 /// The `release.env` of a revision.
-pub fn release_env(version: &str, fail_on: Option<&str>) -> String {
+pub fn release_env(version: &str, faults: Faults) -> String {
     format!(
         "# Written by `rollcage demo` for this revision; sourced by the hooks.\n\
          VERSION={version}\n\
          FAIL_ON={}\n\
-         DELAY_MS={APP_DELAY_MS}\n",
-        fail_on.unwrap_or("")
+         DELAY_MS={APP_DELAY_MS}\n\
+         FAIL_PERCENT={}\n",
+        faults.fail_on.unwrap_or(""),
+        faults.fail_percent
     )
 }
 
 /// Write the revision `version` into `dir`.
-pub fn write_revision(dir: &Path, version: &str, fail_on: Option<&str>) -> anyhow::Result<()> {
+pub fn write_revision(dir: &Path, version: &str, faults: Faults) -> anyhow::Result<()> {
     let files = FILES
         .iter()
         .map(|(p, t, x)| (*p, (*t).to_owned(), *x))
-        .chain([("release.env", release_env(version, fail_on), false)]);
+        .chain([("release.env", release_env(version, faults), false)]);
     for (rel, text, exec) in files {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
@@ -71,16 +74,31 @@ mod tests {
 
     #[test]
     fn release_env_names_the_version_and_the_failing_instance() {
-        let env = release_env("v4", Some("i2"));
+        let env = release_env(
+            "v4",
+            Faults {
+                fail_on: Some("i2"),
+                fail_percent: 0,
+            },
+        );
         assert!(env.contains("\nVERSION=v4\n"), "{env}");
         assert!(env.contains("\nFAIL_ON=i2\n"), "{env}");
-        assert!(release_env("v1", None).contains("\nFAIL_ON=\n"));
+        assert!(env.contains("\nFAIL_PERCENT=0\n"), "{env}");
+        assert!(release_env("v1", Faults::default()).contains("\nFAIL_ON=\n"));
+        let bad = release_env(
+            "v5",
+            Faults {
+                fail_on: None,
+                fail_percent: 30,
+            },
+        );
+        assert!(bad.contains("\nFAIL_PERCENT=30\n"), "{bad}");
     }
 
     #[test]
     fn a_revision_has_the_example_hooks_executable() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        write_revision(dir.path(), "v2", None)?;
+        write_revision(dir.path(), "v2", Faults::default())?;
         let spec = std::fs::read_to_string(dir.path().join("appspec.yml"))?;
         for script in ["stop.sh", "start.sh", "validate.sh"] {
             assert!(spec.contains(&format!("scripts/{script}")), "{script}");

@@ -236,8 +236,15 @@ pub async fn start(sup: &Supervisor, exe: &Path) -> anyhow::Result<Cluster> {
             .create_group(APP, &req)
             .await
             .with_context(|| format!("creating deployment group `{}`", g.name))?;
+        let canary = match group.lb.as_ref().and_then(|lb| lb.canary.as_ref()) {
+            Some(c) => format!(
+                ", canary steps {:?} % judged every {} s",
+                c.steps, c.interval_secs
+            ),
+            None => String::new(),
+        };
         println!(
-            "group        {} ({}, {} at a time, automatic rollback)",
+            "group        {} ({}, {} at a time, automatic rollback{canary})",
             group.name, group.style, group.concurrency
         );
     }
@@ -299,7 +306,7 @@ fn group_lb(
         active_group: blue_green.then(|| BLUE.0.to_owned()),
         wait_for_continue: false,
         keep_old_group: true,
-        canary: None,
+        canary: blue_green.then(plan::canary),
         analysis: None,
     }
 }

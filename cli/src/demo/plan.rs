@@ -9,9 +9,13 @@
 //! - `rolling` (in-place, 2 at a time): v1 installs the app everywhere; nothing serves yet, so traffic starts
 //!   once v1 is up (a rolling deployment without a load balancer restarts instances under their users' feet);
 //! - `rolling-lb` (in-place-lb, 1 at a time): v2, every instance drained, updated and put back in turn;
-//! - `blue-green` (2 at a time, automatic rollback): v3 goes to the idle `green` and traffic switches to it; v4
-//!   goes to the now idle `blue`, its ValidateService fails on `i2`, so the deployment fails before any switch
-//!   and the automatic rollback (a blue/green rollback only switches back) keeps `green` on v3 serving.
+//! - `blue-green` (2 at a time, automatic rollback, a `[canary]` of weighted steps judged by the LB's figures,
+//!   [`canary`]): v3 goes to the idle `green` and traffic walks over to it step by step; v4 goes to the now idle
+//!   `blue`, its ValidateService fails on `i2`, so the deployment fails before any traffic moves and the automatic
+//!   rollback (a blue/green rollback only switches back) keeps `green` on v3 serving; v5 passes its health checks
+//!   and ValidateService on `blue` but answers [`CANARY_FAIL_PERCENT`] % of real requests with a 500: the canary's
+//!   first interval judges it, the weight goes back to 0 and the deployment fails by itself, `green` still
+//!   serving v3.
 
 use rollcage_proto::wire::{
     Deployment, DeploymentKind, DeploymentStatus, DeploymentStyle, StepProgress, StepState,
@@ -29,6 +33,36 @@ pub const APP: &str = "web";
 pub const SERVICE: &str = "web";
 /// The instance whose ValidateService fails in v4.
 pub const FAILING_INSTANCE: &str = "i2";
+/// Percent of requests the bad canary (v5) answers with a 500: far above the threshold, so its first judged
+/// interval aborts it.
+pub const CANARY_FAIL_PERCENT: u64 = 30;
+
+/// The blue/green group's canary: two steps, one judged interval of a second each (the demo must stay short);
+/// thresholds a good revision passes under the demo's load and a bad one fails in its first interval.
+pub fn canary() -> rollcage_proto::canary::AnalysisConfig {
+    rollcage_proto::canary::AnalysisConfig {
+        steps: vec![25, 100],
+        bake_secs: 1,
+        interval_secs: 1,
+        // The demo's load sends ~150 requests a second; a quarter of them is far above this.
+        min_requests: 10,
+        max_error_rate: 0.05,
+        // Both groups run the same app with the same delay: a generous ratio keeps scheduling noise on this
+        // small machine from failing a good revision.
+        max_p99_ratio: 5.0,
+        failure_limit: 0,
+        prometheus: Vec::new(),
+    }
+}
+
+/// What makes a revision bad, if anything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// The instance whose ValidateService fails (`FAIL_ON`).
+    pub fail_on: Option<&'static str>,
+    /// Percent of `GET /` the app answers with a 500 while its health checks pass (`FAIL_PERCENT`).
+    pub fail_percent: u64,
+}
 
 /// The events each instance of a `style` deployment goes through, by name: the seed's order, from the one plan.
 pub fn order(style: DeploymentStyle) -> Vec<&'static str> {
@@ -79,8 +113,8 @@ pub struct Stage {
     pub version: &'static str,
     /// Its group.
     pub group: &'static str,
-    /// The instance whose ValidateService fails (the revision's `FAIL_ON`).
-    pub fail_on: Option<&'static str>,
+    /// What makes the revision bad.
+    pub faults: Faults,
     /// What its deployment must look like.
     pub expect: Expect,
     /// Expectations of the automatic rollback it must trigger, if any.
@@ -113,7 +147,8 @@ fn each(
     instances.iter().map(|i| (*i, order(style))).collect()
 }
 
-/// The scenario: v1 rolling, v2 rolling with LB, v3 blue/green, v4 blue/green failing → automatic rollback.
+/// The scenario: v1 rolling, v2 rolling with LB, v3 blue/green (a canary that walks its steps), v4 blue/green
+/// failing → automatic rollback, v5 a canary aborted on its error rate.
 pub fn scenario() -> Vec<Stage> {
     let ok = |mode, instances, served_after| Expect {
         mode,
@@ -127,7 +162,7 @@ pub fn scenario() -> Vec<Stage> {
         Stage {
             version: "v1",
             group: "rolling",
-            fail_on: None,
+            faults: Faults::default(),
             expect: ok(
                 "rolling (no LB)",
                 each(&INSTANCES, DeploymentStyle::InPlace),
@@ -139,7 +174,7 @@ pub fn scenario() -> Vec<Stage> {
         Stage {
             version: "v2",
             group: "rolling-lb",
-            fail_on: None,
+            faults: Faults::default(),
             expect: ok(
                 "rolling with LB",
                 each(&INSTANCES, DeploymentStyle::InPlaceLb),
@@ -151,9 +186,9 @@ pub fn scenario() -> Vec<Stage> {
         Stage {
             version: "v3",
             group: "blue-green",
-            fail_on: None,
+            faults: Faults::default(),
             expect: ok(
-                "blue/green",
+                "blue/green canary",
                 each(&GREEN.1, DeploymentStyle::BlueGreen),
                 "v3",
             ),
@@ -163,7 +198,10 @@ pub fn scenario() -> Vec<Stage> {
         Stage {
             version: "v4",
             group: "blue-green",
-            fail_on: Some(FAILING_INSTANCE),
+            faults: Faults {
+                fail_on: Some(FAILING_INSTANCE),
+                fail_percent: 0,
+            },
             expect: Expect {
                 mode: "blue/green",
                 status: DeploymentStatus::Failed,
@@ -185,7 +223,45 @@ pub fn scenario() -> Vec<Stage> {
             }),
             starts_traffic: false,
         },
+        Stage {
+            version: "v5",
+            group: "blue-green",
+            faults: Faults {
+                fail_on: None,
+                fail_percent: CANARY_FAIL_PERCENT,
+            },
+            expect: Expect {
+                mode: "canary",
+                // Every step of the idle group passes (health checks and ValidateService see nothing wrong); the
+                // canary's judge fails SwitchTraffic.
+                status: DeploymentStatus::Failed,
+                instances: each(&BLUE.1, DeploymentStyle::BlueGreen),
+                failed_instance: None,
+                automatic_rollback: false,
+                served_after: "v3",
+            },
+            // The weight is back at 0 already: the rollback only points the service at green, where it is.
+            rollback: Some(Expect {
+                mode: "rollback (auto)",
+                status: DeploymentStatus::Succeeded,
+                instances: Vec::new(),
+                failed_instance: None,
+                automatic_rollback: true,
+                served_after: "v3",
+            }),
+            starts_traffic: false,
+        },
     ]
+}
+
+/// The versions the scenario expects to be canaries aborted by the judge: bad under real requests
+/// ([`Faults::fail_percent`]), their deployment failing.
+pub fn aborted_canaries() -> Vec<&'static str> {
+    scenario()
+        .into_iter()
+        .filter(|s| s.faults.fail_percent > 0 && s.expect.status == DeploymentStatus::Failed)
+        .map(|s| s.version)
+        .collect()
 }
 
 /// The events of one instance that ended, in plan order.
@@ -434,7 +510,7 @@ mod tests {
     fn the_scenario_covers_every_style_and_ends_on_a_rollback_to_v3() {
         let s = scenario();
         let versions: Vec<&str> = s.iter().map(|st| st.version).collect();
-        assert_eq!(versions, ["v1", "v2", "v3", "v4"]);
+        assert_eq!(versions, ["v1", "v2", "v3", "v4", "v5"]);
         let styles: Vec<DeploymentStyle> = s
             .iter()
             .filter_map(|st| GROUPS.iter().find(|g| g.name == st.group))
@@ -446,11 +522,17 @@ mod tests {
                 DeploymentStyle::InPlace,
                 DeploymentStyle::InPlaceLb,
                 DeploymentStyle::BlueGreen,
+                DeploymentStyle::BlueGreen,
                 DeploymentStyle::BlueGreen
             ]
         );
         let v4 = &s[3];
-        assert_eq!(v4.fail_on, Some("i2"));
+        assert_eq!(v4.faults.fail_on, Some("i2"));
+        let v5 = &s[4];
+        assert_eq!(v5.faults.fail_percent, CANARY_FAIL_PERCENT);
+        assert_eq!(v5.expect.status, DeploymentStatus::Failed);
+        assert_eq!(v5.expect.served_after, "v3");
+        assert_eq!(aborted_canaries(), ["v5"]);
         assert_eq!(v4.expect.status, DeploymentStatus::Failed);
         let rb = v4.rollback.as_ref().expect("v4 expects a rollback");
         assert!(rb.automatic_rollback);

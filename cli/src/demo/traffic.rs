@@ -1,7 +1,10 @@
-//! Live traffic through the load balancer: a few worker threads sending `GET /` back to back (HTTP/1.0, a new
+//! Live traffic through the load balancer: worker threads sending `GET /` back to back (HTTP/1.0, a new
 //! connection each, the harder case for draining), counting answered and failed requests. A request fails on
-//! any connection error, timeout or non-200 answer. Also one-off probes of the version being served.
+//! any connection error, timeout or non-200 answer — except the 500s a revision injects on purpose (the demo
+//! app's `--fail-percent`, whose answer names its version): those are counted per version, so the demo can tell
+//! the errors of a canary it expected to be aborted from any other. Also one-off probes of the version served.
 
+use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,8 +21,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Snapshot {
     /// Requests that got an answer or failed.
     pub requests: u64,
-    /// Failed ones.
+    /// Failed ones, injected 500s aside.
     pub failed: u64,
+    /// 500s a revision injected on purpose (all versions).
+    pub injected: u64,
 }
 
 impl Snapshot {
@@ -28,6 +33,7 @@ impl Snapshot {
         Snapshot {
             requests: self.requests.saturating_sub(earlier.requests),
             failed: self.failed.saturating_sub(earlier.failed),
+            injected: self.injected.saturating_sub(earlier.injected),
         }
     }
 }
@@ -36,6 +42,9 @@ impl Snapshot {
 struct Counters {
     requests: AtomicU64,
     failed: AtomicU64,
+    injected: AtomicU64,
+    /// Injected 500s by version.
+    injected_by: Mutex<BTreeMap<String, u64>>,
     first_failure: Mutex<Option<String>>,
 }
 
@@ -62,10 +71,19 @@ impl Traffic {
                         break;
                     }
                     counters.requests.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = result {
-                        counters.failed.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut first) = counters.first_failure.lock() {
-                            first.get_or_insert(e);
+                    match result {
+                        Ok(_) => {}
+                        Err(Failure::Injected { version }) => {
+                            counters.injected.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(mut by) = counters.injected_by.lock() {
+                                *by.entry(version).or_default() += 1;
+                            }
+                        }
+                        Err(Failure::Other(e)) => {
+                            counters.failed.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(mut first) = counters.first_failure.lock() {
+                                first.get_or_insert(e);
+                            }
                         }
                     }
                 }
@@ -79,7 +97,17 @@ impl Traffic {
         Snapshot {
             requests: self.counters.requests.load(Ordering::Relaxed),
             failed: self.counters.failed.load(Ordering::Relaxed),
+            injected: self.counters.injected.load(Ordering::Relaxed),
         }
+    }
+
+    /// The injected 500s so far, by version.
+    pub fn injected_by(&self) -> BTreeMap<String, u64> {
+        self.counters
+            .injected_by
+            .lock()
+            .map(|by| by.clone())
+            .unwrap_or_default()
     }
 
     /// The first failure seen, if any.
@@ -105,8 +133,39 @@ impl Drop for Traffic {
     }
 }
 
-/// One `GET /`; the body (`<version> <instance>`) of a 200, or what went wrong.
-pub fn get(addr: SocketAddr) -> Result<String, String> {
+/// Why a request did not get a 200.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// A 500 the app of `version` answered on purpose (`--fail-percent`).
+    Injected {
+        /// The revision that answered.
+        version: String,
+    },
+    /// Anything else: what went wrong.
+    Other(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Injected { version } => write!(f, "a 500 injected by {version}"),
+            Self::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+/// The marker of an injected failure in the demo app's answer (`<version> <instance> injected failure …`).
+const INJECTED: &str = "injected failure";
+
+/// One `GET /`; the body (`<version> <instance>`) of a 200, or why not.
+pub fn get(addr: SocketAddr) -> Result<String, Failure> {
+    get_raw(addr)
+        .map_err(Failure::Other)
+        .and_then(|resp| parse_answer(&resp))
+}
+
+/// The whole answer to one `GET /`.
+fn get_raw(addr: SocketAddr) -> Result<String, String> {
     let mut s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
         .map_err(|e| format!("connecting to {addr}: {e}"))?;
     s.set_read_timeout(Some(READ_TIMEOUT))
@@ -116,17 +175,28 @@ pub fn get(addr: SocketAddr) -> Result<String, String> {
     let mut resp = String::new();
     s.read_to_string(&mut resp)
         .map_err(|e| format!("reading from {addr}: {e}"))?;
-    parse_answer(&resp)
+    Ok(resp)
 }
 
 /// The body of a 200 answer, or why it is not one.
-pub fn parse_answer(resp: &str) -> Result<String, String> {
+pub fn parse_answer(resp: &str) -> Result<String, Failure> {
     let (head, body) = resp
         .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no HTTP head in {:?}", truncate(resp)))?;
+        .ok_or_else(|| Failure::Other(format!("no HTTP head in {:?}", truncate(resp))))?;
     let status = head.lines().next().unwrap_or("");
-    if !(status.starts_with("HTTP/1.1 200") || status.starts_with("HTTP/1.0 200")) {
-        return Err(format!("answer `{status}`: {}", truncate(body.trim())));
+    let code = |c: &str| {
+        status.starts_with(&format!("HTTP/1.1 {c}")) || status.starts_with(&format!("HTTP/1.0 {c}"))
+    };
+    if code("500") && body.contains(INJECTED) {
+        return Err(Failure::Injected {
+            version: version_of(body.trim()).to_owned(),
+        });
+    }
+    if !code("200") {
+        return Err(Failure::Other(format!(
+            "answer `{status}`: {}",
+            truncate(body.trim())
+        )));
     }
     Ok(body.trim().to_owned())
 }
@@ -150,9 +220,13 @@ pub fn instance_of(body: &str) -> &str {
 
 /// Send `n` requests one after the other; the bodies answered, or the first failure.
 pub async fn probe(addr: SocketAddr, n: usize) -> Result<Vec<String>, String> {
-    tokio::task::spawn_blocking(move || (0..n).map(|_| get(addr)).collect())
-        .await
-        .map_err(|e| format!("probe task: {e}"))?
+    tokio::task::spawn_blocking(move || {
+        (0..n)
+            .map(|_| get(addr).map_err(|f| f.to_string()))
+            .collect()
+    })
+    .await
+    .map_err(|e| format!("probe task: {e}"))?
 }
 
 #[cfg(test)]
@@ -166,8 +240,23 @@ mod tests {
             Ok("v2 i3".to_owned())
         );
         let e = parse_answer("HTTP/1.1 503 Service Unavailable\r\n\r\nno healthy server\n");
-        assert!(e.is_err_and(|e| e.contains("503") && e.contains("no healthy")));
+        assert!(
+            e.is_err_and(|e| e.to_string().contains("503") && e.to_string().contains("no healthy"))
+        );
         assert!(parse_answer("").is_err());
+        assert_eq!(
+            parse_answer(
+                "HTTP/1.1 500 Internal Server Error\r\n\r\nv5 i1 injected failure (--fail-percent)\n"
+            ),
+            Err(Failure::Injected {
+                version: "v5".to_owned()
+            })
+        );
+        // A 500 the app did not inject on purpose is a failure like any other.
+        assert!(matches!(
+            parse_answer("HTTP/1.1 500 Internal Server Error\r\n\r\nboom\n"),
+            Err(Failure::Other(_))
+        ));
         assert_eq!(version_of("v3 i4"), "v3");
         assert_eq!(version_of(""), "");
         assert_eq!(instance_of("v3 i4"), "i4");
@@ -178,16 +267,19 @@ mod tests {
         let a = Snapshot {
             requests: 10,
             failed: 1,
+            injected: 2,
         };
         let b = Snapshot {
             requests: 25,
             failed: 1,
+            injected: 7,
         };
         assert_eq!(
             b.since(a),
             Snapshot {
                 requests: 15,
-                failed: 0
+                failed: 0,
+                injected: 5,
             }
         );
     }
