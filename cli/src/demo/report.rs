@@ -25,12 +25,12 @@ pub struct Row {
 /// The summary table.
 pub fn table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<12} {:<16} {:<10} {:>9} {:>9} {:>9} {:>7}  {}\n",
+        "{:<12} {:<17} {:<10} {:>9} {:>9} {:>9} {:>7}  {}\n",
         "deployment", "mode", "outcome", "duration", "instances", "requests", "failed", "expected"
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<12} {:<16} {:<10} {:>8.1}s {:>9} {:>9} {:>7}  {}\n",
+            "{:<12} {:<17} {:<10} {:>8.1}s {:>9} {:>9} {:>7}  {}\n",
             r.label,
             r.mode,
             r.outcome,
