@@ -409,6 +409,8 @@ async fn follow(
     let before = load.map(Traffic::snapshot).unwrap_or_default();
     let begin = Instant::now();
     let mut last: Option<Deployment> = None;
+    // The canary's steps, weights and verdicts, as `rollcage watch` prints them.
+    let mut bakes = crate::fleet::progress::Tracker::new();
     loop {
         let d = client
             .get_deployment(id)
@@ -416,6 +418,11 @@ async fn follow(
             .with_context(|| format!("reading deployment {id}"))?;
         for change in plan::step_changes(last.as_ref(), &d) {
             println!("{}", plan::progress_line(label, &change));
+        }
+        for line in bakes.update(&d, rollcage_proto::wire::now_ms()) {
+            if line.bake {
+                println!("{label} {}", line.text);
+            }
         }
         if d.status.is_terminal() {
             let after = load.map(Traffic::snapshot).unwrap_or_default();

@@ -112,6 +112,10 @@ fn the_demo_deploys_five_versions_two_rollbacks_and_aborts_a_canary_without_a_fa
     assert!(out.contains("traffic: 8 workers"), "{out}");
 
     // The table: the five deployments and the automatic rollbacks, each as expected.
+    let table: Vec<&String> = lines
+        .iter()
+        .skip_while(|l| !l.starts_with("deployment   mode"))
+        .collect();
     for (label, mode, outcome) in [
         ("v1 ", "rolling (no LB)", "succeeded"),
         ("v2 ", "rolling with LB", "succeeded"),
@@ -121,7 +125,7 @@ fn the_demo_deploys_five_versions_two_rollbacks_and_aborts_a_canary_without_a_fa
         ("v5 ", "canary", "failed"),
         ("v5 rollback ", "rollback (auto)", "succeeded"),
     ] {
-        let row = lines
+        let row = table
             .iter()
             .find(|l| l.starts_with(label) && l.contains(mode))
             .ok_or_else(|| anyhow::anyhow!("no table row for {label}{mode}:\n{out}"))?;
@@ -134,7 +138,20 @@ fn the_demo_deploys_five_versions_two_rollbacks_and_aborts_a_canary_without_a_fa
         out.contains("v4 i2 ValidateService FAILED") && out.contains("health check failed on i2"),
         "{out}"
     );
+    // The good canary walks both steps, each interval judged and passed, as `watch` shows it.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("v3 canary step 2/2 at 100 % interval") && l.contains(": pass;")),
+        "{out}"
+    );
     // The bad canary: aborted by the judge on its error rate, its 500s reported apart.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("v5 canary step 1/2 at 25 % interval 1: FAIL (error rate")),
+        "{out}"
+    );
     assert!(
         out.contains("canary aborted at step 1") && out.contains("max_error_rate"),
         "{out}"

@@ -17,7 +17,7 @@ mod enroll_tokens;
 mod logs;
 pub(crate) mod pack;
 mod people;
-mod progress;
+pub(crate) mod progress;
 mod render;
 mod watch;
 
