@@ -33,6 +33,15 @@ pub fn caught(body: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
 
 /// The `rollcage` binary next to this test executable.
 pub fn rollcage_bin() -> anyhow::Result<PathBuf> {
+    // A bench (release profile) may run the debug binary the tests built: what it measures is bound by the
+    // canary's interval, not by the binary's speed.
+    if let Some(bin) = std::env::var_os("ROLLCAGE_E2E_BIN") {
+        let bin = PathBuf::from(bin);
+        if !bin.is_file() {
+            bail!("ROLLCAGE_E2E_BIN={}: no such file", bin.display());
+        }
+        return Ok(bin);
+    }
     let exe = std::env::current_exe().context("locating the test executable")?;
     // target/<profile>/deps/<test> -> target/<profile>/rollcage
     let profile_dir = exe
