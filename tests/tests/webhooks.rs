@@ -291,7 +291,10 @@ fn a_failing_deployment_and_its_rollback_are_announced_signed_in_order_and_once_
         for p in &up_posts {
             assert!(signed(&p.signature, &p.body), "bad signature: {p:?}");
             let b: WebhookBody = serde_json::from_str(&p.body)?;
-            assert_eq!((b.delivery_id.as_str(), b.event.name()), (p.delivery.as_str(), p.event.as_str()));
+            assert_eq!(
+                (b.delivery_id.as_str(), b.event.name()),
+                (p.delivery.as_str(), p.event.as_str())
+            );
             assert_eq!((b.application.as_str(), b.group.as_str()), ("shop", "web"));
         }
         // What a person needs to act on the failure: the instance, the event, the hook's words; who started what.
@@ -302,20 +305,35 @@ fn a_failing_deployment_and_its_rollback_are_announced_signed_in_order_and_once_
             .into_iter()
             .find(|b| b.event.name() == "deployment.failed")
             .context("no deployment.failed")?;
-        let failure = failed.failure.clone().context("no failure in deployment.failed")?;
-        assert_eq!((failure.instance.as_str(), failure.event.as_str()), ("i1", "ValidateService"));
-        assert!(failure.log_tail.contains("health check failed"), "{failure:?}");
+        let failure = failed
+            .failure
+            .clone()
+            .context("no failure in deployment.failed")?;
+        assert_eq!(
+            (failure.instance.as_str(), failure.event.as_str()),
+            ("i1", "ValidateService")
+        );
+        assert!(
+            failure.log_tail.contains("health check failed"),
+            "{failure:?}"
+        );
         assert_eq!(failed.revision, r2);
         assert_eq!(failed.rollback_deployment.as_deref(), Some(rb.as_str()));
         assert!(failed.created_by.is_some(), "{failed:?}");
         let rb_created: WebhookBody = serde_json::from_str(
             &up_posts
                 .iter()
-                .find(|p| p.event == "deployment.created" && p.body.contains(&format!("\"deployment_id\":\"{rb}\"")))
+                .find(|p| {
+                    p.event == "deployment.created"
+                        && p.body.contains(&format!("\"deployment_id\":\"{rb}\""))
+                })
                 .context("no rollback created")?
                 .body,
         )?;
-        assert_eq!((rb_created.kind.as_str(), rb_created.created_by.as_deref()), ("rollback", Some("system")));
+        assert_eq!(
+            (rb_created.kind.as_str(), rb_created.created_by.as_deref()),
+            ("rollback", Some("system"))
+        );
         assert_eq!(rb_created.rollback_of.as_deref(), Some(d2.as_str()));
 
         // The down receiver comes up, first answering 503 twice: it then gets every event, once, in order.
@@ -333,7 +351,11 @@ fn a_failing_deployment_and_its_rollback_are_announced_signed_in_order_and_once_
             .map(|p| p.delivery.as_str())
             .collect();
         let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
-        assert_eq!(unique.len(), ids.len(), "a delivery accepted twice: {ids:?}");
+        assert_eq!(
+            unique.len(),
+            ids.len(),
+            "a delivery accepted twice: {ids:?}"
+        );
         assert_eq!(down_posts.iter().filter(|p| p.answered == 503).count(), 2);
         // A retry is the same delivery: same id, same bytes.
         assert_eq!(down_posts[0].delivery, down_posts[2].delivery);
@@ -343,14 +365,18 @@ fn a_failing_deployment_and_its_rollback_are_announced_signed_in_order_and_once_
         // The API says so: all delivered; the down receiver's first event took several attempts.
         let list = deliveries(&fleet)?;
         assert_eq!(list.len(), 2 * expected.len());
-        assert!(list.iter().all(|d| d.state.name() == "delivered"), "{list:?}");
+        assert!(
+            list.iter().all(|d| d.state.name() == "delivered"),
+            "{list:?}"
+        );
         let first_down = list
             .iter()
             .find(|d| d.url == down_url)
             .context("no delivery to the down receiver")?;
         assert!(first_down.attempts >= 3, "{first_down:?}");
         assert_eq!(first_down.last_status, Some(200));
-        let of_d2: Vec<WebhookDelivery> = serde_json::from_str(&fleet.admin_get(&format!("/v1/deployments/{d2}/deliveries"))?)?;
+        let of_d2: Vec<WebhookDelivery> =
+            serde_json::from_str(&fleet.admin_get(&format!("/v1/deployments/{d2}/deliveries"))?)?;
         assert_eq!(of_d2.len(), 2 * 7);
         Ok(())
     })();

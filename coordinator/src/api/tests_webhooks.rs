@@ -34,7 +34,11 @@ async fn webhooks_are_checked_with_field_paths_and_the_secret_is_never_returned(
     let (s, v) = post_json(&st, "/v1/applications/app/groups", ADMIN, bad).await?;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let msg = v.to_string();
-    for path in ["field `webhooks[1]`", "field `webhooks[2]`", "field `webhook_secret`"] {
+    for path in [
+        "field `webhooks[1]`",
+        "field `webhooks[2]`",
+        "field `webhook_secret`",
+    ] {
         assert!(msg.contains(path), "{path} in {msg}");
     }
     let (s, v) = post_json(
@@ -44,9 +48,15 @@ async fn webhooks_are_checked_with_field_paths_and_the_secret_is_never_returned(
         json!({"name": "web", "style": "in-place", "concurrency": "1", "webhook_secret": SECRET}),
     )
     .await?;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "a secret without a webhook: {v}");
     assert_eq!(
-        get(&st, "/v1/applications/app/groups/web", Some(ADMIN)).await?.0,
+        s,
+        StatusCode::BAD_REQUEST,
+        "a secret without a webhook: {v}"
+    );
+    assert_eq!(
+        get(&st, "/v1/applications/app/groups/web", Some(ADMIN))
+            .await?
+            .0,
         StatusCode::NOT_FOUND,
         "nothing half-written"
     );
@@ -60,8 +70,14 @@ async fn webhooks_are_checked_with_field_paths_and_the_secret_is_never_returned(
     )
     .await?;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(v["webhooks"], json!({"urls": ["https://hooks.example/a"], "has_secret": true}));
-    for uri in ["/v1/applications/app/groups/web", "/v1/applications/app/groups"] {
+    assert_eq!(
+        v["webhooks"],
+        json!({"urls": ["https://hooks.example/a"], "has_secret": true})
+    );
+    for uri in [
+        "/v1/applications/app/groups/web",
+        "/v1/applications/app/groups",
+    ] {
         let (s, v) = get(&st, uri, Some(ADMIN)).await?;
         assert_eq!(s, StatusCode::OK);
         assert!(!v.to_string().contains(SECRET), "{uri}: {v}");
@@ -88,7 +104,12 @@ async fn webhooks_are_checked_with_field_paths_and_the_secret_is_never_returned(
         v["webhooks"],
         json!({"urls": ["https://hooks.example/b", "https://hooks.example/c"], "has_secret": true})
     );
-    let (s, v) = patch(&st, "/v1/applications/app/groups/web", json!({"webhooks": []})).await?;
+    let (s, v) = patch(
+        &st,
+        "/v1/applications/app/groups/web",
+        json!({"webhooks": []}),
+    )
+    .await?;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(v.get("webhooks").is_none(), "no webhook, no secret: {v}");
     let (s, v) = patch(
@@ -119,7 +140,12 @@ async fn a_deployment_s_events_are_queued_for_each_endpoint_and_listed() -> Test
     )
     .await?;
     let id = d["id"].as_str().ok_or("no id")?;
-    let (s, v) = get(&st, &format!("/v1/deployments/{id}/deliveries"), Some(ADMIN)).await?;
+    let (s, v) = get(
+        &st,
+        &format!("/v1/deployments/{id}/deliveries"),
+        Some(ADMIN),
+    )
+    .await?;
     assert_eq!(s, StatusCode::OK, "{v}");
     let events: Vec<(&str, &str, &str)> = v
         .as_array()
@@ -161,9 +187,13 @@ async fn a_deployment_s_events_are_queued_for_each_endpoint_and_listed() -> Test
     assert_eq!(v["items"][0]["event"], "instance.started");
     assert_eq!(v["items"][0]["url"], "http://127.0.0.1:9/b");
     assert_eq!(
-        get(&st, "/v1/applications/app/groups/nope/deliveries", Some(ADMIN))
-            .await?
-            .0,
+        get(
+            &st,
+            "/v1/applications/app/groups/nope/deliveries",
+            Some(ADMIN)
+        )
+        .await?
+        .0,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
