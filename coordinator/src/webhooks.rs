@@ -11,3 +11,6 @@ pub mod deliver;
 pub mod sign;
 
 pub use backoff::Retry;
+
+#[cfg(test)]
+mod tests;

@@ -580,4 +580,41 @@ mod tests {
             Ok(())
         })
     }
+
+    #[test]
+    fn two_coordinators_claiming_at_once_never_take_the_same_delivery() -> Result<()> {
+        crate::store::each_backend(|s| {
+            let urls: Vec<String> = (0..12).map(|i| format!("http://h{i}.example/")).collect();
+            let refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+            setup(s, &refs)?;
+            let s = std::sync::Arc::new(s);
+            let taken: Vec<Vec<i64>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = ["c1", "c2"]
+                    .into_iter()
+                    .map(|holder| {
+                        let s = s.clone();
+                        scope.spawn(move || {
+                            let mut mine = Vec::new();
+                            for _ in 0..6 {
+                                let got = s.write(|tx| claim(tx, holder, 100, 60_000, 2))?;
+                                mine.extend(got.into_iter().map(|c| c.seq));
+                            }
+                            Ok::<_, StoreError>(mine)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err(StoreError::NoRows)))
+                    .collect::<Result<Vec<_>>>()
+            })?;
+            let mut all: Vec<i64> = taken.concat();
+            let n = all.len();
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(all.len(), n, "a delivery claimed twice: {taken:?}");
+            assert_eq!(n, 12, "every endpoint's head claimed once: {taken:?}");
+            Ok(())
+        })
+    }
 }
