@@ -126,7 +126,7 @@ pub fn write_app_bundle_with_faults(
          {fail}\
          nohup \"$ROLLCAGE_BIN\" demo-app --listen ${{APP_HOST:-127.0.0.1}}:$PORT --version {label} --instance \"$ROLLCAGE_INSTANCE\" \
          --delay-ms {delay_ms} --fail-percent \"$fail\" --pid-file \"$DEMO_PID\" >/dev/null 2>&1 &\n\
-         n=0; while [ ! -s \"$DEMO_PID\" ] && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\n\
+         n=0; while [ ! -s \"$DEMO_PID\" ] && [ $n -lt 200 ]; do sleep 0.05; n=$((n+1)); done\n\
          [ -s \"$DEMO_PID\" ]\n"
     );
     let validate = format!("#!/bin/sh\nkill -0 \"$(cat \"$DEMO_PID\")\" || exit 1\n{validate}\n");

@@ -208,6 +208,12 @@ fn blue_green_canary_walks_good_revisions_and_aborts_bad_and_slow_ones_and_resum
             );
         }
 
+        let passes = s
+            .fleet
+            .metric(r#"rollcage_analysis_verdicts_total{result="pass"}"#)?
+            .context("no verdict counter in /metrics")?;
+        assert!(passes >= 6.0, "{passes} passing verdicts counted");
+
         // v3 answers 20 % of requests with a 500: aborted in the first step, back on blue within
         // interval_secs + 1 s of the failing interval's end, < 2 % errors seen by clients.
         let load = Load::start(s.lb.service, WORKERS);
@@ -275,6 +281,16 @@ fn blue_green_canary_walks_good_revisions_and_aborts_bad_and_slow_ones_and_resum
             d4.message
         );
         assert_eq!(errors(&samples), 0, "a slow canary fails no request");
+        // What an operator reads after the fact: every verdict with its step, weight and both groups' figures (the
+        // live "step N/M: W % of traffic" lines are the progress unit tests').
+        let (_, watched) = s.fleet.cli(&["watch", &d3.id])?;
+        for want in [
+            "canary step 1/3 at 10 % interval 1: FAIL (error rate",
+            "; old: ",
+            "p99 ",
+        ] {
+            assert!(watched.contains(want), "`{want}` not in:\n{watched}");
+        }
 
         // v5 (good, to green): SIGKILL the coordinator during the 50 % step; the restarted one resumes there.
         let load = Load::start(s.lb.service, WORKERS);
@@ -298,6 +314,14 @@ fn blue_green_canary_walks_good_revisions_and_aborts_bad_and_slow_ones_and_resum
             }
             std::thread::sleep(Duration::from_millis(50));
         };
+        let weight = s.fleet.metric(&format!(
+            r#"rollcage_canary_weight_percent{{application="shop",group="web",deployment="{id}"}}"#
+        ))?;
+        assert_eq!(
+            weight,
+            Some(50.0),
+            "/metrics shows the running canary's weight"
+        );
         s.fleet
             .coordinator
             .kill_and_restart(Duration::from_millis(300))?;
