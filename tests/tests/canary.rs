@@ -13,7 +13,7 @@
 
 use anyhow::{Context, bail};
 use rollcage_e2e::lb::{
-    BuiltinLb, DemoApps, Faults, LbGroup, Load, Sample, create_lb_group_with, now_ms,
+    BuiltinLb, DemoApps, Faults, HaproxyLb, LbGroup, Load, Sample, create_lb_group_with, now_ms,
     write_app_bundle_with_faults,
 };
 use rollcage_e2e::{Fleet, rollcage_bin};
@@ -42,12 +42,43 @@ fn thresholds() -> serde_json::Value {
 
 struct Setup {
     fleet: Fleet,
-    lb: BuiltinLb,
+    lb: TestLb,
     ports: Vec<u16>,
     _apps: DemoApps,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Builtin,
+    Haproxy,
+}
+
+enum TestLb {
+    Builtin(BuiltinLb),
+    Haproxy(HaproxyLb),
+}
+
+impl TestLb {
+    fn driver(&self) -> serde_json::Value {
+        match self {
+            Self::Builtin(b) => b.driver(),
+            Self::Haproxy(h) => h.driver(),
+        }
+    }
+
+    fn service(&self) -> std::net::SocketAddr {
+        match self {
+            Self::Builtin(b) => b.service,
+            Self::Haproxy(h) => h.service,
+        }
+    }
+}
+
 fn setup(n: usize, groups: &[(&str, Vec<usize>)]) -> anyhow::Result<Setup> {
+    setup_with(Kind::Builtin, n, groups)
+}
+
+fn setup_with(kind: Kind, n: usize, groups: &[(&str, Vec<usize>)]) -> anyhow::Result<Setup> {
     let (ports, apps) = DemoApps::slots(n)?;
     let pid_files = apps.0.clone();
     let bin = rollcage_bin()?;
@@ -59,7 +90,23 @@ fn setup(n: usize, groups: &[(&str, Vec<usize>)]) -> anyhow::Result<Setup> {
         ]
     })?;
     let names: Vec<&str> = groups.iter().map(|(g, _)| *g).collect();
-    let lb = BuiltinLb::start(fleet.dir.path(), &names, names[0])?;
+    let lb = match kind {
+        Kind::Builtin => TestLb::Builtin(BuiltinLb::start(fleet.dir.path(), &names, names[0])?),
+        Kind::Haproxy => {
+            let members: Vec<(&str, Vec<String>)> = groups
+                .iter()
+                .map(|(g, idx)| {
+                    (
+                        *g,
+                        idx.iter()
+                            .map(|i| format!("127.0.0.1:{}", ports[*i]))
+                            .collect(),
+                    )
+                })
+                .collect();
+            TestLb::Haproxy(HaproxyLb::start(fleet.dir.path(), &members, names[0])?)
+        }
+    };
     Ok(Setup {
         fleet,
         lb,
@@ -169,7 +216,7 @@ fn blue_green_canary_walks_good_revisions_and_aborts_bad_and_slow_ones_and_resum
         );
 
         // v2 (good) to blue under load: 10 → 50 → 100, no failed request, the observed share at each weight.
-        let load = Load::start(s.lb.service, WORKERS);
+        let load = Load::start(s.lb.service(), WORKERS);
         std::thread::sleep(Duration::from_millis(300));
         let d2 = s.deploy(&s.push("v2", DELAY_MS, &ok)?)?;
         std::thread::sleep(Duration::from_millis(300));
@@ -216,7 +263,7 @@ fn blue_green_canary_walks_good_revisions_and_aborts_bad_and_slow_ones_and_resum
 
         // v3 answers 20 % of requests with a 500: aborted in the first step, back on blue within
         // interval_secs + 1 s of the failing interval's end, < 2 % errors seen by clients.
-        let load = Load::start(s.lb.service, WORKERS);
+        let load = Load::start(s.lb.service(), WORKERS);
         std::thread::sleep(Duration::from_millis(300));
         let bad = Faults {
             fail_percent: 20,
@@ -264,7 +311,7 @@ fn blue_green_canary_walks_good_revisions_and_aborts_bad_and_slow_ones_and_resum
         );
 
         // v4 is 300 ms slower on every request: aborted on latency.
-        let load = Load::start(s.lb.service, WORKERS);
+        let load = Load::start(s.lb.service(), WORKERS);
         let d4 = s.deploy(&s.push("v4", DELAY_MS + 300, &ok)?)?;
         let rb = s.fleet.wait_end(
             d4.rollback_deployment
@@ -293,7 +340,7 @@ fn blue_green_canary_walks_good_revisions_and_aborts_bad_and_slow_ones_and_resum
         }
 
         // v5 (good, to green): SIGKILL the coordinator during the 50 % step; the restarted one resumes there.
-        let load = Load::start(s.lb.service, WORKERS);
+        let load = Load::start(s.lb.service(), WORKERS);
         let rev5 = s.push("v5", DELAY_MS, &ok)?;
         let id = s.fleet.deploy("shop", "web", &rev5)?;
         let begin = Instant::now();
@@ -367,7 +414,7 @@ fn in_place_lb_analysis_stops_after_the_instance_serving_errors_and_rolls_back()
         assert_eq!(d1.status, DeploymentStatus::Succeeded, "{}", d1.message);
         assert_eq!(d1.bakes.len(), 4, "one analysis per instance");
 
-        let load = Load::start(s.lb.service, WORKERS);
+        let load = Load::start(s.lb.service(), WORKERS);
         let bad = Faults {
             fail_percent: 20,
             only_on: Some("i1"),
@@ -411,6 +458,110 @@ fn in_place_lb_analysis_stops_after_the_instance_serving_errors_and_rolls_back()
             i1.verdicts
         );
         assert_eq!(rb.status, DeploymentStatus::Succeeded, "{}", rb.message);
+        Ok(())
+    });
+    keep_on_failure(s, result)
+}
+
+/// The good and the bad revision against HAProxy: weights through the driver's `rand(100)` map rule, figures from
+/// `show stat` counter differences (latency: HAProxy's averages).
+#[test]
+fn haproxy_canary_walks_a_good_revision_and_aborts_a_bad_one() -> anyhow::Result<()> {
+    let blue = vec![0, 1];
+    let green = vec![2, 3];
+    let s = setup_with(
+        Kind::Haproxy,
+        4,
+        &[("blue", blue.clone()), ("green", green.clone())],
+    )?;
+    let result = rollcage_e2e::caught(|| -> anyhow::Result<()> {
+        let members = |idx: &[usize]| -> Vec<String> { idx.iter().map(|i| s.addr(*i)).collect() };
+        let mut cfg = thresholds();
+        cfg["steps"] = serde_json::json!([10, 50, 100]);
+        s.create_group(
+            "blue-green",
+            serde_json::json!({ "blue": members(&blue), "green": members(&green) }),
+            Some("blue"),
+            serde_json::json!({ "canary": cfg }),
+        )?;
+        let is_green = |body: &str| matches!(served_by(body), "i2" | "i3");
+        let ok = Faults::default();
+        let d1 = s.deploy(&s.push("v1", DELAY_MS, &ok)?)?;
+        assert_eq!(d1.status, DeploymentStatus::Succeeded, "{}", d1.message);
+
+        let load = Load::start(s.lb.service(), WORKERS);
+        std::thread::sleep(Duration::from_millis(300));
+        let d2 = s.deploy(&s.push("v2", DELAY_MS, &ok)?)?;
+        std::thread::sleep(Duration::from_millis(300));
+        let samples = load.finish();
+        assert_eq!(d2.status, DeploymentStatus::Succeeded, "{}", d2.message);
+        assert_eq!(errors(&samples), 0, "a good canary fails no request");
+        let c2 = canary(&d2)?;
+        assert!(
+            c2.verdicts
+                .iter()
+                .all(|v| v.latency_is_average || v.new.latency_ms.is_none())
+        );
+        for (step, weight) in [(0, 10.0), (1, 50.0), (2, 100.0)] {
+            let vs: Vec<_> = c2.verdicts.iter().filter(|v| v.step == step).collect();
+            assert!(
+                vs.iter().all(|v| v.outcome.label() == "pass"),
+                "step {step}: {vs:?}"
+            );
+            let from = vs.iter().map(|v| v.start_unix_ms).min().unwrap_or(0);
+            let to = vs.iter().map(|v| v.end_unix_ms).max().unwrap_or(0);
+            let during: Vec<&str> = samples
+                .iter()
+                .filter(|x| x.start_ms as u64 >= from && x.end_ms as u64 <= to)
+                .filter_map(|x| x.result.as_deref().ok())
+                .collect();
+            let seen = share(during.iter().filter(|b| !is_green(b)).count(), during.len());
+            assert!(
+                during.len() >= 50 && (seen - weight).abs() <= 5.0,
+                "step {step}: {seen:.1} % of {} answers from the new group, weight {weight} %",
+                during.len()
+            );
+        }
+
+        let load = Load::start(s.lb.service(), WORKERS);
+        std::thread::sleep(Duration::from_millis(300));
+        let bad = Faults {
+            fail_percent: 20,
+            only_on: None,
+        };
+        let d3 = s.deploy(&s.push("v3", DELAY_MS, &bad)?)?;
+        let rb = s.fleet.wait_end(
+            d3.rollback_deployment
+                .as_deref()
+                .context("no automatic rollback")?,
+            Duration::from_secs(60),
+        )?;
+        std::thread::sleep(Duration::from_millis(2500));
+        let samples = load.finish();
+        assert_eq!(d3.status, DeploymentStatus::Failed, "{}", d3.message);
+        assert!(
+            d3.message.contains("canary aborted at step 1 of 3"),
+            "{}",
+            d3.message
+        );
+        assert_eq!(rb.status, DeploymentStatus::Succeeded, "{}", rb.message);
+        let failing = canary(&d3)?.verdicts.last().context("no verdict")?.clone();
+        let back_by = failing.end_unix_ms + (INTERVAL_SECS + 1) * 1000;
+        let late = samples
+            .iter()
+            .filter(|x| x.start_ms as u64 > back_by)
+            .filter(|x| x.result.as_deref().map_or(true, is_green))
+            .count();
+        assert_eq!(
+            late, 0,
+            "answers from the aborted group (or errors) after {back_by}"
+        );
+        let rate = share(errors(&samples), samples.len());
+        assert!(
+            rate < 2.0,
+            "{rate:.2} % of {} requests failed",
+            samples.len()
+        );
         Ok(())
     });
     keep_on_failure(s, result)
