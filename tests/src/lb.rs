@@ -155,11 +155,16 @@ pub struct Sample {
 
 /// One HTTP/1.0 GET (no keep-alive: every request opens a connection, the harder case for draining).
 pub fn get(addr: SocketAddr) -> Result<String, String> {
+    get_path(addr, "/")
+}
+
+/// [`get`] of `path` (with its query string).
+pub fn get_path(addr: SocketAddr, path: &str) -> Result<String, String> {
     let mut s =
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: lb\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: lb\r\n\r\n").as_bytes())
         .map_err(|e| e.to_string())?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).map_err(|e| e.to_string())?;

@@ -566,3 +566,110 @@ fn haproxy_canary_walks_a_good_revision_and_aborts_a_bad_one() -> anyhow::Result
     });
     keep_on_failure(s, result)
 }
+
+/// A test app's `/metrics` (one gauge the test sets), served until the test ends.
+fn metrics_app(value: std::sync::Arc<std::sync::atomic::AtomicU64>) -> anyhow::Result<u16> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let body = format!(
+                "# TYPE test_app_errors gauge\ntest_app_errors {}\n",
+                value.load(std::sync::atomic::Ordering::Relaxed)
+            );
+            let _ = write!(
+                conn,
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Ok(port)
+}
+
+/// `[[canary.prometheus]]` against a real Prometheus (Debian's `prometheus`, installed by `scripts/setup.sh`)
+/// scraping a test app every second: a check within its `max` lets the canary through; the same check above it
+/// aborts the next canary at its first interval, naming the query, its value and the threshold.
+#[test]
+fn a_prometheus_check_lets_a_canary_through_then_aborts_one() -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let s = setup(4, &[("blue", vec![0, 1]), ("green", vec![2, 3])])?;
+    let result = rollcage_e2e::caught(|| -> anyhow::Result<()> {
+        let errors_now = Arc::new(AtomicU64::new(0));
+        let app = metrics_app(errors_now.clone())?;
+        let dir = s.fleet.dir.path();
+        let prom_port = rollcage_e2e::lb::free_port()?;
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: app\n    \
+                 static_configs:\n      - targets: ['127.0.0.1:{app}']\n"
+            ),
+        )?;
+        let mut cmd = std::process::Command::new("prometheus");
+        cmd.arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("prom-data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"));
+        let _prom = rollcage_e2e::Proc::spawn(cmd, &dir.join("prometheus.log"))?;
+        let prom = format!("127.0.0.1:{prom_port}").parse()?;
+        // Ready once it has scraped the app: the query has a sample.
+        let begin = Instant::now();
+        loop {
+            let asked = rollcage_e2e::lb::get_path(prom, "/api/v1/query?query=test_app_errors");
+            if asked.is_ok_and(|b| b.contains("\"value\"")) {
+                break;
+            }
+            if begin.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "prometheus never scraped the test app; see {}",
+                    dir.join("prometheus.log").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut cfg = thresholds();
+        cfg["steps"] = serde_json::json!([50, 100]);
+        cfg["prometheus"] = serde_json::json!([{
+            "url": format!("http://127.0.0.1:{prom_port}"),
+            "query": "max(test_app_errors)",
+            "max": 0.5,
+        }]);
+        s.create_group(
+            "blue-green",
+            serde_json::json!({ "blue": [s.addr(0), s.addr(1)], "green": [s.addr(2), s.addr(3)] }),
+            Some("blue"),
+            serde_json::json!({ "canary": cfg }),
+        )?;
+        let ok = Faults::default();
+        let d1 = s.deploy(&s.push("v1", DELAY_MS, &ok)?)?;
+        assert_eq!(d1.status, DeploymentStatus::Succeeded, "{}", d1.message);
+        errors_now.store(3, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(2500));
+        let d2 = s.deploy(&s.push("v2", DELAY_MS, &ok)?)?;
+        assert_eq!(d2.status, DeploymentStatus::Failed, "{}", d2.message);
+        assert!(
+            d2.message
+                .contains("prometheus[0] `max(test_app_errors)` = 3 > max 0.5"),
+            "{}",
+            d2.message
+        );
+        assert_eq!(
+            canary(&d2)?.verdicts.len(),
+            1,
+            "aborted at its first interval"
+        );
+        Ok(())
+    });
+    keep_on_failure(s, result)
+}
