@@ -6,6 +6,8 @@
 //!   with 500 is aborted in the first step, traffic back on the old group within `interval_secs` + 1 s, clients
 //!   saw < 2 % errors; a revision 300 ms slower is aborted on latency; a coordinator SIGKILLed during a bake
 //!   resumes it at the same step and weight.
+//! - the good and the bad revision against HAProxy too (weights through the driver's `rand(100)` map rule);
+//! - `[[canary.prometheus]]` against a real Prometheus scraping a test app: within `max` it passes, above it aborts;
 //! - `in-place-lb` with `[analysis]`: the second instance serving 20 % 500s fails the deployment after it, and the
 //!   automatic rollback runs.
 //!
