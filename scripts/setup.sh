@@ -28,8 +28,8 @@ command -v ssh-keygen >/dev/null || need+=(openssh-client)
 # tests start themselves (rollcage-testpg: `initdb` into a temp dir, run as the `postgres` user the package creates).
 # Debian keeps the server binaries off PATH, in /usr/lib/postgresql/VERSION/bin.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
-# Canary analysis reads `[[canary.prometheus]]` checks from a real Prometheus in its tests
-# (coordinator/tests/prometheus_judge.rs starts its own server scraping a test app).
+# A canary's external judge (`[[canary.prometheus]]`) is tested against a real Prometheus scraping a test app
+# (coordinator/tests/prometheus_judge.rs, tests/tests/canary.rs).
 command -v prometheus >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

@@ -9,5 +9,6 @@ pub mod bake;
 pub mod catchup;
 pub mod executor;
 pub mod lb_counters;
+pub mod prometheus;
 pub mod strategy;
 pub mod traffic;

@@ -135,7 +135,7 @@ pub fn write_app_bundle_with_faults(
          {fail}\
          nohup \"$ROLLCAGE_BIN\" demo-app --listen ${{APP_HOST:-127.0.0.1}}:$PORT --version {label} --instance \"$ROLLCAGE_INSTANCE\" \
          --delay-ms {delay_ms} --fail-percent \"$fail\" --pid-file \"$DEMO_PID\" >/dev/null 2>&1 &\n\
-         n=0; while [ ! -s \"$DEMO_PID\" ] && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\n\
+         n=0; while [ ! -s \"$DEMO_PID\" ] && [ $n -lt 200 ]; do sleep 0.05; n=$((n+1)); done\n\
          [ -s \"$DEMO_PID\" ]\n"
     );
     let validate = format!("#!/bin/sh\nkill -0 \"$(cat \"$DEMO_PID\")\" || exit 1\n{validate}\n");
@@ -164,11 +164,16 @@ pub struct Sample {
 
 /// One HTTP/1.0 GET (no keep-alive: every request opens a connection, the harder case for draining).
 pub fn get(addr: SocketAddr) -> Result<String, String> {
+    get_path(addr, "/")
+}
+
+/// [`get`] of `path` (with its query string).
+pub fn get_path(addr: SocketAddr, path: &str) -> Result<String, String> {
     let mut s =
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: lb\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: lb\r\n\r\n").as_bytes())
         .map_err(|e| e.to_string())?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
@@ -307,6 +312,83 @@ pub fn versions(samples: &[Sample]) -> Vec<String> {
         .filter_map(|s| s.result.as_ref().ok())
         .filter_map(|b| b.split_whitespace().next().map(str::to_owned))
         .collect()
+}
+
+/// HAProxy (Debian package) with a config written here: one backend per server group, every instance a
+/// server that starts in maintenance (`disabled`) until a register; blue/green through a backend map, a canary
+/// through the driver's `rand(100)` rule against the map's `app1.weight` (lbdriver README).
+pub struct HaproxyLb {
+    _proc: Proc,
+    /// The runtime API socket.
+    pub socket: PathBuf,
+    /// The frontend's backend map.
+    pub map_file: PathBuf,
+    /// The service's listen address (backend service `app1`).
+    pub service: SocketAddr,
+}
+
+impl HaproxyLb {
+    /// Start `haproxy` with one backend per server group, `app1` pointing at `service_group`.
+    pub fn start(
+        dir: &Path,
+        groups: &[(&str, Vec<String>)],
+        service_group: &str,
+    ) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let service: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let socket = dir.join("haproxy.sock");
+        let map_file = dir.join("bluegreen.map");
+        std::fs::write(&map_file, format!("app1 {service_group}\n"))?;
+        let mut cfg = format!(
+            "global\n    stats socket {sock} mode 600 level admin\n    stats timeout 1m\n\
+             defaults\n    mode http\n    option redispatch\n    retries 3\n    timeout connect 2s\n\
+             timeout client 30s\n    timeout server 30s\n    default-server inter 100ms fall 2 rise 2\n\
+             frontend fe\n    bind {service}\n\
+             http-request set-var(txn.canary_weight) str(app1.weight),map({map},0)\n\
+             use_backend %[str(app1.canary),map({map})] if {{ rand(100),sub(txn.canary_weight) lt 0 }}\n\
+             use_backend %[str(app1),map({map},{service_group})]\n",
+            sock = socket.display(),
+            map = map_file.display(),
+        );
+        for (g, servers) in groups {
+            cfg.push_str(&format!(
+                "backend {g}\n    balance roundrobin\n    option httpchk GET /health\n    http-check expect status 200\n"
+            ));
+            for (k, addr) in servers.iter().enumerate() {
+                cfg.push_str(&format!("    server s{k} {addr} check disabled\n"));
+            }
+        }
+        let cfg_path = dir.join("haproxy.cfg");
+        std::fs::write(&cfg_path, cfg)?;
+        let mut cmd = Command::new("haproxy");
+        cmd.arg("-db").arg("-f").arg(&cfg_path);
+        let proc = Proc::spawn(cmd, &dir.join("haproxy.log"))?;
+        let begin = Instant::now();
+        while !socket.exists() || TcpStream::connect(service).is_err() {
+            if begin.elapsed() > Duration::from_secs(20) {
+                bail!(
+                    "haproxy did not start; see {}",
+                    dir.join("haproxy.log").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self {
+            _proc: proc,
+            socket,
+            map_file,
+            service,
+        })
+    }
+
+    /// The coordinator's driver settings for this HAProxy.
+    pub fn driver(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kind": "haproxy",
+            "socket": self.socket,
+            "map_file": self.map_file,
+        })
+    }
 }
 
 /// The built-in LB in its own process.

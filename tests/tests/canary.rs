@@ -6,6 +6,8 @@
 //!   with 500 is aborted in the first step, traffic back on the old group within `interval_secs` + 1 s, clients
 //!   saw < 2 % errors; a revision 300 ms slower is aborted on latency; a coordinator SIGKILLed during a bake
 //!   resumes it at the same step and weight.
+//! - the good and the bad revision against HAProxy too (weights through the driver's `rand(100)` map rule);
+//! - `[[canary.prometheus]]` against a real Prometheus scraping a test app: within `max` it passes, above it aborts;
 //! - `in-place-lb` with `[analysis]`: the second instance serving 20 % 500s fails the deployment after it, and the
 //!   automatic rollback runs.
 //!
@@ -13,7 +15,7 @@
 
 use anyhow::{Context, bail};
 use rollcage_e2e::lb::{
-    BuiltinLb, DemoApps, Faults, LbGroup, Load, Sample, create_lb_group_with, now_ms,
+    BuiltinLb, DemoApps, Faults, HaproxyLb, LbGroup, Load, Sample, create_lb_group_with, now_ms,
     write_app_bundle_with_faults,
 };
 use rollcage_e2e::{Fleet, rollcage_bin};
@@ -42,12 +44,43 @@ fn thresholds() -> serde_json::Value {
 
 struct Setup {
     fleet: Fleet,
-    lb: BuiltinLb,
+    lb: TestLb,
     ports: Vec<u16>,
     _apps: DemoApps,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Builtin,
+    Haproxy,
+}
+
+enum TestLb {
+    Builtin(BuiltinLb),
+    Haproxy(HaproxyLb),
+}
+
+impl TestLb {
+    fn driver(&self) -> serde_json::Value {
+        match self {
+            Self::Builtin(b) => b.driver(),
+            Self::Haproxy(h) => h.driver(),
+        }
+    }
+
+    fn service(&self) -> std::net::SocketAddr {
+        match self {
+            Self::Builtin(b) => b.service,
+            Self::Haproxy(h) => h.service,
+        }
+    }
+}
+
 fn setup(n: usize, groups: &[(&str, Vec<usize>)]) -> anyhow::Result<Setup> {
+    setup_with(Kind::Builtin, n, groups)
+}
+
+fn setup_with(kind: Kind, n: usize, groups: &[(&str, Vec<usize>)]) -> anyhow::Result<Setup> {
     let (ports, apps) = DemoApps::slots(n)?;
     let pid_files = apps.0.clone();
     let bin = rollcage_bin()?;
@@ -59,7 +92,23 @@ fn setup(n: usize, groups: &[(&str, Vec<usize>)]) -> anyhow::Result<Setup> {
         ]
     })?;
     let names: Vec<&str> = groups.iter().map(|(g, _)| *g).collect();
-    let lb = BuiltinLb::start(fleet.dir.path(), &names, names[0])?;
+    let lb = match kind {
+        Kind::Builtin => TestLb::Builtin(BuiltinLb::start(fleet.dir.path(), &names, names[0])?),
+        Kind::Haproxy => {
+            let members: Vec<(&str, Vec<String>)> = groups
+                .iter()
+                .map(|(g, idx)| {
+                    (
+                        *g,
+                        idx.iter()
+                            .map(|i| format!("127.0.0.1:{}", ports[*i]))
+                            .collect(),
+                    )
+                })
+                .collect();
+            TestLb::Haproxy(HaproxyLb::start(fleet.dir.path(), &members, names[0])?)
+        }
+    };
     Ok(Setup {
         fleet,
         lb,
@@ -169,7 +218,7 @@ fn blue_green_canary_walks_good_revisions_and_aborts_bad_and_slow_ones_and_resum
         );
 
         // v2 (good) to blue under load: 10 → 50 → 100, no failed request, the observed share at each weight.
-        let load = Load::start(s.lb.service, WORKERS);
+        let load = Load::start(s.lb.service(), WORKERS);
         std::thread::sleep(Duration::from_millis(300));
         let d2 = s.deploy(&s.push("v2", DELAY_MS, &ok)?)?;
         std::thread::sleep(Duration::from_millis(300));
@@ -208,9 +257,15 @@ fn blue_green_canary_walks_good_revisions_and_aborts_bad_and_slow_ones_and_resum
             );
         }
 
+        let passes = s
+            .fleet
+            .metric(r#"rollcage_analysis_verdicts_total{result="pass"}"#)?
+            .context("no verdict counter in /metrics")?;
+        assert!(passes >= 6.0, "{passes} passing verdicts counted");
+
         // v3 answers 20 % of requests with a 500: aborted in the first step, back on blue within
         // interval_secs + 1 s of the failing interval's end, < 2 % errors seen by clients.
-        let load = Load::start(s.lb.service, WORKERS);
+        let load = Load::start(s.lb.service(), WORKERS);
         std::thread::sleep(Duration::from_millis(300));
         let bad = Faults {
             fail_percent: 20,
@@ -258,7 +313,7 @@ fn blue_green_canary_walks_good_revisions_and_aborts_bad_and_slow_ones_and_resum
         );
 
         // v4 is 300 ms slower on every request: aborted on latency.
-        let load = Load::start(s.lb.service, WORKERS);
+        let load = Load::start(s.lb.service(), WORKERS);
         let d4 = s.deploy(&s.push("v4", DELAY_MS + 300, &ok)?)?;
         let rb = s.fleet.wait_end(
             d4.rollback_deployment
@@ -275,9 +330,19 @@ fn blue_green_canary_walks_good_revisions_and_aborts_bad_and_slow_ones_and_resum
             d4.message
         );
         assert_eq!(errors(&samples), 0, "a slow canary fails no request");
+        // What an operator reads after the fact: every verdict with its step, weight and both groups' figures (the
+        // live "step N/M: W % of traffic" lines are the progress unit tests').
+        let (_, watched) = s.fleet.cli(&["watch", &d3.id])?;
+        for want in [
+            "canary step 1/3 at 10 % interval 1: FAIL (error rate",
+            "; old: ",
+            "p99 ",
+        ] {
+            assert!(watched.contains(want), "`{want}` not in:\n{watched}");
+        }
 
         // v5 (good, to green): SIGKILL the coordinator during the 50 % step; the restarted one resumes there.
-        let load = Load::start(s.lb.service, WORKERS);
+        let load = Load::start(s.lb.service(), WORKERS);
         let rev5 = s.push("v5", DELAY_MS, &ok)?;
         let id = s.fleet.deploy("shop", "web", &rev5)?;
         let begin = Instant::now();
@@ -298,6 +363,14 @@ fn blue_green_canary_walks_good_revisions_and_aborts_bad_and_slow_ones_and_resum
             }
             std::thread::sleep(Duration::from_millis(50));
         };
+        let weight = s.fleet.metric(&format!(
+            r#"rollcage_canary_weight_percent{{application="shop",group="web",deployment="{id}"}}"#
+        ))?;
+        assert_eq!(
+            weight,
+            Some(50.0),
+            "/metrics shows the running canary's weight"
+        );
         s.fleet
             .coordinator
             .kill_and_restart(Duration::from_millis(300))?;
@@ -343,7 +416,7 @@ fn in_place_lb_analysis_stops_after_the_instance_serving_errors_and_rolls_back()
         assert_eq!(d1.status, DeploymentStatus::Succeeded, "{}", d1.message);
         assert_eq!(d1.bakes.len(), 4, "one analysis per instance");
 
-        let load = Load::start(s.lb.service, WORKERS);
+        let load = Load::start(s.lb.service(), WORKERS);
         let bad = Faults {
             fail_percent: 20,
             only_on: Some("i1"),
@@ -387,6 +460,217 @@ fn in_place_lb_analysis_stops_after_the_instance_serving_errors_and_rolls_back()
             i1.verdicts
         );
         assert_eq!(rb.status, DeploymentStatus::Succeeded, "{}", rb.message);
+        Ok(())
+    });
+    keep_on_failure(s, result)
+}
+
+/// The good and the bad revision against HAProxy: weights through the driver's `rand(100)` map rule, figures from
+/// `show stat` counter differences (latency: HAProxy's averages).
+#[test]
+fn haproxy_canary_walks_a_good_revision_and_aborts_a_bad_one() -> anyhow::Result<()> {
+    let blue = vec![0, 1];
+    let green = vec![2, 3];
+    let s = setup_with(
+        Kind::Haproxy,
+        4,
+        &[("blue", blue.clone()), ("green", green.clone())],
+    )?;
+    let result = rollcage_e2e::caught(|| -> anyhow::Result<()> {
+        let members = |idx: &[usize]| -> Vec<String> { idx.iter().map(|i| s.addr(*i)).collect() };
+        let mut cfg = thresholds();
+        cfg["steps"] = serde_json::json!([10, 50, 100]);
+        s.create_group(
+            "blue-green",
+            serde_json::json!({ "blue": members(&blue), "green": members(&green) }),
+            Some("blue"),
+            serde_json::json!({ "canary": cfg }),
+        )?;
+        let is_green = |body: &str| matches!(served_by(body), "i2" | "i3");
+        let ok = Faults::default();
+        let d1 = s.deploy(&s.push("v1", DELAY_MS, &ok)?)?;
+        assert_eq!(d1.status, DeploymentStatus::Succeeded, "{}", d1.message);
+
+        let load = Load::start(s.lb.service(), WORKERS);
+        std::thread::sleep(Duration::from_millis(300));
+        let d2 = s.deploy(&s.push("v2", DELAY_MS, &ok)?)?;
+        std::thread::sleep(Duration::from_millis(300));
+        let samples = load.finish();
+        assert_eq!(d2.status, DeploymentStatus::Succeeded, "{}", d2.message);
+        assert_eq!(errors(&samples), 0, "a good canary fails no request");
+        let c2 = canary(&d2)?;
+        assert!(
+            c2.verdicts
+                .iter()
+                .all(|v| v.latency_is_average || v.new.latency_ms.is_none())
+        );
+        for (step, weight) in [(0, 10.0), (1, 50.0), (2, 100.0)] {
+            let vs: Vec<_> = c2.verdicts.iter().filter(|v| v.step == step).collect();
+            assert!(
+                vs.iter().all(|v| v.outcome.label() == "pass"),
+                "step {step}: {vs:?}"
+            );
+            let from = vs.iter().map(|v| v.start_unix_ms).min().unwrap_or(0);
+            let to = vs.iter().map(|v| v.end_unix_ms).max().unwrap_or(0);
+            let during: Vec<&str> = samples
+                .iter()
+                .filter(|x| x.start_ms as u64 >= from && x.end_ms as u64 <= to)
+                .filter_map(|x| x.result.as_deref().ok())
+                .collect();
+            let seen = share(during.iter().filter(|b| !is_green(b)).count(), during.len());
+            assert!(
+                during.len() >= 50 && (seen - weight).abs() <= 5.0,
+                "step {step}: {seen:.1} % of {} answers from the new group, weight {weight} %",
+                during.len()
+            );
+        }
+
+        let load = Load::start(s.lb.service(), WORKERS);
+        std::thread::sleep(Duration::from_millis(300));
+        let bad = Faults {
+            fail_percent: 20,
+            only_on: None,
+        };
+        let d3 = s.deploy(&s.push("v3", DELAY_MS, &bad)?)?;
+        let rb = s.fleet.wait_end(
+            d3.rollback_deployment
+                .as_deref()
+                .context("no automatic rollback")?,
+            Duration::from_secs(60),
+        )?;
+        std::thread::sleep(Duration::from_millis(2500));
+        let samples = load.finish();
+        assert_eq!(d3.status, DeploymentStatus::Failed, "{}", d3.message);
+        assert!(
+            d3.message.contains("canary aborted at step 1 of 3"),
+            "{}",
+            d3.message
+        );
+        assert_eq!(rb.status, DeploymentStatus::Succeeded, "{}", rb.message);
+        let failing = canary(&d3)?.verdicts.last().context("no verdict")?.clone();
+        let back_by = failing.end_unix_ms + (INTERVAL_SECS + 1) * 1000;
+        let late = samples
+            .iter()
+            .filter(|x| x.start_ms as u64 > back_by)
+            .filter(|x| x.result.as_deref().map_or(true, is_green))
+            .count();
+        assert_eq!(
+            late, 0,
+            "answers from the aborted group (or errors) after {back_by}"
+        );
+        let rate = share(errors(&samples), samples.len());
+        assert!(
+            rate < 2.0,
+            "{rate:.2} % of {} requests failed",
+            samples.len()
+        );
+        Ok(())
+    });
+    keep_on_failure(s, result)
+}
+
+/// A test app's `/metrics` (one gauge the test sets), served until the test ends.
+fn metrics_app(value: std::sync::Arc<std::sync::atomic::AtomicU64>) -> anyhow::Result<u16> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let body = format!(
+                "# TYPE test_app_errors gauge\ntest_app_errors {}\n",
+                value.load(std::sync::atomic::Ordering::Relaxed)
+            );
+            let _ = write!(
+                conn,
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Ok(port)
+}
+
+/// `[[canary.prometheus]]` against a real Prometheus (Debian's `prometheus`, installed by `scripts/setup.sh`)
+/// scraping a test app every second: a check within its `max` lets the canary through; the same check above it
+/// aborts the next canary at its first interval, naming the query, its value and the threshold.
+#[test]
+fn a_prometheus_check_lets_a_canary_through_then_aborts_one() -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let s = setup(4, &[("blue", vec![0, 1]), ("green", vec![2, 3])])?;
+    let result = rollcage_e2e::caught(|| -> anyhow::Result<()> {
+        let errors_now = Arc::new(AtomicU64::new(0));
+        let app = metrics_app(errors_now.clone())?;
+        let dir = s.fleet.dir.path();
+        let prom_port = rollcage_e2e::lb::free_port()?;
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: app\n    \
+                 static_configs:\n      - targets: ['127.0.0.1:{app}']\n"
+            ),
+        )?;
+        let mut cmd = std::process::Command::new("prometheus");
+        cmd.arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("prom-data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"));
+        let _prom = rollcage_e2e::Proc::spawn(cmd, &dir.join("prometheus.log"))?;
+        let prom = format!("127.0.0.1:{prom_port}").parse()?;
+        // Ready once it has scraped the app: the query has a sample.
+        let begin = Instant::now();
+        loop {
+            let asked = rollcage_e2e::lb::get_path(prom, "/api/v1/query?query=test_app_errors");
+            if asked.is_ok_and(|b| b.contains("\"value\"")) {
+                break;
+            }
+            if begin.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "prometheus never scraped the test app; see {}",
+                    dir.join("prometheus.log").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut cfg = thresholds();
+        cfg["steps"] = serde_json::json!([50, 100]);
+        cfg["prometheus"] = serde_json::json!([{
+            "url": format!("http://127.0.0.1:{prom_port}"),
+            "query": "max(test_app_errors)",
+            "max": 0.5,
+        }]);
+        s.create_group(
+            "blue-green",
+            serde_json::json!({ "blue": [s.addr(0), s.addr(1)], "green": [s.addr(2), s.addr(3)] }),
+            Some("blue"),
+            serde_json::json!({ "canary": cfg }),
+        )?;
+        let ok = Faults::default();
+        let d1 = s.deploy(&s.push("v1", DELAY_MS, &ok)?)?;
+        assert_eq!(d1.status, DeploymentStatus::Succeeded, "{}", d1.message);
+        errors_now.store(3, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(2500));
+        let d2 = s.deploy(&s.push("v2", DELAY_MS, &ok)?)?;
+        assert_eq!(d2.status, DeploymentStatus::Failed, "{}", d2.message);
+        assert!(
+            d2.message
+                .contains("prometheus[0] `max(test_app_errors)` = 3 > max 0.5"),
+            "{}",
+            d2.message
+        );
+        assert_eq!(
+            canary(&d2)?.verdicts.len(),
+            1,
+            "aborted at its first interval"
+        );
         Ok(())
     });
     keep_on_failure(s, result)

@@ -6,83 +6,14 @@
 
 use anyhow::{Context, bail};
 use rollcage_e2e::lb::{
-    BuiltinLb, DemoApps, LbGroup, Load, assert_no_failures, assert_only_registered,
-    create_lb_group, events, free_port, lb_order, now_ms, out_windows, versions, write_app_bundle,
+    BuiltinLb, DemoApps, HaproxyLb, LbGroup, Load, assert_no_failures, assert_only_registered,
+    create_lb_group, events, lb_order, now_ms, out_windows, versions, write_app_bundle,
 };
-use rollcage_e2e::{Fleet, Proc, rollcage_bin};
+use rollcage_e2e::{Fleet, rollcage_bin};
 use rollcage_proto::wire::{Deployment, DeploymentStatus, StepState};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
-
-/// HAProxy (Debian package) with a config written here: one backend per server group, every instance a
-/// server that starts in maintenance (`disabled`) until a register; blue/green through a backend map.
-struct HaproxyLb {
-    _proc: Proc,
-    socket: PathBuf,
-    map_file: PathBuf,
-    service: SocketAddr,
-}
-
-impl HaproxyLb {
-    fn start(
-        dir: &Path,
-        groups: &[(&str, Vec<String>)],
-        service_group: &str,
-    ) -> anyhow::Result<Self> {
-        let port = free_port()?;
-        let service: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let socket = dir.join("haproxy.sock");
-        let map_file = dir.join("bluegreen.map");
-        std::fs::write(&map_file, format!("app1 {service_group}\n"))?;
-        let mut cfg = format!(
-            "global\n    stats socket {sock} mode 600 level admin\n    stats timeout 1m\n\
-             defaults\n    mode http\n    option redispatch\n    retries 3\n    timeout connect 2s\n\
-             timeout client 30s\n    timeout server 30s\n    default-server inter 100ms fall 2 rise 2\n\
-             frontend fe\n    bind {service}\n    use_backend %[str(app1),map({map},{service_group})]\n",
-            sock = socket.display(),
-            map = map_file.display(),
-        );
-        for (g, servers) in groups {
-            cfg.push_str(&format!(
-                "backend {g}\n    balance roundrobin\n    option httpchk GET /health\n    http-check expect status 200\n"
-            ));
-            for (k, addr) in servers.iter().enumerate() {
-                cfg.push_str(&format!("    server s{k} {addr} check disabled\n"));
-            }
-        }
-        let cfg_path = dir.join("haproxy.cfg");
-        std::fs::write(&cfg_path, cfg)?;
-        let mut cmd = Command::new("haproxy");
-        cmd.arg("-db").arg("-f").arg(&cfg_path);
-        let proc = Proc::spawn(cmd, &dir.join("haproxy.log"))?;
-        let begin = Instant::now();
-        while !socket.exists() || TcpStream::connect(service).is_err() {
-            if begin.elapsed() > Duration::from_secs(20) {
-                bail!(
-                    "haproxy did not start; see {}",
-                    dir.join("haproxy.log").display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(Self {
-            _proc: proc,
-            socket,
-            map_file,
-            service,
-        })
-    }
-
-    fn driver(&self) -> serde_json::Value {
-        serde_json::json!({
-            "kind": "haproxy",
-            "socket": self.socket,
-            "map_file": self.map_file,
-        })
-    }
-}
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {

@@ -255,18 +255,26 @@ impl Bake<'_> {
                         return Ok(end);
                     }
                     let window = self.read(driver, Some(&mark)).await?;
-                    // Prometheus checks are not evaluated yet (issue 16 item 5): such settings fail their
-                    // intervals as "not evaluated" rather than pass unjudged.
+                    // The external judge, read right after the window so both cover the same moment.
+                    let prom = if cfg.prometheus.is_empty() {
+                        Vec::new()
+                    } else {
+                        super::prometheus::evaluate(
+                            &cfg.prometheus,
+                            Duration::from_secs(cfg.interval_secs),
+                        )
+                        .await
+                    };
                     let verdict = match &self.subject {
                         Subject::Canary {
                             new_group,
                             old_group,
                             ..
-                        } => {
-                            analysis::judge_groups(&cfg, &bake, &window, new_group, old_group, &[])
-                        }
+                        } => analysis::judge_groups(
+                            &cfg, &bake, &window, new_group, old_group, &prom,
+                        ),
                         Subject::Server { group, addr } => {
-                            analysis::judge_server(&cfg, &bake, &window, group, addr, &[])
+                            analysis::judge_server(&cfg, &bake, &window, group, addr, &prom)
                         }
                     };
                     tracing::info!(deployment = %self.deployment, key = self.key, "{verdict}");
