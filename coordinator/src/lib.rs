@@ -29,7 +29,6 @@ pub mod bundles;
 pub mod engine;
 pub mod metrics;
 pub mod notify;
-pub mod prom_query;
 pub mod server;
 pub mod state;
 pub mod store;

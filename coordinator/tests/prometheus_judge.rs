@@ -8,7 +8,7 @@
     reason = "a reading that must be an error: the test fails showing its value"
 )]
 
-use rollcage_coordinator::prom_query::PromReader;
+use rollcage_coordinator::engine::prometheus::PromReader;
 use rollcage_proto::canary::PrometheusCheck;
 use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
@@ -122,7 +122,10 @@ async fn checks_read_a_real_prometheus_scraping_an_app() -> TestResult {
     );
     // Several checks at once, in the config's order.
     let both = reader
-        .read_all(&[check(&url, "max(app_errors)"), check(&url, "vector(0.25)")])
+        .read_all(
+            &[check(&url, "max(app_errors)"), check(&url, "vector(0.25)")],
+            std::time::Duration::from_secs(5),
+        )
         .await;
     assert_eq!(both, vec![Ok(9.0), Ok(0.25)]);
 
