@@ -1,7 +1,7 @@
 //! Structured log lines: one logfmt line per call (`level=info msg="..." key=value`), on stdout for `info`/`warn`
 //! and stderr for `error`, so they land in `scripts.log` and in the report tail.
 
-use std::fmt::{self, Display, Write as _};
+use std::fmt::Display;
 use std::io::Write as _;
 
 /// One `key=value` pair of a log line.
@@ -31,39 +31,16 @@ fn emit(stderr: bool, line: &str) {
     };
 }
 
-/// Format one logfmt line, newline-terminated.
+/// Format one logfmt line, newline-terminated ([`rollcage_proto::logfmt`], the format the agent also writes for
+/// component hooks' `rollcage:hook/log`).
 pub fn line(level: &str, msg: &str, fields: &[Field<'_>]) -> String {
-    let mut out = format!("level={level} msg=");
-    push_value(&mut out, msg);
-    for (key, value) in fields {
-        out.push(' ');
-        out.push_str(key);
-        out.push('=');
-        push_value(&mut out, &value.to_string());
-    }
-    out.push('\n');
-    out
-}
-
-/// Quote a value when it is empty or holds spaces, quotes, `=` or control characters.
-fn push_value(out: &mut String, value: &str) {
-    let plain = !value.is_empty()
-        && !value
-            .chars()
-            .any(|c| c == ' ' || c == '"' || c == '=' || c.is_control());
-    if plain {
-        out.push_str(value);
-    } else {
-        let _ = write!(out, "{:?}", Quoted(value));
-    }
-}
-
-struct Quoted<'a>(&'a str);
-
-impl fmt::Debug for Quoted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.0, f)
-    }
+    let values: Vec<String> = fields.iter().map(|(_, v)| v.to_string()).collect();
+    let pairs: Vec<(&str, &str)> = fields
+        .iter()
+        .zip(&values)
+        .map(|((k, _), v)| (*k, v.as_str()))
+        .collect();
+    rollcage_proto::logfmt::line(level, msg, &pairs)
 }
 
 #[cfg(test)]
