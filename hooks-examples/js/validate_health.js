@@ -70,7 +70,7 @@ function get(url) {
       throw new HttpError(url, 'reading the body failed');
     }
   }
-  const body = new TextDecoder().decode(Buffer.concat ? Buffer.concat(chunks) : concat(chunks));
+  const body = new TextDecoder().decode(concat(chunks));
   return { status, body };
 }
 
@@ -132,7 +132,14 @@ function validate() {
 
 export const run = {
   run() {
-    const code = validate();
+    let code;
+    try {
+      code = validate();
+    } catch (e) {
+      // An uncaught exception would only make `run` return an error; say what it was.
+      log('error', `hook failed: ${e && e.stack ? e.stack : e}`);
+      code = 1;
+    }
     if (code !== 0) exitWithCode(code);
   },
 };

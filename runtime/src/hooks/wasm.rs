@@ -53,7 +53,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 pub use cache::{
     CacheError as WasmCacheError, DEFAULT_COMPILE_TIMEOUT, MAX_MODULE_BYTES, WasmKind,
 };
-pub use sandbox::SandboxError;
+pub use sandbox::{HttpCaError, SandboxError};
 
 /// Default cap on a hook's captured output (stdout and stderr together). Generous for any real hook's logging;
 /// beyond it the guest keeps running and its output is dropped, so a runaway hook cannot fill the disk or memory.
@@ -384,6 +384,21 @@ impl WasmHooks {
                 );
             }
         };
+        // A hook with its own CA gets a client of its own; the others share the agent's.
+        let client = match &spec.http_ca {
+            None => self.client.clone(),
+            Some(ca) => match http::read_ca(run.revision_dir, ca) {
+                Ok(certs) => http::client(&certs),
+                Err(e) => {
+                    return (
+                        HookStatus::Unknown {
+                            reason: e.to_string(),
+                        },
+                        None,
+                    );
+                }
+            },
+        };
         let limiter = MemoryLimiter::new(spec.memory_mb);
         let (end, memory_refused, violation) = match linked {
             Linked::Module(pre) => {
@@ -392,7 +407,7 @@ impl WasmHooks {
                     limiter,
                     guard: guard::FsGuard::new(spec),
                     http: http::HttpGrant::new(&spec.http),
-                    client: self.client.clone(),
+                    client: client.clone(),
                     notes,
                     audit: audit::Audit::default(),
                     paths: audit::FdPaths::preopens(spec),
@@ -433,7 +448,7 @@ impl WasmHooks {
                     http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
                     http: wasi_http::GrantedHttp {
                         grant: http::HttpGrant::new(&spec.http),
-                        client: self.client.clone(),
+                        client,
                         notes,
                         log: http_log.clone(),
                     },

@@ -71,6 +71,48 @@ pub(crate) fn client(extra_ca: &[rustls::pki_types::CertificateDer<'static>]) ->
     Client::builder(TokioExecutor::new()).build(https)
 }
 
+/// Largest `sandbox.http_ca` file read: a bundle of a few internal CAs is a few KiB.
+pub(crate) const MAX_CA_BYTES: u64 = 1 << 20;
+
+/// Read the hook's `sandbox.http_ca` (a path inside the revision; a symlink may not lead out of it) and parse its
+/// certificates; each must be usable as a trust anchor.
+pub(crate) fn read_ca(
+    revision_dir: &std::path::Path,
+    rel: &str,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, super::sandbox::HttpCaError> {
+    use rustls::pki_types::pem::PemObject as _;
+    let fail = |reason: String| super::sandbox::HttpCaError {
+        path: rel.to_owned(),
+        reason,
+    };
+    let path = super::confine(revision_dir, &revision_dir.join(rel)).map_err(fail)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            std::fs::File::open(&path).map_err(|e| fail(e.to_string()))?,
+            MAX_CA_BYTES + 1,
+        ),
+        &mut bytes,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    if bytes.len() as u64 > MAX_CA_BYTES {
+        return Err(fail("too large".to_owned()));
+    }
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(format!("not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(fail("no CERTIFICATE block in it".to_owned()));
+    }
+    let mut check = rustls::RootCertStore::empty();
+    for (i, cert) in certs.iter().enumerate() {
+        check
+            .add(cert.clone())
+            .map_err(|e| fail(format!("certificate {}: {e}", i + 1)))?;
+    }
+    Ok(certs)
+}
+
 /// The platform's trust roots (the system store as `rustls-native-certs` finds it), loaded once per agent; when the
 /// machine has none (no `ca-certificates`), the Mozilla roots compiled into `webpki-roots`.
 fn platform_roots() -> &'static rustls::RootCertStore {
@@ -214,7 +256,7 @@ async fn fetch(client: &HttpClient, url: &Url) -> Fetch {
         let resp = client
             .request(request)
             .await
-            .map_err(|e| (HTTP_ERR_IO, format!("{e}")))?;
+            .map_err(|e| (HTTP_ERR_IO, error_chain(&e)))?;
         let status = resp.status().as_u16();
         let limited = Limited::new(resp.into_body(), HTTP_MAX_BODY_BYTES as usize);
         match limited.collect().await {
@@ -237,6 +279,18 @@ async fn fetch(client: &HttpClient, url: &Url) -> Fetch {
             ),
         ),
     }
+}
+
+/// A client error with its causes (hyper-util's own text is only "client error (Connect)").
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 pub(crate) fn note(tx: &UnboundedSender<Chunk>, text: String) {

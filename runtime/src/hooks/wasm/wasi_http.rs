@@ -135,7 +135,7 @@ impl WasiHttpHooks for GrantedHttp {
                     return failed(why, Error::HttpResponseTimeout);
                 }
                 Ok(Err(e)) => {
-                    let why = error_chain(&e);
+                    let why = http::error_chain(&e);
                     let code = if e.is_connect() {
                         Error::ConnectionRefused
                     } else {
@@ -168,18 +168,6 @@ impl WasiHttpHooks for GrantedHttp {
             Ok((response, io))
         })
     }
-}
-
-/// A client error with its causes (hyper-util's own text is only "client error (Connect)").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// A response body cut at [`HTTP_MAX_BODY_BYTES`] and at the request's deadline, counting what the guest reads.
