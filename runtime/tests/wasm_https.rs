@@ -88,7 +88,12 @@ async fn a_granted_https_prefix_served_with_the_test_ca_works() -> TestResult {
                 ..args(&[&format!("{base}/health")])
             };
             let out = h.run(program, 10, sandbox).await?;
-            assert_eq!(out.status, HookStatus::Succeeded, "{kind}: {}", out.log_tail);
+            assert_eq!(
+                out.status,
+                HookStatus::Succeeded,
+                "{kind}: {}",
+                out.log_tail
+            );
             assert!(
                 out.log_tail.contains("status 200 body healthy"),
                 "{kind}: {}",
@@ -158,11 +163,7 @@ async fn an_ungranted_host_is_refused_before_any_connection() -> TestResult {
                 "{kind}: {}",
                 out.log_tail
             );
-            assert!(
-                out.log_tail.contains("denied"),
-                "{kind}: {}",
-                out.log_tail
-            );
+            assert!(out.log_tail.contains("denied"), "{kind}: {}", out.log_tail);
             assert!(
                 h.log_text().contains(&format!(
                     "GET {url} is not under the hook's grant; sandbox.http grants [\"https://localhost:{port}/\"]"
@@ -172,7 +173,11 @@ async fn an_ungranted_host_is_refused_before_any_connection() -> TestResult {
             );
         }
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "the server saw a connection");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the server saw a connection"
+    );
     Ok(())
 }
 

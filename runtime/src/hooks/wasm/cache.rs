@@ -30,7 +30,9 @@ pub const MAX_MODULE_BYTES: u64 = 32 << 20;
 /// interrupted (fuel and epochs bound running code, not the compiler), so at the deadline the caller stops
 /// waiting and reports [`CacheError::CompileTimedOut`] while the compile finishes in the background — bounded by
 /// [`MAX_MODULE_BYTES`] — and, holding the only compile slot, keeps later compiles from piling up behind it.
-pub const DEFAULT_COMPILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// 180 s: a Python or JavaScript component took 21–34 s to compile on a loaded 2-core VM (measured with
+/// `rollcage local`, 2026-12-05); three times that leaves room for a slower or busier agent host.
+pub const DEFAULT_COMPILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// Most linked modules kept in memory. A deployment has a handful of hooks; when the map is full it is cleared
 /// (the disk cache makes refilling cheap).
