@@ -215,3 +215,42 @@ impl Body for Bounded {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chatty_guest_is_listed_up_to_the_cap_and_counted_beyond() {
+        let log = HttpLog::default();
+        let bytes = Arc::new(AtomicU64::new(7));
+        log.push("GET http://a/ok".to_owned(), Outcome::Answered(200, bytes));
+        log.push(
+            "GET http://a/down".to_owned(),
+            Outcome::Failed("connection refused".to_owned()),
+        );
+        for i in 0..100 {
+            log.push(
+                format!("GET http://b/{i}"),
+                Outcome::Denied("not granted".to_owned()),
+            );
+        }
+        let mut audit = Audit::default();
+        log.drain_into(&mut audit);
+        let lines = audit.lines();
+        assert_eq!(lines.len(), MAX_LISTED + 1, "{lines:#?}");
+        assert_eq!(lines[0], "http GET http://a/ok -> 200, 7 bytes allowed");
+        assert_eq!(
+            lines[1],
+            "http GET http://a/down -> failed: connection refused allowed"
+        );
+        assert_eq!(lines[2], "http GET http://b/0 (not granted) denied");
+        let summary = lines.last().map(String::as_str).unwrap_or_default();
+        assert!(
+            summary.contains("http allowed=2")
+                && summary.contains("http denied=100")
+                && summary.contains(&format!("{} more not listed", 102 - MAX_LISTED)),
+            "{summary}"
+        );
+    }
+}
