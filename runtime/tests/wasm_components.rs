@@ -47,6 +47,19 @@ fn the_p2_builds_are_components_and_the_p1_builds_modules() -> TestResult {
     Ok(())
 }
 
+/// The SDK's log lines in a component go through `rollcage:hook/log` (the agent formats them); a preview-1 module
+/// prints them itself.
+#[test]
+fn sdk_components_import_the_rollcage_hook_log() -> TestResult {
+    let import = b"rollcage:hook/log@0.1.0";
+    let has = |p: &str| -> Result<bool, std::io::Error> {
+        Ok(std::fs::read(p)?.windows(import.len()).any(|w| w == import))
+    };
+    assert!(has(artifacts::P2_EXAMPLE_VALIDATE_HEALTH)?);
+    assert!(!has(artifacts::EXAMPLE_VALIDATE_HEALTH)?);
+    Ok(())
+}
+
 mod spin {
     use super::*;
 

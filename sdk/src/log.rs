@@ -9,19 +9,51 @@ pub type Field<'a> = (&'a str, &'a dyn Display);
 
 /// Log at level `info` (stdout).
 pub fn info(msg: &str, fields: &[Field<'_>]) {
-    emit(false, &line("info", msg, fields));
+    write("info", msg, fields);
 }
 
 /// Log at level `warn` (stdout).
 pub fn warn(msg: &str, fields: &[Field<'_>]) {
-    emit(false, &line("warn", msg, fields));
+    write("warn", msg, fields);
 }
 
 /// Log at level `error` (stderr).
 pub fn error(msg: &str, fields: &[Field<'_>]) {
-    emit(true, &line("error", msg, fields));
+    write("error", msg, fields);
 }
 
+/// The `rollcage:hook` imports (components only).
+#[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+mod wit {
+    wit_bindgen::generate!({ path: "wit", world: "rollcage:hook/imports" });
+}
+
+/// In a component the line goes through `rollcage:hook/log.write` (the agent formats it the same way); the
+/// fields are stringified here.
+#[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+fn write(level: &str, msg: &str, fields: &[Field<'_>]) {
+    use wit::rollcage::hook::log::{Level, write};
+    let level = match level {
+        "error" => Level::Error,
+        "warn" => Level::Warn,
+        _ => Level::Info,
+    };
+    let pairs: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.to_string()))
+        .collect();
+    write(level, msg, &pairs);
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_env = "p2")))]
+fn write(level: &str, msg: &str, fields: &[Field<'_>]) {
+    emit(level == "error", &line(level, msg, fields));
+}
+
+#[cfg_attr(
+    all(target_arch = "wasm32", target_env = "p2"),
+    allow(dead_code, reason = "components log through rollcage:hook")
+)]
 fn emit(stderr: bool, line: &str) {
     // A log line that cannot be written has nowhere else to go; the hook must not fail because of it.
     let _ = if stderr {
