@@ -56,3 +56,24 @@ if ! "$venv/bin/st" --version 2>/dev/null | grep -qx "st, version $SCHEMATHESIS_
   [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+
+# Python and JavaScript hooks (hooks-examples/python, hooks-examples/js) are built from source into WASI 0.2
+# components by hooks-examples/artifacts/build.rs, with pinned tools: componentize-py from PyPI (into the venv
+# above) and componentize-js + jco from npm (into /opt/rollcage-node; Debian's nodejs/npm when node is missing).
+COMPONENTIZE_PY_VERSION=0.25.1
+if ! "$venv/bin/componentize-py" --version 2>/dev/null | grep -qx "componentize-py $COMPONENTIZE_PY_VERSION"; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
+fi
+COMPONENTIZE_JS_VERSION=0.23.0
+JCO_VERSION=1.35.0
+if ! command -v npm >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq nodejs npm
+fi
+node_dir=/opt/rollcage-node
+if [ "$(cd "$node_dir" 2>/dev/null && npm ls --depth=0 --parseable --long 2>/dev/null | grep -c -e "@bytecodealliance/componentize-js@$COMPONENTIZE_JS_VERSION" -e "@bytecodealliance/jco@$JCO_VERSION")" != 2 ]; then
+  mkdir -p "$node_dir"
+  npm install --silent --save-exact --no-audit --no-fund --prefix "$node_dir" \
+    "@bytecodealliance/componentize-js@$COMPONENTIZE_JS_VERSION" "@bytecodealliance/jco@$JCO_VERSION"
+fi

@@ -12,6 +12,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+#[path = "build_polyglot.rs"]
+mod polyglot;
+
 /// The targets, each with the prefix of its constants and macros: `TEST_FS` / `foreach_test!` are the preview-1
 /// modules, `P2_TEST_FS` / `foreach_p2_test!` the components built from the same source.
 const TARGETS: [(&str, &str); 2] = [("wasm32-wasip1", ""), ("wasm32-wasip2", "p2_")];
@@ -140,6 +143,23 @@ fn run() -> Result<(), String> {
         writeln!(
             code,
             "#[macro_export]\nmacro_rules! foreach_{suite} {{ ($m:ident) => {{ {body} }}; }}"
+        )
+        .ok();
+    }
+    let root = manifest_dir
+        .join("../..")
+        .canonicalize()
+        .map_err(|e| format!("repository root: {e}"))?;
+    for (konst, path) in polyglot::build_all(&polyglot::builds(&root), &out_dir)? {
+        writeln!(
+            code,
+            "/// The example hook `{konst}` built into a WASI 0.2 command component (Python or JavaScript)."
+        )
+        .ok();
+        writeln!(
+            code,
+            "pub const {konst}: &str = {:?};",
+            path.display().to_string()
         )
         .ok();
     }

@@ -39,6 +39,7 @@ pub mod hookvar;
 pub mod hostcall;
 pub mod lb;
 pub mod lifecycle;
+pub mod logfmt;
 pub mod outcome;
 pub mod page;
 pub mod plan;

@@ -31,9 +31,14 @@ pub struct SandboxSpec {
     /// Host environment variables passed through, by name.
     #[serde(default)]
     pub env: Vec<String>,
-    /// URL prefixes the hook may GET through the SDK's `http_get`.
+    /// URL prefixes (`http://` or `https://`) the hook may request: through the SDK's `http_get` (preview-1
+    /// modules) or `wasi:http` (components).
     #[serde(default)]
     pub http: Vec<String>,
+    /// A PEM file of CA certificates, a path inside the revision, trusted for the hook's `https://` requests on top
+    /// of the platform's roots (an internal CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_ca: Option<String>,
     /// Command-line arguments given to the module (after argv\[0\]).
     #[serde(default)]
     pub args: Vec<String>,
@@ -50,6 +55,7 @@ impl Default for SandboxSpec {
             dirs: Vec::new(),
             env: Vec::new(),
             http: Vec::new(),
+            http_ca: None,
             args: Vec::new(),
         }
     }

@@ -47,6 +47,19 @@ fn the_p2_builds_are_components_and_the_p1_builds_modules() -> TestResult {
     Ok(())
 }
 
+/// The SDK's log lines in a component go through `rollcage:hook/log` (the agent formats them); a preview-1 module
+/// prints them itself.
+#[test]
+fn sdk_components_import_the_rollcage_hook_log() -> TestResult {
+    let import = b"rollcage:hook/log@0.1.0";
+    let has = |p: &str| -> Result<bool, std::io::Error> {
+        Ok(std::fs::read(p)?.windows(import.len()).any(|w| w == import))
+    };
+    assert!(has(artifacts::P2_EXAMPLE_VALIDATE_HEALTH)?);
+    assert!(!has(artifacts::EXAMPLE_VALIDATE_HEALTH)?);
+    Ok(())
+}
+
 mod spin {
     use super::*;
 
@@ -403,19 +416,125 @@ mod net {
     }
 }
 
-/// The SDK's `http::get` has no `http_get` import in a component (its HTTP will be `wasi:http`): it fails
-/// cleanly, and nothing leaves the host.
+/// `wasi:http/outgoing-handler` (the SDK's `http::get` in a component) under the `sandbox.http` grant: the same
+/// check as the preview-1 `http_get`, made before anything leaves.
 mod http {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     #[tokio::test]
-    async fn the_sdk_http_get_is_unsupported_in_a_component_and_sends_nothing() -> TestResult {
+    async fn a_granted_url_is_fetched_and_audited() -> TestResult {
         let h = Harness::new()?;
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", l.local_addr()?);
+        let (base, hits) = serve().await?;
         let sandbox = SandboxSpec {
             http: vec![format!("{base}/")],
             ..args(&[&format!("{base}/health")])
+        };
+        let out = h.run(artifacts::P2_TEST_HTTP, 10, sandbox).await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        assert!(
+            out.log_tail.contains("status 200 body healthy"),
+            "{}",
+            out.log_tail
+        );
+        assert!(
+            out.log_tail
+                .contains(&format!("http GET {base}/health -> 200, 7 bytes allowed")),
+            "{}",
+            out.log_tail
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn any_other_url_is_refused_naming_the_url_and_the_grant_and_nothing_is_sent()
+    -> TestResult {
+        let h = Harness::new()?;
+        let (base, hits) = serve().await?;
+        let (other, other_hits) = serve().await?;
+        let grant = format!("{base}/api/");
+        for url in [
+            format!("{other}/api/x"),
+            format!("{base}/admin"),
+            format!("{base}/api/../admin"),
+            // Same host and port, other scheme: a different grant.
+            format!("{}/api/x", base.replace("http://", "https://")),
+        ] {
+            let sandbox = SandboxSpec {
+                http: vec![grant.clone()],
+                ..args(&[&url])
+            };
+            let out = h.run(artifacts::P2_TEST_HTTP, 10, sandbox).await?;
+            assert_eq!(
+                out.status,
+                HookStatus::Failed { exit_code: 1 },
+                "{}",
+                out.log_tail
+            );
+            assert!(
+                out.log_tail
+                    .contains("denied, not under the hook's sandbox.http grant"),
+                "{}",
+                out.log_tail
+            );
+            assert!(
+                out.log_tail.contains("(not granted) denied"),
+                "{}",
+                out.log_tail
+            );
+        }
+        let log = h.log_text();
+        assert!(
+            log.contains(&format!(
+                "wasi:http refused: GET {other}/api/x is not under the hook's grant; sandbox.http grants [\"{grant}\"]"
+            )),
+            "{log}"
+        );
+        assert_eq!(
+            (
+                hits.load(Ordering::SeqCst),
+                other_hits.load(Ordering::SeqCst)
+            ),
+            (0, 0)
+        );
+        // No grant at all: refused, and the message says so.
+        let out = h
+            .run(
+                artifacts::P2_TEST_HTTP,
+                10,
+                args(&[&format!("{base}/health")]),
+            )
+            .await?;
+        assert_eq!(out.status, HookStatus::Failed { exit_code: 1 });
+        assert!(
+            h.log_text().contains("sandbox.http is empty"),
+            "{}",
+            h.log_text()
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_cut_and_reported() -> TestResult {
+        let h = Harness::new()?;
+        let (base, _) = serve().await?;
+        let sandbox = SandboxSpec {
+            http: vec![format!("{base}/")],
+            ..args(&[&format!("{base}/bytes/100000")])
+        };
+        let out = h.run(artifacts::P2_TEST_HTTP, 10, sandbox).await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        assert!(
+            out.log_tail.contains("status 200 bytes 100000"),
+            "{}",
+            out.log_tail
+        );
+        let too_big = rollcage_proto::hostcall::HTTP_MAX_BODY_BYTES + 1;
+        let sandbox = SandboxSpec {
+            http: vec![format!("{base}/")],
+            ..args(&[&format!("{base}/bytes/{too_big}")])
         };
         let out = h.run(artifacts::P2_TEST_HTTP, 10, sandbox).await?;
         assert_eq!(
@@ -425,12 +544,40 @@ mod http {
             out.log_tail
         );
         assert!(
-            out.log_tail.contains("http_get is not available here"),
+            out.log_tail.contains("body larger than"),
             "{}",
             out.log_tail
         );
-        let accepted = tokio::time::timeout(Duration::from_millis(200), l.accept()).await;
-        assert!(accepted.is_err(), "the guest reached the server");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_guest_waiting_on_a_silent_server_ends_at_the_timeout() -> TestResult {
+        let h = Harness::new()?;
+        h.hooks
+            .precompile_file(&h.revision.join(h.install(artifacts::P2_TEST_HTTP)?))
+            .await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let held = tokio::spawn(async move {
+            let mut socks = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                socks.push(sock);
+            }
+        });
+        let sandbox = SandboxSpec {
+            http: vec![format!("{base}/")],
+            ..args(&[&format!("{base}/health")])
+        };
+        let t = Instant::now();
+        let out = h.run(artifacts::P2_TEST_HTTP, 1, sandbox).await?;
+        let took = t.elapsed();
+        held.abort();
+        assert_eq!(out.status, HookStatus::TimedOut { timeout_secs: 1 });
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+            "took {took:?}"
+        );
         Ok(())
     }
 }

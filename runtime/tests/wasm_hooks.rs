@@ -591,43 +591,7 @@ mod env {
 
 mod http {
     use super::*;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// A loopback server answering `200 healthy`, or a body of N bytes for `/bytes/N`; returns its base URL and
-    /// a request counter.
-    async fn serve() -> std::io::Result<(String, Arc<AtomicUsize>)> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counter = hits.clone();
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let n = sock.read(&mut buf).await.unwrap_or(0);
-                    let request = String::from_utf8_lossy(&buf[..n]);
-                    let path = request.split_whitespace().nth(1).unwrap_or("/");
-                    let body = match path
-                        .strip_prefix("/bytes/")
-                        .and_then(|n| n.parse::<usize>().ok())
-                    {
-                        Some(len) => vec![b'b'; len],
-                        None => b"healthy".to_vec(),
-                    };
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = sock.write_all(head.as_bytes()).await;
-                    let _ = sock.write_all(&body).await;
-                });
-            }
-        });
-        Ok((base, hits))
-    }
+    use std::sync::atomic::Ordering;
 
     #[tokio::test]
     async fn bodies_larger_than_the_first_buffer_arrive_whole_and_oversized_ones_are_refused()

@@ -9,14 +9,14 @@
 //! What this crate gives a hook:
 //! - [`Context`]: the lifecycle event, deployment id, application and deployment group;
 //! - [`log`]: structured (logfmt) log lines, which land in `scripts.log`;
-//! - [`http::get`]: an HTTP GET through the agent, allowed only under the URL prefixes the hook was granted, with a
-//!   bounded body;
+//! - [`http::get`]: an HTTP(S) GET through the agent, allowed only under the URL prefixes the hook was granted, with
+//!   a bounded body (the `http_get` import in a module, `wasi:http` in a component; the agent checks both alike);
 //! - [`template::render`]: `${NAME}` substitution for config renderers;
 //! - [`run`]: the `main` helper that maps a [`HookResult`] onto the process exit code the agent reports.
 //!
 //! Off `wasm32` (for unit tests of hook logic on the host) everything works except [`http::get`], which returns
-//! [`http::HttpError::Unsupported`]; so does it in a component for now (its HTTP will be `wasi:http`). In a
-//! component, [`run`] and [`exit`] report the exit code through `wasi:cli/exit.exit-with-code` (`std::process::exit`
+//! [`http::HttpError::Unsupported`]. The same facts are offered to Python and JavaScript hooks through the
+//! `rollcage:hook` WIT world (`sdk/wit/hook.wit`: `context`, `log`, `wasi:http`). In a component, [`run`] and [`exit`] report the exit code through `wasi:cli/exit.exit-with-code` (`std::process::exit`
 //! there reports only success or failure, any non-zero code arriving as 1).
 //!
 //! # Example

@@ -1,7 +1,7 @@
 //! Structured log lines: one logfmt line per call (`level=info msg="..." key=value`), on stdout for `info`/`warn`
 //! and stderr for `error`, so they land in `scripts.log` and in the report tail.
 
-use std::fmt::{self, Display, Write as _};
+use std::fmt::Display;
 use std::io::Write as _;
 
 /// One `key=value` pair of a log line.
@@ -9,19 +9,51 @@ pub type Field<'a> = (&'a str, &'a dyn Display);
 
 /// Log at level `info` (stdout).
 pub fn info(msg: &str, fields: &[Field<'_>]) {
-    emit(false, &line("info", msg, fields));
+    write("info", msg, fields);
 }
 
 /// Log at level `warn` (stdout).
 pub fn warn(msg: &str, fields: &[Field<'_>]) {
-    emit(false, &line("warn", msg, fields));
+    write("warn", msg, fields);
 }
 
 /// Log at level `error` (stderr).
 pub fn error(msg: &str, fields: &[Field<'_>]) {
-    emit(true, &line("error", msg, fields));
+    write("error", msg, fields);
 }
 
+/// The `rollcage:hook` imports (components only).
+#[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+mod wit {
+    wit_bindgen::generate!({ path: "wit", world: "rollcage:hook/imports" });
+}
+
+/// In a component the line goes through `rollcage:hook/log.write` (the agent formats it the same way); the
+/// fields are stringified here.
+#[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+fn write(level: &str, msg: &str, fields: &[Field<'_>]) {
+    use wit::rollcage::hook::log::{Level, write};
+    let level = match level {
+        "error" => Level::Error,
+        "warn" => Level::Warn,
+        _ => Level::Info,
+    };
+    let pairs: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.to_string()))
+        .collect();
+    write(level, msg, &pairs);
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_env = "p2")))]
+fn write(level: &str, msg: &str, fields: &[Field<'_>]) {
+    emit(level == "error", &line(level, msg, fields));
+}
+
+#[cfg_attr(
+    all(target_arch = "wasm32", target_env = "p2"),
+    allow(dead_code, reason = "components log through rollcage:hook")
+)]
 fn emit(stderr: bool, line: &str) {
     // A log line that cannot be written has nowhere else to go; the hook must not fail because of it.
     let _ = if stderr {
@@ -31,39 +63,16 @@ fn emit(stderr: bool, line: &str) {
     };
 }
 
-/// Format one logfmt line, newline-terminated.
+/// Format one logfmt line, newline-terminated ([`rollcage_proto::logfmt`], the format the agent also writes for
+/// component hooks' `rollcage:hook/log`).
 pub fn line(level: &str, msg: &str, fields: &[Field<'_>]) -> String {
-    let mut out = format!("level={level} msg=");
-    push_value(&mut out, msg);
-    for (key, value) in fields {
-        out.push(' ');
-        out.push_str(key);
-        out.push('=');
-        push_value(&mut out, &value.to_string());
-    }
-    out.push('\n');
-    out
-}
-
-/// Quote a value when it is empty or holds spaces, quotes, `=` or control characters.
-fn push_value(out: &mut String, value: &str) {
-    let plain = !value.is_empty()
-        && !value
-            .chars()
-            .any(|c| c == ' ' || c == '"' || c == '=' || c.is_control());
-    if plain {
-        out.push_str(value);
-    } else {
-        let _ = write!(out, "{:?}", Quoted(value));
-    }
-}
-
-struct Quoted<'a>(&'a str);
-
-impl fmt::Debug for Quoted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.0, f)
-    }
+    let values: Vec<String> = fields.iter().map(|(_, v)| v.to_string()).collect();
+    let pairs: Vec<(&str, &str)> = fields
+        .iter()
+        .zip(&values)
+        .map(|((k, _), v)| (*k, v.as_str()))
+        .collect();
+    rollcage_proto::logfmt::line(level, msg, &pairs)
 }
 
 #[cfg(test)]

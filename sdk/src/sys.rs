@@ -3,8 +3,8 @@
 //!
 //! They exist for preview-1 modules only (`wasm32-wasip1`): a WASI 0.2 component (`wasm32-wasip2`) cannot import
 //! a bare core function (the component linker would refuse the `rollcage:hook/v1` module), and the agent's
-//! component linker provides WASI only. There, like off wasm, [`http_get`] answers "unsupported"; a component's
-//! HTTP will come through `wasi:http` under the same grant.
+//! component linker provides WASI and `wasi:http`. A component's HTTP therefore goes through `wasi:http` under
+//! the same grant (`http::get`); off wasm, [`http_get`] answers "unsupported".
 
 #[cfg(all(target_arch = "wasm32", not(target_env = "p2")))]
 mod imports {
@@ -61,8 +61,8 @@ pub(crate) fn http_get(url: &str, body: &mut [u8]) -> (i32, u32) {
     (code, len)
 }
 
-/// Off wasm (and in a component) there is no `http_get` to call.
-#[cfg(not(all(target_arch = "wasm32", not(target_env = "p2"))))]
+/// Off wasm there is no `http_get` to call (a component uses `wasi:http` instead, see `http::get`).
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn http_get(_url: &str, _body: &mut [u8]) -> (i32, u32) {
     (i32::MIN, 0)
 }

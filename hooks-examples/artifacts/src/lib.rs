@@ -7,8 +7,13 @@
 //! `P2_TEST_<NAME>` the same programs as components. `foreach_test!(m)` / `foreach_p2_test!(m)` call `m!(name)`
 //! for every test program.
 //!
+//! `PY_EXAMPLE_VALIDATE_HEALTH` and `JS_EXAMPLE_VALIDATE_HEALTH` are the Python and JavaScript health pollers
+//! (`hooks-examples/python`, `hooks-examples/js`) built into components by componentize-py / componentize-js
+//! (`build_polyglot.rs`).
+//!
 //! [`assemble_bundle`] lays out a deployable example bundle: `bundles/wasm` (the hooks as wasm modules, built
-//! here) or `bundles/shell` (their shell twins).
+//! here), `bundles/shell` (their shell twins), `bundles/python` and `bundles/js` (the health poller as a Python or
+//! JavaScript component).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,6 +36,10 @@ pub enum Flavour {
     Wasm,
     /// Hooks are the shell twins.
     Shell,
+    /// The ValidateService health poller in Python ([`PY_EXAMPLE_VALIDATE_HEALTH`]), as a WASI 0.2 component.
+    Python,
+    /// The ValidateService health poller in JavaScript ([`JS_EXAMPLE_VALIDATE_HEALTH`]), as a WASI 0.2 component.
+    Js,
 }
 
 impl Flavour {
@@ -39,6 +48,8 @@ impl Flavour {
         match self {
             Self::Wasm => "wasm",
             Self::Shell => "shell",
+            Self::Python => "python",
+            Self::Js => "js",
         }
     }
 }
@@ -66,13 +77,23 @@ impl Default for BundleParams {
 pub fn assemble_bundle(flavour: Flavour, dest: &Path, params: &BundleParams) -> io::Result<()> {
     let src = Path::new(BUNDLES_DIR).join(flavour.dir_name());
     copy_tree(&src, dest, params)?;
-    if flavour == Flavour::Wasm {
-        std::fs::create_dir_all(dest.join("hooks"))?;
-        std::fs::copy(
-            EXAMPLE_VALIDATE_HEALTH,
-            dest.join("hooks/validate_health.wasm"),
-        )?;
-        std::fs::copy(EXAMPLE_RENDER_CONFIG, dest.join("hooks/render_config.wasm"))?;
+    let hooks = dest.join("hooks");
+    match flavour {
+        Flavour::Shell => {}
+        Flavour::Wasm => {
+            std::fs::create_dir_all(&hooks)?;
+            std::fs::copy(EXAMPLE_VALIDATE_HEALTH, hooks.join("validate_health.wasm"))?;
+            std::fs::copy(EXAMPLE_RENDER_CONFIG, hooks.join("render_config.wasm"))?;
+        }
+        Flavour::Python | Flavour::Js => {
+            let built = if flavour == Flavour::Python {
+                PY_EXAMPLE_VALIDATE_HEALTH
+            } else {
+                JS_EXAMPLE_VALIDATE_HEALTH
+            };
+            std::fs::create_dir_all(&hooks)?;
+            std::fs::copy(built, hooks.join("validate_health.wasm"))?;
+        }
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! and value is checked and anything unknown is an error rather than silently granting or dropping a capability.
 
 use super::fields::{self, index, join};
-use super::paths::check_host_path;
+use super::paths::{check_host_path, check_revision_path};
 use super::problem::{ProblemKind, Problems};
 use super::yaml::Node;
 use rollcage_proto::sandbox::{DEFAULT_MEMORY_MB, MAX_GRANT_MAX_MB};
@@ -12,7 +12,7 @@ use rollcage_proto::{DirAccess, DirGrant, SandboxSpec};
 /// space, so anything above is a typo (or a unit mix-up) that would otherwise fail only at run time.
 pub const MAX_MEMORY_MB: u64 = 4096;
 
-const KEYS: [&str; 5] = ["memory_mb", "dirs", "env", "http", "args"];
+const KEYS: [&str; 6] = ["memory_mb", "dirs", "env", "http", "http_ca", "args"];
 const DIR_KEYS: [&str; 4] = ["host", "guest", "access", "max_mb"];
 
 /// Parse the map; `None` when it is not a mapping at all. Individual bad values are reported and left at their
@@ -81,6 +81,24 @@ pub(crate) fn parse_sandbox(
                 ),
             }
         }
+    }
+    if let Some(n) = map.get("http_ca") {
+        let ca_path = join(path, "http_ca");
+        spec.http_ca = fields::string(n, &ca_path, problems).filter(|ca| {
+            if ca.starts_with('/') || ca.is_empty() {
+                problems.push(
+                    ProblemKind::InvalidValue,
+                    &ca_path,
+                    Some(n.pos),
+                    format!(
+                        "`{ca}`: expected the path of a PEM file inside the revision, relative to its root \
+                         (e.g. `certs/internal-ca.pem`)"
+                    ),
+                );
+                return false;
+            }
+            check_revision_path(ca, &ca_path, n.pos, problems)
+        });
     }
     if let Some(n) = map.get("args") {
         spec.args = fields::strings(n, &join(path, "args"), "arguments", problems)

@@ -17,17 +17,19 @@
 //!
 //! Modules: [`cache`] compile cache, [`sandbox`] WASI context, [`component`] the component linker and call,
 //! `limiter` memory cap, `guard` links and quotas, `output` capped sink and line writer, `http` the `http_get`
-//! host function, `outcome` ending → status.
+//! host function and the grant check, `wasi_http` components' `wasi:http` under the same check, `outcome` ending → status.
 
 mod audit;
 pub mod cache;
 pub(crate) mod component;
 mod guard;
+mod hook_api;
 mod http;
 mod limiter;
 mod outcome;
 mod output;
 pub mod sandbox;
+mod wasi_http;
 
 use super::HookRun;
 use super::log::{DEFAULT_TAIL_BYTES, OutputTail};
@@ -51,7 +53,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 pub use cache::{
     CacheError as WasmCacheError, DEFAULT_COMPILE_TIMEOUT, MAX_MODULE_BYTES, WasmKind,
 };
-pub use sandbox::SandboxError;
+pub use sandbox::{HttpCaError, SandboxError};
 
 /// Default cap on a hook's captured output (stdout and stderr together). Generous for any real hook's logging;
 /// beyond it the guest keeps running and its output is dropped, so a runaway hook cannot fill the disk or memory.
@@ -210,7 +212,7 @@ impl WasmHooks {
             engine,
             linkers,
             cache,
-            client: http::client(),
+            client: http::client(&[]),
             output_cap: config.output_cap_bytes,
             _ticker: Ticker {
                 stop,
@@ -358,11 +360,17 @@ impl WasmHooks {
             mut rx,
             budget,
         } = OutputChannel::new(self.output_cap);
+        let lifecycle_vars = run.env.vars(run.event);
+        let lifecycle = hook_api::Lifecycle::from_vars(&lifecycle_vars);
+        let log_sinks = hook_api::LogSinks {
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+        };
         let input = sandbox::SandboxInput {
             spec,
             revision_dir: run.revision_dir,
             program: &run.hook.location,
-            lifecycle_vars: run.env.vars(run.event),
+            lifecycle_vars,
             event: run.event,
         };
         let (mut wasi, env_granted) = match sandbox::builder(input, stdout, stderr) {
@@ -376,6 +384,21 @@ impl WasmHooks {
                 );
             }
         };
+        // A hook with its own CA gets a client of its own; the others share the agent's.
+        let client = match &spec.http_ca {
+            None => self.client.clone(),
+            Some(ca) => match http::read_ca(run.revision_dir, ca) {
+                Ok(certs) => http::client(&certs),
+                Err(e) => {
+                    return (
+                        HookStatus::Unknown {
+                            reason: e.to_string(),
+                        },
+                        None,
+                    );
+                }
+            },
+        };
         let limiter = MemoryLimiter::new(spec.memory_mb);
         let (end, memory_refused, violation) = match linked {
             Linked::Module(pre) => {
@@ -384,7 +407,7 @@ impl WasmHooks {
                     limiter,
                     guard: guard::FsGuard::new(spec),
                     http: http::HttpGrant::new(&spec.http),
-                    client: self.client.clone(),
+                    client: client.clone(),
                     notes,
                     audit: audit::Audit::default(),
                     paths: audit::FdPaths::preopens(spec),
@@ -417,12 +440,20 @@ impl WasmHooks {
                 (end, data.limiter.refused(), violation)
             }
             Linked::Component(pre) => {
+                let http_log = wasi_http::HttpLog::default();
                 let state = ComponentState {
                     wasi: wasi.build(),
                     table: wasmtime::component::ResourceTable::new(),
                     limiter,
-                    http: http::HttpGrant::new(&spec.http),
-                    notes,
+                    http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
+                    http: wasi_http::GrantedHttp {
+                        grant: http::HttpGrant::new(&spec.http),
+                        client,
+                        notes,
+                        log: http_log.clone(),
+                    },
+                    lifecycle,
+                    log: log_sinks,
                     audit: audit::Audit::default(),
                     paths: std::collections::HashMap::new(),
                     env_granted,
@@ -433,8 +464,10 @@ impl WasmHooks {
                 if matches!(end, RunEnd::RunFailed) {
                     lines.note("the component's wasi:cli/run returned an error");
                 }
-                *capabilities = write_audit(&store.data().audit, lines);
-                (end, store.data().limiter.refused(), None)
+                let data = store.data_mut();
+                http_log.drain_into(&mut data.audit);
+                *capabilities = write_audit(&data.audit, lines);
+                (end, data.limiter.refused(), None)
             }
         };
         let limits = Limits {

@@ -70,6 +70,7 @@ fn expected() -> AppSpec {
                 }],
                 env: vec!["APP_PORT".to_owned()],
                 http: vec!["http://127.0.0.1:8080/".to_owned()],
+                http_ca: Some("certs/internal-ca.pem".to_owned()),
                 args: vec!["--strict".to_owned()],
             }),
         }],

@@ -15,7 +15,7 @@ const SB: &str = "hooks.ValidateService[0].sandbox";
 #[test]
 fn full_sandbox_parses() {
     let spec = valid(&wasm_hook(
-        "        memory_mb: 64\n        dirs:\n          - host: /var/lib/myapp\n            guest: /data\n            access: read-write\n          - host: /etc/myapp\n        env: [APP_PORT]\n        http: [\"http://127.0.0.1:8080/\"]\n        args: [\"--strict\", 3]\n",
+        "        memory_mb: 64\n        dirs:\n          - host: /var/lib/myapp\n            guest: /data\n            access: read-write\n          - host: /etc/myapp\n        env: [APP_PORT]\n        http: [\"http://127.0.0.1:8080/\"]\n        http_ca: certs/ca.pem\n        args: [\"--strict\", 3]\n",
     ));
     let want = SandboxSpec {
         memory_mb: 64,
@@ -35,12 +35,29 @@ fn full_sandbox_parses() {
         ],
         env: vec!["APP_PORT".to_owned()],
         http: vec!["http://127.0.0.1:8080/".to_owned()],
+        http_ca: Some("certs/ca.pem".to_owned()),
         args: vec!["--strict".to_owned(), "3".to_owned()],
     };
     assert_eq!(
         spec.hooks_for(LifecycleEvent::ValidateService)[0].sandbox,
         Some(want)
     );
+}
+
+#[test]
+fn http_ca_must_be_a_path_inside_the_revision() {
+    let p = expect(
+        &wasm_hook("        http_ca: /etc/ssl/ca.pem\n"),
+        ProblemKind::InvalidValue,
+        &format!("{SB}.http_ca"),
+    );
+    assert!(p.message.contains("inside the revision"), "{}", p.message);
+    let p = expect(
+        &wasm_hook("        http_ca: certs/../../ca.pem\n"),
+        ProblemKind::PathTraversal,
+        &format!("{SB}.http_ca"),
+    );
+    assert!(p.message.contains("no `..`"), "{}", p.message);
 }
 
 #[test]

@@ -128,3 +128,39 @@ pub fn reset_peak_rss() -> std::io::Result<()> {
 }
 
 pub const MIB: u64 = 1 << 20;
+
+/// A loopback server answering `200 healthy`, or a body of N bytes for `/bytes/N`; returns its base URL and
+/// a request counter.
+pub async fn serve() -> std::io::Result<(String, std::sync::Arc<std::sync::atomic::AtomicUsize>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = tokio::io::AsyncReadExt::read(&mut sock, &mut buf)
+                    .await
+                    .unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let path = request.split_whitespace().nth(1).unwrap_or("/");
+                let body = match path
+                    .strip_prefix("/bytes/")
+                    .and_then(|n| n.parse::<usize>().ok())
+                {
+                    Some(len) => vec![b'b'; len],
+                    None => b"healthy".to_vec(),
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut sock, head.as_bytes()).await;
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut sock, &body).await;
+            });
+        }
+    });
+    Ok((base, hits))
+}

@@ -119,6 +119,14 @@ impl Audit {
         }
     }
 
+    /// Count `n` uses that are not listed (recorded elsewhere past their own cap, e.g. `wasi:http`'s log).
+    pub(crate) fn count_unlisted(&mut self, kind: Kind, verdict: Verdict, n: u64) {
+        if n > 0 {
+            *self.counts.entry((kind, verdict)).or_default() += n;
+            self.unlisted += n;
+        }
+    }
+
     /// How many uses of each kind with each verdict (all of them, listed or not).
     pub(crate) fn counts(&self) -> impl Iterator<Item = (Kind, Verdict, u64)> + '_ {
         self.counts.iter().map(|(&(k, v), &n)| (k, v, n))

@@ -20,16 +20,19 @@ use wasmtime::component::Component;
 use wasmtime::{Engine, InstancePre, Linker, Module};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
-/// Largest module accepted: the first bound on compile time. Cranelift's time grows about linearly with code
-/// size — the sandbox notes measured ~60 ms for a 64 KiB module compiled serially on a 2-core VM, ~1 ms per KiB —
-/// so 16 MiB is at most tens of seconds of one core, while a real hook (Rust with an HTTP client) is < 1 MiB.
-pub const MAX_MODULE_BYTES: u64 = 16 << 20;
+/// Largest module or component accepted: the first bound on compile time. A Rust hook is < 1 MiB; a Python
+/// component (componentize-py embeds CPython and a snapshot of its heap) is ~18 MB and a JavaScript one
+/// (StarlingMonkey) ~15 MB, most of it data segments rather than code, which Cranelift does not compile. 32 MiB
+/// leaves room for a hook's own Python or JS dependencies and still bounds a compile to about a minute of CPU.
+pub const MAX_MODULE_BYTES: u64 = 32 << 20;
 
 /// How long a compile may take before the step or hook waiting for it fails: the second bound. Cranelift cannot be
 /// interrupted (fuel and epochs bound running code, not the compiler), so at the deadline the caller stops
 /// waiting and reports [`CacheError::CompileTimedOut`] while the compile finishes in the background — bounded by
 /// [`MAX_MODULE_BYTES`] — and, holding the only compile slot, keeps later compiles from piling up behind it.
-pub const DEFAULT_COMPILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// 180 s: a Python or JavaScript component took 21–34 s to compile on a loaded 2-core VM (measured with
+/// `rollcage local`, 2026-12-05); three times that leaves room for a slower or busier agent host.
+pub const DEFAULT_COMPILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// Most linked modules kept in memory. A deployment has a handful of hooks; when the map is full it is cleared
 /// (the disk cache makes refilling cheap).

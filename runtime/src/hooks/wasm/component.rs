@@ -20,18 +20,17 @@
 //! the environment it reads, and each socket or name lookup it tries — answered `access-denied` right there, the
 //! same answer wasmtime-wasi gives with the network off, so no socket is ever created.
 //!
-//! Seam for `wasi:http`: an outgoing-handler filtered by the hook's `sandbox.http` grant goes into [`linker`]
-//! (`wasmtime_wasi_http::add_only_http_to_linker_async`, with `WasiHttpView::send_request` checking each request
-//! against the grant the store state carries — [`ComponentState::http`] — before it leaves).
+//! `wasi:http` (`types` and `outgoing-handler`) is linked for every component — componentize-js output imports it
+//! whether or not the hook fetches anything — and each request is checked against the hook's `sandbox.http` grant
+//! before it leaves ([`super::wasi_http`]; with no grant, every request is refused).
 
 use super::audit::{self, Audit, Kind, Verdict};
-use super::http::HttpGrant;
+use super::hook_api::{Lifecycle, LogSinks};
 use super::limiter::MemoryLimiter;
 use super::outcome::{Phase, RunEnd};
-use super::output::Chunk;
+use super::wasi_http::GrantedHttp;
 use rollcage_proto::{DirAccess, SandboxSpec};
 use std::collections::HashMap;
-use tokio::sync::mpsc::UnboundedSender;
 use wasmtime::component::{Component, Linker, Resource, ResourceTable};
 use wasmtime::{Store, StoreContextMut};
 use wasmtime_wasi::cli::WasiCliView as _;
@@ -49,6 +48,7 @@ use wasmtime_wasi::p2::bindings::sockets::network::{
 };
 use wasmtime_wasi::p2::{TcpSocket, UdpSocket};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// The WASI 0.2 version whose interfaces wasmtime-wasi 48 defines (older imports match it by semver).
 const WASI: &str = "0.2.12";
@@ -58,18 +58,13 @@ pub(crate) struct ComponentState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
-    /// The hook's `sandbox.http` grant, for the `wasi:http` seam (unused until it is linked).
-    #[allow(
-        dead_code,
-        reason = "read by the wasi:http outgoing handler once it is linked"
-    )]
-    pub(crate) http: HttpGrant,
-    /// Agent lines into `scripts.log` (refusals), for the `wasi:http` seam.
-    #[allow(
-        dead_code,
-        reason = "written by the wasi:http outgoing handler once it is linked"
-    )]
-    pub(crate) notes: UnboundedSender<Chunk>,
+    pub(crate) http_ctx: WasiHttpCtx,
+    /// `wasi:http` under the hook's `sandbox.http` grant.
+    pub(crate) http: GrantedHttp,
+    /// `rollcage:hook/context`: the lifecycle context of the run.
+    pub(crate) lifecycle: Lifecycle,
+    /// `rollcage:hook/log`: where its lines go.
+    pub(crate) log: LogSinks,
     /// What the hook used and was denied.
     pub(crate) audit: Audit,
     /// Guest paths of the descriptors the guest holds, by resource handle.
@@ -88,13 +83,24 @@ impl WasiView for ComponentState {
     }
 }
 
+impl WasiHttpView for ComponentState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.http,
+        }
+    }
+}
+
 /// The component linker: WASI 0.2 (`wasi:cli/command`'s imports, `exit-with-code` included — it is stable in the
-/// 0.2.12 WIT wasmtime 48 ships).
+/// 0.2.12 WIT wasmtime 48 ships), `wasi:http` under the grant, and `rollcage:hook` ([`super::hook_api`]).
 pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<ComponentState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     shadow(&mut linker)?;
-    // `wasi:http` goes here (see the module doc), after WASI, filtered by `ComponentState::http`.
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    super::hook_api::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 

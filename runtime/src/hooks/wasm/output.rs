@@ -109,6 +109,11 @@ impl OutputChannel {
 }
 
 impl CappedSink {
+    /// Write text the host produced for the guest (a `rollcage:hook/log` line), under the same budget.
+    pub(crate) fn write_text(&self, text: &str) {
+        self.accept(Bytes::copy_from_slice(text.as_bytes()));
+    }
+
     fn accept(&self, bytes: Bytes) {
         let take = self.budget.take(bytes.len());
         if take > 0 {

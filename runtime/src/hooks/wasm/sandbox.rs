@@ -44,6 +44,19 @@ pub enum SandboxError {
     },
 }
 
+/// The `sandbox.http_ca` file could not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "sandbox.http_ca `{path}`: {reason} (expected a PEM file of CA certificates inside the revision, at most {max} bytes)",
+    max = super::http::MAX_CA_BYTES
+)]
+pub struct HttpCaError {
+    /// The path as the AppSpec gives it.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
 /// Everything the context is built from.
 pub(crate) struct SandboxInput<'a> {
     pub(crate) spec: &'a SandboxSpec,
