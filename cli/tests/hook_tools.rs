@@ -236,3 +236,77 @@ fn hook_new_rust_builds_with_one_command_and_its_hook_runs() -> TestResult {
     assert!(seen.load(Ordering::SeqCst) >= 1);
     Ok(())
 }
+
+/// `hook new --lang LANG`, its `./build.sh` with the tool the test set-up installed, then `hook run` of the built
+/// component against a health endpoint: healthy, audited, exit 0.
+fn new_component_project_builds_and_runs(lang: &str, tool_var: &str, tool: &str) -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let (code, stdout, stderr) = text(&hook_new(lang, tmp.path(), "health-check")?);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let project = tmp.path().join("health-check");
+    for file in [
+        "build.sh",
+        "sandbox.yml",
+        "README.md",
+        "wit/hook.wit",
+        "wit/world.wit",
+        "wit/deps/http.wit",
+    ] {
+        assert!(project.join(file).is_file(), "{file} written");
+    }
+    let source = std::fs::read_to_string(project.join(if lang == "python" {
+        "hook.py"
+    } else {
+        "hook.js"
+    }))?;
+    assert!(
+        source.contains("-o hook.wasm    (./build.sh)"),
+        "the build line names the project's files:\n{source}"
+    );
+    // The README's one command, with the tool `scripts/setup.sh` installed.
+    let build = Command::new(project.join("build.sh"))
+        .env(tool_var, tool)
+        .output()?;
+    let (code, stdout, stderr) = text(&build);
+    assert_eq!(code, 0, "{tool_var}={tool} ./build.sh:\n{stdout}\n{stderr}");
+    let (port, seen) = health_server()?;
+    let sandbox = std::fs::read_to_string(project.join("sandbox.yml"))?
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    std::fs::write(project.join("sandbox.yml"), sandbox)?;
+    // A cache shared by reruns: the component's first compile is the slow part.
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hook-run-cache");
+    let run = hook_run(
+        &project.join("hook.wasm"),
+        &project,
+        Some(&project.join("sandbox.yml")),
+        &cache,
+    )?;
+    let (code, stdout, stderr) = text(&run);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("msg=healthy"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("http GET http://127.0.0.1:{port}/health -> 200")),
+        "the audit names the request: {stdout}"
+    );
+    assert!(stdout.contains("outcome: succeeded"), "{stdout}");
+    assert!(seen.load(Ordering::SeqCst) >= 1);
+    Ok(())
+}
+
+#[test]
+fn hook_new_python_builds_with_one_command_and_its_hook_runs() -> TestResult {
+    new_component_project_builds_and_runs(
+        "python",
+        "COMPONENTIZE_PY",
+        "/opt/rollcage-venv/bin/componentize-py",
+    )
+}
+
+#[test]
+fn hook_new_js_builds_with_one_command_and_its_hook_runs() -> TestResult {
+    new_component_project_builds_and_runs(
+        "js",
+        "COMPONENTIZE_JS",
+        "/opt/rollcage-node/node_modules/.bin/componentize-js",
+    )
+}

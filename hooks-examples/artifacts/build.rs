@@ -150,7 +150,9 @@ fn run() -> Result<(), String> {
         .join("../..")
         .canonicalize()
         .map_err(|e| format!("repository root: {e}"))?;
-    for (konst, path) in polyglot::build_all(&polyglot::builds(&root), &out_dir)? {
+    let wit = out_dir.join("wit");
+    rollcage_wit::write_dir(&wit).map_err(|e| format!("writing {}: {e}", wit.display()))?;
+    for (konst, path) in polyglot::build_all(&polyglot::builds(&root, &wit), &out_dir)? {
         writeln!(
             code,
             "/// The example hook `{konst}` built into a WASI 0.2 command component (Python or JavaScript)."

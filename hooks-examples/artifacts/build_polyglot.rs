@@ -1,5 +1,6 @@
 //! The Python and JavaScript example hooks (`hooks-examples/python`, `hooks-examples/js`), built into WASI 0.2
-//! command components against the `rollcage:hook` world (`sdk/wit`) by componentize-py and componentize-js, the
+//! command components against the `rollcage:hook` world (`rollcage-wit`, written into `OUT_DIR/wit`) by
+//! componentize-py and componentize-js, the
 //! pinned versions `scripts/setup.sh` installs.
 //!
 //! Each tool takes tens of seconds (most of it the embedded interpreter's snapshot), so a component is rebuilt only
@@ -24,10 +25,9 @@ fn tool(var: &str, default: &str) -> PathBuf {
     std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from)
 }
 
-/// The builds, for the repository at `root`.
-pub fn builds(root: &Path) -> Vec<Build> {
-    let wit = root.join("sdk/wit");
-    let mut wit_files: Vec<PathBuf> = [wit.join("hook.wit")]
+/// The builds, for the repository at `root`, against the WIT directory `wit` (written by `rollcage_wit::write_dir`).
+pub fn builds(root: &Path, wit: &Path) -> Vec<Build> {
+    let mut wit_files: Vec<PathBuf> = [wit.join("hook.wit"), wit.join("world.wit")]
         .into_iter()
         .chain(
             std::fs::read_dir(wit.join("deps"))

@@ -1,10 +1,10 @@
 // ValidateService hook in JavaScript: poll a health URL until it answers 200 or the deadline passes.
 //
 // The twin of the Rust `validate_health` (hooks-examples/guests/examples): the same arguments, log lines and exit
-// codes. Built into a WASI 0.2 command component by componentize-js against the `rollcage:hook` world
-// (sdk/wit/hook.wit), from the repository root:
+// codes. Built into a WASI 0.2 command component by componentize-js against the `hook` world, from this directory,
+// once `rollcage hook wit wit` wrote the world and the WASI packages it includes into `wit/`:
 //
-//   componentize-js hooks-examples/js/validate_health.js --wit sdk/wit -n hook -d http -d fetch-event -o validate_health.wasm
+//   componentize-js validate_health.js --wit wit -n hook -d http -d fetch-event -o validate_health.wasm
 //
 // Arguments (from `sandbox.args`): URL [DEADLINE_SECS] [INTERVAL_MS]; defaults 60 s and 500 ms. The URL must be
 // under the hook's `sandbox.http` grant: requests go through `wasi:http/outgoing-handler`, which the agent checks

@@ -16,7 +16,7 @@
 //!
 //! Off `wasm32` (for unit tests of hook logic on the host) everything works except [`http::get`], which returns
 //! [`http::HttpError::Unsupported`]. The same facts are offered to Python and JavaScript hooks through the
-//! `rollcage:hook` WIT world (`sdk/wit/hook.wit`: `context`, `log`, `wasi:http`). In a component, [`run`] and [`exit`] report the exit code through `wasi:cli/exit.exit-with-code` (`std::process::exit`
+//! `rollcage:hook` WIT world (`sdk/wit/`: `context`, `log`, `wasi:http`). In a component, [`run`] and [`exit`] report the exit code through `wasi:cli/exit.exit-with-code` (`std::process::exit`
 //! there reports only success or failure, any non-zero code arriving as 1).
 //!
 //! # Example

@@ -25,7 +25,7 @@ pub fn error(msg: &str, fields: &[Field<'_>]) {
 /// The `rollcage:hook` imports (components only).
 #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
 mod wit {
-    wit_bindgen::generate!({ path: "wit", world: "rollcage:hook/imports" });
+    wit_bindgen::generate!({ path: "wit/hook.wit", world: "rollcage:hook/imports" });
 }
 
 /// In a component the line goes through `rollcage:hook/log.write` (the agent formats it the same way); the

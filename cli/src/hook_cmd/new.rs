@@ -1,6 +1,8 @@
 //! `rollcage hook new --lang rust|python|js NAME`: write a hook project that builds with one command and that
 //! `rollcage hook run` executes. The templates live beside this file (`templates/LANG/`) and are compiled into the
-//! binary; `{{name}}` and `{{sdk}}` are the only substitutions.
+//! binary; `{{name}}` and `{{sdk}}` are the only substitutions. The Python and JavaScript hooks are the examples the
+//! tests deploy (`hooks-examples/python`, `hooks-examples/js`), their build line pointed at the project, and their
+//! `wit/` is `rollcage-wit`'s: the `rollcage:hook` world and the WASI packages of the wasmtime the agent links.
 //!
 //! The project is staged in a temp dir next to its destination and renamed into place, so a failure leaves nothing
 //! half-written, and an existing directory is never touched.
@@ -33,6 +35,10 @@ pub struct NewArgs {
 enum Lang {
     /// Rust with `rollcage-sdk`, built for `wasm32-wasip1`.
     Rust,
+    /// Python, built into a WASI 0.2 component by componentize-py.
+    Python,
+    /// JavaScript, built into a WASI 0.2 component by componentize-js.
+    Js,
 }
 
 /// One file of a template: its path in the project and its text.
@@ -49,6 +55,47 @@ const RUST: &[TemplateFile] = &[
     ("README.md", include_str!("templates/rust/README.md")),
     // Named without its dot in the source tree so that it does not apply there.
     (".gitignore", include_str!("templates/rust/gitignore")),
+];
+
+/// A Python hook: the example health poller (`hooks-examples/python`, the one the tests deploy), its build script,
+/// grant and README; `wit/` is written from `rollcage-wit`.
+const PYTHON: &[TemplateFile] = &[
+    (
+        "hook.py",
+        include_str!("../../../hooks-examples/python/validate_health.py"),
+    ),
+    ("build.sh", include_str!("templates/python/build.sh")),
+    ("sandbox.yml", include_str!("templates/rust/sandbox.yml")),
+    ("README.md", include_str!("templates/python/README.md")),
+    (".gitignore", include_str!("templates/python/gitignore")),
+];
+
+/// A JavaScript hook: the example health poller (`hooks-examples/js`), as for Python.
+const JS: &[TemplateFile] = &[
+    (
+        "hook.js",
+        include_str!("../../../hooks-examples/js/validate_health.js"),
+    ),
+    ("build.sh", include_str!("templates/js/build.sh")),
+    ("sandbox.yml", include_str!("templates/rust/sandbox.yml")),
+    ("README.md", include_str!("templates/js/README.md")),
+    (".gitignore", include_str!("templates/rust/gitignore")),
+];
+
+/// How the examples say they are built, and what a generated project says instead (its files are `hook.*`).
+const BUILD_LINES: [(&str, &str); 3] = [
+    (
+        "componentize validate_health -o validate_health.wasm",
+        "componentize hook -o hook.wasm    (./build.sh)",
+    ),
+    (
+        "componentize-js validate_health.js --wit wit",
+        "componentize-js hook.js --wit wit",
+    ),
+    (
+        "-d fetch-event -o validate_health.wasm",
+        "-d fetch-event -o hook.wasm    (./build.sh)",
+    ),
 ];
 
 /// The SDK of the source tree this binary was built from.
@@ -69,6 +116,8 @@ pub fn run(args: &NewArgs) -> anyhow::Result<ExitCode> {
     }
     let (files, sdk) = match args.lang {
         Lang::Rust => (RUST, Some(sdk_path(args.sdk.as_deref())?)),
+        Lang::Python => (PYTHON, None),
+        Lang::Js => (JS, None),
     };
     let sdk_text = sdk
         .as_deref()
@@ -89,14 +138,26 @@ pub fn run(args: &NewArgs) -> anyhow::Result<ExitCode> {
         .tempdir_in(parent)
         .with_context(|| format!("creating a staging dir in {}", parent.display()))?;
     for (path, text) in files {
-        let text = text
+        let mut text = text
             .replace("{{name}}", &args.name)
             .replace("{{sdk}}", &sdk_text);
+        for (example, project) in BUILD_LINES {
+            text = text.replace(example, project);
+        }
         let file = stage.path().join(path);
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
         }
         std::fs::write(&file, text).with_context(|| format!("{}", file.display()))?;
+        if path.ends_with(".sh") {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("{}", file.display()))?;
+        }
+    }
+    if matches!(args.lang, Lang::Python | Lang::Js) {
+        let wit = stage.path().join("wit");
+        rollcage_wit::write_dir(&wit).with_context(|| format!("{}", wit.display()))?;
     }
     let staged = stage.keep();
     if let Err(e) = std::fs::rename(&staged, &dest) {

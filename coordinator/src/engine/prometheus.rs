@@ -89,13 +89,7 @@ impl PromReader {
         };
         let (status, body) = tokio::time::timeout(timeout, ask)
             .await
-            .map_err(|_| {
-                format!(
-                    "{}: no answer within {} ms",
-                    check.url,
-                    timeout.as_millis()
-                )
-            })??;
+            .map_err(|_| format!("{}: no answer within {} ms", check.url, timeout.as_millis()))??;
         // Prometheus answers 400/422/503 with its JSON error body; its message says more than the status.
         parse_answer(&body).map_err(|e| {
             if status.is_success() {

@@ -1,4 +1,4 @@
-//! The host side of the `rollcage:hook` WIT package (`sdk/wit/hook.wit`) for component hooks: `context.get` (the
+//! The host side of the `rollcage:hook` WIT package (`sdk/wit/hook.wit`, world in `sdk/wit/world.wit`) for component hooks: `context.get` (the
 //! lifecycle context of the run) and `log.write` (one structured logfmt line into the hook's output, through the
 //! same capped sink as its stdout/stderr).
 //!
