@@ -334,8 +334,12 @@ async fn bytes_no_revision_names_are_reclaimed_after_the_grace_and_shared_ones_k
             Reclaimed::default(),
             "{backend}"
         );
+        // Counted from when it was pushed again, not from `now`.
+        let after_repush = rollcage_proto::wire::now_ms() + RECLAIM_GRACE_MS + 1;
         assert_eq!(
-            Bundles::Database.reclaim(store.clone(), later + 10).await?,
+            Bundles::Database
+                .reclaim(store.clone(), after_repush)
+                .await?,
             Reclaimed {
                 bundles: 1,
                 bytes: 7000
