@@ -6,12 +6,13 @@
 //!   with 500 is aborted in the first step, traffic back on the old group within `interval_secs` + 1 s, clients
 //!   saw < 2 % errors; a revision 300 ms slower is aborted on latency; a coordinator SIGKILLed during a bake
 //!   resumes it at the same step and weight.
-//! - the good and the bad revision against HAProxy too (weights through the driver's `rand(100)` map rule);
+//! - the good, the bad and the slow revision against HAProxy too (weights through the driver's `rand(100)` map
+//!   rule; latency from HAProxy's averages);
 //! - `[[canary.prometheus]]` against a real Prometheus scraping a test app: within `max` it passes, above it aborts;
-//! - `in-place-lb` with `[analysis]`: the second instance serving 20 % 500s fails the deployment after it, and the
-//!   automatic rollback runs.
+//! - `in-place-lb` with `[analysis]`, through the built-in LB and through HAProxy: the second instance serving
+//!   20 % 500s fails the deployment after it, and the automatic rollback runs.
 //!
-//! Bakes are short (`interval_secs` 1, `bake_secs` 2) so the file runs in well under a minute.
+//! Bakes are short (`interval_secs` 1, `bake_secs` 2): each test takes 15–40 s.
 
 use anyhow::{Context, bail};
 use rollcage_e2e::lb::{
@@ -410,7 +411,21 @@ fn blue_green_canary_walks_good_revisions_and_aborts_bad_and_slow_ones_and_resum
 #[test]
 fn in_place_lb_analysis_stops_after_the_instance_serving_errors_and_rolls_back()
 -> anyhow::Result<()> {
-    let s = setup(4, &[("web", vec![0, 1, 2, 3])])?;
+    analysis_stops_after_the_bad_instance(Kind::Builtin)
+}
+
+/// The same gate against HAProxy: each server's figures from its own `show stat` line (latency: averages).
+#[test]
+fn haproxy_in_place_lb_analysis_stops_after_the_instance_serving_errors_and_rolls_back()
+-> anyhow::Result<()> {
+    analysis_stops_after_the_bad_instance(Kind::Haproxy)
+}
+
+/// An `in-place-lb` group with `[analysis]` through `kind`: a good revision passes every instance's gate; a revision
+/// whose second instance answers 20 % 500s fails the deployment after that instance (the later ones never start)
+/// and the automatic rollback succeeds.
+fn analysis_stops_after_the_bad_instance(kind: Kind) -> anyhow::Result<()> {
+    let s = setup_with(kind, 4, &[("web", vec![0, 1, 2, 3])])?;
     let result = rollcage_e2e::caught(|| -> anyhow::Result<()> {
         let servers: Vec<String> = (0..4).map(|i| s.addr(i)).collect();
         s.create_group(
