@@ -186,6 +186,63 @@ fn share(part: usize, whole: usize) -> f64 {
     100.0 * part as f64 / whole.max(1) as f64
 }
 
+/// Deploy revision `label`, whose app answers 20 % of requests with a 500, under load: the canary aborts it in its
+/// first step (weight 0, the message naming step and threshold), nothing answers from the new group (whose answers
+/// `is_new_group` recognises) and no request fails later than `interval_secs` + 1 s after the failing interval's
+/// end, clients saw under 2 % errors, and the automatic rollback succeeds. The deployment.
+fn bad_canary_is_aborted_in_its_first_step(
+    s: &Setup,
+    label: &str,
+    is_new_group: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<Deployment> {
+    let load = Load::start(s.lb.service(), WORKERS);
+    std::thread::sleep(Duration::from_millis(300));
+    let bad = Faults {
+        fail_percent: 20,
+        only_on: None,
+    };
+    let d = s.deploy(&s.push(label, DELAY_MS, &bad)?)?;
+    let rb = s.fleet.wait_end(
+        d.rollback_deployment
+            .as_deref()
+            .context("no automatic rollback")?,
+        Duration::from_secs(60),
+    )?;
+    std::thread::sleep(Duration::from_millis(2500));
+    let samples = load.finish();
+    assert_eq!(d.status, DeploymentStatus::Failed, "{}", d.message);
+    assert!(
+        d.message.contains("canary aborted at step 1 of 3") && d.message.contains("max_error_rate"),
+        "the message names the step, interval, figures and threshold: {}",
+        d.message
+    );
+    assert_eq!(rb.status, DeploymentStatus::Succeeded, "{}", rb.message);
+    let c = canary(&d)?;
+    assert_eq!(c.state.phase, BakePhase::Aborted);
+    assert_eq!(c.state.weight.percent(), 0);
+    let failing = c.verdicts.last().context("no verdict")?;
+    assert_eq!((failing.step, failing.outcome.label()), (0, "fail"));
+    let back_by = failing.end_unix_ms + (INTERVAL_SECS + 1) * 1000;
+    let late: Vec<_> = samples
+        .iter()
+        .filter(|x| x.start_ms as u64 > back_by)
+        .filter(|x| x.result.as_deref().map_or(true, is_new_group))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "answers from the aborted group (or errors) after {back_by}: {} e.g. {:?}",
+        late.len(),
+        late.first()
+    );
+    let rate = share(errors(&samples), samples.len());
+    assert!(
+        rate < 2.0 && samples.len() > 200,
+        "{rate:.2} % of {} requests failed",
+        samples.len()
+    );
+    Ok(d)
+}
+
 /// Deploy good revision `label` (steps 10/50/100, two intervals each) under load, SIGKILL the coordinator in the
 /// 50 % step and restart it: the bake resumes at the same step and weight, no interval is judged twice, no step
 /// baked again, and no request fails.
@@ -349,52 +406,7 @@ fn blue_green_canary_walks_good_revisions_and_aborts_bad_and_slow_ones_and_resum
 
         // v3 answers 20 % of requests with a 500: aborted in the first step, back on blue within
         // interval_secs + 1 s of the failing interval's end, < 2 % errors seen by clients.
-        let load = Load::start(s.lb.service(), WORKERS);
-        std::thread::sleep(Duration::from_millis(300));
-        let bad = Faults {
-            fail_percent: 20,
-            only_on: None,
-        };
-        let d3 = s.deploy(&s.push("v3", DELAY_MS, &bad)?)?;
-        let rb = s.fleet.wait_end(
-            d3.rollback_deployment
-                .as_deref()
-                .context("no automatic rollback")?,
-            Duration::from_secs(60),
-        )?;
-        std::thread::sleep(Duration::from_millis(2500));
-        let samples = load.finish();
-        assert_eq!(d3.status, DeploymentStatus::Failed, "{}", d3.message);
-        assert!(
-            d3.message.contains("canary aborted at step 1 of 3")
-                && d3.message.contains("max_error_rate"),
-            "the message names the step, interval, figures and threshold: {}",
-            d3.message
-        );
-        assert_eq!(rb.status, DeploymentStatus::Succeeded, "{}", rb.message);
-        let c3 = canary(&d3)?;
-        assert_eq!(c3.state.phase, BakePhase::Aborted);
-        assert_eq!(c3.state.weight.percent(), 0);
-        let failing = c3.verdicts.last().context("no verdict")?;
-        assert_eq!((failing.step, failing.outcome.label()), (0, "fail"));
-        let back_by = failing.end_unix_ms + (INTERVAL_SECS + 1) * 1000;
-        let late: Vec<_> = samples
-            .iter()
-            .filter(|x| x.start_ms as u64 > back_by)
-            .filter(|x| x.result.as_deref().map_or(true, is_green))
-            .collect();
-        assert!(
-            late.is_empty(),
-            "answers from the aborted group (or errors) after {back_by}: {} e.g. {:?}",
-            late.len(),
-            late.first()
-        );
-        let rate = share(errors(&samples), samples.len());
-        assert!(
-            rate < 2.0 && samples.len() > 200,
-            "{rate:.2} % of {} requests failed",
-            samples.len()
-        );
+        let d3 = bad_canary_is_aborted_in_its_first_step(&s, "v3", &is_green)?;
 
         // v4 is 300 ms slower on every request: aborted on latency.
         slow_canary_is_aborted_on_latency(&s, "v4")?;
@@ -556,45 +568,7 @@ fn haproxy_canary_walks_a_good_revision_aborts_a_bad_and_a_slow_one_and_resumes_
             );
         }
 
-        let load = Load::start(s.lb.service(), WORKERS);
-        std::thread::sleep(Duration::from_millis(300));
-        let bad = Faults {
-            fail_percent: 20,
-            only_on: None,
-        };
-        let d3 = s.deploy(&s.push("v3", DELAY_MS, &bad)?)?;
-        let rb = s.fleet.wait_end(
-            d3.rollback_deployment
-                .as_deref()
-                .context("no automatic rollback")?,
-            Duration::from_secs(60),
-        )?;
-        std::thread::sleep(Duration::from_millis(2500));
-        let samples = load.finish();
-        assert_eq!(d3.status, DeploymentStatus::Failed, "{}", d3.message);
-        assert!(
-            d3.message.contains("canary aborted at step 1 of 3"),
-            "{}",
-            d3.message
-        );
-        assert_eq!(rb.status, DeploymentStatus::Succeeded, "{}", rb.message);
-        let failing = canary(&d3)?.verdicts.last().context("no verdict")?.clone();
-        let back_by = failing.end_unix_ms + (INTERVAL_SECS + 1) * 1000;
-        let late = samples
-            .iter()
-            .filter(|x| x.start_ms as u64 > back_by)
-            .filter(|x| x.result.as_deref().map_or(true, is_green))
-            .count();
-        assert_eq!(
-            late, 0,
-            "answers from the aborted group (or errors) after {back_by}"
-        );
-        let rate = share(errors(&samples), samples.len());
-        assert!(
-            rate < 2.0,
-            "{rate:.2} % of {} requests failed",
-            samples.len()
-        );
+        bad_canary_is_aborted_in_its_first_step(&s, "v3", &is_green)?;
 
         // v4 (good): SIGKILL the coordinator during the 50 % step; the restarted one resumes there, the weight
         // still in HAProxy's map.
