@@ -47,16 +47,24 @@ fn the_p2_builds_are_components_and_the_p1_builds_modules() -> TestResult {
     Ok(())
 }
 
-/// The SDK's log lines in a component go through `rollcage:hook/log` (the agent formats them); a preview-1 module
-/// prints them itself.
+/// The SDK in a component reads its context through `rollcage:hook/context` and writes log lines through
+/// `rollcage:hook/log` (the agent formats them); a preview-1 module reads the environment and prints them itself.
 #[test]
-fn sdk_components_import_the_rollcage_hook_log() -> TestResult {
-    let import = b"rollcage:hook/log@0.1.0";
-    let has = |p: &str| -> Result<bool, std::io::Error> {
+fn sdk_components_import_rollcage_hook() -> TestResult {
+    let has = |p: &str, import: &[u8]| -> Result<bool, std::io::Error> {
         Ok(std::fs::read(p)?.windows(import.len()).any(|w| w == import))
     };
-    assert!(has(artifacts::P2_EXAMPLE_VALIDATE_HEALTH)?);
-    assert!(!has(artifacts::EXAMPLE_VALIDATE_HEALTH)?);
+    for import in [
+        &b"rollcage:hook/log@0.1.0"[..],
+        b"rollcage:hook/context@0.1.0",
+    ] {
+        let name = String::from_utf8_lossy(import);
+        assert!(
+            has(artifacts::P2_EXAMPLE_VALIDATE_HEALTH, import)?,
+            "{name}"
+        );
+        assert!(!has(artifacts::EXAMPLE_VALIDATE_HEALTH, import)?, "{name}");
+    }
     Ok(())
 }
 

@@ -137,7 +137,7 @@ async fn deploy(flavour: Flavour) -> TestResult {
         "the validator should have polled past two 503s"
     );
     assert!(log_text.contains("healthy"), "{log_text}");
-    if flavour == Flavour::Wasm {
+    if flavour != Flavour::Shell {
         // The capability audit of each hook is in scripts.log (what `rollcage logs` prints for the step).
         let audited = |prefix: &str, needle: &str| {
             log_text
@@ -178,6 +178,15 @@ async fn deploy(flavour: Flavour) -> TestResult {
 #[tokio::test]
 async fn the_wasm_bundle_renders_config_and_validates_health() -> TestResult {
     deploy(Flavour::Wasm).await
+}
+
+/// The same Rust hooks built as components: the SDK reads the lifecycle context through `rollcage:hook/context`
+/// (the rendered config names the application, group and deployment) and the renderer writes under a read-write
+/// grant.
+#[tokio::test]
+async fn the_component_build_of_the_wasm_bundle_renders_config_and_validates_health() -> TestResult
+{
+    deploy(Flavour::WasmComponent).await
 }
 
 #[tokio::test]

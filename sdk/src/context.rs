@@ -1,4 +1,5 @@
-//! The lifecycle context of a hook run, read from the environment the agent sets.
+//! The lifecycle context of a hook run: in a WASI 0.2 component from `rollcage:hook/context` (the `rollcage:hook`
+//! WIT world Python and JavaScript hooks use too), in a preview-1 module from the environment the agent sets.
 
 use crate::HookError;
 use rollcage_proto::hostcall::env;
@@ -20,6 +21,24 @@ pub struct Context {
 }
 
 impl Context {
+    /// The context of this run, the way the hook was built to get it: `rollcage:hook/context.get` in a component
+    /// (`wasm32-wasip2`), [`Context::from_env`] otherwise.
+    pub fn current() -> Result<Self, HookError> {
+        #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+        {
+            let c = crate::wit::rollcage::hook::context::get();
+            Ok(Self {
+                event: c.event,
+                deployment_id: c.deployment_id,
+                application_name: c.application_name,
+                deployment_group_name: c.deployment_group_name,
+                deployment_group_id: c.deployment_group_id,
+            })
+        }
+        #[cfg(not(all(target_arch = "wasm32", target_env = "p2")))]
+        Self::from_env()
+    }
+
     /// Read the context from the environment. Fails (exit code 2) when `LIFECYCLE_EVENT` is not set, i.e. the
     /// module was not started by a rollcage agent.
     pub fn from_env() -> Result<Self, HookError> {

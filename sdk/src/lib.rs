@@ -2,12 +2,14 @@
 //!
 //! A hook is a WASI preview-1 command (`cargo build --release --target wasm32-wasip1`) or a WASI 0.2 command
 //! component (`--target wasm32-wasip2`) whose `main` calls [`run`]. The agent runs it inside a capability sandbox: the revision is mounted read-only at `/revision` (also
-//! the working directory), the lifecycle values arrive as environment variables ([`Context`]), stdout and stderr
+//! the working directory), the lifecycle values arrive as environment variables and, in a component, through `rollcage:hook/context`
+//! ([`Context`]), stdout and stderr
 //! go to the deployment's `scripts.log`, and everything else (extra directories, host variables, HTTP URLs) must
 //! be granted by the hook's `sandbox:` entry in `appspec.yml`.
 //!
 //! What this crate gives a hook:
-//! - [`Context`]: the lifecycle event, deployment id, application and deployment group;
+//! - [`Context`]: the lifecycle event, deployment id, application and deployment group (from
+//!   `rollcage:hook/context` in a component, from the lifecycle environment variables in a module);
 //! - [`log`]: structured (logfmt) log lines, which land in `scripts.log`;
 //! - [`http::get`]: an HTTP(S) GET through the agent, allowed only under the URL prefixes the hook was granted, with
 //!   a bounded body (the `http_get` import in a module, `wasi:http` in a component; the agent checks both alike);
@@ -59,6 +61,8 @@ pub mod http;
 pub mod log;
 mod sys;
 pub mod template;
+#[cfg(all(target_arch = "wasm32", target_env = "p2"))]
+mod wit;
 
 pub use context::Context;
 pub use error::{HookError, HookResult, MAX_EXIT_CODE};
@@ -73,7 +77,7 @@ pub fn run<F>(hook: F) -> ExitCode
 where
     F: FnOnce(&Context) -> HookResult,
 {
-    let ctx = match Context::from_env() {
+    let ctx = match Context::current() {
         Ok(ctx) => ctx,
         Err(e) => {
             log::error(&e.to_string(), &[]);

@@ -22,17 +22,11 @@ pub fn error(msg: &str, fields: &[Field<'_>]) {
     write("error", msg, fields);
 }
 
-/// The `rollcage:hook` imports (components only).
-#[cfg(all(target_arch = "wasm32", target_env = "p2"))]
-mod wit {
-    wit_bindgen::generate!({ path: "wit/hook.wit", world: "rollcage:hook/imports" });
-}
-
 /// In a component the line goes through `rollcage:hook/log.write` (the agent formats it the same way); the
 /// fields are stringified here.
 #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
 fn write(level: &str, msg: &str, fields: &[Field<'_>]) {
-    use wit::rollcage::hook::log::{Level, write};
+    use crate::wit::rollcage::hook::log::{Level, write};
     let level = match level {
         "error" => Level::Error,
         "warn" => Level::Warn,

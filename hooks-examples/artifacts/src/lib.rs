@@ -11,7 +11,8 @@
 //! (`hooks-examples/python`, `hooks-examples/js`) built into components by componentize-py / componentize-js
 //! (`build_polyglot.rs`).
 //!
-//! [`assemble_bundle`] lays out a deployable example bundle: `bundles/wasm` (the hooks as wasm modules, built
+//! [`assemble_bundle`] lays out a deployable example bundle: `bundles/wasm` (the hooks as wasm modules or, as
+//! [`Flavour::WasmComponent`], the same hooks as components, built
 //! here), `bundles/shell` (their shell twins), `bundles/python` and `bundles/js` (the health poller as a Python or
 //! JavaScript component).
 
@@ -34,6 +35,8 @@ pub const DEFAULT_CONFIG_DIR: &str = "/tmp/rollcage-example/config";
 pub enum Flavour {
     /// Hooks are the wasm modules built from `guests/examples`.
     Wasm,
+    /// The same bundle with the same hooks built for `wasm32-wasip2`: WASI 0.2 components on the Rust SDK.
+    WasmComponent,
     /// Hooks are the shell twins.
     Shell,
     /// The ValidateService health poller in Python ([`PY_EXAMPLE_VALIDATE_HEALTH`]), as a WASI 0.2 component.
@@ -46,7 +49,7 @@ impl Flavour {
     /// The bundle's directory name under [`BUNDLES_DIR`].
     pub fn dir_name(self) -> &'static str {
         match self {
-            Self::Wasm => "wasm",
+            Self::Wasm | Self::WasmComponent => "wasm",
             Self::Shell => "shell",
             Self::Python => "python",
             Self::Js => "js",
@@ -84,6 +87,14 @@ pub fn assemble_bundle(flavour: Flavour, dest: &Path, params: &BundleParams) -> 
             std::fs::create_dir_all(&hooks)?;
             std::fs::copy(EXAMPLE_VALIDATE_HEALTH, hooks.join("validate_health.wasm"))?;
             std::fs::copy(EXAMPLE_RENDER_CONFIG, hooks.join("render_config.wasm"))?;
+        }
+        Flavour::WasmComponent => {
+            std::fs::create_dir_all(&hooks)?;
+            std::fs::copy(
+                P2_EXAMPLE_VALIDATE_HEALTH,
+                hooks.join("validate_health.wasm"),
+            )?;
+            std::fs::copy(P2_EXAMPLE_RENDER_CONFIG, hooks.join("render_config.wasm"))?;
         }
         Flavour::Python | Flavour::Js => {
             let built = if flavour == Flavour::Python {
