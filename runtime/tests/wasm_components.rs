@@ -12,10 +12,11 @@ use rollcage_proto::{DirAccess, DirGrant, HookStatus, LifecycleEvent, SandboxSpe
 use rollcage_runtime::appspec::HookSpec;
 use rollcage_runtime::hooks::wasm::{WasmKind, cache::check_header};
 use rollcage_runtime::hooks::{WasmConfig, WasmHooks};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod wasm_support;
 
+use wasm_support::checks::{self, COMPONENTS};
 use wasm_support::*;
 
 // Every component test program must have a test module of the same name.
@@ -73,26 +74,7 @@ mod spin {
 
     #[tokio::test]
     async fn an_infinite_loop_ends_at_the_timeout() -> TestResult {
-        let h = Harness::new()?;
-        h.hooks
-            .precompile_file(&h.revision.join(h.install(artifacts::P2_TEST_SPIN)?))
-            .await?;
-        let t = Instant::now();
-        let out = h
-            .run(artifacts::P2_TEST_SPIN, 1, SandboxSpec::default())
-            .await?;
-        let took = t.elapsed();
-        assert_eq!(out.status, HookStatus::TimedOut { timeout_secs: 1 });
-        assert!(
-            took >= Duration::from_secs(1) && took < Duration::from_secs(3),
-            "took {took:?}"
-        );
-        assert!(
-            h.log_text().contains("wasm hook timed out after 1 s"),
-            "{}",
-            h.log_text()
-        );
-        Ok(())
+        checks::an_infinite_loop_ends_at_the_timeout(&COMPONENTS).await
     }
 }
 
@@ -100,27 +82,8 @@ mod sleep {
     use super::*;
 
     #[tokio::test]
-    async fn a_guest_blocked_in_a_wasi_clocks_wait_ends_at_the_timeout() -> TestResult {
-        let h = Harness::new()?;
-        h.hooks
-            .precompile_file(&h.revision.join(h.install(artifacts::P2_TEST_SLEEP)?))
-            .await?;
-        let t = Instant::now();
-        let out = h
-            .run(artifacts::P2_TEST_SLEEP, 1, SandboxSpec::default())
-            .await?;
-        let took = t.elapsed();
-        assert_eq!(out.status, HookStatus::TimedOut { timeout_secs: 1 });
-        assert!(
-            took >= Duration::from_secs(1) && took < Duration::from_secs(3),
-            "took {took:?}"
-        );
-        assert!(
-            out.log_tail.contains("sleeping") && !out.log_tail.contains("woke up"),
-            "{}",
-            out.log_tail
-        );
-        Ok(())
+    async fn a_guest_blocked_in_a_host_call_ends_at_the_timeout() -> TestResult {
+        checks::a_guest_blocked_in_a_host_call_ends_at_the_timeout(&COMPONENTS).await
     }
 }
 
@@ -128,121 +91,36 @@ mod alloc {
     use super::*;
 
     #[tokio::test]
-    async fn allocation_past_memory_mb_is_the_memory_limit_outcome() -> TestResult {
-        let h = Harness::new()?;
-        let sandbox = SandboxSpec {
-            memory_mb: 32,
-            ..SandboxSpec::default()
-        };
-        let out = h.run(artifacts::P2_TEST_ALLOC, 30, sandbox).await?;
-        assert_eq!(
-            out.status,
-            HookStatus::MemoryLimitExceeded { limit_mib: 32 },
-            "{}",
-            out.log_tail
-        );
-        assert!(
-            out.log_tail.contains("allocated 16 MiB") && !out.log_tail.contains("allocated 48 MiB"),
-            "{}",
-            out.log_tail
-        );
-        Ok(())
+    async fn allocation_past_memory_mb_is_the_memory_limit_outcome_and_rss_stays_bounded()
+    -> TestResult {
+        checks::allocation_past_memory_mb_is_the_memory_limit_outcome_and_rss_stays_bounded(
+            &COMPONENTS,
+        )
+        .await
     }
 }
 
 mod fs {
     use super::*;
 
-    fn assert_denied(out: &rollcage_proto::HookOutcome, what: &str) {
-        assert_eq!(
-            out.status,
-            HookStatus::Failed { exit_code: 1 },
-            "{what}: {}",
-            out.log_tail
-        );
-        assert!(out.log_tail.contains("denied:"), "{what}: {}", out.log_tail);
-    }
-
     #[tokio::test]
     async fn a_host_file_outside_the_preopens_cannot_be_read() -> TestResult {
-        let h = Harness::new()?;
-        let secret = h.dir.path().join("secret.txt");
-        std::fs::write(&secret, "top secret")?;
-        for path in ["/etc/hostname", secret.to_str().unwrap_or_default()] {
-            let out = h
-                .run(artifacts::P2_TEST_FS, 10, args(&["read", path]))
-                .await?;
-            assert_denied(&out, path);
-            assert!(!out.log_tail.contains("top secret"), "{}", out.log_tail);
-        }
-        Ok(())
+        checks::a_host_file_outside_the_preopens_cannot_be_read(&COMPONENTS).await
     }
 
     #[tokio::test]
     async fn dot_dot_out_of_the_revision_is_denied() -> TestResult {
-        let h = Harness::new()?;
-        std::fs::write(h.dir.path().join("beside.txt"), "beside the revision")?;
-        for path in ["/revision/../beside.txt", "../beside.txt"] {
-            let out = h
-                .run(artifacts::P2_TEST_FS, 10, args(&["read", path]))
-                .await?;
-            assert_denied(&out, path);
-            assert!(
-                !out.log_tail.contains("beside the revision"),
-                "{}",
-                out.log_tail
-            );
-        }
-        Ok(())
+        checks::dot_dot_out_of_the_revision_is_denied(&COMPONENTS).await
     }
 
     #[tokio::test]
     async fn writing_into_the_revision_is_denied() -> TestResult {
-        let h = Harness::new()?;
-        for path in ["/revision/new.txt", "/revision/data.txt", "data.txt"] {
-            let out = h
-                .run(
-                    artifacts::P2_TEST_FS,
-                    10,
-                    args(&["write", path, "overwritten"]),
-                )
-                .await?;
-            assert_denied(&out, path);
-        }
-        assert!(!h.revision.join("new.txt").exists());
-        assert_eq!(
-            std::fs::read_to_string(h.revision.join("data.txt"))?,
-            "revision data\n"
-        );
-        Ok(())
+        checks::writing_into_the_revision_is_denied(&COMPONENTS).await
     }
 
     #[tokio::test]
-    async fn the_revision_is_readable_by_absolute_and_relative_path_and_output_is_logged()
-    -> TestResult {
-        let h = Harness::new()?;
-        for path in ["/revision/data.txt", "data.txt", "sub/data.txt"] {
-            let out = h
-                .run(artifacts::P2_TEST_FS, 10, args(&["read", path]))
-                .await?;
-            assert_eq!(
-                out.status,
-                HookStatus::Succeeded,
-                "{path}: {}",
-                out.log_tail
-            );
-            assert!(
-                out.log_tail.contains("ok read 14 bytes: revision data"),
-                "{}",
-                out.log_tail
-            );
-        }
-        assert!(
-            h.log_text().contains("ok read 14 bytes: revision data"),
-            "{}",
-            h.log_text()
-        );
-        Ok(())
+    async fn the_revision_is_readable_by_absolute_and_relative_path() -> TestResult {
+        checks::the_revision_is_readable_by_absolute_and_relative_path(&COMPONENTS).await
     }
 
     #[tokio::test]
@@ -269,7 +147,7 @@ mod fs {
             let out = h
                 .run(artifacts::P2_TEST_FS, 10, sandbox(&["write", path, "nope"]))
                 .await?;
-            assert_denied(&out, path);
+            checks::assert_denied(&out, path);
         }
         assert!(!ro.join("result.txt").exists());
         assert_eq!(std::fs::read_to_string(ro.join("in.txt"))?, "granted input");
@@ -314,42 +192,7 @@ mod env {
 
     #[tokio::test]
     async fn only_lifecycle_and_granted_variables_are_visible() -> TestResult {
-        // SAFETY: set before any thread of this test reads the environment; nextest runs each test in its own
-        // process.
-        unsafe {
-            std::env::set_var("ROLLCAGE_TEST_GRANTED", "yes");
-            std::env::set_var("ROLLCAGE_TEST_SECRET", "agent-only");
-        }
-        let h = Harness::new()?;
-        let sandbox = SandboxSpec {
-            env: vec!["ROLLCAGE_TEST_GRANTED".to_owned()],
-            ..args(&[
-                "ROLLCAGE_TEST_GRANTED",
-                "ROLLCAGE_TEST_SECRET",
-                "PATH",
-                "HOME",
-                "DEPLOYMENT_ID",
-                "LIFECYCLE_EVENT",
-            ])
-        };
-        let out = h.run(artifacts::P2_TEST_ENV, 10, sandbox).await?;
-        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
-        for expected in [
-            "ROLLCAGE_TEST_GRANTED=yes",
-            "ROLLCAGE_TEST_SECRET unset",
-            "PATH unset",
-            "HOME unset",
-            "DEPLOYMENT_ID=d-123",
-            "LIFECYCLE_EVENT=ValidateService",
-            "visible variables: 7",
-        ] {
-            assert!(
-                out.log_tail.lines().any(|l| l == expected),
-                "missing `{expected}` in:\n{}",
-                out.log_tail
-            );
-        }
-        Ok(())
+        checks::only_lifecycle_and_granted_variables_are_visible(&COMPONENTS).await
     }
 }
 
@@ -428,165 +271,29 @@ mod net {
 /// check as the preview-1 `http_get`, made before anything leaves.
 mod http {
     use super::*;
-    use std::sync::atomic::Ordering;
 
     #[tokio::test]
     async fn a_granted_url_is_fetched_and_audited() -> TestResult {
-        let h = Harness::new()?;
-        let (base, hits) = serve().await?;
-        let sandbox = SandboxSpec {
-            http: vec![format!("{base}/")],
-            ..args(&[&format!("{base}/health")])
-        };
-        let out = h.run(artifacts::P2_TEST_HTTP, 10, sandbox).await?;
-        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
-        assert!(
-            out.log_tail.contains("status 200 body healthy"),
-            "{}",
-            out.log_tail
-        );
-        assert!(
-            out.log_tail
-                .contains(&format!("http GET {base}/health -> 200, 7 bytes allowed")),
-            "{}",
-            out.log_tail
-        );
-        assert_eq!(hits.load(Ordering::SeqCst), 1);
-        Ok(())
+        checks::a_granted_url_is_fetched_and_audited(&COMPONENTS).await
     }
 
     #[tokio::test]
     async fn any_other_url_is_refused_naming_the_url_and_the_grant_and_nothing_is_sent()
     -> TestResult {
-        let h = Harness::new()?;
-        let (base, hits) = serve().await?;
-        let (other, other_hits) = serve().await?;
-        let grant = format!("{base}/api/");
-        for url in [
-            format!("{other}/api/x"),
-            format!("{base}/admin"),
-            format!("{base}/api/../admin"),
-            // Same host and port, other scheme: a different grant.
-            format!("{}/api/x", base.replace("http://", "https://")),
-        ] {
-            let sandbox = SandboxSpec {
-                http: vec![grant.clone()],
-                ..args(&[&url])
-            };
-            let out = h.run(artifacts::P2_TEST_HTTP, 10, sandbox).await?;
-            assert_eq!(
-                out.status,
-                HookStatus::Failed { exit_code: 1 },
-                "{}",
-                out.log_tail
-            );
-            assert!(
-                out.log_tail
-                    .contains("denied, not under the hook's sandbox.http grant"),
-                "{}",
-                out.log_tail
-            );
-            assert!(
-                out.log_tail.contains("(not granted) denied"),
-                "{}",
-                out.log_tail
-            );
-        }
-        let log = h.log_text();
-        assert!(
-            log.contains(&format!(
-                "wasi:http refused: GET {other}/api/x is not under the hook's grant; sandbox.http grants [\"{grant}\"]"
-            )),
-            "{log}"
-        );
-        assert_eq!(
-            (
-                hits.load(Ordering::SeqCst),
-                other_hits.load(Ordering::SeqCst)
-            ),
-            (0, 0)
-        );
-        // No grant at all: refused, and the message says so.
-        let out = h
-            .run(
-                artifacts::P2_TEST_HTTP,
-                10,
-                args(&[&format!("{base}/health")]),
-            )
-            .await?;
-        assert_eq!(out.status, HookStatus::Failed { exit_code: 1 });
-        assert!(
-            h.log_text().contains("sandbox.http is empty"),
-            "{}",
-            h.log_text()
-        );
-        assert_eq!(hits.load(Ordering::SeqCst), 0);
-        Ok(())
+        checks::any_other_url_is_refused_naming_the_url_and_the_grant_and_nothing_is_sent(
+            &COMPONENTS,
+        )
+        .await
     }
 
     #[tokio::test]
-    async fn oversized_bodies_are_cut_and_reported() -> TestResult {
-        let h = Harness::new()?;
-        let (base, _) = serve().await?;
-        let sandbox = SandboxSpec {
-            http: vec![format!("{base}/")],
-            ..args(&[&format!("{base}/bytes/100000")])
-        };
-        let out = h.run(artifacts::P2_TEST_HTTP, 10, sandbox).await?;
-        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
-        assert!(
-            out.log_tail.contains("status 200 bytes 100000"),
-            "{}",
-            out.log_tail
-        );
-        let too_big = rollcage_proto::hostcall::HTTP_MAX_BODY_BYTES + 1;
-        let sandbox = SandboxSpec {
-            http: vec![format!("{base}/")],
-            ..args(&[&format!("{base}/bytes/{too_big}")])
-        };
-        let out = h.run(artifacts::P2_TEST_HTTP, 10, sandbox).await?;
-        assert_eq!(
-            out.status,
-            HookStatus::Failed { exit_code: 1 },
-            "{}",
-            out.log_tail
-        );
-        assert!(
-            out.log_tail.contains("body larger than"),
-            "{}",
-            out.log_tail
-        );
-        Ok(())
+    async fn large_bodies_arrive_whole_and_oversized_ones_are_refused() -> TestResult {
+        checks::large_bodies_arrive_whole_and_oversized_ones_are_refused(&COMPONENTS).await
     }
 
     #[tokio::test]
     async fn a_guest_waiting_on_a_silent_server_ends_at_the_timeout() -> TestResult {
-        let h = Harness::new()?;
-        h.hooks
-            .precompile_file(&h.revision.join(h.install(artifacts::P2_TEST_HTTP)?))
-            .await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        let held = tokio::spawn(async move {
-            let mut socks = Vec::new();
-            while let Ok((sock, _)) = listener.accept().await {
-                socks.push(sock);
-            }
-        });
-        let sandbox = SandboxSpec {
-            http: vec![format!("{base}/")],
-            ..args(&[&format!("{base}/health")])
-        };
-        let t = Instant::now();
-        let out = h.run(artifacts::P2_TEST_HTTP, 1, sandbox).await?;
-        let took = t.elapsed();
-        held.abort();
-        assert_eq!(out.status, HookStatus::TimedOut { timeout_secs: 1 });
-        assert!(
-            took >= Duration::from_secs(1) && took < Duration::from_secs(3),
-            "took {took:?}"
-        );
-        Ok(())
+        checks::a_guest_waiting_on_a_silent_server_ends_at_the_timeout(&COMPONENTS).await
     }
 }
 
@@ -641,20 +348,7 @@ mod trap {
 
     #[tokio::test]
     async fn a_trap_reports_its_kind_and_the_guest_functions() -> TestResult {
-        let h = Harness::new()?;
-        let out = h
-            .run(artifacts::P2_TEST_TRAP, 10, SandboxSpec::default())
-            .await?;
-        let HookStatus::Trapped { trap, backtrace } = &out.status else {
-            panic!("{:?}", out.status)
-        };
-        assert_eq!(trap, "UnreachableCodeReached");
-        assert!(
-            backtrace.iter().any(|f| f.contains("inner_explode")),
-            "{backtrace:?}"
-        );
-        assert!(out.log_tail.contains("about to trap"), "{}", out.log_tail);
-        Ok(())
+        checks::a_trap_reports_its_kind_and_the_guest_functions(&COMPONENTS).await
     }
 }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 mod wasm_support;
 
+use wasm_support::checks::{self, MODULES};
 use wasm_support::*;
 
 // Every test program must have a test module of the same name.
@@ -31,26 +32,7 @@ mod spin {
 
     #[tokio::test]
     async fn an_infinite_loop_ends_at_the_timeout() -> TestResult {
-        let h = Harness::new()?;
-        h.hooks
-            .precompile_file(&h.revision.join(h.install(artifacts::TEST_SPIN)?))
-            .await?;
-        let t = Instant::now();
-        let out = h
-            .run(artifacts::TEST_SPIN, 1, SandboxSpec::default())
-            .await?;
-        let took = t.elapsed();
-        assert_eq!(out.status, HookStatus::TimedOut { timeout_secs: 1 });
-        assert!(
-            took >= Duration::from_secs(1) && took < Duration::from_secs(2),
-            "took {took:?}"
-        );
-        assert!(
-            h.log_text().contains("wasm hook timed out after 1 s"),
-            "{}",
-            h.log_text()
-        );
-        Ok(())
+        checks::an_infinite_loop_ends_at_the_timeout(&MODULES).await
     }
 }
 
@@ -59,26 +41,7 @@ mod sleep {
 
     #[tokio::test]
     async fn a_guest_blocked_in_a_host_call_ends_at_the_timeout() -> TestResult {
-        let h = Harness::new()?;
-        h.hooks
-            .precompile_file(&h.revision.join(h.install(artifacts::TEST_SLEEP)?))
-            .await?;
-        let t = Instant::now();
-        let out = h
-            .run(artifacts::TEST_SLEEP, 1, SandboxSpec::default())
-            .await?;
-        let took = t.elapsed();
-        assert_eq!(out.status, HookStatus::TimedOut { timeout_secs: 1 });
-        assert!(
-            took >= Duration::from_secs(1) && took < Duration::from_secs(2),
-            "took {took:?}"
-        );
-        assert!(
-            out.log_tail.contains("sleeping") && !out.log_tail.contains("woke up"),
-            "{}",
-            out.log_tail
-        );
-        Ok(())
+        checks::a_guest_blocked_in_a_host_call_ends_at_the_timeout(&MODULES).await
     }
 }
 
@@ -88,36 +51,10 @@ mod alloc {
     #[tokio::test]
     async fn allocation_past_memory_mb_is_the_memory_limit_outcome_and_rss_stays_bounded()
     -> TestResult {
-        let h = Harness::new()?;
-        h.hooks
-            .precompile_file(&h.revision.join(h.install(artifacts::TEST_ALLOC)?))
-            .await?;
-        let (before, _) = rss();
-        reset_peak_rss()?;
-        let sandbox = SandboxSpec {
-            memory_mb: 32,
-            ..SandboxSpec::default()
-        };
-        let out = h.run(artifacts::TEST_ALLOC, 30, sandbox).await?;
-        let (_, peak) = rss();
-        assert_eq!(
-            out.status,
-            HookStatus::MemoryLimitExceeded { limit_mib: 32 }
-        );
-        assert_eq!(out.status.to_string(), "memory limit of 32 MiB exceeded");
-        assert!(
-            out.log_tail.contains("allocated 16 MiB"),
-            "{}",
-            out.log_tail
-        );
-        // The guest may touch at most its 32 MiB; allow 24 MiB for the store, wasi tables and log buffers.
-        let grown = peak.saturating_sub(before);
-        assert!(
-            grown < 32 * MIB + 24 * MIB,
-            "RSS grew by {} MiB",
-            grown / MIB
-        );
-        Ok(())
+        checks::allocation_past_memory_mb_is_the_memory_limit_outcome_and_rss_stays_bounded(
+            &MODULES,
+        )
+        .await
     }
 }
 
@@ -126,93 +63,22 @@ mod fs {
 
     #[tokio::test]
     async fn a_host_file_outside_the_preopens_cannot_be_read() -> TestResult {
-        let h = Harness::new()?;
-        let secret = h.dir.path().join("secret.txt");
-        std::fs::write(&secret, "top secret")?;
-        for path in ["/etc/hostname", secret.to_str().unwrap_or_default()] {
-            let out = h.run(artifacts::TEST_FS, 10, args(&["read", path])).await?;
-            assert_eq!(
-                out.status,
-                HookStatus::Failed { exit_code: 1 },
-                "{path}: {}",
-                out.log_tail
-            );
-            assert!(
-                out.log_tail.contains("denied:") && !out.log_tail.contains("top secret"),
-                "{}",
-                out.log_tail
-            );
-        }
-        Ok(())
+        checks::a_host_file_outside_the_preopens_cannot_be_read(&MODULES).await
     }
 
     #[tokio::test]
     async fn dot_dot_out_of_the_revision_is_denied() -> TestResult {
-        let h = Harness::new()?;
-        std::fs::write(h.dir.path().join("beside.txt"), "beside the revision")?;
-        for path in ["/revision/../beside.txt", "../beside.txt"] {
-            let out = h.run(artifacts::TEST_FS, 10, args(&["read", path])).await?;
-            assert_eq!(
-                out.status,
-                HookStatus::Failed { exit_code: 1 },
-                "{path}: {}",
-                out.log_tail
-            );
-            assert!(out.log_tail.contains("denied:"), "{}", out.log_tail);
-        }
-        Ok(())
+        checks::dot_dot_out_of_the_revision_is_denied(&MODULES).await
     }
 
     #[tokio::test]
     async fn writing_into_the_revision_is_denied() -> TestResult {
-        let h = Harness::new()?;
-        for path in ["/revision/new.txt", "/revision/data.txt", "data.txt"] {
-            let out = h
-                .run(
-                    artifacts::TEST_FS,
-                    10,
-                    args(&["write", path, "overwritten"]),
-                )
-                .await?;
-            assert_eq!(
-                out.status,
-                HookStatus::Failed { exit_code: 1 },
-                "{path}: {}",
-                out.log_tail
-            );
-        }
-        assert!(!h.revision.join("new.txt").exists());
-        assert_eq!(
-            std::fs::read_to_string(h.revision.join("data.txt"))?,
-            "revision data\n"
-        );
-        Ok(())
+        checks::writing_into_the_revision_is_denied(&MODULES).await
     }
 
     #[tokio::test]
     async fn the_revision_is_readable_by_absolute_and_relative_path() -> TestResult {
-        let h = Harness::new()?;
-        for path in [
-            "/revision/data.txt",
-            "data.txt",
-            "./data.txt",
-            "sub/data.txt",
-            "/revision/sub/data.txt",
-        ] {
-            let out = h.run(artifacts::TEST_FS, 10, args(&["read", path])).await?;
-            assert_eq!(
-                out.status,
-                HookStatus::Succeeded,
-                "{path}: {}",
-                out.log_tail
-            );
-            assert!(
-                out.log_tail.contains("ok read 14 bytes: revision data"),
-                "{}",
-                out.log_tail
-            );
-        }
-        Ok(())
+        checks::the_revision_is_readable_by_absolute_and_relative_path(&MODULES).await
     }
 
     #[tokio::test]
@@ -549,186 +415,33 @@ mod env {
 
     #[tokio::test]
     async fn only_lifecycle_and_granted_variables_are_visible() -> TestResult {
-        // SAFETY: set before any thread of this test reads the environment; nextest runs each test in its own
-        // process.
-        unsafe {
-            std::env::set_var("ROLLCAGE_TEST_GRANTED", "yes");
-            std::env::set_var("ROLLCAGE_TEST_SECRET", "agent-only");
-        }
-        let h = Harness::new()?;
-        let sandbox = SandboxSpec {
-            env: vec!["ROLLCAGE_TEST_GRANTED".to_owned()],
-            ..args(&[
-                "ROLLCAGE_TEST_GRANTED",
-                "ROLLCAGE_TEST_SECRET",
-                "PATH",
-                "HOME",
-                "DEPLOYMENT_ID",
-                "LIFECYCLE_EVENT",
-            ])
-        };
-        let out = h.run(artifacts::TEST_ENV, 10, sandbox).await?;
-        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
-        for expected in [
-            "ROLLCAGE_TEST_GRANTED=yes",
-            "ROLLCAGE_TEST_SECRET unset",
-            "PATH unset",
-            "HOME unset",
-            "DEPLOYMENT_ID=d-123",
-            "LIFECYCLE_EVENT=ValidateService",
-            // 5 lifecycle variables, PWD, the granted one.
-            "visible variables: 7",
-        ] {
-            assert!(
-                out.log_tail.lines().any(|l| l == expected),
-                "missing `{expected}` in:\n{}",
-                out.log_tail
-            );
-        }
-        Ok(())
+        checks::only_lifecycle_and_granted_variables_are_visible(&MODULES).await
     }
 }
 
 mod http {
     use super::*;
-    use std::sync::atomic::Ordering;
 
     #[tokio::test]
-    async fn bodies_larger_than_the_first_buffer_arrive_whole_and_oversized_ones_are_refused()
+    async fn a_granted_url_is_fetched_and_audited() -> TestResult {
+        checks::a_granted_url_is_fetched_and_audited(&MODULES).await
+    }
+
+    #[tokio::test]
+    async fn any_other_url_is_refused_naming_the_url_and_the_grant_and_nothing_is_sent()
     -> TestResult {
-        let h = Harness::new()?;
-        let (base, _) = serve().await?;
-        let grant = || vec![format!("{base}/")];
-        let sandbox = SandboxSpec {
-            http: grant(),
-            ..args(&[&format!("{base}/bytes/100000")])
-        };
-        let out = h.run(artifacts::TEST_HTTP, 10, sandbox).await?;
-        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
-        assert!(
-            out.log_tail.contains("status 200 bytes 100000"),
-            "{}",
-            out.log_tail
-        );
-        let too_big = rollcage_proto::hostcall::HTTP_MAX_BODY_BYTES + 1;
-        let sandbox = SandboxSpec {
-            http: grant(),
-            ..args(&[&format!("{base}/bytes/{too_big}")])
-        };
-        let out = h.run(artifacts::TEST_HTTP, 10, sandbox).await?;
-        assert_eq!(
-            out.status,
-            HookStatus::Failed { exit_code: 1 },
-            "{}",
-            out.log_tail
-        );
-        assert!(
-            out.log_tail.contains("body larger than"),
-            "{}",
-            out.log_tail
-        );
-        Ok(())
+        checks::any_other_url_is_refused_naming_the_url_and_the_grant_and_nothing_is_sent(&MODULES)
+            .await
+    }
+
+    #[tokio::test]
+    async fn large_bodies_arrive_whole_and_oversized_ones_are_refused() -> TestResult {
+        checks::large_bodies_arrive_whole_and_oversized_ones_are_refused(&MODULES).await
     }
 
     #[tokio::test]
     async fn a_guest_waiting_on_a_silent_server_ends_at_the_timeout() -> TestResult {
-        let h = Harness::new()?;
-        h.hooks
-            .precompile_file(&h.revision.join(h.install(artifacts::TEST_HTTP)?))
-            .await?;
-        // Accepts connections and never answers.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        let held = tokio::spawn(async move {
-            let mut socks = Vec::new();
-            while let Ok((sock, _)) = listener.accept().await {
-                socks.push(sock);
-            }
-        });
-        let sandbox = SandboxSpec {
-            http: vec![format!("{base}/")],
-            ..args(&[&format!("{base}/health")])
-        };
-        let t = Instant::now();
-        let out = h.run(artifacts::TEST_HTTP, 1, sandbox).await?;
-        let took = t.elapsed();
-        held.abort();
-        assert_eq!(out.status, HookStatus::TimedOut { timeout_secs: 1 });
-        assert!(
-            took >= Duration::from_secs(1) && took < Duration::from_secs(2),
-            "took {took:?}"
-        );
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn a_granted_url_is_fetched() -> TestResult {
-        let h = Harness::new()?;
-        let (base, hits) = serve().await?;
-        let sandbox = SandboxSpec {
-            http: vec![format!("{base}/")],
-            ..args(&[&format!("{base}/health")])
-        };
-        let out = h.run(artifacts::TEST_HTTP, 10, sandbox).await?;
-        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
-        assert!(
-            out.log_tail.contains("status 200 body healthy"),
-            "{}",
-            out.log_tail
-        );
-        assert_eq!(hits.load(Ordering::SeqCst), 1);
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn any_other_url_is_refused_naming_the_url_and_the_grant() -> TestResult {
-        let h = Harness::new()?;
-        let (base, hits) = serve().await?;
-        let (other, other_hits) = serve().await?;
-        let grant = format!("{base}/api/");
-        for url in [
-            format!("{other}/api/x"),
-            format!("{base}/admin"),
-            format!("{base}/api/../admin"),
-        ] {
-            let sandbox = SandboxSpec {
-                http: vec![grant.clone()],
-                ..args(&[&url])
-            };
-            let out = h.run(artifacts::TEST_HTTP, 10, sandbox).await?;
-            assert_eq!(
-                out.status,
-                HookStatus::Failed { exit_code: 1 },
-                "{}",
-                out.log_tail
-            );
-            assert!(out.log_tail.contains("denied"), "{}", out.log_tail);
-        }
-        let log = h.log_text();
-        assert!(
-            log.contains(&format!(
-                "GET {other}/api/x is not under the hook's grant; sandbox.http grants [\"{grant}\"]"
-            )),
-            "{log}"
-        );
-        assert_eq!(
-            (
-                hits.load(Ordering::SeqCst),
-                other_hits.load(Ordering::SeqCst)
-            ),
-            (0, 0)
-        );
-        // No grant at all: refused, and the message says so.
-        let out = h
-            .run(artifacts::TEST_HTTP, 10, args(&[&format!("{base}/health")]))
-            .await?;
-        assert_eq!(out.status, HookStatus::Failed { exit_code: 1 });
-        assert!(
-            h.log_text().contains("sandbox.http is empty"),
-            "{}",
-            h.log_text()
-        );
-        Ok(())
+        checks::a_guest_waiting_on_a_silent_server_ends_at_the_timeout(&MODULES).await
     }
 }
 
@@ -828,22 +541,7 @@ mod trap {
 
     #[tokio::test]
     async fn a_trap_reports_its_kind_and_the_guest_functions() -> TestResult {
-        let h = Harness::new()?;
-        let out = h
-            .run(artifacts::TEST_TRAP, 10, SandboxSpec::default())
-            .await?;
-        let HookStatus::Trapped { trap, backtrace } = &out.status else {
-            panic!("{:?}", out.status)
-        };
-        assert_eq!(trap, "UnreachableCodeReached");
-        let pos = |name: &str| backtrace.iter().position(|f| f.contains(name));
-        let (inner, outer) = (pos("inner_explode"), pos("outer_caller"));
-        assert!(
-            inner.is_some() && outer.is_some() && inner < outer,
-            "{backtrace:?}"
-        );
-        assert!(out.log_tail.contains("about to trap"), "{}", out.log_tail);
-        Ok(())
+        checks::a_trap_reports_its_kind_and_the_guest_functions(&MODULES).await
     }
 }
 
