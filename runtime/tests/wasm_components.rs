@@ -1,6 +1,7 @@
 //! The wasm hook runner against WASI 0.2 command components: the test programs of `wasm_hooks.rs`, built from the
 //! same source for `wasm32-wasip2` (`P2_TEST_*`), under the same grants and limits, plus what only a component
-//! has: `wasi:sockets` (linked, and denied). One module per test program.
+//! has: `wasi:sockets` (linked, and denied). One module per test program; the read-write grant cases are shared
+//! with `wasm_hooks.rs` (`wasm_support::grant`).
 
 #![allow(
     clippy::unwrap_used,
@@ -269,36 +270,10 @@ mod fs {
     }
 }
 
-/// A read-write grant needs the filesystem guard (symlink rule, `max_mb` quota), which exists for preview-1
-/// modules only: a component with one is refused before it runs, naming the grant.
+/// Read-write grants under the same filesystem guard as preview-1 modules: the cases of `wasm_hooks.rs`
+/// (`wasm_support::grant`) run against the component builds.
 mod grant {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_read_write_grant_refuses_the_component_before_it_runs() -> TestResult {
-        let h = Harness::new()?;
-        let data = h.dir.path().join("data");
-        std::fs::create_dir_all(&data)?;
-        let sandbox = SandboxSpec {
-            dirs: vec![DirGrant {
-                host: data.display().to_string(),
-                guest: Some("/data".to_owned()),
-                access: DirAccess::ReadWrite,
-                max_mb: None,
-            }],
-            ..args(&["symlink", "../../../../etc", "/data/mine"])
-        };
-        let out = h.run(artifacts::P2_TEST_GRANT, 10, sandbox).await?;
-        let HookStatus::InvalidModule { reason } = &out.status else {
-            panic!("{:?}", out.status)
-        };
-        assert!(
-            reason.contains("sandbox.dirs[0] (`/data`)") && reason.contains("read-write"),
-            "{reason}"
-        );
-        assert_eq!(std::fs::read_dir(&data)?.count(), 0, "the guest ran");
-        Ok(())
-    }
+    crate::grant_cases!(grant: rollcage_hooks_artifacts::P2_TEST_GRANT, fs: rollcage_hooks_artifacts::P2_TEST_FS);
 }
 
 mod env {

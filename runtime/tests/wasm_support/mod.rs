@@ -1,12 +1,14 @@
 //! The harness of the wasm hook tests (`wasm_hooks.rs` runs the preview-1 modules, `wasm_components.rs` the same
 //! programs as WASI 0.2 components): a revision dir holding the test programs, a `scripts.log`, a runner with its
-//! own cache dir.
+//! own cache dir; `grant` the read-write grant cases both suites run.
 
 #![allow(
     dead_code,
     clippy::unwrap_used,
     reason = "each test binary uses a different subset of the helpers; test setup"
 )]
+
+pub mod grant;
 
 use rollcage_proto::{HookOutcome, LifecycleEvent, SandboxSpec};
 use rollcage_runtime::appspec::HookSpec;
