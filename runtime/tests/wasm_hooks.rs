@@ -7,10 +7,9 @@
 )]
 
 use rollcage_hooks_artifacts as artifacts;
-use rollcage_proto::{DirAccess, DirGrant, HookOutcome, HookStatus, LifecycleEvent, SandboxSpec};
+use rollcage_proto::{DirAccess, DirGrant, HookStatus, LifecycleEvent, SandboxSpec};
 use rollcage_runtime::appspec::HookSpec;
 use rollcage_runtime::hooks::{HookRun, WasmConfig, WasmHooks, run_hook};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 mod wasm_support;
