@@ -274,6 +274,61 @@ mod fs {
 /// (`wasm_support::grant`) run against the component builds.
 mod grant {
     crate::grant_cases!(grant: rollcage_hooks_artifacts::P2_TEST_GRANT, fs: rollcage_hooks_artifacts::P2_TEST_FS);
+
+    use super::*;
+    use wasm_support::grant::{Grant, violation};
+
+    /// Each `wasi:io/streams` way of writing a file (std uses some; Python, JavaScript or hand-written guests may
+    /// use the others) is under the quota: exactly the quota lands and is charged once, one quota and a bit more
+    /// is refused with `insufficient-space`, fails the hook naming the grant, and leaves no more than the quota.
+    #[tokio::test]
+    async fn every_stream_write_method_is_under_the_quota() -> TestResult {
+        let g = Grant::new(artifacts::P2_TEST_GRANT)?;
+        std::fs::write(g.h.dir.path().join("ro/src"), vec![b's'; 2 << 20])?;
+        let (quota, over) = ((1u64 << 20).to_string(), ((1u64 << 20) + 4096).to_string());
+        for method in [
+            "write",
+            "blocking-write",
+            "zeroes",
+            "blocking-zeroes",
+            "append",
+            "splice",
+            "blocking-splice",
+        ] {
+            let ok = format!("/data/{method}-ok");
+            let out = g
+                .run(Some(1), &["stream", method, &ok, &quota, "/ro/src"])
+                .await?;
+            assert_eq!(
+                out.status,
+                HookStatus::Succeeded,
+                "{method}: {}",
+                out.log_tail
+            );
+            assert_eq!(g.size(&format!("{method}-ok"))?, 1 << 20, "{method}");
+            let big = format!("/data/{method}-big");
+            let out = g
+                .run(Some(1), &["stream", method, &big, &over, "/ro/src"])
+                .await?;
+            let reason = violation(&out);
+            assert!(
+                reason.contains("sandbox.dirs[1] (`/data`)")
+                    && reason.contains("write quota of 1 MiB (max_mb)"),
+                "{method}: {reason}"
+            );
+            assert!(
+                out.log_tail.contains("name: \"insufficient-space\""),
+                "{method}: {}",
+                out.log_tail
+            );
+            let size = g.size(&format!("{method}-big"))?;
+            assert!(
+                size <= 1 << 20,
+                "{method}: the file grew past the quota: {size}"
+            );
+        }
+        Ok(())
+    }
 }
 
 mod env {

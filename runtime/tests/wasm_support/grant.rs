@@ -78,12 +78,14 @@ impl Grant {
         found
     }
 
-    fn size(&self, name: &str) -> Result<u64, std::io::Error> {
+    /// The size of `name` under the grant dir.
+    pub fn size(&self, name: &str) -> Result<u64, std::io::Error> {
         Ok(std::fs::metadata(self.data.join(name))?.len())
     }
 }
 
-fn violation(out: &HookOutcome) -> &str {
+/// The reason of a `SandboxViolation` outcome (panics on any other).
+pub fn violation(out: &HookOutcome) -> &str {
     match &out.status {
         HookStatus::SandboxViolation { reason } => reason,
         other => panic!(
