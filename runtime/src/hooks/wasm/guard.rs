@@ -19,11 +19,14 @@
 //!   directory, which may be large and is not the hook's to pay for — so nothing is walked at start. Growth is
 //!   measured per write as the file's size after minus before (so append mode, `pwrite` past the end and
 //!   `ftruncate` are all the same case), checked *before* the write against its worst case, and given back when
-//!   the hook truncates a file (`O_TRUNC`, shrinking `fd_filestat_set_size`). Deleting a file gives nothing back:
-//!   an open descriptor may still hold the data. Directories, symlinks and empty files are not charged.
+//!   the hook truncates a file (`O_TRUNC` / `truncate`, shrinking `fd_filestat_set_size` / `set-size`). Deleting
+//!   a file gives nothing back: an open descriptor may still hold the data. Directories, symlinks and empty files
+//!   are not charged. A component writes files mostly through `wasi:io` output streams, which the guard follows
+//!   from the descriptor they were made on ([`component`]).
 //!
 //! A refusal gives the guest an error (preview 1: `EPERM` for a link, `EDQUOT` for the quota; WASI 0.2:
-//! `not-permitted`, `quota`, or `insufficient-space` on a stream — see [`component`]) and is recorded: the hook
+//! `not-permitted`, `quota`, or `insufficient-space` on a stream — which wasi-libc, and so Rust's std on
+//! `wasm32-wasip2`, reports as `EIO`: it does not read a failed stream write's error code) and is recorded: the hook
 //! then fails with [`rollcage_proto::HookStatus::SandboxViolation`] naming the grant and the rule, even if the
 //! guest ignored the error, because what it meant to leave behind is incomplete; the audit lists the refusal
 //! ([`FsGuard::finish`]).

@@ -28,9 +28,13 @@
 //! Hence no tracked write is ever in flight while another is measured, and the charge is exact.
 //!
 //! Conservative where it cannot be exact: a file whose size cannot be read counts as empty before a write and as
-//! grown by the worst case after it; a refused stream write answers `last-operation-failed` with
-//! `insufficient-space` (`ENOSPC` in the guest: wasmtime-wasi's `filesystem-error-code` has no mapping for
-//! `EDQUOT`), a refused `write` or `set-size` answers `quota`, a refused link `not-permitted`.
+//! grown by the worst case after it. Errors: a refused link answers `not-permitted`, a refused `write` or
+//! `set-size` `quota`, a refused stream write `last-operation-failed` whose `filesystem-error-code` is
+//! `insufficient-space` (wasmtime-wasi maps no OS error to `quota`; a guest that reads the code gets `ENOSPC`).
+//! wasi-libc does not read it for a file write, so Rust's std on `wasm32-wasip2` sees `EIO` ("I/O error") — the
+//! hook fails as a sandbox violation naming the rule all the same. The stream stays usable after a refusal (the
+//! WIT says it is closed after `last-operation-failed`; nothing is gained by enforcing that: every later write is
+//! checked again).
 //!
 //! Cost: a write through a tracked stream or descriptor costs two `fstat`s and a hash-map lookup; every other
 //! stream write (stdout, stderr, HTTP bodies) one hash-map lookup.
