@@ -329,6 +329,26 @@ mod grant {
         }
         Ok(())
     }
+
+    /// A stream the guest dropped is forgotten: its handle, given next to a stdout stream, is not the file's, so
+    /// output after a write that used the whole quota is not charged to the grant.
+    #[tokio::test]
+    async fn a_dropped_stream_handle_reused_for_stdout_is_not_charged() -> TestResult {
+        let g = Grant::new(artifacts::P2_TEST_GRANT)?;
+        let quota = (1u64 << 20).to_string();
+        let out = g
+            .run(Some(1), &["stream", "reuse", "/data/f", &quota])
+            .await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        assert!(
+            out.log_tail
+                .contains("printed through the dropped stream's handle"),
+            "{}",
+            out.log_tail
+        );
+        assert_eq!(g.size("f")?, 1 << 20);
+        Ok(())
+    }
 }
 
 mod env {

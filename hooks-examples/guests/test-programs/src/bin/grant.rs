@@ -15,7 +15,9 @@
 //!   stream with one method — `write` (after `check-write`), `blocking-write` (`blocking-write-and-flush`),
 //!   `zeroes` (`write-zeroes`), `blocking-zeroes`, `append` (`append-via-stream`, blocking writes), `splice` /
 //!   `blocking-splice` (LEN bytes of the file SRC); prints `ok wrote N bytes` and exits 0, or
-//!   `denied: ERROR-CODE` and exits 1. A preview-1 build prints that it has no streams and exits 2.
+//!   `denied: ERROR-CODE` and exits 1. `grant stream reuse PATH LEN` writes LEN bytes to PATH through a stream,
+//!   drops the file and then the stream, and prints a line through a new stdout stream (which the host's table
+//!   gives the dropped stream's handle). A preview-1 build prints that it has no streams and exits 2.
 use std::io::Write as _;
 use std::os::fd::AsRawFd as _;
 
@@ -95,6 +97,10 @@ fn main() {
             let lens: Vec<u64> = lens.iter().map(|l| l.parse().unwrap_or(0)).collect();
             let resize = open_for_write(path).and_then(|f| lens.iter().try_for_each(|&l| f.set_len(l)));
             exit_with(resize, &format!("resized to {lens:?}"));
+        }
+        ["stream", "reuse", path, len] => {
+            let len: u64 = len.parse().unwrap_or(0);
+            exit_with(streams::reuse(path, len), "printed after the file");
         }
         ["stream", method, path, len, src @ ..] => {
             let len: u64 = len.parse().unwrap_or(0);
@@ -208,6 +214,24 @@ mod streams {
         }
         out.blocking_flush().map_err(stream_err)
     }
+
+    pub fn reuse(path: &str, len: u64) -> std::io::Result<()> {
+        let f = open(path, OpenFlags::CREATE, DescriptorFlags::WRITE)?;
+        let out = f.write_via_stream(0).map_err(io_err)?;
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(BLOCKING_MAX);
+            out.blocking_write_and_flush(&vec![b'r'; n as usize]).map_err(stream_err)?;
+            left -= n;
+        }
+        // The file first, then its stream: the host's table hands out the last freed handle first.
+        drop(f);
+        drop(out);
+        let stdout = wasip2::cli::stdout::get_stdout();
+        stdout
+            .blocking_write_and_flush(b"printed through the dropped stream's handle\n")
+            .map_err(stream_err)
+    }
 }
 
 #[cfg(not(target_env = "p2"))]
@@ -215,5 +239,9 @@ mod streams {
     pub fn write(_: &str, _: &str, _: u64, _: Option<&str>) -> std::io::Result<()> {
         eprintln!("grant stream: a preview-1 module has no wasi:io streams");
         std::process::exit(2);
+    }
+
+    pub fn reuse(path: &str, len: u64) -> std::io::Result<()> {
+        write("reuse", path, len, None)
     }
 }
