@@ -1,6 +1,7 @@
 //! The wasm hook runner against WASI 0.2 command components: the test programs of `wasm_hooks.rs`, built from the
 //! same source for `wasm32-wasip2` (`P2_TEST_*`), under the same grants and limits, plus what only a component
-//! has: `wasi:sockets` (linked, and denied). One module per test program.
+//! has: `wasi:sockets` (linked, and denied). One module per test program; the read-write grant cases are shared
+//! with `wasm_hooks.rs` (`wasm_support::grant`).
 
 #![allow(
     clippy::unwrap_used,
@@ -155,34 +156,83 @@ mod fs {
     }
 }
 
-/// A read-write grant needs the filesystem guard (symlink rule, `max_mb` quota), which exists for preview-1
-/// modules only: a component with one is refused before it runs, naming the grant.
+/// Read-write grants under the same filesystem guard as preview-1 modules: the cases of `wasm_hooks.rs`
+/// (`wasm_support::grant`) run against the component builds.
 mod grant {
-    use super::*;
+    crate::grant_cases!(grant: rollcage_hooks_artifacts::P2_TEST_GRANT, fs: rollcage_hooks_artifacts::P2_TEST_FS);
 
+    use super::*;
+    use wasm_support::grant::{Grant, violation};
+
+    /// Each `wasi:io/streams` way of writing a file (std uses some; Python, JavaScript or hand-written guests may
+    /// use the others) is under the quota: exactly the quota lands and is charged once, one quota and a bit more
+    /// is refused with `insufficient-space`, fails the hook naming the grant, and leaves no more than the quota.
     #[tokio::test]
-    async fn a_read_write_grant_refuses_the_component_before_it_runs() -> TestResult {
-        let h = Harness::new()?;
-        let data = h.dir.path().join("data");
-        std::fs::create_dir_all(&data)?;
-        let sandbox = SandboxSpec {
-            dirs: vec![DirGrant {
-                host: data.display().to_string(),
-                guest: Some("/data".to_owned()),
-                access: DirAccess::ReadWrite,
-                max_mb: None,
-            }],
-            ..args(&["symlink", "../../../../etc", "/data/mine"])
-        };
-        let out = h.run(artifacts::P2_TEST_GRANT, 10, sandbox).await?;
-        let HookStatus::InvalidModule { reason } = &out.status else {
-            panic!("{:?}", out.status)
-        };
+    async fn every_stream_write_method_is_under_the_quota() -> TestResult {
+        let g = Grant::new(artifacts::P2_TEST_GRANT)?;
+        std::fs::write(g.h.dir.path().join("ro/src"), vec![b's'; 2 << 20])?;
+        let (quota, over) = ((1u64 << 20).to_string(), ((1u64 << 20) + 4096).to_string());
+        for method in [
+            "write",
+            "blocking-write",
+            "zeroes",
+            "blocking-zeroes",
+            "append",
+            "splice",
+            "blocking-splice",
+        ] {
+            let ok = format!("/data/{method}-ok");
+            let out = g
+                .run(Some(1), &["stream", method, &ok, &quota, "/ro/src"])
+                .await?;
+            assert_eq!(
+                out.status,
+                HookStatus::Succeeded,
+                "{method}: {}",
+                out.log_tail
+            );
+            assert_eq!(g.size(&format!("{method}-ok"))?, 1 << 20, "{method}");
+            let big = format!("/data/{method}-big");
+            let out = g
+                .run(Some(1), &["stream", method, &big, &over, "/ro/src"])
+                .await?;
+            let reason = violation(&out);
+            assert!(
+                reason.contains("sandbox.dirs[1] (`/data`)")
+                    && reason.contains("write quota of 1 MiB (max_mb)"),
+                "{method}: {reason}"
+            );
+            assert!(
+                out.log_tail.contains("name: \"insufficient-space\""),
+                "{method}: {}",
+                out.log_tail
+            );
+            let size = g.size(&format!("{method}-big"))?;
+            assert!(
+                size <= 1 << 20,
+                "{method}: the file grew past the quota: {size}"
+            );
+        }
+        Ok(())
+    }
+
+    /// A stream the guest dropped is forgotten: its handle, given next to a stdout stream, is not the file's, so
+    /// output after a write that used the whole quota is not charged to the grant.
+    #[tokio::test]
+    async fn a_dropped_stream_handle_reused_for_stdout_is_not_charged() -> TestResult {
+        let g = Grant::new(artifacts::P2_TEST_GRANT)?;
+        let quota = (1u64 << 20).to_string();
+        let out = g
+            .run(Some(1), &["stream", "reuse", "/data/f", &quota])
+            .await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
         assert!(
-            reason.contains("sandbox.dirs[0] (`/data`)") && reason.contains("read-write"),
-            "{reason}"
+            out.log_tail
+                .contains("printed through the dropped stream's handle"),
+            "{}",
+            out.log_tail
         );
-        assert_eq!(std::fs::read_dir(&data)?.count(), 0, "the guest ran");
+        assert_eq!(g.size("f")?, 1 << 20);
         Ok(())
     }
 }

@@ -7,8 +7,8 @@
 //! 1. resolves the binary inside the revision (symlinks out of it are refused) and gets it linked from the cache
 //!    ([`cache`]: compiled once, artifacts keyed by sha256 + engine compatibility in a private directory);
 //! 2. builds the WASI context ([`sandbox`], the same grant for both kinds) and a store with the memory limiter
-//!    (`limiter`) and, for a module, the filesystem guard of its read-write grants (`guard`: symlinks that leave
-//!    their directory, per-grant write quota; a component with a read-write grant is refused instead);
+//!    (`limiter`) and the filesystem guard of its read-write grants (`guard`: symlinks that leave their
+//!    directory, per-grant write quota; the same rules for modules and components);
 //! 3. runs `_start` or `wasi:cli/run` asynchronously under `tokio::time::timeout` ([`drive`]), while writing the
 //!    guest's output as lines to `scripts.log` (`output`); the epoch ticker makes pure loops yield every tick, so
 //!    the timeout also stops a guest that never calls the host, and dropping the call cancels a guest blocked in
@@ -348,11 +348,6 @@ impl WasmHooks {
                 );
             }
         };
-        if let Linked::Component(_) = linked
-            && let Some(reason) = component::refuse_read_write(spec)
-        {
-            return (HookStatus::InvalidModule { reason }, None);
-        }
         let OutputChannel {
             stdout,
             stderr,
@@ -431,11 +426,7 @@ impl WasmHooks {
                 let guest = async { guest.await.map_or_else(|end| end, |()| RunEnd::Returned) };
                 let end = drive(guest, deadline, &mut rx, lines).await;
                 let data = store.data_mut();
-                let violation = data.guard.violation();
-                if let Some(v) = &violation {
-                    data.audit
-                        .record(audit::Kind::Link, audit::Verdict::Denied, v);
-                }
+                let violation = data.guard.finish(&mut data.audit);
                 *capabilities = write_audit(&data.audit, lines);
                 (end, data.limiter.refused(), violation)
             }
@@ -455,6 +446,7 @@ impl WasmHooks {
                     lifecycle,
                     log: log_sinks,
                     audit: audit::Audit::default(),
+                    guard: guard::component::ComponentGuard::new(spec),
                     paths: std::collections::HashMap::new(),
                     env_granted,
                     env_read: false,
@@ -466,8 +458,9 @@ impl WasmHooks {
                 }
                 let data = store.data_mut();
                 http_log.drain_into(&mut data.audit);
+                let violation = data.guard.fs.finish(&mut data.audit);
                 *capabilities = write_audit(&data.audit, lines);
-                (end, data.limiter.refused(), None)
+                (end, data.limiter.refused(), violation)
             }
         };
         let limits = Limits {

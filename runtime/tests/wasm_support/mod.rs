@@ -1,6 +1,7 @@
 //! The harness of the wasm hook tests (`wasm_hooks.rs` runs the preview-1 modules, `wasm_components.rs` the same
 //! programs as WASI 0.2 components): a revision dir holding the test programs, a `scripts.log`, a runner with its
-//! own cache dir; and the sandbox checks both kinds must pass, written once ([`checks`]).
+//! own cache dir; and the sandbox checks both kinds must pass, written once: [`checks`], and [`grant`] for the
+//! read-write grant cases.
 
 #![allow(
     dead_code,
@@ -9,6 +10,7 @@
 )]
 
 pub mod checks;
+pub mod grant;
 
 use rollcage_proto::{HookOutcome, LifecycleEvent, SandboxSpec};
 use rollcage_runtime::appspec::HookSpec;

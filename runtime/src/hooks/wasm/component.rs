@@ -11,9 +11,9 @@
 //! [`WasiCtx`]: the sandbox's builder grants no TCP, no UDP, no name lookup and an address check that refuses
 //! every address, so each socket call fails with `access-denied` before any system call is made.
 //!
-//! Not (yet) for components: the filesystem guard of read-write grants (symlink rule, `max_mb` quota;
-//! [`super::guard`] wraps preview-1 functions only). A component whose grant has a read-write directory is
-//! therefore refused before it runs ([`refuse_read_write`]) rather than run with less protection.
+//! Read-write grants get the same filesystem guard as preview-1 modules (symlink rule, `max_mb` quota; the
+//! decisions in [`super::guard`], the shadowed `wasi:filesystem` and `wasi:io/streams` methods in
+//! [`super::guard::component`]); `get-directories` and `open-at` below tell it which handles lead into a grant.
 //!
 //! The capability audit ([`super::audit`]) sees a component through a few shadowed imports ([`shadow`]): the
 //! preopens it is given and each `open-at` under them (path, read/write, the error code), each `read-directory`,
@@ -25,11 +25,11 @@
 //! before it leaves ([`super::wasi_http`]; with no grant, every request is refused).
 
 use super::audit::{self, Audit, Kind, Verdict};
+use super::guard::component::{self as guarded, ComponentGuard};
 use super::hook_api::{Lifecycle, LogSinks};
 use super::limiter::MemoryLimiter;
 use super::outcome::{Phase, RunEnd};
 use super::wasi_http::GrantedHttp;
-use rollcage_proto::{DirAccess, SandboxSpec};
 use std::collections::HashMap;
 use wasmtime::component::{Component, Linker, Resource, ResourceTable};
 use wasmtime::{Store, StoreContextMut};
@@ -51,7 +51,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// The WASI 0.2 version whose interfaces wasmtime-wasi 48 defines (older imports match it by semver).
-const WASI: &str = "0.2.12";
+pub(crate) const WASI: &str = "0.2.12";
 
 /// The state of one component hook's store.
 pub(crate) struct ComponentState {
@@ -67,6 +67,8 @@ pub(crate) struct ComponentState {
     pub(crate) log: LogSinks,
     /// What the hook used and was denied.
     pub(crate) audit: Audit,
+    /// The filesystem guard of its read-write grants.
+    pub(crate) guard: ComponentGuard,
     /// Guest paths of the descriptors the guest holds, by resource handle.
     pub(crate) paths: HashMap<u32, String>,
     /// The granted host variables the hook was given (recorded when it reads its environment).
@@ -105,7 +107,7 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Compo
 }
 
 /// The error code of a filesystem call that failed, as the guest receives it (a host fault traps instead).
-fn fs_error(
+pub(crate) fn fs_error(
     state: &mut ComponentState,
     e: wasmtime_wasi::p2::FsError,
 ) -> wasmtime::Result<fs::ErrorCode> {
@@ -127,10 +129,11 @@ fn family_label(family: IpAddressFamily) -> &'static str {
     }
 }
 
-/// Replace the imports the audit watches with wrappers that record and call wasmtime-wasi's own implementation
-/// (the sockets ones answer `access-denied` themselves).
+/// Replace the imports the audit and the filesystem guard watch with wrappers that record and call wasmtime-wasi's
+/// own implementation (the sockets ones answer `access-denied` themselves).
 fn shadow(linker: &mut Linker<ComponentState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
+    guarded::shadow(linker)?;
     let mut preopens = linker.instance(&format!("wasi:filesystem/preopens@{WASI}"))?;
     preopens.func_wrap(
         "get-directories",
@@ -140,6 +143,7 @@ fn shadow(linker: &mut Linker<ComponentState>) -> wasmtime::Result<()> {
             for (d, name) in &dirs {
                 state.paths.insert(d.rep(), name.clone());
             }
+            state.guard.fs.preopened(dirs.iter().map(|(d, _)| d.rep()));
             Ok((dirs,))
         },
     )?;
@@ -156,10 +160,9 @@ fn shadow(linker: &mut Linker<ComponentState>) -> wasmtime::Result<()> {
         )| {
             Box::new(async move {
                 let state = store.data_mut();
-                let full = audit::join(
-                    state.paths.get(&dir.rep()).map_or("?", String::as_str),
-                    &path,
-                );
+                let dir_rep = dir.rep();
+                let full =
+                    audit::join(state.paths.get(&dir_rep).map_or("?", String::as_str), &path);
                 let (kind, what) = if oflags.contains(OpenFlags::DIRECTORY) {
                     (Kind::Dir, "open")
                 } else {
@@ -169,6 +172,8 @@ fn shadow(linker: &mut Linker<ComponentState>) -> wasmtime::Result<()> {
                     let read = flags.contains(DescriptorFlags::READ);
                     (Kind::File, audit::access(read, write))
                 };
+                let truncated =
+                    guarded::truncation(state, dir_rep, path_flags, &path, oflags).await;
                 let opened = HostDescriptor::open_at(
                     &mut state.filesystem(),
                     dir,
@@ -181,6 +186,7 @@ fn shadow(linker: &mut Linker<ComponentState>) -> wasmtime::Result<()> {
                 let result = match opened {
                     Ok(d) => {
                         state.paths.insert(d.rep(), full.clone());
+                        guarded::opened(state, dir_rep, d.rep(), truncated);
                         Ok(d)
                     }
                     Err(e) => Err(fs_error(state, e)?),
@@ -310,47 +316,5 @@ pub(crate) async fn call(
         Ok(Ok(())) => RunEnd::Returned,
         Ok(Err(())) => RunEnd::RunFailed,
         Err(e) => RunEnd::Error(Phase::Run, e),
-    }
-}
-
-/// The first read-write `dirs` grant, as the reason a component cannot run with this grant. Pure.
-pub(crate) fn refuse_read_write(spec: &SandboxSpec) -> Option<String> {
-    let (index, dir) = spec
-        .dirs
-        .iter()
-        .enumerate()
-        .find(|(_, d)| d.access == DirAccess::ReadWrite)?;
-    Some(format!(
-        "sandbox.dirs[{index}] (`{}`): read-write grants are not available to WASI 0.2 components yet (the symlink \
-         rule and the max_mb write quota are enforced for preview-1 modules only); grant it read-only or build \
-         the hook for wasm32-wasip1",
-        dir.guest_path()
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rollcage_proto::DirGrant;
-
-    #[test]
-    fn a_read_write_grant_is_named_and_read_only_ones_pass() {
-        let grant = |access| DirGrant {
-            host: "/h".to_owned(),
-            guest: Some("/data".to_owned()),
-            access,
-            max_mb: None,
-        };
-        let mut spec = SandboxSpec {
-            dirs: vec![grant(DirAccess::ReadOnly)],
-            ..SandboxSpec::default()
-        };
-        assert_eq!(refuse_read_write(&spec), None);
-        spec.dirs.push(grant(DirAccess::ReadWrite));
-        let reason = refuse_read_write(&spec).unwrap_or_default();
-        assert!(
-            reason.starts_with("sandbox.dirs[1] (`/data`): read-write grants"),
-            "{reason}"
-        );
     }
 }

@@ -19,17 +19,27 @@
 //!   directory, which may be large and is not the hook's to pay for — so nothing is walked at start. Growth is
 //!   measured per write as the file's size after minus before (so append mode, `pwrite` past the end and
 //!   `ftruncate` are all the same case), checked *before* the write against its worst case, and given back when
-//!   the hook truncates a file (`O_TRUNC`, shrinking `fd_filestat_set_size`). Deleting a file gives nothing back:
-//!   an open descriptor may still hold the data. Directories, symlinks and empty files are not charged.
+//!   the hook truncates a file (`O_TRUNC` / `truncate`, shrinking `fd_filestat_set_size` / `set-size`). Deleting
+//!   a file gives nothing back: an open descriptor may still hold the data. Directories, symlinks and empty files
+//!   are not charged. A component writes files mostly through `wasi:io` output streams, which the guard follows
+//!   from the descriptor they were made on ([`component`]).
 //!
-//! A refusal gives the guest an errno (`EPERM` for a link, `EDQUOT` for the quota) and is recorded: the hook then
-//! fails with [`rollcage_proto::HookStatus::SandboxViolation`] naming the grant and the rule, even if the guest
-//! ignored the error, because what it meant to leave behind is incomplete.
+//! A refusal gives the guest an error (preview 1: `EPERM` for a link, `EDQUOT` for the quota; WASI 0.2:
+//! `not-permitted`, `quota`, or `insufficient-space` on a stream — which wasi-libc, and so Rust's std on
+//! `wasm32-wasip2`, reports as `EIO`: it does not read a failed stream write's error code) and is recorded: the hook
+//! then fails with [`rollcage_proto::HookStatus::SandboxViolation`] naming the grant and the rule, even if the
+//! guest ignored the error, because what it meant to leave behind is incomplete; the audit lists the refusal
+//! ([`FsGuard::finish`]).
 //!
-//! This module is the state and the decisions (pure); [`link`] wraps wasmtime-wasi's preview-1 functions with them.
+//! Both kinds of hook get the same guard. This module is the state and the decisions (pure), keyed by a
+//! descriptor's number — a preview-1 fd, or a WASI 0.2 resource handle (`Resource::rep()`, which the component's
+//! table hands out the same way: unique while open, reused after a drop). [`link`] wraps wasmtime-wasi's
+//! preview-1 functions with it, [`component`] the `wasi:filesystem` and `wasi:io/streams` methods of components.
 
+pub(crate) mod component;
 pub(crate) mod link;
 
+use super::audit::{Audit, Kind, Verdict};
 use rollcage_proto::SandboxSpec;
 use rollcage_proto::clip::clip_head;
 use std::collections::HashMap;
@@ -81,6 +91,16 @@ pub(crate) fn check_symlink_target(target: &str) -> Result<(), TargetRefusal> {
     Ok(())
 }
 
+/// Do the two names lie in the same directory (same descriptor, same parent path, compared lexically)? A symlink
+/// renamed within its directory keeps its meaning. Pure.
+pub(crate) fn same_directory(old_dir: u32, old: &str, new_dir: u32, new: &str) -> bool {
+    fn parent(p: &str) -> &str {
+        let p = p.trim_end_matches('/');
+        p.rsplit_once('/').map_or("", |(dir, _)| dir)
+    }
+    old_dir == new_dir && parent(old) == parent(new)
+}
+
 /// The worst-case growth of a write of `len` bytes at `pos` to a file of `size` bytes: what it adds if it lands at
 /// `pos`, or `len` if the descriptor appends. Pure.
 pub(crate) fn worst_growth(size: u64, pos: u64, len: u64) -> u64 {
@@ -100,6 +120,15 @@ struct Grant {
     grown: i128,
 }
 
+/// Which rule a refusal broke: it decides the audit record's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    /// The symlink rule (a symlink, a hard link to one, a move of one).
+    Link,
+    /// The write quota.
+    Quota,
+}
+
 /// The guard's state for one hook run: which descriptors lead into which read-write grant, each grant's account,
 /// and the first refusal.
 #[derive(Debug, Default)]
@@ -108,22 +137,31 @@ pub(crate) struct FsGuard {
     /// directories) from a read-write grant's preopen.
     fds: HashMap<u32, usize>,
     grants: Vec<Grant>,
+    /// `sandbox.dirs` index → index into `grants` (read-only grants have none).
+    by_dir: Vec<Option<usize>>,
     /// The first refusal, and how many followed it.
-    violation: Option<String>,
+    violation: Option<(Rule, String)>,
     further: u64,
 }
 
 impl FsGuard {
-    /// The guard of a run with this grant (preopen descriptors numbered as `sandbox::build` adds them).
+    /// The guard of a preview-1 run with this grant (preopen descriptors numbered as `sandbox::build` adds them).
     pub(crate) fn new(spec: &SandboxSpec) -> Self {
+        let mut guard = Self::unopened(spec);
+        guard.preopened(FIRST_PREOPEN_FD..);
+        guard
+    }
+
+    /// The guard of a run with this grant before any preopen has a descriptor: a component gets its preopens'
+    /// handles only when it calls `get-directories` ([`Self::preopened`]).
+    pub(crate) fn unopened(spec: &SandboxSpec) -> Self {
         let mut guard = Self::default();
         for (i, dir) in spec.dirs.iter().enumerate() {
             let Some(quota) = dir.quota_bytes() else {
+                guard.by_dir.push(None);
                 continue;
             };
-            let fd =
-                FIRST_PREOPEN_FD + 1 + u32::try_from(i).unwrap_or(u32::MAX - FIRST_PREOPEN_FD - 1);
-            guard.fds.insert(fd, guard.grants.len());
+            guard.by_dir.push(Some(guard.grants.len()));
             guard.grants.push(Grant {
                 label: format!("sandbox.dirs[{i}] (`{}`)", dir.guest_path()),
                 quota,
@@ -132,6 +170,26 @@ impl FsGuard {
             });
         }
         guard
+    }
+
+    /// The preopens were handed out as `handles`, in the order `sandbox::build` adds them (the revision, then
+    /// `dirs` in order, then `.`): each read-write grant's handle now leads into it, every other one into none.
+    /// A component may ask for its preopens more than once; each call gives new handles, all tracked.
+    pub(crate) fn preopened(&mut self, handles: impl IntoIterator<Item = u32>) {
+        for (i, handle) in handles.into_iter().enumerate() {
+            if i > self.by_dir.len() {
+                // `.` and anything after it: the revision, read-only.
+                self.fds.remove(&handle);
+                break;
+            }
+            match i
+                .checked_sub(1)
+                .and_then(|d| self.by_dir.get(d).copied().flatten())
+            {
+                Some(g) => self.fds.insert(handle, g),
+                None => self.fds.remove(&handle),
+            };
+        }
     }
 
     /// The grant a descriptor leads into, if it is a tracked one.
@@ -173,7 +231,7 @@ impl FsGuard {
             "{}: write quota of {} MiB (max_mb) exceeded: the hook tried to add more than {} bytes to the files under it in this run",
             grant.label, grant.quota_mib, grant.quota
         );
-        self.record(reason);
+        self.record(Rule::Quota, reason);
         false
     }
 
@@ -199,7 +257,7 @@ impl FsGuard {
             clip_head(target, MAX_QUOTED),
             why.describe()
         );
-        self.record(reason);
+        self.record(Rule::Link, reason);
     }
 
     /// Record a refused hard link to the symlink `path`.
@@ -210,7 +268,7 @@ impl FsGuard {
             clip_head(new, MAX_QUOTED),
             clip_head(path, MAX_QUOTED)
         );
-        self.record(reason);
+        self.record(Rule::Link, reason);
     }
 
     /// Record a refused move of the symlink `path` to another directory.
@@ -221,7 +279,7 @@ impl FsGuard {
             clip_head(path, MAX_QUOTED),
             clip_head(new, MAX_QUOTED)
         );
-        self.record(reason);
+        self.record(Rule::Link, reason);
     }
 
     fn place(&self, fd: u32) -> String {
@@ -230,10 +288,10 @@ impl FsGuard {
             .map_or_else(|| "the sandbox".to_owned(), |g| g.label.clone())
     }
 
-    fn record(&mut self, reason: String) {
+    fn record(&mut self, rule: Rule, reason: String) {
         tracing::warn!(%reason, "wasm hook refused by the sandbox");
         if self.violation.is_none() {
-            self.violation = Some(reason);
+            self.violation = Some((rule, reason));
         } else {
             self.further += 1;
         }
@@ -241,11 +299,23 @@ impl FsGuard {
 
     /// The first refusal of the run (with a count of the others), if any.
     pub(crate) fn violation(&self) -> Option<String> {
-        let first = self.violation.as_ref()?;
+        let (_, first) = self.violation.as_ref()?;
         Some(match self.further {
             0 => first.clone(),
             n => format!("{first} (and {n} more refusals)"),
         })
+    }
+
+    /// At the end of a run: the violation ([`Self::violation`]), also recorded in the audit as denied — a `link`
+    /// record for the symlink rule, a `file` record for the quota.
+    pub(crate) fn finish(&self, audit: &mut Audit) -> Option<String> {
+        let violation = self.violation()?;
+        let kind = match self.violation.as_ref().map(|(rule, _)| *rule) {
+            Some(Rule::Quota) => Kind::File,
+            _ => Kind::Link,
+        };
+        audit.record(kind, Verdict::Denied, &violation);
+        Some(violation)
     }
 }
 
@@ -341,6 +411,67 @@ mod tests {
             v.contains("sandbox.dirs[0] (`/data`)") && v.contains("1 MiB (max_mb)"),
             "{v}"
         );
+    }
+
+    #[test]
+    fn component_preopen_handles_are_tracked_in_the_order_they_are_handed_out() {
+        let spec = SandboxSpec {
+            dirs: vec![
+                grant(DirAccess::ReadOnly, None),
+                grant(DirAccess::ReadWrite, Some(1)),
+            ],
+            ..SandboxSpec::default()
+        };
+        let mut g = FsGuard::unopened(&spec);
+        assert_eq!(g.grant_of(4), None, "no handle before get-directories");
+        // The revision, dirs[0] (read-only), dirs[1] (read-write), `.`.
+        g.preopened([7, 9, 2, 12]);
+        assert_eq!(
+            [7, 9, 2, 12].map(|h| g.grant_of(h)),
+            [None, None, Some(0), None]
+        );
+        g.preopened([20, 21, 22, 23]);
+        assert_eq!(
+            (g.grant_of(2), g.grant_of(22)),
+            (Some(0), Some(0)),
+            "a second call's handles are tracked too"
+        );
+        g.closed(2);
+        g.preopened([2, 5]);
+        assert_eq!(g.grant_of(2), None, "a reused handle is the revision now");
+    }
+
+    #[test]
+    fn a_rename_stays_in_its_directory_only_with_the_same_descriptor_and_parent() {
+        assert!(same_directory(4, "tmp-link", 4, "current"));
+        assert!(same_directory(4, "a/tmp", 4, "a/current/"));
+        assert!(!same_directory(4, "a/tmp", 4, "current"));
+        assert!(!same_directory(4, "tmp", 5, "tmp"));
+    }
+
+    #[test]
+    fn the_audit_records_the_violation_by_its_rule() {
+        let spec = SandboxSpec {
+            dirs: vec![grant(DirAccess::ReadWrite, Some(1))],
+            ..SandboxSpec::default()
+        };
+        let mut audit = Audit::default();
+        assert_eq!(FsGuard::new(&spec).finish(&mut audit), None);
+        let mut g = FsGuard::new(&spec);
+        assert!(!g.admit(0, 2 << 20));
+        let v = g.finish(&mut audit).unwrap_or_default();
+        let mut g = FsGuard::new(&spec);
+        g.refuse_hard_link(4, "a", "b");
+        g.finish(&mut audit);
+        let listed = audit.listed();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|r| (r.kind, r.verdict))
+                .collect::<Vec<_>>(),
+            [(Kind::File, Verdict::Denied), (Kind::Link, Verdict::Denied)]
+        );
+        assert_eq!(listed[0].detail, v);
     }
 
     #[test]
