@@ -7,8 +7,9 @@
 //!   script (target ≤ 1). The scripts run as shell hooks, so `env` finds the interpreter in the runner's `PATH`
 //!   (`BASE_PATH`; Debian's `/usr/bin/python3` and `/usr/bin/node` on the CI machine); the bench prints which.
 //!
-//! Also the first-run compile time of each component, the load time of a cached artifact in a restarted agent,
-//! the agent's RSS with 16 wasm hooks and with 8 Python hooks running at once.
+//! Also the first-run compile time of each hook, the load time of a cached artifact in a restarted agent, and the
+//! RSS of an agent (a fresh process of this bench, artifacts cached) with 16 wasm hooks and with 8 Python hooks
+//! running at once.
 //!
 //! Run: `cargo bench -p rollcage-runtime --bench hook_runner` (env `RUNS=n` to change the 300 runs per side of the
 //! Rust and shell rows, `POLYGLOT_RUNS=n` the 100 of the Python and JavaScript rows).
@@ -41,10 +42,15 @@ fn us(d: Duration) -> f64 {
 }
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    proc_kib("/proc/self/status", "VmRSS:")
+}
+
+/// The `key` line (in KiB) of a /proc file.
+fn proc_kib(file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(file)
         .unwrap_or_default()
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
@@ -114,7 +120,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(bench(n, polyglot_n));
+    match std::env::var_os(RSS_CHILD) {
+        Some(dir) => rt.block_on(rss_child(Path::new(&dir))),
+        None => rt.block_on(bench(n, polyglot_n)),
+    }
 }
 
 const STAND_IN_NOTE: &str = "the shell baseline is a STAND-IN: tokio::process::Command spawn+wait of the same \
@@ -202,7 +211,7 @@ async fn bench(n: usize, polyglot_n: usize) {
     };
     let noop = copy(rollcage_hooks_artifacts::TEST_NOOP, "noop.wasm");
     let noop_p2 = copy(rollcage_hooks_artifacts::P2_TEST_NOOP, "noop_p2.wasm");
-    copy(rollcage_hooks_artifacts::TEST_SLEEP, "sleep.wasm");
+    let sleep = copy(rollcage_hooks_artifacts::TEST_SLEEP, "sleep.wasm");
     let noop_py = copy(rollcage_hooks_artifacts::PY_BENCH_NOOP, "noop_py.wasm");
     let noop_js = copy(rollcage_hooks_artifacts::JS_BENCH_NOOP, "noop_js.wasm");
     let script = rev.join("hooks/noop.sh");
@@ -236,6 +245,8 @@ async fn bench(n: usize, polyglot_n: usize) {
         "compiles in the first agent: {} (one per hook)",
         wasm.compile_count()
     );
+    // For the RSS process, which loads everything from the cache.
+    wasm.precompile_file(&sleep).await.expect("precompile");
 
     // Warm-up, then the measured runs.
     let wasm_median = b
@@ -332,16 +343,54 @@ async fn bench(n: usize, polyglot_n: usize) {
         println!("NOTE: no shell runner here: the native python3/node rows need it; skipped");
     }
 
-    // 16 wasm hooks at once (each sleeping in a host call until its 2 s timeout); RSS sampled mid-way.
-    let warm = hook("hooks/sleep.wasm", 1, None);
-    runs(1, &wasm, &warm, &rev, &env, &log).await; // compile outside the sample
+    // RSS in a fresh process: this one holds what compiling left behind (hundreds of MiB for the components).
+    let status = std::process::Command::new(std::env::current_exe().expect("current exe"))
+        .env(RSS_CHILD, dir.path())
+        .status()
+        .expect("spawn the RSS process");
+    assert!(status.success(), "the RSS process failed: {status}");
+}
+
+/// Set (to the bench's directory) in the process that measures RSS.
+const RSS_CHILD: &str = "HOOK_RUNNER_RSS_CHILD";
+
+/// An agent restarted with every artifact cached: its RSS with 16 wasm hooks running at once (each sleeping in a
+/// host call until its 2 s timeout), then with 8 Python components at once (each sleeping 1 s in `time.sleep`, a
+/// `wasi:clocks` host call, before it returns); the peak of samples taken every 10 ms.
+async fn rss_child(root: &Path) {
+    let rev = root.join("revision");
+    let log = ScriptLog::open(&root.join("logs/scripts.log")).expect("log");
+    let env = HookEnv {
+        deployment_id: "d-1".into(),
+        application_name: "app".into(),
+        ..HookEnv::default()
+    };
+    let start = rss_kib();
+    let wasm = WasmHooks::new(WasmConfig::new(root.join("cache"))).expect("wasm");
+    for hook in ["sleep.wasm", "noop_py.wasm"] {
+        wasm.precompile_file(&rev.join("hooks").join(hook))
+            .await
+            .expect("load");
+    }
+    assert_eq!(wasm.compile_count(), 0, "the artifacts should be cached");
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "fresh agent process, artifacts cached: RSS {:.1} MiB at start, {:.1} MiB with sleep.wasm and the Python \
+         component loaded",
+        mib(start),
+        mib(rss_kib())
+    );
+    let b = Bench {
+        wasm: &wasm,
+        rev: &rev,
+        env: &env,
+        log: &log,
+    };
     let sleep_hook = hook("hooks/sleep.wasm", 2, Some(SandboxSpec::default()));
     let (before, peak, outcomes) = concurrently(&b, &sleep_hook, 16).await;
     let timed_out = HookStatus::TimedOut { timeout_secs: 2 };
     assert!(outcomes.iter().all(|o| *o == timed_out), "{outcomes:?}");
     report_rss("16 wasm hooks", 16, before, peak);
-
-    // 8 Python components at once, each sleeping 1 s (`time.sleep`, a wasi:clocks host call) before it returns.
     let py_sleep = hook(
         "hooks/noop_py.wasm",
         30,
@@ -356,6 +405,40 @@ async fn bench(n: usize, polyglot_n: usize) {
         "{outcomes:?}"
     );
     report_rss("8 Python hooks", 8, before, peak);
+    python_rss(&rev.join("hooks/noop.py"), 8).await;
+}
+
+/// For comparison: `count` processes of the native script sleeping 1 s at once (the interpreter found in the hooks'
+/// `PATH`); their RSS and their proportional set size (shared pages split between the processes) together,
+/// sampled half-way.
+async fn python_rss(script: &Path, count: usize) {
+    let mut children: Vec<_> = (0..count)
+        .map(|_| {
+            std::process::Command::new(script)
+                .arg("1")
+                .env("PATH", rollcage_runtime::hooks::shell::BASE_PATH)
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sum = |file: &str, key: &str| -> f64 {
+        let kib: u64 = children
+            .iter()
+            .map(|c| proc_kib(&format!("/proc/{}/{file}", c.id()), key))
+            .sum();
+        kib as f64 / 1024.0
+    };
+    let (rss, pss) = (sum("status", "VmRSS:"), sum("smaps_rollup", "Pss:"));
+    for c in &mut children {
+        assert!(c.wait().expect("wait").success());
+    }
+    println!(
+        "for comparison, {count} `python3` processes of the same hook (`#!/usr/bin/env python3`, sleeping 1 s) at \
+         once: RSS {rss:.1} MiB together ({:.2} MiB each), PSS {pss:.1} MiB ({:.2} MiB each)",
+        rss / count as f64,
+        pss / count as f64
+    );
 }
 
 /// Run `count` copies of `spec` at once; returns the RSS before, the peak RSS while they ran (sampled every 10 ms)
