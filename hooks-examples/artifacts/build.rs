@@ -155,7 +155,7 @@ fn run() -> Result<(), String> {
     for (konst, path) in polyglot::build_all(&polyglot::builds(&root, &wit), &out_dir)? {
         writeln!(
             code,
-            "/// The example hook `{konst}` built into a WASI 0.2 command component (Python or JavaScript)."
+            "/// The hook `{konst}` built into a WASI 0.2 command component (Python or JavaScript)."
         )
         .ok();
         writeln!(

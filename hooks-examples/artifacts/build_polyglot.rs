@@ -1,19 +1,19 @@
-//! The Python and JavaScript example hooks (`hooks-examples/python`, `hooks-examples/js`), built into WASI 0.2
-//! command components against the `rollcage:hook` world (`rollcage-wit`, written into `OUT_DIR/wit`) by
-//! componentize-py and componentize-js, the
-//! pinned versions `scripts/setup.sh` installs.
+//! The Python and JavaScript example hooks (`hooks-examples/python`, `hooks-examples/js`) and the benchmark's no-op
+//! hooks (`hooks-examples/bench`), built into WASI 0.2 command components against the `rollcage:hook` world
+//! (`rollcage-wit`, written into `OUT_DIR/wit`) by componentize-py and componentize-js, the pinned versions
+//! `scripts/setup.sh` installs.
 //!
 //! Each tool takes tens of seconds (most of it the embedded interpreter's snapshot), so a component is rebuilt only
 //! when its inputs change: the output is named by a hash of the source, the WIT files and the tool's version, and
-//! reused while it exists. The two builds run at the same time.
+//! reused while it exists. The builds run at the same time.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// One example to build: its constant, the tool and the arguments after it.
+/// One hook to build: its constant, the tool and the arguments after it.
 pub struct Build {
     pub konst: &'static str,
-    pub what: &'static str,
+    pub what: String,
     tool: PathBuf,
     args: Vec<String>,
     inputs: Vec<PathBuf>,
@@ -38,14 +38,21 @@ pub fn builds(root: &Path, wit: &Path) -> Vec<Build> {
         )
         .collect();
     wit_files.sort();
-    let py = root.join("hooks-examples/python/validate_health.py");
-    let js = root.join("hooks-examples/js/validate_health.js");
     let with = |f: &Path| [vec![f.to_owned()], wit_files.clone()].concat();
-    vec![
+    let examples = root.join("hooks-examples");
+    let componentize_py = tool("COMPONENTIZE_PY", "/opt/rollcage-venv/bin/componentize-py");
+    let componentize_js = tool(
+        "COMPONENTIZE_JS",
+        "/opt/rollcage-node/node_modules/.bin/componentize-js",
+    );
+    // `dir/module.py`, under hooks-examples; componentize-py embeds all of `dir` (`-p`) in the component.
+    let python = |konst, dir: &str, module: &str| {
+        let dir = examples.join(dir);
+        let source = dir.join(format!("{module}.py"));
         Build {
-            konst: "PY_EXAMPLE_VALIDATE_HEALTH",
-            what: "hooks-examples/python/validate_health.py (componentize-py)",
-            tool: tool("COMPONENTIZE_PY", "/opt/rollcage-venv/bin/componentize-py"),
+            konst,
+            what: format!("{} (componentize-py)", source.display()),
+            tool: componentize_py.clone(),
             args: vec![
                 "-d".into(),
                 wit.display().to_string(),
@@ -53,21 +60,22 @@ pub fn builds(root: &Path, wit: &Path) -> Vec<Build> {
                 "hook".into(),
                 "componentize".into(),
                 "-p".into(),
-                root.join("hooks-examples/python").display().to_string(),
-                "validate_health".into(),
+                dir.display().to_string(),
+                module.into(),
                 "-o".into(),
             ],
-            inputs: with(&py),
-        },
+            inputs: with(&source),
+        }
+    };
+    // A file under hooks-examples.
+    let js = |konst, file: &str| {
+        let source = examples.join(file);
         Build {
-            konst: "JS_EXAMPLE_VALIDATE_HEALTH",
-            what: "hooks-examples/js/validate_health.js (componentize-js)",
-            tool: tool(
-                "COMPONENTIZE_JS",
-                "/opt/rollcage-node/node_modules/.bin/componentize-js",
-            ),
+            konst,
+            what: format!("{} (componentize-js)", source.display()),
+            tool: componentize_js.clone(),
             args: vec![
-                js.display().to_string(),
+                source.display().to_string(),
                 "--wit".into(),
                 wit.display().to_string(),
                 "-n".into(),
@@ -78,8 +86,15 @@ pub fn builds(root: &Path, wit: &Path) -> Vec<Build> {
                 "fetch-event".into(),
                 "-o".into(),
             ],
-            inputs: with(&js),
-        },
+            inputs: with(&source),
+        }
+    };
+    vec![
+        python("PY_EXAMPLE_VALIDATE_HEALTH", "python", "validate_health"),
+        js("JS_EXAMPLE_VALIDATE_HEALTH", "js/validate_health.js"),
+        // The no-op hooks of the hook runner's benchmark (runtime/benches/hook_runner.rs).
+        python("PY_BENCH_NOOP", "bench/python", "noop"),
+        js("JS_BENCH_NOOP", "bench/js/noop.js"),
     ]
 }
 
