@@ -1,7 +1,7 @@
-//! The Python and JavaScript example hooks (`hooks-examples/python`, `hooks-examples/js`) and the benchmark's no-op
-//! hooks (`hooks-examples/bench`), built into WASI 0.2 command components against the `rollcage:hook` world
-//! (`rollcage-wit`, written into `OUT_DIR/wit`) by componentize-py and componentize-js, the pinned versions
-//! `scripts/setup.sh` installs.
+//! The Python and JavaScript example hooks (`hooks-examples/python`, `hooks-examples/js`), the benchmark's no-op
+//! hooks (`hooks-examples/bench`) and the Python sandbox probe (`hooks-examples/probes`), built into WASI 0.2
+//! command components against the `rollcage:hook` world (`rollcage-wit`, written into `OUT_DIR/wit`) by
+//! componentize-py and componentize-js, the pinned versions `scripts/setup.sh` installs.
 //!
 //! Each tool takes tens of seconds (most of it the embedded interpreter's snapshot), so a component is rebuilt only
 //! when its inputs change: the output is named by a hash of the source, the WIT files and the tool's version, and
@@ -95,6 +95,8 @@ pub fn builds(root: &Path, wit: &Path) -> Vec<Build> {
         // The no-op hooks of the hook runner's benchmark (runtime/benches/hook_runner.rs).
         python("PY_BENCH_NOOP", "bench/python", "noop"),
         js("JS_BENCH_NOOP", "bench/js/noop.js"),
+        // The sandbox probe of the component tests (runtime/tests/wasm_components.rs, `mod python`).
+        python("PY_TEST_PROBE", "probes/python", "probe"),
     ]
 }
 

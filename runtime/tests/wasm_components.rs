@@ -595,3 +595,111 @@ mod audit {
         Ok(())
     }
 }
+
+/// A Python hook (componentize-py, `hooks-examples/probes/python/probe.py`) under the same sandbox: what its own
+/// `open`, `os.listdir` and `os.environ` reach is what the grant says, its buffered writes are under the quota, and
+/// the audit lists what it did. (It has no `socket` module; `wasi:sockets` is denied as for the `net` program.)
+mod python {
+    use super::*;
+    use wasm_support::grant::{Grant, violation};
+
+    #[tokio::test]
+    async fn a_python_hook_gets_exactly_its_grant() -> TestResult {
+        // SAFETY: set before any thread of this test reads the environment; nextest runs each test in its own
+        // process.
+        unsafe {
+            std::env::set_var("PROBE_GRANTED", "yes");
+            std::env::set_var("PROBE_SECRET", "agent-only");
+        }
+        let g = Grant::new(artifacts::PY_TEST_PROBE)?;
+        let secret = g.h.dir.path().join("secret.txt");
+        std::fs::write(&secret, "top secret")?;
+        std::fs::write(g.h.dir.path().join("beside.txt"), "beside the revision")?;
+        let secret = secret.display().to_string();
+        let sandbox = SandboxSpec {
+            dirs: vec![DirGrant {
+                host: g.data.display().to_string(),
+                guest: Some("/data".to_owned()),
+                access: DirAccess::ReadWrite,
+                max_mb: Some(1),
+            }],
+            env: vec!["PROBE_GRANTED".to_owned()],
+            ..args(&[
+                "read",
+                &secret,
+                "read",
+                "/revision/../beside.txt",
+                "read",
+                "/revision/data.txt",
+                "read",
+                "sub/data.txt",
+                "write",
+                "/revision/new.txt",
+                "write",
+                "/data/out.txt",
+                "list",
+                "/revision",
+                "env",
+                "PROBE_GRANTED",
+                "env",
+                "PROBE_SECRET",
+                "env",
+                "PATH",
+            ])
+        };
+        let out = g.h.run(artifacts::PY_TEST_PROBE, 120, sandbox).await?;
+        assert_eq!(out.status, HookStatus::Succeeded, "{}", out.log_tail);
+        for expected in [
+            format!("read {secret}: denied "),
+            "read /revision/../beside.txt: denied PermissionError".to_owned(),
+            "read /revision/data.txt: ok 14 bytes".to_owned(),
+            "read sub/data.txt: ok 14 bytes".to_owned(),
+            "write /revision/new.txt: denied PermissionError".to_owned(),
+            "write /data/out.txt: ok written".to_owned(),
+            "list /revision: ok data.txt,hooks,sub".to_owned(),
+            "env PROBE_GRANTED: ok =yes".to_owned(),
+            "env PROBE_SECRET: ok unset".to_owned(),
+            "env PATH: ok unset".to_owned(),
+            "[capability] file read /revision/../beside.txt".to_owned(),
+            "[capability] file write /revision/new.txt".to_owned(),
+            "[capability] file write /data/out.txt allowed".to_owned(),
+            "[capability] env read PROBE_GRANTED allowed".to_owned(),
+        ] {
+            assert!(
+                out.log_tail.contains(&expected),
+                "missing `{expected}` in:\n{}",
+                out.log_tail
+            );
+        }
+        for denied in ["/revision/../beside.txt", "/revision/new.txt"] {
+            assert!(
+                out.log_tail
+                    .lines()
+                    .any(|l| l.starts_with("[capability] file ")
+                        && l.contains(denied)
+                        && l.ends_with(" denied")),
+                "{denied} not audited as denied:\n{}",
+                out.log_tail
+            );
+        }
+        assert!(!out.log_tail.contains("top secret"));
+        assert!(!g.h.revision.join("new.txt").exists());
+        assert_eq!(g.size("out.txt")?, "written by the probe".len() as u64);
+
+        // 2 MiB of buffered writes into a 1 MiB grant: refused past the quota, the hook fails naming the grant.
+        let out = g.run(Some(1), &["fill", "/data/big.bin"]).await?;
+        let reason = violation(&out);
+        assert!(
+            reason.starts_with("sandbox.dirs[1] (`/data`): write quota of 1 MiB (max_mb) exceeded"),
+            "{reason}"
+        );
+        assert!(
+            out.log_tail.contains("fill /data/big.bin: denied OSError"),
+            "{}",
+            out.log_tail
+        );
+        assert!(g.size("big.bin")? <= MIB, "{} bytes", g.size("big.bin")?);
+        assert_eq!(g.h.hooks.compile_count(), 1, "the second run was warm");
+        Ok(())
+    }
+}

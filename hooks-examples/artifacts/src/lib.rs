@@ -10,7 +10,8 @@
 //! `PY_EXAMPLE_VALIDATE_HEALTH` and `JS_EXAMPLE_VALIDATE_HEALTH` are the Python and JavaScript health pollers
 //! (`hooks-examples/python`, `hooks-examples/js`) built into components by componentize-py / componentize-js
 //! (`build_polyglot.rs`); `PY_BENCH_NOOP` and `JS_BENCH_NOOP` the hook runner benchmark's no-op hooks
-//! (`hooks-examples/bench`), built the same way.
+//! (`hooks-examples/bench`), and `PY_TEST_PROBE` the Python sandbox probe of the component tests
+//! (`hooks-examples/probes/python`), built the same way.
 //!
 //! [`assemble_bundle`] lays out a deployable example bundle: `bundles/wasm` (the hooks as wasm modules or, as
 //! [`Flavour::WasmComponent`], the same hooks as components, built
