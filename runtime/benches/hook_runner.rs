@@ -9,7 +9,7 @@
 //!
 //! Also the first-run compile time of each hook, the load time of a cached artifact in a restarted agent, and the
 //! RSS of an agent (a fresh process of this bench, artifacts cached) with 16 wasm hooks and with 8 Python hooks
-//! running at once.
+//! running at once (and, for comparison, of 8 `python3` processes of the same hook).
 //!
 //! Run: `cargo bench -p rollcage-runtime --bench hook_runner` (env `RUNS=n` to change the 300 runs per side of the
 //! Rust and shell rows, `POLYGLOT_RUNS=n` the 100 of the Python and JavaScript rows).
