@@ -234,6 +234,41 @@ fn hook_new_rust_builds_with_one_command_and_its_hook_runs() -> TestResult {
     assert!(stdout.contains("msg=healthy"), "{stdout}");
     assert!(stdout.contains("outcome: succeeded"), "{stdout}");
     assert!(seen.load(Ordering::SeqCst) >= 1);
+
+    // The README's component build of the same source: a WASI 0.2 component on the SDK, same grant, same result.
+    let build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--offline",
+            "--target",
+            "wasm32-wasip2",
+        ])
+        .current_dir(&project)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .output()?;
+    let (code, _, stderr) = text(&build);
+    assert_eq!(code, 0, "cargo build --target wasm32-wasip2:\n{stderr}");
+    let component = hooks.join("health-check-p2.wasm");
+    std::fs::copy(
+        target.join("wasm32-wasip2/release/health-check.wasm"),
+        &component,
+    )?;
+    let before = seen.load(Ordering::SeqCst);
+    let run = hook_run(
+        &component,
+        &project,
+        Some(&project.join("sandbox.yml")),
+        tmp.path(),
+    )?;
+    let (code, stdout, stderr) = text(&run);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("msg=healthy") && stdout.contains("outcome: succeeded"),
+        "{stdout}"
+    );
+    assert!(seen.load(Ordering::SeqCst) > before);
     Ok(())
 }
 
