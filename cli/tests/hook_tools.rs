@@ -202,73 +202,48 @@ fn hook_new_rust_builds_with_one_command_and_its_hook_runs() -> TestResult {
     assert_ne!(code, 0);
     assert!(stderr.contains("already exists"), "{stderr}");
 
-    // The README's one command. A target dir shared across runs keeps a rerun fast; offline, because every crate
-    // the SDK needs is already in the local registry (the workspace built with it).
+    // The README's one command (a preview-1 module), then its component build of the same source (a WASI 0.2
+    // component on the SDK): each runs under the project's grant and polls the health endpoint. A target dir
+    // shared across runs keeps a rerun fast; offline, because every crate the SDK needs is already in the local
+    // registry (the workspace built with it).
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hook-new-rust");
-    let build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["build", "--release", "--offline"])
-        .current_dir(&project)
-        .env("CARGO_TARGET_DIR", &target)
-        .env_remove("RUSTFLAGS")
-        .output()?;
-    let (code, _, stderr) = text(&build);
-    assert_eq!(code, 0, "cargo build of the generated project:\n{stderr}");
-    let wasm = target.join("wasm32-wasip1/release/health-check.wasm");
-    let hooks = project.join("hooks");
-    std::fs::create_dir(&hooks)?;
-    let hook = hooks.join("health-check.wasm");
-    std::fs::copy(&wasm, &hook)?;
-
     let (port, seen) = health_server()?;
     let sandbox = std::fs::read_to_string(project.join("sandbox.yml"))?
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
     std::fs::write(project.join("sandbox.yml"), sandbox)?;
-    let run = hook_run(
-        &hook,
-        &project,
-        Some(&project.join("sandbox.yml")),
-        tmp.path(),
-    )?;
-    let (code, stdout, stderr) = text(&run);
-    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("msg=healthy"), "{stdout}");
-    assert!(stdout.contains("outcome: succeeded"), "{stdout}");
-    assert!(seen.load(Ordering::SeqCst) >= 1);
-
-    // The README's component build of the same source: a WASI 0.2 component on the SDK, same grant, same result.
-    let build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--offline",
-            "--target",
-            "wasm32-wasip2",
-        ])
-        .current_dir(&project)
-        .env("CARGO_TARGET_DIR", &target)
-        .env_remove("RUSTFLAGS")
-        .output()?;
-    let (code, _, stderr) = text(&build);
-    assert_eq!(code, 0, "cargo build --target wasm32-wasip2:\n{stderr}");
-    let component = hooks.join("health-check-p2.wasm");
-    std::fs::copy(
-        target.join("wasm32-wasip2/release/health-check.wasm"),
-        &component,
-    )?;
-    let before = seen.load(Ordering::SeqCst);
-    let run = hook_run(
-        &component,
-        &project,
-        Some(&project.join("sandbox.yml")),
-        tmp.path(),
-    )?;
-    let (code, stdout, stderr) = text(&run);
-    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(
-        stdout.contains("msg=healthy") && stdout.contains("outcome: succeeded"),
-        "{stdout}"
-    );
-    assert!(seen.load(Ordering::SeqCst) > before);
+    let hooks = project.join("hooks");
+    std::fs::create_dir(&hooks)?;
+    for (extra, built) in [
+        (&[][..], "wasm32-wasip1"),
+        (&["--target", "wasm32-wasip2"][..], "wasm32-wasip2"),
+    ] {
+        let build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["build", "--release", "--offline"])
+            .args(extra)
+            .current_dir(&project)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .output()?;
+        let (code, _, stderr) = text(&build);
+        assert_eq!(
+            code, 0,
+            "cargo build {extra:?} of the generated project:\n{stderr}"
+        );
+        let hook = hooks.join(format!("health-check-{built}.wasm"));
+        std::fs::copy(target.join(built).join("release/health-check.wasm"), &hook)?;
+        let before = seen.load(Ordering::SeqCst);
+        let run = hook_run(
+            &hook,
+            &project,
+            Some(&project.join("sandbox.yml")),
+            tmp.path(),
+        )?;
+        let (code, stdout, stderr) = text(&run);
+        assert_eq!(code, 0, "{built}: stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(stdout.contains("msg=healthy"), "{built}: {stdout}");
+        assert!(stdout.contains("outcome: succeeded"), "{built}: {stdout}");
+        assert!(seen.load(Ordering::SeqCst) > before, "{built}: no request");
+    }
     Ok(())
 }
 
