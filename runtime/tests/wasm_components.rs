@@ -13,7 +13,6 @@ use rollcage_proto::{DirAccess, DirGrant, HookStatus, LifecycleEvent, SandboxSpe
 use rollcage_runtime::appspec::HookSpec;
 use rollcage_runtime::hooks::wasm::{WasmKind, cache::check_header};
 use rollcage_runtime::hooks::{WasmConfig, WasmHooks};
-use std::time::Duration;
 
 mod wasm_support;
 
@@ -246,74 +245,13 @@ mod env {
     }
 }
 
-/// `wasi:sockets` is linked (components import it) but denied: no connection reaches a listener, no name is
-/// resolved.
 mod net {
     use super::*;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A listener on loopback counting the connections it accepts.
-    async fn listener() -> std::io::Result<(String, Arc<AtomicUsize>)> {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = l.local_addr()?.to_string();
-        let seen = Arc::new(AtomicUsize::new(0));
-        let counter = seen.clone();
-        tokio::spawn(async move {
-            while l.accept().await.is_ok() {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-        Ok((addr, seen))
-    }
 
     #[tokio::test]
-    async fn a_raw_tcp_connect_is_denied_and_the_listener_sees_nothing() -> TestResult {
-        let h = Harness::new()?;
-        let (addr, seen) = listener().await?;
-        // The listener works: a host connection is counted.
-        drop(tokio::net::TcpStream::connect(&addr).await?);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(seen.load(Ordering::SeqCst), 1);
-        let out = h
-            .run(artifacts::P2_TEST_NET, 10, args(&["connect", &addr]))
-            .await?;
-        assert_eq!(
-            out.status,
-            HookStatus::Failed { exit_code: 1 },
-            "{}",
-            out.log_tail
-        );
-        assert!(out.log_tail.contains("denied:"), "{}", out.log_tail);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(
-            seen.load(Ordering::SeqCst),
-            1,
-            "the guest reached the listener"
-        );
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn a_name_lookup_is_denied() -> TestResult {
-        let h = Harness::new()?;
-        for name in ["localhost", "example.com"] {
-            let out = h
-                .run(artifacts::P2_TEST_NET, 10, args(&["lookup", name]))
-                .await?;
-            assert_eq!(
-                out.status,
-                HookStatus::Failed { exit_code: 1 },
-                "{name}: {}",
-                out.log_tail
-            );
-            assert!(
-                out.log_tail.contains("denied:") && !out.log_tail.contains("resolves to"),
-                "{}",
-                out.log_tail
-            );
-        }
-        Ok(())
+    async fn a_raw_tcp_connect_and_name_lookups_fail_and_the_listener_sees_nothing() -> TestResult {
+        checks::a_raw_tcp_connect_and_name_lookups_fail_and_the_listener_sees_nothing(&COMPONENTS)
+            .await
     }
 }
 

@@ -18,6 +18,7 @@ pub struct Guests {
     pub fs: &'static str,
     pub env: &'static str,
     pub http: &'static str,
+    pub net: &'static str,
     pub trap: &'static str,
 }
 
@@ -29,6 +30,7 @@ pub const MODULES: Guests = Guests {
     fs: artifacts::TEST_FS,
     env: artifacts::TEST_ENV,
     http: artifacts::TEST_HTTP,
+    net: artifacts::TEST_NET,
     trap: artifacts::TEST_TRAP,
 };
 
@@ -40,6 +42,7 @@ pub const COMPONENTS: Guests = Guests {
     fs: artifacts::P2_TEST_FS,
     env: artifacts::P2_TEST_ENV,
     http: artifacts::P2_TEST_HTTP,
+    net: artifacts::P2_TEST_NET,
     trap: artifacts::P2_TEST_TRAP,
 };
 
@@ -394,6 +397,45 @@ pub async fn a_guest_waiting_on_a_silent_server_ends_at_the_timeout(g: &Guests) 
     let result = times_out(&h, g.http, sandbox).await;
     held.abort();
     result.map(drop)
+}
+
+/// No network but `http` grants: a raw TCP connect to a working local listener and name lookups fail in the guest
+/// (`denied: …`, exit 1), and the listener sees nothing. (A preview-1 module has no socket calls at all; a
+/// component's `wasi:sockets` calls are answered `access-denied` by the agent.)
+pub async fn a_raw_tcp_connect_and_name_lookups_fail_and_the_listener_sees_nothing(
+    g: &Guests,
+) -> TestResult {
+    let h = Harness::new()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    let accepting = tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    // The listener works: a host connection is counted.
+    drop(tokio::net::TcpStream::connect(&addr).await?);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    for a in [
+        ["connect", addr.as_str()],
+        ["lookup", "localhost"],
+        ["lookup", "example.com"],
+    ] {
+        let out = h.run(g.net, 10, args(&a)).await?;
+        assert_denied(&out, &a.join(" "));
+        assert!(!out.log_tail.contains("resolves to"), "{}", out.log_tail);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    accepting.abort();
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "the guest reached the listener"
+    );
+    Ok(())
 }
 
 /// The trap's kind, and the guest's own functions innermost first.
