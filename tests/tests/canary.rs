@@ -5,7 +5,8 @@
 //!   answers from the new group within ±5 points of each step's weight; a revision answering 20 % of requests
 //!   with 500 is aborted in the first step, traffic back on the old group within `interval_secs` + 1 s, clients
 //!   saw < 2 % errors; a revision 300 ms slower is aborted on latency; a coordinator SIGKILLed during a bake
-//!   resumes it at the same step and weight.
+//!   resumes it at the same step and weight, and so does the other coordinator on PostgreSQL when the one driving
+//!   the bake dies for good;
 //! - the good, the bad and the slow revision and the SIGKILL during a bake against HAProxy too (weights through the
 //!   driver's `rand(100)` map rule; latency from HAProxy's averages);
 //! - `[[canary.prometheus]]` against a real Prometheus scraping a test app: within `max` it passes, above it aborts;
@@ -15,6 +16,7 @@
 //! Bakes are short (`interval_secs` 1, `bake_secs` 2): each test takes 15–40 s.
 
 use anyhow::{Context, bail};
+use rollcage_e2e::cluster::{ClusterSpec, all_coordinators};
 use rollcage_e2e::lb::{
     BuiltinLb, DemoApps, Faults, HaproxyLb, LbGroup, Load, Sample, create_lb_group_with, now_ms,
     write_app_bundle_with_faults,
@@ -82,16 +84,37 @@ fn setup(n: usize, groups: &[(&str, Vec<usize>)]) -> anyhow::Result<Setup> {
 }
 
 fn setup_with(kind: Kind, n: usize, groups: &[(&str, Vec<usize>)]) -> anyhow::Result<Setup> {
+    setup_in(kind, n, groups, None)
+}
+
+/// The set-up with one coordinator on SQLite, or (`database`) two coordinators on that PostgreSQL database, each
+/// agent given both.
+fn setup_in(
+    kind: Kind,
+    n: usize,
+    groups: &[(&str, Vec<usize>)],
+    database: Option<&str>,
+) -> anyhow::Result<Setup> {
     let (ports, apps) = DemoApps::slots(n)?;
     let pid_files = apps.0.clone();
     let bin = rollcage_bin()?;
-    let fleet = Fleet::start_with_vars(n, |i| {
+    let vars = |i: usize| {
         vec![
             format!("PORT={}", ports[i]),
             format!("ROLLCAGE_BIN={}", bin.display()),
             format!("DEMO_PID={}", pid_files[i].display()),
         ]
-    })?;
+    };
+    let fleet = match database {
+        None => Fleet::start_with_vars(n, vars)?,
+        Some(database) => Fleet::start_cluster(&ClusterSpec {
+            database,
+            coordinators: 2,
+            agents: n,
+            agent_coordinators: &all_coordinators(2),
+            vars: &vars,
+        })?,
+    };
     let names: Vec<&str> = groups.iter().map(|(g, _)| *g).collect();
     let lb = match kind {
         Kind::Builtin => TestLb::Builtin(BuiltinLb::start(fleet.dir.path(), &names, names[0])?),
@@ -243,10 +266,19 @@ fn bad_canary_is_aborted_in_its_first_step(
     Ok(d)
 }
 
+/// What happens to the coordinator driving the bake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    /// SIGKILLed and started again on its own database.
+    Restart,
+    /// SIGKILLed for good; the other coordinator on the same PostgreSQL database takes the deployment over.
+    Failover,
+}
+
 /// Deploy good revision `label` (steps 10/50/100, two intervals each) under load, SIGKILL the coordinator in the
-/// 50 % step and restart it: the bake resumes at the same step and weight, no interval is judged twice, no step
-/// baked again, and no request fails.
-fn resumes_after_a_kill(s: &mut Setup, label: &str) -> anyhow::Result<()> {
+/// 50 % step (`kill`: restart it, or leave it dead for the other one): the bake resumes at the same step and
+/// weight, no interval is judged twice, no step baked again, and no request fails.
+fn resumes_after_a_kill(s: &mut Setup, label: &str, kill: Kill) -> anyhow::Result<()> {
     let load = Load::start(s.lb.service(), WORKERS);
     let rev5 = s.push(label, DELAY_MS, &Faults::default())?;
     let id = s.fleet.deploy("shop", "web", &rev5)?;
@@ -276,9 +308,16 @@ fn resumes_after_a_kill(s: &mut Setup, label: &str) -> anyhow::Result<()> {
         Some(50.0),
         "/metrics shows the running canary's weight"
     );
-    s.fleet
-        .coordinator
-        .kill_and_restart(Duration::from_millis(300))?;
+    match kill {
+        Kill::Restart => s
+            .fleet
+            .coordinator
+            .kill_and_restart(Duration::from_millis(300))?,
+        Kill::Failover => {
+            s.fleet.coordinator.proc.kill();
+            s.fleet.switch_to(1)?;
+        }
+    }
     let after = canary(&s.fleet.status(&id)?)?.clone();
     assert_eq!(
         (after.state.step, after.state.weight),
@@ -422,7 +461,7 @@ fn blue_green_canary_walks_good_revisions_and_aborts_bad_and_slow_ones_and_resum
         }
 
         // v5 (good): SIGKILL the coordinator during the 50 % step; the restarted one resumes there.
-        resumes_after_a_kill(&mut s, "v5")?;
+        resumes_after_a_kill(&mut s, "v5", Kill::Restart)?;
         Ok(())
     });
     keep_on_failure(s, result)
@@ -572,7 +611,7 @@ fn haproxy_canary_walks_a_good_revision_aborts_a_bad_and_a_slow_one_and_resumes_
 
         // v4 (good): SIGKILL the coordinator during the 50 % step; the restarted one resumes there, the weight
         // still in HAProxy's map.
-        resumes_after_a_kill(&mut s, "v4")?;
+        resumes_after_a_kill(&mut s, "v4", Kill::Restart)?;
 
         // v5 is 300 ms slower on every request: aborted on latency (HAProxy's figure is the average response
         // time, judged against the same `max_p99_ratio`). Last: HAProxy averages a server's last 1,024 requests,
@@ -614,6 +653,35 @@ fn metrics_app(value: std::sync::Arc<std::sync::atomic::AtomicU64>) -> anyhow::R
 /// `[[canary.prometheus]]` against a real Prometheus (Debian's `prometheus`, installed by `scripts/setup.sh`)
 /// scraping a test app every second: a check within its `max` lets the canary through; the same check above it
 /// aborts the next canary at its first interval, naming the query, its value and the threshold.
+/// Two coordinators on PostgreSQL: the one driving a canary is SIGKILLed in the 50 % step and stays dead; the other
+/// takes the deployment over (its engine lease lapses in at most 6 s) and finishes the same bake from that step
+/// and weight, with no interval judged twice and no failed request.
+#[test]
+fn on_postgresql_a_canary_outlives_the_coordinator_driving_it() -> anyhow::Result<()> {
+    let pg = rollcage_testpg::Server::start()?;
+    let mut s = setup_in(
+        Kind::Builtin,
+        4,
+        &[("blue", vec![0, 1]), ("green", vec![2, 3])],
+        Some(&pg.url()),
+    )?;
+    let result = rollcage_e2e::caught(|| -> anyhow::Result<()> {
+        let members = |idx: &[usize]| -> Vec<String> { idx.iter().map(|i| s.addr(*i)).collect() };
+        let mut cfg = thresholds();
+        cfg["steps"] = serde_json::json!([10, 50, 100]);
+        s.create_group(
+            "blue-green",
+            serde_json::json!({ "blue": members(&[0, 1]), "green": members(&[2, 3]) }),
+            Some("blue"),
+            serde_json::json!({ "canary": cfg }),
+        )?;
+        let d1 = s.deploy(&s.push("v1", DELAY_MS, &Faults::default())?)?;
+        assert_eq!(d1.status, DeploymentStatus::Succeeded, "{}", d1.message);
+        resumes_after_a_kill(&mut s, "v2", Kill::Failover)
+    });
+    keep_on_failure(s, result)
+}
+
 #[test]
 fn a_prometheus_check_lets_a_canary_through_then_aborts_one() -> anyhow::Result<()> {
     use std::sync::Arc;
