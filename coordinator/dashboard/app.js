@@ -516,15 +516,17 @@ class DeploymentPage {
     this.bakes.replaceChildren(
       ...bakes.map((b) => {
         const s = b.state;
+        // An analysis has no steps: the API leaves the field out.
+        const steps = b.steps ?? [];
         const title = b.instance
           ? `Analysis of ${b.instance}`
-          : `Canary: step ${s.step + 1} of ${b.steps.length}, ${s.weight} % of traffic on the new group`;
+          : `Canary: step ${s.step + 1} of ${steps.length}, ${s.weight} % of traffic on the new group`;
         const rows = b.verdicts.map((v) =>
           el(
             "tr",
             { class: `verdict-${v.result}` },
             el("td", {}, String(v.interval)),
-            el("td", {}, b.steps.length ? `${v.step + 1} (${v.weight} %)` : "—"),
+            el("td", {}, steps.length ? `${v.step + 1} (${v.weight} %)` : "—"),
             el("td", {}, result(v)),
             el("td", {}, side(v.new, v.latency_is_average)),
             el("td", {}, side(v.old, v.latency_is_average)),

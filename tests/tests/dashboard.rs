@@ -9,7 +9,11 @@
 
 use anyhow::{Context, bail};
 use fantoccini::{Client, ClientBuilder, Locator};
-use rollcage_e2e::{Fleet, Proc, write_bundle};
+use rollcage_e2e::lb::{
+    BuiltinLb, DemoApps, Faults, LbGroup, Load, create_lb_group_with, write_app_bundle_with_faults,
+};
+use rollcage_e2e::{Fleet, Proc, rollcage_bin, write_bundle};
+use rollcage_proto::wire::DeploymentStatus;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -337,7 +341,14 @@ async fn in_browser(
     agents: usize,
     body: impl AsyncFnOnce(&Fleet, &Browser) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let fleet = Fleet::start(agents)?;
+    in_browser_on(Fleet::start(agents)?, body).await
+}
+
+/// [`in_browser`] with a fleet already started.
+async fn in_browser_on(
+    fleet: Fleet,
+    body: impl AsyncFnOnce(&Fleet, &Browser) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let browser = Browser::start(fleet.dir.path()).await?;
     let result = body(&fleet, &browser).await;
     browser.close().await;
@@ -644,6 +655,100 @@ async fn dashboard_hides_what_the_role_may_not_do_and_shows_the_api_s_refusal() 
             .await?;
         assert_eq!(fleet.status(&id)?.status.name(), "in_progress");
         fleet.cli(&["stop", &id, "--force"])?;
+        anyhow::Ok(())
+    })
+    .await
+}
+
+/// The analysis gate of an `in-place-lb` group behind the built-in LB, under load: the page shows each instance's
+/// bake as a table of its intervals, one row per verdict the API has, each with its result and both groups'
+/// figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_each_instances_analysis_verdicts() -> anyhow::Result<()> {
+    let (ports, apps) = DemoApps::slots(2)?;
+    let bin = rollcage_bin()?;
+    let fleet = Fleet::start_with_vars(2, |i| {
+        vec![
+            format!("PORT={}", ports[i]),
+            format!("ROLLCAGE_BIN={}", bin.display()),
+            format!("DEMO_PID={}", apps.0[i].display()),
+        ]
+    })?;
+    let lb = BuiltinLb::start(fleet.dir.path(), &["web"], "web")?;
+    in_browser_on(fleet, async |fleet, browser| {
+        let c = &browser.client;
+        let servers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        create_lb_group_with(
+            fleet,
+            &LbGroup {
+                style: "in-place-lb",
+                targets: servers.clone(),
+                driver: lb.driver(),
+                server_groups: serde_json::json!({ "web": servers }),
+                active: None,
+                wait_for_continue: false,
+            },
+            serde_json::json!({ "analysis": {
+                "bake_secs": 2,
+                "interval_secs": 1,
+                "min_requests": 5,
+                "max_error_rate": 0.05,
+                "max_p99_ratio": 10.0,
+                "failure_limit": 0,
+            }}),
+        )?;
+        let bundle = fleet.dir.path().join("bundle-v1");
+        write_app_bundle_with_faults(&bundle, "v1", "", 20, &Faults::default())?;
+        let rev = fleet.push("shop", &bundle)?;
+        let load = Load::start(lb.service, 4);
+        let (_, d) = fleet.deploy_wait("shop", "web", &rev)?;
+        let _ = load.finish();
+        assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
+        assert_eq!(d.bakes.len(), 2, "one analysis per instance");
+
+        c.goto(&format!(
+            "{}/#token={}&deployment={}",
+            fleet.coordinator.url(),
+            fleet.coordinator.admin_token,
+            d.id
+        ))
+        .await?;
+        browser
+            .wait_attr("#deployment-status .badge", "data-status", "succeeded")
+            .await?;
+        for bake in &d.bakes {
+            let instance = bake
+                .instance
+                .as_deref()
+                .context("an analysis names its instance")?;
+            let css = format!(".bake[data-bake=\"{instance}\"]");
+            browser
+                .wait_text(&format!("{css} h2"), &format!("Analysis of {instance}"))
+                .await?;
+            assert!(!bake.verdicts.is_empty(), "{instance}: no verdict");
+            let rows = c.find_all(Locator::Css(&format!("{css} tbody tr"))).await?;
+            assert_eq!(
+                rows.len(),
+                bake.verdicts.len(),
+                "{instance}: one row per verdict"
+            );
+            for (row, v) in rows.iter().zip(&bake.verdicts) {
+                let label = v.outcome.label();
+                assert_eq!(
+                    row.attr("class").await?.as_deref(),
+                    Some(format!("verdict-{label}").as_str())
+                );
+                let text = row.text().await?;
+                assert!(
+                    text.starts_with(&v.interval.to_string())
+                        && text.contains(&label.replace('_', " "))
+                        && text.matches(" req · ").count() == 2,
+                    "{instance} interval {}: `{text}`",
+                    v.interval
+                );
+            }
+        }
+        assert_eq!(browser.text("#error").await?, "");
         anyhow::Ok(())
     })
     .await
