@@ -3,6 +3,8 @@
 //! navigates to a running deployment, sees a cell of the instances × events grid turn `running` and later
 //! `succeeded`, and shows that cell's log (text the hook printed) when clicked. A screenshot taken while the
 //! deployment runs is written to `<target dir>/dashboard-screenshot.png` for people to look at.
+//! Bakes (issue 16): an `in-place-lb` group's `[analysis]` and a `blue-green` group's `[canary]`, through the
+//! built-in LB with the demo app, show one verdict table per bake, row for row what the API has.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and `chromium-driver`, installed by
 //! `scripts/setup.sh`); without them the test fails, it does not skip.
@@ -660,51 +662,84 @@ async fn dashboard_hides_what_the_role_may_not_do_and_shows_the_api_s_refusal() 
     .await
 }
 
-/// The analysis gate of an `in-place-lb` group behind the built-in LB, under load: the page shows each instance's
-/// bake as a table of its intervals, one row per verdict the API has, each with its result and both groups'
-/// figures.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_shows_each_instances_analysis_verdicts() -> anyhow::Result<()> {
-    let (ports, apps) = DemoApps::slots(2)?;
+/// A group's bake, as the page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// `[analysis]` of an `in-place-lb` group (2 agents), deployed under load: one table per instance.
+    Analysis,
+    /// `[canary]` (steps 10/50/100) of a `blue-green` group (blue: agents 0–1, green: 2–3), the first deployment
+    /// (to green, no traffic yet): one table for the deployment, every interval without a verdict.
+    Canary,
+}
+
+/// Deploy through the built-in LB with `gate`, open the deployment: each bake's title names the instance (or the
+/// step and weight), and its table has one row per verdict the API has, with its class, interval, step, result and
+/// both groups' figures.
+async fn bakes_are_shown(gate: Gate) -> anyhow::Result<()> {
+    let agents = if gate == Gate::Analysis { 2 } else { 4 };
+    let (ports, apps) = DemoApps::slots(agents)?;
     let bin = rollcage_bin()?;
-    let fleet = Fleet::start_with_vars(2, |i| {
+    let fleet = Fleet::start_with_vars(agents, |i| {
         vec![
             format!("PORT={}", ports[i]),
             format!("ROLLCAGE_BIN={}", bin.display()),
             format!("DEMO_PID={}", apps.0[i].display()),
         ]
     })?;
-    let lb = BuiltinLb::start(fleet.dir.path(), &["web"], "web")?;
+    let groups: &[&str] = if gate == Gate::Analysis {
+        &["web"]
+    } else {
+        &["blue", "green"]
+    };
+    let lb = BuiltinLb::start(fleet.dir.path(), groups, groups[0])?;
     in_browser_on(fleet, async |fleet, browser| {
         let c = &browser.client;
         let servers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let mut thresholds = serde_json::json!({
+            "bake_secs": 2,
+            "interval_secs": 1,
+            "min_requests": 5,
+            "max_error_rate": 0.05,
+            "max_p99_ratio": 10.0,
+            "failure_limit": 0,
+        });
+        let (style, server_groups, active, extra) = match gate {
+            Gate::Analysis => (
+                "in-place-lb",
+                serde_json::json!({ "web": servers }),
+                None,
+                serde_json::json!({ "analysis": thresholds }),
+            ),
+            Gate::Canary => {
+                thresholds["steps"] = serde_json::json!([10, 50, 100]);
+                (
+                    "blue-green",
+                    serde_json::json!({ "blue": servers[..2], "green": servers[2..] }),
+                    Some("blue"),
+                    serde_json::json!({ "canary": thresholds }),
+                )
+            }
+        };
         create_lb_group_with(
             fleet,
             &LbGroup {
-                style: "in-place-lb",
+                style,
                 targets: servers.clone(),
                 driver: lb.driver(),
-                server_groups: serde_json::json!({ "web": servers }),
-                active: None,
+                server_groups,
+                active,
                 wait_for_continue: false,
             },
-            serde_json::json!({ "analysis": {
-                "bake_secs": 2,
-                "interval_secs": 1,
-                "min_requests": 5,
-                "max_error_rate": 0.05,
-                "max_p99_ratio": 10.0,
-                "failure_limit": 0,
-            }}),
+            extra,
         )?;
         let bundle = fleet.dir.path().join("bundle-v1");
         write_app_bundle_with_faults(&bundle, "v1", "", 20, &Faults::default())?;
         let rev = fleet.push("shop", &bundle)?;
-        let load = Load::start(lb.service, 4);
+        let load = (gate == Gate::Analysis).then(|| Load::start(lb.service, 4));
         let (_, d) = fleet.deploy_wait("shop", "web", &rev)?;
-        let _ = load.finish();
+        let _ = load.map(Load::finish);
         assert_eq!(d.status, DeploymentStatus::Succeeded, "{}", d.message);
-        assert_eq!(d.bakes.len(), 2, "one analysis per instance");
+        assert_eq!(d.bakes.len(), if gate == Gate::Analysis { 2 } else { 1 });
 
         c.goto(&format!(
             "{}/#token={}&deployment={}",
@@ -717,20 +752,25 @@ async fn dashboard_shows_each_instances_analysis_verdicts() -> anyhow::Result<()
             .wait_attr("#deployment-status .badge", "data-status", "succeeded")
             .await?;
         for bake in &d.bakes {
-            let instance = bake
-                .instance
-                .as_deref()
-                .context("an analysis names its instance")?;
-            let css = format!(".bake[data-bake=\"{instance}\"]");
-            browser
-                .wait_text(&format!("{css} h2"), &format!("Analysis of {instance}"))
-                .await?;
-            assert!(!bake.verdicts.is_empty(), "{instance}: no verdict");
+            let (name, title) = match &bake.instance {
+                Some(i) => (i.clone(), format!("Analysis of {i} (done)")),
+                None => (
+                    "canary".to_owned(),
+                    "Canary: step 3 of 3, 100 % of traffic on the new group (done)".to_owned(),
+                ),
+            };
+            let css = format!(".bake[data-bake=\"{name}\"]");
+            browser.wait_text(&format!("{css} h2"), &title).await?;
+            assert_eq!(
+                bake.verdicts.len(),
+                if gate == Gate::Analysis { 2 } else { 6 },
+                "{name}"
+            );
             let rows = c.find_all(Locator::Css(&format!("{css} tbody tr"))).await?;
             assert_eq!(
                 rows.len(),
                 bake.verdicts.len(),
-                "{instance}: one row per verdict"
+                "{name}: one row per verdict"
             );
             for (row, v) in rows.iter().zip(&bake.verdicts) {
                 let label = v.outcome.label();
@@ -738,12 +778,17 @@ async fn dashboard_shows_each_instances_analysis_verdicts() -> anyhow::Result<()
                     row.attr("class").await?.as_deref(),
                     Some(format!("verdict-{label}").as_str())
                 );
+                let step = match gate {
+                    Gate::Analysis => "—".to_owned(),
+                    Gate::Canary => format!("{} ({})", v.step + 1, v.weight),
+                };
                 let text = row.text().await?;
                 assert!(
                     text.starts_with(&v.interval.to_string())
+                        && text.contains(&step)
                         && text.contains(&label.replace('_', " "))
                         && text.matches(" req · ").count() == 2,
-                    "{instance} interval {}: `{text}`",
+                    "{name} interval {}: `{text}`",
                     v.interval
                 );
             }
@@ -752,4 +797,14 @@ async fn dashboard_shows_each_instances_analysis_verdicts() -> anyhow::Result<()
         anyhow::Ok(())
     })
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_each_instances_analysis_verdicts() -> anyhow::Result<()> {
+    bakes_are_shown(Gate::Analysis).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_a_canarys_steps_and_verdicts() -> anyhow::Result<()> {
+    bakes_are_shown(Gate::Canary).await
 }
