@@ -167,6 +167,21 @@ impl Setup {
         )
     }
 
+    /// A `blue-green` group — blue (agents 0 and 1) serving, green (2 and 3) — with `[canary]` steps 10/50/100 at
+    /// [`thresholds`].
+    fn create_canary_group(&self) -> anyhow::Result<()> {
+        let members =
+            |idx: &[usize]| -> Vec<String> { idx.iter().map(|i| self.addr(*i)).collect() };
+        let mut cfg = thresholds();
+        cfg["steps"] = serde_json::json!([10, 50, 100]);
+        self.create_group(
+            "blue-green",
+            serde_json::json!({ "blue": members(&[0, 1]), "green": members(&[2, 3]) }),
+            Some("blue"),
+            serde_json::json!({ "canary": cfg }),
+        )
+    }
+
     fn push(&self, label: &str, delay_ms: u64, faults: &Faults<'_>) -> anyhow::Result<String> {
         let dir = self.fleet.dir.path().join(format!("bundle-{label}"));
         write_app_bundle_with_faults(&dir, label, "", delay_ms, faults)?;
@@ -368,19 +383,9 @@ fn slow_canary_is_aborted_on_latency(s: &Setup, label: &str) -> anyhow::Result<D
 #[test]
 fn blue_green_canary_walks_good_revisions_and_aborts_bad_and_slow_ones_and_resumes_after_a_kill()
 -> anyhow::Result<()> {
-    let blue = vec![0, 1];
-    let green = vec![2, 3];
-    let mut s = setup(4, &[("blue", blue.clone()), ("green", green.clone())])?;
+    let mut s = setup(4, &[("blue", vec![0, 1]), ("green", vec![2, 3])])?;
     let result = rollcage_e2e::caught(|| -> anyhow::Result<()> {
-        let members = |idx: &[usize]| -> Vec<String> { idx.iter().map(|i| s.addr(*i)).collect() };
-        let mut cfg = thresholds();
-        cfg["steps"] = serde_json::json!([10, 50, 100]);
-        s.create_group(
-            "blue-green",
-            serde_json::json!({ "blue": members(&blue), "green": members(&green) }),
-            Some("blue"),
-            serde_json::json!({ "canary": cfg }),
-        )?;
+        s.create_canary_group()?;
         let is_green = |body: &str| matches!(served_by(body), "i2" | "i3");
         let ok = Faults::default();
 
@@ -551,23 +556,13 @@ fn analysis_stops_after_the_bad_instance(kind: Kind) -> anyhow::Result<()> {
 #[test]
 fn haproxy_canary_walks_a_good_revision_aborts_a_bad_and_a_slow_one_and_resumes_after_a_kill()
 -> anyhow::Result<()> {
-    let blue = vec![0, 1];
-    let green = vec![2, 3];
     let mut s = setup_with(
         Kind::Haproxy,
         4,
-        &[("blue", blue.clone()), ("green", green.clone())],
+        &[("blue", vec![0, 1]), ("green", vec![2, 3])],
     )?;
     let result = rollcage_e2e::caught(|| -> anyhow::Result<()> {
-        let members = |idx: &[usize]| -> Vec<String> { idx.iter().map(|i| s.addr(*i)).collect() };
-        let mut cfg = thresholds();
-        cfg["steps"] = serde_json::json!([10, 50, 100]);
-        s.create_group(
-            "blue-green",
-            serde_json::json!({ "blue": members(&blue), "green": members(&green) }),
-            Some("blue"),
-            serde_json::json!({ "canary": cfg }),
-        )?;
+        s.create_canary_group()?;
         let is_green = |body: &str| matches!(served_by(body), "i2" | "i3");
         let ok = Faults::default();
         let d1 = s.deploy(&s.push("v1", DELAY_MS, &ok)?)?;
@@ -650,9 +645,6 @@ fn metrics_app(value: std::sync::Arc<std::sync::atomic::AtomicU64>) -> anyhow::R
     Ok(port)
 }
 
-/// `[[canary.prometheus]]` against a real Prometheus (Debian's `prometheus`, installed by `scripts/setup.sh`)
-/// scraping a test app every second: a check within its `max` lets the canary through; the same check above it
-/// aborts the next canary at its first interval, naming the query, its value and the threshold.
 /// Two coordinators on PostgreSQL: the one driving a canary is SIGKILLed in the 50 % step and stays dead; the other
 /// takes the deployment over (its engine lease lapses in at most 6 s) and finishes the same bake from that step
 /// and weight, with no interval judged twice and no failed request.
@@ -666,15 +658,7 @@ fn on_postgresql_a_canary_outlives_the_coordinator_driving_it() -> anyhow::Resul
         Some(&pg.url()),
     )?;
     let result = rollcage_e2e::caught(|| -> anyhow::Result<()> {
-        let members = |idx: &[usize]| -> Vec<String> { idx.iter().map(|i| s.addr(*i)).collect() };
-        let mut cfg = thresholds();
-        cfg["steps"] = serde_json::json!([10, 50, 100]);
-        s.create_group(
-            "blue-green",
-            serde_json::json!({ "blue": members(&[0, 1]), "green": members(&[2, 3]) }),
-            Some("blue"),
-            serde_json::json!({ "canary": cfg }),
-        )?;
+        s.create_canary_group()?;
         let d1 = s.deploy(&s.push("v1", DELAY_MS, &Faults::default())?)?;
         assert_eq!(d1.status, DeploymentStatus::Succeeded, "{}", d1.message);
         resumes_after_a_kill(&mut s, "v2", Kill::Failover)
@@ -682,6 +666,9 @@ fn on_postgresql_a_canary_outlives_the_coordinator_driving_it() -> anyhow::Resul
     keep_on_failure(s, result)
 }
 
+/// `[[canary.prometheus]]` against a real Prometheus (Debian's `prometheus`, installed by `scripts/setup.sh`)
+/// scraping a test app every second: a check within its `max` lets the canary through; the same check above it
+/// aborts the next canary at its first interval, naming the query, its value and the threshold.
 #[test]
 fn a_prometheus_check_lets_a_canary_through_then_aborts_one() -> anyhow::Result<()> {
     use std::sync::Arc;
