@@ -90,8 +90,12 @@ fn text(out: &Output) -> (i32, String, String) {
     )
 }
 
-#[test]
-fn hook_run_prints_the_output_outcome_and_audit_of_a_granted_request() -> TestResult {
+/// `rollcage hook run` of the `http` guest asking for a health endpoint's `/health`, under a grant of
+/// `http://127.0.0.1:{granted(port)}/`: the endpoint's port and request counter, and the run's (code, stdout, stderr).
+#[allow(clippy::type_complexity, reason = "one test helper's result")]
+fn run_http_guest(
+    granted: &dyn Fn(u16) -> u16,
+) -> Result<(u16, Arc<AtomicUsize>, (i32, String, String)), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     let revision = tmp.path().join("rev");
     let hook = revision_with_http_guest(&revision)?;
@@ -100,11 +104,17 @@ fn hook_run_prints_the_output_outcome_and_audit_of_a_granted_request() -> TestRe
     std::fs::write(
         &grant,
         format!(
-            "http: [\"http://127.0.0.1:{port}/\"]\nargs: [\"http://127.0.0.1:{port}/health\"]\n"
+            "http: [\"http://127.0.0.1:{}/\"]\nargs: [\"http://127.0.0.1:{port}/health\"]\n",
+            granted(port)
         ),
     )?;
     let out = hook_run(&hook, &revision, Some(&grant), tmp.path())?;
-    let (code, stdout, stderr) = text(&out);
+    Ok((port, seen, text(&out)))
+}
+
+#[test]
+fn hook_run_prints_the_output_outcome_and_audit_of_a_granted_request() -> TestResult {
+    let (port, seen, (code, stdout, stderr)) = run_http_guest(&|port| port)?;
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(
         stdout.contains("running hooks/http.wasm for ValidateService"),
@@ -128,18 +138,8 @@ fn hook_run_prints_the_output_outcome_and_audit_of_a_granted_request() -> TestRe
 
 #[test]
 fn hook_run_fails_and_names_a_request_outside_the_grant_which_never_leaves() -> TestResult {
-    let tmp = tempfile::tempdir()?;
-    let revision = tmp.path().join("rev");
-    let hook = revision_with_http_guest(&revision)?;
-    let (port, seen) = health_server()?;
-    let grant = tmp.path().join("grant.yml");
     // Granted: another port. Asked: the listener's.
-    std::fs::write(
-        &grant,
-        format!("http: [\"http://127.0.0.1:1/\"]\nargs: [\"http://127.0.0.1:{port}/health\"]\n"),
-    )?;
-    let out = hook_run(&hook, &revision, Some(&grant), tmp.path())?;
-    let (code, stdout, stderr) = text(&out);
+    let (port, seen, (code, stdout, stderr)) = run_http_guest(&|_| 1)?;
     assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(
         stdout.contains("outcome: failed with exit code 1"),

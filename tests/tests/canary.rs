@@ -219,6 +219,37 @@ fn errors(samples: &[Sample]) -> usize {
     samples.iter().filter(|s| s.result.is_err()).count()
 }
 
+/// A good canary's steps 10/50/100: every verdict of a step passed at that step's weight, and the share of the
+/// answers during the step from the new group (recognised by `is_new`) is within ±5 points of the weight.
+fn each_step_passes_at_its_weight(
+    c: &BakeProgress,
+    samples: &[Sample],
+    is_new: &dyn Fn(&str) -> bool,
+) {
+    for (step, weight) in [(0, 10.0), (1, 50.0), (2, 100.0)] {
+        let vs: Vec<_> = c.verdicts.iter().filter(|v| v.step == step).collect();
+        assert!(
+            vs.iter()
+                .all(|v| matches!(v.outcome, Outcome::Pass)
+                    && f64::from(v.weight.percent()) == weight),
+            "step {step}: {vs:?}"
+        );
+        let from = vs.iter().map(|v| v.start_unix_ms).min().unwrap_or(0);
+        let to = vs.iter().map(|v| v.end_unix_ms).max().unwrap_or(0);
+        let during: Vec<&str> = samples
+            .iter()
+            .filter(|x| x.start_ms as u64 >= from && x.end_ms as u64 <= to)
+            .filter_map(|x| x.result.as_deref().ok())
+            .collect();
+        let seen = share(during.iter().filter(|b| is_new(b)).count(), during.len());
+        assert!(
+            during.len() >= 50 && (seen - weight).abs() <= 5.0,
+            "step {step}: {seen:.1} % of {} answers from the new group, weight {weight} %",
+            during.len()
+        );
+    }
+}
+
 #[allow(clippy::cast_precision_loss)] // a few thousand requests
 fn share(part: usize, whole: usize) -> f64 {
     100.0 * part as f64 / whole.max(1) as f64
@@ -418,29 +449,8 @@ fn blue_green_canary_walks_good_revisions_and_aborts_bad_and_slow_ones_and_resum
             "2 intervals × 3 steps: {:?}",
             c2.verdicts
         );
-        for (step, weight) in [(0, 10.0), (1, 50.0), (2, 100.0)] {
-            let vs: Vec<_> = c2.verdicts.iter().filter(|v| v.step == step).collect();
-            assert!(
-                vs.iter().all(|v| matches!(v.outcome, Outcome::Pass)
-                    && f64::from(v.weight.percent()) == weight),
-                "step {step}: {vs:?}"
-            );
-            let from = vs.iter().map(|v| v.start_unix_ms).min().unwrap_or(0);
-            let to = vs.iter().map(|v| v.end_unix_ms).max().unwrap_or(0);
-            let during: Vec<&str> = samples
-                .iter()
-                .filter(|x| x.start_ms as u64 >= from && x.end_ms as u64 <= to)
-                .filter_map(|x| x.result.as_deref().ok())
-                .collect();
-            // The new group is blue this time.
-            let new = during.iter().filter(|b| !is_green(b)).count();
-            let seen = share(new, during.len());
-            assert!(
-                during.len() >= 50 && (seen - weight).abs() <= 5.0,
-                "step {step}: {seen:.1} % of {} answers from the new group, weight {weight} %",
-                during.len()
-            );
-        }
+        // The new group is blue this time.
+        each_step_passes_at_its_weight(c2, &samples, &|b| !is_green(b));
 
         let passes = s
             .fleet
@@ -581,26 +591,7 @@ fn haproxy_canary_walks_a_good_revision_aborts_a_bad_and_a_slow_one_and_resumes_
                 .iter()
                 .all(|v| v.latency_is_average || v.new.latency_ms.is_none())
         );
-        for (step, weight) in [(0, 10.0), (1, 50.0), (2, 100.0)] {
-            let vs: Vec<_> = c2.verdicts.iter().filter(|v| v.step == step).collect();
-            assert!(
-                vs.iter().all(|v| v.outcome.label() == "pass"),
-                "step {step}: {vs:?}"
-            );
-            let from = vs.iter().map(|v| v.start_unix_ms).min().unwrap_or(0);
-            let to = vs.iter().map(|v| v.end_unix_ms).max().unwrap_or(0);
-            let during: Vec<&str> = samples
-                .iter()
-                .filter(|x| x.start_ms as u64 >= from && x.end_ms as u64 <= to)
-                .filter_map(|x| x.result.as_deref().ok())
-                .collect();
-            let seen = share(during.iter().filter(|b| !is_green(b)).count(), during.len());
-            assert!(
-                during.len() >= 50 && (seen - weight).abs() <= 5.0,
-                "step {step}: {seen:.1} % of {} answers from the new group, weight {weight} %",
-                during.len()
-            );
-        }
+        each_step_passes_at_its_weight(c2, &samples, &|b| !is_green(b));
 
         bad_canary_is_aborted_in_its_first_step(&s, "v3", &is_green)?;
 
